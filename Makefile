@@ -1,0 +1,73 @@
+# Build: `make` (libraries, tools in the repo root, test binary), `make test`
+# (CPU suite), `make test-gpu` (CUDA suite, on a machine with a GPU),
+# `make CUDA=0` to skip the CUDA sources even when nvcc is present.
+
+CXX      ?= g++
+NVCC     ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA     ?= $(if $(NVCC),1,0)
+BUILD    ?= build
+OPT      ?= -O3 -march=native
+CXXFLAGS ?= $(OPT) -g -std=c++17 -Wall -Wextra -Wno-unused-parameter -fopenmp
+CPPFLAGS += -I. -MMD -MP
+LDLIBS   += -lopenblas -lfmt -lz -lpthread -fopenmp
+
+SRC_DIRS := engine layers models data train
+CPP_SRCS := $(shell find $(SRC_DIRS) -name '*.cpp' 2>/dev/null | sort)
+CU_SRCS  := $(shell find $(SRC_DIRS) -name '*.cu' 2>/dev/null | sort)
+TOOLS    := $(patsubst tools/%.cpp,%,$(wildcard tools/*.cpp))
+TEST_SRCS := $(shell find tests -name '*.cpp' | sort)
+
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+  # Hopper (sm_90a: wgmma/TMA) plus portable PTX that any newer GPU can JIT.
+  NVCC_ARCH ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=compute_80
+  NVCCFLAGS ?= -O3 -g -std=c++17 $(NVCC_ARCH) -Xcompiler -fopenmp --expt-relaxed-constexpr
+  CPP_SRCS := $(filter-out engine/cuda/runtime_stub.cpp,$(CPP_SRCS))
+  CPPFLAGS += -DENGINE_CUDA -I$(CUDA_HOME)/include
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt
+  LIB_OBJS := $(CPP_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+else
+  LIB_OBJS := $(CPP_SRCS:%.cpp=$(BUILD)/%.o)
+endif
+TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
+TEST_BIN  := $(BUILD)/engine_tests
+
+.PHONY: all test test-gpu deps clean
+all: deps $(TOOLS) $(TEST_BIN)
+
+# Each dependency checked by a header it provides, with the Debian package to install.
+REQUIRED := cblas.h:libopenblas-dev fmt/format.h:libfmt-dev nlohmann/json.hpp:nlohmann-json3-dev \
+            stb/stb_image.h:libstb-dev gtest/gtest.h:libgtest-dev zlib.h:zlib1g-dev
+deps:
+	@missing=""; for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair##*:}; \
+	  echo "#include <$$h>" | $(CXX) -E -x c++ - >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "missing build dependencies:$$missing"; \
+	  echo "install them with: apt-get install -y$$missing"; exit 1; fi
+
+# Objects are linked directly (not through an archive) so that the static
+# registrars in the .cu files, which nothing references by name, are kept.
+$(TOOLS): %: $(BUILD)/tools/%.o $(LIB_OBJS)
+	$(CXX) -o $@ $^ $(LDLIBS)
+
+$(TEST_BIN): $(TEST_OBJS) $(LIB_OBJS)
+	$(CXX) -o $@ $^ -lgtest -lgmock $(LDLIBS)
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(filter-out -MMD -MP,$(CPPFLAGS)) $(NVCCFLAGS) -MMD -c $< -o $@
+
+# CPU suite: everything except the Cuda* tests (those need a GPU).
+test: $(TEST_BIN)
+	$(TEST_BIN) --gtest_filter='-Cuda*:*/Cuda*' --gtest_brief=1
+
+test-gpu: $(TEST_BIN)
+	$(TEST_BIN) --gtest_filter='Cuda*:*/Cuda*'
+
+clean:
+	rm -rf $(BUILD) $(TOOLS)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,112 @@
+#include "engine/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/ops/elementwise/elementwise.h"
+
+namespace engine {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}  // namespace
+
+bool grad_mode_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs) {
+    if (t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs) {
+    if (t.defined() && t.requires_grad()) return true;
+  }
+  return false;
+}
+
+void record(const char* name, Tensor& output, const std::vector<Tensor>& inputs, BackwardFn backward) {
+  if (!needs_grad(inputs)) return;
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->backward = std::move(backward);
+  for (const Tensor& input : inputs) {
+    Edge edge;
+    if (input.defined() && input.requires_grad()) {
+      if (input.grad_fn()) edge.node = input.grad_fn();
+      else edge.leaf = input.impl_ptr();
+    }
+    node->inputs.push_back(std::move(edge));
+  }
+  output.impl()->grad_fn = std::move(node);
+  output.impl()->requires_grad = true;
+}
+
+namespace {
+
+// Reverse topological order (outputs before inputs), iteratively so that deep
+// graphs cannot overflow the stack.
+std::vector<Node*> order_nodes(Node* root) {
+  std::vector<Node*> post_order;
+  std::unordered_set<Node*> visited{root};
+  std::vector<std::pair<Node*, size_t>> stack{{root, 0}};
+  while (!stack.empty()) {
+    auto& [node, next_input] = stack.back();
+    if (next_input < node->inputs.size()) {
+      Node* child = node->inputs[next_input++].node.get();
+      if (child && visited.insert(child).second) stack.push_back({child, 0});
+      continue;
+    }
+    post_order.push_back(node);
+    stack.pop_back();
+  }
+  return {post_order.rbegin(), post_order.rend()};
+}
+
+void accumulate(Tensor& slot, const Tensor& grad) {
+  slot = slot.defined() ? add(slot, grad) : grad;
+}
+
+void accumulate_into_leaf(TensorImpl* leaf, const Tensor& grad) {
+  check(grad.shape() == leaf->shape, "autograd: gradient {} does not match leaf '{}' of shape {}",
+        shape_str(grad.shape()), leaf->name, shape_str(leaf->shape));
+  // A fresh buffer, so later in-place optimizer maths never aliases op outputs.
+  Tensor owned = leaf->grad.defined() ? add(leaf->grad, grad) : grad.clone();
+  leaf->grad = owned;
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& seed) {
+  check(root.requires_grad(), "backward() called on a tensor that does not require grad");
+  check_same_shape(root, seed, "backward seed");
+  NoGradGuard no_grad;  // the backward pass itself is not recorded
+  if (!root.grad_fn()) {
+    accumulate_into_leaf(root.impl(), seed);
+    return;
+  }
+  std::unordered_map<Node*, Tensor> pending{{root.grad_fn().get(), seed}};
+  for (Node* node : order_nodes(root.grad_fn().get())) {
+    auto found = pending.find(node);
+    if (found == pending.end()) continue;  // no gradient flowed here
+    Tensor grad_output = std::move(found->second);
+    pending.erase(found);
+    std::vector<Tensor> grads = node->backward(grad_output);
+    check(grads.size() == node->inputs.size(), "autograd: op '{}' returned {} gradients for {} inputs",
+          node->name, grads.size(), node->inputs.size());
+    for (size_t i = 0; i < grads.size(); ++i) {
+      const Edge& edge = node->inputs[i];
+      if (!grads[i].defined()) continue;
+      if (edge.node) accumulate(pending[edge.node.get()], grads[i]);
+      else if (edge.leaf) accumulate_into_leaf(edge.leaf.get(), grads[i]);
+    }
+  }
+}
+
+}  // namespace engine

@@ -1,0 +1,87 @@
+// INI configuration with typed getters and strict validation.
+//
+//   [train]            # sections; keys before any section live in section ""
+//   lr = 3e-4          ; comments start with # or ; (whole line, or after
+//   layers = 4, 8, 16  # whitespace following a value)
+//
+// Every getter records the key it was asked for, so that after a program has
+// read everything it understands, check_all_used() can reject typos in the
+// file ("unknown key 'learnig_rate' in [train]; did you mean 'learning_rate'?").
+// All errors are engine::Error and name file:line, [section] key and the value.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace engine {
+
+class Config {
+ public:
+  static Config load(const std::string& path);
+  static Config parse(const std::string& text, const std::string& source = "<string>");
+
+  // Command-line overrides; the key need not exist in the file. Values set
+  // this way are reported as "<override>" instead of file:line.
+  void set(const std::string& section, const std::string& key, const std::string& value);
+  void apply_override(const std::string& dotted_assignment);  // "train.lr=0.1"
+
+  // Getters are const; the set of names they were asked for is mutable
+  // bookkeeping for check_all_used(). has() counts as asking.
+  bool has(const std::string& section, const std::string& key) const;
+
+  std::string get_string(const std::string& section, const std::string& key,
+                         const std::string& def) const;
+  std::string get_string(const std::string& section, const std::string& key) const;
+  int64_t get_int(const std::string& section, const std::string& key, int64_t def) const;
+  int64_t get_int(const std::string& section, const std::string& key) const;
+  double get_double(const std::string& section, const std::string& key, double def) const;
+  double get_double(const std::string& section, const std::string& key) const;
+  // true/false, yes/no, on/off, 1/0; case-insensitive.
+  bool get_bool(const std::string& section, const std::string& key, bool def) const;
+  bool get_bool(const std::string& section, const std::string& key) const;
+  std::string get_choice(const std::string& section, const std::string& key,
+                         const std::string& def,
+                         const std::vector<std::string>& allowed) const;
+  // Comma-separated; items are trimmed and empty items dropped.
+  std::vector<std::string> get_list(const std::string& section, const std::string& key,
+                                    const std::vector<std::string>& def) const;
+  std::vector<int64_t> get_int_list(const std::string& section, const std::string& key,
+                                    const std::vector<int64_t>& def) const;
+
+  // Throws listing every section or key that no getter asked for, each with a
+  // suggestion of the nearest name that was asked for, if one is close.
+  void check_all_used() const;
+
+  const std::string& source() const { return source_; }
+
+ private:
+  struct Entry {
+    std::string value;
+    int line;  // 0: set by override
+  };
+  struct Section {
+    int line = 0;  // first header line; 0 if created by an override
+    std::map<std::string, Entry> entries;
+  };
+
+  const Entry* find(const std::string& section, const std::string& key) const;
+  const Entry& require(const std::string& section, const std::string& key) const;
+  std::string where(int line) const;
+  [[noreturn]] void bad_value(const std::string& section, const std::string& key,
+                              const Entry& entry, const std::string& problem) const;
+  int64_t to_int(const std::string& section, const std::string& key, const Entry& e) const;
+  double to_double(const std::string& section, const std::string& key, const Entry& e) const;
+  bool to_bool(const std::string& section, const std::string& key, const Entry& e) const;
+
+  std::string source_;
+  std::map<std::string, Section> sections_;
+  mutable std::map<std::string, std::set<std::string>> asked_;  // section -> keys
+};
+
+// The candidate closest to `word` by edit distance, or "" if none is close
+// enough to be a plausible typo. Shared with CLI flag parsing.
+std::string nearest_name(const std::string& word, const std::vector<std::string>& candidates);
+
+}  // namespace engine

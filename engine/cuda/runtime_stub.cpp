@@ -1,0 +1,16 @@
+// Built only without CUDA (make CUDA=0): every CUDA entry point says so clearly.
+#include "engine/device.h"
+#include "engine/error.h"
+
+namespace engine {
+
+bool built_with_cuda() { return false; }
+int cuda_device_count() { return 0; }
+
+void* cuda_alloc(int, size_t) { fail("CUDA memory requested, but this binary was built without CUDA"); }
+void cuda_free(int, void*) {}
+void cuda_copy(void*, Device, const void*, Device, size_t) {
+  fail("CUDA copy requested, but this binary was built without CUDA");
+}
+
+}  // namespace engine

@@ -1,0 +1,59 @@
+#include "engine/device.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/error.h"
+
+namespace engine {
+
+std::string Device::str() const {
+  return is_cpu() ? std::string("cpu") : fmt::format("cuda:{}", index);
+}
+
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return cpu();
+  if (text == "auto") return cuda_device_count() > 0 ? cuda() : cpu();
+  if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
+    int index = text == "cuda" ? 0 : std::atoi(text.c_str() + 5);
+    check(built_with_cuda(), "device '{}' requested, but this binary was built without CUDA "
+          "(rebuild with nvcc on the PATH, or use --device cpu)", text);
+    int count = cuda_device_count();
+    check(count > 0, "device '{}' requested, but no CUDA GPU is visible on this machine "
+          "(use --device cpu or auto)", text);
+    check(index >= 0 && index < count, "device '{}' requested, but only {} GPU(s) are visible", text, count);
+    return cuda(index);
+  }
+  fail("unknown device '{}' (expected cpu, cuda, cuda:N or auto)", text);
+}
+
+// The CPU side of the raw memory functions; CUDA builds route the CUDA cases to
+// engine/cuda/runtime.cu through these hooks.
+void* cuda_alloc(int index, size_t nbytes);
+void cuda_free(int index, void* ptr);
+void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
+
+void* device_alloc(Device device, size_t nbytes) {
+  if (device.is_cuda()) return cuda_alloc(device.index, nbytes);
+  if (nbytes == 0) return nullptr;
+  // 64-byte alignment suits AVX-512 loads and keeps rows cache-line aligned.
+  void* ptr = std::aligned_alloc(64, (nbytes + 63) / 64 * 64);
+  check(ptr != nullptr, "out of host memory allocating {} bytes", nbytes);
+  return ptr;
+}
+
+void device_free(Device device, void* ptr) {
+  if (device.is_cuda()) return cuda_free(device.index, ptr);
+  std::free(ptr);
+}
+
+void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+  if (nbytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, nbytes);
+    return;
+  }
+  cuda_copy(dst, dst_device, src, src_device, nbytes);
+}
+
+}  // namespace engine

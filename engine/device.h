@@ -1,0 +1,48 @@
+// Where a tensor's bytes live. The CPU is always there; CUDA is there when the
+// binary was built with nvcc (ENGINE_CUDA) and the machine has a GPU.
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include <fmt/format.h>
+
+namespace engine {
+
+enum class DeviceType { CPU, CUDA };
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::CPU, 0}; }
+  static Device cuda(int index = 0) { return {DeviceType::CUDA, index}; }
+  // "cpu", "cuda", "cuda:1" or "auto" (cuda when a GPU is present, else cpu).
+  // Asking for cuda where there is none is an error that says why.
+  static Device parse(const std::string& text);
+
+  bool is_cpu() const { return type == DeviceType::CPU; }
+  bool is_cuda() const { return type == DeviceType::CUDA; }
+  bool operator==(const Device& other) const { return type == other.type && index == other.index; }
+  bool operator!=(const Device& other) const { return !(*this == other); }
+  std::string str() const;
+};
+
+bool built_with_cuda();
+int cuda_device_count();  // 0 when built without CUDA or no GPU / driver present
+
+// Raw memory per device; the CUDA versions live in engine/cuda/ (a caching
+// allocator arrives with the CUDA backend).
+void* device_alloc(Device device, size_t nbytes);
+void device_free(Device device, void* ptr);
+// Copies nbytes between any two devices (host<->device, device<->device).
+void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
+
+}  // namespace engine
+
+template <>
+struct fmt::formatter<engine::Device> : fmt::formatter<std::string> {
+  template <typename Context>
+  auto format(const engine::Device& device, Context& ctx) const {
+    return fmt::formatter<std::string>::format(device.str(), ctx);
+  }
+};

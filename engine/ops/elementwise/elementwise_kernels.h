@@ -1,0 +1,28 @@
+// Kernels of the elementwise family: binary ops with broadcasting, unary
+// math functions and their derivatives, and tensor-scalar ops.
+#pragma once
+#include "engine/dispatch.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+enum class BinaryOp { Add, Sub, Mul, Div };
+enum class UnaryOp { Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Gelu, Silu, Softplus, Relu, Abs, Reciprocal };
+enum class ScalarOp { Add, Mul, Pow };
+
+// a and b are already broadcast to out's shape (stride 0 along broadcast
+// dimensions, any other strides); out is contiguous. All three share a dtype.
+using BinaryKernel = void (*)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+// x and out contiguous, same shape and dtype.
+using UnaryKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& out);
+// dx = dy * f'(x), given x and y = f(x); all contiguous.
+using UnaryBackwardKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                     const Tensor& dx);
+using ScalarKernel = void (*)(ScalarOp op, const Tensor& x, double scalar, const Tensor& out);
+
+extern KernelSlot<BinaryKernel> binary_kernel;
+extern KernelSlot<UnaryKernel> unary_kernel;
+extern KernelSlot<UnaryBackwardKernel> unary_backward_kernel;
+extern KernelSlot<ScalarKernel> scalar_kernel;
+
+}  // namespace engine

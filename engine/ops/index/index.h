@@ -1,0 +1,22 @@
+// Indexing, joining and selection ops, with autograd.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+// out[..., i, ...] = x[..., index[i], ...] along dim; index int64 [K].
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// PyTorch gather: index has x's rank; out[i][j] = x[i][index[i][j]] for dim 1, etc.
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+// Joins along dim (all other sizes equal).
+Tensor concat(const std::vector<Tensor>& tensors, int64_t dim);
+// Splits into pieces of the given sizes along dim (views).
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+// condition (uint8, 0/1, broadcastable) ? a : b.
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b);
+// x with value wherever mask (uint8, broadcastable to x) is non-zero.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+
+}  // namespace engine

@@ -1,0 +1,97 @@
+#include "engine/ops/matmul/matmul.h"
+
+#include "engine/autograd.h"
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/matmul/matmul_kernels.h"
+#include "engine/ops/reduce/reduce.h"
+#include "engine/ops/view/view.h"
+
+namespace engine {
+
+namespace {
+
+// Describes the last two dims of t as a GEMM operand, copying only when the
+// layout is neither row-major nor a transposed row-major matrix.
+// Leading dims form the batch; they must collapse to a single stride
+// (contiguous() guarantees it).
+GemmOperand operand(const Tensor& t) {
+  const int64_t rank = t.dim();
+  auto try_layout = [&](const Tensor& x, GemmOperand* op) {
+    const int64_t rows = x.shape()[rank - 2], cols = x.shape()[rank - 1];
+    const int64_t row_stride = x.strides()[rank - 2], col_stride = x.strides()[rank - 1];
+    op->tensor = x;
+    op->rows = rows;
+    op->cols = cols;
+    if (col_stride == 1 && row_stride >= std::max<int64_t>(cols, 1)) {
+      op->transposed = false;
+      op->leading_dim = row_stride;
+    } else if (row_stride == 1 && col_stride >= std::max<int64_t>(rows, 1)) {
+      op->transposed = true;  // the memory holds x^T row-major
+      op->leading_dim = col_stride;
+    } else {
+      return false;
+    }
+    // Batch dims must collapse to one stride (always true for contiguous batches).
+    op->batch_stride = rank > 2 ? x.strides()[rank - 3] : 0;
+    for (int64_t d = rank - 3; d > 0; --d) {
+      if (x.shape()[d] != 1 && x.strides()[d - 1] != x.strides()[d] * x.shape()[d]) return false;
+    }
+    return true;
+  };
+  GemmOperand op;
+  if (!try_layout(t, &op)) try_layout(t.contiguous(), &op);
+  return op;
+}
+
+// out [batch, M, N] = a @ b, with a: [..., M, K] and b: [..., K, N] (b may be 2-D).
+Tensor gemm(const Tensor& a, const Tensor& b, const Shape& out_shape) {
+  check(a.dtype() == b.dtype(), "matmul: dtypes {} and {} differ", dtype_name(a.dtype()), dtype_name(b.dtype()));
+  check(a.device() == b.device(), "matmul: tensors on {} and {}", a.device().str(), b.device().str());
+  const int64_t m = out_shape[out_shape.size() - 2], n = out_shape.back();
+  const int64_t batch = shape_numel(out_shape) / std::max<int64_t>(m * n, 1);
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+  if (out.numel() == 0) return out;
+  Tensor c = make_view(out, {batch, m, n}, {m * n, n, 1}, 0);
+  gemm_kernel.get(a.device())(operand(a), operand(b), c, batch, 1.0, 0.0);
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check(a.dim() >= 2 && b.dim() >= 2, "matmul: needs matrices, got {} and {}", shape_str(a.shape()),
+        shape_str(b.shape()));
+  const int64_t k = a.shape().back();
+  check(b.shape()[b.dim() - 2] == k, "matmul: inner sizes differ: {} @ {}", shape_str(a.shape()),
+        shape_str(b.shape()));
+  Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+  out_shape.push_back(b.shape().back());
+
+  if (b.dim() == 2) {
+    // Leading dims of a fold into M: one large GEMM instead of many small ones.
+    Tensor a2 = a.dim() == 2 ? a.detach() : reshape(a.detach(), {-1, k});
+    Tensor out = reshape(gemm(a2, b.detach(), {a2.shape()[0], b.shape()[1]}), out_shape);
+    record("matmul", out, {a, b}, [a, b](const Tensor& g) {
+      Tensor g2 = reshape(g, {-1, g.shape().back()});
+      Tensor a_flat = reshape(a, {-1, a.shape().back()});
+      return std::vector<Tensor>{a.requires_grad() ? reshape(matmul(g2, transpose(b, 0, 1)), a.shape()) : Tensor(),
+                                 b.requires_grad() ? matmul(transpose(a_flat, 0, 1), g2) : Tensor()};
+    });
+    return out;
+  }
+  check(a.dim() == b.dim() && std::equal(a.shape().begin(), a.shape().end() - 2, b.shape().begin()),
+        "matmul: batch dims of {} and {} must be equal", shape_str(a.shape()), shape_str(b.shape()));
+  Tensor out = gemm(a.detach(), b.detach(), out_shape);
+  record("bmm", out, {a, b}, [a, b](const Tensor& g) {
+    return std::vector<Tensor>{a.requires_grad() ? matmul(g, transpose(b, -1, -2)) : Tensor(),
+                               b.requires_grad() ? matmul(transpose(a, -1, -2), g) : Tensor()};
+  });
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  Tensor y = matmul(x, transpose(weight, 0, 1));
+  return bias.defined() ? add(y, bias) : y;
+}
+
+}  // namespace engine

@@ -1,0 +1,15 @@
+// Matrix products with autograd.
+#pragma once
+#include "engine/tensor.h"
+
+namespace engine {
+
+// a [..., M, K] @ b [K, N] -> [..., M, N]  (b shared by every leading index), or
+// a [B..., M, K] @ b [B..., K, N] -> [B..., M, N]  (equal batch dims), or
+// a [M, K] @ b [K, N].
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// x [..., in] @ weight[out, in]^T + bias[out]  (PyTorch's nn.Linear layout).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+}  // namespace engine

@@ -1,0 +1,15 @@
+// Every op of the engine, for code that uses many of them (layers, models).
+#pragma once
+#include "engine/autograd.h"
+#include "engine/ops/conv/patch_embed.h"
+#include "engine/ops/copy/copy.h"
+#include "engine/ops/cumsum/cumsum.h"
+#include "engine/ops/dropout/dropout.h"
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/index/index.h"
+#include "engine/ops/loss/loss.h"
+#include "engine/ops/matmul/matmul.h"
+#include "engine/ops/norm/layernorm.h"
+#include "engine/ops/reduce/reduce.h"
+#include "engine/ops/softmax/softmax.h"
+#include "engine/ops/view/view.h"

@@ -1,0 +1,76 @@
+// Optimizers over parameter groups, gradient clipping and LR schedules.
+// Updates run in place under no_grad; state (momentum, Adam moments) is fp32
+// (or the parameter dtype, float64 in tests) on the parameter's device.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+struct ParamGroup {
+  std::vector<Tensor> params;
+  double weight_decay = 0.0;
+  double lr_scale = 1.0;  // multiplies the optimizer's current lr
+};
+
+// AdamW-style grouping: no weight decay for 1-D params (norms, biases) and for
+// position embeddings / class (and distillation) tokens, recognised by name.
+std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& named_params, double weight_decay);
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;  // uses each param's .grad(); params without a grad are skipped
+  void zero_grad();
+  void set_lr(double lr) { lr_ = lr; }
+  double lr() const { return lr_; }
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+  // Optimizer state as named tensors, for checkpoints ("<param name>.exp_avg", ...)
+  // plus the step count; load_state restores it (error on a missing/mismatched name).
+  virtual NamedTensors state() const = 0;
+  virtual void load_state(const NamedTensors& state) = 0;
+
+ protected:
+  Optimizer(std::vector<ParamGroup> groups, double lr) : groups_(std::move(groups)), lr_(lr) {}
+  std::vector<ParamGroup> groups_;
+  double lr_;
+};
+
+struct SgdOptions {
+  double lr = 0.01;
+  double momentum = 0.0;
+  bool nesterov = false;
+};
+// PyTorch SGD semantics: buf = momentum * buf + grad (+ weight_decay * p, L2);
+// nesterov: update = grad + momentum * buf.
+std::unique_ptr<Optimizer> make_sgd(std::vector<ParamGroup> groups, const SgdOptions& options);
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+};
+// PyTorch AdamW: p -= lr * weight_decay * p (decoupled), then the bias-corrected
+// Adam update p -= lr * m_hat / (sqrt(v_hat) + eps).
+std::unique_ptr<Optimizer> make_adamw(std::vector<ParamGroup> groups, const AdamWOptions& options);
+
+// Scales all gradients so that their global L2 norm is at most max_norm;
+// returns the norm before clipping.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+// Linear warmup from warmup_start_lr to base_lr over warmup_steps, then cosine
+// decay to min_lr at total_steps (constant min_lr after).
+struct WarmupCosineSchedule {
+  double base_lr = 1e-3;
+  double min_lr = 0.0;
+  double warmup_start_lr = 0.0;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 1;
+  double lr_at(int64_t step) const;
+};
+
+}  // namespace engine

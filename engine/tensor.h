@@ -1,0 +1,126 @@
+// Tensor: a cheap handle (shared pointer) to a TensorImpl, which is a view —
+// offset, shape and strides in elements — into a ref-counted Storage.
+// Autograd state (requires_grad, grad, grad_fn) lives on the TensorImpl;
+// see engine/autograd.h for how the graph is recorded and replayed.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/dtype.h"
+#include "engine/error.h"
+#include "engine/storage.h"
+
+namespace engine {
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& shape);   // "[2, 3, 4]"
+int64_t shape_numel(const Shape& shape);
+Shape contiguous_strides(const Shape& shape);
+
+struct Node;  // autograd graph node (engine/autograd.h)
+struct TensorImpl;
+
+class Rng;
+
+class Tensor {
+ public:
+  Tensor() = default;  // an undefined tensor (e.g. a gradient that is not needed)
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // ---- creation (contiguous, no autograd history) ----
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32,
+                     Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu()) {
+    return full(shape, 1.0, dtype, device);
+  }
+  // Copies host values; T picks the dtype (float -> F32, double -> F64, int64_t -> I64 ...).
+  template <typename T>
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
+                            Device device = Device::cpu());
+  static Tensor arange(int64_t n, DType dtype = DType::I64);
+  // Fresh random values (never all-zero); generated on the host, then moved.
+  static Tensor randn(const Shape& shape, Rng& rng, DType dtype = DType::F32, double stddev = 1.0);
+  static Tensor uniform(const Shape& shape, Rng& rng, double low, double high,
+                        DType dtype = DType::F32);
+  // A view of borrowed memory (e.g. a memory-mapped file); `storage` keeps it alive.
+  static Tensor from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype,
+                             int64_t offset = 0);
+
+  // ---- metadata ----
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  const Shape& strides() const;
+  int64_t offset() const;
+  int64_t dim() const { return static_cast<int64_t>(shape().size()); }
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const { return shape_numel(shape()); }
+  DType dtype() const;
+  Device device() const;
+  bool is_contiguous() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
+  std::string describe() const;  // "float32[2, 3] on cpu"
+
+  // ---- data access (CPU tensors; T must match the dtype) ----
+  template <typename T> T* data() const;
+  void* raw_data() const;  // pointer to element [0,...,0] on its device
+  const std::shared_ptr<Storage>& storage() const;
+  template <typename T> T item() const;  // the single element, converted to T
+  std::vector<float> to_floats() const;   // any float dtype, any device -> host floats
+  std::vector<double> to_doubles() const;
+  std::vector<int64_t> to_ints() const;   // integer dtypes -> host int64
+
+  // ---- copies and conversions (differentiable where it makes sense) ----
+  Tensor contiguous() const;  // itself when already contiguous
+  Tensor clone() const;       // always a fresh copy
+  Tensor to(Device device) const;
+  Tensor to(DType dtype) const;
+
+  // ---- autograd ----
+  bool requires_grad() const;
+  // Marks a leaf as a parameter whose .grad() backward fills.
+  Tensor& set_requires_grad(bool requires = true);
+  Tensor grad() const;  // undefined until a backward pass reached this leaf
+  void set_grad(const Tensor& grad) const;
+  void zero_grad() const;  // drops the gradient (the next backward allocates)
+  const std::shared_ptr<Node>& grad_fn() const;
+  bool is_leaf() const { return grad_fn() == nullptr; }
+  // Backpropagates from this tensor: a scalar needs no seed gradient.
+  void backward(const Tensor& seed = Tensor()) const;
+  Tensor detach() const;  // same storage, no history
+
+  const std::string& name() const;
+  Tensor& set_name(const std::string& name);
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same_storage(const Tensor& other) const { return storage() == other.storage(); }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements
+  Shape shape;
+  Shape strides;       // in elements
+  DType dtype = DType::F32;
+  bool requires_grad = false;
+  Tensor grad;
+  std::shared_ptr<Node> grad_fn;
+  std::string name;
+};
+
+// A view sharing `base`'s storage, with no autograd history; ops wrap it.
+Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
+
+// Checks that two shapes are equal, naming `what` in the error.
+void check_same_shape(const Tensor& a, const Tensor& b, const char* what);
+
+}  // namespace engine

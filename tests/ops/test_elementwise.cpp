@@ -1,0 +1,84 @@
+#include <cmath>
+
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/view/view.h"
+#include "tests/gradcheck.h"
+
+namespace engine {
+namespace {
+
+using testing::expect_gradients_match;
+using testing::random_leaf;
+
+TEST(Elementwise, ForwardMatchesScalarMath) {
+  Tensor a = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor b = Tensor::from_vector<float>({10, 20, 30}, {3});
+  EXPECT_EQ((a + b).to_floats(), (std::vector<float>{11, 22, 33, 14, 25, 36}));
+  EXPECT_EQ((a - b).to_floats(), (std::vector<float>{-9, -18, -27, -6, -15, -24}));
+  EXPECT_EQ((a * 2.0).to_floats(), (std::vector<float>{2, 4, 6, 8, 10, 12}));
+  std::vector<float> g = gelu(a).to_floats();
+  EXPECT_NEAR(g[0], 0.5 * 1 * (1 + std::erf(1 / std::sqrt(2.0))), 1e-6);
+  EXPECT_NEAR(softplus(Tensor::full({1}, 50.0)).item<double>(), 50.0, 1e-6);  // no overflow
+}
+
+TEST(Elementwise, BroadcastShapes) {
+  EXPECT_EQ(broadcast_shapes({2, 1, 4}, {3, 1}), (Shape{2, 3, 4}));
+  EXPECT_THROW(broadcast_shapes({2, 3}, {4}), Error);
+}
+
+struct BinaryCase {
+  Shape a, b;
+};
+
+class BinaryGrad : public ::testing::TestWithParam<BinaryCase> {};
+
+TEST_P(BinaryGrad, AddSubMulDiv) {
+  Rng rng(1);
+  Tensor a = random_leaf(GetParam().a, rng);
+  Tensor b = random_leaf(GetParam().b, rng, 0.5, 2.0);  // away from zero for div
+  expect_gradients_match([](const auto& x) { return x[0] + x[1]; }, {a, b});
+  expect_gradients_match([](const auto& x) { return x[0] - x[1]; }, {a, b});
+  expect_gradients_match([](const auto& x) { return x[0] * x[1]; }, {a, b});
+  expect_gradients_match([](const auto& x) { return x[0] / x[1]; }, {a, b});
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BinaryGrad,
+                         ::testing::Values(BinaryCase{{3, 4}, {3, 4}}, BinaryCase{{2, 3, 4}, {4}},
+                                           BinaryCase{{2, 1, 4}, {3, 1}}, BinaryCase{{1}, {2, 3}}));
+
+TEST(Elementwise, UnaryGradients) {
+  Rng rng(2);
+  Tensor x = random_leaf({3, 5}, rng, -2.0, 2.0);
+  Tensor positive = random_leaf({3, 5}, rng, 0.5, 2.0);
+  for (auto f : {neg, exp, tanh, sigmoid, gelu, silu, softplus}) {
+    expect_gradients_match([f](const auto& in) { return f(in[0]); }, {x});
+  }
+  for (auto f : {log, sqrt, reciprocal, abs, relu}) {
+    expect_gradients_match([f](const auto& in) { return f(in[0]); }, {positive});
+  }
+  expect_gradients_match([](const auto& in) { return pow(in[0], 2.5); }, {positive});
+  expect_gradients_match([](const auto& in) { return in[0] * 3.0 + 1.5; }, {x});
+  expect_gradients_match([](const auto& in) { return 2.0 / in[0]; }, {positive});
+}
+
+TEST(Elementwise, GradientThroughNonContiguousView) {
+  Rng rng(3);
+  Tensor a = random_leaf({4, 3}, rng);
+  Tensor b = random_leaf({3, 4}, rng);
+  expect_gradients_match([](const auto& x) { return gelu(transpose(x[0], 0, 1)) * x[1]; }, {a, b});
+}
+
+TEST(Elementwise, ReusedInputAccumulatesGradient) {
+  Rng rng(4);
+  Tensor x = random_leaf({5}, rng);
+  expect_gradients_match([](const auto& in) { return in[0] * in[0] + exp(in[0]); }, {x});
+}
+
+TEST(Elementwise, MismatchedDtypesAreAnError) {
+  Tensor a = Tensor::ones({2}, DType::F32);
+  Tensor b = Tensor::ones({2}, DType::F64);
+  EXPECT_THROW(a + b, Error);
+}
+
+}  // namespace
+}  // namespace engine

@@ -1,0 +1,90 @@
+#include "engine/ops/matmul/matmul.h"
+#include "engine/ops/reduce/reduce.h"
+#include "engine/ops/view/view.h"
+#include "tests/gradcheck.h"
+
+namespace engine {
+namespace {
+
+using testing::expect_close;
+using testing::expect_gradients_match;
+using testing::random_leaf;
+
+TEST(View, ViewsShareStorageAndIndexCorrectly) {
+  Tensor x = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5}, {2, 3});
+  Tensor t = transpose(x, 0, 1);
+  EXPECT_TRUE(t.same_storage(x));
+  EXPECT_FALSE(t.is_contiguous());
+  EXPECT_EQ(t.contiguous().to_floats(), (std::vector<float>{0, 3, 1, 4, 2, 5}));
+  EXPECT_EQ(narrow(x, 1, 1, 2).to_floats(), (std::vector<float>{1, 2, 4, 5}));
+  EXPECT_EQ(select(x, 0, 1).to_floats(), (std::vector<float>{3, 4, 5}));
+  EXPECT_EQ(expand(Tensor::from_vector<float>({7, 8}, {2, 1}), {2, 3}).to_floats(),
+            (std::vector<float>{7, 7, 7, 8, 8, 8}));
+  EXPECT_EQ(reshape(x, {3, -1}).shape(), (Shape{3, 2}));
+  EXPECT_THROW(reshape(x, {4, -1}), Error);
+  EXPECT_THROW(narrow(x, 1, 2, 2), Error);
+}
+
+TEST(View, Gradients) {
+  Rng rng(5);
+  Tensor x = random_leaf({2, 3, 4}, rng);
+  expect_gradients_match([](const auto& in) { return permute(in[0], {2, 0, 1}); }, {x});
+  expect_gradients_match([](const auto& in) { return narrow(in[0], 2, 1, 2); }, {x});
+  expect_gradients_match([](const auto& in) { return reshape(transpose(in[0], 0, 2), {4, 6}); }, {x});
+  expect_gradients_match([](const auto& in) { return select(in[0], 1, 2); }, {x});
+  expect_gradients_match([](const auto& in) { return squeeze(unsqueeze(in[0], 1), 1); }, {x});
+  Tensor row = random_leaf({1, 4}, rng);
+  expect_gradients_match([](const auto& in) { return expand(in[0], {3, 3, 4}); }, {row});
+}
+
+TEST(Reduce, ValuesAndGradients) {
+  Tensor x = Tensor::from_vector<float>({1, 5, 2, 7, 3, 0}, {2, 3});
+  EXPECT_EQ(sum(x, {1}).to_floats(), (std::vector<float>{8, 10}));
+  EXPECT_EQ(sum(x, {0}, true).shape(), (Shape{1, 3}));
+  EXPECT_FLOAT_EQ(mean(x).item<float>(), 3.0f);
+  MaxResult m = max(x, 1);
+  EXPECT_EQ(m.values.to_floats(), (std::vector<float>{5, 7}));
+  EXPECT_EQ(m.indices.to_ints(), (std::vector<int64_t>{1, 0}));
+
+  Rng rng(6);
+  Tensor y = random_leaf({3, 4, 5}, rng);
+  expect_gradients_match([](const auto& in) { return sum(in[0], {0, 2}); }, {y});
+  expect_gradients_match([](const auto& in) { return mean(in[0], {1}, true); }, {y});
+  expect_gradients_match([](const auto& in) { return max(in[0], 1).values; }, {y});
+  expect_gradients_match([](const auto& in) { return max(in[0], 0, true).values; }, {y});
+  expect_gradients_match([](const auto& in) { return sum(transpose(in[0], 0, 1), {2}); }, {y});
+}
+
+TEST(Matmul, MatchesNaiveProduct) {
+  Rng rng(8);
+  Tensor a = Tensor::randn({3, 4}, rng);
+  Tensor b = Tensor::randn({4, 5}, rng);
+  Tensor c = matmul(a, b);
+  std::vector<float> pa = a.to_floats(), pb = b.to_floats(), pc = c.to_floats();
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 5; ++j) {
+      double expected = 0;
+      for (int k = 0; k < 4; ++k) expected += pa[i * 4 + k] * pb[k * 5 + j];
+      EXPECT_NEAR(pc[i * 5 + j], expected, 1e-5);
+    }
+  // A transposed view goes to BLAS as a transposed operand and gives the same result.
+  expect_close(matmul(transpose(b, 0, 1).contiguous(), transpose(a, 0, 1)), transpose(c, 0, 1).contiguous(), 1e-5);
+  EXPECT_THROW(matmul(a, a), Error);
+}
+
+TEST(Matmul, Gradients) {
+  Rng rng(9);
+  Tensor a = random_leaf({2, 3, 4}, rng);
+  Tensor w = random_leaf({4, 5}, rng);
+  Tensor b = random_leaf({2, 4, 5}, rng);
+  expect_gradients_match([](const auto& in) { return matmul(in[0], in[1]); }, {a, w});
+  expect_gradients_match([](const auto& in) { return matmul(in[0], in[1]); }, {a, b});
+  expect_gradients_match([](const auto& in) { return matmul(transpose(in[1], 1, 2), transpose(in[0], 1, 2)); },
+                         {a, b});
+  Tensor weight = random_leaf({6, 4}, rng);
+  Tensor bias = random_leaf({6}, rng);
+  expect_gradients_match([](const auto& in) { return linear(in[0], in[1], in[2]); }, {a, weight, bias});
+}
+
+}  // namespace
+}  // namespace engine

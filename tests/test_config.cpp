@@ -1,0 +1,243 @@
+#include "engine/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "engine/error.h"
+
+namespace engine {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// The message of the engine::Error that `f` throws, or a marker that no
+// assertion on a message substring can match by accident.
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no engine::Error thrown>";
+}
+
+const char* kText = R"(# model settings
+name = tiny   ; keys before any section belong to section ""
+
+[model]
+layers = 4
+width=256
+dropout = 0.1   # trailing comment
+activation = gelu
+url = http://host/#frag
+
+  [train]
+lr = 1e-3
+steps = -20
+shuffle = Yes
+sizes = 8, 16,, 32 ,
+tags = a , b
+empty =
+)";
+
+TEST(Config, ParsesSectionsAndTypedValues) {
+  const Config c = Config::parse(kText, "cfg.ini");
+  EXPECT_EQ(c.source(), "cfg.ini");
+  EXPECT_EQ(c.get_string("", "name"), "tiny");
+  EXPECT_EQ(c.get_int("model", "layers"), 4);
+  EXPECT_EQ(c.get_int("model", "width", 0), 256);
+  EXPECT_DOUBLE_EQ(c.get_double("model", "dropout"), 0.1);
+  EXPECT_EQ(c.get_string("model", "url"), "http://host/#frag");  // '#' not after space
+  EXPECT_DOUBLE_EQ(c.get_double("train", "lr"), 1e-3);
+  EXPECT_EQ(c.get_int("train", "steps"), -20);
+  EXPECT_TRUE(c.get_bool("train", "shuffle"));
+  EXPECT_EQ(c.get_string("train", "empty", "x"), "");
+  EXPECT_EQ(c.get_choice("model", "activation", "relu", {"relu", "gelu"}), "gelu");
+  EXPECT_THAT(c.get_int_list("train", "sizes", {}), ElementsAre(8, 16, 32));
+  EXPECT_THAT(c.get_list("train", "tags", {}), ElementsAre("a", "b"));
+  EXPECT_NO_THROW(c.check_all_used());
+}
+
+TEST(Config, DefaultsApplyOnlyWhenKeyIsAbsent) {
+  const Config c = Config::parse("[a]\nx = 5\n");
+  EXPECT_EQ(c.get_int("a", "x", 9), 5);
+  EXPECT_EQ(c.get_int("a", "y", 9), 9);
+  EXPECT_EQ(c.get_int("nosection", "x", 7), 7);
+  EXPECT_DOUBLE_EQ(c.get_double("a", "y", 2.5), 2.5);
+  EXPECT_EQ(c.get_string("a", "y", "def"), "def");
+  EXPECT_TRUE(c.get_bool("a", "y", true));
+  EXPECT_FALSE(c.get_bool("a", "y", false));
+  EXPECT_EQ(c.get_choice("a", "y", "sgd", {"sgd", "adam"}), "sgd");
+  EXPECT_THAT(c.get_list("a", "y", {"p", "q"}), ElementsAre("p", "q"));
+  EXPECT_THAT(c.get_int_list("a", "y", {1, 2}), ElementsAre(1, 2));
+  EXPECT_TRUE(c.has("a", "x"));
+  EXPECT_FALSE(c.has("a", "y"));
+}
+
+TEST(Config, BoolSpellingsAreCaseInsensitive) {
+  const Config c = Config::parse(
+      "t1=true\nt2=YES\nt3=On\nt4=1\nf1=False\nf2=no\nf3=OFF\nf4=0\n");
+  for (const char* key : {"t1", "t2", "t3", "t4"}) EXPECT_TRUE(c.get_bool("", key)) << key;
+  for (const char* key : {"f1", "f2", "f3", "f4"}) EXPECT_FALSE(c.get_bool("", key, true)) << key;
+}
+
+TEST(Config, CommentsAndBlankLinesAreIgnored) {
+  const Config c = Config::parse("\n  # a\n; b\n[s] # header comment\nk = v ; note\n\n");
+  EXPECT_EQ(c.get_string("s", "k"), "v");
+  EXPECT_NO_THROW(c.check_all_used());  // nothing else was parsed as a key
+}
+
+TEST(Config, BadIntegerNamesLineKeyValueAndType) {
+  const Config c = Config::parse("[train]\nsteps = 12x\nbig = 99999999999999999999\nf = 1.5\n",
+                                 "config.ini");
+  EXPECT_THAT(error_of([&] { c.get_int("train", "steps"); }),
+              AllOf(HasSubstr("config.ini:2:"), HasSubstr("[train] steps = '12x'"),
+                    HasSubstr("expected int")));
+  EXPECT_THAT(error_of([&] { c.get_int("train", "big", 0); }),
+              AllOf(HasSubstr("config.ini:3:"), HasSubstr("out of range")));
+  EXPECT_THAT(error_of([&] { c.get_int("train", "f", 0); }), HasSubstr("'1.5' is not an integer"));
+}
+
+TEST(Config, BadFloatNamesLineKeyValueAndType) {
+  const Config c =
+      Config::parse("[train]\nlr = abc\nv = 1.2.3\nn = nan\nh = 1e999\n", "config.ini");
+  EXPECT_EQ(error_of([&] { c.get_double("train", "lr"); }),
+            "config.ini:2: [train] lr = 'abc' is not a number (expected float)");
+  EXPECT_THAT(error_of([&] { c.get_double("train", "v", 0); }),
+              AllOf(HasSubstr("config.ini:3:"), HasSubstr("'1.2.3'"), HasSubstr("expected float")));
+  EXPECT_THAT(error_of([&] { c.get_double("train", "n", 0); }), HasSubstr("'nan' is not a finite"));
+  EXPECT_THAT(error_of([&] { c.get_double("train", "h", 0); }), HasSubstr("out of range"));
+}
+
+TEST(Config, BadBoolAndBadChoiceExplainWhatIsAllowed) {
+  const Config c = Config::parse("[o]\nflag = maybe\nopt = adamw\n", "config.ini");
+  EXPECT_THAT(error_of([&] { c.get_bool("o", "flag", false); }),
+              AllOf(HasSubstr("config.ini:2: [o] flag = 'maybe'"), HasSubstr("yes/no")));
+  EXPECT_THAT(error_of([&] { c.get_choice("o", "opt", "sgd", {"sgd", "adam"}); }),
+              AllOf(HasSubstr("config.ini:3: [o] opt = 'adamw'"), HasSubstr("one of: sgd, adam"),
+                    HasSubstr("did you mean 'adam'?")));
+}
+
+TEST(Config, BadIntListItemIsNamed) {
+  const Config c = Config::parse("[m]\ndims = 1, two, 3\n", "config.ini");
+  EXPECT_THAT(error_of([&] { c.get_int_list("m", "dims", {}); }),
+              AllOf(HasSubstr("config.ini:2: [m] dims = '1, two, 3'"), HasSubstr("item 'two'")));
+}
+
+TEST(Config, MissingRequiredKeyNamesSectionKeyAndFile) {
+  const Config c = Config::parse("[train]\n", "config.ini");
+  EXPECT_EQ(error_of([&] { c.get_string("train", "data"); }),
+            "missing key [train] data in config.ini");
+  EXPECT_THAT(error_of([&] { c.get_int("train", "steps"); }), HasSubstr("[train] steps"));
+  EXPECT_THAT(error_of([&] { c.get_double("train", "lr"); }), HasSubstr("[train] lr"));
+  EXPECT_THAT(error_of([&] { c.get_bool("train", "fp16"); }), HasSubstr("[train] fp16"));
+}
+
+TEST(Config, MalformedLinesAreRejectedWithLineAndText) {
+  EXPECT_THAT(error_of([] { Config::parse("[a]\nx = 1\njust words\n", "config.ini"); }),
+              AllOf(HasSubstr("config.ini:3:"), HasSubstr("'just words'")));
+  EXPECT_THAT(error_of([] { Config::parse("[unclosed\n", "config.ini"); }),
+              HasSubstr("config.ini:1: malformed line '[unclosed'"));
+  EXPECT_THAT(error_of([] { Config::parse("[]\n", "c"); }), HasSubstr("c:1: malformed"));
+  EXPECT_THAT(error_of([] { Config::parse("= 3\n", "c"); }), HasSubstr("c:1: malformed"));
+  EXPECT_THAT(error_of([] { Config::parse("two words = 3\n", "c"); }), HasSubstr("c:1: malformed"));
+  EXPECT_THAT(error_of([] { Config::parse("[a.b]\n", "c"); }), HasSubstr("c:1: malformed"));
+}
+
+TEST(Config, DuplicateKeyNamesBothLines) {
+  const std::string text = "[t]\nlr = 1\n[m]\nlr = 2\n[t]\nlr = 3\n";
+  EXPECT_THAT(error_of([&] { Config::parse(text, "config.ini"); }),
+              AllOf(HasSubstr("config.ini:6: duplicate key 'lr' in [t]"), HasSubstr("line 2")));
+}
+
+TEST(Config, UnknownKeySuggestsNearestAskedName) {
+  const Config c =
+      Config::parse("[train]\nzzz = 1\nlearning_rat = 0.1\nsteps = 3\n", "config.ini");
+  c.get_double("train", "learning_rate", 0.01);
+  c.get_int("train", "steps", 0);
+  const std::string msg = error_of([&] { c.check_all_used(); });
+  EXPECT_THAT(msg, HasSubstr("config.ini:3: unknown key 'learning_rat' in [train]; "
+                             "did you mean 'learning_rate'?"));
+  EXPECT_THAT(msg, HasSubstr("config.ini:2: unknown key 'zzz' in [train]"));
+  EXPECT_LT(msg.find("'zzz'"), msg.find("'learning_rat'"));  // reported in file order
+  EXPECT_THAT(msg, Not(HasSubstr("'zzz' in [train]; did you mean")));
+  EXPECT_THAT(msg, Not(HasSubstr("'steps'")));
+}
+
+TEST(Config, UnknownSectionSuggestsNearestAskedSection) {
+  const Config c = Config::parse("[trian]\nlr = 1\n[model]\nw = 2\n", "config.ini");
+  c.get_double("train", "lr", 0.1);
+  c.get_int("model", "w", 0);
+  EXPECT_EQ(error_of([&] { c.check_all_used(); }),
+            "config.ini:1: unknown section [trian]; did you mean [train]?");
+}
+
+TEST(Config, RootKeysAreCheckedToo) {
+  const Config c = Config::parse("seed = 1\n[a]\n", "config.ini");
+  c.has("a", "x");
+  EXPECT_THAT(error_of([&] { c.check_all_used(); }),
+              HasSubstr("config.ini:1: unknown key 'seed' in []"));
+}
+
+TEST(Config, OverridesReplaceOrAddValuesAndAreReportedAsOverride) {
+  Config c = Config::parse("[train]\nlr = 0.1\n", "config.ini");
+  c.apply_override("train.lr=0.5");
+  c.apply_override(" model.act = relu ");
+  c.apply_override(".seed=7");
+  c.set("train", "steps", "abc");
+  EXPECT_DOUBLE_EQ(c.get_double("train", "lr"), 0.5);
+  EXPECT_EQ(c.get_string("model", "act"), "relu");
+  EXPECT_EQ(c.get_int("", "seed"), 7);
+  EXPECT_EQ(error_of([&] { c.get_int("train", "steps"); }),
+            "<override>: [train] steps = 'abc' is not an integer (expected int)");
+  c.apply_override("trian.x=1");
+  EXPECT_EQ(error_of([&] { c.check_all_used(); }),
+            "<override>: unknown section [trian]; did you mean [train]?");
+}
+
+TEST(Config, OverrideSyntaxErrors) {
+  Config c = Config::parse("");
+  for (const char* bad : {"lr=0.1", "train.lr", "train.=1", "=1", "train lr.x=1", "a.b c=1"}) {
+    EXPECT_THAT(error_of([&] { c.apply_override(bad); }),
+                HasSubstr(std::string("bad override '") + bad + "'"))
+        << bad;
+  }
+}
+
+TEST(Config, LoadReadsFileAndNamesItInErrors) {
+  const std::string path = ::testing::TempDir() + "test_config_load.ini";
+  std::ofstream(path) << "[a]\nx = 3\ny = oops\n";
+  const Config c = Config::load(path);
+  EXPECT_EQ(c.source(), path);
+  EXPECT_EQ(c.get_int("a", "x"), 3);
+  EXPECT_THAT(error_of([&] { c.get_int("a", "y"); }), HasSubstr(path + ":3: [a] y = 'oops'"));
+  std::remove(path.c_str());
+}
+
+TEST(Config, LoadMissingFileNamesPath) {
+  const std::string path = ::testing::TempDir() + "no/such/config.ini";
+  EXPECT_THAT(error_of([&] { Config::load(path); }),
+              AllOf(HasSubstr("'" + path + "'"), HasSubstr("No such file")));
+  EXPECT_THAT(error_of([] { Config::load(::testing::TempDir()); }), HasSubstr("is a directory"));
+}
+
+TEST(NearestName, SuggestsOnlyPlausibleTypos) {
+  EXPECT_EQ(nearest_name("trian", {"model", "train"}), "train");
+  EXPECT_EQ(nearest_name("learning_rat", {"lr", "learning_rate"}), "learning_rate");
+  EXPECT_EQ(nearest_name("lx", {"lr"}), "lr");
+  EXPECT_EQ(nearest_name("lr", {"bs"}), "");  // two edits replace the whole word
+  EXPECT_EQ(nearest_name("optimizer", {"scheduler"}), "");
+  EXPECT_EQ(nearest_name("", {"a"}), "");
+  EXPECT_EQ(nearest_name("abc", {}), "");
+}
+
+}  // namespace
+}  // namespace engine

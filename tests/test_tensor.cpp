@@ -1,0 +1,92 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "engine/autograd.h"
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/reduce/reduce.h"
+#include "engine/random.h"
+
+namespace engine {
+namespace {
+
+TEST(Tensor, CreationAndMetadata) {
+  Tensor t = Tensor::full({2, 3}, 1.5);
+  EXPECT_EQ(t.shape(), (Shape{2, 3}));
+  EXPECT_EQ(t.strides(), (Shape{3, 1}));
+  EXPECT_EQ(t.numel(), 6);
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.to_floats(), std::vector<float>(6, 1.5f));
+  EXPECT_EQ(t.describe(), "float32[2, 3] on cpu");
+  EXPECT_THROW(Tensor().shape(), Error);
+  EXPECT_THROW(t.data<double>(), Error);
+}
+
+TEST(Tensor, DtypeConversionsRoundTrip) {
+  Rng rng(1);
+  Tensor x = Tensor::randn({64}, rng);
+  std::vector<float> original = x.to_floats();
+  std::vector<float> via_bf16 = x.to(DType::BF16).to(DType::F32).to_floats();
+  std::vector<float> via_f16 = x.to(DType::F16).to(DType::F32).to_floats();
+  std::vector<float> via_f64 = x.to(DType::F64).to(DType::F32).to_floats();
+  for (size_t i = 0; i < original.size(); ++i) {
+    EXPECT_NEAR(via_bf16[i], original[i], std::abs(original[i]) / 128 + 1e-30);  // 8 mantissa bits
+    EXPECT_NEAR(via_f16[i], original[i], std::abs(original[i]) / 1024 + 1e-7);    // 11 mantissa bits
+    EXPECT_EQ(via_f64[i], original[i]);
+  }
+  EXPECT_EQ(Tensor::from_vector<float>({2.7f, -3.2f}, {2}).to(DType::I64).to_ints(),
+            (std::vector<int64_t>{2, -3}));
+}
+
+TEST(Tensor, HalfPrecisionEdgeCases) {
+  EXPECT_EQ(float_to_f16(65504.0f), 0x7BFF);            // largest half
+  EXPECT_EQ(float_to_f16(1e6f), 0x7C00);                // overflow -> inf
+  EXPECT_EQ(f16_to_float(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(float_to_f16(std::ldexp(1.0f, -24)), 0x0001);
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3F80);
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_EQ(f16_to_float(float_to_f16(-2.5f)), -2.5f);
+}
+
+TEST(Device, ParseAndErrors) {
+  EXPECT_TRUE(Device::parse("cpu").is_cpu());
+  Device automatic = Device::parse("auto");
+  EXPECT_EQ(automatic.is_cuda(), cuda_device_count() > 0);
+  if (cuda_device_count() == 0) {
+    EXPECT_THROW(Device::parse("cuda"), Error);
+  }
+  EXPECT_THROW(Device::parse("tpu"), Error);
+}
+
+TEST(Autograd, NoGradScopeRecordsNothing) {
+  Tensor x = Tensor::ones({3}).set_requires_grad();
+  {
+    NoGradGuard guard;
+    Tensor y = x * 2.0;
+    EXPECT_FALSE(y.requires_grad());
+  }
+  Tensor y = x * 2.0;
+  EXPECT_TRUE(y.requires_grad());
+  EXPECT_FALSE(y.detach().requires_grad());
+}
+
+TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
+  Tensor x = Tensor::from_vector<double>({1, 2}, {2}).set_requires_grad();
+  sum(x * x).backward();
+  sum(x * 3.0).backward();
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{2 + 3, 4 + 3}));
+  x.zero_grad();
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Autograd, BackwardOfNonScalarNeedsSeed) {
+  Tensor x = Tensor::ones({2}).set_requires_grad();
+  Tensor y = x * 2.0;
+  EXPECT_THROW(y.backward(), Error);
+  y.backward(Tensor::from_vector<float>({1, 10}, {2}));
+  EXPECT_EQ(x.grad().to_floats(), (std::vector<float>{2, 20}));
+}
+
+}  // namespace
+}  // namespace engine
