@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/device.h"
@@ -116,6 +117,9 @@ struct TensorImpl {
   std::shared_ptr<Node> grad_fn;
   std::string name;
 };
+
+// Tensors with names (parameters, checkpoint contents), in a stable order.
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // A view sharing `base`'s storage, with no autograd history; ops wrap it.
 Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
