@@ -1,0 +1,162 @@
+// Index ops: gather/index_select and select-based ops through the device
+// kernels, concat/split through views; backward beside each forward.
+#include "engine/ops/index/index.h"
+
+#include "engine/autograd.h"
+#include "engine/ops/copy/copy.h"
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/index/index_kernels.h"
+#include "engine/ops/reduce/reduce.h"
+#include "engine/ops/view/view.h"
+
+namespace engine {
+
+namespace {
+
+void check_index_tensor(const Tensor& index, const Tensor& x, const char* op) {
+  check(index.dtype() == DType::I64, "{}: index must be int64, got {}", op, dtype_name(index.dtype()));
+  check(index.device() == x.device(), "{}: index on {}, input on {}", op, index.device().str(), x.device().str());
+}
+
+// Kernels trust their indices, so they are checked here, on the host (one
+// device-to-host copy of the index for a GPU tensor).
+void check_index_values(const Tensor& index, int64_t size, int64_t dim, const char* op) {
+  for (int64_t i : index.to_ints()) {
+    check(i >= 0 && i < size, "{}: index {} out of range for size {} of dim {}", op, i, size, dim);
+  }
+}
+
+// zeros(shape) + scatter-add of grad: the gradient of a gather from a tensor of that shape.
+Tensor scatter_add_into_zeros(const Tensor& grad, int64_t dim, const Tensor& index, const Shape& shape) {
+  Tensor dx = Tensor::zeros(shape, grad.dtype(), grad.device());
+  scatter_add_kernel.get(grad.device())(grad, dim, index, dx);
+  return dx;
+}
+
+// Gather with autograd; index already validated.
+Tensor gather_recorded(const char* name, const Tensor& x, int64_t dim, const Tensor& index) {
+  Tensor out = Tensor::empty(index.shape(), x.dtype(), x.device());
+  gather_kernel.get(x.device())(x, dim, index, out);
+  record(name, out, {x}, [dim, index, shape = x.shape()](const Tensor& g) {
+    return std::vector<Tensor>{scatter_add_into_zeros(g, dim, index, shape)};
+  });
+  return out;
+}
+
+}  // namespace
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  dim = wrap_dim(dim, x.dim());
+  check(index.dim() == 1, "index_select: index must be 1-D, got shape {}", shape_str(index.shape()));
+  check_index_tensor(index, x, "index_select");
+  check_index_values(index, x.size(dim), dim, "index_select");
+  // index_select is a gather whose index is broadcast along every other dim:
+  // a stride-0 view of the 1-D index, no copy.
+  Shape shape = x.shape();
+  shape[dim] = index.numel();
+  Shape strides(x.dim(), 0);
+  strides[dim] = index.strides()[0];
+  return gather_recorded("index_select", x, dim, make_view(index, shape, strides, index.offset()));
+}
+
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  dim = wrap_dim(dim, x.dim());
+  check_index_tensor(index, x, "gather");
+  bool fits = index.dim() == x.dim();
+  for (int64_t d = 0; fits && d < x.dim(); ++d) fits = d == dim || index.size(d) <= x.size(d);
+  check(fits, "gather: index {} does not fit input {} (same rank, sizes no larger outside dim {})",
+        shape_str(index.shape()), shape_str(x.shape()), dim);
+  check_index_values(index, x.size(dim), dim, "gather");
+  return gather_recorded("gather", x, dim, index);
+}
+
+Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
+  check(!tensors.empty(), "concat: no tensors given");
+  const Tensor& first = tensors[0];
+  dim = wrap_dim(dim, first.dim());
+  Shape shape = first.shape();
+  shape[dim] = 0;
+  std::vector<int64_t> sizes;
+  for (const Tensor& t : tensors) {
+    Shape others = t.shape();
+    if (t.dim() == first.dim()) others[dim] = 0;
+    check(others == shape, "concat along dim {}: shapes {} and {} differ outside that dim", dim,
+          shape_str(first.shape()), shape_str(t.shape()));
+    check(t.dtype() == first.dtype() && t.device() == first.device(), "concat: inputs {} and {} differ",
+          first.describe(), t.describe());
+    sizes.push_back(t.size(dim));
+  }
+  for (int64_t s : sizes) shape[dim] += s;
+  Tensor out = Tensor::empty(shape, first.dtype(), first.device());
+  // Each input fills its window of the output; the gradient is cut the same way.
+  std::vector<Tensor> windows = split(out, sizes, dim);
+  for (size_t i = 0; i < tensors.size(); ++i) copy_into(windows[i], tensors[i]);
+  record("concat", out, tensors, [dim, sizes](const Tensor& g) { return split(g, sizes, dim); });
+  return out;
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  dim = wrap_dim(dim, x.dim());
+  int64_t total = 0;
+  bool non_negative = true;
+  for (int64_t s : sizes) {
+    total += s;
+    non_negative = non_negative && s >= 0;
+  }
+  check(non_negative && total == x.size(dim), "split: sizes {} do not add up to size {} of dim {} of {}",
+        shape_str(sizes), x.size(dim), dim, shape_str(x.shape()));
+  std::vector<Tensor> pieces;
+  int64_t start = 0;
+  for (int64_t s : sizes) {
+    pieces.push_back(narrow(x, dim, start, s));  // narrow records its own backward
+    start += s;
+  }
+  return pieces;
+}
+
+namespace {
+
+// condition ? a : b through the select kernel, all three broadcast together; no autograd.
+Tensor select_values(const Tensor& condition, const Tensor& a, const Tensor& b, const char* op) {
+  check(condition.dtype() == DType::U8, "{}: condition must be uint8, got {}", op, dtype_name(condition.dtype()));
+  check(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ", op, dtype_name(a.dtype()), dtype_name(b.dtype()));
+  check(condition.device() == a.device() && a.device() == b.device(), "{}: tensors on {}, {} and {}", op,
+        condition.device().str(), a.device().str(), b.device().str());
+  const Shape shape = broadcast_shapes(condition.shape(), broadcast_shapes(a.shape(), b.shape()));
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  // expand() of detached tensors: stride-0 views for the kernel, nothing recorded.
+  select_kernel.get(a.device())(expand(condition.detach(), shape), expand(a.detach(), shape),
+                                expand(b.detach(), shape), out);
+  return out;
+}
+
+// A rank-0 tensor holding value, broadcastable against anything like `like`.
+Tensor scalar_like(double value, const Tensor& like) { return Tensor::full({}, value, like.dtype(), like.device()); }
+
+}  // namespace
+
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
+  Tensor out = select_values(condition, a, b, "where");
+  record("where", out, {a, b},
+         [condition, shape_a = a.shape(), shape_b = b.shape(), need_a = a.requires_grad(),
+          need_b = b.requires_grad()](const Tensor& g) {
+           // Each side gets the gradient where it was chosen, summed back over its broadcast dims.
+           Tensor zero = scalar_like(0.0, g);
+           return std::vector<Tensor>{
+               need_a ? sum_to(select_values(condition, g, zero, "where"), shape_a) : Tensor(),
+               need_b ? sum_to(select_values(condition, zero, g, "where"), shape_b) : Tensor()};
+         });
+  return out;
+}
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  check(broadcast_shapes(mask.shape(), x.shape()) == x.shape(), "masked_fill: mask {} does not broadcast to x {}",
+        shape_str(mask.shape()), shape_str(x.shape()));
+  Tensor out = select_values(mask, scalar_like(value, x), x, "masked_fill");
+  record("masked_fill", out, {x}, [mask](const Tensor& g) {
+    return std::vector<Tensor>{select_values(mask, scalar_like(0.0, g), g, "masked_fill")};
+  });
+  return out;
+}
+
+}  // namespace engine
