@@ -32,7 +32,7 @@ endif
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/engine_tests
 
-.PHONY: all test test-gpu deps clean
+.PHONY: all test test-gpu deps install-deps clean
 all: deps $(TOOLS) $(TEST_BIN)
 
 # Each dependency checked by a header it provides, with the Debian package to install.
@@ -43,6 +43,16 @@ deps:
 	  echo "#include <$$h>" | $(CXX) -E -x c++ - >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "missing build dependencies:$$missing"; \
 	  echo "install them with: apt-get install -y$$missing"; exit 1; fi
+
+# Installs what `deps` finds missing (Debian, as root), plus the Fashion-MNIST
+# package that the MLP demo and the learning test read.
+install-deps:
+	@missing=""; for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair##*:}; \
+	  echo "#include <$$h>" | $(CXX) -E -x c++ - >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v xz >/dev/null || missing="$$missing xz-utils"; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 # Objects are linked directly (not through an archive) so that the static
 # registrars in the .cu files, which nothing references by name, are kept.

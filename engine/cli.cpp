@@ -1,0 +1,115 @@
+#include "engine/cli.h"
+
+#include <charconv>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "engine/config.h"
+#include "engine/error.h"
+
+namespace engine {
+
+Flags::Flags(std::string usage, std::vector<FlagSpec> specs, std::vector<std::string> positional_names)
+    : usage_(std::move(usage)), specs_(std::move(specs)), positional_names_(std::move(positional_names)) {}
+
+const FlagSpec& Flags::spec(const std::string& name) const {
+  for (const FlagSpec& s : specs_) {
+    if (s.name == name) return s;
+  }
+  std::vector<std::string> names;
+  for (const FlagSpec& s : specs_) names.push_back(s.name);
+  const std::string near = nearest_name(name, names);
+  fail("unknown flag --{}{}", name, near.empty() ? std::string(" (see --help)") : fmt::format("; did you mean --{}?", near));
+}
+
+bool Flags::parse(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      fmt::print("{}", help_text());
+      return false;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      positional_.push_back(arg);
+      continue;
+    }
+    std::string name = arg.substr(2), value;
+    const size_t eq = name.find('=');
+    const bool inline_value = eq != std::string::npos;
+    if (inline_value) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    const FlagSpec& s = spec(name);
+    if (s.is_switch) {
+      values_[name] = inline_value ? value : "true";
+    } else if (inline_value) {
+      values_[name] = value;
+    } else {
+      check(i + 1 < argc, "flag --{} needs a value", name);
+      values_[name] = argv[++i];
+    }
+  }
+  check(positional_.size() <= positional_names_.size(), "unexpected argument '{}' (see --help)",
+        positional_.size() > positional_names_.size() ? positional_[positional_names_.size()] : "");
+  return true;
+}
+
+bool Flags::has(const std::string& name) const { return values_.count(name) || !spec(name).default_value.empty(); }
+
+std::string Flags::get(const std::string& name) const {
+  auto found = values_.find(name);
+  if (found != values_.end()) return found->second;
+  const FlagSpec& s = spec(name);
+  return s.is_switch && s.default_value.empty() ? "false" : s.default_value;
+}
+
+int64_t Flags::get_int(const std::string& name) const {
+  const std::string text = get(name);
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  check(ec == std::errc() && end == text.data() + text.size() && !text.empty(),
+        "flag --{}: '{}' is not an integer", name, text);
+  return value;
+}
+
+double Flags::get_double(const std::string& name) const {
+  const std::string text = get(name);
+  try {
+    size_t used = 0;
+    double value = std::stod(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  fail("flag --{}: '{}' is not a number", name, text);
+}
+
+bool Flags::get_bool(const std::string& name) const {
+  const std::string text = get(name);
+  if (text == "true" || text == "1" || text == "yes") return true;
+  if (text == "false" || text == "0" || text == "no") return false;
+  fail("flag --{}: '{}' is not a boolean", name, text);
+}
+
+std::string Flags::help_text() const {
+  std::string text = fmt::format("usage: {}\n", usage_);
+  for (const FlagSpec& s : specs_) {
+    text += fmt::format("  --{:<16} {}{}\n", s.name + (s.is_switch ? "" : " X"), s.help,
+                        s.default_value.empty() ? "" : fmt::format(" (default {})", s.default_value));
+  }
+  return text;
+}
+
+int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv) {
+  try {
+    return body(argc, argv);
+  } catch (const Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: unexpected error: {}\n", tool, e.what());
+  }
+  return 1;
+}
+
+}  // namespace engine

@@ -1,0 +1,46 @@
+// Command-line flags for the tools: `--name value` / `--name=value`,
+// boolean `--name`, positional arguments, --help. An unknown flag is an error
+// that suggests the nearest known one.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+namespace engine {
+
+struct FlagSpec {
+  std::string name;         // without the leading dashes
+  std::string help;
+  std::string default_value;  // "" and !is_switch: optional with no default
+  bool is_switch = false;   // takes no value ("true" when present)
+};
+
+class Flags {
+ public:
+  // `usage` is the one-line synopsis; positional names are listed for --help.
+  Flags(std::string usage, std::vector<FlagSpec> specs, std::vector<std::string> positional_names = {});
+  // Returns false when --help was given (help already printed).
+  bool parse(int argc, char** argv);
+
+  bool has(const std::string& name) const;  // given on the command line or defaulted
+  std::string get(const std::string& name) const;
+  int64_t get_int(const std::string& name) const;
+  double get_double(const std::string& name) const;
+  bool get_bool(const std::string& name) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+  std::string help_text() const;
+
+ private:
+  const FlagSpec& spec(const std::string& name) const;
+  std::string usage_;
+  std::vector<FlagSpec> specs_;
+  std::vector<std::string> positional_names_;
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> positional_;
+};
+
+// Runs body() and turns an engine::Error into one message on stderr and exit
+// code 1 (a tool's main is `return run_tool([&] { ... });`).
+int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv);
+
+}  // namespace engine

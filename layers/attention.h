@@ -1,0 +1,22 @@
+// Multi-head self-attention with a fused qkv projection (timm layout):
+// qkv = x W_qkv^T + b -> q, k, v per head; softmax(q k^T / sqrt(d)) v; proj.
+#pragma once
+#include "layers/linear.h"
+#include "layers/token_mixer.h"
+
+namespace engine {
+
+class Attention : public TokenMixer {
+ public:
+  Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng);
+  std::string kind() const override { return "attention"; }
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  void visit(const std::string& prefix, const ParamVisitor& fn) override;
+  int64_t heads() const { return heads_; }
+
+ private:
+  int64_t heads_;
+  Linear qkv_, proj_;
+};
+
+}  // namespace engine

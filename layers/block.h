@@ -1,0 +1,33 @@
+// Pre-norm transformer block: x + mixer(LN1(x)), then + MLP(LN2(x)), each
+// branch under drop-path in training.
+#pragma once
+#include <memory>
+
+#include "layers/layernorm.h"
+#include "layers/mlp.h"
+#include "layers/token_mixer.h"
+
+namespace engine {
+
+// What a block exposes on request (later stages need the block input and the
+// attention-branch output for distillation, the probabilities for sparsity).
+struct BlockTrace {
+  bool want_probs = false;  // ask the mixer for attention probabilities
+  Tensor input;             // x entering the block
+  Tensor mixer_input;       // LN1(x)
+  Tensor mixer_output;      // the attention-branch output (before the residual)
+  Tensor attn_probs;        // [B, H, N, N] when want_probs and the mixer has them
+  Tensor output;
+};
+
+struct Block {
+  LayerNorm norm1, norm2;
+  std::unique_ptr<TokenMixer> mixer;  // "attn" in checkpoint names
+  Mlp mlp;
+  double drop_path_rate = 0.0;
+
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, BlockTrace* trace = nullptr);
+  void visit(const std::string& prefix, const ParamVisitor& fn);
+};
+
+}  // namespace engine

@@ -1,0 +1,18 @@
+// LayerNorm module over the last dimension (elementwise affine).
+#pragma once
+#include "layers/module.h"
+
+namespace engine {
+
+struct LayerNorm {
+  Tensor weight, bias;
+  double eps = 1e-6;
+
+  LayerNorm() = default;
+  LayerNorm(int64_t dim, double eps);
+  Tensor forward(const Tensor& x) const;
+  void visit(const std::string& prefix, const ParamVisitor& fn);
+  bool defined() const { return weight.defined(); }
+};
+
+}  // namespace engine

@@ -1,0 +1,29 @@
+// What every layer shares: parameters are plain Tensors held by the layer,
+// enumerated by visit(prefix, fn) under checkpoint (timm) names, so loading,
+// saving, optimisers and device moves all walk one list.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+using ParamVisitor = std::function<void(const std::string& name, Tensor& param)>;
+
+// Per-forward switches: training enables dropout / drop-path (drawing from rng).
+struct ForwardContext {
+  bool training = false;
+  Rng* rng = nullptr;
+};
+
+// "blocks.3." + "attn" style name joining; an empty prefix adds nothing.
+inline std::string join_name(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+// timm's default init for weights: normal(0, std) truncated to [-2 std, 2 std].
+Tensor trunc_normal(const Shape& shape, Rng& rng, double stddev);
+
+}  // namespace engine

@@ -1,0 +1,28 @@
+#include "layers/patch_embed.h"
+
+#include <cmath>
+
+#include "engine/ops/conv/patch_embed.h"
+#include "engine/ops/view/view.h"
+
+namespace engine {
+
+PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch, Rng& rng)
+    // PyTorch's default conv init scale (kaiming-uniform-like, fan_in based).
+    : weight(Tensor::uniform({dim, in_chans, patch, patch}, rng, -1.0 / std::sqrt(in_chans * patch * patch),
+                             1.0 / std::sqrt(in_chans * patch * patch))),
+      bias(Tensor::zeros({dim})) {}
+
+Tensor PatchEmbed::forward(const Tensor& images) const {
+  // patch_conv2d's NCHW result is a view of NHWC memory, so this permute is
+  // contiguous and the reshape to tokens copies nothing.
+  Tensor grid = permute(patch_conv2d(images, weight, bias), {0, 2, 3, 1});  // [B, H/P, W/P, D]
+  return reshape(grid, {grid.size(0), grid.size(1) * grid.size(2), grid.size(3)});
+}
+
+void PatchEmbed::visit(const std::string& prefix, const ParamVisitor& fn) {
+  fn(join_name(prefix, "proj.weight"), weight);
+  fn(join_name(prefix, "proj.bias"), bias);
+}
+
+}  // namespace engine

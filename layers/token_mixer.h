@@ -1,0 +1,23 @@
+// The attention branch of a transformer block, as an interface: multi-head
+// self-attention is one implementation; the sequential mixers (linear
+// recurrences, selective scans) that replace it are others. Input and output
+// are [B, N, D] (the block's LN1 output in, the branch output before the
+// residual add out).
+#pragma once
+#include <string>
+
+#include "layers/module.h"
+
+namespace engine {
+
+class TokenMixer {
+ public:
+  virtual ~TokenMixer() = default;
+  virtual std::string kind() const = 0;  // "attention", "gated_rnn", ... (saved in config.json)
+  // When attn_probs is non-null and the mixer has attention probabilities, it
+  // stores them there ([B, heads, N, N], softmax output).
+  virtual Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) = 0;
+  virtual void visit(const std::string& prefix, const ParamVisitor& fn) = 0;
+};
+
+}  // namespace engine

@@ -1,0 +1,132 @@
+#include "models/vit.h"
+
+#include "engine/autograd.h"
+#include "engine/ops/ops.h"
+#include "layers/attention.h"
+
+namespace engine {
+
+void VitConfig::validate() const {
+  check(patch_size > 0 && img_size > 0 && img_size % patch_size == 0,
+        "model config: img_size {} must be a positive multiple of patch_size {}", img_size, patch_size);
+  check(embed_dim > 0 && num_heads > 0 && embed_dim % num_heads == 0,
+        "model config: embed_dim {} must be divisible by num_heads {}", embed_dim, num_heads);
+  check(depth > 0 && mlp_hidden > 0 && num_classes > 0 && in_chans > 0,
+        "model config: depth {}, mlp hidden {}, num_classes {}, in_chans {} must be positive", depth, mlp_hidden,
+        num_classes, in_chans);
+  check(global_pool == "token" || global_pool == "avg", "model config: global_pool '{}' (expected token or avg)",
+        global_pool);
+  check(global_pool != "token" || class_token, "model config: global_pool = token needs a class token");
+  check(mixers.empty() || static_cast<int64_t>(mixers.size()) == depth,
+        "model config: {} mixer kinds listed for {} blocks", mixers.size(), depth);
+}
+
+VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed) : config(cfg) {
+  config.validate();
+  if (config.mixers.empty()) config.mixers.assign(config.depth, "attention");
+  Rng rng(seed);
+  const int64_t dim = config.embed_dim;
+  patch_embed = PatchEmbed(config.in_chans, dim, config.patch_size, rng);
+  if (config.class_token) cls_token = Tensor::randn({1, 1, dim}, rng, DType::F32, 1e-6);
+  if (config.distilled) dist_token = trunc_normal({1, 1, dim}, rng, 0.02);
+  const int64_t pos_tokens = config.no_embed_class ? config.num_patches() : config.num_tokens();
+  pos_embed = trunc_normal({1, pos_tokens, dim}, rng, 0.02);
+  blocks.resize(config.depth);
+  for (int64_t i = 0; i < config.depth; ++i) {
+    Block& block = blocks[i];
+    block.norm1 = LayerNorm(dim, config.ln_eps);
+    check(config.mixers[i] == "attention", "block {}: token mixer '{}' is not known to the ViT builder", i,
+          config.mixers[i]);
+    block.mixer = std::make_unique<Attention>(dim, config.num_heads, config.qkv_bias, rng);
+    block.norm2 = LayerNorm(dim, config.ln_eps);
+    block.mlp = Mlp(dim, config.mlp_hidden, rng);
+    // Stochastic depth grows linearly with depth, as in timm.
+    block.drop_path_rate = config.depth > 1 ? config.drop_path_rate * i / (config.depth - 1) : 0.0;
+  }
+  if (config.fc_norm) fc_norm = LayerNorm(dim, config.ln_eps);
+  else norm = LayerNorm(dim, config.ln_eps);
+  head = Linear(dim, config.num_classes, true, rng);
+  if (config.distilled) head_dist = Linear(dim, config.num_classes, true, rng);
+}
+
+Tensor VisionTransformer::forward_tokens(const Tensor& images, const ForwardContext& ctx, ForwardTrace* trace) {
+  check(images.dim() == 4 && images.size(1) == config.in_chans && images.size(2) == config.img_size &&
+            images.size(3) == config.img_size,
+        "model expects images [B, {}, {}, {}], got {}", config.in_chans, config.img_size, config.img_size,
+        shape_str(images.shape()));
+  const int64_t batch = images.size(0), dim = config.embed_dim;
+  Tensor x = patch_embed.forward(images);  // [B, Np, D]
+  if (config.no_embed_class) x = add(x, pos_embed);
+  std::vector<Tensor> parts;
+  if (config.class_token) parts.push_back(expand(cls_token, {batch, 1, dim}));
+  if (config.distilled) parts.push_back(expand(dist_token, {batch, 1, dim}));
+  if (!parts.empty()) {
+    parts.push_back(x);
+    x = concat(parts, 1);
+  }
+  if (!config.no_embed_class) x = add(x, pos_embed);
+
+  if (trace) {
+    trace->blocks.assign(blocks.size(), BlockTrace{});
+    for (BlockTrace& b : trace->blocks) b.want_probs = trace->want_probs;
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i].forward(x, ctx, trace ? &trace->blocks[i] : nullptr);
+  }
+  return norm.defined() ? norm.forward(x) : x;
+}
+
+Tensor VisionTransformer::head_forward(const Tensor& tokens) {
+  if (config.global_pool == "avg") {
+    const int64_t prefix = config.num_prefix_tokens();
+    Tensor pooled = mean(narrow(tokens, 1, prefix, tokens.size(1) - prefix), {1});
+    return head.forward(fc_norm.defined() ? fc_norm.forward(pooled) : pooled);
+  }
+  Tensor logits = head.forward(select(tokens, 1, 0));
+  if (!config.distilled) return logits;
+  // DeiT inference: the mean of the class-token and distillation-token heads.
+  return mul(add(logits, head_dist.forward(select(tokens, 1, 1))), 0.5);
+}
+
+Tensor VisionTransformer::forward(const Tensor& images, const ForwardContext& ctx, ForwardTrace* trace) {
+  return head_forward(forward_tokens(images, ctx, trace));
+}
+
+void VisionTransformer::visit(const ParamVisitor& fn) {
+  if (cls_token.defined()) fn("cls_token", cls_token);
+  if (dist_token.defined()) fn("dist_token", dist_token);
+  fn("pos_embed", pos_embed);
+  patch_embed.visit("patch_embed", fn);
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i].visit(fmt::format("blocks.{}", i), fn);
+  if (norm.defined()) norm.visit("norm", fn);
+  if (fc_norm.defined()) fc_norm.visit("fc_norm", fn);
+  head.visit("head", fn);
+  if (head_dist.weight.defined()) head_dist.visit("head_dist", fn);
+}
+
+NamedTensors VisionTransformer::named_parameters() {
+  NamedTensors params;
+  visit([&](const std::string& name, Tensor& p) {
+    if (p.name().empty()) p.set_name(name);
+    params.emplace_back(name, p);
+  });
+  return params;
+}
+
+int64_t VisionTransformer::num_parameters() {
+  int64_t total = 0;
+  visit([&](const std::string&, Tensor& p) { total += p.numel(); });
+  return total;
+}
+
+void VisionTransformer::to(Device device) {
+  visit([&](const std::string&, Tensor& p) {
+    const bool requires = p.requires_grad();
+    std::string name = p.name();
+    p = p.detach().to(device);
+    p.set_name(name);
+    if (requires) p.set_requires_grad(true);
+  });
+}
+
+}  // namespace engine

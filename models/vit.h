@@ -1,0 +1,84 @@
+// Vision Transformer (timm's VisionTransformer semantics): patch embedding,
+// optional class and DeiT distillation tokens, learned position embeddings,
+// pre-norm blocks, final norm, pooling (class token or average + fc_norm), head.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/safetensors.h"
+#include "layers/block.h"
+#include "layers/linear.h"
+#include "layers/patch_embed.h"
+
+namespace engine {
+
+// How images are prepared for the model (timm's pretrained_cfg).
+struct Preprocess {
+  int64_t input_size = 224;
+  double crop_pct = 0.875;
+  std::string interpolation = "bicubic";  // bicubic | bilinear
+  double mean[3] = {0.485, 0.456, 0.406};
+  double std[3] = {0.229, 0.224, 0.225};
+};
+
+struct VitConfig {
+  int64_t img_size = 224;
+  int64_t patch_size = 16;
+  int64_t in_chans = 3;
+  int64_t embed_dim = 768;
+  int64_t depth = 12;
+  int64_t num_heads = 12;
+  int64_t mlp_hidden = 3072;
+  int64_t num_classes = 1000;
+  bool qkv_bias = true;
+  bool class_token = true;
+  bool distilled = false;        // DeiT: an extra distillation token and head
+  bool no_embed_class = false;   // pos_embed covers patches only (prefix tokens get none)
+  std::string global_pool = "token";  // token | avg
+  bool fc_norm = false;          // LayerNorm after average pooling (norm is then identity)
+  double ln_eps = 1e-6;
+  double drop_path_rate = 0.0;
+  // One entry per block: the token mixer kind ("attention" for a plain ViT).
+  std::vector<std::string> mixers;
+  std::vector<std::string> label_names;
+  Preprocess preprocess;
+
+  int64_t grid() const { return img_size / patch_size; }
+  int64_t num_patches() const { return grid() * grid(); }
+  int64_t num_prefix_tokens() const { return (class_token ? 1 : 0) + (distilled ? 1 : 0); }
+  int64_t num_tokens() const { return num_patches() + num_prefix_tokens(); }
+  void validate() const;  // errors name the bad field
+};
+
+// What forward() exposes on request: one trace per block.
+struct ForwardTrace {
+  bool want_probs = false;
+  std::vector<BlockTrace> blocks;
+};
+
+class VisionTransformer {
+ public:
+  // A randomly initialised model (timm-like init) from a config.
+  VisionTransformer(const VitConfig& config, uint64_t seed = 0);
+
+  // images [B, C, H, W] normalised -> logits [B, classes].
+  Tensor forward(const Tensor& images, const ForwardContext& ctx = {}, ForwardTrace* trace = nullptr);
+  // Tokens after the final norm, [B, N, D].
+  Tensor forward_tokens(const Tensor& images, const ForwardContext& ctx, ForwardTrace* trace);
+  Tensor head_forward(const Tensor& tokens);  // pooling + head(s)
+
+  void visit(const ParamVisitor& fn);  // timm names
+  NamedTensors named_parameters();
+  int64_t num_parameters();
+  void to(Device device);  // moves every parameter
+  Device device() const { return patch_embed.weight.device(); }
+
+  VitConfig config;
+  PatchEmbed patch_embed;
+  Tensor cls_token, dist_token, pos_embed;
+  std::vector<Block> blocks;
+  LayerNorm norm, fc_norm;
+  Linear head, head_dist;
+};
+
+}  // namespace engine

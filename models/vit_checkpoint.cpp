@@ -1,0 +1,418 @@
+#include "models/vit_checkpoint.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "engine/autograd.h"
+#include "engine/ops/copy/copy.h"
+#include "engine/ops/index/index.h"
+
+namespace engine {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ------------------------------------------------------------------ name maps
+
+namespace {
+
+// One rename rule: a regex over the checkpoint name and its timm replacement.
+struct Rule {
+  std::regex pattern;
+  std::string replacement;
+};
+
+// Hugging Face ViT / DeiT (classic names and transformers 5.x names) -> timm.
+// q/k/v map to temporary "attn.q|k|v" names, fused afterwards.
+const std::vector<Rule>& hf_rules() {
+  static const std::vector<Rule> rules = [] {
+    const std::vector<std::pair<std::string, std::string>> table = {
+        {R"((?:vit|deit)\.embeddings\.cls_token)", "cls_token"},
+        {R"((?:vit|deit)\.embeddings\.distillation_token)", "dist_token"},
+        {R"((?:vit|deit)\.embeddings\.position_embeddings)", "pos_embed"},
+        {R"((?:vit|deit)\.embeddings\.patch_embeddings\.projection\.(weight|bias))", "patch_embed.proj.$1"},
+        {R"((?:vit|deit)\.layernorm\.(weight|bias))", "norm.$1"},
+        {R"((?:classifier|cls_classifier)\.(weight|bias))", "head.$1"},
+        {R"(distillation_classifier\.(weight|bias))", "head_dist.$1"},
+        // classic: vit.encoder.layer.N.*   5.x: vit.layers.N.*
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.layernorm_before\.(weight|bias))", "blocks.$1.norm1.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.layernorm_after\.(weight|bias))", "blocks.$1.norm2.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.query|q_proj)\.(weight|bias))",
+         "blocks.$1.attn.q.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.key|k_proj)\.(weight|bias))",
+         "blocks.$1.attn.k.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.value|v_proj)\.(weight|bias))",
+         "blocks.$1.attn.v.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:output\.dense|o_proj)\.(weight|bias))",
+         "blocks.$1.attn.proj.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.(?:intermediate\.dense|mlp\.fc1)\.(weight|bias))",
+         "blocks.$1.mlp.fc1.$2"},
+        {R"((?:vit|deit)\.(?:encoder\.layer|layers)\.(\d+)\.(?:output\.dense|mlp\.fc2)\.(weight|bias))",
+         "blocks.$1.mlp.fc2.$2"},
+    };
+    std::vector<Rule> compiled;
+    for (const auto& [pattern, replacement] : table) compiled.push_back({std::regex(pattern), replacement});
+    return compiled;
+  }();
+  return rules;
+}
+
+bool is_hf_checkpoint(const NamedTensors& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (name.rfind("vit.", 0) == 0 || name.rfind("deit.", 0) == 0) return true;
+  }
+  return false;
+}
+
+// HF keeps q, k, v apart; timm stores them stacked as one qkv projection.
+void fuse_qkv(std::map<std::string, Tensor>& named) {
+  NoGradGuard no_grad;
+  for (int64_t i = 0;; ++i) {
+    const std::string prefix = fmt::format("blocks.{}.attn.", i);
+    if (!named.count(prefix + "q.weight")) break;
+    for (const char* kind : {"weight", "bias"}) {
+      std::vector<Tensor> parts;
+      for (const char* proj : {"q", "k", "v"}) {
+        auto found = named.find(prefix + proj + "." + kind);
+        if (found == named.end()) continue;
+        parts.push_back(found->second.to(DType::F32));
+        named.erase(found);
+      }
+      if (parts.size() == 3) named[prefix + "qkv." + kind] = concat(parts, 0);
+      else check(parts.empty(), "checkpoint block {}: q/k/v {} tensors are incomplete", i, kind);
+    }
+  }
+}
+
+}  // namespace
+
+NamedTensors to_timm_names(const NamedTensors& tensors, const std::string& source) {
+  if (!is_hf_checkpoint(tensors)) return tensors;  // timm / DeiT names already
+  std::map<std::string, Tensor> named;
+  std::vector<std::string> unknown;
+  for (const auto& [name, tensor] : tensors) {
+    if (name.find(".pooler.") != std::string::npos) continue;  // unused by image classification
+    bool matched = false;
+    for (const Rule& rule : hf_rules()) {
+      if (std::regex_match(name, rule.pattern)) {
+        named[std::regex_replace(name, rule.pattern, rule.replacement)] = tensor;
+        matched = true;
+        break;
+      }
+    }
+    if (!matched) unknown.push_back(name);
+  }
+  check(unknown.empty(), "{}: tensors that fit no known ViT naming scheme: {}", source, fmt::join(unknown, ", "));
+  fuse_qkv(named);
+  return NamedTensors(named.begin(), named.end());
+}
+
+// ------------------------------------------------------------------ config
+
+namespace {
+
+const Tensor* find_tensor(const NamedTensors& tensors, const std::string& name) {
+  for (const auto& [n, t] : tensors) {
+    if (n == name) return &t;
+  }
+  return nullptr;
+}
+
+// Architecture from tensor shapes alone.
+VitConfig infer_config(const NamedTensors& t, const std::string& source) {
+  auto need = [&](const std::string& name) -> const Tensor& {
+    const Tensor* found = find_tensor(t, name);
+    check(found != nullptr, "{}: cannot infer the ViT architecture: tensor '{}' is missing", source, name);
+    return *found;
+  };
+  VitConfig c;
+  const Tensor& proj = need("patch_embed.proj.weight");
+  c.embed_dim = proj.size(0);
+  c.in_chans = proj.size(1);
+  c.patch_size = proj.size(2);
+  c.depth = 0;
+  while (find_tensor(t, fmt::format("blocks.{}.norm1.weight", c.depth))) ++c.depth;
+  c.mlp_hidden = need("blocks.0.mlp.fc1.weight").size(0);
+  c.num_classes = need("head.weight").size(0);
+  c.qkv_bias = find_tensor(t, "blocks.0.attn.qkv.bias") != nullptr;
+  c.class_token = find_tensor(t, "cls_token") != nullptr;
+  c.distilled = find_tensor(t, "dist_token") != nullptr;
+  c.num_heads = std::max<int64_t>(1, c.embed_dim / 64);
+  c.fc_norm = find_tensor(t, "fc_norm.weight") != nullptr;
+  c.global_pool = c.fc_norm || !c.class_token ? "avg" : "token";
+  const int64_t pos_tokens = need("pos_embed").size(1);
+  auto is_square = [](int64_t n) {
+    const auto r = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+    return r * r == n;
+  };
+  const int64_t prefix = c.num_prefix_tokens();
+  c.no_embed_class = prefix > 0 && is_square(pos_tokens) && !is_square(pos_tokens - prefix);
+  const int64_t patches = c.no_embed_class ? pos_tokens : pos_tokens - prefix;
+  check(is_square(patches), "{}: pos_embed has {} tokens, which is not a square patch grid (+{} prefix tokens)",
+        source, pos_tokens, prefix);
+  c.img_size = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(patches)))) * c.patch_size;
+  c.preprocess.input_size = c.img_size;
+  return c;
+}
+
+int64_t as_int(const json& j, const char* key, const std::string& source) {
+  check(j.is_number_integer() || (j.is_string() && !j.get<std::string>().empty()),
+        "{}: config key '{}' is not an integer: {}", source, key, j.dump());
+  if (j.is_string()) return std::stoll(j.get<std::string>());
+  return j.get<int64_t>();
+}
+
+double as_double(const json& j, const char* key, const std::string& source) {
+  check(j.is_number() || j.is_string(), "{}: config key '{}' is not a number: {}", source, key, j.dump());
+  return j.is_string() ? std::stod(j.get<std::string>()) : j.get<double>();
+}
+
+bool as_bool(const json& j, const char* key, const std::string& source) {
+  if (j.is_boolean()) return j.get<bool>();
+  check(j.is_string(), "{}: config key '{}' is not a boolean: {}", source, key, j.dump());
+  const std::string s = j.get<std::string>();
+  check(s == "True" || s == "False" || s == "true" || s == "false", "{}: config key '{}' is not a boolean: {}",
+        source, key, s);
+  return s == "True" || s == "true";
+}
+
+// timm model_args (also the flat string form in safetensors __metadata__).
+void apply_timm_args(const json& args, VitConfig& c, const std::string& source) {
+  auto has = [&](const char* key) { return args.contains(key) && !args[key].is_null(); };
+  if (has("img_size")) {
+    const json& v = args["img_size"];
+    c.img_size = v.is_array() ? v[0].get<int64_t>() : as_int(v, "img_size", source);
+  }
+  if (has("patch_size")) c.patch_size = as_int(args["patch_size"], "patch_size", source);
+  if (has("in_chans")) c.in_chans = as_int(args["in_chans"], "in_chans", source);
+  if (has("embed_dim")) c.embed_dim = as_int(args["embed_dim"], "embed_dim", source);
+  if (has("depth")) c.depth = as_int(args["depth"], "depth", source);
+  if (has("num_heads")) c.num_heads = as_int(args["num_heads"], "num_heads", source);
+  if (has("num_classes")) c.num_classes = as_int(args["num_classes"], "num_classes", source);
+  if (has("mlp_ratio")) {
+    c.mlp_hidden = static_cast<int64_t>(c.embed_dim * as_double(args["mlp_ratio"], "mlp_ratio", source));
+  }
+  if (has("qkv_bias")) c.qkv_bias = as_bool(args["qkv_bias"], "qkv_bias", source);
+  if (has("class_token")) c.class_token = as_bool(args["class_token"], "class_token", source);
+  if (has("no_embed_class")) c.no_embed_class = as_bool(args["no_embed_class"], "no_embed_class", source);
+  if (has("global_pool")) c.global_pool = args["global_pool"].get<std::string>();
+  if (has("fc_norm")) c.fc_norm = as_bool(args["fc_norm"], "fc_norm", source);
+  else if (has("global_pool")) c.fc_norm = c.global_pool == "avg";  // timm's default rule
+}
+
+void apply_pretrained_cfg(const json& cfg, VitConfig& c) {
+  Preprocess& p = c.preprocess;
+  if (cfg.contains("input_size")) p.input_size = cfg["input_size"].back().get<int64_t>();
+  if (cfg.contains("crop_pct")) p.crop_pct = cfg["crop_pct"].get<double>();
+  if (cfg.contains("interpolation")) p.interpolation = cfg["interpolation"].get<std::string>();
+  for (int i = 0; i < 3; ++i) {
+    if (cfg.contains("mean")) p.mean[i] = cfg["mean"][i].get<double>();
+    if (cfg.contains("std")) p.std[i] = cfg["std"][i].get<double>();
+  }
+  if (cfg.contains("label_names")) c.label_names = cfg["label_names"].get<std::vector<std::string>>();
+}
+
+// Hugging Face ViTConfig / DeiTConfig.
+void apply_hf_config(const json& j, VitConfig& c) {
+  c.embed_dim = j.value("hidden_size", c.embed_dim);
+  c.depth = j.value("num_hidden_layers", c.depth);
+  c.num_heads = j.value("num_attention_heads", c.num_heads);
+  c.mlp_hidden = j.value("intermediate_size", c.mlp_hidden);
+  c.img_size = j.value("image_size", c.img_size);
+  c.patch_size = j.value("patch_size", c.patch_size);
+  c.in_chans = j.value("num_channels", c.in_chans);
+  c.ln_eps = j.value("layer_norm_eps", 1e-12);
+  c.qkv_bias = j.value("qkv_bias", c.qkv_bias);
+  if (j.contains("id2label")) c.num_classes = static_cast<int64_t>(j["id2label"].size());
+  // ViTImageProcessor: resize straight to the input size, mean = std = 0.5.
+  c.preprocess.input_size = c.img_size;
+  c.preprocess.crop_pct = 1.0;
+  c.preprocess.interpolation = "bilinear";
+  for (int i = 0; i < 3; ++i) c.preprocess.mean[i] = c.preprocess.std[i] = 0.5;
+}
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  check(in.good(), "cannot open config file '{}'", path);
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail("config file '{}' is not valid JSON: {}", path, e.what());
+  }
+}
+
+void apply_config_json(const json& j, VitConfig& c, const std::string& source) {
+  if (j.value("model_type", "") == "vit" || j.value("model_type", "") == "deit" || j.contains("hidden_size")) {
+    apply_hf_config(j, c);
+    return;
+  }
+  if (j.contains("model_args")) apply_timm_args(j["model_args"], c, source);
+  if (j.contains("num_classes")) c.num_classes = j["num_classes"].get<int64_t>();
+  if (j.contains("global_pool") && !j.contains("model_args")) c.global_pool = j["global_pool"].get<std::string>();
+  c.preprocess.input_size = c.img_size;
+  if (j.contains("pretrained_cfg")) apply_pretrained_cfg(j["pretrained_cfg"], c);
+  if (j.contains("label_names")) c.label_names = j["label_names"].get<std::vector<std::string>>();
+  // Settings timm's model_args cannot hold (timm would reject unknown keys).
+  if (j.contains("engine")) {
+    const json& e = j["engine"];
+    if (e.contains("mixers")) c.mixers = e["mixers"].get<std::vector<std::string>>();
+    if (e.contains("ln_eps")) c.ln_eps = e["ln_eps"].get<double>();
+    if (e.contains("distilled")) c.distilled = e["distilled"].get<bool>();
+  }
+}
+
+}  // namespace
+
+VitConfig resolve_vit_config(const Checkpoint& checkpoint, const NamedTensors& timm_tensors,
+                             const VitLoadOptions& options) {
+  VitConfig c = infer_config(timm_tensors, checkpoint.source);
+  const std::string beside = (fs::path(checkpoint.directory) / "config.json").string();
+  if (!options.config_path.empty()) {
+    apply_config_json(read_json_file(options.config_path), c, options.config_path);
+  } else if (fs::exists(beside)) {
+    apply_config_json(read_json_file(beside), c, beside);
+  } else if (!checkpoint.metadata.empty()) {
+    json args(checkpoint.metadata);
+    apply_timm_args(args, c, checkpoint.source + " __metadata__");
+    c.preprocess.input_size = c.img_size;
+  }
+  if (options.img_size > 0) {
+    c.img_size = options.img_size;
+    c.preprocess.input_size = options.img_size;
+  }
+  c.validate();
+  return c;
+}
+
+// ------------------------------------------------------------------ pos embed
+
+namespace {
+
+// PyTorch's bicubic kernel (A = -0.75) weights for fractional offset t.
+void cubic_weights(double t, double w[4]) {
+  const double a = -0.75;
+  auto near = [&](double x) { return ((a + 2) * x - (a + 3)) * x * x + 1; };           // |x| <= 1
+  auto far = [&](double x) { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a; };      // 1 < |x| < 2
+  w[0] = far(t + 1);
+  w[1] = near(t);
+  w[2] = near(1 - t);
+  w[3] = far(2 - t);
+}
+
+// Resizes one axis of a [rows, in, cols] block to [rows, out, cols].
+std::vector<double> resize_axis(const std::vector<double>& src, int64_t rows, int64_t in, int64_t out, int64_t cols) {
+  std::vector<double> dst(static_cast<size_t>(rows * out * cols), 0.0);
+  const double scale = static_cast<double>(in) / out;
+  for (int64_t o = 0; o < out; ++o) {
+    const double pos = (o + 0.5) * scale - 0.5;  // align_corners = false
+    const int64_t base = static_cast<int64_t>(std::floor(pos));
+    double w[4];
+    cubic_weights(pos - base, w);
+    for (int k = 0; k < 4; ++k) {
+      const int64_t i = std::clamp<int64_t>(base - 1 + k, 0, in - 1);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) dst[(r * out + o) * cols + c] += w[k] * src[(r * in + i) * cols + c];
+    }
+  }
+  return dst;
+}
+
+}  // namespace
+
+Tensor resample_pos_embed(const Tensor& pos_embed, int64_t prefix_tokens, int64_t new_grid) {
+  const int64_t dim = pos_embed.size(2);
+  const int64_t old_patches = pos_embed.size(1) - prefix_tokens;
+  const auto old_grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(old_patches))));
+  check(old_grid * old_grid == old_patches, "pos_embed of {} patch tokens is not a square grid", old_patches);
+  std::vector<double> values = pos_embed.to_doubles();
+  std::vector<double> prefix(values.begin(), values.begin() + prefix_tokens * dim);
+  std::vector<double> grid(values.begin() + prefix_tokens * dim, values.end());  // [gh, gw, D]
+  grid = resize_axis(grid, 1, old_grid, new_grid, old_grid * dim);       // rows
+  grid = resize_axis(grid, new_grid, old_grid, new_grid, dim);           // columns
+  prefix.insert(prefix.end(), grid.begin(), grid.end());
+  return Tensor::from_vector(prefix, {1, prefix_tokens + new_grid * new_grid, dim}).to(DType::F32);
+}
+
+// ------------------------------------------------------------------ loading
+
+void load_parameters(VisionTransformer& model, const NamedTensors& tensors, const std::string& source) {
+  std::map<std::string, const Tensor*> available;
+  for (const auto& [name, t] : tensors) available[name] = &t;
+  std::vector<std::string> missing, wrong_shape;
+  std::set<std::string> used;
+  NoGradGuard no_grad;
+  model.visit([&](const std::string& name, Tensor& param) {
+    auto found = available.find(name);
+    if (found == available.end()) {
+      missing.push_back(name);
+      return;
+    }
+    used.insert(name);
+    Tensor value = *found->second;
+    if (name == "pos_embed" && value.shape() != param.shape() && value.dim() == 3 && value.size(2) == param.size(2)) {
+      const int64_t prefix = model.config.no_embed_class ? 0 : model.config.num_prefix_tokens();
+      value = resample_pos_embed(value, prefix, model.config.grid());
+    }
+    if (value.shape() != param.shape()) {
+      wrong_shape.push_back(fmt::format("{} (checkpoint {}, model {})", name, shape_str(value.shape()),
+                                        shape_str(param.shape())));
+      return;
+    }
+    copy_into(param, value.to(param.device()));
+  });
+  std::vector<std::string> unexpected;
+  for (const auto& [name, t] : available) {
+    if (!used.count(name)) unexpected.push_back(name);
+  }
+  check(missing.empty() && unexpected.empty() && wrong_shape.empty(),
+        "{}: checkpoint does not fit the model.\n  missing: [{}]\n  unexpected: [{}]\n  wrong shape: [{}]", source,
+        fmt::join(missing, ", "), fmt::join(unexpected, ", "), fmt::join(wrong_shape, ", "));
+}
+
+std::unique_ptr<VisionTransformer> load_vit(const std::string& path, const VitLoadOptions& options) {
+  Checkpoint checkpoint = load_checkpoint(path);
+  NamedTensors tensors = to_timm_names(checkpoint.tensors, checkpoint.source);
+  VitConfig config = resolve_vit_config(checkpoint, tensors, options);
+  auto model = std::make_unique<VisionTransformer>(config);
+  load_parameters(*model, tensors, checkpoint.source);
+  return model;
+}
+
+// ------------------------------------------------------------------ saving
+
+json vit_config_json(const VitConfig& c) {
+  json args = {{"img_size", c.img_size},     {"patch_size", c.patch_size},  {"in_chans", c.in_chans},
+               {"num_classes", c.num_classes}, {"embed_dim", c.embed_dim},  {"depth", c.depth},
+               {"num_heads", c.num_heads},   {"mlp_ratio", static_cast<double>(c.mlp_hidden) / c.embed_dim},
+               {"qkv_bias", c.qkv_bias},     {"class_token", c.class_token}, {"no_embed_class", c.no_embed_class},
+               {"global_pool", c.global_pool}, {"fc_norm", c.fc_norm}};
+  const Preprocess& p = c.preprocess;
+  json pretrained = {{"input_size", {c.in_chans, p.input_size, p.input_size}},
+                     {"interpolation", p.interpolation},
+                     {"crop_pct", p.crop_pct},
+                     {"mean", {p.mean[0], p.mean[1], p.mean[2]}},
+                     {"std", {p.std[0], p.std[1], p.std[2]}},
+                     {"num_classes", c.num_classes}};
+  if (!c.label_names.empty()) pretrained["label_names"] = c.label_names;
+  json engine = {{"ln_eps", c.ln_eps}, {"distilled", c.distilled}, {"mixers", c.mixers}};
+  return {{"architecture", c.distilled ? "vit_distilled" : "vit"},
+          {"num_classes", c.num_classes},
+          {"num_features", c.embed_dim},
+          {"global_pool", c.global_pool},
+          {"model_args", args},
+          {"pretrained_cfg", pretrained},
+          {"engine", engine}};
+}
+
+void save_vit(VisionTransformer& model, const std::string& directory) {
+  fs::create_directories(directory);
+  save_safetensors((fs::path(directory) / "model.safetensors").string(), model.named_parameters(),
+                   {{"format", "pt"}});
+  write_file_atomic((fs::path(directory) / "config.json").string(), vit_config_json(model.config).dump(1) + "\n");
+}
+
+}  // namespace engine

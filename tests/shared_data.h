@@ -1,0 +1,29 @@
+// Locating ../shared (fixtures, models, data) from tests. Tests run from the
+// repository root; ENGINE_SHARED_DIR overrides the location. Where the folder
+// is absent, tests that need it are skipped locally but fail under CI.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace engine::testing {
+
+inline std::string shared_dir() {
+  const char* env = std::getenv("ENGINE_SHARED_DIR");
+  return env ? env : "../shared";
+}
+
+inline std::string shared_path(const std::string& relative) { return shared_dir() + "/" + relative; }
+
+}  // namespace engine::testing
+
+// Use at the top of a test that reads ../shared/<relative>.
+#define REQUIRE_SHARED(relative)                                                              \
+  do {                                                                                        \
+    if (!std::filesystem::exists(::engine::testing::shared_path(relative))) {                 \
+      if (std::getenv("CI")) FAIL() << "missing " << ::engine::testing::shared_path(relative); \
+      GTEST_SKIP() << "missing " << ::engine::testing::shared_path(relative);                \
+    }                                                                                         \
+  } while (0)

@@ -1,0 +1,175 @@
+// ViT parity with PyTorch (timm and Hugging Face fixtures computed in float64)
+// and checkpoint round trips for the model variants.
+#include <gmock/gmock.h>
+
+#include <filesystem>
+
+#include "engine/ops/ops.h"
+#include "models/vit_checkpoint.h"
+#include "tests/gradcheck.h"
+#include "tests/shared_data.h"
+
+namespace engine {
+namespace {
+
+using testing::shared_path;
+
+// max |a - e| <= tolerance * max(1, max |e|): a relative check at the tensor's scale.
+void expect_matches(const Tensor& actual, const Tensor& expected, double tolerance, const std::string& what) {
+  ASSERT_EQ(actual.shape(), expected.shape()) << what;
+  std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  double scale = 1e-12, worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(e[i]));
+    worst = std::max(worst, std::abs(a[i] - e[i]));
+  }
+  EXPECT_LE(worst, tolerance * scale) << what << ": max abs error " << worst << " at scale " << scale;
+}
+
+TEST(VitParity, TimmForwardAndGradients) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  auto model = load_vit(shared_path("fixtures/timm_vit_tiny.safetensors"));
+  SafetensorsFile io = SafetensorsFile::open(shared_path("fixtures/timm_vit_tiny_io.safetensors"));
+  EXPECT_EQ(model->config.embed_dim, 64);
+  EXPECT_EQ(model->config.num_heads, 4);  // from the safetensors __metadata__
+
+  for (auto& [name, p] : model->named_parameters()) p.set_requires_grad(true);
+  ForwardTrace trace;
+  trace.want_probs = true;
+  Tensor logits = model->forward(io.get("input"), {}, &trace);
+  expect_matches(logits, io.get("logits"), 1e-5, "logits");
+  for (size_t i = 0; i < trace.blocks.size(); ++i) {
+    expect_matches(trace.blocks[i].output, io.get(fmt::format("blocks.{}.out", i)), 1e-5, "block out");
+    expect_matches(trace.blocks[i].attn_probs, io.get(fmt::format("blocks.{}.attn_probs", i)), 1e-5, "probs");
+  }
+  Tensor loss = cross_entropy(logits, io.get("labels"));
+  expect_matches(reshape(loss, {1}), io.get("loss"), 1e-5, "loss");
+  loss.backward();
+  int checked = 0;
+  for (auto& [name, p] : model->named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    expect_matches(p.grad(), io.get("grad." + name), 1e-4, "grad " + name);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4 + 12 * 3 + 2 + 2);  // cls, pos, patch w/b; 12 per block; norm; head
+}
+
+class HfParity : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(HfParity, ForwardMatches) {
+  REQUIRE_SHARED("fixtures/hf_vit_tiny_io.safetensors");
+  VitLoadOptions options;
+  options.config_path = shared_path("fixtures/hf_vit_tiny_config.json");
+  auto model = load_vit(shared_path(GetParam()), options);
+  EXPECT_DOUBLE_EQ(model->config.ln_eps, 1e-12);
+  SafetensorsFile io = SafetensorsFile::open(shared_path("fixtures/hf_vit_tiny_io.safetensors"));
+  NoGradGuard no_grad;
+  ForwardTrace trace;
+  trace.want_probs = io.contains("blocks.0.attn_probs");
+  expect_matches(model->forward(io.get("input"), {}, &trace), io.get("logits"), 1e-5, "logits");
+  for (size_t i = 0; i < trace.blocks.size(); ++i) {
+    expect_matches(trace.blocks[i].output, io.get(fmt::format("blocks.{}.out", i)), 1e-5, "block out");
+    if (trace.want_probs) {
+      expect_matches(trace.blocks[i].attn_probs, io.get(fmt::format("blocks.{}.attn_probs", i)), 1e-5, "probs");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(NameSets, HfParity,
+                         ::testing::Values("fixtures/hf_vit_tiny.safetensors",
+                                           "fixtures/hf_vit_tiny_classic.safetensors"));
+
+VitConfig small_config() {
+  VitConfig c;
+  c.img_size = 16;
+  c.patch_size = 4;
+  c.embed_dim = 32;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.mlp_hidden = 64;
+  c.num_classes = 5;
+  return c;
+}
+
+// Saves a model, loads it back through config.json, and compares logits.
+void expect_round_trip(const VitConfig& config) {
+  VisionTransformer model(config, 3);
+  const std::string dir = (std::filesystem::temp_directory_path() / "engine_vit_round_trip").string();
+  std::filesystem::remove_all(dir);
+  save_vit(model, dir);
+  auto loaded = load_vit(dir);
+  EXPECT_EQ(loaded->config.global_pool, config.global_pool);
+  EXPECT_EQ(loaded->config.distilled, config.distilled);
+  EXPECT_EQ(loaded->config.class_token, config.class_token);
+  Rng rng(4);
+  Tensor images = Tensor::randn({2, 3, 16, 16}, rng);
+  NoGradGuard no_grad;
+  testing::expect_close(loaded->forward(images), model.forward(images), 1e-6);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(VitCheckpoint, RoundTripClassToken) { expect_round_trip(small_config()); }
+
+TEST(VitCheckpoint, RoundTripAvgPoolWithoutClassToken) {
+  VitConfig c = small_config();
+  c.class_token = false;
+  c.global_pool = "avg";
+  c.fc_norm = true;
+  expect_round_trip(c);
+}
+
+TEST(VitCheckpoint, RoundTripDistilledDeiT) {
+  VitConfig c = small_config();
+  c.distilled = true;
+  expect_round_trip(c);
+}
+
+TEST(VitCheckpoint, ShapesAloneGiveTheArchitecture) {
+  VisionTransformer model(small_config(), 5);
+  NamedTensors tensors = model.named_parameters();
+  Checkpoint checkpoint{"memory", ".", tensors, {}};
+  VitConfig inferred = resolve_vit_config(checkpoint, tensors, {});
+  EXPECT_EQ(inferred.embed_dim, 32);
+  EXPECT_EQ(inferred.depth, 2);
+  EXPECT_EQ(inferred.img_size, 16);
+  EXPECT_EQ(inferred.mlp_hidden, 64);
+  EXPECT_EQ(inferred.num_classes, 5);
+}
+
+TEST(VitCheckpoint, MismatchListsOffendingNames) {
+  VisionTransformer model(small_config(), 5);
+  NamedTensors tensors = model.named_parameters();
+  tensors.erase(tensors.begin() + 3);                    // a missing tensor
+  tensors.emplace_back("blocks.9.extra", Tensor::zeros({1}));  // an unexpected one
+  try {
+    load_parameters(model, tensors, "ckpt");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("missing: [patch_embed.proj.bias]"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("unexpected: [blocks.9.extra]"));
+  }
+}
+
+TEST(VitCheckpoint, PosEmbedResampling) {
+  Rng rng(6);
+  Tensor pos = Tensor::randn({1, 1 + 16, 8}, rng);
+  testing::expect_close(resample_pos_embed(pos, 1, 4), pos, 1e-6);  // same grid: unchanged
+  Tensor bigger = resample_pos_embed(pos, 1, 6);
+  EXPECT_EQ(bigger.shape(), (Shape{1, 37, 8}));
+  testing::expect_close(narrow(bigger, 1, 0, 1), narrow(pos, 1, 0, 1), 0.0);  // class token row kept
+  // A constant field stays constant (the cubic weights sum to one).
+  Tensor constant = Tensor::full({1, 16, 3}, 2.5);
+  testing::expect_close(resample_pos_embed(constant, 0, 7), Tensor::full({1, 49, 3}, 2.5), 1e-6);
+  // A model asked to run at a larger resolution resamples on load.
+  VisionTransformer model(small_config(), 7);
+  const std::string dir = (std::filesystem::temp_directory_path() / "engine_vit_resample").string();
+  save_vit(model, dir);
+  VitLoadOptions options;
+  options.img_size = 24;
+  auto loaded = load_vit(dir, options);
+  EXPECT_EQ(loaded->pos_embed.shape(), (Shape{1, 1 + 36, 32}));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace engine

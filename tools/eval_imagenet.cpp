@@ -1,0 +1,89 @@
+// ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
+//                 [--limit N] [--predictions FILE] [--out results.json]
+// Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
+// synset list, or any other folder such as the CIFAR-10 test JPEGs).
+#include <filesystem>
+
+#include "data/archive.h"
+#include "data/image_folder.h"
+#include "engine/cli.h"
+#include "engine/safetensors.h"
+#include "models/vit_checkpoint.h"
+#include "train/evaluate.h"
+#include "train/metrics.h"
+
+using namespace engine;
+namespace fs = std::filesystem;
+
+namespace {
+
+// --data may name an archive (.tar, .tar.xz, ...): it is unpacked into the cache
+// once and --subdir picks the folder inside it.
+std::string resolve_data_dir(const std::string& data, const std::string& subdir) {
+  std::string root = data;
+  if (fs::is_regular_file(data)) root = data::extract_archive_once(data, data::default_cache_dir());
+  if (!subdir.empty()) root = (fs::path(root) / subdir).string();
+  check(fs::is_directory(root), "data folder '{}' does not exist", root);
+  return root;
+}
+
+int eval_main(int argc, char** argv) {
+  Flags flags("eval_imagenet --model PATH --data DIR [flags]",
+              {{"model", "checkpoint: .safetensors, index.json or a folder with config.json", ""},
+               {"config", "architecture config.json (default: beside the checkpoint)", ""},
+               {"data", "ImageFolder root (or an archive of one, see --subdir)", ""},
+               {"subdir", "folder inside --data to evaluate (e.g. cifar10/test)", ""},
+               {"synsets", "class list, line i = class i (ImageNet: the 1000 sorted synsets)", ""},
+               {"batch", "batch size", "256"},
+               {"device", "cpu, cuda or auto", "auto"},
+               {"limit", "evaluate only the first N images (0 = all)", "0"},
+               {"workers", "loader threads", "2"},
+               {"skip-bad-images", "skip undecodable images (counted) instead of failing", "", true},
+               {"predictions", "write '<relative path> <predicted index>' lines here", ""},
+               {"out", "results JSON", ""}});
+  if (!flags.parse(argc, argv)) return 0;
+  check(!flags.get("model").empty() && !flags.get("data").empty(), "--model and --data are required (see --help)");
+  const Device device = Device::parse(flags.get("device"));
+  VitLoadOptions load_options;
+  load_options.config_path = flags.get("config");
+  auto model = load_vit(flags.get("model"), load_options);
+  model->to(device);
+
+  data::ImageFolder dataset(resolve_data_dir(flags.get("data"), flags.get("subdir")), flags.get("synsets"));
+  EvalOptions options;
+  options.batch_size = flags.get_int("batch");
+  options.limit = flags.get_int("limit");
+  options.num_workers = static_cast<int>(flags.get_int("workers"));
+  options.skip_bad_images = flags.get_bool("skip-bad-images");
+  options.device = device;
+  fmt::print("model {} ({} parameters) on {}, {} images from {}\n", flags.get("model"), model->num_parameters(),
+             device.str(), options.limit > 0 ? std::min<int64_t>(options.limit, dataset.size()) : dataset.size(),
+             dataset.root());
+  EvalResult result = evaluate_classifier([&](const Tensor& images) { return model->forward(images); }, dataset,
+                                          model->config.preprocess, options);
+  fmt::print("top-1 {:.2f}%  top-5 {:.2f}%  {} images  {:.1f} img/s{}\n", 100 * result.top1, 100 * result.top5,
+             result.images, result.images_per_second,
+             result.bad_images ? fmt::format("  ({} undecodable images skipped)", result.bad_images) : "");
+  if (!flags.get("predictions").empty()) {
+    std::string lines;
+    for (const auto& [name, predicted] : result.predictions) lines += fmt::format("{} {}\n", name, predicted);
+    write_file_atomic(flags.get("predictions"), lines);
+  }
+  if (!flags.get("out").empty()) {
+    write_json_atomic(flags.get("out"), {{"model", flags.get("model")},
+                                         {"data", dataset.root()},
+                                         {"images", result.images},
+                                         {"top1", result.top1},
+                                         {"top5", result.top5},
+                                         {"images_per_second", result.images_per_second},
+                                         {"seconds", result.seconds},
+                                         {"bad_images", result.bad_images},
+                                         {"batch_size", options.batch_size},
+                                         {"device", device.str()}});
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_tool("eval_imagenet", eval_main, argc, argv); }

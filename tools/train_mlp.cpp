@@ -1,0 +1,53 @@
+// ./train_mlp config.ini — trains the MLP demo classifier on an IDX dataset
+// (Fashion-MNIST by default) and writes OUT/metrics.jsonl and OUT/results.json.
+#include <filesystem>
+
+#include "data/idx.h"
+#include "engine/cli.h"
+#include "engine/config.h"
+#include "train/metrics.h"
+#include "train/mlp_classifier.h"
+
+using namespace engine;
+
+static int train_mlp_main(int argc, char** argv) {
+  Flags flags("train_mlp CONFIG.ini [--set section.key=value ...]",
+              {{"set", "override a config value, e.g. --set train.epochs=1", ""}}, {"CONFIG"});
+  if (!flags.parse(argc, argv)) return 0;
+  check(flags.positional().size() == 1, "expected a config file (see --help)");
+  Config config = Config::load(flags.positional()[0]);
+  if (!flags.get("set").empty()) config.apply_override(flags.get("set"));
+
+  const std::string data_dir = config.get_string("data", "dir", "/usr/share/datasets/fashion-mnist");
+  MlpTrainSpec spec;
+  spec.hidden = config.get_int("model", "hidden", spec.hidden);
+  spec.epochs = config.get_int("train", "epochs", spec.epochs);
+  spec.batch_size = config.get_int("train", "batch_size", spec.batch_size);
+  spec.lr = config.get_double("train", "lr", spec.lr);
+  spec.weight_decay = config.get_double("train", "weight_decay", spec.weight_decay);
+  spec.seed = static_cast<uint64_t>(config.get_int("train", "seed", 0));
+  spec.train_limit = config.get_int("data", "train_limit", 0);
+  spec.test_limit = config.get_int("data", "test_limit", 0);
+  const std::string out_dir = config.get_string("output", "dir", "runs/mlp");
+  config.check_all_used();
+  check(std::filesystem::exists(data_dir),
+        "data dir '{}' not found: install Debian's dataset-fashion-mnist (make install-deps) or download "
+        "Fashion-MNIST from https://github.com/zalandoresearch/fashion-mnist and set [data] dir",
+        data_dir);
+
+  std::filesystem::create_directories(out_dir);
+  spec.metrics_path = out_dir + "/metrics.jsonl";
+  auto train = data::IdxDataset::from_dir(data_dir, data::Split::Train);
+  auto test = data::IdxDataset::from_dir(data_dir, data::Split::Test);
+  MlpTrainResult result = train_mlp_classifier(train, test, spec);
+  write_json_atomic(out_dir + "/results.json", {{"test_accuracy", result.test_accuracy},
+                                                {"train_loss", result.train_loss},
+                                                {"images_per_second", result.images_per_second},
+                                                {"parameters", result.parameters},
+                                                {"epochs", spec.epochs}});
+  fmt::print("test accuracy {:.2f}%  ({} parameters, {:.0f} img/s) -> {}/results.json\n", 100 * result.test_accuracy,
+             result.parameters, result.images_per_second, out_dir);
+  return 0;
+}
+
+int main(int argc, char** argv) { return run_tool("train_mlp", train_mlp_main, argc, argv); }

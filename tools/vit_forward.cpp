@@ -1,0 +1,46 @@
+// ./vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [--device cpu|cuda]
+// Reads `input` [B,3,H,W] (already normalised) and writes float32 `logits`,
+// `blocks.{i}.out` and `blocks.{i}.attn_probs`.
+#include "engine/autograd.h"
+#include "engine/cli.h"
+#include "models/vit_checkpoint.h"
+
+using namespace engine;
+
+static int vit_forward_main(int argc, char** argv) {
+  Flags flags("vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [flags]",
+              {{"device", "cpu, cuda or auto", "auto"},
+               {"config", "architecture config.json (default: beside the checkpoint)", ""}},
+              {"CHECKPOINT", "INPUT", "OUTPUT"});
+  if (!flags.parse(argc, argv)) return 0;
+  check(flags.positional().size() == 3, "expected CHECKPOINT INPUT OUTPUT (see --help)");
+  const std::string& checkpoint = flags.positional()[0];
+  const std::string& input_path = flags.positional()[1];
+  const std::string& output_path = flags.positional()[2];
+  const Device device = Device::parse(flags.get("device"));
+
+  VitLoadOptions options;
+  options.config_path = flags.get("config");
+  auto model = load_vit(checkpoint, options);
+  model->to(device);
+
+  SafetensorsFile input_file = SafetensorsFile::open(input_path);
+  check(input_file.contains("input"), "{}: no tensor named 'input'", input_path);
+  Tensor input = input_file.get("input").to(DType::F32).to(device);
+
+  NoGradGuard no_grad;
+  ForwardTrace trace;
+  trace.want_probs = true;
+  Tensor logits = model->forward(input, {}, &trace);
+  NamedTensors outputs{{"logits", logits}};
+  for (size_t i = 0; i < trace.blocks.size(); ++i) {
+    outputs.emplace_back(fmt::format("blocks.{}.out", i), trace.blocks[i].output);
+    if (trace.blocks[i].attn_probs.defined()) {
+      outputs.emplace_back(fmt::format("blocks.{}.attn_probs", i), trace.blocks[i].attn_probs);
+    }
+  }
+  save_safetensors(output_path, outputs);
+  return 0;
+}
+
+int main(int argc, char** argv) { return run_tool("vit_forward", vit_forward_main, argc, argv); }

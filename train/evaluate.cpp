@@ -1,0 +1,98 @@
+#include "train/evaluate.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "data/transforms.h"
+#include "engine/autograd.h"
+#include "train/progress.h"
+
+namespace engine {
+
+namespace {
+
+// A dataset restricted to its first `limit` items.
+class Prefix : public data::Dataset {
+ public:
+  Prefix(const data::Dataset& inner, size_t limit) : inner_(inner), size_(std::min(limit, inner.size())) {}
+  size_t size() const override { return size_; }
+  int num_classes() const override { return inner_.num_classes(); }
+  data::Sample get(size_t i) const override { return inner_.get(i); }
+  int64_t label(size_t i) const override { return inner_.label(i); }
+  std::string name(size_t i) const override { return inner_.name(i); }
+
+ private:
+  const data::Dataset& inner_;
+  size_t size_;
+};
+
+// Ranks of the true label among the logits row: 0 = top-1.
+int64_t rank_of(const float* row, int64_t classes, int64_t label) {
+  int64_t rank = 0;
+  for (int64_t c = 0; c < classes; ++c) rank += row[c] > row[label];
+  return rank;
+}
+
+}  // namespace
+
+data::Transform eval_transform(const Preprocess& p) {
+  const data::Interp interp = p.interpolation == "bilinear" ? data::Interp::Bilinear : data::Interp::Bicubic;
+  check(p.interpolation == "bilinear" || p.interpolation == "bicubic",
+        "preprocessing: interpolation '{}' is not supported (bilinear or bicubic)", p.interpolation);
+  const float mean[3] = {static_cast<float>(p.mean[0]), static_cast<float>(p.mean[1]), static_cast<float>(p.mean[2])};
+  const float stddev[3] = {static_cast<float>(p.std[0]), static_cast<float>(p.std[1]), static_cast<float>(p.std[2])};
+  const int size = static_cast<int>(p.input_size);
+  const double crop_pct = p.crop_pct;
+  return [=](const data::Image& image, float* out, std::mt19937_64&) {
+    data::to_normalized_chw(data::resize_and_center_crop(image, size, crop_pct, interp), mean, stddev, out);
+  };
+}
+
+EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& full, const Preprocess& preprocess,
+                               const EvalOptions& options) {
+  std::unique_ptr<Prefix> limited;
+  if (options.limit > 0) limited = std::make_unique<Prefix>(full, static_cast<size_t>(options.limit));
+  const data::Dataset& dataset = limited ? *limited : full;
+  data::LoaderOptions loader_options;
+  loader_options.batch_size = static_cast<size_t>(options.batch_size);
+  loader_options.num_workers = options.num_workers;
+  loader_options.skip_bad_images = options.skip_bad_images;
+  loader_options.height = loader_options.width = static_cast<int>(preprocess.input_size);
+  data::DataLoader loader(dataset, eval_transform(preprocess), loader_options);
+  loader.start_epoch(0);
+
+  NoGradGuard no_grad;
+  EvalResult result;
+  int64_t top1 = 0, top5 = 0;
+  ProgressBar bar("eval", static_cast<int64_t>(dataset.size()));
+  for (data::Batch batch; loader.next(batch);) {
+    Tensor images = Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(options.device);
+    Tensor logits = logits_of(images).to(Device::cpu()).to(DType::F32).contiguous();
+    const int64_t classes = logits.size(1);
+    const float* values = logits.data<float>();
+    for (int i = 0; i < batch.n; ++i) {
+      const float* row = values + i * classes;
+      check(batch.labels[i] >= 0 && batch.labels[i] < classes, "{}: label {} is outside the model's {} classes",
+            dataset.name(batch.indices[i]), batch.labels[i], classes);
+      const int64_t rank = rank_of(row, classes, batch.labels[i]);
+      top1 += rank == 0;
+      top5 += rank < 5;
+      result.predictions.emplace_back(dataset.name(batch.indices[i]), std::max_element(row, row + classes) - row);
+    }
+    result.images += batch.n;
+    if (options.progress) {
+      bar.update(batch.n, fmt::format("top-1 {:.2f}%", 100.0 * top1 / std::max<int64_t>(result.images, 1)));
+    }
+  }
+  result.seconds = bar.elapsed_seconds();
+  if (options.progress) bar.finish();
+  check(result.images > 0, "evaluation saw no images");
+  result.top1 = static_cast<double>(top1) / result.images;
+  result.top5 = static_cast<double>(top5) / result.images;
+  result.images_per_second = result.images / std::max(result.seconds, 1e-9);
+  result.bad_images = loader.bad_images();
+  std::sort(result.predictions.begin(), result.predictions.end());
+  return result;
+}
+
+}  // namespace engine

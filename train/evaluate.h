@@ -1,0 +1,42 @@
+// Classifier evaluation over an image dataset: timm's eval preprocessing from
+// the model's pretrained_cfg, batched multi-threaded loading, top-1/top-5,
+// throughput, optional per-image predictions.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "models/vit.h"
+
+namespace engine {
+
+// The eval transform of a model: resize the shorter side to
+// floor(size / crop_pct) with its interpolation, center crop, normalise.
+data::Transform eval_transform(const Preprocess& preprocess);
+
+struct EvalOptions {
+  int64_t batch_size = 256;
+  int64_t limit = 0;         // > 0: only the first N images
+  int num_workers = 2;
+  bool skip_bad_images = false;
+  bool progress = true;
+  Device device = Device::cpu();
+};
+
+struct EvalResult {
+  int64_t images = 0;
+  double top1 = 0.0, top5 = 0.0;  // fractions
+  double images_per_second = 0.0;
+  double seconds = 0.0;
+  size_t bad_images = 0;
+  std::vector<std::pair<std::string, int64_t>> predictions;  // (item name, predicted class), sorted by name
+};
+
+using LogitsFn = std::function<Tensor(const Tensor& images)>;
+
+EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
+                               const EvalOptions& options);
+
+}  // namespace engine

@@ -1,0 +1,44 @@
+// The engine's smallest end-to-end job: an MLP classifier (Linear -> GELU ->
+// Linear) trained with AdamW + warmup/cosine on flattened images. It proves the
+// core (tensors, autograd, ops, optimizer) learns on real data; the README's
+// first command runs it until the distillation pipeline replaces it.
+#pragma once
+#include <string>
+
+#include "data/dataset.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+struct MlpTrainSpec {
+  int64_t hidden = 256;
+  int64_t epochs = 3;
+  int64_t batch_size = 128;
+  double lr = 2e-3;
+  double weight_decay = 0.01;
+  double warmup_fraction = 0.05;
+  uint64_t seed = 0;
+  int64_t train_limit = 0;  // > 0: use only the first N training images
+  int64_t test_limit = 0;
+  std::string metrics_path;  // JSONL log, one line per epoch ("" = none)
+  bool progress = true;
+};
+
+struct MlpTrainResult {
+  double train_loss = 0.0;  // mean over the last epoch
+  double test_accuracy = 0.0;
+  double images_per_second = 0.0;
+  int64_t parameters = 0;
+};
+
+// Images as float [N, C*H*W] scaled to [0, 1] and standardised with the
+// training set's mean/std; labels int64 [N].
+struct FlatImages {
+  Tensor images;
+  Tensor labels;
+};
+FlatImages flatten_dataset(const data::Dataset& dataset, int64_t limit, double mean, double stddev);
+
+MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Dataset& test, const MlpTrainSpec& spec);
+
+}  // namespace engine
