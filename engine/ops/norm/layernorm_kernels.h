@@ -1,0 +1,25 @@
+// Kernels of layer normalisation. The autograd layer makes tensors contiguous
+// and views x as [rows, cols], normalising each row.
+#pragma once
+#include "engine/dispatch.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+// x, y: [rows, cols]; weight, bias: [cols], or undefined (no affine part);
+// mean, rstd: [rows], written for the backward (rstd = 1 / sqrt(var + eps)).
+// All contiguous with x's dtype.
+using LayerNormForwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                                        const Tensor& y, const Tensor& mean, const Tensor& rstd);
+// With xhat = (x - mean) * rstd and g = dy * weight (dy without weight):
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))   per row
+//   dweight = sum over rows of dy * xhat, dbias = sum over rows of dy.
+// dx: [rows, cols]; dweight, dbias: [cols], each undefined when not wanted.
+using LayerNormBackwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                         const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                                         const Tensor& dweight, const Tensor& dbias);
+
+extern KernelSlot<LayerNormForwardKernel> layer_norm_forward_kernel;
+extern KernelSlot<LayerNormBackwardKernel> layer_norm_backward_kernel;
+
+}  // namespace engine

@@ -1,0 +1,86 @@
+#include <cmath>
+
+#include "engine/ops/norm/layernorm.h"
+#include "engine/ops/view/view.h"
+#include "tests/gradcheck.h"
+
+namespace engine {
+namespace {
+
+using testing::expect_close;
+using testing::expect_gradients_match;
+using testing::random_leaf;
+
+// Layer norm composed from elementwise and reduce ops: an independent reference.
+Tensor composite_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  Tensor centered = x - mean(x, {-1}, true);
+  Tensor var = mean(centered * centered, {-1}, true);
+  return centered / sqrt(var + eps) * w + b;
+}
+
+TEST(LayerNorm, ForwardMatchesNaiveLoop) {
+  const int rows = 2, cols = 4;
+  const double eps = 1e-5;
+  Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 10, -10, 5, 100}, {rows, cols});
+  Tensor w = Tensor::from_vector<float>({1, 2, -1, 0.5}, {cols});
+  Tensor b = Tensor::from_vector<float>({0, 1, 2, 3}, {cols});
+  std::vector<float> y = layer_norm(x, w, b, eps).to_floats(), plain = layer_norm(x, {}, {}, eps).to_floats();
+  std::vector<float> xs = x.to_floats(), ws = w.to_floats(), bs = b.to_floats();
+  for (int r = 0; r < rows; ++r) {
+    double m = 0, var = 0;
+    for (int i = 0; i < cols; ++i) m += xs[r * cols + i] / cols;
+    for (int i = 0; i < cols; ++i) var += (xs[r * cols + i] - m) * (xs[r * cols + i] - m) / cols;
+    for (int i = 0; i < cols; ++i) {
+      const double normed = (xs[r * cols + i] - m) / std::sqrt(var + eps);
+      EXPECT_NEAR(plain[r * cols + i], normed, 1e-5);
+      EXPECT_NEAR(y[r * cols + i], normed * ws[i] + bs[i], 1e-5);
+    }
+  }
+}
+
+TEST(LayerNorm, Gradients) {
+  Rng rng(21);
+  Tensor x = random_leaf({3, 5}, rng, -2.0, 2.0);
+  Tensor w = random_leaf({5}, rng, 0.5, 1.5);
+  Tensor b = random_leaf({5}, rng);
+  auto affine = [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-5); };
+  expect_gradients_match(affine, {x, w, b});
+  expect_gradients_match([](const auto& in) { return layer_norm(in[0], {}, {}, 1e-5); }, {x});
+  expect_gradients_match([](const auto& in) { return layer_norm(in[0], in[1], {}, 1e-5); }, {x, w});
+  Tensor x3 = random_leaf({2, 3, 5}, rng, -2.0, 2.0);
+  expect_gradients_match(affine, {x3, w, b});
+  // Non-contiguous input: normalise along a strided dimension.
+  Tensor xt = random_leaf({5, 3}, rng, -2.0, 2.0);
+  expect_gradients_match([](const auto& in) { return layer_norm(transpose(in[0], 0, 1), in[1], in[2], 1e-5); },
+                         {xt, w, b});
+}
+
+// Big enough that rows are split across threads and the per-thread partial
+// sums of dweight / dbias get combined.
+TEST(LayerNorm, ParallelPathMatchesCompositeOps) {
+  Rng rng(22);
+  Tensor x = random_leaf({80, 300}, rng, -3.0, 5.0);
+  Tensor w = random_leaf({300}, rng, 0.5, 1.5);
+  Tensor b = random_leaf({300}, rng);
+  Tensor g = Tensor::randn({80, 300}, rng, DType::F64);
+  layer_norm(x, w, b, 1e-5).backward(g);
+  std::vector<Tensor> fused{x.grad(), w.grad(), b.grad()};
+  for (const Tensor& t : {x, w, b}) t.zero_grad();
+  Tensor expected = composite_layer_norm(x, w, b, 1e-5);
+  expected.backward(g);
+  expect_close(layer_norm(x, w, b, 1e-5).detach(), expected.detach(), 1e-10);
+  expect_close(fused[0], x.grad(), 1e-9);
+  expect_close(fused[1], w.grad(), 1e-9);
+  expect_close(fused[2], b.grad(), 1e-9);
+}
+
+TEST(LayerNorm, Errors) {
+  Tensor x = Tensor::ones({2, 4});
+  EXPECT_THROW(layer_norm(x, Tensor::ones({3}), {}, 1e-5), Error);                 // wrong weight size
+  EXPECT_THROW(layer_norm(x, {}, Tensor::ones({4}, DType::F64), 1e-5), Error);     // wrong bias dtype
+  EXPECT_THROW(layer_norm(Tensor::full({}, 1.0), {}, {}, 1e-5), Error);            // scalar
+  EXPECT_THROW(layer_norm(x, {}, {}, -1.0), Error);                                // negative eps
+}
+
+}  // namespace
+}  // namespace engine
