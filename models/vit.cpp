@@ -21,6 +21,49 @@ void VitConfig::validate() const {
         "model config: {} mixer kinds listed for {} blocks", mixers.size(), depth);
 }
 
+namespace {
+
+VitConfig imagenet_vit(int64_t dim, int64_t heads) {
+  VitConfig c;  // defaults: 224 px, patch 16, depth 12, ImageNet mean/std, crop 0.875 bicubic
+  c.embed_dim = dim;
+  c.num_heads = heads;
+  c.mlp_hidden = 4 * dim;
+  return c;
+}
+
+const std::vector<std::pair<std::string, VitConfig>>& presets() {
+  static const std::vector<std::pair<std::string, VitConfig>> table = [] {
+    VitConfig deit = imagenet_vit(384, 6);
+    deit.distilled = true;
+    VitConfig cifar = imagenet_vit(192, 3);
+    cifar.img_size = 32;
+    cifar.patch_size = 4;
+    cifar.num_classes = 10;
+    cifar.preprocess = {32, 1.0, "bilinear", {0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}};
+    return std::vector<std::pair<std::string, VitConfig>>{{"vit_tiny_patch16_224", imagenet_vit(192, 3)},
+                                                         {"vit_small_patch16_224", imagenet_vit(384, 6)},
+                                                         {"vit_base_patch16_224", imagenet_vit(768, 12)},
+                                                         {"deit_small_distilled_patch16_224", deit},
+                                                         {"vit_cifar_tiny_patch4_32", cifar}};
+  }();
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> vit_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, config] : presets()) names.push_back(name);
+  return names;
+}
+
+VitConfig vit_preset(const std::string& name) {
+  for (const auto& [preset, config] : presets()) {
+    if (preset == name) return config;
+  }
+  fail("unknown model preset '{}' (known: {})", name, fmt::join(vit_preset_names(), ", "));
+}
+
 VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed) : config(cfg) {
   config.validate();
   if (config.mixers.empty()) config.mixers.assign(config.depth, "attention");

@@ -50,6 +50,12 @@ struct VitConfig {
   void validate() const;  // errors name the bad field
 };
 
+// Named architectures (timm's names): vit_tiny_patch16_224, vit_small_patch16_224,
+// vit_base_patch16_224, deit_small_distilled_patch16_224, vit_cifar_tiny_patch4_32.
+// An unknown name is an error listing the known ones.
+VitConfig vit_preset(const std::string& name);
+std::vector<std::string> vit_preset_names();
+
 // What forward() exposes on request: one trace per block.
 struct ForwardTrace {
   bool want_probs = false;
