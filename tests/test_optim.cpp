@@ -175,8 +175,8 @@ TEST(OptimGroups, DecayGroupsByNameAndDim) {
   auto make = [](const Shape& shape, const std::string& name) {
     return Tensor::zeros(shape, DType::F64).set_name(name);
   };
-  const std::vector<Tensor> decayed{make({4, 4}, "blocks.0.attn.qkv.weight"), make({8, 3, 2, 2}, "patch_embed.proj.weight"),
-                                    make({3, 3}, "")};
+  const std::vector<Tensor> decayed{make({4, 4}, "blocks.0.attn.qkv.weight"),
+                                    make({8, 3, 2, 2}, "patch_embed.proj.weight"), make({3, 3}, "")};
   const std::vector<Tensor> exempt{make({4}, "blocks.0.attn.qkv.bias"), make({4}, "norm.weight"),
                                    make({1, 5, 4}, "pos_embed"), make({1, 1, 4}, "cls_token"),
                                    make({1, 1, 4}, "dist_token"), make({1, 4, 4}, "reg_token"),
