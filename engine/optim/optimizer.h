@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/safetensors.h"  // NamedTensors
 #include "engine/tensor.h"
 
 namespace engine {
@@ -18,6 +19,10 @@ struct ParamGroup {
 
 // AdamW-style grouping: no weight decay for 1-D params (norms, biases) and for
 // position embeddings / class (and distillation) tokens, recognised by name.
+// Returns {decay (weight_decay), no_decay (0)}, either possibly empty. A param
+// goes to no_decay when dim() <= 1 or its name contains "pos_embed",
+// "cls_token", "dist_token", "position_embeddings" or "reg_token"; unnamed
+// params are placed by the dim rule alone.
 std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& named_params, double weight_decay);
 
 class Optimizer {
@@ -30,6 +35,10 @@ class Optimizer {
   const std::vector<ParamGroup>& groups() const { return groups_; }
   // Optimizer state as named tensors, for checkpoints ("<param name>.exp_avg", ...)
   // plus the step count; load_state restores it (error on a missing/mismatched name).
+  // Needs unique, non-empty parameter names. Per-parameter state is created on a
+  // parameter's first update, so a parameter that never had a grad has no
+  // entries; load_state accepts that (all of a parameter's entries or none).
+  // state() returns the live buffers: save or clone them before the next step().
   virtual NamedTensors state() const = 0;
   virtual void load_state(const NamedTensors& state) = 0;
 
@@ -56,10 +65,14 @@ struct AdamWOptions {
 };
 // PyTorch AdamW: p -= lr * weight_decay * p (decoupled), then the bias-corrected
 // Adam update p -= lr * m_hat / (sqrt(v_hat) + eps).
+// PyTorch keeps a step count per parameter; here one count (the number of
+// step() calls, saved as "step") drives the bias correction of every parameter,
+// which differs only for a parameter that had no grad on some earlier steps.
 std::unique_ptr<Optimizer> make_adamw(std::vector<ParamGroup> groups, const AdamWOptions& options);
 
-// Scales all gradients so that their global L2 norm is at most max_norm;
-// returns the norm before clipping.
+// Scales all gradients so that their global L2 norm is at most max_norm
+// (PyTorch: by max_norm / (norm + 1e-6) when that is below 1); params without
+// a grad are ignored. Returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
 // Linear warmup from warmup_start_lr to base_lr over warmup_steps, then cosine
@@ -70,7 +83,9 @@ struct WarmupCosineSchedule {
   double warmup_start_lr = 0.0;
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
-  double lr_at(int64_t step) const;
+  // Errors naming the setting unless 0 <= warmup_steps < total_steps and all lrs are >= 0.
+  void validate() const;
+  double lr_at(int64_t step) const;  // validates first; step >= 0
 };
 
 }  // namespace engine
