@@ -1,0 +1,137 @@
+#include "data/archive.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "data/files.h"
+#include "engine/error.h"
+
+extern char** environ;
+
+namespace data {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kDoneMarker = ".extracted";
+constexpr const char* kWhereToGetData =
+    "set ENGINE_DATA_DIR to the folder holding the data files. CIFAR-10 comes from "
+    "https://www.cs.toronto.edu/~kriz/cifar.html (binary version: cifar-10-binary.tar.gz), "
+    "ImageNet from https://image-net.org";
+
+std::string archive_stem(const std::string& archive) {
+  const std::string file = fs::path(archive).filename().string();
+  for (const char* suffix : {".tar.gz", ".tar.xz", ".tgz", ".txz", ".tar"}) {
+    const size_t n = std::strlen(suffix);
+    if (file.size() > n && file.compare(file.size() - n, n, suffix) == 0) return file.substr(0, file.size() - n);
+  }
+  engine::fail("archive '{}': unsupported type (expected .tar, .tar.gz, .tgz, .tar.xz or .txz)", archive);
+}
+
+// Runs `tar args...` (GNU tar detects the compression itself) and fails with its stderr
+// if it does not exit 0. posix_spawn rather than system(): no shell quoting of paths.
+void run_tar(const std::string& archive, std::vector<std::string> args) {
+  args.insert(args.begin(), "tar");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  int pipe_fds[2];
+  engine::check(pipe(pipe_fds) == 0, "extracting '{}': pipe failed: {}", archive, std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
+  posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
+  pid_t pid = 0;
+  const int spawn_error = posix_spawnp(&pid, "tar", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(pipe_fds[1]);
+
+  std::string stderr_text;
+  std::array<char, 4096> buffer;
+  ssize_t got;
+  while ((got = read(pipe_fds[0], buffer.data(), buffer.size())) > 0 || (got < 0 && errno == EINTR)) {
+    if (got > 0) stderr_text.append(buffer.data(), static_cast<size_t>(got));
+  }
+  close(pipe_fds[0]);
+  engine::check(spawn_error == 0, "extracting '{}': cannot run tar: {}", archive, std::strerror(spawn_error));
+
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  engine::check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "extracting '{}' with tar failed: {}", archive,
+                stderr_text.empty() ? "(no message)" : stderr_text);
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
+}
+
+}  // namespace
+
+std::string extract_archive_once(const std::string& archive, const std::string& cache_dir) {
+  const fs::path target = fs::path(cache_dir) / archive_stem(archive);
+  if (fs::exists(target / kDoneMarker)) return target.string();
+  engine::check(fs::is_regular_file(archive), "archive '{}' does not exist", archive);
+
+  std::error_code ec;
+  fs::create_directories(cache_dir, ec);
+  engine::check(!ec, "cannot create cache directory '{}': {}", cache_dir, ec.message());
+  TempDir partial(cache_dir, "." + target.filename().string() + ".partial-");
+  run_tar(archive, {"-xf", fs::absolute(archive).string(), "-C", partial.path(), "--no-same-owner"});
+  write_file((fs::path(partial.path()) / kDoneMarker).string(), "extracted from " + archive + "\n");
+  // mkdtemp made it private (0700); the finished cache should be as readable as a normal folder.
+  fs::permissions(partial.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                      fs::perms::others_read | fs::perms::others_exec);
+
+  fs::rename(partial.path(), target, ec);
+  if (!ec) {
+    partial.release();
+    return target.string();
+  }
+  // Another process finished first (rename does not replace a non-empty folder): use its
+  // copy, and let `partial` delete ours.
+  engine::check(fs::exists(target / kDoneMarker),
+                "cannot move the extracted '{}' to '{}': {} (delete '{}' if it is a leftover)", archive,
+                target.string(), ec.message(), target.string());
+  return target.string();
+}
+
+void extract_members(const std::string& archive, const std::string& dest_dir,
+                     const std::vector<std::string>& members) {
+  engine::check(fs::is_regular_file(archive), "archive '{}' does not exist", archive);
+  engine::check(fs::is_directory(dest_dir), "extracting '{}': '{}' is not a directory", archive, dest_dir);
+  std::vector<std::string> args = {"-xf", fs::absolute(archive).string(), "-C", dest_dir, "--no-same-owner",
+                                   "--occurrence"};
+  args.insert(args.end(), members.begin(), members.end());
+  run_tar(archive, std::move(args));
+}
+
+std::string default_data_dir() {
+  if (const char* dir = std::getenv("ENGINE_DATA_DIR"); dir != nullptr && *dir != '\0') {
+    engine::check(fs::is_directory(dir), "ENGINE_DATA_DIR='{}' is not a directory; {}", dir, kWhereToGetData);
+    return dir;
+  }
+  const fs::path dir = fs::path(env_or("ENGINE_SHARED_DIR", "../shared")) / "data";
+  engine::check(fs::is_directory(dir), "no data folder: '{}' does not exist and ENGINE_DATA_DIR is not set; {}",
+                dir.string(), kWhereToGetData);
+  return dir.string();
+}
+
+std::string data_file(const std::string& name) {
+  const fs::path path = fs::path(default_data_dir()) / name;
+  engine::check(fs::exists(path), "data file '{}' not found; {}", path.string(), kWhereToGetData);
+  return path.string();
+}
+
+std::string default_cache_dir() { return env_or("ENGINE_CACHE_DIR", "./.cache/data"); }
+
+}  // namespace data

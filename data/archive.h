@@ -1,0 +1,33 @@
+// Finding the shared data and unpacking archives into a cache, once.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace data {
+
+// Extracts a .tar / .tar.gz / .tgz / .tar.xz / .txz into cache_dir/<archive stem> the first
+// time and returns that path; later calls return at once. The archive is unpacked (by the
+// system tar) into a fresh temporary folder inside cache_dir, a marker file is written
+// last, and the folder is renamed into place, so an interrupted or concurrent extraction
+// never leaves a folder that looks complete: a concurrent caller that loses the race drops
+// its copy and uses the winner's. An interrupted run leaves a ".<stem>.partial-*" folder
+// that is never used and may be deleted. A failing tar is an error with its message.
+std::string extract_archive_once(const std::string& archive, const std::string& cache_dir);
+
+// Extracts only the named members (paths inside the archive) into dest_dir, which must
+// exist. GNU tar stops reading once it has found them all, so a few members near the start
+// of a large compressed archive come out quickly (tests use this on CIFAR-10).
+void extract_members(const std::string& archive, const std::string& dest_dir,
+                     const std::vector<std::string>& members);
+
+// The data folder: $ENGINE_DATA_DIR, else $ENGINE_SHARED_DIR/data, else ../shared/data
+// relative to the working directory. If none exists, the error says where to get the data.
+std::string default_data_dir();
+
+// default_data_dir()/name; a missing file is an error that says where to get the data.
+std::string data_file(const std::string& name);
+
+// $ENGINE_CACHE_DIR, else ./.cache/data (not created here).
+std::string default_cache_dir();
+
+}  // namespace data

@@ -1,0 +1,74 @@
+#include "data/files.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+
+#include "engine/error.h"
+
+namespace data {
+namespace fs = std::filesystem;
+
+namespace {
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
+
+FilePtr open_or_fail(const std::string& path, const char* mode) {
+  FilePtr file(std::fopen(path.c_str(), mode));
+  engine::check(file != nullptr, "cannot open '{}': {}", path, std::strerror(errno));
+  return file;
+}
+}  // namespace
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::error_code ec;
+  engine::check(!fs::is_directory(path, ec), "cannot read '{}': it is a directory", path);
+  FilePtr file = open_or_fail(path, "rb");
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[1 << 16];
+  size_t got;
+  while ((got = std::fread(chunk, 1, sizeof chunk, file.get())) > 0) {
+    bytes.insert(bytes.end(), chunk, chunk + got);
+  }
+  engine::check(!std::ferror(file.get()), "error reading '{}': {}", path, std::strerror(errno));
+  return bytes;
+}
+
+void write_file(const std::string& path, const void* bytes, size_t size) {
+  FilePtr file = open_or_fail(path, "wb");
+  bool ok = std::fwrite(bytes, 1, size, file.get()) == size;
+  ok = std::fclose(file.release()) == 0 && ok;
+  engine::check(ok, "error writing '{}': {}", path, std::strerror(errno));
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  write_file(path, text.data(), text.size());
+}
+
+TempDir::TempDir(const std::string& parent, const std::string& prefix) {
+  fs::path base = parent.empty() ? fs::temp_directory_path() : fs::path(parent);
+  std::string pattern = (base / (prefix + "XXXXXX")).string();
+  engine::check(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory in '{}': {}",
+                base.string(), std::strerror(errno));
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  std::error_code ignored;  // a destructor must not throw; a leftover temp dir is harmless
+  fs::remove_all(path_, ignored);
+}
+
+std::string TempDir::release() {
+  std::string kept;
+  kept.swap(path_);
+  return kept;
+}
+
+}  // namespace data

@@ -1,0 +1,60 @@
+#include "data/image.h"
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+
+#include "data/files.h"
+#include "engine/error.h"
+
+// The stb implementations are compiled here, file-local (see image.h).
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#include <stb/stb_image.h>
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+namespace data {
+
+namespace {
+size_t checked_pixel_count(int height, int width, int channels) {
+  engine::check(height >= 0 && width >= 0 && channels >= 0, "Image: negative size {}x{}x{}", height, width,
+                channels);
+  return static_cast<size_t>(height) * width * channels;
+}
+}  // namespace
+
+Image::Image(int height, int width, int channels)
+    : height(height), width(width), channels(channels),
+      pixels(checked_pixel_count(height, width, channels)) {}
+
+Image decode_image(const std::string& path) {
+  std::vector<uint8_t> bytes = read_file(path);
+  return decode_image(bytes.data(), bytes.size(), path);
+}
+
+Image decode_image(const uint8_t* bytes, size_t size, const std::string& name) {
+  engine::check(size > 0, "cannot decode image '{}': the file is empty", name);
+  engine::check(size <= static_cast<size_t>(std::numeric_limits<int>::max()),
+                "cannot decode image '{}': {} bytes is too large", name, size);
+  int width = 0, height = 0, channels_in_file = 0;
+  std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> decoded(
+      stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &channels_in_file, 3),
+      &stbi_image_free);
+  // stbi_failure_reason() is thread-local in stb_image >= 2.26, so this is safe in loader threads.
+  engine::check(decoded != nullptr, "cannot decode image '{}': {}", name, stbi_failure_reason());
+  Image image(height, width, 3);
+  std::copy(decoded.get(), decoded.get() + image.pixels.size(), image.pixels.begin());
+  return image;
+}
+
+void write_png(const Image& image, const std::string& path) {
+  engine::check(image.channels == 1 || image.channels == 3,
+                "write_png '{}': {} channels (expected 1 or 3)", path, image.channels);
+  int ok = stbi_write_png(path.c_str(), image.width, image.height, image.channels,
+                          image.pixels.data(), image.width * image.channels);
+  engine::check(ok != 0, "cannot write PNG '{}'", path);
+}
+
+}  // namespace data

@@ -1,0 +1,44 @@
+// An 8-bit image in memory, and decoding / encoding through stb_image.
+//
+// stb is compiled into image.cpp itself (STB_IMAGE_IMPLEMENTATION with STB_IMAGE_STATIC,
+// likewise for stb_image_write), so only the headers of Debian's libstb-dev are needed:
+// no -lstb, and no symbol clash if another module links libstb too.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace data {
+
+// Pixels are HWC: row-major, channels interleaved (RGB for colour, 1 channel for grey).
+struct Image {
+  int height = 0;
+  int width = 0;
+  int channels = 0;
+  std::vector<uint8_t> pixels;
+
+  Image() = default;
+  Image(int height, int width, int channels);  // zero-filled
+
+  uint8_t& at(int y, int x, int c) { return pixels[offset(y, x, c)]; }
+  uint8_t at(int y, int x, int c) const { return pixels[offset(y, x, c)]; }
+
+ private:
+  size_t offset(int y, int x, int c) const {
+    return (static_cast<size_t>(y) * width + x) * channels + c;
+  }
+};
+
+// Decodes a JPEG / PNG / BMP / GIF (first frame) file to 3-channel RGB (grey is replicated,
+// alpha dropped, CMYK converted, as PIL's convert("RGB") does). A missing, truncated or
+// undecodable file -> engine::Error naming the path and stb's reason.
+Image decode_image(const std::string& path);
+
+// Same for bytes already in memory; `name` is used in error messages.
+Image decode_image(const uint8_t* bytes, size_t size, const std::string& name);
+
+// Writes a lossless PNG (1 or 3 channels); used for debugging dumps and test fixtures.
+void write_png(const Image& image, const std::string& path);
+
+}  // namespace data

@@ -1,0 +1,193 @@
+// ImageFolder (synthetic and the imagenet-sample with its synset list), CIFAR-10 binary
+// batches and IDX files.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data/archive.h"
+#include "data/cifar_binary.h"
+#include "data/files.h"
+#include "data/idx.h"
+#include "data/image_folder.h"
+#include "engine/error.h"
+
+namespace data {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
+const std::string kFashionMnist = "/usr/share/datasets/fashion-mnist";
+
+// A small image whose first pixel encodes `tag`, saved as PNG (whatever the extension says:
+// stb detects the format from the content).
+void write_tagged_image(const std::string& path, uint8_t tag) {
+  Image image(2, 3, 3);
+  image.pixels[0] = tag;
+  write_png(image, path);
+}
+
+TEST(DataImageFolder, SortsClassesAndFilesAndFiltersExtensions) {
+  TempDir root;
+  for (const char* dir : {"b_dog", "a_cat", "c_empty"}) fs::create_directory(root.path() + "/" + dir);
+  write_tagged_image(root.path() + "/a_cat/2.PNG", 2);
+  write_tagged_image(root.path() + "/a_cat/1.jpeg", 1);
+  write_tagged_image(root.path() + "/b_dog/x.JPG", 3);
+  write_file(root.path() + "/a_cat/notes.txt", "not an image");
+  write_file(root.path() + "/README", "files in the root are not classes");
+
+  const ImageFolder folder(root.path());
+  EXPECT_THAT(folder.classes(), ElementsAre("a_cat", "b_dog", "c_empty"));
+  EXPECT_EQ(folder.num_classes(), 3);
+  ASSERT_EQ(folder.size(), 3u);
+  EXPECT_EQ(folder.name(0), "a_cat/1.jpeg");
+  EXPECT_EQ(folder.name(1), "a_cat/2.PNG");
+  EXPECT_EQ(folder.name(2), "b_dog/x.JPG");
+  EXPECT_EQ(folder.label(1), 0);
+  EXPECT_EQ(folder.label(2), 1);
+  const Sample sample = folder.get(2);
+  EXPECT_EQ(sample.label, 1);
+  EXPECT_EQ(sample.image.pixels[0], 3);
+}
+
+TEST(DataImageFolder, ErrorsNameTheProblem) {
+  TempDir root;
+  EXPECT_THAT([&] { ImageFolder(root.path() + "/nope"); },
+              ThrowsMessage<engine::Error>(HasSubstr(root.path() + "/nope")));
+  fs::create_directory(root.path() + "/empty_class");
+  EXPECT_THAT([&] { ImageFolder{root.path()}; },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(root.path()), HasSubstr("no .jpg"))));
+
+  fs::create_directory(root.path() + "/stranger");
+  write_tagged_image(root.path() + "/stranger/a.png", 0);
+  const std::string list = root.path() + "/classes.txt";
+  write_file(list, "empty_class\nknown\n");
+  EXPECT_THAT([&] { ImageFolder(root.path(), list); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr("'stranger'"), HasSubstr(list))));
+  write_file(list, "a\nb\na\n");
+  EXPECT_THAT([&] { read_class_list(list); }, ThrowsMessage<engine::Error>(AllOf(HasSubstr(list), HasSubstr("twice"))));
+}
+
+// The sample holds 50 of the 1000 classes; labels must be their line in synsets.txt.
+TEST(DataImageFolder, ImagenetSampleUsesGlobalSynsetIndices) {
+  TempDir cache;
+  const std::string root = extract_archive_once(data_file("imagenet-sample.tar"), cache.path()) + "/imagenet-sample";
+  const std::string synsets_file = root + "/synsets.txt";
+  const ImageFolder folder(root + "/val", synsets_file);
+
+  std::vector<std::string> synsets;
+  std::ifstream in(synsets_file);
+  for (std::string line; std::getline(in, line);) synsets.push_back(line);
+  ASSERT_EQ(synsets.size(), 1000u);
+
+  EXPECT_EQ(folder.num_classes(), 1000);
+  ASSERT_EQ(folder.size(), 50u);
+  for (size_t i = 0; i < folder.size(); ++i) {
+    const std::string synset = folder.name(i).substr(0, folder.name(i).find('/'));
+    EXPECT_EQ(synsets.at(folder.label(i)), synset) << folder.name(i);
+  }
+  EXPECT_EQ(folder.name(0), "n01440764/n01440764_tench.JPEG");
+  EXPECT_EQ(folder.label(0), 0);     // tench is ImageNet class 0
+  EXPECT_EQ(folder.label(49), 980);  // volcano
+  EXPECT_EQ(folder.get(49).label, 980);
+}
+
+// Record r: label r % 10, R plane = r, G plane = pixel index % 256, B plane = 200.
+std::vector<uint8_t> cifar_records(int count) {
+  std::vector<uint8_t> bytes;
+  for (int r = 0; r < count; ++r) {
+    bytes.push_back(static_cast<uint8_t>(r % 10));
+    for (int p = 0; p < 1024; ++p) bytes.push_back(static_cast<uint8_t>(r));
+    for (int p = 0; p < 1024; ++p) bytes.push_back(static_cast<uint8_t>(p % 256));
+    for (int p = 0; p < 1024; ++p) bytes.push_back(200);
+  }
+  return bytes;
+}
+
+TEST(DataCifarBinary, ReadsPlanarRecordsAsRgb) {
+  TempDir dir;
+  const std::vector<uint8_t> bytes = cifar_records(12);
+  write_file(dir.path() + "/test_batch.bin", bytes.data(), bytes.size());
+  const CifarBinary cifar(dir.path(), Split::Test);
+  ASSERT_EQ(cifar.size(), 12u);
+  EXPECT_EQ(cifar.num_classes(), 10);
+  EXPECT_EQ(cifar.label(11), 1);
+  EXPECT_EQ(cifar.name(11), "test_batch.bin#11");
+  const Sample sample = cifar.get(7);
+  EXPECT_EQ(sample.label, 7);
+  ASSERT_EQ(sample.image.height, 32);
+  ASSERT_EQ(sample.image.channels, 3);
+  const int y = 1, x = 5;  // pixel index 37
+  EXPECT_EQ(sample.image.at(y, x, 0), 7);
+  EXPECT_EQ(sample.image.at(y, x, 1), 37);
+  EXPECT_EQ(sample.image.at(y, x, 2), 200);
+  EXPECT_EQ(CifarBinary::classes().front(), "airplane");
+}
+
+TEST(DataCifarBinary, WrongSizeOrMissingFileIsAnErrorNamingIt) {
+  TempDir dir;
+  std::vector<uint8_t> bytes = cifar_records(2);
+  bytes.pop_back();
+  const std::string path = dir.path() + "/test_batch.bin";
+  write_file(path, bytes.data(), bytes.size());
+  EXPECT_THAT([&] { CifarBinary(dir.path(), Split::Test); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path), HasSubstr("6145 bytes"))));
+  EXPECT_THAT([&] { CifarBinary(dir.path(), Split::Train); },
+              ThrowsMessage<engine::Error>(HasSubstr(dir.path() + "/data_batch_1.bin")));
+}
+
+TEST(DataIdx, ReadsFashionMnistTestSet) {
+  ASSERT_TRUE(fs::exists(kFashionMnist)) << kFashionMnist << " is missing: apt-get install dataset-fashion-mnist";
+  const IdxDataset fashion = IdxDataset::from_dir(kFashionMnist, Split::Test);
+  ASSERT_EQ(fashion.size(), 10000u);
+  EXPECT_EQ(fashion.height(), 28);
+  EXPECT_EQ(fashion.width(), 28);
+  EXPECT_EQ(fashion.num_classes(), 10);
+  std::vector<int> per_class(10);
+  for (size_t i = 0; i < fashion.size(); ++i) per_class.at(fashion.label(i))++;
+  EXPECT_THAT(per_class, ::testing::Each(1000));  // the test set is balanced
+  const Sample sample = fashion.get(0);
+  EXPECT_EQ(sample.image.channels, 1);
+  EXPECT_EQ(sample.image.pixels.size(), 28u * 28u);
+  EXPECT_EQ(fashion.name(3), "t10k-images-idx3-ubyte.gz#3");
+}
+
+std::vector<uint8_t> idx_header(uint8_t dims, std::vector<uint32_t> sizes) {
+  std::vector<uint8_t> bytes = {0, 0, 0x08, dims};
+  for (uint32_t s : sizes) {
+    for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<uint8_t>(s >> shift));
+  }
+  return bytes;
+}
+
+TEST(DataIdx, PlainFilesAndCorruptFiles) {
+  TempDir dir;
+  const std::string images = dir.path() + "/images", labels = dir.path() + "/labels";
+  std::vector<uint8_t> image_bytes = idx_header(3, {2, 2, 3});
+  for (int i = 0; i < 12; ++i) image_bytes.push_back(static_cast<uint8_t>(i));
+  std::vector<uint8_t> label_bytes = idx_header(1, {2});
+  label_bytes.insert(label_bytes.end(), {4, 1});
+  write_file(images, image_bytes.data(), image_bytes.size());
+  write_file(labels, label_bytes.data(), label_bytes.size());
+
+  const IdxDataset idx(images, labels);
+  EXPECT_EQ(idx.num_classes(), 5);
+  EXPECT_EQ(idx.get(1).image.pixels, (std::vector<uint8_t>{6, 7, 8, 9, 10, 11}));
+
+  EXPECT_THAT([&] { IdxDataset(labels, labels); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(labels), HasSubstr("magic"))));
+  write_file(images, image_bytes.data(), image_bytes.size() - 1);  // truncated
+  EXPECT_THAT([&] { IdxDataset(images, labels); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(images), HasSubstr("12 bytes"))));
+  write_file(images, "\x1f\x8b garbage that claims to be gzip");
+  EXPECT_THAT([&] { IdxDataset(images, labels); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(images), HasSubstr("unknown compression method"))));
+}
+
+}  // namespace
+}  // namespace data

@@ -1,0 +1,190 @@
+// DataLoader: determinism across worker counts and epochs, batching, bad images, errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <set>
+
+#include "data/files.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/random.h"
+#include "engine/error.h"
+
+namespace data {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
+// Item i: a 2x2 RGB image filled with i, label i % 3.
+class CountingDataset : public Dataset {
+ public:
+  explicit CountingDataset(size_t size) : size_(size) {}
+  size_t size() const override { return size_; }
+  int num_classes() const override { return 3; }
+  Sample get(size_t i) const override {
+    Image image(2, 2, 3);
+    std::fill(image.pixels.begin(), image.pixels.end(), static_cast<uint8_t>(i));
+    return {image, label(i)};
+  }
+  int64_t label(size_t i) const override { return static_cast<int64_t>(i % 3); }
+  std::string name(size_t i) const override { return "item" + std::to_string(i); }
+
+ private:
+  size_t size_;
+};
+
+// Pixel value plus random noise: the output depends on the sample's RNG stream.
+void noisy_transform(const Image& image, float* out, std::mt19937_64& rng) {
+  for (size_t i = 0; i < image.pixels.size(); ++i) out[i] = image.pixels[i] + static_cast<float>(uniform01(rng));
+}
+
+LoaderOptions small_options(int num_workers) {
+  LoaderOptions options;
+  options.batch_size = 7;
+  options.shuffle = true;
+  options.num_workers = num_workers;
+  options.prefetch_batches = 3;
+  options.seed = 42;
+  options.channels = 3;
+  options.height = 2;
+  options.width = 2;
+  return options;
+}
+
+std::vector<Batch> load_epoch(DataLoader& loader, int64_t epoch) {
+  loader.start_epoch(epoch);
+  std::vector<Batch> batches;
+  for (Batch batch; loader.next(batch);) batches.push_back(std::move(batch));
+  return batches;
+}
+
+std::vector<size_t> indices_of(const std::vector<Batch>& batches) {
+  std::vector<size_t> indices;
+  for (const Batch& b : batches) indices.insert(indices.end(), b.indices.begin(), b.indices.end());
+  return indices;
+}
+
+TEST(DataLoader, SameBatchesForAnyNumberOfWorkers) {
+  const CountingDataset dataset(50);
+  DataLoader sync(dataset, noisy_transform, small_options(0));
+  DataLoader one(dataset, noisy_transform, small_options(1));
+  DataLoader three(dataset, noisy_transform, small_options(3));
+  for (int64_t epoch : {0, 1}) {
+    const std::vector<Batch> expected = load_epoch(one, epoch);
+    ASSERT_EQ(expected.size(), 8u);  // 7 full batches and one of 1
+    EXPECT_EQ(expected.back().n, 1);
+    for (DataLoader* loader : {&sync, &three}) {
+      const std::vector<Batch> got = load_epoch(*loader, epoch);
+      ASSERT_EQ(got.size(), expected.size());
+      for (size_t b = 0; b < got.size(); ++b) {
+        EXPECT_EQ(got[b].indices, expected[b].indices);
+        EXPECT_EQ(got[b].labels, expected[b].labels);
+        EXPECT_EQ(got[b].images, expected[b].images);  // bit-identical augmentation
+        EXPECT_EQ(std::vector<int>({got[b].c, got[b].h, got[b].w}), std::vector<int>({3, 2, 2}));
+      }
+    }
+  }
+}
+
+TEST(DataLoader, EachEpochIsADifferentPermutation) {
+  const CountingDataset dataset(50);
+  DataLoader loader(dataset, noisy_transform, small_options(2));
+  const std::vector<size_t> epoch0 = indices_of(load_epoch(loader, 0));
+  const std::vector<size_t> epoch1 = indices_of(load_epoch(loader, 1));
+  EXPECT_NE(epoch0, epoch1);
+  EXPECT_EQ(indices_of(load_epoch(loader, 0)), epoch0);  // depends only on (seed, epoch)
+  std::vector<size_t> sorted = epoch1;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<size_t> all(50);
+  std::iota(all.begin(), all.end(), size_t{0});
+  EXPECT_EQ(sorted, all);
+
+  LoaderOptions in_order = small_options(2);
+  in_order.shuffle = false;
+  in_order.drop_last = true;
+  DataLoader sequential(dataset, noisy_transform, in_order);
+  EXPECT_EQ(sequential.num_batches(), 7u);
+  EXPECT_EQ(indices_of(load_epoch(sequential, 3)), std::vector<size_t>(all.begin(), all.begin() + 49));
+}
+
+// A folder of 5 good PNGs and one corrupt JPEG.
+class DataLoaderBadImages : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directory(root_.path() + "/cls");
+    for (int i = 0; i < 5; ++i) write_png(Image(2, 2, 3), root_.path() + "/cls/" + std::to_string(i) + ".png");
+    write_file(root_.path() + "/cls/3_bad.jpg", "\xff\xd8\xff garbage");
+  }
+  LoaderOptions options(bool skip) const {
+    LoaderOptions o = small_options(2);
+    o.batch_size = 2;
+    o.skip_bad_images = skip;
+    return o;
+  }
+  TempDir root_;
+};
+
+TEST_F(DataLoaderBadImages, SkippedAndCounted) {
+  const ImageFolder folder(root_.path());
+  ASSERT_EQ(folder.size(), 6u);
+  DataLoader loader(folder, noisy_transform, options(true));
+  size_t samples = 0;
+  for (const Batch& batch : load_epoch(loader, 0)) samples += batch.n;
+  EXPECT_EQ(samples, 5u);
+  EXPECT_EQ(loader.bad_images(), 1u);
+  EXPECT_THAT(loader.bad_image_names(), ElementsAre("cls/3_bad.jpg"));
+}
+
+TEST_F(DataLoaderBadImages, WithoutSkippingTheErrorNamesTheFile) {
+  const ImageFolder folder(root_.path());
+  DataLoader loader(folder, noisy_transform, options(false));
+  EXPECT_THAT([&] { load_epoch(loader, 0); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(root_.path() + "/cls/3_bad.jpg"), HasSubstr("cannot decode"))));
+  Batch batch;
+  EXPECT_FALSE(loader.next(batch));  // the failed epoch is over
+}
+
+TEST(DataLoader, TransformErrorsReachTheConsumerInOrder) {
+  const CountingDataset dataset(30);
+  LoaderOptions options = small_options(3);
+  options.shuffle = false;
+  const Transform failing = [](const Image& image, float* out, std::mt19937_64& rng) {
+    engine::check(image.pixels[0] != 20, "transform failed on item 20");
+    noisy_transform(image, out, rng);
+  };
+  DataLoader loader(dataset, failing, options);
+  loader.start_epoch(0);
+  Batch batch;
+  for (int b = 0; b < 2; ++b) ASSERT_TRUE(loader.next(batch));  // items 0..13 come first
+  EXPECT_THAT([&] { loader.next(batch); }, ThrowsMessage<engine::Error>(HasSubstr("item 20")));
+}
+
+TEST(DataLoader, AbandoningAnEpochShutsDownCleanly) {
+  const CountingDataset dataset(1000);
+  DataLoader loader(dataset, noisy_transform, small_options(3));
+  loader.start_epoch(0);
+  Batch batch;
+  ASSERT_TRUE(loader.next(batch));
+  loader.start_epoch(1);  // restarts with prefetched batches in flight
+  ASSERT_TRUE(loader.next(batch));
+}  // the destructor joins the workers mid-epoch
+
+TEST(DataLoader, RejectsBadOptions) {
+  const CountingDataset dataset(4);
+  LoaderOptions no_shape = small_options(1);
+  no_shape.height = 0;
+  EXPECT_THROW(DataLoader(dataset, noisy_transform, no_shape), engine::Error);
+  EXPECT_THROW(DataLoader(dataset, nullptr, small_options(1)), engine::Error);
+  DataLoader loader(dataset, noisy_transform, small_options(1));
+  Batch batch;
+  EXPECT_THROW(loader.next(batch), engine::Error);  // no start_epoch yet
+}
+
+}  // namespace
+}  // namespace data
