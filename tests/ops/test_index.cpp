@@ -188,3 +188,16 @@ TEST(Index, WhereGradientThroughNonContiguousInput) {
 
 }  // namespace
 }  // namespace engine
+
+namespace engine {
+namespace {
+
+TEST(IndexDtypes, IndexSelectMovesIntegerLabels) {
+  Tensor labels = Tensor::from_vector<int64_t>({5, 6, 7, 8}, {4});
+  Tensor picked = index_select(labels, 0, Tensor::from_vector<int64_t>({3, 0, 3}, {3}));
+  EXPECT_EQ(picked.dtype(), DType::I64);
+  EXPECT_EQ(picked.to_ints(), (std::vector<int64_t>{8, 5, 8}));
+}
+
+}  // namespace
+}  // namespace engine

@@ -26,8 +26,9 @@ void for_each_indexed(const Tensor& x, int64_t dim, const Tensor& index, const S
                   });
 }
 
+// Gather and select only move elements, so they serve every dtype (labels too).
 void gather_cpu(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
-  dispatch_float(x.dtype(), "gather", [&](auto tag) {
+  dispatch_any(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* px = static_cast<const T*>(x.raw_data());
     T* po = static_cast<T*>(out.raw_data());
@@ -46,7 +47,7 @@ void scatter_add_cpu(const Tensor& src, int64_t dim, const Tensor& index, const 
 }
 
 void select_cpu(const Tensor& condition, const Tensor& a, const Tensor& b, const Tensor& out) {
-  dispatch_float(out.dtype(), "select", [&](auto tag) {
+  dispatch_any(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const uint8_t* pc = static_cast<const uint8_t*>(condition.raw_data());
     const T* pa = static_cast<const T*>(a.raw_data());
