@@ -9,7 +9,7 @@ BUILD    ?= build
 OPT      ?= -O3 -march=native
 CXXFLAGS ?= $(OPT) -g -std=c++17 -Wall -Wextra -Wno-unused-parameter -fopenmp
 CPPFLAGS += -I. -MMD -MP
-LDLIBS   += -lopenblas -lfmt -lz -lpthread -fopenmp
+LDLIBS   += -lopenblas -lfmt -ljpeg -lz -lpthread -fopenmp
 
 SRC_DIRS := engine layers models data train
 CPP_SRCS := $(shell find $(SRC_DIRS) -name '*.cpp' 2>/dev/null | sort)
@@ -37,7 +37,8 @@ all: deps $(TOOLS) $(TEST_BIN)
 
 # Each dependency checked by a header it provides, with the Debian package to install.
 REQUIRED := cblas.h:libopenblas-dev fmt/format.h:libfmt-dev nlohmann/json.hpp:nlohmann-json3-dev \
-            stb/stb_image.h:libstb-dev gtest/gtest.h:libgtest-dev zlib.h:zlib1g-dev
+            stb/stb_image.h:libstb-dev gtest/gtest.h:libgtest-dev gmock/gmock.h:libgmock-dev zlib.h:zlib1g-dev \
+            jpeglib.h:libjpeg62-turbo-dev
 deps:
 	@missing=""; for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair##*:}; \
 	  echo "#include <$$h>" | $(CXX) -E -x c++ - >/dev/null 2>&1 || missing="$$missing $$p"; done; \

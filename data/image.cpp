@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "data/files.h"
+#include "data/jpeg.h"
 #include "engine/error.h"
 
 // The stb implementations are compiled here, file-local (see image.h).
@@ -38,6 +39,7 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& name) {
   engine::check(size > 0, "cannot decode image '{}': the file is empty", name);
   engine::check(size <= static_cast<size_t>(std::numeric_limits<int>::max()),
                 "cannot decode image '{}': {} bytes is too large", name, size);
+  if (is_jpeg(bytes, size)) return decode_jpeg(bytes, size, name);
   int width = 0, height = 0, channels_in_file = 0;
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> decoded(
       stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &channels_in_file, 3),

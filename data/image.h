@@ -1,4 +1,5 @@
-// An 8-bit image in memory, and decoding / encoding through stb_image.
+// An 8-bit image in memory; decoding (JPEG through libjpeg-turbo, see jpeg.h;
+// PNG and the rest through stb_image) and PNG encoding through stb_image_write.
 //
 // stb is compiled into image.cpp itself (STB_IMAGE_IMPLEMENTATION with STB_IMAGE_STATIC,
 // likewise for stb_image_write), so only the headers of Debian's libstb-dev are needed:

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "engine/caching_allocator.h"
 #include "engine/error.h"
 
 namespace engine {
@@ -33,18 +34,32 @@ void* cuda_alloc(int index, size_t nbytes);
 void cuda_free(int index, void* ptr);
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 
+namespace {
+
+// 64-byte alignment suits AVX-512 loads and keeps rows cache-line aligned
+// (rounded sizes are multiples of 512, as aligned_alloc requires).
+void* host_alloc(size_t nbytes) { return std::aligned_alloc(64, nbytes); }
+void host_free(void* ptr) { std::free(ptr); }
+
+CachingAllocator& host_allocator() {
+  // Never destroyed: tensors held by static objects may be freed after it would be.
+  static auto* allocator = new CachingAllocator(host_alloc, host_free, size_t{4} << 30);
+  return *allocator;
+}
+
+}  // namespace
+
 void* device_alloc(Device device, size_t nbytes) {
   if (device.is_cuda()) return cuda_alloc(device.index, nbytes);
   if (nbytes == 0) return nullptr;
-  // 64-byte alignment suits AVX-512 loads and keeps rows cache-line aligned.
-  void* ptr = std::aligned_alloc(64, (nbytes + 63) / 64 * 64);
+  void* ptr = host_allocator().allocate(nbytes);
   check(ptr != nullptr, "out of host memory allocating {} bytes", nbytes);
   return ptr;
 }
 
 void device_free(Device device, void* ptr) {
   if (device.is_cuda()) return cuda_free(device.index, ptr);
-  std::free(ptr);
+  host_allocator().release(ptr);
 }
 
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {

@@ -1,13 +1,10 @@
 // Row-wise kernels (softmax, layer norm, losses) work on a [rows, cols]
 // matrix whose rows are the last dimension of a contiguous tensor.
 #pragma once
+#include "engine/ops/strided.h"
 #include "engine/tensor.h"
 
 namespace engine {
-
-// Row-wise CPU kernels go parallel over rows from this many elements on;
-// below it, starting threads costs more than it saves.
-constexpr int64_t kParallelElements = 1 << 14;
 
 // t (contiguous, at least one dimension) viewed as [rows, last dim].
 inline Tensor last_dim_rows(const Tensor& t) {

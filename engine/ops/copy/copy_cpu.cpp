@@ -20,7 +20,8 @@ void copy_cpu(const Tensor& src, const Tensor& dst) {
                         const From* a = in + offsets[0];
                         To* b = out + offsets[1];
                         for (int64_t i = 0; i < length; ++i) b[i * inner[1]] = convert_element<To>(a[i * inner[0]]);
-                      });
+                      },
+                      /*parallel=*/true);
     });
   });
 }

@@ -89,7 +89,8 @@ void binary_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out
                         for (int64_t i = 0; i < length; ++i)
                           ro[i] = apply_binary(op, ra[i * inner[0]], rb[i * inner[1]]);
                       }
-                    });
+                    },
+                    /*parallel=*/true);
   });
 }
 
@@ -99,6 +100,7 @@ void unary_cpu(UnaryOp op, const Tensor& x, const Tensor& out) {
     const T* px = static_cast<const T*>(x.raw_data());
     T* po = static_cast<T*>(out.raw_data());
     const int64_t n = x.numel();
+#pragma omp parallel for if (n >= kParallelElements)
     for (int64_t i = 0; i < n; ++i) po[i] = apply_unary(op, px[i]);
   });
 }
@@ -111,6 +113,7 @@ void unary_backward_cpu(UnaryOp op, const Tensor& x, const Tensor& y, const Tens
     const T* pdy = static_cast<const T*>(dy.raw_data());
     T* pdx = static_cast<T*>(dx.raw_data());
     const int64_t n = x.numel();
+#pragma omp parallel for if (n >= kParallelElements)
     for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * unary_derivative(op, px[i], py[i]);
   });
 }
@@ -122,10 +125,9 @@ void scalar_cpu(ScalarOp op, const Tensor& x, double scalar, const Tensor& out) 
     T* po = static_cast<T*>(out.raw_data());
     const T s = static_cast<T>(scalar);
     const int64_t n = x.numel();
-    switch (op) {
-      case ScalarOp::Add: for (int64_t i = 0; i < n; ++i) po[i] = px[i] + s; break;
-      case ScalarOp::Mul: for (int64_t i = 0; i < n; ++i) po[i] = px[i] * s; break;
-      case ScalarOp::Pow: for (int64_t i = 0; i < n; ++i) po[i] = std::pow(px[i], s); break;
+#pragma omp parallel for if (n >= kParallelElements)
+    for (int64_t i = 0; i < n; ++i) {
+      po[i] = op == ScalarOp::Add ? px[i] + s : op == ScalarOp::Mul ? px[i] * s : std::pow(px[i], s);
     }
   });
 }

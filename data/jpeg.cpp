@@ -1,0 +1,84 @@
+#include "data/jpeg.h"
+
+#include <csetjmp>
+#include <cstdio>
+
+#include <jpeglib.h>
+
+#include "engine/error.h"
+
+namespace data {
+
+namespace {
+
+// libjpeg reports fatal errors through error_exit, which must not return:
+// jump back to decode_into() and turn the message into an engine::Error there.
+struct ErrorManager {
+  jpeg_error_mgr base;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void on_error(j_common_ptr cinfo) {
+  auto* manager = reinterpret_cast<ErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, manager->message);
+  std::longjmp(manager->jump, 1);
+}
+
+void on_warning(j_common_ptr, int) {}  // corrupt-data warnings: decode what is there, as PIL does
+
+// Adobe CMYK JPEGs store inverted ink values; this is PIL's conversion of them.
+void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, int width) {
+  for (int x = 0; x < width; ++x) {
+    const int k = cmyk[4 * x + 3];
+    for (int c = 0; c < 3; ++c) rgb[3 * x + c] = static_cast<uint8_t>(cmyk[4 * x + c] * k / 255);
+  }
+}
+
+// Plain C-style function: no C++ objects with destructors live across the
+// setjmp, so the longjmp out of libjpeg is well defined. Returns false and
+// fills manager.message on failure; `image` is sized here.
+bool decode_into(const uint8_t* bytes, size_t size, Image* image, ErrorManager& manager) {
+  jpeg_decompress_struct cinfo;
+  cinfo.err = jpeg_std_error(&manager.base);
+  manager.base.error_exit = on_error;
+  manager.base.emit_message = on_warning;
+  uint8_t* row_buffer = nullptr;
+  if (setjmp(manager.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    delete[] row_buffer;
+    return false;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  *image = Image(static_cast<int>(cinfo.output_height), static_cast<int>(cinfo.output_width), 3);
+  const size_t row_bytes = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
+  row_buffer = new uint8_t[row_bytes];
+  while (cinfo.output_scanline < cinfo.output_height) {
+    uint8_t* out = image->pixels.data() + static_cast<size_t>(cinfo.output_scanline) * cinfo.output_width * 3;
+    JSAMPROW row = cmyk ? row_buffer : out;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+    if (cmyk) cmyk_to_rgb(row_buffer, out, static_cast<int>(cinfo.output_width));
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  delete[] row_buffer;
+  return true;
+}
+
+}  // namespace
+
+bool is_jpeg(const uint8_t* bytes, size_t size) { return size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8; }
+
+Image decode_jpeg(const uint8_t* bytes, size_t size, const std::string& name) {
+  Image image;
+  ErrorManager manager;
+  engine::check(decode_into(bytes, size, &image, manager), "cannot decode image '{}': {}", name, manager.message);
+  return image;
+}
+
+}  // namespace data
