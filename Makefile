@@ -11,6 +11,15 @@ CXXFLAGS ?= $(OPT) -g -std=c++17 -Wall -Wextra -Wno-unused-parameter -fopenmp
 CPPFLAGS += -I. -MMD -MP
 LDLIBS   += -lopenblas -lfmt -ljpeg -lz -lpthread -fopenmp
 
+# Libraries unpacked into a prefix (the GPU machine has no Debian packages:
+# bench/device_env.sh unpacks carried .debs and sets DEPS_PREFIX).
+ifdef DEPS_PREFIX
+  CPPFLAGS += -I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu/openblas-pthread
+  DEPS_LIB := $(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu
+  LDLIBS   := -L$(DEPS_LIB) -L$(DEPS_LIB)/openblas-pthread -Wl,-rpath,$(DEPS_LIB) \
+              -Wl,-rpath,$(DEPS_LIB)/openblas-pthread $(LDLIBS)
+endif
+
 SRC_DIRS := engine layers models data train
 CPP_SRCS := $(shell find $(SRC_DIRS) -name '*.cpp' 2>/dev/null | sort)
 CU_SRCS  := $(shell find $(SRC_DIRS) -name '*.cu' 2>/dev/null | sort)
