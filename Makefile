@@ -14,7 +14,8 @@ LDLIBS   += -lopenblas -lfmt -ljpeg -lz -lpthread -fopenmp
 # Libraries unpacked into a prefix (the GPU machine has no Debian packages:
 # bench/device_env.sh unpacks carried .debs and sets DEPS_PREFIX).
 ifdef DEPS_PREFIX
-  CPPFLAGS += -I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu/openblas-pthread
+  CPPFLAGS += -I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu \
+              -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu/openblas-pthread
   DEPS_LIB := $(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu
   LDLIBS   := -L$(DEPS_LIB) -L$(DEPS_LIB)/openblas-pthread -Wl,-rpath,$(DEPS_LIB) \
               -Wl,-rpath,$(DEPS_LIB)/openblas-pthread $(LDLIBS)
