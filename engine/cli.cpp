@@ -101,6 +101,18 @@ std::string Flags::help_text() const {
   return text;
 }
 
+std::vector<std::string> split_overrides(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t comma = text.find(',', start);
+    const size_t end = comma == std::string::npos ? text.size() : comma;
+    if (end > start) parts.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return parts;
+}
+
 int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv) {
   try {
     return body(argc, argv);

@@ -39,6 +39,9 @@ class Flags {
   std::vector<std::string> positional_;
 };
 
+// "a.b=1,c.d=x" -> {"a.b=1", "c.d=x"} (the --set flag of the config-driven tools).
+std::vector<std::string> split_overrides(const std::string& text);
+
 // Runs body() and turns an engine::Error into one message on stderr and exit
 // code 1 (a tool's main is `return run_tool([&] { ... });`).
 int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv);

@@ -62,6 +62,12 @@ void device_free(Device device, void* ptr) {
   host_allocator().release(ptr);
 }
 
+void cuda_synchronize(int index);
+
+void device_synchronize(Device device) {
+  if (device.is_cuda()) cuda_synchronize(device.index);
+}
+
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (nbytes == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {

@@ -34,6 +34,8 @@ int cuda_device_count();  // 0 when built without CUDA or no GPU / driver presen
 // allocator arrives with the CUDA backend).
 void* device_alloc(Device device, size_t nbytes);
 void device_free(Device device, void* ptr);
+// Waits for all queued work on the device (no-op on the CPU); timing needs it.
+void device_synchronize(Device device);
 // Copies nbytes between any two devices (host<->device, device<->device).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 

@@ -17,8 +17,11 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng)
 Tensor Attention::forward(const Tensor& x, const ForwardContext&, Tensor* attn_probs) {
   const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
   const int64_t head_dim = dim / heads_;
-  // [B, N, 3D] -> [3, B, H, N, d]: q, k, v for every head.
-  Tensor qkv = permute(reshape(qkv_.forward(x), {batch, tokens, 3, heads_, head_dim}), {2, 0, 3, 1, 4});
+  // [B, N, 3D] -> [3, B, H, N, d]: q, k, v for every head. One copy here makes
+  // q, k and v contiguous, so both GEMMs below read them in place (k as a
+  // transposed operand).
+  Tensor qkv =
+      permute(reshape(qkv_.forward(x), {batch, tokens, 3, heads_, head_dim}), {2, 0, 3, 1, 4}).contiguous();
   Tensor q = mul(select(qkv, 0, 0), 1.0 / std::sqrt(static_cast<double>(head_dim)));
   Tensor k = select(qkv, 0, 1);
   Tensor v = select(qkv, 0, 2);

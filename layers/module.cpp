@@ -2,6 +2,16 @@
 
 namespace engine {
 
+void move_parameters(const std::function<void(const ParamVisitor&)>& visit, Device device) {
+  visit([&](const std::string&, Tensor& p) {
+    const bool requires = p.requires_grad();
+    const std::string name = p.name();
+    p = p.detach().to(device);
+    p.set_name(name);
+    if (requires) p.set_requires_grad(true);
+  });
+}
+
 Tensor trunc_normal(const Shape& shape, Rng& rng, double stddev) {
   std::vector<float> values(static_cast<size_t>(shape_numel(shape)));
   for (float& v : values) {

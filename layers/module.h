@@ -23,6 +23,10 @@ inline std::string join_name(const std::string& prefix, const std::string& name)
   return prefix.empty() ? name : prefix + "." + name;
 }
 
+// Moves every parameter that `visit` enumerates to `device`, keeping names
+// and requires_grad (each is a fresh leaf there).
+void move_parameters(const std::function<void(const ParamVisitor&)>& visit, Device device);
+
 // timm's default init for weights: normal(0, std) truncated to [-2 std, 2 std].
 Tensor trunc_normal(const Shape& shape, Rng& rng, double stddev);
 

@@ -115,6 +115,7 @@ Tensor VisionTransformer::forward_tokens(const Tensor& images, const ForwardCont
   }
   for (size_t i = 0; i < blocks.size(); ++i) {
     x = blocks[i].forward(x, ctx, trace ? &trace->blocks[i] : nullptr);
+    if (trace && trace->last_block == static_cast<int64_t>(i)) return x;
   }
   return norm.defined() ? norm.forward(x) : x;
 }
@@ -162,14 +163,6 @@ int64_t VisionTransformer::num_parameters() {
   return total;
 }
 
-void VisionTransformer::to(Device device) {
-  visit([&](const std::string&, Tensor& p) {
-    const bool requires = p.requires_grad();
-    std::string name = p.name();
-    p = p.detach().to(device);
-    p.set_name(name);
-    if (requires) p.set_requires_grad(true);
-  });
-}
+void VisionTransformer::to(Device device) { move_parameters([&](const ParamVisitor& fn) { visit(fn); }, device); }
 
 }  // namespace engine

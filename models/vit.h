@@ -59,6 +59,10 @@ std::vector<std::string> vit_preset_names();
 // What forward() exposes on request: one trace per block.
 struct ForwardTrace {
   bool want_probs = false;
+  // >= 0: forward_tokens stops after this block and returns its output (the
+  // final norm is skipped): distillation needs no teacher compute past the
+  // deepest replaced layer.
+  int64_t last_block = -1;
   std::vector<BlockTrace> blocks;
 };
 

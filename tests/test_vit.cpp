@@ -173,3 +173,24 @@ TEST(VitCheckpoint, PosEmbedResampling) {
 
 }  // namespace
 }  // namespace engine
+
+namespace engine {
+namespace {
+
+TEST(VitCheckpoint, HalfPrecisionCheckpointsLoad) {
+  VisionTransformer model(small_config(), 8);
+  for (DType dtype : {DType::BF16, DType::F16}) {
+    NamedTensors stored;
+    for (auto& [name, p] : model.named_parameters()) stored.emplace_back(name, p.to(dtype));
+    VisionTransformer loaded(small_config(), 9);
+    load_parameters(loaded, stored, "half checkpoint");
+    // Each parameter equals the original rounded to the 16-bit type and back.
+    NamedTensors original = model.named_parameters(), result = loaded.named_parameters();
+    for (size_t i = 0; i < original.size(); ++i) {
+      testing::expect_close(result[i].second, original[i].second.to(dtype).to(DType::F32), 0.0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace engine

@@ -35,7 +35,7 @@ int64_t rank_of(const float* row, int64_t classes, int64_t label) {
 
 }  // namespace
 
-data::Transform eval_transform(const Preprocess& p) {
+data::Transform eval_transform(const Preprocess& p, bool random_flip) {
   const data::Interp interp = p.interpolation == "bilinear" ? data::Interp::Bilinear : data::Interp::Bicubic;
   check(p.interpolation == "bilinear" || p.interpolation == "bicubic",
         "preprocessing: interpolation '{}' is not supported (bilinear or bicubic)", p.interpolation);
@@ -43,8 +43,10 @@ data::Transform eval_transform(const Preprocess& p) {
   const float stddev[3] = {static_cast<float>(p.std[0]), static_cast<float>(p.std[1]), static_cast<float>(p.std[2])};
   const int size = static_cast<int>(p.input_size);
   const double crop_pct = p.crop_pct;
-  return [=](const data::Image& image, float* out, std::mt19937_64&) {
-    data::to_normalized_chw(data::resize_and_center_crop(image, size, crop_pct, interp), mean, stddev, out);
+  return [=](const data::Image& image, float* out, std::mt19937_64& rng) {
+    data::Image view = data::resize_and_center_crop(image, size, crop_pct, interp);
+    if (random_flip && (rng() & 1)) view = data::hflip(view);
+    data::to_normalized_chw(view, mean, stddev, out);
   };
 }
 

@@ -14,7 +14,9 @@ namespace engine {
 
 // The eval transform of a model: resize the shorter side to
 // floor(size / crop_pct) with its interpolation, center crop, normalise.
-data::Transform eval_transform(const Preprocess& preprocess);
+// With random_flip, a horizontal flip with probability 1/2 (for training on
+// the teacher's own view of the data).
+data::Transform eval_transform(const Preprocess& preprocess, bool random_flip = false);
 
 struct EvalOptions {
   int64_t batch_size = 256;

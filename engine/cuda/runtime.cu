@@ -42,6 +42,11 @@ void cuda_free(int index, void* ptr) {
   cudaFree(ptr);
 }
 
+void cuda_synchronize(int index) {
+  check_cuda(cudaSetDevice(index), "cudaSetDevice");
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
+
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   cudaMemcpyKind kind = dst_device.is_cpu() ? cudaMemcpyDeviceToHost
                         : src_device.is_cpu() ? cudaMemcpyHostToDevice

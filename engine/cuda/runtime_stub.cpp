@@ -9,6 +9,7 @@ int cuda_device_count() { return 0; }
 
 void* cuda_alloc(int, size_t) { fail("CUDA memory requested, but this binary was built without CUDA"); }
 void cuda_free(int, void*) {}
+void cuda_synchronize(int) {}
 void cuda_copy(void*, Device, const void*, Device, size_t) {
   fail("CUDA copy requested, but this binary was built without CUDA");
 }

@@ -1,5 +1,7 @@
 #include "engine/ops/matmul/matmul.h"
 
+#include <atomic>
+
 #include "engine/autograd.h"
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/matmul/matmul_kernels.h"
@@ -9,6 +11,8 @@
 namespace engine {
 
 namespace {
+
+std::atomic<int64_t> g_gemm_flops{0};
 
 // Describes the last two dims of t as a GEMM operand, copying only when the
 // layout is neither row-major nor a transposed row-major matrix.
@@ -52,7 +56,9 @@ Tensor gemm(const Tensor& a, const Tensor& b, const Shape& out_shape) {
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
   if (out.numel() == 0) return out;
   Tensor c = make_view(out, {batch, m, n}, {m * n, n, 1}, 0);
-  gemm_kernel.get(a.device())(operand(a), operand(b), c, batch, 1.0, 0.0);
+  GemmOperand op_a = operand(a);
+  gemm_kernel.get(a.device())(op_a, operand(b), c, batch, 1.0, 0.0);
+  g_gemm_flops.fetch_add(2 * batch * m * n * op_a.cols, std::memory_order_relaxed);
   return out;
 }
 
@@ -88,6 +94,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
   return out;
 }
+
+int64_t gemm_flops_so_far() { return g_gemm_flops.load(std::memory_order_relaxed); }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y = matmul(x, transpose(weight, 0, 1));

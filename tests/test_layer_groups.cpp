@@ -1,0 +1,45 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/error.h"
+#include "train/layer_groups.h"
+
+namespace engine {
+namespace {
+
+const std::vector<int64_t> kRanking = {7, 2, 9, 0, 1, 3, 4, 5, 6, 8, 10, 11};  // sparsest first
+
+TEST(LayerGroups, SelectLayers) {
+  EXPECT_EQ(select_layers("5, 3,7", 12, {}), (std::vector<int64_t>{3, 5, 7}));
+  EXPECT_EQ(select_layers("sparsest:3", 12, kRanking), (std::vector<int64_t>{2, 7, 9}));
+  EXPECT_EQ(select_layers("all", 3, {}), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_THROW(select_layers("3,3", 12, {}), Error);
+  EXPECT_THROW(select_layers("12", 12, {}), Error);
+  EXPECT_THROW(select_layers("x", 12, {}), Error);
+  EXPECT_THROW(select_layers("sparsest:4", 12, {}), Error);  // no ranking
+  EXPECT_THROW(select_layers("sparsest:13", 12, kRanking), Error);
+  EXPECT_TRUE(needs_ranking("sparsest:2"));
+  EXPECT_FALSE(needs_ranking("1,2"));
+}
+
+TEST(LayerGroups, ParseGroups) {
+  EXPECT_EQ(parse_groups("each", 3, {}), (std::vector<std::vector<int64_t>>{{0}, {1}, {2}}));
+  EXPECT_EQ(parse_groups("0-2; 5;3-4", 12, {}), (std::vector<std::vector<int64_t>>{{0, 1, 2}, {5}, {3, 4}}));
+  auto by_sparsity = parse_groups("by_sparsity:4", 12, kRanking);
+  EXPECT_EQ(by_sparsity, (std::vector<std::vector<int64_t>>{{2, 7, 9}, {0, 1, 3}, {4, 5, 6}, {8, 10, 11}}));
+  EXPECT_THROW(parse_groups("3-1", 12, {}), Error);
+}
+
+TEST(LayerGroups, SpearmanRho) {
+  EXPECT_NEAR(spearman_rho({1, 2, 3, 4}, {10, 20, 30, 40}), 1.0, 1e-12);
+  EXPECT_NEAR(spearman_rho({1, 2, 3, 4}, {4, 3, 2, 1}), -1.0, 1e-12);
+  // Hand-computed: ranks x = 1,2,3,4,5; y = 2,1,4,3,5 -> rho = 1 - 6*4/(5*24) = 0.8.
+  EXPECT_NEAR(spearman_rho({1, 2, 3, 4, 5}, {5, 1, 9, 7, 11}), 0.8, 1e-12);
+  // Ties take average ranks: x ranks 1.5,1.5,3 ; y ranks 1,2,3 -> Pearson of ranks = 0.8660254.
+  EXPECT_NEAR(spearman_rho({1, 1, 2}, {1, 2, 3}), std::sqrt(3.0) / 2, 1e-9);
+  EXPECT_TRUE(std::isnan(spearman_rho({1, 1}, {1, 2})));
+}
+
+}  // namespace
+}  // namespace engine

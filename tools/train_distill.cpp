@@ -1,0 +1,49 @@
+// ./train_distill config.ini [--set section.key=value ...]
+// Layer-wise replacement of a ViT's attention by sequential mixers (see
+// train/distill.h); prints a teacher-vs-hybrid table and writes OUT/results.json.
+#include "engine/cli.h"
+#include "train/distill.h"
+
+using namespace engine;
+
+namespace {
+
+void print_table(const nlohmann::json& results) {
+  auto row = [](const char* name, const nlohmann::json& r) {
+    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f} {:>10.2f} {:>11.1f}\n", name, 100 * r["top1"].get<double>(),
+               r["params"].get<int64_t>(), r["gflops"].get<double>(), r.value("latency_ms_b1", 0.0),
+               r.value("latency_ms_b256", 0.0));
+  };
+  fmt::print("\n{:<8} {:>8} {:>10} {:>8} {:>10} {:>11}\n", "model", "top-1", "params", "GFLOPs", "ms @ b1",
+             "ms @ b256");
+  row("teacher", results["teacher"]);
+  if (results.contains("student")) row("hybrid", results["student"]);
+  for (const auto& g : results["groups"]) {
+    fmt::print("layers {:<12} top-1 {:.2f}%  drop {:+.2f} pts{}\n", g["name"].get<std::string>(),
+               100 * g["top1"].get<double>(), g["drop"].get<double>(),
+               g.contains("k90") ? fmt::format("  k90 {:.2f}", g["k90"].get<double>()) : "");
+  }
+  if (!results["spearman_rho"].is_null()) {
+    fmt::print("Spearman rho (k90 vs drop): {:.3f}\n", results["spearman_rho"].get<double>());
+  }
+}
+
+int distill_main(int argc, char** argv) {
+  Flags flags("train_distill CONFIG.ini [--set section.key=value]",
+              {{"set", "override config values: --set distill.budget_images=1000[,student.mixer=mamba]", ""}},
+              {"CONFIG"});
+  if (!flags.parse(argc, argv)) return 0;
+  check(flags.positional().size() == 1, "expected a config file (see --help)");
+  Config config = Config::load(flags.positional()[0]);
+  for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
+  DistillSettings settings = DistillSettings::from_config(config);
+  config.check_all_used();
+  nlohmann::json results = run_distill(settings);
+  print_table(results);
+  fmt::print("results: {}/results.json\n", settings.out_dir);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_tool("train_distill", distill_main, argc, argv); }

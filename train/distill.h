@@ -1,0 +1,74 @@
+// ./train_distill: plug-and-play, layer-wise replacement of attention by
+// sequential token mixers.
+//
+// 1. Load the teacher. 2. Choose layers (explicit, or the sparsest by k90,
+// measured on the fly over training images). 3. Distil: every chosen layer i
+// gets a student mixer S_i trained so that S_i(LN1_i(x_i)) ≈ Attn_i(LN1_i(x_i))
+// on the teacher's own block inputs (teacher frozen; one teacher forward per
+// batch feeds every chosen layer; loss = MSE / Var(target) [+ cosine term]),
+// under a fixed image budget. 4. Splice the students into a copy of the
+// teacher: the hybrid. 5. Optionally fine-tune the hybrid end to end (CE +
+// temperature-scaled KL to the teacher's logits). 6. Evaluate teacher and
+// hybrid: top-1, parameters, GEMM FLOPs, latency at batch 1 and 256.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/config.h"
+#include "layers/mixers/factory.h"
+#include "models/vit.h"
+
+namespace engine {
+
+struct DistillSettings {
+  // teacher and data
+  std::string teacher;          // checkpoint path
+  std::string teacher_config;   // optional explicit config.json
+  std::string data;             // ImageFolder root or archive of one
+  std::string train_subdir, test_subdir;
+  int64_t test_limit = 0;       // 0: the whole test folder
+  int64_t batch_size = 64;
+  int workers = 2;
+  Device device = Device::cpu();
+  // layers
+  std::string layers = "sparsest:4";
+  int64_t sparsity_images = 256;
+  // students
+  MixerSpec mixer;
+  int64_t budget_images = 20000;
+  double lr = 1e-3;
+  double weight_decay = 0.01;
+  double cosine_weight = 0.0;
+  double warmup_fraction = 0.05;
+  uint64_t seed = 0;
+  // end-to-end fine-tune of the hybrid (0 images: off)
+  int64_t finetune_images = 0;
+  double finetune_lr = 1e-4;
+  double temperature = 2.0;
+  double kl_weight = 1.0;
+  std::string finetune_params = "students";  // students | all
+  // evaluation
+  int64_t latency_repeats = 5;
+  std::vector<int64_t> latency_batches = {1, 256};
+  // experiment
+  std::string experiment = "single";  // single | groupwise
+  std::string groups = "each";
+  std::string out_dir = "runs/distill";
+  bool overwrite = false;
+
+  // Reads every key (unknown keys are reported by Config::check_all_used).
+  static DistillSettings from_config(const Config& config);
+};
+
+// Runs the whole pipeline and writes OUT/results.json, OUT/metrics.jsonl,
+// OUT/hybrid/ (checkpoint) and, for groupwise, OUT/drop_vs_k90.svg.
+nlohmann::json run_distill(const DistillSettings& settings);
+
+// The distillation objective for one layer: MSE normalised by the target's
+// variance, plus cosine_weight * (1 - mean cosine similarity over tokens).
+Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight);
+
+}  // namespace engine

@@ -1,0 +1,27 @@
+// Which transformer layers to replace, as the configs spell it, and the rank
+// statistics of the group-wise experiment.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace engine {
+
+// Layer specs: "3,5,7" (explicit), "all", or "sparsest:K" (the K first of
+// `ranking`, which lists layers from sparsest to densest). The result is
+// sorted; duplicates and out-of-range indices are errors naming the spec.
+std::vector<int64_t> select_layers(const std::string& spec, int64_t depth, const std::vector<int64_t>& ranking);
+
+// Group specs for `experiment = groupwise`: "each" (one group per layer),
+// "0-2;3-5;7" (ranges and single layers, ';'-separated), or "by_sparsity:G"
+// (the ranking cut into G consecutive groups of near-equal size).
+std::vector<std::vector<int64_t>> parse_groups(const std::string& spec, int64_t depth,
+                                               const std::vector<int64_t>& ranking);
+
+// True when a spec needs the sparsity ranking ("sparsest:K", "by_sparsity:G").
+bool needs_ranking(const std::string& spec);
+
+// Spearman's rank correlation (ties get average ranks); NaN when either
+// side is constant or there are fewer than two points.
+double spearman_rho(const std::vector<double>& x, const std::vector<double>& y);
+
+}  // namespace engine
