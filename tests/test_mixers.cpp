@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "engine/ops/ops.h"
@@ -50,8 +51,9 @@ Tensor run(TokenMixer& mixer, const Tensor& x) { return mixer.forward(x, Forward
 
 // Max |a - b| over the tokens [begin, end) of two [B, N, D] outputs.
 double token_difference(const Tensor& a, const Tensor& b, int64_t begin, int64_t end) {
-  return max(abs(sub(narrow(a, 1, begin, end - begin), narrow(b, 1, begin, end - begin))), 1).values.to_doubles()
-      [0];
+  Tensor difference = abs(sub(narrow(a, 1, begin, end - begin), narrow(b, 1, begin, end - begin)));
+  std::vector<double> values = difference.to_doubles();
+  return *std::max_element(values.begin(), values.end());
 }
 
 const std::vector<std::string> kSequenceMixers = {"gated_rnn", "mamba", "conv"};

@@ -115,7 +115,9 @@ std::unique_ptr<TokenMixer> make_mixer(const MixerSpec& spec, int64_t dim, Rng& 
   }
   if (spec.kind == "identity") return std::make_unique<IdentityMixer>();
   if (spec.kind == "mlp") return std::make_unique<MlpMixer>(dim, or_default(spec.width, dim), rng);
-  if (spec.kind == "conv") return std::make_unique<ConvMixer>(dim, or_default(spec.conv_kernel, 3), spec.bidirectional, rng);
+  if (spec.kind == "conv") {
+    return std::make_unique<ConvMixer>(dim, or_default(spec.conv_kernel, 3), spec.bidirectional, rng);
+  }
   fail("unknown token mixer '{}' (known: {})", spec.kind, fmt::join(mixer_kinds(), ", "));
 }
 

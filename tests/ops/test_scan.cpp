@@ -157,7 +157,9 @@ TEST(Scan, SelectiveGradients) {
 TEST(Scan, SelectiveBackwardIndependentOfThreads) {
   Rng rng(6);
   std::vector<Tensor> in;
-  for (const Tensor& t : selective_inputs(2, 32, 40, 8, rng)) in.push_back(t.detach().to(DType::F32).set_requires_grad(true));
+  for (const Tensor& t : selective_inputs(2, 32, 40, 8, rng)) {
+    in.push_back(t.detach().to(DType::F32).set_requires_grad(true));
+  }
   Tensor weights = Tensor::randn({2, 32, 40}, rng);
   auto fused = [](const std::vector<Tensor>& v) { return run_selective(v, true); };
   const int threads = omp_get_max_threads();
