@@ -11,5 +11,6 @@
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/norm/layernorm.h"
 #include "engine/ops/reduce/reduce.h"
+#include "engine/ops/scan/scan.h"
 #include "engine/ops/softmax/softmax.h"
 #include "engine/ops/view/view.h"

@@ -1,0 +1,100 @@
+// Scan ops: argument checks, forward through the kernels, backward beside each.
+#include "engine/ops/scan/scan.h"
+
+#include "engine/autograd.h"
+#include "engine/ops/scan/scan_kernels.h"
+
+namespace engine {
+
+namespace {
+
+// What the kernels read: a contiguous tensor without history.
+Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
+
+Tensor zeros_like(const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype(), t.device()); }
+
+void check_sequence(const char* op, const char* what, const Tensor& t) {
+  check(t.dim() == 3, "{}: {} must be [B, L, C], got {}", op, what, t.describe());
+}
+
+void check_shape(const char* op, const char* what, const Tensor& t, const Shape& expected) {
+  check(t.shape() == expected, "{}: {} must be {}, got {}", op, what, shape_str(expected), t.describe());
+}
+
+// Every defined tensor shares the first one's dtype and device.
+void check_alike(const char* op, const std::vector<Tensor>& tensors) {
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    check(t.dtype() == tensors[0].dtype() && t.device() == tensors[0].device(), "{}: inputs {} and {} differ", op,
+          tensors[0].describe(), t.describe());
+  }
+}
+
+}  // namespace
+
+Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse) {
+  check_sequence("linear_scan", "a", a);
+  check_shape("linear_scan", "b", b, a.shape());
+  check_alike("linear_scan", {a, b});
+  Tensor a_in = kernel_input(a);
+  Tensor h = Tensor::empty(a.shape(), a.dtype(), a.device());
+  if (h.numel() > 0) linear_scan_kernel.get(a.device())(a_in, kernel_input(b), h, reverse);
+  record("linear_scan", h, {a, b}, [a_in, h_saved = h.detach(), reverse](const Tensor& g) {
+    Tensor da = zeros_like(a_in), db = zeros_like(a_in);
+    if (da.numel() > 0) linear_scan_backward_kernel.get(g.device())(a_in, h_saved, g.contiguous(), da, db, reverse);
+    return std::vector<Tensor>{da, db};
+  });
+  return h;
+}
+
+Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
+                      const Tensor& D, bool reverse) {
+  const char* op = "selective_scan";
+  check_sequence(op, "x", x);
+  check(A.dim() == 2 && A.size(0) == x.size(2) && A.size(1) > 0, "{}: A must be [C, S] with C = {} and S > 0, got {}",
+        op, x.size(2), A.describe());
+  const int64_t batch = x.size(0), length = x.size(1), channels = x.size(2), state = A.size(1);
+  check_shape(op, "dt", dt, x.shape());
+  check_shape(op, "Bm", Bm, {batch, length, state});
+  check_shape(op, "Cm", Cm, {batch, length, state});
+  check_shape(op, "D", D, {channels});
+  check_alike(op, {x, dt, A, Bm, Cm, D});
+  const SelectiveScanInputs in{kernel_input(x),  kernel_input(dt), kernel_input(A),
+                               kernel_input(Bm), kernel_input(Cm), kernel_input(D)};
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (y.numel() > 0) selective_scan_kernel.get(x.device())(in, y, reverse);
+  // The backward keeps the inputs only and recomputes the states.
+  record(op, y, {x, dt, A, Bm, Cm, D}, [in, reverse](const Tensor& g) {
+    const SelectiveScanGrads grads{zeros_like(in.x),  zeros_like(in.dt), zeros_like(in.A),
+                                   zeros_like(in.Bm), zeros_like(in.Cm), zeros_like(in.D)};
+    if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, g.contiguous(), grads, reverse);
+    return std::vector<Tensor>{grads.dx, grads.ddt, grads.dA, grads.dBm, grads.dCm, grads.dD};
+  });
+  return y;
+}
+
+Tensor depthwise_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left, bool reverse) {
+  const char* op = "depthwise_conv1d";
+  check_sequence(op, "x", x);
+  check(weight.dim() == 2 && weight.size(0) == x.size(2) && weight.size(1) > 0,
+        "{}: weight must be [C, K] with C = {}, got {}", op, x.size(2), weight.describe());
+  if (bias.defined()) check_shape(op, "bias", bias, {x.size(2)});
+  const int64_t taps = weight.size(1);
+  check(pad_left >= 0 && pad_left < taps, "{}: pad_left must be in [0, {}), got {}", op, taps, pad_left);
+  check_alike(op, {x, weight, bias});
+  Tensor x_in = kernel_input(x), w_in = kernel_input(weight);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (y.numel() > 0) depthwise_conv1d_kernel.get(x.device())(x_in, w_in, kernel_input(bias), y, pad_left, reverse);
+  record(op, y, {x, weight, bias}, [x_in, w_in, with_bias = bias.defined(), pad_left, reverse](const Tensor& g) {
+    Tensor dx = zeros_like(x_in), dweight = zeros_like(w_in);
+    Tensor dbias = with_bias ? Tensor::zeros({w_in.size(0)}, g.dtype(), g.device()) : Tensor();
+    if (g.numel() > 0) {
+      depthwise_conv1d_backward_kernel.get(g.device())(x_in, w_in, g.contiguous(), dx, dweight, dbias, pad_left,
+                                                       reverse);
+    }
+    return std::vector<Tensor>{dx, dweight, dbias};
+  });
+  return y;
+}
+
+}  // namespace engine

@@ -1,0 +1,63 @@
+// Kernels of the scan family. The autograd layer hands them contiguous
+// tensors laid out as [batch, length, channels] (the sequence in the middle)
+// and allocates every output. `reverse` runs the sequence from t = length - 1
+// down to 0: the kernels index time through SequenceOrder, so one kernel
+// serves both directions.
+#pragma once
+#include "engine/dispatch.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+// Step k of a scan visits time t = at(k).
+struct SequenceOrder {
+  int64_t length;
+  bool reverse;
+  int64_t at(int64_t step) const { return reverse ? length - 1 - step : step; }
+};
+
+// ---- linear_scan: h_t = a_t * h_prev + b_t (h before the first step = 0) ----
+// a, b, h: [B, L, C], same dtype.
+using LinearScanKernel = void (*)(const Tensor& a, const Tensor& b, const Tensor& h, bool reverse);
+// Given a, the forward output h and g = dL/dh, writes da and db ([B, L, C]):
+// dh_t = g_t + a_next * dh_next (the recurrence run the other way),
+// db_t = dh_t, da_t = dh_t * h_prev.
+using LinearScanBackwardKernel = void (*)(const Tensor& a, const Tensor& h, const Tensor& g, const Tensor& da,
+                                          const Tensor& db, bool reverse);
+
+// ---- selective_scan (Mamba's S6), per batch b and channel c ----
+//   h_t[s] = exp(dt_t A[s]) h_prev[s] + dt_t Bm_t[s] x_t,   y_t = sum_s Cm_t[s] h_t[s] + D x_t
+// Shapes: x, dt [B, L, C]; A [C, S]; Bm, Cm [B, L, S]; D [C]; all one dtype.
+struct SelectiveScanInputs {
+  Tensor x, dt, A, Bm, Cm, D;
+};
+// The gradients, shaped like the inputs of the same name.
+struct SelectiveScanGrads {
+  Tensor dx, ddt, dA, dBm, dCm, dD;
+};
+// Writes y [B, L, C]; the states h never leave the kernel.
+using SelectiveScanKernel = void (*)(const SelectiveScanInputs& in, const Tensor& y, bool reverse);
+// Recomputes the states from the inputs (nothing is saved by the forward) and
+// writes every gradient. Reductions over batch and channels must be
+// deterministic (independent of the thread count).
+using SelectiveScanBackwardKernel = void (*)(const SelectiveScanInputs& in, const Tensor& dy,
+                                             const SelectiveScanGrads& grads, bool reverse);
+
+// ---- depthwise_conv1d along the sequence ----
+// In scan order (step k <-> time at(k)): y_k = bias + sum_j w[c, j] x_{k + j - pad_left}, zero
+// outside the sequence. x, y [B, L, C]; weight [C, K]; bias [C] or undefined.
+using DepthwiseConv1dKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
+                                       int64_t pad_left, bool reverse);
+// Writes dx [B, L, C], dweight [C, K] and dbias [C] (dbias may be undefined).
+using DepthwiseConv1dBackwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& dy,
+                                               const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                                               int64_t pad_left, bool reverse);
+
+extern KernelSlot<LinearScanKernel> linear_scan_kernel;
+extern KernelSlot<LinearScanBackwardKernel> linear_scan_backward_kernel;
+extern KernelSlot<SelectiveScanKernel> selective_scan_kernel;
+extern KernelSlot<SelectiveScanBackwardKernel> selective_scan_backward_kernel;
+extern KernelSlot<DepthwiseConv1dKernel> depthwise_conv1d_kernel;
+extern KernelSlot<DepthwiseConv1dBackwardKernel> depthwise_conv1d_backward_kernel;
+
+}  // namespace engine

@@ -1,0 +1,50 @@
+#include "layers/mixers/gated_rnn.h"
+
+#include <cmath>
+
+#include "engine/ops/copy/copy.h"
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/index/index.h"
+#include "engine/ops/scan/scan.h"
+#include "engine/ops/view/view.h"
+#include "layers/mixers/checks.h"
+
+namespace engine {
+
+namespace {
+
+// Gate biases giving memory lengths 1 / (1 - a) log-uniform in [2, 64]
+// tokens: some channels mix locally, others across a whole 197-token image.
+// sigmoid(b) = 1 - 1/tau  <=>  b = log(tau - 1).
+Tensor gate_bias(int64_t width, Rng& rng) {
+  std::vector<float> values(static_cast<size_t>(width));
+  for (float& v : values) {
+    const double tau = std::exp(rng.uniform(std::log(2.0), std::log(64.0)));
+    v = static_cast<float>(std::log(tau - 1.0));
+  }
+  return Tensor::from_vector(values, {width});
+}
+
+}  // namespace
+
+GatedRnn::GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng)
+    : width_(positive("gated_rnn: width", width)), bidirectional_(bidirectional), in_proj_(dim, 3 * width_, true, rng),
+      out_proj_(width_, dim, true, rng) {
+  copy_into(narrow(in_proj_.bias, 0, width, width), gate_bias(width, rng));
+}
+
+Tensor GatedRnn::forward(const Tensor& x, const ForwardContext&, Tensor*) {
+  std::vector<Tensor> uag = split(in_proj_.forward(x), {width_, width_, width_}, -1);
+  Tensor a = sigmoid(uag[1]);
+  Tensor b = (1.0 - a) * uag[0];
+  Tensor h = linear_scan(a, b, /*reverse=*/false);
+  if (bidirectional_) h = add(h, linear_scan(a, b, /*reverse=*/true));
+  return out_proj_.forward(mul(silu(uag[2]), h));
+}
+
+void GatedRnn::visit(const std::string& prefix, const ParamVisitor& fn) {
+  in_proj_.visit(join_name(prefix, "in_proj"), fn);
+  out_proj_.visit(join_name(prefix, "out_proj"), fn);
+}
+
+}  // namespace engine

@@ -1,0 +1,30 @@
+// Gated diagonal linear recurrence mixer (RG-LRU-like), width E:
+//   u, r, g = in_proj(x)                       (D -> 3E, split in that order)
+//   a = sigmoid(r)                             (in_proj's bias on r is the gate bias b_a)
+//   h_t = a_t h_{t-1} + (1 - a_t) u_t          forward, plus the same recurrence
+//                                              backward when bidirectional (summed)
+//   y = out_proj(silu(g) * h)                  (E -> D)
+// The forward and backward scans share u and a. Parameters under the block's
+// "attn" prefix: in_proj.{weight [3E, D], bias [3E]}, out_proj.{weight [D, E],
+// bias [D]}: 4ED + 3E + D in all, about half of attention's 4D^2 + 4D at the
+// default E = D / 2.
+#pragma once
+#include "layers/linear.h"
+#include "layers/token_mixer.h"
+
+namespace engine {
+
+class GatedRnn : public TokenMixer {
+ public:
+  GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng);
+  std::string kind() const override { return "gated_rnn"; }
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  void visit(const std::string& prefix, const ParamVisitor& fn) override;
+
+ private:
+  int64_t width_;
+  bool bidirectional_;
+  Linear in_proj_, out_proj_;
+};
+
+}  // namespace engine

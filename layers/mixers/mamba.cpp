@@ -1,0 +1,83 @@
+#include "layers/mixers/mamba.h"
+
+#include <cmath>
+
+#include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/index/index.h"
+#include "engine/ops/scan/scan.h"
+#include "layers/mixers/checks.h"
+
+namespace engine {
+
+namespace {
+
+// Mamba's dt_proj init: weight uniform in +-1/sqrt(R); bias the inverse
+// softplus of a step dt log-uniform in [1e-3, 1e-1].
+void init_dt_proj(Linear& dt_proj, int64_t dt_rank, Rng& rng) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(dt_rank));
+  dt_proj.weight = Tensor::uniform(dt_proj.weight.shape(), rng, -bound, bound);
+  std::vector<float> bias(static_cast<size_t>(dt_proj.out_features()));
+  for (float& b : bias) {
+    const double dt = std::exp(rng.uniform(std::log(1e-3), std::log(1e-1)));
+    b = static_cast<float>(dt + std::log(-std::expm1(-dt)));  // softplus(b) = dt
+  }
+  dt_proj.bias = Tensor::from_vector(bias, {dt_proj.out_features()});
+}
+
+// S4D-real init: A[c, s] = -(s + 1) for every channel, stored as log(-A).
+Tensor a_log_init(int64_t d_inner, int64_t d_state) {
+  std::vector<float> values(static_cast<size_t>(d_inner * d_state));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(std::log(1.0 + i % d_state));
+  return Tensor::from_vector(values, {d_inner, d_state});
+}
+
+}  // namespace
+
+Mamba::Direction::Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv, Rng& rng)
+    : conv1d(d_inner, d_conv, rng), x_proj(d_inner, dt_rank + 2 * d_state, false, rng),
+      dt_proj(dt_rank, d_inner, true, rng), A_log(a_log_init(d_inner, d_state)), D(Tensor::ones({d_inner})) {
+  init_dt_proj(dt_proj, dt_rank, rng);
+}
+
+Tensor Mamba::Direction::forward(const Tensor& xi, int64_t d_state, bool reverse) const {
+  Tensor xc = silu(conv1d.forward(xi, /*pad_left=*/conv1d.taps() - 1, reverse));
+  const int64_t dt_rank = dt_proj.in_features();
+  std::vector<Tensor> parts = split(x_proj.forward(xc), {dt_rank, d_state, d_state}, -1);
+  Tensor dt = softplus(dt_proj.forward(parts[0]));
+  return selective_scan(xc, dt, neg(exp(A_log)), parts[1], parts[2], D, reverse);
+}
+
+void Mamba::Direction::visit(const std::string& prefix, const std::string& suffix, const ParamVisitor& fn) {
+  conv1d.visit(join_name(prefix, "conv1d" + suffix), fn);
+  x_proj.visit(join_name(prefix, "x_proj" + suffix), fn);
+  dt_proj.visit(join_name(prefix, "dt_proj" + suffix), fn);
+  fn(join_name(prefix, "A" + suffix + "_log"), A_log);
+  fn(join_name(prefix, "D" + suffix), D);
+}
+
+Mamba::Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool bidirectional, Rng& rng)
+    : d_inner_(positive("mamba: expand", expand) * dim), d_state_(positive("mamba: d_state", d_state)) {
+  positive("mamba: conv kernel", d_conv);
+  const int64_t dt_rank = (dim + 15) / 16;
+  in_proj_ = Linear(dim, 2 * d_inner_, false, rng);
+  for (int i = 0; i < (bidirectional ? 2 : 1); ++i) directions_.emplace_back(d_inner_, d_state, dt_rank, d_conv, rng);
+  out_proj_ = Linear(d_inner_, dim, false, rng);
+}
+
+Tensor Mamba::forward(const Tensor& x, const ForwardContext&, Tensor*) {
+  std::vector<Tensor> xz = split(in_proj_.forward(x), {d_inner_, d_inner_}, -1);
+  Tensor y;
+  for (size_t i = 0; i < directions_.size(); ++i) {
+    Tensor y_dir = directions_[i].forward(xz[0], d_state_, /*reverse=*/i == 1);
+    y = y.defined() ? add(y, y_dir) : y_dir;
+  }
+  return out_proj_.forward(mul(y, silu(xz[1])));
+}
+
+void Mamba::visit(const std::string& prefix, const ParamVisitor& fn) {
+  in_proj_.visit(join_name(prefix, "in_proj"), fn);
+  for (size_t i = 0; i < directions_.size(); ++i) directions_[i].visit(prefix, i == 1 ? "_b" : "", fn);
+  out_proj_.visit(join_name(prefix, "out_proj"), fn);
+}
+
+}  // namespace engine

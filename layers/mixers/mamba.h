@@ -1,0 +1,49 @@
+// Bidirectional selective state-space mixer (Mamba's S6 block, Vision Mamba
+// "v1" style), with d_inner = expand * D, state size S, conv taps K and
+// dt_rank R = ceil(D / 16):
+//   xi, z = in_proj(x)                                    (D -> 2 d_inner, no bias)
+//   per direction (forward; backward too when bidirectional):
+//     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction
+//     dt_low, Bm, Cm = x_proj(xc)                         (d_inner -> R + 2S, no bias)
+//     dt = softplus(dt_proj(dt_low))                      (R -> d_inner)
+//     y_dir = selective_scan(xc, dt, -exp(A_log), Bm, Cm, D)
+//   out = out_proj((y_fwd + y_bwd) * silu(z))             (d_inner -> D, no bias)
+// Each direction has its own conv1d, x_proj, dt_proj, A_log and D.
+// Parameters under the block's "attn" prefix use Vision Mamba's names (the
+// backward direction's carry a "_b"): in_proj.weight, conv1d.{weight [d_inner, 1, K],
+// bias}, x_proj.weight, dt_proj.{weight, bias}, A_log [d_inner, S], D [d_inner],
+// conv1d_b.*, x_proj_b.*, dt_proj_b.*, A_b_log, D_b, out_proj.weight.
+#pragma once
+#include <vector>
+
+#include "layers/linear.h"
+#include "layers/mixers/depthwise_conv.h"
+#include "layers/token_mixer.h"
+
+namespace engine {
+
+class Mamba : public TokenMixer {
+ public:
+  Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool bidirectional, Rng& rng);
+  std::string kind() const override { return "mamba"; }
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  void visit(const std::string& prefix, const ParamVisitor& fn) override;
+
+ private:
+  // The parameters of one scan direction.
+  struct Direction {
+    DepthwiseConv1d conv1d;
+    Linear x_proj, dt_proj;
+    Tensor A_log, D;
+
+    Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv, Rng& rng);
+    Tensor forward(const Tensor& xi, int64_t d_state, bool reverse) const;
+    void visit(const std::string& prefix, const std::string& suffix, const ParamVisitor& fn);
+  };
+
+  int64_t d_inner_, d_state_;
+  Linear in_proj_, out_proj_;
+  std::vector<Direction> directions_;  // [forward] or [forward, backward]
+};
+
+}  // namespace engine

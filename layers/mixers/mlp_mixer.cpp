@@ -1,0 +1,12 @@
+#include "layers/mixers/mlp_mixer.h"
+
+#include "layers/mixers/checks.h"
+
+namespace engine {
+
+MlpMixer::MlpMixer(int64_t dim, int64_t hidden, Rng& rng)
+    : mlp_(dim, positive("mlp mixer: hidden width", hidden), rng) {}
+
+Tensor MlpMixer::forward(const Tensor& x, const ForwardContext&, Tensor*) { return mlp_.forward(x); }
+
+}  // namespace engine

@@ -1,0 +1,227 @@
+// Token mixers: shapes, parameter budgets against attention, numerical
+// gradients of whole mixers in float64, causality of the forward-only scans
+// and global reach of the bidirectional ones, and the spec parser.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+#include "engine/ops/ops.h"
+#include "layers/mixers/factory.h"
+#include "tests/expect_error.h"
+#include "tests/gradcheck.h"
+
+namespace engine {
+namespace {
+
+using testing::expect_error_mentioning;
+
+std::unique_ptr<TokenMixer> build(const std::string& spec_text, int64_t dim, uint64_t seed = 1) {
+  Rng rng(seed);
+  MixerSpec defaults;
+  defaults.heads = 4;
+  return make_mixer(parse_mixer_spec(spec_text, defaults), dim, rng);
+}
+
+NamedTensors parameters(TokenMixer& mixer) {
+  NamedTensors params;
+  mixer.visit("attn", [&](const std::string& name, Tensor& p) { params.emplace_back(name, p); });
+  return params;
+}
+
+int64_t count_parameters(TokenMixer& mixer) {
+  int64_t total = 0;
+  for (const auto& [name, p] : parameters(mixer)) total += p.numel();
+  return total;
+}
+
+// Converts every parameter to a float64 leaf that requires grad. With
+// `jitter`, adds uniform noise in [-0.5, 0.5]: at init many gradients are tiny
+// (0.02-scale weights), too small for a gradient check to notice an error.
+void to_f64(TokenMixer& mixer, Rng* jitter = nullptr) {
+  mixer.visit("", [&](const std::string&, Tensor& p) {
+    p = p.to(DType::F64);
+    if (jitter) p = add(p, Tensor::uniform(p.shape(), *jitter, -0.5, 0.5, DType::F64));
+    p.set_requires_grad(true);
+  });
+}
+
+Tensor run(TokenMixer& mixer, const Tensor& x) { return mixer.forward(x, ForwardContext{}, nullptr); }
+
+// Max |a - b| over the tokens [begin, end) of two [B, N, D] outputs.
+double token_difference(const Tensor& a, const Tensor& b, int64_t begin, int64_t end) {
+  Tensor difference = abs(sub(narrow(a, 1, begin, end - begin), narrow(b, 1, begin, end - begin)));
+  std::vector<double> values = difference.to_doubles();
+  return *std::max_element(values.begin(), values.end());
+}
+
+const std::vector<std::string> kSequenceMixers = {"gated_rnn", "mamba", "conv"};
+
+TEST(Mixer, OutputShapes) {
+  Rng rng(1);
+  Tensor x = Tensor::randn({2, 7, 16}, rng);
+  for (const std::string& kind : mixer_kinds()) {
+    auto mixer = build(kind, 16);
+    EXPECT_EQ(mixer->kind(), kind);
+    EXPECT_EQ(run(*mixer, x).shape(), x.shape()) << kind;
+  }
+}
+
+TEST(Mixer, IdentityOutputsZeros) {
+  auto mixer = build("identity", 8);
+  Rng rng(2);
+  Tensor out = run(*mixer, Tensor::randn({2, 3, 8}, rng));
+  EXPECT_EQ(out.to_doubles(), std::vector<double>(48, 0.0));
+  EXPECT_EQ(count_parameters(*mixer), 0);
+}
+
+// The replacements must be cheaper than the attention they replace. Mamba's
+// per-direction SSM parameters (x_proj, A_log: ~2 * 36 * D) only fit under
+// attention's 4D^2 + 4D from D ~ 100 on, so it is checked at ViT-Tiny's 192.
+TEST(Mixer, FewerParametersThanAttention) {
+  for (int64_t dim : {64, 192}) {
+    const int64_t attention = count_parameters(*build("attention", dim));
+    EXPECT_EQ(attention, 4 * dim * dim + 4 * dim);
+    std::string table = fmt::format("D={}: attention {}", dim, attention);
+    for (const std::string kind : {"gated_rnn", "mamba", "identity", "mlp", "conv"}) {
+      const int64_t count = count_parameters(*build(kind, dim));
+      table += fmt::format(", {} {}", kind, count);
+      if (kind != "mamba" || dim == 192) {
+        EXPECT_LT(count, attention) << kind << " at D=" << dim;
+      }
+    }
+    std::printf("%s\n", table.c_str());
+  }
+}
+
+TEST(Mixer, ParameterNames) {
+  std::map<std::string, Shape> names;
+  for (const auto& [name, p] : parameters(*build("mamba", 32))) names[name] = p.shape();
+  EXPECT_EQ(names.at("attn.in_proj.weight"), (Shape{64, 32}));
+  EXPECT_EQ(names.at("attn.conv1d.weight"), (Shape{32, 1, 4}));
+  EXPECT_EQ(names.at("attn.x_proj.weight"), (Shape{2 + 32, 32}));  // dt_rank 2, 2 x d_state 16
+  EXPECT_EQ(names.at("attn.dt_proj_b.bias"), (Shape{32}));
+  EXPECT_EQ(names.at("attn.A_b_log"), (Shape{32, 16}));
+  EXPECT_EQ(names.at("attn.D_b"), (Shape{32}));
+  EXPECT_EQ(names.at("attn.out_proj.weight"), (Shape{32, 32}));
+  EXPECT_EQ(names.size(), 1 + 2 * 7 + 1u);
+  EXPECT_EQ(parameters(*build("mamba:direction=forward", 32)).size(), 1 + 7 + 1u);
+  std::vector<std::string> rnn;
+  for (const auto& [name, p] : parameters(*build("gated_rnn", 32))) rnn.push_back(name);
+  EXPECT_EQ(rnn, (std::vector<std::string>{"attn.in_proj.weight", "attn.in_proj.bias", "attn.out_proj.weight",
+                                           "attn.out_proj.bias"}));
+}
+
+TEST(Mixer, MambaInit) {
+  for (const auto& [name, p] : parameters(*build("mamba", 32))) {
+    if (name == "attn.A_log") {
+      EXPECT_NEAR(p.to_doubles()[16 + 15], std::log(16.0), 1e-6);  // channel 1, state 15: A = -16
+    }
+    if (name == "attn.D") {
+      EXPECT_EQ(p.to_doubles(), std::vector<double>(32, 1.0));
+    }
+    if (name != "attn.dt_proj.bias") continue;
+    for (double b : p.to_doubles()) {
+      const double dt = std::log1p(std::exp(b));  // softplus
+      EXPECT_GE(dt, 1e-3 * 0.999);
+      EXPECT_LE(dt, 1e-1 * 1.001);
+    }
+  }
+}
+
+TEST(Mixer, Gradients) {
+  Rng rng(3);
+  Tensor x = testing::random_leaf({2, 5, 8}, rng);
+  for (const std::string spec : {"gated_rnn", "gated_rnn:direction=forward", "mamba:d_state=4",
+                                  "mamba:d_state=4,direction=forward", "mlp", "conv", "conv:direction=forward"}) {
+    SCOPED_TRACE(spec);
+    auto mixer = build(spec, 8);
+    to_f64(*mixer, &rng);
+    std::vector<Tensor> inputs{x};
+    for (const auto& [name, p] : parameters(*mixer)) inputs.push_back(p);
+    testing::expect_gradients_match([&](const auto& in) { return run(*mixer, in[0]); }, inputs);
+  }
+}
+
+// A mixer in float64 (its outputs are small at init: the checks below look
+// for any dependence, and computations that ignore a token are bitwise equal).
+std::unique_ptr<TokenMixer> build_f64(const std::string& spec_text, int64_t dim) {
+  auto mixer = build(spec_text, dim);
+  to_f64(*mixer);
+  return mixer;
+}
+
+// x [2, 6, 8] in float64 with `count` tokens from `first` on redrawn.
+Tensor redraw_tokens(const Tensor& x, int64_t first, int64_t count, Rng& rng) {
+  Tensor y = x.clone();
+  copy_into(narrow(y, 1, first, count), Tensor::randn({x.size(0), count, x.size(2)}, rng, DType::F64));
+  return y;
+}
+
+// Forward-only: token t depends on tokens <= t only.
+TEST(Mixer, ForwardOnlyIsCausal) {
+  Rng rng(4);
+  Tensor x = Tensor::randn({2, 6, 8}, rng, DType::F64);
+  Tensor changed = redraw_tokens(x, 3, 3, rng);
+  for (const std::string& kind : kSequenceMixers) {
+    auto mixer = build_f64(kind + ":direction=forward", 8);
+    Tensor before = run(*mixer, x), after = run(*mixer, changed);
+    EXPECT_EQ(token_difference(before, after, 0, 3), 0.0) << kind;
+    EXPECT_GT(token_difference(before, after, 3, 6), 0.0) << kind;
+  }
+}
+
+// Bidirectional scans: the class token (first) sees the last token. The conv
+// mixer is local; its 'same' padding lets token 0 see token 1.
+TEST(Mixer, BidirectionalReachesTheClassToken) {
+  Rng rng(5);
+  Tensor x = Tensor::randn({2, 6, 8}, rng, DType::F64);
+  Tensor last_changed = redraw_tokens(x, 5, 1, rng), second_changed = redraw_tokens(x, 1, 1, rng);
+  for (const std::string kind : {"gated_rnn", "mamba"}) {
+    auto mixer = build_f64(kind, 8);
+    EXPECT_GT(token_difference(run(*mixer, x), run(*mixer, last_changed), 0, 1), 0.0) << kind;
+  }
+  auto conv = build_f64("conv", 8);
+  EXPECT_GT(token_difference(run(*conv, x), run(*conv, second_changed), 0, 1), 0.0);
+  EXPECT_EQ(token_difference(run(*conv, x), run(*conv, last_changed), 0, 1), 0.0);
+}
+
+TEST(Mixer, ParseSpec) {
+  MixerSpec spec = parse_mixer_spec(" mamba : d_state=8, expand=2,conv_kernel=3 ,direction=forward");
+  EXPECT_EQ(spec.kind, "mamba");
+  EXPECT_EQ(spec.d_state, 8);
+  EXPECT_EQ(spec.expand, 2);
+  EXPECT_EQ(spec.conv_kernel, 3);
+  EXPECT_FALSE(spec.bidirectional);
+  MixerSpec defaults;
+  defaults.heads = 3;
+  defaults.qkv_bias = false;
+  spec = parse_mixer_spec("attention", defaults);
+  EXPECT_EQ(spec.heads, 3);
+  EXPECT_FALSE(spec.qkv_bias);
+  EXPECT_EQ(parse_mixer_spec("attention:heads=6,qkv_bias=true", defaults).heads, 6);
+  EXPECT_EQ(parse_mixer_spec("gated_rnn:width=24").width, 24);
+  EXPECT_TRUE(parse_mixer_spec("gated_rnn").bidirectional);
+  EXPECT_EQ(count_parameters(*build("gated_rnn:width=24", 16)), 4 * 24 * 16 + 3 * 24 + 16);
+  EXPECT_EQ(count_parameters(*build("mlp:width=24", 16)), 2 * 24 * 16 + 24 + 16);
+  EXPECT_EQ(count_parameters(*build("conv:conv_kernel=7", 16)), 16 * 7 + 16 + 16 * 16 + 16);
+}
+
+TEST(Mixer, SpecErrors) {
+  expect_error_mentioning([] { parse_mixer_spec("transformer"); },
+                          {"unknown token mixer 'transformer'", "attention, gated_rnn, mamba, identity, mlp, conv"});
+  expect_error_mentioning([] { parse_mixer_spec("gated_rnn:d_state=4"); }, {"'d_state'", "gated_rnn", "width"});
+  expect_error_mentioning([] { parse_mixer_spec("identity:width=4"); }, {"none"});
+  expect_error_mentioning([] { parse_mixer_spec("mamba:d_state=big"); }, {"d_state", "integer", "big"});
+  expect_error_mentioning([] { parse_mixer_spec("mamba:direction=backward"); }, {"bidirectional or forward"});
+  expect_error_mentioning([] { parse_mixer_spec("mamba:expand"); }, {"key=value"});
+  Rng rng(6);
+  expect_error_mentioning([&] { make_mixer(parse_mixer_spec("attention"), 8, rng); }, {"heads"});
+  expect_error_mentioning([&] { make_mixer(parse_mixer_spec("conv:conv_kernel=4"), 8, rng); }, {"odd", "4"});
+  expect_error_mentioning([&] { make_mixer(parse_mixer_spec("gated_rnn:width=-2"), 8, rng); }, {"width", "-2"});
+  expect_error_mentioning([&] { make_mixer(parse_mixer_spec("mamba:d_state=0"), 8, rng); }, {"d_state"});
+}
+
+}  // namespace
+}  // namespace engine
