@@ -1,23 +1,32 @@
 // Attention sparsity: each metric on hand-made rows, keep masks, averaging over
-// images and heads, and the accumulator against an independent implementation on
-// the PyTorch fixture's attention probabilities.
+// images and heads, the whole analysis against an independent implementation on
+// the PyTorch fixture's attention probabilities, and the report folder.
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <memory>
 #include <numeric>
 
+#include <nlohmann/json.hpp>
+
+#include "data/files.h"
+#include "data/image.h"
 #include "engine/random.h"
-#include "engine/safetensors.h"
+#include "models/vit_checkpoint.h"
 #include "tests/expect_error.h"
 #include "tests/shared_data.h"
 #include "train/sparsity.h"
+#include "train/sparsity_report.h"
 
 namespace engine {
 namespace {
 
+namespace fs = std::filesystem;
 using Rows = std::vector<std::vector<double>>;
 
 void expect_metrics_near(const SparsityMetrics& actual, const SparsityMetrics& expected, double tolerance,
@@ -268,6 +277,86 @@ TEST(SparsityFixture, AccumulatorMatchesIndependentImplementation) {
   SparsityAccumulator stats(3, 4);
   for (int64_t i = 0; i < 3; ++i) stats.add(i, io.get(fmt::format("blocks.{}.attn_probs", i)));
   expect_matches_fixture(stats, io, 1e-12);
+}
+
+class SparsityTool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+    model_ = load_vit(testing::shared_path("fixtures/timm_vit_tiny.safetensors"));
+    io_ = std::make_unique<SafetensorsFile>(
+        SafetensorsFile::open(testing::shared_path("fixtures/timm_vit_tiny_io.safetensors")));
+    analysis_ = std::make_unique<SparsityAnalysis>(*model_, 4);
+    analysis_->add_batch(io_->get("input"), {"first", "second"});
+  }
+  std::string read(const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  std::unique_ptr<VisionTransformer> model_;
+  std::unique_ptr<SafetensorsFile> io_;
+  std::unique_ptr<SparsityAnalysis> analysis_;
+  data::TempDir dir_;
+};
+
+// The model's own float32 probabilities match the float64 fixture to ~1e-5, so the
+// statistics agree to that order (the integer k's happen to agree exactly).
+TEST_F(SparsityTool, AnalysisOfTheModelMatchesFixtureProbabilities) {
+  EXPECT_EQ(analysis_->images(), 2);
+  expect_matches_fixture(analysis_->stats(), *io_, 1e-5);
+  ASSERT_EQ(analysis_->heatmaps().size(), 2u);
+  const ClsAttentionMaps& maps = analysis_->heatmaps()[1];
+  EXPECT_EQ(maps.name, "second");
+  EXPECT_EQ(maps.input.height, 32);
+  ASSERT_EQ(maps.layers.size(), 3u);
+  // Layer 2, image 1: the head-mean of the class row at patch 5 (token 6).
+  const std::vector<double> p = io_->get("blocks.2.attn_probs").to_doubles();
+  double expected = 0;
+  for (int h = 0; h < 4; ++h) expected += p[((1 * 4 + h) * 65 + 0) * 65 + 6] / 4;
+  EXPECT_NEAR(maps.layers[2][5], expected, 1e-6);
+}
+
+TEST_F(SparsityTool, WritesTheReportAndNeverHalfOverwrites) {
+  const std::string out = dir_.path() + "/report";
+  write_sparsity_report(*analysis_, {"fixture", "input", "cpu", 0.5}, out, false);
+
+  const auto json = nlohmann::json::parse(read(out + "/sparsity.json"));
+  EXPECT_EQ(json["num_images"], 2);
+  EXPECT_EQ(json["tokens"], 65);
+  ASSERT_EQ(json["layers"].size(), 3u);
+  for (const char* key : {"index", "entropy", "entropy_norm", "k50", "k90", "k99", "top1_mass", "topk10_mass", "gini",
+                          "below_tenth_uniform", "heads", "cls"}) {
+    EXPECT_TRUE(json["layers"][1].contains(key)) << key;
+  }
+  EXPECT_EQ(json["layers"][1]["heads"].size(), 4u);
+  EXPECT_TRUE(json["layers"][1]["heads"][3].contains("cls"));
+  EXPECT_DOUBLE_EQ(json["layers"][1]["k90"].get<double>(), analysis_->stats().layer(1).k90);
+  std::vector<int64_t> ranking = json["ranking"];
+  EXPECT_EQ(ranking, analysis_->ranking());
+  std::sort(ranking.begin(), ranking.end());
+  EXPECT_EQ(ranking, (std::vector<int64_t>{0, 1, 2}));
+
+  const std::string csv = read(out + "/sparsity.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + 3 * (1 + 4) * 2);  // header; (layer + heads) x (all, cls)
+  EXPECT_EQ(read(out + "/layers.svg").rfind("<svg", 0), 0u);
+  const std::string html = read(out + "/index.html");
+  for (const char* part : {"layers.svg", "cls_attention_img0.png", "cls_attention_img1.png", "sparsity.csv"}) {
+    EXPECT_NE(html.find(part), std::string::npos) << part;
+  }
+  const data::Image picture = data::decode_image(out + "/cls_attention_img1.png");
+  EXPECT_EQ(picture.height, 128);                  // 32 px upscaled 4x
+  EXPECT_EQ(picture.width, 4 * 128 + 3 * 4);        // input + 3 layers, 4 px gaps
+  EXPECT_FALSE(fs::exists(out + "/cls_attention_img2.png"));
+
+  // An existing OUT is an error and stays as it was; --overwrite replaces it whole.
+  data::write_file(out + "/mine.txt", "keep me");
+  testing::expect_error_mentioning([&] { write_sparsity_report(*analysis_, {}, out, false); }, {out, "--overwrite"});
+  EXPECT_EQ(read(out + "/mine.txt"), "keep me");
+  write_sparsity_report(*analysis_, {}, out + "/", true);
+  EXPECT_FALSE(fs::exists(out + "/mine.txt"));
+  EXPECT_TRUE(fs::exists(out + "/sparsity.json"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);  // nothing left over
 }
 
 }  // namespace
