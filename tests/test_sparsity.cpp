@@ -317,6 +317,19 @@ TEST_F(SparsityTool, AnalysisOfTheModelMatchesFixtureProbabilities) {
   EXPECT_NEAR(maps.layers[2][5], expected, 1e-6);
 }
 
+TEST_F(SparsityTool, KeepMasksReachTheStatisticsAndTheHeatmaps) {
+  std::vector<uint8_t> keep(2 * 65, 1);
+  keep[5] = keep[65 + 5] = 0;  // token 5 (patch 4) halted in both images
+  const Tensor mask = Tensor::from_vector(keep, {2, 65});
+  SparsityAnalysis masked(*model_, 1);
+  masked.add_batch(io_->get("input"), {}, {mask, mask, mask});
+  EXPECT_EQ(masked.stats().layer(0).tokens, 64);
+  EXPECT_EQ(masked.stats().layer(0).rows, 2 * 4 * 64);
+  EXPECT_EQ(masked.heatmaps()[0].layers[1][4], 0.0f);
+  EXPECT_GT(masked.heatmaps()[0].layers[1][5], 0.0f);
+  testing::expect_error_mentioning([&] { masked.add_batch(io_->get("input"), {}, {mask}); }, {"1 keep masks", "3 layers"});
+}
+
 TEST_F(SparsityTool, WritesTheReportAndNeverHalfOverwrites) {
   const std::string out = dir_.path() + "/report";
   write_sparsity_report(*analysis_, {"fixture", "input", "cpu", 0.5}, out, false);

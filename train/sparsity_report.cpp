@@ -127,12 +127,14 @@ void SparsityAnalysis::keep_heatmap(const Tensor& images, int64_t b, const std::
   for (size_t i = 0; i < probs.size(); ++i) {
     const Tensor p = probs[i].to(DType::F32).contiguous();
     const int64_t n = p.size(2);
+    const float* cls_rows = p.data<float>() + b * heads * n * n;  // head h's class row: h * n * n onwards
     const Tensor mask = keep_masks.empty() ? Tensor() : keep_masks[i].to(Device::cpu()).contiguous();
+    const uint8_t* kept = mask.defined() ? mask.data<uint8_t>() + b * n : nullptr;
     std::vector<float> map(patches, 0.0f);
     for (int64_t t = 0; t < patches; ++t) {
-      if (mask.defined() && !mask.data<uint8_t>()[b * n + prefix + t]) continue;
-      for (int64_t h = 0; h < heads; ++h) map[t] += p.data<float>()[((b * heads + h) * n + 0) * n + prefix + t];
-      map[t] /= static_cast<float>(heads);
+      const int64_t token = prefix + t;
+      if (kept && !kept[token]) continue;
+      for (int64_t h = 0; h < heads; ++h) map[t] += cls_rows[h * n * n + token] / static_cast<float>(heads);
     }
     maps.layers.push_back(std::move(map));
   }
