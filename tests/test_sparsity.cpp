@@ -279,26 +279,37 @@ TEST(SparsityFixture, AccumulatorMatchesIndependentImplementation) {
   expect_matches_fixture(stats, io, 1e-12);
 }
 
+// The fixture model and its analysis of the fixture input, made once for the suite.
 class SparsityTool : public ::testing::Test {
  protected:
-  void SetUp() override {
-    REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  static void SetUpTestSuite() {
+    if (!fs::exists(testing::shared_path("fixtures/timm_vit_tiny.safetensors"))) return;
     model_ = load_vit(testing::shared_path("fixtures/timm_vit_tiny.safetensors"));
     io_ = std::make_unique<SafetensorsFile>(
         SafetensorsFile::open(testing::shared_path("fixtures/timm_vit_tiny_io.safetensors")));
     analysis_ = std::make_unique<SparsityAnalysis>(*model_, 4);
     analysis_->add_batch(io_->get("input"), {"first", "second"});
   }
-  std::string read(const std::string& path) {
+  static void TearDownTestSuite() {
+    analysis_.reset();
+    io_.reset();
+    model_.reset();
+  }
+  void SetUp() override { REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors"); }
+
+  static std::string read(const std::string& path) {
     std::ifstream in(path);
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
-  std::unique_ptr<VisionTransformer> model_;
-  std::unique_ptr<SafetensorsFile> io_;
-  std::unique_ptr<SparsityAnalysis> analysis_;
+  static std::unique_ptr<VisionTransformer> model_;
+  static std::unique_ptr<SafetensorsFile> io_;
+  static std::unique_ptr<SparsityAnalysis> analysis_;
   data::TempDir dir_;
 };
+std::unique_ptr<VisionTransformer> SparsityTool::model_;
+std::unique_ptr<SafetensorsFile> SparsityTool::io_;
+std::unique_ptr<SparsityAnalysis> SparsityTool::analysis_;
 
 // The model's own float32 probabilities match the float64 fixture to ~1e-5, so the
 // statistics agree to that order (the integer k's happen to agree exactly).
