@@ -30,4 +30,9 @@ std::string data_file(const std::string& name);
 // $ENGINE_CACHE_DIR, else ./.cache/data (not created here).
 std::string default_cache_dir();
 
+// A tool's --data: a folder, or an archive (.tar, .tar.xz, ...) unpacked once into
+// default_cache_dir(); a non-empty `subdir` picks a folder inside it. A missing folder is an
+// error naming it.
+std::string resolve_data_dir(const std::string& data, const std::string& subdir);
+
 }  // namespace data

@@ -2,8 +2,6 @@
 //                 [--limit N] [--predictions FILE] [--out results.json]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
 // synset list, or any other folder such as the CIFAR-10 test JPEGs).
-#include <filesystem>
-
 #include "data/archive.h"
 #include "data/image_folder.h"
 #include "engine/cli.h"
@@ -13,19 +11,8 @@
 #include "train/metrics.h"
 
 using namespace engine;
-namespace fs = std::filesystem;
 
 namespace {
-
-// --data may name an archive (.tar, .tar.xz, ...): it is unpacked into the cache
-// once and --subdir picks the folder inside it.
-std::string resolve_data_dir(const std::string& data, const std::string& subdir) {
-  std::string root = data;
-  if (fs::is_regular_file(data)) root = data::extract_archive_once(data, data::default_cache_dir());
-  if (!subdir.empty()) root = (fs::path(root) / subdir).string();
-  check(fs::is_directory(root), "data folder '{}' does not exist", root);
-  return root;
-}
 
 int eval_main(int argc, char** argv) {
   Flags flags("eval_imagenet --model PATH --data DIR [flags]",
@@ -49,7 +36,7 @@ int eval_main(int argc, char** argv) {
   auto model = load_vit(flags.get("model"), load_options);
   model->to(device);
 
-  data::ImageFolder dataset(resolve_data_dir(flags.get("data"), flags.get("subdir")), flags.get("synsets"));
+  data::ImageFolder dataset(data::resolve_data_dir(flags.get("data"), flags.get("subdir")), flags.get("synsets"));
   EvalOptions options;
   options.batch_size = flags.get_int("batch");
   options.limit = flags.get_int("limit");
