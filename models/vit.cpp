@@ -2,7 +2,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/ops.h"
-#include "layers/attention.h"
+#include "layers/mixers/factory.h"
 
 namespace engine {
 
@@ -78,9 +78,10 @@ VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed) : conf
   for (int64_t i = 0; i < config.depth; ++i) {
     Block& block = blocks[i];
     block.norm1 = LayerNorm(dim, config.ln_eps);
-    check(config.mixers[i] == "attention", "block {}: token mixer '{}' is not known to the ViT builder", i,
-          config.mixers[i]);
-    block.mixer = std::make_unique<Attention>(dim, config.num_heads, config.qkv_bias, rng);
+    MixerSpec defaults;
+    defaults.heads = config.num_heads;
+    defaults.qkv_bias = config.qkv_bias;
+    block.mixer = make_mixer(parse_mixer_spec(config.mixers[i], defaults), dim, rng);
     block.norm2 = LayerNorm(dim, config.ln_eps);
     block.mlp = Mlp(dim, config.mlp_hidden, rng);
     // Stochastic depth grows linearly with depth, as in timm.

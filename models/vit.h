@@ -38,7 +38,8 @@ struct VitConfig {
   bool fc_norm = false;          // LayerNorm after average pooling (norm is then identity)
   double ln_eps = 1e-6;
   double drop_path_rate = 0.0;
-  // One entry per block: the token mixer kind ("attention" for a plain ViT).
+  // One entry per block: the token mixer spec (layers/mixers/factory.h), e.g.
+  // "attention" for a plain ViT block or "gated_rnn:width=96" in a hybrid.
   std::vector<std::string> mixers;
   std::vector<std::string> label_names;
   Preprocess preprocess;

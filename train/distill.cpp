@@ -34,7 +34,8 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.device = Device::parse(c.get_string("run", "device", "auto"));
   s.layers = c.get_string("layers", "select", s.layers);
   s.sparsity_images = c.get_int("layers", "sparsity_images", s.sparsity_images);
-  s.mixer = mixer_spec_from_config(c, "student");
+  s.mixer = c.get_string("student", "mixer", s.mixer);
+  parse_mixer_spec(s.mixer);  // fails early, naming the kinds and keys it knows
   s.budget_images = c.get_int("distill", "budget_images", s.budget_images);
   s.lr = c.get_double("distill", "lr", s.lr);
   s.weight_decay = c.get_double("distill", "weight_decay", s.weight_decay);
@@ -169,7 +170,7 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
   Rng rng(s.seed);
   Students students;
   for (size_t k = 0; k < layers.size(); ++k) {
-    students.push_back(make_mixer(s.mixer, teacher.config.embed_dim, rng));
+    students.push_back(make_mixer(parse_mixer_spec(s.mixer), teacher.config.embed_dim, rng));
     move_parameters([&](const ParamVisitor& fn) { students.back()->visit("", fn); }, s.device);
   }
   std::vector<Tensor> params = student_parameters(students, layers);
@@ -372,7 +373,7 @@ json run_distill(const DistillSettings& s) {
   const bool ranking_needed = needs_ranking(s.layers) || s.experiment == "groupwise";
   LayerSparsity sparsity;
   if (ranking_needed) sparsity = measure_sparsity(*teacher, *datasets.train, s);
-  json results = {{"mixer", mixer_spec_to_json(s.mixer)}, {"budget_images", s.budget_images},
+  json results = {{"mixer", s.mixer}, {"budget_images", s.budget_images},
                   {"finetune_images", s.finetune_images}, {"device", s.device.str()}};
   if (ranking_needed) {
     results["sparsity"] = {{"k90", sparsity.k90}, {"entropy", sparsity.entropy}, {"ranking", sparsity.ranking},
@@ -390,7 +391,7 @@ json run_distill(const DistillSettings& s) {
   for (size_t g = 0; g < groups.size(); ++g) {
     const std::vector<int64_t>& layers = groups[g];
     const std::string name = fmt::format("{}", fmt::join(layers, ","));
-    fmt::print("group {}/{}: replacing layer(s) {} with {}\n", g + 1, groups.size(), name, s.mixer.kind);
+    fmt::print("group {}/{}: replacing layer(s) {} with {}\n", g + 1, groups.size(), name, s.mixer);
     auto hybrid = splice(s, layers, distill_layers(*teacher, layers, *datasets.train, s, log));
     if (s.finetune_images > 0) finetune(*hybrid, *teacher, layers, *datasets.train, s, log);
     json report = model_report(*hybrid, *datasets.test, s, "hybrid");

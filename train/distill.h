@@ -36,8 +36,8 @@ struct DistillSettings {
   // layers
   std::string layers = "sparsest:4";
   int64_t sparsity_images = 256;
-  // students
-  MixerSpec mixer;
+  // students: a mixer spec, kind[:key=value,...] (layers/mixers/factory.h)
+  std::string mixer = "gated_rnn";
   int64_t budget_images = 20000;
   double lr = 1e-3;
   double weight_decay = 0.01;
