@@ -34,7 +34,8 @@ void ProgressBar::update(int64_t count, const std::string& status) {
   if (!status.empty()) status_ = status;
   const auto now = std::chrono::steady_clock::now();
   const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
-  if (since_draw >= (tty_ ? 0.1 : 10.0)) {
+  // The last update is left to finish(), which always draws.
+  if (since_draw >= (tty_ ? 0.1 : 10.0) && done_ < total_) {
     last_draw_ = now;
     draw(false);
   }
@@ -55,6 +56,7 @@ void ProgressBar::draw(bool final) {
   const std::string line =
       fmt::format("{} [{}] {:3.0f}% {}/{} {:.0f} {}/s {} eta {} {}", label_, bar, 100 * fraction, done_, total_, r,
                   unit_, format_duration(elapsed_seconds()), format_duration(eta), status_);
+  std::fflush(stdout);  // keep the tool's own stdout lines in order with the bar
   if (tty_) fmt::print(stderr, "\r{}\033[K{}", line, final ? "\n" : "");
   else fmt::print(stderr, "{}\n", line);
   std::fflush(stderr);
