@@ -30,8 +30,8 @@ struct Device {
 bool built_with_cuda();
 int cuda_device_count();  // 0 when built without CUDA or no GPU / driver present
 
-// Raw memory per device; the CUDA versions live in engine/cuda/ (a caching
-// allocator arrives with the CUDA backend).
+// Raw memory per device, through a caching allocator per device; the CUDA
+// versions live in engine/cuda/runtime.cu.
 void* device_alloc(Device device, size_t nbytes);
 void device_free(Device device, void* ptr);
 // Waits for all queued work on the device (no-op on the CPU); timing needs it.

@@ -1,18 +1,20 @@
-// CUDA runtime glue: device discovery, memory and copies. Compiled whenever
-// nvcc is present; a machine without a GPU (or driver) reports zero devices,
-// so CUDA-enabled binaries still run on the CPU.
-#include <cuda_runtime.h>
+// CUDA runtime glue: device discovery, memory (a caching allocator per GPU)
+// and copies. Compiled whenever nvcc is present; a machine without a GPU (or
+// driver) reports zero devices, so CUDA-enabled binaries still run on the CPU.
+#include <vector>
 
+#include "engine/caching_allocator.h"
+#include "engine/cuda/cuda_utils.cuh"
 #include "engine/device.h"
 #include "engine/error.h"
 
 namespace engine {
 
-namespace {
-void check_cuda(cudaError_t status, const char* what) {
+void cuda_check(cudaError_t status, const char* what) {
   check(status == cudaSuccess, "CUDA error in {}: {}", what, cudaGetErrorString(status));
 }
-}  // namespace
+
+cudaStream_t current_stream() { return nullptr; }  // the legacy default stream of the current device
 
 bool built_with_cuda() { return true; }
 
@@ -28,18 +30,59 @@ int cuda_device_count() {
   return count;
 }
 
+namespace {
+
+// The raw allocator works on the current device: cuda_alloc / cuda_free select it.
+void* raw_cuda_alloc(size_t nbytes) {
+  void* ptr = nullptr;
+  if (cudaMalloc(&ptr, nbytes) != cudaSuccess) {
+    cudaGetLastError();  // out of memory is not sticky: clear it so that later launch checks don't report it
+    return nullptr;
+  }
+  return ptr;
+}
+
+// Reached from tensor destructors, which must not throw: an error here would
+// be a sticky one from an earlier kernel, reported by the next check anyway.
+void raw_cuda_free(void* ptr) { cudaFree(ptr); }
+
+CachingAllocator& device_allocator(int index) {
+  // One per GPU, never destroyed (like the host allocator): tensors held by
+  // static objects may be freed after it would be. The cache may grow to the
+  // whole memory of the GPU; an allocation that fails flushes it and retries.
+  static const std::vector<CachingAllocator*> allocators = [] {
+    std::vector<CachingAllocator*> list;
+    for (int i = 0; i < cuda_device_count(); ++i) {
+      cudaDeviceProp properties;
+      cuda_check(cudaGetDeviceProperties(&properties, i), "cudaGetDeviceProperties");
+      list.push_back(new CachingAllocator(raw_cuda_alloc, raw_cuda_free, properties.totalGlobalMem));
+    }
+    return list;
+  }();
+  check(index >= 0 && index < static_cast<int>(allocators.size()), "cuda:{} does not exist ({} GPU(s) visible)",
+        index, allocators.size());
+  return *allocators[index];
+}
+
+}  // namespace
+
 void* cuda_alloc(int index, size_t nbytes) {
   if (nbytes == 0) return nullptr;
-  check_cuda(cudaSetDevice(index), "cudaSetDevice");
-  void* ptr = nullptr;
-  check_cuda(cudaMalloc(&ptr, nbytes), "cudaMalloc");
+  DeviceGuard guard(index);
+  void* ptr = device_allocator(index).allocate(nbytes);
+  check(ptr != nullptr, "out of memory on cuda:{} allocating {} bytes", index, nbytes);
   return ptr;
 }
 
 void cuda_free(int index, void* ptr) {
   if (ptr == nullptr) return;
-  cudaSetDevice(index);
-  cudaFree(ptr);
+  // Stream order makes reuse safe: kernels still reading the block were queued
+  // before any kernel that the next owner of the block queues.
+  int previous = 0;
+  cudaGetDevice(&previous);
+  cudaSetDevice(index);  // (not DeviceGuard: destructors must not throw)
+  device_allocator(index).release(ptr);
+  cudaSetDevice(previous);
 }
 
 void cuda_synchronize(int index) {
@@ -48,10 +91,21 @@ void cuda_synchronize(int index) {
 }
 
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
-  cudaMemcpyKind kind = dst_device.is_cpu() ? cudaMemcpyDeviceToHost
-                        : src_device.is_cpu() ? cudaMemcpyHostToDevice
-                                              : cudaMemcpyDeviceToDevice;
-  check_cuda(cudaMemcpy(dst, src, nbytes, kind), "cudaMemcpy");
+  if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
+    // Between two GPUs (explicit moves only): ordered after all work queued on either.
+    cuda_check(cudaMemcpyPeer(dst, dst_device.index, src, src_device.index, nbytes), "cudaMemcpyPeer");
+    return;
+  }
+  const cudaMemcpyKind kind = dst_device.is_cpu() ? cudaMemcpyDeviceToHost
+                              : src_device.is_cpu() ? cudaMemcpyHostToDevice
+                                                    : cudaMemcpyDeviceToDevice;
+  DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
+  cuda_check(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()), "cudaMemcpyAsync");
+  // A device-to-host copy must be complete before the caller reads the data.
+  // A host-to-device copy from pageable memory is not promised to have read
+  // the source when cudaMemcpyAsync returns, and the host caching allocator
+  // may hand that buffer out again at once: wait for it too.
+  if (kind != cudaMemcpyDeviceToDevice) cuda_check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize");
 }
 
 }  // namespace engine

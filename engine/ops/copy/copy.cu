@@ -1,0 +1,76 @@
+// CUDA kernels of the copy family: strided copy with dtype conversion, and fill.
+#include <type_traits>
+
+#include "engine/cuda/cuda_utils.cuh"
+#include "engine/ops/copy/copy_kernels.h"
+
+namespace engine {
+
+namespace {
+
+template <typename T>
+constexpr bool is_16bit_float = std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
+
+// convert_element (engine/dtype.h) on the device: 16-bit floats go through
+// float, rounding to nearest even (NaN payloads may differ from the CPU's).
+template <typename To, typename From>
+__device__ To convert_on_device(From value) {
+  if constexpr (is_16bit_float<From>) {
+    return convert_on_device<To>(static_cast<float>(value));
+  } else if constexpr (is_16bit_float<To>) {
+    return To(static_cast<float>(value));
+  } else {
+    return static_cast<To>(value);
+  }
+}
+
+template <typename From, typename To>
+__global__ void copy_kernel_impl(StridedLayout<2> layout, const From* src, To* dst, int64_t n) {
+  for (int64_t i : grid_stride(n)) {
+    const Offsets<2> at = layout.offsets(i);
+    dst[at.at[1]] = convert_on_device<To>(src[at.at[0]]);
+  }
+}
+
+void copy_cuda(const Tensor& src, const Tensor& dst) {
+  DeviceGuard guard(dst);
+  const StridedLayout<2> layout = make_layout<2>(src.shape(), {&src.strides(), &dst.strides()});
+  dispatch_any(src.dtype(), [&](auto src_tag) {
+    using From = device_t<decltype(src_tag)>;
+    dispatch_any(dst.dtype(), [&](auto dst_tag) {
+      using To = device_t<decltype(dst_tag)>;
+      launch_1d(src.numel(), copy_kernel_impl<From, To>, layout, data_of<From>(src), mutable_data_of<To>(dst),
+                src.numel());
+    });
+  });
+}
+
+template <typename Bits>
+__global__ void fill_kernel_impl(Bits* out, Bits value, int64_t n) {
+  for (int64_t i : grid_stride(n)) out[i] = value;
+}
+
+void fill_cuda(const Tensor& dst, double value) {
+  DeviceGuard guard(dst);
+  // The element is converted on the host, exactly as the CPU kernel does, and
+  // its bits are written on the device.
+  uint64_t bits = 0;
+  dispatch_any(dst.dtype(), [&](auto tag) {
+    const auto element = convert_element<decltype(tag)>(value);
+    std::memcpy(&bits, &element, sizeof(element));
+  });
+  dispatch_bits(dst.dtype(), [&](auto bits_tag) {
+    using Bits = decltype(bits_tag);
+    launch_1d(dst.numel(), fill_kernel_impl<Bits>, mutable_data_of<Bits>(dst), static_cast<Bits>(bits), dst.numel());
+  });
+}
+
+const bool registered = [] {
+  copy_kernel.cuda = &copy_cuda;
+  fill_kernel.cuda = &fill_cuda;
+  return true;
+}();
+
+}  // namespace
+
+}  // namespace engine

@@ -1,0 +1,81 @@
+// CUDA GEMM through cuBLAS (strided-batched, one call per product).
+//
+// cuBLAS is column-major. A row-major matrix with leading dimension ld is, in
+// the same memory, its transpose in column-major with the same ld; so the
+// row-major product C = op(A) op(B) is computed as the column-major product
+// C^T = op(B)^T op(A)^T, with B passed first. A row-major operand stored as
+// is (not transposed) is then read as-is (OP_N), a transposed one with OP_T.
+#include <cublas_v2.h>
+
+#include <mutex>
+#include <vector>
+
+#include "engine/cuda/cuda_utils.cuh"
+#include "engine/ops/copy/copy_kernels.h"
+#include "engine/ops/matmul/matmul_kernels.h"
+
+namespace engine {
+
+namespace {
+
+void cublas_check(cublasStatus_t status, const char* what) {
+  check(status == CUBLAS_STATUS_SUCCESS, "cuBLAS error in {}: {}", what, cublasGetStatusString(status));
+}
+
+// One handle per GPU, created on first use on that device and kept for the
+// life of the process; always bound to the current stream. The default math
+// mode keeps float32 GEMMs in full float32 (no TF32), like the CPU.
+cublasHandle_t cublas_handle(int device) {
+  static std::mutex mutex;
+  static std::vector<cublasHandle_t> handles(cuda_device_count(), nullptr);
+  std::lock_guard<std::mutex> lock(mutex);
+  check(device >= 0 && device < static_cast<int>(handles.size()), "cuBLAS: no GPU cuda:{}", device);
+  if (handles[device] == nullptr) cublas_check(cublasCreate(&handles[device]), "cublasCreate");
+  cublas_check(cublasSetStream(handles[device], current_stream()), "cublasSetStream");
+  return handles[device];
+}
+
+cublasOperation_t cublas_op(const GemmOperand& operand) { return operand.transposed ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+void gemm_cuda(const GemmOperand& a, const GemmOperand& b, const Tensor& c, int64_t batch, double alpha,
+               double beta) {
+  DeviceGuard guard(c);
+  const int64_t m = c.shape()[1], n = c.shape()[2], k = a.cols;
+  const int64_t c_stride = m * n;
+  dispatch_float(c.dtype(), "matmul", [&](auto tag) {
+    using T = decltype(tag);
+    T* pc = mutable_data_of<T>(c);
+    if (k == 0) {
+      // An empty inner dimension: C = beta C. cuBLAS would reject the leading
+      // dimensions of the empty operands, so do it here (beta is 0 in every caller).
+      check(beta == 0.0, "matmul: an empty inner dimension with beta != 0 is not supported on CUDA");
+      fill_kernel.get(c.device())(c, 0.0);
+      return;
+    }
+    const T alpha_t = static_cast<T>(alpha), beta_t = static_cast<T>(beta);
+    cublasHandle_t handle = cublas_handle(c.device().index);
+    // Column-major C^T [n, m] = op(B)^T [n, k] x op(A)^T [k, m], ldc = n.
+    if constexpr (std::is_same_v<T, float>) {
+      cublas_check(cublasSgemmStridedBatched_64(handle, cublas_op(b), cublas_op(a), n, m, k, &alpha_t,
+                                                data_of<T>(b.tensor), b.leading_dim, b.batch_stride,
+                                                data_of<T>(a.tensor), a.leading_dim, a.batch_stride, &beta_t, pc,
+                                                n, c_stride, batch),
+                   "cublasSgemmStridedBatched");
+    } else {
+      cublas_check(cublasDgemmStridedBatched_64(handle, cublas_op(b), cublas_op(a), n, m, k, &alpha_t,
+                                                data_of<T>(b.tensor), b.leading_dim, b.batch_stride,
+                                                data_of<T>(a.tensor), a.leading_dim, a.batch_stride, &beta_t, pc,
+                                                n, c_stride, batch),
+                   "cublasDgemmStridedBatched");
+    }
+  });
+}
+
+const bool registered = [] {
+  gemm_kernel.cuda = &gemm_cuda;
+  return true;
+}();
+
+}  // namespace
+
+}  // namespace engine
