@@ -86,8 +86,8 @@ void cuda_free(int index, void* ptr) {
 }
 
 void cuda_synchronize(int index) {
-  check_cuda(cudaSetDevice(index), "cudaSetDevice");
-  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  cuda_check(cudaSetDevice(index), "cudaSetDevice");
+  cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
