@@ -49,17 +49,19 @@ all: deps $(TOOLS) $(TEST_BIN)
 REQUIRED := cblas.h:libopenblas-dev fmt/format.h:libfmt-dev nlohmann/json.hpp:nlohmann-json3-dev \
             stb/stb_image.h:libstb-dev gtest/gtest.h:libgtest-dev gmock/gmock.h:libgmock-dev zlib.h:zlib1g-dev \
             jpeglib.h:libjpeg62-turbo-dev
+# Prints the Debian packages whose headers the compiler cannot find.
+MISSING_DEPS = for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair\#\#*:}; \
+	  echo "\#include <$$h>" | $(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) -E -x c++ - >/dev/null 2>&1 || printf ' %s' $$p; done
+
 deps:
-	@missing=""; for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair##*:}; \
-	  echo "#include <$$h>" | $(CXX) -E -x c++ - >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing="$$($(MISSING_DEPS))"; \
 	if [ -n "$$missing" ]; then echo "missing build dependencies:$$missing"; \
-	  echo "install them with: apt-get install -y$$missing"; exit 1; fi
+	  echo "install them with: make install-deps (or apt-get install -y$$missing)"; exit 1; fi
 
 # Installs what `deps` finds missing (Debian, as root), plus the Fashion-MNIST
 # package that the MLP demo and the learning test read.
 install-deps:
-	@missing=""; for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair##*:}; \
-	  echo "#include <$$h>" | $(CXX) -E -x c++ - >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing="$$($(MISSING_DEPS))"; \
 	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
 	command -v xz >/dev/null || missing="$$missing xz-utils"; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
