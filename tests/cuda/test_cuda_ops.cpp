@@ -85,8 +85,10 @@ class CudaOps : public ::testing::TestWithParam<DType> {
   Tensor uniform(const Shape& shape, double low = -1.0, double high = 1.0) {
     return Tensor::uniform(shape, rng_, low, high, dtype());
   }
-  void expect_same(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs) {
-    expect_gpu_matches_cpu(what, f, inputs, tolerance());
+  // scale > 1 widens the float32 tolerance where a gradient is a difference of
+  // row sums, so CPU and GPU summation orders differ by more than 1e-5.
+  void expect_same(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs, double scale = 1.0) {
+    expect_gpu_matches_cpu(what, f, inputs, dtype() == DType::F32 ? scale * tolerance() : tolerance());
   }
 
  private:
@@ -194,7 +196,8 @@ TEST_P(CudaOps, LayerNorm) {
   // 300 rows: several chunks of row partials for dweight / dbias.
   Tensor x = add(uniform({300, 192}), 3.0), w = uniform({192}), b = uniform({192});
   expect_same("affine", [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-5); }, {x, w, b});
-  expect_same("no affine", [](const auto& in) { return layer_norm(in[0], Tensor(), Tensor(), 1e-6); }, {x});
+  // Without an affine weight, dx is a small difference of row sums: measured 1.1e-5 relative.
+  expect_same("no affine", [](const auto& in) { return layer_norm(in[0], Tensor(), Tensor(), 1e-6); }, {x}, 4.0);
   expect_same("weight only, transposed input",
               [](const auto& in) { return layer_norm(transpose(in[0], 0, 1), in[1], Tensor(), 1e-5); },
               {uniform({5, 33}), uniform({5})});
