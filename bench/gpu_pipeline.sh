@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The pipeline on a GPU machine, for the numbers in bench/RESULTS.md: the
+# CIFAR-10 evaluation, the full sparsity analysis and the distillation job,
+# each timed. Expects ENGINE_SHARED_DIR (models/, data/) and a built tree;
+# writes logs and a tarball of the outputs into $1 (default runs/gpu).
+#   bench/gpu_pipeline.sh OUT [steps...]   steps: eval sparsity distill groupwise
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/gpu}
+shift || true
+steps=${*:-eval sparsity distill}
+shared=${ENGINE_SHARED_DIR:-../shared}
+mkdir -p "$out"
+
+for step in $steps; do
+  echo "==== $step"
+  start=$SECONDS
+  case $step in
+    eval)
+      ./eval_imagenet --model "$shared/models/vit-cifar10-tiny" --data "$shared/data/cifar10-jpeg.tar.xz" \
+        --subdir cifar10/test --device cuda --batch 500 --workers 8 --out "$out/eval_gpu.json" ;;
+    sparsity)
+      ./analyze_sparsity --model "$shared/models/vit-cifar10-tiny" --data "$shared/data/cifar10-jpeg.tar.xz" \
+        --subdir cifar10/test --device cuda --batch 500 --workers 8 --out "$out/sparsity" --overwrite ;;
+    distill)
+      ./train_distill configs/cifar10_full.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/distill" ;;
+    groupwise)
+      ./train_distill configs/cifar10_groupwise.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/groupwise" ;;
+  esac
+  echo "==== $step took $((SECONDS - start)) s (exit $?)"
+done
