@@ -3,7 +3,7 @@
 # CIFAR-10 evaluation, the full sparsity analysis and the distillation job,
 # each timed. Expects ENGINE_SHARED_DIR (models/, data/) and a built tree;
 # writes logs and a tarball of the outputs into $1 (default runs/gpu).
-#   bench/gpu_pipeline.sh OUT [steps...]   steps: eval sparsity distill groupwise
+#   bench/gpu_pipeline.sh OUT [steps...]   steps: eval sparsity distill distill_mamba groupwise
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu}
@@ -24,6 +24,8 @@ for step in $steps; do
         --subdir cifar10/test --device cuda --batch 500 --workers 8 --out "$out/sparsity" --overwrite ;;
     distill)
       ./train_distill configs/cifar10_full.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/distill" ;;
+    distill_mamba)
+      ./train_distill configs/cifar10_full.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/distill_mamba,student.mixer=mamba:d_state=16" ;;
     groupwise)
       ./train_distill configs/cifar10_groupwise.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/groupwise" ;;
   esac

@@ -1,0 +1,274 @@
+// The scan family on CUDA against the CPU reference: linear_scan,
+// selective_scan and depthwise_conv1d, both directions, float32 and float64,
+// forward outputs and the gradient of every input (backward of a random
+// weighted sum on each device), bit-identical results when the same CUDA
+// backward runs twice, and the sequential token mixers end to end.
+// Every test skips itself on a machine without a GPU (`make test-gpu` runs them).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/ops/ops.h"
+#include "layers/mixers/factory.h"
+#include "layers/module.h"
+#include "tests/expect_error.h"
+
+namespace engine {
+namespace {
+
+using Inputs = std::vector<Tensor>;
+using Op = std::function<Tensor(const Inputs&)>;
+
+// Per-element tolerance: |cuda - cpu| <= tol * (1 + |cpu| + 0.01 * max|cpu|).
+// The max term allows for sums of many terms (the reduced parameter
+// gradients), whose rounding scales with the largest terms, not the result.
+constexpr double kTolF64 = 1e-10;
+constexpr double kTolF32 = 1e-4;
+
+double tolerance(DType dtype) { return dtype == DType::F64 ? kTolF64 : kTolF32; }
+
+const char* dtype_label(DType dtype) { return dtype == DType::F64 ? "float64" : "float32"; }
+
+void expect_all_close(const Tensor& actual, const Tensor& expected, double tol, const std::string& what) {
+  ASSERT_TRUE(actual.defined()) << what << ": no value on cuda";
+  ASSERT_TRUE(expected.defined()) << what << ": no value on cpu";
+  ASSERT_EQ(actual.shape(), expected.shape()) << what;
+  EXPECT_TRUE(actual.device().is_cuda()) << what << " is on " << actual.device().str();
+  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  double max_abs = 0;
+  for (double v : e) max_abs = std::max(max_abs, std::abs(v));
+  int64_t bad = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double allowed = tol * (1.0 + std::abs(e[i]) + 0.01 * max_abs);
+    if (!(std::abs(a[i] - e[i]) <= allowed) && bad++ < 5) {
+      ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << e[i] << " (allowed " << allowed
+                    << ")";
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.size() << " elements differ";
+}
+
+void expect_bit_identical(const Tensor& first, const Tensor& second, const std::string& what) {
+  ASSERT_TRUE(first.defined() && second.defined()) << what;
+  EXPECT_TRUE(first.to_doubles() == second.to_doubles()) << what << " differs between two identical CUDA runs";
+}
+
+// A copy of a CPU leaf on the GPU, itself a leaf that requires grad.
+Tensor cuda_leaf(const Tensor& cpu) {
+  Tensor t = cpu.detach().to(Device::cuda());
+  t.set_requires_grad(true);
+  return t;
+}
+
+Inputs cuda_leaves(const Inputs& cpu) {
+  Inputs out;
+  for (const Tensor& t : cpu) out.push_back(t.defined() ? cuda_leaf(t) : Tensor());
+  return out;
+}
+
+// A leaf with values uniform in [low, high] (never all zero), in `dtype`.
+Tensor leaf(const Shape& shape, Rng& rng, double low, double high, DType dtype) {
+  Tensor t = Tensor::uniform(shape, rng, low, high, dtype);
+  t.set_requires_grad(true);
+  return t;
+}
+
+struct Result {
+  Tensor out;
+  Inputs grads;  // one per input (undefined for undefined inputs)
+};
+
+// op(inputs) and the gradients of sum(op(inputs) * weights), on the inputs' device.
+Result forward_backward(const Op& op, const Inputs& inputs, const Tensor& weights) {
+  for (const Tensor& t : inputs) {
+    if (t.defined()) t.zero_grad();
+  }
+  Tensor out = op(inputs);
+  sum(mul(out, weights.to(out.device()))).backward();
+  Result result{out.detach(), {}};
+  for (const Tensor& t : inputs) result.grads.push_back(t.defined() ? t.grad() : Tensor());
+  return result;
+}
+
+// Runs `op` on the CPU inputs and on copies on the GPU (twice there), and
+// checks the outputs and every gradient against the CPU, and the two GPU runs
+// against each other bit for bit.
+void compare_with_cpu(const Op& op, const Inputs& cpu_inputs, Rng& rng, const std::string& label) {
+  SCOPED_TRACE(label);
+  const DType dtype = cpu_inputs[0].dtype();
+  const double tol = tolerance(dtype);
+  Tensor weights;
+  {
+    NoGradGuard no_grad;
+    weights = Tensor::uniform(op(cpu_inputs).shape(), rng, -1.5, 1.5, dtype);
+  }
+  const Result cpu = forward_backward(op, cpu_inputs, weights);
+  const Inputs gpu_inputs = cuda_leaves(cpu_inputs);
+  const Result gpu = forward_backward(op, gpu_inputs, weights);
+  const Result again = forward_backward(op, gpu_inputs, weights);
+  expect_all_close(gpu.out, cpu.out, tol, label + " output");
+  expect_bit_identical(gpu.out, again.out, label + " output");
+  for (size_t i = 0; i < cpu_inputs.size(); ++i) {
+    if (!cpu_inputs[i].defined()) continue;
+    const std::string what = label + " gradient of input " + std::to_string(i);
+    expect_all_close(gpu.grads[i], cpu.grads[i], tol, what);
+    expect_bit_identical(gpu.grads[i], again.grads[i], what);
+  }
+}
+
+std::string describe(const char* op, const Shape& shape, DType dtype, bool reverse, const std::string& extra = "") {
+  return std::string(op) + " " + shape_str(shape) + " " + dtype_label(dtype) + (reverse ? " reverse" : " forward") +
+         extra;
+}
+
+// ---------------------------------------------------------------- linear_scan
+
+TEST(CudaScan, LinearScanMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(11);
+  // L = 1; shorter than the 32 lanes; a multiple of 32; 197 (ViT) over 33
+  // channels (more warps than one block); chunks of 32 steps per lane.
+  const std::vector<Shape> shapes = {{1, 1, 1}, {2, 1, 3}, {2, 7, 5}, {1, 64, 4}, {3, 197, 33}, {2, 1024, 3}};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Shape& shape : shapes) {
+      for (bool reverse : {false, true}) {
+        const Inputs in = {leaf(shape, rng, 0.02, 0.98, dtype), leaf(shape, rng, -1.0, 1.0, dtype)};
+        compare_with_cpu([reverse](const Inputs& v) { return linear_scan(v[0], v[1], reverse); }, in, rng,
+                         describe("linear_scan", shape, dtype, reverse));
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------- selective_scan
+
+// x, dt, A, Bm, Cm, D for [B, L, C] sequences with S states, in valid ranges
+// (dt positive, A negative).
+Inputs selective_inputs(const Shape& bcls, Rng& rng, DType dtype) {
+  const int64_t B = bcls[0], L = bcls[1], C = bcls[2], S = bcls[3];
+  return {leaf({B, L, C}, rng, -1.0, 1.0, dtype),  leaf({B, L, C}, rng, 0.05, 1.0, dtype),
+          leaf({C, S}, rng, -2.0, -0.1, dtype),    leaf({B, L, S}, rng, -1.0, 1.0, dtype),
+          leaf({B, L, S}, rng, -1.0, 1.0, dtype),  leaf({C}, rng, -1.0, 1.0, dtype)};
+}
+
+TEST(CudaScan, SelectiveScanMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(12);
+  // [B, L, C, S]: L = 1; one state; a warp and a half of channels; ViT's 197
+  // tokens with S = 16 and C not a multiple of 32; the 64-state kernel with
+  // S = 17 and S = 64 (L a perfect square: chunks of exactly sqrt(L)).
+  const std::vector<Shape> shapes = {{2, 1, 3, 2},    {1, 5, 4, 1},    {2, 7, 48, 4},
+                                     {2, 197, 40, 16}, {1, 33, 70, 17}, {1, 49, 5, 64}};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Shape& bcls : shapes) {
+      for (bool reverse : {false, true}) {
+        const Inputs in = selective_inputs(bcls, rng, dtype);
+        compare_with_cpu(
+            [reverse](const Inputs& v) { return selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], reverse); }, in,
+            rng, describe("selective_scan", bcls, dtype, reverse, " [B, L, C, S]"));
+      }
+    }
+  }
+}
+
+TEST(CudaScan, SelectiveScanRefusesLargeStates) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(13);
+  const Inputs in = cuda_leaves(selective_inputs({1, 4, 3, 65}, rng, DType::F32));
+  testing::expect_error_mentioning([&] { selective_scan(in[0], in[1], in[2], in[3], in[4], in[5], false); },
+                                   {"selective_scan", "S = 65", "64"});
+}
+
+// ----------------------------------------------------------- depthwise_conv1d
+
+TEST(CudaScan, DepthwiseConv1dMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(14);
+  struct Case {
+    Shape shape;
+    int64_t taps;
+    std::vector<int64_t> pads;
+  };
+  const std::vector<Case> cases = {{{2, 1, 3}, 4, {0, 3}},
+                                   {{2, 6, 5}, 3, {0, 1, 2}},
+                                   {{2, 197, 40}, 4, {3}},
+                                   {{3, 197, 33}, 7, {3, 6}}};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Case& cs : cases) {
+      for (int64_t pad : cs.pads) {
+        for (bool reverse : {false, true}) {
+          for (bool with_bias : {true, false}) {
+            const int64_t C = cs.shape[2];
+            const Inputs in = {leaf(cs.shape, rng, -1.0, 1.0, dtype), leaf({C, cs.taps}, rng, -1.0, 1.0, dtype),
+                               with_bias ? leaf({C}, rng, -1.0, 1.0, dtype) : Tensor()};
+            compare_with_cpu(
+                [pad, reverse](const Inputs& v) { return depthwise_conv1d(v[0], v[1], v[2], pad, reverse); }, in,
+                rng,
+                describe("depthwise_conv1d", cs.shape, dtype, reverse,
+                         " taps " + std::to_string(cs.taps) + " pad_left " + std::to_string(pad) +
+                             (with_bias ? " with bias" : " without bias")));
+          }
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------- mixers
+
+// A sequential mixer built twice from one seed, one copy moved to the GPU:
+// outputs, the input's gradient and every parameter's gradient must agree.
+// float32 is allowed more slack than the ops above: the mixers' matmuls may
+// run on tensor cores on the GPU.
+TEST(CudaMixers, SequenceMixersMatchCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  const std::vector<std::string> specs = {"gated_rnn", "gated_rnn:direction=forward", "mamba",
+                                          "mamba:direction=forward,d_state=16", "conv:conv_kernel=5",
+                                          "conv:conv_kernel=5,direction=forward"};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const std::string& spec : specs) {
+      SCOPED_TRACE(spec + " " + dtype_label(dtype));
+      auto build = [&] {
+        Rng init(3);
+        MixerSpec defaults;
+        defaults.heads = 4;
+        std::unique_ptr<TokenMixer> mixer = make_mixer(parse_mixer_spec(spec, defaults), 32, init);
+        mixer->visit("", [&](const std::string&, Tensor& p) {
+          p = p.detach().to(dtype);
+          p.set_requires_grad(true);
+        });
+        return mixer;
+      };
+      std::unique_ptr<TokenMixer> cpu = build(), gpu = build();
+      move_parameters([&](const ParamVisitor& fn) { gpu->visit("", fn); }, Device::cuda());
+
+      Rng rng(4);
+      const Inputs x_cpu = {leaf({2, 197, 32}, rng, -1.0, 1.0, dtype)};
+      const Inputs x_gpu = cuda_leaves(x_cpu);
+      const Tensor weights = Tensor::uniform({2, 197, 32}, rng, -1.5, 1.5, dtype);
+      auto run = [](TokenMixer* mixer) {
+        return [mixer](const Inputs& v) { return mixer->forward(v[0], ForwardContext{}, nullptr); };
+      };
+      const Result expected = forward_backward(run(cpu.get()), x_cpu, weights);
+      const Result actual = forward_backward(run(gpu.get()), x_gpu, weights);
+      const double tol = dtype == DType::F64 ? 1e-9 : 5e-3;
+      expect_all_close(actual.out, expected.out, tol, "output");
+      expect_all_close(actual.grads[0], expected.grads[0], tol, "gradient of x");
+      NamedTensors cpu_params, gpu_params;
+      cpu->visit("", [&](const std::string& name, Tensor& p) { cpu_params.emplace_back(name, p); });
+      gpu->visit("", [&](const std::string& name, Tensor& p) { gpu_params.emplace_back(name, p); });
+      ASSERT_EQ(cpu_params.size(), gpu_params.size());
+      for (size_t i = 0; i < cpu_params.size(); ++i) {
+        expect_all_close(gpu_params[i].second.grad(), cpu_params[i].second.grad(), tol,
+                         "gradient of " + cpu_params[i].first);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace engine
