@@ -132,7 +132,9 @@ TEST(CudaScan, LinearScanMatchesCpu) {
   Rng rng(11);
   // L = 1; shorter than the 32 lanes; a multiple of 32; 197 (ViT) over 33
   // channels (more warps than one block); chunks of 32 steps per lane.
-  const std::vector<Shape> shapes = {{1, 1, 1}, {2, 1, 3}, {2, 7, 5}, {1, 64, 4}, {3, 197, 33}, {2, 1024, 3}};
+  // The last shape has enough sequences (B x C) for the one-thread-per-sequence kernel.
+  const std::vector<Shape> shapes = {{1, 1, 1}, {2, 1, 3}, {2, 7, 5}, {1, 64, 4}, {3, 197, 33}, {2, 1024, 3},
+                                     {64, 9, 520}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool reverse : {false, true}) {

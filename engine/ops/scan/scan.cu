@@ -214,11 +214,38 @@ __global__ void linear_scan_warp_kernel(Rec rec, int64_t batch, int64_t length, 
   warp_linear_recurrence(rec, length);
 }
 
+// One thread per (batch, channel) sequence, sequential over time: consecutive
+// threads take consecutive channels, so each step of a warp is one coalesced
+// 128-byte load or store. With enough sequences to fill the GPU this moves
+// the fewest bytes; the warp-scan kernel above serves few, long sequences.
+template <typename Rec>
+__global__ void linear_scan_thread_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
+  const int64_t sequence = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (sequence >= batch * channels) return;
+  const int64_t n = sequence / channels, c = sequence % channels;
+  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
+  typename Rec::value_type state = 0;
+  for (int64_t j = 0; j < length; ++j) {
+    state = rec.coef(j) * state + rec.input(j);
+    rec.emit(j, state);
+  }
+}
+
+// Sequences from which one thread each keeps every SM busy (132 SMs x 256).
+constexpr int64_t kThreadScanMinSequences = 32768;
+constexpr int kThreadScanBlock = 256;
+
 template <typename Rec>
 void launch_linear_scan(Rec rec, const Tensor& a, bool reverse, const char* name) {
   const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
-  linear_scan_warp_kernel<Rec><<<blocks_for(batch * channels, kScanWarpsPerBlock), kScanWarpsPerBlock * kWarpSize>>>(
-      rec, batch, length, channels, reverse);
+  const int64_t sequences = batch * channels;
+  if (sequences >= kThreadScanMinSequences) {
+    linear_scan_thread_kernel<Rec><<<blocks_for(sequences, kThreadScanBlock), kThreadScanBlock>>>(
+        rec, batch, length, channels, reverse);
+  } else {
+    linear_scan_warp_kernel<Rec><<<blocks_for(sequences, kScanWarpsPerBlock), kScanWarpsPerBlock * kWarpSize>>>(
+        rec, batch, length, channels, reverse);
+  }
   check_launch(name);
 }
 
@@ -227,7 +254,7 @@ void linear_scan_cuda(const Tensor& a, const Tensor& b, const Tensor& h, bool re
   dispatch_float(a.dtype(), "linear_scan", [&](auto tag) {
     using T = decltype(tag);
     LinearForwardRec<T> rec{in_ptr<T>(a), in_ptr<T>(b), out_ptr<T>(h), {}};
-    launch_linear_scan(rec, a, reverse, "linear_scan_warp_kernel (forward)");
+    launch_linear_scan(rec, a, reverse, "linear_scan kernel (forward)");
   });
 }
 
@@ -237,7 +264,7 @@ void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g
   dispatch_float(a.dtype(), "linear_scan_backward", [&](auto tag) {
     using T = decltype(tag);
     LinearBackwardRec<T> rec{in_ptr<T>(a), in_ptr<T>(h), in_ptr<T>(g), out_ptr<T>(da), out_ptr<T>(db), {}};
-    launch_linear_scan(rec, a, reverse, "linear_scan_warp_kernel (backward)");
+    launch_linear_scan(rec, a, reverse, "linear_scan kernel (backward)");
   });
 }
 
