@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/scan/scan_kernels.h"
 
 namespace engine {
@@ -39,16 +40,12 @@ namespace {
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-void check_cuda(cudaError_t status, const char* what) {
-  check(status == cudaSuccess, "CUDA error in {}: {}", what, cudaGetErrorString(status));
-}
-
 // After every launch: a bad configuration or an earlier asynchronous fault
 // surfaces here, naming the kernel.
-void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+void check_launch(const char* kernel) { cuda_check(cudaGetLastError(), kernel); }
 
 // Kernels run on the device that holds the tensors.
-void use_device(const Tensor& t) { check_cuda(cudaSetDevice(t.device().index), "cudaSetDevice"); }
+void use_device(const Tensor& t) { cuda_check(cudaSetDevice(t.device().index), "cudaSetDevice"); }
 
 // Blocks of `threads` covering `items` (one item per thread).
 unsigned blocks_for(int64_t items, int64_t threads) {
