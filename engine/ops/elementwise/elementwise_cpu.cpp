@@ -2,74 +2,14 @@
 #include <cmath>
 
 #include "engine/ops/elementwise/elementwise_kernels.h"
+#include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/strided.h"
 
 namespace engine {
 
 namespace {
 
-template <typename T>
-T apply_binary(BinaryOp op, T a, T b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-  }
-  return T(0);
-}
-
-template <typename T>
-T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
-
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
-
-template <typename T>
-T apply_unary(UnaryOp op, T x) {
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Tanh: return std::tanh(x);
-    case UnaryOp::Sigmoid: return sigmoid(x);
-    case UnaryOp::Gelu: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));  // exact (erf) GELU
-    case UnaryOp::Silu: return x * sigmoid(x);
-    // log(1 + e^x) without overflow for large x.
-    case UnaryOp::Softplus: return x > T(20) ? x : std::log1p(std::exp(x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::Abs: return std::abs(x);
-    case UnaryOp::Reciprocal: return T(1) / x;
-  }
-  return T(0);
-}
-
-// d f(x) / dx, given x and y = f(x) (whichever is cheaper).
-template <typename T>
-T unary_derivative(UnaryOp op, T x, T y) {
-  switch (op) {
-    case UnaryOp::Neg: return T(-1);
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return T(1) / x;
-    case UnaryOp::Sqrt: return T(0.5) / y;
-    case UnaryOp::Tanh: return T(1) - y * y;
-    case UnaryOp::Sigmoid: return y * (T(1) - y);
-    case UnaryOp::Gelu:
-      return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-    case UnaryOp::Silu: {
-      T s = sigmoid(x);
-      return s * (T(1) + x * (T(1) - s));
-    }
-    case UnaryOp::Softplus: return sigmoid(x);
-    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
-    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-    case UnaryOp::Reciprocal: return -y * y;
-  }
-  return T(0);
-}
+using namespace elementwise_math;
 
 void binary_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   dispatch_float(out.dtype(), "binary", [&](auto tag) {
@@ -127,7 +67,7 @@ void scalar_cpu(ScalarOp op, const Tensor& x, double scalar, const Tensor& out) 
     const int64_t n = x.numel();
 #pragma omp parallel for if (n >= kParallelElements)
     for (int64_t i = 0; i < n; ++i) {
-      po[i] = op == ScalarOp::Add ? px[i] + s : op == ScalarOp::Mul ? px[i] * s : std::pow(px[i], s);
+      po[i] = apply_scalar(op, px[i], s);
     }
   });
 }

@@ -1,0 +1,102 @@
+// The elementwise formulas, shared by the CPU kernels (elementwise_cpu.cpp)
+// and the CUDA kernels (elementwise.cu) so that both compute the same function.
+// Math calls are unqualified: on the host the using-declarations below bring
+// in std's float and double overloads, on the device CUDA's.
+#pragma once
+#include <cmath>
+
+#include "engine/ops/elementwise/elementwise_kernels.h"
+
+#ifdef __CUDACC__
+#define ENGINE_HOST_DEVICE __host__ __device__
+#else
+#define ENGINE_HOST_DEVICE
+#endif
+
+namespace engine {
+namespace elementwise_math {
+
+using std::erf;
+using std::exp;
+using std::fabs;
+using std::log;
+using std::log1p;
+using std::pow;
+using std::sqrt;
+using std::tanh;
+
+template <typename T>
+ENGINE_HOST_DEVICE T apply_binary(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+  }
+  return T(0);
+}
+
+template <typename T>
+ENGINE_HOST_DEVICE T sigmoid(T x) {
+  return T(1) / (T(1) + exp(-x));
+}
+
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+template <typename T>
+ENGINE_HOST_DEVICE T apply_unary(UnaryOp op, T x) {
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return exp(x);
+    case UnaryOp::Log: return log(x);
+    case UnaryOp::Sqrt: return sqrt(x);
+    case UnaryOp::Tanh: return tanh(x);
+    case UnaryOp::Sigmoid: return sigmoid(x);
+    case UnaryOp::Gelu: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));  // exact (erf) GELU
+    case UnaryOp::Silu: return x * sigmoid(x);
+    case UnaryOp::Softplus: return x > T(20) ? x : log1p(exp(x));  // no overflow for large x
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Abs: return fabs(x);
+    case UnaryOp::Reciprocal: return T(1) / x;
+  }
+  return T(0);
+}
+
+// d f(x) / dx, given x and y = f(x).
+template <typename T>
+ENGINE_HOST_DEVICE T unary_derivative(UnaryOp op, T x, T y) {
+  switch (op) {
+    case UnaryOp::Neg: return T(-1);
+    case UnaryOp::Exp: return y;
+    case UnaryOp::Log: return T(1) / x;
+    case UnaryOp::Sqrt: return T(0.5) / y;
+    case UnaryOp::Tanh: return T(1) - y * y;
+    case UnaryOp::Sigmoid: return y * (T(1) - y);
+    case UnaryOp::Gelu:
+      return T(0.5) * (T(1) + erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp(T(-0.5) * x * x);
+    case UnaryOp::Silu: {
+      const T s = sigmoid(x);
+      return s * (T(1) + x * (T(1) - s));
+    }
+    case UnaryOp::Softplus: return sigmoid(x);
+    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
+    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    case UnaryOp::Reciprocal: return -y * y;
+  }
+  return T(0);
+}
+
+template <typename T>
+ENGINE_HOST_DEVICE T apply_scalar(ScalarOp op, T x, T s) {
+  switch (op) {
+    case ScalarOp::Add: return x + s;
+    case ScalarOp::Mul: return x * s;
+    case ScalarOp::Pow: return pow(x, s);
+  }
+  return T(0);
+}
+
+// a and b broadcast to out's shape by their strides; out contiguous.
+}  // namespace elementwise_math
+}  // namespace engine
