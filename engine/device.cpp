@@ -1,5 +1,6 @@
 #include "engine/device.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -66,6 +67,15 @@ void cuda_synchronize(int index);
 
 void device_synchronize(Device device) {
   if (device.is_cuda()) cuda_synchronize(device.index);
+}
+
+double cuda_time_ms(int index, const std::function<void()>& run);
+
+double device_time_ms(Device device, const std::function<void()>& run) {
+  if (device.is_cuda()) return cuda_time_ms(device.index, run);
+  const auto start = std::chrono::steady_clock::now();
+  run();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {

@@ -2,6 +2,7 @@
 // binary was built with nvcc (ENGINE_CUDA) and the machine has a GPU.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include <fmt/format.h>
@@ -36,6 +37,10 @@ void* device_alloc(Device device, size_t nbytes);
 void device_free(Device device, void* ptr);
 // Waits for all queued work on the device (no-op on the CPU); timing needs it.
 void device_synchronize(Device device);
+// Milliseconds that `run` takes on the device: CUDA events recorded around it
+// on the GPU's stream (the span holds only the queued work, no host waits),
+// a steady clock on the CPU. For benchmarks.
+double device_time_ms(Device device, const std::function<void()>& run);
 // Copies nbytes between any two devices (host<->device, device<->device).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 

@@ -127,4 +127,11 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
 // Checks that two shapes are equal, naming `what` in the error.
 void check_same_shape(const Tensor& a, const Tensor& b, const char* what);
 
+// Typed pointer to a tensor's first element on its device, nullptr for an
+// undefined tensor (an optional weight, an unwanted gradient): for kernels.
+template <typename T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
+}
+
 }  // namespace engine

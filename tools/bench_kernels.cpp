@@ -5,7 +5,6 @@
 // percentage of the ceiling measured first with a large device-to-device copy.
 // Covers the scan family today; the other families join with the CUDA issue.
 #include <algorithm>
-#include <chrono>
 #include <functional>
 
 #include "engine/autograd.h"
@@ -23,17 +22,15 @@ struct Timing {
   double ms = 0, bytes = 0;
 };
 
-// Median over `rounds` of the mean time of `repeats` back-to-back calls.
+// Median over `rounds` of the mean time of `repeats` back-to-back calls, each
+// round timed on the device (CUDA events on a GPU), after a warm-up.
 double median_ms(Device device, const std::function<void()>& run, int repeats, int rounds = 5) {
   for (int i = 0; i < 3; ++i) run();  // warm-up: module load, allocator, caches
   std::vector<double> times;
   for (int r = 0; r < rounds; ++r) {
-    device_synchronize(device);
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < repeats; ++i) run();
-    device_synchronize(device);
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() /
-                    repeats);
+    times.push_back(device_time_ms(device, [&] {
+      for (int i = 0; i < repeats; ++i) run();
+    }) / repeats);
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
@@ -100,6 +97,13 @@ int bench_main(int argc, char** argv) {
   rows.push_back({"depthwise_conv1d fwd", shape_str(in.x.shape()) + " K=4",
                   median_ms(device, [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); }, repeats),
                   2 * xc});
+
+  Tensor dx = empty({B, L, CS}), dw = empty({CS, 4}), dbias = empty({CS});
+  rows.push_back({"depthwise_conv1d bwd", shape_str(in.x.shape()) + " K=4",
+                  median_ms(device, [&] {
+                    depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false);
+                  }, repeats),
+                  3 * xc});
 
   nlohmann::json report = {{"device", device.str()}, {"ceiling_gbps", ceiling}, {"kernels", nlohmann::json::array()}};
   fmt::print("{:<28} {:<26} {:>10} {:>10} {:>8}\n", "kernel", "shape", "ms", "GB/s", "% copy");

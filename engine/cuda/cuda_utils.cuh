@@ -206,11 +206,6 @@ template <typename T>
 T* mutable_data_of(const Tensor& t) {
   return static_cast<T*>(t.raw_data());
 }
-// nullptr for an undefined tensor (an optional weight, an unwanted gradient).
-template <typename T>
-T* data_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
-}
 
 // ---------------------------------------------------------------- strided layouts
 

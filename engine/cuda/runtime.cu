@@ -90,6 +90,22 @@ void cuda_synchronize(int index) {
   cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
+double cuda_time_ms(int index, const std::function<void()>& run) {
+  cuda_check(cudaSetDevice(index), "cudaSetDevice");
+  cudaEvent_t start, stop;
+  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
+  cuda_check(cudaEventRecord(start, current_stream()), "cudaEventRecord");
+  run();
+  cuda_check(cudaEventRecord(stop, current_stream()), "cudaEventRecord");
+  cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms;
+}
+
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
     // Between two GPUs (explicit moves only): ordered after all work queued on either.

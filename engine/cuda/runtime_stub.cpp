@@ -10,6 +10,9 @@ int cuda_device_count() { return 0; }
 void* cuda_alloc(int, size_t) { fail("CUDA memory requested, but this binary was built without CUDA"); }
 void cuda_free(int, void*) {}
 void cuda_synchronize(int) {}
+double cuda_time_ms(int, const std::function<void()>&) {
+  fail("CUDA timing requested, but this binary was built without CUDA");
+}
 void cuda_copy(void*, Device, const void*, Device, size_t) {
   fail("CUDA copy requested, but this binary was built without CUDA");
 }

@@ -132,9 +132,10 @@ TEST(CudaScan, LinearScanMatchesCpu) {
   Rng rng(11);
   // L = 1; shorter than the 32 lanes; a multiple of 32; 197 (ViT) over 33
   // channels (more warps than one block); chunks of 32 steps per lane.
-  // The last shape has enough sequences (B x C) for the one-thread-per-sequence kernel.
-  const std::vector<Shape> shapes = {{1, 1, 1}, {2, 1, 3}, {2, 7, 5}, {1, 64, 4}, {3, 197, 33}, {2, 1024, 3},
-                                     {64, 9, 520}};
+  // The last three have enough sequences (B x C) for the thread-per-channel-group
+  // kernel, with groups of 4, 2 and 1 channels (C = 520, 1002, 999).
+  const std::vector<Shape> shapes = {{1, 1, 1},   {2, 1, 3},     {2, 7, 5},      {1, 64, 4},   {3, 197, 33},
+                                     {2, 1024, 3}, {64, 9, 520}, {33, 11, 1002}, {40, 13, 999}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool reverse : {false, true}) {
@@ -161,8 +162,9 @@ TEST(CudaScan, SelectiveScanMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(12);
   // [B, L, C, S]: L = 1; one state; a warp and a half of channels; ViT's 197
-  // tokens with S = 16 and C not a multiple of 32; the 64-state kernel with
-  // S = 17 and S = 64 (L a perfect square: chunks of exactly sqrt(L)).
+  // tokens with S = 16 and C not a multiple of 32; S = 17 and S = 64 (two and
+  // four passes of 16 states; L a perfect square: chunks of exactly sqrt(L));
+  // C = 70 leaves a whole warp of the last block past the channels.
   const std::vector<Shape> shapes = {{2, 1, 3, 2},    {1, 5, 4, 1},    {2, 7, 48, 4},
                                      {2, 197, 40, 16}, {1, 33, 70, 17}, {1, 49, 5, 64}};
   for (DType dtype : {DType::F32, DType::F64}) {
@@ -175,14 +177,6 @@ TEST(CudaScan, SelectiveScanMatchesCpu) {
       }
     }
   }
-}
-
-TEST(CudaScan, SelectiveScanRefusesLargeStates) {
-  if (cuda_device_count() == 0) GTEST_SKIP();
-  Rng rng(13);
-  const Inputs in = cuda_leaves(selective_inputs({1, 4, 3, 65}, rng, DType::F32));
-  testing::expect_error_mentioning([&] { selective_scan(in[0], in[1], in[2], in[3], in[4], in[5], false); },
-                                   {"selective_scan", "S = 65", "64"});
 }
 
 // ----------------------------------------------------------- depthwise_conv1d
@@ -198,6 +192,7 @@ TEST(CudaScan, DepthwiseConv1dMatchesCpu) {
   const std::vector<Case> cases = {{{2, 1, 3}, 4, {0, 3}},
                                    {{2, 6, 5}, 3, {0, 1, 2}},
                                    {{2, 197, 40}, 4, {3}},
+                                   {{2, 19, 6}, 4, {1, 3}},
                                    {{3, 197, 33}, 7, {3, 6}}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Case& cs : cases) {

@@ -11,11 +11,6 @@ namespace engine {
 
 namespace {
 
-template <typename T>
-T* data_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
-}
-
 void layer_norm_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
                             const Tensor& mean, const Tensor& rstd) {
   dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {

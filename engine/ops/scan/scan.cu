@@ -1,28 +1,33 @@
 // CUDA kernels of the scan family: the contracts are in scan_kernels.h and the
-// reference semantics in scan_cpu.cpp, which these kernels mirror operation
-// for operation (same summation orders where the CPU fixes one), so the two
-// devices agree to rounding. Tensors arrive contiguous, [batch, length,
-// channels]; element (n, t, c) is at (n * length + t) * channels + c.
+// reference semantics in scan_cpu.cpp, which these kernels mirror term for
+// term, so the two devices agree to rounding. Tensors arrive contiguous,
+// [batch, length, channels]; element (n, t, c) is at (n * length + t) * channels + c.
 //
-//   linear_scan          one warp per (batch, channel) sequence: the 32 lanes
-//                        split the sequence into contiguous chunks, each chunk
-//                        is an affine map (A, H), a shuffle scan over the lanes
-//                        gives every chunk its incoming state, and each lane
-//                        then replays its chunk from that carry. The backward
-//                        is the same warp scan run the other way on dL/dh.
-//   selective_scan       one thread per (batch, channel), walking the sequence
-//                        with its S states in registers (S <= 64). The backward
-//                        recomputes the states from checkpoints (see below) and
-//                        reduces the shared parameters' gradients through
-//                        partial sums added in a fixed order: no atomics, so
-//                        the results are bit-reproducible.
-//   depthwise_conv1d     one thread per output element; dweight and dbias via
-//                        per-batch partial sums, reduced in a fixed order.
+// All three families are memory-bound streams over [B, L, C] whose inner
+// dimension (channels) is contiguous, so every kernel gives consecutive
+// threads consecutive channels (a warp's access to one time step is one
+// contiguous run) and keeps the sequential dependency inside a thread:
 //
-// Launch and error helpers are local to this file (the shared CUDA header may
-// replace them later). Everything runs on the legacy default stream, so the
-// scratch tensors freed when a host function returns are only reused by work
-// queued after these kernels.
+//   linear_scan          one thread per V neighbouring channels (V = 4 floats:
+//                        one 16-byte access each), walking time in tiles of
+//                        kTile steps whose loads are all issued before any is
+//                        used, so a thread keeps kTile loads in flight. When
+//                        there are too few sequences to fill the GPU, one warp
+//                        per sequence instead: lanes take contiguous chunks of
+//                        time, chained by a shuffle scan of affine maps.
+//   selective_scan       one thread per (batch, channel) with 16 states in
+//                        registers (one pass per 16 states when S is larger);
+//                        a block shares one batch row, so the tile's
+//                        Bm and Cm rows are staged once in shared memory. The
+//                        forward splits a channel's states over 4 lanes. The
+//                        backward recomputes the states (from checkpoints every
+//                        tile, replaying each tile into a shared-memory
+//                        window) and reduces dBm and dCm over the warp's channels
+//                        with a transposing butterfly; no atomics anywhere, so the
+//                        results are bit-reproducible.
+//   depthwise_conv1d     one thread per (V channels, tile of kTile outputs); dx
+//                        is the same kernel with the taps flipped; dweight and
+//                        dbias via per-batch partial sums, reduced in a fixed order.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -39,36 +44,16 @@ namespace {
 
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kTile = 8;  // time steps whose loads a thread issues together
 
-// After every launch: a bad configuration or an earlier asynchronous fault
-// surfaces here, naming the kernel.
-void check_launch(const char* kernel) { cuda_check(cudaGetLastError(), kernel); }
-
-// Kernels run on the device that holds the tensors.
-void use_device(const Tensor& t) { cuda_check(cudaSetDevice(t.device().index), "cudaSetDevice"); }
-
-// Blocks of `threads` covering `items` (one item per thread).
 unsigned blocks_for(int64_t items, int64_t threads) {
   const int64_t blocks = (items + threads - 1) / threads;
   check(blocks >= 1 && blocks <= INT32_MAX, "scan (cuda): {} items is beyond one launch", items);
   return static_cast<unsigned>(blocks);
 }
 
-// For grid-stride loops: enough blocks to fill the GPU, never more than needed.
-unsigned grid_stride_blocks(int64_t items, int64_t threads) {
-  return static_cast<unsigned>(std::min<int64_t>((items + threads - 1) / threads, int64_t{1} << 16));
-}
-
-template <typename T>
-const T* in_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.raw_data()) : nullptr;
-}
-template <typename T>
-T* out_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
-}
-
-// Scratch memory on the tensors' device, freed with the returned Tensor.
+// Scratch memory on the tensors' device, freed with the returned Tensor (the
+// caching allocator only reuses it for work queued after these kernels).
 Tensor scratch(int64_t elements, const Tensor& like) { return Tensor::empty({elements}, like.dtype(), like.device()); }
 
 // SequenceOrder::at for device code.
@@ -76,25 +61,82 @@ __device__ __forceinline__ int64_t time_at(int64_t step, int64_t length, bool re
   return reverse ? length - 1 - step : step;
 }
 
-__device__ __forceinline__ float exp_of(float v) { return expf(v); }
-__device__ __forceinline__ double exp_of(double v) { return exp(v); }
+// V consecutive elements moved as one aligned vector access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
 
-// Sum over the 32 lanes of a warp (butterfly: every lane ends with the same
-// value, and the order of additions is fixed, so the result is reproducible).
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> zero_pack() {
+  Pack<T, V> p;
 #pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
+  for (int i = 0; i < V; ++i) p.v[i] = T(0);
+  return p;
+}
+
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load_pack(const T* at) {
+  return *reinterpret_cast<const Pack<T, V>*>(at);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_pack(T* at, const Pack<T, V>& p) {
+  *reinterpret_cast<Pack<T, V>*>(at) = p;
+}
+
+// The widest pack (4, 2 or 1 elements) that divides the channels and keeps
+// every (defined) tensor's rows aligned for it.
+template <typename T>
+int pack_width(int64_t channels, std::initializer_list<const Tensor*> tensors) {
+  for (int width : {4, 2}) {
+    bool aligned = channels % width == 0;
+    for (const Tensor* t : tensors) {
+      aligned = aligned && (!t->defined() || reinterpret_cast<uintptr_t>(t->raw_data()) % (sizeof(T) * width) == 0);
+    }
+    if (aligned) return width;
+  }
+  return 1;
+}
+
+// Calls body(std::integral_constant<int, V>{}) for V = width (4, 2 or 1).
+// float64 (gradient checks, not speed) always runs unpacked, which halves
+// the instantiations to compile.
+template <typename T, typename Body>
+void with_pack_width(int width, const Body& body) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (width == 4) return body(std::integral_constant<int, 4>{});
+    if (width == 2) return body(std::integral_constant<int, 2>{});
+  }
+  body(std::integral_constant<int, 1>{});
+}
+
+// Sums 32 values per lane over the 32 lanes at once: afterwards lane i holds
+// the total of value i. Each round, lanes pair up across `offset`; one keeps
+// the upper half of its values, the other the lower half, and each adds what
+// its partner sends of the half it keeps. Five rounds cost 16 + 8 + 4 + 2 + 1
+// shuffles instead of 32 x 5 for separate warp sums; the order is fixed.
+template <typename T>
+__device__ __forceinline__ T warp_sum_transposed(T (&v)[kWarpSize]) {
+  const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+  for (int half = kWarpSize / 2; half > 0; half /= 2) {
+    const bool upper = lane & half;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const T keep = upper ? v[i + half] : v[i];
+      const T send = upper ? v[i] : v[i + half];
+      v[i] = keep + __shfl_xor_sync(kFullMask, send, half);
+    }
+  }
+  return v[0];
 }
 
 // out[m * n + i] = sum of part[(m * rows + r) * n + i] over r = 0..rows-1,
 // added in that order (the deterministic second stage of every reduction).
 template <typename T>
 __global__ void sum_rows_kernel(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
-  const int64_t total = batches * n;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t idx : grid_stride(batches * n)) {
     const int64_t m = idx / n, i = idx % n;
     T acc = T(0);
     for (int64_t r = 0; r < rows; ++r) acc += part[(m * rows + r) * n + i];
@@ -104,36 +146,138 @@ __global__ void sum_rows_kernel(const T* part, int64_t batches, int64_t rows, in
 
 template <typename T>
 void sum_rows(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
-  constexpr int threads = 256;
-  sum_rows_kernel<T><<<grid_stride_blocks(batches * n, threads), threads>>>(part, batches, rows, n, out);
-  check_launch("scan sum_rows_kernel");
+  launch_1d(batches * n, sum_rows_kernel<T>, part, batches, rows, n, out);
 }
 
 // -------------------------------------------------------------- linear_scan
 
-// One warp runs the recurrence state_j = coef(j) * state_{j-1} + input(j),
-// state_{-1} = 0, over steps j = 0..length-1 and hands each state to
-// rec.emit(j, state). Lane i owns the contiguous steps [i * chunk, (i + 1) * chunk).
-//
-// A chunk maps its incoming state s to A * s + H (A the product of its coefs,
-// H its result from a zero state). Composing chunk 1 then chunk 2 gives
-// (A2 * A1, A2 * H1 + H2), an associative operator, so an inclusive shuffle
-// scan over the lanes gives, at lane i, the state after chunk i; lane i's
-// incoming state (the carry) is lane i-1's. Each lane then replays its chunk
-// from the carry, the same sequential recurrence as the CPU, and emits the
-// states. The state never leaves registers; the inputs are read twice.
+// Where a group of V channels of batch n keeps scan step k: at the first
+// step's offset plus k strides (negative strides for a reverse scan).
+struct SequenceView {
+  int64_t first, step_stride, length;
+  __device__ SequenceView(int64_t base, int64_t stride, int64_t length, bool reverse)
+      : first(base + (reverse ? (length - 1) * stride : 0)), step_stride(reverse ? -stride : stride),
+        length(length) {}
+  SequenceView() = default;
+  __device__ int64_t at_step(int64_t k) const { return first + k * step_stride; }
+};
+
+// A recurrence state_j = coef(j) * state_{j-1} + input(j), state_{-1} = 0,
+// over steps j = 0..length-1, vectorised over V channels. load(j) fetches
+// everything step j needs (so a tile's loads can be issued together) and
+// emit(j, state, loaded) writes its results.
+
+// Forward: step j is scan step j: h = a * h_prev + b.
+template <typename T, int V>
+struct LinearForwardRec {
+  using value_type = T;
+  static constexpr int width = V;
+  struct Loaded {
+    Pack<T, V> coef, input;
+  };
+  const T* a;
+  const T* b;
+  T* h;
+  SequenceView seq;
+  __device__ Loaded load(int64_t j) const {
+    const int64_t at = seq.at_step(j);
+    return {load_pack<T, V>(a + at), load_pack<T, V>(b + at)};
+  }
+  __device__ void emit(int64_t j, const Pack<T, V>& state, const Loaded&) const {
+    store_pack(h + seq.at_step(j), state);
+  }
+};
+
+// Backward: step j is scan step k = L-1-j, and the state is dL/dh_k =
+// g_k + a_{k+1} dL/dh_{k+1} (no a_{k+1} for the last scan step: its coef
+// multiplies the zero initial state, 0 keeps that exact). Emits db_k = dh_k
+// and da_k = dh_k * h_{k-1} (h_{-1} = 0), h being the forward output.
+template <typename T, int V>
+struct LinearBackwardRec {
+  using value_type = T;
+  static constexpr int width = V;
+  struct Loaded {
+    Pack<T, V> coef, input, h_prev;
+  };
+  const T* a;
+  const T* h;
+  const T* g;
+  T* da;
+  T* db;
+  SequenceView seq;
+  __device__ Loaded load(int64_t j) const {
+    const int64_t k = seq.length - 1 - j;
+    return {k + 1 < seq.length ? load_pack<T, V>(a + seq.at_step(k + 1)) : zero_pack<T, V>(),
+            load_pack<T, V>(g + seq.at_step(k)), k > 0 ? load_pack<T, V>(h + seq.at_step(k - 1)) : zero_pack<T, V>()};
+  }
+  __device__ void emit(int64_t j, const Pack<T, V>& dh, const Loaded& in) const {
+    const int64_t at = seq.at_step(seq.length - 1 - j);
+    Pack<T, V> grad_a;
+#pragma unroll
+    for (int i = 0; i < V; ++i) grad_a.v[i] = dh.v[i] * in.h_prev.v[i];
+    store_pack(db + at, dh);
+    store_pack(da + at, grad_a);
+  }
+};
+
+template <typename T, int V>
+__device__ __forceinline__ void recurrence_step(Pack<T, V>& state, const Pack<T, V>& coef, const Pack<T, V>& input) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) state.v[i] = coef.v[i] * state.v[i] + input.v[i];
+}
+
+// One thread per group of V channels of one batch row; consecutive threads
+// take consecutive groups. Time goes in tiles: the tile's loads first, then
+// the dependent chain, then the stores.
 template <typename Rec>
-__device__ void warp_linear_recurrence(const Rec& rec, int64_t length) {
+__global__ void linear_scan_thread_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
   using T = typename Rec::value_type;
+  constexpr int V = Rec::width;
+  const int64_t groups = channels / V, group = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (group >= batch * groups) return;
+  const int64_t n = group / groups, c = group % groups * V;
+  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
+  Pack<T, V> state = zero_pack<T, V>();
+  for (int64_t j0 = 0; j0 < length; j0 += kTile) {
+    typename Rec::Loaded tile[kTile];
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+      if (j0 + u < length) tile[u] = rec.load(j0 + u);
+    }
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+      if (j0 + u < length) {
+        recurrence_step(state, tile[u].coef, tile[u].input);
+        rec.emit(j0 + u, state, tile[u]);
+      }
+    }
+  }
+}
+
+// One warp per (batch, channel) sequence, for few, long sequences. Lane i owns
+// the contiguous steps [i * chunk, (i + 1) * chunk). A chunk maps its incoming
+// state s to A * s + H (A the product of its coefs, H its result from a zero
+// state); composing chunk 1 then chunk 2 gives (A2 * A1, A2 * H1 + H2), an
+// associative operator, so an inclusive shuffle scan over the lanes gives
+// lane i the state after chunk i, and lane i's carry is lane i-1's. Each lane
+// then replays its chunk from the carry (the CPU's recurrence) and emits.
+template <typename Rec>
+__global__ void linear_scan_warp_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
+  using T = typename Rec::value_type;
+  const int64_t warps_per_block = blockDim.x / kWarpSize;
+  const int64_t sequence = blockIdx.x * warps_per_block + threadIdx.x / kWarpSize;
+  if (sequence >= batch * channels) return;  // the whole warp leaves together
+  const int64_t n = sequence / channels, c = sequence % channels;
+  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
+
   const int lane = threadIdx.x % kWarpSize;
   const int64_t chunk = (length + kWarpSize - 1) / kWarpSize;
   const int64_t begin = std::min(length, lane * chunk), end = std::min(length, begin + chunk);
-
   T A = T(1), H = T(0);  // empty chunks (short sequences) are the identity map
   for (int64_t j = begin; j < end; ++j) {
-    const T coef = rec.coef(j);
-    A = coef * A;
-    H = coef * H + rec.input(j);
+    const auto in = rec.load(j);
+    A = in.coef.v[0] * A;
+    H = in.coef.v[0] * H + in.input.v[0];
   }
 #pragma unroll
   for (int offset = 1; offset < kWarpSize; offset *= 2) {
@@ -144,434 +288,554 @@ __device__ void warp_linear_recurrence(const Rec& rec, int64_t length) {
       A = A * A_before;
     }
   }
-  T state = __shfl_up_sync(kFullMask, H, 1);
-  if (lane == 0) state = T(0);
+  Pack<T, 1> state{__shfl_up_sync(kFullMask, H, 1)};
+  if (lane == 0) state.v[0] = T(0);
   for (int64_t j = begin; j < end; ++j) {
-    state = rec.coef(j) * state + rec.input(j);
-    rec.emit(j, state);
+    const auto in = rec.load(j);
+    recurrence_step(state, in.coef, in.input);
+    rec.emit(j, state, in);
   }
 }
 
-// Where sequence (n, c) keeps time t: base + t * stride, base = n * L * C + c.
-struct SequenceView {
-  int64_t base, stride, length;
-  bool reverse;
-  __device__ int64_t at_step(int64_t k) const { return base + time_at(k, length, reverse) * stride; }
-};
-
-// Forward: recurrence step j is scan step j: h = a * h_prev + b.
-template <typename T>
-struct LinearForwardRec {
-  using value_type = T;
-  const T* a;
-  const T* b;
-  T* h;
-  SequenceView seq;
-  __device__ T coef(int64_t j) const { return a[seq.at_step(j)]; }
-  __device__ T input(int64_t j) const { return b[seq.at_step(j)]; }
-  __device__ void emit(int64_t j, T state) const { h[seq.at_step(j)] = state; }
-};
-
-// Backward: recurrence step j is scan step k = L-1-j, and the state is
-// dL/dh_k = g_k + a_{k+1} dL/dh_{k+1} (no a_{k+1} for the last scan step: its
-// coef multiplies the zero initial state, 0 keeps that exact). Emits
-// db_k = dh_k and da_k = dh_k * h_{k-1} (h_{-1} = 0), h being the forward output.
-template <typename T>
-struct LinearBackwardRec {
-  using value_type = T;
-  const T* a;
-  const T* h;
-  const T* g;
-  T* da;
-  T* db;
-  SequenceView seq;
-  __device__ int64_t step_of(int64_t j) const { return seq.length - 1 - j; }
-  __device__ T coef(int64_t j) const {
-    const int64_t k = step_of(j);
-    return k + 1 < seq.length ? a[seq.at_step(k + 1)] : T(0);
-  }
-  __device__ T input(int64_t j) const { return g[seq.at_step(step_of(j))]; }
-  __device__ void emit(int64_t j, T dh) const {
-    const int64_t k = step_of(j), at = seq.at_step(k);
-    db[at] = dh;
-    da[at] = k > 0 ? dh * h[seq.at_step(k - 1)] : T(0);
-  }
-};
-
-constexpr int kScanWarpsPerBlock = 8;  // 8 neighbouring channels per block share cache lines
-
-// One warp per (batch, channel) sequence; consecutive warps take consecutive
-// channels, so the strided loads of a block's warps fall in the same sectors.
-template <typename Rec>
-__global__ void linear_scan_warp_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
-  const int64_t sequence = blockIdx.x * static_cast<int64_t>(kScanWarpsPerBlock) + threadIdx.x / kWarpSize;
-  if (sequence >= batch * channels) return;  // the whole warp leaves together
-  const int64_t n = sequence / channels, c = sequence % channels;
-  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
-  warp_linear_recurrence(rec, length);
-}
-
-// One thread per (batch, channel) sequence, sequential over time: consecutive
-// threads take consecutive channels, so each step of a warp is one coalesced
-// 128-byte load or store. With enough sequences to fill the GPU this moves
-// the fewest bytes; the warp-scan kernel above serves few, long sequences.
-template <typename Rec>
-__global__ void linear_scan_thread_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
-  const int64_t sequence = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (sequence >= batch * channels) return;
-  const int64_t n = sequence / channels, c = sequence % channels;
-  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
-  typename Rec::value_type state = 0;
-  for (int64_t j = 0; j < length; ++j) {
-    state = rec.coef(j) * state + rec.input(j);
-    rec.emit(j, state);
-  }
-}
-
-// Sequences from which one thread each keeps every SM busy (132 SMs x 256).
+// Sequences from which one thread per channel group keeps every SM busy.
 constexpr int64_t kThreadScanMinSequences = 32768;
 constexpr int kThreadScanBlock = 256;
+constexpr int kWarpScanWarpsPerBlock = 8;
 
-template <typename Rec>
-void launch_linear_scan(Rec rec, const Tensor& a, bool reverse, const char* name) {
+// make_rec(std::integral_constant<int, V>) builds the recurrence for packs of V.
+template <typename T, typename MakeRec>
+void launch_linear_scan(const Tensor& a, int width, bool reverse, const MakeRec& make_rec) {
   const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
-  const int64_t sequences = batch * channels;
-  if (sequences >= kThreadScanMinSequences) {
-    linear_scan_thread_kernel<Rec><<<blocks_for(sequences, kThreadScanBlock), kThreadScanBlock>>>(
-        rec, batch, length, channels, reverse);
-  } else {
-    linear_scan_warp_kernel<Rec><<<blocks_for(sequences, kScanWarpsPerBlock), kScanWarpsPerBlock * kWarpSize>>>(
-        rec, batch, length, channels, reverse);
+  if (batch * channels < kThreadScanMinSequences) {
+    auto rec = make_rec(std::integral_constant<int, 1>{});
+    linear_scan_warp_kernel<<<blocks_for(batch * channels, kWarpScanWarpsPerBlock),
+                              kWarpScanWarpsPerBlock * kWarpSize, 0, current_stream()>>>(rec, batch, length,
+                                                                                          channels, reverse);
+    CUDA_CHECK_LAUNCH();
+    return;
   }
-  check_launch(name);
+  with_pack_width<T>(width, [&](auto V) {
+    auto rec = make_rec(V);
+    linear_scan_thread_kernel<<<blocks_for(batch * channels / V, kThreadScanBlock), kThreadScanBlock, 0,
+                                current_stream()>>>(rec, batch, length, channels, reverse);
+    CUDA_CHECK_LAUNCH();
+  });
 }
 
 void linear_scan_cuda(const Tensor& a, const Tensor& b, const Tensor& h, bool reverse) {
-  use_device(a);
+  DeviceGuard guard(a);
   dispatch_float(a.dtype(), "linear_scan", [&](auto tag) {
     using T = decltype(tag);
-    LinearForwardRec<T> rec{in_ptr<T>(a), in_ptr<T>(b), out_ptr<T>(h), {}};
-    launch_linear_scan(rec, a, reverse, "linear_scan kernel (forward)");
+    const int width = pack_width<T>(a.shape()[2], {&a, &b, &h});
+    launch_linear_scan<T>(a, width, reverse, [&](auto V) {
+      return LinearForwardRec<T, decltype(V)::value>{data_or_null<const T>(a), data_or_null<const T>(b), data_or_null<T>(h), {}};
+    });
   });
 }
 
 void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g, const Tensor& da, const Tensor& db,
                                bool reverse) {
-  use_device(a);
+  DeviceGuard guard(a);
   dispatch_float(a.dtype(), "linear_scan_backward", [&](auto tag) {
     using T = decltype(tag);
-    LinearBackwardRec<T> rec{in_ptr<T>(a), in_ptr<T>(h), in_ptr<T>(g), out_ptr<T>(da), out_ptr<T>(db), {}};
-    launch_linear_scan(rec, a, reverse, "linear_scan kernel (backward)");
+    const int width = pack_width<T>(a.shape()[2], {&a, &h, &g, &da, &db});
+    launch_linear_scan<T>(a, width, reverse, [&](auto V) {
+      return LinearBackwardRec<T, decltype(V)::value>{data_or_null<const T>(a), data_or_null<const T>(h), data_or_null<const T>(g),
+                                     data_or_null<T>(da),      data_or_null<T>(db),      {}};
+    });
   });
 }
 
 // ----------------------------------------------------------- selective_scan
+
+// exp(dt A) as the kernels compute it. float: the hardware's base-2
+// exponential (one MUFU.EX2, relative error ~2^-22) of dt * (A log2 e), with
+// A scaled once per thread; this instruction is the forward's critical
+// resource. double: exp itself, as the CPU.
+__device__ __forceinline__ float decay_exponent_scale(float a) { return a * 1.4426950408889634f; }
+__device__ __forceinline__ double decay_exponent_scale(double a) { return a; }
+__device__ __forceinline__ float decay_of(float step, float scaled_a) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(step * scaled_a));
+  return r;
+}
+__device__ __forceinline__ double decay_of(double step, double scaled_a) { return exp(step * scaled_a); }
+
+// A thread keeps a group of kStateGroup states in registers; larger state
+// sizes run one pass per group (the passes add into the outputs).
+constexpr int kStateGroup = 16;
 
 template <typename T>
 struct SelectiveArgs {
   const T *x, *dt, *A, *Bm, *Cm, *D;
   int64_t batch, length, channels, state;
   bool reverse;
+  int64_t group_begin = 0;  // this pass's states: [group_begin, group_begin + group_size())
 
+  __device__ int group_size() const { return static_cast<int>(std::min<int64_t>(kStateGroup, state - group_begin)); }
+  __device__ bool first_group() const { return group_begin == 0; }
   __device__ int64_t time(int64_t k) const { return time_at(k, length, reverse); }
   __device__ int64_t seq_index(int64_t n, int64_t t, int64_t c) const { return (n * length + t) * channels + c; }
-  __device__ int64_t state_row(int64_t n, int64_t t) const { return (n * length + t) * state; }
+  // Element s of this pass's group in the [.., S] row of (n, t), or of channel c of A.
+  __device__ int64_t state_at(int64_t n, int64_t t, int s) const { return (n * length + t) * state + group_begin + s; }
+  __device__ int64_t a_at(int64_t c, int s) const { return c * state + group_begin + s; }
 };
 
 template <typename T>
 SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
-  return {in_ptr<T>(in.x), in_ptr<T>(in.dt), in_ptr<T>(in.A), in_ptr<T>(in.Bm), in_ptr<T>(in.Cm), in_ptr<T>(in.D),
-          in.x.shape()[0], in.x.shape()[1], in.x.shape()[2], in.A.shape()[1], reverse};
+  return {data_or_null<const T>(in.x),  data_or_null<const T>(in.dt), data_or_null<const T>(in.A),
+          data_or_null<const T>(in.Bm), data_or_null<const T>(in.Cm), data_or_null<const T>(in.D),
+          in.x.shape()[0],              in.x.shape()[1],              in.x.shape()[2],
+          in.A.shape()[1],              reverse};
 }
 
-// Scan step k of (n, c): h = exp(dt A) * h + dt x Bm (h = dt x Bm at k = 0),
-// exactly as SelectiveScanCpu::advance. h holds MaxS registers, of which the
-// first `state` are live; the loops are unrolled over MaxS so that h is
-// indexed by constants and stays in registers.
-template <typename T, int MaxS>
-__device__ __forceinline__ void selective_advance(const SelectiveArgs<T>& p, int64_t n, int64_t c, int64_t k,
-                                                  T (&h)[MaxS]) {
-  const int64_t t = p.time(k), i = p.seq_index(n, t, c);
-  const T step = p.dt[i], input = step * p.x[i];
-  const T* a = p.A + c * p.state;
-  const T* bt = p.Bm + p.state_row(n, t);
+// The per-channel values of kTile consecutive steps (zero past the sequence
+// or past the channels), loaded together so the loads overlap.
+template <typename T>
+struct ChannelTile {
+  T x[kTile], dt[kTile];
+  __device__ void load(const SelectiveArgs<T>& p, int64_t n, int64_t c, int64_t k0, bool valid) {
 #pragma unroll
-  for (int s = 0; s < MaxS; ++s) {
-    if (s < p.state) h[s] = (k > 0 ? exp_of(step * a[s]) * h[s] : T(0)) + input * bt[s];
+    for (int u = 0; u < kTile; ++u) {
+      const bool live = valid && k0 + u < p.length;
+      const int64_t i = live ? p.seq_index(n, p.time(k0 + u), c) : 0;
+      x[u] = live ? p.x[i] : T(0);
+      dt[u] = live ? p.dt[i] : T(0);
+    }
+  }
+};
+
+// Blocks of the selective kernels have at least this many threads.
+constexpr int kMinSelectiveThreads = 64;
+
+// What one thread fetches of a tile of kTile steps of batch n: its channel's x
+// and dt, and its share of the group's Bm and Cm rows (which the whole block
+// shares). Fetching the next tile before computing the current one keeps the
+// loads in flight during the compute, across the block's barriers.
+template <typename T>
+struct TileFetch {
+  static constexpr int kRowShare = kTile * kStateGroup / kMinSelectiveThreads;
+  ChannelTile<T> channel;
+  T b[kRowShare], c[kRowShare];
+
+  __device__ void fetch(const SelectiveArgs<T>& p, int64_t n, int64_t ch, int64_t k0, bool valid) {
+    channel.load(p, n, ch, k0, valid);
+#pragma unroll
+    for (int r = 0; r < kRowShare; ++r) {
+      const int i = threadIdx.x + r * blockDim.x, u = i / kStateGroup, s = i % kStateGroup;
+      const bool live = i < kTile * kStateGroup && k0 + u < p.length && s < p.group_size();
+      const int64_t at = live ? p.state_at(n, p.time(k0 + u), s) : 0;
+      b[r] = live ? p.Bm[at] : T(0);
+      c[r] = live ? p.Cm[at] : T(0);
+    }
+  }
+};
+
+// The group's Bm and Cm rows of the current tile in shared memory (rows past
+// the sequence and states past the group are zero).
+template <typename T>
+struct StateRowsTile {
+  T b[kTile][kStateGroup], c[kTile][kStateGroup];
+
+  __device__ void store(const TileFetch<T>& fetched) {
+    __syncthreads();  // everyone is done with the previous tile
+#pragma unroll
+    for (int r = 0; r < TileFetch<T>::kRowShare; ++r) {
+      const int i = threadIdx.x + r * blockDim.x;
+      if (i < kTile * kStateGroup) {
+        b[i / kStateGroup][i % kStateGroup] = fetched.b[r];
+        c[i / kStateGroup][i % kStateGroup] = fetched.c[r];
+      }
+    }
+    __syncthreads();
+  }
+};
+
+// One scan step for one channel over N of its states: h = exp(dt A) * h +
+// dt x Bm, with no decay term at the first step (the state starts at zero),
+// as SelectiveScanCpu::advance. b_row points at the first of the N states;
+// only the first `live` are real.
+template <typename T, int N>
+__device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N], const T* b_row, T step, T x,
+                                               bool first, int live) {
+  const T input = step * x;
+#pragma unroll
+  for (int s = 0; s < N; ++s) {
+    if (s < live) h[s] = (first ? T(0) : decay_of(step, scaled_a[s]) * h[s]) + input * b_row[s];
   }
 }
 
-// One thread per (batch, channel), consecutive threads on consecutive
-// channels (coalesced x, dt, y; Bm and Cm rows are broadcast to the warp).
-template <typename T, int MaxS>
-__global__ void selective_forward_kernel(SelectiveArgs<T> p, T* y) {
-  const int64_t task = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (task >= p.batch * p.channels) return;
-  const int64_t n = task / p.channels, c = task % p.channels;
-  T h[MaxS];
+// A's row for channel c, states first_state.. of this pass's group, scaled for decay_of.
+template <typename T, int N>
+__device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t c, bool valid, int first_state,
+                                              T (&scaled_a)[N]) {
 #pragma unroll
-  for (int s = 0; s < MaxS; ++s) h[s] = T(0);
-  for (int64_t k = 0; k < p.length; ++k) {
-    selective_advance<T, MaxS>(p, n, c, k, h);
-    const int64_t t = p.time(k), i = p.seq_index(n, t, c);
-    const T* ct = p.Cm + p.state_row(n, t);
-    T out = p.D[c] * p.x[i];
+  for (int s = 0; s < N; ++s) {
+    const bool live = valid && first_state + s < p.group_size();
+    scaled_a[s] = live ? decay_exponent_scale(p.A[p.a_at(c, first_state + s)]) : T(0);
+  }
+}
+
+// The forward splits a channel's 16 states over kForwardSplit neighbouring
+// lanes: B x C threads alone (one per channel) leave half of the GPU's warp
+// slots idle (~12 warps per SM at ViT-S sizes). The lanes of a channel sum
+// their parts of C h with a shuffle per step.
+constexpr int kForwardSplit = 2;
+constexpr int kForwardStates = kStateGroup / kForwardSplit;
+constexpr int kSelectiveForwardThreads = 128;
+static_assert(kSelectiveForwardThreads >= kMinSelectiveThreads, "TileFetch shares rows over >= 64 threads");
+
+// Grid (channel blocks, batch). The first group writes y = D x + C h, later
+// groups add C h. At most 80 registers, so that the ViT-S-sized grid (768
+// blocks) is resident in one wave (6 blocks per SM).
+template <typename T>
+__global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
+  __shared__ StateRowsTile<T> rows;
+  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
+  const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
+  const bool valid = c < p.channels;  // threads past the channels still help stage rows and sum
+  const int remaining = p.group_size() - first_state;  // states of the group from this lane's first
+  const int live = remaining < 0 ? 0 : remaining > kForwardStates ? kForwardStates : remaining;
+  T scaled_a[kForwardStates], h[kForwardStates];
+  load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
-    for (int s = 0; s < MaxS; ++s) {
-      if (s < p.state) out += ct[s] * h[s];
+  for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
+  const T d = valid && p.first_group() ? p.D[c] : T(0);
+  TileFetch<T> next;
+  next.fetch(p, n, c, 0, valid);
+  for (int64_t k0 = 0; k0 < p.length; k0 += kTile) {
+    rows.store(next);
+    const ChannelTile<T> in = next.channel;
+    if (k0 + kTile < p.length) next.fetch(p, n, c, k0 + kTile, valid);
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+      if (k0 + u >= p.length) break;
+      selective_step(h, scaled_a, rows.b[u] + first_state, in.dt[u], in.x[u], k0 + u == 0, live);
+      T out = T(0);
+#pragma unroll
+      for (int s = 0; s < kForwardStates; ++s) {
+        if (s < live) out += rows.c[u][first_state + s] * h[s];
+      }
+#pragma unroll
+      for (int offset = 1; offset < kForwardSplit; offset *= 2) out += __shfl_xor_sync(kFullMask, out, offset);
+      if (valid && part == 0) {
+        T& dst = y[p.seq_index(n, p.time(k0 + u), c)];
+        if (p.first_group()) {
+          dst = d * in.x[u] + out;
+        } else {
+          dst += out;
+        }
+      }
     }
-    y[i] = out;
   }
 }
 
 // Where the backward writes, plus its scratch.
 template <typename T>
 struct SelectiveBackwardOut {
-  T *dx, *ddt;
-  T* dB_part;      // [B, groups, L, S]: dBm summed over the 32 channels of a warp (a group)
-  T* dC_part;      // [B, groups, L, S]: likewise dCm
+  T *dx, *ddt;     // written by the first group, added to by later ones
+  T* dB_part;      // [B, warps, L, S]: dBm summed over the 32 channels of a warp
+  T* dC_part;      // [B, warps, L, S]: likewise dCm
   T* dA_part;      // [B, C, S]: dA of each (batch, channel)
-  T* dD_part;      // [B, C]
-  T* checkpoints;  // [chunks, S, B * C]: the state entering every chunk
-  T* window;       // [chunk + 1, S, B * C]: the states of the chunk being walked back
-  int64_t chunk, chunks, groups;
+  T* dD_part;      // [B, C] (first group)
+  T* checkpoints;  // [tiles, group, B * C]: the state entering every tile of kTile steps
+  int64_t warps;
 };
 
+// The states of the tile being walked back, one column per thread of the
+// block: slot w holds the state after step k0 + w - 1 (dynamic shared memory).
+template <typename T>
+struct StateWindow {
+  T* base;
+  __device__ T& at(int64_t slot, int s) const { return base[(slot * kStateGroup + s) * blockDim.x + threadIdx.x]; }
+};
+constexpr int kWindowSlots = kTile + 1;
+
+// dBm and dCm of one step summed over the warp's 32 channels with one
+// transposing reduction: lanes 0..15 end with dCm[s = lane], lanes 16..31 with
+// dBm[s = lane - 16]. Writes only when `write` (a warp wholly past the
+// channels has no row).
+template <typename T>
+__device__ __forceinline__ void reduce_state_grads(const T (&dC)[kStateGroup], const T (&dB)[kStateGroup], T* dC_row,
+                                                   T* dB_row, int live, bool write) {
+  static_assert(2 * kStateGroup == kWarpSize, "one transposing reduction covers dBm and dCm");
+  T v[kWarpSize];
+#pragma unroll
+  for (int i = 0; i < kStateGroup; ++i) {
+    v[i] = dC[i];
+    v[kStateGroup + i] = dB[i];
+  }
+  const T total = warp_sum_transposed(v);
+  const int lane = threadIdx.x % kWarpSize, s = lane % kStateGroup;
+  if (write && s < live) (lane < kStateGroup ? dC_row : dB_row)[s] = total;
+}
+
 // The backward needs h_{k-1} and h_k at every step k, walking k downwards,
-// while the forward keeps only the current state. Storing all L states per
-// (batch, channel) would cost B*C*L*S elements; instead a first forward pass
-// stores the state at the start of every chunk of `chunk` ~ sqrt(L) steps,
-// and the backward, chunk by chunk from the last, replays the chunk forward
-// from its checkpoint into a window of chunk + 1 states and walks it back.
-// Memory: B*C*S*(L/chunk + chunk + 1), and the forward is recomputed twice.
-// Scratch is laid out [slot, s, B*C] so that a warp's accesses coalesce.
+// while the forward keeps only the current state. A first forward pass stores
+// the state entering every tile of kTile steps in global memory; then, tile by
+// tile from the last, the tile is replayed forward from its checkpoint into a
+// shared-memory window and walked back (the reverse step is
+// SelectiveScanCpu::backward, term for term). Short tiles keep the window
+// small (9 states per thread), so that enough warps share an SM.
 //
-// Threads: blockIdx.y is the batch, consecutive threads take consecutive
+// Grid (channel blocks, batch); consecutive threads take consecutive
 // channels; lanes past C idle through the loops (contributing zeros) because
 // the whole warp takes part in the reductions of dBm and dCm over its 32
-// channels. The reverse step is SelectiveScanCpu::backward, term for term.
-template <typename T, int MaxS>
-__global__ void selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int64_t n = blockIdx.y, c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t warp_first = c - lane;
-  if (warp_first >= p.channels) return;  // the whole warp is past the channels
-  const bool valid = c < p.channels;
-  const int64_t group = warp_first / kWarpSize;
-  const int64_t S = p.state, L = p.length, tasks = p.batch * p.channels, task = n * p.channels + c;
-  auto slot = [&](T* base, int64_t index, int s) -> T& { return base[(index * S + s) * tasks + task]; };
+// channels, and the whole block in staging the state rows.
+constexpr int kSelectiveBackwardThreads = kMinSelectiveThreads;
 
-  // Pass 1: recompute the forward, storing the state entering every chunk.
-  T h[MaxS];
+// At most 168 registers per thread, so that 6 blocks (12 warps) share an SM
+// (their windows take 6 x 36 KiB of shared memory).
+template <typename T>
+__global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
+  extern __shared__ unsigned char window_bytes[];
+  __shared__ StateRowsTile<T> rows;
+  const StateWindow<T> window{reinterpret_cast<T*>(window_bytes)};
+  const int64_t n = blockIdx.y, c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const bool valid = c < p.channels;
+  const int64_t warp = c / kWarpSize, L = p.length, tasks = p.batch * p.channels, task = n * p.channels + c;
+  const int live = p.group_size();
+  auto checkpoint = [&](int64_t tile, int s) -> T& { return q.checkpoints[(tile * kStateGroup + s) * tasks + task]; };
+  T scaled_a[kStateGroup], h[kStateGroup];
+  load_scaled_a(p, c, valid, 0, scaled_a);
+
+  // Pass 1: recompute the forward, storing the state entering every tile.
 #pragma unroll
-  for (int s = 0; s < MaxS; ++s) h[s] = T(0);
-  if (valid) {
-    for (int64_t k = 0; k < L; ++k) {
-      if (k % q.chunk == 0) {
+  for (int s = 0; s < kStateGroup; ++s) h[s] = T(0);
+  TileFetch<T> next;
+  next.fetch(p, n, c, 0, valid);
+  for (int64_t k0 = 0; k0 < L; k0 += kTile) {
+    rows.store(next);
+    const ChannelTile<T> in = next.channel;
+    if (k0 + kTile < L) next.fetch(p, n, c, k0 + kTile, valid);
 #pragma unroll
-        for (int s = 0; s < MaxS; ++s) {
-          if (s < S) slot(q.checkpoints, k / q.chunk, s) = h[s];
-        }
-      }
-      selective_advance<T, MaxS>(p, n, c, k, h);
+    for (int s = 0; s < kStateGroup; ++s) {
+      if (valid && s < live) checkpoint(k0 / kTile, s) = h[s];
+    }
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+      if (k0 + u >= L) break;
+      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u], k0 + u == 0, live);
     }
   }
 
-  // Pass 2: chunks from the last to the first.
-  T dh[MaxS], dA[MaxS];  // dh: dL/dh carried backwards through the steps
+  // Pass 2: tiles from the last to the first.
+  T dh[kStateGroup], dA[kStateGroup];  // dh: dL/dh carried backwards through the steps
 #pragma unroll
-  for (int s = 0; s < MaxS; ++s) dh[s] = dA[s] = T(0);
+  for (int s = 0; s < kStateGroup; ++s) dh[s] = dA[s] = T(0);
   T dD = T(0);
-  const T* a = valid ? p.A + c * S : nullptr;
-  for (int64_t j = q.chunks - 1; j >= 0; --j) {
-    const int64_t k0 = j * q.chunk, k1 = std::min(L, k0 + q.chunk);
-    if (valid) {  // window slot w holds the state after step k0 + w - 1
+  const T d = valid && p.first_group() ? p.D[c] : T(0);
+  const int64_t last_tile = (L - 1) / kTile * kTile;
+  next.fetch(p, n, c, last_tile, valid);
+  for (int64_t k0 = last_tile; k0 >= 0; k0 -= kTile) {
+    const int steps = static_cast<int>(std::min<int64_t>(kTile, L - k0));
+    rows.store(next);
+    const ChannelTile<T> in = next.channel;
+    if (k0 > 0) next.fetch(p, n, c, k0 - kTile, valid);
+    T g_tile[kTile];
 #pragma unroll
-      for (int s = 0; s < MaxS; ++s) {
-        if (s < S) slot(q.window, 0, s) = h[s] = slot(q.checkpoints, j, s);
-      }
-      for (int64_t k = k0; k < k1; ++k) {
-        selective_advance<T, MaxS>(p, n, c, k, h);
+    for (int u = 0; u < kTile; ++u) {
+      const bool live_step = valid && u < steps;
+      g_tile[u] = live_step ? dy[p.seq_index(n, p.time(k0 + u), c)] : T(0);
+    }
+    // Replay: window slot w <- the state after step k0 + w - 1.
 #pragma unroll
-        for (int s = 0; s < MaxS; ++s) {
-          if (s < S) slot(q.window, k - k0 + 1, s) = h[s];
-        }
+    for (int s = 0; s < kStateGroup; ++s) {
+      if (s < live) window.at(0, s) = h[s] = valid ? checkpoint(k0 / kTile, s) : T(0);
+    }
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+      if (u >= steps) break;
+      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u], k0 + u == 0, live);
+#pragma unroll
+      for (int s = 0; s < kStateGroup; ++s) {
+        if (s < live) window.at(u + 1, s) = h[s];
       }
     }
-    for (int64_t k = k1 - 1; k >= k0; --k) {
-      const int64_t t = p.time(k), i = p.seq_index(n, t, c), w = k - k0 + 1;
-      const T g = valid ? dy[i] : T(0), input = valid ? p.x[i] : T(0), step = valid ? p.dt[i] : T(0);
-      const T* bt = p.Bm + p.state_row(n, t);
-      const T* ct = p.Cm + p.state_row(n, t);
-      T* dB_row = q.dB_part + ((n * q.groups + group) * L + t) * S;
-      T* dC_row = q.dC_part + ((n * q.groups + group) * L + t) * S;
-      T dx_sum = valid ? p.D[c] * g : T(0), ddt_sum = T(0);
+    // Walk back.
+#pragma unroll 1  // one step's body is large (16 states and a reduction): a loop keeps the code small
+    for (int u = steps - 1; u >= 0; --u) {
+      const int64_t k = k0 + u, t = p.time(k);
+      const T g = g_tile[u], x = in.x[u], step = in.dt[u];
+      T dx_sum = d * g, ddt_sum = T(0);
+      T dC[kStateGroup], dB[kStateGroup];
 #pragma unroll
-      for (int s = 0; s < MaxS; ++s) {
-        if (s < S) {  // S is uniform, so the warp stays converged for the sums
-          const T h_s = valid ? slot(q.window, w, s) : T(0);
-          const T prev_s = valid ? slot(q.window, w - 1, s) : T(0);
-          const T a_s = valid ? a[s] : T(0);
-          const T dC = warp_sum(g * h_s);
-          dh[s] += g * ct[s];  // dh[s] is now the full dL/dh_t[s]
-          const T decay = exp_of(step * a_s);
+      for (int s = 0; s < kStateGroup; ++s) {
+        dC[s] = dB[s] = T(0);
+        if (s < live) {
+          const T h_s = window.at(u + 1, s), prev_s = window.at(u, s);
+          dC[s] = g * h_s;
+          dh[s] += g * rows.c[u][s];  // dh[s] is now the full dL/dh_t[s]
+          const T decay = decay_of(step, scaled_a[s]);
           if (k > 0) {
             const T d_exponent = dh[s] * prev_s * decay;  // dL/d(dt_t A[s])
             dA[s] += d_exponent * step;
-            ddt_sum += d_exponent * a_s;
+            ddt_sum += d_exponent * (valid ? p.A[p.a_at(c, s)] : T(0));
           }
-          ddt_sum += dh[s] * bt[s] * input;
-          const T dB = warp_sum(dh[s] * step * input);
-          dx_sum += dh[s] * step * bt[s];
+          ddt_sum += dh[s] * rows.b[u][s] * x;
+          dB[s] = dh[s] * step * x;
+          dx_sum += dh[s] * step * rows.b[u][s];
           dh[s] *= decay;  // on to dL/dh_prev
-          if (lane == 0) {
-            dB_row[s] = dB;
-            dC_row[s] = dC;
-          }
         }
       }
+      const int64_t part_at = ((n * q.warps + warp) * L + t) * p.state + p.group_begin;
+      reduce_state_grads(dC, dB, q.dC_part + part_at, q.dB_part + part_at, live, warp < q.warps);
       if (valid) {
-        q.dx[i] = dx_sum;
-        q.ddt[i] = ddt_sum;
+        const int64_t i = p.seq_index(n, t, c);
+        q.dx[i] = p.first_group() ? dx_sum : q.dx[i] + dx_sum;
+        q.ddt[i] = p.first_group() ? ddt_sum : q.ddt[i] + ddt_sum;
       }
-      dD += g * input;
+      dD += g * x;
     }
   }
   if (valid) {
 #pragma unroll
-    for (int s = 0; s < MaxS; ++s) {
-      if (s < S) q.dA_part[task * S + s] = dA[s];
+    for (int s = 0; s < kStateGroup; ++s) {
+      if (s < live) q.dA_part[task * p.state + p.group_begin + s] = dA[s];
     }
-    q.dD_part[task] = dD;
+    if (p.first_group()) q.dD_part[task] = dD;
   }
 }
 
-constexpr int kSelectiveForwardThreads = 128;
-constexpr int kSelectiveBackwardThreads = 128;
-
-template <typename T, int MaxS>
-void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
-  const SelectiveArgs<T> p = selective_args<T>(in, reverse);
-  selective_forward_kernel<T, MaxS>
-      <<<blocks_for(p.batch * p.channels, kSelectiveForwardThreads), kSelectiveForwardThreads>>>(p, out_ptr<T>(y));
-  check_launch("selective_forward_kernel");
+// Runs launch(args) once per group of kStateGroup states.
+template <typename T, typename Launch>
+void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
+  check(p.batch <= 65535, "selective_scan (cuda): batch {} is above the grid's limit of 65535", p.batch);
+  for (p.group_begin = 0; p.group_begin < p.state; p.group_begin += kStateGroup) launch(p);
 }
 
-template <typename T, int MaxS>
+template <typename T>
+void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
+  for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
+    const dim3 grid(blocks_for(p.channels * kForwardSplit, kSelectiveForwardThreads), static_cast<unsigned>(p.batch));
+    selective_forward_kernel<T><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+template <typename T>
 void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, const SelectiveScanGrads& grads,
                                bool reverse) {
-  const SelectiveArgs<T> p = selective_args<T>(in, reverse);
-  const int64_t B = p.batch, L = p.length, C = p.channels, S = p.state;
-  check(B <= 65535, "selective_scan_backward (cuda): batch {} is above the grid's limit of 65535", B);
-  int64_t chunk = 1;
-  while (chunk * chunk < L) ++chunk;  // ceil(sqrt(L))
-  const int64_t chunks = (L + chunk - 1) / chunk, groups = (C + kWarpSize - 1) / kWarpSize;
-  Tensor dB_part = scratch(B * groups * L * S, in.x), dC_part = scratch(B * groups * L * S, in.x);
+  const SelectiveArgs<T> args = selective_args<T>(in, reverse);
+  const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state;
+  const int64_t tiles = (L + kTile - 1) / kTile, warps = (C + kWarpSize - 1) / kWarpSize;
+  Tensor dB_part = scratch(B * warps * L * S, in.x), dC_part = scratch(B * warps * L * S, in.x);
   Tensor dA_part = scratch(B * C * S, in.x), dD_part = scratch(B * C, in.x);
-  Tensor checkpoints = scratch(chunks * S * B * C, in.x), window = scratch((chunk + 1) * S * B * C, in.x);
-  const SelectiveBackwardOut<T> q{out_ptr<T>(grads.dx),    out_ptr<T>(grads.ddt), out_ptr<T>(dB_part),
-                                  out_ptr<T>(dC_part),     out_ptr<T>(dA_part),   out_ptr<T>(dD_part),
-                                  out_ptr<T>(checkpoints), out_ptr<T>(window),    chunk,
-                                  chunks,                  groups};
-  const dim3 grid(blocks_for(C, kSelectiveBackwardThreads), static_cast<unsigned>(B));
-  selective_backward_kernel<T, MaxS><<<grid, kSelectiveBackwardThreads>>>(p, in_ptr<T>(dy), q);
-  check_launch("selective_backward_kernel");
-  // dBm[b] and dCm[b] sum the channel groups of batch b; dA and dD sum the batch.
-  sum_rows(out_ptr<T>(dB_part), B, groups, L * S, out_ptr<T>(grads.dBm));
-  sum_rows(out_ptr<T>(dC_part), B, groups, L * S, out_ptr<T>(grads.dCm));
-  sum_rows(out_ptr<T>(dA_part), 1, B, C * S, out_ptr<T>(grads.dA));
-  sum_rows(out_ptr<T>(dD_part), 1, B, C, out_ptr<T>(grads.dD));
-}
-
-// The register array is sized at compile time: 16 (Mamba's usual d_state)
-// or 64; larger states are refused rather than spilled.
-constexpr int64_t kMaxState = 64;
-
-void check_state(const SelectiveScanInputs& in, const char* op) {
-  const int64_t S = in.A.shape()[1];
-  check(S <= kMaxState, "{} (cuda): the state size S = {} is above the kernel's limit of {} (it keeps the state in "
-        "registers; run this op on the CPU or add a larger instantiation)", op, S, kMaxState);
+  Tensor checkpoints = scratch(tiles * kStateGroup * B * C, in.x);
+  const SelectiveBackwardOut<T> q{data_or_null<T>(grads.dx),    data_or_null<T>(grads.ddt), data_or_null<T>(dB_part),
+                                  data_or_null<T>(dC_part),     data_or_null<T>(dA_part),   data_or_null<T>(dD_part),
+                                  data_or_null<T>(checkpoints), warps};
+  const size_t window_bytes = kWindowSlots * kStateGroup * kSelectiveBackwardThreads * sizeof(T);
+  cuda_check(cudaFuncSetAttribute(selective_backward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(window_bytes)),
+             "selective_backward_kernel: shared memory size");
+  for_each_state_group(args, [&](const SelectiveArgs<T>& p) {
+    const dim3 grid(blocks_for(C, kSelectiveBackwardThreads), static_cast<unsigned>(B));
+    selective_backward_kernel<T>
+        <<<grid, kSelectiveBackwardThreads, window_bytes, current_stream()>>>(p, data_or_null<const T>(dy), q);
+    CUDA_CHECK_LAUNCH();
+  });
+  // dBm[b] and dCm[b] sum the warps of batch b; dA and dD sum the batch.
+  sum_rows(data_or_null<const T>(dB_part), B, warps, L * S, data_or_null<T>(grads.dBm));
+  sum_rows(data_or_null<const T>(dC_part), B, warps, L * S, data_or_null<T>(grads.dCm));
+  sum_rows(data_or_null<const T>(dA_part), 1, B, C * S, data_or_null<T>(grads.dA));
+  sum_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
 }
 
 void selective_scan_cuda(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
-  check_state(in, "selective_scan");
-  use_device(in.x);
+  DeviceGuard guard(in.x);
   dispatch_float(in.x.dtype(), "selective_scan", [&](auto tag) {
-    using T = decltype(tag);
-    if (in.A.shape()[1] <= 16) {
-      selective_forward_launch<T, 16>(in, y, reverse);
-    } else {
-      selective_forward_launch<T, kMaxState>(in, y, reverse);
-    }
+    selective_forward_launch<decltype(tag)>(in, y, reverse);
   });
 }
 
 void selective_scan_backward_cuda(const SelectiveScanInputs& in, const Tensor& dy, const SelectiveScanGrads& grads,
                                   bool reverse) {
-  check_state(in, "selective_scan_backward");
-  use_device(in.x);
+  DeviceGuard guard(in.x);
   dispatch_float(in.x.dtype(), "selective_scan_backward", [&](auto tag) {
-    using T = decltype(tag);
-    if (in.A.shape()[1] <= 16) {
-      selective_backward_launch<T, 16>(in, dy, grads, reverse);
-    } else {
-      selective_backward_launch<T, kMaxState>(in, dy, grads, reverse);
-    }
+    selective_backward_launch<decltype(tag)>(in, dy, grads, reverse);
   });
 }
 
 // --------------------------------------------------------- depthwise_conv1d
 
+// The convolution along the sequence, vectorised over V channels, one thread
+// per (batch n, tile of kTile output steps, channel group):
+//   y_k = bias + sum_j w[c, tap(j)] x_{k + j - pad_left},  tap(j) = j, or K-1-j when flip_taps.
+// With flipped taps and pad_left' = K-1-pad_left it is the gradient of the
+// input, dx_m = sum_j w[c, j] dy_{m - j + pad_left}, with the terms in the
+// CPU's order. Taps go in blocks of kTapBlock: the block's weights and the
+// kTile + kTapBlock - 1 inputs that the tile's outputs read are loaded into
+// registers once (each input is read once per tap block, not once per tap).
+constexpr int kTapBlock = 4;  // Mamba's convolution: one block
+
 constexpr int kConvThreads = 256;
 
-// One thread per output (n, step k, c): y = bias + sum_j w[c, j] x_{k + j - pad_left}.
-template <typename T>
-__global__ void conv_forward_kernel(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t length,
-                                    int64_t channels, int64_t taps, int64_t pad_left, bool reverse) {
-  const int64_t total = batch * length * channels;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = idx % channels, k = idx / channels % length, n = idx / (channels * length);
-    const int64_t base = n * length * channels + c;
-    T out = bias ? bias[c] : T(0);
-    for (int64_t j = 0; j < taps; ++j) {
-      const int64_t src = k + j - pad_left;
-      if (src >= 0 && src < length) out += w[c * taps + j] * x[base + time_at(src, length, reverse) * channels];
+template <typename T, int V>
+__global__ void __launch_bounds__(kConvThreads, 2) conv_forward_kernel(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t length,
+                                    int64_t channels, int64_t taps, int64_t pad_left, bool reverse, bool flip_taps) {
+  constexpr int kWindow = kTile + kTapBlock - 1;
+  const int64_t groups = channels / V, tiles = (length + kTile - 1) / kTile;
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= batch * tiles * groups) return;
+  const int64_t c = idx % groups * V, k0 = idx / groups % tiles * kTile, n = idx / (groups * tiles);
+  const int64_t base = n * length * channels + c;
+  Pack<T, V> out[kTile];
+  const Pack<T, V> bias_pack = bias ? load_pack<T, V>(bias + c) : zero_pack<T, V>();
+#pragma unroll
+  for (int u = 0; u < kTile; ++u) out[u] = bias_pack;
+  for (int64_t j0 = 0; j0 < taps; j0 += kTapBlock) {
+    Pack<T, V> window[kWindow];  // window[i] = input step k0 + j0 - pad_left + i (zero outside)
+#pragma unroll
+    for (int i = 0; i < kWindow; ++i) {
+      const int64_t src = k0 + j0 - pad_left + i;
+      const bool inside = src >= 0 && src < length && i < kTile + taps - j0 - 1;
+      window[i] = inside ? load_pack<T, V>(x + base + time_at(src, length, reverse) * channels) : zero_pack<T, V>();
     }
-    y[base + time_at(k, length, reverse) * channels] = out;
+    T weight[kTapBlock][V];
+#pragma unroll
+    for (int j = 0; j < kTapBlock; ++j) {
+      const int64_t tap = flip_taps ? taps - 1 - (j0 + j) : j0 + j;
+#pragma unroll
+      for (int i = 0; i < V; ++i) weight[j][i] = j0 + j < taps ? w[(c + i) * taps + tap] : T(0);
+    }
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+#pragma unroll
+      for (int j = 0; j < kTapBlock; ++j) {
+        if (j0 + j >= taps) break;
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[u].v[i] += weight[j][i] * window[u + j].v[i];
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kTile; ++u) {
+    if (k0 + u < length) store_pack(y + base + time_at(k0 + u, length, reverse) * channels, out[u]);
   }
 }
 
-// dx as a gather, one thread per input (n, step m, c): the outputs that read
-// x_m are steps k = m - j + pad_left. Taps run downwards so the terms add up
-// in the CPU's order (its scatter walks k upwards).
 template <typename T>
-__global__ void conv_dx_kernel(const T* w, const T* dy, T* dx, int64_t batch, int64_t length, int64_t channels,
-                               int64_t taps, int64_t pad_left, bool reverse) {
-  const int64_t total = batch * length * channels;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = idx % channels, m = idx / channels % length, n = idx / (channels * length);
-    const int64_t base = n * length * channels + c;
-    T acc = T(0);
-    for (int64_t j = taps - 1; j >= 0; --j) {
-      const int64_t k = m - j + pad_left;
-      if (k >= 0 && k < length) acc += w[c * taps + j] * dy[base + time_at(k, length, reverse) * channels];
-    }
-    dx[base + time_at(m, length, reverse) * channels] = acc;
-  }
+void launch_conv(const T* x, const T* w, const T* bias, T* y, int width, const Tensor& shape_of, int64_t taps,
+                 int64_t pad_left, bool reverse, bool flip_taps) {
+  const int64_t batch = shape_of.shape()[0], length = shape_of.shape()[1], channels = shape_of.shape()[2];
+  with_pack_width<T>(width, [&](auto V) {
+    const int64_t threads = batch * ((length + kTile - 1) / kTile) * (channels / V);
+    conv_forward_kernel<T, decltype(V)::value><<<blocks_for(threads, kConvThreads), kConvThreads, 0, current_stream()>>>(
+        x, w, bias, y, batch, length, channels, taps, pad_left, reverse, flip_taps);
+    CUDA_CHECK_LAUNCH();
+  });
 }
 
 // Per-batch partials, one thread per (n, tap j, c) walking the sequence:
 // dw_part[n, c, j] = sum_k dy_k x_{k + j - pad_left}; the j = 0 threads also
-// write db_part[n, c] = sum_k dy_k (when there is a bias).
+// write db_part[n, c] = sum_k dy_k (when there is a bias). (Measured faster
+// than chunking the sequence over more threads with taps in registers.)
 template <typename T>
 __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part, T* db_part, int64_t batch,
                                             int64_t length, int64_t channels, int64_t taps, int64_t pad_left,
                                             bool reverse) {
-  const int64_t total = batch * taps * channels;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t idx : grid_stride(batch * taps * channels)) {
     const int64_t c = idx % channels, j = idx / channels % taps, n = idx / (channels * taps);
     const int64_t base = n * length * channels + c;
     T acc = T(0), acc_bias = T(0);
@@ -588,34 +852,30 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
 
 void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
                            int64_t pad_left, bool reverse) {
-  use_device(x);
+  DeviceGuard guard(x);
   dispatch_float(x.dtype(), "depthwise_conv1d", [&](auto tag) {
     using T = decltype(tag);
-    const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
-    conv_forward_kernel<T><<<grid_stride_blocks(x.numel(), kConvThreads), kConvThreads>>>(
-        in_ptr<T>(x), in_ptr<T>(weight), in_ptr<T>(bias), out_ptr<T>(y), batch, length, channels, taps, pad_left,
-        reverse);
-    check_launch("conv_forward_kernel");
+    const int width = pack_width<T>(x.shape()[2], {&x, &y, &bias});
+    launch_conv<T>(data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(bias),
+                   data_or_null<T>(y), width, x, weight.shape()[1], pad_left, reverse, false);
   });
 }
 
 void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx,
                                     const Tensor& dweight, const Tensor& dbias, int64_t pad_left, bool reverse) {
-  use_device(x);
+  DeviceGuard guard(x);
   dispatch_float(x.dtype(), "depthwise_conv1d_backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
-    conv_dx_kernel<T><<<grid_stride_blocks(x.numel(), kConvThreads), kConvThreads>>>(
-        in_ptr<T>(weight), in_ptr<T>(dy), out_ptr<T>(dx), batch, length, channels, taps, pad_left, reverse);
-    check_launch("conv_dx_kernel");
+    launch_conv<T>(data_or_null<const T>(dy), data_or_null<const T>(weight), nullptr, data_or_null<T>(dx),
+                   pack_width<T>(channels, {&dy, &dx}), x, taps, taps - 1 - pad_left, reverse, true);
     Tensor dw_part = scratch(batch * channels * taps, x);
     Tensor db_part = dbias.defined() ? scratch(batch * channels, x) : Tensor();
-    conv_dweight_partial_kernel<T><<<grid_stride_blocks(batch * taps * channels, kConvThreads), kConvThreads>>>(
-        in_ptr<T>(x), in_ptr<T>(dy), out_ptr<T>(dw_part), out_ptr<T>(db_part), batch, length, channels, taps,
-        pad_left, reverse);
-    check_launch("conv_dweight_partial_kernel");
-    sum_rows(out_ptr<T>(dw_part), 1, batch, channels * taps, out_ptr<T>(dweight));
-    if (dbias.defined()) sum_rows(out_ptr<T>(db_part), 1, batch, channels, out_ptr<T>(dbias));
+    launch_1d(batch * taps * channels, conv_dweight_partial_kernel<T>, data_or_null<const T>(x),
+              data_or_null<const T>(dy), data_or_null<T>(dw_part), data_or_null<T>(db_part), batch, length, channels,
+              taps, pad_left, reverse);
+    sum_rows(data_or_null<const T>(dw_part), 1, batch, channels * taps, data_or_null<T>(dweight));
+    if (dbias.defined()) sum_rows(data_or_null<const T>(db_part), 1, batch, channels, data_or_null<T>(dbias));
   });
 }
 

@@ -16,15 +16,6 @@ namespace engine {
 
 namespace {
 
-template <typename T>
-const T* in_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.raw_data()) : nullptr;
-}
-template <typename T>
-T* out_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
-}
-
 // The [B, L, C] kernels below run one task per (batch, block of channels):
 // each walks its block along the sequence with a contiguous inner loop.
 constexpr int64_t kChannelBlock = 64;
@@ -58,9 +49,9 @@ void linear_scan_cpu(const Tensor& a, const Tensor& b, const Tensor& h, bool rev
     using T = decltype(tag);
     const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
     const SequenceOrder order{length, reverse};
-    const T* pa = in_ptr<T>(a);
-    const T* pb = in_ptr<T>(b);
-    T* ph = out_ptr<T>(h);
+    const T* pa = data_or_null<const T>(a);
+    const T* pb = data_or_null<const T>(b);
+    T* ph = data_or_null<T>(h);
     for_each_channel_block(batch, channels, a.numel(), [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t base = n * length * channels;
       for (int64_t k = 0; k < length; ++k) {
@@ -78,11 +69,11 @@ void linear_scan_backward_cpu(const Tensor& a, const Tensor& h, const Tensor& g,
     using T = decltype(tag);
     const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
     const SequenceOrder order{length, reverse};
-    const T* pa = in_ptr<T>(a);
-    const T* ph = in_ptr<T>(h);
-    const T* pg = in_ptr<T>(g);
-    T* pda = out_ptr<T>(da);
-    T* pdb = out_ptr<T>(db);
+    const T* pa = data_or_null<const T>(a);
+    const T* ph = data_or_null<const T>(h);
+    const T* pg = data_or_null<const T>(g);
+    T* pda = data_or_null<T>(da);
+    T* pdb = data_or_null<T>(db);
     // db holds dL/dh_t, built from the last step back: dh_t = g_t + a_next * dh_next.
     for_each_channel_block(batch, channels, a.numel(), [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t base = n * length * channels;
@@ -113,8 +104,8 @@ struct SelectiveScanCpu {
   SequenceOrder order;
 
   SelectiveScanCpu(const SelectiveScanInputs& in, bool reverse)
-      : x(in_ptr<T>(in.x)), dt(in_ptr<T>(in.dt)), A(in_ptr<T>(in.A)), Bm(in_ptr<T>(in.Bm)),
-        Cm(in_ptr<T>(in.Cm)), D(in_ptr<T>(in.D)), batch(in.x.shape()[0]), length(in.x.shape()[1]),
+      : x(data_or_null<const T>(in.x)), dt(data_or_null<const T>(in.dt)), A(data_or_null<const T>(in.A)), Bm(data_or_null<const T>(in.Bm)),
+        Cm(data_or_null<const T>(in.Cm)), D(data_or_null<const T>(in.D)), batch(in.x.shape()[0]), length(in.x.shape()[1]),
         channels(in.x.shape()[2]), state(in.A.shape()[1]), order{length, reverse} {}
 
   int64_t work() const { return batch * length * channels * state; }
@@ -189,7 +180,7 @@ void selective_scan_cpu(const SelectiveScanInputs& in, const Tensor& y, bool rev
   dispatch_float(in.x.dtype(), "selective_scan", [&](auto tag) {
     using T = decltype(tag);
     const SelectiveScanCpu<T> scan(in, reverse);
-    T* py = out_ptr<T>(y);
+    T* py = data_or_null<T>(y);
 #pragma omp parallel if (scan.work() >= kParallelElements)
     {
       std::vector<T> h(scan.state);
@@ -216,9 +207,9 @@ void selective_scan_backward_cpu(const SelectiveScanInputs& in, const Tensor& dy
     // Partial sums: dBm/dCm per task ([L, S] each), dA/dD per (batch, channel).
     std::vector<T> dB_part(tasks * length * state, T(0)), dC_part(tasks * length * state, T(0));
     std::vector<T> dA_part(batch * channels * state, T(0)), dD_part(batch * channels, T(0));
-    const T* pdy = in_ptr<T>(dy);
-    T* pdx = out_ptr<T>(grads.dx);
-    T* pddt = out_ptr<T>(grads.ddt);
+    const T* pdy = data_or_null<const T>(dy);
+    T* pdx = data_or_null<T>(grads.dx);
+    T* pddt = data_or_null<T>(grads.ddt);
 #pragma omp parallel if (scan.work() >= kParallelElements)
     {
       std::vector<T> states(length * state), dh(state);
@@ -235,11 +226,11 @@ void selective_scan_backward_cpu(const SelectiveScanInputs& in, const Tensor& dy
     // dBm[b] and dCm[b] sum the blocks of batch b; dA and dD sum the batch.
     const int64_t rows = length * state;
     for (int64_t b = 0; b < batch; ++b) {
-      sum_rows(&dB_part[b * blocks * rows], blocks, rows, out_ptr<T>(grads.dBm) + b * rows);
-      sum_rows(&dC_part[b * blocks * rows], blocks, rows, out_ptr<T>(grads.dCm) + b * rows);
+      sum_rows(&dB_part[b * blocks * rows], blocks, rows, data_or_null<T>(grads.dBm) + b * rows);
+      sum_rows(&dC_part[b * blocks * rows], blocks, rows, data_or_null<T>(grads.dCm) + b * rows);
     }
-    sum_rows(dA_part.data(), batch, channels * state, out_ptr<T>(grads.dA));
-    sum_rows(dD_part.data(), batch, channels, out_ptr<T>(grads.dD));
+    sum_rows(dA_part.data(), batch, channels * state, data_or_null<T>(grads.dA));
+    sum_rows(dD_part.data(), batch, channels, data_or_null<T>(grads.dD));
   });
 }
 
@@ -251,10 +242,10 @@ void depthwise_conv1d_cpu(const Tensor& x, const Tensor& weight, const Tensor& b
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
     const SequenceOrder order{length, reverse};
-    const T* px = in_ptr<T>(x);
-    const T* pw = in_ptr<T>(weight);
-    const T* pbias = in_ptr<T>(bias);
-    T* py = out_ptr<T>(y);
+    const T* px = data_or_null<const T>(x);
+    const T* pw = data_or_null<const T>(weight);
+    const T* pbias = data_or_null<const T>(bias);
+    T* py = data_or_null<T>(y);
     for_each_channel_block(batch, channels, x.numel() * taps, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t base = n * length * channels;
       for (int64_t k = 0; k < length; ++k) {
@@ -277,10 +268,10 @@ void depthwise_conv1d_backward_cpu(const Tensor& x, const Tensor& weight, const 
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
     const SequenceOrder order{length, reverse};
-    const T* px = in_ptr<T>(x);
-    const T* pw = in_ptr<T>(weight);
-    const T* pdy = in_ptr<T>(dy);
-    T* pdx = out_ptr<T>(dx);
+    const T* px = data_or_null<const T>(x);
+    const T* pw = data_or_null<const T>(weight);
+    const T* pdy = data_or_null<const T>(dy);
+    T* pdx = data_or_null<T>(dx);
     // Per-batch partial sums of dweight [C, K] and dbias [C].
     std::vector<T> dw_part(batch * channels * taps, T(0)), db_part(batch * channels, T(0));
     std::fill(pdx, pdx + x.numel(), T(0));
@@ -302,8 +293,8 @@ void depthwise_conv1d_backward_cpu(const Tensor& x, const Tensor& weight, const 
         }
       }
     });
-    sum_rows(dw_part.data(), batch, channels * taps, out_ptr<T>(dweight));
-    if (dbias.defined()) sum_rows(db_part.data(), batch, channels, out_ptr<T>(dbias));
+    sum_rows(dw_part.data(), batch, channels * taps, data_or_null<T>(dweight));
+    if (dbias.defined()) sum_rows(db_part.data(), batch, channels, data_or_null<T>(dbias));
   });
 }
 
