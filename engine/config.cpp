@@ -70,16 +70,6 @@ std::optional<std::pair<std::string, std::string>> assignment(const std::string&
   return std::make_pair(key, trim(std::string_view(s).substr(eq + 1)));
 }
 
-std::vector<std::string> split_list(const std::string& value) {
-  std::vector<std::string> items;
-  std::istringstream in(value);
-  for (std::string item; std::getline(in, item, ',');) {
-    item = trim(item);
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
-
 // The parse_* functions return nullptr on success, else the reason the text
 // was rejected, phrased to follow "[section] key = 'value' ".
 const char* parse_int(const std::string& text, int64_t& out) {
@@ -123,6 +113,16 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
 }
 
 }  // namespace
+
+std::vector<std::string> split_list(const std::string& value) {
+  std::vector<std::string> items;
+  std::istringstream in(value);
+  for (std::string item; std::getline(in, item, ',');) {
+    item = trim(item);
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
 
 std::string nearest_name(const std::string& word, const std::vector<std::string>& candidates) {
   if (word.empty()) return "";

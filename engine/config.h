@@ -80,6 +80,9 @@ class Config {
   mutable std::map<std::string, std::set<std::string>> asked_;  // section -> keys
 };
 
+// "a, b,,c " -> {"a", "b", "c"}: comma-separated items, trimmed, empty ones dropped.
+std::vector<std::string> split_list(const std::string& value);
+
 // The candidate closest to `word` by edit distance, or "" if none is close
 // enough to be a plausible typo. Shared with CLI flag parsing.
 std::string nearest_name(const std::string& word, const std::vector<std::string>& candidates);

@@ -1,0 +1,102 @@
+// ./bench_vit [--device cuda] [--models vit_small_patch16_224,vit_base_patch16_224]
+//             [--batch 256] [--steps 10] [--out bench_vit.json]
+// Images per second of whole ViTs on random 224 px images: inference
+// (forward under no-grad) and a training step (forward, cross-entropy,
+// backward, AdamW), the median over timed rounds after warm-up, each round
+// timed on the device (CUDA events on a GPU). bench/torch_vit_bench.py times
+// PyTorch + timm on the same shapes for the ratios in bench/RESULTS.md.
+#include <algorithm>
+
+#include "engine/autograd.h"
+#include "engine/cli.h"
+#include "engine/config.h"
+#include "engine/ops/ops.h"
+#include "engine/optim/optimizer.h"
+#include "models/vit.h"
+#include "train/metrics.h"
+
+using namespace engine;
+
+namespace {
+
+// Median over `rounds` of the per-call time of `calls` back-to-back calls.
+double median_ms(Device device, const std::function<void()>& run, int calls, int rounds, int warmup) {
+  for (int i = 0; i < warmup; ++i) run();
+  std::vector<double> times;
+  for (int r = 0; r < rounds; ++r) {
+    times.push_back(device_time_ms(device, [&] {
+      for (int i = 0; i < calls; ++i) run();
+    }) / calls);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+struct VitTiming {
+  std::string model;
+  int64_t params = 0;
+  double infer_img_s = 0, train_img_s = 0;
+};
+
+VitTiming time_model(const std::string& preset, Device device, int64_t batch, int steps) {
+  VitConfig config = vit_preset(preset);
+  VisionTransformer model(config, /*seed=*/0);
+  model.to(device);
+  Rng rng(1);
+  const Tensor images = Tensor::uniform({batch, 3, config.img_size, config.img_size}, rng, -2, 2).to(device);
+  Tensor labels = Tensor::empty({batch}, DType::I64, Device::cpu());
+  for (int64_t i = 0; i < batch; ++i) labels.data<int64_t>()[i] = i % config.num_classes;
+  labels = labels.to(device);
+
+  VitTiming timing{preset, model.num_parameters()};
+  const double infer_ms = median_ms(device, [&] {
+    NoGradGuard no_grad;
+    model.forward(images);
+  }, steps, 3, 2);
+  timing.infer_img_s = batch / (infer_ms / 1e3);
+
+  std::vector<Tensor> params;
+  model.visit([&](const std::string&, Tensor& p) {
+    p.set_requires_grad(true);
+    params.push_back(p);
+  });
+  auto optimizer = make_adamw(decay_groups(params, 0.05), {1e-4});
+  const double train_ms = median_ms(device, [&] {
+    optimizer->zero_grad();
+    cross_entropy(model.forward(images), labels).backward();
+    optimizer->step();
+  }, steps, 3, 2);
+  timing.train_img_s = batch / (train_ms / 1e3);
+  return timing;
+}
+
+int bench_main(int argc, char** argv) {
+  Flags flags("bench_vit [flags]", {{"device", "cpu, cuda or auto", "auto"},
+                                    {"models", "comma-separated presets", "vit_small_patch16_224,vit_base_patch16_224"},
+                                    {"batch", "images per step", "256"},
+                                    {"steps", "calls per timed round (3 rounds, after 2 warm-up calls)", "10"},
+                                    {"out", "results JSON", "bench_vit.json"}});
+  if (!flags.parse(argc, argv)) return 0;
+  const Device device = Device::parse(flags.get("device"));
+  const int64_t batch = flags.get_int("batch");
+  const int steps = static_cast<int>(flags.get_int("steps"));
+  check(batch > 0 && steps > 0, "--batch and --steps must be positive (got {} and {})", batch, steps);
+
+  nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", "fp32"},
+                           {"models", nlohmann::json::array()}};
+  fmt::print("{:<26} {:>12} {:>14} {:>14}\n", "model", "params", "infer img/s", "train img/s");
+  for (const std::string& preset : split_list(flags.get("models"))) {
+    const VitTiming t = time_model(preset, device, batch, steps);
+    fmt::print("{:<26} {:>12} {:>14.0f} {:>14.0f}\n", t.model, t.params, t.infer_img_s, t.train_img_s);
+    report["models"].push_back({{"model", t.model},
+                                {"params", t.params},
+                                {"infer_img_s", t.infer_img_s},
+                                {"train_img_s", t.train_img_s}});
+  }
+  write_json_atomic(flags.get("out"), report);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_tool("bench_vit", bench_main, argc, argv); }
