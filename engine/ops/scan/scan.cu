@@ -435,7 +435,8 @@ struct TileFetch {
 // the sequence and states past the group are zero).
 template <typename T>
 struct StateRowsTile {
-  T b[kTile][kStateGroup], c[kTile][kStateGroup];
+  alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
+  alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
 
   __device__ void store(const TileFetch<T>& fetched) {
     __syncthreads();  // everyone is done with the previous tile
@@ -451,18 +452,32 @@ struct StateRowsTile {
   }
 };
 
-// One scan step for one channel over N of its states: h = exp(dt A) * h +
-// dt x Bm, with no decay term at the first step (the state starts at zero),
-// as SelectiveScanCpu::advance. b_row points at the first of the N states;
-// only the first `live` are real.
+// N consecutive elements of a shared-memory row (16-byte aligned), read as
+// vectors of 4.
 template <typename T, int N>
-__device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N], const T* b_row, T step, T x,
-                                               bool first, int live) {
-  const T input = step * x;
+__device__ __forceinline__ void load_row(const T* row, T (&out)[N]) {
+  static_assert(N % 4 == 0, "rows are read 4 elements at a time");
 #pragma unroll
-  for (int s = 0; s < N; ++s) {
-    if (s < live) h[s] = (first ? T(0) : decay_of(step, scaled_a[s]) * h[s]) + input * b_row[s];
+  for (int i = 0; i < N; i += 4) {
+    const Pack<T, 4> p = load_pack<T, 4>(row + i);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) out[i + j] = p.v[j];
   }
+}
+
+// One scan step for one channel over N of its states: h = exp(dt A) * h +
+// dt x Bm, as SelectiveScanCpu::advance. b_row points at the first of the N
+// states. There are no branches for the states past the group: their A and
+// Bm entries are zero, so their h stays exactly zero; and the first step needs
+// no special case, the state entering it being zero (decay * 0 = 0 for any
+// finite decay, and exp(dt A) is finite for finite inputs with A <= 0).
+template <typename T, int N>
+__device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N], const T* b_row, T step, T x) {
+  const T input = step * x;
+  T b[N];
+  load_row(b_row, b);
+#pragma unroll
+  for (int s = 0; s < N; ++s) h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[s];
 }
 
 // A's row for channel c, states first_state.. of this pass's group, scaled for decay_of.
@@ -494,8 +509,6 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
   const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
   const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
   const bool valid = c < p.channels;  // threads past the channels still help stage rows and sum
-  const int remaining = p.group_size() - first_state;  // states of the group from this lane's first
-  const int live = remaining < 0 ? 0 : remaining > kForwardStates ? kForwardStates : remaining;
   T scaled_a[kForwardStates], h[kForwardStates];
   load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
@@ -510,12 +523,12 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
       if (k0 + u >= p.length) break;
-      selective_step(h, scaled_a, rows.b[u] + first_state, in.dt[u], in.x[u], k0 + u == 0, live);
+      selective_step(h, scaled_a, rows.b[u] + first_state, in.dt[u], in.x[u]);
+      T c_row[kForwardStates];
+      load_row(rows.c[u] + first_state, c_row);
       T out = T(0);
 #pragma unroll
-      for (int s = 0; s < kForwardStates; ++s) {
-        if (s < live) out += rows.c[u][first_state + s] * h[s];
-      }
+      for (int s = 0; s < kForwardStates; ++s) out += c_row[s] * h[s];
 #pragma unroll
       for (int offset = 1; offset < kForwardSplit; offset *= 2) out += __shfl_xor_sync(kFullMask, out, offset);
       if (valid && part == 0) {
@@ -610,12 +623,12 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
     if (k0 + kTile < L) next.fetch(p, n, c, k0 + kTile, valid);
 #pragma unroll
     for (int s = 0; s < kStateGroup; ++s) {
-      if (valid && s < live) checkpoint(k0 / kTile, s) = h[s];
+      if (valid) checkpoint(k0 / kTile, s) = h[s];
     }
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
       if (k0 + u >= L) break;
-      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u], k0 + u == 0, live);
+      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u]);
     }
   }
 
@@ -641,15 +654,15 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
     // Replay: window slot w <- the state after step k0 + w - 1.
 #pragma unroll
     for (int s = 0; s < kStateGroup; ++s) {
-      if (s < live) window.at(0, s) = h[s] = valid ? checkpoint(k0 / kTile, s) : T(0);
+      window.at(0, s) = h[s] = valid ? checkpoint(k0 / kTile, s) : T(0);
     }
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
       if (u >= steps) break;
-      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u], k0 + u == 0, live);
+      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u]);
 #pragma unroll
       for (int s = 0; s < kStateGroup; ++s) {
-        if (s < live) window.at(u + 1, s) = h[s];
+        window.at(u + 1, s) = h[s];
       }
     }
     // Walk back.
@@ -658,25 +671,25 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
       const int64_t k = k0 + u, t = p.time(k);
       const T g = g_tile[u], x = in.x[u], step = in.dt[u];
       T dx_sum = d * g, ddt_sum = T(0);
-      T dC[kStateGroup], dB[kStateGroup];
+      T dC[kStateGroup], dB[kStateGroup], b_row[kStateGroup], c_row[kStateGroup];
+      load_row(rows.b[u], b_row);
+      load_row(rows.c[u], c_row);
+      // States past the group have zero rows, so every term below is zero for
+      // them; at k = 0 the state entering the step (window slot 0) is zero, so
+      // the decay's gradient vanishes there as in the CPU reference.
 #pragma unroll
       for (int s = 0; s < kStateGroup; ++s) {
-        dC[s] = dB[s] = T(0);
-        if (s < live) {
-          const T h_s = window.at(u + 1, s), prev_s = window.at(u, s);
-          dC[s] = g * h_s;
-          dh[s] += g * rows.c[u][s];  // dh[s] is now the full dL/dh_t[s]
-          const T decay = decay_of(step, scaled_a[s]);
-          if (k > 0) {
-            const T d_exponent = dh[s] * prev_s * decay;  // dL/d(dt_t A[s])
-            dA[s] += d_exponent * step;
-            ddt_sum += d_exponent * (valid ? p.A[p.a_at(c, s)] : T(0));
-          }
-          ddt_sum += dh[s] * rows.b[u][s] * x;
-          dB[s] = dh[s] * step * x;
-          dx_sum += dh[s] * step * rows.b[u][s];
-          dh[s] *= decay;  // on to dL/dh_prev
-        }
+        const T h_s = window.at(u + 1, s), prev_s = window.at(u, s);
+        dC[s] = g * h_s;
+        dh[s] += g * c_row[s];  // dh[s] is now the full dL/dh_t[s]
+        const T decay = decay_of(step, scaled_a[s]);
+        const T d_exponent = dh[s] * prev_s * decay;  // dL/d(dt_t A[s])
+        dA[s] += d_exponent * step;
+        ddt_sum += d_exponent * (valid && s < live ? p.A[p.a_at(c, s)] : T(0));
+        ddt_sum += dh[s] * b_row[s] * x;
+        dB[s] = dh[s] * step * x;
+        dx_sum += dh[s] * step * b_row[s];
+        dh[s] *= decay;  // on to dL/dh_prev
       }
       const int64_t part_at = ((n * q.warps + warp) * L + t) * p.state + p.group_begin;
       reduce_state_grads(dC, dB, q.dC_part + part_at, q.dB_part + part_at, live, warp < q.warps);
