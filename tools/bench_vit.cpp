@@ -1,5 +1,5 @@
 // ./bench_vit [--device cuda] [--models vit_small_patch16_224,vit_base_patch16_224]
-//             [--batch 256] [--steps 10] [--out bench_vit.json]
+//             [--batch 256] [--steps 10] [--precision fp32|bf16] [--out bench_vit.json]
 // Images per second of whole ViTs on random 224 px images: inference
 // (forward under no-grad) and a training step (forward, cross-entropy,
 // backward, AdamW), the median over timed rounds after warm-up, each round
@@ -75,14 +75,17 @@ int bench_main(int argc, char** argv) {
                                     {"models", "comma-separated presets", "vit_small_patch16_224,vit_base_patch16_224"},
                                     {"batch", "images per step", "256"},
                                     {"steps", "calls per timed round (3 rounds, after 2 warm-up calls)", "10"},
+                                    {"precision", "fp32, or bf16 (GEMM operands in bfloat16, float32 accumulation)",
+                                     "fp32"},
                                     {"out", "results JSON", "bench_vit.json"}});
   if (!flags.parse(argc, argv)) return 0;
   const Device device = Device::parse(flags.get("device"));
   const int64_t batch = flags.get_int("batch");
   const int steps = static_cast<int>(flags.get_int("steps"));
+  const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision")));
   check(batch > 0 && steps > 0, "--batch and --steps must be positive (got {} and {})", batch, steps);
 
-  nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", "fp32"},
+  nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
                            {"models", nlohmann::json::array()}};
   fmt::print("{:<26} {:>12} {:>14} {:>14}\n", "model", "params", "infer img/s", "train img/s");
   for (const std::string& preset : split_list(flags.get("models"))) {

@@ -1,6 +1,7 @@
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/reduce/reduce.h"
 #include "engine/ops/view/view.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 
 namespace engine {
@@ -84,6 +85,20 @@ TEST(Matmul, Gradients) {
   Tensor weight = random_leaf({6, 4}, rng);
   Tensor bias = random_leaf({6}, rng);
   expect_gradients_match([](const auto& in) { return linear(in[0], in[1], in[2]); }, {a, weight, bias});
+}
+
+// The precision switch's values (the GPU behaviour is tested in the Cuda suite;
+// CPU GEMMs ignore it).
+TEST(GemmPrecision, ParsesTheConfigValuesAndCpuGemmsStayFloat32) {
+  EXPECT_EQ(parse_gemm_precision("fp32"), GemmPrecision::Float32);
+  EXPECT_EQ(parse_gemm_precision("bf16"), GemmPrecision::BFloat16);
+  testing::expect_error_mentioning([] { parse_gemm_precision("fp16"); }, {"fp16", "fp32, bf16"});
+  Rng rng(10);
+  Tensor a = Tensor::uniform({5, 7}, rng, -1, 1), b = Tensor::uniform({7, 3}, rng, -1, 1);
+  const std::vector<double> exact = matmul(a, b).to_doubles();
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  EXPECT_EQ(gemm_precision(), GemmPrecision::BFloat16);
+  EXPECT_EQ(matmul(a, b).to_doubles(), exact);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@ namespace engine {
 namespace {
 
 std::atomic<int64_t> g_gemm_flops{0};
+std::atomic<GemmPrecision> g_gemm_precision{GemmPrecision::Float32};
 
 // Describes the last two dims of t as a GEMM operand, copying only when the
 // layout is neither row-major nor a transposed row-major matrix.
@@ -96,6 +97,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 int64_t gemm_flops_so_far() { return g_gemm_flops.load(std::memory_order_relaxed); }
+
+void set_gemm_precision(GemmPrecision precision) { g_gemm_precision.store(precision); }
+GemmPrecision gemm_precision() { return g_gemm_precision.load(); }
+
+GemmPrecision parse_gemm_precision(const std::string& name) {
+  if (name == "fp32") return GemmPrecision::Float32;
+  if (name == "bf16") return GemmPrecision::BFloat16;
+  fail("precision '{}' is not one of: fp32, bf16", name);
+}
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y = matmul(x, transpose(weight, 0, 1));

@@ -12,6 +12,7 @@
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/copy/copy_kernels.h"
+#include "engine/ops/matmul/matmul.h"
 #include "engine/ops/matmul/matmul_kernels.h"
 
 namespace engine {
@@ -37,6 +38,27 @@ cublasHandle_t cublas_handle(int device) {
 
 cublasOperation_t cublas_op(const GemmOperand& operand) { return operand.transposed ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+// The memory an operand's GEMM reads, as a flat float32 view from its first
+// element to its last (the gaps of a leading dimension above the row length
+// come along): [batch - 1 strides] + [rows - 1 leading dims] + one row.
+Tensor operand_span(const GemmOperand& x, int64_t batch) {
+  const int64_t stored_rows = x.transposed ? x.cols : x.rows, stored_cols = x.transposed ? x.rows : x.cols;
+  const int64_t span = (batch - 1) * x.batch_stride + (stored_rows - 1) * x.leading_dim + stored_cols;
+  return make_view(x.tensor, {span}, {1}, 0);
+}
+
+// Mixed precision: the operands rounded to bfloat16 (same layout), the
+// product accumulated and written in float32 on the tensor cores.
+void gemm_bf16_inputs(cublasHandle_t handle, const GemmOperand& a, const GemmOperand& b, float* c, int64_t m,
+                      int64_t n, int64_t k, int64_t batch, float alpha, float beta) {
+  const Tensor a16 = operand_span(a, batch).to(DType::BF16), b16 = operand_span(b, batch).to(DType::BF16);
+  cublas_check(cublasGemmStridedBatchedEx_64(handle, cublas_op(b), cublas_op(a), n, m, k, &alpha, b16.raw_data(),
+                                             CUDA_R_16BF, b.leading_dim, b.batch_stride, a16.raw_data(),
+                                             CUDA_R_16BF, a.leading_dim, a.batch_stride, &beta, c, CUDA_R_32F, n,
+                                             m * n, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmStridedBatchedEx (bf16 inputs)");
+}
+
 void gemm_cuda(const GemmOperand& a, const GemmOperand& b, const Tensor& c, int64_t batch, double alpha,
                double beta) {
   DeviceGuard guard(c);
@@ -56,6 +78,10 @@ void gemm_cuda(const GemmOperand& a, const GemmOperand& b, const Tensor& c, int6
     cublasHandle_t handle = cublas_handle(c.device().index);
     // Column-major C^T [n, m] = op(B)^T [n, k] x op(A)^T [k, m], ldc = n.
     if constexpr (std::is_same_v<T, float>) {
+      if (gemm_precision() == GemmPrecision::BFloat16) {
+        gemm_bf16_inputs(handle, a, b, pc, m, n, k, batch, alpha_t, beta_t);
+        return;
+      }
       cublas_check(cublasSgemmStridedBatched_64(handle, cublas_op(b), cublas_op(a), n, m, k, &alpha_t,
                                                 data_of<T>(b.tensor), b.leading_dim, b.batch_stride,
                                                 data_of<T>(a.tensor), a.leading_dim, a.batch_stride, &beta_t, pc,

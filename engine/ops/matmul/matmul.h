@@ -1,5 +1,7 @@
 // Matrix products with autograd.
 #pragma once
+#include <string>
+
 #include "engine/tensor.h"
 
 namespace engine {
@@ -16,5 +18,29 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // this process, forward and backward. The difference over a forward pass is
 // its matrix FLOPs, which dominate a ViT's (and the mixers') cost.
 int64_t gemm_flops_so_far();
+
+// How float32 GEMMs run on a GPU (the `precision` config key): Float32, in
+// full float32 (the default); or BFloat16, the mixed-precision mode: operands
+// rounded to bfloat16, products accumulated and written in float32 on the
+// tensor cores (cuBLAS), which is where a ViT spends its time. Activations,
+// reductions, losses and optimizer state stay float32. CPU GEMMs (and
+// float64 ones) are unaffected.
+enum class GemmPrecision { Float32, BFloat16 };
+void set_gemm_precision(GemmPrecision precision);
+GemmPrecision gemm_precision();
+// "fp32" or "bf16"; anything else is an error naming the value.
+GemmPrecision parse_gemm_precision(const std::string& name);
+
+// Sets the GEMM precision for a scope (tests, tools), restoring the previous one.
+class GemmPrecisionGuard {
+ public:
+  explicit GemmPrecisionGuard(GemmPrecision precision) : previous_(gemm_precision()) { set_gemm_precision(precision); }
+  ~GemmPrecisionGuard() { set_gemm_precision(previous_); }
+  GemmPrecisionGuard(const GemmPrecisionGuard&) = delete;
+  GemmPrecisionGuard& operator=(const GemmPrecisionGuard&) = delete;
+
+ private:
+  GemmPrecision previous_;
+};
 
 }  // namespace engine
