@@ -131,21 +131,23 @@ void expect_identical_files(const std::string& a, const std::string& b) {
   }
 }
 
-std::vector<double> epoch_losses(const std::string& metrics_path) {
-  std::vector<double> losses;
+// The metrics log's per-epoch records.
+std::vector<nlohmann::json> epoch_records(const std::string& metrics_path) {
+  std::vector<nlohmann::json> records;
   std::ifstream in(metrics_path);
   for (std::string line; std::getline(in, line);) {
     const nlohmann::json record = nlohmann::json::parse(line);
-    if (record["phase"] == "epoch") losses.push_back(record["train_loss"]);
+    if (record["phase"] == "epoch") records.push_back(record);
   }
-  return losses;
+  return records;
 }
 
 TEST_F(PretrainTest, TrainingLowersTheLossAndWritesALoadableModel) {
   const nlohmann::json results = run(out("learn"), {"train.epochs=8"});
-  const std::vector<double> losses = epoch_losses(out("learn") + "/metrics.jsonl");
-  ASSERT_EQ(losses.size(), 8u);
-  EXPECT_LT(losses.back(), 0.75 * losses.front()) << "training did not lower the loss";
+  const std::vector<nlohmann::json> epochs = epoch_records(out("learn") + "/metrics.jsonl");
+  ASSERT_EQ(epochs.size(), 8u);
+  EXPECT_LT(epochs.back()["train_loss"].get<double>(), 0.75 * epochs.front()["train_loss"].get<double>())
+      << "training did not lower the loss";
   EXPECT_TRUE(results["finished"].get<bool>());
   EXPECT_EQ(results["steps"].get<int64_t>(), 32);
   EXPECT_GT(results["images_per_second"].get<double>(), 0.0);
@@ -185,9 +187,12 @@ TEST_F(PretrainTest, RefusesToOverwriteAnExistingRun) {
   EXPECT_EQ(fs::last_write_time(out("once") + "/results.json"), before);
   EXPECT_THAT(error_of([&] { run(out("once"), {"output.overwrite=true", "output.resume=true"}); }),
               HasSubstr("choose one"));
-  // overwrite = true starts afresh: the new run's log has no record of the old one.
-  EXPECT_TRUE(run(out("once"), {"output.overwrite=true", "train.epochs=1", "train.warmup_epochs=0"})["finished"].get<bool>());
-  EXPECT_EQ(epoch_losses(out("once") + "/metrics.jsonl").size(), 1u);
+  // overwrite = true starts afresh: the log holds the new run's one complete epoch, not the
+  // old run's partial one.
+  EXPECT_TRUE(run(out("once"), {"output.overwrite=true", "train.epochs=1", "train.warmup_epochs=0"})["finished"]);
+  const std::vector<nlohmann::json> epochs = epoch_records(out("once") + "/metrics.jsonl");
+  ASSERT_EQ(epochs.size(), 1u);
+  EXPECT_TRUE(epochs[0]["complete"].get<bool>());
 }
 
 // A model and an AdamW over its parameters after `steps` updates on random data.
@@ -276,7 +281,8 @@ TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
     return error_of([&] { PretrainSettings::from_config(config(out("bad"), overrides)); });
   };
   EXPECT_THAT(settings_error({"train.epochs=0"}), AllOf(HasSubstr("tiny.ini"), HasSubstr("[train] epochs = 0")));
-  EXPECT_THAT(settings_error({"train.warmup_epochs=2"}), HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
+  EXPECT_THAT(settings_error({"train.warmup_epochs=2"}),
+              HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
   EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}), HasSubstr("[train] label_smoothing = 1.5"));
   EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("[run] device"), HasSubstr("'gpu'")));
   EXPECT_THAT(settings_error({"run.precision=fp8"}), AllOf(HasSubstr("precision"), HasSubstr("fp8")));

@@ -20,10 +20,14 @@ int pretrain_main(int argc, char** argv) {
   const PretrainSettings settings = PretrainSettings::from_config(config);
   config.check_all_used();
   const nlohmann::json r = run_pretrain(settings);
-  fmt::print("{} after {:.1f} of {} epochs: top-1 {:.2f}% (best {:.2f}%), {:.0f} img/s, {:.0f} s\n",
+  const std::string accuracy =
+      r["last_top1"].is_null() ? "not evaluated yet"
+                               : fmt::format("top-1 {:.2f}% (best {:.2f}%)", 100 * r["last_top1"].get<double>(),
+                                             100 * r["best_top1"].get<double>());
+  fmt::print("{} after {:.1f} of {} epochs: {}, {:.0f} img/s, {:.0f} s\n",
              r["finished"].get<bool>() ? "finished" : "stopped", r["epochs_done"].get<double>(),
-             r["epochs"].get<int64_t>(), 100 * r["last_top1"].get<double>(), 100 * r["best_top1"].get<double>(),
-             r["images_per_second"].get<double>(), r["wall_seconds"].get<double>());
+             r["epochs"].get<int64_t>(), accuracy, r["images_per_second"].get<double>(),
+             r["wall_seconds"].get<double>());
   fmt::print("results: {}/results.json, checkpoint: {}\n", settings.out_dir, r["checkpoint"].get<std::string>());
   return 0;
 }

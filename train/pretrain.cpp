@@ -376,7 +376,8 @@ class Pretrainer {
   bool train_epoch(int64_t epoch) {
     const int64_t first_batch = step_ % steps_per_epoch_;
     loader_.start_epoch(epoch, static_cast<size_t>(first_batch));
-    ProgressBar bar(fmt::format("epoch {}/{}", epoch + 1, s_.epochs), (steps_per_epoch_ - first_batch) * s_.batch_size);
+    ProgressBar bar(fmt::format("epoch {}/{}", epoch + 1, s_.epochs),
+                    (steps_per_epoch_ - first_batch) * s_.batch_size);
     double loss_sum = 0;
     int64_t steps = 0;
     bool stopped = false;
@@ -391,14 +392,17 @@ class Pretrainer {
       }
       stopped = step_ % steps_per_epoch_ != 0 && stop_requested();
     }
-    bar.finish(fmt::format("loss {:.4f}", loss_sum / std::max<int64_t>(steps, 1)));
-    train_seconds_ += bar.elapsed_seconds();
-    train_images_ += steps * s_.batch_size;
-    log_.write({{"phase", "epoch"}, {"epoch", epoch + 1}, {"step", step_}, {"train_loss", loss_sum / std::max<int64_t>(steps, 1)},
-                {"images_per_second", steps * s_.batch_size / std::max(bar.elapsed_seconds(), 1e-9)},
-                {"complete", !stopped}});
+    record_epoch(epoch, bar, loss_sum / std::max<int64_t>(steps, 1), steps * s_.batch_size, !stopped);
     if (stopped) save_checkpoint_now();
     return !stopped;
+  }
+
+  void record_epoch(int64_t epoch, ProgressBar& bar, double mean_loss, int64_t images, bool complete) {
+    bar.finish(fmt::format("loss {:.4f}", mean_loss));
+    train_seconds_ += bar.elapsed_seconds();
+    train_images_ += images;
+    log_.write({{"phase", "epoch"}, {"epoch", epoch + 1}, {"step", step_}, {"train_loss", mean_loss},
+                {"images_per_second", images / std::max(bar.elapsed_seconds(), 1e-9)}, {"complete", complete}});
   }
 
   // Evaluation and checkpoint when due; false when this invocation should stop.
@@ -418,7 +422,7 @@ class Pretrainer {
     const EvalResult result = evaluate_classifier([&](const Tensor& x) { return model_->forward(x); },
                                                   test_.dataset(), model_->config.preprocess, options);
     last_top1_ = result.top1;
-    best_top1_ = std::max(best_top1_, result.top1);
+    best_top1_ = best_top1_.is_null() ? result.top1 : std::max(best_top1_.get<double>(), result.top1);
     log_.write({{"phase", "eval"}, {"epoch", epoch + 1}, {"step", step_}, {"top1", result.top1},
                 {"top5", result.top5}, {"images", result.images}});
   }
@@ -428,7 +432,7 @@ class Pretrainer {
                           {"epochs", s_.epochs},
                           {"epochs_done", static_cast<double>(step_) / steps_per_epoch_},
                           {"steps", step_},
-                          {"final_top1", finished ? json(last_top1_) : json()},
+                          {"final_top1", finished ? last_top1_ : json()},
                           {"last_top1", last_top1_},
                           {"best_top1", best_top1_},
                           {"images_per_second", train_images_ / std::max(train_seconds_, 1e-9)},
@@ -455,7 +459,7 @@ class Pretrainer {
   MetricsLog log_;
   // Progress, saved in every checkpoint.
   int64_t step_ = 0;
-  double last_top1_ = 0, best_top1_ = 0;
+  json last_top1_, best_top1_;  // null until the first evaluation
   double train_seconds_ = 0;
   int64_t train_images_ = 0;
   double wall_seconds_before_ = 0;  // spent by earlier invocations of a resumed run
