@@ -10,6 +10,7 @@
 
 #include "engine/cli.h"
 #include "engine/error.h"
+#include "tests/expect_error.h"
 
 namespace engine {
 namespace {
@@ -18,17 +19,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-// The message of the engine::Error that `f` throws, or a marker that no
-// assertion on a message substring can match by accident.
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no engine::Error thrown>";
-}
+using testing::error_of;
 
 const char* kText = R"(# model settings
 name = tiny   ; keys before any section belong to section ""

@@ -14,6 +14,7 @@
 #include "engine/ops/ops.h"
 #include "engine/safetensors.h"
 #include "models/vit_checkpoint.h"
+#include "tests/expect_error.h"
 #include "train/checkpoint.h"
 #include "train/pretrain.h"
 
@@ -23,16 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-using ::testing::Not;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no engine::Error thrown>";
-}
+using testing::error_of;
 
 // root/{train,test}/{bright_top,bright_bottom}/N.png: 8x8 noisy images whose
 // class shows in which half is brighter (flips and small crops keep it).
