@@ -139,7 +139,6 @@ json PretrainSettings::identity() const {
           {"model.drop_path_rate", model.drop_path_rate},
           {"data.mean", model.preprocess.mean},
           {"data.std", model.preprocess.std},
-          {"data.path", data},
           {"data.train_subdir", train_subdir},
           {"data.train_limit", train_limit},
           {"data.crop_padding", crop_padding},
@@ -317,6 +316,9 @@ class Pretrainer {
 
   json progress() const {
     return {{"step", step_},
+            {"epoch", step_ / steps_per_epoch_},  // epoch and batch_in_epoch: for people reading the file
+            {"batch_in_epoch", step_ % steps_per_epoch_},
+            {"steps_per_epoch", steps_per_epoch_},
             {"last_top1", last_top1_},
             {"best_top1", best_top1_},
             {"train_seconds", train_seconds_},
@@ -328,6 +330,9 @@ class Pretrainer {
   void restore() {
     const json saved = load_checkpoint_into(resume_from_, *model_, *optimizer_);
     check_same_identity(saved.at("identity"), s_.identity(), resume_from_);
+    check(saved.at("steps_per_epoch") == steps_per_epoch_,
+          "cannot resume from {}: it has {} steps per epoch, this training set gives {} (different data?)",
+          resume_from_, saved.at("steps_per_epoch").dump(), steps_per_epoch_);
     step_ = saved.at("step");
     last_top1_ = saved.at("last_top1");
     best_top1_ = saved.at("best_top1");

@@ -65,7 +65,8 @@ struct PretrainSettings {
 
   // The settings a resumed run must share with the checkpoint (everything that
   // changes the numbers; not the device, workers, limits on this invocation,
-  // evaluation or output cadence), as "section.key" -> value.
+  // evaluation or output cadence, nor where the data lives), as
+  // "section.key" -> value.
   nlohmann::json identity() const;
 };
 
