@@ -4,6 +4,11 @@
 # each timed. Expects ENGINE_SHARED_DIR (models/, data/) and a built tree;
 # writes logs and a tarball of the outputs into $1 (default runs/gpu).
 #   bench/gpu_pipeline.sh OUT [steps...]   steps: eval sparsity distill distill_mamba groupwise
+#                                           pretrain pretrain_resume
+# pretrain starts ./pretrain configs/pretrain_cifar10.ini afresh in OUT/pretrain, stopping (with a
+# checkpoint) after PRETRAIN_MINUTES (default 8.5) so that it fits one 10-minute device call;
+# pretrain_resume continues it for another PRETRAIN_MINUTES (run it in later calls until
+# OUT/pretrain/results.json says "finished": true). PRETRAIN_EPOCHS (default 100) sets the length.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu}
@@ -26,6 +31,11 @@ for step in $steps; do
       ./train_distill configs/cifar10_full.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/distill" ;;
     distill_mamba)
       ./train_distill configs/cifar10_full.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/distill_mamba,student.mixer=mamba:d_state=16" ;;
+    pretrain|pretrain_resume)
+      [ "$step" = pretrain ] && start_mode=output.overwrite=true || start_mode=output.resume=true
+      ./pretrain configs/pretrain_cifar10.ini "data.path=$shared/data/cifar10-jpeg.tar.xz" run.device=cuda \
+        "output.dir=$out/pretrain" "train.epochs=${PRETRAIN_EPOCHS:-100}" \
+        "run.time_limit_minutes=${PRETRAIN_MINUTES:-8.5}" "$start_mode" ;;
     groupwise)
       ./train_distill configs/cifar10_groupwise.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/groupwise" ;;
   esac

@@ -31,8 +31,10 @@ size_t DataLoader::num_batches() const {
   return options_.drop_last ? n / options_.batch_size : (n + options_.batch_size - 1) / options_.batch_size;
 }
 
-void DataLoader::start_epoch(int64_t epoch) {
+void DataLoader::start_epoch(int64_t epoch, size_t first_batch) {
   stop_workers();
+  engine::check(first_batch <= num_batches(), "DataLoader: first batch {} is past the epoch's {} batches",
+                first_batch, num_batches());
   epoch_seed_ = mix_seed(options_.seed, static_cast<uint64_t>(epoch));
   order_.resize(dataset_.size());
   std::iota(order_.begin(), order_.end(), size_t{0});
@@ -40,8 +42,8 @@ void DataLoader::start_epoch(int64_t epoch) {
     std::mt19937_64 rng(mix_seed(epoch_seed_, kOrderStream));
     shuffle(order_, rng);
   }
-  next_to_claim_ = 0;
-  next_to_yield_ = 0;
+  next_to_claim_ = first_batch;
+  next_to_yield_ = first_batch;
   started_ = true;
   for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back(&DataLoader::worker_loop, this);
 }

@@ -59,8 +59,10 @@ class DataLoader {
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
-  // Starts loading epoch `epoch`, abandoning what is left of the previous one.
-  void start_epoch(int64_t epoch);
+  // Starts loading epoch `epoch`, abandoning what is left of the previous one. A resumed
+  // run passes first_batch > 0 to skip the batches it already trained on, without
+  // loading them: the batches that follow are exactly those of an uninterrupted epoch.
+  void start_epoch(int64_t epoch, size_t first_batch = 0);
 
   // The next batch of the current epoch; false once it is exhausted. An error while
   // loading a batch (in any thread) is rethrown here when that batch is reached, and ends

@@ -51,7 +51,9 @@ bool Flags::parse(int argc, char** argv) {
       values_[name] = argv[++i];
     }
   }
-  check(positional_.size() <= positional_names_.size(), "unexpected argument '{}' (see --help)",
+  const bool variadic = !positional_names_.empty() && positional_names_.back().size() > 3 &&
+                        positional_names_.back().compare(positional_names_.back().size() - 3, 3, "...") == 0;
+  check(variadic || positional_.size() <= positional_names_.size(), "unexpected argument '{}' (see --help)",
         positional_.size() > positional_names_.size() ? positional_[positional_names_.size()] : "");
   return true;
 }

@@ -18,6 +18,8 @@ struct FlagSpec {
 class Flags {
  public:
   // `usage` is the one-line synopsis; positional names are listed for --help.
+  // A last positional name ending in "..." (e.g. "OVERRIDES...") takes any
+  // number of arguments; otherwise extra arguments are an error.
   Flags(std::string usage, std::vector<FlagSpec> specs, std::vector<std::string> positional_names = {});
   // Returns false when --help was given (help already printed).
   bool parse(int argc, char** argv);

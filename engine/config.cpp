@@ -293,18 +293,29 @@ std::vector<std::string> Config::get_list(const std::string& section, const std:
   return e ? split_list(e->value) : def;
 }
 
-std::vector<int64_t> Config::get_int_list(const std::string& section, const std::string& key,
-                                          const std::vector<int64_t>& def) const {
+template <typename T>
+std::vector<T> Config::get_number_list(const std::string& section, const std::string& key,
+                                       const std::vector<T>& def, const char* (*parse)(const std::string&, T&)) const {
   const Entry* e = find(section, key);
   if (!e) return def;
-  std::vector<int64_t> values;
+  std::vector<T> values;
   for (const std::string& item : split_list(e->value)) {
-    int64_t value = 0;
-    if (const char* why = parse_int(item, value))
+    T value{};
+    if (const char* why = parse(item, value))
       bad_value(section, key, *e, fmt::format("has item '{}' that {}", item, why));
     values.push_back(value);
   }
   return values;
+}
+
+std::vector<int64_t> Config::get_int_list(const std::string& section, const std::string& key,
+                                          const std::vector<int64_t>& def) const {
+  return get_number_list(section, key, def, parse_int);
+}
+
+std::vector<double> Config::get_double_list(const std::string& section, const std::string& key,
+                                            const std::vector<double>& def) const {
+  return get_number_list(section, key, def, parse_double);
 }
 
 void Config::check_all_used() const {

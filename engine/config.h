@@ -49,6 +49,8 @@ class Config {
                                     const std::vector<std::string>& def) const;
   std::vector<int64_t> get_int_list(const std::string& section, const std::string& key,
                                     const std::vector<int64_t>& def) const;
+  std::vector<double> get_double_list(const std::string& section, const std::string& key,
+                                      const std::vector<double>& def) const;
 
   // Throws listing every section or key that no getter asked for, each with a
   // suggestion of the nearest name that was asked for, if one is close.
@@ -74,6 +76,9 @@ class Config {
   int64_t to_int(const std::string& section, const std::string& key, const Entry& e) const;
   double to_double(const std::string& section, const std::string& key, const Entry& e) const;
   bool to_bool(const std::string& section, const std::string& key, const Entry& e) const;
+  template <typename T>
+  std::vector<T> get_number_list(const std::string& section, const std::string& key, const std::vector<T>& def,
+                                 const char* (*parse)(const std::string&, T&)) const;
 
   std::string source_;
   std::map<std::string, Section> sections_;

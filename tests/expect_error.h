@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,18 @@ void expect_error_mentioning(Call&& call, const std::vector<std::string>& fragme
     return;
   }
   ADD_FAILURE() << "expected an engine::Error";
+}
+
+// The message of the engine::Error that `call` throws. Throwing none is a
+// test failure, and gives "", which no assertion on a fragment matches.
+inline std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an engine::Error";
+  return "";
 }
 
 }  // namespace engine::testing

@@ -8,7 +8,9 @@
 #include <functional>
 #include <string>
 
+#include "engine/cli.h"
 #include "engine/error.h"
+#include "tests/expect_error.h"
 
 namespace engine {
 namespace {
@@ -17,17 +19,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-// The message of the engine::Error that `f` throws, or a marker that no
-// assertion on a message substring can match by accident.
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no engine::Error thrown>";
-}
+using testing::error_of;
 
 const char* kText = R"(# model settings
 name = tiny   ; keys before any section belong to section ""
@@ -78,6 +70,7 @@ TEST(Config, DefaultsApplyOnlyWhenKeyIsAbsent) {
   EXPECT_EQ(c.get_choice("a", "y", "sgd", {"sgd", "adam"}), "sgd");
   EXPECT_THAT(c.get_list("a", "y", {"p", "q"}), ElementsAre("p", "q"));
   EXPECT_THAT(c.get_int_list("a", "y", {1, 2}), ElementsAre(1, 2));
+  EXPECT_THAT(c.get_double_list("a", "y", {0.5}), ElementsAre(0.5));
   EXPECT_TRUE(c.has("a", "x"));
   EXPECT_FALSE(c.has("a", "y"));
 }
@@ -130,6 +123,13 @@ TEST(Config, BadIntListItemIsNamed) {
   const Config c = Config::parse("[m]\ndims = 1, two, 3\n", "config.ini");
   EXPECT_THAT(error_of([&] { c.get_int_list("m", "dims", {}); }),
               AllOf(HasSubstr("config.ini:2: [m] dims = '1, two, 3'"), HasSubstr("item 'two'")));
+}
+
+TEST(Config, DoubleListParsesItemsAndNamesABadOne) {
+  const Config c = Config::parse("[d]\nmean = 0.5, 1e-2,2\nstd = 0.1, nan\n", "config.ini");
+  EXPECT_THAT(c.get_double_list("d", "mean", {}), ElementsAre(0.5, 0.01, 2.0));
+  EXPECT_THAT(error_of([&] { c.get_double_list("d", "std", {}); }),
+              AllOf(HasSubstr("config.ini:3: [d] std = '0.1, nan'"), HasSubstr("item 'nan'")));
 }
 
 TEST(Config, MissingRequiredKeyNamesSectionKeyAndFile) {
@@ -237,6 +237,16 @@ TEST(NearestName, SuggestsOnlyPlausibleTypos) {
   EXPECT_EQ(nearest_name("optimizer", {"scheduler"}), "");
   EXPECT_EQ(nearest_name("", {"a"}), "");
   EXPECT_EQ(nearest_name("abc", {}), "");
+}
+
+TEST(Flags, OnlyAVariadicLastPositionalTakesExtraArguments) {
+  char tool[] = "tool", config[] = "a.ini", first[] = "train.lr=1", second[] = "run.device=cpu";
+  char* argv[] = {tool, config, first, second};
+  Flags variadic("tool CONFIG [OVERRIDES...]", {}, {"CONFIG", "OVERRIDES..."});
+  ASSERT_TRUE(variadic.parse(4, argv));
+  EXPECT_THAT(variadic.positional(), ElementsAre("a.ini", "train.lr=1", "run.device=cpu"));
+  Flags fixed("tool CONFIG", {}, {"CONFIG"});
+  EXPECT_THAT(error_of([&] { fixed.parse(4, argv); }), HasSubstr("unexpected argument 'train.lr=1'"));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "data/files.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
+#include "data/subset.h"
 #include "engine/error.h"
 
 namespace data {
@@ -53,6 +54,30 @@ TEST(DataImageFolder, SortsClassesAndFilesAndFiltersExtensions) {
   const Sample sample = folder.get(2);
   EXPECT_EQ(sample.label, 1);
   EXPECT_EQ(sample.image.pixels[0], 3);
+}
+
+TEST(DataSubset, EvenlySpacedItemsCoverASortedFolder) {
+  EXPECT_THAT(evenly_spaced_items(10, 4), ElementsAre(0, 2, 5, 7));
+  EXPECT_THAT(evenly_spaced_items(3, 5), ElementsAre(0, 1, 2));  // never more than there are
+  EXPECT_THAT(first_items(10, 3), ElementsAre(0, 1, 2));
+  TempDir root;
+  for (int cls = 0; cls < 3; ++cls) {
+    fs::create_directory(root.path() + "/c" + std::to_string(cls));
+    for (int i = 0; i < 4; ++i) {
+      write_tagged_image(root.path() + "/c" + std::to_string(cls) + "/" + std::to_string(i) + ".png",
+                         static_cast<uint8_t>(10 * cls + i));
+    }
+  }
+  const ImageFolder folder(root.path());
+  const Subset subset(folder, evenly_spaced_items(folder.size(), 3));  // items 0, 4, 8: one per class
+  ASSERT_EQ(subset.size(), 3u);
+  EXPECT_EQ(subset.num_classes(), 3);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(subset.label(i), static_cast<int64_t>(i));
+    EXPECT_EQ(subset.name(i), "c" + std::to_string(i) + "/0.png");
+    EXPECT_EQ(subset.get(i).image.pixels[0], 10 * i);
+  }
+  EXPECT_THAT([&] { Subset(folder, {12}); }, ThrowsMessage<engine::Error>(HasSubstr("index 12")));
 }
 
 TEST(DataImageFolder, ErrorsNameTheProblem) {

@@ -113,6 +113,21 @@ TEST(DataLoader, EachEpochIsADifferentPermutation) {
   EXPECT_EQ(indices_of(load_epoch(sequential, 3)), std::vector<size_t>(all.begin(), all.begin() + 49));
 }
 
+TEST(DataLoader, StartingMidEpochYieldsTheRemainingBatchesUnchanged) {
+  const CountingDataset dataset(50);
+  DataLoader loader(dataset, noisy_transform, small_options(2));
+  const std::vector<Batch> whole = load_epoch(loader, 1);
+  loader.start_epoch(1, 5);
+  std::vector<Batch> rest;
+  for (Batch batch; loader.next(batch);) rest.push_back(std::move(batch));
+  ASSERT_EQ(rest.size(), whole.size() - 5);
+  for (size_t b = 0; b < rest.size(); ++b) {
+    EXPECT_EQ(rest[b].indices, whole[b + 5].indices);
+    EXPECT_EQ(rest[b].images, whole[b + 5].images);
+  }
+  EXPECT_THAT([&] { loader.start_epoch(1, 9); }, ThrowsMessage<engine::Error>(HasSubstr("first batch 9")));
+}
+
 // A folder of 5 good PNGs and one corrupt JPEG.
 class DataLoaderBadImages : public ::testing::Test {
  protected:

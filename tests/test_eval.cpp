@@ -7,6 +7,7 @@
 
 #include "data/archive.h"
 #include "data/image_folder.h"
+#include "data/transforms.h"
 #include "models/vit_checkpoint.h"
 #include "tests/shared_data.h"
 #include "train/evaluate.h"
@@ -54,6 +55,32 @@ TEST(Eval, ImagenetSampleWithSynsets) {
   EXPECT_DOUBLE_EQ(result.top1, correct / 50.0);
   EXPECT_GE(result.top5, result.top1);
   std::filesystem::remove_all(dir);
+}
+
+// RandomCrop(reflect) then flip then normalise, drawing from the sample's RNG in that order.
+TEST(Eval, CropFlipTransformComposesCropFlipAndNormalise) {
+  Preprocess p;
+  p.input_size = 8;
+  p.crop_pct = 1.0;
+  Rng pixels(4);
+  data::Image image(8, 8, 3);
+  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, stddev[3] = {0.229f, 0.224f, 0.225f};
+  const data::Transform transform = crop_flip_transform(p, 2);
+  std::vector<float> got(3 * 8 * 8), expected(3 * 8 * 8), plain(3 * 8 * 8);
+  data::to_normalized_chw(image, mean, stddev, plain.data());
+  int changed = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    std::mt19937_64 rng(seed), reference_rng(seed);
+    transform(image, got.data(), rng);
+    data::Image view = data::random_crop_reflect_pad(image, 8, 2, reference_rng);
+    if (reference_rng() & 1) view = data::hflip(view);
+    data::to_normalized_chw(view, mean, stddev, expected.data());
+    EXPECT_EQ(got, expected) << "seed " << seed;
+    changed += got != plain;
+  }
+  EXPECT_GE(changed, 4) << "the augmentation rarely changes the image";
+  EXPECT_THROW(crop_flip_transform(p, 8), Error);
 }
 
 }  // namespace

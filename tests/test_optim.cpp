@@ -10,11 +10,13 @@
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/reduce/reduce.h"
 #include "engine/optim/optimizer.h"
+#include "tests/expect_error.h"
 
 namespace engine {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::error_of;
 
 constexpr double kTol = 1e-12;
 
@@ -33,15 +35,6 @@ void expect_values(const Tensor& t, const std::vector<double>& expected, double 
   const std::vector<double> actual = t.to_doubles();
   ASSERT_EQ(actual.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(actual[i], expected[i], tolerance) << "element " << i;
-}
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
 }
 
 // ---------------------------------------------------------------- SGD

@@ -13,12 +13,14 @@
 #include "engine/ops/view/view.h"
 #include "engine/random.h"
 #include "engine/safetensors.h"
+#include "tests/expect_error.h"
 
 namespace engine {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::HasSubstr;
+using ::testing::HasSubstr;
+using testing::error_of;
 
 // ../shared from the repo root (CI), or ENGINE_SHARED_DIR (worktrees).
 std::string shared_dir() {
@@ -45,17 +47,6 @@ void write_raw(const std::string& path, const std::string& header, const std::st
   write_bytes(path, bytes + header + data);
 }
 
-// The message of the engine::Error that `body` throws.
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected an engine::Error";
-  return "";
-}
-
 std::string open_error(const std::string& path) {
   return error_of([&] { SafetensorsFile::open(path); });
 }
@@ -69,12 +60,12 @@ void expect_same_bits(const Tensor& actual, const Tensor& expected) {
   EXPECT_EQ(std::memcmp(a.raw_data(), e.raw_data(), e.nbytes()), 0) << expected.describe();
 }
 
-class SafetensorsTest : public testing::Test {
+class SafetensorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
            fmt::format("safetensors_test_{}_{}", ::getpid(),
-                       testing::UnitTest::GetInstance()->current_test_info()->name());
+                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }

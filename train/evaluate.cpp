@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "data/subset.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
 #include "train/progress.h"
@@ -10,21 +11,6 @@
 namespace engine {
 
 namespace {
-
-// A dataset restricted to its first `limit` items.
-class Prefix : public data::Dataset {
- public:
-  Prefix(const data::Dataset& inner, size_t limit) : inner_(inner), size_(std::min(limit, inner.size())) {}
-  size_t size() const override { return size_; }
-  int num_classes() const override { return inner_.num_classes(); }
-  data::Sample get(size_t i) const override { return inner_.get(i); }
-  int64_t label(size_t i) const override { return inner_.label(i); }
-  std::string name(size_t i) const override { return inner_.name(i); }
-
- private:
-  const data::Dataset& inner_;
-  size_t size_;
-};
 
 // Ranks of the true label among the logits row: 0 = top-1.
 int64_t rank_of(const float* row, int64_t classes, int64_t label) {
@@ -35,25 +21,58 @@ int64_t rank_of(const float* row, int64_t classes, int64_t label) {
 
 }  // namespace
 
-data::Transform eval_transform(const Preprocess& p, bool random_flip) {
-  const data::Interp interp = p.interpolation == "bilinear" ? data::Interp::Bilinear : data::Interp::Bicubic;
+namespace {
+
+data::Interp interpolation_of(const Preprocess& p) {
   check(p.interpolation == "bilinear" || p.interpolation == "bicubic",
         "preprocessing: interpolation '{}' is not supported (bilinear or bicubic)", p.interpolation);
-  const float mean[3] = {static_cast<float>(p.mean[0]), static_cast<float>(p.mean[1]), static_cast<float>(p.mean[2])};
-  const float stddev[3] = {static_cast<float>(p.std[0]), static_cast<float>(p.std[1]), static_cast<float>(p.std[2])};
+  return p.interpolation == "bilinear" ? data::Interp::Bilinear : data::Interp::Bicubic;
+}
+
+// ToTensor + Normalize with the model's mean and std, rounded to float32 as PyTorch holds them.
+struct Normalize {
+  float mean[3], stddev[3];
+  explicit Normalize(const Preprocess& p)
+      : mean{static_cast<float>(p.mean[0]), static_cast<float>(p.mean[1]), static_cast<float>(p.mean[2])},
+        stddev{static_cast<float>(p.std[0]), static_cast<float>(p.std[1]), static_cast<float>(p.std[2])} {}
+  void operator()(const data::Image& image, float* out) const { data::to_normalized_chw(image, mean, stddev, out); }
+};
+
+}  // namespace
+
+data::Transform eval_transform(const Preprocess& p, bool random_flip) {
+  const data::Interp interp = interpolation_of(p);
+  const Normalize normalize(p);
   const int size = static_cast<int>(p.input_size);
   const double crop_pct = p.crop_pct;
   return [=](const data::Image& image, float* out, std::mt19937_64& rng) {
     data::Image view = data::resize_and_center_crop(image, size, crop_pct, interp);
     if (random_flip && (rng() & 1)) view = data::hflip(view);
-    data::to_normalized_chw(view, mean, stddev, out);
+    normalize(view, out);
+  };
+}
+
+data::Transform crop_flip_transform(const Preprocess& p, int reflect_padding) {
+  const data::Interp interp = interpolation_of(p);
+  const Normalize normalize(p);
+  const int size = static_cast<int>(p.input_size);
+  check(reflect_padding >= 0 && reflect_padding < size, "random crop: padding {} must be in [0, {})",
+        reflect_padding, size);
+  const double crop_pct = p.crop_pct;
+  return [=](const data::Image& image, float* out, std::mt19937_64& rng) {
+    data::Image view = data::resize_and_center_crop(image, size, crop_pct, interp);
+    if (reflect_padding > 0) view = data::random_crop_reflect_pad(view, size, reflect_padding, rng);
+    if (rng() & 1) view = data::hflip(view);
+    normalize(view, out);
   };
 }
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& full, const Preprocess& preprocess,
                                const EvalOptions& options) {
-  std::unique_ptr<Prefix> limited;
-  if (options.limit > 0) limited = std::make_unique<Prefix>(full, static_cast<size_t>(options.limit));
+  std::unique_ptr<data::Subset> limited;
+  if (options.limit > 0) {
+    limited = std::make_unique<data::Subset>(full, data::first_items(full.size(), static_cast<size_t>(options.limit)));
+  }
   const data::Dataset& dataset = limited ? *limited : full;
   data::LoaderOptions loader_options;
   loader_options.batch_size = static_cast<size_t>(options.batch_size);

@@ -18,6 +18,11 @@ namespace engine {
 // the teacher's own view of the data).
 data::Transform eval_transform(const Preprocess& preprocess, bool random_flip = false);
 
+// The training augmentation of timm's CIFAR recipes: the eval view, then
+// torchvision RandomCrop(size, padding=reflect_padding, padding_mode="reflect")
+// (skipped for padding 0) and RandomHorizontalFlip, then normalise.
+data::Transform crop_flip_transform(const Preprocess& preprocess, int reflect_padding);
+
 struct EvalOptions {
   int64_t batch_size = 256;
   int64_t limit = 0;         // > 0: only the first N images

@@ -15,7 +15,8 @@ double now_seconds() {
 }
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path) : file_(std::fopen(path.c_str(), "w")), start_(now_seconds()) {
+MetricsLog::MetricsLog(const std::string& path, bool append)
+    : file_(std::fopen(path.c_str(), append ? "a" : "w")), start_(now_seconds()) {
   check(file_ != nullptr, "cannot write metrics log '{}': {}", path, std::strerror(errno));
 }
 

@@ -11,7 +11,9 @@ namespace engine {
 
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path);  // truncates; error names the path
+  // Truncates the file, or appends to it (a resumed run continues its log);
+  // an error names the path.
+  explicit MetricsLog(const std::string& path, bool append = false);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;

@@ -1,0 +1,294 @@
+// ./pretrain on tiny synthetic folders: training lowers the loss, a run cut
+// short and resumed ends bit-identical to an uninterrupted one, checkpoints
+// survive an interrupted write, outputs are not overwritten by accident, and
+// configuration errors name the key and value.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <cstring>
+#include <fstream>
+
+#include "data/files.h"
+#include "data/image.h"
+#include "engine/ops/ops.h"
+#include "engine/safetensors.h"
+#include "models/vit_checkpoint.h"
+#include "tests/expect_error.h"
+#include "train/checkpoint.h"
+#include "train/pretrain.h"
+
+namespace engine {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using testing::error_of;
+
+// root/{train,test}/{bright_top,bright_bottom}/N.png: 8x8 noisy images whose
+// class shows in which half is brighter (flips and small crops keep it).
+void write_split(const std::string& root, const std::string& split, int per_class, Rng& rng) {
+  for (int cls = 0; cls < 2; ++cls) {
+    const fs::path dir = fs::path(root) / split / (cls == 0 ? "bright_top" : "bright_bottom");
+    fs::create_directories(dir);
+    for (int i = 0; i < per_class; ++i) {
+      data::Image image(8, 8, 3);
+      for (int y = 0; y < 8; ++y) {
+        const bool bright = (y < 4) == (cls == 0);
+        for (int x = 0; x < 8; ++x) {
+          for (int c = 0; c < 3; ++c) image.at(y, x, c) = static_cast<uint8_t>((bright ? 150 : 40) + rng.integer(100));
+        }
+      }
+      data::write_png(image, (dir / (std::to_string(i) + ".png")).string());
+    }
+  }
+}
+
+class PretrainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Rng rng(7);
+    write_split(images_.path(), "train", 16, rng);
+    write_split(images_.path(), "test", 4, rng);
+  }
+
+  // A 2-block ViT on 8 px images, 32 training images in batches of 8 (4 steps an epoch).
+  Config config(const std::string& out, const std::vector<std::string>& overrides = {}) const {
+    Config c = Config::parse(fmt::format(R"([model]
+img_size = 8
+patch_size = 4
+embed_dim = 16
+depth = 2
+num_heads = 2
+drop_path_rate = 0.1
+[data]
+path = {}
+train_subdir = train
+test_subdir = test
+crop_padding = 2
+workers = 2
+[train]
+epochs = 2
+warmup_epochs = 1
+batch_size = 8
+lr = 0.003
+seed = 3
+[eval]
+every_epochs = 1
+[run]
+device = cpu
+[output]
+dir = {}
+checkpoint_every_epochs = 1
+)",
+                                         images_.path(), out),
+                             "tiny.ini");
+    for (const std::string& assignment : overrides) c.apply_override(assignment);
+    return c;
+  }
+
+  nlohmann::json run(const std::string& out, const std::vector<std::string>& overrides = {}) const {
+    const Config c = config(out, overrides);
+    const PretrainSettings settings = PretrainSettings::from_config(c);
+    c.check_all_used();
+    return run_pretrain(settings);
+  }
+
+  std::string out(const std::string& name) const { return (fs::path(outputs_.path()) / name).string(); }
+
+  data::TempDir images_, outputs_;
+};
+
+// Every tensor of a checkpoint file, by name.
+std::map<std::string, Tensor> tensors_of(const std::string& path) {
+  std::map<std::string, Tensor> tensors;
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  for (const std::string& name : file.names()) tensors[name] = file.get(name);
+  return tensors;
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  const Tensor ha = a.detach().contiguous(), hb = b.detach().contiguous();
+  return ha.dtype() == hb.dtype() && ha.shape() == hb.shape() &&
+         std::memcmp(ha.raw_data(), hb.raw_data(), ha.nbytes()) == 0;
+}
+
+void expect_identical_files(const std::string& a, const std::string& b) {
+  const auto ta = tensors_of(a), tb = tensors_of(b);
+  ASSERT_EQ(ta.size(), tb.size()) << a << " vs " << b;
+  for (const auto& [name, tensor] : ta) {
+    ASSERT_TRUE(tb.count(name)) << name;
+    EXPECT_TRUE(same_bytes(tensor, tb.at(name))) << name << " differs";
+  }
+}
+
+// The metrics log's per-epoch records.
+std::vector<nlohmann::json> epoch_records(const std::string& metrics_path) {
+  std::vector<nlohmann::json> records;
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json record = nlohmann::json::parse(line);
+    if (record["phase"] == "epoch") records.push_back(record);
+  }
+  return records;
+}
+
+TEST_F(PretrainTest, TrainingLowersTheLossAndWritesALoadableModel) {
+  const nlohmann::json results = run(out("learn"), {"train.epochs=8"});
+  const std::vector<nlohmann::json> epochs = epoch_records(out("learn") + "/metrics.jsonl");
+  ASSERT_EQ(epochs.size(), 8u);
+  EXPECT_LT(epochs.back()["train_loss"].get<double>(), 0.75 * epochs.front()["train_loss"].get<double>())
+      << "training did not lower the loss";
+  EXPECT_TRUE(results["finished"].get<bool>());
+  EXPECT_EQ(results["steps"].get<int64_t>(), 32);
+  EXPECT_GT(results["images_per_second"].get<double>(), 0.0);
+  EXPECT_GE(results["best_top1"].get<double>(), results["final_top1"].get<double>());
+  // The checkpoint's model loads as any ViT, labels included.
+  auto model = load_vit(out("learn") + "/checkpoint");
+  EXPECT_EQ(model->config.num_classes, 2);
+  EXPECT_EQ(model->config.label_names, std::vector<std::string>({"bright_bottom", "bright_top"}));
+  EXPECT_TRUE(fs::exists(out("learn") + "/results.json"));
+}
+
+TEST_F(PretrainTest, ResumedRunIsBitIdenticalToAStraightRun) {
+  const nlohmann::json straight = run(out("straight"));
+  ASSERT_EQ(straight["steps"].get<int64_t>(), 8);
+  // Stopped mid-epoch (step 3 of 4), then across the epoch boundary (step 6), then to the end.
+  EXPECT_FALSE(run(out("pieces"), {"run.stop_after_steps=3"})["finished"].get<bool>());
+  EXPECT_EQ(run(out("pieces"), {"run.stop_after_steps=3", "output.resume=true"})["steps"].get<int64_t>(), 6);
+  const nlohmann::json resumed = run(out("pieces"), {"output.resume=true"});
+  EXPECT_TRUE(resumed["finished"].get<bool>());
+  expect_identical_files(out("straight") + "/checkpoint/model.safetensors",
+                         out("pieces") + "/checkpoint/model.safetensors");
+  expect_identical_files(out("straight") + "/checkpoint/train_state.safetensors",
+                         out("pieces") + "/checkpoint/train_state.safetensors");
+  EXPECT_EQ(resumed["final_top1"], straight["final_top1"]);
+  EXPECT_EQ(resumed["best_top1"], straight["best_top1"]);
+
+  // A setting that changes the numbers cannot differ on resume.
+  EXPECT_THAT(error_of([&] { run(out("pieces"), {"output.resume=true", "train.lr=0.01"}); }),
+              AllOf(HasSubstr("train.lr = 0.01 (checkpoint: 0.003)"), HasSubstr("overwrite = true")));
+}
+
+TEST_F(PretrainTest, RefusesToOverwriteAnExistingRun) {
+  run(out("once"), {"train.epochs=2", "run.stop_after_steps=1"});
+  const auto before = fs::last_write_time(out("once") + "/results.json");
+  EXPECT_THAT(error_of([&] { run(out("once")); }),
+              AllOf(HasSubstr(out("once")), HasSubstr("resume = true"), HasSubstr("overwrite = true")));
+  EXPECT_EQ(fs::last_write_time(out("once") + "/results.json"), before);
+  EXPECT_THAT(error_of([&] { run(out("once"), {"output.overwrite=true", "output.resume=true"}); }),
+              HasSubstr("choose one"));
+  // overwrite = true starts afresh: the log holds the new run's one complete epoch, not the
+  // old run's partial one.
+  EXPECT_TRUE(run(out("once"), {"output.overwrite=true", "train.epochs=1", "train.warmup_epochs=0"})["finished"]);
+  const std::vector<nlohmann::json> epochs = epoch_records(out("once") + "/metrics.jsonl");
+  ASSERT_EQ(epochs.size(), 1u);
+  EXPECT_TRUE(epochs[0]["complete"].get<bool>());
+}
+
+// A model and an AdamW over its parameters after `steps` updates on random data.
+struct Trained {
+  std::unique_ptr<VisionTransformer> model;
+  std::unique_ptr<Optimizer> optimizer;
+};
+
+Trained trained(int steps) {
+  VitConfig config = vit_preset("vit_cifar_tiny_patch4_32");
+  config.img_size = 8;
+  config.embed_dim = 8;
+  config.num_heads = 2;
+  config.mlp_hidden = 16;
+  config.depth = 1;
+  config.num_classes = 3;
+  Trained t{std::make_unique<VisionTransformer>(config, 5), nullptr};
+  std::vector<Tensor> params;
+  for (auto& [name, p] : t.model->named_parameters()) params.push_back(p.set_requires_grad(true));
+  t.optimizer = make_adamw(decay_groups(params, 0.05), {1e-2});
+  Rng rng(9);
+  for (int i = 0; i < steps; ++i) {
+    Tensor images = Tensor::randn({4, 3, 8, 8}, rng);
+    Tensor labels = Tensor::from_vector<int64_t>({0, 1, 2, 1}, {4});
+    Tensor loss = cross_entropy(t.model->forward(images), labels);
+    t.optimizer->zero_grad();
+    loss.backward();
+    t.optimizer->step();
+  }
+  return t;
+}
+
+TEST(PretrainCheckpoint, TrainStateRoundTripsTheOptimizerAndProgress) {
+  const data::TempDir dir;
+  const std::string path = dir.path() + "/train_state.safetensors";
+  Trained source = trained(3);
+  save_train_state(path, *source.optimizer, {{"step", 3}, {"best_top1", 0.25}});
+  Trained target = trained(0);
+  const nlohmann::json progress = load_train_state(path, *target.optimizer);
+  EXPECT_EQ(progress["step"], 3);
+  EXPECT_EQ(progress["best_top1"], 0.25);
+  const NamedTensors saved = source.optimizer->state(), loaded = target.optimizer->state();
+  ASSERT_EQ(saved.size(), loaded.size());
+  for (size_t i = 0; i < saved.size(); ++i) {
+    EXPECT_EQ(saved[i].first, loaded[i].first);
+    EXPECT_TRUE(same_bytes(saved[i].second, loaded[i].second)) << saved[i].first;
+  }
+  EXPECT_GT(saved.size(), 2u);
+  // Not a training state: the error names the file.
+  save_safetensors(dir.path() + "/other.safetensors", {{"x", Tensor::ones({2})}});
+  EXPECT_THAT(error_of([&] { load_train_state(dir.path() + "/other.safetensors", *target.optimizer); }),
+              AllOf(HasSubstr("other.safetensors"), HasSubstr("not a training state")));
+}
+
+TEST(PretrainCheckpoint, InterruptedWriteLeavesThePreviousCheckpoint) {
+  const data::TempDir dir;
+  const std::string checkpoint = dir.path() + "/checkpoint";
+  Trained first = trained(2);
+  save_checkpoint(checkpoint, *first.model, *first.optimizer, {{"step", 2}});
+  // The next save dies after writing the new model but before the train state.
+  Trained later = trained(5);
+  EXPECT_THROW(write_directory_atomically(checkpoint,
+                                          [&](const std::string& staging) {
+                                            save_vit(*later.model, staging);
+                                            fail("disk full");
+                                          }),
+               Error);
+  Trained restored = trained(0);
+  EXPECT_EQ(load_checkpoint_into(find_complete_directory(checkpoint), *restored.model, *restored.optimizer)["step"], 2);
+  const NamedTensors expected = first.model->named_parameters(), got = restored.model->named_parameters();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(same_bytes(expected[i].second, got[i].second)) << expected[i].first;
+  }
+  // Killed between the two renames: only checkpoint.previous is complete, and is found.
+  fs::rename(checkpoint, checkpoint + ".previous");
+  EXPECT_EQ(find_complete_directory(checkpoint), checkpoint + ".previous");
+  save_checkpoint(checkpoint, *later.model, *later.optimizer, {{"step", 5}});
+  EXPECT_EQ(find_complete_directory(checkpoint), checkpoint);
+  EXPECT_FALSE(fs::exists(checkpoint + ".previous"));
+  EXPECT_FALSE(fs::exists(checkpoint + ".partial"));
+  EXPECT_EQ(find_complete_directory(dir.path() + "/none"), "");
+}
+
+TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
+  auto settings_error = [&](const std::vector<std::string>& overrides) {
+    return error_of([&] { PretrainSettings::from_config(config(out("bad"), overrides)); });
+  };
+  EXPECT_THAT(settings_error({"train.epochs=0"}), AllOf(HasSubstr("tiny.ini"), HasSubstr("[train] epochs = 0")));
+  EXPECT_THAT(settings_error({"train.warmup_epochs=2"}),
+              HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
+  EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}), HasSubstr("[train] label_smoothing = 1.5"));
+  EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("[run] device"), HasSubstr("'gpu'")));
+  EXPECT_THAT(settings_error({"run.precision=fp8"}), AllOf(HasSubstr("precision"), HasSubstr("fp8")));
+  EXPECT_THAT(settings_error({"data.mean=0.5,0.5"}), HasSubstr("[data] mean has 2 values"));
+  EXPECT_THAT(settings_error({"model.preset=vit_huge"}), AllOf(HasSubstr("[model] preset"), HasSubstr("vit_huge")));
+  EXPECT_THAT(settings_error({"model.num_heads=3"}), AllOf(HasSubstr("[model]"), HasSubstr("num_heads 3")));
+  EXPECT_THAT(settings_error({"data.crop_padding=8"}), HasSubstr("[data] crop_padding = 8"));
+  EXPECT_THAT(error_of([&] { run(out("bad"), {"run.precision=bf16"}); }),
+              HasSubstr("precision = bf16 is not yet supported on cpu"));
+  EXPECT_THAT(error_of([&] { run(out("bad"), {"train.epoch=3"}); }), HasSubstr("did you mean 'epochs'"));
+  EXPECT_THAT(error_of([&] { run(out("bad"), {"model.num_classes=5"}); }),
+              AllOf(HasSubstr("num_classes = 5"), HasSubstr("has 2 classes")));
+  EXPECT_FALSE(fs::exists(out("bad") + "/checkpoint"));
+}
+
+}  // namespace
+}  // namespace engine

@@ -1,0 +1,481 @@
+#include "train/pretrain.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+
+#include "data/archive.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/random.h"
+#include "data/subset.h"
+#include "engine/ops/ops.h"
+#include "engine/optim/optimizer.h"
+#include "models/vit_checkpoint.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/metrics.h"
+#include "train/progress.h"
+
+namespace engine {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---------------------------------------------------------------- settings
+
+namespace {
+
+int64_t int_at_least(const Config& c, const char* section, const char* key, int64_t def, int64_t min) {
+  const int64_t value = c.get_int(section, key, def);
+  check(value >= min, "{}: [{}] {} = {} must be >= {}", c.source(), section, key, value, min);
+  return value;
+}
+
+double double_in(const Config& c, const char* section, const char* key, double def, double min, double below) {
+  const double value = c.get_double(section, key, def);
+  check(value >= min && value < below, "{}: [{}] {} = {} must be in [{}, {})", c.source(), section, key, value, min,
+        below);
+  return value;
+}
+
+double non_negative(const Config& c, const char* section, const char* key, double def) {
+  return double_in(c, section, key, def, 0.0, INFINITY);
+}
+
+// Runs read(), prefixing an error with the file and the setting it came from.
+template <typename Read>
+auto in_context(const Config& c, const char* setting, Read read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    fail("{}: {}: {}", c.source(), setting, e.what());
+  }
+}
+
+// [data] mean / std: three numbers.
+void read_channel_stats(const Config& c, const char* key, double (&stats)[3]) {
+  const std::vector<double> values = c.get_double_list("data", key, {stats[0], stats[1], stats[2]});
+  check(values.size() == 3, "{}: [data] {} has {} values (needs 3, one per RGB channel)", c.source(), key,
+        values.size());
+  for (int i = 0; i < 3; ++i) stats[i] = values[i];
+}
+
+// A preset, then explicit keys on top of it. The MLP width follows embed_dim
+// at the preset's ratio unless mlp_ratio is given.
+VitConfig read_model(const Config& c) {
+  const std::string preset = c.get_string("model", "preset", "vit_cifar_tiny_patch4_32");
+  VitConfig m = in_context(c, "[model] preset", [&] { return vit_preset(preset); });
+  const double mlp_ratio = c.get_double("model", "mlp_ratio", static_cast<double>(m.mlp_hidden) / m.embed_dim);
+  m.img_size = int_at_least(c, "model", "img_size", m.img_size, 1);
+  m.patch_size = int_at_least(c, "model", "patch_size", m.patch_size, 1);
+  m.embed_dim = int_at_least(c, "model", "embed_dim", m.embed_dim, 1);
+  m.depth = int_at_least(c, "model", "depth", m.depth, 1);
+  m.num_heads = int_at_least(c, "model", "num_heads", m.num_heads, 1);
+  m.mlp_hidden = std::llround(mlp_ratio * m.embed_dim);
+  m.qkv_bias = c.get_bool("model", "qkv_bias", m.qkv_bias);
+  m.class_token = c.get_bool("model", "class_token", m.class_token);
+  m.global_pool = c.get_choice("model", "global_pool", m.global_pool, {"token", "avg"});
+  m.fc_norm = m.global_pool == "avg";  // timm's default for average pooling
+  m.num_classes = int_at_least(c, "model", "num_classes", 0, 0);  // 0: from the training folder
+  m.drop_path_rate = double_in(c, "model", "drop_path_rate", 0.1, 0.0, 1.0);
+  m.mixers.clear();
+  m.preprocess.input_size = m.img_size;
+  read_channel_stats(c, "mean", m.preprocess.mean);
+  read_channel_stats(c, "std", m.preprocess.std);
+  VitConfig probe = m;
+  probe.num_classes = 1;  // checked against the data later
+  in_context(c, "[model]", [&] { probe.validate(); });
+  return m;
+}
+
+}  // namespace
+
+PretrainSettings PretrainSettings::from_config(const Config& c) {
+  PretrainSettings s;
+  s.model = read_model(c);
+  s.data = c.get_string("data", "path");
+  s.train_subdir = c.get_string("data", "train_subdir", "");
+  s.test_subdir = c.get_string("data", "test_subdir", "");
+  s.train_limit = int_at_least(c, "data", "train_limit", 0, 0);
+  s.test_limit = int_at_least(c, "data", "test_limit", 0, 0);
+  s.crop_padding = static_cast<int>(int_at_least(c, "data", "crop_padding", s.crop_padding, 0));
+  check(s.crop_padding < s.model.img_size, "{}: [data] crop_padding = {} must be smaller than the image size {}",
+        c.source(), s.crop_padding, s.model.img_size);
+  s.workers = static_cast<int>(int_at_least(c, "data", "workers", s.workers, 0));
+  s.epochs = int_at_least(c, "train", "epochs", s.epochs, 1);
+  s.batch_size = int_at_least(c, "train", "batch_size", s.batch_size, 1);
+  s.lr = non_negative(c, "train", "lr", s.lr);
+  s.min_lr = non_negative(c, "train", "min_lr", s.min_lr);
+  s.warmup_lr = non_negative(c, "train", "warmup_lr", s.warmup_lr);
+  s.warmup_epochs = int_at_least(c, "train", "warmup_epochs", s.warmup_epochs, 0);
+  check(s.warmup_epochs < s.epochs, "{}: [train] warmup_epochs = {} must be smaller than epochs = {}", c.source(),
+        s.warmup_epochs, s.epochs);
+  s.weight_decay = non_negative(c, "train", "weight_decay", s.weight_decay);
+  s.beta1 = double_in(c, "train", "beta1", s.beta1, 0.0, 1.0);
+  s.beta2 = double_in(c, "train", "beta2", s.beta2, 0.0, 1.0);
+  s.label_smoothing = double_in(c, "train", "label_smoothing", s.label_smoothing, 0.0, 1.0);
+  s.clip_grad_norm = non_negative(c, "train", "clip_grad_norm", s.clip_grad_norm);
+  s.seed = static_cast<uint64_t>(int_at_least(c, "train", "seed", 0, 0));
+  s.eval_every_epochs = int_at_least(c, "eval", "every_epochs", s.eval_every_epochs, 1);
+  s.eval_batch_size = int_at_least(c, "eval", "batch_size", s.eval_batch_size, 1);
+  const std::string device = c.get_string("run", "device", "auto");
+  s.device = in_context(c, "[run] device", [&] { return Device::parse(device); });
+  s.precision = c.get_choice("run", "precision", s.precision, {"fp32", "bf16"});
+  s.time_limit_minutes = non_negative(c, "run", "time_limit_minutes", 0.0);
+  s.stop_after_steps = int_at_least(c, "run", "stop_after_steps", 0, 0);
+  s.log_every_steps = int_at_least(c, "run", "log_every_steps", s.log_every_steps, 1);
+  s.out_dir = c.get_string("output", "dir", s.out_dir);
+  s.checkpoint_every_epochs = int_at_least(c, "output", "checkpoint_every_epochs", s.checkpoint_every_epochs, 1);
+  s.overwrite = c.get_bool("output", "overwrite", false);
+  s.resume = c.get_bool("output", "resume", false);
+  check(!(s.overwrite && s.resume), "{}: [output] overwrite and resume are both true: choose one", c.source());
+  return s;
+}
+
+json PretrainSettings::identity() const {
+  return {{"model", vit_config_json(model)["model_args"]},
+          {"model.drop_path_rate", model.drop_path_rate},
+          {"data.mean", model.preprocess.mean},
+          {"data.std", model.preprocess.std},
+          {"data.train_subdir", train_subdir},
+          {"data.train_limit", train_limit},
+          {"data.crop_padding", crop_padding},
+          {"train.epochs", epochs},
+          {"train.batch_size", batch_size},
+          {"train.lr", lr},
+          {"train.min_lr", min_lr},
+          {"train.warmup_lr", warmup_lr},
+          {"train.warmup_epochs", warmup_epochs},
+          {"train.weight_decay", weight_decay},
+          {"train.beta1", beta1},
+          {"train.beta2", beta2},
+          {"train.label_smoothing", label_smoothing},
+          {"train.clip_grad_norm", clip_grad_norm},
+          {"train.seed", seed},
+          {"run.precision", precision}};
+}
+
+void check_precision_supported(const std::string& precision, Device device) {
+  // The engine computes in float32 throughout; bf16 autocast is being built
+  // into the CUDA backend (issue 4) and will lift this check.
+  check(precision == "fp32", "[run] precision = {} is not yet supported on {} (the engine has no bf16 autocast yet); "
+        "use precision = fp32", precision, device.str());
+}
+
+// ---------------------------------------------------------------- the run
+
+namespace {
+
+constexpr const char* kCheckpointFolder = "checkpoint";
+// Key of the drop-path RNG stream, apart from the loader's streams.
+constexpr uint64_t kDropPathStream = 0xd409a7ULL;
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// An ImageFolder split, limited to `limit` evenly spaced images when limit > 0.
+class Split {
+ public:
+  Split(const std::string& data, const std::string& subdir, int64_t limit)
+      : folder_(data::resolve_data_dir(data, subdir)) {
+    if (limit > 0) {
+      subset_ = std::make_unique<data::Subset>(folder_,
+                                               data::evenly_spaced_items(folder_.size(), static_cast<size_t>(limit)));
+    }
+  }
+  const data::Dataset& dataset() const { return subset_ ? static_cast<const data::Dataset&>(*subset_) : folder_; }
+  const data::ImageFolder& folder() const { return folder_; }
+
+ private:
+  data::ImageFolder folder_;
+  std::unique_ptr<data::Subset> subset_;
+};
+
+// The checkpoint to resume from ("" for a fresh start), after enforcing the
+// overwrite / resume rules on the output folder.
+std::string prepare_out_dir(const PretrainSettings& s) {
+  const fs::path out(s.out_dir);
+  const std::string checkpoint = (out / kCheckpointFolder).string();
+  if (s.resume) {
+    const std::string found = find_complete_directory(checkpoint);
+    if (found.empty()) fmt::print("resume: no checkpoint in {} yet, starting afresh\n", s.out_dir);
+    fs::create_directories(out);
+    return found;
+  }
+  const std::vector<fs::path> outputs = {out / "results.json", out / "metrics.jsonl", checkpoint,
+                                         checkpoint + ".previous", checkpoint + ".partial"};
+  for (const fs::path& path : outputs) {
+    if (!fs::exists(path)) continue;
+    check(s.overwrite, "output folder '{}' already holds a run ({}): set [output] resume = true to continue it "
+          "or overwrite = true to replace it", s.out_dir, path.filename().string());
+    fs::remove_all(path);
+  }
+  fs::create_directories(out);
+  return "";
+}
+
+// Names every setting that differs from the checkpoint's.
+void check_same_identity(const json& saved, const json& current, const std::string& checkpoint) {
+  std::vector<std::string> differences;
+  for (const auto& [key, value] : current.items()) {
+    const json old = saved.contains(key) ? saved[key] : json();
+    if (old != value) differences.push_back(fmt::format("{} = {} (checkpoint: {})", key, value.dump(), old.dump()));
+  }
+  check(differences.empty(), "cannot resume from {}: settings differ from the checkpoint's: {} "
+        "(restore them, or set [output] overwrite = true to start afresh)", checkpoint, fmt::join(differences, "; "));
+}
+
+class Pretrainer {
+ public:
+  explicit Pretrainer(const PretrainSettings& s)
+      : s_(s),
+        start_(std::chrono::steady_clock::now()),
+        train_(s.data, s.train_subdir, s.train_limit),
+        test_(s.data, s.test_subdir, s.test_limit),
+        resume_from_(prepare_out_dir(s)),
+        model_(build_model()),
+        params_(trainable_parameters()),
+        optimizer_(make_adamw(decay_groups(params_, s.weight_decay), {s.lr, s.beta1, s.beta2})),
+        steps_per_epoch_(steps_per_epoch()),
+        schedule_(make_schedule()),
+        loader_(train_.dataset(), crop_flip_transform(model_->config.preprocess, s.crop_padding), loader_options()),
+        log_((fs::path(s.out_dir) / "metrics.jsonl").string(), /*append=*/!resume_from_.empty()) {
+    if (!resume_from_.empty()) restore();
+  }
+
+  json run() {
+    fmt::print("pretrain: {} parameters, {} training images ({} steps of {} per epoch), {} epochs on {}\n",
+               model_->num_parameters(), train_.dataset().size(), steps_per_epoch_, s_.batch_size, s_.epochs,
+               s_.device.str());
+    bool finished = true;
+    for (int64_t epoch = step_ / steps_per_epoch_; epoch < s_.epochs && finished; ++epoch) {
+      finished = train_epoch(epoch);
+      if (finished) finished = finish_epoch(epoch);
+    }
+    if (!finished) fmt::print("stopped at step {} of {}: run again with resume = true to continue\n", step_,
+                              total_steps());
+    return write_results(finished);
+  }
+
+ private:
+  std::unique_ptr<VisionTransformer> build_model() const {
+    VitConfig config = s_.model;
+    const int classes = train_.dataset().num_classes();
+    check(config.num_classes == 0 || config.num_classes == classes,
+          "[model] num_classes = {} but the training folder {} has {} classes", config.num_classes,
+          train_.folder().root(), classes);
+    config.num_classes = classes;
+    config.label_names = train_.folder().classes();
+    auto model = std::make_unique<VisionTransformer>(config, s_.seed);
+    model->to(s_.device);
+    return model;
+  }
+
+  std::vector<Tensor> trainable_parameters() {
+    std::vector<Tensor> params;
+    for (auto& [name, param] : model_->named_parameters()) params.push_back(param.set_requires_grad(true));
+    return params;
+  }
+
+  int64_t steps_per_epoch() const {
+    const int64_t images = static_cast<int64_t>(train_.dataset().size());
+    check(images >= s_.batch_size, "the training set has {} images, fewer than [train] batch_size = {}", images,
+          s_.batch_size);
+    return images / s_.batch_size;  // the last partial batch is dropped, as timm does
+  }
+
+  int64_t total_steps() const { return s_.epochs * steps_per_epoch_; }
+
+  WarmupCosineSchedule make_schedule() const {
+    WarmupCosineSchedule schedule;
+    schedule.base_lr = s_.lr;
+    schedule.min_lr = s_.min_lr;
+    schedule.warmup_start_lr = s_.warmup_lr;
+    schedule.warmup_steps = s_.warmup_epochs * steps_per_epoch_;
+    schedule.total_steps = total_steps();
+    schedule.validate();
+    return schedule;
+  }
+
+  data::LoaderOptions loader_options() const {
+    data::LoaderOptions o;
+    o.batch_size = static_cast<size_t>(s_.batch_size);
+    o.shuffle = true;
+    o.drop_last = true;
+    o.num_workers = s_.workers;
+    o.prefetch_batches = std::max(4, 2 * s_.workers);
+    o.seed = s_.seed;
+    o.height = o.width = static_cast<int>(model_->config.img_size);
+    return o;
+  }
+
+  // ------------------------------------------------------------ checkpoints
+
+  json progress() const {
+    return {{"step", step_},
+            {"epoch", step_ / steps_per_epoch_},  // epoch and batch_in_epoch: for people reading the file
+            {"batch_in_epoch", step_ % steps_per_epoch_},
+            {"steps_per_epoch", steps_per_epoch_},
+            {"last_top1", last_top1_},
+            {"best_top1", best_top1_},
+            {"train_seconds", train_seconds_},
+            {"train_images", train_images_},
+            {"wall_seconds", wall_seconds_before_ + seconds_since(start_)},
+            {"identity", s_.identity()}};
+  }
+
+  void restore() {
+    const json saved = load_checkpoint_into(resume_from_, *model_, *optimizer_);
+    check_same_identity(saved.at("identity"), s_.identity(), resume_from_);
+    check(saved.at("steps_per_epoch") == steps_per_epoch_,
+          "cannot resume from {}: it has {} steps per epoch, this training set gives {} (different data?)",
+          resume_from_, saved.at("steps_per_epoch").dump(), steps_per_epoch_);
+    step_ = saved.at("step");
+    last_top1_ = saved.at("last_top1");
+    best_top1_ = saved.at("best_top1");
+    train_seconds_ = saved.at("train_seconds");
+    train_images_ = saved.at("train_images");
+    wall_seconds_before_ = saved.at("wall_seconds");
+    fmt::print("resumed from {} at step {} (epoch {})\n", resume_from_, step_, step_ / steps_per_epoch_);
+    log_.write({{"phase", "resume"}, {"step", step_}, {"checkpoint", resume_from_}});
+  }
+
+  void save_checkpoint_now() {
+    const std::string dir = (fs::path(s_.out_dir) / kCheckpointFolder).string();
+    save_checkpoint(dir, *model_, *optimizer_, progress());
+    log_.write({{"phase", "checkpoint"}, {"step", step_}, {"dir", dir}});
+  }
+
+  // ------------------------------------------------------------ training
+
+  // One optimizer step; returns the batch's loss. The drop-path masks depend
+  // only on (seed, step), so a resumed run draws the same ones.
+  double train_step(const data::Batch& batch) {
+    Tensor images = Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(s_.device);
+    Tensor labels = Tensor::from_vector(batch.labels, {batch.n}).to(s_.device);
+    Rng rng(data::mix_seed(data::mix_seed(s_.seed, kDropPathStream), static_cast<uint64_t>(step_)));
+    ForwardContext ctx;
+    ctx.training = true;
+    ctx.rng = &rng;
+    Tensor loss = cross_entropy(model_->forward(images, ctx), labels, s_.label_smoothing);
+    optimizer_->zero_grad();
+    loss.backward();
+    if (s_.clip_grad_norm > 0) clip_grad_norm(params_, s_.clip_grad_norm);
+    optimizer_->set_lr(schedule_.lr_at(step_));
+    optimizer_->step();
+    ++step_;
+    ++steps_this_run_;
+    return loss.item<double>();
+  }
+
+  bool stop_requested() const {
+    return (s_.stop_after_steps > 0 && steps_this_run_ >= s_.stop_after_steps) ||
+           (s_.time_limit_minutes > 0 && seconds_since(start_) >= 60 * s_.time_limit_minutes);
+  }
+
+  // Trains the rest of `epoch`; false when stopped before its last batch
+  // (after saving a checkpoint).
+  bool train_epoch(int64_t epoch) {
+    const int64_t first_batch = step_ % steps_per_epoch_;
+    loader_.start_epoch(epoch, static_cast<size_t>(first_batch));
+    ProgressBar bar(fmt::format("epoch {}/{}", epoch + 1, s_.epochs),
+                    (steps_per_epoch_ - first_batch) * s_.batch_size);
+    double loss_sum = 0;
+    int64_t steps = 0;
+    bool stopped = false;
+    for (data::Batch batch; !stopped && loader_.next(batch);) {
+      const double lr = schedule_.lr_at(step_);
+      const double loss = train_step(batch);
+      loss_sum += loss;
+      ++steps;
+      bar.update(batch.n, fmt::format("loss {:.4f} lr {:.2e}", loss, lr));
+      if (step_ % s_.log_every_steps == 0) {
+        log_.write({{"phase", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr}, {"loss", loss}});
+      }
+      stopped = step_ % steps_per_epoch_ != 0 && stop_requested();
+    }
+    record_epoch(epoch, bar, loss_sum / std::max<int64_t>(steps, 1), steps * s_.batch_size, !stopped);
+    if (stopped) save_checkpoint_now();
+    return !stopped;
+  }
+
+  void record_epoch(int64_t epoch, ProgressBar& bar, double mean_loss, int64_t images, bool complete) {
+    bar.finish(fmt::format("loss {:.4f}", mean_loss));
+    train_seconds_ += bar.elapsed_seconds();
+    train_images_ += images;
+    log_.write({{"phase", "epoch"}, {"epoch", epoch + 1}, {"step", step_}, {"train_loss", mean_loss},
+                {"images_per_second", images / std::max(bar.elapsed_seconds(), 1e-9)}, {"complete", complete}});
+  }
+
+  // Evaluation and checkpoint when due; false when this invocation should stop.
+  bool finish_epoch(int64_t epoch) {
+    const bool last = epoch + 1 == s_.epochs;
+    if (last || (epoch + 1) % s_.eval_every_epochs == 0) evaluate(epoch);
+    const bool stop = !last && stop_requested();
+    if (last || stop || (epoch + 1) % s_.checkpoint_every_epochs == 0) save_checkpoint_now();
+    return !stop;
+  }
+
+  void evaluate(int64_t epoch) {
+    EvalOptions options;
+    options.batch_size = s_.eval_batch_size;
+    options.num_workers = s_.workers;
+    options.device = s_.device;
+    const EvalResult result = evaluate_classifier([&](const Tensor& x) { return model_->forward(x); },
+                                                  test_.dataset(), model_->config.preprocess, options);
+    last_top1_ = result.top1;
+    best_top1_ = best_top1_.is_null() ? result.top1 : std::max(best_top1_.get<double>(), result.top1);
+    log_.write({{"phase", "eval"}, {"epoch", epoch + 1}, {"step", step_}, {"top1", result.top1},
+                {"top5", result.top5}, {"images", result.images}});
+  }
+
+  json write_results(bool finished) {
+    const json results = {{"finished", finished},
+                          {"epochs", s_.epochs},
+                          {"epochs_done", static_cast<double>(step_) / steps_per_epoch_},
+                          {"steps", step_},
+                          {"final_top1", finished ? last_top1_ : json()},
+                          {"last_top1", last_top1_},
+                          {"best_top1", best_top1_},
+                          {"images_per_second", train_images_ / std::max(train_seconds_, 1e-9)},
+                          {"train_seconds", train_seconds_},
+                          {"wall_seconds", wall_seconds_before_ + seconds_since(start_)},
+                          {"parameters", model_->num_parameters()},
+                          {"device", s_.device.str()},
+                          {"precision", s_.precision},
+                          {"checkpoint", (fs::path(s_.out_dir) / kCheckpointFolder).string()}};
+    write_json_atomic((fs::path(s_.out_dir) / "results.json").string(), results);
+    return results;
+  }
+
+  const PretrainSettings& s_;
+  const std::chrono::steady_clock::time_point start_;
+  const Split train_, test_;  // opened before prepare_out_dir, so a bad data path deletes nothing
+  const std::string resume_from_;
+  std::unique_ptr<VisionTransformer> model_;
+  std::vector<Tensor> params_;
+  std::unique_ptr<Optimizer> optimizer_;
+  const int64_t steps_per_epoch_;
+  const WarmupCosineSchedule schedule_;
+  data::DataLoader loader_;
+  MetricsLog log_;
+  // Progress, saved in every checkpoint.
+  int64_t step_ = 0;
+  json last_top1_, best_top1_;  // null until the first evaluation
+  double train_seconds_ = 0;
+  int64_t train_images_ = 0;
+  double wall_seconds_before_ = 0;  // spent by earlier invocations of a resumed run
+  int64_t steps_this_run_ = 0;
+};
+
+}  // namespace
+
+json run_pretrain(const PretrainSettings& settings) {
+  check_precision_supported(settings.precision, settings.device);
+  return Pretrainer(settings).run();
+}
+
+}  // namespace engine
