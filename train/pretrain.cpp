@@ -158,10 +158,11 @@ json PretrainSettings::identity() const {
 }
 
 void check_precision_supported(const std::string& precision, Device device) {
-  // The engine computes in float32 throughout; bf16 autocast is being built
-  // into the CUDA backend (issue 4) and will lift this check.
-  check(precision == "fp32", "[run] precision = {} is not yet supported on {} (the engine has no bf16 autocast yet); "
-        "use precision = fp32", precision, device.str());
+  // bf16 is the GEMMs' mixed precision (engine/ops/matmul/matmul.h), which
+  // only the CUDA backend has; the CPU computes in float32.
+  check(precision == "fp32" || device.is_cuda(),
+        "[run] precision = {} needs a GPU (device = {} computes in float32); use precision = fp32", precision,
+        device.str());
 }
 
 // ---------------------------------------------------------------- the run
@@ -475,6 +476,7 @@ class Pretrainer {
 
 json run_pretrain(const PretrainSettings& settings) {
   check_precision_supported(settings.precision, settings.device);
+  const GemmPrecisionGuard gemm_precision(parse_gemm_precision(settings.precision));
   return Pretrainer(settings).run();
 }
 
