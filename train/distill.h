@@ -54,8 +54,9 @@ struct DistillSettings {
   int64_t latency_repeats = 5;
   std::vector<int64_t> latency_batches = {1, 256};
   // experiment
-  std::string experiment = "single";  // single | groupwise
+  std::string experiment = "single";  // single | groupwise | teacher_sparsity_sweep
   std::string groups = "each";
+  std::string teachers;  // teacher_sparsity_sweep: name:path;name:path;...
   std::string out_dir = "runs/distill";
   bool overwrite = false;
 
@@ -64,11 +65,15 @@ struct DistillSettings {
 };
 
 // Runs the whole pipeline and writes OUT/results.json, OUT/metrics.jsonl,
-// OUT/hybrid/ (checkpoint) and, for groupwise, OUT/drop_vs_k90.svg.
+// OUT/hybrid/ (checkpoint) and, for groupwise, OUT/drop_vs_k90.svg (for the
+// sweep, OUT/gap_vs_retention.svg).
 nlohmann::json run_distill(const DistillSettings& settings);
 
 // The distillation objective for one layer: MSE normalised by the target's
 // variance, plus cosine_weight * (1 - mean cosine similarity over tokens).
-Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight);
+// keep ([B, N] 0/1, optional): every mean (and the variance) is taken over the
+// kept tokens only.
+Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight,
+                    const Tensor& keep = Tensor());
 
 }  // namespace engine
