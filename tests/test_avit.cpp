@@ -15,6 +15,8 @@
 #include "models/vit_checkpoint.h"
 #include "tests/expect_error.h"
 #include "tests/gradcheck.h"
+#include "tests/image_folder_fixture.h"
+#include "train/avit.h"
 
 namespace engine {
 namespace {
@@ -315,6 +317,70 @@ TEST(Avit, PlainModelIsRejected) {
   VisionTransformer plain(c, 1);
   Rng rng(1);
   EXPECT_ERROR(avit_forward(plain, Tensor::randn({1, 3, 8, 8}, rng)), "no halting settings");
+}
+
+// ------------------------------------------------------------------ ./train_avit
+
+std::vector<double> logged(const std::string& metrics_path, const char* key) {
+  std::vector<double> values;
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json record = nlohmann::json::parse(line);
+    if (record["phase"] == "train") values.push_back(record[key]);
+  }
+  return values;
+}
+
+TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  namespace fs = std::filesystem;
+  AvitSettings s;
+  s.teacher = testing::shared_path("fixtures/timm_vit_tiny.safetensors");
+  s.data = testing::make_image_folder((fs::temp_directory_path() / "engine_avit_images").string());
+  s.train_subdir = "train";
+  s.test_subdir = "test";
+  s.batch_size = 8;
+  s.workers = 1;
+  s.halting = HaltingConfig{1.0, -1.0, 0.01};
+  s.alpha_p = 0.1;
+  s.alpha_d = 0.01;
+  s.target_depth = 1.0;
+  s.budget_images = 160;
+  s.lr = 3e-3;
+  s.latency_repeats = 1;
+  s.latency_batches = {1, 4};
+  s.depth_maps = 2;
+  s.out_dir = (fs::temp_directory_path() / "engine_avit_out").string();
+  s.overwrite = true;
+  nlohmann::json results = run_avit(s);
+
+  const std::vector<double> ponder = logged(s.out_dir + "/metrics.jsonl", "ponder");
+  const std::vector<double> kept = logged(s.out_dir + "/metrics.jsonl", "mean_retention");
+  ASSERT_GE(ponder.size(), 2u);
+  EXPECT_LT(ponder.back(), ponder.front() - 0.1) << "training did not lower the ponder loss";
+  EXPECT_LT(kept.back(), kept.front()) << "training did not lower the retention";
+  const auto& avit = results["avit"];
+  ASSERT_EQ(avit["retention"].size(), 3u);
+  EXPECT_EQ(avit["retention"][0].get<double>(), 1.0);
+  EXPECT_LT(avit["mean_retention"].get<double>(), 1.0);
+  EXPECT_TRUE(avit["latency_ms"].contains("b4"));
+  EXPECT_TRUE(results["speedup"].contains("b1"));
+  for (const auto& file : results["depth_maps"]) EXPECT_TRUE(fs::exists(s.out_dir + "/" + file.get<std::string>()));
+  auto saved = load_vit(s.out_dir + "/avit");
+  ASSERT_TRUE(saved->config.halting.has_value());
+  EXPECT_EQ(saved->config.halting->beta, -1.0);
+}
+
+TEST(AvitTrain, ConfigErrorsNameTheKey) {
+  const std::string base = "[teacher]\nmodel = m\n[data]\npath = d\n";
+  Config bad_eps = Config::parse(base + "[halting]\neps = 1.5\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(bad_eps), "avit.ini [halting]: halting eps must be in (0, 1), got 1.5");
+  Config bad_std = Config::parse(base + "[halting]\nprior_std = 0\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(bad_std), "prior_std must be positive");
+  Config typo = Config::parse(base + "[halting]\nalpha_q = 1\n", "avit.ini");
+  AvitSettings::from_config(typo);
+  EXPECT_ERROR(typo.check_all_used(), "alpha_q");
 }
 
 }  // namespace
