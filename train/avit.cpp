@@ -25,13 +25,7 @@ AvitSettings AvitSettings::from_config(const Config& c) {
   AvitSettings s;
   s.teacher = c.get_string("teacher", "model");
   s.teacher_config = c.get_string("teacher", "config", "");
-  s.data = c.get_string("data", "path");
-  s.train_subdir = c.get_string("data", "train_subdir", "");
-  s.test_subdir = c.get_string("data", "test_subdir", "");
-  s.test_limit = c.get_int("data", "test_limit", 0);
-  s.batch_size = c.get_int("data", "batch_size", s.batch_size);
-  s.workers = static_cast<int>(c.get_int("data", "workers", s.workers));
-  s.device = Device::parse(c.get_string("run", "device", "auto"));
+  s.read_data_settings(c);
   s.halting.gamma = c.get_double("halting", "gamma", s.halting.gamma);
   s.halting.beta = c.get_double("halting", "beta", s.halting.beta);
   s.halting.eps = c.get_double("halting", "eps", s.halting.eps);
@@ -56,8 +50,8 @@ AvitSettings AvitSettings::from_config(const Config& c) {
         "{}: [halting] alpha_p ({}), alpha_d ({}) and [train] kl_weight ({}) must be >= 0", c.source(), s.alpha_p,
         s.alpha_d, s.kl_weight);
   check(s.prior_std > 0, "{}: [halting] prior_std must be positive, got {}", c.source(), s.prior_std);
-  check(s.budget_images >= s.batch_size && s.batch_size > 0,
-        "{}: [train] budget_images ({}) must be at least [data] batch_size ({}), which must be positive", c.source(),
+  check(s.budget_images >= s.batch_size,
+        "{}: [train] budget_images ({}) must be at least [data] batch_size ({})", c.source(),
         s.budget_images, s.batch_size);
   check(s.latency_repeats > 0 && s.depth_maps >= 0,
         "{}: [eval] latency_repeats must be positive and [output] depth_maps >= 0", c.source());
@@ -106,7 +100,7 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
   const int64_t steps = s.budget_images / s.batch_size;
   const WarmupCosineSchedule schedule = warmup_cosine(s.lr, steps, s.warmup_fraction);
   const std::vector<double> prior = gaussian_depth_prior(model.config.depth, s.target_depth, s.prior_std);
-  BatchStream stream(train_set, model.config.preprocess, {s.batch_size, s.workers, s.device}, s.seed);
+  BatchStream stream(train_set, model.config.preprocess, s, s.seed);
   Rng rng(s.seed);
   ProgressBar bar("train A-ViT", steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
@@ -145,19 +139,10 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
   for (Tensor& p : params) p.set_requires_grad(false);
 }
 
-EvalOptions eval_options(const AvitSettings& s) {
-  EvalOptions options;
-  options.batch_size = std::min<int64_t>(s.batch_size * 4, 256);
-  options.limit = s.test_limit;
-  options.num_workers = s.workers;
-  options.device = s.device;
-  return options;
-}
-
 // Top-1 with tokens really dropped, and the fraction of tokens entering each layer.
 json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
   RetentionMeter meter(model);
-  EvalResult eval = evaluate_classifier(meter.logits(), test, model.config.preprocess, eval_options(s));
+  EvalResult eval = evaluate_classifier(meter.logits(), test, model.config.preprocess, s.eval_options());
   return {{"top1", eval.top1}, {"top5", eval.top5}, {"eval_images", eval.images},
           {"retention", meter.retention()}, {"mean_retention", meter.mean_retention()}};
 }
@@ -211,7 +196,7 @@ json run_avit(const AvitSettings& s) {
 
   fmt::print("evaluating the dense teacher\n");
   EvalResult dense = evaluate_classifier(inference_logits(*teacher), test_set, teacher->config.preprocess,
-                                         eval_options(s));
+                                         s.eval_options());
   train(*model, *teacher, train_set, s, log);
   fmt::print("evaluating the A-ViT (tokens dropped)\n");
   json avit = evaluate_avit(*model, test_set, s);

@@ -20,16 +20,12 @@
 
 #include "engine/config.h"
 #include "layers/halting.h"
+#include "train/batch_stream.h"
 
 namespace engine {
 
-struct AvitSettings {
+struct AvitSettings : DataSettings {
   std::string teacher, teacher_config;
-  std::string data, train_subdir, test_subdir;
-  int64_t test_limit = 0;
-  int64_t batch_size = 64;
-  int workers = 2;
-  Device device = Device::cpu();
   // halting and its losses
   HaltingConfig halting;
   double alpha_p = 5e-4;       // ponder weight

@@ -3,13 +3,12 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "train/evaluate.h"
 
 namespace engine {
 
 namespace {
 
-data::LoaderOptions loader_options(const Preprocess& p, const StreamOptions& s, uint64_t seed) {
+data::LoaderOptions loader_options(const Preprocess& p, const DataSettings& s, uint64_t seed) {
   data::LoaderOptions o;
   o.batch_size = static_cast<size_t>(s.batch_size);
   o.shuffle = true;
@@ -22,7 +21,28 @@ data::LoaderOptions loader_options(const Preprocess& p, const StreamOptions& s, 
 
 }  // namespace
 
-BatchStream::BatchStream(const data::Dataset& dataset, const Preprocess& preprocess, const StreamOptions& options,
+void DataSettings::read_data_settings(const Config& c) {
+  data = c.get_string("data", "path");
+  train_subdir = c.get_string("data", "train_subdir", "");
+  test_subdir = c.get_string("data", "test_subdir", "");
+  test_limit = c.get_int("data", "test_limit", 0);
+  batch_size = c.get_int("data", "batch_size", batch_size);
+  workers = static_cast<int>(c.get_int("data", "workers", workers));
+  device = Device::parse(c.get_string("run", "device", "auto"));
+  check(batch_size > 0 && workers >= 0, "{}: [data] batch_size ({}) must be positive and workers ({}) >= 0",
+        c.source(), batch_size, workers);
+}
+
+EvalOptions DataSettings::eval_options() const {
+  EvalOptions options;
+  options.batch_size = std::min<int64_t>(batch_size * 4, 256);
+  options.limit = test_limit;
+  options.num_workers = workers;
+  options.device = device;
+  return options;
+}
+
+BatchStream::BatchStream(const data::Dataset& dataset, const Preprocess& preprocess, const DataSettings& options,
                          uint64_t seed)
     : loader_(dataset, eval_transform(preprocess, /*random_flip=*/true), loader_options(preprocess, options, seed)),
       device_(options.device) {

@@ -56,13 +56,7 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   DistillSettings s;
   s.teacher = c.get_string("teacher", "model", "");
   s.teacher_config = c.get_string("teacher", "config", "");
-  s.data = c.get_string("data", "path");
-  s.train_subdir = c.get_string("data", "train_subdir", "");
-  s.test_subdir = c.get_string("data", "test_subdir", "");
-  s.test_limit = c.get_int("data", "test_limit", 0);
-  s.batch_size = c.get_int("data", "batch_size", s.batch_size);
-  s.workers = static_cast<int>(c.get_int("data", "workers", s.workers));
-  s.device = Device::parse(c.get_string("run", "device", "auto"));
+  s.read_data_settings(c);
   s.layers = c.get_string("layers", "select", s.layers);
   s.sparsity_images = c.get_int("layers", "sparsity_images", s.sparsity_images);
   s.mixer = c.get_string("student", "mixer", s.mixer);
@@ -138,8 +132,6 @@ Datasets open_datasets(const DistillSettings& s) {
           std::make_unique<data::ImageFolder>(data::resolve_data_dir(s.data, s.test_subdir))};
 }
 
-StreamOptions stream_options(const DistillSettings& s) { return {s.batch_size, s.workers, s.device}; }
-
 // ------------------------------------------------------------------ sparsity
 
 struct LayerSparsity {
@@ -193,7 +185,7 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
   const int64_t steps = s.budget_images / s.batch_size;
   const WarmupCosineSchedule schedule = warmup_cosine(s.lr, steps, s.warmup_fraction);
 
-  BatchStream stream(train, teacher.config.preprocess, stream_options(s), s.seed);
+  BatchStream stream(train, teacher.config.preprocess, s, s.seed);
   ProgressBar bar(fmt::format("distill {} layer(s)", layers.size()), steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
     Tensor images, labels;
@@ -273,7 +265,7 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
   auto optimizer = make_adamw(decay_groups(params, s.weight_decay), {s.finetune_lr});
   const int64_t steps = s.finetune_images / s.batch_size;
   const WarmupCosineSchedule schedule = warmup_cosine(s.finetune_lr, steps, s.warmup_fraction);
-  BatchStream stream(train, teacher.config.preprocess, stream_options(s), s.seed + 1);
+  BatchStream stream(train, teacher.config.preprocess, s, s.seed + 1);
   ProgressBar bar("fine-tune", steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
     Tensor images, labels, teacher_logits;
@@ -309,12 +301,8 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
   std::unique_ptr<RetentionMeter> meter;
   if (model.config.halting) meter = std::make_unique<RetentionMeter>(model);
-  EvalOptions options;
-  options.batch_size = std::min<int64_t>(s.batch_size * 4, 256);
-  options.limit = s.test_limit;
-  options.num_workers = s.workers;
-  options.device = s.device;
-  EvalResult eval = evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, options);
+  EvalResult eval =
+      evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, s.eval_options());
   const int64_t flops_before = gemm_flops_so_far();
   const Tensor images = first_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
   latency_ms(logits_of, narrow(images, 0, 0, 1), 1);  // two batch-1 forwards: warm-up + one timed

@@ -20,19 +20,14 @@
 #include "engine/config.h"
 #include "layers/mixers/factory.h"
 #include "models/vit.h"
+#include "train/batch_stream.h"
 
 namespace engine {
 
-struct DistillSettings {
-  // teacher and data
+struct DistillSettings : DataSettings {
+  // teacher
   std::string teacher;          // checkpoint path
   std::string teacher_config;   // optional explicit config.json
-  std::string data;             // ImageFolder root or archive of one
-  std::string train_subdir, test_subdir;
-  int64_t test_limit = 0;       // 0: the whole test folder
-  int64_t batch_size = 64;
-  int workers = 2;
-  Device device = Device::cpu();
   // layers
   std::string layers = "sparsest:4";
   int64_t sparsity_images = 256;
