@@ -84,9 +84,11 @@ std::vector<double> layer_retention(const HaltingTrace& trace) {
 Tensor halting_distribution(const HaltingTrace& trace) {
   check_trace(trace);
   std::vector<Tensor> per_layer;
-  for (const Tensor& raw : trace.raw_scores) {
-    // A floor keeps the normalisation and the log finite when every score underflows.
-    per_layer.push_back(reshape(add(mean(halting_tokens(raw, trace.never_halting)), 1e-12), {1}));
+  for (size_t l = 0; l < trace.raw_scores.size(); ++l) {
+    // Halted tokens count as 0 (their frozen state's score means nothing); a floor
+    // keeps the normalisation and the log finite when every score underflows.
+    Tensor running = mul(trace.raw_scores[l], trace.active[l]);
+    per_layer.push_back(reshape(add(mean(halting_tokens(running, trace.never_halting)), 1e-12), {1}));
   }
   Tensor layers = concat(per_layer, 0);
   return div(layers, sum(layers));

@@ -64,7 +64,8 @@ Tensor ponder_loss(const HaltingTrace& trace);
 std::vector<double> layer_retention(const HaltingTrace& trace);
 
 // The mean halting distribution over depth: per layer the mean over images and
-// halting tokens of the raw score, normalised to sum to 1: [L], differentiable.
+// halting tokens of the raw score (0 for tokens already halted), normalised to
+// sum to 1: [L], differentiable.
 Tensor halting_distribution(const HaltingTrace& trace);
 // A Gaussian over layers 1..depth centred at target_depth with `std`, normalised.
 std::vector<double> gaussian_depth_prior(int64_t depth, double target_depth, double std);

@@ -74,6 +74,11 @@ TEST(Halting, HandMadeScoresGiveLayersRemaindersAndPonder) {
   EXPECT_NEAR(ponder_loss(trace).item<double>(), 3.3, 1e-12);
   const std::vector<double> retention = layer_retention(trace);
   EXPECT_EQ(retention, (std::vector<double>{1.0, 0.75, 0.75, 0.5}));
+  // Per layer the raw scores of the patches still running, normalised.
+  const std::vector<double> mass = {0.3 + 0.995 + 0.1, 0.5 + 0.1, 0.4 + 0.1, 0.2};
+  const double total = mass[0] + mass[1] + mass[2] + mass[3];
+  const std::vector<double> distribution = halting_distribution(trace).to_doubles();
+  for (size_t l = 0; l < 4; ++l) EXPECT_NEAR(distribution[l], mass[l] / total, 1e-9) << "layer " << l;
 }
 
 TEST(Halting, ClassTokenNeverHaltsAndTheLastLayerHaltsAll) {
