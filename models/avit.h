@@ -4,10 +4,12 @@
 // * the masked path (training, analysis): all N tokens stay in the tensors;
 //   after block l a halted token's state is frozen (x <- where(active, block(x), x))
 //   and halted tokens are masked as attention keys (ForwardContext::active).
-// * the compacted path (inference): before each block the active tokens of each
-//   image are gathered, so later blocks really run on fewer tokens. A batch is
-//   padded to its largest active count; the padding rows (copies of the class
-//   token) are masked as keys and never read. At batch 1 there is no padding.
+// * the compacted path (inference): halted tokens are removed between blocks,
+//   so later blocks really run on fewer tokens. The active tokens of all images
+//   are packed into one sequence [T, D] for the per-token work (norms, MLP,
+//   halting scores); for the mixer they are laid out per image, padded to the
+//   batch's largest count with the padding masked as keys (at batch 1, or when
+//   every image keeps as many tokens, there is no padding).
 //
 // The head reads the class token (halting needs global_pool = token). A-ViT
 // classifies from the halting-weighted sum of each token's block outputs; the
