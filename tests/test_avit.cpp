@@ -17,6 +17,7 @@
 #include "tests/gradcheck.h"
 #include "tests/image_folder_fixture.h"
 #include "train/avit.h"
+#include "train/sparsity_report.h"
 
 namespace engine {
 namespace {
@@ -314,6 +315,26 @@ TEST(Avit, CheckpointKeepsHaltingSettings) {
   std::ofstream(dir + "/config.json") << config.dump();
   EXPECT_ERROR(load_vit(dir), "unknown key engine.halting.gama");
   std::filesystem::remove_all(dir);
+}
+
+TEST(Avit, SparsityAnalysisCountsRetainedTokensOnly) {
+  auto model = tiny_avit(3);
+  Rng rng(4);
+  Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
+  SparsityAnalysis analysis(*model, /*heatmap_images=*/1);
+  analysis.add_batch(images);
+  HaltingTrace trace;
+  {
+    NoGradGuard no_grad;
+    avit_forward(*model, images, {}, &trace);
+  }
+  const std::vector<double> retention = layer_retention(trace);
+  // Rows of kept queries only, each over its image's kept keys.
+  for (int64_t l = 0; l < 4; ++l) {
+    EXPECT_EQ(analysis.stats().layer(l).rows, std::llround(retention[l] * 6 * 17) * 2) << "layer " << l;
+  }
+  EXPECT_EQ(analysis.stats().layer(0).tokens, 17.0);
+  EXPECT_LT(analysis.stats().layer(3).tokens, 17.0);
 }
 
 TEST(Avit, PlainModelIsRejected) {
