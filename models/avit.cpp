@@ -13,39 +13,30 @@ const HaltingConfig& halting_config(const VisionTransformer& model) {
   return *model.config.halting;
 }
 
-namespace {
-
-// The scores of the tokens in x after `layer`, forced as halting requires.
-Tensor layer_scores(const VisionTransformer& model, const Tensor& x, int64_t layer, Tensor* raw) {
-  *raw = halting_scores(x, halting_config(model));
-  return forced_scores(*raw, layer, model.config.depth, model.config.num_prefix_tokens());
-}
-
-}  // namespace
-
 Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx,
                            HaltingTrace* halting, ForwardTrace* trace) {
-  const double eps = halting_config(model).eps;
+  const HaltingConfig& config = halting_config(model);
+  const int64_t prefix = model.config.num_prefix_tokens(), depth = model.config.depth;
   Tensor x = model.embed(images);
   const int64_t batch = x.size(0), tokens = x.size(1);
   HaltingState state = start_halting(batch, tokens, x.dtype(), x.device());
   HaltingTrace local;
   HaltingTrace& record = halting ? *halting : local;
   record = HaltingTrace{};
-  record.never_halting = model.config.num_prefix_tokens();
+  record.never_halting = prefix;
   if (trace) trace->start(model.blocks.size());
-  for (int64_t l = 0; l < model.config.depth; ++l) {
+  for (int64_t l = 0; l < depth; ++l) {
     ForwardContext layer_ctx = ctx;
     layer_ctx.active = state.active;
     Tensor out = model.blocks[l].forward(x, layer_ctx, trace ? &trace->blocks[l] : nullptr);
     // Halted tokens keep their state: no update and (masks being constants) no gradient through them.
     x = where(reshape(state.active.to(DType::U8), {batch, tokens, 1}), out, x);
-    Tensor raw;
-    Tensor scores = layer_scores(model, x, l, &raw);
+    Tensor raw = halting_scores(x, config);
+    Tensor scores = forced_scores(raw, l, depth, prefix);
     record.active.push_back(state.active);
     record.scores.push_back(scores);
     record.raw_scores.push_back(raw);
-    state = advance_halting(state, scores, eps);
+    state = advance_halting(state, scores, config.eps);
     if (trace && trace->last_block == l) return x;
   }
   return model.final_norm(x);
@@ -162,11 +153,10 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   const int64_t prefix = model.config.num_prefix_tokens(), depth = model.config.depth;
   Tensor embedded = model.embed(images);
   const int64_t batch = embedded.size(0), tokens = embedded.size(1), dim = embedded.size(2);
+  const HaltingState start = start_halting(1, batch * tokens, embedded.dtype(), embedded.device());
   PackedTokens packed{reshape(embedded, {batch * tokens, dim}),
-                      start_halting(1, batch * tokens, embedded.dtype(), embedded.device()),
+                      {reshape(start.active, {-1}), reshape(start.cumulative, {-1})},
                       std::vector<int64_t>(static_cast<size_t>(batch), tokens)};
-  packed.state.active = reshape(packed.state.active, {-1});
-  packed.state.cumulative = reshape(packed.state.cumulative, {-1});
   if (active_tokens) active_tokens->assign(model.blocks.size(), 0);
   for (int64_t l = 0; l < depth; ++l) {
     if (l > 0) drop_halted(packed);
