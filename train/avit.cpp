@@ -73,8 +73,10 @@ struct LossParts {
 };
 
 LossParts avit_losses(VisionTransformer& model, const Tensor& images, const Tensor& labels, const Tensor& teacher_logits,
-                      const std::vector<double>& prior, const AvitSettings& s, ForwardContext ctx,
-                      HaltingTrace* trace) {
+                      const std::vector<double>& prior, const AvitSettings& s, Rng& rng, HaltingTrace* trace) {
+  ForwardContext ctx;
+  ctx.training = true;  // drop-path, when the checkpoint's config asks for it
+  ctx.rng = &rng;
   LossParts parts;
   Tensor logits = avit_forward(model, images, ctx, trace);
   parts.ce = cross_entropy(logits, labels);
@@ -111,10 +113,7 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
       teacher_logits = teacher.forward(images);
     }
     HaltingTrace trace;
-    ForwardContext ctx;
-    ctx.training = true;
-    ctx.rng = &rng;
-    LossParts loss = avit_losses(model, images, labels, teacher_logits, prior, s, ctx, &trace);
+    LossParts loss = avit_losses(model, images, labels, teacher_logits, prior, s, rng, &trace);
     optimizer->zero_grad();
     loss.total.backward();
     optimizer->set_lr(schedule.lr_at(step));
