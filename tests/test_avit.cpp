@@ -17,6 +17,7 @@
 #include "tests/gradcheck.h"
 #include "tests/image_folder_fixture.h"
 #include "train/avit.h"
+#include "train/distill.h"
 #include "train/sparsity_report.h"
 
 namespace engine {
@@ -396,6 +397,18 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   auto saved = load_vit(s.out_dir + "/avit");
   ASSERT_TRUE(saved->config.halting.has_value());
   EXPECT_EQ(saved->config.halting->beta, -1.0);
+}
+
+// The shipped A-ViT and sweep configs read without an unknown key (tests run from the repository root).
+TEST(AvitTrain, ShippedConfigsAreValid) {
+  for (const char* path : {"configs/avit_cifar10.ini", "configs/avit_cifar10_gpu.ini"}) {
+    Config config = Config::load(path);
+    AvitSettings::from_config(config);
+    config.check_all_used();
+  }
+  Config sweep = Config::load("configs/sweep_cifar10_gpu.ini");
+  EXPECT_EQ(DistillSettings::from_config(sweep).experiment, "teacher_sparsity_sweep");
+  sweep.check_all_used();
 }
 
 TEST(AvitTrain, ConfigErrorsNameTheKey) {
