@@ -1,20 +1,36 @@
 #include "layers/attention.h"
 
 #include <cmath>
+#include <limits>
 
 #include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/index/index.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/softmax/softmax.h"
 #include "engine/ops/view/view.h"
 
 namespace engine {
 
+namespace {
+
+// Halted tokens (active = 0) as keys get a score of -inf: zero probability.
+// Rows always keep a key, since the class token never halts.
+Tensor mask_halted_keys(const Tensor& scores, const Tensor& active) {
+  const int64_t batch = active.size(0), tokens = active.size(1);
+  check(scores.size(0) == batch && scores.size(-1) == tokens, "attention: key mask {} for scores {}",
+        shape_str(active.shape()), shape_str(scores.shape()));
+  Tensor halted = reshape((1.0 - active.detach()).to(DType::U8), {batch, 1, 1, tokens});
+  return masked_fill(scores, halted, -std::numeric_limits<double>::infinity());
+}
+
+}  // namespace
+
 Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng)
     : heads_(heads), qkv_(dim, 3 * dim, qkv_bias, rng), proj_(dim, dim, true, rng) {
   check(heads > 0 && dim % heads == 0, "attention: dim {} is not divisible by {} heads", dim, heads);
 }
 
-Tensor Attention::forward(const Tensor& x, const ForwardContext&, Tensor* attn_probs) {
+Tensor Attention::forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) {
   const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
   const int64_t head_dim = dim / heads_;
   // [B, N, 3D] -> [3, B, H, N, d]: q, k, v for every head. One copy here makes
@@ -25,7 +41,9 @@ Tensor Attention::forward(const Tensor& x, const ForwardContext&, Tensor* attn_p
   Tensor q = mul(select(qkv, 0, 0), 1.0 / std::sqrt(static_cast<double>(head_dim)));
   Tensor k = select(qkv, 0, 1);
   Tensor v = select(qkv, 0, 2);
-  Tensor probs = softmax(matmul(q, transpose(k, -2, -1)));  // [B, H, N, N]
+  Tensor scores = matmul(q, transpose(k, -2, -1));  // [B, H, N, N]
+  if (ctx.active.defined()) scores = mask_halted_keys(scores, ctx.active);
+  Tensor probs = softmax(scores);
   if (attn_probs) *attn_probs = probs;
   Tensor context = matmul(probs, v);                           // [B, H, N, d]
   return proj_.forward(reshape(transpose(context, 1, 2), {batch, tokens, dim}));

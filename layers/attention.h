@@ -1,5 +1,7 @@
 // Multi-head self-attention with a fused qkv projection (timm layout):
 // qkv = x W_qkv^T + b -> q, k, v per head; softmax(q k^T / sqrt(d)) v; proj.
+// With ctx.active (A-ViT halting) halted tokens are masked out as keys (-inf
+// before the softmax); their own query rows are computed and left to the caller.
 #pragma once
 #include "layers/linear.h"
 #include "layers/token_mixer.h"

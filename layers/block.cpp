@@ -14,9 +14,14 @@ Tensor residual_branch(const Tensor& branch, double drop_rate, const ForwardCont
 }  // namespace
 
 Tensor Block::forward(const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
+  return forward_with(
+      x, [&](const Tensor& normed, Tensor* probs) { return mixer->forward(normed, ctx, probs); }, ctx, trace);
+}
+
+Tensor Block::forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace) {
   Tensor normed = norm1.forward(x);
   Tensor probs;
-  Tensor mixed = mixer->forward(normed, ctx, trace && trace->want_probs ? &probs : nullptr);
+  Tensor mixed = mix(normed, trace && trace->want_probs ? &probs : nullptr);
   Tensor h = add(x, residual_branch(mixed, drop_path_rate, ctx));
   Tensor out = add(h, residual_branch(mlp.forward(norm2.forward(h)), drop_path_rate, ctx));
   if (trace) {

@@ -1,6 +1,7 @@
 // Pre-norm transformer block: x + mixer(LN1(x)), then + MLP(LN2(x)), each
 // branch under drop-path in training.
 #pragma once
+#include <functional>
 #include <memory>
 
 #include "layers/layernorm.h"
@@ -27,6 +28,10 @@ struct Block {
   double drop_path_rate = 0.0;
 
   Tensor forward(const Tensor& x, const ForwardContext& ctx, BlockTrace* trace = nullptr);
+  // The same block with `mix` in place of the mixer call: LN1(x) -> mix -> branch
+  // output (A-ViT's compacted path runs the mixer on a re-laid-out batch).
+  using MixFn = std::function<Tensor(const Tensor& normed, Tensor* attn_probs)>;
+  Tensor forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace = nullptr);
   void visit(const std::string& prefix, const ParamVisitor& fn);
 };
 

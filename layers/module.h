@@ -13,9 +13,15 @@ namespace engine {
 using ParamVisitor = std::function<void(const std::string& name, Tensor& param)>;
 
 // Per-forward switches: training enables dropout / drop-path (drawing from rng).
+// `active` carries A-ViT halting (models/avit.h): undefined, or [B, N] 0/1 in the
+// activations' dtype, 0 = the token has halted. Attention then drops halted
+// tokens as keys; the recurrent mixers (gated_rnn, mamba) make them identity
+// steps of their scans; per-token and convolution mixers ignore it. A mixer's
+// output at a halted token is discarded by the caller.
 struct ForwardContext {
   bool training = false;
   Rng* rng = nullptr;
+  Tensor active;
 };
 
 // "blocks.3." + "attn" style name joining; an empty prefix adds nothing.

@@ -19,6 +19,10 @@ void VitConfig::validate() const {
   check(global_pool != "token" || class_token, "model config: global_pool = token needs a class token");
   check(mixers.empty() || static_cast<int64_t>(mixers.size()) == depth,
         "model config: {} mixer kinds listed for {} blocks", mixers.size(), depth);
+  if (halting) {
+    halting->validate("model config");
+    check(global_pool == "token", "model config: halting (A-ViT) needs global_pool = token, got '{}'", global_pool);
+  }
 }
 
 namespace {
@@ -93,7 +97,7 @@ VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed) : conf
   if (config.distilled) head_dist = Linear(dim, config.num_classes, true, rng);
 }
 
-Tensor VisionTransformer::forward_tokens(const Tensor& images, const ForwardContext& ctx, ForwardTrace* trace) {
+Tensor VisionTransformer::embed(const Tensor& images) {
   check(images.dim() == 4 && images.size(1) == config.in_chans && images.size(2) == config.img_size &&
             images.size(3) == config.img_size,
         "model expects images [B, {}, {}, {}], got {}", config.in_chans, config.img_size, config.img_size,
@@ -109,16 +113,24 @@ Tensor VisionTransformer::forward_tokens(const Tensor& images, const ForwardCont
     x = concat(parts, 1);
   }
   if (!config.no_embed_class) x = add(x, pos_embed);
+  return x;
+}
 
-  if (trace) {
-    trace->blocks.assign(blocks.size(), BlockTrace{});
-    for (BlockTrace& b : trace->blocks) b.want_probs = trace->want_probs;
-  }
+Tensor VisionTransformer::forward_tokens(const Tensor& images, const ForwardContext& ctx, ForwardTrace* trace) {
+  Tensor x = embed(images);
+  if (trace) trace->start(blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) {
     x = blocks[i].forward(x, ctx, trace ? &trace->blocks[i] : nullptr);
     if (trace && trace->last_block == static_cast<int64_t>(i)) return x;
   }
-  return norm.defined() ? norm.forward(x) : x;
+  return final_norm(x);
+}
+
+Tensor VisionTransformer::final_norm(const Tensor& tokens) { return norm.defined() ? norm.forward(tokens) : tokens; }
+
+void ForwardTrace::start(size_t num_blocks) {
+  blocks.assign(num_blocks, BlockTrace{});
+  for (BlockTrace& b : blocks) b.want_probs = want_probs;
 }
 
 Tensor VisionTransformer::head_forward(const Tensor& tokens) {

@@ -2,11 +2,13 @@
 // optional class and DeiT distillation tokens, learned position embeddings,
 // pre-norm blocks, final norm, pooling (class token or average + fc_norm), head.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/safetensors.h"
 #include "layers/block.h"
+#include "layers/halting.h"
 #include "layers/linear.h"
 #include "layers/patch_embed.h"
 
@@ -43,6 +45,9 @@ struct VitConfig {
   std::vector<std::string> mixers;
   std::vector<std::string> label_names;
   Preprocess preprocess;
+  // Set for an A-ViT (models/avit.h): the model halts tokens. Saved in
+  // config.json under "engine": {"halting": {...}}; needs class-token pooling.
+  std::optional<HaltingConfig> halting;
 
   int64_t grid() const { return img_size / patch_size; }
   int64_t num_patches() const { return grid() * grid(); }
@@ -65,6 +70,8 @@ struct ForwardTrace {
   // deepest replaced layer.
   int64_t last_block = -1;
   std::vector<BlockTrace> blocks;
+
+  void start(size_t num_blocks);  // one empty BlockTrace per block, each with want_probs
 };
 
 class VisionTransformer {
@@ -74,8 +81,11 @@ class VisionTransformer {
 
   // images [B, C, H, W] normalised -> logits [B, classes].
   Tensor forward(const Tensor& images, const ForwardContext& ctx = {}, ForwardTrace* trace = nullptr);
+  // Patch embedding + prefix tokens + position embeddings: the first block's input [B, N, D].
+  Tensor embed(const Tensor& images);
   // Tokens after the final norm, [B, N, D].
   Tensor forward_tokens(const Tensor& images, const ForwardContext& ctx, ForwardTrace* trace);
+  Tensor final_norm(const Tensor& tokens);    // norm (identity when the model uses fc_norm)
   Tensor head_forward(const Tensor& tokens);  // pooling + head(s)
 
   void visit(const ParamVisitor& fn);  // timm names

@@ -245,6 +245,19 @@ json read_json_file(const std::string& path) {
   }
 }
 
+// "engine": {"halting": {"gamma": 10, "beta": -30, "eps": 0.01}}; absent keys keep their defaults.
+HaltingConfig halting_from_json(const json& j, const std::string& source) {
+  check(j.is_object(), "{}: engine.halting must be an object, got {}", source, j.dump());
+  HaltingConfig halting;
+  for (const auto& [key, value] : j.items()) {
+    double* field = key == "gamma" ? &halting.gamma : key == "beta" ? &halting.beta : key == "eps" ? &halting.eps : nullptr;
+    check(field != nullptr, "{}: unknown key engine.halting.{} (expected gamma, beta, eps)", source, key);
+    *field = as_double(value, key.c_str(), source);
+  }
+  halting.validate(source);
+  return halting;
+}
+
 void apply_config_json(const json& j, VitConfig& c, const std::string& source) {
   if (j.value("model_type", "") == "vit" || j.value("model_type", "") == "deit" || j.contains("hidden_size")) {
     apply_hf_config(j, c);
@@ -262,6 +275,7 @@ void apply_config_json(const json& j, VitConfig& c, const std::string& source) {
     if (e.contains("mixers")) c.mixers = e["mixers"].get<std::vector<std::string>>();
     if (e.contains("ln_eps")) c.ln_eps = e["ln_eps"].get<double>();
     if (e.contains("distilled")) c.distilled = e["distilled"].get<bool>();
+    if (e.contains("halting")) c.halting = halting_from_json(e["halting"], source);
   }
 }
 
@@ -399,6 +413,7 @@ json vit_config_json(const VitConfig& c) {
                      {"num_classes", c.num_classes}};
   if (!c.label_names.empty()) pretrained["label_names"] = c.label_names;
   json engine = {{"ln_eps", c.ln_eps}, {"distilled", c.distilled}, {"mixers", c.mixers}};
+  if (c.halting) engine["halting"] = {{"gamma", c.halting->gamma}, {"beta", c.halting->beta}, {"eps", c.halting->eps}};
   return {{"architecture", c.distilled ? "vit_distilled" : "vit"},
           {"num_classes", c.num_classes},
           {"num_features", c.embed_dim},

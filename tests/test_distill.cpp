@@ -9,7 +9,9 @@
 #include "data/image.h"
 #include "engine/ops/ops.h"
 #include "models/vit_checkpoint.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
+#include "tests/image_folder_fixture.h"
 #include "tests/shared_data.h"
 #include "train/distill.h"
 
@@ -17,6 +19,9 @@ namespace engine {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Halting settings under which the fixture ViT halts tokens at every depth.
+constexpr double kFixtureGamma = 1.0, kFixtureBeta = 0.5;
 
 TEST(Distill, LossIsVarianceNormalisedMse) {
   Tensor target = Tensor::from_vector<double>({1, 3, 5, 7}, {1, 2, 2});  // variance 5
@@ -31,21 +36,24 @@ TEST(Distill, LossIsVarianceNormalisedMse) {
   testing::expect_gradients_match([&](const auto& in) { return distill_loss(in[0], t, 0.3); }, {p});
 }
 
-// A small ImageFolder with train/ and test/ splits made of the real ImageNet sample JPEGs.
-std::string make_image_folder(const std::string& root) {
-  const std::string source = data::extract_archive_once(testing::shared_path("data/imagenet-sample.tar"),
-                                                        (fs::temp_directory_path() / "engine_distill_cache").string());
-  fs::remove_all(root);
-  int index = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(source + "/imagenet-sample/val")) {
-    if (!entry.is_regular_file()) continue;
-    const std::string split = index % 5 == 0 ? "test" : "train";
-    const std::string cls = index % 2 == 0 ? "even" : "odd";
-    fs::create_directories(fs::path(root) / split / cls);
-    fs::copy_file(entry.path(), fs::path(root) / split / cls / entry.path().filename());
-    ++index;
-  }
-  return root;
+TEST(Distill, KeepMaskRestrictsTheLossToRetainedTokens) {
+  Rng rng(11);
+  Tensor target = Tensor::randn({2, 5, 4}, rng, DType::F64);
+  Tensor prediction = Tensor::randn({2, 5, 4}, rng, DType::F64);
+  Tensor keep = Tensor::from_vector<double>({1, 0, 1, 1, 0, 1, 1, 0, 0, 1}, {2, 5});
+  const double masked = distill_loss(prediction, target, 0.3, keep).item<double>();
+  // Equal to the loss over the kept tokens gathered into one sequence.
+  Tensor rows = Tensor::from_vector<int64_t>({0, 2, 3, 5, 6, 9}, {6});
+  auto kept = [&](const Tensor& x) { return reshape(index_select(reshape(x, {10, 4}), 0, rows), {1, 6, 4}); };
+  EXPECT_NEAR(masked, distill_loss(kept(prediction), kept(target), 0.3).item<double>(), 1e-12);
+  // Halted tokens do not count: changing them changes nothing, while the unmasked loss moves.
+  Tensor changed = prediction + (1.0 - unsqueeze(keep, -1)) * 5.0;
+  EXPECT_NEAR(distill_loss(changed, target, 0.3, keep).item<double>(), masked, 1e-12);
+  const double unmasked_change =
+      distill_loss(changed, target, 0.3).item<double>() - distill_loss(prediction, target, 0.3).item<double>();
+  EXPECT_GT(std::abs(unmasked_change), 0.1);
+  Tensor leaf = testing::random_leaf({2, 5, 4}, rng);
+  testing::expect_gradients_match([&](const auto& in) { return distill_loss(in[0], target, 0.3, keep); }, {leaf});
 }
 
 DistillSettings tiny_settings(const std::string& images, const std::string& out) {
@@ -80,7 +88,7 @@ std::vector<double> distill_losses(const std::string& metrics_path) {
 TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
-  const std::string images = make_image_folder((fs::temp_directory_path() / "engine_distill_images").string());
+  const std::string images = testing::make_image_folder((fs::temp_directory_path() / "engine_distill_img").string());
   const std::string out = (fs::temp_directory_path() / "engine_distill_out").string();
   DistillSettings s = tiny_settings(images, out);
   s.layers = "sparsest:2";
@@ -103,7 +111,7 @@ TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
 TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
-  const std::string images = make_image_folder((fs::temp_directory_path() / "engine_distill_images2").string());
+  const std::string images = testing::make_image_folder((fs::temp_directory_path() / "engine_distill_img2").string());
   const std::string out = (fs::temp_directory_path() / "engine_distill_groups").string();
   DistillSettings s = tiny_settings(images, out);
   s.experiment = "groupwise";
@@ -117,6 +125,51 @@ TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   }
   EXPECT_TRUE(fs::exists(out + "/drop_vs_k90.svg"));
   EXPECT_TRUE(results.contains("spearman_rho"));
+}
+
+// The fixture ViT saved as an A-ViT whose tokens halt at different depths.
+std::string avit_teacher(const std::string& dir) {
+  auto model = load_vit(testing::shared_path("fixtures/timm_vit_tiny.safetensors"));
+  model->config.halting = HaltingConfig{kFixtureGamma, kFixtureBeta, 0.01};
+  fs::remove_all(dir);
+  save_vit(*model, dir);
+  return dir;
+}
+
+TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  const std::string images = testing::make_image_folder((fs::temp_directory_path() / "engine_distill_img3").string());
+  const std::string out = (fs::temp_directory_path() / "engine_distill_sweep").string();
+  DistillSettings s = tiny_settings(images, out);
+  s.experiment = "teacher_sparsity_sweep";
+  s.teachers = "dense:" + s.teacher + "; avit:" + avit_teacher((fs::temp_directory_path() / "engine_avit_teacher").string());
+  s.layers = "sparsest:1";
+  s.budget_images = 32;
+  s.finetune_images = 8;
+  nlohmann::json results = run_distill(s);
+  ASSERT_EQ(results["levels"].size(), 2u);
+  const auto& dense = results["levels"][0];
+  const auto& avit = results["levels"][1];
+  EXPECT_EQ(dense["mean_retention"].get<double>(), 1.0);
+  EXPECT_LT(avit["mean_retention"].get<double>(), 0.95);
+  EXPECT_GT(avit["mean_retention"].get<double>(), 0.3);
+  EXPECT_TRUE(avit["halting"].get<bool>());
+  // The hybrid keeps the teacher's halting: it drops tokens too.
+  EXPECT_LT(avit["hybrid_mean_retention"].get<double>(), 1.0);
+  for (const auto& level : results["levels"]) {
+    EXPECT_NEAR(level["gap"].get<double>(),
+                100 * (level["teacher_top1"].get<double>() - level["hybrid_top1"].get<double>()), 1e-9);
+  }
+  EXPECT_TRUE(fs::exists(out + "/gap_vs_retention.svg"));
+}
+
+TEST(Distill, SweepSettingsAreChecked) {
+  Config config = Config::parse("[data]\npath = x\n[experiment]\nkind = teacher_sparsity_sweep\nteachers = dense\n",
+                                "sweep.ini");
+  testing::expect_error_mentioning([&] { DistillSettings::from_config(config); }, {"'dense' is not name:path"});
+  Config single = Config::parse("[data]\npath = x\n", "single.ini");
+  testing::expect_error_mentioning([&] { DistillSettings::from_config(single); }, {"single.ini", "[teacher]"});
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
 //                 [--limit N] [--predictions FILE] [--out results.json]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
-// synset list, or any other folder such as the CIFAR-10 test JPEGs).
+// synset list, or any other folder such as the CIFAR-10 test JPEGs). An A-ViT checkpoint
+// is evaluated with halting, tokens really dropped, and its token retention reported.
 #include "data/archive.h"
 #include "data/image_folder.h"
 #include "engine/cli.h"
@@ -46,27 +47,36 @@ int eval_main(int argc, char** argv) {
   fmt::print("model {} ({} parameters) on {}, {} images from {}\n", flags.get("model"), model->num_parameters(),
              device.str(), options.limit > 0 ? std::min<int64_t>(options.limit, dataset.size()) : dataset.size(),
              dataset.root());
-  EvalResult result = evaluate_classifier([&](const Tensor& images) { return model->forward(images); }, dataset,
+  // An A-ViT (engine.halting in its config.json) runs with tokens really dropped.
+  std::unique_ptr<RetentionMeter> meter;
+  if (model->config.halting) meter = std::make_unique<RetentionMeter>(*model);
+  EvalResult result = evaluate_classifier(meter ? meter->logits() : inference_logits(*model), dataset,
                                           model->config.preprocess, options);
   fmt::print("top-1 {:.2f}%  top-5 {:.2f}%  {} images  {:.1f} img/s{}\n", 100 * result.top1, 100 * result.top5,
              result.images, result.images_per_second,
              result.bad_images ? fmt::format("  ({} undecodable images skipped)", result.bad_images) : "");
+  if (meter) fmt::print("A-ViT: {:.1f}% of the tokens enter a layer on average\n", 100 * meter->mean_retention());
   if (!flags.get("predictions").empty()) {
     std::string lines;
     for (const auto& [name, predicted] : result.predictions) lines += fmt::format("{} {}\n", name, predicted);
     write_file_atomic(flags.get("predictions"), lines);
   }
   if (!flags.get("out").empty()) {
-    write_json_atomic(flags.get("out"), {{"model", flags.get("model")},
-                                         {"data", dataset.root()},
-                                         {"images", result.images},
-                                         {"top1", result.top1},
-                                         {"top5", result.top5},
-                                         {"images_per_second", result.images_per_second},
-                                         {"seconds", result.seconds},
-                                         {"bad_images", result.bad_images},
-                                         {"batch_size", options.batch_size},
-                                         {"device", device.str()}});
+    nlohmann::json out = {{"model", flags.get("model")},
+                          {"data", dataset.root()},
+                          {"images", result.images},
+                          {"top1", result.top1},
+                          {"top5", result.top5},
+                          {"images_per_second", result.images_per_second},
+                          {"seconds", result.seconds},
+                          {"bad_images", result.bad_images},
+                          {"batch_size", options.batch_size},
+                          {"device", device.str()}};
+    if (meter) {
+      out["retention"] = meter->retention();
+      out["mean_retention"] = meter->mean_retention();
+    }
+    write_json_atomic(flags.get("out"), out);
   }
   return 0;
 }

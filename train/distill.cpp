@@ -4,16 +4,21 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <numeric>
+#include <sstream>
 
 #include "data/archive.h"
 #include "data/image_folder.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
+#include "models/avit.h"
 #include "models/vit_checkpoint.h"
+#include "train/batch_stream.h"
 #include "train/evaluate.h"
 #include "train/layer_groups.h"
 #include "train/metrics.h"
 #include "train/progress.h"
+#include "train/sparsity_pictures.h"
 #include "train/sparsity_report.h"
 
 namespace engine {
@@ -21,17 +26,37 @@ namespace engine {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+struct NamedTeacher {
+  std::string name, path;
+};
+
+// "dense:<path>;avit_a:<path>;..." -> (name, path) pairs.
+std::vector<NamedTeacher> parse_teachers(const std::string& spec) {
+  std::vector<NamedTeacher> teachers;
+  std::stringstream stream(spec);
+  for (std::string entry; std::getline(stream, entry, ';');) {
+    entry.erase(0, entry.find_first_not_of(" \t"));
+    entry.erase(entry.find_last_not_of(" \t") + 1);
+    if (entry.empty()) continue;
+    const size_t colon = entry.find(':');
+    check(colon != std::string::npos && colon > 0 && colon + 1 < entry.size(),
+          "[experiment] teachers: '{}' is not name:path", entry);
+    teachers.push_back({entry.substr(0, colon), entry.substr(colon + 1)});
+  }
+  check(teachers.size() >= 2, "[experiment] teachers: a sweep needs at least 2 teachers (name:path;...), got '{}'",
+        spec);
+  return teachers;
+}
+
+}  // namespace
+
 DistillSettings DistillSettings::from_config(const Config& c) {
   DistillSettings s;
-  s.teacher = c.get_string("teacher", "model");
+  s.teacher = c.get_string("teacher", "model", "");
   s.teacher_config = c.get_string("teacher", "config", "");
-  s.data = c.get_string("data", "path");
-  s.train_subdir = c.get_string("data", "train_subdir", "");
-  s.test_subdir = c.get_string("data", "test_subdir", "");
-  s.test_limit = c.get_int("data", "test_limit", 0);
-  s.batch_size = c.get_int("data", "batch_size", s.batch_size);
-  s.workers = static_cast<int>(c.get_int("data", "workers", s.workers));
-  s.device = Device::parse(c.get_string("run", "device", "auto"));
+  s.read_data_settings(c);
   s.layers = c.get_string("layers", "select", s.layers);
   s.sparsity_images = c.get_int("layers", "sparsity_images", s.sparsity_images);
   s.mixer = c.get_string("student", "mixer", s.mixer);
@@ -49,8 +74,17 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.finetune_params = c.get_choice("finetune", "params", s.finetune_params, {"students", "all"});
   s.latency_repeats = c.get_int("eval", "latency_repeats", s.latency_repeats);
   s.latency_batches = c.get_int_list("eval", "latency_batches", s.latency_batches);
-  s.experiment = c.get_choice("experiment", "kind", s.experiment, {"single", "groupwise"});
+  s.experiment =
+      c.get_choice("experiment", "kind", s.experiment, {"single", "groupwise", "teacher_sparsity_sweep"});
   s.groups = c.get_string("experiment", "groups", s.groups);
+  s.teachers = c.get_string("experiment", "teachers", "");
+  if (s.experiment == "teacher_sparsity_sweep") {
+    check(!s.teachers.empty(), "{}: experiment teacher_sparsity_sweep needs [experiment] teachers = name:path;...",
+          c.source());
+    parse_teachers(s.teachers);  // fails early on a malformed list
+  } else {
+    check(!s.teacher.empty(), "{}: missing key 'model' in [teacher]", c.source());
+  }
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);
   check(s.budget_images > 0 && s.batch_size > 0 && s.latency_repeats > 0,
@@ -58,17 +92,30 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   return s;
 }
 
-Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight) {
+namespace {
+
+// The mean of x [B, N, ...] over the kept tokens (keep [B, N] 0/1; undefined: all).
+Tensor token_mean(const Tensor& x, const Tensor& keep) {
+  if (!keep.defined()) return mean(x);
+  Tensor weights = keep.detach();
+  while (weights.dim() < x.dim()) weights = unsqueeze(weights, -1);
+  const double per_token = static_cast<double>(x.numel() / (x.size(0) * x.size(1)));
+  return sum(x * weights) / (sum(weights) * per_token);
+}
+
+}  // namespace
+
+Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight, const Tensor& keep) {
   Tensor variance;
   {
     NoGradGuard no_grad;  // a constant scale: the target carries no gradient
-    variance = mean(pow(target - mean(target), 2.0));
+    variance = token_mean(pow(target - token_mean(target, keep), 2.0), keep);
   }
-  Tensor loss = mse_loss(prediction, target) / add(variance, 1e-12);
+  Tensor loss = token_mean(pow(prediction - target, 2.0), keep) / add(variance, 1e-12);
   if (cosine_weight == 0.0) return loss;
   Tensor dot = sum(prediction * target, {-1});
   Tensor norms = sqrt(sum(prediction * prediction, {-1}) * sum(target * target, {-1}));
-  Tensor cosine = mean(dot / add(norms, 1e-8));
+  Tensor cosine = token_mean(dot / add(norms, 1e-8), keep);
   return loss + (1.0 - cosine) * cosine_weight;
 }
 
@@ -84,39 +131,6 @@ Datasets open_datasets(const DistillSettings& s) {
   return {std::make_unique<data::ImageFolder>(data::resolve_data_dir(s.data, s.train_subdir)),
           std::make_unique<data::ImageFolder>(data::resolve_data_dir(s.data, s.test_subdir))};
 }
-
-// An endless, shuffled, deterministic stream of training batches on a device.
-class BatchStream {
- public:
-  BatchStream(const data::Dataset& dataset, const Preprocess& preprocess, const DistillSettings& s, uint64_t seed)
-      : loader_(dataset, eval_transform(preprocess, /*random_flip=*/true), options(preprocess, s, seed)),
-        device_(s.device) {
-    loader_.start_epoch(epoch_);
-  }
-
-  void next(Tensor* images, Tensor* labels) {
-    data::Batch batch;
-    while (!loader_.next(batch)) loader_.start_epoch(++epoch_);
-    *images = Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(device_);
-    *labels = Tensor::from_vector(batch.labels, {batch.n}).to(device_);
-  }
-
- private:
-  static data::LoaderOptions options(const Preprocess& p, const DistillSettings& s, uint64_t seed) {
-    data::LoaderOptions o;
-    o.batch_size = static_cast<size_t>(s.batch_size);
-    o.shuffle = true;
-    o.drop_last = true;
-    o.num_workers = s.workers;
-    o.seed = seed;
-    o.height = o.width = static_cast<int>(p.input_size);
-    return o;
-  }
-
-  data::DataLoader loader_;
-  Device device_;
-  int64_t epoch_ = 0;
-};
 
 // ------------------------------------------------------------------ sparsity
 
@@ -156,14 +170,6 @@ std::vector<Tensor> student_parameters(Students& students, const std::vector<int
   return params;
 }
 
-WarmupCosineSchedule schedule_for(double lr, int64_t steps, double warmup_fraction) {
-  WarmupCosineSchedule schedule;
-  schedule.base_lr = lr;
-  schedule.total_steps = std::max<int64_t>(steps, 1) + 1;
-  schedule.warmup_steps = static_cast<int64_t>(warmup_fraction * steps);
-  return schedule;
-}
-
 // Step 3: every chosen layer's student learns the teacher's attention branch.
 Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& layers, const data::Dataset& train,
                         const DistillSettings& s, MetricsLog& log) {
@@ -177,7 +183,7 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
   for (Tensor& p : params) p.set_requires_grad(true);
   auto optimizer = make_adamw(decay_groups(params, s.weight_decay), {s.lr});
   const int64_t steps = s.budget_images / s.batch_size;
-  const WarmupCosineSchedule schedule = schedule_for(s.lr, steps, s.warmup_fraction);
+  const WarmupCosineSchedule schedule = warmup_cosine(s.lr, steps, s.warmup_fraction);
 
   BatchStream stream(train, teacher.config.preprocess, s, s.seed);
   ProgressBar bar(fmt::format("distill {} layer(s)", layers.size()), steps * s.batch_size);
@@ -186,16 +192,22 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
     stream.next(&images, &labels);
     ForwardTrace trace;
     trace.last_block = layers.back();
+    HaltingTrace halting;
     {
       NoGradGuard no_grad;  // the teacher is frozen: one forward feeds every student
-      teacher.forward_tokens(images, {}, &trace);
+      if (teacher.config.halting) avit_forward_tokens(teacher, images, {}, &halting, &trace);
+      else teacher.forward_tokens(images, {}, &trace);
     }
     Tensor total;
     json layer_losses = json::object();
     for (size_t k = 0; k < layers.size(); ++k) {
       const BlockTrace& block = trace.blocks[layers[k]];
-      Tensor loss = distill_loss(students[k]->forward(block.mixer_input, {}, nullptr), block.mixer_output,
-                                 s.cosine_weight);
+      // An A-ViT teacher: the student learns the retained tokens only, and
+      // halted tokens are identity steps of its scan (ForwardContext::active).
+      ForwardContext ctx;
+      if (!halting.active.empty()) ctx.active = halting.active[layers[k]];
+      Tensor loss = distill_loss(students[k]->forward(block.mixer_input, ctx, nullptr), block.mixer_output,
+                                 s.cosine_weight, ctx.active);
       layer_losses[std::to_string(layers[k])] = loss.item<double>();
       total = total.defined() ? total + loss : loss;
     }
@@ -215,18 +227,29 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
   return students;
 }
 
-// Step 4: a fresh copy of the teacher with the students in place of attention.
-std::unique_ptr<VisionTransformer> splice(const DistillSettings& s, const std::vector<int64_t>& layers,
-                                          Students students) {
+std::unique_ptr<VisionTransformer> load_teacher(const std::string& path, const DistillSettings& s) {
   VitLoadOptions options;
   options.config_path = s.teacher_config;
-  auto hybrid = load_vit(s.teacher, options);
-  hybrid->to(s.device);
+  auto teacher = load_vit(path, options);
+  teacher->to(s.device);
+  return teacher;
+}
+
+// Step 4: a fresh copy of the teacher with the students in place of attention
+// (an A-ViT teacher's copy keeps its halting settings).
+std::unique_ptr<VisionTransformer> splice(const std::string& teacher_path, const DistillSettings& s,
+                                          const std::vector<int64_t>& layers, Students students) {
+  auto hybrid = load_teacher(teacher_path, s);
   for (size_t k = 0; k < layers.size(); ++k) {
     hybrid->blocks[layers[k]].mixer = std::move(students[k]);
     hybrid->config.mixers[layers[k]] = s.mixer;
   }
   return hybrid;
+}
+
+// The forward for training: the masked path for an A-ViT (models/avit.h).
+Tensor training_logits(VisionTransformer& model, const Tensor& images) {
+  return model.config.halting ? avit_forward(model, images) : model.forward(images);
 }
 
 // Step 5: CE + temperature-scaled KL to the teacher's logits.
@@ -241,7 +264,7 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
   }
   auto optimizer = make_adamw(decay_groups(params, s.weight_decay), {s.finetune_lr});
   const int64_t steps = s.finetune_images / s.batch_size;
-  const WarmupCosineSchedule schedule = schedule_for(s.finetune_lr, steps, s.warmup_fraction);
+  const WarmupCosineSchedule schedule = warmup_cosine(s.finetune_lr, steps, s.warmup_fraction);
   BatchStream stream(train, teacher.config.preprocess, s, s.seed + 1);
   ProgressBar bar("fine-tune", steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
@@ -249,9 +272,9 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
     stream.next(&images, &labels);
     {
       NoGradGuard no_grad;
-      teacher_logits = teacher.forward(images);
+      teacher_logits = training_logits(teacher, images);
     }
-    Tensor logits = hybrid.forward(images);
+    Tensor logits = training_logits(hybrid, images);
     Tensor loss = cross_entropy(logits, labels) + kl_div_with_temperature(logits, teacher_logits, s.temperature) * s.kl_weight;
     optimizer->zero_grad();
     loss.backward();
@@ -268,45 +291,29 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
 
 // ------------------------------------------------------------------ evaluation
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-// Median wall time (ms) of a forward pass at `batch` after one warm-up run.
-double latency_ms(VisionTransformer& model, int64_t batch, int64_t repeats, Device device) {
-  Rng rng(1);
-  const int64_t size = model.config.img_size;
-  Tensor images = Tensor::randn({batch, model.config.in_chans, size, size}, rng).to(device);
-  NoGradGuard no_grad;
-  std::vector<double> times;
-  for (int64_t r = 0; r <= repeats; ++r) {
-    device_synchronize(device);
-    const auto start = std::chrono::steady_clock::now();
-    model.forward(images);
-    device_synchronize(device);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (r > 0) times.push_back(ms);  // run 0 warms caches and allocators
-  }
-  return median(times);
+int64_t max_batch(const std::vector<int64_t>& batches) {
+  return batches.empty() ? 1 : *std::max_element(batches.begin(), batches.end());
 }
 
 json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label) {
   fmt::print("evaluating the {}\n", label);
-  EvalOptions options;
-  options.batch_size = std::min<int64_t>(s.batch_size * 4, 256);
-  options.limit = s.test_limit;
-  options.num_workers = s.workers;
-  options.device = s.device;
-  EvalResult eval = evaluate_classifier([&](const Tensor& x) { return model.forward(x); }, test,
-                                        model.config.preprocess, options);
+  const LogitsFn logits_of = inference_logits(model);
+  // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
+  std::unique_ptr<RetentionMeter> meter;
+  if (model.config.halting) meter = std::make_unique<RetentionMeter>(model);
+  EvalResult eval =
+      evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, s.eval_options());
   const int64_t flops_before = gemm_flops_so_far();
-  latency_ms(model, 1, 1, s.device);  // two batch-1 forwards: warm-up + one timed
+  const Tensor images = first_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
+  latency_ms(logits_of, narrow(images, 0, 0, 1), 1);  // two batch-1 forwards: warm-up + one timed
   const int64_t flops = (gemm_flops_so_far() - flops_before) / 2;
   json report = {{"top1", eval.top1}, {"top5", eval.top5}, {"params", model.num_parameters()},
-                 {"gflops", flops / 1e9}, {"eval_images", eval.images}};
+                 {"gflops", flops / 1e9}, {"eval_images", eval.images},
+                 {"mean_retention", meter ? meter->mean_retention() : 1.0}};
+  if (meter) report["retention"] = meter->retention();
   for (int64_t batch : s.latency_batches) {
-    report[fmt::format("latency_ms_b{}", batch)] = latency_ms(model, batch, s.latency_repeats, s.device);
+    report[fmt::format("latency_ms_b{}", batch)] =
+        latency_ms(logits_of, narrow(images, 0, 0, std::min(batch, images.size(0))), s.latency_repeats);
   }
   return report;
 }
@@ -319,55 +326,58 @@ double mean_over(const std::vector<double>& values, const std::vector<int64_t>& 
   return total / layers.size();
 }
 
-// A scatter plot of accuracy drop against mean k90, one point per group.
-std::string drop_vs_k90_svg(const json& groups) {
-  const double width = 480, height = 320, margin = 50;
-  double kmin = 1e9, kmax = -1e9, dmin = 1e9, dmax = -1e9;
-  for (const json& g : groups) {
-    kmin = std::min(kmin, g["k90"].get<double>());
-    kmax = std::max(kmax, g["k90"].get<double>());
-    dmin = std::min(dmin, g["drop"].get<double>());
-    dmax = std::max(dmax, g["drop"].get<double>());
+// The same layers distilled under the same budget and seed from teachers at
+// different token retention (a dense ViT, A-ViTs): does the student-teacher gap
+// shrink as the teacher gets sparser? The layer set comes from the first teacher.
+json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, MetricsLog& log) {
+  std::vector<int64_t> layers;
+  json levels = json::array();
+  std::vector<ScatterPoint> points;
+  for (const NamedTeacher& level : parse_teachers(s.teachers)) {
+    fmt::print("teacher '{}': {}\n", level.name, level.path);
+    auto teacher = load_teacher(level.path, s);
+    const LayerSparsity sparsity = measure_sparsity(*teacher, *datasets.train, s);
+    if (layers.empty()) layers = select_layers(s.layers, teacher->config.depth, sparsity.ranking);
+    const json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
+    auto hybrid = splice(level.path, s, layers, distill_layers(*teacher, layers, *datasets.train, s, log));
+    if (s.finetune_images > 0) finetune(*hybrid, *teacher, layers, *datasets.train, s, log);
+    const json hybrid_report = model_report(*hybrid, *datasets.test, s, "hybrid");
+    std::vector<int64_t> all(sparsity.k90.size());
+    std::iota(all.begin(), all.end(), 0);
+    json row = {{"name", level.name},
+                {"teacher", level.path},
+                {"halting", teacher->config.halting.has_value()},
+                {"teacher_top1", teacher_report["top1"]},
+                {"mean_retention", teacher_report["mean_retention"]},
+                {"k90", mean_over(sparsity.k90, layers)},
+                {"k90_all_layers", mean_over(sparsity.k90, all)},
+                {"hybrid_top1", hybrid_report["top1"]},
+                {"hybrid_mean_retention", hybrid_report["mean_retention"]},
+                {"gap", 100.0 * (teacher_report["top1"].get<double>() - hybrid_report["top1"].get<double>())},
+                {"teacher_report", teacher_report},
+                {"hybrid_report", hybrid_report}};
+    log.write({{"phase", "sweep_level"}, {"level", row}});
+    points.push_back({row["mean_retention"], row["gap"], level.name});
+    levels.push_back(row);
   }
-  if (kmax - kmin < 1e-9) kmax = kmin + 1;
-  if (dmax - dmin < 1e-9) dmax = dmin + 1;
-  auto x = [&](double k) { return margin + (k - kmin) / (kmax - kmin) * (width - 2 * margin); };
-  auto y = [&](double d) { return height - margin - (d - dmin) / (dmax - dmin) * (height - 2 * margin); };
-  std::string svg = fmt::format(
-      "<svg xmlns='http://www.w3.org/2000/svg' width='{0}' height='{1}' font-family='sans-serif' font-size='12'>\n"
-      "<rect width='100%' height='100%' fill='white'/>\n"
-      "<line x1='{2}' y1='{3}' x2='{4}' y2='{3}' stroke='black'/><line x1='{2}' y1='{2}' x2='{2}' y2='{3}' stroke='black'/>\n"
-      "<text x='{5}' y='{6}' text-anchor='middle'>mean k90 of the replaced layers (tokens)</text>\n"
-      "<text x='14' y='{7}' transform='rotate(-90 14 {7})' text-anchor='middle'>top-1 drop (points)</text>\n"
-      "<text x='{2}' y='{8}'>{9:.1f}</text><text x='{4}' y='{8}' text-anchor='end'>{10:.1f}</text>\n"
-      "<text x='{11}' y='{3}' text-anchor='end'>{12:.2f}</text><text x='{11}' y='{13}' text-anchor='end'>{14:.2f}</text>\n",
-      width, height, margin, height - margin, width - margin, width / 2, height - 12, height / 2, height - margin + 16,
-      kmin, kmax, margin - 4, dmin, margin + 4, dmax);
-  for (const json& g : groups) {
-    const double px = x(g["k90"].get<double>()), py = y(g["drop"].get<double>());
-    svg += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='4' fill='steelblue'/><text x='{:.1f}' y='{:.1f}'>{}</text>\n",
-                       px, py, px + 6, py - 6, g["name"].get<std::string>());
-  }
-  return svg + "</svg>\n";
-}
-
-void prepare_out_dir(const DistillSettings& s) {
-  if (fs::exists(fs::path(s.out_dir) / "results.json")) {
-    check(s.overwrite, "output folder '{}' already holds results.json (set [output] overwrite = true)", s.out_dir);
-  }
-  fs::create_directories(s.out_dir);
+  write_file_atomic((fs::path(s.out_dir) / "gap_vs_retention.svg").string(),
+                    scatter_svg(points, "teacher's mean token retention", "teacher - hybrid top-1 (points)"));
+  json results = {{"experiment", "teacher_sparsity_sweep"}, {"mixer", s.mixer}, {"layers", layers},
+                  {"budget_images", s.budget_images}, {"finetune_images", s.finetune_images},
+                  {"seed", s.seed}, {"device", s.device.str()}, {"levels", levels},
+                  {"plot", "gap_vs_retention.svg"}};
+  write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
+  return results;
 }
 
 }  // namespace
 
 json run_distill(const DistillSettings& s) {
-  prepare_out_dir(s);
+  prepare_out_dir(s.out_dir, s.overwrite);
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   Datasets datasets = open_datasets(s);
-  VitLoadOptions options;
-  options.config_path = s.teacher_config;
-  auto teacher = load_vit(s.teacher, options);
-  teacher->to(s.device);
+  if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, log);
+  auto teacher = load_teacher(s.teacher, s);
   const int64_t depth = teacher->config.depth;
 
   const bool ranking_needed = needs_ranking(s.layers) || s.experiment == "groupwise";
@@ -392,7 +402,7 @@ json run_distill(const DistillSettings& s) {
     const std::vector<int64_t>& layers = groups[g];
     const std::string name = fmt::format("{}", fmt::join(layers, ","));
     fmt::print("group {}/{}: replacing layer(s) {} with {}\n", g + 1, groups.size(), name, s.mixer);
-    auto hybrid = splice(s, layers, distill_layers(*teacher, layers, *datasets.train, s, log));
+    auto hybrid = splice(s.teacher, s, layers, distill_layers(*teacher, layers, *datasets.train, s, log));
     if (s.finetune_images > 0) finetune(*hybrid, *teacher, layers, *datasets.train, s, log);
     json report = model_report(*hybrid, *datasets.test, s, "hybrid");
     json group = {{"name", name}, {"layers", layers}, {"top1", report["top1"]},
@@ -416,7 +426,10 @@ json run_distill(const DistillSettings& s) {
   if (s.experiment == "groupwise" && group_k90.size() >= 2) {
     const double rho = spearman_rho(group_k90, group_drop);
     if (!std::isnan(rho)) results["spearman_rho"] = rho;
-    write_file_atomic((fs::path(s.out_dir) / "drop_vs_k90.svg").string(), drop_vs_k90_svg(group_results));
+    std::vector<ScatterPoint> points;
+    for (const json& g : group_results) points.push_back({g["k90"], g["drop"], g["name"]});
+    write_file_atomic((fs::path(s.out_dir) / "drop_vs_k90.svg").string(),
+                      scatter_svg(points, "mean k90 of the replaced layers (tokens)", "top-1 drop (points)"));
   }
   write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
   return results;

@@ -20,19 +20,14 @@
 #include "engine/config.h"
 #include "layers/mixers/factory.h"
 #include "models/vit.h"
+#include "train/batch_stream.h"
 
 namespace engine {
 
-struct DistillSettings {
-  // teacher and data
+struct DistillSettings : DataSettings {
+  // teacher
   std::string teacher;          // checkpoint path
   std::string teacher_config;   // optional explicit config.json
-  std::string data;             // ImageFolder root or archive of one
-  std::string train_subdir, test_subdir;
-  int64_t test_limit = 0;       // 0: the whole test folder
-  int64_t batch_size = 64;
-  int workers = 2;
-  Device device = Device::cpu();
   // layers
   std::string layers = "sparsest:4";
   int64_t sparsity_images = 256;
@@ -54,8 +49,9 @@ struct DistillSettings {
   int64_t latency_repeats = 5;
   std::vector<int64_t> latency_batches = {1, 256};
   // experiment
-  std::string experiment = "single";  // single | groupwise
+  std::string experiment = "single";  // single | groupwise | teacher_sparsity_sweep
   std::string groups = "each";
+  std::string teachers;  // teacher_sparsity_sweep: name:path;name:path;...
   std::string out_dir = "runs/distill";
   bool overwrite = false;
 
@@ -64,11 +60,15 @@ struct DistillSettings {
 };
 
 // Runs the whole pipeline and writes OUT/results.json, OUT/metrics.jsonl,
-// OUT/hybrid/ (checkpoint) and, for groupwise, OUT/drop_vs_k90.svg.
+// OUT/hybrid/ (checkpoint) and, for groupwise, OUT/drop_vs_k90.svg (for the
+// sweep, OUT/gap_vs_retention.svg).
 nlohmann::json run_distill(const DistillSettings& settings);
 
 // The distillation objective for one layer: MSE normalised by the target's
 // variance, plus cosine_weight * (1 - mean cosine similarity over tokens).
-Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight);
+// keep ([B, N] 0/1, optional): every mean (and the variance) is taken over the
+// kept tokens only.
+Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight,
+                    const Tensor& keep = Tensor());
 
 }  // namespace engine

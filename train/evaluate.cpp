@@ -1,11 +1,13 @@
 #include "train/evaluate.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 
 #include "data/subset.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
+#include "models/avit.h"
 #include "train/progress.h"
 
 namespace engine {
@@ -65,6 +67,66 @@ data::Transform crop_flip_transform(const Preprocess& p, int reflect_padding) {
     if (rng() & 1) view = data::hflip(view);
     normalize(view, out);
   };
+}
+
+LogitsFn inference_logits(VisionTransformer& model) {
+  if (model.config.halting) return [&model](const Tensor& x) { return avit_forward_compact(model, x); };
+  return [&model](const Tensor& x) { return model.forward(x); };
+}
+
+RetentionMeter::RetentionMeter(VisionTransformer& model) : model_(model), active_(model.blocks.size(), 0) {
+  halting_config(model);  // an error for a model without halting
+}
+
+LogitsFn RetentionMeter::logits() {
+  return [this](const Tensor& images) {
+    std::vector<int64_t> active;
+    Tensor logits = avit_forward_compact(model_, images, &active);
+    for (size_t l = 0; l < active.size(); ++l) active_[l] += active[l];
+    tokens_ += images.size(0) * model_.config.num_tokens();
+    return logits;
+  };
+}
+
+std::vector<double> RetentionMeter::retention() const {
+  std::vector<double> fractions;
+  for (int64_t count : active_) fractions.push_back(static_cast<double>(count) / std::max<int64_t>(tokens_, 1));
+  return fractions;
+}
+
+double RetentionMeter::mean_retention() const {
+  const std::vector<double> fractions = retention();
+  double total = 0;
+  for (double f : fractions) total += f;
+  return total / static_cast<double>(fractions.size());
+}
+
+Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device) {
+  data::LoaderOptions options;
+  options.batch_size = static_cast<size_t>(std::max<int64_t>(count, 1));
+  options.num_workers = 0;
+  options.height = options.width = static_cast<int>(preprocess.input_size);
+  data::DataLoader loader(dataset, eval_transform(preprocess), options);
+  loader.start_epoch(0);
+  data::Batch batch;
+  check(loader.next(batch), "no images to load from the dataset");
+  return Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(device);
+}
+
+double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats) {
+  const Device device = images.device();
+  NoGradGuard no_grad;
+  std::vector<double> times;
+  for (int64_t r = 0; r <= repeats; ++r) {
+    device_synchronize(device);
+    const auto start = std::chrono::steady_clock::now();
+    logits_of(images);
+    device_synchronize(device);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (r > 0) times.push_back(ms);  // run 0 warms caches and allocators
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
 }
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& full, const Preprocess& preprocess,

@@ -43,6 +43,33 @@ struct EvalResult {
 
 using LogitsFn = std::function<Tensor(const Tensor& images)>;
 
+// The model's inference forward: for an A-ViT (config.halting set) the compacted
+// path, tokens really dropped (models/avit.h); else the plain forward.
+LogitsFn inference_logits(VisionTransformer& model);
+
+// Wraps an A-ViT's compacted forward (tokens really dropped), counting the
+// tokens that enter each layer over every batch it runs. The model must outlive it.
+class RetentionMeter {
+ public:
+  explicit RetentionMeter(VisionTransformer& model);
+  LogitsFn logits();                    // the counting forward
+  std::vector<double> retention() const;  // per layer: fraction of all tokens entering it
+  double mean_retention() const;          // mean over layers
+
+ private:
+  VisionTransformer& model_;
+  std::vector<int64_t> active_;
+  int64_t tokens_ = 0;
+};
+
+// The first `count` images of a dataset (fewer if it is smaller) through the
+// eval transform, as one [count, C, H, W] batch on `device`: inputs for timing
+// (A-ViT's speed depends on the images) and for pictures.
+Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
+
+// Median wall time (ms) of `repeats` forwards of `images`, after one warm-up run.
+double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
+
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
                                const EvalOptions& options);
 

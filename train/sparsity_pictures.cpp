@@ -84,10 +84,10 @@ void paste(data::Image& canvas, const data::Image& tile, int left) {
   }
 }
 
-// The map (grid x grid, scaled to its maximum) in viridis over `image`.
-data::Image blend_heatmap(const data::Image& image, const std::vector<float>& map, int64_t grid) {
+// The map (grid x grid, `scale` or else its maximum shown yellow) in viridis over `image`.
+data::Image blend_heatmap(const data::Image& image, const std::vector<float>& map, int64_t grid, double scale) {
   constexpr double kOpacity = 0.6;
-  const float largest = *std::max_element(map.begin(), map.end());
+  const double largest = scale > 0 ? scale : *std::max_element(map.begin(), map.end());
   data::Image out = image;
   for (int y = 0; y < image.height; ++y) {
     for (int x = 0; x < image.width; ++x) {
@@ -165,19 +165,71 @@ std::string join_indices(const std::vector<int64_t>& indices, const std::string&
 
 std::string heatmap_file_name(size_t k) { return fmt::format("cls_attention_img{}.png", k); }
 
-data::Image cls_attention_picture(const ClsAttentionMaps& maps, int64_t grid) {
+data::Image image_with_maps(const data::Image& input, const std::vector<std::vector<float>>& maps, int64_t grid,
+                            double scale) {
   constexpr int kMinTile = 128, kGap = 4;
-  const int scale = std::max(1, (kMinTile + maps.input.height - 1) / maps.input.height);
-  const data::Image image =
-      data::resize(maps.input, maps.input.height * scale, maps.input.width * scale, data::Interp::Bilinear);
-  const int tiles = 1 + static_cast<int>(maps.layers.size());
+  const int factor = std::max(1, (kMinTile + input.height - 1) / input.height);
+  const data::Image image = data::resize(input, input.height * factor, input.width * factor, data::Interp::Bilinear);
+  const int tiles = 1 + static_cast<int>(maps.size());
   data::Image canvas(image.height, tiles * image.width + (tiles - 1) * kGap, 3);
   std::fill(canvas.pixels.begin(), canvas.pixels.end(), uint8_t{255});
   paste(canvas, image, 0);
-  for (size_t i = 0; i < maps.layers.size(); ++i) {
-    paste(canvas, blend_heatmap(image, maps.layers[i], grid), static_cast<int>(i + 1) * (image.width + kGap));
+  for (size_t i = 0; i < maps.size(); ++i) {
+    paste(canvas, blend_heatmap(image, maps[i], grid, scale), static_cast<int>(i + 1) * (image.width + kGap));
   }
   return canvas;
+}
+
+data::Image cls_attention_picture(const ClsAttentionMaps& maps, int64_t grid) {
+  return image_with_maps(maps.input, maps.layers, grid);
+}
+
+data::Image to_rgb_image(const Tensor& images, int64_t b, const Preprocess& preprocess) {
+  const int64_t channels = images.size(1), height = images.size(2), width = images.size(3);
+  check(channels == 3, "pictures need RGB input, got {} channels", channels);
+  data::Image image(static_cast<int>(height), static_cast<int>(width), 3);
+  const float* values = images.data<float>() + b * channels * height * width;
+  for (int c = 0; c < 3; ++c) {
+    for (int y = 0; y < height; ++y) {
+      for (int x = 0; x < width; ++x) {
+        const double v = values[(c * height + y) * width + x] * preprocess.std[c] + preprocess.mean[c];
+        image.at(y, x, c) = static_cast<uint8_t>(std::lround(std::clamp(v * 255.0, 0.0, 255.0)));
+      }
+    }
+  }
+  return image;
+}
+
+std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::string& x_label,
+                        const std::string& y_label) {
+  const double width = 480, height = 320, margin = 50;
+  double xmin = 1e9, xmax = -1e9, ymin = 1e9, ymax = -1e9;
+  for (const ScatterPoint& p : points) {
+    xmin = std::min(xmin, p.x);
+    xmax = std::max(xmax, p.x);
+    ymin = std::min(ymin, p.y);
+    ymax = std::max(ymax, p.y);
+  }
+  if (xmax - xmin < 1e-9) xmax = xmin + 1;
+  if (ymax - ymin < 1e-9) ymax = ymin + 1;
+  auto x_of = [&](double v) { return margin + (v - xmin) / (xmax - xmin) * (width - 2 * margin); };
+  auto y_of = [&](double v) { return height - margin - (v - ymin) / (ymax - ymin) * (height - 2 * margin); };
+  std::string svg = fmt::format(
+      "<svg xmlns='http://www.w3.org/2000/svg' width='{0}' height='{1}' font-family='sans-serif' font-size='12'>\n"
+      "<rect width='100%' height='100%' fill='white'/>\n"
+      "<line x1='{2}' y1='{3}' x2='{4}' y2='{3}' stroke='black'/><line x1='{2}' y1='{2}' x2='{2}' y2='{3}' stroke='black'/>\n"
+      "<text x='{5}' y='{6}' text-anchor='middle'>{15}</text>\n"
+      "<text x='14' y='{7}' transform='rotate(-90 14 {7})' text-anchor='middle'>{16}</text>\n"
+      "<text x='{2}' y='{8}'>{9:.3g}</text><text x='{4}' y='{8}' text-anchor='end'>{10:.3g}</text>\n"
+      "<text x='{11}' y='{3}' text-anchor='end'>{12:.3g}</text><text x='{11}' y='{13}' text-anchor='end'>{14:.3g}</text>\n",
+      width, height, margin, height - margin, width - margin, width / 2, height - 12, height / 2, height - margin + 16,
+      xmin, xmax, margin - 4, ymin, margin + 4, ymax, html_escape(x_label), html_escape(y_label));
+  for (const ScatterPoint& p : points) {
+    const double px = x_of(p.x), py = y_of(p.y);
+    svg += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='4' fill='steelblue'/><text x='{:.1f}' y='{:.1f}'>{}</text>\n",
+                       px, py, px + 6, py - 6, html_escape(p.label));
+  }
+  return svg + "</svg>\n";
 }
 
 std::string index_html(const SparsityAnalysis& analysis, const SparsityRunInfo& info) {

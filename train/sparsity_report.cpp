@@ -9,6 +9,7 @@
 #include "data/loader.h"
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
+#include "models/avit.h"
 #include "train/evaluate.h"
 #include "train/progress.h"
 #include "train/sparsity_pictures.h"
@@ -19,23 +20,6 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;  // keys in the order written
 
 namespace {
-
-// Image b of a normalised [B, 3, H, W] CPU batch back to 8-bit RGB.
-data::Image unnormalise(const Tensor& images, int64_t b, const Preprocess& preprocess) {
-  const int64_t channels = images.size(1), height = images.size(2), width = images.size(3);
-  check(channels == 3, "sparsity heatmaps need RGB input, got {} channels", channels);
-  data::Image image(static_cast<int>(height), static_cast<int>(width), 3);
-  const float* values = images.data<float>() + b * channels * height * width;
-  for (int c = 0; c < 3; ++c) {
-    for (int y = 0; y < height; ++y) {
-      for (int x = 0; x < width; ++x) {
-        const double v = values[(c * height + y) * width + x] * preprocess.std[c] + preprocess.mean[c];
-        image.at(y, x, c) = static_cast<uint8_t>(std::lround(std::clamp(v * 255.0, 0.0, 255.0)));
-      }
-    }
-  }
-  return image;
-}
 
 Json metrics_json(const SparsityMetrics& m) {
   Json j = {{"rows", m.rows}};
@@ -97,7 +81,16 @@ void SparsityAnalysis::add_batch(const Tensor& images, const std::vector<std::st
   NoGradGuard no_grad;
   ForwardTrace trace;
   trace.want_probs = true;
-  model_.forward_tokens(images.to(model_.device()), {}, &trace);
+  std::vector<Tensor> masks = keep_masks;
+  if (model_.config.halting) {
+    // An A-ViT: statistics over the tokens still active entering each layer.
+    HaltingTrace halting;
+    avit_forward_tokens(model_, images.to(model_.device()), {}, &halting, &trace);
+    masks.clear();
+    for (const Tensor& active : halting.active) masks.push_back(active.to(Device::cpu()).to(DType::U8));
+  } else {
+    model_.forward_tokens(images.to(model_.device()), {}, &trace);
+  }
 
   std::vector<Tensor> probs(depth);
   for (int64_t i = 0; i < depth; ++i) {
@@ -105,12 +98,12 @@ void SparsityAnalysis::add_batch(const Tensor& images, const std::vector<std::st
     check(probs[i].defined(), "sparsity: block {} has no attention probabilities (mixer '{}')", i,
           model_.blocks[i].mixer->kind());
     probs[i] = probs[i].to(Device::cpu());
-    stats_.add(i, probs[i], keep_masks.empty() ? Tensor() : keep_masks[i]);
+    stats_.add(i, probs[i], masks.empty() ? Tensor() : masks[i]);
   }
   if (static_cast<int64_t>(heatmaps_.size()) < heatmap_images_) {
     const Tensor cpu_images = images.to(Device::cpu()).to(DType::F32).contiguous();
     for (int64_t b = 0; b < batch && static_cast<int64_t>(heatmaps_.size()) < heatmap_images_; ++b) {
-      keep_heatmap(cpu_images, b, names.empty() ? fmt::format("image {}", images_ + b) : names[b], probs, keep_masks);
+      keep_heatmap(cpu_images, b, names.empty() ? fmt::format("image {}", images_ + b) : names[b], probs, masks);
     }
   }
   images_ += batch;
@@ -123,7 +116,7 @@ void SparsityAnalysis::keep_heatmap(const Tensor& images, int64_t b, const std::
   if (!model_.config.class_token) return;
   const int64_t heads = model_.config.num_heads, patches = model_.config.num_patches();
   const int64_t prefix = model_.config.num_prefix_tokens();
-  ClsAttentionMaps maps{name, unnormalise(images, b, model_.config.preprocess), {}};
+  ClsAttentionMaps maps{name, to_rgb_image(images, b, model_.config.preprocess), {}};
   for (size_t i = 0; i < probs.size(); ++i) {
     const Tensor p = probs[i].to(DType::F32).contiguous();
     const int64_t n = p.size(2);

@@ -31,7 +31,8 @@ class SparsityAnalysis {
 
   // images: [B, C, H, W], normalised as the model expects (moved to the model's device).
   // names: empty or one per image. keep_masks: empty or one uint8 [B, N] per layer
-  // (A-ViT halting; see SparsityAccumulator::add).
+  // (see SparsityAccumulator::add). For an A-ViT (config.halting set) the model's own
+  // halting masks are used instead: statistics over the tokens still active.
   void add_batch(const Tensor& images, const std::vector<std::string>& names = {},
                  const std::vector<Tensor>& keep_masks = {});
 

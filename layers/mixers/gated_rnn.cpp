@@ -33,10 +33,16 @@ GatedRnn::GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng)
   copy_into(narrow(in_proj_.bias, 0, width, width), gate_bias(width, rng));
 }
 
-Tensor GatedRnn::forward(const Tensor& x, const ForwardContext&, Tensor*) {
+Tensor GatedRnn::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   std::vector<Tensor> uag = split(in_proj_.forward(x), {width_, width_, width_}, -1);
   Tensor a = sigmoid(uag[1]);
   Tensor b = (1.0 - a) * uag[0];
+  if (ctx.active.defined()) {
+    // Halted tokens become identity steps (a = 1, b = 0): the state passes them unchanged.
+    Tensor keep = unsqueeze(ctx.active.detach(), -1);
+    a = 1.0 - (1.0 - a) * keep;
+    b = b * keep;
+  }
   Tensor h = linear_scan(a, b, /*reverse=*/false);
   if (bidirectional_) h = add(h, linear_scan(a, b, /*reverse=*/true));
   return out_proj_.forward(mul(silu(uag[2]), h));

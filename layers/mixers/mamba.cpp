@@ -5,6 +5,7 @@
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/scan/scan.h"
+#include "engine/ops/view/view.h"
 #include "layers/mixers/checks.h"
 
 namespace engine {
@@ -39,11 +40,14 @@ Mamba::Direction::Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, i
   init_dt_proj(dt_proj, dt_rank, rng);
 }
 
-Tensor Mamba::Direction::forward(const Tensor& xi, int64_t d_state, bool reverse) const {
+Tensor Mamba::Direction::forward(const Tensor& xi, int64_t d_state, bool reverse, const Tensor& active) const {
   Tensor xc = silu(conv1d.forward(xi, /*pad_left=*/conv1d.taps() - 1, reverse));
   const int64_t dt_rank = dt_proj.in_features();
   std::vector<Tensor> parts = split(x_proj.forward(xc), {dt_rank, d_state, d_state}, -1);
   Tensor dt = softplus(dt_proj.forward(parts[0]));
+  // Halted tokens: dt = 0 makes the step exp(0 A) = 1 with no input, an identity
+  // step of the scan (the conv taps still read their frozen values).
+  if (active.defined()) dt = dt * unsqueeze(active.detach(), -1);
   return selective_scan(xc, dt, neg(exp(A_log)), parts[1], parts[2], D, reverse);
 }
 
@@ -64,11 +68,11 @@ Mamba::Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool 
   out_proj_ = Linear(d_inner_, dim, false, rng);
 }
 
-Tensor Mamba::forward(const Tensor& x, const ForwardContext&, Tensor*) {
+Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   std::vector<Tensor> xz = split(in_proj_.forward(x), {d_inner_, d_inner_}, -1);
   Tensor y;
   for (size_t i = 0; i < directions_.size(); ++i) {
-    Tensor y_dir = directions_[i].forward(xz[0], d_state_, /*reverse=*/i == 1);
+    Tensor y_dir = directions_[i].forward(xz[0], d_state_, /*reverse=*/i == 1, ctx.active);
     y = y.defined() ? add(y, y_dir) : y_dir;
   }
   return out_proj_.forward(mul(y, silu(xz[1])));

@@ -37,7 +37,8 @@ class Mamba : public TokenMixer {
     Tensor A_log, D;
 
     Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv, Rng& rng);
-    Tensor forward(const Tensor& xi, int64_t d_state, bool reverse) const;
+    // active: undefined, or [B, N] 0/1 (halted tokens become identity steps).
+    Tensor forward(const Tensor& xi, int64_t d_state, bool reverse, const Tensor& active) const;
     void visit(const std::string& prefix, const std::string& suffix, const ParamVisitor& fn);
   };
 

@@ -134,6 +134,7 @@ TEST_P(CudaOps, ScalarOps) {
   expect_same("add scalar", [](const auto& in) { return add(in[0], 1.5); }, {x});
   expect_same("mul scalar", [](const auto& in) { return mul(narrow(in[0], 1, 2, 5), -0.75); }, {x});
   expect_same("pow", [](const auto& in) { return pow(in[0], 2.5); }, {x});
+  expect_same("greater_equal", [](const auto& in) { return greater_equal(in[0], 1.25); }, {x});
 }
 
 TEST_P(CudaOps, SumMeanMax) {

@@ -21,6 +21,15 @@ TEST(Elementwise, ForwardMatchesScalarMath) {
   EXPECT_NEAR(softplus(Tensor::full({1}, 50.0)).item<double>(), 50.0, 1e-6);  // no overflow
 }
 
+TEST(Elementwise, GreaterEqualIsAStepWithoutGradient) {
+  Tensor x = Tensor::from_vector<double>({-1.5, 0.99, 1.0, 2.5}, {2, 2});
+  x.set_requires_grad(true);
+  Tensor step = greater_equal(x, 1.0);
+  EXPECT_EQ(step.to_doubles(), (std::vector<double>{0, 0, 1, 1}));
+  EXPECT_EQ(step.dtype(), DType::F64);
+  EXPECT_FALSE(step.requires_grad());
+}
+
 TEST(Elementwise, BroadcastShapes) {
   EXPECT_EQ(broadcast_shapes({2, 1, 4}, {3, 1}), (Shape{2, 3, 4}));
   EXPECT_THROW(broadcast_shapes({2, 3}, {4}), Error);

@@ -114,6 +114,8 @@ Tensor pow(const Tensor& x, double exponent) {
   return out;
 }
 
+Tensor greater_equal(const Tensor& x, double threshold) { return scalar_op(ScalarOp::GreaterEqual, x, threshold); }
+
 namespace {
 
 // y = f(x); backward: dx = dy * f'(x) through the unary_backward kernel.

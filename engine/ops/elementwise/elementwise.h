@@ -14,6 +14,9 @@ Tensor div(const Tensor& a, const Tensor& b);
 Tensor add(const Tensor& x, double scalar);
 Tensor mul(const Tensor& x, double scalar);
 Tensor pow(const Tensor& x, double exponent);
+// 1 where x >= threshold, else 0, in x's dtype; a step function, so no gradient
+// is recorded (masks such as A-ViT's halting decisions).
+Tensor greater_equal(const Tensor& x, double threshold);
 
 Tensor neg(const Tensor& x);
 Tensor exp(const Tensor& x);

@@ -8,7 +8,7 @@ namespace engine {
 
 enum class BinaryOp { Add, Sub, Mul, Div };
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Gelu, Silu, Softplus, Relu, Abs, Reciprocal };
-enum class ScalarOp { Add, Mul, Pow };
+enum class ScalarOp { Add, Mul, Pow, GreaterEqual };
 
 // a and b are already broadcast to out's shape (stride 0 along broadcast
 // dimensions, any other strides); out is contiguous. All three share a dtype.

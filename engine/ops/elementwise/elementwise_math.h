@@ -93,6 +93,7 @@ ENGINE_HOST_DEVICE T apply_scalar(ScalarOp op, T x, T s) {
     case ScalarOp::Add: return x + s;
     case ScalarOp::Mul: return x * s;
     case ScalarOp::Pow: return pow(x, s);
+    case ScalarOp::GreaterEqual: return x >= s ? T(1) : T(0);
   }
   return T(0);
 }

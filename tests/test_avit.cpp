@@ -1,0 +1,426 @@
+// A-ViT token halting: the halting arithmetic on hand-made scores, attention key
+// masks, gradients through the halting path, masked == compacted logits, and
+// the halting settings in checkpoints.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/ops/ops.h"
+#include "layers/attention.h"
+#include "layers/halting.h"
+#include "layers/mixers/factory.h"
+#include "models/avit.h"
+#include "models/vit_checkpoint.h"
+#include "tests/expect_error.h"
+#include "tests/gradcheck.h"
+#include "tests/image_folder_fixture.h"
+#include "train/avit.h"
+#include "train/distill.h"
+#include "train/sparsity_report.h"
+
+namespace engine {
+namespace {
+
+using testing::expect_close;
+using testing::expect_gradients_match;
+using testing::random_leaf;
+
+#define EXPECT_ERROR(call, fragment) testing::expect_error_mentioning([&] { call; }, {fragment})
+
+double max_abs_difference(const Tensor& a, const Tensor& b) {
+  const std::vector<double> d = abs(sub(a, b)).to_doubles();
+  return *std::max_element(d.begin(), d.end());
+}
+
+// Runs the halting bookkeeping of avit_forward_tokens over hand-made raw
+// scores: one [B, N] tensor per layer, the first token a class token.
+HaltingTrace trace_of(const std::vector<Tensor>& raw_scores, double eps = 0.01) {
+  const int64_t depth = static_cast<int64_t>(raw_scores.size());
+  HaltingTrace trace;
+  trace.never_halting = 1;
+  HaltingState state = start_halting(raw_scores[0].size(0), raw_scores[0].size(1), raw_scores[0].dtype(),
+                                     raw_scores[0].device());
+  for (int64_t l = 0; l < depth; ++l) {
+    Tensor forced = forced_scores(raw_scores[l], l, depth, 1);
+    trace.active.push_back(state.active);
+    trace.scores.push_back(forced);
+    trace.raw_scores.push_back(raw_scores[l]);
+    state = advance_halting(state, forced, eps);
+  }
+  return trace;
+}
+
+// 1 image, a class token and three patches, 4 layers. Per layer, the raw scores of
+// (cls, p1, p2, p3): p1 reaches 1 - eps at layer 2 (0.3 + 0.5 + 0.4), p2 at
+// layer 0 (0.995), p3 only at the forced last layer.
+std::vector<Tensor> hand_made_scores() {
+  const std::vector<std::vector<double>> layers = {
+      {0.9, 0.3, 0.995, 0.1}, {0.9, 0.5, 0.2, 0.1}, {0.9, 0.4, 0.3, 0.1}, {0.9, 0.7, 0.6, 0.2}};
+  std::vector<Tensor> scores;
+  for (const auto& values : layers) scores.push_back(Tensor::from_vector(values, {1, 4}));
+  return scores;
+}
+
+TEST(Halting, HandMadeScoresGiveLayersRemaindersAndPonder) {
+  const HaltingTrace trace = trace_of(hand_made_scores());
+  // N_k counts the layers a token passes through; the class token never halts.
+  EXPECT_EQ(halting_depths(trace).to_doubles(), (std::vector<double>{4, 3, 1, 4}));
+  const std::vector<double> r = remainders(trace).to_doubles();
+  EXPECT_NEAR(r[0], 1.0, 1e-12);        // class token: h = 0 before the last layer
+  EXPECT_NEAR(r[1], 1.0 - 0.8, 1e-12);  // 1 - (0.3 + 0.5)
+  EXPECT_NEAR(r[2], 1.0, 1e-12);        // halted at its first layer
+  EXPECT_NEAR(r[3], 1.0 - 0.3, 1e-12);  // halted by the forced h = 1 of the last layer
+  // Ponder over the halting tokens: (3.2 + 2 + 4.7) / 3.
+  EXPECT_NEAR(ponder_loss(trace).item<double>(), 3.3, 1e-12);
+  const std::vector<double> retention = layer_retention(trace);
+  EXPECT_EQ(retention, (std::vector<double>{1.0, 0.75, 0.75, 0.5}));
+  // Per layer the raw scores of the patches still running, normalised.
+  const std::vector<double> mass = {0.3 + 0.995 + 0.1, 0.5 + 0.1, 0.4 + 0.1, 0.2};
+  const double total = mass[0] + mass[1] + mass[2] + mass[3];
+  const std::vector<double> distribution = halting_distribution(trace).to_doubles();
+  for (size_t l = 0; l < 4; ++l) EXPECT_NEAR(distribution[l], mass[l] / total, 1e-9) << "layer " << l;
+}
+
+TEST(Halting, ClassTokenNeverHaltsAndTheLastLayerHaltsAll) {
+  Rng rng(1);
+  Tensor scores = Tensor::uniform({2, 5}, rng, 0.2, 0.9, DType::F64);
+  const std::vector<double> before = scores.to_doubles();
+  const std::vector<double> middle = forced_scores(scores, 1, 4, 1).to_doubles();
+  for (int64_t b = 0; b < 2; ++b) {
+    EXPECT_EQ(middle[b * 5], 0.0);
+    for (int64_t k = 1; k < 5; ++k) EXPECT_EQ(middle[b * 5 + k], before[b * 5 + k]);
+  }
+  EXPECT_EQ(forced_scores(scores, 3, 4, 1).to_doubles(), std::vector<double>(10, 1.0));
+  // Class-token scores of 0.9 every layer (as in hand_made_scores) still leave it active throughout.
+  for (const Tensor& active : trace_of(hand_made_scores()).active) EXPECT_EQ(active.to_doubles()[0], 1.0);
+}
+
+TEST(Halting, ScoresComeFromTheFirstChannel) {
+  Tensor x = Tensor::from_vector<double>({3.1, -7, 2.9, 5, 2.0, 1}, {1, 3, 2});
+  HaltingConfig config;  // sigmoid(10 x0 - 30)
+  const std::vector<double> h = halting_scores(x, config).to_doubles();
+  EXPECT_NEAR(h[0], 1 / (1 + std::exp(-1.0)), 1e-12);
+  EXPECT_NEAR(h[1], 1 / (1 + std::exp(1.0)), 1e-12);
+  EXPECT_NEAR(h[2], 1 / (1 + std::exp(10.0)), 1e-12);
+}
+
+TEST(Halting, DepthPriorAndKl) {
+  const std::vector<double> prior = gaussian_depth_prior(5, 3.0, 1.0);
+  double total = 0;
+  for (double p : prior) total += p;
+  EXPECT_NEAR(total, 1.0, 1e-12);
+  EXPECT_GT(prior[2], prior[1]);
+  EXPECT_NEAR(prior[1], prior[3], 1e-12);  // symmetric around layer 3 (index 2)
+  Tensor same = Tensor::from_vector(prior, {5});
+  EXPECT_NEAR(prior_kl(same, prior).item<double>(), 0.0, 1e-12);
+  Tensor uniform = Tensor::full({5}, 0.2, DType::F64);
+  double expected = 0;
+  for (double p : prior) expected += p * std::log(p / 0.2);
+  EXPECT_NEAR(prior_kl(uniform, prior).item<double>(), expected, 1e-12);
+  EXPECT_ERROR(gaussian_depth_prior(4, 3.0, 0.0), "std 0");
+}
+
+TEST(Halting, GradientsReachScoresThroughRemainderAndPrior) {
+  Rng rng(5);
+  // Block outputs per layer, first channel spread so that halting layers differ;
+  // masks are constants, so the check perturbs within fixed decisions.
+  std::vector<Tensor> outputs;
+  for (int l = 0; l < 4; ++l) outputs.push_back(random_leaf({2, 5, 3}, rng, 2.2, 3.3));
+  HaltingConfig config;
+  config.gamma = 4.0;
+  config.beta = -11.0;
+  const std::vector<double> prior = gaussian_depth_prior(4, 2.5, 1.0);
+  auto losses = [&](const std::vector<Tensor>& in) {
+    std::vector<Tensor> raw;
+    for (const Tensor& x : in) raw.push_back(halting_scores(x, config));
+    HaltingTrace trace = trace_of(raw);
+    return add(ponder_loss(trace), mul(prior_kl(halting_distribution(trace), prior), 0.5));
+  };
+  const std::vector<double> retention = layer_retention(trace_of([&] {
+    std::vector<Tensor> raw;
+    for (const Tensor& x : outputs) raw.push_back(halting_scores(x, config));
+    return raw;
+  }()));
+  EXPECT_LT(retention[2], 1.0) << "no token halted: the check would not cover the masks";
+  EXPECT_GT(retention[3], 0.0);
+  expect_gradients_match(losses, outputs, 1e-6, 1e-5);
+}
+
+TEST(Halting, ConfigErrorsNameTheKey) {
+  HaltingConfig c;
+  c.eps = 1.5;
+  EXPECT_ERROR(c.validate("my.ini"), "my.ini: halting eps must be in (0, 1), got 1.5");
+  c = HaltingConfig{};
+  c.gamma = -1;
+  EXPECT_ERROR(c.validate("x"), "halting gamma must be positive");
+}
+
+// ------------------------------------------------------------------ attention masks
+
+TEST(AvitAttention, MaskedKeysGetZeroProbabilityAndEqualAttentionOverTheKept) {
+  Rng rng(2);
+  Attention attention(8, 2, true, rng);
+  Tensor x = Tensor::randn({2, 5, 8}, rng);
+  // Image 0 drops tokens 2 and 4, image 1 drops token 1.
+  Tensor active = Tensor::from_vector<float>({1, 1, 0, 1, 0, 1, 0, 1, 1, 1}, {2, 5});
+  ForwardContext ctx;
+  ctx.active = active;
+  Tensor probs;
+  Tensor masked = attention.forward(x, ctx, &probs);
+  const std::vector<float> p = probs.contiguous().to_floats();
+  const std::vector<float> keep = active.to_floats();
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t q = 0; q < 5; ++q)
+        for (int64_t k = 0; k < 5; ++k) {
+          const float value = p[((b * 2 + h) * 5 + q) * 5 + k];
+          if (keep[b * 5 + k] == 0) EXPECT_EQ(value, 0.0f);
+          else EXPECT_GT(value, 0.0f);
+        }
+  // Each image's kept rows equal attention run over its kept tokens alone.
+  const std::vector<std::vector<int64_t>> kept = {{0, 1, 3}, {0, 2, 3, 4}};
+  for (int64_t b = 0; b < 2; ++b) {
+    Tensor index = Tensor::from_vector(kept[b], {static_cast<int64_t>(kept[b].size())});
+    Tensor alone = attention.forward(index_select(narrow(x, 0, b, 1), 1, index), {}, nullptr);
+    expect_close(index_select(narrow(masked, 0, b, 1), 1, index), alone, 1e-5);
+  }
+}
+
+// Halted tokens are identity steps of the recurrent mixers: at the kept tokens
+// the output equals the mixer run over the kept tokens alone (mamba with a
+// 1-tap conv, whose taps would otherwise read the halted neighbours).
+TEST(AvitMixers, HaltedTokensAreIdentityStepsOfTheScan) {
+  for (const std::string spec : {"gated_rnn:width=8", "mamba:d_state=4,conv_kernel=1"}) {
+    Rng rng(3);
+    auto mixer = make_mixer(parse_mixer_spec(spec), 8, rng);
+    // At init the outputs are ~1e-4: jitter every parameter so that they are O(1).
+    mixer->visit("", [&](const std::string&, Tensor& p) { p = add(p, Tensor::uniform(p.shape(), rng, -0.5, 0.5)); });
+    Tensor x = Tensor::randn({2, 6, 8}, rng);
+    ForwardContext ctx;
+    ctx.active = Tensor::from_vector<float>({1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1}, {2, 6});
+    NoGradGuard no_grad;
+    Tensor masked = mixer->forward(x, ctx, nullptr);
+    Tensor dense = mixer->forward(x, {}, nullptr);
+    const std::vector<std::vector<int64_t>> kept = {{0, 2, 3, 5}, {0, 1, 4, 5}};
+    for (int64_t b = 0; b < 2; ++b) {
+      Tensor index = Tensor::from_vector(kept[b], {4});
+      Tensor alone = mixer->forward(index_select(narrow(x, 0, b, 1), 1, index), {}, nullptr);
+      Tensor at_kept = index_select(narrow(masked, 0, b, 1), 1, index);
+      expect_close(at_kept, alone, 1e-5);
+      EXPECT_GT(max_abs_difference(index_select(narrow(dense, 0, b, 1), 1, index), alone), 1e-4)
+          << spec << ": the mask changes nothing";
+    }
+  }
+}
+
+// ------------------------------------------------------------------ the model
+
+VitConfig tiny_avit_config() {
+  VitConfig c;
+  c.img_size = 8;
+  c.patch_size = 2;  // 16 patches + class token
+  c.embed_dim = 16;
+  c.depth = 4;
+  c.num_heads = 2;
+  c.mlp_hidden = 32;
+  c.num_classes = 5;
+  // Scores around 0.3-0.6 for this random model: tokens halt at every depth.
+  c.halting = HaltingConfig{1.0, -0.5, 0.01};
+  return c;
+}
+
+// The class token gets a large first channel so that, through the residual
+// stream, its state differs visibly from the patches (random init keeps it ~0).
+std::unique_ptr<VisionTransformer> tiny_avit(uint64_t seed) {
+  auto model = std::make_unique<VisionTransformer>(tiny_avit_config(), seed);
+  Rng rng(seed + 100);
+  NoGradGuard no_grad;
+  copy_into(model->cls_token, Tensor::randn(model->cls_token.shape(), rng));
+  copy_into(model->pos_embed, Tensor::randn(model->pos_embed.shape(), rng, DType::F32, 0.5));
+  return model;
+}
+
+TEST(Avit, MaskedAndCompactedLogitsAgree) {
+  auto model = tiny_avit(3);
+  Rng rng(4);
+  Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
+  NoGradGuard no_grad;
+  HaltingTrace trace;
+  Tensor masked = avit_forward(*model, images, {}, &trace);
+  const std::vector<double> retention = layer_retention(trace);
+  ASSERT_LT(retention[2], 1.0) << "no token halted before the last layer";
+  ASSERT_GT(retention[3], 1.0 / 17) << "only the class token reached the last layer";
+  // Images halt differently, so the batch is padded.
+  const std::vector<double> depths = halting_depths(trace).to_doubles();
+  EXPECT_NE(std::vector<double>(depths.begin(), depths.begin() + 17),
+            std::vector<double>(depths.begin() + 17, depths.begin() + 34));
+
+  std::vector<int64_t> active_tokens;
+  expect_close(avit_forward_compact(*model, images, &active_tokens), masked, 1e-5);
+  for (int64_t l = 0; l < 4; ++l) EXPECT_NEAR(active_tokens[l], retention[l] * 6 * 17, 1e-3) << "layer " << l;
+  for (int64_t b = 0; b < 6; ++b) {
+    Tensor one = narrow(images, 0, b, 1);
+    expect_close(avit_forward_compact(*model, one), narrow(masked, 0, b, 1), 1e-5);
+  }
+  // Halting changes the result: the dense forward differs.
+  EXPECT_GT(max_abs_difference(model->forward(images), masked), 1e-4);
+}
+
+TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {
+  auto model = tiny_avit(5);
+  model->visit([&](const std::string&, Tensor& p) { p = p.to(DType::F64).detach(); });
+  Rng rng(6);
+  Tensor images = Tensor::randn({2, 3, 8, 8}, rng, DType::F64);
+  const std::vector<double> prior = gaussian_depth_prior(4, 2.0, 1.0);
+  // Block 2's MLP bias (its channel 0 sets that layer's scores) and block 1's
+  // LN1 bias (attention inputs of a layer where tokens are masked).
+  Tensor& fc2_bias = model->blocks[2].mlp.fc2.bias;
+  Tensor& norm_bias = model->blocks[1].norm1.bias;
+  fc2_bias.set_requires_grad(true);
+  norm_bias.set_requires_grad(true);
+  HaltingTrace probe;
+  {
+    NoGradGuard no_grad;
+    avit_forward(*model, images, {}, &probe);
+  }
+  ASSERT_LT(layer_retention(probe)[2], 1.0);
+  auto loss = [&](const std::vector<Tensor>&) {
+    HaltingTrace trace;
+    Tensor logits = avit_forward(*model, images, {}, &trace);
+    return add(add(mean(mul(logits, logits)), ponder_loss(trace)), prior_kl(halting_distribution(trace), prior));
+  };
+  expect_gradients_match(loss, {fc2_bias, norm_bias}, 1e-6, 1e-5);
+}
+
+TEST(Avit, CheckpointKeepsHaltingSettings) {
+  auto model = tiny_avit(7);
+  const std::string dir = (std::filesystem::temp_directory_path() / "engine_avit_round_trip").string();
+  std::filesystem::remove_all(dir);
+  save_vit(*model, dir);
+  auto loaded = load_vit(dir);
+  ASSERT_TRUE(loaded->config.halting.has_value());
+  EXPECT_EQ(loaded->config.halting->beta, -0.5);
+  Rng rng(8);
+  Tensor images = Tensor::randn({2, 3, 8, 8}, rng);
+  NoGradGuard no_grad;
+  expect_close(avit_forward_compact(*loaded, images), avit_forward(*model, images), 1e-5);
+  // A bad value is named.
+  std::ifstream in(dir + "/config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["engine"]["halting"]["eps"] = 2.0;
+  std::ofstream(dir + "/config.json") << config.dump();
+  EXPECT_ERROR(load_vit(dir), "halting eps must be in (0, 1), got 2");
+  config["engine"]["halting"] = {{"gama", 1.0}};
+  std::ofstream(dir + "/config.json") << config.dump();
+  EXPECT_ERROR(load_vit(dir), "unknown key engine.halting.gama");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Avit, SparsityAnalysisCountsRetainedTokensOnly) {
+  auto model = tiny_avit(3);
+  Rng rng(4);
+  Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
+  SparsityAnalysis analysis(*model, /*heatmap_images=*/1);
+  analysis.add_batch(images);
+  HaltingTrace trace;
+  {
+    NoGradGuard no_grad;
+    avit_forward(*model, images, {}, &trace);
+  }
+  const std::vector<double> retention = layer_retention(trace);
+  // Rows of kept queries only, each over its image's kept keys.
+  for (int64_t l = 0; l < 4; ++l) {
+    EXPECT_EQ(analysis.stats().layer(l).rows, std::llround(retention[l] * 6 * 17) * 2) << "layer " << l;
+  }
+  EXPECT_EQ(analysis.stats().layer(0).tokens, 17.0);
+  EXPECT_LT(analysis.stats().layer(3).tokens, 17.0);
+}
+
+TEST(Avit, PlainModelIsRejected) {
+  VitConfig c = tiny_avit_config();
+  c.halting.reset();
+  VisionTransformer plain(c, 1);
+  Rng rng(1);
+  EXPECT_ERROR(avit_forward(plain, Tensor::randn({1, 3, 8, 8}, rng)), "no halting settings");
+}
+
+// ------------------------------------------------------------------ ./train_avit
+
+std::vector<double> logged(const std::string& metrics_path, const char* key) {
+  std::vector<double> values;
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json record = nlohmann::json::parse(line);
+    if (record["phase"] == "train") values.push_back(record[key]);
+  }
+  return values;
+}
+
+TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  namespace fs = std::filesystem;
+  AvitSettings s;
+  s.teacher = testing::shared_path("fixtures/timm_vit_tiny.safetensors");
+  s.data = testing::make_image_folder((fs::temp_directory_path() / "engine_avit_images").string());
+  s.train_subdir = "train";
+  s.test_subdir = "test";
+  s.batch_size = 8;
+  s.workers = 1;
+  s.halting = HaltingConfig{1.0, -1.0, 0.01};
+  s.alpha_p = 0.1;
+  s.alpha_d = 0.01;
+  s.target_depth = 1.0;
+  s.budget_images = 160;
+  s.lr = 3e-3;
+  s.latency_repeats = 1;
+  s.latency_batches = {1, 4};
+  s.depth_maps = 2;
+  s.out_dir = (fs::temp_directory_path() / "engine_avit_out").string();
+  s.overwrite = true;
+  nlohmann::json results = run_avit(s);
+
+  const std::vector<double> ponder = logged(s.out_dir + "/metrics.jsonl", "ponder");
+  const std::vector<double> kept = logged(s.out_dir + "/metrics.jsonl", "mean_retention");
+  ASSERT_GE(ponder.size(), 2u);
+  EXPECT_LT(ponder.back(), ponder.front() - 0.1) << "training did not lower the ponder loss";
+  EXPECT_LT(kept.back(), kept.front()) << "training did not lower the retention";
+  const auto& avit = results["avit"];
+  ASSERT_EQ(avit["retention"].size(), 3u);
+  EXPECT_EQ(avit["retention"][0].get<double>(), 1.0);
+  EXPECT_LT(avit["mean_retention"].get<double>(), 1.0);
+  EXPECT_TRUE(avit["latency_ms"].contains("b4"));
+  EXPECT_TRUE(results["speedup"].contains("b1"));
+  for (const auto& file : results["depth_maps"]) EXPECT_TRUE(fs::exists(s.out_dir + "/" + file.get<std::string>()));
+  auto saved = load_vit(s.out_dir + "/avit");
+  ASSERT_TRUE(saved->config.halting.has_value());
+  EXPECT_EQ(saved->config.halting->beta, -1.0);
+}
+
+// The shipped A-ViT and sweep configs read without an unknown key (tests run from the repository root).
+TEST(AvitTrain, ShippedConfigsAreValid) {
+  for (const char* path : {"configs/avit_cifar10.ini", "configs/avit_cifar10_gpu.ini"}) {
+    Config config = Config::load(path);
+    AvitSettings::from_config(config);
+    config.check_all_used();
+  }
+  Config sweep = Config::load("configs/sweep_cifar10_gpu.ini");
+  EXPECT_EQ(DistillSettings::from_config(sweep).experiment, "teacher_sparsity_sweep");
+  sweep.check_all_used();
+}
+
+TEST(AvitTrain, ConfigErrorsNameTheKey) {
+  const std::string base = "[teacher]\nmodel = m\n[data]\npath = d\n";
+  Config bad_eps = Config::parse(base + "[halting]\neps = 1.5\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(bad_eps), "avit.ini [halting]: halting eps must be in (0, 1), got 1.5");
+  Config bad_std = Config::parse(base + "[halting]\nprior_std = 0\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(bad_std), "prior_std must be positive");
+  Config typo = Config::parse(base + "[halting]\nalpha_q = 1\n", "avit.ini");
+  AvitSettings::from_config(typo);
+  EXPECT_ERROR(typo.check_all_used(), "alpha_q");
+}
+
+}  // namespace
+}  // namespace engine

@@ -1,0 +1,227 @@
+#include "train/avit.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+
+#include "data/archive.h"
+#include "data/image_folder.h"
+#include "engine/ops/ops.h"
+#include "engine/optim/optimizer.h"
+#include "models/avit.h"
+#include "models/vit_checkpoint.h"
+#include "train/batch_stream.h"
+#include "train/evaluate.h"
+#include "train/metrics.h"
+#include "train/progress.h"
+#include "train/sparsity_pictures.h"
+
+namespace engine {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+AvitSettings AvitSettings::from_config(const Config& c) {
+  AvitSettings s;
+  s.teacher = c.get_string("teacher", "model");
+  s.teacher_config = c.get_string("teacher", "config", "");
+  s.read_data_settings(c);
+  s.halting.gamma = c.get_double("halting", "gamma", s.halting.gamma);
+  s.halting.beta = c.get_double("halting", "beta", s.halting.beta);
+  s.halting.eps = c.get_double("halting", "eps", s.halting.eps);
+  s.halting.validate(c.source() + " [halting]");
+  s.alpha_p = c.get_double("halting", "alpha_p", s.alpha_p);
+  s.alpha_d = c.get_double("halting", "alpha_d", s.alpha_d);
+  s.target_depth = c.get_double("halting", "target_depth", s.target_depth);
+  s.prior_std = c.get_double("halting", "prior_std", s.prior_std);
+  s.budget_images = c.get_int("train", "budget_images", s.budget_images);
+  s.lr = c.get_double("train", "lr", s.lr);
+  s.weight_decay = c.get_double("train", "weight_decay", s.weight_decay);
+  s.warmup_fraction = c.get_double("train", "warmup_fraction", s.warmup_fraction);
+  s.kl_weight = c.get_double("train", "kl_weight", s.kl_weight);
+  s.temperature = c.get_double("train", "temperature", s.temperature);
+  s.seed = static_cast<uint64_t>(c.get_int("train", "seed", 0));
+  s.latency_repeats = c.get_int("eval", "latency_repeats", s.latency_repeats);
+  s.latency_batches = c.get_int_list("eval", "latency_batches", s.latency_batches);
+  s.depth_maps = c.get_int("output", "depth_maps", s.depth_maps);
+  s.out_dir = c.get_string("output", "dir", s.out_dir);
+  s.overwrite = c.get_bool("output", "overwrite", false);
+  check(s.alpha_p >= 0 && s.alpha_d >= 0 && s.kl_weight >= 0,
+        "{}: [halting] alpha_p ({}), alpha_d ({}) and [train] kl_weight ({}) must be >= 0", c.source(), s.alpha_p,
+        s.alpha_d, s.kl_weight);
+  check(s.prior_std > 0, "{}: [halting] prior_std must be positive, got {}", c.source(), s.prior_std);
+  check(s.budget_images >= s.batch_size,
+        "{}: [train] budget_images ({}) must be at least [data] batch_size ({})", c.source(),
+        s.budget_images, s.batch_size);
+  check(s.latency_repeats > 0 && s.depth_maps >= 0,
+        "{}: [eval] latency_repeats must be positive and [output] depth_maps >= 0", c.source());
+  return s;
+}
+
+namespace {
+
+std::unique_ptr<VisionTransformer> load_teacher(const AvitSettings& s) {
+  VitLoadOptions options;
+  options.config_path = s.teacher_config;
+  auto model = load_vit(s.teacher, options);
+  model->to(s.device);
+  return model;
+}
+
+struct LossParts {
+  Tensor total, ce, distill, ponder, prior;
+};
+
+LossParts avit_losses(VisionTransformer& model, const Tensor& images, const Tensor& labels, const Tensor& teacher_logits,
+                      const std::vector<double>& prior, const AvitSettings& s, Rng& rng, HaltingTrace* trace) {
+  ForwardContext ctx;
+  ctx.training = true;  // drop-path, when the checkpoint's config asks for it
+  ctx.rng = &rng;
+  LossParts parts;
+  Tensor logits = avit_forward(model, images, ctx, trace);
+  parts.ce = cross_entropy(logits, labels);
+  parts.ponder = ponder_loss(*trace);
+  parts.prior = prior_kl(halting_distribution(*trace), prior);
+  parts.total = parts.ce + parts.ponder * s.alpha_p + parts.prior * s.alpha_d;
+  if (teacher_logits.defined()) {
+    parts.distill = kl_div_with_temperature(logits, teacher_logits, s.temperature);
+    parts.total = parts.total + parts.distill * s.kl_weight;
+  }
+  return parts;
+}
+
+double mean_of(const std::vector<double>& values) {
+  return std::accumulate(values.begin(), values.end(), 0.0) / std::max<size_t>(values.size(), 1);
+}
+
+void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dataset& train_set,
+           const AvitSettings& s, MetricsLog& log) {
+  std::vector<Tensor> params;
+  for (auto& [name, p] : model.named_parameters()) params.push_back(p.set_requires_grad(true));
+  auto optimizer = make_adamw(decay_groups(params, s.weight_decay), {s.lr});
+  const int64_t steps = s.budget_images / s.batch_size;
+  const WarmupCosineSchedule schedule = warmup_cosine(s.lr, steps, s.warmup_fraction);
+  const std::vector<double> prior = gaussian_depth_prior(model.config.depth, s.target_depth, s.prior_std);
+  BatchStream stream(train_set, model.config.preprocess, s, s.seed);
+  Rng rng(s.seed);
+  ProgressBar bar("train A-ViT", steps * s.batch_size);
+  for (int64_t step = 0; step < steps; ++step) {
+    Tensor images, labels, teacher_logits;
+    stream.next(&images, &labels);
+    if (s.kl_weight > 0) {
+      NoGradGuard no_grad;
+      teacher_logits = teacher.forward(images);
+    }
+    HaltingTrace trace;
+    LossParts loss = avit_losses(model, images, labels, teacher_logits, prior, s, rng, &trace);
+    optimizer->zero_grad();
+    loss.total.backward();
+    optimizer->set_lr(schedule.lr_at(step));
+    optimizer->step();
+    const bool report = step % 10 == 0 || step + 1 == steps;
+    if (!report) {
+      bar.update(s.batch_size);
+      continue;
+    }
+    const std::vector<double> retention = layer_retention(trace);
+    json record = {{"phase", "train"},          {"step", step},
+                   {"lr", optimizer->lr()},     {"loss", loss.total.item<double>()},
+                   {"ce", loss.ce.item<double>()}, {"ponder", loss.ponder.item<double>()},
+                   {"prior_kl", loss.prior.item<double>()}, {"retention", retention},
+                   {"mean_retention", mean_of(retention)}};
+    if (loss.distill.defined()) record["distill_kl"] = loss.distill.item<double>();
+    log.write(record);
+    bar.update(s.batch_size, fmt::format("loss {:.3f} ponder {:.2f} kept {:.1f}%", record["loss"].get<double>(),
+                                         record["ponder"].get<double>(), 100 * mean_of(retention)));
+  }
+  bar.finish();
+  for (Tensor& p : params) p.set_requires_grad(false);
+}
+
+// Top-1 with tokens really dropped, and the fraction of tokens entering each layer.
+json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
+  RetentionMeter meter(model);
+  EvalResult eval = evaluate_classifier(meter.logits(), test, model.config.preprocess, s.eval_options());
+  return {{"top1", eval.top1}, {"top5", eval.top5}, {"eval_images", eval.images},
+          {"retention", meter.retention()}, {"mean_retention", meter.mean_retention()}};
+}
+
+// Median latency at every configured batch, on real test images.
+json latency_report(const LogitsFn& logits_of, const Tensor& images, const AvitSettings& s) {
+  json report = json::object();
+  for (int64_t batch : s.latency_batches) {
+    const int64_t n = std::min(batch, images.size(0));
+    report[fmt::format("b{}", n)] = latency_ms(logits_of, narrow(images, 0, 0, n), s.latency_repeats);
+  }
+  return report;
+}
+
+// OUT/depth_map_img<k>.png: the image, then N_k (layers a patch passes through)
+// per patch, yellow = all layers.
+std::vector<std::string> write_depth_maps(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
+  std::vector<std::string> files;
+  if (s.depth_maps == 0) return files;
+  const Tensor images = first_images(test, model.config.preprocess, s.depth_maps, s.device);
+  HaltingTrace trace;
+  {
+    NoGradGuard no_grad;
+    avit_forward(model, images, {}, &trace);
+  }
+  const Tensor depths = halting_depths(trace).to(Device::cpu()).to(DType::F32).contiguous();
+  const Tensor cpu_images = images.to(Device::cpu()).contiguous();
+  const int64_t tokens = depths.size(1), prefix = model.config.num_prefix_tokens();
+  for (int64_t b = 0; b < images.size(0); ++b) {
+    const float* row = depths.data<float>() + b * tokens + prefix;
+    const std::vector<float> map(row, row + (tokens - prefix));
+    files.push_back(fmt::format("depth_map_img{}.png", b));
+    data::write_png(image_with_maps(to_rgb_image(cpu_images, b, model.config.preprocess), {map},
+                                    model.config.grid(), static_cast<double>(model.config.depth)),
+                    (fs::path(s.out_dir) / files.back()).string());
+  }
+  return files;
+}
+
+}  // namespace
+
+json run_avit(const AvitSettings& s) {
+  prepare_out_dir(s.out_dir, s.overwrite);
+  MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
+  data::ImageFolder train_set(data::resolve_data_dir(s.data, s.train_subdir));
+  data::ImageFolder test_set(data::resolve_data_dir(s.data, s.test_subdir));
+  auto teacher = load_teacher(s);
+  auto model = load_teacher(s);
+  model->config.halting = s.halting;
+  model->config.validate();
+
+  fmt::print("evaluating the dense teacher\n");
+  EvalResult dense = evaluate_classifier(inference_logits(*teacher), test_set, teacher->config.preprocess,
+                                         s.eval_options());
+  train(*model, *teacher, train_set, s, log);
+  fmt::print("evaluating the A-ViT (tokens dropped)\n");
+  json avit = evaluate_avit(*model, test_set, s);
+
+  const int64_t largest = *std::max_element(s.latency_batches.begin(), s.latency_batches.end());
+  const Tensor images = first_images(test_set, model->config.preprocess, largest, s.device);
+  json dense_latency = latency_report(inference_logits(*teacher), images, s);
+  json avit_latency = latency_report(inference_logits(*model), images, s);
+  json speedup = json::object();
+  for (const auto& [batch, ms] : dense_latency.items()) speedup[batch] = ms.get<double>() / avit_latency[batch].get<double>();
+  avit["latency_ms"] = avit_latency;
+
+  save_vit(*model, (fs::path(s.out_dir) / "avit").string());
+  json results = {
+      {"teacher", {{"path", s.teacher}, {"top1", dense.top1}, {"top5", dense.top5}, {"latency_ms", dense_latency}}},
+      {"avit", avit},
+      {"speedup", speedup},
+      {"depth_maps", write_depth_maps(*model, test_set, s)},
+      {"settings",
+       {{"gamma", s.halting.gamma}, {"beta", s.halting.beta}, {"eps", s.halting.eps}, {"alpha_p", s.alpha_p},
+        {"alpha_d", s.alpha_d}, {"target_depth", s.target_depth}, {"prior_std", s.prior_std},
+        {"budget_images", s.budget_images}, {"lr", s.lr}, {"kl_weight", s.kl_weight}, {"seed", s.seed},
+        {"device", s.device.str()}}},
+      {"checkpoint", (fs::path(s.out_dir) / "avit").string()}};
+  write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
+  return results;
+}
+
+}  // namespace engine

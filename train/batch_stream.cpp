@@ -1,0 +1,75 @@
+#include "train/batch_stream.h"
+
+#include <algorithm>
+#include <filesystem>
+
+
+namespace engine {
+
+namespace {
+
+data::LoaderOptions loader_options(const Preprocess& p, const DataSettings& s, uint64_t seed) {
+  data::LoaderOptions o;
+  o.batch_size = static_cast<size_t>(s.batch_size);
+  o.shuffle = true;
+  o.drop_last = true;
+  o.num_workers = s.workers;
+  o.seed = seed;
+  o.height = o.width = static_cast<int>(p.input_size);
+  return o;
+}
+
+}  // namespace
+
+void DataSettings::read_data_settings(const Config& c) {
+  data = c.get_string("data", "path");
+  train_subdir = c.get_string("data", "train_subdir", "");
+  test_subdir = c.get_string("data", "test_subdir", "");
+  test_limit = c.get_int("data", "test_limit", 0);
+  batch_size = c.get_int("data", "batch_size", batch_size);
+  workers = static_cast<int>(c.get_int("data", "workers", workers));
+  device = Device::parse(c.get_string("run", "device", "auto"));
+  check(batch_size > 0 && workers >= 0, "{}: [data] batch_size ({}) must be positive and workers ({}) >= 0",
+        c.source(), batch_size, workers);
+}
+
+EvalOptions DataSettings::eval_options() const {
+  EvalOptions options;
+  options.batch_size = std::min<int64_t>(batch_size * 4, 256);
+  options.limit = test_limit;
+  options.num_workers = workers;
+  options.device = device;
+  return options;
+}
+
+BatchStream::BatchStream(const data::Dataset& dataset, const Preprocess& preprocess, const DataSettings& options,
+                         uint64_t seed)
+    : loader_(dataset, eval_transform(preprocess, /*random_flip=*/true), loader_options(preprocess, options, seed)),
+      device_(options.device) {
+  loader_.start_epoch(epoch_);
+}
+
+void BatchStream::next(Tensor* images, Tensor* labels) {
+  data::Batch batch;
+  while (!loader_.next(batch)) loader_.start_epoch(++epoch_);
+  *images = Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(device_);
+  *labels = Tensor::from_vector(batch.labels, {batch.n}).to(device_);
+}
+
+WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fraction) {
+  WarmupCosineSchedule schedule;
+  schedule.base_lr = lr;
+  schedule.total_steps = std::max<int64_t>(steps, 1) + 1;
+  schedule.warmup_steps = static_cast<int64_t>(warmup_fraction * steps);
+  return schedule;
+}
+
+void prepare_out_dir(const std::string& out_dir, bool overwrite) {
+  namespace fs = std::filesystem;
+  if (fs::exists(fs::path(out_dir) / "results.json")) {
+    check(overwrite, "output folder '{}' already holds results.json (set [output] overwrite = true)", out_dir);
+  }
+  fs::create_directories(out_dir);
+}
+
+}  // namespace engine

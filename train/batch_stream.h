@@ -1,0 +1,48 @@
+// Training-loop pieces shared by the training tools (train_distill, train_avit):
+// their [data] and [run] settings, an endless shuffled batch stream, the warmup +
+// cosine schedule for a step budget, and the output-folder guard.
+#pragma once
+#include <string>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "engine/config.h"
+#include "engine/optim/optimizer.h"
+#include "models/vit.h"
+#include "train/evaluate.h"
+
+namespace engine {
+
+// [data] path, train_subdir, test_subdir, test_limit, batch_size, workers; [run] device.
+struct DataSettings {
+  std::string data;  // ImageFolder root or archive of one
+  std::string train_subdir, test_subdir;
+  int64_t test_limit = 0;  // 0: the whole test folder
+  int64_t batch_size = 64;
+  int workers = 2;
+  Device device = Device::cpu();
+
+  void read_data_settings(const Config& config);  // [data] path is required
+  EvalOptions eval_options() const;                // test_limit, batch_size * 4 (at most 256), workers, device
+};
+
+// An endless, shuffled, deterministic stream of training batches on a device,
+// through the model's eval transform plus a random horizontal flip.
+class BatchStream {
+ public:
+  BatchStream(const data::Dataset& dataset, const Preprocess& preprocess, const DataSettings& options, uint64_t seed);
+  void next(Tensor* images, Tensor* labels);
+
+ private:
+  data::DataLoader loader_;
+  Device device_;
+  int64_t epoch_ = 0;
+};
+
+// Warmup over warmup_fraction of `steps`, then cosine decay to 0.
+WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fraction);
+
+// Fails when out_dir already holds results.json and overwrite is off; creates out_dir.
+void prepare_out_dir(const std::string& out_dir, bool overwrite);
+
+}  // namespace engine
