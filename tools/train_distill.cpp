@@ -8,23 +8,36 @@ using namespace engine;
 
 namespace {
 
+// experiment = teacher_sparsity_sweep: one row per teacher.
+void print_sweep_table(const nlohmann::json& results) {
+  fmt::print("\n{:<10} {:>12} {:>10} {:>8} {:>11} {:>11}\n", "teacher", "teacher top-1", "retention", "k90",
+             "hybrid top-1", "gap (pts)");
+  for (const auto& level : results.at("levels")) {
+    fmt::print("{:<10} {:>11.2f}% {:>9.1f}% {:>8.2f} {:>10.2f}% {:>11.2f}\n", level.at("name").get<std::string>(),
+               100 * level.at("teacher_top1").get<double>(), 100 * level.at("mean_retention").get<double>(),
+               level.at("k90").get<double>(), 100 * level.at("hybrid_top1").get<double>(),
+               level.at("gap").get<double>());
+  }
+}
+
+// experiment = single or groupwise: teacher vs hybrid, then the groups.
 void print_table(const nlohmann::json& results) {
   auto row = [](const char* name, const nlohmann::json& r) {
-    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f} {:>10.2f} {:>11.1f}\n", name, 100 * r["top1"].get<double>(),
-               r["params"].get<int64_t>(), r["gflops"].get<double>(), r.value("latency_ms_b1", 0.0),
+    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f} {:>10.2f} {:>11.1f}\n", name, 100 * r.at("top1").get<double>(),
+               r.at("params").get<int64_t>(), r.at("gflops").get<double>(), r.value("latency_ms_b1", 0.0),
                r.value("latency_ms_b256", 0.0));
   };
   fmt::print("\n{:<8} {:>8} {:>10} {:>8} {:>10} {:>11}\n", "model", "top-1", "params", "GFLOPs", "ms @ b1",
              "ms @ b256");
-  row("teacher", results["teacher"]);
-  if (results.contains("student")) row("hybrid", results["student"]);
-  for (const auto& g : results["groups"]) {
-    fmt::print("layers {:<12} top-1 {:.2f}%  drop {:+.2f} pts{}\n", g["name"].get<std::string>(),
-               100 * g["top1"].get<double>(), g["drop"].get<double>(),
-               g.contains("k90") ? fmt::format("  k90 {:.2f}", g["k90"].get<double>()) : "");
+  row("teacher", results.at("teacher"));
+  if (results.contains("student")) row("hybrid", results.at("student"));
+  for (const auto& g : results.value("groups", nlohmann::json::array())) {
+    fmt::print("layers {:<12} top-1 {:.2f}%  drop {:+.2f} pts{}\n", g.at("name").get<std::string>(),
+               100 * g.at("top1").get<double>(), g.at("drop").get<double>(),
+               g.contains("k90") ? fmt::format("  k90 {:.2f}", g.at("k90").get<double>()) : "");
   }
-  if (!results["spearman_rho"].is_null()) {
-    fmt::print("Spearman rho (k90 vs drop): {:.3f}\n", results["spearman_rho"].get<double>());
+  if (results.contains("spearman_rho") && !results.at("spearman_rho").is_null()) {
+    fmt::print("Spearman rho (k90 vs drop): {:.3f}\n", results.at("spearman_rho").get<double>());
   }
 }
 
@@ -39,7 +52,11 @@ int distill_main(int argc, char** argv) {
   DistillSettings settings = DistillSettings::from_config(config);
   config.check_all_used();
   nlohmann::json results = run_distill(settings);
-  print_table(results);
+  if (results.value("experiment", "") == "teacher_sparsity_sweep") {
+    print_sweep_table(results);
+  } else {
+    print_table(results);
+  }
   fmt::print("results: {}/results.json\n", settings.out_dir);
   return 0;
 }
