@@ -4,10 +4,10 @@
 // move (every input read once, every output written once), and that as a
 // percentage of the ceiling measured first with a large device-to-device copy.
 // Covers the scan family today; the other families join with the CUDA issue.
-#include <algorithm>
 #include <functional>
 
 #include "engine/autograd.h"
+#include "engine/bench_timing.h"
 #include "engine/cli.h"
 #include "engine/ops/scan/scan_kernels.h"
 #include "engine/random.h"
@@ -21,20 +21,6 @@ struct Timing {
   std::string kernel, shape;
   double ms = 0, bytes = 0;
 };
-
-// Median over `rounds` of the mean time of `repeats` back-to-back calls, each
-// round timed on the device (CUDA events on a GPU), after a warm-up.
-double median_ms(Device device, const std::function<void()>& run, int repeats, int rounds = 5) {
-  for (int i = 0; i < 3; ++i) run();  // warm-up: module load, allocator, caches
-  std::vector<double> times;
-  for (int r = 0; r < rounds; ++r) {
-    times.push_back(device_time_ms(device, [&] {
-      for (int i = 0; i < repeats; ++i) run();
-    }) / repeats);
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 int bench_main(int argc, char** argv) {
   Flags flags("bench_kernels [flags]", {{"device", "cpu, cuda or auto", "auto"},
@@ -54,7 +40,7 @@ int bench_main(int argc, char** argv) {
   const int64_t copy_elements = device.is_cuda() ? (int64_t{1} << 28) : (int64_t{1} << 25);
   Tensor src = Tensor::full({copy_elements}, 1.5, DType::F32, device);
   Tensor dst = Tensor::empty({copy_elements}, DType::F32, device);
-  const double copy_ms = median_ms(device, [&] {
+  const double copy_ms = median_time_ms(device, [&] {
     device_copy(dst.raw_data(), device, src.raw_data(), device, src.nbytes());
   }, repeats);
   const double ceiling = 2.0 * src.nbytes() / (copy_ms * 1e6);
@@ -71,9 +57,9 @@ int bench_main(int argc, char** argv) {
   for (bool reverse : {false, true}) {
     const std::string dir = reverse ? " (reverse)" : "";
     rows.push_back({"linear_scan fwd" + dir, shape_str(a.shape()),
-                    median_ms(device, [&] { linear_scan_kernel.get(device)(a, b, h, reverse); }, repeats), 3 * n});
+                    median_time_ms(device, [&] { linear_scan_kernel.get(device)(a, b, h, reverse); }, repeats), 3 * n});
     rows.push_back({"linear_scan bwd" + dir, shape_str(a.shape()),
-                    median_ms(device, [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); }, repeats),
+                    median_time_ms(device, [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); }, repeats),
                     5 * n});
   }
 
@@ -86,21 +72,21 @@ int bench_main(int argc, char** argv) {
                            empty({B, L, S}),  empty({B, L, S}),  empty({CS})};
   const double xc = static_cast<double>(B * L * CS) * 4, xs = static_cast<double>(B * L * S) * 4;
   rows.push_back({"selective_scan fwd", shape_str(in.x.shape()) + " S=16",
-                  median_ms(device, [&] { selective_scan_kernel.get(device)(in, y, false); }, repeats), 3 * xc + 2 * xs});
+                  median_time_ms(device, [&] { selective_scan_kernel.get(device)(in, y, false); }, repeats), 3 * xc + 2 * xs});
   rows.push_back({"selective_scan bwd", shape_str(in.x.shape()) + " S=16",
-                  median_ms(device, [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); }, repeats),
+                  median_time_ms(device, [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); }, repeats),
                   5 * xc + 4 * xs});
 
   // Depthwise causal conv (Mamba's), kernel 4.
   Tensor w = uniform_on({CS, 4}, -1, 1);
   Tensor bias = uniform_on({CS}, -1, 1);
   rows.push_back({"depthwise_conv1d fwd", shape_str(in.x.shape()) + " K=4",
-                  median_ms(device, [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); }, repeats),
+                  median_time_ms(device, [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); }, repeats),
                   2 * xc});
 
   Tensor dx = empty({B, L, CS}), dw = empty({CS, 4}), dbias = empty({CS});
   rows.push_back({"depthwise_conv1d bwd", shape_str(in.x.shape()) + " K=4",
-                  median_ms(device, [&] {
+                  median_time_ms(device, [&] {
                     depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false);
                   }, repeats),
                   3 * xc});

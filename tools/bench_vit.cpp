@@ -5,9 +5,8 @@
 // backward, AdamW), the median over timed rounds after warm-up, each round
 // timed on the device (CUDA events on a GPU). bench/torch_vit_bench.py times
 // PyTorch + timm on the same shapes for the ratios in bench/RESULTS.md.
-#include <algorithm>
-
 #include "engine/autograd.h"
+#include "engine/bench_timing.h"
 #include "engine/cli.h"
 #include "engine/config.h"
 #include "engine/ops/ops.h"
@@ -18,19 +17,6 @@
 using namespace engine;
 
 namespace {
-
-// Median over `rounds` of the per-call time of `calls` back-to-back calls.
-double median_ms(Device device, const std::function<void()>& run, int calls, int rounds, int warmup) {
-  for (int i = 0; i < warmup; ++i) run();
-  std::vector<double> times;
-  for (int r = 0; r < rounds; ++r) {
-    times.push_back(device_time_ms(device, [&] {
-      for (int i = 0; i < calls; ++i) run();
-    }) / calls);
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 struct VitTiming {
   std::string model;
@@ -49,10 +35,10 @@ VitTiming time_model(const std::string& preset, Device device, int64_t batch, in
   labels = labels.to(device);
 
   VitTiming timing{preset, model.num_parameters()};
-  const double infer_ms = median_ms(device, [&] {
+  const double infer_ms = median_time_ms(device, [&] {
     NoGradGuard no_grad;
     model.forward(images);
-  }, steps, 3, 2);
+  }, steps, /*rounds=*/3, /*warmup=*/2);
   timing.infer_img_s = batch / (infer_ms / 1e3);
 
   std::vector<Tensor> params;
@@ -61,11 +47,11 @@ VitTiming time_model(const std::string& preset, Device device, int64_t batch, in
     params.push_back(p);
   });
   auto optimizer = make_adamw(decay_groups(params, 0.05), {1e-4});
-  const double train_ms = median_ms(device, [&] {
+  const double train_ms = median_time_ms(device, [&] {
     optimizer->zero_grad();
     cross_entropy(model.forward(images), labels).backward();
     optimizer->step();
-  }, steps, 3, 2);
+  }, steps, /*rounds=*/3, /*warmup=*/2);
   timing.train_img_s = batch / (train_ms / 1e3);
   return timing;
 }

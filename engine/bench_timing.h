@@ -1,0 +1,14 @@
+// Timing for benchmarks (./bench_kernels, ./bench_vit).
+#pragma once
+#include <functional>
+
+#include "engine/device.h"
+
+namespace engine {
+
+// After `warmup` untimed calls, the median over `rounds` of the per-call time
+// (ms) of `calls` back-to-back calls of `run`, each round timed on the device
+// by device_time_ms (CUDA events on a GPU).
+double median_time_ms(Device device, const std::function<void()>& run, int calls, int rounds = 5, int warmup = 3);
+
+}  // namespace engine
