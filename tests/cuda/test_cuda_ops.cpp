@@ -203,6 +203,12 @@ TEST(CudaGemmPrecision, Bf16InputsMatchFloat32WithinBf16Rounding) {
   expect_gpu_matches_cpu("broadcast batch",
                          [](const auto& in) { return matmul(in[0], expand(unsqueeze(in[1], 0), {3, 96, 16})); },
                          {uniform({3, 8, 96}), uniform({96, 16})}, tolerance);
+  // Operands that start inside their storage (q, k, v sliced from one qkv tensor).
+  expect_gpu_matches_cpu("views at an offset",
+                         [](const auto& in) {
+                           return matmul(select(in[0], 0, 1), transpose(select(in[0], 0, 2), -1, -2));
+                         },
+                         {uniform({3, 4, 33, 96})}, tolerance);
   // And the rounding is really there: bf16 results differ from float32 ones.
   Tensor a = uniform({64, 96}).to(gpu()), b = uniform({96, 80}).to(gpu());
   const Tensor rounded = matmul(a, b);

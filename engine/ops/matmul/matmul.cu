@@ -44,7 +44,7 @@ cublasOperation_t cublas_op(const GemmOperand& operand) { return operand.transpo
 Tensor operand_span(const GemmOperand& x, int64_t batch) {
   const int64_t stored_rows = x.transposed ? x.cols : x.rows, stored_cols = x.transposed ? x.rows : x.cols;
   const int64_t span = (batch - 1) * x.batch_stride + (stored_rows - 1) * x.leading_dim + stored_cols;
-  return make_view(x.tensor, {span}, {1}, 0);
+  return make_view(x.tensor, {span}, {1}, x.tensor.offset());  // the offset is the storage's, not the view's
 }
 
 // Mixed precision: the operands rounded to bfloat16 (same layout), the
