@@ -1,15 +1,18 @@
 // ./bench_kernels [--device cuda|cpu] [--out FILE.json] [--repeats N]
 // The kernel audit: for each kernel, its shape, the median time over repeated
-// runs (after warm-up), the achieved GB/s counted as the fewest bytes it must
-// move (every input read once, every output written once), and that as a
-// percentage of the ceiling measured first with a large device-to-device copy.
-// Covers the scan family today; the other families join with the CUDA issue.
+// runs (after warm-up, timed on the device: CUDA events on a GPU), and either
+// the achieved GB/s, counted as the fewest bytes it must move (every input
+// read once, every output written once), as a percentage of a large
+// device-to-device copy; or, for GEMMs, the achieved TFLOP/s as a percentage
+// of a large bf16 GEMM. Both ceilings are measured first.
 #include <functional>
 
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
 #include "engine/cli.h"
+#include "engine/ops/ops.h"
 #include "engine/ops/scan/scan_kernels.h"
+#include "engine/optim/optimizer.h"
 #include "engine/random.h"
 #include "train/metrics.h"
 
@@ -17,89 +20,158 @@ using namespace engine;
 
 namespace {
 
+// One measured kernel: bytes for memory-bound kernels, flops for GEMMs.
 struct Timing {
   std::string kernel, shape;
-  double ms = 0, bytes = 0;
+  double ms = 0, bytes = 0, flops = 0;
 };
+
+// Builds the rows: random inputs on the device, every call timed the same way.
+class KernelBench {
+ public:
+  KernelBench(Device device, int repeats) : device_(device), repeats_(repeats) {}
+
+  Tensor uniform(const Shape& shape, double low = -1, double high = 1) {
+    return Tensor::uniform(shape, rng_, low, high).to(device_);
+  }
+  Tensor empty(const Shape& shape) { return Tensor::empty(shape, DType::F32, device_); }
+  Device device() const { return device_; }
+
+  void memory(const std::string& kernel, const Shape& shape, double bytes, const std::function<void()>& run) {
+    rows_.push_back({kernel, shape_str(shape), median_time_ms(device_, run, repeats_), bytes, 0});
+  }
+  void compute(const std::string& kernel, const std::string& shape, double flops, const std::function<void()>& run) {
+    rows_.push_back({kernel, shape, median_time_ms(device_, run, repeats_), 0, flops});
+  }
+  const std::vector<Timing>& rows() const { return rows_; }
+
+ private:
+  Device device_;
+  int repeats_;
+  Rng rng_{0};
+  std::vector<Timing> rows_;
+};
+
+double bytes_of(const Shape& shape, int tensors) { return 4.0 * tensors * shape_numel(shape); }
+
+// The ceilings, measured first: a 1 GiB device-to-device copy (bytes read +
+// written) and a large GEMM with bf16 operands (fp32 on the CPU).
+void ceilings(KernelBench& bench) {
+  const bool gpu = bench.device().is_cuda();
+  const int64_t elements = gpu ? (int64_t{1} << 28) : (int64_t{1} << 25);
+  Tensor src = bench.uniform({elements}), dst = bench.empty({elements});
+  bench.memory("device copy (ceiling)", src.shape(), 2.0 * src.nbytes(), [&] {
+    device_copy(dst.raw_data(), bench.device(), src.raw_data(), bench.device(), src.nbytes());
+  });
+  const int64_t n = gpu ? 8192 : 1024;
+  Tensor a = bench.uniform({n, n}), b = bench.uniform({n, n});
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  bench.compute("GEMM bf16 (ceiling)", fmt::format("{0}x{0}x{0}", n), 2.0 * n * n * n, [&] { matmul(a, b); });
+}
+
+// The GEMMs of a ViT-S block at batch 256 (M = 256 x 197 tokens), both precisions.
+void gemms(KernelBench& bench) {
+  const int64_t m = 256 * 197, d = 384;
+  Tensor x = bench.uniform({m, d}), w_qkv = bench.uniform({3 * d, d}), w_fc1 = bench.uniform({4 * d, d});
+  for (GemmPrecision precision : {GemmPrecision::Float32, GemmPrecision::BFloat16}) {
+    const GemmPrecisionGuard guard(precision);
+    const std::string tag = precision == GemmPrecision::BFloat16 ? " bf16" : " fp32";
+    bench.compute("linear qkv" + tag, fmt::format("[{}, {}] x [{}, {}]^T", m, d, 3 * d, d), 2.0 * m * d * 3 * d,
+                  [&] { linear(x, w_qkv); });
+    bench.compute("linear fc1" + tag, fmt::format("[{}, {}] x [{}, {}]^T", m, d, 4 * d, d), 2.0 * m * d * 4 * d,
+                  [&] { linear(x, w_fc1); });
+  }
+}
+
+// The element-wise, normalisation and optimizer kernels at ViT-S sizes.
+void core_ops(KernelBench& bench) {
+  const Shape tokens = {256, 197, 384}, probs = {256 * 6, 197, 197};
+  Tensor x = bench.uniform(tokens), y = bench.uniform(tokens), gamma = bench.uniform({384}), beta = bench.uniform({384});
+  bench.memory("add", tokens, bytes_of(tokens, 3), [&] { add(x, y); });
+  bench.memory("gelu", tokens, bytes_of(tokens, 2), [&] { gelu(x); });
+  bench.memory("layer_norm fwd", tokens, bytes_of(tokens, 2), [&] { layer_norm(x, gamma, beta, 1e-6); });
+  Tensor scores = bench.uniform(probs);
+  bench.memory("softmax", probs, bytes_of(probs, 2), [&] { softmax(scores); });
+
+  // AdamW over ViT-S's 22 M parameters in one tensor: reads p, g, m, v and writes p, m, v.
+  const Shape params = {22050664};
+  Tensor p = bench.uniform(params);
+  p.set_requires_grad(true);
+  p.set_grad(bench.uniform(params));
+  auto adamw = make_adamw({ParamGroup{{p}, 0.05, 1.0}}, {1e-4});
+  bench.memory("adamw step", params, bytes_of(params, 7), [&] { adamw->step(); });
+}
+
+// The scan family at the sizes of the sequential mixers that replace attention.
+void scans(KernelBench& bench) {
+  // Linear recurrence at a ViT-B-sized gated_rnn: [B, L, C] = [128, 197, 768].
+  const int64_t B = 128, L = 197, C = 768, S = 16, CS = 384;
+  const Device device = bench.device();
+  const Shape blc = {B, L, C};
+  Tensor a = bench.uniform(blc, 0.5, 0.99), b = bench.uniform(blc), g = bench.uniform(blc);
+  Tensor h = bench.empty(blc), da = bench.empty(blc), db = bench.empty(blc);
+  for (bool reverse : {false, true}) {
+    const std::string dir = reverse ? " (reverse)" : "";
+    bench.memory("linear_scan fwd" + dir, blc, bytes_of(blc, 3),
+                 [&] { linear_scan_kernel.get(device)(a, b, h, reverse); });
+    bench.memory("linear_scan bwd" + dir, blc, bytes_of(blc, 5),
+                 [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); });
+  }
+
+  // Selective scan at a ViT-S-sized Mamba: x [128, 197, 384], state 16.
+  const Shape x_shape = {B, L, CS}, rows = {B, L, S};
+  SelectiveScanInputs in{bench.uniform(x_shape), bench.uniform(x_shape, 0.001, 0.1), bench.uniform({CS, S}, -4, -0.5),
+                         bench.uniform(rows),    bench.uniform(rows),                 bench.uniform({CS})};
+  Tensor y = bench.empty(x_shape), dy = bench.uniform(x_shape);
+  SelectiveScanGrads grads{bench.empty(x_shape), bench.empty(x_shape), bench.empty({CS, S}),
+                           bench.empty(rows),    bench.empty(rows),    bench.empty({CS})};
+  bench.memory("selective_scan fwd S=16", x_shape, bytes_of(x_shape, 3) + bytes_of(rows, 2),
+               [&] { selective_scan_kernel.get(device)(in, y, false); });
+  bench.memory("selective_scan bwd S=16", x_shape, bytes_of(x_shape, 5) + bytes_of(rows, 4),
+               [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); });
+
+  // Depthwise causal conv (Mamba's), kernel 4.
+  Tensor w = bench.uniform({CS, 4}), bias = bench.uniform({CS});
+  Tensor dx = bench.empty(x_shape), dw = bench.empty({CS, 4}), dbias = bench.empty({CS});
+  bench.memory("depthwise_conv1d fwd K=4", x_shape, bytes_of(x_shape, 2),
+               [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
+  bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
+               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
+}
+
+// Prints the table (each row against its ceiling) and returns the report.
+nlohmann::json report(const std::vector<Timing>& rows, Device device) {
+  const double copy_gbps = rows.at(0).bytes / (rows.at(0).ms * 1e6);
+  const double gemm_tflops = rows.at(1).flops / (rows.at(1).ms * 1e9);
+  nlohmann::json out = {{"device", device.str()},
+                        {"ceiling_gbps", copy_gbps},
+                        {"ceiling_tflops", gemm_tflops},
+                        {"kernels", nlohmann::json::array()}};
+  fmt::print("{:<30} {:<34} {:>10} {:>14} {:>9}\n", "kernel", "shape", "ms", "achieved", "% ceiling");
+  for (const Timing& t : rows) {
+    const bool gemm = t.flops > 0;
+    const double achieved = gemm ? t.flops / (t.ms * 1e9) : t.bytes / (t.ms * 1e6);
+    const double percent = 100 * achieved / (gemm ? gemm_tflops : copy_gbps);
+    fmt::print("{:<30} {:<34} {:>10.4f} {:>8.2f} {:<5} {:>8.1f}%\n", t.kernel, t.shape, t.ms, achieved,
+               gemm ? "TF/s" : "GB/s", percent);
+    out["kernels"].push_back({{"kernel", t.kernel}, {"shape", t.shape}, {"ms", t.ms},
+                              {gemm ? "tflops" : "gbps", achieved}, {"percent_of_ceiling", percent}});
+  }
+  return out;
+}
 
 int bench_main(int argc, char** argv) {
   Flags flags("bench_kernels [flags]", {{"device", "cpu, cuda or auto", "auto"},
                                         {"out", "results JSON", "bench_kernels.json"},
                                         {"repeats", "calls per timed round", "20"}});
   if (!flags.parse(argc, argv)) return 0;
-  const Device device = Device::parse(flags.get("device"));
-  const int repeats = static_cast<int>(flags.get_int("repeats"));
   NoGradGuard no_grad;
-  Rng rng(0);
-  auto uniform_on = [&](const Shape& shape, double low, double high) {
-    return Tensor::uniform(shape, rng, low, high).to(device);
-  };
-  std::vector<Timing> rows;
-
-  // Ceiling: a 1 GiB device-to-device copy (bytes read + bytes written).
-  const int64_t copy_elements = device.is_cuda() ? (int64_t{1} << 28) : (int64_t{1} << 25);
-  Tensor src = Tensor::full({copy_elements}, 1.5, DType::F32, device);
-  Tensor dst = Tensor::empty({copy_elements}, DType::F32, device);
-  const double copy_ms = median_time_ms(device, [&] {
-    device_copy(dst.raw_data(), device, src.raw_data(), device, src.nbytes());
-  }, repeats);
-  const double ceiling = 2.0 * src.nbytes() / (copy_ms * 1e6);
-  rows.push_back({"device copy (ceiling)", shape_str(src.shape()), copy_ms, 2.0 * src.nbytes()});
-
-  // Linear recurrence at a ViT-B-sized gated_rnn: [B, L, C] = [128, 197, 768].
-  const int64_t B = 128, L = 197, C = 768, S = 16, CS = 384;
-  auto empty = [&](const Shape& shape) { return Tensor::empty(shape, DType::F32, device); };
-  Tensor a = uniform_on({B, L, C}, 0.5, 0.99);
-  Tensor b = uniform_on({B, L, C}, -1, 1);
-  Tensor g = uniform_on({B, L, C}, -1, 1);
-  Tensor h = empty({B, L, C}), da = empty({B, L, C}), db = empty({B, L, C});
-  const double n = static_cast<double>(B * L * C) * 4;
-  for (bool reverse : {false, true}) {
-    const std::string dir = reverse ? " (reverse)" : "";
-    rows.push_back({"linear_scan fwd" + dir, shape_str(a.shape()),
-                    median_time_ms(device, [&] { linear_scan_kernel.get(device)(a, b, h, reverse); }, repeats), 3 * n});
-    rows.push_back({"linear_scan bwd" + dir, shape_str(a.shape()),
-                    median_time_ms(device, [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); }, repeats),
-                    5 * n});
-  }
-
-  // Selective scan at a ViT-S-sized Mamba: x [128, 197, 384], state 16.
-  SelectiveScanInputs in{uniform_on({B, L, CS}, -1, 1), uniform_on({B, L, CS}, 0.001, 0.1), uniform_on({CS, S}, -4, -0.5),
-                         uniform_on({B, L, S}, -1, 1),  uniform_on({B, L, S}, -1, 1),     uniform_on({CS}, -1, 1)};
-  Tensor y = empty({B, L, CS});
-  Tensor dy = uniform_on({B, L, CS}, -1, 1);
-  SelectiveScanGrads grads{empty({B, L, CS}), empty({B, L, CS}), empty({CS, S}),
-                           empty({B, L, S}),  empty({B, L, S}),  empty({CS})};
-  const double xc = static_cast<double>(B * L * CS) * 4, xs = static_cast<double>(B * L * S) * 4;
-  rows.push_back({"selective_scan fwd", shape_str(in.x.shape()) + " S=16",
-                  median_time_ms(device, [&] { selective_scan_kernel.get(device)(in, y, false); }, repeats), 3 * xc + 2 * xs});
-  rows.push_back({"selective_scan bwd", shape_str(in.x.shape()) + " S=16",
-                  median_time_ms(device, [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); }, repeats),
-                  5 * xc + 4 * xs});
-
-  // Depthwise causal conv (Mamba's), kernel 4.
-  Tensor w = uniform_on({CS, 4}, -1, 1);
-  Tensor bias = uniform_on({CS}, -1, 1);
-  rows.push_back({"depthwise_conv1d fwd", shape_str(in.x.shape()) + " K=4",
-                  median_time_ms(device, [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); }, repeats),
-                  2 * xc});
-
-  Tensor dx = empty({B, L, CS}), dw = empty({CS, 4}), dbias = empty({CS});
-  rows.push_back({"depthwise_conv1d bwd", shape_str(in.x.shape()) + " K=4",
-                  median_time_ms(device, [&] {
-                    depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false);
-                  }, repeats),
-                  3 * xc});
-
-  nlohmann::json report = {{"device", device.str()}, {"ceiling_gbps", ceiling}, {"kernels", nlohmann::json::array()}};
-  fmt::print("{:<28} {:<26} {:>10} {:>10} {:>8}\n", "kernel", "shape", "ms", "GB/s", "% copy");
-  for (const Timing& t : rows) {
-    const double gbps = t.bytes / (t.ms * 1e6);
-    fmt::print("{:<28} {:<26} {:>10.4f} {:>10.1f} {:>7.1f}%\n", t.kernel, t.shape, t.ms, gbps, 100 * gbps / ceiling);
-    report["kernels"].push_back(
-        {{"kernel", t.kernel}, {"shape", t.shape}, {"ms", t.ms}, {"gbps", gbps}, {"percent_of_copy", 100 * gbps / ceiling}});
-  }
-  write_json_atomic(flags.get("out"), report);
+  KernelBench bench(Device::parse(flags.get("device")), static_cast<int>(flags.get_int("repeats")));
+  ceilings(bench);
+  gemms(bench);
+  core_ops(bench);
+  scans(bench);
+  write_json_atomic(flags.get("out"), report(bench.rows(), bench.device()));
   return 0;
 }
 
