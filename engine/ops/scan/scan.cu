@@ -61,30 +61,6 @@ __device__ __forceinline__ int64_t time_at(int64_t step, int64_t length, bool re
   return reverse ? length - 1 - step : step;
 }
 
-// V consecutive elements moved as one aligned vector access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> zero_pack() {
-  Pack<T, V> p;
-#pragma unroll
-  for (int i = 0; i < V; ++i) p.v[i] = T(0);
-  return p;
-}
-
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* at) {
-  return *reinterpret_cast<const Pack<T, V>*>(at);
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* at, const Pack<T, V>& p) {
-  *reinterpret_cast<Pack<T, V>*>(at) = p;
-}
-
 // The widest pack (4, 2 or 1 elements) that divides the channels and keeps
 // every (defined) tensor's rows aligned for it.
 template <typename T>
@@ -92,7 +68,7 @@ int pack_width(int64_t channels, std::initializer_list<const Tensor*> tensors) {
   for (int width : {4, 2}) {
     bool aligned = channels % width == 0;
     for (const Tensor* t : tensors) {
-      aligned = aligned && (!t->defined() || reinterpret_cast<uintptr_t>(t->raw_data()) % (sizeof(T) * width) == 0);
+      aligned = aligned && (!t->defined() || aligned_for(t->raw_data(), sizeof(T) * width));
     }
     if (aligned) return width;
   }
@@ -354,6 +330,9 @@ void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g
 // resource. double: exp itself, as the CPU.
 __device__ __forceinline__ float decay_exponent_scale(float a) { return a * 1.4426950408889634f; }
 __device__ __forceinline__ double decay_exponent_scale(double a) { return a; }
+// The inverse of decay_exponent_scale (x ln 2 for float).
+__device__ __forceinline__ float decay_exponent_unscale(float a) { return a * 0.6931471805599453f; }
+__device__ __forceinline__ double decay_exponent_unscale(double a) { return a; }
 __device__ __forceinline__ float decay_of(float step, float scaled_a) {
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(step * scaled_a));
@@ -365,6 +344,16 @@ __device__ __forceinline__ double decay_of(double step, double scaled_a) { retur
 // sizes run one pass per group (the passes add into the outputs).
 constexpr int kStateGroup = 16;
 
+// Where a sequence keeps scan step k: first + k * stride (a negative stride
+// for a reverse scan). The kernels walk addresses (one add per step) rather
+// than recompute them from (n, t, c): index arithmetic was most of the
+// forward's instructions. A row (channels or states) fits an int.
+struct StepWalk {
+  int64_t first;
+  int stride;
+  __device__ int64_t at(int64_t k) const { return first + k * stride; }
+};
+
 template <typename T>
 struct SelectiveArgs {
   const T *x, *dt, *A, *Bm, *Cm, *D;
@@ -374,10 +363,14 @@ struct SelectiveArgs {
 
   __device__ int group_size() const { return static_cast<int>(std::min<int64_t>(kStateGroup, state - group_begin)); }
   __device__ bool first_group() const { return group_begin == 0; }
-  __device__ int64_t time(int64_t k) const { return time_at(k, length, reverse); }
-  __device__ int64_t seq_index(int64_t n, int64_t t, int64_t c) const { return (n * length + t) * channels + c; }
-  // Element s of this pass's group in the [.., S] row of (n, t), or of channel c of A.
-  __device__ int64_t state_at(int64_t n, int64_t t, int s) const { return (n * length + t) * state + group_begin + s; }
+  // Channel c of batch n in x, dt, y and their gradients, step by step.
+  __device__ StepWalk channel_steps(int64_t n, int64_t c) const { return walk(n * length * channels + c, channels); }
+  // Element s of this pass's group in the Bm and Cm rows of batch n, step by step.
+  __device__ StepWalk state_steps(int64_t n, int s) const { return walk(n * length * state + group_begin + s, state); }
+  __device__ StepWalk walk(int64_t base, int64_t row) const {
+    return {base + (reverse ? (length - 1) * row : 0), static_cast<int>(reverse ? -row : row)};
+  }
+  // Element s of this pass's group in channel c's row of A.
   __device__ int64_t a_at(int64_t c, int s) const { return c * state + group_begin + s; }
 };
 
@@ -394,13 +387,17 @@ SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
 template <typename T>
 struct ChannelTile {
   T x[kTile], dt[kTile];
-  __device__ void load(const SelectiveArgs<T>& p, int64_t n, int64_t c, int64_t k0, bool valid) {
+  int64_t first;  // the tile's first step in [B, L, C]; step u is at first + u * (the walk's stride)
+  int steps;      // the tile's steps inside the sequence (0 for a thread past the channels)
+
+  __device__ void load(const SelectiveArgs<T>& p, const StepWalk& walk, int64_t k0, bool valid) {
+    first = walk.at(k0);
+    steps = valid ? static_cast<int>(std::min<int64_t>(kTile, p.length - k0)) : 0;
+    int64_t at = first;
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
-      const bool live = valid && k0 + u < p.length;
-      const int64_t i = live ? p.seq_index(n, p.time(k0 + u), c) : 0;
-      x[u] = live ? p.x[i] : T(0);
-      dt[u] = live ? p.dt[i] : T(0);
+    for (int u = 0; u < kTile; ++u, at += walk.stride) {
+      x[u] = u < steps ? p.x[at] : T(0);
+      dt[u] = u < steps ? p.dt[at] : T(0);
     }
   }
 };
@@ -414,17 +411,33 @@ constexpr int kMinSelectiveThreads = 64;
 // loads in flight during the compute, across the block's barriers.
 template <typename T>
 struct TileFetch {
+  static constexpr int kNoShare = 1 << 30;  // a row step that no tile reaches
   static constexpr int kRowShare = kTile * kStateGroup / kMinSelectiveThreads;
+  StepWalk walk;                // this thread's channel
+  StepWalk row_walk[kRowShare];  // its shares of the rows: element s of step u of each tile
+  int row_step[kRowShare];       // u, or kNoShare for a share past the tile or the group
   ChannelTile<T> channel;
   T b[kRowShare], c[kRowShare];
 
-  __device__ void fetch(const SelectiveArgs<T>& p, int64_t n, int64_t ch, int64_t k0, bool valid) {
-    channel.load(p, n, ch, k0, valid);
+  __device__ TileFetch(const SelectiveArgs<T>& p, int64_t n, int64_t ch) : walk(p.channel_steps(n, ch)) {
 #pragma unroll
     for (int r = 0; r < kRowShare; ++r) {
       const int i = threadIdx.x + r * blockDim.x, u = i / kStateGroup, s = i % kStateGroup;
-      const bool live = i < kTile * kStateGroup && k0 + u < p.length && s < p.group_size();
-      const int64_t at = live ? p.state_at(n, p.time(k0 + u), s) : 0;
+      const bool share = i < kTile * kStateGroup && s < p.group_size();
+      row_step[r] = share ? u : kNoShare;
+      // Step u of the tile at k0 is step k0 + u: a walk starting u steps in.
+      row_walk[r] = p.state_steps(n, share ? s : 0);
+      row_walk[r].first += u * row_walk[r].stride;
+    }
+  }
+
+  __device__ void fetch(const SelectiveArgs<T>& p, int64_t k0, bool valid) {
+    channel.load(p, walk, k0, valid);
+    const int64_t steps_left = p.length - k0;
+#pragma unroll
+    for (int r = 0; r < kRowShare; ++r) {
+      const bool live = row_step[r] < steps_left;
+      const int64_t at = row_walk[r].at(k0);
       b[r] = live ? p.Bm[at] : T(0);
       c[r] = live ? p.Cm[at] : T(0);
     }
@@ -514,14 +527,15 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
 #pragma unroll
   for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
   const T d = valid && p.first_group() ? p.D[c] : T(0);
-  TileFetch<T> next;
-  next.fetch(p, n, c, 0, valid);
+  TileFetch<T> next(p, n, c);
+  next.fetch(p, 0, valid);
   for (int64_t k0 = 0; k0 < p.length; k0 += kTile) {
     rows.store(next);
     const ChannelTile<T> in = next.channel;
-    if (k0 + kTile < p.length) next.fetch(p, n, c, k0 + kTile, valid);
+    if (k0 + kTile < p.length) next.fetch(p, k0 + kTile, valid);
+    int64_t out_at = in.first;
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
+    for (int u = 0; u < kTile; ++u, out_at += next.walk.stride) {
       if (k0 + u >= p.length) break;
       selective_step(h, scaled_a, rows.b[u] + first_state, in.dt[u], in.x[u]);
       T c_row[kForwardStates];
@@ -532,7 +546,7 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
 #pragma unroll
       for (int offset = 1; offset < kForwardSplit; offset *= 2) out += __shfl_xor_sync(kFullMask, out, offset);
       if (valid && part == 0) {
-        T& dst = y[p.seq_index(n, p.time(k0 + u), c)];
+        T& dst = y[out_at];
         if (p.first_group()) {
           dst = d * in.x[u] + out;
         } else {
@@ -615,12 +629,12 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
   // Pass 1: recompute the forward, storing the state entering every tile.
 #pragma unroll
   for (int s = 0; s < kStateGroup; ++s) h[s] = T(0);
-  TileFetch<T> next;
-  next.fetch(p, n, c, 0, valid);
+  TileFetch<T> next(p, n, c);
+  next.fetch(p, 0, valid);
   for (int64_t k0 = 0; k0 < L; k0 += kTile) {
     rows.store(next);
     const ChannelTile<T> in = next.channel;
-    if (k0 + kTile < L) next.fetch(p, n, c, k0 + kTile, valid);
+    if (k0 + kTile < L) next.fetch(p, k0 + kTile, valid);
 #pragma unroll
     for (int s = 0; s < kStateGroup; ++s) {
       if (valid) checkpoint(k0 / kTile, s) = h[s];
@@ -639,18 +653,16 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
   T dD = T(0);
   const T d = valid && p.first_group() ? p.D[c] : T(0);
   const int64_t last_tile = (L - 1) / kTile * kTile;
-  next.fetch(p, n, c, last_tile, valid);
+  const int stride = next.walk.stride;
+  next.fetch(p, last_tile, valid);
   for (int64_t k0 = last_tile; k0 >= 0; k0 -= kTile) {
     const int steps = static_cast<int>(std::min<int64_t>(kTile, L - k0));
     rows.store(next);
     const ChannelTile<T> in = next.channel;
-    if (k0 > 0) next.fetch(p, n, c, k0 - kTile, valid);
+    if (k0 > 0) next.fetch(p, k0 - kTile, valid);
     T g_tile[kTile];
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
-      const bool live_step = valid && u < steps;
-      g_tile[u] = live_step ? dy[p.seq_index(n, p.time(k0 + u), c)] : T(0);
-    }
+    for (int u = 0; u < kTile; ++u) g_tile[u] = u < in.steps ? dy[in.first + u * stride] : T(0);
     // Replay: window slot w <- the state after step k0 + w - 1.
 #pragma unroll
     for (int s = 0; s < kStateGroup; ++s) {
@@ -668,9 +680,8 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
     // Walk back.
 #pragma unroll 1  // one step's body is large (16 states and a reduction): a loop keeps the code small
     for (int u = steps - 1; u >= 0; --u) {
-      const int64_t k = k0 + u, t = p.time(k);
       const T g = g_tile[u], x = in.x[u], step = in.dt[u];
-      T dx_sum = d * g, ddt_sum = T(0);
+      T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
       T dC[kStateGroup], dB[kStateGroup], b_row[kStateGroup], c_row[kStateGroup];
       load_row(rows.b[u], b_row);
       load_row(rows.c[u], c_row);
@@ -685,16 +696,18 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backwa
         const T decay = decay_of(step, scaled_a[s]);
         const T d_exponent = dh[s] * prev_s * decay;  // dL/d(dt_t A[s])
         dA[s] += d_exponent * step;
-        ddt_sum += d_exponent * (valid && s < live ? p.A[p.a_at(c, s)] : T(0));
+        ddt_exponent += d_exponent * scaled_a[s];  // A[s] up to decay_exponent_scale, undone below
         ddt_sum += dh[s] * b_row[s] * x;
         dB[s] = dh[s] * step * x;
         dx_sum += dh[s] * step * b_row[s];
         dh[s] *= decay;  // on to dL/dh_prev
       }
+      ddt_sum += decay_exponent_unscale(ddt_exponent);
+      const int64_t t = time_at(k0 + u, L, p.reverse);
       const int64_t part_at = ((n * q.warps + warp) * L + t) * p.state + p.group_begin;
       reduce_state_grads(dC, dB, q.dC_part + part_at, q.dB_part + part_at, live, warp < q.warps);
       if (valid) {
-        const int64_t i = p.seq_index(n, t, c);
+        const int64_t i = in.first + u * stride;
         q.dx[i] = p.first_group() ? dx_sum : q.dx[i] + dx_sum;
         q.ddt[i] = p.first_group() ? ddt_sum : q.ddt[i] + ddt_sum;
       }
