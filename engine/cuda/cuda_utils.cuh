@@ -68,14 +68,20 @@ void launch_1d(int64_t n, void (*kernel)(Params...), Args... args) {
   CUDA_CHECK_LAUNCH();
 }
 
-// Runs a one-block-per-row kernel over rows of `length` elements: the block
-// is just wide enough for the row (whole warps, at most kThreads), and the
-// kernel loops over rows with block_stride(rows) and within a row with
-// thread_stride(length).
+// Runs a one-block-per-row kernel over rows of `length` elements: the kernel
+// loops over rows with block_stride(rows) and within a row with
+// thread_stride(length). Many short rows (attention's softmax, a ViT's
+// layernorm: hundreds of elements, 10^4 to 10^5 rows) get one warp each, whose
+// reductions are shuffles alone; otherwise the block is just wide enough for
+// the row (whole warps, at most kThreads), and reductions go through shared
+// memory with two barriers.
+constexpr int64_t kWarpRowMaxLength = 1024;
+constexpr int64_t kWarpRowMinRows = 4096;
 template <typename... Params, typename... Args>
 void launch_rows(int64_t rows, int64_t length, void (*kernel)(Params...), Args... args) {
   if (rows <= 0) return;
-  const int threads = static_cast<int>(std::clamp<int64_t>((length + 31) / 32 * 32, 32, kThreads));
+  const bool warp_rows = length <= kWarpRowMaxLength && rows >= kWarpRowMinRows;
+  const int threads = warp_rows ? 32 : static_cast<int>(std::clamp<int64_t>((length + 31) / 32 * 32, 32, kThreads));
   const int64_t blocks = std::min(rows, kMaxBlocks);
   kernel<<<static_cast<unsigned>(blocks), threads, 0, current_stream()>>>(args...);
   CUDA_CHECK_LAUNCH();
@@ -135,6 +141,7 @@ __device__ T warp_all_reduce(T value, Op op) {
 // block must call it (it synchronises).
 template <typename T, typename Op>
 __device__ T block_all_reduce(T value, Op op, T identity) {
+  if (blockDim.x == 32) return warp_all_reduce(value, op);  // one warp: no shared memory, no barrier
   __shared__ T warp_results[32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   value = warp_all_reduce(value, op);
@@ -177,6 +184,26 @@ __device__ RowExpSum<T> block_row_exp_sum(const T* row, int64_t n) {
   return {max, block_sum(total)};
 }
 
+// ---------------------------------------------------------------- deterministic partial sums
+
+// The second stage of the reductions that avoid atomics (parameter gradients
+// summed over a batch): out[m * n + i] = the sum of part[(m * rows + r) * n + i]
+// over r = 0..rows-1, added in that order, so results are bit-reproducible.
+template <typename T>
+__global__ void sum_partial_rows_kernel(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
+  for (int64_t idx : grid_stride(batches * n)) {
+    const int64_t m = idx / n, i = idx % n;
+    T acc = T(0);
+    for (int64_t r = 0; r < rows; ++r) acc += part[(m * rows + r) * n + i];
+    out[idx] = acc;
+  }
+}
+
+template <typename T>
+void sum_partial_rows(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
+  launch_1d(batches * n, sum_partial_rows_kernel<T>, part, batches, rows, n, out);
+}
+
 // ---------------------------------------------------------------- element types
 
 // The device type of an engine element type (16-bit floats are CUDA's own).
@@ -216,6 +243,21 @@ struct Offsets {
   int64_t at[K];
 };
 
+// Division by a divisor d (1 <= d < 2^31) fixed at launch, as a multiply-high,
+// an add and a shift (Granlund & Montgomery), for numerators below 2^31: with
+// shift = ceil(log2 d) and magic = floor(2^32 (2^shift - d) / d) + 1,
+// n / d = (umulhi(n, magic) + n) >> shift. A 64-bit division costs dozens of
+// instructions, and strided kernels divide once per dimension per element.
+struct FastDivider {
+  uint32_t divisor = 1, magic = 1, shift = 0;
+  FastDivider() = default;
+  explicit FastDivider(uint32_t d) : divisor(d) {
+    while ((uint64_t{1} << shift) < d) ++shift;
+    magic = static_cast<uint32_t>((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d) / d + 1);
+  }
+  __device__ uint32_t divide(uint32_t n) const { return (__umulhi(n, magic) + n) >> shift; }
+};
+
 // K tensors iterated together over one shape, each with its own element
 // strides (stride 0 broadcasts). Passed to kernels by value.
 template <int K>
@@ -223,10 +265,25 @@ struct StridedLayout {
   int dims = 0;
   int64_t sizes[kMaxDims] = {};
   int64_t strides[K][kMaxDims] = {};
+  bool narrow = false;  // every position fits 31 bits: divide with `dividers`
+  FastDivider dividers[kMaxDims];
 
   // The element offsets in each tensor of the row-major position `linear`.
   __device__ Offsets<K> offsets(int64_t linear) const {
     Offsets<K> out{};
+    if (narrow) {
+      uint32_t rest = static_cast<uint32_t>(linear);
+#pragma unroll
+      for (int d = kMaxDims - 1; d >= 0; --d) {
+        if (d >= dims) continue;
+        const uint32_t quotient = dividers[d].divide(rest);
+        const int64_t index = rest - quotient * dividers[d].divisor;
+        rest = quotient;
+#pragma unroll
+        for (int k = 0; k < K; ++k) out.at[k] += index * strides[k][d];
+      }
+      return out;
+    }
 #pragma unroll
     for (int d = kMaxDims - 1; d >= 0; --d) {
       if (d >= dims) continue;
@@ -262,7 +319,42 @@ StridedLayout<K> make_layout(const Shape& shape, const std::array<const Shape*, 
     for (int k = 0; k < K; ++k) layout.strides[k][layout.dims] = (*strides[k])[d];
     ++layout.dims;
   }
+  int64_t positions = 1;
+  for (int d = 0; d < layout.dims; ++d) positions *= layout.sizes[d];
+  layout.narrow = positions < (int64_t{1} << 31);
+  if (layout.narrow) {
+    for (int d = 0; d < layout.dims; ++d) layout.dividers[d] = FastDivider(static_cast<uint32_t>(layout.sizes[d]));
+  }
   return layout;
 }
+
+// ---------------------------------------------------------------- vector accesses
+
+// V consecutive elements moved as one aligned vector access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> zero_pack() {
+  Pack<T, V> p;
+#pragma unroll
+  for (int i = 0; i < V; ++i) p.v[i] = T(0);
+  return p;
+}
+
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load_pack(const T* at) {
+  return *reinterpret_cast<const Pack<T, V>*>(at);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_pack(T* at, const Pack<T, V>& p) {
+  *reinterpret_cast<Pack<T, V>*>(at) = p;
+}
+
+// Whether p is aligned for a vector access of `bytes`.
+inline bool aligned_for(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace engine

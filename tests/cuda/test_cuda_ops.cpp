@@ -227,6 +227,8 @@ TEST_P(CudaOps, SoftmaxAndLogSoftmax) {
   expect_same("log_softmax", [](const auto& in) { return log_softmax(in[0]); }, {x});
   expect_same("softmax of transposed", [](const auto& in) { return softmax(transpose(in[0], 0, 1)); }, {x});
   expect_same("long rows", [](const auto& in) { return log_softmax(in[0]); }, {uniform({3, 3000}, -4.0, 4.0)});
+  // Enough short rows for one warp per row (launch_rows).
+  expect_same("many short rows", [](const auto& in) { return softmax(in[0]); }, {uniform({4200, 65}, -6.0, 6.0)});
 }
 
 TEST_P(CudaOps, LayerNorm) {
@@ -240,6 +242,8 @@ TEST_P(CudaOps, LayerNorm) {
               {uniform({5, 33}), uniform({5})});
   expect_same("many rows", [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
               {uniform({2, 1000, 8}), uniform({8}), uniform({8})});
+  expect_same("rows for a warp each", [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
+              {add(uniform({4100, 192}), 2.0), uniform({192}), uniform({192})}, 4.0);
 }
 
 TEST_P(CudaOps, CrossEntropyAndOtherLosses) {
@@ -252,6 +256,10 @@ TEST_P(CudaOps, CrossEntropyAndOtherLosses) {
               {logits, labels});
   expect_same("cross_entropy many classes", [](const auto& in) { return cross_entropy(in[0], in[1]); },
               {uniform({4, 1000}), Tensor::from_vector<int64_t>({0, 999, 500, 3}, {4})});
+  std::vector<int64_t> many_labels(5000);
+  for (size_t i = 0; i < many_labels.size(); ++i) many_labels[i] = static_cast<int64_t>(i * 3 % 10);
+  expect_same("cross_entropy, a warp per row", [](const auto& in) { return cross_entropy(in[0], in[1], 0.1); },
+              {mul(uniform({5000, 10}), 4.0), Tensor::from_vector(many_labels, {5000})});
   Tensor targets = softmax(uniform({16, 10}));
   expect_same("soft_cross_entropy", [](const auto& in) { return soft_cross_entropy(in[0], in[1]); },
               {logits, targets});
@@ -398,6 +406,31 @@ TEST(CudaCopy, ConversionsBetweenAllDtypesMatchTheCpu) {
       expect_matches(transpose(source.to(gpu()), 0, 1).to(to), transpose(source, 0, 1).to(to), 0.0,
                      what + " transposed");
     }
+  }
+}
+
+// Strided kernels divide positions by each dimension's size with a
+// multiply-and-shift (FastDivider); dense copies go as vectors of 4 with a
+// scalar tail, and only when both ends are aligned. Sizes here are primes,
+// odd and large divisors, and a tensor starting one element into its storage.
+TEST(CudaCopy, AwkwardSizesAndAlignmentsMatchTheCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(11);
+  Tensor x = Tensor::uniform({7, 197, 13, 3}, rng, -1.0, 1.0, DType::F32);
+  expect_matches(permute(x.to(gpu()), {3, 1, 0, 2}).contiguous(), permute(x, {3, 1, 0, 2}).contiguous(), 0.0,
+                 "permute of prime sizes");
+  expect_matches(transpose(x.to(gpu()), 1, 2).to(DType::BF16), transpose(x, 1, 2).to(DType::BF16), 0.0,
+                 "transposed conversion to bfloat16");
+  Tensor wide = Tensor::uniform({2, 65537}, rng, -1.0, 1.0, DType::F32);
+  expect_matches(transpose(wide.to(gpu()), 0, 1).contiguous(), transpose(wide, 0, 1).contiguous(), 0.0,
+                 "a divisor above 2^16");
+  Tensor flat = Tensor::uniform({1003}, rng, -1.0, 1.0, DType::F32);
+  for (int64_t start : {0, 1, 2}) {
+    const std::string what = fmt::format("dense copy starting {} elements in", start);
+    expect_matches(narrow(flat.to(gpu()), 0, start, 1001 - start).to(DType::BF16),
+                   narrow(flat, 0, start, 1001 - start).to(DType::BF16), 0.0, what + " to bfloat16");
+    expect_matches(narrow(flat.to(gpu()), 0, start, 1001 - start).to(DType::F64),
+                   narrow(flat, 0, start, 1001 - start).to(DType::F64), 0.0, what + " to float64");
   }
 }
 

@@ -73,16 +73,6 @@ __global__ void layer_norm_param_partials_kernel(const T* x, const T* mean, cons
   if (partial_b) partial_b[chunk * cols + c] = sum_b;
 }
 
-// out[c] = sum over chunks of partials[chunk, c], in chunk order.
-template <typename T>
-__global__ void sum_columns_kernel(const T* partials, T* out, int64_t chunks, int64_t cols) {
-  for (int64_t c : grid_stride(cols)) {
-    T total = 0;
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partials[chunk * cols + c];
-    out[c] = total;
-  }
-}
-
 void layer_norm_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
                              const Tensor& mean, const Tensor& rstd) {
   DeviceGuard guard(y);
@@ -120,7 +110,7 @@ void layer_norm_backward_cuda(const Tensor& x, const Tensor& weight, const Tenso
     CUDA_CHECK_LAUNCH();
     for (const auto& [partials, grad] : {std::pair(partial_w, dweight), std::pair(partial_b, dbias)}) {
       if (grad.defined()) {
-        launch_1d(cols, sum_columns_kernel<T>, data_of<T>(partials), mutable_data_of<T>(grad), chunks, cols);
+        sum_partial_rows(data_of<T>(partials), 1, chunks, cols, mutable_data_of<T>(grad));
       }
     }
   });

@@ -108,23 +108,6 @@ __device__ __forceinline__ T warp_sum_transposed(T (&v)[kWarpSize]) {
   return v[0];
 }
 
-// out[m * n + i] = sum of part[(m * rows + r) * n + i] over r = 0..rows-1,
-// added in that order (the deterministic second stage of every reduction).
-template <typename T>
-__global__ void sum_rows_kernel(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
-  for (int64_t idx : grid_stride(batches * n)) {
-    const int64_t m = idx / n, i = idx % n;
-    T acc = T(0);
-    for (int64_t r = 0; r < rows; ++r) acc += part[(m * rows + r) * n + i];
-    out[idx] = acc;
-  }
-}
-
-template <typename T>
-void sum_rows(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
-  launch_1d(batches * n, sum_rows_kernel<T>, part, batches, rows, n, out);
-}
-
 // -------------------------------------------------------------- linear_scan
 
 // Where a group of V channels of batch n keeps scan step k: at the first
@@ -762,10 +745,10 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
     CUDA_CHECK_LAUNCH();
   });
   // dBm[b] and dCm[b] sum the warps of batch b; dA and dD sum the batch.
-  sum_rows(data_or_null<const T>(dB_part), B, warps, L * S, data_or_null<T>(grads.dBm));
-  sum_rows(data_or_null<const T>(dC_part), B, warps, L * S, data_or_null<T>(grads.dCm));
-  sum_rows(data_or_null<const T>(dA_part), 1, B, C * S, data_or_null<T>(grads.dA));
-  sum_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
+  sum_partial_rows(data_or_null<const T>(dB_part), B, warps, L * S, data_or_null<T>(grads.dBm));
+  sum_partial_rows(data_or_null<const T>(dC_part), B, warps, L * S, data_or_null<T>(grads.dCm));
+  sum_partial_rows(data_or_null<const T>(dA_part), 1, B, C * S, data_or_null<T>(grads.dA));
+  sum_partial_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
 }
 
 void selective_scan_cuda(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
@@ -856,20 +839,26 @@ void launch_conv(const T* x, const T* w, const T* bias, T* y, int width, const T
 // Per-batch partials, one thread per (n, tap j, c) walking the sequence:
 // dw_part[n, c, j] = sum_k dy_k x_{k + j - pad_left}; the j = 0 threads also
 // write db_part[n, c] = sum_k dy_k (when there is a bias). (Measured faster
-// than chunking the sequence over more threads with taps in registers.)
+// than chunking the sequence over more threads with taps in registers.) The
+// addresses are walked (one add of the ±C step per step) and the loop is
+// unrolled so that several steps' loads are in flight together.
 template <typename T>
 __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part, T* db_part, int64_t batch,
                                             int64_t length, int64_t channels, int64_t taps, int64_t pad_left,
                                             bool reverse) {
   for (int64_t idx : grid_stride(batch * taps * channels)) {
     const int64_t c = idx % channels, j = idx / channels % taps, n = idx / (channels * taps);
-    const int64_t base = n * length * channels + c;
+    const int64_t stride = reverse ? -channels : channels;
+    const int64_t first = n * length * channels + c + (reverse ? (length - 1) * channels : 0);
+    const int64_t shift = j - pad_left;  // dy step k meets x step k + shift
     T acc = T(0), acc_bias = T(0);
-    for (int64_t k = 0; k < length; ++k) {
-      const T g = dy[base + time_at(k, length, reverse) * channels];
+    int64_t g_at = first, x_at = first + shift * stride;
+#pragma unroll 8
+    for (int64_t k = 0; k < length; ++k, g_at += stride, x_at += stride) {
+      const T g = dy[g_at];
       acc_bias += g;
-      const int64_t src = k + j - pad_left;
-      if (src >= 0 && src < length) acc += g * x[base + time_at(src, length, reverse) * channels];
+      const int64_t src = k + shift;
+      if (src >= 0 && src < length) acc += g * x[x_at];
     }
     dw_part[(n * channels + c) * taps + j] = acc;
     if (db_part && j == 0) db_part[n * channels + c] = acc_bias;
@@ -900,8 +889,8 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
     launch_1d(batch * taps * channels, conv_dweight_partial_kernel<T>, data_or_null<const T>(x),
               data_or_null<const T>(dy), data_or_null<T>(dw_part), data_or_null<T>(db_part), batch, length, channels,
               taps, pad_left, reverse);
-    sum_rows(data_or_null<const T>(dw_part), 1, batch, channels * taps, data_or_null<T>(dweight));
-    if (dbias.defined()) sum_rows(data_or_null<const T>(db_part), 1, batch, channels, data_or_null<T>(dbias));
+    sum_partial_rows(data_or_null<const T>(dw_part), 1, batch, channels * taps, data_or_null<T>(dweight));
+    if (dbias.defined()) sum_partial_rows(data_or_null<const T>(db_part), 1, batch, channels, data_or_null<T>(dbias));
   });
 }
 
