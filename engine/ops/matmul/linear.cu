@@ -277,6 +277,7 @@ __global__ void linear_grad_kernel(const T* dy, const T* pre, int64_t rows, int6
   const int64_t last = first + chunk < rows ? first + chunk : rows;
   T total = 0;
   if (col < cols) {
+#pragma unroll 4  // independent loads in flight; only the running total is a chain
     for (int64_t row = first + threadIdx.y; row < last; row += kLanes) {
       const int64_t i = row * cols + col;
       T value = dy[i];
