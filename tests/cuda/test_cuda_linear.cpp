@@ -202,7 +202,8 @@ TEST_F(CudaLinear, Deterministic) {
 }
 
 // Operands that start inside their storage, so at addresses aligned to only
-// 4 bytes: the plans must ask cuBLASLt for algorithms that accept them.
+// 4 bytes: the plans must ask cuBLASLt for algorithms that accept them (and
+// the unaligned bias is added by its own kernel).
 TEST_F(CudaLinear, UnalignedOperands) {
   Rng rng(23);
   const int64_t m = 50, k = 64, n = 96;

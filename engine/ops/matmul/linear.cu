@@ -104,6 +104,11 @@ int64_t alignment_of(const void* pointer) {
   return alignment;
 }
 
+// The epilogues' bias vectors want 16-byte alignment (older cuBLASLt
+// versions fault on less rather than declining); a bias view at an odd
+// offset gets the separate bias kernel instead.
+bool epilogue_vector_ok(const void* pointer) { return alignment_of(pointer) >= 16; }
+
 constexpr uint64_t kMaxWorkspaceBytes = uint64_t{32} << 20;  // what Hopper's kernels ask for at most
 
 struct LtPlan {
@@ -355,11 +360,17 @@ void linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bi
       g.ldb = k;
       g.d = mutable_data_of<float>(out);
       g.ldd = n;
-      if (bias.defined()) {
+      const bool fuse_bias = bias.defined() && epilogue_vector_ok(bias.raw_data());
+      if (fuse_bias) {
         g.epilogue = CUBLASLT_EPILOGUE_BIAS;
         g.bias = bias.raw_data();
       }
-      if (lt_matmul(device, g)) return;
+      if (lt_matmul(device, g)) {
+        if (bias.defined() && !fuse_bias) {
+          launch_1d(m * n, add_bias_kernel<T>, mutable_data_of<T>(out), data_of<T>(bias), m, n);
+        }
+        return;
+      }
     }
     cublas_gemm(plain(x), transposed(weight), out);
     if (bias.defined()) launch_1d(m * n, add_bias_kernel<T>, mutable_data_of<T>(out), data_of<T>(bias), m, n);
@@ -432,7 +443,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
         lt.ldb = n;
         lt.d = mutable_data_of<float>(dweight);
         lt.ldd = k;
-        if (dbias.defined() && !db_done) {
+        if (dbias.defined() && !db_done && epilogue_vector_ok(dbias.raw_data())) {
           lt.epilogue = CUBLASLT_EPILOGUE_BGRADB;
           lt.bias = dbias.raw_data();
           db_done = done = lt_matmul(device, lt);
