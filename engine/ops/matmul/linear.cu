@@ -344,7 +344,7 @@ void linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bi
   const int64_t m = x.shape()[0], k = x.shape()[1], n = weight.shape()[0];
   dispatch_float(out.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float>) {
+    if (std::is_same_v<T, float> && cublaslt_enabled()) {  // (float64: always cuBLAS)
       const bool bf16 = bf16_mode();
       const Tensor x_op = bf16 ? x.to(DType::BF16) : x, w_op = bf16 ? weight.to(DType::BF16) : weight;
       LtGemm g;
@@ -410,7 +410,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
 
     if (dx.defined()) {  // dx^T [k, m] = (W as [k, n]) (g as [n, m])
       bool done = false;
-      if constexpr (is_float) {
+      if (is_float && cublaslt_enabled()) {
         const Tensor w_op = bf16 ? weight.to(DType::BF16) : weight;
         LtGemm lt;
         lt.m = k;
@@ -429,7 +429,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
     }
     if (dweight.defined()) {  // dW^T [k, n] = (x as [k, m]) op_T(g as [n, m]), + BGRADB sums of op(g) over m
       bool done = false;
-      if constexpr (is_float) {
+      if (is_float && cublaslt_enabled()) {
         const Tensor x_op = bf16 ? x.to(DType::BF16) : x;
         LtGemm lt;
         lt.trans_b = CUBLAS_OP_T;
