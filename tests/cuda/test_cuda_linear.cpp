@@ -4,7 +4,9 @@
 // mode, with cuBLASLt and with its cuBLAS fallback. Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
@@ -221,6 +223,38 @@ TEST_F(CudaLinear, UnalignedOperands) {
     expect_matches(linear(xg, wg, bg), linear(x, w, b), tolerance, "linear, unaligned");
     expect_matches(linear_gelu(xg, wg, bg), linear_gelu(x, w, b), tolerance, "linear_gelu, unaligned");
   }
+}
+
+// The finding behind linear_gelu's design (engine/ops/matmul/linear.cu):
+// cuBLASLt's GELU epilogue is the tanh approximation, not the exact erf GELU
+// of the models, so it cannot replace our GELU kernel without changing them.
+TEST_F(CudaLinear, CublasLtGeluEpilogueIsTheTanhApproximation) {
+  ASSERT_NE(cublaslt_gelu_epilogue_probe, nullptr);
+  std::vector<float> xs(512);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = -4.0f + static_cast<float>(i) / 64.0f;  // exact in bfloat16
+  const Tensor y = cublaslt_gelu_epilogue_probe(Tensor::from_vector(xs, {512}).to(gpu()));
+  if (!y.defined()) GTEST_SKIP() << "cuBLASLt offers no algorithm for the GELU epilogue here";
+  const std::vector<float> got = y.to_floats();
+  // Which formula is the epilogue? With d = erf GELU - tanh GELU (a smooth
+  // bump, up to 4.7e-4 near |x| = 2.7) and r = epilogue - tanh GELU, the
+  // least-squares c in r ~ c d is 0 for the tanh form and 1 for the exact one,
+  // whatever rounding noise (a hardware tanh, say) comes on top.
+  double dd = 0, dr = 0, from_tanh = 0, from_erf = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double x = xs[i];
+    const double exact = 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    const double tanh_form = 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    const double d = exact - tanh_form, r = got[i] - tanh_form;
+    dd += d * d;
+    dr += d * r;
+    from_tanh = std::max(from_tanh, std::abs(r));
+    from_erf = std::max(from_erf, std::abs(got[i] - exact));
+  }
+  const double c = dr / dd;
+  std::printf("[ info ] cuBLASLt GELU epilogue on [-4, 4): max |epilogue - tanh GELU| %.3g, "
+              "max |epilogue - erf GELU| %.3g, fit epilogue = tanh + %.3f (erf - tanh)\n",
+              from_tanh, from_erf, c);
+  EXPECT_LT(c, 0.5) << "the epilogue is closer to the exact GELU: linear_gelu could use GELU_AUX_BIAS";
 }
 
 }  // namespace

@@ -17,6 +17,8 @@ LinearPathCounters& linear_path_counters() {
   return counters;
 }
 
+Tensor (*cublaslt_gelu_epilogue_probe)(const Tensor& x) = nullptr;
+
 namespace {
 std::atomic<bool> g_cublaslt_enabled{true};
 }  // namespace

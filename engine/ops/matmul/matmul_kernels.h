@@ -56,6 +56,12 @@ struct LinearPathCounters {
 };
 LinearPathCounters& linear_path_counters();
 
+// For a GPU test of the finding in linear.cu: cuBLASLt's GELU epilogue
+// applied to x (float32 [512] on a GPU, values exact in bfloat16), or an
+// undefined tensor when cuBLASLt offers no algorithm for it. Null in builds
+// without CUDA.
+extern Tensor (*cublaslt_gelu_epilogue_probe)(const Tensor& x);
+
 // cuBLASLt on (the default) or off (every linear GEMM through the cuBLAS
 // path, the bias added and summed by separate kernels): tests run both.
 void set_cublaslt_enabled(bool enabled);
