@@ -47,4 +47,10 @@ class CachingAllocator {
   Stats stats_;
 };
 
+// The statistics of the allocator behind device_alloc for one device (the
+// host's, or a GPU's): tests check that a steady-state step reaches the
+// system allocator (cudaMalloc) no more.
+struct Device;
+CachingAllocator::Stats device_allocator_stats(Device device);
+
 }  // namespace engine

@@ -50,6 +50,12 @@ CachingAllocator& host_allocator() {
 
 }  // namespace
 
+CachingAllocator::Stats cuda_allocator_stats(int index);
+
+CachingAllocator::Stats device_allocator_stats(Device device) {
+  return device.is_cuda() ? cuda_allocator_stats(device.index) : host_allocator().stats();
+}
+
 void* device_alloc(Device device, size_t nbytes) {
   if (device.is_cuda()) return cuda_alloc(device.index, nbytes);
   if (nbytes == 0) return nullptr;

@@ -10,6 +10,8 @@
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
 #include "engine/cli.h"
+#include "engine/ops/elementwise/elementwise_kernels.h"
+#include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/ops/scan/scan_kernels.h"
 #include "engine/optim/optimizer.h"
@@ -81,6 +83,36 @@ void gemms(KernelBench& bench) {
     bench.compute("linear fc1" + tag, fmt::format("[{}, {}] x [{}, {}]^T", m, d, 4 * d, d), 2.0 * m * d * 4 * d,
                   [&] { linear(x, w_fc1); });
   }
+}
+
+// ViT-S's fc1 + bias + GELU at batch 256 in the bf16 GEMM mode, fused
+// (linear_gelu: the bias in the GEMM's epilogue, one exact-GELU pass; the
+// backward's one pass for GELU's derivative, the bf16 operand and d(bias))
+// against the unfused ops that autograd would run (GEMM, add, gelu; gelu's
+// backward, sum for d(bias), two matmuls that each round their operands).
+void fused_mlp(KernelBench& bench) {
+  const int64_t m = 256 * 197, d = 384, hidden = 4 * d;
+  const Device device = bench.device();
+  Tensor x = bench.uniform({m, d}), w = bench.uniform({hidden, d}, -0.05, 0.05), b = bench.uniform({hidden});
+  Tensor w_t = transpose(w, 0, 1);
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  const std::string shape = fmt::format("[{}, {}] x [{}, {}]^T", m, d, hidden, d);
+  const double flops = 2.0 * m * d * hidden;
+  bench.compute("fc1+bias+GELU fwd unfused bf16", shape, flops, [&] { gelu(add(matmul(x, w_t), b)); });
+  bench.compute("fc1+bias+GELU fwd fused bf16", shape, flops, [&] { linear_gelu(x, w, b); });
+
+  // The backward from a saved pre-activation and an incoming gradient dy.
+  Tensor pre = add(matmul(x, w_t), b), y = gelu(pre), dy = bench.uniform({m, hidden});
+  Tensor dpre = bench.empty({m, hidden});
+  bench.compute("fc1+bias+GELU bwd unfused bf16", shape, 2 * flops, [&] {
+    unary_backward_kernel.get(device)(UnaryOp::Gelu, pre, y, dy, dpre);
+    sum(dpre, {0});
+    matmul(dpre, w);
+    matmul(transpose(x, 0, 1), dpre);
+  });
+  Tensor dx = bench.empty({m, d}), dw = bench.empty({hidden, d}), db = bench.empty({hidden});
+  bench.compute("fc1+bias+GELU bwd fused bf16", shape, 2 * flops,
+                [&] { linear_backward_kernel.get(device)(x, w, pre, dy, dx, dw, db); });
 }
 
 // The element-wise, normalisation and optimizer kernels at ViT-S sizes.
@@ -169,6 +201,7 @@ int bench_main(int argc, char** argv) {
   KernelBench bench(Device::parse(flags.get("device")), static_cast<int>(flags.get_int("repeats")));
   ceilings(bench);
   gemms(bench);
+  fused_mlp(bench);
   core_ops(bench);
   scans(bench);
   write_json_atomic(flags.get("out"), report(bench.rows(), bench.device()));

@@ -74,6 +74,8 @@ void* cuda_alloc(int index, size_t nbytes) {
   return ptr;
 }
 
+CachingAllocator::Stats cuda_allocator_stats(int index) { return device_allocator(index).stats(); }
+
 void cuda_free(int index, void* ptr) {
   if (ptr == nullptr) return;
   // Stream order makes reuse safe: kernels still reading the block were queued

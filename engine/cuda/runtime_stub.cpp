@@ -1,4 +1,5 @@
 // Built only without CUDA (make CUDA=0): every CUDA entry point says so clearly.
+#include "engine/caching_allocator.h"
 #include "engine/device.h"
 #include "engine/error.h"
 
@@ -9,6 +10,9 @@ int cuda_device_count() { return 0; }
 
 void* cuda_alloc(int, size_t) { fail("CUDA memory requested, but this binary was built without CUDA"); }
 void cuda_free(int, void*) {}
+CachingAllocator::Stats cuda_allocator_stats(int) {
+  fail("CUDA memory statistics requested, but this binary was built without CUDA");
+}
 void cuda_synchronize(int) {}
 double cuda_time_ms(int, const std::function<void()>&) {
   fail("CUDA timing requested, but this binary was built without CUDA");

@@ -30,8 +30,9 @@ void expect_cuda_kernels(const Slots&... slots) {
 TEST(KernelSlots, EverySlotHasACudaKernelInCudaBuilds) {
   if (!built_with_cuda()) GTEST_SKIP() << "built without CUDA";
   expect_cuda_kernels(copy_kernel, fill_kernel, binary_kernel, unary_kernel, unary_backward_kernel, scalar_kernel,
-                      reduce_kernel, scatter_rows_kernel, gemm_kernel, softmax_forward_kernel,
-                      softmax_backward_kernel, layer_norm_forward_kernel, layer_norm_backward_kernel,
+                      reduce_kernel, scatter_rows_kernel, gemm_kernel, linear_forward_kernel, linear_backward_kernel,
+                      softmax_forward_kernel, softmax_backward_kernel, layer_norm_forward_kernel,
+                      layer_norm_backward_kernel,
                       cross_entropy_forward_kernel, cross_entropy_backward_kernel, gather_kernel, scatter_add_kernel,
                       select_kernel, im2col_kernel, col2im_kernel, cumsum_kernel, adamw_step_kernel,
                       sgd_step_kernel, sum_of_squares_kernel, scale_kernel);

@@ -3,9 +3,7 @@
 #include <atomic>
 
 #include "engine/autograd.h"
-#include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/matmul/matmul_kernels.h"
-#include "engine/ops/reduce/reduce.h"
 #include "engine/ops/view/view.h"
 
 namespace engine {
@@ -97,6 +95,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 int64_t gemm_flops_so_far() { return g_gemm_flops.load(std::memory_order_relaxed); }
+void add_gemm_flops(int64_t flops) { g_gemm_flops.fetch_add(flops, std::memory_order_relaxed); }
 
 void set_gemm_precision(GemmPrecision precision) { g_gemm_precision.store(precision); }
 GemmPrecision gemm_precision() { return g_gemm_precision.load(); }
@@ -105,11 +104,6 @@ GemmPrecision parse_gemm_precision(const std::string& name) {
   if (name == "fp32") return GemmPrecision::Float32;
   if (name == "bf16") return GemmPrecision::BFloat16;
   fail("precision '{}' is not one of: fp32, bf16", name);
-}
-
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  Tensor y = matmul(x, transpose(weight, 0, 1));
-  return bias.defined() ? add(y, bias) : y;
 }
 
 }  // namespace engine

@@ -12,7 +12,16 @@ namespace engine {
 Tensor matmul(const Tensor& a, const Tensor& b);
 
 // x [..., in] @ weight[out, in]^T + bias[out]  (PyTorch's nn.Linear layout).
+// One fused op (engine/ops/matmul/linear.cpp): on CUDA the bias is added by
+// the GEMM itself (the cuBLASLt BIAS epilogue) and the backward computes
+// d(bias) with the weight gradient's GEMM (BGRADB) or in one fused pass.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// gelu(linear(x, weight, bias)) with the exact (erf) GELU, as one op: the
+// transformer MLP's fc1 + activation. The pre-activation is kept for the
+// backward, which applies GELU's derivative in the same pass that prepares
+// the GEMMs' input and sums d(bias).
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // Floating-point operations (2·M·N·K per product) of every GEMM run so far in
 // this process, forward and backward. The difference over a forward pass is

@@ -1,5 +1,9 @@
-// Kernels of the matmul family: batched GEMM, c[i] = alpha * op(a[i]) @ op(b[i]) + beta * c[i].
+// Kernels of the matmul family: batched GEMM, c[i] = alpha * op(a[i]) @ op(b[i]) + beta * c[i],
+// and the fused linear layer (GEMM + bias, optionally + exact GELU), forward and backward.
 #pragma once
+#include <atomic>
+#include <cstdint>
+
 #include "engine/dispatch.h"
 #include "engine/tensor.h"
 
@@ -21,5 +25,46 @@ using GemmKernel = void (*)(const GemmOperand& a, const GemmOperand& b, const Te
                             double alpha, double beta);
 
 extern KernelSlot<GemmKernel> gemm_kernel;
+
+// out [M, N] = x [M, K] @ weight [N, K]^T + bias [N] (bias may be undefined).
+// All contiguous, one dtype, M, N, K > 0 (the op handles empty sizes).
+// CUDA: one cuBLASLt matmul whose BIAS epilogue adds the bias.
+using LinearForwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
+
+// The gradients of out = f(x @ weight^T + bias) given dy = d(loss)/d(out)
+// [M, N], where f is the identity (pre undefined) or the exact GELU applied to
+// pre [M, N], the saved pre-activation: with g = dy * f'(pre),
+//   dx [M, K] = g @ weight,  dweight [N, K] = g^T @ x,  dbias [N] = column sums of g.
+// An undefined output is not computed (x may then be undefined when dweight
+// is). All contiguous and freshly allocated by the caller; M, N, K > 0.
+using LinearBackwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& pre, const Tensor& dy,
+                                      const Tensor& dx, const Tensor& dweight, const Tensor& dbias);
+
+extern KernelSlot<LinearForwardKernel> linear_forward_kernel;
+extern KernelSlot<LinearBackwardKernel> linear_backward_kernel;
+
+// Adds to gemm_flops_so_far() (the fused linear counts its GEMMs itself).
+void add_gemm_flops(int64_t flops);
+
+// How the CUDA linears ran, for tests and benchmarks (process totals).
+struct LinearPathCounters {
+  std::atomic<int64_t> lt_matmuls{0};        // cuBLASLt matmuls run
+  std::atomic<int64_t> lt_bias{0};           // ... of which with the BIAS epilogue
+  std::atomic<int64_t> lt_bias_grad{0};      // ... of which with the BGRADB epilogue
+  std::atomic<int64_t> lt_plans{0};          // heuristic queries: new shape/dtype/epilogue/alignment
+  std::atomic<int64_t> lt_rejected{0};       // GEMMs cuBLASLt had no algorithm for (run by cuBLAS)
+};
+LinearPathCounters& linear_path_counters();
+
+// For a GPU test of the finding in linear.cu: cuBLASLt's GELU epilogue
+// applied to x (float32 [512] on a GPU, values exact in bfloat16), or an
+// undefined tensor when cuBLASLt offers no algorithm for it. Null in builds
+// without CUDA.
+extern Tensor (*cublaslt_gelu_epilogue_probe)(const Tensor& x);
+
+// cuBLASLt on (the default) or off (every linear GEMM through the cuBLAS
+// path, the bias added and summed by separate kernels): tests run both.
+void set_cublaslt_enabled(bool enabled);
+bool cublaslt_enabled();
 
 }  // namespace engine

@@ -1,0 +1,261 @@
+// The fused linear ops on the GPU (cuBLASLt with the BIAS / BGRADB epilogues,
+// the fused GELU-gradient pass) against the CPU reference: forward and the
+// gradients dx, dW, db of a random-weighted sum, float32 and the bf16 GEMM
+// mode, with cuBLASLt and with its cuBLAS fallback. Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/caching_allocator.h"
+#include "engine/ops/matmul/matmul_kernels.h"
+#include "engine/ops/ops.h"
+#include "engine/random.h"
+
+namespace engine {
+namespace {
+
+Device gpu() { return Device::cuda(); }
+
+// max |actual - expected| <= tolerance * max |expected|.
+void expect_matches(const Tensor& actual, const Tensor& expected, double tolerance, const std::string& what) {
+  ASSERT_EQ(actual.shape(), expected.shape()) << what;
+  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  double scale = 1e-12, worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(e[i]));
+    worst = std::max(worst, std::abs(a[i] - e[i]));
+  }
+  EXPECT_LE(worst, tolerance * scale) << what << ": max abs error " << worst << " at scale " << scale;
+}
+
+// Restores cuBLASLt (on) after a test that turns it off.
+class CublasLtGuard {
+ public:
+  explicit CublasLtGuard(bool enabled) : previous_(cublaslt_enabled()) { set_cublaslt_enabled(enabled); }
+  ~CublasLtGuard() { set_cublaslt_enabled(previous_); }
+
+ private:
+  bool previous_;
+};
+
+struct Results {
+  Tensor out, dx, dw, db;
+};
+
+// f(x, w, b) and the gradients of sum(f * weights), on the device of the inputs.
+Results run(bool gelu, const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& weights) {
+  Tensor xl = x.detach().clone(), wl = w.detach().clone(), bl = b.defined() ? b.detach().clone() : Tensor();
+  xl.set_requires_grad(true);
+  wl.set_requires_grad(true);
+  if (bl.defined()) bl.set_requires_grad(true);
+  Tensor out = gelu ? linear_gelu(xl, wl, bl) : linear(xl, wl, bl);
+  sum(mul(out, weights)).backward();
+  return {out.detach(), xl.grad(), wl.grad(), bl.defined() ? bl.grad() : Tensor()};
+}
+
+struct Tolerances {
+  double out, dx, dw, db;
+};
+
+// Runs one configuration on both devices and compares everything.
+void expect_gpu_matches_cpu(const std::string& what, bool gelu, const Shape& x_shape, int64_t out_features,
+                            bool with_bias, DType dtype, const Tolerances& tolerance, uint64_t seed = 5) {
+  Rng rng(seed);
+  const int64_t in_features = x_shape.back();
+  const Tensor x = Tensor::uniform(x_shape, rng, -1, 1, dtype);
+  const Tensor w = Tensor::uniform({out_features, in_features}, rng, -0.5, 0.5, dtype);
+  const Tensor b = with_bias ? Tensor::uniform({out_features}, rng, -1, 1, dtype) : Tensor();
+  Shape out_shape(x_shape.begin(), x_shape.end() - 1);
+  out_shape.push_back(out_features);
+  const Tensor weights = Tensor::uniform(out_shape, rng, 0.5, 1.5, dtype);
+  const Results expected = run(gelu, x, w, b, weights);
+  const Results actual = run(gelu, x.to(gpu()), w.to(gpu()), with_bias ? b.to(gpu()) : Tensor(), weights.to(gpu()));
+  ASSERT_TRUE(actual.out.device().is_cuda()) << what;
+  expect_matches(actual.out, expected.out, tolerance.out, what + ": forward");
+  expect_matches(actual.dx, expected.dx, tolerance.dx, what + ": dx");
+  expect_matches(actual.dw, expected.dw, tolerance.dw, what + ": dW");
+  if (with_bias) expect_matches(actual.db, expected.db, tolerance.db, what + ": db");
+}
+
+struct ShapeCase {
+  Shape x;
+  int64_t out;
+};
+
+const std::vector<ShapeCase>& shapes() {
+  static const std::vector<ShapeCase> cases = {
+      {{2, 65, 192}, 576},  // a ViT-S-like block at batch 2 (M = 130)
+      {{3, 17, 40}, 24},    // odd sizes
+      {{7, 33}, 5},         // a 2-D input, odd K and N: cuBLASLt may decline, the fallback must agree
+  };
+  return cases;
+}
+
+// Every shape, with and without bias, linear and linear_gelu.
+void expect_all_match(const std::string& mode, DType dtype, const Tolerances& tolerance) {
+  for (const ShapeCase& c : shapes()) {
+    for (bool gelu : {false, true}) {
+      for (bool with_bias : {true, false}) {
+        const std::string what = fmt::format("{} {} {} x [{}, {}]{}", mode, gelu ? "linear_gelu" : "linear",
+                                             shape_str(c.x), c.out, c.x.back(), with_bias ? " + bias" : "");
+        expect_gpu_matches_cpu(what, gelu, c.x, c.out, with_bias, dtype, tolerance);
+      }
+    }
+  }
+}
+
+class CudaLinear : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  }
+};
+
+// float32 is full float32 on both devices (no TF32): only summation order differs.
+constexpr Tolerances kFloat32{1e-4, 1e-4, 1e-4, 1e-4};
+// bf16 mode: operands rounded to 8 significant bits, float32 accumulation
+// (see CudaGemmPrecision). d(bias) is summed from the float32 gradient, so it
+// stays at float32 precision.
+constexpr Tolerances kBf16{2e-2, 2e-2, 2e-2, 1e-4};
+
+TEST_F(CudaLinear, Float32MatchesCpu) {
+  const GemmPrecisionGuard fp32(GemmPrecision::Float32);
+  expect_all_match("fp32", DType::F32, kFloat32);
+}
+
+TEST_F(CudaLinear, Bf16MatchesCpu) {
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  expect_all_match("bf16", DType::F32, kBf16);
+}
+
+TEST_F(CudaLinear, CublasFallbackMatchesCpu) {
+  const CublasLtGuard off(false);
+  {
+    const GemmPrecisionGuard fp32(GemmPrecision::Float32);
+    expect_all_match("fp32 (cuBLAS)", DType::F32, kFloat32);
+  }
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  expect_all_match("bf16 (cuBLAS)", DType::F32, kBf16);
+}
+
+TEST_F(CudaLinear, Float64MatchesCpu) {
+  const Tolerances tight{1e-12, 1e-12, 1e-12, 1e-12};
+  expect_gpu_matches_cpu("fp64 linear", false, {3, 17, 40}, 24, true, DType::F64, tight);
+  expect_gpu_matches_cpu("fp64 linear_gelu", true, {3, 17, 40}, 24, true, DType::F64, tight);
+}
+
+// The fused paths really run: the ViT-S-like shape takes cuBLASLt's BIAS
+// epilogue in both precisions, and a repeated step makes no new heuristic
+// query and no cudaMalloc.
+TEST_F(CudaLinear, TakesTheCublasLtBiasEpilogueAndCachesPlans) {
+  Rng rng(21);
+  const Tensor x = Tensor::uniform({2, 65, 192}, rng, -1, 1).to(gpu());
+  Tensor w = Tensor::uniform({576, 192}, rng, -0.5, 0.5).to(gpu()), b = Tensor::uniform({576}, rng, -1, 1).to(gpu());
+  Tensor w2 = Tensor::uniform({192, 576}, rng, -0.5, 0.5).to(gpu()), b2 = Tensor::uniform({192}, rng, -1, 1).to(gpu());
+  for (Tensor* p : {&w, &b, &w2, &b2}) p->set_requires_grad(true);
+  LinearPathCounters& counters = linear_path_counters();
+  for (GemmPrecision precision : {GemmPrecision::Float32, GemmPrecision::BFloat16}) {
+    const GemmPrecisionGuard guard(precision);
+    const std::string mode = precision == GemmPrecision::BFloat16 ? "bf16" : "fp32";
+    auto step = [&] {  // an MLP block's GEMMs: fc1 + GELU, fc2
+      for (Tensor* p : {&w, &b, &w2, &b2}) p->zero_grad();
+      sum(linear(linear_gelu(x, w, b), w2, b2)).backward();
+    };
+    const int64_t bias_before = counters.lt_bias.load();
+    step();
+    EXPECT_GE(counters.lt_bias.load() - bias_before, 1) << mode << ": no cuBLASLt BIAS epilogue ran";
+    device_synchronize(gpu());
+    const int64_t plans = counters.lt_plans.load(), matmuls = counters.lt_matmuls.load();
+    const size_t mallocs = device_allocator_stats(gpu()).system_allocations;
+    step();
+    device_synchronize(gpu());
+    EXPECT_EQ(counters.lt_plans.load(), plans) << mode << ": a steady-state step queried the heuristic";
+    EXPECT_GT(counters.lt_matmuls.load(), matmuls) << mode;
+    EXPECT_EQ(device_allocator_stats(gpu()).system_allocations, mallocs) << mode << ": cudaMalloc in a steady state";
+    std::printf("[ info ] %s: %lld cuBLASLt matmuls, %lld BIAS, %lld BGRADB, %lld plans, %lld rejected so far\n",
+                mode.c_str(), static_cast<long long>(counters.lt_matmuls.load()),
+                static_cast<long long>(counters.lt_bias.load()), static_cast<long long>(counters.lt_bias_grad.load()),
+                static_cast<long long>(counters.lt_plans.load()), static_cast<long long>(counters.lt_rejected.load()));
+  }
+}
+
+// The same inputs give the same bits, backward included (the column sums
+// run in a fixed order; cuBLASLt's algorithm is fixed by the cached plan).
+TEST_F(CudaLinear, Deterministic) {
+  Rng rng(22);
+  const Tensor x = Tensor::uniform({4, 197, 64}, rng, -1, 1).to(gpu());
+  const Tensor w = Tensor::uniform({256, 64}, rng, -0.5, 0.5).to(gpu()), b = Tensor::uniform({256}, rng, -1, 1).to(gpu());
+  const Tensor weights = Tensor::uniform({4, 197, 256}, rng, 0.5, 1.5).to(gpu());
+  for (GemmPrecision precision : {GemmPrecision::Float32, GemmPrecision::BFloat16}) {
+    const GemmPrecisionGuard guard(precision);
+    for (bool gelu : {false, true}) {
+      const Results first = run(gelu, x, w, b, weights), second = run(gelu, x, w, b, weights);
+      EXPECT_EQ(first.out.to_floats(), second.out.to_floats());
+      EXPECT_EQ(first.dx.to_floats(), second.dx.to_floats());
+      EXPECT_EQ(first.dw.to_floats(), second.dw.to_floats());
+      EXPECT_EQ(first.db.to_floats(), second.db.to_floats());
+    }
+  }
+}
+
+// Operands that start inside their storage, so at addresses aligned to only
+// 4 bytes: the plans must ask cuBLASLt for algorithms that accept them (and
+// the unaligned bias is added by its own kernel).
+TEST_F(CudaLinear, UnalignedOperands) {
+  Rng rng(23);
+  const int64_t m = 50, k = 64, n = 96;
+  const Tensor flat = Tensor::uniform({1 + m * k + 1 + n * k + 1 + n}, rng, -1, 1);
+  const Tensor x = reshape(narrow(flat, 0, 1, m * k), {m, k});
+  const Tensor w = reshape(narrow(flat, 0, 2 + m * k, n * k), {n, k});
+  const Tensor b = narrow(flat, 0, 3 + m * k + n * k, n);
+  const Tensor flat_gpu = flat.to(gpu());
+  const Tensor xg = reshape(narrow(flat_gpu, 0, 1, m * k), {m, k});
+  const Tensor wg = reshape(narrow(flat_gpu, 0, 2 + m * k, n * k), {n, k});
+  const Tensor bg = narrow(flat_gpu, 0, 3 + m * k + n * k, n);
+  for (GemmPrecision precision : {GemmPrecision::Float32, GemmPrecision::BFloat16}) {
+    const GemmPrecisionGuard guard(precision);
+    const double tolerance = precision == GemmPrecision::BFloat16 ? 2e-2 : 1e-4;
+    expect_matches(linear(xg, wg, bg), linear(x, w, b), tolerance, "linear, unaligned");
+    expect_matches(linear_gelu(xg, wg, bg), linear_gelu(x, w, b), tolerance, "linear_gelu, unaligned");
+  }
+}
+
+// The finding behind linear_gelu's design (engine/ops/matmul/linear.cu):
+// cuBLASLt's GELU epilogue is the tanh approximation, not the exact erf GELU
+// of the models, so it cannot replace our GELU kernel without changing them.
+TEST_F(CudaLinear, CublasLtGeluEpilogueIsTheTanhApproximation) {
+  ASSERT_NE(cublaslt_gelu_epilogue_probe, nullptr);
+  std::vector<float> xs(512);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = -4.0f + static_cast<float>(i) / 64.0f;  // exact in bfloat16
+  const Tensor y = cublaslt_gelu_epilogue_probe(Tensor::from_vector(xs, {512}).to(gpu()));
+  if (!y.defined()) GTEST_SKIP() << "cuBLASLt offers no algorithm for the GELU epilogue here";
+  const std::vector<float> got = y.to_floats();
+  // Which formula is the epilogue? With d = erf GELU - tanh GELU (a smooth
+  // bump, up to 4.7e-4 near |x| = 2.7) and r = epilogue - tanh GELU, the
+  // least-squares c in r ~ c d is 0 for the tanh form and 1 for the exact one,
+  // whatever rounding noise (a hardware tanh, say) comes on top.
+  double dd = 0, dr = 0, from_tanh = 0, from_erf = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double x = xs[i];
+    const double exact = 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    const double tanh_form = 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    const double d = exact - tanh_form, r = got[i] - tanh_form;
+    dd += d * d;
+    dr += d * r;
+    from_tanh = std::max(from_tanh, std::abs(r));
+    from_erf = std::max(from_erf, std::abs(got[i] - exact));
+  }
+  const double c = dr / dd;
+  std::printf("[ info ] cuBLASLt GELU epilogue on [-4, 4): max |epilogue - tanh GELU| %.3g, "
+              "max |epilogue - erf GELU| %.3g, fit epilogue = tanh + %.3f (erf - tanh)\n",
+              from_tanh, from_erf, c);
+  EXPECT_LT(c, 0.5) << "the epilogue is closer to the exact GELU: linear_gelu could use GELU_AUX_BIAS";
+}
+
+}  // namespace
+}  // namespace engine
