@@ -83,7 +83,8 @@ constexpr int kScoreFloats = kTile * kScoreLd;
 __device__ __forceinline__ void copy16_async(float* dst, const float* src, bool valid) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned dst_shared = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst_shared), "l"(src), "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst_shared), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
 #else
   *reinterpret_cast<float4*>(dst) = valid ? *reinterpret_cast<const float4*>(src) : make_float4(0.f, 0.f, 0.f, 0.f);
 #endif
@@ -92,7 +93,7 @@ __device__ __forceinline__ void copy16_async(float* dst, const float* src, bool 
 // Closes the group of copies issued so far by this thread.
 __device__ __forceinline__ void async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 
@@ -101,7 +102,7 @@ __device__ __forceinline__ void async_commit() {
 template <int Pending>
 __device__ __forceinline__ void async_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 #endif
 }
 
@@ -599,10 +600,18 @@ void with_head_dim(int64_t d, const Tensor& q, const Body& body) {
        shape_str(q.shape()));
 }
 
+bool is_aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
+
 // cp.async moves 16 aligned bytes: a tensor whose data does not start on a
 // 16-byte boundary (a view at an odd offset) is copied first.
-Tensor aligned16(const Tensor& t) {
-  return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0 ? t : t.clone();
+Tensor aligned16(const Tensor& t) { return is_aligned16(t) ? t : t.clone(); }
+
+// Results are stored as float4: the op allocates them, so they always start
+// on an allocation (256-byte aligned).
+void check_outputs_aligned(std::initializer_list<const Tensor*> outputs) {
+  for (const Tensor* t : outputs) {
+    check(is_aligned16(*t), "fused_attention (cuda): output {} is not 16-byte aligned", t->describe());
+  }
 }
 
 void check_cuda_inputs(const AttentionInputs& in) {
@@ -633,6 +642,7 @@ void attention_forward_cuda(const AttentionInputs& in, const Tensor& out, const 
   check_cuda_inputs(in);
   const int64_t heads = in.q.size(1), n = in.q.size(2), d = in.q.size(3), bh_count = in.q.size(0) * heads;
   const Tensor q = aligned16(in.q), k = aligned16(in.k), v = aligned16(in.v);
+  check_outputs_aligned({&out});
   ForwardParams params{data_of<float>(q),   data_of<float>(k),
                        data_of<float>(v),   in.key_active.defined() ? data_of<float>(in.key_active) : nullptr,
                        mutable_data_of<float>(out), mutable_data_of<float>(lse),
@@ -650,6 +660,7 @@ void attention_backward_cuda(const AttentionInputs& in, const Tensor& out, const
   check_cuda_inputs(in);
   const int64_t heads = in.q.size(1), n = in.q.size(2), d = in.q.size(3), bh_count = in.q.size(0) * heads;
   const Tensor q = aligned16(in.q), k = aligned16(in.k), v = aligned16(in.v), g = aligned16(dout);
+  check_outputs_aligned({&dq, &dk, &dv});
   // delta = rowsum(dout * out), [B, H, N]; scratch freed when this returns
   // (the caching allocator reuses it only for work queued after these kernels).
   Tensor delta = Tensor::empty({bh_count * n}, DType::F32, dq.device());
