@@ -97,8 +97,9 @@ void compare_with_cpu(const Shape& shape, bool masked, Rng& rng) {
 TEST(CudaAttention, MatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
   Rng rng(31);
-  // N = 1; 17 (one partial tile); 65 (the CIFAR ViT: a full tile and one
-  // key); 197 (ViT-S/16: three full tiles and 5 keys); heads x batch = 6.
+  // N = 1; 17 (one partial tile of 16 < keys <= 32); 65 (the CIFAR ViT: a
+  // full tile and one key); 197 (ViT-S/16: three full tiles and 5 keys);
+  // batch x heads = 6.
   for (int64_t n : {1, 17, 65, 197}) {
     for (int64_t d : {32, 64}) {
       for (bool masked : {false, true}) compare_with_cpu({2, 3, n, d}, masked, rng);
@@ -111,8 +112,10 @@ TEST(CudaAttention, ManyHeadsAndLongerSequences) {
   Rng rng(32);
   // 70,000 (batch x head) pairs: more than one grid row of blocks (65,535).
   compare_with_cpu({7000, 10, 3, 32}, true, rng);
-  // Exactly two tiles; several tiles with a partial one of 16 < keys <= 32.
+  // Exactly two tiles; partial last tiles of 11 (8 < keys <= 16) and 44
+  // (more than 32) keys, which take other variants of the score products.
   compare_with_cpu({1, 2, 128, 64}, true, rng);
+  compare_with_cpu({1, 2, 75, 64}, true, rng);
   compare_with_cpu({2, 1, 300, 32}, false, rng);
 }
 
