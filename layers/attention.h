@@ -2,6 +2,8 @@
 // qkv = x W_qkv^T + b -> q, k, v per head; softmax(q k^T / sqrt(d)) v; proj.
 // With ctx.active (A-ViT halting) halted tokens are masked out as keys (-inf
 // before the softmax); their own query rows are computed and left to the caller.
+// Unless the caller asks for the probabilities, it runs through fused_attention
+// (engine/ops/attention), which never materialises them.
 #pragma once
 #include "layers/linear.h"
 #include "layers/token_mixer.h"

@@ -26,6 +26,8 @@ void expect_matches(const Tensor& actual, const Tensor& expected, double toleran
   EXPECT_LE(worst, tolerance * scale) << what << ": max abs error " << worst << " at scale " << scale;
 }
 
+// Both attention paths: materialising the probabilities (when the trace asks
+// for them) and the fused op (otherwise), forward and backward.
 TEST(VitParity, TimmForwardAndGradients) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   auto model = load_vit(shared_path("fixtures/timm_vit_tiny.safetensors"));
@@ -34,24 +36,32 @@ TEST(VitParity, TimmForwardAndGradients) {
   EXPECT_EQ(model->config.num_heads, 4);  // from the safetensors __metadata__
 
   for (auto& [name, p] : model->named_parameters()) p.set_requires_grad(true);
-  ForwardTrace trace;
-  trace.want_probs = true;
-  Tensor logits = model->forward(io.get("input"), {}, &trace);
-  expect_matches(logits, io.get("logits"), 1e-5, "logits");
-  for (size_t i = 0; i < trace.blocks.size(); ++i) {
-    expect_matches(trace.blocks[i].output, io.get(fmt::format("blocks.{}.out", i)), 1e-5, "block out");
-    expect_matches(trace.blocks[i].attn_probs, io.get(fmt::format("blocks.{}.attn_probs", i)), 1e-5, "probs");
+  for (bool want_probs : {true, false}) {
+    SCOPED_TRACE(want_probs ? "attention probabilities materialised" : "fused attention");
+    for (auto& [name, p] : model->named_parameters()) p.zero_grad();
+    ForwardTrace trace;
+    trace.want_probs = want_probs;
+    Tensor logits = model->forward(io.get("input"), {}, &trace);
+    expect_matches(logits, io.get("logits"), 1e-5, "logits");
+    for (size_t i = 0; i < trace.blocks.size(); ++i) {
+      expect_matches(trace.blocks[i].output, io.get(fmt::format("blocks.{}.out", i)), 1e-5, "block out");
+      if (want_probs) {
+        expect_matches(trace.blocks[i].attn_probs, io.get(fmt::format("blocks.{}.attn_probs", i)), 1e-5, "probs");
+      } else {
+        EXPECT_FALSE(trace.blocks[i].attn_probs.defined());
+      }
+    }
+    Tensor loss = cross_entropy(logits, io.get("labels"));
+    expect_matches(reshape(loss, {1}), io.get("loss"), 1e-5, "loss");
+    loss.backward();
+    int checked = 0;
+    for (auto& [name, p] : model->named_parameters()) {
+      ASSERT_TRUE(p.grad().defined()) << name;
+      expect_matches(p.grad(), io.get("grad." + name), 1e-4, "grad " + name);
+      ++checked;
+    }
+    EXPECT_EQ(checked, 4 + 12 * 3 + 2 + 2);  // cls, pos, patch w/b; 12 per block; norm; head
   }
-  Tensor loss = cross_entropy(logits, io.get("labels"));
-  expect_matches(reshape(loss, {1}), io.get("loss"), 1e-5, "loss");
-  loss.backward();
-  int checked = 0;
-  for (auto& [name, p] : model->named_parameters()) {
-    ASSERT_TRUE(p.grad().defined()) << name;
-    expect_matches(p.grad(), io.get("grad." + name), 1e-4, "grad " + name);
-    ++checked;
-  }
-  EXPECT_EQ(checked, 4 + 12 * 3 + 2 + 2);  // cls, pos, patch w/b; 12 per block; norm; head
 }
 
 class HfParity : public ::testing::TestWithParam<const char*> {};

@@ -3,13 +3,14 @@
 // runs (after warm-up, timed on the device: CUDA events on a GPU), and either
 // the achieved GB/s, counted as the fewest bytes it must move (every input
 // read once, every output written once), as a percentage of a large
-// device-to-device copy; or, for GEMMs, the achieved TFLOP/s as a percentage
-// of a large bf16 GEMM. Both ceilings are measured first.
+// device-to-device copy; or, for GEMMs and fused attention, the achieved
+// TFLOP/s as a percentage of a large bf16 GEMM. Both ceilings are measured first.
 #include <functional>
 
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
 #include "engine/cli.h"
+#include "engine/ops/attention/attention_kernels.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
@@ -22,7 +23,7 @@ using namespace engine;
 
 namespace {
 
-// One measured kernel: bytes for memory-bound kernels, flops for GEMMs.
+// One measured kernel: bytes for memory-bound kernels, flops for GEMMs and attention.
 struct Timing {
   std::string kernel, shape;
   double ms = 0, bytes = 0, flops = 0;
@@ -124,6 +125,22 @@ void core_ops(KernelBench& bench) {
   bench.memory("layer_norm fwd", tokens, bytes_of(tokens, 2), [&] { layer_norm(x, gamma, beta, 1e-6); });
   Tensor scores = bench.uniform(probs);
   bench.memory("softmax", probs, bytes_of(probs, 2), [&] { softmax(scores); });
+
+  // Fused attention over the same heads (q, k, v [256, 6, 197, 64]), never
+  // materialising the probabilities above. FLOPs are the convention of the
+  // FlashAttention papers: the forward's two GEMMs, 4 B H N^2 d (S = Q K^T,
+  // O = P V), and 2.5x that for the backward (dV, dP, dQ, dK and recomputing
+  // S); the exponentials and the backward's second recomputation of S and dP
+  // (dQ runs as a separate pass) count for nothing.
+  const Shape heads = {256, 6, 197, 64};
+  const double attention_flops = 4.0 * 256 * 6 * 197.0 * 197.0 * 64;
+  AttentionInputs in{bench.uniform(heads), bench.uniform(heads), bench.uniform(heads), Tensor(), 0.125};
+  Tensor out = bench.empty(heads), lse = bench.empty({256, 6, 197}), dout = bench.uniform(heads);
+  Tensor dq = bench.empty(heads), dk = bench.empty(heads), dv = bench.empty(heads);
+  bench.compute("fused_attention fwd", shape_str(heads), attention_flops,
+                [&] { attention_forward_kernel.get(bench.device())(in, out, lse); });
+  bench.compute("fused_attention bwd", shape_str(heads), 2.5 * attention_flops,
+                [&] { attention_backward_kernel.get(bench.device())(in, out, lse, dout, dq, dk, dv); });
 
   // AdamW over ViT-S's 22 M parameters in one tensor: reads p, g, m, v and writes p, m, v.
   const Shape params = {22050664};

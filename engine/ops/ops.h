@@ -1,6 +1,7 @@
 // Every op of the engine, for code that uses many of them (layers, models).
 #pragma once
 #include "engine/autograd.h"
+#include "engine/ops/attention/attention.h"
 #include "engine/ops/conv/patch_embed.h"
 #include "engine/ops/copy/copy.h"
 #include "engine/ops/cumsum/cumsum.h"

@@ -1,0 +1,199 @@
+// fused_attention on CUDA against the CPU kernel: forward output and the
+// gradients of q, k and v (backward of a random weighted sum on each device)
+// for N in {1, 17, 65, 197} and head_dim 32 and 64, with and without a key
+// mask, bit-identical results when the same CUDA call runs twice, rows whose
+// keys are all dropped, many (batch x head) pairs, the Attention layer on the
+// GPU, and the errors for what the CUDA kernels do not support.
+// Every test skips itself on a machine without a GPU (`make test-gpu` runs them).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/ops/attention/attention.h"
+#include "engine/ops/ops.h"
+#include "layers/attention.h"
+#include "tests/expect_error.h"
+
+namespace engine {
+namespace {
+
+// Per-element tolerance: |cuda - cpu| <= tol * (1 + |cpu| + 0.01 * max|cpu|)
+// (the max term allows for sums of many terms, such as dk and dv over 197
+// query rows, whose rounding scales with the largest terms).
+constexpr double kTol = 1e-4;
+
+void expect_all_close(const Tensor& actual, const Tensor& expected, const std::string& what, double tol = kTol) {
+  ASSERT_TRUE(actual.defined()) << what << ": no value on cuda";
+  ASSERT_TRUE(expected.defined()) << what << ": no value on cpu";
+  ASSERT_EQ(actual.shape(), expected.shape()) << what;
+  EXPECT_TRUE(actual.device().is_cuda()) << what << " is on " << actual.device().str();
+  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  double max_abs = 0;
+  for (double v : e) max_abs = std::max(max_abs, std::abs(v));
+  int64_t bad = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double allowed = tol * (1.0 + std::abs(e[i]) + 0.01 * max_abs);
+    if (!(std::abs(a[i] - e[i]) <= allowed) && bad++ < 5) {
+      ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << e[i] << " (allowed " << allowed
+                    << ")";
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.size() << " elements differ";
+}
+
+Tensor leaf_on(const Tensor& cpu, Device device) {
+  Tensor t = cpu.detach().to(device);
+  t.set_requires_grad(true);
+  return t;
+}
+
+// A [B, N] 0/1 float32 mask dropping about a third of the keys (never key 0).
+Tensor random_mask(int64_t batch, int64_t tokens, Rng& rng) {
+  std::vector<float> values(batch * tokens);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t j = 0; j < tokens; ++j) values[b * tokens + j] = j == 0 || rng.uniform() > 0.35 ? 1.0f : 0.0f;
+  }
+  return Tensor::from_vector<float>(values, {batch, tokens});
+}
+
+struct Result {
+  Tensor out, dq, dk, dv;
+};
+
+// fused_attention and the gradients of sum(out * weights) on `device`.
+Result run_on(Device device, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
+              const Tensor& weights) {
+  Tensor qd = leaf_on(q, device), kd = leaf_on(k, device), vd = leaf_on(v, device);
+  Tensor out = fused_attention(qd, kd, vd, scale, mask.defined() ? mask.to(device) : Tensor());
+  sum(mul(out, weights.to(device))).backward();
+  return {out.detach(), qd.grad(), kd.grad(), vd.grad()};
+}
+
+void compare_with_cpu(const Shape& shape, bool masked, Rng& rng) {
+  const std::string label = "q, k, v " + shape_str(shape) + (masked ? " with a key mask" : "");
+  SCOPED_TRACE(label);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(shape[3]));
+  Tensor q = Tensor::randn(shape, rng, DType::F32, 1.5), k = Tensor::randn(shape, rng, DType::F32, 1.5);
+  Tensor v = Tensor::randn(shape, rng, DType::F32);
+  Tensor mask = masked ? random_mask(shape[0], shape[2], rng) : Tensor();
+  Tensor weights = Tensor::uniform(shape, rng, -1.5, 1.5);
+  const Result cpu = run_on(Device::cpu(), q, k, v, mask, scale, weights);
+  const Result gpu = run_on(Device::cuda(), q, k, v, mask, scale, weights);
+  const Result again = run_on(Device::cuda(), q, k, v, mask, scale, weights);
+  expect_all_close(gpu.out, cpu.out, label + " output");
+  expect_all_close(gpu.dq, cpu.dq, label + " dq");
+  expect_all_close(gpu.dk, cpu.dk, label + " dk");
+  expect_all_close(gpu.dv, cpu.dv, label + " dv");
+  for (auto [first, second, what] : {std::tuple{gpu.out, again.out, "output"}, std::tuple{gpu.dq, again.dq, "dq"},
+                                     std::tuple{gpu.dk, again.dk, "dk"}, std::tuple{gpu.dv, again.dv, "dv"}}) {
+    EXPECT_TRUE(first.to_doubles() == second.to_doubles()) << label << " " << what << " differs between two runs";
+  }
+}
+
+TEST(CudaAttention, MatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(31);
+  // N = 1; 17 (one partial tile of 16 < keys <= 32); 65 (the CIFAR ViT: a
+  // full tile and one key); 197 (ViT-S/16: three full tiles and 5 keys);
+  // batch x heads = 6.
+  for (int64_t n : {1, 17, 65, 197}) {
+    for (int64_t d : {32, 64}) {
+      for (bool masked : {false, true}) compare_with_cpu({2, 3, n, d}, masked, rng);
+    }
+  }
+}
+
+TEST(CudaAttention, ManyHeadsAndLongerSequences) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(32);
+  // 70,000 (batch x head) pairs: more than one grid row of blocks (65,535).
+  compare_with_cpu({7000, 10, 3, 32}, true, rng);
+  // Exactly two tiles; partial last tiles of 11 (8 < keys <= 16) and 44
+  // (more than 32) keys, which take other variants of the score products.
+  compare_with_cpu({1, 2, 128, 64}, true, rng);
+  compare_with_cpu({1, 2, 75, 64}, true, rng);
+  compare_with_cpu({2, 1, 300, 32}, false, rng);
+}
+
+TEST(CudaAttention, RowsWithoutActiveKeysGiveZeros) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(33);
+  const Shape shape = {2, 2, 65, 64};
+  Tensor q = Tensor::randn(shape, rng), k = Tensor::randn(shape, rng), v = Tensor::randn(shape, rng);
+  Tensor mask = random_mask(2, 65, rng);
+  NoGradGuard no_grad;
+  std::vector<float> values = mask.to_floats();
+  std::fill(values.begin() + 65, values.end(), 0.0f);  // batch 1: no key at all
+  mask = Tensor::from_vector<float>(values, {2, 65});
+  Tensor weights = Tensor::uniform(shape, rng, -1.0, 1.0);
+  const Result cpu = run_on(Device::cpu(), q, k, v, mask, 0.125, weights);
+  const Result gpu = run_on(Device::cuda(), q, k, v, mask, 0.125, weights);
+  expect_all_close(gpu.out, cpu.out, "output");
+  expect_all_close(gpu.dq, cpu.dq, "dq");
+  expect_all_close(gpu.dk, cpu.dk, "dk");
+  expect_all_close(gpu.dv, cpu.dv, "dv");
+  std::vector<double> out = gpu.out.to_doubles();
+  for (size_t i = out.size() / 2; i < out.size(); ++i) ASSERT_EQ(out[i], 0.0) << i;
+}
+
+TEST(CudaAttention, NonContiguousInputs) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(34);
+  // q, k, v as [B, N, H, d] transposed to [B, H, N, d], and q at an offset
+  // that is not 16-byte aligned (a narrow() of the head dimension's storage).
+  Tensor x = Tensor::randn({2, 65, 3, 64}, rng), y = Tensor::randn({2, 65, 3, 64}, rng);
+  Tensor z = Tensor::randn({2 * 65 * 3 * 64 + 1}, rng);
+  Tensor odd = reshape(narrow(z, 0, 1, 2 * 65 * 3 * 64), {2, 3, 65, 64});
+  Tensor cpu = fused_attention(transpose(x, 1, 2), transpose(y, 1, 2), odd, 0.125);
+  Tensor gpu = fused_attention(transpose(x.to(Device::cuda()), 1, 2), transpose(y.to(Device::cuda()), 1, 2),
+                               odd.to(Device::cuda()), 0.125);
+  expect_all_close(gpu, cpu, "output");
+  Tensor gpu_odd = reshape(narrow(z.to(Device::cuda()), 0, 1, 2 * 65 * 3 * 64), {2, 3, 65, 64});
+  expect_all_close(fused_attention(gpu_odd, gpu_odd, gpu_odd, 0.125), fused_attention(odd, odd, odd, 0.125),
+                   "misaligned output");
+}
+
+TEST(CudaAttention, LayerMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  // The Attention layer (ViT-S's 6 heads of 64) on both devices, the GPU
+  // through the fused op, with the A-ViT key mask: only the GEMMs differ
+  // (cuBLAS against OpenBLAS, both in full float32), so rounding only, to a
+  // looser tolerance since it passes through two GEMMs of depth 384.
+  Rng init(35);
+  Attention cpu(384, 6, true, init);
+  Rng init_again(35);
+  Attention gpu(384, 6, true, init_again);
+  move_parameters([&](const ParamVisitor& fn) { gpu.visit("", fn); }, Device::cuda());
+  Rng rng(36);
+  Tensor x = Tensor::randn({2, 197, 384}, rng);
+  ForwardContext ctx_cpu, ctx_gpu;
+  ctx_cpu.active = random_mask(2, 197, rng);
+  ctx_gpu.active = ctx_cpu.active.to(Device::cuda());
+  NoGradGuard no_grad;
+  Tensor expected = cpu.forward(x, ctx_cpu, nullptr);
+  Tensor actual = gpu.forward(x.to(Device::cuda()), ctx_gpu, nullptr);
+  Tensor probs;
+  Tensor materialised = gpu.forward(x.to(Device::cuda()), ctx_gpu, &probs);
+  expect_all_close(actual, expected, "fused layer output", 1e-3);
+  expect_all_close(actual, materialised, "fused vs materialised on cuda");
+}
+
+TEST(CudaAttention, Errors) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(37);
+  Tensor q48 = Tensor::randn({1, 2, 5, 48}, rng).to(Device::cuda());
+  testing::expect_error_mentioning([&] { fused_attention(q48, q48, q48, 1.0); },
+                                   {"fused_attention", "head_dim 48", "[1, 2, 5, 48]"});
+  Tensor q64 = Tensor::randn({1, 2, 5, 64}, rng, DType::F64).to(Device::cuda());
+  testing::expect_error_mentioning([&] { fused_attention(q64, q64, q64, 1.0); }, {"fused_attention", "float32"});
+  EXPECT_TRUE(fused_attention_supported(Device::cuda(), DType::F32, 64));
+  EXPECT_FALSE(fused_attention_supported(Device::cuda(), DType::F32, 48));
+  EXPECT_FALSE(fused_attention_supported(Device::cuda(), DType::F64, 64));
+}
+
+}  // namespace
+}  // namespace engine
