@@ -321,7 +321,7 @@ StridedLayout<K> make_layout(const Shape& shape, const std::array<const Shape*, 
   }
   int64_t positions = 1;
   for (int d = 0; d < layout.dims; ++d) positions *= layout.sizes[d];
-  layout.narrow = positions < (int64_t{1} << 31);
+  layout.narrow = positions > 0 && positions < (int64_t{1} << 31);  // (no launch for an empty tensor)
   if (layout.narrow) {
     for (int d = 0; d < layout.dims; ++d) layout.dividers[d] = FastDivider(static_cast<uint32_t>(layout.sizes[d]));
   }

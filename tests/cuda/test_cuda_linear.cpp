@@ -120,8 +120,10 @@ class CudaLinear : public ::testing::Test {
 constexpr Tolerances kFloat32{1e-4, 1e-4, 1e-4, 1e-4};
 // bf16 mode: operands rounded to 8 significant bits, float32 accumulation
 // (see CudaGemmPrecision). d(bias) is summed from the float32 gradient, so it
-// stays at float32 precision.
-constexpr Tolerances kBf16{2e-2, 2e-2, 2e-2, 1e-4};
+// stays far more precise than the GEMM outputs; through linear_gelu it carries
+// GELU's derivative taken at the bf16 GEMM's pre-activation (measured 5e-4
+// relative on an H200).
+constexpr Tolerances kBf16{2e-2, 2e-2, 2e-2, 2e-3};
 
 TEST_F(CudaLinear, Float32MatchesCpu) {
   const GemmPrecisionGuard fp32(GemmPrecision::Float32);
