@@ -16,34 +16,14 @@
 #include "engine/ops/attention/attention.h"
 #include "engine/ops/ops.h"
 #include "layers/attention.h"
+#include "tests/cuda/cuda_expect.h"
 #include "tests/expect_error.h"
 
 namespace engine {
 namespace {
 
-// Per-element tolerance: |cuda - cpu| <= tol * (1 + |cpu| + 0.01 * max|cpu|)
-// (the max term allows for sums of many terms, such as dk and dv over 197
-// query rows, whose rounding scales with the largest terms).
+// expect_all_close's per-element tolerance for float32 (tests/cuda/cuda_expect.h).
 constexpr double kTol = 1e-4;
-
-void expect_all_close(const Tensor& actual, const Tensor& expected, const std::string& what, double tol = kTol) {
-  ASSERT_TRUE(actual.defined()) << what << ": no value on cuda";
-  ASSERT_TRUE(expected.defined()) << what << ": no value on cpu";
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  EXPECT_TRUE(actual.device().is_cuda()) << what << " is on " << actual.device().str();
-  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
-  double max_abs = 0;
-  for (double v : e) max_abs = std::max(max_abs, std::abs(v));
-  int64_t bad = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double allowed = tol * (1.0 + std::abs(e[i]) + 0.01 * max_abs);
-    if (!(std::abs(a[i] - e[i]) <= allowed) && bad++ < 5) {
-      ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << e[i] << " (allowed " << allowed
-                    << ")";
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.size() << " elements differ";
-}
 
 Tensor leaf_on(const Tensor& cpu, Device device) {
   Tensor t = cpu.detach().to(device);
@@ -84,10 +64,10 @@ void compare_with_cpu(const Shape& shape, bool masked, Rng& rng) {
   const Result cpu = run_on(Device::cpu(), q, k, v, mask, scale, weights);
   const Result gpu = run_on(Device::cuda(), q, k, v, mask, scale, weights);
   const Result again = run_on(Device::cuda(), q, k, v, mask, scale, weights);
-  expect_all_close(gpu.out, cpu.out, label + " output");
-  expect_all_close(gpu.dq, cpu.dq, label + " dq");
-  expect_all_close(gpu.dk, cpu.dk, label + " dk");
-  expect_all_close(gpu.dv, cpu.dv, label + " dv");
+  expect_all_close(gpu.out, cpu.out, kTol, label + " output");
+  expect_all_close(gpu.dq, cpu.dq, kTol, label + " dq");
+  expect_all_close(gpu.dk, cpu.dk, kTol, label + " dk");
+  expect_all_close(gpu.dv, cpu.dv, kTol, label + " dv");
   for (auto [first, second, what] : {std::tuple{gpu.out, again.out, "output"}, std::tuple{gpu.dq, again.dq, "dq"},
                                      std::tuple{gpu.dk, again.dk, "dk"}, std::tuple{gpu.dv, again.dv, "dv"}}) {
     EXPECT_TRUE(first.to_doubles() == second.to_doubles()) << label << " " << what << " differs between two runs";
@@ -131,10 +111,10 @@ TEST(CudaAttention, RowsWithoutActiveKeysGiveZeros) {
   Tensor weights = Tensor::uniform(shape, rng, -1.0, 1.0);
   const Result cpu = run_on(Device::cpu(), q, k, v, mask, 0.125, weights);
   const Result gpu = run_on(Device::cuda(), q, k, v, mask, 0.125, weights);
-  expect_all_close(gpu.out, cpu.out, "output");
-  expect_all_close(gpu.dq, cpu.dq, "dq");
-  expect_all_close(gpu.dk, cpu.dk, "dk");
-  expect_all_close(gpu.dv, cpu.dv, "dv");
+  expect_all_close(gpu.out, cpu.out, kTol, "output");
+  expect_all_close(gpu.dq, cpu.dq, kTol, "dq");
+  expect_all_close(gpu.dk, cpu.dk, kTol, "dk");
+  expect_all_close(gpu.dv, cpu.dv, kTol, "dv");
   std::vector<double> out = gpu.out.to_doubles();
   for (size_t i = out.size() / 2; i < out.size(); ++i) ASSERT_EQ(out[i], 0.0) << i;
 }
@@ -150,9 +130,9 @@ TEST(CudaAttention, NonContiguousInputs) {
   Tensor cpu = fused_attention(transpose(x, 1, 2), transpose(y, 1, 2), odd, 0.125);
   Tensor gpu = fused_attention(transpose(x.to(Device::cuda()), 1, 2), transpose(y.to(Device::cuda()), 1, 2),
                                odd.to(Device::cuda()), 0.125);
-  expect_all_close(gpu, cpu, "output");
+  expect_all_close(gpu, cpu, kTol, "output");
   Tensor gpu_odd = reshape(narrow(z.to(Device::cuda()), 0, 1, 2 * 65 * 3 * 64), {2, 3, 65, 64});
-  expect_all_close(fused_attention(gpu_odd, gpu_odd, gpu_odd, 0.125), fused_attention(odd, odd, odd, 0.125),
+  expect_all_close(fused_attention(gpu_odd, gpu_odd, gpu_odd, 0.125), fused_attention(odd, odd, odd, 0.125), kTol,
                    "misaligned output");
 }
 
@@ -177,8 +157,8 @@ TEST(CudaAttention, LayerMatchesCpu) {
   Tensor actual = gpu.forward(x.to(Device::cuda()), ctx_gpu, nullptr);
   Tensor probs;
   Tensor materialised = gpu.forward(x.to(Device::cuda()), ctx_gpu, &probs);
-  expect_all_close(actual, expected, "fused layer output", 1e-3);
-  expect_all_close(actual, materialised, "fused vs materialised on cuda");
+  expect_all_close(actual, expected, 1e-3, "fused layer output");
+  expect_all_close(actual, materialised, kTol, "fused vs materialised on cuda");
 }
 
 TEST(CudaAttention, Errors) {

@@ -15,23 +15,12 @@
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/random.h"
+#include "tests/cuda/cuda_expect.h"
 
 namespace engine {
 namespace {
 
 Device gpu() { return Device::cuda(); }
-
-// max |actual - expected| <= tolerance * max |expected|.
-void expect_matches(const Tensor& actual, const Tensor& expected, double tolerance, const std::string& what) {
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
-  double scale = 1e-12, worst = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, std::abs(e[i]));
-    worst = std::max(worst, std::abs(a[i] - e[i]));
-  }
-  EXPECT_LE(worst, tolerance * scale) << what << ": max abs error " << worst << " at scale " << scale;
-}
 
 // Restores cuBLASLt (on) after a test that turns it off.
 class CublasLtGuard {

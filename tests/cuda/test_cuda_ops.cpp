@@ -13,25 +13,13 @@
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
 #include "models/vit_checkpoint.h"
+#include "tests/cuda/cuda_expect.h"
 #include "tests/shared_data.h"
 
 namespace engine {
 namespace {
 
 Device gpu() { return Device::cuda(); }
-
-// max |actual - expected| <= tolerance * max |expected|: relative at the
-// tensor's scale (tolerance 0: identical values).
-void expect_matches(const Tensor& actual, const Tensor& expected, double tolerance, const std::string& what) {
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
-  double scale = 1e-12, worst = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, std::abs(e[i]));
-    worst = std::max(worst, std::abs(a[i] - e[i]));
-  }
-  EXPECT_LE(worst, tolerance * scale) << what << ": max abs error " << worst << " at scale " << scale;
-}
 
 double tolerance_for(DType dtype) { return dtype == DType::F64 ? 1e-12 : 1e-5; }
 

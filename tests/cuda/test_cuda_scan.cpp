@@ -15,6 +15,7 @@
 #include "engine/ops/ops.h"
 #include "layers/mixers/factory.h"
 #include "layers/module.h"
+#include "tests/cuda/cuda_expect.h"
 #include "tests/expect_error.h"
 
 namespace engine {
@@ -23,34 +24,13 @@ namespace {
 using Inputs = std::vector<Tensor>;
 using Op = std::function<Tensor(const Inputs&)>;
 
-// Per-element tolerance: |cuda - cpu| <= tol * (1 + |cpu| + 0.01 * max|cpu|).
-// The max term allows for sums of many terms (the reduced parameter
-// gradients), whose rounding scales with the largest terms, not the result.
+// expect_all_close's per-element tolerances (tests/cuda/cuda_expect.h).
 constexpr double kTolF64 = 1e-10;
 constexpr double kTolF32 = 1e-4;
 
 double tolerance(DType dtype) { return dtype == DType::F64 ? kTolF64 : kTolF32; }
 
 const char* dtype_label(DType dtype) { return dtype == DType::F64 ? "float64" : "float32"; }
-
-void expect_all_close(const Tensor& actual, const Tensor& expected, double tol, const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what << ": no value on cuda";
-  ASSERT_TRUE(expected.defined()) << what << ": no value on cpu";
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  EXPECT_TRUE(actual.device().is_cuda()) << what << " is on " << actual.device().str();
-  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
-  double max_abs = 0;
-  for (double v : e) max_abs = std::max(max_abs, std::abs(v));
-  int64_t bad = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double allowed = tol * (1.0 + std::abs(e[i]) + 0.01 * max_abs);
-    if (!(std::abs(a[i] - e[i]) <= allowed) && bad++ < 5) {
-      ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << e[i] << " (allowed " << allowed
-                    << ")";
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.size() << " elements differ";
-}
 
 void expect_bit_identical(const Tensor& first, const Tensor& second, const std::string& what) {
   ASSERT_TRUE(first.defined() && second.defined()) << what;
