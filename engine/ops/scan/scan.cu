@@ -461,6 +461,14 @@ __device__ __forceinline__ void load_row(const T* row, T (&out)[N]) {
   }
 }
 
+// N elements to a 16-byte aligned row in memory, as vectors of 4.
+template <typename T, int N>
+__device__ __forceinline__ void store_row(const T (&in)[N], T* row) {
+  static_assert(N % 4 == 0, "rows are written 4 elements at a time");
+#pragma unroll
+  for (int i = 0; i < N; i += 4) store_pack(row + i, Pack<T, 4>{{in[i], in[i + 1], in[i + 2], in[i + 3]}});
+}
+
 // One scan step for one channel over N of its states: h = exp(dt A) * h +
 // dt x Bm, as SelectiveScanCpu::advance. b_row points at the first of the N
 // states. There are no branches for the states past the group: their A and
@@ -543,84 +551,86 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
 // ------------------------------------------------------ selective_scan backward
 
 // The backward splits a channel's 16 states over kBackwardSplit neighbouring
-// lanes, like the forward: lane 2j + part of a warp takes states
-// part * 8 .. part * 8 + 7 of the warp's channel j, so a warp covers 16
-// channels. Half the states per thread is half the registers (dh, dA, A and
-// the per-step gradients), hence twice the warps per SM at the same shared
+// lanes, like the forward: thread 2j + part of a block takes states
+// part * 8 .. part * 8 + 7 of the block's channel j, so a warp covers 16
+// channels. Half the states per thread is half the registers (dh, dA and the
+// per-step gradients), hence twice the warps per SM at the same shared
 // memory per channel.
 constexpr int kBackwardSplit = 2;
 constexpr int kBackwardStates = kStateGroup / kBackwardSplit;  // states per lane
 constexpr int kBackwardLaneSteps = kTile / kBackwardSplit;     // a lane's share of a tile's x, dt and dy
 constexpr int kBackwardWarpChannels = kWarpSize / kBackwardSplit;
-constexpr int kSelectiveBackwardThreads = 128;  // 64 channels
+constexpr int kSelectiveBackwardThreads = 128;
+constexpr int kBackwardBlockChannels = kSelectiveBackwardThreads / kBackwardSplit;
 static_assert(kBackwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
 
 // Where the backward writes, plus its scratch.
 template <typename T>
 struct SelectiveBackwardOut {
   T *dx, *ddt;     // written by the first group, added to by later ones
-  T* dB_part;      // [B, warps, L, S]: dBm summed over the 16 channels of a warp
-  T* dC_part;      // [B, warps, L, S]: likewise dCm
+  T* dB_part;      // [B, L, warps, S]: dBm summed over the 16 channels of each warp of a batch row
+  T* dC_part;      // [B, L, warps, S]: likewise dCm
   T* dA_part;      // [B, C, S]: dA of each (batch, channel)
   T* dD_part;      // [B, C] (first group)
-  T* checkpoints;  // [tiles, kBackwardStates, B * C * kBackwardSplit]: the state entering every tile, by lane
+  T* checkpoints;  // [tiles, B * C * kBackwardSplit, kBackwardStates]: the state entering every tile, by lane
   int64_t warps;   // warps per batch row: ceil(C / 16)
 };
 
-// What one lane of the backward fetches of a tile of kTile steps of batch n:
-// its channel's x and dt at the tile steps u = part, part + 2, ... (the other
-// lane of the channel fetches the rest), and one element each of the group's
-// Bm and Cm rows (the block's 128 threads cover the tile's 8 x 16 elements
-// once). As in the forward, the next tile is fetched while the current one
-// is computed.
+// A block of the backward takes channels c0 .. c0 + 63 of batch n. Its
+// addresses are a part that the whole block shares (kept in uniform
+// registers) plus a small offset of the thread's own (its channel c - c0,
+// its row element), so that few registers of each thread hold addresses.
+struct BackwardBlock {
+  StepWalk seq;   // x, dt, dy, dx, ddt: channel c0 of batch n, step by step
+  StepWalk rows;  // Bm, Cm: element group_begin of batch n's rows, step by step
+  int length;
+};
+
+// What one lane of the backward fetches of a tile of kTile steps at k0: its
+// channel's x and dt at the tile steps u = part, part + 2, ... (the other
+// lane of the channel fetches the rest), and one element each of the
+// group's Bm and Cm rows (the block's 128 threads cover the tile's 8 x 16
+// elements once). As in the forward, the next tile is fetched while the
+// current one is computed.
 template <typename T>
 struct BackwardTileFetch {
   static_assert(kSelectiveBackwardThreads == kTile * kStateGroup, "one row element per thread");
-  StepWalk walk;      // this lane's channel, step by step
-  StepWalk row_walk;  // its row element: element s of step u of each tile
-  int row_step;       // u, or TileFetch's kNoShare for an element past the group
-  int part;           // which steps of a tile this lane fetches: u % kBackwardSplit == part
   T x[kBackwardLaneSteps], dt[kBackwardLaneSteps];  // zero past the sequence or the channels
-  T b, c;
+  T b, c;                                           // zero past the sequence or the group
 
-  __device__ BackwardTileFetch(const SelectiveArgs<T>& p, int64_t n, int64_t ch, int part)
-      : walk(p.channel_steps(n, ch)), part(part) {
-    const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
-    const bool share = s < p.group_size();
-    row_step = share ? u : TileFetch<T>::kNoShare;
-    row_walk = p.state_steps(n, share ? s : 0);
-    row_walk.first += u * row_walk.stride;
-  }
-
-  __device__ void fetch(const SelectiveArgs<T>& p, int64_t k0, bool valid) {
-    const int64_t steps_left = valid ? p.length - k0 : 0;
-    int64_t at = walk.at(k0 + part);
+  // A tile past either end of the sequence fetches zeros (the callers fetch
+  // unconditionally, which keeps the compiler from holding the previous
+  // values through the loop).
+  __device__ void fetch(const SelectiveArgs<T>& p, const BackwardBlock& block, int k0, bool valid) {
+    const int part = threadIdx.x % kBackwardSplit, channel = threadIdx.x / kBackwardSplit;
+    const int steps_left = k0 >= 0 && valid ? block.length - k0 : 0;
 #pragma unroll
-    for (int j = 0; j < kBackwardLaneSteps; ++j, at += kBackwardSplit * walk.stride) {
+    for (int j = 0; j < kBackwardLaneSteps; ++j) {
       const bool live = j * kBackwardSplit + part < steps_left;
+      const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
       x[j] = live ? p.x[at] : T(0);
       dt[j] = live ? p.dt[at] : T(0);
     }
-    const bool live = row_step < p.length - k0;
-    const int64_t row_at = row_walk.at(k0);
-    b = live ? p.Bm[row_at] : T(0);
-    c = live ? p.Cm[row_at] : T(0);
+    const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
+    const bool live = k0 >= 0 && s < p.group_size() && u < block.length - k0;
+    const int64_t at = block.rows.at(k0) + (u * block.rows.stride + s);
+    b = live ? p.Bm[at] : T(0);
+    c = live ? p.Cm[at] : T(0);
   }
 };
 
 // The backward's shared copy of the current tile: the group's Bm and Cm rows
-// (rows past the sequence and states past the group are zero) and the
-// channels' x and dt, each thread's fetched share in its own column (so
-// x_at(u) reads step u of the thread's channel from the lane that fetched
-// it). Reading them here rather than keeping them in registers leaves room
-// for the states.
+// and the channels' x and dt, each thread's fetched share in its own column
+// (x_at(u) reads step u of the thread's channel from the lane that fetched
+// it); plus each thread's A. Reading these here rather than holding them in
+// registers leaves the registers to the states.
 template <typename T>
-struct BackwardTile {
+struct BackwardShared {
   alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
   T x[kBackwardLaneSteps][kSelectiveBackwardThreads];
   T dt[kBackwardLaneSteps][kSelectiveBackwardThreads];
-  T a[kBackwardStates][kSelectiveBackwardThreads];  // each thread's scaled A (pass 2 reads it from here)
+  T a[kBackwardStates][kSelectiveBackwardThreads];  // scaled A of the thread's states
 
   __device__ void store(const BackwardTileFetch<T>& fetched) {
     __syncthreads();  // everyone is done with the previous tile
@@ -644,7 +654,7 @@ struct BackwardTile {
 
 // Step u's value of a tile array split over the two lanes of a channel (lane
 // part u % 2 holds it at u / 2), on both lanes. u must be a constant after
-// unrolling, so that the arrays stay in registers.
+// unrolling, so that the array stays in registers.
 template <typename T>
 __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int u) {
   return __shfl_sync(kFullMask, share[u / kBackwardSplit], u % kBackwardSplit, kBackwardSplit);
@@ -663,8 +673,19 @@ struct StateWindow {
 };
 constexpr int kWindowSlots = kTile - 1;
 
+// A lane's checkpoint (zero for a lane past the channels).
+template <typename T>
+__device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[kBackwardStates]) {
+  if (valid) {
+    load_row(at, h);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kBackwardStates; ++i) h[i] = T(0);
+  }
+}
+
 // Keeps the compiler from carrying shared-memory values across this point in
-// registers (the walk back rereads A and the tile's rows rather than hold them).
+// registers (the walk back rereads A and the tile rather than hold them).
 __device__ __forceinline__ void reread_shared_after_this() { asm volatile("" ::: "memory"); }
 
 // dBm and dCm of one step summed over the warp's 16 channels, for each half
@@ -691,7 +712,8 @@ struct StateGradSum {
     v[i] = (upper ? dB : dC) + __shfl_xor_sync(kFullMask, upper ? dC : dB, offset);
   }
 
-  // Writes only when `write` (a warp wholly past the channels has no row).
+  // Writes element s of dC_row or dB_row (only when `write`: a warp wholly
+  // past the channels has no row).
   __device__ __forceinline__ void finish(T* dC_row, T* dB_row, int live, bool write) {
     const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
@@ -716,21 +738,23 @@ struct StateGradSum {
 // the state entering every tile of kTile steps in global memory; then, tile by
 // tile from the last, the tile is replayed forward from its checkpoint into a
 // shared-memory window and walked back (the reverse step is
-// SelectiveScanCpu::backward, term for term). Short tiles keep the window
-// small (9 x 8 states per thread), so that enough warps share an SM.
+// SelectiveScanCpu::backward, term for term). The window holds the state
+// entering each step but the first (the checkpoint, reread); the walk back
+// recomputes the state after a step from the one entering it.
 //
-// Grid (blocks of 64 channels, batch); lanes 2j and 2j + 1 take channel j's
-// two halves of the states (above). A tile's x, dt and dy are fetched half by
-// each lane of a channel and passed to the other by a shuffle per step and
-// value; the walk back is unrolled over the tile so that these shares stay
-// in registers. Per step, the lanes of a channel combine their sums for dx
-// and ddt with one shuffle (lane part 0 writes dx, part 1 ddt); dA stays per
-// lane (its own states); dD is part 0's. Lanes past C idle through the
-// loops (contributing exact zeros) because the whole warp takes part in the
-// shuffles, and the whole block in staging the state rows.
+// Grid (blocks of 64 channels, batch); lanes 2j and 2j + 1 of a block take
+// channel j's two halves of the states (above). A tile's x and dt go through
+// shared memory, each lane of a channel fetching half of the steps; dy stays
+// in registers, half per lane, and reaches the other lane by a shuffle. Per
+// step, the lanes of a channel combine their sums for dx and ddt with one
+// shuffle (part 0 writes dx, part 1 ddt); dA stays per lane (its own states);
+// dD is part 0's. Lanes past C idle through the loops (contributing exact
+// zeros) because the whole warp takes part in the shuffles, and the whole
+// block in staging the tile. The walk back is unrolled over the tile, so that
+// the shares of dy stay in registers.
 //
-// float: at most 80 registers, so that 6 blocks (24 warps) share an SM (their
-// windows take 6 x 36 KiB of shared memory). double: twice the window, 3 blocks.
+// float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
+// takes 28 KiB of window and 9 KiB of tile and A. double: twice that, 3 blocks.
 template <typename T>
 constexpr int kSelectiveBackwardBlocksPerSm = sizeof(T) == 4 ? 6 : 3;
 
@@ -738,72 +762,70 @@ template <typename T>
 __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardBlocksPerSm<T>)
     selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
   extern __shared__ unsigned char window_bytes[];
-  __shared__ BackwardTile<T> tile;
+  __shared__ BackwardShared<T> tile;
   const StateWindow<T> window{reinterpret_cast<T*>(window_bytes)};
   const int part = threadIdx.x % kBackwardSplit, first_state = part * kBackwardStates;
-  // The lane's place in its batch row: channel c, part.
-  const int64_t lane_at = blockIdx.x * static_cast<int64_t>(kSelectiveBackwardThreads) + threadIdx.x;
-  const int64_t n = blockIdx.y, c = lane_at / kBackwardSplit;
+  const int channel = threadIdx.x / kBackwardSplit;  // c - c0
+  const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels), c = c0 + channel;
   const bool valid = c < p.channels;
-  const int64_t warp = lane_at / kWarpSize, task = n * p.channels + c;
   const int L = static_cast<int>(p.length);  // (checked on the host)
-  const int live = p.group_size();
+  const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L};
+  // The lane's checkpoint of the tile at k0: its 8 states, contiguous (two
+  // vector accesses; one address per tile).
   const int64_t lanes = p.batch * p.channels * kBackwardSplit;
-  T* const checkpoint_column = q.checkpoints + n * p.channels * kBackwardSplit + lane_at;
-  auto checkpoint = [&](int64_t tile, int i) -> T& { return checkpoint_column[(tile * kBackwardStates + i) * lanes]; };
-  T scaled_a[kBackwardStates], h[kBackwardStates];
-  load_scaled_a(p, c, valid, first_state, scaled_a);
+  const int64_t lane_index = (n * p.channels + c0) * kBackwardSplit + threadIdx.x;
+  auto checkpoint = [&](int k0) { return q.checkpoints + (k0 / kTile * lanes + lane_index) * kBackwardStates; };
 
   // Pass 1: recompute the forward, storing the state entering every tile.
-#pragma unroll
-  for (int i = 0; i < kBackwardStates; ++i) h[i] = T(0);
-  BackwardTileFetch<T> next(p, n, c, part);
-  next.fetch(p, 0, valid);
-  for (int k0 = 0; k0 < L; k0 += kTile) {
-    tile.store(next);
-    if (k0 + kTile < L) next.fetch(p, k0 + kTile, valid);
+  T h[kBackwardStates];
+  {
+    T scaled_a[kBackwardStates];
+    load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
     for (int i = 0; i < kBackwardStates; ++i) {
-      if (valid) checkpoint(k0 / kTile, i) = h[i];
+      tile.a[i][threadIdx.x] = scaled_a[i];  // for pass 2 (read by this thread only)
+      h[i] = T(0);
     }
+    BackwardTileFetch<T> next;
+    next.fetch(p, block, 0, valid);
+    for (int k0 = 0; k0 < L; k0 += kTile) {
+      tile.store(next);
+      next.fetch(p, block, k0 + kTile, valid);
+      if (valid) store_row(h, checkpoint(k0));
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
-      if (k0 + u >= L) break;
-      selective_step(h, scaled_a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+      for (int u = 0; u < kTile; ++u) {
+        if (k0 + u >= L) break;
+        selective_step(h, scaled_a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+      }
     }
   }
 
   // Pass 2: tiles from the last to the first.
-#pragma unroll
-  for (int i = 0; i < kBackwardStates; ++i) tile.a[i][threadIdx.x] = scaled_a[i];  // read by this thread only
   T dh[kBackwardStates], dA[kBackwardStates];  // dh: dL/dh carried backwards through the steps
 #pragma unroll
   for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
   T dD = T(0);
   const T d = valid && p.first_group() && part == 0 ? p.D[c] : T(0);  // D x enters dx once, on part 0
-  T* const grad_out = part == 0 ? q.dx : q.ddt;
+  const int64_t warp = c0 / kBackwardWarpChannels + threadIdx.x / kWarpSize;  // in the batch row
   const int last_tile = (L - 1) / kTile * kTile;
-  const int stride = next.walk.stride;
-  next.fetch(p, last_tile, valid);
+  BackwardTileFetch<T> next;
+  next.fetch(p, block, last_tile, valid);
   for (int k0 = last_tile; k0 >= 0; k0 -= kTile) {
     const int steps = L - k0 < kTile ? L - k0 : kTile;
     tile.store(next);
-    const int64_t tile_at = next.walk.at(k0);  // step k0 of the channel
     T g_share[kBackwardLaneSteps];
 #pragma unroll
     for (int j = 0; j < kBackwardLaneSteps; ++j) {
-      const int u = j * kBackwardSplit + part;
-      g_share[j] = valid && u < steps ? dy[tile_at + u * stride] : T(0);
+      const bool live = valid && j * kBackwardSplit + part < steps;
+      const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
+      g_share[j] = live ? dy[at] : T(0);
     }
-    // Replay: window at(u) <- the state entering step k0 + u (the walk back
-    // recomputes the state after each step from it).
+    // Replay: window at(u) <- the state entering step k0 + u.
     {
       T a[kBackwardStates];
+      load_checkpoint(checkpoint(k0), valid, h);
 #pragma unroll
-      for (int i = 0; i < kBackwardStates; ++i) {
-        a[i] = tile.a[i][threadIdx.x];
-        h[i] = valid ? checkpoint(k0 / kTile, i) : T(0);
-      }
+      for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
 #pragma unroll
       for (int u = 0; u + 1 < kTile; ++u) {
         if (u + 1 >= steps) break;
@@ -818,13 +840,14 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       reread_shared_after_this();
       // The next tile's fetch waits until only steps 0 and 1 are left: the
       // registers of the shares of dy are free by then.
-      if (u == kBackwardSplit - 1 && k0 > 0) next.fetch(p, k0 - kTile, valid);
+      if (u == kBackwardSplit - 1) next.fetch(p, block, k0 - kTile, valid);
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
       T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
-      T b_row[kBackwardStates], c_row[kBackwardStates];
+      T b_row[kBackwardStates], c_row[kBackwardStates], entering[kBackwardStates];
       StateGradSum<T> state_grads;
+      if (u == 0) load_checkpoint(checkpoint(k0), valid, entering);
       load_row(tile.b[u] + first_state, b_row);
       load_row(tile.c[u] + first_state, c_row);
       // States past the group have zero rows and A, so every term below is
@@ -834,7 +857,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) {
         const T a = tile.a[i][threadIdx.x];
-        const T prev_s = u > 0 ? window.at(u, i) : (valid ? checkpoint(k0 / kTile, i) : T(0));
+        const T prev_s = u > 0 ? window.at(u, i) : entering[i];
         const T decay = decay_of(step, a);
         const T h_s = decay * prev_s + input * b_row[i];  // as selective_step
         const T dC = g * h_s;
@@ -854,19 +877,20 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
       const T total = part == 0 ? mine + other : other + mine;
       const int64_t t = time_at(k0 + u, L, p.reverse);
-      const int64_t part_at = ((n * q.warps + warp) * L + t) * p.state + p.group_begin;
-      state_grads.finish(q.dC_part + part_at, q.dB_part + part_at, live, warp < q.warps);
+      const int64_t part_at = ((n * L + t) * q.warps + warp) * p.state + p.group_begin;
+      state_grads.finish(q.dC_part + part_at, q.dB_part + part_at, p.group_size(), warp < q.warps);
       if (valid) {
-        T& dst = grad_out[tile_at + u * stride];
+        T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
         dst = p.first_group() ? total : dst + total;
       }
       dD += g * x;
     }
   }
   if (valid) {
+    const int64_t task = n * p.channels + c;
 #pragma unroll
     for (int i = 0; i < kBackwardStates; ++i) {
-      if (first_state + i < live) q.dA_part[task * p.state + p.group_begin + first_state + i] = dA[i];
+      if (first_state + i < p.group_size()) q.dA_part[task * p.state + p.group_begin + first_state + i] = dA[i];
     }
     if (p.first_group() && part == 0) q.dD_part[task] = dD;
   }
@@ -896,9 +920,9 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
   check(L <= INT32_MAX - kTile, "selective_scan (cuda): length {} is beyond the backward's step counters", L);
   const int64_t tiles = (L + kTile - 1) / kTile;
   const int64_t warps = (C + kBackwardWarpChannels - 1) / kBackwardWarpChannels;  // per batch row
-  Tensor dB_part = scratch(B * warps * L * S, in.x), dC_part = scratch(B * warps * L * S, in.x);
+  Tensor dB_part = scratch(B * L * warps * S, in.x), dC_part = scratch(B * L * warps * S, in.x);
   Tensor dA_part = scratch(B * C * S, in.x), dD_part = scratch(B * C, in.x);
-  Tensor checkpoints = scratch(tiles * kBackwardStates * B * C * kBackwardSplit, in.x);
+  Tensor checkpoints = scratch(tiles * B * C * kBackwardSplit * kBackwardStates, in.x);
   const SelectiveBackwardOut<T> q{data_or_null<T>(grads.dx),    data_or_null<T>(grads.ddt), data_or_null<T>(dB_part),
                                   data_or_null<T>(dC_part),     data_or_null<T>(dA_part),   data_or_null<T>(dD_part),
                                   data_or_null<T>(checkpoints), warps};
@@ -916,9 +940,9 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
         <<<grid, kSelectiveBackwardThreads, window_bytes, current_stream()>>>(p, data_or_null<const T>(dy), q);
     CUDA_CHECK_LAUNCH();
   });
-  // dBm[b] and dCm[b] sum the warps of batch b; dA and dD sum the batch.
-  sum_partial_rows(data_or_null<const T>(dB_part), B, warps, L * S, data_or_null<T>(grads.dBm));
-  sum_partial_rows(data_or_null<const T>(dC_part), B, warps, L * S, data_or_null<T>(grads.dCm));
+  // dBm[b, t] and dCm[b, t] sum the warps of batch b; dA and dD sum the batch.
+  sum_partial_rows(data_or_null<const T>(dB_part), B * L, warps, S, data_or_null<T>(grads.dBm));
+  sum_partial_rows(data_or_null<const T>(dC_part), B * L, warps, S, data_or_null<T>(grads.dCm));
   sum_partial_rows(data_or_null<const T>(dA_part), 1, B, C * S, data_or_null<T>(grads.dA));
   sum_partial_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
 }
