@@ -8,7 +8,8 @@
 // check that every lane of the warp takes part in the same kind of shuffle
 // (full mask). A thread that finishes leaves the block barrier's count (as on
 // the GPU); a warp shuffle or barrier that can never complete is reported as
-// a deadlock.
+// a deadlock. EMU_SCHEDULE=random picks the next thread at random at every
+// switch, so that a missing barrier shows as a wrong result.
 #pragma once
 #include <ucontext.h>
 
@@ -72,10 +73,23 @@ struct State {
   size_t max_dynamic_shared = 48 * 1024;  // raised by cudaFuncSetAttribute
   const std::function<void()>* body = nullptr;
   uint64_t shuffles = 0, barriers = 0;
+  bool random_schedule = false;
+  uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+  uint64_t random() {  // splitmix64
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
 };
 
 inline State& state() {
-  static State s;
+  static State s = [] {
+    State init;
+    const char* schedule = std::getenv("EMU_SCHEDULE");
+    init.random_schedule = schedule && std::strcmp(schedule, "random") == 0;
+    return init;
+  }();
   return s;
 }
 
@@ -87,9 +101,12 @@ inline void yield() {
   State& s = state();
   Fiber* me = s.current;
   const int n = static_cast<int>(s.fibers.size());
-  if (++s.yields_without_progress > 4L * n + 16) die("deadlock: no thread of the block can go on (divergent barrier or shuffle?)");
-  for (int step = 1; step <= n; ++step) {
-    const int i = (s.current_index + step) % n;
+  if (++s.yields_without_progress > (s.random_schedule ? 64L : 4L) * n + 16) die("deadlock: no thread of the block can go on (divergent barrier or shuffle?)");
+  // EMU_SCHEDULE=random: the next thread is picked at random (a reproducible
+  // stream), which varies the interleaving of warps between barriers.
+  const int start = s.random_schedule ? static_cast<int>(s.random() % n) : s.current_index + 1;
+  for (int step = 0; step < n; ++step) {
+    const int i = (start + step) % n;
     if (!s.fibers[i].done) {
       if (&s.fibers[i] == me) return;
       s.current_index = i;
