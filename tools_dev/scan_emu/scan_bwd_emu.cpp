@@ -140,8 +140,12 @@ int main(int argc, char** argv) {
         }
       }
     }
-    // ViT-like sequence length, several tiles, C not a multiple of 16.
-    for (bool reverse : {false, true}) run_case(2, 197, 40, 16, reverse, dtype, rng, stats);
+    // ViT-like sequence length, several tiles, C not a multiple of 16; three
+    // blocks of channels (the last mostly idle) with three state groups.
+    for (bool reverse : {false, true}) {
+      run_case(2, 197, 40, 16, reverse, dtype, rng, stats);
+      run_case(2, 20, 130, 33, reverse, dtype, rng, stats);
+    }
   }
   for (int d = 0; d < 2; ++d) {
     std::printf("%s worst max|emulated - cpu| / max|cpu|:\n", d ? "float64" : "float32");

@@ -15,16 +15,17 @@
 //                        there are too few sequences to fill the GPU, one warp
 //                        per sequence instead: lanes take contiguous chunks of
 //                        time, chained by a shuffle scan of affine maps.
-//   selective_scan       one thread per (batch, channel) with 16 states in
-//                        registers (one pass per 16 states when S is larger);
-//                        a block shares one batch row, so the tile's
-//                        Bm and Cm rows are staged once in shared memory. The
-//                        forward splits a channel's states over 4 lanes. The
-//                        backward recomputes the states (from checkpoints every
-//                        tile, replaying each tile into a shared-memory
-//                        window) and reduces dBm and dCm over the warp's channels
-//                        with a transposing butterfly; no atomics anywhere, so the
-//                        results are bit-reproducible.
+//   selective_scan       a channel's states in groups of 16 (one pass per
+//                        group when S is larger), each group split over two
+//                        neighbouring lanes of 8 states that combine their sums
+//                        with a shuffle; a block shares one batch row, so the
+//                        tile's Bm and Cm rows are staged once in shared memory.
+//                        The backward recomputes the states (from a checkpoint
+//                        per tile, replaying each tile into a shared-memory
+//                        window), walks each tile back with its x, dt and rows
+//                        in shared memory, and reduces dBm and dCm over the
+//                        warp's 16 channels with a transposing butterfly; no
+//                        atomics anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs); dx
 //                        is the same kernel with the taps flipped; dweight and
 //                        dbias via per-batch partial sums, reduced in a fixed order.
@@ -684,10 +685,6 @@ __device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[
   }
 }
 
-// Keeps the compiler from carrying shared-memory values across this point in
-// registers (the walk back rereads A and the tile rather than hold them).
-__device__ __forceinline__ void reread_shared_after_this() { asm volatile("" ::: "memory"); }
-
 // dBm and dCm of one step summed over the warp's 16 channels, for each half
 // of the states, by one transposing butterfly. Lane l = 2j + part holds 16
 // values of channel j: v[i] = dC[i] and v[8 + i] = dB[i], for state
@@ -837,7 +834,6 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // Walk back.
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      reread_shared_after_this();
       // The next tile's fetch waits until only steps 0 and 1 are left: the
       // registers of the shares of dy are free by then.
       if (u == kBackwardSplit - 1) next.fetch(p, block, k0 - kTile, valid);
