@@ -832,18 +832,22 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       }
     }
     // Walk back.
+    T entering[kBackwardStates];
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch waits until only steps 0 and 1 are left: the
-      // registers of the shares of dy are free by then.
-      if (u == kBackwardSplit - 1) next.fetch(p, block, k0 - kTile, valid);
+      // The next tile's fetch, and the reread of the checkpoint for step 0,
+      // wait until only steps 0 and 1 are left: the registers of the shares
+      // of dy are free by then, and step 1 covers the loads' latency.
+      if (u == kBackwardSplit - 1) {
+        next.fetch(p, block, k0 - kTile, valid);
+        load_checkpoint(checkpoint(k0), valid, entering);
+      }
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
       T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
-      T b_row[kBackwardStates], c_row[kBackwardStates], entering[kBackwardStates];
+      T b_row[kBackwardStates], c_row[kBackwardStates];
       StateGradSum<T> state_grads;
-      if (u == 0) load_checkpoint(checkpoint(k0), valid, entering);
       load_row(tile.b[u] + first_state, b_row);
       load_row(tile.c[u] + first_state, c_row);
       // States past the group have zero rows and A, so every term below is
