@@ -144,9 +144,10 @@ TEST(CudaScan, SelectiveScanMatchesCpu) {
   // [B, L, C, S]: L = 1; one state; a warp and a half of channels; ViT's 197
   // tokens with S = 16 and C not a multiple of 32; S = 17 and S = 64 (two and
   // four passes of 16 states; L a perfect square: chunks of exactly sqrt(L));
-  // C = 70 leaves a whole warp of the last block past the channels.
-  const std::vector<Shape> shapes = {{2, 1, 3, 2},    {1, 5, 4, 1},    {2, 7, 48, 4},
-                                     {2, 197, 40, 16}, {1, 33, 70, 17}, {1, 49, 5, 64}};
+  // C = 70 leaves whole warps of the last block past the channels; C = 130
+  // takes three blocks of the backward (64 channels each) in three passes.
+  const std::vector<Shape> shapes = {{2, 1, 3, 2},     {1, 5, 4, 1},    {2, 7, 48, 4},  {2, 197, 40, 16},
+                                     {1, 33, 70, 17}, {1, 49, 5, 64}, {3, 20, 130, 33}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& bcls : shapes) {
       for (bool reverse : {false, true}) {

@@ -15,16 +15,17 @@
 //                        there are too few sequences to fill the GPU, one warp
 //                        per sequence instead: lanes take contiguous chunks of
 //                        time, chained by a shuffle scan of affine maps.
-//   selective_scan       one thread per (batch, channel) with 16 states in
-//                        registers (one pass per 16 states when S is larger);
-//                        a block shares one batch row, so the tile's
-//                        Bm and Cm rows are staged once in shared memory. The
-//                        forward splits a channel's states over 4 lanes. The
-//                        backward recomputes the states (from checkpoints every
-//                        tile, replaying each tile into a shared-memory
-//                        window) and reduces dBm and dCm over the warp's channels
-//                        with a transposing butterfly; no atomics anywhere, so the
-//                        results are bit-reproducible.
+//   selective_scan       a channel's states in groups of 16 (one pass per
+//                        group when S is larger), each group split over two
+//                        neighbouring lanes of 8 states that combine their sums
+//                        with a shuffle; a block shares one batch row, so the
+//                        tile's Bm and Cm rows are staged once in shared memory.
+//                        The backward recomputes the states (from a checkpoint
+//                        per tile, replaying each tile into a shared-memory
+//                        window), walks each tile back with its x, dt and rows
+//                        in shared memory, and reduces dBm and dCm over the
+//                        warp's 16 channels with a transposing butterfly; no
+//                        atomics anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs); dx
 //                        is the same kernel with the taps flipped; dweight and
 //                        dbias via per-batch partial sums, reduced in a fixed order.
@@ -461,6 +462,14 @@ __device__ __forceinline__ void load_row(const T* row, T (&out)[N]) {
   }
 }
 
+// N elements to a 16-byte aligned row in memory, as vectors of 4.
+template <typename T, int N>
+__device__ __forceinline__ void store_row(const T (&in)[N], T* row) {
+  static_assert(N % 4 == 0, "rows are written 4 elements at a time");
+#pragma unroll
+  for (int i = 0; i < N; i += 4) store_pack(row + i, Pack<T, 4>{{in[i], in[i + 1], in[i + 2], in[i + 3]}});
+}
+
 // One scan step for one channel over N of its states: h = exp(dt A) * h +
 // dt x Bm, as SelectiveScanCpu::advance. b_row points at the first of the N
 // states. There are no branches for the states past the group: their A and
@@ -540,169 +549,350 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
   }
 }
 
+// ------------------------------------------------------ selective_scan backward
+
+// The backward splits a channel's 16 states over kBackwardSplit neighbouring
+// lanes, like the forward: thread 2j + part of a block takes states
+// part * 8 .. part * 8 + 7 of the block's channel j, so a warp covers 16
+// channels. Half the states per thread is half the registers (dh, dA and the
+// per-step gradients), hence twice the warps per SM at the same shared
+// memory per channel.
+constexpr int kBackwardSplit = 2;
+constexpr int kBackwardStates = kStateGroup / kBackwardSplit;  // states per lane
+constexpr int kBackwardLaneSteps = kTile / kBackwardSplit;     // a lane's share of a tile's x, dt and dy
+constexpr int kBackwardWarpChannels = kWarpSize / kBackwardSplit;
+constexpr int kSelectiveBackwardThreads = 128;
+constexpr int kBackwardBlockChannels = kSelectiveBackwardThreads / kBackwardSplit;
+static_assert(kBackwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
+
 // Where the backward writes, plus its scratch.
 template <typename T>
 struct SelectiveBackwardOut {
   T *dx, *ddt;     // written by the first group, added to by later ones
-  T* dB_part;      // [B, warps, L, S]: dBm summed over the 32 channels of a warp
-  T* dC_part;      // [B, warps, L, S]: likewise dCm
+  T* dB_part;      // [B, L, warps, S]: dBm summed over the 16 channels of each warp of a batch row
+  T* dC_part;      // [B, L, warps, S]: likewise dCm
   T* dA_part;      // [B, C, S]: dA of each (batch, channel)
   T* dD_part;      // [B, C] (first group)
-  T* checkpoints;  // [tiles, group, B * C]: the state entering every tile of kTile steps
-  int64_t warps;
+  T* checkpoints;  // [tiles, B * C * kBackwardSplit, kBackwardStates]: the state entering every tile, by lane
+  int64_t warps;   // warps per batch row: ceil(C / 16)
 };
 
+// A block of the backward takes channels c0 .. c0 + 63 of batch n. Its
+// addresses are a part that the whole block shares (kept in uniform
+// registers) plus a small offset of the thread's own (its channel c - c0,
+// its row element), so that few registers of each thread hold addresses.
+struct BackwardBlock {
+  StepWalk seq;   // x, dt, dy, dx, ddt: channel c0 of batch n, step by step
+  StepWalk rows;  // Bm, Cm: element group_begin of batch n's rows, step by step
+  int length;
+};
+
+// What one lane of the backward fetches of a tile of kTile steps at k0: its
+// channel's x and dt at the tile steps u = part, part + 2, ... (the other
+// lane of the channel fetches the rest), and one element each of the
+// group's Bm and Cm rows (the block's 128 threads cover the tile's 8 x 16
+// elements once). As in the forward, the next tile is fetched while the
+// current one is computed.
+template <typename T>
+struct BackwardTileFetch {
+  static_assert(kSelectiveBackwardThreads == kTile * kStateGroup, "one row element per thread");
+  T x[kBackwardLaneSteps], dt[kBackwardLaneSteps];  // zero past the sequence or the channels
+  T b, c;                                           // zero past the sequence or the group
+
+  // A tile past either end of the sequence fetches zeros (the callers fetch
+  // unconditionally, which keeps the compiler from holding the previous
+  // values through the loop).
+  __device__ void fetch(const SelectiveArgs<T>& p, const BackwardBlock& block, int k0, bool valid) {
+    const int part = threadIdx.x % kBackwardSplit, channel = threadIdx.x / kBackwardSplit;
+    const int steps_left = k0 >= 0 && valid ? block.length - k0 : 0;
+#pragma unroll
+    for (int j = 0; j < kBackwardLaneSteps; ++j) {
+      const bool live = j * kBackwardSplit + part < steps_left;
+      const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
+      x[j] = live ? p.x[at] : T(0);
+      dt[j] = live ? p.dt[at] : T(0);
+    }
+    const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
+    const bool live = k0 >= 0 && s < p.group_size() && u < block.length - k0;
+    const int64_t at = block.rows.at(k0) + (u * block.rows.stride + s);
+    b = live ? p.Bm[at] : T(0);
+    c = live ? p.Cm[at] : T(0);
+  }
+};
+
+// The backward's shared copy of the current tile: the group's Bm and Cm rows
+// and the channels' x and dt, each thread's fetched share in its own column
+// (x_at(u) reads step u of the thread's channel from the lane that fetched
+// it); plus each thread's A. Reading these here rather than holding them in
+// registers leaves the registers to the states.
+template <typename T>
+struct BackwardShared {
+  alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
+  alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
+  T x[kBackwardLaneSteps][kSelectiveBackwardThreads];
+  T dt[kBackwardLaneSteps][kSelectiveBackwardThreads];
+  T a[kBackwardStates][kSelectiveBackwardThreads];  // scaled A of the thread's states
+
+  __device__ void store(const BackwardTileFetch<T>& fetched) {
+    __syncthreads();  // everyone is done with the previous tile
+    b[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.b;
+    c[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.c;
+#pragma unroll
+    for (int j = 0; j < kBackwardLaneSteps; ++j) {
+      x[j][threadIdx.x] = fetched.x[j];
+      dt[j][threadIdx.x] = fetched.dt[j];
+    }
+    __syncthreads();
+  }
+  // Step u's x and dt of this thread's channel (lanes 2j and 2j + 1 read
+  // the same word; a warp reads 16 words two apart, one per bank).
+  __device__ T x_at(int u) const { return x[u / kBackwardSplit][owner_of(u)]; }
+  __device__ T dt_at(int u) const { return dt[u / kBackwardSplit][owner_of(u)]; }
+  __device__ static int owner_of(int u) {
+    return threadIdx.x / kBackwardSplit * kBackwardSplit + u % kBackwardSplit;
+  }
+};
+
+// Step u's value of a tile array split over the two lanes of a channel (lane
+// part u % 2 holds it at u / 2), on both lanes. u must be a constant after
+// unrolling, so that the array stays in registers.
+template <typename T>
+__device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int u) {
+  return __shfl_sync(kFullMask, share[u / kBackwardSplit], u % kBackwardSplit, kBackwardSplit);
+}
+
 // The states of the tile being walked back, one column per thread of the
-// block: slot w holds the state after step k0 + w - 1 (dynamic shared memory).
+// block (dynamic shared memory; consecutive threads, consecutive words):
+// at(u, i) holds state first_state + i entering step k0 + u, for u = 1..7
+// (the state entering step k0 is the tile's checkpoint).
 template <typename T>
 struct StateWindow {
   T* base;
-  __device__ T& at(int64_t slot, int s) const { return base[(slot * kStateGroup + s) * blockDim.x + threadIdx.x]; }
-};
-constexpr int kWindowSlots = kTile + 1;
-
-// dBm and dCm of one step summed over the warp's 32 channels with one
-// transposing reduction: lanes 0..15 end with dCm[s = lane], lanes 16..31 with
-// dBm[s = lane - 16]. Writes only when `write` (a warp wholly past the
-// channels has no row).
-template <typename T>
-__device__ __forceinline__ void reduce_state_grads(const T (&dC)[kStateGroup], const T (&dB)[kStateGroup], T* dC_row,
-                                                   T* dB_row, int live, bool write) {
-  static_assert(2 * kStateGroup == kWarpSize, "one transposing reduction covers dBm and dCm");
-  T v[kWarpSize];
-#pragma unroll
-  for (int i = 0; i < kStateGroup; ++i) {
-    v[i] = dC[i];
-    v[kStateGroup + i] = dB[i];
+  __device__ T& at(int u, int i) const {
+    return base[((u - 1) * kBackwardStates + i) * kSelectiveBackwardThreads + threadIdx.x];
   }
-  const T total = warp_sum_transposed(v);
-  const int lane = threadIdx.x % kWarpSize, s = lane % kStateGroup;
-  if (write && s < live) (lane < kStateGroup ? dC_row : dB_row)[s] = total;
+};
+constexpr int kWindowSlots = kTile - 1;
+
+// A lane's checkpoint (zero for a lane past the channels).
+template <typename T>
+__device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[kBackwardStates]) {
+  if (valid) {
+    load_row(at, h);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kBackwardStates; ++i) h[i] = T(0);
+  }
 }
+
+// dBm and dCm of one step summed over the warp's 16 channels, for each half
+// of the states, by one transposing butterfly. Lane l = 2j + part holds 16
+// values of channel j: v[i] = dC[i] and v[8 + i] = dB[i], for state
+// part * 8 + i. The rounds pair lanes across the xor offsets 16, 8, 4, 2 (never
+// 1: the two parts are summed apart); at offset 2h the lane with that bit set
+// keeps values h..2h-1, its partner values 0..h-1, and each adds what the
+// partner sends of the half it keeps (8 + 4 + 2 + 1 shuffles, in a fixed
+// order). Afterwards lane l holds the total of value l / 2 of its part:
+//   lanes  0..15  dCm of state (l % 2) * 8 + l / 2
+//   lanes 16..31  dBm of state (l % 2) * 8 + l / 2 - 8
+// so the warp writes each row's 16 dCm and 16 dBm once. The first round pairs
+// dC[i] with dB[i], so add() runs it state by state as the walk back produces
+// them (8 values live rather than 16); finish() runs the other three.
+template <typename T>
+struct StateGradSum {
+  static_assert(2 * kBackwardStates == kBackwardWarpChannels, "one value per lane of a part after the butterfly");
+  T v[kBackwardStates];
+
+  __device__ __forceinline__ void add(int i, T dC, T dB) {
+    constexpr int offset = kBackwardSplit * kBackwardStates;  // 16
+    const bool upper = threadIdx.x & offset;
+    v[i] = (upper ? dB : dC) + __shfl_xor_sync(kFullMask, upper ? dC : dB, offset);
+  }
+
+  // Writes element s of dC_row or dB_row (only when `write`: a warp wholly
+  // past the channels has no row).
+  __device__ __forceinline__ void finish(T* dC_row, T* dB_row, int live, bool write) {
+    const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+    for (int half = kBackwardStates / 2; half > 0; half /= 2) {
+      const int offset = kBackwardSplit * half;
+      const bool upper = lane & offset;
+#pragma unroll
+      for (int i = 0; i < half; ++i) {
+        const T keep = upper ? v[i + half] : v[i];
+        const T send = upper ? v[i] : v[i + half];
+        v[i] = keep + __shfl_xor_sync(kFullMask, send, offset);
+      }
+    }
+    const int value = lane / kBackwardSplit;
+    const int s = lane % kBackwardSplit * kBackwardStates + value % kBackwardStates;
+    if (write && s < live) (value < kBackwardStates ? dC_row : dB_row)[s] = v[0];
+  }
+};
 
 // The backward needs h_{k-1} and h_k at every step k, walking k downwards,
 // while the forward keeps only the current state. A first forward pass stores
 // the state entering every tile of kTile steps in global memory; then, tile by
 // tile from the last, the tile is replayed forward from its checkpoint into a
 // shared-memory window and walked back (the reverse step is
-// SelectiveScanCpu::backward, term for term). Short tiles keep the window
-// small (9 states per thread), so that enough warps share an SM.
+// SelectiveScanCpu::backward, term for term). The window holds the state
+// entering each step but the first (the checkpoint, reread); the walk back
+// recomputes the state after a step from the one entering it.
 //
-// Grid (channel blocks, batch); consecutive threads take consecutive
-// channels; lanes past C idle through the loops (contributing zeros) because
-// the whole warp takes part in the reductions of dBm and dCm over its 32
-// channels, and the whole block in staging the state rows.
-constexpr int kSelectiveBackwardThreads = kMinSelectiveThreads;
-
-// At most 168 registers per thread, so that 6 blocks (12 warps) share an SM
-// (their windows take 6 x 36 KiB of shared memory).
+// Grid (blocks of 64 channels, batch); lanes 2j and 2j + 1 of a block take
+// channel j's two halves of the states (above). A tile's x and dt go through
+// shared memory, each lane of a channel fetching half of the steps; dy stays
+// in registers, half per lane, and reaches the other lane by a shuffle. Per
+// step, the lanes of a channel combine their sums for dx and ddt with one
+// shuffle (part 0 writes dx, part 1 ddt); dA stays per lane (its own states);
+// dD is part 0's. Lanes past C idle through the loops (contributing exact
+// zeros) because the whole warp takes part in the shuffles, and the whole
+// block in staging the tile. The walk back is unrolled over the tile, so that
+// the shares of dy stay in registers.
+//
+// float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
+// takes 28 KiB of window and 9 KiB of tile and A. double: twice that, 3 blocks.
 template <typename T>
-__global__ void __launch_bounds__(kSelectiveBackwardThreads, 6) selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
+constexpr int kSelectiveBackwardBlocksPerSm = sizeof(T) == 4 ? 6 : 3;
+
+template <typename T>
+__global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardBlocksPerSm<T>)
+    selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
   extern __shared__ unsigned char window_bytes[];
-  __shared__ StateRowsTile<T> rows;
+  __shared__ BackwardShared<T> tile;
   const StateWindow<T> window{reinterpret_cast<T*>(window_bytes)};
-  const int64_t n = blockIdx.y, c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int part = threadIdx.x % kBackwardSplit, first_state = part * kBackwardStates;
+  const int channel = threadIdx.x / kBackwardSplit;  // c - c0
+  const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels), c = c0 + channel;
   const bool valid = c < p.channels;
-  const int64_t warp = c / kWarpSize, L = p.length, tasks = p.batch * p.channels, task = n * p.channels + c;
-  const int live = p.group_size();
-  auto checkpoint = [&](int64_t tile, int s) -> T& { return q.checkpoints[(tile * kStateGroup + s) * tasks + task]; };
-  T scaled_a[kStateGroup], h[kStateGroup];
-  load_scaled_a(p, c, valid, 0, scaled_a);
+  const int L = static_cast<int>(p.length);  // (checked on the host)
+  const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L};
+  // The lane's checkpoint of the tile at k0: its 8 states, contiguous (two
+  // vector accesses; one address per tile).
+  const int64_t lanes = p.batch * p.channels * kBackwardSplit;
+  const int64_t lane_index = (n * p.channels + c0) * kBackwardSplit + threadIdx.x;
+  auto checkpoint = [&](int k0) { return q.checkpoints + (k0 / kTile * lanes + lane_index) * kBackwardStates; };
 
   // Pass 1: recompute the forward, storing the state entering every tile.
+  T h[kBackwardStates];
+  {
+    T scaled_a[kBackwardStates];
+    load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
-  for (int s = 0; s < kStateGroup; ++s) h[s] = T(0);
-  TileFetch<T> next(p, n, c);
-  next.fetch(p, 0, valid);
-  for (int64_t k0 = 0; k0 < L; k0 += kTile) {
-    rows.store(next);
-    const ChannelTile<T> in = next.channel;
-    if (k0 + kTile < L) next.fetch(p, k0 + kTile, valid);
-#pragma unroll
-    for (int s = 0; s < kStateGroup; ++s) {
-      if (valid) checkpoint(k0 / kTile, s) = h[s];
+    for (int i = 0; i < kBackwardStates; ++i) {
+      tile.a[i][threadIdx.x] = scaled_a[i];  // for pass 2 (read by this thread only)
+      h[i] = T(0);
     }
+    BackwardTileFetch<T> next;
+    next.fetch(p, block, 0, valid);
+    for (int k0 = 0; k0 < L; k0 += kTile) {
+      tile.store(next);
+      next.fetch(p, block, k0 + kTile, valid);
+      if (valid) store_row(h, checkpoint(k0));
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
-      if (k0 + u >= L) break;
-      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u]);
+      for (int u = 0; u < kTile; ++u) {
+        if (k0 + u >= L) break;
+        selective_step(h, scaled_a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+      }
     }
   }
 
   // Pass 2: tiles from the last to the first.
-  T dh[kStateGroup], dA[kStateGroup];  // dh: dL/dh carried backwards through the steps
+  T dh[kBackwardStates], dA[kBackwardStates];  // dh: dL/dh carried backwards through the steps
 #pragma unroll
-  for (int s = 0; s < kStateGroup; ++s) dh[s] = dA[s] = T(0);
+  for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
   T dD = T(0);
-  const T d = valid && p.first_group() ? p.D[c] : T(0);
-  const int64_t last_tile = (L - 1) / kTile * kTile;
-  const int stride = next.walk.stride;
-  next.fetch(p, last_tile, valid);
-  for (int64_t k0 = last_tile; k0 >= 0; k0 -= kTile) {
-    const int steps = static_cast<int>(std::min<int64_t>(kTile, L - k0));
-    rows.store(next);
-    const ChannelTile<T> in = next.channel;
-    if (k0 > 0) next.fetch(p, k0 - kTile, valid);
-    T g_tile[kTile];
+  const T d = valid && p.first_group() && part == 0 ? p.D[c] : T(0);  // D x enters dx once, on part 0
+  const int64_t warp = c0 / kBackwardWarpChannels + threadIdx.x / kWarpSize;  // in the batch row
+  const int last_tile = (L - 1) / kTile * kTile;
+  BackwardTileFetch<T> next;
+  next.fetch(p, block, last_tile, valid);
+  for (int k0 = last_tile; k0 >= 0; k0 -= kTile) {
+    const int steps = L - k0 < kTile ? L - k0 : kTile;
+    tile.store(next);
+    T g_share[kBackwardLaneSteps];
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) g_tile[u] = u < in.steps ? dy[in.first + u * stride] : T(0);
-    // Replay: window slot w <- the state after step k0 + w - 1.
-#pragma unroll
-    for (int s = 0; s < kStateGroup; ++s) {
-      window.at(0, s) = h[s] = valid ? checkpoint(k0 / kTile, s) : T(0);
+    for (int j = 0; j < kBackwardLaneSteps; ++j) {
+      const bool live = valid && j * kBackwardSplit + part < steps;
+      const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
+      g_share[j] = live ? dy[at] : T(0);
     }
+    // Replay: window at(u) <- the state entering step k0 + u.
+    {
+      T a[kBackwardStates];
+      load_checkpoint(checkpoint(k0), valid, h);
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
-      if (u >= steps) break;
-      selective_step(h, scaled_a, rows.b[u], in.dt[u], in.x[u]);
+      for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
 #pragma unroll
-      for (int s = 0; s < kStateGroup; ++s) {
-        window.at(u + 1, s) = h[s];
+      for (int u = 0; u + 1 < kTile; ++u) {
+        if (u + 1 >= steps) break;
+        selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+#pragma unroll
+        for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
       }
     }
     // Walk back.
-#pragma unroll 1  // one step's body is large (16 states and a reduction): a loop keeps the code small
-    for (int u = steps - 1; u >= 0; --u) {
-      const T g = g_tile[u], x = in.x[u], step = in.dt[u];
-      T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
-      T dC[kStateGroup], dB[kStateGroup], b_row[kStateGroup], c_row[kStateGroup];
-      load_row(rows.b[u], b_row);
-      load_row(rows.c[u], c_row);
-      // States past the group have zero rows, so every term below is zero for
-      // them; at k = 0 the state entering the step (window slot 0) is zero, so
-      // the decay's gradient vanishes there as in the CPU reference.
+    T entering[kBackwardStates];
 #pragma unroll
-      for (int s = 0; s < kStateGroup; ++s) {
-        const T h_s = window.at(u + 1, s), prev_s = window.at(u, s);
-        dC[s] = g * h_s;
-        dh[s] += g * c_row[s];  // dh[s] is now the full dL/dh_t[s]
-        const T decay = decay_of(step, scaled_a[s]);
-        const T d_exponent = dh[s] * prev_s * decay;  // dL/d(dt_t A[s])
-        dA[s] += d_exponent * step;
-        ddt_exponent += d_exponent * scaled_a[s];  // A[s] up to decay_exponent_scale, undone below
-        ddt_sum += dh[s] * b_row[s] * x;
-        dB[s] = dh[s] * step * x;
-        dx_sum += dh[s] * step * b_row[s];
-        dh[s] *= decay;  // on to dL/dh_prev
+    for (int u = kTile - 1; u >= 0; --u) {
+      // The next tile's fetch, and the reread of the checkpoint for step 0,
+      // wait until only steps 0 and 1 are left: the registers of the shares
+      // of dy are free by then, and step 1 covers the loads' latency.
+      if (u == kBackwardSplit - 1) {
+        next.fetch(p, block, k0 - kTile, valid);
+        load_checkpoint(checkpoint(k0), valid, entering);
+      }
+      if (u >= steps) continue;
+      const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
+      const T input = step * x;
+      T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
+      T b_row[kBackwardStates], c_row[kBackwardStates];
+      StateGradSum<T> state_grads;
+      load_row(tile.b[u] + first_state, b_row);
+      load_row(tile.c[u] + first_state, c_row);
+      // States past the group have zero rows and A, so every term below is
+      // zero for them; at k = 0 the state entering the step (the first
+      // checkpoint) is zero, so the decay's gradient vanishes there as in the
+      // CPU reference.
+#pragma unroll
+      for (int i = 0; i < kBackwardStates; ++i) {
+        const T a = tile.a[i][threadIdx.x];
+        const T prev_s = u > 0 ? window.at(u, i) : entering[i];
+        const T decay = decay_of(step, a);
+        const T h_s = decay * prev_s + input * b_row[i];  // as selective_step
+        const T dC = g * h_s;
+        dh[i] += g * c_row[i];  // dh[i] is now the full dL/dh_t[s]
+        const T d_exponent = dh[i] * prev_s * decay;  // dL/d(dt_t A[s])
+        dA[i] += d_exponent * step;
+        ddt_exponent += d_exponent * a;  // A[s] up to decay_exponent_scale, undone below
+        ddt_sum += dh[i] * b_row[i] * x;
+        state_grads.add(i, dC, dh[i] * step * x);  // dB
+        dx_sum += dh[i] * step * b_row[i];
+        dh[i] *= decay;  // on to dL/dh_prev
       }
       ddt_sum += decay_exponent_unscale(ddt_exponent);
+      // One shuffle combines both sums: part 0 sends its ddt and gets part
+      // 1's dx, part 1 the other way round; each adds part 0's term first.
+      const T mine = part == 0 ? dx_sum : ddt_sum;
+      const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
+      const T total = part == 0 ? mine + other : other + mine;
       const int64_t t = time_at(k0 + u, L, p.reverse);
-      const int64_t part_at = ((n * q.warps + warp) * L + t) * p.state + p.group_begin;
-      reduce_state_grads(dC, dB, q.dC_part + part_at, q.dB_part + part_at, live, warp < q.warps);
+      const int64_t part_at = ((n * L + t) * q.warps + warp) * p.state + p.group_begin;
+      state_grads.finish(q.dC_part + part_at, q.dB_part + part_at, p.group_size(), warp < q.warps);
       if (valid) {
-        const int64_t i = in.first + u * stride;
-        q.dx[i] = p.first_group() ? dx_sum : q.dx[i] + dx_sum;
-        q.ddt[i] = p.first_group() ? ddt_sum : q.ddt[i] + ddt_sum;
+        T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
+        dst = p.first_group() ? total : dst + total;
       }
       dD += g * x;
     }
   }
   if (valid) {
+    const int64_t task = n * p.channels + c;
 #pragma unroll
-    for (int s = 0; s < kStateGroup; ++s) {
-      if (s < live) q.dA_part[task * p.state + p.group_begin + s] = dA[s];
+    for (int i = 0; i < kBackwardStates; ++i) {
+      if (first_state + i < p.group_size()) q.dA_part[task * p.state + p.group_begin + first_state + i] = dA[i];
     }
-    if (p.first_group()) q.dD_part[task] = dD;
+    if (p.first_group() && part == 0) q.dD_part[task] = dD;
   }
 }
 
@@ -727,26 +917,32 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
                                bool reverse) {
   const SelectiveArgs<T> args = selective_args<T>(in, reverse);
   const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state;
-  const int64_t tiles = (L + kTile - 1) / kTile, warps = (C + kWarpSize - 1) / kWarpSize;
-  Tensor dB_part = scratch(B * warps * L * S, in.x), dC_part = scratch(B * warps * L * S, in.x);
+  check(L <= INT32_MAX - kTile, "selective_scan (cuda): length {} is beyond the backward's step counters", L);
+  const int64_t tiles = (L + kTile - 1) / kTile;
+  const int64_t warps = (C + kBackwardWarpChannels - 1) / kBackwardWarpChannels;  // per batch row
+  Tensor dB_part = scratch(B * L * warps * S, in.x), dC_part = scratch(B * L * warps * S, in.x);
   Tensor dA_part = scratch(B * C * S, in.x), dD_part = scratch(B * C, in.x);
-  Tensor checkpoints = scratch(tiles * kStateGroup * B * C, in.x);
+  Tensor checkpoints = scratch(tiles * B * C * kBackwardSplit * kBackwardStates, in.x);
   const SelectiveBackwardOut<T> q{data_or_null<T>(grads.dx),    data_or_null<T>(grads.ddt), data_or_null<T>(dB_part),
                                   data_or_null<T>(dC_part),     data_or_null<T>(dA_part),   data_or_null<T>(dD_part),
                                   data_or_null<T>(checkpoints), warps};
-  const size_t window_bytes = kWindowSlots * kStateGroup * kSelectiveBackwardThreads * sizeof(T);
+  const size_t window_bytes = kWindowSlots * kBackwardStates * kSelectiveBackwardThreads * sizeof(T);
   cuda_check(cudaFuncSetAttribute(selective_backward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(window_bytes)),
              "selective_backward_kernel: shared memory size");
+  // The windows of 6 blocks (float) fill the SM's shared memory: ask for all of it.
+  cuda_check(cudaFuncSetAttribute(selective_backward_kernel<T>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                  cudaSharedmemCarveoutMaxShared),
+             "selective_backward_kernel: shared memory carveout");
   for_each_state_group(args, [&](const SelectiveArgs<T>& p) {
-    const dim3 grid(blocks_for(C, kSelectiveBackwardThreads), static_cast<unsigned>(B));
+    const dim3 grid(blocks_for(C * kBackwardSplit, kSelectiveBackwardThreads), static_cast<unsigned>(B));
     selective_backward_kernel<T>
         <<<grid, kSelectiveBackwardThreads, window_bytes, current_stream()>>>(p, data_or_null<const T>(dy), q);
     CUDA_CHECK_LAUNCH();
   });
-  // dBm[b] and dCm[b] sum the warps of batch b; dA and dD sum the batch.
-  sum_partial_rows(data_or_null<const T>(dB_part), B, warps, L * S, data_or_null<T>(grads.dBm));
-  sum_partial_rows(data_or_null<const T>(dC_part), B, warps, L * S, data_or_null<T>(grads.dCm));
+  // dBm[b, t] and dCm[b, t] sum the warps of batch b; dA and dD sum the batch.
+  sum_partial_rows(data_or_null<const T>(dB_part), B * L, warps, S, data_or_null<T>(grads.dBm));
+  sum_partial_rows(data_or_null<const T>(dC_part), B * L, warps, S, data_or_null<T>(grads.dCm));
   sum_partial_rows(data_or_null<const T>(dA_part), 1, B, C * S, data_or_null<T>(grads.dA));
   sum_partial_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
 }

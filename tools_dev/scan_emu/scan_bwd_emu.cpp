@@ -1,0 +1,160 @@
+// Runs the CUDA selective-scan kernels (engine/ops/scan/scan.cu, rewritten by
+// gen.py and compiled for the host against emu_runtime.h) on CPU tensors and
+// compares them with the CPU reference (SelectiveScanCpu in scan_cpu.cpp):
+// the forward y and every gradient of the backward, over a grid of shapes,
+// both directions, float32 and float64. Also checks that two emulated
+// backward runs agree bit for bit. Build and run with run.sh.
+//
+// Usage: scan_bwd_emu [--quick]   (exit status 1 on any mismatch)
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include EMU_SCAN_CU  // the generated copy of engine/ops/scan/scan.cu
+
+#include "engine/random.h"
+
+// The two runtime functions that cuda_utils.cuh declares (engine/cuda/runtime.cu
+// on a CUDA build).
+namespace engine {
+void cuda_check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) fail("emulated CUDA call failed: {}", what);
+}
+cudaStream_t current_stream() { return nullptr; }
+}  // namespace engine
+
+namespace {
+
+using engine::DType;
+using engine::Rng;
+using engine::Shape;
+using engine::Tensor;
+
+struct Worst {
+  double rel = 0;  // max |a - e| / max |e|
+  std::string where;
+};
+
+struct Stats {
+  int cases = 0, failures = 0;
+  Worst worst[2][7];  // [dtype][y, dx, ddt, dA, dBm, dCm, dD]
+};
+
+const char* kNames[7] = {"y", "dx", "ddt", "dA", "dBm", "dCm", "dD"};
+
+Tensor nan_like(const Tensor& t) {
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  std::memset(out.raw_data(), 0xff, out.numel() * engine::dtype_size(out.dtype()));
+  return out;
+}
+
+// expect_all_close's rule (tests/cuda/cuda_expect.h): per element
+// |a - e| <= tol * (1 + |e| + 0.01 max |e|); NaN fails.
+bool compare(const Tensor& actual, const Tensor& expected, double tol, Worst& worst, const std::string& label,
+             const char* name) {
+  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  double max_abs = 0, max_err = 0;
+  for (double v : e) max_abs = std::max(max_abs, std::abs(v));
+  int bad = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double err = std::abs(a[i] - e[i]);
+    if (!(err <= tol * (1.0 + std::abs(e[i]) + 0.01 * max_abs))) {
+      if (bad++ < 3) std::printf("  MISMATCH %s %s element %zu: emulated %.10g, cpu %.10g\n", label.c_str(), name, i, a[i], e[i]);
+    }
+    if (!(err <= max_err)) max_err = std::isnan(err) ? INFINITY : std::max(max_err, err);
+  }
+  const double rel = max_err / std::max(max_abs, 1e-30);
+  if (rel > worst.rel) worst = {rel, label};
+  return bad == 0;
+}
+
+bool bit_identical(const Tensor& a, const Tensor& b) {
+  return std::memcmp(a.raw_data(), b.raw_data(), a.numel() * engine::dtype_size(a.dtype())) == 0;
+}
+
+void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dtype, Rng& rng, Stats& stats) {
+  const std::string label = "[B=" + std::to_string(B) + " L=" + std::to_string(L) + " C=" + std::to_string(C) +
+                            " S=" + std::to_string(S) + (reverse ? " reverse" : " forward") +
+                            (dtype == DType::F64 ? " f64]" : " f32]");
+  const double tol = dtype == DType::F64 ? 1e-10 : 1e-4;
+  const engine::SelectiveScanInputs in{
+      Tensor::uniform({B, L, C}, rng, -1.0, 1.0, dtype), Tensor::uniform({B, L, C}, rng, 0.05, 1.0, dtype),
+      Tensor::uniform({C, S}, rng, -2.0, -0.1, dtype),   Tensor::uniform({B, L, S}, rng, -1.0, 1.0, dtype),
+      Tensor::uniform({B, L, S}, rng, -1.0, 1.0, dtype), Tensor::uniform({C}, rng, -1.0, 1.0, dtype)};
+  const Tensor dy = Tensor::uniform({B, L, C}, rng, -1.5, 1.5, dtype);
+  auto make_grads = [&](bool poisoned) {
+    auto make = [&](const Tensor& like) { return poisoned ? nan_like(like) : Tensor::zeros(like.shape(), dtype); };
+    return engine::SelectiveScanGrads{make(in.x), make(in.dt), make(in.A), make(in.Bm), make(in.Cm), make(in.D)};
+  };
+  // Reference.
+  Tensor y_cpu = Tensor::empty({B, L, C}, dtype);
+  engine::selective_scan_kernel.cpu(in, y_cpu, reverse);
+  const engine::SelectiveScanGrads cpu = make_grads(false);
+  engine::selective_scan_backward_kernel.cpu(in, dy, cpu, reverse);
+  // Emulated CUDA kernels (outputs start as NaN: every element must be written).
+  Tensor y_emu = nan_like(y_cpu);
+  engine::selective_scan_kernel.cuda(in, y_emu, reverse);
+  const engine::SelectiveScanGrads emu = make_grads(true), again = make_grads(true);
+  engine::selective_scan_backward_kernel.cuda(in, dy, emu, reverse);
+  engine::selective_scan_backward_kernel.cuda(in, dy, again, reverse);
+
+  const int d = dtype == DType::F64;
+  bool ok = compare(y_emu, y_cpu, tol, stats.worst[d][0], label, kNames[0]);
+  const Tensor* e[6] = {&emu.dx, &emu.ddt, &emu.dA, &emu.dBm, &emu.dCm, &emu.dD};
+  const Tensor* a[6] = {&again.dx, &again.ddt, &again.dA, &again.dBm, &again.dCm, &again.dD};
+  const Tensor* c[6] = {&cpu.dx, &cpu.ddt, &cpu.dA, &cpu.dBm, &cpu.dCm, &cpu.dD};
+  for (int i = 0; i < 6; ++i) {
+    ok = compare(*e[i], *c[i], tol, stats.worst[d][i + 1], label, kNames[i + 1]) && ok;
+    if (!bit_identical(*e[i], *a[i])) {
+      std::printf("  NOT REPRODUCIBLE %s %s\n", label.c_str(), kNames[i + 1]);
+      ok = false;
+    }
+  }
+  ++stats.cases;
+  if (!ok) {
+    ++stats.failures;
+    std::printf("FAIL %s\n", label.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  Rng rng(2024);
+  Stats stats;
+  const std::vector<int64_t> Bs = {1, 3}, Ls = {1, 7, 8, 9, 33}, Cs = {5, 32, 40, 70}, Ss = {1, 16, 20, 33};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (int64_t B : Bs) {
+      for (int64_t L : Ls) {
+        for (int64_t C : Cs) {
+          for (int64_t S : Ss) {
+            for (bool reverse : {false, true}) {
+              if (quick && (B != 3 || reverse != (L % 2 == 1))) continue;
+              run_case(B, L, C, S, reverse, dtype, rng, stats);
+            }
+          }
+        }
+      }
+    }
+    // ViT-like sequence length, several tiles, C not a multiple of 16; three
+    // blocks of channels (the last mostly idle) with three state groups.
+    for (bool reverse : {false, true}) {
+      run_case(2, 197, 40, 16, reverse, dtype, rng, stats);
+      run_case(2, 20, 130, 33, reverse, dtype, rng, stats);
+    }
+  }
+  for (int d = 0; d < 2; ++d) {
+    std::printf("%s worst max|emulated - cpu| / max|cpu|:\n", d ? "float64" : "float32");
+    for (int i = 0; i < 7; ++i) {
+      std::printf("  %-4s %.3e  %s\n", kNames[i], stats.worst[d][i].rel, stats.worst[d][i].where.c_str());
+    }
+  }
+  std::printf("emulated shuffles %llu, barriers %llu\n",
+              static_cast<unsigned long long>(emu::state().shuffles), static_cast<unsigned long long>(emu::state().barriers));
+  std::printf("%d passed, %d failed\n", stats.cases - stats.failures, stats.failures);
+  return stats.failures == 0 ? 0 : 1;
+}
