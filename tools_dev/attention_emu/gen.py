@@ -16,11 +16,12 @@ PLANTS = {
     "load-token-stride": ("const float* from = src + (row0 + r) * ld + c4;", "const float* from = src + (row0 + r) * D + c4;"),
     # stores of out / dq / dk / dv step by D instead of the view's token stride
     "store-token-stride": ("for (int y = 0; y < 4; ++y, to += 4 * ld) {", "for (int y = 0; y < 4; ++y, to += 4 * D) {"),
-    # batch and head swapped when resolving a (batch x head)'s rows
-    "head-offset": ("return view.rows(bh / heads, bh % heads);", "return view.rows(bh % heads, bh / heads);"),
-    # the delta kernel reads out's rows at dout's token stride
+    # a (batch x head)'s rows resolved with the token stride in place of the head stride
+    "head-stride": ("return view.rows(bh / heads, bh % heads);",
+                    "return view.data + bh / heads * view.batch + bh % heads * view.token;"),
+    # the delta kernel reads out's rows as if contiguous (row stride d)
     "delta-stride": ("const float* o = head_rows(out, bh, heads) + i * out.token;",
-                     "const float* o = head_rows(out, bh, heads) + i * dout.token;"),
+                     "const float* o = head_rows(out, bh, heads) + i * d;"),
     # the forward reads V before waiting for its copies
     "missing-wait": ("      async_wait<1>();  // this tile's V\n", ""),
     # the host hands misaligned input views to the kernels (no float4 fallback)
