@@ -10,13 +10,15 @@
 // pointers once; tile loads step a pointer by whole rows, stores likewise.
 // Rows move as float4 (cp.async in, float4 stores out), so every row of a
 // view must start on 16 bytes: its first element and its batch, head and
-// token strides multiples of 4 floats. Both ops' views always are (d = 32 or
-// 64, D = H d, allocations 256-byte aligned); an input view that is not (an
-// odd offset or stride) is copied to a contiguous tensor first, and an output
-// view that is not is an error (the ops allocate them). A row is d
-// contiguous floats (128 or 256 bytes, whole 128-byte lines in both layouts),
-// so reading a tile from qkv touches as many lines as from a [B, H, N, d]
-// tensor.
+// token strides multiples of 4 floats. With d = 32 or 64 (so D = H d and 3 D
+// are multiples of 4 too) every view of a tensor that starts on 16 bytes
+// qualifies: the ops' outputs (fresh allocations, 256-byte aligned), a qkv
+// projection's output, a [B, H, N, d] tensor. An input view that does not (a
+// view at an odd offset or with odd strides) is copied to a contiguous
+// tensor first (float4_input); an output view that does not is an error. A
+// row is d contiguous floats (128 or 256 bytes, whole 128-byte lines in both
+// layouts), so a tile read from qkv touches as many lines as one read from
+// a [B, H, N, d] tensor.
 //
 // Every kernel works on 64 x 64 tiles with 128 threads (4 warps):
 //
