@@ -34,26 +34,27 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng)
 Tensor Attention::forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) {
   const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
   const int64_t head_dim = dim / heads_;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  if (attn_probs == nullptr && fused_attention_supported(x.device(), x.dtype(), head_dim)) {
+    // Nobody needs the probabilities: the fused op never materialises them,
+    // reads q, k and v straight from the projection's [B, N, 3D] output and
+    // writes the context token-major, [B, N, D], the projection's input (and
+    // its backward writes d(qkv) directly): no layout copies either way.
+    return proj_.forward(fused_attention_packed(qkv_.forward(x), heads_, scale, ctx.active));
+  }
   // [B, N, 3D] -> [3, B, H, N, d]: q, k, v for every head. One copy here makes
-  // q, k and v contiguous, so the fused op and the GEMMs below read them in
-  // place (k as a transposed operand).
+  // q, k and v contiguous, so the GEMMs below read them in place (k as a
+  // transposed operand).
   Tensor qkv =
       permute(reshape(qkv_.forward(x), {batch, tokens, 3, heads_, head_dim}), {2, 0, 3, 1, 4}).contiguous();
   Tensor q = select(qkv, 0, 0);
   Tensor k = select(qkv, 0, 1);
   Tensor v = select(qkv, 0, 2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  Tensor context;  // [B, H, N, d]
-  if (attn_probs == nullptr && fused_attention_supported(x.device(), x.dtype(), head_dim)) {
-    // Nobody needs the probabilities: the fused op never materialises them.
-    context = fused_attention(q, k, v, scale, ctx.active);
-  } else {
-    Tensor scores = matmul(mul(q, scale), transpose(k, -2, -1));  // [B, H, N, N]
-    if (ctx.active.defined()) scores = mask_halted_keys(scores, ctx.active);
-    Tensor probs = softmax(scores);
-    if (attn_probs) *attn_probs = probs;
-    context = matmul(probs, v);
-  }
+  Tensor scores = matmul(mul(q, scale), transpose(k, -2, -1));  // [B, H, N, N]
+  if (ctx.active.defined()) scores = mask_halted_keys(scores, ctx.active);
+  Tensor probs = softmax(scores);
+  if (attn_probs) *attn_probs = probs;
+  Tensor context = matmul(probs, v);  // [B, H, N, d]
   return proj_.forward(reshape(transpose(context, 1, 2), {batch, tokens, dim}));
 }
 

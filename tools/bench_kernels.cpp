@@ -141,6 +141,24 @@ void core_ops(KernelBench& bench) {
                 [&] { attention_forward_kernel.get(bench.device())(in, out, lse); });
   bench.compute("fused_attention bwd", shape_str(heads), 2.5 * attention_flops,
                 [&] { attention_backward_kernel.get(bench.device())(in, out, lse, dout, dq, dk, dv); });
+  // The same heads read straight from the packed projection qkv [256, 197,
+  // 3 x 384] and written token-major (out and dout [256, 197, 384], d(qkv)
+  // [256, 197, 3 x 384]): fused_attention_packed's views, same FLOPs.
+  const int64_t batch = heads[0], count = heads[1], n_tokens = heads[2], head_dim = heads[3], dim = count * head_dim;
+  auto part = [&](const Tensor& t, int64_t parts, int64_t j) {
+    return select(permute(reshape(t, {batch, n_tokens, parts, count, head_dim}), {2, 0, 3, 1, 4}), 0, j);
+  };
+  Tensor qkv = bench.uniform({batch, n_tokens, 3 * dim}), out_tokens = bench.empty({batch, n_tokens, dim});
+  Tensor dout_tokens = bench.uniform({batch, n_tokens, dim}), dqkv = bench.empty({batch, n_tokens, 3 * dim});
+  AttentionInputs packed{part(qkv, 3, 0), part(qkv, 3, 1), part(qkv, 3, 2), Tensor(), 0.125};
+  const Tensor out_heads = part(out_tokens, 1, 0), dout_heads = part(dout_tokens, 1, 0);
+  const Tensor dq_heads = part(dqkv, 3, 0), dk_heads = part(dqkv, 3, 1), dv_heads = part(dqkv, 3, 2);
+  const std::string packed_shape = shape_str({batch, n_tokens, 3 * dim}) + " packed";
+  bench.compute("fused_attention fwd packed", packed_shape, attention_flops,
+                [&] { attention_forward_kernel.get(bench.device())(packed, out_heads, lse); });
+  bench.compute("fused_attention bwd packed", packed_shape, 2.5 * attention_flops, [&] {
+    attention_backward_kernel.get(bench.device())(packed, out_heads, lse, dout_heads, dq_heads, dk_heads, dv_heads);
+  });
 
   // AdamW over ViT-S's 22 M parameters in one tensor: reads p, g, m, v and writes p, m, v.
   const Shape params = {22050664};

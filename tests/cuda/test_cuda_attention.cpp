@@ -3,7 +3,9 @@
 // for N in {1, 17, 65, 197} and head_dim 32 and 64, with and without a key
 // mask, bit-identical results when the same CUDA call runs twice, rows whose
 // keys are all dropped, many (batch x head) pairs, the Attention layer on the
-// GPU, and the errors for what the CUDA kernels do not support.
+// GPU, and the errors for what the CUDA kernels do not support; the packed op
+// (qkv [B, N, 3D] in, token-major context out, d(qkv) back) the same way, and
+// its fallback for a qkv whose rows are not 16-byte aligned.
 // Every test skips itself on a machine without a GPU (`make test-gpu` runs them).
 #include <gtest/gtest.h>
 
@@ -161,6 +163,131 @@ TEST(CudaAttention, LayerMatchesCpu) {
   expect_all_close(actual, materialised, kTol, "fused vs materialised on cuda");
 }
 
+// fused_attention_packed and d(qkv) of sum(out * weights) on `device`.
+struct PackedResult {
+  Tensor out, dqkv;
+};
+PackedResult run_packed_on(Device device, const Tensor& qkv, int64_t heads, const Tensor& mask, double scale,
+                           const Tensor& weights) {
+  Tensor x = leaf_on(qkv, device);
+  Tensor out = fused_attention_packed(x, heads, scale, mask.defined() ? mask.to(device) : Tensor());
+  sum(mul(out, weights.to(device))).backward();
+  return {out.detach(), x.grad()};
+}
+
+void compare_packed_with_cpu(int64_t batch, int64_t tokens, int64_t heads, int64_t d, bool masked, Rng& rng) {
+  const int64_t dim = heads * d;
+  const std::string label = fmt::format("packed qkv [{}, {}, 3 x {} heads x {}]{}", batch, tokens, heads, d,
+                                        masked ? " with a key mask" : "");
+  SCOPED_TRACE(label);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  Tensor qkv = Tensor::randn({batch, tokens, 3 * dim}, rng, DType::F32, 1.5);
+  Tensor mask = masked ? random_mask(batch, tokens, rng) : Tensor();
+  Tensor weights = Tensor::uniform({batch, tokens, dim}, rng, -1.5, 1.5);
+  const PackedResult cpu = run_packed_on(Device::cpu(), qkv, heads, mask, scale, weights);
+  const PackedResult gpu = run_packed_on(Device::cuda(), qkv, heads, mask, scale, weights);
+  const PackedResult again = run_packed_on(Device::cuda(), qkv, heads, mask, scale, weights);
+  EXPECT_TRUE(gpu.out.is_contiguous()) << label;
+  expect_all_close(gpu.out, cpu.out, kTol, label + " output");
+  expect_all_close(gpu.dqkv, cpu.dqkv, kTol, label + " d(qkv)");
+  EXPECT_TRUE(gpu.out.to_doubles() == again.out.to_doubles()) << label << " output differs between two runs";
+  EXPECT_TRUE(gpu.dqkv.to_doubles() == again.dqkv.to_doubles()) << label << " d(qkv) differs between two runs";
+}
+
+TEST(CudaAttention, PackedMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(38);
+  for (int64_t n : {1, 17, 65, 197}) {
+    for (int64_t d : {32, 64}) {
+      for (bool masked : {false, true}) compare_packed_with_cpu(2, n, 3, d, masked, rng);
+    }
+  }
+}
+
+TEST(CudaAttention, PackedManyHeadsAndLongerSequences) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(39);
+  compare_packed_with_cpu(7000, 3, 10, 32, true, rng);  // 70,000 (batch x head) pairs: several grid rows
+  compare_packed_with_cpu(1, 128, 2, 64, true, rng);
+  compare_packed_with_cpu(1, 75, 6, 64, false, rng);
+  compare_packed_with_cpu(2, 300, 1, 32, true, rng);
+}
+
+TEST(CudaAttention, PackedMatchesUnpackedOnCuda) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  // The packed op and the composite it replaces (layout copies around
+  // fused_attention) run the same kernels on the same values: identical.
+  Rng rng(40);
+  const int64_t batch = 2, tokens = 197, heads = 6, d = 64, dim = heads * d;
+  Tensor qkv = Tensor::randn({batch, tokens, 3 * dim}, rng, DType::F32, 1.5).to(Device::cuda());
+  Tensor mask = random_mask(batch, tokens, rng).to(Device::cuda());
+  Tensor parts = permute(reshape(qkv, {batch, tokens, 3, heads, d}), {2, 0, 3, 1, 4}).contiguous();
+  Tensor context = fused_attention(select(parts, 0, 0), select(parts, 0, 1), select(parts, 0, 2), 0.125, mask);
+  Tensor expected = reshape(transpose(context, 1, 2), {batch, tokens, dim});
+  expect_all_close(fused_attention_packed(qkv, heads, 0.125, mask), expected, 0.0, "packed vs unpacked on cuda");
+}
+
+TEST(CudaAttention, PackedMisalignedQkv) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  // A qkv view starting one float into its storage: its rows are not 16-byte
+  // aligned, so the kernels read copies of q, k and v (the fallback); a
+  // column slice (not contiguous) is copied by the op first.
+  Rng rng(41);
+  const int64_t batch = 2, tokens = 65, heads = 3, d = 32, dim = heads * d;
+  const int64_t count = batch * tokens * 3 * dim;
+  Tensor flat = Tensor::randn({count + 1}, rng);
+  Tensor weights = Tensor::uniform({batch, tokens, dim}, rng, -1.0, 1.0);
+  Tensor mask = random_mask(batch, tokens, rng);
+  auto odd_view = [&](const Tensor& storage) {
+    return reshape(narrow(storage, 0, 1, count), {batch, tokens, 3 * dim});
+  };
+  Tensor cpu_leaf = flat.detach(), gpu_leaf = flat.detach().to(Device::cuda());
+  cpu_leaf.set_requires_grad(true);
+  gpu_leaf.set_requires_grad(true);
+  Tensor cpu = fused_attention_packed(odd_view(cpu_leaf), heads, 0.2, mask);
+  Tensor gpu = fused_attention_packed(odd_view(gpu_leaf), heads, 0.2, mask.to(Device::cuda()));
+  sum(mul(cpu, weights)).backward();
+  sum(mul(gpu, weights.to(Device::cuda()))).backward();
+  expect_all_close(gpu.detach(), cpu.detach(), kTol, "misaligned qkv output");
+  expect_all_close(gpu_leaf.grad(), cpu_leaf.grad(), kTol, "misaligned qkv gradient");
+
+  Tensor wide = Tensor::randn({batch, tokens, 3 * dim + 8}, rng);
+  Tensor sliced_cpu = narrow(wide, 2, 4, 3 * dim), sliced_gpu = narrow(wide.to(Device::cuda()), 2, 4, 3 * dim);
+  expect_all_close(fused_attention_packed(sliced_gpu, heads, 0.2), fused_attention_packed(sliced_cpu, heads, 0.2),
+                   kTol, "column slice of qkv");
+}
+
+TEST(CudaAttention, LayerGradientsMatchCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  // The Attention layer's backward through the packed op on the GPU against
+  // the CPU: d(x) and the qkv weight's gradient, ViT-S's 6 heads of 64, masked.
+  Rng init(42);
+  Attention cpu(384, 6, true, init);
+  Rng init_again(42);
+  Attention gpu(384, 6, true, init_again);
+  move_parameters([&](const ParamVisitor& fn) { gpu.visit("", fn); }, Device::cuda());
+  for (Attention* layer : {&cpu, &gpu}) {
+    layer->visit("", [](const std::string&, Tensor& p) { p.set_requires_grad(true); });
+  }
+  Rng rng(43);
+  Tensor x = Tensor::randn({2, 197, 384}, rng);
+  Tensor w = Tensor::uniform({2, 197, 384}, rng, -1.0, 1.0);
+  ForwardContext ctx_cpu, ctx_gpu;
+  ctx_cpu.active = random_mask(2, 197, rng);
+  ctx_gpu.active = ctx_cpu.active.to(Device::cuda());
+  Tensor x_cpu = leaf_on(x, Device::cpu()), x_gpu = leaf_on(x, Device::cuda());
+  sum(mul(cpu.forward(x_cpu, ctx_cpu, nullptr), w)).backward();
+  sum(mul(gpu.forward(x_gpu, ctx_gpu, nullptr), w.to(Device::cuda()))).backward();
+  expect_all_close(x_gpu.grad(), x_cpu.grad(), 1e-3, "d(x)");
+  std::vector<Tensor> grads_cpu, grads_gpu;
+  cpu.visit("", [&](const std::string&, Tensor& p) { grads_cpu.push_back(p.grad()); });
+  gpu.visit("", [&](const std::string&, Tensor& p) { grads_gpu.push_back(p.grad()); });
+  ASSERT_EQ(grads_cpu.size(), grads_gpu.size());
+  for (size_t i = 0; i < grads_cpu.size(); ++i) {
+    expect_all_close(grads_gpu[i], grads_cpu[i], 1e-3, "parameter " + std::to_string(i) + " gradient");
+  }
+}
+
 TEST(CudaAttention, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
   Rng rng(37);
@@ -172,6 +299,9 @@ TEST(CudaAttention, Errors) {
   EXPECT_TRUE(fused_attention_supported(Device::cuda(), DType::F32, 64));
   EXPECT_FALSE(fused_attention_supported(Device::cuda(), DType::F32, 48));
   EXPECT_FALSE(fused_attention_supported(Device::cuda(), DType::F64, 64));
+  Tensor qkv48 = Tensor::randn({1, 5, 3 * 2 * 48}, rng).to(Device::cuda());
+  testing::expect_error_mentioning([&] { fused_attention_packed(qkv48, 2, 1.0); },
+                                   {"fused_attention", "head_dim 48"});
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // fused_attention against the materialising composite of existing ops
 // (matmul, masked_fill, softmax, matmul), float64 gradient checks through the
-// op, rows without keys, the Attention layer's two paths, and the errors.
+// op, rows without keys, the Attention layer's two paths, and the errors;
+// fused_attention_packed against the layout composite it replaces (permute,
+// fused_attention, transpose), its float64 gradient check and its errors.
 #include <cmath>
 #include <limits>
 #include <string>
@@ -127,6 +129,94 @@ TEST(Attention, Gradients) {
       {x, y, z});
 }
 
+// q, k or v (part 0, 1, 2) of a packed [B, N, 3 H d] qkv as [B, H, N, d] views.
+Tensor packed_part(const Tensor& qkv, int64_t heads, int64_t part) {
+  const int64_t batch = qkv.size(0), tokens = qkv.size(1), d = qkv.size(2) / (3 * heads);
+  return select(permute(reshape(qkv, {batch, tokens, 3, heads, d}), {2, 0, 3, 1, 4}), 0, part);
+}
+
+// What fused_attention_packed replaces: the layout copies around fused_attention.
+Tensor packed_composite(const Tensor& qkv, int64_t heads, double scale, const Tensor& active) {
+  Tensor context = fused_attention(packed_part(qkv, heads, 0), packed_part(qkv, heads, 1),
+                                   packed_part(qkv, heads, 2), scale, active);
+  return reshape(transpose(context, 1, 2), {qkv.size(0), qkv.size(1), qkv.size(2) / 3});
+}
+
+struct PackedCase {
+  int64_t batch, tokens, heads, head_dim;
+  bool masked;
+};
+
+// The output and d(qkv) of sum(out * w) through the packed op and through the
+// composite: both run the same kernels, summing in the same order whatever
+// the layout, so they agree exactly.
+void expect_packed_matches_composite(const PackedCase& cs, DType dtype, Rng& rng) {
+  const int64_t dim = cs.heads * cs.head_dim;
+  SCOPED_TRACE(fmt::format("B {} N {} heads {} d {}{} {}", cs.batch, cs.tokens, cs.heads, cs.head_dim,
+                           cs.masked ? " masked" : "", dtype_name(dtype)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(cs.head_dim));
+  Tensor qkv = leaf({cs.batch, cs.tokens, 3 * dim}, rng, dtype, 1.5);
+  Tensor active = cs.masked ? random_mask(cs.batch, cs.tokens, rng) : Tensor();
+  Tensor w = Tensor::uniform({cs.batch, cs.tokens, dim}, rng, -1.0, 1.0, dtype);
+
+  Tensor packed = fused_attention_packed(qkv, cs.heads, scale, active);
+  ASSERT_EQ(packed.shape(), (Shape{cs.batch, cs.tokens, dim}));
+  EXPECT_TRUE(packed.is_contiguous());
+  sum(mul(packed, w)).backward();
+  Tensor packed_grad = qkv.grad();
+  qkv.zero_grad();
+
+  Tensor expected = packed_composite(qkv, cs.heads, scale, active);
+  sum(mul(expected, w)).backward();
+  expect_close(packed.detach(), expected.detach(), 0.0);
+  ASSERT_TRUE(packed_grad.defined());
+  expect_close(packed_grad, qkv.grad(), 0.0);
+}
+
+TEST(Attention, PackedMatchesComposite) {
+  Rng rng(27);
+  // The CIFAR ViT's 65 tokens (a block of 16 rows and one row) with 3 heads
+  // of 64 and of 32, with and without a key mask; one token; 17; ViT-S's 197
+  // tokens; an odd head_dim; one head.
+  const std::vector<PackedCase> cases = {{2, 65, 3, 64, false}, {2, 65, 3, 64, true}, {2, 65, 3, 32, false},
+                                         {2, 65, 3, 32, true},  {3, 1, 2, 32, true},   {2, 17, 3, 64, true},
+                                         {1, 197, 2, 64, true}, {2, 9, 3, 5, true},    {2, 7, 1, 4, false}};
+  for (const PackedCase& cs : cases) {
+    expect_packed_matches_composite(cs, DType::F32, rng);
+    expect_packed_matches_composite(cs, DType::F64, rng);
+  }
+}
+
+TEST(Attention, PackedMatchesMaterialisedAttention) {
+  // Independently of the kernels: against softmax(scale q k^T) v from matmul
+  // and softmax, on the packed layout.
+  Rng rng(28);
+  const int64_t batch = 2, tokens = 65, heads = 3, d = 32, dim = heads * d;
+  Tensor qkv = Tensor::randn({batch, tokens, 3 * dim}, rng, DType::F64, 1.5);
+  Tensor active = random_mask(batch, tokens, rng);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  Tensor context = composite_attention(packed_part(qkv, heads, 0), packed_part(qkv, heads, 1),
+                                       packed_part(qkv, heads, 2), scale, active);
+  expect_close(fused_attention_packed(qkv, heads, scale, active),
+               reshape(transpose(context, 1, 2), {batch, tokens, dim}), 1e-11);
+}
+
+TEST(Attention, PackedGradients) {
+  Rng rng(29);
+  for (bool masked : {false, true}) {
+    SCOPED_TRACE(masked ? "masked" : "all keys");
+    Tensor qkv = random_leaf({2, 5, 3 * 2 * 3}, rng, -1.5, 1.5);  // 2 heads of 3
+    Tensor active = masked ? random_mask(2, 5, rng, DType::F64) : Tensor();
+    expect_gradients_match([active](const auto& in) { return fused_attention_packed(in[0], 2, 0.8, active); },
+                           {qkv});
+  }
+  // A qkv that is not contiguous (a column slice) is copied once; the
+  // gradient still reaches it.
+  Tensor wide = random_leaf({1, 4, 20}, rng, -1.5, 1.5);
+  expect_gradients_match([](const auto& in) { return fused_attention_packed(narrow(in[0], 2, 1, 18), 3, 0.6); },
+                         {wide});
+}
+
 TEST(Attention, RowsWithoutActiveKeysGiveZeros) {
   Rng rng(24);
   Tensor q = random_leaf({2, 1, 3, 2}, rng), k = random_leaf({2, 1, 3, 2}, rng), v = random_leaf({2, 1, 3, 2}, rng);
@@ -166,6 +256,39 @@ TEST(Attention, LayerFusedPathMatchesProbabilityPath) {
   }
 }
 
+TEST(Attention, LayerFusedPathGradientsMatchProbabilityPath) {
+  // The packed path's backward (d(qkv) straight from the kernels) against the
+  // materialising path's: the gradients of x and of every parameter.
+  Rng rng(30);
+  Attention attention(96, 3, true, rng);
+  std::vector<Tensor> params;
+  attention.visit("", [&](const std::string&, Tensor& p) {
+    p.set_requires_grad(true);
+    params.push_back(p);
+  });
+  Tensor x = Tensor::randn({2, 65, 96}, rng);
+  x.set_requires_grad(true);
+  Tensor w = Tensor::uniform({2, 65, 96}, rng, -1.0, 1.0);
+  ForwardContext ctx;
+  ctx.active = random_mask(2, 65, rng);
+  std::vector<std::vector<Tensor>> grads;
+  for (bool fused : {true, false}) {
+    Tensor probs;
+    sum(mul(attention.forward(x, ctx, fused ? nullptr : &probs), w)).backward();
+    grads.push_back({x.grad()});
+    x.zero_grad();
+    for (Tensor& p : params) {
+      grads.back().push_back(p.grad());
+      p.zero_grad();
+    }
+  }
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    SCOPED_TRACE(i == 0 ? std::string("x") : "parameter " + std::to_string(i - 1));
+    ASSERT_TRUE(grads[0][i].defined() && grads[1][i].defined());
+    expect_close(grads[0][i], grads[1][i], 1e-4);
+  }
+}
+
 TEST(Attention, Errors) {
   Rng rng(26);
   Tensor q = Tensor::randn({2, 3, 5, 4}, rng);
@@ -182,6 +305,22 @@ TEST(Attention, Errors) {
   expect_error_mentioning([&] { fused_attention(ints, ints, ints, 1.0); }, {"fused_attention", "int64"});
   expect_error_mentioning([&] { fused_attention(q, q, q, std::nan("")); }, {"scale"});
   EXPECT_FALSE(fused_attention_supported(Device::cpu(), DType::BF16, 64));
+
+  // The packed op: qkv [B, N, 3 D] with D a multiple of heads.
+  Tensor qkv = Tensor::randn({2, 5, 24}, rng);  // 3 x 2 heads of 4
+  expect_error_mentioning([&] { fused_attention_packed(reshape(qkv, {10, 24}), 2, 1.0); },
+                          {"fused_attention_packed", "[B, N, 3 D]", "[10, 24]"});
+  expect_error_mentioning([&] { fused_attention_packed(qkv, 5, 1.0); },
+                          {"fused_attention_packed", "heads = 5", "[2, 5, 24]"});
+  expect_error_mentioning([&] { fused_attention_packed(narrow(qkv, 2, 0, 20), 2, 1.0); },
+                          {"fused_attention_packed", "[2, 5, 20]"});
+  expect_error_mentioning([&] { fused_attention_packed(qkv, 0, 1.0); }, {"fused_attention_packed", "heads", "0"});
+  expect_error_mentioning([&] { fused_attention_packed(qkv, 2, 1.0, Tensor::ones({2, 4})); },
+                          {"fused_attention_packed", "key_active", "[2, 5]", "[2, 4]"});
+  expect_error_mentioning([&] { fused_attention_packed(reshape(Tensor::arange(240), {2, 5, 24}), 2, 1.0); },
+                          {"fused_attention_packed", "int64"});
+  expect_error_mentioning([&] { fused_attention_packed(qkv, 2, std::nan("")); }, {"fused_attention_packed", "scale"});
+  expect_error_mentioning([&] { fused_attention_packed(Tensor(), 2, 1.0); }, {"fused_attention_packed", "defined"});
   EXPECT_TRUE(fused_attention_supported(Device::cpu(), DType::F64, 7));
 }
 

@@ -1,21 +1,41 @@
-// fused_attention: argument checks, the forward through the kernels, and the
-// backward beside it (recomputing the probabilities from q, k and the saved
-// log-sum-exp instead of keeping them).
+// fused_attention and fused_attention_packed: argument checks, the forward
+// through the kernels, and the backward beside it (recomputing the
+// probabilities from q, k and the saved log-sum-exp instead of keeping them).
+// Both hand the same kernels [B, H, N, d] views (attention_kernels.h): the
+// packed op's are views into qkv, its output and d(qkv).
 #include "engine/ops/attention/attention.h"
 
 #include <cmath>
 
 #include "engine/autograd.h"
 #include "engine/ops/attention/attention_kernels.h"
+#include "engine/ops/view/view.h"
 
 namespace engine {
 
 namespace {
 
 constexpr const char* kOp = "fused_attention";
+constexpr const char* kPackedOp = "fused_attention_packed";
 
-// What the kernels read: a contiguous tensor without history.
-Tensor kernel_input(const Tensor& t) { return t.detach().contiguous(); }
+// What the kernels read: a view without history, contiguous along d (the
+// kernels take any other strides), copied only when it is not.
+Tensor kernel_input(const Tensor& t) {
+  Tensor x = t.detach();
+  return x.size(-1) == 1 || x.strides().back() == 1 ? x : x.contiguous();
+}
+
+// The mask as the kernels read it: float32 (any value but 0 keeps the key), contiguous.
+Tensor kernel_mask(const Tensor& key_active) {
+  return key_active.defined() ? key_active.detach().to(DType::F32).contiguous() : Tensor();
+}
+
+// Part j's heads of a token-major [B, N, parts * H * d] tensor as the
+// kernels' [B, H, N, d] view (no copy): columns j H d + h d + e.
+Tensor heads_of(const Tensor& tokens, int64_t parts, int64_t part, int64_t heads) {
+  const int64_t batch = tokens.size(0), n = tokens.size(1), d = tokens.size(2) / (parts * heads);
+  return select(permute(reshape(tokens, {batch, n, parts, heads, d}), {2, 0, 3, 1, 4}), 0, part);
+}
 
 void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& key_active) {
   check(q.defined() && k.defined() && v.defined(), "{}: q, k and v must all be defined", kOp);
@@ -38,6 +58,24 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double scal
   }
 }
 
+void check_packed(const Tensor& qkv, int64_t heads, double scale, const Tensor& key_active) {
+  check(qkv.defined(), "{}: qkv must be defined", kPackedOp);
+  check(heads > 0, "{}: heads must be positive, got {}", kPackedOp, heads);
+  check(qkv.dim() == 3 && qkv.size(2) > 0 && qkv.size(2) % (3 * heads) == 0,
+        "{}: qkv must be [B, N, 3 D] with D a positive multiple of heads = {}, got {}", kPackedOp, heads,
+        shape_str(qkv.shape()));
+  check(qkv.dtype() == DType::F32 || qkv.dtype() == DType::F64, "{}: qkv must be float32 or float64, got {}",
+        kPackedOp, qkv.describe());
+  check(std::isfinite(scale), "{}: scale must be finite, got {}", kPackedOp, scale);
+  if (key_active.defined()) {
+    const Shape expected = {qkv.size(0), qkv.size(1)};
+    check(key_active.shape() == expected, "{}: key_active must be [B, N] = {} for qkv {} [B, N, 3 D], got {}",
+          kPackedOp, shape_str(expected), shape_str(qkv.shape()), shape_str(key_active.shape()));
+    check(key_active.device() == qkv.device(), "{}: key_active is on {} but qkv is on {}", kPackedOp,
+          key_active.device().str(), qkv.device().str());
+  }
+}
+
 }  // namespace
 
 bool fused_attention_supported(Device device, DType dtype, int64_t head_dim) {
@@ -52,8 +90,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   in.q = kernel_input(q);
   in.k = kernel_input(k);
   in.v = kernel_input(v);
-  // The kernels read the mask as float32 (any value but 0 keeps the key).
-  if (key_active.defined()) in.key_active = key_active.detach().to(DType::F32).contiguous();
+  in.key_active = kernel_mask(key_active);
   in.scale = scale;
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, q.dtype(), q.device());
@@ -66,6 +103,37 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
     Tensor dv = Tensor::empty(in.q.shape(), in.q.dtype(), in.q.device());
     if (dq.numel() > 0) attention_backward_kernel.get(g.device())(in, out_saved, lse, g.contiguous(), dq, dk, dv);
     return std::vector<Tensor>{dq, dk, dv};
+  });
+  return out;
+}
+
+Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, double scale, const Tensor& key_active) {
+  check_packed(qkv, heads, scale, key_active);
+  const int64_t batch = qkv.size(0), tokens = qkv.size(1), dim = qkv.size(2) / 3;
+  // The projection's output is contiguous already (any other qkv is copied
+  // once): q, k and v are views into it.
+  const Tensor packed = qkv.detach().contiguous();
+  AttentionInputs in;
+  in.q = heads_of(packed, 3, 0, heads);
+  in.k = heads_of(packed, 3, 1, heads);
+  in.v = heads_of(packed, 3, 2, heads);
+  in.key_active = kernel_mask(key_active);
+  in.scale = scale;
+  Tensor out = Tensor::empty({batch, tokens, dim}, qkv.dtype(), qkv.device());  // token-major
+  Tensor lse = Tensor::empty({batch, heads, tokens}, qkv.dtype(), qkv.device());
+  if (out.numel() > 0) attention_forward_kernel.get(qkv.device())(in, heads_of(out, 1, 0, heads), lse);
+  // Saved: qkv (through the views in `in`), the output and the log-sum-exp.
+  // The one gradient, d(qkv), is written by the kernels column block by
+  // column block: dq, dk and dv are views into it, and cover all of it.
+  record(kPackedOp, out, {qkv}, [in, out_saved = out.detach(), lse, heads](const Tensor& g) {
+    Tensor dqkv = Tensor::empty({in.q.size(0), in.q.size(2), 3 * in.q.size(1) * in.q.size(3)}, in.q.dtype(),
+                                in.q.device());
+    if (dqkv.numel() > 0) {
+      attention_backward_kernel.get(g.device())(in, heads_of(out_saved, 1, 0, heads), lse,
+                                                heads_of(g.contiguous(), 1, 0, heads), heads_of(dqkv, 3, 0, heads),
+                                                heads_of(dqkv, 3, 1, heads), heads_of(dqkv, 3, 2, heads));
+    }
+    return std::vector<Tensor>{dqkv};
   });
   return out;
 }

@@ -2,6 +2,24 @@
 // float32 (FMA on the CUDA cores, no tensor cores), head_dim 32 or 64. The
 // contracts are in attention_kernels.h, the reference in attention_cpu.cpp.
 //
+// Every operand is a strided view (HeadsView: a pointer and batch, head and
+// token strides, d contiguous), so the same kernels read q, k, v from a
+// [B, H, N, d] tensor or straight from the packed qkv projection [B, N, 3D],
+// and write out, dq, dk, dv head-major or token-major ([B, N, D], the column
+// blocks of d(qkv) [B, N, 3D]). A block resolves its (batch, head)'s row
+// pointers once; tile loads step a pointer by whole rows, stores likewise.
+// Rows move as float4 (cp.async in, float4 stores out), so every row of a
+// view must start on 16 bytes: its first element and its batch, head and
+// token strides multiples of 4 floats. With d = 32 or 64 (so D = H d and 3 D
+// are multiples of 4 too) every view of a tensor that starts on 16 bytes
+// qualifies: the ops' outputs (fresh allocations, 256-byte aligned), a qkv
+// projection's output, a [B, H, N, d] tensor. An input view that does not (a
+// view at an odd offset or with odd strides) is copied to a contiguous
+// tensor first (float4_input); an output view that does not is an error. A
+// row is d contiguous floats (128 or 256 bytes, whole 128-byte lines in both
+// layouts), so a tile read from qkv touches as many lines as one read from
+// a [B, H, N, d] tensor.
+//
 // Every kernel works on 64 x 64 tiles with 128 threads (4 warps):
 //
 //   forward   one block per (batch x head, 64 query rows). Q stays in shared
@@ -57,9 +75,11 @@ constexpr int kBlockThreads = 128;  // 4 warps x 16 rows
 constexpr int kScoreLd = kTile + 8;  // row stride (floats) of the [64, 64] score tiles in shared memory
 // Shared memory allows 3 forward blocks (71 KB each at head_dim 64) or 2
 // backward blocks (88 KB) on an H100/H200 SM (228 KB). The forward fits 168
-// registers (ptxas's choice, no spills: 3 blocks' worth); the backward
-// kernels keep dK and dV (or dQ) and two score tiles live, so they are given
-// up to 255 registers (2 blocks' worth), which they use without spilling.
+// registers (ptxas's choice at head_dim 64, 128 at 32; no spills: 3 blocks'
+// worth); the backward kernels keep dK and dV (or dQ) and two score tiles
+// live, so they are given up to 255 registers (2 blocks' worth): ptxas
+// (CUDA 13.0, sm_90a) takes 226 (dK/dV) and 242 (dQ) at head_dim 64, without
+// spilling.
 constexpr int kBackwardBlocksPerSm = 2;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -107,18 +127,24 @@ __device__ __forceinline__ void async_wait() {
 #endif
 }
 
-// Rows [row0, row0 + 64) of a row-major [n, D] matrix into a [64, D] shared
-// tile, zeros past row n (so partial tiles add exact zeros). Asynchronous.
+// Rows [row0, row0 + 64) of a [n, D] matrix (row i at src + i * ld, 16-byte
+// aligned) into a [64, D] shared tile, zeros past row n (so partial tiles add
+// exact zeros). Asynchronous. Thread x copies float4 column x % (D / 4) of
+// rows x / (D / 4) + k step (step = 128 / (D / 4) rows); its source pointer
+// advances by step rows at a time, so a runtime row stride costs one 64-bit
+// add per copy, not an address register per copy.
 template <int D>
-__device__ __forceinline__ void load_tile_async(float* tile, const float* src, int row0, int n) {
+__device__ __forceinline__ void load_tile_async(float* tile, const float* src, int64_t ld, int row0, int n) {
   constexpr int kChunks = D / 4;  // float4 per row
-  static_assert((kTile * kChunks) % kBlockThreads == 0, "whole copies per thread");
+  constexpr int kStep = kBlockThreads / kChunks;
+  static_assert(kBlockThreads % kChunks == 0, "whole copies per thread");
+  const int r = static_cast<int>(threadIdx.x) / kChunks, c4 = static_cast<int>(threadIdx.x) % kChunks * 4;
+  const float* from = src + (row0 + r) * ld + c4;
 #pragma unroll
-  for (int k = 0; k < kTile * kChunks / kBlockThreads; ++k) {
-    const int i = static_cast<int>(threadIdx.x) + k * kBlockThreads;
-    const int r = i / kChunks, c4 = (i % kChunks) * 4;
-    const bool valid = row0 + r < n;
-    copy16_async(tile + r * tile_ld<D>() + c4, valid ? src + static_cast<int64_t>(row0 + r) * D + c4 : src, valid);
+  for (int k = 0; k < kTile / kStep; ++k) {
+    const bool valid = row0 + r + k * kStep < n;
+    copy16_async(tile + (r + k * kStep) * tile_ld<D>() + c4, valid ? from : src, valid);
+    from += kStep * ld;
   }
 }
 
@@ -240,19 +266,20 @@ __device__ __forceinline__ void store_scores(float* P, const Owner& t, const flo
   }
 }
 
-// Rows [row0, row0 + 64) of the thread's result into a row-major [n, D] matrix, times `factor`.
+// Rows [row0, row0 + 64) of the thread's result into a [n, D] matrix (row i
+// at dst + i * ld, 16-byte aligned), times `factor`.
 template <int D>
-__device__ __forceinline__ void store_rows(float* dst, int row0, int n, const Owner& t, const float (&acc)[4][D / 8],
-                                          const float (&factor)[4]) {
+__device__ __forceinline__ void store_rows(float* dst, int64_t ld, int row0, int n, const Owner& t,
+                                          const float (&acc)[4][D / 8], const float (&factor)[4]) {
+  float* to = dst + (row0 + t.first_row()) * ld + 4 * t.c;
 #pragma unroll
-  for (int y = 0; y < 4; ++y) {
-    const int row = row0 + t.row(y);
-    if (row >= n) continue;
+  for (int y = 0; y < 4; ++y, to += 4 * ld) {
+    if (row0 + t.row(y) >= n) continue;
 #pragma unroll
     for (int z = 0; z < D / 32; ++z) {
       const float4 v = make_float4(acc[y][4 * z] * factor[y], acc[y][4 * z + 1] * factor[y],
                                    acc[y][4 * z + 2] * factor[y], acc[y][4 * z + 3] * factor[y]);
-      *reinterpret_cast<float4*>(dst + static_cast<int64_t>(row) * D + 32 * z + 4 * t.c) = v;
+      *reinterpret_cast<float4*>(to + 32 * z) = v;
     }
   }
 }
@@ -266,15 +293,19 @@ __device__ __forceinline__ float key_bias(const float* active, int key, int n) {
 // Rounds a count of keys or queries up to the 4 that tile_products takes at a time.
 __device__ __forceinline__ int round_up4(int n) { return (n + 3) & ~3; }
 
+// The [N, D] rows of (batch x head) bh of a view: row i at the result + i * view.token.
+template <typename T>
+__device__ __forceinline__ T* head_rows(const HeadsView<T>& view, int64_t bh, int heads) {
+  return view.rows(bh / heads, bh % heads);
+}
+
 // ------------------------------------------------------------------ forward
 
 struct ForwardParams {
-  const float* q;
-  const float* k;
-  const float* v;
+  HeadsView<const float> q, k, v;
+  HeadsView<float> out;
   const float* active;  // [B, N] or nullptr
-  float* out;
-  float* lse;
+  float* lse;           // [B, H, N]
   int n, heads;
   int64_t bh_count;
   float scale_log2;  // scale * log2(e): scores go straight into exp2
@@ -298,15 +329,16 @@ __global__ void __launch_bounds__(kBlockThreads) attention_forward_kernel_impl(F
   const bool live = row0 + 16 * t.warp < n;  // warp-uniform: does the warp own any row below n?
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
-    const int64_t base = bh * n * D;
+    const float* k = head_rows(p.k, bh, p.heads);
+    const float* v = head_rows(p.v, bh, p.heads);
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
     // Groups in flight: {Q, K_0}, {V_0}; then per tile {K_next}, {V_next}
     // (empty after the last tile), so every wait below is "all but the newest".
-    load_tile_async<D>(Qs, p.q + base, row0, n);
-    load_tile_async<D>(Ks, p.k + base, 0, n);
+    load_tile_async<D>(Qs, head_rows(p.q, bh, p.heads), p.q.token, row0, n);
+    load_tile_async<D>(Ks, k, p.k.token, 0, n);
     if (threadIdx.x < kTile) bias[threadIdx.x] = key_bias(active, threadIdx.x, n);
     async_commit();
-    load_tile_async<D>(Vs, p.v + base, 0, n);
+    load_tile_async<D>(Vs, v, p.v.token, 0, n);
     async_commit();
 
     float m[4], l[4], o[4][D / 8];  // running max (log2 domain), this thread's share of the sum, output
@@ -334,7 +366,7 @@ __global__ void __launch_bounds__(kBlockThreads) attention_forward_kernel_impl(F
       }
       __syncthreads();  // every warp is done with K and the bias: load the next tile's
       if (tile + 1 < tiles) {
-        load_tile_async<D>(Ks, p.k + base, key0 + kTile, n);
+        load_tile_async<D>(Ks, k, p.k.token, key0 + kTile, n);
         if (threadIdx.x < kTile) bias[threadIdx.x] = key_bias(active, key0 + kTile + threadIdx.x, n);
       }
       async_commit();
@@ -367,7 +399,7 @@ __global__ void __launch_bounds__(kBlockThreads) attention_forward_kernel_impl(F
       __syncthreads();
       if (live) tile_products<D>(Ps, Vs, t, round_up4(keys), o);
       __syncthreads();  // every warp is done with V (and P)
-      if (tile + 1 < tiles) load_tile_async<D>(Vs, p.v + base, key0 + kTile, n);
+      if (tile + 1 < tiles) load_tile_async<D>(Vs, v, p.v.token, key0 + kTile, n);
       async_commit();
     }
 
@@ -379,35 +411,35 @@ __global__ void __launch_bounds__(kBlockThreads) attention_forward_kernel_impl(F
       const int row = row0 + t.row(y);
       if (t.c == 0 && row < n) p.lse[bh * n + row] = total > 0.0f ? (m[y] + log2f(total)) * kLn2 : -INFINITY;
     }
-    store_rows<D>(p.out + base, row0, n, t, o, inv);
+    store_rows<D>(head_rows(p.out, bh, p.heads), p.out.token, row0, n, t, o, inv);
   }
 }
 
 // ------------------------------------------------------------------ backward
 
 struct BackwardParams {
-  const float* q;
-  const float* k;
-  const float* v;
+  HeadsView<const float> q, k, v, dout;
+  HeadsView<float> dq, dk, dv;
   const float* active;  // [B, N] or nullptr
   const float* lse;     // [B, H, N] from the forward
-  const float* dout;
   const float* delta;   // [B, H, N]: dout_i . out_i
-  float* dq;
-  float* dk;
-  float* dv;
   int n, heads;
   int64_t bh_count;
   float scale, scale_log2;
 };
 
-// delta_i = dout_i . out_i, one warp per row (d columns spread over lanes).
-__global__ void attention_delta_kernel(const float* out, const float* dout, float* delta, int64_t rows, int d) {
+// delta_i = dout_i . out_i for the rows (bh, i) of [B, H, N] (contiguous),
+// one warp per row (d columns spread over lanes).
+__global__ void attention_delta_kernel(HeadsView<const float> out, HeadsView<const float> dout, float* delta, int n,
+                                       int heads, int d, int64_t rows) {
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
   for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += warps) {
+    const int64_t bh = row / n, i = row % n;
+    const float* o = head_rows(out, bh, heads) + i * out.token;
+    const float* g = head_rows(dout, bh, heads) + i * dout.token;
     float sum = 0.0f;
-    for (int c = lane; c < d; c += 32) sum = fmaf(out[row * d + c], dout[row * d + c], sum);
+    for (int c = lane; c < d; c += 32) sum = fmaf(o[c], g[c], sum);
 #pragma unroll
     for (int mask = 16; mask > 0; mask /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, mask);
     if (lane == 0) delta[row] = sum;
@@ -443,14 +475,15 @@ __global__ void __launch_bounds__(kBlockThreads, kBackwardBlocksPerSm) attention
   const bool live = key0 + 16 * t.warp < n;
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
-    const int64_t base = bh * n * D;
+    const float* q = head_rows(p.q, bh, p.heads);
+    const float* dout = head_rows(p.dout, bh, p.heads);
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
     const float* lse = p.lse + bh * n;
     const float* delta = p.delta + bh * n;
-    load_tile_async<D>(Ks, p.k + base, key0, n);
-    load_tile_async<D>(Vs, p.v + base, key0, n);
-    load_tile_async<D>(Qs, p.q + base, 0, n);
-    load_tile_async<D>(dOs, p.dout + base, 0, n);
+    load_tile_async<D>(Ks, head_rows(p.k, bh, p.heads), p.k.token, key0, n);
+    load_tile_async<D>(Vs, head_rows(p.v, bh, p.heads), p.v.token, key0, n);
+    load_tile_async<D>(Qs, q, p.q.token, 0, n);
+    load_tile_async<D>(dOs, dout, p.dout.token, 0, n);
     if (threadIdx.x < kTile) {
       lse_s[threadIdx.x] = lse_log2(lse, threadIdx.x, n);
       delta_s[threadIdx.x] = threadIdx.x < n ? delta[threadIdx.x] : 0.0f;
@@ -496,8 +529,8 @@ __global__ void __launch_bounds__(kBlockThreads, kBackwardBlocksPerSm) attention
       __syncthreads();  // every warp is done with Q, dO, lse and delta: load the next query tile
       if (tile + 1 < tiles) {
         const int next = query0 + kTile;
-        load_tile_async<D>(Qs, p.q + base, next, n);
-        load_tile_async<D>(dOs, p.dout + base, next, n);
+        load_tile_async<D>(Qs, q, p.q.token, next, n);
+        load_tile_async<D>(dOs, dout, p.dout.token, next, n);
         if (threadIdx.x < kTile) {
           lse_s[threadIdx.x] = lse_log2(lse, next + threadIdx.x, n);
           delta_s[threadIdx.x] = next + static_cast<int>(threadIdx.x) < n ? delta[next + threadIdx.x] : 0.0f;
@@ -507,8 +540,8 @@ __global__ void __launch_bounds__(kBlockThreads, kBackwardBlocksPerSm) attention
     }
 
     const float ones[4] = {1.0f, 1.0f, 1.0f, 1.0f}, scales[4] = {p.scale, p.scale, p.scale, p.scale};
-    store_rows<D>(p.dk + base, key0, n, t, dk, scales);
-    store_rows<D>(p.dv + base, key0, n, t, dv, ones);
+    store_rows<D>(head_rows(p.dk, bh, p.heads), p.dk.token, key0, n, t, dk, scales);
+    store_rows<D>(head_rows(p.dv, bh, p.heads), p.dv.token, key0, n, t, dv, ones);
   }
 }
 
@@ -532,14 +565,15 @@ __global__ void __launch_bounds__(kBlockThreads, kBackwardBlocksPerSm) attention
   const bool live = row0 + 16 * t.warp < n;
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
-    const int64_t base = bh * n * D;
+    const float* k = head_rows(p.k, bh, p.heads);
+    const float* v = head_rows(p.v, bh, p.heads);
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
     // Groups: {Q, dO, K_0, V_0}; then per tile {V_next} (during dQ += dS K)
     // and {K_next} (after it), both waited for at the top of the next tile.
-    load_tile_async<D>(Qs, p.q + base, row0, n);
-    load_tile_async<D>(dOs, p.dout + base, row0, n);
-    load_tile_async<D>(Ks, p.k + base, 0, n);
-    load_tile_async<D>(Vs, p.v + base, 0, n);
+    load_tile_async<D>(Qs, head_rows(p.q, bh, p.heads), p.q.token, row0, n);
+    load_tile_async<D>(dOs, head_rows(p.dout, bh, p.heads), p.dout.token, row0, n);
+    load_tile_async<D>(Ks, k, p.k.token, 0, n);
+    load_tile_async<D>(Vs, v, p.v.token, 0, n);
     if (threadIdx.x < kTile) bias[threadIdx.x] = key_bias(active, threadIdx.x, n);
     async_commit();
 
@@ -575,19 +609,19 @@ __global__ void __launch_bounds__(kBlockThreads, kBackwardBlocksPerSm) attention
         store_scores(dSs, t, s);  // read back only by this warp
       }
       __syncthreads();  // every warp is done with V: load the next tile's during dQ += dS K
-      if (tile + 1 < tiles) load_tile_async<D>(Vs, p.v + base, key0 + kTile, n);
+      if (tile + 1 < tiles) load_tile_async<D>(Vs, v, p.v.token, key0 + kTile, n);
       async_commit();
       if (live) tile_products<D>(dSs, Ks, t, round_up4(keys), dq);
       __syncthreads();  // every warp is done with K, the bias and dS
       if (tile + 1 < tiles) {
-        load_tile_async<D>(Ks, p.k + base, key0 + kTile, n);
+        load_tile_async<D>(Ks, k, p.k.token, key0 + kTile, n);
         if (threadIdx.x < kTile) bias[threadIdx.x] = key_bias(active, key0 + kTile + threadIdx.x, n);
       }
       async_commit();
     }
 
     const float scales[4] = {p.scale, p.scale, p.scale, p.scale};
-    store_rows<D>(p.dq + base, row0, n, t, dq, scales);
+    store_rows<D>(head_rows(p.dq, bh, p.heads), p.dq.token, row0, n, t, dq, scales);
   }
 }
 
@@ -601,17 +635,29 @@ void with_head_dim(int64_t d, const Tensor& q, const Body& body) {
        shape_str(q.shape()));
 }
 
-bool is_aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
+// Every row of a view is moved as float4s (cp.async in, float4 stores out):
+// the view qualifies when each row starts on 16 bytes, i.e. its first
+// element does and its batch, head and token strides are whole float4s
+// (those of size-1 dimensions never count).
+bool float4_rows(const Tensor& t) {
+  if (reinterpret_cast<uintptr_t>(t.raw_data()) % 16 != 0) return false;
+  for (int dim = 0; dim < 3; ++dim) {
+    if (t.size(dim) > 1 && t.strides()[dim] % 4 != 0) return false;
+  }
+  return true;
+}
 
-// cp.async moves 16 aligned bytes: a tensor whose data does not start on a
-// 16-byte boundary (a view at an odd offset) is copied first.
-Tensor aligned16(const Tensor& t) { return is_aligned16(t) ? t : t.clone(); }
+// An input view that does not qualify (a view at an odd offset, or with odd
+// strides) is copied first: a fresh contiguous [B, H, N, d] tensor starts on
+// an allocation (256-byte aligned) and its strides are multiples of d.
+Tensor float4_input(const Tensor& t) { return float4_rows(t) ? t : t.clone(); }
 
-// Results are stored as float4: the op allocates them, so they always start
-// on an allocation (256-byte aligned).
-void check_outputs_aligned(std::initializer_list<const Tensor*> outputs) {
+// The outputs are views of tensors the ops allocate ([B, H, N, d], or column
+// blocks of [B, N, D] and [B, N, 3 D] with d = 32 or 64), which always qualify.
+void check_outputs_float4(std::initializer_list<const Tensor*> outputs) {
   for (const Tensor* t : outputs) {
-    check(is_aligned16(*t), "fused_attention (cuda): output {} is not 16-byte aligned", t->describe());
+    check(float4_rows(*t), "fused_attention (cuda): output {} with strides {} does not have 16-byte aligned rows",
+          t->describe(), shape_str(t->strides()));
   }
 }
 
@@ -642,13 +688,18 @@ void attention_forward_cuda(const AttentionInputs& in, const Tensor& out, const 
   DeviceGuard guard(out);
   check_cuda_inputs(in);
   const int64_t heads = in.q.size(1), n = in.q.size(2), d = in.q.size(3), bh_count = in.q.size(0) * heads;
-  const Tensor q = aligned16(in.q), k = aligned16(in.k), v = aligned16(in.v);
-  check_outputs_aligned({&out});
-  ForwardParams params{data_of<float>(q),   data_of<float>(k),
-                       data_of<float>(v),   in.key_active.defined() ? data_of<float>(in.key_active) : nullptr,
-                       mutable_data_of<float>(out), mutable_data_of<float>(lse),
-                       static_cast<int>(n), static_cast<int>(heads),
-                       bh_count,            static_cast<float>(in.scale * 1.4426950408889634)};
+  const Tensor q = float4_input(in.q), k = float4_input(in.k), v = float4_input(in.v);
+  check_outputs_float4({&out});
+  ForwardParams params{heads_view<const float>(q),
+                       heads_view<const float>(k),
+                       heads_view<const float>(v),
+                       heads_view<float>(out),
+                       in.key_active.defined() ? data_of<float>(in.key_active) : nullptr,
+                       mutable_data_of<float>(lse),
+                       static_cast<int>(n),
+                       static_cast<int>(heads),
+                       bh_count,
+                       static_cast<float>(in.scale * 1.4426950408889634)};
   with_head_dim(d, in.q, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
     launch(attention_forward_kernel_impl<D>, forward_smem_floats<D>(), grid_for(n, bh_count), params);
@@ -660,26 +711,28 @@ void attention_backward_cuda(const AttentionInputs& in, const Tensor& out, const
   DeviceGuard guard(dq);
   check_cuda_inputs(in);
   const int64_t heads = in.q.size(1), n = in.q.size(2), d = in.q.size(3), bh_count = in.q.size(0) * heads;
-  const Tensor q = aligned16(in.q), k = aligned16(in.k), v = aligned16(in.v), g = aligned16(dout);
-  check_outputs_aligned({&dq, &dk, &dv});
+  const Tensor q = float4_input(in.q), k = float4_input(in.k), v = float4_input(in.v), g = float4_input(dout);
+  check_outputs_float4({&dq, &dk, &dv});
   // delta = rowsum(dout * out), [B, H, N]; scratch freed when this returns
   // (the caching allocator reuses it only for work queued after these kernels).
+  // Read a float at a time: out needs no alignment.
   Tensor delta = Tensor::empty({bh_count * n}, DType::F32, dq.device());
   const int64_t rows = bh_count * n;
   const int64_t delta_blocks = std::min<int64_t>((rows * 32 + 255) / 256, kMaxBlocks);
   attention_delta_kernel<<<static_cast<unsigned>(delta_blocks), 256, 0, current_stream()>>>(
-      data_of<float>(out), data_of<float>(g), mutable_data_of<float>(delta), rows, static_cast<int>(d));
+      heads_view<const float>(out), heads_view<const float>(g), mutable_data_of<float>(delta), static_cast<int>(n),
+      static_cast<int>(heads), static_cast<int>(d), rows);
   CUDA_CHECK_LAUNCH();
-  BackwardParams params{data_of<float>(q),
-                        data_of<float>(k),
-                        data_of<float>(v),
+  BackwardParams params{heads_view<const float>(q),
+                        heads_view<const float>(k),
+                        heads_view<const float>(v),
+                        heads_view<const float>(g),
+                        heads_view<float>(dq),
+                        heads_view<float>(dk),
+                        heads_view<float>(dv),
                         in.key_active.defined() ? data_of<float>(in.key_active) : nullptr,
                         data_of<float>(lse),
-                        data_of<float>(g),
                         data_of<float>(delta),
-                        mutable_data_of<float>(dq),
-                        mutable_data_of<float>(dk),
-                        mutable_data_of<float>(dv),
                         static_cast<int>(n),
                         static_cast<int>(heads),
                         bh_count,

@@ -15,8 +15,23 @@ namespace engine {
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                        const Tensor& key_active = Tensor());
 
-// Whether fused_attention has a kernel for q's device and dtype at this head
-// dimension (callers with another path fall back to it when not).
+// The same straight from a fused q, k, v projection, in timm's layout:
+// qkv [B, N, 3 D] with D = heads * d holds q (j = 0), k (j = 1) and v (j = 2)
+// of head h, element e, at column j D + h d + e. Returns the context
+// token-major, [B, N, D] (contiguous, head h at columns h d ... h d + d - 1),
+// ready for the output projection:
+//   fused_attention_packed(qkv, H, s, m) ==
+//     reshape(transpose(fused_attention(q, k, v, s, m), 1, 2), {B, N, D})
+// with q, k, v = select(permute(reshape(qkv, {B, N, 3, H, d}), {2, 0, 3, 1, 4}), 0, j),
+// but without any of those copies: the kernels read q, k and v in place and
+// write out token-major, and the backward writes d(qkv) [B, N, 3 D] directly
+// (one gradient, no scatter). Same dtypes and devices as fused_attention
+// (fused_attention_supported at head_dim d).
+Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, double scale, const Tensor& key_active = Tensor());
+
+// Whether fused_attention (and fused_attention_packed) has a kernel for q's
+// device and dtype at this head dimension (callers with another path fall
+// back to it when not).
 bool fused_attention_supported(Device device, DType dtype, int64_t head_dim);
 
 }  // namespace engine

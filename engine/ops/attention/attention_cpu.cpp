@@ -1,11 +1,13 @@
 // CPU reference kernels of the attention family, in float32 and float64. One
-// (batch, head) at a time, parallel over them with OpenMP; within a head,
-// blocks of 16 query rows at a time: their [16, N] scores live in a small
-// scratch, so nothing [N, N] is ever allocated. Every step is one small
-// product, block_product, whose inner loop runs along a contiguous row with
-// 4 x 2 vectors of accumulators in registers (k and v are transposed once per
-// head where a product needs them that way). Sums go in a fixed order, so
-// results are reproducible and independent of the thread count.
+// (batch, head) at a time, parallel over them with OpenMP; every operand is a
+// strided view (attention_kernels.h), so a head's q, k, v, out and gradients
+// are [N, d] matrices, each with its own row stride. Within a head, blocks of
+// 16 query rows at a time: their [16, N] scores live in a small scratch, so
+// nothing [N, N] is ever allocated. Every step is one small product,
+// block_product, whose inner loop runs along a contiguous row with 4 x 2
+// vectors of accumulators in registers (k and v are transposed once per head
+// where a product needs them that way). Sums go in a fixed order, so results
+// are reproducible, independent of the thread count and of the layout.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -96,12 +98,19 @@ void block_product(int64_t rows, int64_t width, int64_t depth, const T* A, int64
   }
 }
 
-// One (batch, head): its [N, d] matrices and the batch's key mask.
+// Rows of a matrix: row i starts at data + i * ld, its d elements contiguous.
+template <typename T>
+struct Rows {
+  T* data;
+  int64_t ld;
+
+  T* row(int64_t i) const { return data + i * ld; }
+};
+
+// One (batch, head) of the views: its [N, d] matrices and the batch's key mask.
 template <typename T>
 struct Head {
-  const T* q;
-  const T* k;
-  const T* v;
+  Rows<const T> q, k, v;
   const float* active;  // [N], nullptr = every key
   int64_t n, d;
   T scale;
@@ -131,16 +140,17 @@ struct Scratch {
 
 // m [n, d] -> mt [d, ld] (the first n columns of each row).
 template <typename T>
-void transpose(const T* m, int64_t n, int64_t d, int64_t ld, T* mt) {
+void transpose(const Rows<const T>& m, int64_t n, int64_t d, int64_t ld, T* mt) {
   for (int64_t j = 0; j < n; ++j) {
-    for (int64_t c = 0; c < d; ++c) mt[c * ld + j] = m[j * d + c];
+    const T* row = m.row(j);
+    for (int64_t c = 0; c < d; ++c) mt[c * ld + j] = row[c];
   }
 }
 
 // scores[r][j] = scale * q_{i0 + r} . k_j for r < rows, j < N, -inf for dropped keys.
 template <typename T>
 void block_scores(const Head<T>& h, int64_t i0, int64_t rows, const Scratch<T>& scratch, T* scores) {
-  block_product(rows, scratch.ld, h.d, h.q + i0 * h.d, h.d, scratch.kt.data(), scratch.ld, scores, scratch.ld, false);
+  block_product(rows, scratch.ld, h.d, h.q.row(i0), h.q.ld, scratch.kt.data(), scratch.ld, scores, scratch.ld, false);
   for (int64_t r = 0; r < rows; ++r) {
     T* s = scores + r * scratch.ld;
     for (int64_t j = 0; j < h.n; ++j) s[j] = h.key_on(j) ? h.scale * s[j] : -std::numeric_limits<T>::infinity();
@@ -148,7 +158,7 @@ void block_scores(const Head<T>& h, int64_t i0, int64_t rows, const Scratch<T>& 
 }
 
 template <typename T>
-void forward_head(const Head<T>& h, T* out, T* lse, Scratch<T>& scratch) {
+void forward_head(const Head<T>& h, const Rows<T>& out, T* lse, Scratch<T>& scratch) {
   const int64_t n = h.n, d = h.d, ld = scratch.ld;
   transpose(h.k, n, d, ld, scratch.kt.data());
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
@@ -173,23 +183,31 @@ void forward_head(const Head<T>& h, T* out, T* lse, Scratch<T>& scratch) {
       }
       lse[i0 + r] = max + std::log(total[r]);
     }
-    T* o = out + i0 * d;
-    block_product(rows, d, n, p, ld, h.v, d, o, d, false);
+    block_product(rows, d, n, p, ld, h.v.data, h.v.ld, out.row(i0), out.ld, false);
     for (int64_t r = 0; r < rows; ++r) {
       const T inv = total[r] > 0 ? T(1) / total[r] : T(0);
-      for (int64_t c = 0; c < d; ++c) o[r * d + c] *= inv;
+      T* o = out.row(i0 + r);
+      for (int64_t c = 0; c < d; ++c) o[c] *= inv;
     }
   }
 }
 
+// The gradients of one head; out and dout as the forward's rows.
 template <typename T>
-void backward_head(const Head<T>& h, const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
-                   Scratch<T>& scratch) {
+struct HeadGrads {
+  Rows<const T> out, dout;
+  Rows<T> dq, dk, dv;
+};
+
+template <typename T>
+void backward_head(const Head<T>& h, const T* lse, const HeadGrads<T>& g, Scratch<T>& scratch) {
   const int64_t n = h.n, d = h.d, ld = scratch.ld;
   transpose(h.k, n, d, ld, scratch.kt.data());
   transpose(h.v, n, d, ld, scratch.vt.data());
-  std::fill(dk, dk + n * d, T(0));
-  std::fill(dv, dv + n * d, T(0));
+  for (int64_t j = 0; j < n; ++j) {
+    std::fill(g.dk.row(j), g.dk.row(j) + d, T(0));
+    std::fill(g.dv.row(j), g.dv.row(j) + d, T(0));
+  }
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const int64_t rows = std::min(kBlock, n - i0);
     T* p = scratch.p.data();
@@ -199,42 +217,63 @@ void backward_head(const Head<T>& h, const T* out, const T* lse, const T* dout, 
     block_scores(h, i0, rows, scratch, p);
     // dP_ij = dout_i . v_j, then dS_ij = scale P_ij (dP_ij - delta_i) with
     // delta_i = dout_i . out_i (the scale of dq and dk folded in).
-    block_product(rows, ld, d, dout + i0 * d, d, scratch.vt.data(), ld, ds, ld, false);
+    block_product(rows, ld, d, g.dout.row(i0), g.dout.ld, scratch.vt.data(), ld, ds, ld, false);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       T* pr = p + r * ld;
       T* dsr = ds + r * ld;
       const bool live = lse[i] != -std::numeric_limits<T>::infinity();
+      const T* dout_i = g.dout.row(i);
+      const T* out_i = g.out.row(i);
       T delta = 0;
-      for (int64_t c = 0; c < d; ++c) delta += dout[i * d + c] * out[i * d + c];
+      for (int64_t c = 0; c < d; ++c) delta += dout_i[c] * out_i[c];
       for (int64_t j = 0; j < n; ++j) {
         pr[j] = live ? std::exp(pr[j] - lse[i]) : T(0);
         dsr[j] = h.scale * pr[j] * (dsr[j] - delta);
       }
     }
     // dq_i = sum_j dS_ij k_j;  dk_j += sum_i dS_ij q_i;  dv_j += sum_i P_ij dout_i.
-    block_product(rows, d, n, ds, ld, h.k, d, dq + i0 * d, d, false);
+    block_product(rows, d, n, ds, ld, h.k.data, h.k.ld, g.dq.row(i0), g.dq.ld, false);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < n; ++j) {
         scratch.pt[j * kBlock + r] = p[r * ld + j];
         scratch.dst[j * kBlock + r] = ds[r * ld + j];
       }
     }
-    block_product(n, d, rows, scratch.dst.data(), kBlock, h.q + i0 * d, d, dk, d, true);
-    block_product(n, d, rows, scratch.pt.data(), kBlock, dout + i0 * d, d, dv, d, true);
+    block_product(n, d, rows, scratch.dst.data(), kBlock, h.q.row(i0), h.q.ld, g.dk.data, g.dk.ld, true);
+    block_product(n, d, rows, scratch.pt.data(), kBlock, g.dout.row(i0), g.dout.ld, g.dv.data, g.dv.ld, true);
   }
 }
 
-// The (batch, head) pairs as Heads: q, k, v [B, H, N, d] and the mask [B, N].
+// The (batch, head) pair bh = b H + h of a [B, H, N, d] view.
 template <typename T>
-Head<T> head_at(const AttentionInputs& in, int64_t bh) {
-  const int64_t heads = in.q.size(1), n = in.q.size(2), d = in.q.size(3);
-  const int64_t at = bh * n * d;
-  const float* mask = in.key_active.defined() ? static_cast<const float*>(in.key_active.raw_data()) : nullptr;
-  return {static_cast<const T*>(in.q.raw_data()) + at, static_cast<const T*>(in.k.raw_data()) + at,
-          static_cast<const T*>(in.v.raw_data()) + at, mask ? mask + (bh / heads) * n : nullptr, n, d,
-          static_cast<T>(in.scale)};
+Rows<T> rows_of(const HeadsView<T>& view, int64_t bh, int64_t heads) {
+  return {view.rows(bh / heads, bh % heads), view.token};
 }
+
+// The heads of q, k, v and the mask [B, N], one (batch, head) at a time.
+template <typename T>
+struct Heads {
+  HeadsView<const T> q, k, v;
+  const float* mask;
+  int64_t heads, n, d;
+  T scale;
+
+  explicit Heads(const AttentionInputs& in)
+      : q(heads_view<const T>(in.q)),
+        k(heads_view<const T>(in.k)),
+        v(heads_view<const T>(in.v)),
+        mask(in.key_active.defined() ? static_cast<const float*>(in.key_active.raw_data()) : nullptr),
+        heads(in.q.size(1)),
+        n(in.q.size(2)),
+        d(in.q.size(3)),
+        scale(static_cast<T>(in.scale)) {}
+
+  Head<T> at(int64_t bh) const {
+    return {rows_of(q, bh, heads), rows_of(k, bh, heads), rows_of(v, bh, heads),
+            mask ? mask + (bh / heads) * n : nullptr, n, d, scale};
+  }
+};
 
 // Work per head is ~N^2 d; heads are shared out when there is enough of it.
 bool worth_threads(const AttentionInputs& in) {
@@ -245,14 +284,16 @@ bool worth_threads(const AttentionInputs& in) {
 void attention_forward_cpu(const AttentionInputs& in, const Tensor& out, const Tensor& lse) {
   dispatch_float(in.q.dtype(), "fused_attention", [&](auto tag) {
     using T = decltype(tag);
-    const int64_t heads = in.q.size(0) * in.q.size(1), n = in.q.size(2), d = in.q.size(3);
-    T* po = static_cast<T*>(out.raw_data());
+    const Heads<T> all(in);
+    const int64_t count = in.q.size(0) * all.heads, n = all.n;
+    const HeadsView<T> po = heads_view<T>(out);
     T* pl = static_cast<T*>(lse.raw_data());
+    // Each (batch, head) writes only its own rows of out and lse.
 #pragma omp parallel if (worth_threads(in))
     {
-      Scratch<T> scratch(n, d);
+      Scratch<T> scratch(n, all.d);
 #pragma omp for schedule(static)
-      for (int64_t bh = 0; bh < heads; ++bh) forward_head(head_at<T>(in, bh), po + bh * n * d, pl + bh * n, scratch);
+      for (int64_t bh = 0; bh < count; ++bh) forward_head(all.at(bh), rows_of(po, bh, all.heads), pl + bh * n, scratch);
     }
   });
 }
@@ -261,20 +302,20 @@ void attention_backward_cpu(const AttentionInputs& in, const Tensor& out, const 
                             const Tensor& dq, const Tensor& dk, const Tensor& dv) {
   dispatch_float(in.q.dtype(), "fused_attention_backward", [&](auto tag) {
     using T = decltype(tag);
-    const int64_t heads = in.q.size(0) * in.q.size(1), n = in.q.size(2), d = in.q.size(3);
-    const T* po = static_cast<const T*>(out.raw_data());
+    const Heads<T> all(in);
+    const int64_t count = in.q.size(0) * all.heads, n = all.n;
+    const HeadsView<const T> po = heads_view<const T>(out), pg = heads_view<const T>(dout);
+    const HeadsView<T> pdq = heads_view<T>(dq), pdk = heads_view<T>(dk), pdv = heads_view<T>(dv);
     const T* pl = static_cast<const T*>(lse.raw_data());
-    const T* pg = static_cast<const T*>(dout.raw_data());
-    T* pdq = static_cast<T*>(dq.raw_data());
-    T* pdk = static_cast<T*>(dk.raw_data());
-    T* pdv = static_cast<T*>(dv.raw_data());
 #pragma omp parallel if (worth_threads(in))
     {
-      Scratch<T> scratch(n, d);
+      Scratch<T> scratch(n, all.d);
 #pragma omp for schedule(static)
-      for (int64_t bh = 0; bh < heads; ++bh) {
-        const int64_t at = bh * n * d;
-        backward_head(head_at<T>(in, bh), po + at, pl + bh * n, pg + at, pdq + at, pdk + at, pdv + at, scratch);
+      for (int64_t bh = 0; bh < count; ++bh) {
+        const int64_t h = all.heads;
+        const HeadGrads<T> grads{rows_of(po, bh, h), rows_of(pg, bh, h), rows_of(pdq, bh, h), rows_of(pdk, bh, h),
+                                 rows_of(pdv, bh, h)};
+        backward_head(all.at(bh), pl + bh * n, grads, scratch);
       }
     }
   });
