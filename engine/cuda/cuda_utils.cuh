@@ -188,7 +188,11 @@ __device__ RowExpSum<T> block_row_exp_sum(const T* row, int64_t n) {
 
 // The second stage of the reductions that avoid atomics (parameter gradients
 // summed over a batch): out[m * n + i] = the sum of part[(m * rows + r) * n + i]
-// over r = 0..rows-1, added in that order, so results are bit-reproducible.
+// over r = 0..rows-1, in an order fixed by the shapes alone, so results are
+// bit-reproducible. Two versions: many outputs get a thread each, adding the
+// rows in order; few outputs of many rows (a layer's bias gradient from a
+// thousand partial rows) get 16 warps per 32 outputs, warp w adding rows
+// w, w + 16, ..., then the 16 warps' sums added in warp order.
 template <typename T>
 __global__ void sum_partial_rows_kernel(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
   for (int64_t idx : grid_stride(batches * n)) {
@@ -199,9 +203,37 @@ __global__ void sum_partial_rows_kernel(const T* part, int64_t batches, int64_t 
   }
 }
 
+constexpr int kSplitRowWarps = 16;
+
+// Block (x, m): outputs m * n + 32 x + lane.
+template <typename T>
+__global__ void __launch_bounds__(kSplitRowWarps * 32)
+    sum_partial_rows_split_kernel(const T* part, int64_t rows, int64_t n, T* out) {
+  __shared__ T warp_sums[kSplitRowWarps][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * 32 + lane, m = blockIdx.y;
+  T acc = T(0);
+  if (i < n) {
+#pragma unroll 4
+    for (int64_t r = warp; r < rows; r += kSplitRowWarps) acc += part[(m * rows + r) * n + i];
+  }
+  warp_sums[warp][lane] = acc;
+  __syncthreads();
+  if (warp == 0 && i < n) {
+    T total = warp_sums[0][lane];
+    for (int w = 1; w < kSplitRowWarps; ++w) total += warp_sums[w][lane];
+    out[m * n + i] = total;
+  }
+}
+
 template <typename T>
 void sum_partial_rows(const T* part, int64_t batches, int64_t rows, int64_t n, T* out) {
-  launch_1d(batches * n, sum_partial_rows_kernel<T>, part, batches, rows, n, out);
+  const bool split = rows >= 64 && batches * n <= 65536 && batches <= 65535;
+  if (!split) return launch_1d(batches * n, sum_partial_rows_kernel<T>, part, batches, rows, n, out);
+  if (n == 0 || batches == 0) return;
+  const dim3 grid(static_cast<unsigned>((n + 31) / 32), static_cast<unsigned>(batches));
+  sum_partial_rows_split_kernel<T><<<grid, kSplitRowWarps * 32, 0, current_stream()>>>(part, rows, n, out);
+  CUDA_CHECK_LAUNCH();
 }
 
 // ---------------------------------------------------------------- element types

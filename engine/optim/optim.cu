@@ -1,6 +1,10 @@
-// CUDA kernels of the optimizer family: fused elementwise updates, and a
-// deterministic two-pass sum of squares for gradient clipping.
+// CUDA kernels of the optimizer family: fused elementwise updates (AdamW over
+// all parameters in one launch), and gradient clipping's deterministic sum of
+// squares and scaling, likewise over all gradients at once.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <utility>
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/optim/optim_kernels.h"
@@ -9,38 +13,123 @@ namespace engine {
 
 namespace {
 
-// The scalars of one AdamW step, computed on the host in double and rounded
-// once, exactly as the CPU kernel does.
+// ---------------------------------------------------------------- multi-tensor launches
+
+// A multi-tensor kernel covers every tensor of a step in one launch: the host
+// cuts each tensor into chunks of at most kChunk elements and uploads one
+// table of per-tensor entries (pointers, per-tensor scalars) and chunks;
+// block b handles chunk b, which names its tensor's entry.
+constexpr int64_t kChunk = 32768;
+
+struct Chunk {
+  int64_t tensor, start, length;
+};
+
+// The uploaded table; `bytes` keeps it alive until the kernels queued on the
+// stream have read it (the caching allocator reuses memory in stream order).
+template <typename Entry>
+struct ChunkTable {
+  Tensor bytes;
+  const Entry* entries = nullptr;
+  const Chunk* chunks = nullptr;
+  unsigned count = 0;
+};
+
+template <typename Entry>
+ChunkTable<Entry> upload_chunks(const std::vector<Entry>& entries, const std::vector<int64_t>& sizes,
+                                Device device) {
+  std::vector<Chunk> chunks;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    for (int64_t start = 0; start < sizes[t]; start += kChunk) {
+      chunks.push_back({static_cast<int64_t>(t), start, std::min(kChunk, sizes[t] - start)});
+    }
+  }
+  const size_t chunks_at = (entries.size() * sizeof(Entry) + 15) / 16 * 16;
+  Tensor host = Tensor::empty({static_cast<int64_t>(chunks_at + chunks.size() * sizeof(Chunk))}, DType::U8);
+  auto* base = static_cast<uint8_t*>(host.raw_data());
+  std::memcpy(base, entries.data(), entries.size() * sizeof(Entry));
+  std::memcpy(base + chunks_at, chunks.data(), chunks.size() * sizeof(Chunk));
+  ChunkTable<Entry> table;
+  table.bytes = host.to(device);
+  auto* device_base = static_cast<const uint8_t*>(table.bytes.raw_data());
+  table.entries = reinterpret_cast<const Entry*>(device_base);
+  table.chunks = reinterpret_cast<const Chunk*>(device_base + chunks_at);
+  table.count = static_cast<unsigned>(chunks.size());
+  return table;
+}
+
+// The dtype shared by all tensors of a multi-tensor call (checked).
+template <typename Range, typename Get>
+DType common_dtype(const char* op, const Range& items, Get tensor_of) {
+  const DType dtype = tensor_of(items.front()).dtype();
+  for (const auto& item : items) {
+    check(tensor_of(item).dtype() == dtype, "{}: tensors of dtypes {} and {} in one call", op, dtype_name(dtype),
+          dtype_name(tensor_of(item).dtype()));
+  }
+  return dtype;
+}
+
+// ---------------------------------------------------------------- AdamW
+
+// One parameter's pointers and scalars; the scalars are computed on the host
+// in double and rounded once, exactly as the CPU kernel does.
 template <typename T>
-struct AdamWScalars {
-  T decay, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, bias_correction2_sqrt, eps;
+struct AdamWEntry {
+  T* p;
+  const T* g;
+  T* m;
+  T* v;
+  T decay, step_size;
+};
+
+// The scalars shared by every parameter of a step.
+template <typename T>
+struct AdamWShared {
+  T beta1, beta2, one_minus_beta1, one_minus_beta2, bias_correction2_sqrt, eps;
 };
 
 template <typename T>
-__global__ void adamw_step_kernel_impl(AdamWScalars<T> s, T* p, const T* g, T* m, T* v, int64_t n) {
-  for (int64_t i : grid_stride(n)) {
-    m[i] = s.beta1 * m[i] + s.one_minus_beta1 * g[i];
-    v[i] = s.beta2 * v[i] + s.one_minus_beta2 * g[i] * g[i];
-    const T denom = sqrt(v[i]) / s.bias_correction2_sqrt + s.eps;
-    p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
+__global__ void adamw_step_kernel_impl(const AdamWEntry<T>* entries, const Chunk* chunks, AdamWShared<T> s) {
+  const Chunk chunk = chunks[blockIdx.x];
+  const AdamWEntry<T> e = entries[chunk.tensor];
+  for (int64_t i = chunk.start + threadIdx.x; i < chunk.start + chunk.length; i += blockDim.x) {
+    const T g = e.g[i];
+    const T m = s.beta1 * e.m[i] + s.one_minus_beta1 * g;
+    const T v = s.beta2 * e.v[i] + s.one_minus_beta2 * g * g;
+    e.m[i] = m;
+    e.v[i] = v;
+    const T denom = sqrt(v) / s.bias_correction2_sqrt + s.eps;
+    e.p[i] = e.p[i] * e.decay - e.step_size * m / denom;
   }
 }
 
-void adamw_step_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
-                     double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  DeviceGuard guard(param);
+void adamw_step_cuda(const std::vector<AdamWParam>& params, double beta1, double beta2, double eps, int64_t step) {
+  if (params.empty()) return;
+  DeviceGuard guard(params.front().param);
   const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-  dispatch_float(param.dtype(), "adamw_step", [&](auto tag) {
+  const DType dtype = common_dtype("adamw_step", params, [](const AdamWParam& p) -> const Tensor& { return p.param; });
+  dispatch_float(dtype, "adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    const AdamWScalars<T> scalars{static_cast<T>(1.0 - lr * weight_decay), static_cast<T>(beta1),
-                                  static_cast<T>(beta2), static_cast<T>(1.0 - beta1), static_cast<T>(1.0 - beta2),
-                                  static_cast<T>(lr / bias_correction1),
-                                  static_cast<T>(std::sqrt(bias_correction2)), static_cast<T>(eps)};
-    launch_1d(param.numel(), adamw_step_kernel_impl<T>, scalars, mutable_data_of<T>(param), data_of<T>(grad),
-              mutable_data_of<T>(exp_avg), mutable_data_of<T>(exp_avg_sq), param.numel());
+    std::vector<AdamWEntry<T>> entries;
+    std::vector<int64_t> sizes;
+    for (const AdamWParam& p : params) {
+      entries.push_back({mutable_data_of<T>(p.param), data_of<T>(p.grad), mutable_data_of<T>(p.exp_avg),
+                         mutable_data_of<T>(p.exp_avg_sq), static_cast<T>(1.0 - p.lr * p.weight_decay),
+                         static_cast<T>(p.lr / bias_correction1)});
+      sizes.push_back(p.param.numel());
+    }
+    const AdamWShared<T> shared{static_cast<T>(beta1),       static_cast<T>(beta2),
+                                static_cast<T>(1.0 - beta1), static_cast<T>(1.0 - beta2),
+                                static_cast<T>(std::sqrt(bias_correction2)), static_cast<T>(eps)};
+    const auto table = upload_chunks(entries, sizes, params.front().param.device());
+    if (table.count == 0) return;
+    adamw_step_kernel_impl<T><<<table.count, kThreads, 0, current_stream()>>>(table.entries, table.chunks, shared);
+    CUDA_CHECK_LAUNCH();
   });
 }
+
+// ---------------------------------------------------------------- SGD (one tensor per call)
 
 // buf is null without momentum.
 template <typename T>
@@ -68,50 +157,86 @@ void sgd_step_cuda(const Tensor& param, const Tensor& grad, const Tensor& moment
   });
 }
 
-// out[block] = the block's share of sum(x^2) (or of sum(x)), in double.
-template <typename In>
-__global__ void block_sums_kernel(const In* x, int64_t n, bool square, double* out) {
+// ---------------------------------------------------------------- gradient clipping
+
+// out[block] = the block's share of sum(x) over n values, in double (one
+// block: the final sum of the partials, in order).
+__global__ void sum_partials_kernel(const double* x, int64_t n, double* out) {
   double total = 0.0;
-  for (int64_t i : grid_stride(n)) {
-    const double value = static_cast<double>(x[i]);
-    total += square ? value * value : value;
-  }
+  for (int64_t i : grid_stride(n)) total += x[i];
   total = block_sum(total);
   if (threadIdx.x == 0) out[blockIdx.x] = total;
 }
 
-// Blocks of the first pass: a fixed count for a given size, so that the
-// summation order, and with it the result, is the same on every run.
-constexpr int64_t kSumBlocks = 1024;
-
-double sum_of_squares_cuda(const Tensor& x) {
-  if (x.numel() == 0) return 0.0;
-  DeviceGuard guard(x);
-  const int64_t blocks = std::min((x.numel() + kThreads - 1) / kThreads, kSumBlocks);
-  Tensor partials = Tensor::empty({blocks}, DType::F64, x.device());
-  Tensor total = Tensor::empty({1}, DType::F64, x.device());
-  dispatch_float(x.dtype(), "sum_of_squares", [&](auto tag) {
-    using T = decltype(tag);
-    block_sums_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, current_stream()>>>(
-        data_of<T>(x), x.numel(), true, mutable_data_of<double>(partials));
-    CUDA_CHECK_LAUNCH();
-  });
-  block_sums_kernel<double><<<1, kThreads, 0, current_stream()>>>(data_of<double>(partials), blocks, false,
-                                                                   mutable_data_of<double>(total));
-  CUDA_CHECK_LAUNCH();
-  return total.item<double>();  // copies to the host, waiting for the kernels
+// partials[b] = sum of x^2 over chunk b, in double.
+template <typename T>
+__global__ void chunk_squares_kernel(const T* const* tensors, const Chunk* chunks, double* partials) {
+  const Chunk chunk = chunks[blockIdx.x];
+  const T* x = tensors[chunk.tensor];
+  double total = 0.0;
+  for (int64_t i = chunk.start + threadIdx.x; i < chunk.start + chunk.length; i += blockDim.x) {
+    const double value = static_cast<double>(x[i]);
+    total += value * value;
+  }
+  total = block_sum(total);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
 template <typename T>
-__global__ void scale_kernel_impl(T* x, T factor, int64_t n) {
-  for (int64_t i : grid_stride(n)) x[i] *= factor;
+__global__ void chunk_scale_kernel(T* const* tensors, const Chunk* chunks, T factor) {
+  const Chunk chunk = chunks[blockIdx.x];
+  T* x = tensors[chunk.tensor];
+  for (int64_t i = chunk.start + threadIdx.x; i < chunk.start + chunk.length; i += blockDim.x) x[i] *= factor;
 }
 
-void scale_cuda(const Tensor& x, double factor) {
-  DeviceGuard guard(x);
-  dispatch_float(x.dtype(), "scale", [&](auto tag) {
+// The tensors' data pointers and sizes, for a chunk table.
+template <typename T>
+std::pair<std::vector<T*>, std::vector<int64_t>> pointers_and_sizes(const std::vector<Tensor>& xs) {
+  std::pair<std::vector<T*>, std::vector<int64_t>> out;
+  for (const Tensor& x : xs) {
+    out.first.push_back(mutable_data_of<T>(x));
+    out.second.push_back(x.numel());
+  }
+  return out;
+}
+
+const Tensor& itself(const Tensor& t) { return t; }
+
+// Deterministic: each chunk's sum, then the chunks' sums added in order by
+// one block; one device-to-host copy for all tensors.
+double sum_of_squares_cuda(const std::vector<Tensor>& xs) {
+  if (xs.empty()) return 0.0;
+  DeviceGuard guard(xs.front());
+  double result = 0.0;
+  dispatch_float(common_dtype("sum_of_squares", xs, itself), "sum_of_squares", [&](auto tag) {
     using T = decltype(tag);
-    launch_1d(x.numel(), scale_kernel_impl<T>, mutable_data_of<T>(x), static_cast<T>(factor), x.numel());
+    const auto [pointers, sizes] = pointers_and_sizes<T>(xs);
+    const auto table = upload_chunks(pointers, sizes, xs.front().device());
+    if (table.count == 0) return;
+    Tensor partials = Tensor::empty({static_cast<int64_t>(table.count)}, DType::F64, xs.front().device());
+    Tensor total = Tensor::empty({1}, DType::F64, xs.front().device());
+    chunk_squares_kernel<T><<<table.count, kThreads, 0, current_stream()>>>(
+        reinterpret_cast<const T* const*>(table.entries), table.chunks, mutable_data_of<double>(partials));
+    CUDA_CHECK_LAUNCH();
+    sum_partials_kernel<<<1, kThreads, 0, current_stream()>>>(data_of<double>(partials), table.count,
+                                                             mutable_data_of<double>(total));
+    CUDA_CHECK_LAUNCH();
+    result = total.item<double>();  // copies to the host, waiting for the kernels
+  });
+  return result;
+}
+
+void scale_cuda(const std::vector<Tensor>& xs, double factor) {
+  if (xs.empty()) return;
+  DeviceGuard guard(xs.front());
+  dispatch_float(common_dtype("scale", xs, itself), "scale", [&](auto tag) {
+    using T = decltype(tag);
+    const auto [pointers, sizes] = pointers_and_sizes<T>(xs);
+    const auto table = upload_chunks(pointers, sizes, xs.front().device());
+    if (table.count == 0) return;
+    chunk_scale_kernel<T><<<table.count, kThreads, 0, current_stream()>>>(table.entries, table.chunks,
+                                                                         static_cast<T>(factor));
+    CUDA_CHECK_LAUNCH();
   });
 }
 

@@ -12,8 +12,8 @@ T* ptr(const Tensor& t) {
   return static_cast<T*>(t.raw_data());
 }
 
-void adamw_step_cpu(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
-                    double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+void adamw_param_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                      double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
   dispatch_float(param.dtype(), "adamw_step", [&](auto tag) {
     using T = decltype(tag);
     T* p = ptr<T>(param);
@@ -40,6 +40,12 @@ void adamw_step_cpu(const Tensor& param, const Tensor& grad, const Tensor& exp_a
   });
 }
 
+void adamw_step_cpu(const std::vector<AdamWParam>& params, double beta1, double beta2, double eps, int64_t step) {
+  for (const AdamWParam& p : params) {
+    adamw_param_step(p.param, p.grad, p.exp_avg, p.exp_avg_sq, p.lr, beta1, beta2, eps, p.weight_decay, step);
+  }
+}
+
 void sgd_step_cpu(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, double lr,
                   double momentum, bool nesterov, double weight_decay, bool first_step) {
   dispatch_float(param.dtype(), "sgd_step", [&](auto tag) {
@@ -60,25 +66,29 @@ void sgd_step_cpu(const Tensor& param, const Tensor& grad, const Tensor& momentu
   });
 }
 
-double sum_of_squares_cpu(const Tensor& x) {
+double sum_of_squares_cpu(const std::vector<Tensor>& xs) {
   double sum = 0.0;
-  dispatch_float(x.dtype(), "sum_of_squares", [&](auto tag) {
-    using T = decltype(tag);
-    const T* px = ptr<T>(x);
-    const int64_t n = x.numel();
-    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(px[i]) * static_cast<double>(px[i]);
-  });
+  for (const Tensor& x : xs) {
+    dispatch_float(x.dtype(), "sum_of_squares", [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = ptr<T>(x);
+      const int64_t n = x.numel();
+      for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(px[i]) * static_cast<double>(px[i]);
+    });
+  }
   return sum;
 }
 
-void scale_cpu(const Tensor& x, double factor) {
-  dispatch_float(x.dtype(), "scale", [&](auto tag) {
-    using T = decltype(tag);
-    T* px = ptr<T>(x);
-    const T f = static_cast<T>(factor);
-    const int64_t n = x.numel();
-    for (int64_t i = 0; i < n; ++i) px[i] *= f;
-  });
+void scale_cpu(const std::vector<Tensor>& xs, double factor) {
+  for (const Tensor& x : xs) {
+    dispatch_float(x.dtype(), "scale", [&](auto tag) {
+      using T = decltype(tag);
+      T* px = ptr<T>(x);
+      const T f = static_cast<T>(factor);
+      const int64_t n = x.numel();
+      for (int64_t i = 0; i < n; ++i) px[i] *= f;
+    });
+  }
 }
 
 }  // namespace

@@ -80,14 +80,25 @@ void check_grad(const Tensor& param, const Tensor& grad, const std::string& labe
   check(grad.is_contiguous(), "{}: gradient of parameter {} is not contiguous", optimizer, label);
 }
 
+// One parameter's update in a step: `buffers` follow the optimizer's buffer
+// names and were just created (zeroed) when first_update, which only
+// optimizers with buffers use.
+struct ParamUpdate {
+  Tensor param, grad;
+  std::vector<Tensor> buffers;
+  double lr, weight_decay;
+  bool first_update;
+};
+
 // Walks the groups in order, owns the step count and each parameter's state
 // buffers (created zeroed on its first update, as PyTorch creates them lazily)
-// and maps both to named tensors. Subclasses supply the update of one tensor.
+// and maps both to named tensors. Subclasses apply a step's updates.
 class StatefulOptimizer : public Optimizer {
  public:
   void step() override {
     NoGradGuard no_grad;
     ++step_;
+    std::vector<ParamUpdate> updates;
     for (Slot& slot : slots_) {
       const Tensor grad = slot.param.grad();
       if (!grad.defined()) continue;
@@ -95,8 +106,9 @@ class StatefulOptimizer : public Optimizer {
       const bool first_update = slot.buffers.empty();
       if (first_update) create_buffers(slot);
       const ParamGroup& group = groups_[slot.group];
-      update(slot.param, grad, slot.buffers, lr_ * group.lr_scale, group.weight_decay, first_update);
+      updates.push_back({slot.param, grad, slot.buffers, lr_ * group.lr_scale, group.weight_decay, first_update});
     }
+    apply(updates);
   }
 
   NamedTensors state() const override {
@@ -143,10 +155,8 @@ class StatefulOptimizer : public Optimizer {
     }
   }
 
-  // Updates one parameter in place; `buffers` follow buffer_names and were just
-  // created (zeroed) when first_update, which only optimizers with buffers use.
-  virtual void update(const Tensor& param, const Tensor& grad, const std::vector<Tensor>& buffers, double lr,
-                      double weight_decay, bool first_update) = 0;
+  // Updates the parameters in place.
+  virtual void apply(const std::vector<ParamUpdate>& updates) = 0;
 
   int64_t step_count() const { return step_; }
 
@@ -233,11 +243,12 @@ class Sgd final : public StatefulOptimizer {
   }
 
  private:
-  void update(const Tensor& param, const Tensor& grad, const std::vector<Tensor>& buffers, double lr,
-              double weight_decay, bool first_update) override {
-    const Tensor momentum_buffer = buffers.empty() ? Tensor() : buffers[0];
-    sgd_step_kernel.get(param.device())(param, grad, momentum_buffer, lr, options_.momentum, options_.nesterov,
-                                        weight_decay, first_update);
+  void apply(const std::vector<ParamUpdate>& updates) override {
+    for (const ParamUpdate& u : updates) {
+      const Tensor momentum_buffer = u.buffers.empty() ? Tensor() : u.buffers[0];
+      sgd_step_kernel.get(u.param.device())(u.param, u.grad, momentum_buffer, u.lr, options_.momentum,
+                                            options_.nesterov, u.weight_decay, u.first_update);
+    }
   }
 
   SgdOptions options_;
@@ -254,10 +265,18 @@ class AdamW final : public StatefulOptimizer {
   }
 
  private:
-  void update(const Tensor& param, const Tensor& grad, const std::vector<Tensor>& buffers, double lr,
-              double weight_decay, bool /*first_update: zeroed moments are Adam's start*/) override {
-    adamw_step_kernel.get(param.device())(param, grad, buffers[0], buffers[1], lr, options_.beta1, options_.beta2,
-                                          options_.eps, weight_decay, step_count());
+  // One multi-tensor step per device and dtype (first_update needs nothing:
+  // zeroed moments are Adam's start).
+  void apply(const std::vector<ParamUpdate>& updates) override {
+    std::map<std::pair<std::string, DType>, std::vector<AdamWParam>> batches;
+    for (const ParamUpdate& u : updates) {
+      batches[{u.param.device().str(), u.param.dtype()}].push_back(
+          {u.param, u.grad, u.buffers[0], u.buffers[1], u.lr, u.weight_decay});
+    }
+    for (const auto& [key, params] : batches) {
+      adamw_step_kernel.get(params.front().param.device())(params, options_.beta1, options_.beta2, options_.eps,
+                                                           step_count());
+    }
   }
 
   AdamWOptions options_;
@@ -285,14 +304,17 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
           param_label(params[i], 0, i));
     grads.push_back(grad);
   }
-  double sum_of_squares = 0.0;
-  for (const Tensor& grad : grads) sum_of_squares += sum_of_squares_kernel.get(grad.device())(grad);
-  const double norm = std::sqrt(sum_of_squares);
+  if (grads.empty()) return 0.0;
+  const Device device = grads.front().device();
+  for (const Tensor& grad : grads) {
+    check(grad.device() == device && grad.dtype() == grads.front().dtype(),
+          "clip_grad_norm: gradients on {} and {} (all must share a device and dtype)", grads.front().describe(),
+          grad.describe());
+  }
+  const double norm = std::sqrt(sum_of_squares_kernel.get(device)(grads));
   // PyTorch's coefficient, clamped to 1: the 1e-6 guards against a zero norm.
   const double factor = max_norm / (norm + 1e-6);
-  if (factor < 1.0) {
-    for (const Tensor& grad : grads) scale_kernel.get(grad.device())(grad, factor);
-  }
+  if (factor < 1.0) scale_kernel.get(device)(grads, factor);
   return norm;
 }
 

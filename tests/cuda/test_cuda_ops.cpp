@@ -99,6 +99,13 @@ TEST_P(CudaOps, BinaryWithBroadcasting) {
   expect_same("mul", [](const auto& in) { return mul(in[0], in[1]); }, {c, d});
   expect_same("div", [](const auto& in) { return div(in[0], transpose(in[1], 0, 1)); }, {a, b});
   expect_same("div broadcast both", [](const auto& in) { return div(in[0], in[1]); }, {c, d});
+  // Same-shape contiguous operands take the dense kernels (vectors and a tail
+  // of 3 elements); one starting an element into its storage the generic one.
+  Tensor e = uniform({3, 7, 11}), f = uniform({3, 7, 11}, 0.5, 2.0), g = uniform({232});
+  expect_same("dense add", [](const auto& in) { return add(in[0], in[1]); }, {e, f});
+  expect_same("dense div", [](const auto& in) { return div(in[0], in[1]); }, {e, f});
+  expect_same("misaligned mul", [](const auto& in) { return mul(narrow(in[0], 0, 1, 231), in[1]); },
+              {g, reshape(f, {231})});
 }
 
 TEST_P(CudaOps, UnaryForwardAndBackward) {
@@ -232,6 +239,17 @@ TEST_P(CudaOps, LayerNorm) {
               {uniform({2, 1000, 8}), uniform({8}), uniform({8})});
   expect_same("rows for a warp each", [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
               {add(uniform({4100, 192}), 2.0), uniform({192}), uniform({192})}, 4.0);
+  // Float32 rows of up to 1024 elements live in registers, 8 float4s a lane
+  // at most; more rows than 1024 blocks of 4 warps (each warp then takes
+  // several rows into its partial sums); 1028 is past the register version.
+  expect_same("longest register rows", [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
+              {uniform({40, 1024}), uniform({1024}), uniform({1024})}, 4.0);
+  expect_same("more rows than the backward's warps",
+              [](const auto& in) { return layer_norm(in[0], in[1], Tensor(), 1e-6); },
+              {uniform({4500, 12}), uniform({12})}, 4.0);
+  expect_same("rows one float4 past the register version",
+              [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
+              {uniform({6, 1028}), uniform({1028}), uniform({1028})}, 4.0);
 }
 
 TEST_P(CudaOps, CrossEntropyAndOtherLosses) {
@@ -285,6 +303,9 @@ TEST_P(CudaOps, WhereMaskedFillConcatSplit) {
 TEST_P(CudaOps, PatchConvolution) {
   expect_same("patch_conv2d", [](const auto& in) { return patch_conv2d(in[0], in[1], in[2]); },
               {uniform({2, 3, 8, 12}), uniform({5, 3, 4, 4}), uniform({5})});
+  // Patch rows of 3: the kernels' element-by-element version (4 went as vectors).
+  expect_same("patch 3", [](const auto& in) { return patch_conv2d(in[0], in[1], in[2]); },
+              {uniform({2, 3, 9, 6}), uniform({5, 3, 3, 3}), uniform({5})});
 }
 
 TEST_P(CudaOps, Cumsum) {
@@ -313,7 +334,8 @@ void expect_optimizer_matches(const char* what, DType dtype,
                               const std::function<std::unique_ptr<Optimizer>(std::vector<ParamGroup>)>& make) {
   Rng rng(21);
   std::vector<Tensor> cpu_params, gpu_params;
-  for (const Shape& shape : {Shape{4, 6}, Shape{6}, Shape{3, 2, 5}}) {
+  // The last is cut into several chunks by the multi-tensor kernels, with a tail.
+  for (const Shape& shape : {Shape{4, 6}, Shape{6}, Shape{3, 2, 5}, Shape{3, 30001}}) {
     Tensor p = Tensor::uniform(shape, rng, -1.0, 1.0, dtype);
     cpu_params.push_back(p.clone().set_requires_grad(true).set_name("p" + std::to_string(cpu_params.size())));
     gpu_params.push_back(p.to(gpu()).set_requires_grad(true).set_name(cpu_params.back().name()));

@@ -6,9 +6,14 @@
 
 namespace engine {
 
+// Each op count follows its enum (the CUDA kernels instantiate one dense
+// kernel per op).
 enum class BinaryOp { Add, Sub, Mul, Div };
+constexpr int kBinaryOps = 4;
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Gelu, Silu, Softplus, Relu, Abs, Reciprocal };
+constexpr int kUnaryOps = 12;
 enum class ScalarOp { Add, Mul, Pow, GreaterEqual };
+constexpr int kScalarOps = 4;
 
 // a and b are already broadcast to out's shape (stride 0 along broadcast
 // dimensions, any other strides); out is contiguous. All three share a dtype.
