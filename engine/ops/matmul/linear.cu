@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_utils.cuh"
+#include "engine/cuda/device_handles.cuh"
 #include "engine/ops/copy/copy_kernels.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/elementwise/elementwise_math.h"
@@ -74,14 +75,11 @@ void lt_check(cublasStatus_t status, const char* what) {
   check(status == CUBLAS_STATUS_SUCCESS, "cuBLASLt error in {}: {}", what, cublasLtGetStatusString(status));
 }
 
-// One handle per GPU, created on first use and kept for the process.
+// The GPU's handle (see DeviceHandles); cuBLASLt takes the stream per call.
 cublasLtHandle_t lt_handle(int device) {
-  static std::mutex mutex;
-  static std::vector<cublasLtHandle_t> handles(cuda_device_count(), nullptr);
-  std::lock_guard<std::mutex> lock(mutex);
-  check(device >= 0 && device < static_cast<int>(handles.size()), "cuBLASLt: no GPU cuda:{}", device);
-  if (handles[device] == nullptr) lt_check(cublasLtCreate(&handles[device]), "cublasLtCreate");
-  return handles[device];
+  static DeviceHandles<cublasLtHandle_t> handles(
+      "cuBLASLt", [](cublasLtHandle_t* handle) { lt_check(cublasLtCreate(handle), "cublasLtCreate"); });
+  return handles.get(device);
 }
 
 // One column-major GEMM, D [m, n] = op(A) [m, k] op(B) [k, n], float32 D
