@@ -149,7 +149,8 @@ double relative_error(const Tensor& actual, const Tensor& expected) {
 // backward too: with operands and an upstream gradient exact in bfloat16 (so
 // that g = dy needs no rounding), the bf16-mode gradients equal float32 ones
 // of the explicitly rounded operands up to summation order (~1e-6), while
-// operands read unrounded would be off by ~2^-9 (checked: the test can fail).
+// operands read unrounded would be off by ~1e-3 (also checked, so that the
+// test can fail).
 TEST_F(CudaLinear, Bf16BackwardReadsTheForwardsRoundedOperands) {
   auto rounded = [](const Tensor& t) { return t.to(DType::BF16).to(DType::F32); };
   for (bool lt : {true, false}) {
