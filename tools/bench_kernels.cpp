@@ -112,8 +112,9 @@ void fused_mlp(KernelBench& bench) {
     matmul(transpose(x, 0, 1), dpre);
   });
   Tensor dx = bench.empty({m, d}), dw = bench.empty({hidden, d}), db = bench.empty({hidden});
+  const LinearOperands saved{x.to(DType::BF16), w.to(DType::BF16)};  // as the forward keeps them in this mode
   bench.compute("fc1+bias+GELU bwd fused bf16", shape, 2 * flops,
-                [&] { linear_backward_kernel.get(device)(x, w, pre, dy, dx, dw, db); });
+                [&] { linear_backward_kernel.get(device)(saved, pre, dy, dx, dw, db); });
 }
 
 // The element-wise, normalisation and optimizer kernels at ViT-S sizes.

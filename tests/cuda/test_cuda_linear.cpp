@@ -134,6 +134,51 @@ TEST_F(CudaLinear, CublasFallbackMatchesCpu) {
   expect_all_match("bf16 (cuBLAS)", DType::F32, kBf16);
 }
 
+// The largest |actual - expected| relative to max |expected|.
+double relative_error(const Tensor& actual, const Tensor& expected) {
+  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  double scale = 1e-12, worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(e[i]));
+    worst = std::max(worst, std::abs(a[i] - e[i]));
+  }
+  return worst / scale;
+}
+
+// bf16 mode's GEMMs read the forward's bfloat16 roundings of x and W, in the
+// backward too: with operands and an upstream gradient exact in bfloat16 (so
+// that g = dy needs no rounding), the bf16-mode gradients equal float32 ones
+// of the explicitly rounded operands up to summation order (~1e-6), while
+// operands read unrounded would be off by ~1e-3 (also checked, so that the
+// test can fail).
+TEST_F(CudaLinear, Bf16BackwardReadsTheForwardsRoundedOperands) {
+  auto rounded = [](const Tensor& t) { return t.to(DType::BF16).to(DType::F32); };
+  for (bool lt : {true, false}) {
+    const CublasLtGuard path(lt);
+    for (const ShapeCase& c : shapes()) {
+      Rng rng(24);
+      const int64_t in_features = c.x.back();
+      Shape out_shape(c.x.begin(), c.x.end() - 1);
+      out_shape.push_back(c.out);
+      const Tensor x = Tensor::uniform(c.x, rng, -1, 1), w = Tensor::uniform({c.out, in_features}, rng, -0.5, 0.5);
+      const Tensor b = Tensor::uniform({c.out}, rng, -1, 1);
+      const Tensor weights = rounded(Tensor::uniform(out_shape, rng, 0.5, 1.5));
+      const Results on_rounded = run(false, rounded(x), rounded(w), b, weights);  // CPU, float32
+      const Results on_originals = run(false, x, w, b, weights);
+      const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+      const Results actual = run(false, x.to(gpu()), w.to(gpu()), b.to(gpu()), weights.to(gpu()));
+      const std::string what = fmt::format("{} linear {} x [{}, {}]", lt ? "cuBLASLt" : "cuBLAS", shape_str(c.x),
+                                           c.out, in_features);
+      expect_matches(actual.out, on_rounded.out, 1e-5, what + ": forward");
+      expect_matches(actual.dx, on_rounded.dx, 1e-5, what + ": dx");
+      expect_matches(actual.dw, on_rounded.dw, 1e-5, what + ": dW");
+      expect_matches(actual.db, on_rounded.db, 1e-5, what + ": db");
+      EXPECT_GT(relative_error(actual.dx, on_originals.dx), 1e-4) << what << ": dx does not see the rounding";
+      EXPECT_GT(relative_error(actual.dw, on_originals.dw), 1e-4) << what << ": dW does not see the rounding";
+    }
+  }
+}
+
 TEST_F(CudaLinear, Float64MatchesCpu) {
   const Tolerances tight{1e-12, 1e-12, 1e-12, 1e-12};
   expect_gpu_matches_cpu("fp64 linear", false, {3, 17, 40}, 24, true, DType::F64, tight);

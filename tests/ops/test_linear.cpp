@@ -2,6 +2,9 @@
 // composite of the ops they replace, and their float64 gradients.
 #include <gtest/gtest.h>
 
+#include <utility>
+
+#include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "layers/mlp.h"
 #include "tests/gradcheck.h"
@@ -92,6 +95,78 @@ TEST(Linear, GradientsOnlyWhereAsked) {
   // No recording under no-grad.
   NoGradGuard no_grad;
   EXPECT_FALSE(linear_gelu(x2, w, b).requires_grad());
+}
+
+// The CPU kernels with the CUDA kernels' bf16-mode contract: the forward
+// computes with its operands rounded to bfloat16 (held in their own dtype
+// here) and returns those copies for the backward, which counts the calls
+// that got an x. Installed for the object's lifetime.
+class RoundingLinearKernels {
+ public:
+  RoundingLinearKernels() {
+    real_forward_ = std::exchange(linear_forward_kernel.cpu, &rounding_forward);
+    real_backward_ = std::exchange(linear_backward_kernel.cpu, &counting_backward);
+  }
+  ~RoundingLinearKernels() {
+    linear_forward_kernel.cpu = real_forward_;
+    linear_backward_kernel.cpu = real_backward_;
+  }
+  RoundingLinearKernels(const RoundingLinearKernels&) = delete;
+  RoundingLinearKernels& operator=(const RoundingLinearKernels&) = delete;
+
+  static Tensor rounded(const Tensor& t) { return t.to(DType::BF16).to(t.dtype()); }
+  static int backward_calls_with_x() { return backward_calls_with_x_; }
+
+ private:
+  static LinearOperands rounding_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                         const Tensor& out) {
+    return real_forward_(rounded(x), rounded(weight), bias, out);
+  }
+  static void counting_backward(const LinearOperands& saved, const Tensor& pre, const Tensor& dy, const Tensor& dx,
+                                const Tensor& dweight, const Tensor& dbias) {
+    if (saved.x.defined()) ++backward_calls_with_x_;
+    real_backward_(saved, pre, dy, dx, dweight, dbias);
+  }
+  static inline LinearForwardKernel real_forward_ = nullptr;
+  static inline LinearBackwardKernel real_backward_ = nullptr;
+  static inline int backward_calls_with_x_ = 0;
+};
+
+// The backward reads the operands that the forward kernel returned (the CUDA
+// bf16 mode's rounded copies), not x and the weight again: the gradients are
+// bit for bit those of the op on the rounded operands, and not those of the
+// op on the originals.
+TEST(Linear, TheBackwardReadsTheForwardKernelsOperands) {
+  Rng rng(18);
+  Tensor x = Tensor::uniform({3, 17, 40}, rng, -1, 1), w = Tensor::uniform({24, 40}, rng, -0.5, 0.5);
+  Tensor b = Tensor::uniform({24}, rng, -1, 1);
+  const Tensor xr = RoundingLinearKernels::rounded(x), wr = RoundingLinearKernels::rounded(w);
+  for (bool with_gelu : {false, true}) {
+    auto f = [with_gelu](const auto& in) {
+      return with_gelu ? linear_gelu(in[0], in[1], in[2]) : linear(in[0], in[1], in[2]);
+    };
+    const std::vector<Tensor> on_rounded = gradients_of(f, {xr, wr, b}), on_originals = gradients_of(f, {x, w, b});
+    const RoundingLinearKernels rounding;
+    const std::vector<Tensor> actual = gradients_of(f, {x, w, b});
+    const char* what = with_gelu ? "linear_gelu" : "linear";
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(actual[i].to_floats(), on_rounded[i].to_floats()) << what << " " << i;
+    // dx and dW really depend on the rounding (the test could fail).
+    for (size_t i = 0; i < 2; ++i) EXPECT_NE(actual[i].to_floats(), on_originals[i].to_floats()) << what << " " << i;
+  }
+}
+
+// x is kept for the backward only when the weight needs a gradient.
+TEST(Linear, KeepsXOnlyForTheWeightGradient) {
+  Rng rng(19);
+  Tensor x = Tensor::uniform({4, 5}, rng, -1, 1), w = Tensor::uniform({3, 5}, rng, -1, 1);
+  x.set_requires_grad(true);
+  const RoundingLinearKernels counting;
+  const int before = RoundingLinearKernels::backward_calls_with_x();
+  sum(linear(x, w)).backward();  // a frozen weight
+  EXPECT_EQ(RoundingLinearKernels::backward_calls_with_x(), before);
+  w.set_requires_grad(true);
+  sum(linear_gelu(x, w)).backward();
+  EXPECT_EQ(RoundingLinearKernels::backward_calls_with_x(), before + 1);
 }
 
 TEST(Linear, EmptySizes) {

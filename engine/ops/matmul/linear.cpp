@@ -61,28 +61,44 @@ LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, cons
   return in;
 }
 
+// The forward's result and the operands its backward reads.
+struct Forward {
+  Tensor out;  // [M, N]
+  LinearOperands operands;
+};
+
 // x @ weight^T + bias as a fresh [M, N] tensor.
-Tensor forward_gemm(const LinearInputs& in) {
+Forward forward_gemm(const LinearInputs& in) {
   const Device device = in.x2.device();
-  if (in.m == 0 || in.n == 0) return Tensor::empty({in.m, in.n}, in.x2.dtype(), device);
-  if (in.k == 0) {  // an empty sum: the bias alone
+  Forward f{Tensor(), {in.x2, in.weight}};
+  if (in.m == 0 || in.n == 0) {
+    f.out = Tensor::empty({in.m, in.n}, in.x2.dtype(), device);
+  } else if (in.k == 0) {  // an empty sum: the bias alone
     Tensor zeros = Tensor::zeros({in.m, in.n}, in.x2.dtype(), device);
-    return in.bias.defined() ? add(zeros, in.bias) : zeros;
+    f.out = in.bias.defined() ? add(zeros, in.bias) : zeros;
+  } else {
+    f.out = Tensor::empty({in.m, in.n}, in.x2.dtype(), device);
+    f.operands = linear_forward_kernel.get(device)(in.x2, in.weight, in.bias, f.out);
+    add_gemm_flops(2 * in.m * in.n * in.k);
   }
-  Tensor out = Tensor::empty({in.m, in.n}, in.x2.dtype(), device);
-  linear_forward_kernel.get(device)(in.x2, in.weight, in.bias, out);
-  add_gemm_flops(2 * in.m * in.n * in.k);
-  return out;
+  return f;
+}
+
+// What the backward keeps of the forward's operands: x only for d(weight),
+// so that an x nothing else holds is freed after the forward.
+LinearOperands saved_for_backward(LinearOperands operands, bool want_weight) {
+  if (!want_weight) operands.x = Tensor();
+  return operands;
 }
 
 // The backward shared by linear and linear_gelu (pre: GELU's saved input, or
-// undefined). x2 may be undefined when the weight needs no gradient.
-std::vector<Tensor> backward(const Tensor& x2, const Tensor& weight, const Tensor& pre, const Tensor& grad,
+// undefined). saved.x may be undefined when the weight needs no gradient.
+std::vector<Tensor> backward(const LinearOperands& saved, const Tensor& pre, const Tensor& grad,
                              const Shape& x_shape, bool want_x, bool want_weight, bool want_bias) {
-  const int64_t n = weight.shape()[0], k = weight.shape()[1];
+  const int64_t n = saved.weight.shape()[0], k = saved.weight.shape()[1];
   const int64_t m = shape_numel(Shape(x_shape.begin(), x_shape.end() - 1));
-  const DType dtype = weight.dtype();
-  const Device device = weight.device();
+  const DType dtype = grad.dtype();  // the op's dtype (the saved operands may be bfloat16)
+  const Device device = grad.device();
   const Tensor g = reshape(grad, {m, n}).contiguous();
   Tensor dx = want_x ? Tensor::empty({m, k}, dtype, device) : Tensor();
   Tensor dw = want_weight ? Tensor::empty({n, k}, dtype, device) : Tensor();
@@ -101,7 +117,7 @@ std::vector<Tensor> backward(const Tensor& x2, const Tensor& weight, const Tenso
       db = sum(gelu_grad, {0});
     }
   } else {
-    linear_backward_kernel.get(device)(x2, weight, pre, g, dx, dw, db);
+    linear_backward_kernel.get(device)(saved, pre, g, dx, dw, db);
     add_gemm_flops(2 * m * n * k * ((want_x ? 1 : 0) + (want_weight ? 1 : 0)));
   }
   return {want_x ? reshape(dx, x_shape) : Tensor(), dw, db};
@@ -111,13 +127,14 @@ std::vector<Tensor> backward(const Tensor& x2, const Tensor& weight, const Tenso
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const LinearInputs in = prepare("linear", x, weight, bias);
-  Tensor out = reshape(forward_gemm(in), in.out_shape);
+  const Forward f = forward_gemm(in);
+  Tensor out = reshape(f.out, in.out_shape);
   const bool want_x = x.requires_grad(), want_weight = weight.requires_grad();
   const bool want_bias = bias.defined() && bias.requires_grad();
   record("linear", out, {x, weight, bias},
-         [x2 = want_weight ? in.x2 : Tensor(), w = in.weight, x_shape = x.shape(), want_x, want_weight,
+         [saved = saved_for_backward(f.operands, want_weight), x_shape = x.shape(), want_x, want_weight,
           want_bias](const Tensor& g) {
-           return backward(x2, w, Tensor(), g, x_shape, want_x, want_weight, want_bias);
+           return backward(saved, Tensor(), g, x_shape, want_x, want_weight, want_bias);
          });
   return out;
 }
@@ -125,7 +142,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const LinearInputs in = prepare("linear_gelu", x, weight, bias);
   check(is_floating(x.dtype()), "linear_gelu: needs a floating-point input, got {}", dtype_name(x.dtype()));
-  const Tensor pre = forward_gemm(in);
+  const Forward f = forward_gemm(in);
+  const Tensor& pre = f.out;
   const bool keep_pre = needs_grad({&x, &weight, &bias});
   // Without a backward the pre-activation is not needed: GELU in place.
   Tensor y2 = keep_pre ? Tensor::empty(pre.shape(), pre.dtype(), pre.device()) : pre;
@@ -135,8 +153,8 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const bool want_x = x.requires_grad(), want_weight = weight.requires_grad();
   const bool want_bias = bias.defined() && bias.requires_grad();
   record("linear_gelu", out, {x, weight, bias},
-         [x2 = want_weight ? in.x2 : Tensor(), w = in.weight, pre, x_shape = x.shape(), want_x, want_weight,
-          want_bias](const Tensor& g) { return backward(x2, w, pre, g, x_shape, want_x, want_weight, want_bias); });
+         [saved = saved_for_backward(f.operands, want_weight), pre, x_shape = x.shape(), want_x, want_weight,
+          want_bias](const Tensor& g) { return backward(saved, pre, g, x_shape, want_x, want_weight, want_bias); });
   return out;
 }
 

@@ -30,6 +30,11 @@
 // for db, so d(bias) keeps float32 precision. Column sums go through
 // per-chunk partial sums in a fixed order: deterministic.
 //
+// bf16 mode rounds x and W to bfloat16 once, in the forward, which returns
+// the copies (LinearOperands) for the op to keep: the backward's GEMMs read
+// them (dx W's, dW x's) instead of rounding again, and x's float32 copy is not
+// kept for the backward.
+//
 // cuBLASLt plans (matmul descriptor, layouts, the heuristic's algorithm and
 // its workspace size) are cached per shape, dtype, epilogue and operand
 // alignment; the workspace comes from the caching allocator. So a training
@@ -53,6 +58,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_utils.cuh"
+#include "engine/cuda/device_handles.cuh"
 #include "engine/ops/copy/copy_kernels.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/elementwise/elementwise_math.h"
@@ -69,14 +75,11 @@ void lt_check(cublasStatus_t status, const char* what) {
   check(status == CUBLAS_STATUS_SUCCESS, "cuBLASLt error in {}: {}", what, cublasLtGetStatusString(status));
 }
 
-// One handle per GPU, created on first use and kept for the process.
+// The GPU's handle (see DeviceHandles); cuBLASLt takes the stream per call.
 cublasLtHandle_t lt_handle(int device) {
-  static std::mutex mutex;
-  static std::vector<cublasLtHandle_t> handles(cuda_device_count(), nullptr);
-  std::lock_guard<std::mutex> lock(mutex);
-  check(device >= 0 && device < static_cast<int>(handles.size()), "cuBLASLt: no GPU cuda:{}", device);
-  if (handles[device] == nullptr) lt_check(cublasLtCreate(&handles[device]), "cublasLtCreate");
-  return handles[device];
+  static DeviceHandles<cublasLtHandle_t> handles(
+      "cuBLASLt", [](cublasLtHandle_t* handle) { lt_check(cublasLtCreate(handle), "cublasLtCreate"); });
+  return handles.get(device);
 }
 
 // One column-major GEMM, D [m, n] = op(A) [m, k] op(B) [k, n], float32 D
@@ -341,15 +344,26 @@ void linear_grad_pass(const Tensor& dy, const Tensor& pre, T* g, __nv_bfloat16* 
 
 bool bf16_mode() { return gemm_precision() == GemmPrecision::BFloat16; }
 
-void linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+// A saved operand as the cuBLASLt GEMM wants it: bfloat16 in bf16 mode,
+// float32 otherwise. Normally it already is (the forward made it so) and this
+// is a no-op; it converts only when the forward took the other path.
+Tensor lt_operand(const Tensor& saved, bool bf16) { return saved.to(bf16 ? DType::BF16 : DType::F32); }
+
+// A saved operand as the cuBLAS path wants it: in the op's dtype. A bfloat16
+// one goes back to float32 exactly (bfloat16 values are float32 values), and
+// the GEMM kernel's bf16 mode rounds it again to itself.
+Tensor cublas_operand(const Tensor& saved, DType dtype) { return saved.to(dtype); }
+
+LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
   DeviceGuard guard(out);
   const int device = out.device().index;
   const int64_t m = x.shape()[0], k = x.shape()[1], n = weight.shape()[0];
+  LinearOperands operands{x, weight};
   dispatch_float(out.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
     if (std::is_same_v<T, float> && cublaslt_enabled()) {  // (float64: always cuBLAS)
       const bool bf16 = bf16_mode();
-      const Tensor x_op = bf16 ? x.to(DType::BF16) : x, w_op = bf16 ? weight.to(DType::BF16) : weight;
+      if (bf16) operands = {x.to(DType::BF16), weight.to(DType::BF16)};  // also the backward's
       LtGemm g;
       g.trans_a = CUBLAS_OP_T;
       g.trans_b = CUBLAS_OP_N;
@@ -357,9 +371,9 @@ void linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bi
       g.n = m;
       g.k = k;
       g.operand_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-      g.a = w_op.raw_data();
+      g.a = operands.weight.raw_data();
       g.lda = k;
-      g.b = x_op.raw_data();
+      g.b = operands.x.raw_data();
       g.ldb = k;
       g.d = mutable_data_of<float>(out);
       g.ldd = n;
@@ -378,13 +392,14 @@ void linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bi
     cublas_gemm(plain(x), transposed(weight), out);
     if (bias.defined()) launch_1d(m * n, add_bias_kernel<T>, mutable_data_of<T>(out), data_of<T>(bias), m, n);
   });
+  return operands;
 }
 
-void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& pre, const Tensor& dy,
-                          const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+void linear_backward_cuda(const LinearOperands& saved, const Tensor& pre, const Tensor& dy, const Tensor& dx,
+                          const Tensor& dweight, const Tensor& dbias) {
   DeviceGuard guard(dy);
   const int device = dy.device().index;
-  const int64_t m = dy.shape()[0], n = dy.shape()[1], k = weight.shape()[1];
+  const int64_t m = dy.shape()[0], n = dy.shape()[1], k = saved.weight.shape()[1];
   dispatch_float(dy.dtype(), "linear_backward", [&](auto tag) {
     using T = decltype(tag);
     constexpr bool is_float = std::is_same_v<T, float>;
@@ -401,10 +416,9 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
                           g16.defined() ? mutable_data_of<__nv_bfloat16>(g16) : nullptr, dbias);
       db_done = true;
     }
-    // The float32 g for the cuBLAS path, made on demand in bf16 mode (exact:
-    // bfloat16 values are float32 values, and the GEMM rounds them again to themselves).
+    // The float32 g for the cuBLAS path, made on demand in bf16 mode (as cublas_operand).
     auto g_float = [&] {
-      if (!g.defined()) g = g16.to(DType::F32);
+      if (!g.defined()) g = cublas_operand(g16, dy.dtype());
       return g;
     };
     const cudaDataType_t operand_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -414,7 +428,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
     if (dx.defined()) {  // dx^T [k, m] = (W as [k, n]) (g as [n, m])
       bool done = false;
       if (is_float && cublaslt_enabled()) {
-        const Tensor w_op = bf16 ? weight.to(DType::BF16) : weight;
+        const Tensor w_op = lt_operand(saved.weight, bf16);
         LtGemm lt;
         lt.m = k;
         lt.n = m;
@@ -428,12 +442,12 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
         lt.ldd = k;
         done = lt_matmul(device, lt);
       }
-      if (!done) cublas_gemm(plain(g_float()), plain(weight), dx);
+      if (!done) cublas_gemm(plain(g_float()), plain(cublas_operand(saved.weight, dy.dtype())), dx);
     }
     if (dweight.defined()) {  // dW^T [k, n] = (x as [k, m]) op_T(g as [n, m]), + BGRADB sums of op(g) over m
       bool done = false;
       if (is_float && cublaslt_enabled()) {
-        const Tensor x_op = bf16 ? x.to(DType::BF16) : x;
+        const Tensor x_op = lt_operand(saved.x, bf16);
         LtGemm lt;
         lt.trans_b = CUBLAS_OP_T;
         lt.m = k;
@@ -455,7 +469,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& p
         }
         if (!done) done = lt_matmul(device, lt);
       }
-      if (!done) cublas_gemm(transposed(g_float()), plain(x), dweight);
+      if (!done) cublas_gemm(transposed(g_float()), plain(cublas_operand(saved.x, dy.dtype())), dweight);
     }
     if (dbias.defined() && !db_done) linear_grad_pass<T>(dy, Tensor(), nullptr, nullptr, dbias);
   });

@@ -7,10 +7,8 @@
 // is (not transposed) is then read as-is (OP_N), a transposed one with OP_T.
 #include <cublas_v2.h>
 
-#include <mutex>
-#include <vector>
-
 #include "engine/cuda/cuda_utils.cuh"
+#include "engine/cuda/device_handles.cuh"
 #include "engine/ops/copy/copy_kernels.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/matmul/matmul_kernels.h"
@@ -23,17 +21,14 @@ void cublas_check(cublasStatus_t status, const char* what) {
   check(status == CUBLAS_STATUS_SUCCESS, "cuBLAS error in {}: {}", what, cublasGetStatusString(status));
 }
 
-// One handle per GPU, created on first use on that device and kept for the
-// life of the process; always bound to the current stream. The default math
-// mode keeps float32 GEMMs in full float32 (no TF32), like the CPU.
+// The GPU's handle (see DeviceHandles), bound to the current stream. The
+// default math mode keeps float32 GEMMs in full float32 (no TF32), like the CPU.
 cublasHandle_t cublas_handle(int device) {
-  static std::mutex mutex;
-  static std::vector<cublasHandle_t> handles(cuda_device_count(), nullptr);
-  std::lock_guard<std::mutex> lock(mutex);
-  check(device >= 0 && device < static_cast<int>(handles.size()), "cuBLAS: no GPU cuda:{}", device);
-  if (handles[device] == nullptr) cublas_check(cublasCreate(&handles[device]), "cublasCreate");
-  cublas_check(cublasSetStream(handles[device], current_stream()), "cublasSetStream");
-  return handles[device];
+  static DeviceHandles<cublasHandle_t> handles(
+      "cuBLAS", [](cublasHandle_t* handle) { cublas_check(cublasCreate(handle), "cublasCreate"); });
+  const cublasHandle_t handle = handles.get(device);
+  cublas_check(cublasSetStream(handle, current_stream()), "cublasSetStream");
+  return handle;
 }
 
 cublasOperation_t cublas_op(const GemmOperand& operand) { return operand.transposed ? CUBLAS_OP_T : CUBLAS_OP_N; }

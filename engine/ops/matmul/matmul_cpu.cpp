@@ -52,7 +52,8 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
 
 // The same BLAS call and then the same float addition as matmul(x,
 // weight^T) followed by add(., bias), so the result is identical to theirs.
-void linear_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+// The backward reads the operands as they are.
+LinearOperands linear_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
   const int64_t m = x.shape()[0], k = x.shape()[1], n = weight.shape()[0];
   dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
@@ -66,10 +67,12 @@ void linear_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bia
       for (int64_t j = 0; j < n; ++j) po[i * n + j] += pb[j];
     }
   });
+  return {x, weight};
 }
 
-void linear_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor& pre, const Tensor& dy,
-                         const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+void linear_backward_cpu(const LinearOperands& saved, const Tensor& pre, const Tensor& dy, const Tensor& dx,
+                         const Tensor& dweight, const Tensor& dbias) {
+  const Tensor &x = saved.x, &weight = saved.weight;
   const int64_t m = dy.shape()[0], n = dy.shape()[1], k = weight.shape()[1];
   dispatch_float(dy.dtype(), "linear_backward", [&](auto tag) {
     using T = decltype(tag);

@@ -26,18 +26,30 @@ using GemmKernel = void (*)(const GemmOperand& a, const GemmOperand& b, const Te
 
 extern KernelSlot<GemmKernel> gemm_kernel;
 
+// The operands that a linear's GEMMs read: x [M, K] and weight [N, K] as the
+// op passed them or, in the CUDA kernels' bf16 GEMM mode, their bfloat16
+// roundings. The forward kernel returns the ones it made and the op keeps them
+// for the backward kernel, which so reads the forward's values without
+// rounding them again (and without x's float32 copy, which may then be freed).
+struct LinearOperands {
+  Tensor x, weight;
+};
+
 // out [M, N] = x [M, K] @ weight [N, K]^T + bias [N] (bias may be undefined).
 // All contiguous, one dtype, M, N, K > 0 (the op handles empty sizes).
+// Returns the operands for the backward (see LinearOperands).
 // CUDA: one cuBLASLt matmul whose BIAS epilogue adds the bias.
-using LinearForwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
+using LinearForwardKernel = LinearOperands (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                               const Tensor& out);
 
 // The gradients of out = f(x @ weight^T + bias) given dy = d(loss)/d(out)
 // [M, N], where f is the identity (pre undefined) or the exact GELU applied to
 // pre [M, N], the saved pre-activation: with g = dy * f'(pre),
 //   dx [M, K] = g @ weight,  dweight [N, K] = g^T @ x,  dbias [N] = column sums of g.
-// An undefined output is not computed (x may then be undefined when dweight
-// is). All contiguous and freshly allocated by the caller; M, N, K > 0.
-using LinearBackwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& pre, const Tensor& dy,
+// x and weight are what the forward kernel returned (saved.x may be undefined
+// when dweight is). An undefined output is not computed. All contiguous, the
+// outputs freshly allocated by the caller in dy's dtype; M, N, K > 0.
+using LinearBackwardKernel = void (*)(const LinearOperands& saved, const Tensor& pre, const Tensor& dy,
                                       const Tensor& dx, const Tensor& dweight, const Tensor& dbias);
 
 extern KernelSlot<LinearForwardKernel> linear_forward_kernel;
