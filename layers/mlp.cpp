@@ -4,9 +4,12 @@
 
 namespace engine {
 
-// fc1 and the exact GELU as one fused op (bias in the GEMM on CUDA, the
-// GELU derivative fused into the backward's pass over the gradient).
-Tensor Mlp::forward(const Tensor& x) const { return fc2.forward(linear_gelu(x, fc1.weight, fc1.bias)); }
+// fc1, the exact GELU and fc2 as one fused op (biases in the GEMMs on CUDA,
+// the GELU writing fc2's operand, its derivative fused into the backward's
+// pass over the gradient).
+Tensor Mlp::forward(const Tensor& x) const {
+  return fused_mlp(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias);
+}
 
 void Mlp::visit(const std::string& prefix, const ParamVisitor& fn) {
   fc1.visit(join_name(prefix, "fc1"), fn);

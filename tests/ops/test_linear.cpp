@@ -1,5 +1,5 @@
-// The fused linear ops on the CPU: linear and linear_gelu against the
-// composite of the ops they replace, and their float64 gradients.
+// The fused linear ops on the CPU: linear, linear_gelu and fused_mlp against
+// the composite of the ops they replace, and their float64 gradients.
 #include <gtest/gtest.h>
 
 #include <utility>
@@ -78,6 +78,36 @@ TEST(Linear, GradcheckFloat64) {
   Tensor x3 = random_leaf({5, 6}, rng);
   expect_gradients_match([](const auto& in) { return linear_gelu(transpose(in[0], 0, 1), in[1], in[2]); },
                          {x3, w, b2});
+}
+
+// fused_mlp runs the same kernels as linear(linear_gelu(...)): the same bits,
+// forward and backward, whichever inputs want gradients.
+TEST(Linear, FusedMlpIsBitIdenticalToTheTwoOps) {
+  Rng rng(16);
+  Tensor x = Tensor::uniform({3, 17, 40}, rng, -1, 1), w1 = Tensor::uniform({96, 40}, rng, -0.5, 0.5);
+  Tensor b1 = Tensor::uniform({96}, rng, -1, 1), w2 = Tensor::uniform({24, 96}, rng, -0.3, 0.3);
+  Tensor b2 = Tensor::uniform({24}, rng, -1, 1);
+  auto fused = [](const auto& in) { return fused_mlp(in[0], in[1], in[2], in[3], in[4]); };
+  auto two_ops = [](const auto& in) { return linear(linear_gelu(in[0], in[1], in[2]), in[3], in[4]); };
+  EXPECT_EQ(fused(std::vector<Tensor>{x, w1, b1, w2, b2}).to_floats(),
+            two_ops(std::vector<Tensor>{x, w1, b1, w2, b2}).to_floats());
+  const std::vector<Tensor> expected = gradients_of(two_ops, {x, w1, b1, w2, b2});
+  const std::vector<Tensor> actual = gradients_of(fused, {x, w1, b1, w2, b2});
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(actual[i].to_floats(), expected[i].to_floats()) << i;
+  // Only fc2 trainable: no gradient flows into fc1 or x.
+  Tensor w2_leaf = w2.clone().set_requires_grad(true);
+  sum(fused_mlp(x, w1, b1, w2_leaf, b2)).backward();
+  EXPECT_TRUE(w2_leaf.grad().defined());
+}
+
+TEST(Linear, FusedMlpGradcheckFloat64) {
+  Rng rng(17);
+  Tensor x = random_leaf({2, 3, 5}, rng, -2, 2), w1 = random_leaf({7, 5}, rng), b1 = random_leaf({7}, rng, -1, 1);
+  Tensor w2 = random_leaf({4, 7}, rng), b2 = random_leaf({4}, rng);
+  expect_gradients_match([](const auto& in) { return fused_mlp(in[0], in[1], in[2], in[3], in[4]); },
+                         {x, w1, b1, w2, b2});
+  expect_gradients_match([](const auto& in) { return fused_mlp(in[0], in[1], Tensor(), in[2], Tensor()); },
+                         {x, w1, w2});
 }
 
 TEST(Linear, GradientsOnlyWhereAsked) {

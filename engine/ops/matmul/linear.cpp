@@ -1,5 +1,6 @@
-// The fused linear layer: linear and linear_gelu, forward and backward, each
-// one op over the kernels of matmul_kernels.h (CUDA: engine/ops/matmul/linear.cu).
+// The fused linear layer: linear, linear_gelu and fused_mlp, forward and
+// backward, each one op over the kernels of matmul_kernels.h (CUDA:
+// engine/ops/matmul/linear.cu).
 #include <atomic>
 
 #include "engine/autograd.h"
@@ -36,12 +37,15 @@ struct LinearInputs {
   Shape out_shape;  // x's leading dims + [N]
 };
 
-LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+// x_is_operand: x came from gelu_operand_kernel, so may be the bfloat16
+// GEMM operand of a float32 weight.
+LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                     bool x_is_operand = false) {
   check(weight.dim() == 2, "{}: weight must be [out, in], got {}", op, shape_str(weight.shape()));
   check(x.dim() >= 1 && x.shape().back() == weight.shape()[1], "{}: input {} does not match weight {}", op,
         shape_str(x.shape()), shape_str(weight.shape()));
-  check(x.dtype() == weight.dtype(), "{}: dtypes {} and {} differ", op, dtype_name(x.dtype()),
-        dtype_name(weight.dtype()));
+  check(x.dtype() == weight.dtype() || (x_is_operand && x.dtype() == DType::BF16), "{}: dtypes {} and {} differ",
+        op, dtype_name(x.dtype()), dtype_name(weight.dtype()));
   check(x.device() == weight.device(), "{}: tensors on {} and {}", op, x.device().str(), weight.device().str());
   LinearInputs in;
   in.n = weight.shape()[0];
@@ -52,8 +56,8 @@ LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, cons
   if (bias.defined()) {
     check(bias.dim() == 1 && bias.shape()[0] == in.n, "{}: bias {} does not match weight {}", op,
           shape_str(bias.shape()), shape_str(weight.shape()));
-    check(bias.dtype() == x.dtype() && bias.device() == x.device(), "{}: bias is {}, input is {}", op,
-          bias.describe(), x.describe());
+    check(bias.dtype() == weight.dtype() && bias.device() == x.device(), "{}: bias is {}, weight is {}", op,
+          bias.describe(), weight.describe());
     in.bias = bias.detach().contiguous();
   }
   in.x2 = reshape(x.detach(), {in.m, in.k}).contiguous();
@@ -67,17 +71,18 @@ struct Forward {
   LinearOperands operands;
 };
 
-// x @ weight^T + bias as a fresh [M, N] tensor.
+// x @ weight^T + bias as a fresh [M, N] tensor in the weight's dtype.
 Forward forward_gemm(const LinearInputs& in) {
   const Device device = in.x2.device();
+  const DType dtype = in.weight.dtype();
   Forward f{Tensor(), {in.x2, in.weight}};
   if (in.m == 0 || in.n == 0) {
-    f.out = Tensor::empty({in.m, in.n}, in.x2.dtype(), device);
+    f.out = Tensor::empty({in.m, in.n}, dtype, device);
   } else if (in.k == 0) {  // an empty sum: the bias alone
-    Tensor zeros = Tensor::zeros({in.m, in.n}, in.x2.dtype(), device);
+    Tensor zeros = Tensor::zeros({in.m, in.n}, dtype, device);
     f.out = in.bias.defined() ? add(zeros, in.bias) : zeros;
   } else {
-    f.out = Tensor::empty({in.m, in.n}, in.x2.dtype(), device);
+    f.out = Tensor::empty({in.m, in.n}, dtype, device);
     f.operands = linear_forward_kernel.get(device)(in.x2, in.weight, in.bias, f.out);
     add_gemm_flops(2 * in.m * in.n * in.k);
   }
@@ -155,6 +160,35 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   record("linear_gelu", out, {x, weight, bias},
          [saved = saved_for_backward(f.operands, want_weight), pre, x_shape = x.shape(), want_x, want_weight,
           want_bias](const Tensor& g) { return backward(saved, pre, g, x_shape, want_x, want_weight, want_bias); });
+  return out;
+}
+
+Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bias, const Tensor& fc2_weight,
+                 const Tensor& fc2_bias) {
+  const LinearInputs in1 = prepare("fused_mlp (fc1)", x, fc1_weight, fc1_bias);
+  check(is_floating(x.dtype()), "fused_mlp: needs a floating-point input, got {}", dtype_name(x.dtype()));
+  const Forward f1 = forward_gemm(in1);
+  const Tensor& pre = f1.out;  // [M, H]
+  const Tensor hidden = gelu_operand_kernel.get(pre.device())(pre);
+  const LinearInputs in2 = prepare("fused_mlp (fc2)", hidden, fc2_weight, fc2_bias, /*x_is_operand=*/true);
+  const Forward f2 = forward_gemm(in2);
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  out_shape.push_back(in2.n);
+  Tensor out = reshape(f2.out, out_shape);
+  if (!needs_grad({&x, &fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias})) return out;
+  const bool want_x = x.requires_grad(), want_w1 = fc1_weight.requires_grad(), want_w2 = fc2_weight.requires_grad();
+  const bool want_b1 = fc1_bias.defined() && fc1_bias.requires_grad();
+  const bool want_b2 = fc2_bias.defined() && fc2_bias.requires_grad();
+  const bool want_hidden = want_x || want_w1 || want_b1;  // d(hidden) only feeds fc1's gradients
+  record("fused_mlp", out, {x, fc1_weight, fc1_bias, fc2_weight, fc2_bias},
+         [saved1 = saved_for_backward(f1.operands, want_w1), saved2 = saved_for_backward(f2.operands, want_w2),
+          pre = want_hidden ? pre : Tensor(), x_shape = x.shape(), hidden_shape = pre.shape(), want_x, want_w1,
+          want_b1, want_w2, want_b2, want_hidden](const Tensor& g) {
+           std::vector<Tensor> fc2 = backward(saved2, Tensor(), g, hidden_shape, want_hidden, want_w2, want_b2);
+           if (!want_hidden) return std::vector<Tensor>{Tensor(), Tensor(), Tensor(), fc2[1], fc2[2]};
+           std::vector<Tensor> fc1 = backward(saved1, pre, fc2[0], x_shape, want_x, want_w1, want_b1);
+           return std::vector<Tensor>{fc1[0], fc1[1], fc1[2], fc2[1], fc2[2]};
+         });
   return out;
 }
 

@@ -389,10 +389,40 @@ LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const 
         return;
       }
     }
-    cublas_gemm(plain(x), transposed(weight), out);
+    cublas_gemm(plain(cublas_operand(x, out.dtype())), transposed(weight), out);
     if (bias.defined()) launch_1d(m * n, add_bias_kernel<T>, mutable_data_of<T>(out), data_of<T>(bias), m, n);
   });
   return operands;
+}
+
+// GELU of float32 pre written as bfloat16, 4 elements per step of a thread
+// (the formula of elementwise_math.h, rounded to nearest even as .to(BF16)).
+__global__ void gelu_bf16_kernel(const float* pre, __nv_bfloat16* out, int64_t n) {
+  auto gelu = [](float v) { return elementwise_math::apply_unary(UnaryOp::Gelu, v); };
+  const int64_t vectors = n / 4;
+  for (int64_t i : grid_stride(vectors)) {
+    const float4 x = reinterpret_cast<const float4*>(pre)[i];
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(gelu(x.x), gelu(x.y));
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(gelu(x.z), gelu(x.w));
+    reinterpret_cast<__nv_bfloat162*>(out)[2 * i] = lo;
+    reinterpret_cast<__nv_bfloat162*>(out)[2 * i + 1] = hi;
+  }
+  const int64_t tail = vectors * 4 + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (tail < n) out[tail] = __float2bfloat16(gelu(pre[tail]));
+}
+
+Tensor gelu_operand_cuda(const Tensor& pre) {
+  DeviceGuard guard(pre);
+  const bool bf16 = pre.dtype() == DType::F32 && bf16_mode() && cublaslt_enabled();
+  if (!bf16 || !aligned_for(pre.raw_data(), 16)) {  // (pre is a fresh GEMM output: aligned)
+    Tensor activation = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+    unary_kernel.get(pre.device())(UnaryOp::Gelu, pre, activation);
+    return bf16 ? activation.to(DType::BF16) : activation;
+  }
+  Tensor out = Tensor::empty(pre.shape(), DType::BF16, pre.device());
+  const int64_t n = pre.numel();
+  launch_1d((n + 3) / 4, gelu_bf16_kernel, data_of<float>(pre), mutable_data_of<__nv_bfloat16>(out), n);
+  return out;
 }
 
 void linear_backward_cuda(const LinearOperands& saved, const Tensor& pre, const Tensor& dy, const Tensor& dx,
@@ -508,6 +538,7 @@ const bool registered = [] {
   cublaslt_gelu_epilogue_probe = &gelu_epilogue_probe;
   linear_forward_kernel.cuda = &linear_forward_cuda;
   linear_backward_kernel.cuda = &linear_backward_cuda;
+  gelu_operand_kernel.cuda = &gelu_operand_cuda;
   return true;
 }();
 

@@ -23,6 +23,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // the GEMMs' input and sums d(bias).
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
+// linear(linear_gelu(x, fc1_weight, fc1_bias), fc2_weight, fc2_bias) as one
+// op: the transformer MLP. Same values and gradients as the two ops; what it
+// saves is the hidden activation: the GELU writes fc2's GEMM operand directly
+// (on CUDA in bf16 mode, the bfloat16 rounding fc2 would otherwise make from a
+// float32 copy), and only that and the pre-activation are kept.
+Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bias, const Tensor& fc2_weight,
+                 const Tensor& fc2_bias);
+
 // Floating-point operations (2·M·N·K per product) of every GEMM run so far in
 // this process, forward and backward. The difference over a forward pass is
 // its matrix FLOPs, which dominate a ViT's (and the mixers') cost.

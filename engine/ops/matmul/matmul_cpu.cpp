@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/strided.h"
@@ -113,10 +114,17 @@ void linear_backward_cpu(const LinearOperands& saved, const Tensor& pre, const T
   });
 }
 
+Tensor gelu_operand_cpu(const Tensor& pre) {
+  Tensor out = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+  unary_kernel.get(pre.device())(UnaryOp::Gelu, pre, out);
+  return out;
+}
+
 }  // namespace
 
 KernelSlot<GemmKernel> gemm_kernel{"gemm", &gemm_cpu, nullptr};
 KernelSlot<LinearForwardKernel> linear_forward_kernel{"linear_forward", &linear_forward_cpu, nullptr};
+KernelSlot<GeluOperandKernel> gelu_operand_kernel{"gelu_operand", &gelu_operand_cpu, nullptr};
 KernelSlot<LinearBackwardKernel> linear_backward_kernel{"linear_backward", &linear_backward_cpu, nullptr};
 
 }  // namespace engine

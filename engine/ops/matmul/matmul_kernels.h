@@ -52,8 +52,17 @@ using LinearForwardKernel = LinearOperands (*)(const Tensor& x, const Tensor& we
 using LinearBackwardKernel = void (*)(const LinearOperands& saved, const Tensor& pre, const Tensor& dy,
                                       const Tensor& dx, const Tensor& dweight, const Tensor& dbias);
 
+// The exact GELU of pre [M, H] (contiguous) as the x operand of a following
+// linear, freshly allocated: in pre's dtype, or, in the CUDA kernels' bf16
+// GEMM mode, straight as the bfloat16 rounding that the linear kernels would
+// make of the float32 GELU (the same values: GELU in float32, then rounded to
+// nearest even). The linear kernels take such an operand as they take their
+// own roundings.
+using GeluOperandKernel = Tensor (*)(const Tensor& pre);
+
 extern KernelSlot<LinearForwardKernel> linear_forward_kernel;
 extern KernelSlot<LinearBackwardKernel> linear_backward_kernel;
+extern KernelSlot<GeluOperandKernel> gelu_operand_kernel;
 
 // Adds to gemm_flops_so_far() (the fused linear counts its GEMMs itself).
 void add_gemm_flops(int64_t flops);
