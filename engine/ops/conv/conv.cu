@@ -33,25 +33,31 @@ struct PatchGeometry {
   }
 };
 
-// V elements per access (V divides P).
-template <typename T, int V>
-__global__ void im2col_kernel_impl(PatchGeometry geometry, const T* x, T* cols, int64_t segments) {
+// body(image_at, cols_at) for every segment of the grid-stride loop.
+template <typename Body>
+__device__ void for_each_segment(const PatchGeometry& geometry, int64_t segments, Body body) {
   for (int64_t s : grid_stride(segments)) {
     int64_t image_at, cols_at;
     geometry.segment_starts(s, image_at, cols_at);
+    body(image_at, cols_at);
+  }
+}
+
+// V elements per access (V divides P).
+template <typename T, int V>
+__global__ void im2col_kernel_impl(PatchGeometry geometry, const T* x, T* cols, int64_t segments) {
+  for_each_segment(geometry, segments, [&](int64_t image_at, int64_t cols_at) {
     for (int64_t pw = 0; pw < geometry.patch; pw += V) {
       store_pack(cols + cols_at + pw, load_pack<T, V>(x + image_at + pw));
     }
-  }
+  });
 }
 
 // Patches do not overlap (stride = kernel size), so entries of cols map to
 // distinct pixels: the accumulation needs no atomics.
 template <typename T, int V>
 __global__ void col2im_kernel_impl(PatchGeometry geometry, const T* cols, T* dx, int64_t segments) {
-  for (int64_t s : grid_stride(segments)) {
-    int64_t image_at, cols_at;
-    geometry.segment_starts(s, image_at, cols_at);
+  for_each_segment(geometry, segments, [&](int64_t image_at, int64_t cols_at) {
     for (int64_t pw = 0; pw < geometry.patch; pw += V) {
       Pack<T, V> sum = load_pack<T, V>(dx + image_at + pw);
       const Pack<T, V> add = load_pack<T, V>(cols + cols_at + pw);
@@ -59,7 +65,7 @@ __global__ void col2im_kernel_impl(PatchGeometry geometry, const T* cols, T* dx,
       for (int k = 0; k < V; ++k) sum.v[k] += add.v[k];
       store_pack(dx + image_at + pw, sum);
     }
-  }
+  });
 }
 
 // body(std::integral_constant<int, V>{}) with V = 16 bytes of T when every
