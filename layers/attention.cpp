@@ -35,7 +35,8 @@ Tensor Attention::forward(const Tensor& x, const ForwardContext& ctx, Tensor* at
   const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
   const int64_t head_dim = dim / heads_;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  if (attn_probs == nullptr && fused_attention_supported(x.device(), x.dtype(), head_dim)) {
+  // (x may be the projection's bfloat16 operand: the computation's dtype is the weights'.)
+  if (attn_probs == nullptr && fused_attention_supported(x.device(), qkv_.weight.dtype(), head_dim)) {
     // Nobody needs the probabilities: the fused op never materialises them,
     // reads q, k and v straight from the projection's [B, N, 3D] output and
     // writes the context token-major, [B, N, D], the projection's input (and

@@ -15,6 +15,7 @@ class Attention : public TokenMixer {
   Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng);
   std::string kind() const override { return "attention"; }
   Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  bool input_feeds_linear() const override { return true; }  // x only enters the qkv projection
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
   int64_t heads() const { return heads_; }
 

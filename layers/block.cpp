@@ -15,15 +15,17 @@ Tensor residual_branch(const Tensor& branch, double drop_rate, const ForwardCont
 
 Tensor Block::forward(const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
   return forward_with(
-      x, [&](const Tensor& normed, Tensor* probs) { return mixer->forward(normed, ctx, probs); }, ctx, trace);
+      x, [&](const Tensor& normed, Tensor* probs) { return mixer->forward(normed, ctx, probs); }, ctx, trace,
+      trace == nullptr && mixer->input_feeds_linear());
 }
 
-Tensor Block::forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace) {
-  Tensor normed = norm1.forward(x);
+Tensor Block::forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace,
+                           bool mixer_input_for_linear) {
+  Tensor normed = mixer_input_for_linear ? norm1.forward_for_linear(x) : norm1.forward(x);
   Tensor probs;
   Tensor mixed = mix(normed, trace && trace->want_probs ? &probs : nullptr);
   Tensor h = add(x, residual_branch(mixed, drop_path_rate, ctx));
-  Tensor out = add(h, residual_branch(mlp.forward(norm2.forward(h)), drop_path_rate, ctx));
+  Tensor out = add(h, residual_branch(mlp.forward(norm2.forward_for_linear(h)), drop_path_rate, ctx));
   if (trace) {
     trace->input = x;
     trace->mixer_input = normed;

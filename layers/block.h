@@ -31,7 +31,11 @@ struct Block {
   // The same block with `mix` in place of the mixer call: LN1(x) -> mix -> branch
   // output (A-ViT's compacted path runs the mixer on a re-laid-out batch).
   using MixFn = std::function<Tensor(const Tensor& normed, Tensor* attn_probs)>;
-  Tensor forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace = nullptr);
+  // mixer_input_for_linear: hand LN1(x) to the mixer as the GEMM operand of
+  // its linears (only when the mixer's input_feeds_linear() and no trace
+  // keeps LN1(x)). LN2(x) always goes to the MLP so.
+  Tensor forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace = nullptr,
+                      bool mixer_input_for_linear = false);
   void visit(const std::string& prefix, const ParamVisitor& fn);
 };
 

@@ -1,5 +1,6 @@
 #include "layers/layernorm.h"
 
+#include "engine/ops/matmul/matmul.h"
 #include "engine/ops/norm/layernorm.h"
 
 namespace engine {
@@ -7,6 +8,10 @@ namespace engine {
 LayerNorm::LayerNorm(int64_t dim, double eps) : weight(Tensor::ones({dim})), bias(Tensor::zeros({dim})), eps(eps) {}
 
 Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+
+Tensor LayerNorm::forward_for_linear(const Tensor& x) const {
+  return layer_norm(x, weight, bias, eps, linear_operand_dtype(x));
+}
 
 void LayerNorm::visit(const std::string& prefix, const ParamVisitor& fn) {
   fn(join_name(prefix, "weight"), weight);

@@ -11,6 +11,9 @@ struct LayerNorm {
   LayerNorm() = default;
   LayerNorm(int64_t dim, double eps);
   Tensor forward(const Tensor& x) const;
+  // The output for linears that it alone feeds: in their GEMM operand's dtype
+  // (bfloat16 on a GPU in bf16 mode, linear_operand_dtype), same values.
+  Tensor forward_for_linear(const Tensor& x) const;
   void visit(const std::string& prefix, const ParamVisitor& fn);
   bool defined() const { return weight.defined(); }
 };

@@ -18,6 +18,10 @@ class TokenMixer {
   // stores them there ([B, heads, N, N], softmax output).
   virtual Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) = 0;
   virtual void visit(const std::string& prefix, const ParamVisitor& fn) = 0;
+  // True when the mixer uses its input only as the x of linear layers: the
+  // block may then hand it over already as their GEMM operand (bfloat16 on a
+  // GPU in bf16 mode: LayerNorm::forward_for_linear).
+  virtual bool input_feeds_linear() const { return false; }
 };
 
 }  // namespace engine

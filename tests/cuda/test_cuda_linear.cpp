@@ -15,6 +15,7 @@
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/random.h"
+#include "models/vit.h"
 #include "tests/cuda/cuda_expect.h"
 
 namespace engine {
@@ -271,6 +272,62 @@ TEST_F(CudaLinear, FusedMlpMatchesTheTwoOpsBitForBit) {
       }
     }
   }
+}
+
+// A layer norm that writes bfloat16 writes the rounding of its float32
+// output (register-row kernel: 192 columns; generic kernel: 1028), and a
+// linear fed with it gives the bits (output and every gradient) of the same
+// linear converting the float32 output itself.
+TEST_F(CudaLinear, LayerNormWritesTheLinearsBf16Operand) {
+  Rng rng(25);
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  for (int64_t dim : {192, 1028}) {
+    const Tensor x = Tensor::uniform({5, 33, dim}, rng, -2, 2).to(gpu());
+    const Tensor g = Tensor::uniform({dim}, rng, 0.5, 1.5).to(gpu()), b = Tensor::uniform({dim}, rng, -1, 1).to(gpu());
+    const Tensor w = Tensor::uniform({64, dim}, rng, -0.2, 0.2).to(gpu());
+    ASSERT_EQ(linear_operand_dtype(x), DType::BF16);
+    EXPECT_EQ(layer_norm(x, g, b, 1e-6, DType::BF16).to_floats(),
+              layer_norm(x, g, b, 1e-6).to(DType::BF16).to_floats())
+        << dim;
+    auto run_ln_linear = [&](bool operand) {
+      std::vector<Tensor> leaves;
+      for (const Tensor& t : {x, g, b, w}) leaves.push_back(t.clone().set_requires_grad(true));
+      const DType out = operand ? DType::BF16 : DType::F32;
+      Tensor y = linear(layer_norm(leaves[0], leaves[1], leaves[2], 1e-6, out), leaves[3]);
+      sum(mul(y, y)).backward();
+      std::vector<std::vector<float>> results{y.to_floats()};
+      for (const Tensor& leaf : leaves) results.push_back(leaf.grad().to_floats());
+      return results;
+    };
+    const auto operand = run_ln_linear(true), converted = run_ln_linear(false);
+    for (size_t i = 0; i < operand.size(); ++i) EXPECT_EQ(operand[i], converted[i]) << dim << " result " << i;
+  }
+}
+
+// A ViT without a trace hands LN1 and LN2 outputs to the linears as bf16
+// operands; with a trace LN1's output stays float32 (the trace keeps it):
+// the logits and every parameter gradient are the same bits either way.
+TEST_F(CudaLinear, VitWithAndWithoutTraceAgreeInBf16Mode) {
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  VisionTransformer model(vit_preset("vit_cifar_tiny_patch4_32"), 3);
+  model.to(gpu());
+  Rng rng(26);
+  const Tensor images = Tensor::uniform({4, 3, 32, 32}, rng, -1, 1).to(gpu());
+  auto run_vit = [&](bool traced) {
+    for (auto& [name, p] : model.named_parameters()) {
+      p.set_requires_grad(true);
+      p.zero_grad();
+    }
+    ForwardTrace trace;
+    Tensor logits = model.forward(images, {}, traced ? &trace : nullptr);
+    sum(mul(logits, logits)).backward();
+    std::vector<std::vector<float>> results{logits.to_floats()};
+    for (auto& [name, p] : model.named_parameters()) results.push_back(p.grad().to_floats());
+    return results;
+  };
+  const auto plain = run_vit(false), traced = run_vit(true);
+  ASSERT_EQ(plain.size(), traced.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(plain[i], traced[i]) << "result " << i;
 }
 
 // Operands that start inside their storage, so at addresses aligned to only

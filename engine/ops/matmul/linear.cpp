@@ -27,6 +27,12 @@ std::atomic<bool> g_cublaslt_enabled{true};
 void set_cublaslt_enabled(bool enabled) { g_cublaslt_enabled.store(enabled); }
 bool cublaslt_enabled() { return g_cublaslt_enabled.load(); }
 
+DType linear_operand_dtype(const Tensor& x) {
+  const bool bf16 = x.device().is_cuda() && x.dtype() == DType::F32 &&
+                    gemm_precision() == GemmPrecision::BFloat16 && cublaslt_enabled();
+  return bf16 ? DType::BF16 : x.dtype();
+}
+
 namespace {
 
 // The operands of one linear, as the kernels take them: x as a contiguous
@@ -37,15 +43,15 @@ struct LinearInputs {
   Shape out_shape;  // x's leading dims + [N]
 };
 
-// x_is_operand: x came from gelu_operand_kernel, so may be the bfloat16
-// GEMM operand of a float32 weight.
-LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                     bool x_is_operand = false) {
+// x may also be the bfloat16 GEMM operand of a float32 weight on a GPU (see
+// linear_operand_dtype); the kernels take it as they take their own roundings.
+LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check(weight.dim() == 2, "{}: weight must be [out, in], got {}", op, shape_str(weight.shape()));
   check(x.dim() >= 1 && x.shape().back() == weight.shape()[1], "{}: input {} does not match weight {}", op,
         shape_str(x.shape()), shape_str(weight.shape()));
-  check(x.dtype() == weight.dtype() || (x_is_operand && x.dtype() == DType::BF16), "{}: dtypes {} and {} differ",
-        op, dtype_name(x.dtype()), dtype_name(weight.dtype()));
+  const bool operand = x.dtype() == DType::BF16 && weight.dtype() == DType::F32 && x.device().is_cuda();
+  check(x.dtype() == weight.dtype() || operand, "{}: dtypes {} and {} differ", op, dtype_name(x.dtype()),
+        dtype_name(weight.dtype()));
   check(x.device() == weight.device(), "{}: tensors on {} and {}", op, x.device().str(), weight.device().str());
   LinearInputs in;
   in.n = weight.shape()[0];
@@ -146,7 +152,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const LinearInputs in = prepare("linear_gelu", x, weight, bias);
-  check(is_floating(x.dtype()), "linear_gelu: needs a floating-point input, got {}", dtype_name(x.dtype()));
+  check(is_floating(weight.dtype()), "linear_gelu: needs floating-point weights, got {}",
+        dtype_name(weight.dtype()));
   const Forward f = forward_gemm(in);
   const Tensor& pre = f.out;
   const bool keep_pre = needs_grad({&x, &weight, &bias});
@@ -166,11 +173,12 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bias, const Tensor& fc2_weight,
                  const Tensor& fc2_bias) {
   const LinearInputs in1 = prepare("fused_mlp (fc1)", x, fc1_weight, fc1_bias);
-  check(is_floating(x.dtype()), "fused_mlp: needs a floating-point input, got {}", dtype_name(x.dtype()));
+  check(is_floating(fc1_weight.dtype()), "fused_mlp: needs floating-point weights, got {}",
+        dtype_name(fc1_weight.dtype()));
   const Forward f1 = forward_gemm(in1);
   const Tensor& pre = f1.out;  // [M, H]
   const Tensor hidden = gelu_operand_kernel.get(pre.device())(pre);
-  const LinearInputs in2 = prepare("fused_mlp (fc2)", hidden, fc2_weight, fc2_bias, /*x_is_operand=*/true);
+  const LinearInputs in2 = prepare("fused_mlp (fc2)", hidden, fc2_weight, fc2_bias);
   const Forward f2 = forward_gemm(in2);
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   out_shape.push_back(in2.n);

@@ -413,7 +413,7 @@ __global__ void gelu_bf16_kernel(const float* pre, __nv_bfloat16* out, int64_t n
 
 Tensor gelu_operand_cuda(const Tensor& pre) {
   DeviceGuard guard(pre);
-  const bool bf16 = pre.dtype() == DType::F32 && bf16_mode() && cublaslt_enabled();
+  const bool bf16 = linear_operand_dtype(pre) == DType::BF16;
   if (!bf16 || !aligned_for(pre.raw_data(), 16)) {  // (pre is a fresh GEMM output: aligned)
     Tensor activation = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
     unary_kernel.get(pre.device())(UnaryOp::Gelu, pre, activation);

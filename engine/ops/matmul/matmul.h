@@ -31,6 +31,14 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = T
 Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bias, const Tensor& fc2_weight,
                  const Tensor& fc2_bias);
 
+// The dtype in which the linear kernels read a float32 x as their GEMM
+// operand on x's device: bfloat16 on a GPU in the bf16 mode (cuBLASLt path),
+// else x's own. A producer whose output only feeds linears (a layer norm
+// before qkv or fc1) may write it so, sparing the linear the conversion:
+// linear, linear_gelu and fused_mlp take such a bfloat16 x with float32
+// weights, and their x gradient is float32.
+DType linear_operand_dtype(const Tensor& x);
+
 // Floating-point operations (2·M·N·K per product) of every GEMM run so far in
 // this process, forward and backward. The difference over a forward pass is
 // its matrix FLOPs, which dominate a ViT's (and the mixers') cost.

@@ -24,14 +24,21 @@ Tensor contiguous_if_defined(const Tensor& t) { return t.defined() ? t.detach().
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  return layer_norm(x, weight, bias, eps, x.dtype());
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype) {
   check(x.dim() >= 1, "layer_norm: needs at least one dimension, got {}", x.describe());
+  check(out_dtype == x.dtype() || (out_dtype == DType::BF16 && x.dtype() == DType::F32 && x.device().is_cuda()),
+        "layer_norm: cannot write {} for {} (only x's dtype, or bfloat16 for float32 on a GPU)",
+        dtype_name(out_dtype), x.describe());
   check(eps >= 0.0, "layer_norm: eps must be non-negative, got {}", eps);
   check_affine_param(weight, "weight", x);
   check_affine_param(bias, "bias", x);
   Tensor input = last_dim_rows(x.detach().contiguous());
   Tensor w = contiguous_if_defined(weight);
   const int64_t rows = input.shape()[0], cols = input.shape()[1];
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor out = Tensor::empty(x.shape(), out_dtype, x.device());
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
   if (out.numel() > 0) {

@@ -3,7 +3,8 @@
 //  * register rows (float32, rows of at most 1024 elements, a multiple of 4,
 //    16-byte aligned: every ViT): one warp per row, the row read once into
 //    registers as float4s (lane l holds columns 4 (l + 32 j)), mean and
-//    variance from the registers, shuffles only. The backward computes dx and
+//    variance from the registers, shuffles only; y written as float32 or
+//    straight as bfloat16 (a bf16 GEMM's operand). The backward computes dx and
 //    the weight/bias gradients in the same pass: each warp keeps its columns'
 //    running sums of dy * xhat and dy over the rows it handles, and each block
 //    writes one row of partial sums.
@@ -18,6 +19,7 @@
 #include <utility>
 
 #include "engine/cuda/cuda_utils.cuh"
+#include "engine/ops/copy/copy.h"
 #include "engine/ops/norm/layernorm_kernels.h"
 
 namespace engine {
@@ -122,6 +124,18 @@ struct RowSlice {
       if (column(j) < cols) *reinterpret_cast<float4*>(row + column(j)) = v[j];
     }
   }
+  // The row as bfloat16 (rounded to nearest even, as .to(BF16)): 8 bytes per float4.
+  __device__ void store(__nv_bfloat16* row, int cols) const {
+#pragma unroll
+    for (int j = 0; j < Packs; ++j) {
+      if (column(j) < cols) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[j].x, v[j].y), hi = __floats2bfloat162_rn(v[j].z, v[j].w);
+        __nv_bfloat162* at = reinterpret_cast<__nv_bfloat162*>(row + column(j));
+        at[0] = lo;
+        at[1] = hi;
+      }
+    }
+  }
   // f(value, column) for every element this lane holds inside the row.
   template <typename F>
   __device__ void for_each(int cols, F f) {
@@ -151,9 +165,10 @@ __device__ float2 row_moments(RowSlice<Packs>& x, int cols, float eps) {
   return {mean, rsqrtf(warp_all_reduce(squares, SumOp{}) / cols + eps)};
 }
 
-template <int Packs>
+// Out: float, or __nv_bfloat16 (y as the operand of a bf16 GEMM).
+template <int Packs, typename Out>
 __global__ void __launch_bounds__(kRowWarps * 32)
-    layer_norm_forward_rows_kernel(const float* x, const float* w, const float* b, float eps, float* y, float* mean,
+    layer_norm_forward_rows_kernel(const float* x, const float* w, const float* b, float eps, Out* y, float* mean,
                                    float* rstd, int64_t rows, int cols) {
   RowSlice<Packs> weight, bias;
   weight.load_or_ones(w, cols);
@@ -261,27 +276,38 @@ unsigned row_blocks(int64_t rows, int64_t cap) {
   return static_cast<unsigned>(std::min((rows + kRowWarps - 1) / kRowWarps, cap));
 }
 
+template <typename Out>
+void layer_norm_forward_rows(int packs, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                             const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const int64_t rows = x.shape()[0], cols = x.shape()[1];
+  with_row_packs(packs, [&](auto p) {
+    layer_norm_forward_rows_kernel<p(), Out><<<row_blocks(rows, kMaxBlocks), kRowWarps * 32, 0, current_stream()>>>(
+        data_of<float>(x), data_or_null<const float>(weight), data_or_null<const float>(bias),
+        static_cast<float>(eps), mutable_data_of<Out>(y), mutable_data_of<float>(mean), mutable_data_of<float>(rstd),
+        rows, static_cast<int>(cols));
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
 void layer_norm_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
                              const Tensor& mean, const Tensor& rstd) {
   DeviceGuard guard(y);
   const int64_t rows = x.shape()[0], cols = x.shape()[1];
   if (rows == 0) return;
+  const bool bf16_out = y.dtype() == DType::BF16;
   if (const int packs = row_packs(x, {&weight, &bias, &y})) {
-    with_row_packs(packs, [&](auto p) {
-      layer_norm_forward_rows_kernel<p()><<<row_blocks(rows, kMaxBlocks), kRowWarps * 32, 0, current_stream()>>>(
-          data_of<float>(x), data_or_null<const float>(weight), data_or_null<const float>(bias),
-          static_cast<float>(eps), mutable_data_of<float>(y), mutable_data_of<float>(mean),
-          mutable_data_of<float>(rstd), rows, static_cast<int>(cols));
-      CUDA_CHECK_LAUNCH();
-    });
-    return;
+    if (bf16_out) return layer_norm_forward_rows<__nv_bfloat16>(packs, x, weight, bias, eps, y, mean, rstd);
+    return layer_norm_forward_rows<float>(packs, x, weight, bias, eps, y, mean, rstd);
   }
+  // The generic version writes x's dtype; a bfloat16 y is then its rounding.
+  const Tensor out = bf16_out ? Tensor::empty(y.shape(), x.dtype(), y.device()) : y;
   dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
     using T = decltype(tag);
     launch_rows(rows, cols, layer_norm_forward_kernel_impl<T>, data_of<T>(x), data_or_null<const T>(weight),
-                data_or_null<const T>(bias), static_cast<T>(eps), mutable_data_of<T>(y), mutable_data_of<T>(mean),
+                data_or_null<const T>(bias), static_cast<T>(eps), mutable_data_of<T>(out), mutable_data_of<T>(mean),
                 mutable_data_of<T>(rstd), rows, cols);
   });
+  if (bf16_out) copy_into(y, out);
 }
 
 // [chunks, cols] partial sums for a wanted gradient, else undefined.

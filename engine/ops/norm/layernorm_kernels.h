@@ -8,7 +8,8 @@ namespace engine {
 
 // x, y: [rows, cols]; weight, bias: [cols], or undefined (no affine part);
 // mean, rstd: [rows], written for the backward (rstd = 1 / sqrt(var + eps)).
-// All contiguous with x's dtype.
+// All contiguous with x's dtype, except that the CUDA kernel also writes a
+// bfloat16 y for a float32 x (the float32 result rounded to nearest even).
 using LayerNormForwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                                         const Tensor& y, const Tensor& mean, const Tensor& rstd);
 // With xhat = (x - mean) * rstd and g = dy * weight (dy without weight):
