@@ -31,12 +31,16 @@ namespace {
 constexpr double kTol = 1e-4;
 // bf16 mode on inputs (q, k, v and the loss weights, i.e. dout) that are
 // exactly bf16: only the rounding of P and dS to bf16 before their second
-// products remains, a relative 2^-9 per term, so |out - ref| <= 2^-9 max|v|
-// and the gradients a few times that at these input sizes (|q|, |k| ~ 1.5
-// sigma, |v| ~ 4, |w| <= 1.5): 1e-2 of expect_all_close's scale bounds it;
-// the host emulation (tools_dev/attention_emu) measures ~1e-3. A fragment or
-// indexing error gives O(1).
-constexpr double kTolBf16 = 1e-2;
+// products remains, a relative u = 2^-9 per term. The output's error is at
+// most u sum_j P_ij |v_j| <= u max|v| (|v| <= ~4 here); the gradients sum
+// terms as large as |dS| |k| (dS = P (dP - delta) reaches ~10 with
+// |dP| = |dout . v| ~ 7 sigma over d = 64): several u of expect_all_close's
+// scale. The host emulation (tools_dev/attention_emu, same inputs) measures
+// at most 2.3e-3 (output) and 7.9e-3 (gradients) over its cases; these
+// tolerances leave room for the larger cases here (more elements, a longer
+// tail). A fragment or indexing error gives O(1).
+constexpr double kTolBf16 = 1e-2;      // output
+constexpr double kTolBf16Grad = 2e-2;  // dq, dk, dv, d(qkv)
 
 // The values of t rounded to bf16 (still float32): what the tensor-core
 // kernels read them as, so the CPU reference sees the same inputs.
@@ -75,7 +79,7 @@ Result run_on(Device device, const Tensor& q, const Tensor& k, const Tensor& v, 
 void compare_with_cpu(const Shape& shape, bool masked, Rng& rng, bool bf16 = false) {
   const std::string label = "q, k, v " + shape_str(shape) + (masked ? " with a key mask" : "") + (bf16 ? " bf16" : "");
   SCOPED_TRACE(label);
-  const double kTol = bf16 ? kTolBf16 : ::engine::kTol;
+  const double kTol = bf16 ? kTolBf16 : ::engine::kTol, kGradTol = bf16 ? kTolBf16Grad : ::engine::kTol;
   auto maybe_round = [&](const Tensor& t) { return bf16 ? round_bf16(t) : t; };
   const double scale = 1.0 / std::sqrt(static_cast<double>(shape[3]));
   Tensor q = maybe_round(Tensor::randn(shape, rng, DType::F32, 1.5));
@@ -87,9 +91,9 @@ void compare_with_cpu(const Shape& shape, bool masked, Rng& rng, bool bf16 = fal
   const Result gpu = run_on(Device::cuda(), q, k, v, mask, scale, weights);
   const Result again = run_on(Device::cuda(), q, k, v, mask, scale, weights);
   expect_all_close(gpu.out, cpu.out, kTol, label + " output");
-  expect_all_close(gpu.dq, cpu.dq, kTol, label + " dq");
-  expect_all_close(gpu.dk, cpu.dk, kTol, label + " dk");
-  expect_all_close(gpu.dv, cpu.dv, kTol, label + " dv");
+  expect_all_close(gpu.dq, cpu.dq, kGradTol, label + " dq");
+  expect_all_close(gpu.dk, cpu.dk, kGradTol, label + " dk");
+  expect_all_close(gpu.dv, cpu.dv, kGradTol, label + " dv");
   for (auto [first, second, what] : {std::tuple{gpu.out, again.out, "output"}, std::tuple{gpu.dq, again.dq, "dq"},
                                      std::tuple{gpu.dk, again.dk, "dk"}, std::tuple{gpu.dv, again.dv, "dv"}}) {
     EXPECT_TRUE(first.to_doubles() == second.to_doubles()) << label << " " << what << " differs between two runs";
@@ -201,7 +205,7 @@ void compare_packed_with_cpu(int64_t batch, int64_t tokens, int64_t heads, int64
   const std::string label = fmt::format("packed qkv [{}, {}, 3 x {} heads x {}]{}{}", batch, tokens, heads, d,
                                         masked ? " with a key mask" : "", bf16 ? " bf16" : "");
   SCOPED_TRACE(label);
-  const double kTol = bf16 ? kTolBf16 : ::engine::kTol;
+  const double kTol = bf16 ? kTolBf16 : ::engine::kTol, kGradTol = bf16 ? kTolBf16Grad : ::engine::kTol;
   auto maybe_round = [&](const Tensor& t) { return bf16 ? round_bf16(t) : t; };
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   Tensor qkv = maybe_round(Tensor::randn({batch, tokens, 3 * dim}, rng, DType::F32, 1.5));
@@ -212,7 +216,7 @@ void compare_packed_with_cpu(int64_t batch, int64_t tokens, int64_t heads, int64
   const PackedResult again = run_packed_on(Device::cuda(), qkv, heads, mask, scale, weights);
   EXPECT_TRUE(gpu.out.is_contiguous()) << label;
   expect_all_close(gpu.out, cpu.out, kTol, label + " output");
-  expect_all_close(gpu.dqkv, cpu.dqkv, kTol, label + " d(qkv)");
+  expect_all_close(gpu.dqkv, cpu.dqkv, kGradTol, label + " d(qkv)");
   EXPECT_TRUE(gpu.out.to_doubles() == again.out.to_doubles()) << label << " output differs between two runs";
   EXPECT_TRUE(gpu.dqkv.to_doubles() == again.dqkv.to_doubles()) << label << " d(qkv) differs between two runs";
 }
@@ -380,9 +384,9 @@ TEST(CudaAttentionBf16, RowsWithoutActiveKeysGiveZeros) {
   const Result cpu = run_on(Device::cpu(), q, k, v, mask, 0.125, weights);
   const Result gpu = run_on(Device::cuda(), q, k, v, mask, 0.125, weights);
   expect_all_close(gpu.out, cpu.out, kTolBf16, "output");
-  expect_all_close(gpu.dq, cpu.dq, kTolBf16, "dq");
-  expect_all_close(gpu.dk, cpu.dk, kTolBf16, "dk");
-  expect_all_close(gpu.dv, cpu.dv, kTolBf16, "dv");
+  expect_all_close(gpu.dq, cpu.dq, kTolBf16Grad, "dq");
+  expect_all_close(gpu.dk, cpu.dk, kTolBf16Grad, "dk");
+  expect_all_close(gpu.dv, cpu.dv, kTolBf16Grad, "dv");
   for (const Tensor& t : {gpu.out, gpu.dq, gpu.dk, gpu.dv}) {
     std::vector<double> x = t.to_doubles();
     for (size_t i = x.size() / 2; i < x.size(); ++i) ASSERT_EQ(x[i], 0.0) << i;

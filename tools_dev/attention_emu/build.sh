@@ -2,16 +2,28 @@
 # Builds the emulation harness against the tree's build/ objects (everything
 # but the real attention.cu.o and attention_mma.cu.o): build.sh [PLANT] ->
 # gen/harness[_PLANT]. Needs `make build/engine_tests` (or the library
-# objects) to be current.
+# objects) to be current. `build.sh --kernels [PLANT]` builds only
+# gen/kernel_check[_PLANT] (attention_mma.cu's kernels on raw buffers; needs
+# no build/ objects).
 set -eu -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+kernels_only=0
+if [ "${1:-}" = "--kernels" ]; then kernels_only=1; shift; fi
 plant=${1:-}
 cd "$root"
 mkdir -p "$here/gen"
 suffix=${plant:+_$plant}
 FLAGS="-O2 -g -std=c++17 -fopenmp -fno-strict-aliasing -pthread"
 INC="-I$here/shim -I$here -I."
+if [ "$kernels_only" = 1 ]; then
+  gen="$here/gen/attention_mma_emu$suffix.cpp"
+  python3 "$here/gen.py" engine/ops/attention/attention_mma.cu "$gen" ${plant:+--plant "$plant"}
+  [ "$here/gen/emu_runtime.o" -nt "$here/emu_runtime.cpp" ] || g++ $FLAGS $INC -c "$here/emu_runtime.cpp" -o "$here/gen/emu_runtime.o"
+  g++ $FLAGS $INC -DKERNEL_TU="\"$gen\"" "$here/kernel_check.cpp" "$here/gen/emu_runtime.o" -o "$here/gen/kernel_check$suffix" -lfmt
+  echo "built $here/gen/kernel_check$suffix"
+  exit 0
+fi
 missing=0
 gen_objs=""
 for unit in attention attention_mma; do

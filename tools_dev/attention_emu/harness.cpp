@@ -36,13 +36,12 @@ namespace {
 constexpr double kTol = 1e-4;  // tests/cuda/cuda_expect.h's expect_all_close tolerance for float32
 // bf16 mode, inputs exactly bf16: each P_ij (and dS_ij) is rounded to bf16
 // (relative error <= u = 2^-9) before it multiplies V, dO, K or Q, so
-// |out_i - ref_i| <= u sum_j P_ij |v_j| <= u max|v|, and likewise for the
-// gradients (sums of |dS| |k| or P |dO| terms) up to a few units of the
-// inputs' size (|q|, |k| ~ 1.5 sigma, |v| ~ 4, |dO| <= 1.5): a normalised
-// error (|a - e| / (1 + |e| + 0.01 max|e|)) of a few u, ~1e-2 at worst. The
-// rounding errors are independent, so cases measure far less (see README);
-// a fragment or indexing bug gives O(1).
-constexpr double kTolBf16 = 1e-2;
+// |out_i - ref_i| <= u sum_j P_ij |v_j| <= u max|v|; the gradients sum terms
+// as large as |dS| |k| (dS reaches ~10 here): several u of the normalised
+// error |a - e| / (1 + |e| + 0.01 max|e|). The same bounds as
+// tests/cuda/test_cuda_attention.cpp (1e-2 output, 2e-2 gradients); a
+// fragment or indexing bug gives O(1).
+constexpr double kTolBf16 = 1e-2, kTolBf16Grad = 2e-2;
 
 // Values rounded to bf16 (kept float32).
 Tensor round_bf16(const Tensor& t) { return t.to(DType::BF16).to(DType::F32); }
@@ -235,7 +234,7 @@ int main(int argc, char** argv) {
     if (c.name.find(filter) == std::string::npos) continue;
     // bf16 mode switches the CUDA entry points to the tensor-core kernels (the CPU kernels ignore it).
     GemmPrecisionGuard precision(c.bf16 ? GemmPrecision::BFloat16 : GemmPrecision::Float32);
-    const double tol = c.bf16 ? kTolBf16 : kTol;
+    const double tol = c.bf16 ? kTolBf16 : kTol, grad_tol = c.bf16 ? kTolBf16Grad : kTol;
     const std::vector<Tensor> expected = c.run();  // the CPU reference kernels
     std::vector<std::vector<Tensor>> runs;
     for (emu::AsyncMode mode : modes) {
@@ -257,7 +256,7 @@ int main(int argc, char** argv) {
       const Deviation err = error_of(runs[0][i], expected[i]);
       case_worst = std::max(case_worst, err.relative);
       case_abs = std::max(case_abs, err.absolute);
-      if (!(err.relative <= tol)) {
+      if (!(err.relative <= (i == 0 ? tol : grad_tol))) {
         ok = false;
         detail += std::string(" ") + (i == 0 ? "out" : expected.size() == 2 ? "d(qkv)" : names[i]) + " off";
       }
@@ -284,7 +283,8 @@ int main(int argc, char** argv) {
                 detail.c_str());
     std::fflush(stdout);
   }
-  std::printf("%s: %d failing case(s); worst normalised error f32 %.2e (tolerance %.0e), bf16 %.2e (tolerance %.0e)\n",
-              failures ? "FAILED" : "PASSED", failures, worst, kTol, worst_bf16, kTolBf16);
+  std::printf("%s: %d failing case(s); worst normalised error f32 %.2e (tolerance %.0e), bf16 %.2e (tolerance %.0e "
+              "output, %.0e gradients)\n",
+              failures ? "FAILED" : "PASSED", failures, worst, kTol, worst_bf16, kTolBf16, kTolBf16Grad);
   return failures ? 1 : 0;
 }
