@@ -39,9 +39,9 @@ PLANTS = {
     # the V-like B fragments address the two 8-row halves as if they were the two d blocks
     "mma-trans-rows": ("const uint16_t* p = rows + (8 * (l.ld_mat % 2) + l.ld_row) * ld<D>() + 8 * (l.ld_mat / 2);\n#pragma unroll\n  for (int j2",
                        "const uint16_t* p = rows + (8 * (l.ld_mat / 2) + l.ld_row) * ld<D>() + 8 * (l.ld_mat % 2);\n#pragma unroll\n  for (int j2"),
-    # the forward stores the next K / V tile without waiting for every warp to finish this one
-    "mma-missing-barrier": ("        __syncthreads();  // every warp is done with K, V and the bias\n        next_k.store(Ks);\n        next_v.store(Vs);\n        if (threadIdx.x < kTile) bias[threadIdx.x] = next_bias;",
-                            "        next_k.store(Ks);\n        next_v.store(Vs);\n        if (threadIdx.x < kTile) bias[threadIdx.x] = next_bias;"),
+    # the forward's tile loop without its barrier: the next tile is read before every warp has stored it
+    "mma-missing-barrier": ("        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;\n        __syncthreads();  // the next K, V and bias are in place",
+                            "        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;\n        // (barrier dropped)"),
     # dK/dV: both columns of a C pair read the lse of the even query
     "mma-dkdv-lse": ("terms.col_lse[j][col] = lse_s[col0 + 2 * l.t + col];", "terms.col_lse[j][col] = lse_s[col0 + 2 * l.t];"),
     # dQ: the key bias is skipped (masked keys count)

@@ -94,10 +94,10 @@ inline void check_cuda_inputs(const AttentionInputs& in) {
         shape_str(in.q.shape()));
 }
 
-// Grid: x = the tiles of N (consecutive blocks share one head's K and V in
-// L2), y = batch x head (blocks stride over it beyond 65535).
-inline dim3 grid_for(int64_t n, int64_t bh_count) {
-  return dim3(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>(std::min<int64_t>(bh_count, 65535)));
+// Grid: x = the blocks of `rows` along N (consecutive blocks share one
+// head's K and V in L2), y = batch x head (blocks stride over it beyond 65535).
+inline dim3 grid_for(int64_t n, int64_t bh_count, int64_t rows = kTile) {
+  return dim3(static_cast<unsigned>((n + rows - 1) / rows), static_cast<unsigned>(std::min<int64_t>(bh_count, 65535)));
 }
 
 // Dynamic shared memory beyond 48 KB must be opted into, per kernel and

@@ -37,18 +37,26 @@
 // addresses of every ldmatrix matrix then fall in 8 distinct 16-byte bank
 // groups (no conflicts).
 //
-// Blocks have 4 warps; each warp owns 16 rows (queries, or keys in the dK/dV
-// pass) of the block's 64, and streams 64-row tiles of the other operand:
-//   forward   per (batch x head, 64 queries): S = Q K^T (Q's A fragments
+// Blocks have 8 warps; each warp owns 16 rows (queries, or keys in the
+// dK/dV pass) of the block's 128, and the block streams 64-row tiles of the
+// other operand through shared memory:
+//   forward   per (batch x head, 128 queries): S = Q K^T (Q's A fragments
 //             stay in registers), online softmax on the C fragments (a row's
 //             values live in the 4 lanes of a quad: two xor-shuffles), then
 //             O += P V. O, the row max and sum stay in registers.
-//   dK/dV     per (batch x head, 64 keys), looping over query tiles, 16
+//   dK/dV     per (batch x head, 128 keys), looping over query tiles, 16
 //             queries at a time: S^T = K Q^T, P^T = exp2(S^T - lse),
 //             dP^T = V dO^T, dS^T = P^T (dP^T - delta); dV += P^T dO,
 //             dK += dS^T Q. K's and V's A fragments stay in registers.
-//   dQ        per (batch x head, 64 queries), looping over key tiles, 16
+//   dQ        per (batch x head, 128 queries), looping over key tiles, 16
 //             keys at a time: S, P, dP = dO V^T, dS as above, dQ += dS K.
+// Why 128 rows: every block streams all of its head's other operand (from
+// L2, float32), so rows per block divide that traffic, which at ViT sizes
+// costs about as much as the mma work; and for N = 197 two blocks of 8 warps
+// leave the same 3 of 16 warps idle as four of 4. The registers (ptxas,
+// CUDA 13, sm_90a, head_dim 64: forward 186, dK/dV 223, dQ 180, no spills)
+// allow one block, 8 warps, per SM; shared memory is 55 KB (forward) and
+// 74 KB (backward).
 // dQ is its own pass (S and dP computed twice) so that nothing is
 // accumulated with atomics: gradients are bit-reproducible.
 //
@@ -56,8 +64,9 @@
 // memory, so they go through registers (cp.async cannot convert): the next
 // tile's float4 loads are issued at the top of a tile, stay in flight during
 // its mma work, and are rounded and stored (8 bytes per 4 values) after the
-// barrier that ends it, i.e. register double buffering with one shared
-// buffer. (A later bf16-activation input would cp.async straight into the
+// barrier that ends it, into the other of two shared buffers (StreamBuffer):
+// the latency hiding of a cp.async double buffer, one barrier per tile, for
+// 16 registers per streamed tile. (A later bf16-activation input would cp.async straight into the
 // tiles: TileLoad is the one place to change.) Rows past N are zeros, and
 // their keys get a -inf bias, so partial tiles add exact zeros; warps whose
 // 16 rows all lie past N skip the mma work but keep to the barriers, and the
@@ -79,16 +88,19 @@ namespace attention_cuda {
 
 namespace {
 
-constexpr int kThreads = 128;  // 4 warps x 16 rows = kTile rows per block
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRows = 16 * kWarps;  // a block's own rows (queries, or keys in the dK/dV pass): 128
+// (The streamed tiles of the other operand have kTile = 64 rows.)
 
-// Row stride (in bf16) of a [64, D] tile in shared memory, and its size.
+// Row stride (in bf16) of a [rows, D] tile in shared memory, and the bytes of one.
 template <int D>
 constexpr int ld() {
   return D + 8;
 }
 template <int D>
-constexpr int tile_bytes() {
-  return kTile * ld<D>() * 2;
+constexpr int tile_bytes(int rows) {
+  return rows * ld<D>() * 2;
 }
 
 // ------------------------------------------------------------------ bf16 and the warp-level instructions
@@ -231,13 +243,14 @@ struct alignas(8) Bf16x4 {
   uint32_t lo, hi;
 };
 
-// One thread's share of a [64, D] float32 tile (rows row0 ... row0 + 63 of an
-// [n, D] matrix, row i at src + i * ld): thread x takes float4 column
+// One thread's share of a [Rows, D] float32 tile (rows row0 ... row0 + Rows - 1
+// of an [n, D] matrix, row i at src + i * ld): thread x takes float4 column
 // x % (D / 4) of rows x / (D / 4) + k step. load() issues the global loads
 // (zeros past row n); store() rounds them to bf16 into a shared tile.
-template <int D>
+template <int D, int Rows>
 struct TileLoad {
-  static constexpr int kChunks = D / 4, kStep = kThreads / kChunks, kCount = kTile / kStep;
+  static constexpr int kChunks = D / 4, kStep = kThreads / kChunks, kCount = Rows / kStep;
+  static_assert(kThreads % kChunks == 0 && Rows % kStep == 0, "whole float4s per thread");
   float4 v[kCount];
 
   __device__ __forceinline__ void load(const float* src, int64_t row_stride, int row0, int n) {
@@ -276,11 +289,30 @@ __device__ __forceinline__ void store_c_rows(float* dst, int64_t row_stride, int
   }
 }
 
+// One of the two buffers that the streamed tiles alternate between (tile t
+// in buffer t % 2): two [64, D] bf16 tiles (K and V, Q and dO) and two
+// 64-float vectors (key bias; lse and delta). While the warps work on one,
+// the next tile's loads are stored into the other as soon as a warp is done,
+// with one barrier per tile.
+template <int D>
+struct StreamBuffer {
+  uint16_t *a, *b;
+  float *u, *w;
+  static constexpr int bytes() { return 2 * tile_bytes<D>(kTile) + 2 * kTile * 4; }
+  __device__ StreamBuffer(void* base, int tile) {
+    char* p = static_cast<char*>(base) + (tile % 2) * bytes();
+    a = reinterpret_cast<uint16_t*>(p);
+    b = a + kTile * ld<D>();
+    u = reinterpret_cast<float*>(b + kTile * ld<D>());
+    w = u + kTile;
+  }
+};
+
 // ------------------------------------------------------------------ forward
 
 template <int D>
 constexpr int forward_smem_bytes() {
-  return 3 * tile_bytes<D>() + kTile * 4;  // Q, K, V (bf16), key bias
+  return tile_bytes<D>(kRows) + 2 * StreamBuffer<D>::bytes();  // Q; two of (K, V, key bias)
 }
 
 // Online softmax over one 64-key tile of scores s (C fragments, log2 domain,
@@ -317,32 +349,31 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], 
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(ForwardParams p) {
+__global__ void __launch_bounds__(kThreads, 1) attention_forward_mma_kernel(ForwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(shared_mem);
-  uint16_t* Ks = Qs + kTile * ld<D>();
-  uint16_t* Vs = Ks + kTile * ld<D>();
-  float* bias = reinterpret_cast<float*>(Vs + kTile * ld<D>());
+  void* stream = Qs + kRows * ld<D>();  // StreamBuffer: a = K, b = V, u = key bias
   const Lane l;
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  const int n = p.n, row0 = static_cast<int>(blockIdx.x) * kTile, tiles = (n + kTile - 1) / kTile;
+  const int n = p.n, row0 = static_cast<int>(blockIdx.x) * kRows, tiles = (n + kTile - 1) / kTile;
   const bool live = row0 + 16 * warp < n;  // warp-uniform: does the warp own any row below n?
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
     const float* k = head_rows(p.k, bh, p.heads);
     const float* v = head_rows(p.v, bh, p.heads);
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
-    TileLoad<D> next_k, next_v;
+    TileLoad<D, kTile> next_k, next_v;
     {
-      TileLoad<D> q_tile;
+      TileLoad<D, kRows> q_tile;
       q_tile.load(head_rows(p.q, bh, p.heads), p.q.token, row0, n);
       next_k.load(k, p.k.token, 0, n);
       next_v.load(v, p.v.token, 0, n);
+      const StreamBuffer<D> first(stream, 0);
       __syncthreads();  // the previous (batch x head) is done with the tiles
       q_tile.store(Qs);
-      next_k.store(Ks);
-      next_v.store(Vs);
-      if (threadIdx.x < kTile) bias[threadIdx.x] = key_bias(active, threadIdx.x, n);
+      next_k.store(first.a);
+      next_v.store(first.b);
+      if (threadIdx.x < kTile) first.u[threadIdx.x] = key_bias(active, threadIdx.x, n);
       __syncthreads();
     }
     uint32_t qa[D / 16][4];
@@ -359,6 +390,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(Forward
         next_v.load(v, p.v.token, key0 + kTile, n);
         if (threadIdx.x < kTile) next_bias = key_bias(active, key0 + kTile + threadIdx.x, n);
       }
+      const StreamBuffer<D> cur(stream, tile);
+      const uint16_t *Ks = cur.a, *Vs = cur.b;
+      const float* bias = cur.u;
       if (live) {
         float s[8][4];
         zero(s);
@@ -377,12 +411,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(Forward
           mma_rows<D>(o, pa, Vs + 16 * kk * ld<D>(), l);
         }
       }
-      if (more) {
-        __syncthreads();  // every warp is done with K, V and the bias
-        next_k.store(Ks);
-        next_v.store(Vs);
-        if (threadIdx.x < kTile) bias[threadIdx.x] = next_bias;
-        __syncthreads();
+      if (more) {  // into the other buffer, last read by tile - 1 (before the barrier that ended it)
+        const StreamBuffer<D> next(stream, tile + 1);
+        next_k.store(next.a);
+        next_v.store(next.b);
+        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;
+        __syncthreads();  // the next K, V and bias are in place, and every warp is done with this tile
       }
     }
 
@@ -426,22 +460,19 @@ __device__ __forceinline__ void probabilities(float (&s)[2][4], float (&dp)[2][4
 
 template <int D>
 constexpr int backward_smem_bytes() {
-  return 4 * tile_bytes<D>() + 2 * kTile * 4;  // two row tiles, two streamed tiles, two per-column vectors
+  return 2 * tile_bytes<D>(kRows) + 2 * StreamBuffer<D>::bytes();  // the own rows' two tiles; two stream buffers
 }
 
-// dK and dV for 64 keys (warp: 16 keys), looping over the query tiles.
+// dK and dV for 128 keys (warp: 16 keys), looping over the query tiles.
 template <int D>
-__global__ void __launch_bounds__(kThreads, 2) attention_dkdv_mma_kernel(BackwardParams p) {
+__global__ void __launch_bounds__(kThreads, 1) attention_dkdv_mma_kernel(BackwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Ks = reinterpret_cast<uint16_t*>(shared_mem);
-  uint16_t* Vs = Ks + kTile * ld<D>();
-  uint16_t* Qs = Vs + kTile * ld<D>();
-  uint16_t* dOs = Qs + kTile * ld<D>();
-  float* lse_s = reinterpret_cast<float*>(dOs + kTile * ld<D>());
-  float* delta_s = lse_s + kTile;
+  uint16_t* Vs = Ks + kRows * ld<D>();
+  void* stream = Vs + kRows * ld<D>();  // StreamBuffer: a = Q, b = dO, u = lse (log2), w = delta
   const Lane l;
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  const int n = p.n, key0 = static_cast<int>(blockIdx.x) * kTile, tiles = (n + kTile - 1) / kTile;
+  const int n = p.n, key0 = static_cast<int>(blockIdx.x) * kRows, tiles = (n + kTile - 1) / kTile;
   const bool live = key0 + 16 * warp < n;
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
@@ -450,21 +481,22 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_mma_kernel(Backwar
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
     const float* lse = p.lse + bh * n;
     const float* delta = p.delta + bh * n;
-    TileLoad<D> next_q, next_do;
+    TileLoad<D, kTile> next_q, next_do;
     {
-      TileLoad<D> k_tile, v_tile;
+      TileLoad<D, kRows> k_tile, v_tile;
       k_tile.load(head_rows(p.k, bh, p.heads), p.k.token, key0, n);
       v_tile.load(head_rows(p.v, bh, p.heads), p.v.token, key0, n);
       next_q.load(q, p.q.token, 0, n);
       next_do.load(dout, p.dout.token, 0, n);
+      const StreamBuffer<D> first(stream, 0);
       __syncthreads();  // the previous (batch x head) is done with the tiles
       k_tile.store(Ks);
       v_tile.store(Vs);
-      next_q.store(Qs);
-      next_do.store(dOs);
+      next_q.store(first.a);
+      next_do.store(first.b);
       if (threadIdx.x < kTile) {
-        lse_s[threadIdx.x] = lse_log2(lse, threadIdx.x, n);
-        delta_s[threadIdx.x] = static_cast<int>(threadIdx.x) < n ? delta[threadIdx.x] : 0.0f;
+        first.u[threadIdx.x] = lse_log2(lse, threadIdx.x, n);
+        first.w[threadIdx.x] = static_cast<int>(threadIdx.x) < n ? delta[threadIdx.x] : 0.0f;
       }
       __syncthreads();
     }
@@ -496,6 +528,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_mma_kernel(Backwar
           next_delta = next + static_cast<int>(threadIdx.x) < n ? delta[next + threadIdx.x] : 0.0f;
         }
       }
+      const StreamBuffer<D> cur(stream, tile);
+      const uint16_t *Qs = cur.a, *dOs = cur.b;
+      const float *lse_s = cur.u, *delta_s = cur.w;
       if (live) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {  // 16 queries at a time
@@ -523,15 +558,15 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_mma_kernel(Backwar
           mma_rows<D>(dk, dsa, Qs + 16 * c * ld<D>(), l);  // dK += dS^T Q (times scale at the end)
         }
       }
-      if (more) {
-        __syncthreads();  // every warp is done with Q, dO, lse and delta
-        next_q.store(Qs);
-        next_do.store(dOs);
+      if (more) {  // into the other buffer, last read by tile - 1
+        const StreamBuffer<D> next(stream, tile + 1);
+        next_q.store(next.a);
+        next_do.store(next.b);
         if (threadIdx.x < kTile) {
-          lse_s[threadIdx.x] = next_lse;
-          delta_s[threadIdx.x] = next_delta;
+          next.u[threadIdx.x] = next_lse;
+          next.w[threadIdx.x] = next_delta;
         }
-        __syncthreads();
+        __syncthreads();  // the next tile is in place, and every warp is done with this one
       }
     }
 
@@ -541,37 +576,36 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_mma_kernel(Backwar
   }
 }
 
-// dQ for 64 queries (warp: 16 queries), looping over the key tiles.
+// dQ for 128 queries (warp: 16 queries), looping over the key tiles.
 template <int D>
-__global__ void __launch_bounds__(kThreads, 2) attention_dq_mma_kernel(BackwardParams p) {
+__global__ void __launch_bounds__(kThreads, 1) attention_dq_mma_kernel(BackwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(shared_mem);
-  uint16_t* dOs = Qs + kTile * ld<D>();
-  uint16_t* Ks = dOs + kTile * ld<D>();
-  uint16_t* Vs = Ks + kTile * ld<D>();
-  float* bias_s = reinterpret_cast<float*>(Vs + kTile * ld<D>());
+  uint16_t* dOs = Qs + kRows * ld<D>();
+  void* stream = dOs + kRows * ld<D>();  // StreamBuffer: a = K, b = V, u = key bias
   const Lane l;
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  const int n = p.n, row0 = static_cast<int>(blockIdx.x) * kTile, tiles = (n + kTile - 1) / kTile;
+  const int n = p.n, row0 = static_cast<int>(blockIdx.x) * kRows, tiles = (n + kTile - 1) / kTile;
   const bool live = row0 + 16 * warp < n;
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
     const float* k = head_rows(p.k, bh, p.heads);
     const float* v = head_rows(p.v, bh, p.heads);
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
-    TileLoad<D> next_k, next_v;
+    TileLoad<D, kTile> next_k, next_v;
     {
-      TileLoad<D> q_tile, do_tile;
+      TileLoad<D, kRows> q_tile, do_tile;
       q_tile.load(head_rows(p.q, bh, p.heads), p.q.token, row0, n);
       do_tile.load(head_rows(p.dout, bh, p.heads), p.dout.token, row0, n);
       next_k.load(k, p.k.token, 0, n);
       next_v.load(v, p.v.token, 0, n);
+      const StreamBuffer<D> first(stream, 0);
       __syncthreads();  // the previous (batch x head) is done with the tiles
       q_tile.store(Qs);
       do_tile.store(dOs);
-      next_k.store(Ks);
-      next_v.store(Vs);
-      if (threadIdx.x < kTile) bias_s[threadIdx.x] = key_bias(active, threadIdx.x, n);
+      next_k.store(first.a);
+      next_v.store(first.b);
+      if (threadIdx.x < kTile) first.u[threadIdx.x] = key_bias(active, threadIdx.x, n);
       __syncthreads();
     }
     uint32_t qa[D / 16][4], doa[D / 16][4];
@@ -599,6 +633,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_mma_kernel(BackwardP
         next_v.load(v, p.v.token, key0 + kTile, n);
         if (threadIdx.x < kTile) next_bias = key_bias(active, key0 + kTile + threadIdx.x, n);
       }
+      const StreamBuffer<D> cur(stream, tile);
+      const uint16_t *Ks = cur.a, *Vs = cur.b;
+      const float* bias_s = cur.u;
       if (live) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {  // 16 keys at a time
@@ -623,12 +660,12 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_mma_kernel(BackwardP
           mma_rows<D>(dq, dsa, Ks + 16 * c * ld<D>(), l);  // dQ += dS K (times scale at the end)
         }
       }
-      if (more) {
-        __syncthreads();  // every warp is done with K, V and the bias
-        next_k.store(Ks);
-        next_v.store(Vs);
-        if (threadIdx.x < kTile) bias_s[threadIdx.x] = next_bias;
-        __syncthreads();
+      if (more) {  // into the other buffer, last read by tile - 1
+        const StreamBuffer<D> next(stream, tile + 1);
+        next_k.store(next.a);
+        next_v.store(next.b);
+        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;
+        __syncthreads();  // the next tile is in place, and every warp is done with this one
       }
     }
 
@@ -651,15 +688,15 @@ bool mma_head_dim(int64_t head_dim) { return head_dim == 32 || head_dim == 64; }
 void forward_mma(const ForwardParams& params, int64_t head_dim) {
   with_mma_head_dim(head_dim, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    launch(attention_forward_mma_kernel<D>, kThreads, forward_smem_bytes<D>(), grid_for(params.n, params.bh_count),
-           params);
+    launch(attention_forward_mma_kernel<D>, kThreads, forward_smem_bytes<D>(),
+           grid_for(params.n, params.bh_count, kRows), params);
   });
 }
 
 void backward_mma(const BackwardParams& params, int64_t head_dim) {
   with_mma_head_dim(head_dim, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    const dim3 grid = grid_for(params.n, params.bh_count);
+    const dim3 grid = grid_for(params.n, params.bh_count, kRows);
     launch(attention_dkdv_mma_kernel<D>, kThreads, backward_smem_bytes<D>(), grid, params);
     launch(attention_dq_mma_kernel<D>, kThreads, backward_smem_bytes<D>(), grid, params);
   });
