@@ -135,6 +135,8 @@ __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
+#elif defined(__CUDA_ARCH__)
+  __trap();  // bf16 mma and ldmatrix need sm_80 (the Makefile builds sm_90a and compute_80)
 #endif
 }
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
@@ -143,6 +145,8 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* 
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
+#elif defined(__CUDA_ARCH__)
+  __trap();  // bf16 mma and ldmatrix need sm_80 (the Makefile builds sm_90a and compute_80)
 #endif
 }
 
@@ -154,6 +158,8 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#elif defined(__CUDA_ARCH__)
+  __trap();  // bf16 mma and ldmatrix need sm_80 (the Makefile builds sm_90a and compute_80)
 #endif
 }
 
