@@ -53,10 +53,10 @@
 // Why 128 rows: every block streams all of its head's other operand (from
 // L2, float32), so rows per block divide that traffic, which at ViT sizes
 // costs about as much as the mma work; and for N = 197 two blocks of 8 warps
-// leave the same 3 of 16 warps idle as four of 4. The registers (ptxas,
-// CUDA 13, sm_90a, head_dim 64: forward 186, dK/dV 223, dQ 180, no spills)
-// allow one block, 8 warps, per SM; shared memory is 55 KB (forward) and
-// 74 KB (backward).
+// leave the same 3 of 16 warps idle as four of 4. The registers
+// (ptxas, CUDA 13, sm_90a, head_dim 64: forward 188, dK/dV 226, dQ 183, no
+// spills) allow one block, 8 warps, per SM; shared memory is 55 KB (forward)
+// and 73 KB (backward).
 // dQ is its own pass (S and dP computed twice) so that nothing is
 // accumulated with atomics: gradients are bit-reproducible.
 //
@@ -88,8 +88,17 @@ namespace attention_cuda {
 
 namespace {
 
-constexpr int kWarps = 8;
+// Warps per block: 8 (the design, see the top of the file); 4 also works
+// (64 rows per block, more registers per thread for the streamed loads, two
+// blocks per SM), for measuring the other side of that trade-off:
+// -DENGINE_ATTENTION_MMA_WARPS=4.
+#ifndef ENGINE_ATTENTION_MMA_WARPS
+#define ENGINE_ATTENTION_MMA_WARPS 8
+#endif
+constexpr int kWarps = ENGINE_ATTENTION_MMA_WARPS;
+static_assert(kWarps == 4 || kWarps == 8, "4 or 8 warps of 16 rows");
 constexpr int kThreads = 32 * kWarps;
+constexpr int kBlocksPerSm = 8 / kWarps;  // 8 warps per SM either way (registers: ptxas fits 255 / 2 blocks of 4)
 constexpr int kRows = 16 * kWarps;  // a block's own rows (queries, or keys in the dK/dV pass): 128
 // (The streamed tiles of the other operand have kTile = 64 rows.)
 
@@ -355,7 +364,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], 
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreads, 1) attention_forward_mma_kernel(ForwardParams p) {
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_forward_mma_kernel(ForwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(shared_mem);
   void* stream = Qs + kRows * ld<D>();  // StreamBuffer: a = K, b = V, u = key bias
@@ -471,7 +480,7 @@ constexpr int backward_smem_bytes() {
 
 // dK and dV for 128 keys (warp: 16 keys), looping over the query tiles.
 template <int D>
-__global__ void __launch_bounds__(kThreads, 1) attention_dkdv_mma_kernel(BackwardParams p) {
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dkdv_mma_kernel(BackwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Ks = reinterpret_cast<uint16_t*>(shared_mem);
   uint16_t* Vs = Ks + kRows * ld<D>();
@@ -584,7 +593,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_dkdv_mma_kernel(Backwar
 
 // dQ for 128 queries (warp: 16 queries), looping over the key tiles.
 template <int D>
-__global__ void __launch_bounds__(kThreads, 1) attention_dq_mma_kernel(BackwardParams p) {
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dq_mma_kernel(BackwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(shared_mem);
   uint16_t* dOs = Qs + kRows * ld<D>();
