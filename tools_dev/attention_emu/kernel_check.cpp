@@ -31,6 +31,7 @@ struct Problem {
   int b, h, n, d;
   bool masked;
   double scale;
+  bool last_batch_empty = false;  // the last batch has no active key at all (zeros, lse -inf)
 };
 
 // Worst |a - e| / (1 + |e| + 0.01 max|e|) (the harness's measure).
@@ -61,6 +62,7 @@ bool run(const Problem& pr, uint32_t seed, double tol) {
   }
   if (pr.masked) {
     for (int i = 0; i < B * N; ++i) active[i] = (i % N == 0 || gen() % 100 > 35) ? 1.0f : 0.0f;
+    if (pr.last_batch_empty) std::fill(active.begin() + (B - 1) * N, active.end(), 0.0f);
   }
   const int64_t bs = int64_t{H} * N * D, hs = int64_t{N} * D, ts = D;
   std::vector<float> out(count, NAN), lse(static_cast<size_t>(B) * H * N, NAN), dq(count, NAN), dk(count, NAN),
@@ -131,6 +133,13 @@ bool run(const Problem& pr, uint32_t seed, double tol) {
   const emu::Faults faults = emu::take_faults();
   bool ok = !faults.any();
   for (int i = 0; i < 5; ++i) ok = ok && errs[i] <= (i < 2 ? tol : 2 * tol);  // gradients: 2e-2
+  // Rows without keys: exactly zero output and gradients.
+  if (pr.last_batch_empty) {
+    const size_t first = static_cast<size_t>(B - 1) * H * N * D;
+    for (const std::vector<float>* t : {&out, &dq, &dk, &dv}) {
+      for (size_t i = first; i < count; ++i) ok = ok && (*t)[i] == 0.0f;
+    }
+  }
   std::printf("%-4s B %d H %d N %3d d %d%s: out %.2e lse %.2e dq %.2e dk %.2e dv %.2e%s%s\n", ok ? "ok" : "FAIL", B,
               H, N, D, pr.masked ? " mask" : "     ", errs[0], errs[1], errs[2], errs[3], errs[4],
               faults.any() ? " FAULT: " : "", faults.first.c_str());
@@ -157,6 +166,7 @@ int main(int argc, char** argv) {
     failures += !run<64>({1, 2, 75, 64, true, 0.125}, seed++, tol);   // partial tile of 11 keys
     failures += !run<32>({1, 1, 300, 32, true, 0.2}, seed++, tol);    // three blocks of 128 rows
   }
+  failures += !run<64>({2, 2, 65, 64, true, 0.125, true}, seed++, tol);  // batch 1: no key at all
   std::printf("%s: %d failing\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }
