@@ -12,6 +12,7 @@
 #include "engine/cli.h"
 #include "engine/ops/attention/attention_kernels.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
+#include "engine/ops/matmul/matmul.h"
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/ops/scan/scan_kernels.h"
@@ -160,6 +161,21 @@ void core_ops(KernelBench& bench) {
   bench.compute("fused_attention bwd packed", packed_shape, 2.5 * attention_flops, [&] {
     attention_backward_kernel.get(bench.device())(packed, out_heads, lse, dout_heads, dq_heads, dk_heads, dv_heads);
   });
+  // The same four in bf16 mode: on CUDA the tensor-core kernels
+  // (attention_mma.cu: bf16 operands, float32 accumulation and outputs), same
+  // FLOP counts. (On the CPU, bf16 mode changes nothing.)
+  {
+    GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+    bench.compute("fused_attention fwd bf16", shape_str(heads), attention_flops,
+                  [&] { attention_forward_kernel.get(bench.device())(in, out, lse); });
+    bench.compute("fused_attention bwd bf16", shape_str(heads), 2.5 * attention_flops,
+                  [&] { attention_backward_kernel.get(bench.device())(in, out, lse, dout, dq, dk, dv); });
+    bench.compute("fused_attention fwd packed bf16", packed_shape, attention_flops,
+                  [&] { attention_forward_kernel.get(bench.device())(packed, out_heads, lse); });
+    bench.compute("fused_attention bwd packed bf16", packed_shape, 2.5 * attention_flops, [&] {
+      attention_backward_kernel.get(bench.device())(packed, out_heads, lse, dout_heads, dq_heads, dk_heads, dv_heads);
+    });
+  }
 
   // AdamW over ViT-S's 22 M parameters in one tensor: reads p, g, m, v and writes p, m, v.
   const Shape params = {22050664};

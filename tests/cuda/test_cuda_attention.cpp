@@ -5,7 +5,9 @@
 // keys are all dropped, many (batch x head) pairs, the Attention layer on the
 // GPU, and the errors for what the CUDA kernels do not support; the packed op
 // (qkv [B, N, 3D] in, token-major context out, d(qkv) back) the same way, and
-// its fallback for a qkv whose rows are not 16-byte aligned.
+// its fallback for a qkv whose rows are not 16-byte aligned. The
+// CudaAttentionBf16 suite runs the same comparisons in bf16 mode (the
+// tensor-core kernels of attention_mma.cu) on bf16-exact inputs.
 // Every test skips itself on a machine without a GPU (`make test-gpu` runs them).
 #include <gtest/gtest.h>
 
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "engine/ops/attention/attention.h"
+#include "engine/ops/matmul/matmul.h"
 #include "engine/ops/ops.h"
 #include "layers/attention.h"
 #include "tests/cuda/cuda_expect.h"
@@ -26,6 +29,22 @@ namespace {
 
 // expect_all_close's per-element tolerance for float32 (tests/cuda/cuda_expect.h).
 constexpr double kTol = 1e-4;
+// bf16 mode on inputs (q, k, v and the loss weights, i.e. dout) that are
+// exactly bf16: only the rounding of P and dS to bf16 before their second
+// products remains, a relative u = 2^-9 per term. The output's error is at
+// most u sum_j P_ij |v_j| <= u max|v| (|v| <= ~4 here); the gradients sum
+// terms as large as |dS| |k| (dS = P (dP - delta) reaches ~10 with
+// |dP| = |dout . v| ~ 7 sigma over d = 64): several u of expect_all_close's
+// scale. The host emulation (tools_dev/attention_emu, same inputs) measures
+// at most 2.3e-3 (output) and 7.9e-3 (gradients) over its cases; these
+// tolerances leave room for the larger cases here (more elements, a longer
+// tail). A fragment or indexing error gives O(1).
+constexpr double kTolBf16 = 1e-2;      // output
+constexpr double kTolBf16Grad = 2e-2;  // dq, dk, dv, d(qkv)
+
+// The values of t rounded to bf16 (still float32): what the tensor-core
+// kernels read them as, so the CPU reference sees the same inputs.
+Tensor round_bf16(const Tensor& t) { return t.to(DType::BF16).to(DType::F32); }
 
 Tensor leaf_on(const Tensor& cpu, Device device) {
   Tensor t = cpu.detach().to(device);
@@ -55,21 +74,26 @@ Result run_on(Device device, const Tensor& q, const Tensor& k, const Tensor& v, 
   return {out.detach(), qd.grad(), kd.grad(), vd.grad()};
 }
 
-void compare_with_cpu(const Shape& shape, bool masked, Rng& rng) {
-  const std::string label = "q, k, v " + shape_str(shape) + (masked ? " with a key mask" : "");
+// bf16: inputs rounded to bf16 and the tolerance kTolBf16 (the caller sets
+// bf16 mode); otherwise float32 as given, kTol.
+void compare_with_cpu(const Shape& shape, bool masked, Rng& rng, bool bf16 = false) {
+  const std::string label = "q, k, v " + shape_str(shape) + (masked ? " with a key mask" : "") + (bf16 ? " bf16" : "");
   SCOPED_TRACE(label);
+  const double kTol = bf16 ? kTolBf16 : ::engine::kTol, kGradTol = bf16 ? kTolBf16Grad : ::engine::kTol;
+  auto maybe_round = [&](const Tensor& t) { return bf16 ? round_bf16(t) : t; };
   const double scale = 1.0 / std::sqrt(static_cast<double>(shape[3]));
-  Tensor q = Tensor::randn(shape, rng, DType::F32, 1.5), k = Tensor::randn(shape, rng, DType::F32, 1.5);
-  Tensor v = Tensor::randn(shape, rng, DType::F32);
+  Tensor q = maybe_round(Tensor::randn(shape, rng, DType::F32, 1.5));
+  Tensor k = maybe_round(Tensor::randn(shape, rng, DType::F32, 1.5));
+  Tensor v = maybe_round(Tensor::randn(shape, rng, DType::F32));
   Tensor mask = masked ? random_mask(shape[0], shape[2], rng) : Tensor();
-  Tensor weights = Tensor::uniform(shape, rng, -1.5, 1.5);
+  Tensor weights = maybe_round(Tensor::uniform(shape, rng, -1.5, 1.5));
   const Result cpu = run_on(Device::cpu(), q, k, v, mask, scale, weights);
   const Result gpu = run_on(Device::cuda(), q, k, v, mask, scale, weights);
   const Result again = run_on(Device::cuda(), q, k, v, mask, scale, weights);
   expect_all_close(gpu.out, cpu.out, kTol, label + " output");
-  expect_all_close(gpu.dq, cpu.dq, kTol, label + " dq");
-  expect_all_close(gpu.dk, cpu.dk, kTol, label + " dk");
-  expect_all_close(gpu.dv, cpu.dv, kTol, label + " dv");
+  expect_all_close(gpu.dq, cpu.dq, kGradTol, label + " dq");
+  expect_all_close(gpu.dk, cpu.dk, kGradTol, label + " dk");
+  expect_all_close(gpu.dv, cpu.dv, kGradTol, label + " dv");
   for (auto [first, second, what] : {std::tuple{gpu.out, again.out, "output"}, std::tuple{gpu.dq, again.dq, "dq"},
                                      std::tuple{gpu.dk, again.dk, "dk"}, std::tuple{gpu.dv, again.dv, "dv"}}) {
     EXPECT_TRUE(first.to_doubles() == second.to_doubles()) << label << " " << what << " differs between two runs";
@@ -175,21 +199,24 @@ PackedResult run_packed_on(Device device, const Tensor& qkv, int64_t heads, cons
   return {out.detach(), x.grad()};
 }
 
-void compare_packed_with_cpu(int64_t batch, int64_t tokens, int64_t heads, int64_t d, bool masked, Rng& rng) {
+void compare_packed_with_cpu(int64_t batch, int64_t tokens, int64_t heads, int64_t d, bool masked, Rng& rng,
+                             bool bf16 = false) {
   const int64_t dim = heads * d;
-  const std::string label = fmt::format("packed qkv [{}, {}, 3 x {} heads x {}]{}", batch, tokens, heads, d,
-                                        masked ? " with a key mask" : "");
+  const std::string label = fmt::format("packed qkv [{}, {}, 3 x {} heads x {}]{}{}", batch, tokens, heads, d,
+                                        masked ? " with a key mask" : "", bf16 ? " bf16" : "");
   SCOPED_TRACE(label);
+  const double kTol = bf16 ? kTolBf16 : ::engine::kTol, kGradTol = bf16 ? kTolBf16Grad : ::engine::kTol;
+  auto maybe_round = [&](const Tensor& t) { return bf16 ? round_bf16(t) : t; };
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  Tensor qkv = Tensor::randn({batch, tokens, 3 * dim}, rng, DType::F32, 1.5);
+  Tensor qkv = maybe_round(Tensor::randn({batch, tokens, 3 * dim}, rng, DType::F32, 1.5));
   Tensor mask = masked ? random_mask(batch, tokens, rng) : Tensor();
-  Tensor weights = Tensor::uniform({batch, tokens, dim}, rng, -1.5, 1.5);
+  Tensor weights = maybe_round(Tensor::uniform({batch, tokens, dim}, rng, -1.5, 1.5));
   const PackedResult cpu = run_packed_on(Device::cpu(), qkv, heads, mask, scale, weights);
   const PackedResult gpu = run_packed_on(Device::cuda(), qkv, heads, mask, scale, weights);
   const PackedResult again = run_packed_on(Device::cuda(), qkv, heads, mask, scale, weights);
   EXPECT_TRUE(gpu.out.is_contiguous()) << label;
   expect_all_close(gpu.out, cpu.out, kTol, label + " output");
-  expect_all_close(gpu.dqkv, cpu.dqkv, kTol, label + " d(qkv)");
+  expect_all_close(gpu.dqkv, cpu.dqkv, kGradTol, label + " d(qkv)");
   EXPECT_TRUE(gpu.out.to_doubles() == again.out.to_doubles()) << label << " output differs between two runs";
   EXPECT_TRUE(gpu.dqkv.to_doubles() == again.dqkv.to_doubles()) << label << " d(qkv) differs between two runs";
 }
@@ -302,6 +329,97 @@ TEST(CudaAttention, Errors) {
   Tensor qkv48 = Tensor::randn({1, 5, 3 * 2 * 48}, rng).to(Device::cuda());
   testing::expect_error_mentioning([&] { fused_attention_packed(qkv48, 2, 1.0); },
                                    {"fused_attention", "head_dim 48"});
+}
+
+// ------------------------------------------------------------------ bf16 mode: the tensor-core kernels
+
+TEST(CudaAttentionBf16, MatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  Rng rng(131);
+  for (int64_t n : {1, 17, 65, 197}) {
+    for (int64_t d : {32, 64}) {
+      for (bool masked : {false, true}) compare_with_cpu({2, 3, n, d}, masked, rng, true);
+    }
+  }
+}
+
+TEST(CudaAttentionBf16, ManyHeadsAndLongerSequences) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  Rng rng(132);
+  compare_with_cpu({7000, 10, 3, 32}, true, rng, true);  // several grid rows of (batch x head)
+  compare_with_cpu({1, 2, 128, 64}, true, rng, true);
+  compare_with_cpu({1, 2, 75, 64}, true, rng, true);
+  compare_with_cpu({2, 1, 300, 32}, false, rng, true);
+  compare_with_cpu({2, 6, 197, 64}, true, rng, true);  // ViT-S
+}
+
+TEST(CudaAttentionBf16, PackedMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  Rng rng(138);
+  for (int64_t n : {1, 17, 65, 197}) {
+    for (int64_t d : {32, 64}) {
+      for (bool masked : {false, true}) compare_packed_with_cpu(2, n, 3, d, masked, rng, true);
+    }
+  }
+  compare_packed_with_cpu(7000, 3, 10, 32, true, rng, true);
+  compare_packed_with_cpu(2, 197, 6, 64, true, rng, true);  // ViT-S
+  compare_packed_with_cpu(2, 300, 1, 32, true, rng, true);
+}
+
+TEST(CudaAttentionBf16, RowsWithoutActiveKeysGiveZeros) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  Rng rng(133);
+  const Shape shape = {2, 2, 65, 64};
+  Tensor q = round_bf16(Tensor::randn(shape, rng)), k = round_bf16(Tensor::randn(shape, rng));
+  Tensor v = round_bf16(Tensor::randn(shape, rng));
+  Tensor mask = random_mask(2, 65, rng);
+  std::vector<float> values = mask.to_floats();
+  std::fill(values.begin() + 65, values.end(), 0.0f);  // batch 1: no key at all
+  mask = Tensor::from_vector<float>(values, {2, 65});
+  Tensor weights = round_bf16(Tensor::uniform(shape, rng, -1.0, 1.0));
+  const Result cpu = run_on(Device::cpu(), q, k, v, mask, 0.125, weights);
+  const Result gpu = run_on(Device::cuda(), q, k, v, mask, 0.125, weights);
+  expect_all_close(gpu.out, cpu.out, kTolBf16, "output");
+  expect_all_close(gpu.dq, cpu.dq, kTolBf16Grad, "dq");
+  expect_all_close(gpu.dk, cpu.dk, kTolBf16Grad, "dk");
+  expect_all_close(gpu.dv, cpu.dv, kTolBf16Grad, "dv");
+  for (const Tensor& t : {gpu.out, gpu.dq, gpu.dk, gpu.dv}) {
+    std::vector<double> x = t.to_doubles();
+    for (size_t i = x.size() / 2; i < x.size(); ++i) ASSERT_EQ(x[i], 0.0) << i;
+  }
+}
+
+TEST(CudaAttentionBf16, RunsTheTensorCoreKernels) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  // On inputs that are not bf16-exact the two modes must differ (bf16 mode
+  // rounds them), by about bf16's precision and no more.
+  Rng rng(134);
+  const Shape shape = {2, 3, 197, 64};
+  Tensor q = Tensor::randn(shape, rng, DType::F32, 1.5).to(Device::cuda());
+  Tensor k = Tensor::randn(shape, rng, DType::F32, 1.5).to(Device::cuda());
+  Tensor v = Tensor::randn(shape, rng).to(Device::cuda());
+  Tensor f32 = fused_attention(q, k, v, 0.125);
+  Tensor bf16;
+  {
+    GemmPrecisionGuard guard(GemmPrecision::BFloat16);
+    bf16 = fused_attention(q, k, v, 0.125);
+  }
+  EXPECT_FALSE(f32.to_doubles() == bf16.to_doubles()) << "bf16 mode gave float32 mode's bits";
+  expect_all_close(bf16, f32.to(Device::cpu()), 5e-2, "bf16 vs float32 mode");
+}
+
+TEST(CudaAttentionBf16, OtherHeadDimsFallBackToFloat32) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  // No tensor-core kernel at head_dim 48: still the FMA kernels' error.
+  GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  Rng rng(135);
+  Tensor q48 = Tensor::randn({1, 2, 5, 48}, rng).to(Device::cuda());
+  testing::expect_error_mentioning([&] { fused_attention(q48, q48, q48, 1.0); },
+                                   {"fused_attention", "head_dim 48", "[1, 2, 5, 48]"});
 }
 
 }  // namespace

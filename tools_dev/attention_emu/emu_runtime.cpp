@@ -47,8 +47,20 @@ class Barrier {
   uint64_t generation_ = 0;
 };
 
+// One warp's fragments for a collective matrix instruction: two slots used
+// alternately (a lane writes slot c % 2 for its c-th collective, one barrier,
+// reads the others'; it can only write that slot again after the next
+// barrier, which every lane reaches after its reads).
+struct WarpSlots {
+  const void* address[2][32];
+  uint32_t a[2][32][4];
+  uint32_t b[2][32][2];
+};
+
 struct Block {
   std::vector<float4> shared;
+  size_t shared_bytes = 0;
+  std::vector<WarpSlots> slots;
   std::unique_ptr<Barrier> barrier;
   std::vector<std::unique_ptr<Barrier>> warp_barriers;
   std::vector<std::array<float, 32>> exchange;
@@ -62,6 +74,7 @@ struct PendingCopy {
 thread_local Block* tl_block = nullptr;
 thread_local std::vector<std::vector<PendingCopy>> tl_groups;  // committed groups, oldest first
 thread_local std::vector<PendingCopy> tl_open;                 // issued, not yet committed
+thread_local uint64_t tl_collectives = 0;                      // warp matrix instructions so far
 
 std::atomic<int> async_mode{static_cast<int>(AsyncMode::kEager)};
 std::mutex fault_mutex;
@@ -127,6 +140,66 @@ void async_wait(int pending) {
   while (static_cast<int>(tl_groups.size()) > pending) {
     for (const PendingCopy& copy : tl_groups.front()) land(copy);
     tl_groups.erase(tl_groups.begin());
+  }
+}
+
+void ldmatrix_x4(uint32_t* r, bool trans, const void* row) {
+  Block& block = *tl_block;
+  const char* base = reinterpret_cast<const char*>(block.shared.data());
+  const char* address = static_cast<const char*>(row);
+  if (reinterpret_cast<uintptr_t>(address) % 16 != 0 || address < base ||
+      address + 16 > base + block.shared_bytes) {
+    char buffer[128];
+    std::snprintf(buffer, sizeof buffer, "ldmatrix row address %p misaligned or outside shared memory",
+                  static_cast<const void*>(address));
+    note(&Faults::bad_ldmatrix, buffer);
+    row = base;  // read something harmless; the fault fails the case
+  }
+  WarpSlots& slots = block.slots[warp()];
+  const int slot = static_cast<int>(tl_collectives++ % 2), l = lane();
+  slots.address[slot][l] = row;
+  block.warp_barriers[warp()]->wait("ldmatrix");
+  auto element = [&](int matrix, int r_, int c_) {  // element (r_, c_) of 8 x 8 matrix `matrix`
+    uint16_t value;
+    std::memcpy(&value, static_cast<const char*>(slots.address[slot][8 * matrix + r_]) + 2 * c_, 2);
+    return static_cast<uint32_t>(value);
+  };
+  for (int i = 0; i < 4; ++i) {
+    const int g = l / 4, t = l % 4;
+    r[i] = trans ? element(i, 2 * t, g) | element(i, 2 * t + 1, g) << 16
+                 : element(i, g, 2 * t) | element(i, g, 2 * t + 1) << 16;
+  }
+}
+
+namespace {
+double bf16_value(uint32_t bits) {
+  const uint32_t u = (bits & 0xffffu) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace
+
+void mma_m16n8k16_bf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  Block& block = *tl_block;
+  WarpSlots& slots = block.slots[warp()];
+  const int slot = static_cast<int>(tl_collectives++ % 2), l = lane();
+  for (int i = 0; i < 4; ++i) slots.a[slot][l][i] = a[i];
+  slots.b[slot][l][0] = b0;
+  slots.b[slot][l][1] = b1;
+  block.warp_barriers[warp()]->wait("mma");
+  // A[row][k]: lane 4 (row % 8) + (k % 8) / 2, register (row >= 8) + 2 (k >= 8), half k % 2.
+  auto A = [&](int row, int k) {
+    return bf16_value(slots.a[slot][4 * (row % 8) + (k % 8) / 2][(row >= 8) + 2 * (k >= 8)] >> (16 * (k % 2)));
+  };
+  // B[k][col]: lane 4 col + (k % 8) / 2, register (k >= 8), half k % 2.
+  auto B = [&](int k, int col) { return bf16_value(slots.b[slot][4 * col + (k % 8) / 2][k >= 8] >> (16 * (k % 2))); };
+  const int g = l / 4, t = l % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+    double sum = c[i];
+    for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+    c[i] = static_cast<float>(sum);
   }
 }
 
@@ -227,6 +300,8 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, cons
                                                        std::numeric_limits<float>::quiet_NaN(),
                                                        std::numeric_limits<float>::quiet_NaN(),
                                                        std::numeric_limits<float>::quiet_NaN()));
+        b.shared_bytes = smem_bytes;
+        b.slots.resize(warps);
         b.barrier = std::make_unique<Barrier>(threads);
         for (int w = 0; w < warps; ++w) b.warp_barriers.push_back(std::make_unique<Barrier>(32));
         b.exchange.resize(warps);
@@ -238,6 +313,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, cons
           tl_block = &b;
           tl_groups.clear();
           tl_open.clear();
+          tl_collectives = 0;
           body();
           int64_t unwaited = static_cast<int64_t>(tl_open.size());
           for (const auto& group : tl_groups) unwaited += static_cast<int64_t>(group.size());

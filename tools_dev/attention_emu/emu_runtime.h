@@ -26,6 +26,17 @@ void copy16_async(float* dst, const float* src, bool valid);
 void async_commit();
 void async_wait(int pending);
 
+// Warp-level matrix instructions (attention_mma.cu), as the PTX ISA lays
+// out their fragments; every lane of the warp must take part (each call is
+// one warp barrier). ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane l
+// gives row l % 8 of matrix l / 8 (16-byte aligned, inside the block's shared
+// memory, else a fault), r[i] receives matrix i's row l / 4, elements
+// 2 (l % 4) and + 1 (.trans: its column l / 4, rows 2 (l % 4) and + 1).
+void ldmatrix_x4(uint32_t* r, bool trans, const void* row);
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, c += a b: the exact
+// products summed in double, rounded once to float.
+void mma_m16n8k16_bf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
+
 // Runs body() on grid x block emulated threads.
 void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, const std::function<void()>& body);
 
@@ -50,9 +61,9 @@ Launch<Kernel> launcher(Kernel* kernel, dim3 grid, dim3 block, size_t smem = 0, 
 // Problems seen since the last reset: misaligned float4 accesses, copies
 // never waited for, shared memory beyond the opted-in size.
 struct Faults {
-  int64_t misaligned = 0, unwaited_copies = 0, smem_overflow = 0, misaligned_async = 0;
+  int64_t misaligned = 0, unwaited_copies = 0, smem_overflow = 0, misaligned_async = 0, bad_ldmatrix = 0;
   std::string first;
-  bool any() const { return misaligned || unwaited_copies || smem_overflow || misaligned_async; }
+  bool any() const { return misaligned || unwaited_copies || smem_overflow || misaligned_async || bad_ldmatrix; }
 };
 Faults take_faults();
 

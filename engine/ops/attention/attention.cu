@@ -1,6 +1,10 @@
 // CUDA kernels of the attention family: flash-style fused attention in
 // float32 (FMA on the CUDA cores, no tensor cores), head_dim 32 or 64. The
 // contracts are in attention_kernels.h, the reference in attention_cpu.cpp.
+// These entry points are the kernel slots' CUDA kernels in both precisions:
+// in bf16 mode (gemm_precision(), matmul.h) they hand the same parameters to
+// the tensor-core kernels of attention_mma.cu; what both files share is in
+// attention_cuda.cuh.
 //
 // Every operand is a strided view (HeadsView: a pointer and batch, head and
 // token strides, d contiguous), so the same kernels read q, k, v from a
@@ -64,13 +68,16 @@
 #include <cstdint>
 
 #include "engine/cuda/cuda_utils.cuh"
+#include "engine/ops/attention/attention_cuda.cuh"
 #include "engine/ops/attention/attention_kernels.h"
+#include "engine/ops/matmul/matmul.h"
 
 namespace engine {
 
 namespace {
 
-constexpr int kTile = 64;          // rows per block, and columns (keys or queries) per tile
+using namespace attention_cuda;  // kTile (rows per block, columns per tile), params, host checks
+
 constexpr int kBlockThreads = 128;  // 4 warps x 16 rows
 constexpr int kScoreLd = kTile + 8;  // row stride (floats) of the [64, 64] score tiles in shared memory
 // Shared memory allows 3 forward blocks (71 KB each at head_dim 64) or 2
@@ -81,8 +88,6 @@ constexpr int kScoreLd = kTile + 8;  // row stride (floats) of the [64, 64] scor
 // (CUDA 13.0, sm_90a) takes 226 (dK/dV) and 242 (dQ) at head_dim 64, without
 // spilling.
 constexpr int kBackwardBlocksPerSm = 2;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // Row stride (floats) of a [64, D] tile in shared memory; a multiple of 4
 // (float4 rows) that is 4 mod 32 (4 consecutive rows start in distinct banks).
@@ -284,32 +289,10 @@ __device__ __forceinline__ void store_rows(float* dst, int64_t ld, int row0, int
   }
 }
 
-// 0 for an active key, -inf for a dropped one or one past N: added to the
-// scores (in the log2 domain), it zeroes their probabilities exactly.
-__device__ __forceinline__ float key_bias(const float* active, int key, int n) {
-  return key < n && (active == nullptr || active[key] != 0.0f) ? 0.0f : -INFINITY;
-}
-
 // Rounds a count of keys or queries up to the 4 that tile_products takes at a time.
 __device__ __forceinline__ int round_up4(int n) { return (n + 3) & ~3; }
 
-// The [N, D] rows of (batch x head) bh of a view: row i at the result + i * view.token.
-template <typename T>
-__device__ __forceinline__ T* head_rows(const HeadsView<T>& view, int64_t bh, int heads) {
-  return view.rows(bh / heads, bh % heads);
-}
-
 // ------------------------------------------------------------------ forward
-
-struct ForwardParams {
-  HeadsView<const float> q, k, v;
-  HeadsView<float> out;
-  const float* active;  // [B, N] or nullptr
-  float* lse;           // [B, H, N]
-  int n, heads;
-  int64_t bh_count;
-  float scale_log2;  // scale * log2(e): scores go straight into exp2
-};
 
 template <int D>
 constexpr int forward_smem_floats() {
@@ -417,17 +400,6 @@ __global__ void __launch_bounds__(kBlockThreads) attention_forward_kernel_impl(F
 
 // ------------------------------------------------------------------ backward
 
-struct BackwardParams {
-  HeadsView<const float> q, k, v, dout;
-  HeadsView<float> dq, dk, dv;
-  const float* active;  // [B, N] or nullptr
-  const float* lse;     // [B, H, N] from the forward
-  const float* delta;   // [B, H, N]: dout_i . out_i
-  int n, heads;
-  int64_t bh_count;
-  float scale, scale_log2;
-};
-
 // delta_i = dout_i . out_i for the rows (bh, i) of [B, H, N] (contiguous),
 // one warp per row (d columns spread over lanes).
 __global__ void attention_delta_kernel(HeadsView<const float> out, HeadsView<const float> dout, float* delta, int n,
@@ -444,13 +416,6 @@ __global__ void attention_delta_kernel(HeadsView<const float> out, HeadsView<con
     for (int mask = 16; mask > 0; mask /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, mask);
     if (lane == 0) delta[row] = sum;
   }
-}
-
-// The log-sum-exp in the log2 domain, +inf for rows past N or without keys,
-// which makes exp2(score - lse) exactly 0 for them.
-__device__ __forceinline__ float lse_log2(const float* lse, int row, int n) {
-  const float value = row < n ? lse[row] : -INFINITY;
-  return value == -INFINITY ? INFINITY : value * kLog2e;
 }
 
 template <int D>
@@ -635,54 +600,10 @@ void with_head_dim(int64_t d, const Tensor& q, const Body& body) {
        shape_str(q.shape()));
 }
 
-// Every row of a view is moved as float4s (cp.async in, float4 stores out):
-// the view qualifies when each row starts on 16 bytes, i.e. its first
-// element does and its batch, head and token strides are whole float4s
-// (those of size-1 dimensions never count).
-bool float4_rows(const Tensor& t) {
-  if (reinterpret_cast<uintptr_t>(t.raw_data()) % 16 != 0) return false;
-  for (int dim = 0; dim < 3; ++dim) {
-    if (t.size(dim) > 1 && t.strides()[dim] % 4 != 0) return false;
-  }
-  return true;
-}
-
-// An input view that does not qualify (a view at an odd offset, or with odd
-// strides) is copied first: a fresh contiguous [B, H, N, d] tensor starts on
-// an allocation (256-byte aligned) and its strides are multiples of d.
-Tensor float4_input(const Tensor& t) { return float4_rows(t) ? t : t.clone(); }
-
-// The outputs are views of tensors the ops allocate ([B, H, N, d], or column
-// blocks of [B, N, D] and [B, N, 3 D] with d = 32 or 64), which always qualify.
-void check_outputs_float4(std::initializer_list<const Tensor*> outputs) {
-  for (const Tensor* t : outputs) {
-    check(float4_rows(*t), "fused_attention (cuda): output {} with strides {} does not have 16-byte aligned rows",
-          t->describe(), shape_str(t->strides()));
-  }
-}
-
-void check_cuda_inputs(const AttentionInputs& in) {
-  check(in.q.dtype() == DType::F32, "fused_attention (cuda): only float32 is supported, got q {}", in.q.describe());
-  check(in.q.size(2) <= (int64_t{1} << 24), "fused_attention (cuda): N = {} tokens is too many (q {})", in.q.size(2),
-        shape_str(in.q.shape()));
-}
-
-// Grid: x = the tiles of N (consecutive blocks share one head's K and V in
-// L2), y = batch x head (blocks stride over it beyond 65535).
-dim3 grid_for(int64_t n, int64_t bh_count) {
-  return dim3(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>(std::min<int64_t>(bh_count, 65535)));
-}
-
-// Dynamic shared memory beyond 48 KB must be opted into, per kernel and
-// device: set before every launch (cheap next to the kernel).
-template <typename Params>
-void launch(void (*kernel)(Params), int smem_floats, dim3 grid, const Params& params) {
-  const int bytes = smem_floats * static_cast<int>(sizeof(float));
-  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-             "fused_attention: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  kernel<<<grid, kBlockThreads, bytes, current_stream()>>>(params);
-  CUDA_CHECK_LAUNCH();
-}
+// In bf16 mode (the GEMMs' mixed precision, matmul.h) the tensor-core kernels
+// of attention_mma.cu run at the head dimensions they take; in float32 mode
+// (and at other head dimensions) the FMA kernels above.
+bool use_mma(int64_t head_dim) { return gemm_precision() == GemmPrecision::BFloat16 && mma_head_dim(head_dim); }
 
 void attention_forward_cuda(const AttentionInputs& in, const Tensor& out, const Tensor& lse) {
   DeviceGuard guard(out);
@@ -700,9 +621,10 @@ void attention_forward_cuda(const AttentionInputs& in, const Tensor& out, const 
                        static_cast<int>(heads),
                        bh_count,
                        static_cast<float>(in.scale * 1.4426950408889634)};
+  if (use_mma(d)) return forward_mma(params, d);
   with_head_dim(d, in.q, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    launch(attention_forward_kernel_impl<D>, forward_smem_floats<D>(), grid_for(n, bh_count), params);
+    launch(attention_forward_kernel_impl<D>, kBlockThreads, forward_smem_floats<D>() * 4, grid_for(n, bh_count), params);
   });
 }
 
@@ -738,10 +660,11 @@ void attention_backward_cuda(const AttentionInputs& in, const Tensor& out, const
                         bh_count,
                         static_cast<float>(in.scale),
                         static_cast<float>(in.scale * 1.4426950408889634)};
+  if (use_mma(d)) return backward_mma(params, d);
   with_head_dim(d, in.q, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    launch(attention_dkdv_kernel_impl<D>, dkdv_smem_floats<D>(), grid_for(n, bh_count), params);
-    launch(attention_dq_kernel_impl<D>, dq_smem_floats<D>(), grid_for(n, bh_count), params);
+    launch(attention_dkdv_kernel_impl<D>, kBlockThreads, dkdv_smem_floats<D>() * 4, grid_for(n, bh_count), params);
+    launch(attention_dq_kernel_impl<D>, kBlockThreads, dq_smem_floats<D>() * 4, grid_for(n, bh_count), params);
   });
 }
 

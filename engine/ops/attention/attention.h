@@ -11,7 +11,9 @@ namespace engine {
 // over the keys j with key_active[b, j] != 0 (key_active: undefined = every
 // key, or [B, N] of any dtype). A row without any active key gives zeros (and
 // no gradient). Differentiable in q, k and v; float32 and float64 on the CPU,
-// float32 with head_dim 32 or 64 on CUDA.
+// float32 with head_dim 32 or 64 on CUDA (in bf16 mode, gemm_precision(),
+// computed on the tensor cores from bf16-rounded q, k, v and dout, with
+// float32 accumulation and float32 results).
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                        const Tensor& key_active = Tensor());
 

@@ -37,6 +37,22 @@ struct alignas(16) float4 {
 };
 static inline float4 make_float4(float x, float y, float z, float w) { return float4(x, y, z, w); }
 
+// float2 likewise (8-byte aligned; attention_mma.cu's output stores).
+struct alignas(8) float2 {
+  float x, y;
+  float2() = default;
+  constexpr float2(float a, float b) : x(a), y(b) {}
+  float2(const float2& o) : x(o.x), y(o.y) {
+    if (reinterpret_cast<uintptr_t>(&o) % 8 != 0) emu::note_misaligned(&o);
+  }
+  float2& operator=(const float2& o) {
+    if (reinterpret_cast<uintptr_t>(this) % 8 != 0) emu::note_misaligned(this);
+    x = o.x, y = o.y;
+    return *this;
+  }
+};
+static inline float2 make_float2(float x, float y) { return float2(x, y); }
+
 struct uint3 {
   unsigned x, y, z;
 };
