@@ -35,12 +35,16 @@ constexpr double kTol = 1e-4;
 // most u sum_j P_ij |v_j| <= u max|v| (|v| <= ~4 here); the gradients sum
 // terms as large as |dS| |k| (dS = P (dP - delta) reaches ~10 with
 // |dP| = |dout . v| ~ 7 sigma over d = 64): several u of expect_all_close's
-// scale. The host emulation (tools_dev/attention_emu, same inputs) measures
-// at most 2.3e-3 (output) and 7.9e-3 (gradients) over its cases; these
-// tolerances leave room for the larger cases here (more elements, a longer
-// tail). A fragment or indexing error gives O(1).
+// scale. There is one more term: delta_i = dout_i . out_i is taken from the
+// forward's output, which was made from the rounded P, while dS uses the
+// unrounded one, so sum_j dS_ij is off by up to u |dout_i| |v| (FlashAttention
+// has the same term). The host emulation (tools_dev/attention_emu, same
+// inputs) measures at most 2.3e-3 (output) and 7.9e-3 (gradients) over its
+// cases; on the H200 the 20-million-element d(qkv) of 7000 x 10 heads at
+// N = 3 with a key mask (rows of two or three large-norm keys) had 2
+// elements at 2.4e-2 of the scale. A fragment or indexing error gives O(1).
 constexpr double kTolBf16 = 1e-2;      // output
-constexpr double kTolBf16Grad = 2e-2;  // dq, dk, dv, d(qkv)
+constexpr double kTolBf16Grad = 4e-2;  // dq, dk, dv, d(qkv)
 
 // The values of t rounded to bf16 (still float32): what the tensor-core
 // kernels read them as, so the CPU reference sees the same inputs.
