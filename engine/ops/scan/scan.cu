@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/scan/scan_kernels.h"
@@ -324,6 +325,33 @@ __device__ __forceinline__ float decay_of(float step, float scaled_a) {
 }
 __device__ __forceinline__ double decay_of(double step, double scaled_a) { return exp(step * scaled_a); }
 
+// 2^e on the FMA pipe, for the float decays that the MUFU unit (16
+// exponentials per clock and SM, the forward's bottleneck) does not take:
+// e = n + f with n = round(e) (the 1.5 * 2^23 shifter) and f in [-1/2, 1/2],
+// 2^f by a degree-5 polynomial (a relative-error fit; ~2.3e-7 relative error
+// in float, like ex2.approx's ~2^-22), and n added to the exponent bits
+// (n sits in the low bits of the shifted sum). e is clamped at -125 so that
+// the exponent stays normal: for e below it the result is ~1e-38 instead of
+// ~0, a decay that wipes the state either way. NaN is not propagated (fmaxf).
+// 10 instructions (3 FADD, 5 FFMA, FMNMX, one integer shift-add) in place of
+// one MUFU.EX2.
+__device__ __forceinline__ float exp2_fma(float e) {
+  e = fmaxf(e, -125.0f);
+  const float shifted = e + 12582912.0f;  // 1.5 * 2^23: rounds e to an integer in the low mantissa bits
+  const float n = shifted - 12582912.0f;
+  const float f = e - n;
+  float p = 1.327646663e-3f;
+  p = fmaf(p, f, 9.675541893e-3f);
+  p = fmaf(p, f, 5.550713465e-2f);
+  p = fmaf(p, f, 2.402212024e-1f);
+  p = fmaf(p, f, 6.931469440e-1f);
+  p = fmaf(p, f, 1.000000119e+0f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
+}
+// decay_of with the exponential on the FMA pipe (double: the same exp).
+__device__ __forceinline__ float decay_of_fma(float step, float scaled_a) { return exp2_fma(step * scaled_a); }
+__device__ __forceinline__ double decay_of_fma(double step, double scaled_a) { return exp(step * scaled_a); }
+
 // A thread keeps a group of kStateGroup states in registers; larger state
 // sizes run one pass per group (the passes add into the outputs).
 constexpr int kStateGroup = 16;
@@ -366,89 +394,6 @@ SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
           in.A.shape()[1],              reverse};
 }
 
-// The per-channel values of kTile consecutive steps (zero past the sequence
-// or past the channels), loaded together so the loads overlap.
-template <typename T>
-struct ChannelTile {
-  T x[kTile], dt[kTile];
-  int64_t first;  // the tile's first step in [B, L, C]; step u is at first + u * (the walk's stride)
-  int steps;      // the tile's steps inside the sequence (0 for a thread past the channels)
-
-  __device__ void load(const SelectiveArgs<T>& p, const StepWalk& walk, int64_t k0, bool valid) {
-    first = walk.at(k0);
-    steps = valid ? static_cast<int>(std::min<int64_t>(kTile, p.length - k0)) : 0;
-    int64_t at = first;
-#pragma unroll
-    for (int u = 0; u < kTile; ++u, at += walk.stride) {
-      x[u] = u < steps ? p.x[at] : T(0);
-      dt[u] = u < steps ? p.dt[at] : T(0);
-    }
-  }
-};
-
-// Blocks of the selective kernels have at least this many threads.
-constexpr int kMinSelectiveThreads = 64;
-
-// What one thread fetches of a tile of kTile steps of batch n: its channel's x
-// and dt, and its share of the group's Bm and Cm rows (which the whole block
-// shares). Fetching the next tile before computing the current one keeps the
-// loads in flight during the compute, across the block's barriers.
-template <typename T>
-struct TileFetch {
-  static constexpr int kNoShare = 1 << 30;  // a row step that no tile reaches
-  static constexpr int kRowShare = kTile * kStateGroup / kMinSelectiveThreads;
-  StepWalk walk;                // this thread's channel
-  StepWalk row_walk[kRowShare];  // its shares of the rows: element s of step u of each tile
-  int row_step[kRowShare];       // u, or kNoShare for a share past the tile or the group
-  ChannelTile<T> channel;
-  T b[kRowShare], c[kRowShare];
-
-  __device__ TileFetch(const SelectiveArgs<T>& p, int64_t n, int64_t ch) : walk(p.channel_steps(n, ch)) {
-#pragma unroll
-    for (int r = 0; r < kRowShare; ++r) {
-      const int i = threadIdx.x + r * blockDim.x, u = i / kStateGroup, s = i % kStateGroup;
-      const bool share = i < kTile * kStateGroup && s < p.group_size();
-      row_step[r] = share ? u : kNoShare;
-      // Step u of the tile at k0 is step k0 + u: a walk starting u steps in.
-      row_walk[r] = p.state_steps(n, share ? s : 0);
-      row_walk[r].first += u * row_walk[r].stride;
-    }
-  }
-
-  __device__ void fetch(const SelectiveArgs<T>& p, int64_t k0, bool valid) {
-    channel.load(p, walk, k0, valid);
-    const int64_t steps_left = p.length - k0;
-#pragma unroll
-    for (int r = 0; r < kRowShare; ++r) {
-      const bool live = row_step[r] < steps_left;
-      const int64_t at = row_walk[r].at(k0);
-      b[r] = live ? p.Bm[at] : T(0);
-      c[r] = live ? p.Cm[at] : T(0);
-    }
-  }
-};
-
-// The group's Bm and Cm rows of the current tile in shared memory (rows past
-// the sequence and states past the group are zero).
-template <typename T>
-struct StateRowsTile {
-  alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
-  alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
-
-  __device__ void store(const TileFetch<T>& fetched) {
-    __syncthreads();  // everyone is done with the previous tile
-#pragma unroll
-    for (int r = 0; r < TileFetch<T>::kRowShare; ++r) {
-      const int i = threadIdx.x + r * blockDim.x;
-      if (i < kTile * kStateGroup) {
-        b[i / kStateGroup][i % kStateGroup] = fetched.b[r];
-        c[i / kStateGroup][i % kStateGroup] = fetched.c[r];
-      }
-    }
-    __syncthreads();
-  }
-};
-
 // N consecutive elements of a shared-memory row (16-byte aligned), read as
 // vectors of 4.
 template <typename T, int N>
@@ -476,13 +421,17 @@ __device__ __forceinline__ void store_row(const T (&in)[N], T* row) {
 // Bm entries are zero, so their h stays exactly zero; and the first step needs
 // no special case, the state entering it being zero (decay * 0 = 0 for any
 // finite decay, and exp(dt A) is finite for finite inputs with A <= 0).
-template <typename T, int N>
+// The first kPolyStates of the N decays go through decay_of_fma.
+template <int kPolyStates = 0, typename T, int N>
 __device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N], const T* b_row, T step, T x) {
   const T input = step * x;
   T b[N];
   load_row(b_row, b);
 #pragma unroll
-  for (int s = 0; s < N; ++s) h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[s];
+  for (int s = 0; s < N; ++s) {
+    const T decay = s < kPolyStates ? decay_of_fma(step, scaled_a[s]) : decay_of(step, scaled_a[s]);
+    h[s] = decay * h[s] + input * b[s];
+  }
 }
 
 // A's row for channel c, states first_state.. of this pass's group, scaled for decay_of.
@@ -498,54 +447,163 @@ __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t
 
 // The forward splits a channel's 16 states over kForwardSplit neighbouring
 // lanes: B x C threads alone (one per channel) leave half of the GPU's warp
-// slots idle (~12 warps per SM at ViT-S sizes). The lanes of a channel sum
-// their parts of C h with a shuffle per step.
+// slots idle (~12 warps per SM at ViT-S sizes). Each lane sums its part of
+// C h for every step of a tile; the two lanes then exchange half of the
+// tile's sums (one shuffle per two steps) and each writes y for half of the
+// tile's steps.
 constexpr int kForwardSplit = 2;
 constexpr int kForwardStates = kStateGroup / kForwardSplit;
+constexpr int kForwardLaneSteps = kTile / kForwardSplit;  // the steps of a tile whose y a lane writes
 constexpr int kSelectiveForwardThreads = 128;
-static_assert(kSelectiveForwardThreads >= kMinSelectiveThreads, "TileFetch shares rows over >= 64 threads");
+static_assert(kForwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
+static_assert(kSelectiveForwardThreads == kTile * kStateGroup, "one element of a tile's rows per thread");
 
-// Grid (channel blocks, batch). The first group writes y = D x + C h, later
-// groups add C h. At most 80 registers, so that the ViT-S-sized grid (768
-// blocks) is resident in one wave (6 blocks per SM).
+// Where one thread of the forward reads and writes, as 32-bit offsets from
+// its batch row's first element (one multiply-add per address; L C and L S
+// fit an int, checked on the host): its channel's x, dt and y at step k are
+// at seq + k * seq_stride, its element of the group's Bm and Cm rows at step
+// k at row + k * row_stride (negative strides for a reverse scan).
 template <typename T>
-__global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
-  __shared__ StateRowsTile<T> rows;
-  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
-  const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
-  const bool valid = c < p.channels;  // threads past the channels still help stage rows and sum
-  T scaled_a[kForwardStates], h[kForwardStates];
-  load_scaled_a(p, c, valid, first_state, scaled_a);
+struct ForwardPlace {
+  const T *x, *dt, *Bm, *Cm;
+  T* y;
+  int seq, seq_stride, row, row_stride;
+  int row_u;      // the tile step of the thread's row element
+  bool row_live;  // its state is in the group
+  bool valid;     // its channel exists
+  int length;
+};
+
+// What one thread of the forward fetches of the tile of kTile steps at k0:
+// its channel's x and dt at every step (both lanes of a channel load them:
+// one access per warp and step) and one element of the group's Bm and Cm rows
+// (the block's 128 threads cover a tile's 8 x 16 elements once). Steps past
+// the sequence, and threads past the channels, get x = dt = 0 and zero rows,
+// which makes a step the identity (decay exp(0) = 1, input 0): the compute
+// needs no predicates, and a full tile (all but the last) fetches without any.
+template <typename T>
+struct ForwardTile {
+  T x[kTile], dt[kTile];
+  T b, c;
+
+  __device__ __forceinline__ void fetch(const ForwardPlace<T>& at, int k0) {
+    const int first = at.seq + k0 * at.seq_stride;
+    if (at.valid && k0 + kTile <= at.length) {
 #pragma unroll
-  for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
-  const T d = valid && p.first_group() ? p.D[c] : T(0);
-  TileFetch<T> next(p, n, c);
-  next.fetch(p, 0, valid);
-  for (int64_t k0 = 0; k0 < p.length; k0 += kTile) {
-    rows.store(next);
-    const ChannelTile<T> in = next.channel;
-    if (k0 + kTile < p.length) next.fetch(p, k0 + kTile, valid);
-    int64_t out_at = in.first;
+      for (int u = 0; u < kTile; ++u) {
+        x[u] = at.x[first + u * at.seq_stride];
+        dt[u] = at.dt[first + u * at.seq_stride];
+      }
+    } else {
+      const int steps = at.valid ? at.length - k0 : 0;
 #pragma unroll
-    for (int u = 0; u < kTile; ++u, out_at += next.walk.stride) {
-      if (k0 + u >= p.length) break;
-      selective_step(h, scaled_a, rows.b[u] + first_state, in.dt[u], in.x[u]);
-      T c_row[kForwardStates];
-      load_row(rows.c[u] + first_state, c_row);
-      T out = T(0);
-#pragma unroll
-      for (int s = 0; s < kForwardStates; ++s) out += c_row[s] * h[s];
-#pragma unroll
-      for (int offset = 1; offset < kForwardSplit; offset *= 2) out += __shfl_xor_sync(kFullMask, out, offset);
-      if (valid && part == 0) {
-        T& dst = y[out_at];
-        if (p.first_group()) {
-          dst = d * in.x[u] + out;
-        } else {
-          dst += out;
-        }
+      for (int u = 0; u < kTile; ++u) {
+        x[u] = u < steps ? at.x[first + u * at.seq_stride] : T(0);
+        dt[u] = u < steps ? at.dt[first + u * at.seq_stride] : T(0);
       }
     }
+    const bool live = at.row_live && at.row_u < at.length - k0;
+    const int row = at.row + (k0 + at.row_u) * at.row_stride;
+    b = live ? at.Bm[row] : T(0);
+    c = live ? at.Cm[row] : T(0);
+  }
+};
+
+// A tile's Bm and Cm rows of the group in shared memory.
+template <typename T>
+struct ForwardRows {
+  alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
+  alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
+};
+
+// One tile of the forward: stages cur's rows in `rows` (then one barrier),
+// issues the next tile's loads into `next`, runs the tile's kTile steps as one
+// straight run of code (no per-step branches, so the decays of later steps
+// can be computed while earlier steps finish) and writes y.
+template <int kPolyStates, typename T>
+__device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at, ForwardRows<T>& rows,
+                                                       const ForwardTile<T>& cur, ForwardTile<T>& next, int k0,
+                                                       const T (&scaled_a)[kForwardStates], T (&h)[kForwardStates],
+                                                       T d, bool first_group) {
+  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
+  rows.b[at.row_u][threadIdx.x % kStateGroup] = cur.b;
+  rows.c[at.row_u][threadIdx.x % kStateGroup] = cur.c;
+  __syncthreads();
+  if (k0 + kTile < at.length) next.fetch(at, k0 + kTile);
+  // Lane part 0 completes (and writes) y of steps 0..3, part 1 of steps
+  // 4..7: once step 4 + j is computed, each lane sends the other its sum of
+  // the step of the pair (j, 4 + j) that it does not keep. Each total is part
+  // 0's sum + part 1's, in either order (floating-point addition commutes).
+  const int steps = !at.valid ? 0 : at.length - k0 < kTile ? at.length - k0 : kTile;
+  const int out_first = at.seq + (k0 + part * kForwardLaneSteps) * at.seq_stride;
+  T sums[kForwardLaneSteps];  // this lane's part of C h at steps 0..3
+#pragma unroll
+  for (int u = 0; u < kTile; ++u) {
+    selective_step<kPolyStates>(h, scaled_a, rows.b[u] + first_state, cur.dt[u], cur.x[u]);
+    T c_row[kForwardStates];
+    load_row(rows.c[u] + first_state, c_row);
+    T out = T(0);
+#pragma unroll
+    for (int s = 0; s < kForwardStates; ++s) out += c_row[s] * h[s];
+    if (u < kForwardLaneSteps) {
+      sums[u] = out;
+    } else {
+      const int j = u - kForwardLaneSteps;
+      const T keep = part ? out : sums[j];
+      const T send = part ? sums[j] : out;
+      const T total = keep + __shfl_xor_sync(kFullMask, send, 1);
+      const T x_u = part ? cur.x[u] : cur.x[j];
+      if (part * kForwardLaneSteps + j < steps) {
+        T& dst = at.y[out_first + j * at.seq_stride];
+        dst = first_group ? d * x_u + total : dst + total;
+      }
+    }
+  }
+}
+
+// Grid (channel blocks, batch). The first group writes y = D x + C h, later
+// groups add C h. Tiles of kTile steps, the next tile's loads issued before
+// the current one is computed; the loop is unrolled twice so that the two
+// tiles in flight alternate between two register sets (no copies) and two
+// shared-memory buffers for the rows, so one barrier per tile suffices: a
+// thread that writes a buffer for tile k has passed the barrier of tile
+// k - 1, which every thread reaches only after computing tile k - 2 (the
+// buffer's previous tile). kPolyStates of a lane's 8 decays go through
+// exp2_fma (float; see there). At most 80 registers, so that the ViT-S-sized
+// grid (768 blocks) is resident in one wave (6 blocks per SM).
+template <typename T, int kPolyStates>
+__global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
+  __shared__ ForwardRows<T> rows[2];
+  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
+  const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
+  const int L = static_cast<int>(p.length), C = static_cast<int>(p.channels), S = static_cast<int>(p.state);
+  ForwardPlace<T> at;
+  at.valid = c < p.channels;  // threads past the channels still stage rows and take part in the shuffles
+  at.x = p.x + n * L * C;
+  at.dt = p.dt + n * L * C;
+  at.y = y + n * L * C;
+  at.Bm = p.Bm + n * L * S;
+  at.Cm = p.Cm + n * L * S;
+  at.seq_stride = p.reverse ? -C : C;
+  at.seq = (p.reverse ? (L - 1) * C : 0) + (at.valid ? static_cast<int>(c) : 0);
+  at.row_u = threadIdx.x / kStateGroup;
+  const int row_s = threadIdx.x % kStateGroup;
+  at.row_live = row_s < p.group_size();
+  at.row_stride = p.reverse ? -S : S;
+  at.row = (p.reverse ? (L - 1) * S : 0) + static_cast<int>(p.group_begin) + (at.row_live ? row_s : 0);
+  at.length = L;
+  T scaled_a[kForwardStates], h[kForwardStates];
+  load_scaled_a(p, c, at.valid, first_state, scaled_a);
+#pragma unroll
+  for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
+  const bool first_group = p.first_group();
+  const T d = at.valid && first_group ? p.D[c] : T(0);
+  ForwardTile<T> next;
+  next.fetch(at, 0);
+  int parity = 0;
+  for (int k0 = 0; k0 < L; k0 += kTile, parity ^= 1) {
+    const ForwardTile<T> cur = next;
+    selective_forward_tile<kPolyStates>(at, rows[parity], cur, next, k0, scaled_a, h, d, first_group);
   }
 }
 
@@ -903,12 +961,36 @@ void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
   for (p.group_begin = 0; p.group_begin < p.state; p.group_begin += kStateGroup) launch(p);
 }
 
+// How many of a forward lane's 8 float decays go through exp2_fma instead of
+// MUFU.EX2 (0, 1 or 2): ENGINE_SCAN_FMA_EXP, default kDefaultFmaDecays. The
+// balance point is an estimate (the MUFU unit takes a warp's exponential in
+// 8 cycles of an SM sub-partition; exp2_fma costs ~9 more issue slots), so
+// it is left to measurement.
+constexpr int kDefaultFmaDecays = 0;
+// Read at every call (a test can switch it; getenv is cheap next to a launch).
+int forward_fma_decays() {
+  const char* env = std::getenv("ENGINE_SCAN_FMA_EXP");
+  const int value = env && *env ? std::atoi(env) : kDefaultFmaDecays;
+  return std::min(2, std::max(0, value));
+}
+
+// fma_decays: the kernel's kPolyStates (float only; 0, 1 or 2).
 template <typename T>
-void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
+void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse, int fma_decays) {
+  const int64_t L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
+  check(L * C <= INT32_MAX - kTile * C && L * S <= INT32_MAX - kTile * S,
+        "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, S);
   for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
     const dim3 grid(blocks_for(p.channels * kForwardSplit, kSelectiveForwardThreads), static_cast<unsigned>(p.batch));
-    selective_forward_kernel<T><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
-    CUDA_CHECK_LAUNCH();
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
+      CUDA_CHECK_LAUNCH();
+    };
+    if constexpr (std::is_same_v<T, float>) {
+      if (fma_decays == 1) return launch(selective_forward_kernel<T, 1>);
+      if (fma_decays == 2) return launch(selective_forward_kernel<T, 2>);
+    }
+    launch(selective_forward_kernel<T, 0>);
   });
 }
 
@@ -950,7 +1032,7 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
 void selective_scan_cuda(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
   DeviceGuard guard(in.x);
   dispatch_float(in.x.dtype(), "selective_scan", [&](auto tag) {
-    selective_forward_launch<decltype(tag)>(in, y, reverse);
+    selective_forward_launch<decltype(tag)>(in, y, reverse, forward_fma_decays());
   });
 }
 
