@@ -1143,6 +1143,171 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
   }
 }
 
+// The fused backward for up to kConvFusedMaxTaps taps (Mamba's convolution
+// has 4): one pass over x and dy writes dx and per-block partial sums of
+// dweight and dbias. A thread takes V neighbouring channels of batch n over
+// one chunk of the sequence (kConvBwdChunks chunks, each a multiple of kTile
+// steps), walking it in tiles of kTile scan steps m whose loads (dy_{m + pad}
+// and x_m) are issued together. A sliding window of the last
+// kConvFusedMaxTaps values of dy, win[i] = dy_{m + pad - (kMax - 1) + i},
+// gives at step m
+//   dx_m      = sum_j w[c, j] dy_{m - j + pad} = sum_j w[c, j] win[kMax - 1 - j]
+//               (j from the last tap down: the CPU's order of terms)
+//   dw_j     += x_m dy_{m - j + pad}
+// and each dy_k enters the window once (k = m + pad, plus the chunk's first
+// window for the first chunk), which is when dbias adds it. Taps past
+// `taps` have zero weights (their dx terms are exact zeros) and their dw is
+// not written. Steps past the sequence load zeros (x_m = 0 and dy_k = 0 for
+// k >= L), so they add nothing and only the dx stores are predicated.
+// The block's four chunks of the same channels are summed in shared memory in
+// chunk order; the per-batch rows are summed by conv_column_sum_kernel: a
+// fixed order throughout, no atomics.
+constexpr int kConvFusedMaxTaps = 4;
+constexpr int kConvBwdChunks = 4;
+constexpr int kConvBwdThreads = 256;
+constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel groups per block
+
+template <typename T, int V>
+__global__ void __launch_bounds__(kConvBwdThreads, 3) conv_backward_fused_kernel(
+    const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, int taps, int pad_left,
+    bool reverse, int chunk_steps, bool with_bias) {
+  constexpr int K = kConvFusedMaxTaps;
+  __shared__ T shared_sums[kConvBwdChunks - 1][K + 1][V][kConvBwdGroups];
+  const int groups = channels / V;
+  const int local = threadIdx.x % kConvBwdGroups, chunk = threadIdx.x / kConvBwdGroups;
+  const int group = blockIdx.x * kConvBwdGroups + local;
+  const bool valid = group < groups;
+  const int c = (valid ? group : 0) * V;
+  const int64_t n = blockIdx.y;
+  const int64_t batch_offset = n * length * channels;
+  const T* xb = x + batch_offset;
+  const T* gb = dy + batch_offset;
+  T* dxb = dx + batch_offset;
+  const int stride = reverse ? -channels : channels;
+  const int first = (reverse ? (length - 1) * channels : 0) + c;  // scan step 0 of channel c
+  auto at = [&](int step) { return first + step * stride; };
+
+  T weight[K][V];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) weight[j][i] = valid && j < taps ? w[(c + i) * taps + j] : T(0);
+  }
+  T dw[K][V], db[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    db[i] = T(0);
+#pragma unroll
+    for (int j = 0; j < K; ++j) dw[j][i] = T(0);
+  }
+  const int m_begin = chunk * chunk_steps;
+  const int m_end = !valid ? 0 : m_begin + chunk_steps < length ? m_begin + chunk_steps : length;
+  // win[i] = dy_{m + pad - (K - 1) + i} for the next step m (zero outside the sequence).
+  Pack<T, V> win[K];
+#pragma unroll
+  for (int i = 0; i + 1 < K; ++i) {
+    const int k = m_begin + pad_left - (K - 1) + i;
+    win[i + 1] = m_begin < m_end && k >= 0 && k < length ? load_pack<T, V>(gb + at(k)) : zero_pack<T, V>();
+    // The first chunk's opening window holds dy_0 .. dy_{pad - 1}, which no step brings in.
+    if (chunk == 0) {
+#pragma unroll
+      for (int v = 0; v < V; ++v) db[v] += win[i + 1].v[v];
+    }
+  }
+  for (int m0 = m_begin; m0 < m_end; m0 += kTile) {
+    Pack<T, V> g[kTile], xv[kTile];
+    if (m0 + pad_left + kTile <= length) {  // the whole tile inside: no predicates
+#pragma unroll
+      for (int u = 0; u < kTile; ++u) {
+        g[u] = load_pack<T, V>(gb + at(m0 + pad_left + u));
+        xv[u] = load_pack<T, V>(xb + at(m0 + u));
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kTile; ++u) {
+        g[u] = m0 + pad_left + u < length ? load_pack<T, V>(gb + at(m0 + pad_left + u)) : zero_pack<T, V>();
+        xv[u] = m0 + u < length ? load_pack<T, V>(xb + at(m0 + u)) : zero_pack<T, V>();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+#pragma unroll
+      for (int i = 0; i + 1 < K; ++i) win[i] = win[i + 1];
+      win[K - 1] = g[u];
+      Pack<T, V> grad;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        T sum = T(0);
+#pragma unroll
+        for (int j = K - 1; j >= 0; --j) sum += weight[j][v] * win[K - 1 - j].v[v];
+        grad.v[v] = sum;
+#pragma unroll
+        for (int j = 0; j < K; ++j) dw[j][v] += xv[u].v[v] * win[K - 1 - j].v[v];
+        db[v] += g[u].v[v];
+      }
+      if (m0 + u < m_end) store_pack(dxb + at(m0 + u), grad);
+    }
+  }
+  // Sum the block's chunks in chunk order; chunk 0's threads write the batch row.
+  if (chunk > 0) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) shared_sums[chunk - 1][j][v][local] = dw[j][v];
+      shared_sums[chunk - 1][K][v][local] = db[v];
+    }
+  }
+  __syncthreads();
+  if (chunk > 0 || !valid) return;
+  const int64_t columns = static_cast<int64_t>(channels) * taps + (with_bias ? channels : 0);
+  T* row = part + n * columns;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      T total = dw[j][v];
+#pragma unroll
+      for (int r = 0; r + 1 < kConvBwdChunks; ++r) total += shared_sums[r][j][v][local];
+      if (j < taps) row[(c + v) * taps + j] = total;
+    }
+    if (with_bias) {
+      T total = db[v];
+#pragma unroll
+      for (int r = 0; r + 1 < kConvBwdChunks; ++r) total += shared_sums[r][K][v][local];
+      row[static_cast<int64_t>(channels) * taps + c + v] = total;
+    }
+  }
+}
+
+// out[col] = sum over the rows of part[row, col] (rows summed in a fixed
+// order), written to first[col] for col < split and to second[col - split]
+// after. A block takes 32 columns: its 8 warps sum every 8th row each (in
+// increasing order), then warp 0 adds the 8 partial sums in warp order.
+constexpr int kColumnSumSlices = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(kWarpSize * kColumnSumSlices) conv_column_sum_kernel(
+    const T* part, int64_t rows, int64_t columns, int64_t split, T* first, T* second) {
+  __shared__ T partial[kColumnSumSlices][kWarpSize];
+  const int lane = threadIdx.x % kWarpSize, slice = threadIdx.x / kWarpSize;
+  const int64_t col = blockIdx.x * static_cast<int64_t>(kWarpSize) + lane;
+  T acc = T(0);
+  if (col < columns) {
+    for (int64_t r = slice; r < rows; r += kColumnSumSlices) acc += part[r * columns + col];
+  }
+  partial[slice][lane] = acc;
+  __syncthreads();
+  if (slice != 0 || col >= columns) return;
+  T total = partial[0][lane];
+#pragma unroll
+  for (int s = 1; s < kColumnSumSlices; ++s) total += partial[s][lane];
+  if (col < split) {
+    first[col] = total;
+  } else {
+    second[col - split] = total;
+  }
+}
+
 void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
                            int64_t pad_left, bool reverse) {
   DeviceGuard guard(x);
@@ -1160,6 +1325,39 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
   dispatch_float(x.dtype(), "depthwise_conv1d_backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
+    if (taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
+      // One fused pass (dx and per-batch partials), then one column sum.
+      check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
+      const bool with_bias = dbias.defined();
+      const int64_t columns = channels * taps + (with_bias ? channels : 0);
+      Tensor part = scratch(batch * columns, x);
+      const int chunk_steps =
+          static_cast<int>((length + kConvBwdChunks * kTile - 1) / (kConvBwdChunks * kTile) * kTile);
+      // Pairs of channels (8-byte accesses) when they fit: 4 would take too many registers.
+      const bool pairs = std::is_same_v<T, float> && pack_width<T>(channels, {&x, &dy, &dx}) >= 2;
+      auto launch = [&](auto V) {
+        constexpr int kV = decltype(V)::value;
+        const dim3 grid(blocks_for(channels / kV, kConvBwdGroups), static_cast<unsigned>(batch));
+        conv_backward_fused_kernel<T, kV><<<grid, kConvBwdThreads, 0, current_stream()>>>(
+            data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(dy), data_or_null<T>(dx),
+            data_or_null<T>(part), static_cast<int>(length), static_cast<int>(channels), static_cast<int>(taps),
+            static_cast<int>(pad_left), reverse, chunk_steps, with_bias);
+        CUDA_CHECK_LAUNCH();
+      };
+      bool launched = false;
+      if constexpr (std::is_same_v<T, float>) {
+        if (pairs) {
+          launch(std::integral_constant<int, 2>{});
+          launched = true;
+        }
+      }
+      if (!launched) launch(std::integral_constant<int, 1>{});
+      conv_column_sum_kernel<T><<<blocks_for(columns, kWarpSize), kWarpSize * kColumnSumSlices, 0, current_stream()>>>(
+          data_or_null<const T>(part), batch, columns, channels * taps, data_or_null<T>(dweight),
+          data_or_null<T>(dbias));
+      CUDA_CHECK_LAUNCH();
+      return;
+    }
     launch_conv<T>(data_or_null<const T>(dy), data_or_null<const T>(weight), nullptr, data_or_null<T>(dx),
                    pack_width<T>(channels, {&dy, &dx}), x, taps, taps - 1 - pad_left, reverse, true);
     Tensor dw_part = scratch(batch * channels * taps, x);
