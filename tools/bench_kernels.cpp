@@ -5,6 +5,7 @@
 // read once, every output written once), as a percentage of a large
 // device-to-device copy; or, for GEMMs and fused attention, the achieved
 // TFLOP/s as a percentage of a large bf16 GEMM. Both ceilings are measured first.
+#include <cstdlib>
 #include <functional>
 
 #include "engine/autograd.h"
@@ -194,6 +195,22 @@ void scans(KernelBench& bench) {
                            bench.empty(rows),    bench.empty(rows),    bench.empty({CS})};
   bench.memory("selective_scan fwd S=16", x_shape, bytes_of(x_shape, 3) + bytes_of(rows, 2),
                [&] { selective_scan_kernel.get(device)(in, y, false); });
+  if (device.is_cuda()) {
+    // The forward with 1 or 2 of a lane's 8 decays on the FMA pipe (ENGINE_SCAN_FMA_EXP, scan.cu);
+    // the row above runs the default (or whatever the environment sets).
+    const char* before = std::getenv("ENGINE_SCAN_FMA_EXP");
+    const std::string saved = before ? before : "";
+    for (const char* count : {"1", "2"}) {
+      setenv("ENGINE_SCAN_FMA_EXP", count, 1);
+      bench.memory(std::string("selective_scan fwd S=16, ") + count + " FMA exp", x_shape,
+                   bytes_of(x_shape, 3) + bytes_of(rows, 2), [&] { selective_scan_kernel.get(device)(in, y, false); });
+    }
+    if (before) {
+      setenv("ENGINE_SCAN_FMA_EXP", saved.c_str(), 1);
+    } else {
+      unsetenv("ENGINE_SCAN_FMA_EXP");
+    }
+  }
   bench.memory("selective_scan bwd S=16", x_shape, bytes_of(x_shape, 5) + bytes_of(rows, 4),
                [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); });
 

@@ -20,15 +20,21 @@
 //                        neighbouring lanes of 8 states that combine their sums
 //                        with a shuffle; a block shares one batch row, so the
 //                        tile's Bm and Cm rows are staged once in shared memory.
+//                        Steps past the sequence are identity steps (x = dt =
+//                        0), so a tile's steps are one straight run of code.
 //                        The backward recomputes the states (from a checkpoint
 //                        per tile, replaying each tile into a shared-memory
 //                        window), walks each tile back with its x, dt and rows
 //                        in shared memory, and reduces dBm and dCm over the
 //                        warp's 16 channels with a transposing butterfly; no
 //                        atomics anywhere, so the results are bit-reproducible.
-//   depthwise_conv1d     one thread per (V channels, tile of kTile outputs); dx
-//                        is the same kernel with the taps flipped; dweight and
-//                        dbias via per-batch partial sums, reduced in a fixed order.
+//   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
+//                        backward with up to 4 taps is one fused pass: a thread
+//                        walks a quarter of a sequence with a sliding window of
+//                        dy, writing dx and summing dweight and dbias, which are
+//                        then reduced over the block and the batch in a fixed
+//                        order. More taps: dx by the forward kernel with the taps
+//                        flipped, dweight and dbias by per-batch partial sums.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -847,9 +853,10 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       tile.store(next);
       next.fetch(p, block, k0 + kTile, valid);
       if (valid) store_row(h, checkpoint(k0));
+      // Steps past the sequence are identity steps (x = dt = 0, zero rows),
+      // so the tile is one straight run of code.
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
-        if (k0 + u >= L) break;
         selective_step(h, scaled_a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
       }
     }
@@ -882,8 +889,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
 #pragma unroll
-      for (int u = 0; u + 1 < kTile; ++u) {
-        if (u + 1 >= steps) break;
+      for (int u = 0; u + 1 < kTile; ++u) {  // (identity steps past the sequence)
         selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
 #pragma unroll
         for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
@@ -900,6 +906,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
         next.fetch(p, block, k0 - kTile, valid);
         load_checkpoint(checkpoint(k0), valid, entering);
       }
+      // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
