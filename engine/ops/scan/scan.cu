@@ -569,14 +569,15 @@ __device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at
 
 // Grid (channel blocks, batch). The first group writes y = D x + C h, later
 // groups add C h. Tiles of kTile steps, the next tile's loads issued before
-// the current one is computed; the loop is unrolled twice so that the two
-// tiles in flight alternate between two register sets (no copies) and two
-// shared-memory buffers for the rows, so one barrier per tile suffices: a
-// thread that writes a buffer for tile k has passed the barrier of tile
-// k - 1, which every thread reaches only after computing tile k - 2 (the
-// buffer's previous tile). kPolyStates of a lane's 8 decays go through
-// exp2_fma (float; see there). At most 80 registers, so that the ViT-S-sized
-// grid (768 blocks) is resident in one wave (6 blocks per SM).
+// the current one is computed. The tiles' rows alternate between two
+// shared-memory buffers, so one barrier per tile suffices: a thread that
+// writes a buffer for tile k has passed the barrier of tile k - 1, which every
+// thread reaches only after computing tile k - 2 (the buffer's previous tile).
+// (Unrolling the loop twice, so that the two tiles in flight alternate between
+// two register sets instead of copying `next`, spilled at 80 registers.)
+// kPolyStates of a lane's 8 decays go through exp2_fma (float; see there). At
+// most 80 registers, so that the ViT-S-sized grid (768 blocks) is resident in
+// one wave (6 blocks per SM).
 template <typename T, int kPolyStates>
 __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
   __shared__ ForwardRows<T> rows[2];
