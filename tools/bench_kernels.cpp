@@ -221,6 +221,13 @@ void scans(KernelBench& bench) {
                [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
+  if (device.is_cuda() && !std::getenv("ENGINE_SCAN_CONV_FUSED")) {
+    // The unfused path (dx pass + dweight walk) for comparison, same bytes.
+    setenv("ENGINE_SCAN_CONV_FUSED", "0", 1);
+    bench.memory("depthwise_conv1d bwd K=4, unfused", x_shape, bytes_of(x_shape, 3),
+                 [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
+    unsetenv("ENGINE_SCAN_CONV_FUSED");
+  }
 }
 
 // Prints the table (each row against its ceiling) and returns the report.

@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/scan/scan_kernels.h"
@@ -1333,7 +1334,10 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
   dispatch_float(x.dtype(), "depthwise_conv1d_backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
-    if (taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
+    // ENGINE_SCAN_CONV_FUSED=0 takes the unfused path at any tap count (for A/B measurement).
+    const char* fused_env = std::getenv("ENGINE_SCAN_CONV_FUSED");
+    const bool fused = !(fused_env && std::string(fused_env) == "0");
+    if (fused && taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
       // One fused pass (dx and per-batch partials), then one column sum.
       check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
       const bool with_bias = dbias.defined();
