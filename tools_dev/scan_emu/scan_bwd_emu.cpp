@@ -1,9 +1,11 @@
 // Runs the CUDA selective-scan kernels (engine/ops/scan/scan.cu, rewritten by
 // gen.py and compiled for the host against emu_runtime.h) on CPU tensors and
 // compares them with the CPU reference (SelectiveScanCpu in scan_cpu.cpp):
-// the forward y and every gradient of the backward, over a grid of shapes,
-// both directions, float32 and float64. Also checks that two emulated
-// backward runs agree bit for bit. Build and run with run.sh.
+// the forward y (also with 1 and 2 FMA-pipe decays per lane) and every
+// gradient of the backward, over a grid of shapes, both directions, float32
+// and float64; likewise depthwise_conv1d's forward and backward (dx, dweight,
+// dbias). Also checks that two emulated backward runs agree bit for bit.
+// Build and run with run.sh.
 //
 // Usage: scan_bwd_emu [--quick] [--conv | --selective]   (exit status 1 on any mismatch)
 #include <algorithm>
