@@ -5,7 +5,6 @@
 // read once, every output written once), as a percentage of a large
 // device-to-device copy; or, for GEMMs and fused attention, the achieved
 // TFLOP/s as a percentage of a large bf16 GEMM. Both ceilings are measured first.
-#include <cstdlib>
 #include <functional>
 
 #include "engine/autograd.h"
@@ -195,22 +194,6 @@ void scans(KernelBench& bench) {
                            bench.empty(rows),    bench.empty(rows),    bench.empty({CS})};
   bench.memory("selective_scan fwd S=16", x_shape, bytes_of(x_shape, 3) + bytes_of(rows, 2),
                [&] { selective_scan_kernel.get(device)(in, y, false); });
-  if (device.is_cuda()) {
-    // The forward with 1 or 2 of a lane's 8 decays on the FMA pipe (ENGINE_SCAN_FMA_EXP, scan.cu);
-    // the row above runs the default (or whatever the environment sets).
-    const char* before = std::getenv("ENGINE_SCAN_FMA_EXP");
-    const std::string saved = before ? before : "";
-    for (const char* count : {"1", "2"}) {
-      setenv("ENGINE_SCAN_FMA_EXP", count, 1);
-      bench.memory(std::string("selective_scan fwd S=16, ") + count + " FMA exp", x_shape,
-                   bytes_of(x_shape, 3) + bytes_of(rows, 2), [&] { selective_scan_kernel.get(device)(in, y, false); });
-    }
-    if (before) {
-      setenv("ENGINE_SCAN_FMA_EXP", saved.c_str(), 1);
-    } else {
-      unsetenv("ENGINE_SCAN_FMA_EXP");
-    }
-  }
   bench.memory("selective_scan bwd S=16", x_shape, bytes_of(x_shape, 5) + bytes_of(rows, 4),
                [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); });
 
@@ -221,13 +204,10 @@ void scans(KernelBench& bench) {
                [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
-  if (device.is_cuda() && !std::getenv("ENGINE_SCAN_CONV_FUSED")) {
-    // The unfused path (dx pass + dweight walk) for comparison, same bytes.
-    setenv("ENGINE_SCAN_CONV_FUSED", "0", 1);
-    bench.memory("depthwise_conv1d bwd K=4, unfused", x_shape, bytes_of(x_shape, 3),
-                 [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
-    unsetenv("ENGINE_SCAN_CONV_FUSED");
-  }
+  // Kernel 5: past the fused backward's 4 taps, the general path (dx pass + dweight walk), same bytes.
+  Tensor w5 = bench.uniform({CS, 5}), dw5 = bench.empty({CS, 5});
+  bench.memory("depthwise_conv1d bwd K=5", x_shape, bytes_of(x_shape, 3),
+               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w5, dy, dx, dw5, dbias, 4, false); });
 }
 
 // Prints the table (each row against its ceiling) and returns the report.

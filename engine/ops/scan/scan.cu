@@ -39,8 +39,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/scan/scan_kernels.h"
@@ -332,33 +330,6 @@ __device__ __forceinline__ float decay_of(float step, float scaled_a) {
 }
 __device__ __forceinline__ double decay_of(double step, double scaled_a) { return exp(step * scaled_a); }
 
-// 2^e on the FMA pipe, for the float decays that the MUFU unit (16
-// exponentials per clock and SM, the forward's bottleneck) does not take:
-// e = n + f with n = round(e) (the 1.5 * 2^23 shifter) and f in [-1/2, 1/2],
-// 2^f by a degree-5 polynomial (a relative-error fit; ~2.3e-7 relative error
-// in float, like ex2.approx's ~2^-22), and n added to the exponent bits
-// (n sits in the low bits of the shifted sum). e is clamped at -125 so that
-// the exponent stays normal: for e below it the result is ~1e-38 instead of
-// ~0, a decay that wipes the state either way. NaN is not propagated (fmaxf).
-// 10 instructions (3 FADD, 5 FFMA, FMNMX, one integer shift-add) in place of
-// one MUFU.EX2.
-__device__ __forceinline__ float exp2_fma(float e) {
-  e = fmaxf(e, -125.0f);
-  const float shifted = e + 12582912.0f;  // 1.5 * 2^23: rounds e to an integer in the low mantissa bits
-  const float n = shifted - 12582912.0f;
-  const float f = e - n;
-  float p = 1.327646663e-3f;
-  p = fmaf(p, f, 9.675541893e-3f);
-  p = fmaf(p, f, 5.550713465e-2f);
-  p = fmaf(p, f, 2.402212024e-1f);
-  p = fmaf(p, f, 6.931469440e-1f);
-  p = fmaf(p, f, 1.000000119e+0f);
-  return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
-}
-// decay_of with the exponential on the FMA pipe (double: the same exp).
-__device__ __forceinline__ float decay_of_fma(float step, float scaled_a) { return exp2_fma(step * scaled_a); }
-__device__ __forceinline__ double decay_of_fma(double step, double scaled_a) { return exp(step * scaled_a); }
-
 // A thread keeps a group of kStateGroup states in registers; larger state
 // sizes run one pass per group (the passes add into the outputs).
 constexpr int kStateGroup = 16;
@@ -428,16 +399,14 @@ __device__ __forceinline__ void store_row(const T (&in)[N], T* row) {
 // Bm entries are zero, so their h stays exactly zero; and the first step needs
 // no special case, the state entering it being zero (decay * 0 = 0 for any
 // finite decay, and exp(dt A) is finite for finite inputs with A <= 0).
-// The first kPolyStates of the N decays go through decay_of_fma.
-template <int kPolyStates = 0, typename T, int N>
+template <typename T, int N>
 __device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N], const T* b_row, T step, T x) {
   const T input = step * x;
   T b[N];
   load_row(b_row, b);
 #pragma unroll
   for (int s = 0; s < N; ++s) {
-    const T decay = s < kPolyStates ? decay_of_fma(step, scaled_a[s]) : decay_of(step, scaled_a[s]);
-    h[s] = decay * h[s] + input * b[s];
+    h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[s];
   }
 }
 
@@ -527,7 +496,7 @@ struct ForwardRows {
 // issues the next tile's loads into `next`, runs the tile's kTile steps as one
 // straight run of code (no per-step branches, so the decays of later steps
 // can be computed while earlier steps finish) and writes y.
-template <int kPolyStates, typename T>
+template <typename T>
 __device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at, ForwardRows<T>& rows,
                                                        const ForwardTile<T>& cur, ForwardTile<T>& next, int k0,
                                                        const T (&scaled_a)[kForwardStates], T (&h)[kForwardStates],
@@ -546,7 +515,7 @@ __device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at
   T sums[kForwardLaneSteps];  // this lane's part of C h at steps 0..3
 #pragma unroll
   for (int u = 0; u < kTile; ++u) {
-    selective_step<kPolyStates>(h, scaled_a, rows.b[u] + first_state, cur.dt[u], cur.x[u]);
+    selective_step(h, scaled_a, rows.b[u] + first_state, cur.dt[u], cur.x[u]);
     T c_row[kForwardStates];
     load_row(rows.c[u] + first_state, c_row);
     T out = T(0);
@@ -576,10 +545,9 @@ __device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at
 // thread reaches only after computing tile k - 2 (the buffer's previous tile).
 // (Unrolling the loop twice, so that the two tiles in flight alternate between
 // two register sets instead of copying `next`, spilled at 80 registers.)
-// kPolyStates of a lane's 8 decays go through exp2_fma (float; see there). At
-// most 80 registers, so that the ViT-S-sized grid (768 blocks) is resident in
-// one wave (6 blocks per SM).
-template <typename T, int kPolyStates>
+// At most 80 registers, so that the ViT-S-sized grid (768 blocks) is
+// resident in one wave (6 blocks per SM).
+template <typename T>
 __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
   __shared__ ForwardRows<T> rows[2];
   const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
@@ -611,7 +579,7 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
   int parity = 0;
   for (int k0 = 0; k0 < L; k0 += kTile, parity ^= 1) {
     const ForwardTile<T> cur = next;
-    selective_forward_tile<kPolyStates>(at, rows[parity], cur, next, k0, scaled_a, h, d, first_group);
+    selective_forward_tile(at, rows[parity], cur, next, k0, scaled_a, h, d, first_group);
   }
 }
 
@@ -970,36 +938,15 @@ void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
   for (p.group_begin = 0; p.group_begin < p.state; p.group_begin += kStateGroup) launch(p);
 }
 
-// How many of a forward lane's 8 float decays go through exp2_fma instead of
-// MUFU.EX2 (0, 1 or 2): ENGINE_SCAN_FMA_EXP, default kDefaultFmaDecays. The
-// balance point is an estimate (the MUFU unit takes a warp's exponential in
-// 8 cycles of an SM sub-partition; exp2_fma costs ~9 more issue slots), so
-// it is left to measurement.
-constexpr int kDefaultFmaDecays = 0;
-// Read at every call (a test can switch it; getenv is cheap next to a launch).
-int forward_fma_decays() {
-  const char* env = std::getenv("ENGINE_SCAN_FMA_EXP");
-  const int value = env && *env ? std::atoi(env) : kDefaultFmaDecays;
-  return std::min(2, std::max(0, value));
-}
-
-// fma_decays: the kernel's kPolyStates (float only; 0, 1 or 2).
 template <typename T>
-void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse, int fma_decays) {
+void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
   const int64_t L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
   check(L * C <= INT32_MAX - kTile * C && L * S <= INT32_MAX - kTile * S,
         "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, S);
   for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
     const dim3 grid(blocks_for(p.channels * kForwardSplit, kSelectiveForwardThreads), static_cast<unsigned>(p.batch));
-    auto launch = [&](auto kernel) {
-      kernel<<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
-      CUDA_CHECK_LAUNCH();
-    };
-    if constexpr (std::is_same_v<T, float>) {
-      if (fma_decays == 1) return launch(selective_forward_kernel<T, 1>);
-      if (fma_decays == 2) return launch(selective_forward_kernel<T, 2>);
-    }
-    launch(selective_forward_kernel<T, 0>);
+    selective_forward_kernel<T><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
+    CUDA_CHECK_LAUNCH();
   });
 }
 
@@ -1041,7 +988,7 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
 void selective_scan_cuda(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
   DeviceGuard guard(in.x);
   dispatch_float(in.x.dtype(), "selective_scan", [&](auto tag) {
-    selective_forward_launch<decltype(tag)>(in, y, reverse, forward_fma_decays());
+    selective_forward_launch<decltype(tag)>(in, y, reverse);
   });
 }
 
@@ -1334,10 +1281,7 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
   dispatch_float(x.dtype(), "depthwise_conv1d_backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
-    // ENGINE_SCAN_CONV_FUSED=0 takes the unfused path at any tap count (for A/B measurement).
-    const char* fused_env = std::getenv("ENGINE_SCAN_CONV_FUSED");
-    const bool fused = !(fused_env && std::string(fused_env) == "0");
-    if (fused && taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
+    if (taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
       // One fused pass (dx and per-batch partials), then one column sum.
       check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
       const bool with_bias = dbias.defined();
