@@ -221,6 +221,10 @@ void scans(KernelBench& bench) {
                [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
+  // Kernel 5: past the fused backward's 4 taps, the general path (dx pass + dweight walk), same bytes.
+  Tensor w5 = bench.uniform({CS, 5}), dw5 = bench.empty({CS, 5});
+  bench.memory("depthwise_conv1d bwd K=5", x_shape, bytes_of(x_shape, 3),
+               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w5, dy, dx, dw5, dbias, 4, false); });
 }
 
 // Prints the table (each row against its ceiling) and returns the report.

@@ -2,10 +2,11 @@
 // gen.py and compiled for the host against emu_runtime.h) on CPU tensors and
 // compares them with the CPU reference (SelectiveScanCpu in scan_cpu.cpp):
 // the forward y and every gradient of the backward, over a grid of shapes,
-// both directions, float32 and float64. Also checks that two emulated
-// backward runs agree bit for bit. Build and run with run.sh.
+// both directions, float32 and float64; likewise depthwise_conv1d's forward
+// and backward (dx, dweight, dbias). Also checks that two emulated backward runs agree bit for bit.
+// Build and run with run.sh.
 //
-// Usage: scan_bwd_emu [--quick]   (exit status 1 on any mismatch)
+// Usage: scan_bwd_emu [--quick] [--conv | --selective]   (exit status 1 on any mismatch)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -120,10 +121,102 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dt
   }
 }
 
+// depthwise_conv1d: the CUDA forward and backward (the fused kernel for up to
+// 4 taps, the tap-block path beyond) against the CPU reference; outputs start
+// as NaN, and two backward runs must agree bit for bit.
+struct ConvStats {
+  int cases = 0, failures = 0;
+  Worst worst[2][4];  // [dtype][y, dx, dweight, dbias]
+};
+const char* kConvNames[4] = {"y", "dx", "dweight", "dbias"};
+
+void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool reverse, bool with_bias, DType dtype,
+                   Rng& rng, ConvStats& stats) {
+  const std::string label = "[conv B=" + std::to_string(B) + " L=" + std::to_string(L) + " C=" + std::to_string(C) +
+                            " K=" + std::to_string(K) + " pad=" + std::to_string(pad) +
+                            (reverse ? " reverse" : " forward") + (with_bias ? " bias" : "") +
+                            (dtype == DType::F64 ? " f64]" : " f32]");
+  const double tol = dtype == DType::F64 ? 1e-10 : 1e-4;
+  const Tensor x = Tensor::uniform({B, L, C}, rng, -1.0, 1.0, dtype);
+  const Tensor w = Tensor::uniform({C, K}, rng, -1.0, 1.0, dtype);
+  const Tensor bias = with_bias ? Tensor::uniform({C}, rng, -1.0, 1.0, dtype) : Tensor();
+  const Tensor dy = Tensor::uniform({B, L, C}, rng, -1.5, 1.5, dtype);
+  Tensor y_cpu = Tensor::empty({B, L, C}, dtype), y_emu = nan_like(y_cpu);
+  engine::depthwise_conv1d_kernel.cpu(x, w, bias, y_cpu, pad, reverse);
+  engine::depthwise_conv1d_kernel.cuda(x, w, bias, y_emu, pad, reverse);
+  auto grads = [&](bool poisoned) {
+    auto make = [&](const Shape& shape) {
+      return poisoned ? nan_like(Tensor::empty(shape, dtype)) : Tensor::zeros(shape, dtype);
+    };
+    return std::vector<Tensor>{make({B, L, C}), make({C, K}), with_bias ? make({C}) : Tensor()};
+  };
+  const std::vector<Tensor> cpu = grads(false), emu = grads(true), again = grads(true);
+  engine::depthwise_conv1d_backward_kernel.cpu(x, w, dy, cpu[0], cpu[1], cpu[2], pad, reverse);
+  engine::depthwise_conv1d_backward_kernel.cuda(x, w, dy, emu[0], emu[1], emu[2], pad, reverse);
+  engine::depthwise_conv1d_backward_kernel.cuda(x, w, dy, again[0], again[1], again[2], pad, reverse);
+  const int d = dtype == DType::F64;
+  bool ok = compare(y_emu, y_cpu, tol, stats.worst[d][0], label, kConvNames[0]);
+  for (int i = 0; i < 3; ++i) {
+    if (!cpu[i].defined()) continue;
+    ok = compare(emu[i], cpu[i], tol, stats.worst[d][i + 1], label, kConvNames[i + 1]) && ok;
+    if (!bit_identical(emu[i], again[i])) {
+      std::printf("  NOT REPRODUCIBLE %s %s\n", label.c_str(), kConvNames[i + 1]);
+      ok = false;
+    }
+  }
+  ++stats.cases;
+  if (!ok) {
+    ++stats.failures;
+    std::printf("FAIL %s\n", label.c_str());
+  }
+}
+
+// Every K up to 5 (5: the tap-block path) with every pad, both directions, with
+// and without bias; C = 6 and 130 take channel pairs, C = 1 single channels.
+// Returns true when every case passed.
+bool run_conv(bool quick, Rng& rng) {
+  ConvStats stats;
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (int64_t B : {1, 3}) {
+      for (int64_t L : {1, 5, 8, 9, 31, 70}) {
+        for (int64_t C : {1, 6, 41, 130}) {
+          for (int64_t K : {1, 2, 3, 4, 5}) {
+            for (int64_t pad = 0; pad < K; ++pad) {
+              for (bool reverse : {false, true}) {
+                const bool with_bias = (L + C + K + pad) % 2 == 0;
+                if (quick && (B != 3 || reverse != ((L + pad) % 2 == 1) || (C == 1 && L != 9))) continue;
+                run_conv_case(B, L, C, K, pad, reverse, with_bias, dtype, rng, stats);
+              }
+            }
+          }
+        }
+      }
+    }
+    // ViT length, with and without bias; causal and 'same'.
+    for (bool reverse : {false, true}) {
+      run_conv_case(2, 197, 64, 4, 3, reverse, true, dtype, rng, stats);
+      run_conv_case(2, 197, 33, 3, 1, reverse, false, dtype, rng, stats);
+    }
+  }
+  for (int d = 0; d < 2; ++d) {
+    std::printf("conv %s worst max|emulated - cpu| / max|cpu|:\n", d ? "float64" : "float32");
+    for (int i = 0; i < 4; ++i) {
+      std::printf("  %-7s %.3e  %s\n", kConvNames[i], stats.worst[d][i].rel, stats.worst[d][i].where.c_str());
+    }
+  }
+  std::printf("conv: %d passed, %d failed\n", stats.cases - stats.failures, stats.failures);
+  return stats.failures == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  // A last argument --conv or --selective runs only that family.
+  const std::string only = argc > 1 ? argv[argc - 1] : "";
+  Rng conv_rng(77);
+  const bool conv_ok = only == "--selective" || run_conv(quick, conv_rng);
+  if (only == "--conv") return conv_ok ? 0 : 1;
   Rng rng(2024);
   Stats stats;
   const std::vector<int64_t> Bs = {1, 3}, Ls = {1, 7, 8, 9, 33}, Cs = {5, 32, 40, 70}, Ss = {1, 16, 20, 33};
@@ -156,5 +249,5 @@ int main(int argc, char** argv) {
   std::printf("emulated shuffles %llu, barriers %llu\n",
               static_cast<unsigned long long>(emu::state().shuffles), static_cast<unsigned long long>(emu::state().barriers));
   std::printf("%d passed, %d failed\n", stats.cases - stats.failures, stats.failures);
-  return stats.failures == 0 ? 0 : 1;
+  return stats.failures == 0 && conv_ok ? 0 : 1;
 }

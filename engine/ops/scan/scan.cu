@@ -20,15 +20,21 @@
 //                        neighbouring lanes of 8 states that combine their sums
 //                        with a shuffle; a block shares one batch row, so the
 //                        tile's Bm and Cm rows are staged once in shared memory.
+//                        Steps past the sequence are identity steps (x = dt =
+//                        0), so a tile's steps are one straight run of code.
 //                        The backward recomputes the states (from a checkpoint
 //                        per tile, replaying each tile into a shared-memory
 //                        window), walks each tile back with its x, dt and rows
 //                        in shared memory, and reduces dBm and dCm over the
 //                        warp's 16 channels with a transposing butterfly; no
 //                        atomics anywhere, so the results are bit-reproducible.
-//   depthwise_conv1d     one thread per (V channels, tile of kTile outputs); dx
-//                        is the same kernel with the taps flipped; dweight and
-//                        dbias via per-batch partial sums, reduced in a fixed order.
+//   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
+//                        backward with up to 4 taps is one fused pass: a thread
+//                        walks a quarter of a sequence with a sliding window of
+//                        dy, writing dx and summing dweight and dbias, which are
+//                        then reduced over the block and the batch in a fixed
+//                        order. More taps: dx by the forward kernel with the taps
+//                        flipped, dweight and dbias by per-batch partial sums.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -366,89 +372,6 @@ SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
           in.A.shape()[1],              reverse};
 }
 
-// The per-channel values of kTile consecutive steps (zero past the sequence
-// or past the channels), loaded together so the loads overlap.
-template <typename T>
-struct ChannelTile {
-  T x[kTile], dt[kTile];
-  int64_t first;  // the tile's first step in [B, L, C]; step u is at first + u * (the walk's stride)
-  int steps;      // the tile's steps inside the sequence (0 for a thread past the channels)
-
-  __device__ void load(const SelectiveArgs<T>& p, const StepWalk& walk, int64_t k0, bool valid) {
-    first = walk.at(k0);
-    steps = valid ? static_cast<int>(std::min<int64_t>(kTile, p.length - k0)) : 0;
-    int64_t at = first;
-#pragma unroll
-    for (int u = 0; u < kTile; ++u, at += walk.stride) {
-      x[u] = u < steps ? p.x[at] : T(0);
-      dt[u] = u < steps ? p.dt[at] : T(0);
-    }
-  }
-};
-
-// Blocks of the selective kernels have at least this many threads.
-constexpr int kMinSelectiveThreads = 64;
-
-// What one thread fetches of a tile of kTile steps of batch n: its channel's x
-// and dt, and its share of the group's Bm and Cm rows (which the whole block
-// shares). Fetching the next tile before computing the current one keeps the
-// loads in flight during the compute, across the block's barriers.
-template <typename T>
-struct TileFetch {
-  static constexpr int kNoShare = 1 << 30;  // a row step that no tile reaches
-  static constexpr int kRowShare = kTile * kStateGroup / kMinSelectiveThreads;
-  StepWalk walk;                // this thread's channel
-  StepWalk row_walk[kRowShare];  // its shares of the rows: element s of step u of each tile
-  int row_step[kRowShare];       // u, or kNoShare for a share past the tile or the group
-  ChannelTile<T> channel;
-  T b[kRowShare], c[kRowShare];
-
-  __device__ TileFetch(const SelectiveArgs<T>& p, int64_t n, int64_t ch) : walk(p.channel_steps(n, ch)) {
-#pragma unroll
-    for (int r = 0; r < kRowShare; ++r) {
-      const int i = threadIdx.x + r * blockDim.x, u = i / kStateGroup, s = i % kStateGroup;
-      const bool share = i < kTile * kStateGroup && s < p.group_size();
-      row_step[r] = share ? u : kNoShare;
-      // Step u of the tile at k0 is step k0 + u: a walk starting u steps in.
-      row_walk[r] = p.state_steps(n, share ? s : 0);
-      row_walk[r].first += u * row_walk[r].stride;
-    }
-  }
-
-  __device__ void fetch(const SelectiveArgs<T>& p, int64_t k0, bool valid) {
-    channel.load(p, walk, k0, valid);
-    const int64_t steps_left = p.length - k0;
-#pragma unroll
-    for (int r = 0; r < kRowShare; ++r) {
-      const bool live = row_step[r] < steps_left;
-      const int64_t at = row_walk[r].at(k0);
-      b[r] = live ? p.Bm[at] : T(0);
-      c[r] = live ? p.Cm[at] : T(0);
-    }
-  }
-};
-
-// The group's Bm and Cm rows of the current tile in shared memory (rows past
-// the sequence and states past the group are zero).
-template <typename T>
-struct StateRowsTile {
-  alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
-  alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
-
-  __device__ void store(const TileFetch<T>& fetched) {
-    __syncthreads();  // everyone is done with the previous tile
-#pragma unroll
-    for (int r = 0; r < TileFetch<T>::kRowShare; ++r) {
-      const int i = threadIdx.x + r * blockDim.x;
-      if (i < kTile * kStateGroup) {
-        b[i / kStateGroup][i % kStateGroup] = fetched.b[r];
-        c[i / kStateGroup][i % kStateGroup] = fetched.c[r];
-      }
-    }
-    __syncthreads();
-  }
-};
-
 // N consecutive elements of a shared-memory row (16-byte aligned), read as
 // vectors of 4.
 template <typename T, int N>
@@ -482,7 +405,9 @@ __device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N]
   T b[N];
   load_row(b_row, b);
 #pragma unroll
-  for (int s = 0; s < N; ++s) h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[s];
+  for (int s = 0; s < N; ++s) {
+    h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[s];
+  }
 }
 
 // A's row for channel c, states first_state.. of this pass's group, scaled for decay_of.
@@ -498,54 +423,163 @@ __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t
 
 // The forward splits a channel's 16 states over kForwardSplit neighbouring
 // lanes: B x C threads alone (one per channel) leave half of the GPU's warp
-// slots idle (~12 warps per SM at ViT-S sizes). The lanes of a channel sum
-// their parts of C h with a shuffle per step.
+// slots idle (~12 warps per SM at ViT-S sizes). Each lane sums its part of
+// C h for every step of a tile; the two lanes then exchange half of the
+// tile's sums (one shuffle per two steps) and each writes y for half of the
+// tile's steps.
 constexpr int kForwardSplit = 2;
 constexpr int kForwardStates = kStateGroup / kForwardSplit;
+constexpr int kForwardLaneSteps = kTile / kForwardSplit;  // the steps of a tile whose y a lane writes
 constexpr int kSelectiveForwardThreads = 128;
-static_assert(kSelectiveForwardThreads >= kMinSelectiveThreads, "TileFetch shares rows over >= 64 threads");
+static_assert(kForwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
+static_assert(kSelectiveForwardThreads == kTile * kStateGroup, "one element of a tile's rows per thread");
 
-// Grid (channel blocks, batch). The first group writes y = D x + C h, later
-// groups add C h. At most 80 registers, so that the ViT-S-sized grid (768
-// blocks) is resident in one wave (6 blocks per SM).
+// Where one thread of the forward reads and writes, as 32-bit offsets from
+// its batch row's first element (one multiply-add per address; L C and L S
+// fit an int, checked on the host): its channel's x, dt and y at step k are
+// at seq + k * seq_stride, its element of the group's Bm and Cm rows at step
+// k at row + k * row_stride (negative strides for a reverse scan).
 template <typename T>
-__global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
-  __shared__ StateRowsTile<T> rows;
-  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
-  const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
-  const bool valid = c < p.channels;  // threads past the channels still help stage rows and sum
-  T scaled_a[kForwardStates], h[kForwardStates];
-  load_scaled_a(p, c, valid, first_state, scaled_a);
+struct ForwardPlace {
+  const T *x, *dt, *Bm, *Cm;
+  T* y;
+  int seq, seq_stride, row, row_stride;
+  int row_u;      // the tile step of the thread's row element
+  bool row_live;  // its state is in the group
+  bool valid;     // its channel exists
+  int length;
+};
+
+// What one thread of the forward fetches of the tile of kTile steps at k0:
+// its channel's x and dt at every step (both lanes of a channel load them:
+// one access per warp and step) and one element of the group's Bm and Cm rows
+// (the block's 128 threads cover a tile's 8 x 16 elements once). Steps past
+// the sequence, and threads past the channels, get x = dt = 0 and zero rows,
+// which makes a step the identity (decay exp(0) = 1, input 0): the compute
+// needs no predicates, and a full tile (all but the last) fetches without any.
+template <typename T>
+struct ForwardTile {
+  T x[kTile], dt[kTile];
+  T b, c;
+
+  __device__ __forceinline__ void fetch(const ForwardPlace<T>& at, int k0) {
+    const int first = at.seq + k0 * at.seq_stride;
+    if (at.valid && k0 + kTile <= at.length) {
 #pragma unroll
-  for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
-  const T d = valid && p.first_group() ? p.D[c] : T(0);
-  TileFetch<T> next(p, n, c);
-  next.fetch(p, 0, valid);
-  for (int64_t k0 = 0; k0 < p.length; k0 += kTile) {
-    rows.store(next);
-    const ChannelTile<T> in = next.channel;
-    if (k0 + kTile < p.length) next.fetch(p, k0 + kTile, valid);
-    int64_t out_at = in.first;
+      for (int u = 0; u < kTile; ++u) {
+        x[u] = at.x[first + u * at.seq_stride];
+        dt[u] = at.dt[first + u * at.seq_stride];
+      }
+    } else {
+      const int steps = at.valid ? at.length - k0 : 0;
 #pragma unroll
-    for (int u = 0; u < kTile; ++u, out_at += next.walk.stride) {
-      if (k0 + u >= p.length) break;
-      selective_step(h, scaled_a, rows.b[u] + first_state, in.dt[u], in.x[u]);
-      T c_row[kForwardStates];
-      load_row(rows.c[u] + first_state, c_row);
-      T out = T(0);
-#pragma unroll
-      for (int s = 0; s < kForwardStates; ++s) out += c_row[s] * h[s];
-#pragma unroll
-      for (int offset = 1; offset < kForwardSplit; offset *= 2) out += __shfl_xor_sync(kFullMask, out, offset);
-      if (valid && part == 0) {
-        T& dst = y[out_at];
-        if (p.first_group()) {
-          dst = d * in.x[u] + out;
-        } else {
-          dst += out;
-        }
+      for (int u = 0; u < kTile; ++u) {
+        x[u] = u < steps ? at.x[first + u * at.seq_stride] : T(0);
+        dt[u] = u < steps ? at.dt[first + u * at.seq_stride] : T(0);
       }
     }
+    const bool live = at.row_live && at.row_u < at.length - k0;
+    const int row = at.row + (k0 + at.row_u) * at.row_stride;
+    b = live ? at.Bm[row] : T(0);
+    c = live ? at.Cm[row] : T(0);
+  }
+};
+
+// A tile's Bm and Cm rows of the group in shared memory.
+template <typename T>
+struct ForwardRows {
+  alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
+  alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
+};
+
+// One tile of the forward: stages cur's rows in `rows` (then one barrier),
+// issues the next tile's loads into `next`, runs the tile's kTile steps as one
+// straight run of code (no per-step branches, so the decays of later steps
+// can be computed while earlier steps finish) and writes y.
+template <typename T>
+__device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at, ForwardRows<T>& rows,
+                                                       const ForwardTile<T>& cur, ForwardTile<T>& next, int k0,
+                                                       const T (&scaled_a)[kForwardStates], T (&h)[kForwardStates],
+                                                       T d, bool first_group) {
+  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
+  rows.b[at.row_u][threadIdx.x % kStateGroup] = cur.b;
+  rows.c[at.row_u][threadIdx.x % kStateGroup] = cur.c;
+  __syncthreads();
+  if (k0 + kTile < at.length) next.fetch(at, k0 + kTile);
+  // Lane part 0 completes (and writes) y of steps 0..3, part 1 of steps
+  // 4..7: once step 4 + j is computed, each lane sends the other its sum of
+  // the step of the pair (j, 4 + j) that it does not keep. Each total is part
+  // 0's sum + part 1's, in either order (floating-point addition commutes).
+  const int steps = !at.valid ? 0 : at.length - k0 < kTile ? at.length - k0 : kTile;
+  const int out_first = at.seq + (k0 + part * kForwardLaneSteps) * at.seq_stride;
+  T sums[kForwardLaneSteps];  // this lane's part of C h at steps 0..3
+#pragma unroll
+  for (int u = 0; u < kTile; ++u) {
+    selective_step(h, scaled_a, rows.b[u] + first_state, cur.dt[u], cur.x[u]);
+    T c_row[kForwardStates];
+    load_row(rows.c[u] + first_state, c_row);
+    T out = T(0);
+#pragma unroll
+    for (int s = 0; s < kForwardStates; ++s) out += c_row[s] * h[s];
+    if (u < kForwardLaneSteps) {
+      sums[u] = out;
+    } else {
+      const int j = u - kForwardLaneSteps;
+      const T keep = part ? out : sums[j];
+      const T send = part ? sums[j] : out;
+      const T total = keep + __shfl_xor_sync(kFullMask, send, 1);
+      const T x_u = part ? cur.x[u] : cur.x[j];
+      if (part * kForwardLaneSteps + j < steps) {
+        T& dst = at.y[out_first + j * at.seq_stride];
+        dst = first_group ? d * x_u + total : dst + total;
+      }
+    }
+  }
+}
+
+// Grid (channel blocks, batch). The first group writes y = D x + C h, later
+// groups add C h. Tiles of kTile steps, the next tile's loads issued before
+// the current one is computed. The tiles' rows alternate between two
+// shared-memory buffers, so one barrier per tile suffices: a thread that
+// writes a buffer for tile k has passed the barrier of tile k - 1, which every
+// thread reaches only after computing tile k - 2 (the buffer's previous tile).
+// (Unrolling the loop twice, so that the two tiles in flight alternate between
+// two register sets instead of copying `next`, spilled at 80 registers.)
+// At most 80 registers, so that the ViT-S-sized grid (768 blocks) is
+// resident in one wave (6 blocks per SM).
+template <typename T>
+__global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
+  __shared__ ForwardRows<T> rows[2];
+  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
+  const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
+  const int L = static_cast<int>(p.length), C = static_cast<int>(p.channels), S = static_cast<int>(p.state);
+  ForwardPlace<T> at;
+  at.valid = c < p.channels;  // threads past the channels still stage rows and take part in the shuffles
+  at.x = p.x + n * L * C;
+  at.dt = p.dt + n * L * C;
+  at.y = y + n * L * C;
+  at.Bm = p.Bm + n * L * S;
+  at.Cm = p.Cm + n * L * S;
+  at.seq_stride = p.reverse ? -C : C;
+  at.seq = (p.reverse ? (L - 1) * C : 0) + (at.valid ? static_cast<int>(c) : 0);
+  at.row_u = threadIdx.x / kStateGroup;
+  const int row_s = threadIdx.x % kStateGroup;
+  at.row_live = row_s < p.group_size();
+  at.row_stride = p.reverse ? -S : S;
+  at.row = (p.reverse ? (L - 1) * S : 0) + static_cast<int>(p.group_begin) + (at.row_live ? row_s : 0);
+  at.length = L;
+  T scaled_a[kForwardStates], h[kForwardStates];
+  load_scaled_a(p, c, at.valid, first_state, scaled_a);
+#pragma unroll
+  for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
+  const bool first_group = p.first_group();
+  const T d = at.valid && first_group ? p.D[c] : T(0);
+  ForwardTile<T> next;
+  next.fetch(at, 0);
+  int parity = 0;
+  for (int k0 = 0; k0 < L; k0 += kTile, parity ^= 1) {
+    const ForwardTile<T> cur = next;
+    selective_forward_tile(at, rows[parity], cur, next, k0, scaled_a, h, d, first_group);
   }
 }
 
@@ -789,9 +823,10 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       tile.store(next);
       next.fetch(p, block, k0 + kTile, valid);
       if (valid) store_row(h, checkpoint(k0));
+      // Steps past the sequence are identity steps (x = dt = 0, zero rows),
+      // so the tile is one straight run of code.
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
-        if (k0 + u >= L) break;
         selective_step(h, scaled_a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
       }
     }
@@ -824,8 +859,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
 #pragma unroll
-      for (int u = 0; u + 1 < kTile; ++u) {
-        if (u + 1 >= steps) break;
+      for (int u = 0; u + 1 < kTile; ++u) {  // (identity steps past the sequence)
         selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
 #pragma unroll
         for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
@@ -842,6 +876,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
         next.fetch(p, block, k0 - kTile, valid);
         load_checkpoint(checkpoint(k0), valid, entering);
       }
+      // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
@@ -905,6 +940,9 @@ void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
 
 template <typename T>
 void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
+  const int64_t L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
+  check(L * C <= INT32_MAX - kTile * C && L * S <= INT32_MAX - kTile * S,
+        "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, S);
   for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
     const dim3 grid(blocks_for(p.channels * kForwardSplit, kSelectiveForwardThreads), static_cast<unsigned>(p.batch));
     selective_forward_kernel<T><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
@@ -1061,6 +1099,171 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
   }
 }
 
+// The fused backward for up to kConvFusedMaxTaps taps (Mamba's convolution
+// has 4): one pass over x and dy writes dx and per-block partial sums of
+// dweight and dbias. A thread takes V neighbouring channels of batch n over
+// one chunk of the sequence (kConvBwdChunks chunks, each a multiple of kTile
+// steps), walking it in tiles of kTile scan steps m whose loads (dy_{m + pad}
+// and x_m) are issued together. A sliding window of the last
+// kConvFusedMaxTaps values of dy, win[i] = dy_{m + pad - (kMax - 1) + i},
+// gives at step m
+//   dx_m      = sum_j w[c, j] dy_{m - j + pad} = sum_j w[c, j] win[kMax - 1 - j]
+//               (j from the last tap down: the CPU's order of terms)
+//   dw_j     += x_m dy_{m - j + pad}
+// and each dy_k enters the window once (k = m + pad, plus the chunk's first
+// window for the first chunk), which is when dbias adds it. Taps past
+// `taps` have zero weights (their dx terms are exact zeros) and their dw is
+// not written. Steps past the sequence load zeros (x_m = 0 and dy_k = 0 for
+// k >= L), so they add nothing and only the dx stores are predicated.
+// The block's four chunks of the same channels are summed in shared memory in
+// chunk order; the per-batch rows are summed by conv_column_sum_kernel: a
+// fixed order throughout, no atomics.
+constexpr int kConvFusedMaxTaps = 4;
+constexpr int kConvBwdChunks = 4;
+constexpr int kConvBwdThreads = 256;
+constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel groups per block
+
+template <typename T, int V>
+__global__ void __launch_bounds__(kConvBwdThreads, 3) conv_backward_fused_kernel(
+    const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, int taps, int pad_left,
+    bool reverse, int chunk_steps, bool with_bias) {
+  constexpr int K = kConvFusedMaxTaps;
+  __shared__ T shared_sums[kConvBwdChunks - 1][K + 1][V][kConvBwdGroups];
+  const int groups = channels / V;
+  const int local = threadIdx.x % kConvBwdGroups, chunk = threadIdx.x / kConvBwdGroups;
+  const int group = blockIdx.x * kConvBwdGroups + local;
+  const bool valid = group < groups;
+  const int c = (valid ? group : 0) * V;
+  const int64_t n = blockIdx.y;
+  const int64_t batch_offset = n * length * channels;
+  const T* xb = x + batch_offset;
+  const T* gb = dy + batch_offset;
+  T* dxb = dx + batch_offset;
+  const int stride = reverse ? -channels : channels;
+  const int first = (reverse ? (length - 1) * channels : 0) + c;  // scan step 0 of channel c
+  auto at = [&](int step) { return first + step * stride; };
+
+  T weight[K][V];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) weight[j][i] = valid && j < taps ? w[(c + i) * taps + j] : T(0);
+  }
+  T dw[K][V], db[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    db[i] = T(0);
+#pragma unroll
+    for (int j = 0; j < K; ++j) dw[j][i] = T(0);
+  }
+  const int m_begin = chunk * chunk_steps;
+  const int m_end = !valid ? 0 : m_begin + chunk_steps < length ? m_begin + chunk_steps : length;
+  // win[i] = dy_{m + pad - (K - 1) + i} for the next step m (zero outside the sequence).
+  Pack<T, V> win[K];
+#pragma unroll
+  for (int i = 0; i + 1 < K; ++i) {
+    const int k = m_begin + pad_left - (K - 1) + i;
+    win[i + 1] = m_begin < m_end && k >= 0 && k < length ? load_pack<T, V>(gb + at(k)) : zero_pack<T, V>();
+    // The first chunk's opening window holds dy_0 .. dy_{pad - 1}, which no step brings in.
+    if (chunk == 0) {
+#pragma unroll
+      for (int v = 0; v < V; ++v) db[v] += win[i + 1].v[v];
+    }
+  }
+  for (int m0 = m_begin; m0 < m_end; m0 += kTile) {
+    Pack<T, V> g[kTile], xv[kTile];
+    if (m0 + pad_left + kTile <= length) {  // the whole tile inside: no predicates
+#pragma unroll
+      for (int u = 0; u < kTile; ++u) {
+        g[u] = load_pack<T, V>(gb + at(m0 + pad_left + u));
+        xv[u] = load_pack<T, V>(xb + at(m0 + u));
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kTile; ++u) {
+        g[u] = m0 + pad_left + u < length ? load_pack<T, V>(gb + at(m0 + pad_left + u)) : zero_pack<T, V>();
+        xv[u] = m0 + u < length ? load_pack<T, V>(xb + at(m0 + u)) : zero_pack<T, V>();
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kTile; ++u) {
+#pragma unroll
+      for (int i = 0; i + 1 < K; ++i) win[i] = win[i + 1];
+      win[K - 1] = g[u];
+      Pack<T, V> grad;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        T sum = T(0);
+#pragma unroll
+        for (int j = K - 1; j >= 0; --j) sum += weight[j][v] * win[K - 1 - j].v[v];
+        grad.v[v] = sum;
+#pragma unroll
+        for (int j = 0; j < K; ++j) dw[j][v] += xv[u].v[v] * win[K - 1 - j].v[v];
+        db[v] += g[u].v[v];
+      }
+      if (m0 + u < m_end) store_pack(dxb + at(m0 + u), grad);
+    }
+  }
+  // Sum the block's chunks in chunk order; chunk 0's threads write the batch row.
+  if (chunk > 0) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) shared_sums[chunk - 1][j][v][local] = dw[j][v];
+      shared_sums[chunk - 1][K][v][local] = db[v];
+    }
+  }
+  __syncthreads();
+  if (chunk > 0 || !valid) return;
+  const int64_t columns = static_cast<int64_t>(channels) * taps + (with_bias ? channels : 0);
+  T* row = part + n * columns;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      T total = dw[j][v];
+#pragma unroll
+      for (int r = 0; r + 1 < kConvBwdChunks; ++r) total += shared_sums[r][j][v][local];
+      if (j < taps) row[(c + v) * taps + j] = total;
+    }
+    if (with_bias) {
+      T total = db[v];
+#pragma unroll
+      for (int r = 0; r + 1 < kConvBwdChunks; ++r) total += shared_sums[r][K][v][local];
+      row[static_cast<int64_t>(channels) * taps + c + v] = total;
+    }
+  }
+}
+
+// out[col] = sum over the rows of part[row, col] (rows summed in a fixed
+// order), written to first[col] for col < split and to second[col - split]
+// after. A block takes 32 columns: its 8 warps sum every 8th row each (in
+// increasing order), then warp 0 adds the 8 partial sums in warp order.
+constexpr int kColumnSumSlices = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(kWarpSize * kColumnSumSlices) conv_column_sum_kernel(
+    const T* part, int64_t rows, int64_t columns, int64_t split, T* first, T* second) {
+  __shared__ T partial[kColumnSumSlices][kWarpSize];
+  const int lane = threadIdx.x % kWarpSize, slice = threadIdx.x / kWarpSize;
+  const int64_t col = blockIdx.x * static_cast<int64_t>(kWarpSize) + lane;
+  T acc = T(0);
+  if (col < columns) {
+    for (int64_t r = slice; r < rows; r += kColumnSumSlices) acc += part[r * columns + col];
+  }
+  partial[slice][lane] = acc;
+  __syncthreads();
+  if (slice != 0 || col >= columns) return;
+  T total = partial[0][lane];
+#pragma unroll
+  for (int s = 1; s < kColumnSumSlices; ++s) total += partial[s][lane];
+  if (col < split) {
+    first[col] = total;
+  } else {
+    second[col - split] = total;
+  }
+}
+
 void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
                            int64_t pad_left, bool reverse) {
   DeviceGuard guard(x);
@@ -1078,6 +1281,39 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
   dispatch_float(x.dtype(), "depthwise_conv1d_backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
+    if (taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
+      // One fused pass (dx and per-batch partials), then one column sum.
+      check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
+      const bool with_bias = dbias.defined();
+      const int64_t columns = channels * taps + (with_bias ? channels : 0);
+      Tensor part = scratch(batch * columns, x);
+      const int chunk_steps =
+          static_cast<int>((length + kConvBwdChunks * kTile - 1) / (kConvBwdChunks * kTile) * kTile);
+      // Pairs of channels (8-byte accesses) when they fit: 4 would take too many registers.
+      const bool pairs = std::is_same_v<T, float> && pack_width<T>(channels, {&x, &dy, &dx}) >= 2;
+      auto launch = [&](auto V) {
+        constexpr int kV = decltype(V)::value;
+        const dim3 grid(blocks_for(channels / kV, kConvBwdGroups), static_cast<unsigned>(batch));
+        conv_backward_fused_kernel<T, kV><<<grid, kConvBwdThreads, 0, current_stream()>>>(
+            data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(dy), data_or_null<T>(dx),
+            data_or_null<T>(part), static_cast<int>(length), static_cast<int>(channels), static_cast<int>(taps),
+            static_cast<int>(pad_left), reverse, chunk_steps, with_bias);
+        CUDA_CHECK_LAUNCH();
+      };
+      bool launched = false;
+      if constexpr (std::is_same_v<T, float>) {
+        if (pairs) {
+          launch(std::integral_constant<int, 2>{});
+          launched = true;
+        }
+      }
+      if (!launched) launch(std::integral_constant<int, 1>{});
+      conv_column_sum_kernel<T><<<blocks_for(columns, kWarpSize), kWarpSize * kColumnSumSlices, 0, current_stream()>>>(
+          data_or_null<const T>(part), batch, columns, channels * taps, data_or_null<T>(dweight),
+          data_or_null<T>(dbias));
+      CUDA_CHECK_LAUNCH();
+      return;
+    }
     launch_conv<T>(data_or_null<const T>(dy), data_or_null<const T>(weight), nullptr, data_or_null<T>(dx),
                    pack_width<T>(channels, {&dy, &dx}), x, taps, taps - 1 - pad_left, reverse, true);
     Tensor dw_part = scratch(batch * channels * taps, x);
