@@ -217,6 +217,20 @@ TEST(ClipGradNorm, LeavesSmallGradsUntouched) {
   expect_values(a.grad(), {2.0, -3.0}, 0.0);
 }
 
+// Gradients of two dtypes: one norm over both (each dtype's tensors go to the
+// kernel together), and both scaled.
+TEST(ClipGradNorm, MixedDtypesShareOneNorm) {
+  Tensor a = param({1.0, 1.0});  // float64
+  Tensor b = Tensor::zeros({1}, DType::F32);
+  b.set_requires_grad();
+  give_grad(a, {3.0, 4.0});
+  b.set_grad(Tensor::from_vector<float>({12.0f}, {1}));
+  EXPECT_NEAR(clip_grad_norm({a, b}, 6.5), 13.0, kTol);
+  const double factor = 6.5 / (13.0 + 1e-6);
+  expect_values(a.grad(), {3.0 * factor, 4.0 * factor});
+  expect_values(b.grad(), {12.0 * factor}, 1e-6);
+}
+
 // Squares of 3e20 and 4e20 overflow float32: the sum must be kept in double.
 TEST(ClipGradNorm, AccumulatesFloat32GradsInDouble) {
   Tensor a = Tensor::zeros({2}, DType::F32);

@@ -304,17 +304,18 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
           param_label(params[i], 0, i));
     grads.push_back(grad);
   }
-  if (grads.empty()) return 0.0;
-  const Device device = grads.front().device();
-  for (const Tensor& grad : grads) {
-    check(grad.device() == device && grad.dtype() == grads.front().dtype(),
-          "clip_grad_norm: gradients on {} and {} (all must share a device and dtype)", grads.front().describe(),
-          grad.describe());
-  }
-  const double norm = std::sqrt(sum_of_squares_kernel.get(device)(grads));
+  // One multi-tensor call per device and dtype, the groups' sums added in a
+  // fixed (map) order.
+  std::map<std::pair<std::string, DType>, std::vector<Tensor>> groups;
+  for (const Tensor& grad : grads) groups[{grad.device().str(), grad.dtype()}].push_back(grad);
+  double sum_of_squares = 0.0;
+  for (const auto& [key, group] : groups) sum_of_squares += sum_of_squares_kernel.get(group.front().device())(group);
+  const double norm = std::sqrt(sum_of_squares);
   // PyTorch's coefficient, clamped to 1: the 1e-6 guards against a zero norm.
   const double factor = max_norm / (norm + 1e-6);
-  if (factor < 1.0) scale_kernel.get(device)(grads, factor);
+  if (factor < 1.0) {
+    for (const auto& [key, group] : groups) scale_kernel.get(group.front().device())(group, factor);
+  }
   return norm;
 }
 

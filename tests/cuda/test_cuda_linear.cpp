@@ -274,6 +274,22 @@ TEST_F(CudaLinear, FusedMlpMatchesTheTwoOpsBitForBit) {
   }
 }
 
+// A bfloat16 x with float32 weights in float32 mode: the kernels widen it
+// back exactly (cuBLASLt and cuBLAS paths), so the result is the float32
+// linear of the rounded values.
+TEST_F(CudaLinear, Bf16OperandInFloat32Mode) {
+  Rng rng(27);
+  const Tensor x = Tensor::uniform({7, 33, 64}, rng, -1, 1), w = Tensor::uniform({48, 64}, rng, -0.5, 0.5);
+  const Tensor b = Tensor::uniform({48}, rng, -1, 1);
+  const Tensor expected = linear(x.to(DType::BF16).to(DType::F32), w, b);
+  const GemmPrecisionGuard fp32(GemmPrecision::Float32);
+  for (bool lt : {true, false}) {
+    const CublasLtGuard cublaslt(lt);
+    const Tensor actual = linear(x.to(gpu()).to(DType::BF16), w.to(gpu()), b.to(gpu()));
+    expect_matches(actual, expected, 1e-4, lt ? "bf16 x, float32 mode, cuBLASLt" : "bf16 x, float32 mode, cuBLAS");
+  }
+}
+
 // A layer norm that writes bfloat16 writes the rounding of its float32
 // output (register-row kernel: 192 columns; generic kernel: 1028), and a
 // linear fed with it gives the bits (output and every gradient) of the same

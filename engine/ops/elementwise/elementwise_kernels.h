@@ -14,6 +14,9 @@ enum class UnaryOp { Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Gelu, Silu, Softplus, R
 constexpr int kUnaryOps = 12;
 enum class ScalarOp { Add, Mul, Pow, GreaterEqual };
 constexpr int kScalarOps = 4;
+static_assert(static_cast<int>(BinaryOp::Div) + 1 == kBinaryOps, "kBinaryOps must follow BinaryOp");
+static_assert(static_cast<int>(UnaryOp::Reciprocal) + 1 == kUnaryOps, "kUnaryOps must follow UnaryOp");
+static_assert(static_cast<int>(ScalarOp::GreaterEqual) + 1 == kScalarOps, "kScalarOps must follow ScalarOp");
 
 // a and b are already broadcast to out's shape (stride 0 along broadcast
 // dimensions, any other strides); out is contiguous. All three share a dtype.

@@ -102,8 +102,8 @@ LinearOperands saved_for_backward(LinearOperands operands, bool want_weight) {
   return operands;
 }
 
-// The backward shared by linear and linear_gelu (pre: GELU's saved input, or
-// undefined). saved.x may be undefined when the weight needs no gradient.
+// The backward shared by linear, linear_gelu and both layers of fused_mlp
+// (pre: GELU's saved input, or undefined). saved.x may be undefined when the weight needs no gradient.
 std::vector<Tensor> backward(const LinearOperands& saved, const Tensor& pre, const Tensor& grad,
                              const Shape& x_shape, bool want_x, bool want_weight, bool want_bias) {
   const int64_t n = saved.weight.shape()[0], k = saved.weight.shape()[1];
@@ -189,7 +189,8 @@ Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bi
   const bool want_b2 = fc2_bias.defined() && fc2_bias.requires_grad();
   const bool want_hidden = want_x || want_w1 || want_b1;  // d(hidden) only feeds fc1's gradients
   record("fused_mlp", out, {x, fc1_weight, fc1_bias, fc2_weight, fc2_bias},
-         [saved1 = saved_for_backward(f1.operands, want_w1), saved2 = saved_for_backward(f2.operands, want_w2),
+         [saved1 = want_hidden ? saved_for_backward(f1.operands, want_w1) : LinearOperands{},
+          saved2 = saved_for_backward(f2.operands, want_w2),
           pre = want_hidden ? pre : Tensor(), x_shape = x.shape(), hidden_shape = pre.shape(), want_x, want_w1,
           want_b1, want_w2, want_b2, want_hidden](const Tensor& g) {
            std::vector<Tensor> fc2 = backward(saved2, Tensor(), g, hidden_shape, want_hidden, want_w2, want_b2);

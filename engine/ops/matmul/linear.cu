@@ -363,7 +363,10 @@ LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const 
     using T = decltype(tag);
     if (std::is_same_v<T, float> && cublaslt_enabled()) {  // (float64: always cuBLAS)
       const bool bf16 = bf16_mode();
-      if (bf16) operands = {x.to(DType::BF16), weight.to(DType::BF16)};  // also the backward's
+      // Both operands in the GEMM's type (a bfloat16 x in float32 mode goes back
+      // to float32 exactly); also the backward's.
+      operands = bf16 ? LinearOperands{x.to(DType::BF16), weight.to(DType::BF16)}
+                      : LinearOperands{x.to(DType::F32), weight};
       LtGemm g;
       g.trans_a = CUBLAS_OP_T;
       g.trans_b = CUBLAS_OP_N;

@@ -36,7 +36,9 @@ struct LinearOperands {
 };
 
 // out [M, N] = x [M, K] @ weight [N, K]^T + bias [N] (bias may be undefined).
-// All contiguous, one dtype, M, N, K > 0 (the op handles empty sizes).
+// All contiguous, one dtype (out the weight's), except that on CUDA x may be
+// the bfloat16 operand of float32 weights (linear_operand_dtype); M, N, K > 0
+// (the op handles empty sizes).
 // Returns the operands for the backward (see LinearOperands).
 // CUDA: one cuBLASLt matmul whose BIAS epilogue adds the bias.
 using LinearForwardKernel = LinearOperands (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
