@@ -80,6 +80,19 @@ void check_grad(const Tensor& param, const Tensor& grad, const std::string& labe
   check(grad.is_contiguous(), "{}: gradient of parameter {} is not contiguous", optimizer, label);
 }
 
+// items split by their tensor's (device, dtype), for the multi-tensor kernels
+// (one call per group, groups in a fixed order).
+template <typename Item, typename TensorOf>
+std::map<std::pair<std::string, DType>, std::vector<Item>> by_device_and_dtype(const std::vector<Item>& items,
+                                                                              TensorOf tensor_of) {
+  std::map<std::pair<std::string, DType>, std::vector<Item>> groups;
+  for (const Item& item : items) {
+    const Tensor& t = tensor_of(item);
+    groups[{t.device().str(), t.dtype()}].push_back(item);
+  }
+  return groups;
+}
+
 // One parameter's update in a step: `buffers` follow the optimizer's buffer
 // names and were just created (zeroed) when first_update, which only
 // optimizers with buffers use.
@@ -268,14 +281,13 @@ class AdamW final : public StatefulOptimizer {
   // One multi-tensor step per device and dtype (first_update needs nothing:
   // zeroed moments are Adam's start).
   void apply(const std::vector<ParamUpdate>& updates) override {
-    std::map<std::pair<std::string, DType>, std::vector<AdamWParam>> batches;
+    std::vector<AdamWParam> params;
     for (const ParamUpdate& u : updates) {
-      batches[{u.param.device().str(), u.param.dtype()}].push_back(
-          {u.param, u.grad, u.buffers[0], u.buffers[1], u.lr, u.weight_decay});
+      params.push_back({u.param, u.grad, u.buffers[0], u.buffers[1], u.lr, u.weight_decay});
     }
-    for (const auto& [key, params] : batches) {
-      adamw_step_kernel.get(params.front().param.device())(params, options_.beta1, options_.beta2, options_.eps,
-                                                           step_count());
+    for (const auto& [key, batch] : by_device_and_dtype(params, [](const AdamWParam& p) { return p.param; })) {
+      adamw_step_kernel.get(batch.front().param.device())(batch, options_.beta1, options_.beta2, options_.eps,
+                                                          step_count());
     }
   }
 
@@ -305,9 +317,8 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     grads.push_back(grad);
   }
   // One multi-tensor call per device and dtype, the groups' sums added in a
-  // fixed (map) order.
-  std::map<std::pair<std::string, DType>, std::vector<Tensor>> groups;
-  for (const Tensor& grad : grads) groups[{grad.device().str(), grad.dtype()}].push_back(grad);
+  // fixed order.
+  const auto groups = by_device_and_dtype(grads, [](const Tensor& grad) { return grad; });
   double sum_of_squares = 0.0;
   for (const auto& [key, group] : groups) sum_of_squares += sum_of_squares_kernel.get(group.front().device())(group);
   const double norm = std::sqrt(sum_of_squares);

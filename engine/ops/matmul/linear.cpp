@@ -103,7 +103,8 @@ LinearOperands saved_for_backward(LinearOperands operands, bool want_weight) {
 }
 
 // The backward shared by linear, linear_gelu and both layers of fused_mlp
-// (pre: GELU's saved input, or undefined). saved.x may be undefined when the weight needs no gradient.
+// (pre: GELU's saved input, or undefined). saved.x may be undefined when the
+// weight needs no gradient.
 std::vector<Tensor> backward(const LinearOperands& saved, const Tensor& pre, const Tensor& grad,
                              const Shape& x_shape, bool want_x, bool want_weight, bool want_bias) {
   const int64_t n = saved.weight.shape()[0], k = saved.weight.shape()[1];
@@ -180,8 +181,8 @@ Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bi
   const Tensor hidden = gelu_operand_kernel.get(pre.device())(pre);
   const LinearInputs in2 = prepare("fused_mlp (fc2)", hidden, fc2_weight, fc2_bias);
   const Forward f2 = forward_gemm(in2);
-  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
-  out_shape.push_back(in2.n);
+  Shape out_shape = in1.out_shape;  // x's leading dims + [fc2's outputs]
+  out_shape.back() = in2.n;
   Tensor out = reshape(f2.out, out_shape);
   if (!needs_grad({&x, &fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias})) return out;
   const bool want_x = x.requires_grad(), want_w1 = fc1_weight.requires_grad(), want_w2 = fc2_weight.requires_grad();
