@@ -1,15 +1,17 @@
-// ./bench_kernels [--device cuda|cpu] [--out FILE.json] [--repeats N]
+// ./bench_kernels [--device cuda|cpu] [--out FILE.json] [--repeats N] [--only gemm,mlp,core,scan]
 // The kernel audit: for each kernel, its shape, the median time over repeated
 // runs (after warm-up, timed on the device: CUDA events on a GPU), and either
 // the achieved GB/s, counted as the fewest bytes it must move (every input
 // read once, every output written once), as a percentage of a large
 // device-to-device copy; or, for GEMMs and fused attention, the achieved
 // TFLOP/s as a percentage of a large bf16 GEMM. Both ceilings are measured first.
+#include <algorithm>
 #include <functional>
 
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
 #include "engine/cli.h"
+#include "engine/config.h"
 #include "engine/ops/attention/attention_kernels.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/matmul/matmul.h"
@@ -251,15 +253,24 @@ nlohmann::json report(const std::vector<Timing>& rows, Device device) {
 int bench_main(int argc, char** argv) {
   Flags flags("bench_kernels [flags]", {{"device", "cpu, cuda or auto", "auto"},
                                         {"out", "results JSON", "bench_kernels.json"},
-                                        {"repeats", "calls per timed round", "20"}});
+                                        {"repeats", "calls per timed round", "20"},
+                                        {"only", "families after the ceilings: all or a list of gemm,mlp,core,scan", "all"}});
   if (!flags.parse(argc, argv)) return 0;
   NoGradGuard no_grad;
   KernelBench bench(Device::parse(flags.get("device")), static_cast<int>(flags.get_int("repeats")));
+  const std::vector<std::pair<std::string, void (*)(KernelBench&)>> families = {
+      {"gemm", gemms}, {"mlp", fused_mlp}, {"core", core_ops}, {"scan", scans}};
+  const std::vector<std::string> only = split_list(flags.get("only"));
+  auto chosen = [&](const std::string& name) { return std::find(only.begin(), only.end(), name) != only.end(); };
+  for (const std::string& name : only) {
+    const bool known = name == "all" || std::any_of(families.begin(), families.end(),
+                                                    [&](const auto& family) { return family.first == name; });
+    check(known, "--only: unknown family '{}' (all, gemm, mlp, core, scan)", name);
+  }
   ceilings(bench);
-  gemms(bench);
-  fused_mlp(bench);
-  core_ops(bench);
-  scans(bench);
+  for (const auto& [name, run] : families) {
+    if (chosen("all") || chosen(name)) run(bench);
+  }
   write_json_atomic(flags.get("out"), report(bench.rows(), bench.device()));
   return 0;
 }
