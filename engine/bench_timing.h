@@ -1,5 +1,6 @@
 // Timing for benchmarks (./bench_kernels, ./bench_vit).
 #pragma once
+#include <cstdint>
 #include <functional>
 
 #include "engine/device.h"
@@ -10,5 +11,10 @@ namespace engine {
 // (ms) of `calls` back-to-back calls of `run`, each round timed on the device
 // by device_time_ms (CUDA events on a GPU).
 double median_time_ms(Device device, const std::function<void()>& run, int calls, int rounds = 5, int warmup = 3);
+
+// Queues about `exponentials` hardware base-2 exponentials on a GPU (all SMs
+// full, nothing else in the loop; the selective scan's compute ceiling) and
+// returns how many exactly. Only with CUDA.
+int64_t cuda_exp2_probe(int device, int64_t exponentials);
 
 }  // namespace engine

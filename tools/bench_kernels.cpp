@@ -26,10 +26,12 @@ using namespace engine;
 
 namespace {
 
-// One measured kernel: bytes for memory-bound kernels, flops for GEMMs and attention.
+// One measured kernel: bytes for memory-bound kernels, flops for GEMMs and
+// attention; exps counts the hardware exponentials of a kernel that also has
+// that ceiling (the selective scan), or of the exp2 probe itself (bytes = 0).
 struct Timing {
   std::string kernel, shape;
-  double ms = 0, bytes = 0, flops = 0;
+  double ms = 0, bytes = 0, flops = 0, exps = 0;
 };
 
 // Builds the rows: random inputs on the device, every call timed the same way.
@@ -43,11 +45,15 @@ class KernelBench {
   Tensor empty(const Shape& shape) { return Tensor::empty(shape, DType::F32, device_); }
   Device device() const { return device_; }
 
-  void memory(const std::string& kernel, const Shape& shape, double bytes, const std::function<void()>& run) {
-    rows_.push_back({kernel, shape_str(shape), median_time_ms(device_, run, repeats_), bytes, 0});
+  void memory(const std::string& kernel, const Shape& shape, double bytes, const std::function<void()>& run,
+              double exps = 0) {
+    rows_.push_back({kernel, shape_str(shape), median_time_ms(device_, run, repeats_), bytes, 0, exps});
   }
   void compute(const std::string& kernel, const std::string& shape, double flops, const std::function<void()>& run) {
     rows_.push_back({kernel, shape, median_time_ms(device_, run, repeats_), 0, flops});
+  }
+  void exponentials(const std::string& kernel, double exps, const std::function<void()>& run) {
+    rows_.push_back({kernel, fmt::format("{:.3g} exp2", exps), median_time_ms(device_, run, repeats_), 0, 0, exps});
   }
   const std::vector<Timing>& rows() const { return rows_; }
 
@@ -73,6 +79,13 @@ void ceilings(KernelBench& bench) {
   Tensor a = bench.uniform({n, n}), b = bench.uniform({n, n});
   const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
   bench.compute("GEMM bf16 (ceiling)", fmt::format("{0}x{0}x{0}", n), 2.0 * n * n * n, [&] { matmul(a, b); });
+  // The rate of hardware exponentials (MUFU.EX2), which bounds the selective
+  // scan from below as the copy bounds the memory-bound kernels.
+  if (gpu) {
+    const int index = bench.device().index;
+    const int64_t exps = cuda_exp2_probe(index, int64_t{1} << 32);
+    bench.exponentials("exp2 MUFU (ceiling)", static_cast<double>(exps), [&] { cuda_exp2_probe(index, exps); });
+  }
 }
 
 // The GEMMs of a ViT-S block at batch 256 (M = 256 x 197 tokens), both precisions.
@@ -211,10 +224,13 @@ void scans(KernelBench& bench) {
   Tensor y = bench.empty(x_shape), dy = bench.uniform(x_shape);
   SelectiveScanGrads grads{bench.empty(x_shape), bench.empty(x_shape), bench.empty({CS, S}),
                            bench.empty(rows),    bench.empty(rows),    bench.empty({CS})};
+  // One exponential per (token, channel, state) for the forward; the
+  // backward recomputes the forward and walks back: at least twice that.
+  const double exps = static_cast<double>(B * L * CS * S);
   bench.memory("selective_scan fwd S=16", x_shape, bytes_of(x_shape, 3) + bytes_of(rows, 2),
-               [&] { selective_scan_kernel.get(device)(in, y, false); });
+               [&] { selective_scan_kernel.get(device)(in, y, false); }, exps);
   bench.memory("selective_scan bwd S=16", x_shape, bytes_of(x_shape, 5) + bytes_of(rows, 4),
-               [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); });
+               [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); }, 2 * exps);
 
   // Depthwise causal conv (Mamba's), kernel 4.
   Tensor w = bench.uniform({CS, 4}), bias = bench.uniform({CS});
@@ -230,22 +246,36 @@ void scans(KernelBench& bench) {
 }
 
 // Prints the table (each row against its ceiling) and returns the report.
+// Rows that also count exponentials show, after the bandwidth, the time that
+// their exponentials alone take at the probe's rate ("exp floor").
 nlohmann::json report(const std::vector<Timing>& rows, Device device) {
   const double copy_gbps = rows.at(0).bytes / (rows.at(0).ms * 1e6);
   const double gemm_tflops = rows.at(1).flops / (rows.at(1).ms * 1e9);
+  auto is_exp_probe = [](const Timing& t) { return t.exps > 0 && t.bytes == 0; };
+  const auto probe = std::find_if(rows.begin(), rows.end(), is_exp_probe);
+  const double gexps = probe == rows.end() ? 0 : probe->exps / (probe->ms * 1e6);
   nlohmann::json out = {{"device", device.str()},
                         {"ceiling_gbps", copy_gbps},
                         {"ceiling_tflops", gemm_tflops},
                         {"kernels", nlohmann::json::array()}};
+  if (gexps > 0) out["ceiling_gexp2_per_s"] = gexps;
   fmt::print("{:<30} {:<34} {:>10} {:>14} {:>9}\n", "kernel", "shape", "ms", "achieved", "% ceiling");
   for (const Timing& t : rows) {
-    const bool gemm = t.flops > 0;
-    const double achieved = gemm ? t.flops / (t.ms * 1e9) : t.bytes / (t.ms * 1e6);
-    const double percent = 100 * achieved / (gemm ? gemm_tflops : copy_gbps);
-    fmt::print("{:<30} {:<34} {:>10.4f} {:>8.2f} {:<5} {:>8.1f}%\n", t.kernel, t.shape, t.ms, achieved,
-               gemm ? "TF/s" : "GB/s", percent);
-    out["kernels"].push_back({{"kernel", t.kernel}, {"shape", t.shape}, {"ms", t.ms},
-                              {gemm ? "tflops" : "gbps", achieved}, {"percent_of_ceiling", percent}});
+    const bool gemm = t.flops > 0, exp_probe = is_exp_probe(t);
+    const double achieved = gemm ? t.flops / (t.ms * 1e9) : exp_probe ? gexps : t.bytes / (t.ms * 1e6);
+    const double percent = 100 * achieved / (gemm ? gemm_tflops : exp_probe ? gexps : copy_gbps);
+    const char* unit = gemm ? "TF/s" : exp_probe ? "Gexp/s" : "GB/s";
+    fmt::print("{:<30} {:<34} {:>10.4f} {:>8.2f} {:<6} {:>7.1f}%", t.kernel, t.shape, t.ms, achieved, unit, percent);
+    nlohmann::json row = {{"kernel", t.kernel}, {"shape", t.shape}, {"ms", t.ms},
+                          {gemm ? "tflops" : exp_probe ? "gexp2_per_s" : "gbps", achieved},
+                          {"percent_of_ceiling", percent}};
+    if (!exp_probe && t.exps > 0 && gexps > 0) {
+      const double floor_ms = t.exps / (gexps * 1e6);
+      fmt::print("   exp floor {:.4f} ms ({:.0f}% of the time)", floor_ms, 100 * floor_ms / t.ms);
+      row["exp_floor_ms"] = floor_ms;
+    }
+    fmt::print("\n");
+    out["kernels"].push_back(row);
   }
   return out;
 }

@@ -1,4 +1,5 @@
 // Built only without CUDA (make CUDA=0): every CUDA entry point says so clearly.
+#include "engine/bench_timing.h"
 #include "engine/caching_allocator.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -20,5 +21,7 @@ double cuda_time_ms(int, const std::function<void()>&) {
 void cuda_copy(void*, Device, const void*, Device, size_t) {
   fail("CUDA copy requested, but this binary was built without CUDA");
 }
+
+int64_t cuda_exp2_probe(int, int64_t) { fail("a GPU probe was requested, but this binary was built without CUDA"); }
 
 }  // namespace engine

@@ -421,166 +421,217 @@ __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t
   }
 }
 
-// The forward splits a channel's 16 states over kForwardSplit neighbouring
-// lanes: B x C threads alone (one per channel) leave half of the GPU's warp
-// slots idle (~12 warps per SM at ViT-S sizes). Each lane sums its part of
-// C h for every step of a tile; the two lanes then exchange half of the
-// tile's sums (one shuffle per two steps) and each writes y for half of the
-// tile's steps.
+// The forward: a block takes kForwardChannels channels of one batch row and
+// walks the sequence in tiles of kTile steps. Each tile's inputs are staged
+// in shared memory by the whole block, and each thread has two roles:
+//  - computing: thread i takes channel i / kForwardSplit and its
+//    kForwardStates states of part i % kForwardSplit, and leaves its part of
+//    every step's output (part 0 adds D x) in shared memory. Two lanes per
+//    channel double the warps of one lane per channel (B x C threads leave
+//    half of the GPU's warp slots idle at ViT-S sizes) and halve the
+//    registers. (Measured on an H200, against 59 us at ViT-S sizes: two
+//    channels per thread, sharing the Bm and Cm reads, 71 us; with four
+//    lanes per channel, 73 us: both hide the exponentials' latency worse.)
+//  - moving: thread i fetches, for one tile step, x and dt of a pack of
+//    kForwardPack neighbouring channels (16-byte vectors when the channels
+//    allow) and one element of the group's Bm and Cm rows; a tile later it
+//    sums that pack's parts into y. So each input element is read once and
+//    y written once, in vectors, and the computing role touches only shared
+//    memory.
 constexpr int kForwardSplit = 2;
 constexpr int kForwardStates = kStateGroup / kForwardSplit;
-constexpr int kForwardLaneSteps = kTile / kForwardSplit;  // the steps of a tile whose y a lane writes
 constexpr int kSelectiveForwardThreads = 128;
-static_assert(kForwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
-static_assert(kSelectiveForwardThreads == kTile * kStateGroup, "one element of a tile's rows per thread");
+constexpr int kForwardChannels = kSelectiveForwardThreads / kForwardSplit;
+constexpr int kForwardPack = kTile * kForwardChannels / kSelectiveForwardThreads;  // channels a thread moves
+constexpr int kForwardPacksPerStep = kForwardChannels / kForwardPack;
+static_assert(kForwardPack * kForwardPacksPerStep == kForwardChannels, "packs tile a step's channels");
+static_assert(kTile * kStateGroup == kSelectiveForwardThreads, "one element of a tile's rows per thread");
+static_assert(kForwardPack % 2 == 0 && kForwardPack * kForwardSplit % 4 == 0, "packs are moved as vectors");
 
-// Where one thread of the forward reads and writes, as 32-bit offsets from
-// its batch row's first element (one multiply-add per address; L C and L S
-// fit an int, checked on the host): its channel's x, dt and y at step k are
-// at seq + k * seq_stride, its element of the group's Bm and Cm rows at step
-// k at row + k * row_stride (negative strides for a reverse scan).
+// One tile's inputs in shared memory: x and dt side by side (one 8-byte read
+// per step for the computing role), and the group's Bm and Cm rows.
 template <typename T>
-struct ForwardPlace {
-  const T *x, *dt, *Bm, *Cm;
-  T* y;
-  int seq, seq_stride, row, row_stride;
-  int row_u;      // the tile step of the thread's row element
-  bool row_live;  // its state is in the group
-  bool valid;     // its channel exists
-  int length;
-};
-
-// What one thread of the forward fetches of the tile of kTile steps at k0:
-// its channel's x and dt at every step (both lanes of a channel load them:
-// one access per warp and step) and one element of the group's Bm and Cm rows
-// (the block's 128 threads cover a tile's 8 x 16 elements once). Steps past
-// the sequence, and threads past the channels, get x = dt = 0 and zero rows,
-// which makes a step the identity (decay exp(0) = 1, input 0): the compute
-// needs no predicates, and a full tile (all but the last) fetches without any.
-template <typename T>
-struct ForwardTile {
-  T x[kTile], dt[kTile];
-  T b, c;
-
-  __device__ __forceinline__ void fetch(const ForwardPlace<T>& at, int k0) {
-    const int first = at.seq + k0 * at.seq_stride;
-    if (at.valid && k0 + kTile <= at.length) {
-#pragma unroll
-      for (int u = 0; u < kTile; ++u) {
-        x[u] = at.x[first + u * at.seq_stride];
-        dt[u] = at.dt[first + u * at.seq_stride];
-      }
-    } else {
-      const int steps = at.valid ? at.length - k0 : 0;
-#pragma unroll
-      for (int u = 0; u < kTile; ++u) {
-        x[u] = u < steps ? at.x[first + u * at.seq_stride] : T(0);
-        dt[u] = u < steps ? at.dt[first + u * at.seq_stride] : T(0);
-      }
-    }
-    const bool live = at.row_live && at.row_u < at.length - k0;
-    const int row = at.row + (k0 + at.row_u) * at.row_stride;
-    b = live ? at.Bm[row] : T(0);
-    c = live ? at.Cm[row] : T(0);
-  }
-};
-
-// A tile's Bm and Cm rows of the group in shared memory.
-template <typename T>
-struct ForwardRows {
+struct ForwardStage {
+  alignas(4 * sizeof(T)) T xdt[kTile][kForwardChannels][2];
   alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
 };
 
-// One tile of the forward: stages cur's rows in `rows` (then one barrier),
-// issues the next tile's loads into `next`, runs the tile's kTile steps as one
-// straight run of code (no per-step branches, so the decays of later steps
-// can be computed while earlier steps finish) and writes y.
+// The forward's shared memory: two tiles of inputs and two of outputs (each
+// computing thread's part of each step's output), so one barrier per tile
+// suffices (see selective_forward_kernel).
 template <typename T>
-__device__ __forceinline__ void selective_forward_tile(const ForwardPlace<T>& at, ForwardRows<T>& rows,
-                                                       const ForwardTile<T>& cur, ForwardTile<T>& next, int k0,
-                                                       const T (&scaled_a)[kForwardStates], T (&h)[kForwardStates],
-                                                       T d, bool first_group) {
-  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
-  rows.b[at.row_u][threadIdx.x % kStateGroup] = cur.b;
-  rows.c[at.row_u][threadIdx.x % kStateGroup] = cur.c;
-  __syncthreads();
-  if (k0 + kTile < at.length) next.fetch(at, k0 + kTile);
-  // Lane part 0 completes (and writes) y of steps 0..3, part 1 of steps
-  // 4..7: once step 4 + j is computed, each lane sends the other its sum of
-  // the step of the pair (j, 4 + j) that it does not keep. Each total is part
-  // 0's sum + part 1's, in either order (floating-point addition commutes).
-  const int steps = !at.valid ? 0 : at.length - k0 < kTile ? at.length - k0 : kTile;
-  const int out_first = at.seq + (k0 + part * kForwardLaneSteps) * at.seq_stride;
-  T sums[kForwardLaneSteps];  // this lane's part of C h at steps 0..3
+struct ForwardShared {
+  ForwardStage<T> stage[2];
+  alignas(4 * sizeof(T)) T parts[2][kTile][kSelectiveForwardThreads];  // [tile step][computing thread]
+};
+
+// The moving role's fixed share of every tile, as 32-bit element offsets from
+// the batch row's first element (L C and L S fit an int, checked on the
+// host): scan step k of its pack is at seq + k * seq_stride, of its row
+// element at row + k * row_stride (negative strides for a reverse scan).
+template <typename T>
+struct ForwardIo {
+  const T *x, *dt, *Bm, *Cm;
+  T* y;
+  int length;
+  int seq, seq_stride, row, row_stride;
+  int step;           // the tile step of its pack and row element
+  int pack;           // its pack's first channel, within the block
+  int live_channels;  // how many of the pack's channels exist (0 past the channels)
+  bool row_live;      // its row element is in the group
+};
+
+template <typename T>
+__device__ ForwardIo<T> forward_io(const SelectiveArgs<T>& p, T* y, int64_t n, int64_t c0) {
+  const int L = static_cast<int>(p.length), C = static_cast<int>(p.channels), S = static_cast<int>(p.state);
+  ForwardIo<T> io;
+  io.x = p.x + n * L * C;
+  io.dt = p.dt + n * L * C;
+  io.y = y + n * L * C;
+  io.Bm = p.Bm + n * L * S;
+  io.Cm = p.Cm + n * L * S;
+  io.length = L;
+  io.step = threadIdx.x / kForwardPacksPerStep;
+  io.pack = threadIdx.x % kForwardPacksPerStep * kForwardPack;
+  const int first_channel = static_cast<int>(c0) + io.pack;
+  const int channels_left = C - first_channel;  // (std::min would take kForwardPack by reference: not in device code)
+  io.live_channels = channels_left <= 0 ? 0 : channels_left < kForwardPack ? channels_left : kForwardPack;
+  io.seq_stride = p.reverse ? -C : C;
+  io.seq = (p.reverse ? (L - 1) * C : 0) + (io.live_channels > 0 ? first_channel : 0);
+  const int row_state = threadIdx.x % kStateGroup;
+  io.row_live = row_state < p.group_size();
+  io.row_stride = p.reverse ? -S : S;
+  io.row = (p.reverse ? (L - 1) * S : 0) + static_cast<int>(p.group_begin) + (io.row_live ? row_state : 0);
+  return io;
+}
+
+// What the moving role fetches of the tile at k0, in registers until staged.
+// Steps past the sequence, channels past C and states past the group get
+// zeros, which makes a step the identity (decay exp(0) = 1, input 0): the
+// computing role needs no predicates. V: the vector width of the x and dt
+// accesses (it divides the channels and kForwardPack).
+template <typename T, int V>
+struct ForwardFetch {
+  T x[kForwardPack], dt[kForwardPack];
+  T b, c;
+
+  __device__ __forceinline__ void fetch(const ForwardIo<T>& io, int k0) {
+    const int k = k0 + io.step;
+    const bool live_step = k < io.length;
+    const int at = io.seq + k * io.seq_stride;
 #pragma unroll
-  for (int u = 0; u < kTile; ++u) {
-    selective_step(h, scaled_a, rows.b[u] + first_state, cur.dt[u], cur.x[u]);
-    T c_row[kForwardStates];
-    load_row(rows.c[u] + first_state, c_row);
-    T out = T(0);
+    for (int i = 0; i < kForwardPack; i += V) {
+      const bool live = live_step && i < io.live_channels;
+      const Pack<T, V> xv = live ? load_pack<T, V>(io.x + at + i) : zero_pack<T, V>();
+      const Pack<T, V> dtv = live ? load_pack<T, V>(io.dt + at + i) : zero_pack<T, V>();
 #pragma unroll
-    for (int s = 0; s < kForwardStates; ++s) out += c_row[s] * h[s];
-    if (u < kForwardLaneSteps) {
-      sums[u] = out;
-    } else {
-      const int j = u - kForwardLaneSteps;
-      const T keep = part ? out : sums[j];
-      const T send = part ? sums[j] : out;
-      const T total = keep + __shfl_xor_sync(kFullMask, send, 1);
-      const T x_u = part ? cur.x[u] : cur.x[j];
-      if (part * kForwardLaneSteps + j < steps) {
-        T& dst = at.y[out_first + j * at.seq_stride];
-        dst = first_group ? d * x_u + total : dst + total;
+      for (int j = 0; j < V; ++j) {
+        x[i + j] = xv.v[j];
+        dt[i + j] = dtv.v[j];
       }
     }
+    const bool row_live = live_step && io.row_live;
+    const int row = io.row + k * io.row_stride;
+    b = row_live ? io.Bm[row] : T(0);
+    c = row_live ? io.Cm[row] : T(0);
+  }
+
+  __device__ __forceinline__ void stage(ForwardStage<T>& s, const ForwardIo<T>& io) const {
+    T* pairs = s.xdt[io.step][io.pack];
+#pragma unroll
+    for (int i = 0; i < kForwardPack; i += 2) {
+      store_pack(pairs + 2 * i, Pack<T, 4>{{x[i], dt[i], x[i + 1], dt[i + 1]}});
+    }
+    s.b[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = b;
+    s.c[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = c;
+  }
+};
+
+// The computing role's kTile steps of one tile, one straight run of code (no
+// per-step branches, so the decays of later steps can be computed while
+// earlier steps finish): advances h and leaves its part of each step's
+// output, d x + its part of C h, in parts[u][threadIdx.x].
+template <typename T>
+__device__ __forceinline__ void selective_forward_tile(const ForwardStage<T>& s,
+                                                       T (&parts)[kTile][kSelectiveForwardThreads],
+                                                       const T (&scaled_a)[kForwardStates], T (&h)[kForwardStates],
+                                                       T d) {
+  const int channel = threadIdx.x / kForwardSplit, first_state = threadIdx.x % kForwardSplit * kForwardStates;
+#pragma unroll
+  for (int u = 0; u < kTile; ++u) {
+    const Pack<T, 2> xdt = load_pack<T, 2>(s.xdt[u][channel]);
+    selective_step(h, scaled_a, s.b[u] + first_state, xdt.v[1], xdt.v[0]);
+    T c_row[kForwardStates];
+    load_row(s.c[u] + first_state, c_row);
+    T out = d * xdt.v[0];
+#pragma unroll
+    for (int i = 0; i < kForwardStates; ++i) out += c_row[i] * h[i];
+    parts[u][threadIdx.x] = out;
   }
 }
 
-// Grid (channel blocks, batch). The first group writes y = D x + C h, later
-// groups add C h. Tiles of kTile steps, the next tile's loads issued before
-// the current one is computed. The tiles' rows alternate between two
-// shared-memory buffers, so one barrier per tile suffices: a thread that
-// writes a buffer for tile k has passed the barrier of tile k - 1, which every
-// thread reaches only after computing tile k - 2 (the buffer's previous tile).
-// (Unrolling the loop twice, so that the two tiles in flight alternate between
-// two register sets instead of copying `next`, spilled at 80 registers.)
+// The moving role's output for the tile at k0: y of its pack at its step is
+// the sum of the pack's channels' parts (in part order); the first group
+// writes it, later groups add it.
+template <typename T, int V>
+__device__ __forceinline__ void write_forward_outputs(const T (&parts)[kTile][kSelectiveForwardThreads],
+                                                      const ForwardIo<T>& io, int k0, bool first_group) {
+  const int k = k0 + io.step;
+  if (k >= io.length) return;
+  T sums[kForwardPack * kForwardSplit];  // [channel of the pack][part]
+  load_row(parts[io.step] + io.pack * kForwardSplit, sums);
+  const int at = io.seq + k * io.seq_stride;
+#pragma unroll
+  for (int i = 0; i < kForwardPack; i += V) {
+    if (i >= io.live_channels) break;
+    Pack<T, V> out = first_group ? zero_pack<T, V>() : load_pack<T, V>(io.y + at + i);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      T total = sums[(i + j) * kForwardSplit];
+#pragma unroll
+      for (int part = 1; part < kForwardSplit; ++part) total += sums[(i + j) * kForwardSplit + part];
+      out.v[j] = first_group ? total : out.v[j] + total;
+    }
+    store_pack(io.y + at + i, out);
+  }
+}
+
+// Grid (channel blocks, batch). The first group of states writes y = D x +
+// C h, later groups add their C h. Iteration k0 stages the tile fetched in
+// the previous iteration, passes the barrier, issues the next tile's fetch,
+// writes y of the previous tile and computes this one. Inputs and outputs
+// alternate between two shared buffers, so one barrier per tile suffices: a
+// buffer is rewritten two iterations after it was last read, by a thread
+// that has passed the barrier in between, which every thread reaches only
+// after finishing that read.
 // At most 80 registers, so that the ViT-S-sized grid (768 blocks) is
 // resident in one wave (6 blocks per SM).
-template <typename T>
+template <typename T, int V>
 __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
-  __shared__ ForwardRows<T> rows[2];
-  const int part = threadIdx.x % kForwardSplit, first_state = part * kForwardStates;
-  const int64_t n = blockIdx.y, c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kForwardSplit;
-  const int L = static_cast<int>(p.length), C = static_cast<int>(p.channels), S = static_cast<int>(p.state);
-  ForwardPlace<T> at;
-  at.valid = c < p.channels;  // threads past the channels still stage rows and take part in the shuffles
-  at.x = p.x + n * L * C;
-  at.dt = p.dt + n * L * C;
-  at.y = y + n * L * C;
-  at.Bm = p.Bm + n * L * S;
-  at.Cm = p.Cm + n * L * S;
-  at.seq_stride = p.reverse ? -C : C;
-  at.seq = (p.reverse ? (L - 1) * C : 0) + (at.valid ? static_cast<int>(c) : 0);
-  at.row_u = threadIdx.x / kStateGroup;
-  const int row_s = threadIdx.x % kStateGroup;
-  at.row_live = row_s < p.group_size();
-  at.row_stride = p.reverse ? -S : S;
-  at.row = (p.reverse ? (L - 1) * S : 0) + static_cast<int>(p.group_begin) + (at.row_live ? row_s : 0);
-  at.length = L;
+  __shared__ ForwardShared<T> shared;
+  const int part = threadIdx.x % kForwardSplit;
+  const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kForwardChannels);
+  const int64_t c = c0 + threadIdx.x / kForwardSplit;
+  const bool valid = c < p.channels, first_group = p.first_group();
+  const ForwardIo<T> io = forward_io(p, y, n, c0);
   T scaled_a[kForwardStates], h[kForwardStates];
-  load_scaled_a(p, c, at.valid, first_state, scaled_a);
+  load_scaled_a(p, c, valid, part * kForwardStates, scaled_a);
 #pragma unroll
-  for (int s = 0; s < kForwardStates; ++s) h[s] = T(0);
-  const bool first_group = p.first_group();
-  const T d = at.valid && first_group ? p.D[c] : T(0);
-  ForwardTile<T> next;
-  next.fetch(at, 0);
-  int parity = 0;
-  for (int k0 = 0; k0 < L; k0 += kTile, parity ^= 1) {
-    const ForwardTile<T> cur = next;
-    selective_forward_tile(at, rows[parity], cur, next, k0, scaled_a, h, d, first_group);
+  for (int i = 0; i < kForwardStates; ++i) h[i] = T(0);
+  const T d = valid && first_group && part == 0 ? p.D[c] : T(0);
+  ForwardFetch<T, V> fetched;
+  fetched.fetch(io, 0);
+  int buffer = 0;
+  for (int k0 = 0; k0 < io.length; k0 += kTile, buffer ^= 1) {
+    fetched.stage(shared.stage[buffer], io);
+    __syncthreads();
+    fetched.fetch(io, k0 + kTile);  // (zeros past the end)
+    if (k0 > 0) write_forward_outputs<T, V>(shared.parts[buffer ^ 1], io, k0 - kTile, first_group);
+    selective_forward_tile(shared.stage[buffer], shared.parts[buffer], scaled_a, h, d);
   }
+  __syncthreads();
+  write_forward_outputs<T, V>(shared.parts[buffer ^ 1], io, (io.length - 1) / kTile * kTile, first_group);
 }
 
 // ------------------------------------------------------ selective_scan backward
@@ -943,10 +994,14 @@ void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bo
   const int64_t L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
   check(L * C <= INT32_MAX - kTile * C && L * S <= INT32_MAX - kTile * S,
         "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, S);
-  for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
-    const dim3 grid(blocks_for(p.channels * kForwardSplit, kSelectiveForwardThreads), static_cast<unsigned>(p.batch));
-    selective_forward_kernel<T><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
-    CUDA_CHECK_LAUNCH();
+  const int width = std::min(pack_width<T>(C, {&in.x, &in.dt, &y}), kForwardPack);  // V divides a pack
+  with_pack_width<T>(width, [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
+      const dim3 grid(blocks_for(p.channels, kForwardChannels), static_cast<unsigned>(p.batch));
+      selective_forward_kernel<T, V><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
