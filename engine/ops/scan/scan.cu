@@ -17,11 +17,13 @@
 //                        time, chained by a shuffle scan of affine maps.
 //   selective_scan       a channel's states in groups of 16 (one pass per
 //                        group when S is larger), each group split over two
-//                        neighbouring lanes of 8 states that combine their sums
-//                        with a shuffle; a block shares one batch row, so the
-//                        tile's Bm and Cm rows are staged once in shared memory.
-//                        Steps past the sequence are identity steps (x = dt =
-//                        0), so a tile's steps are one straight run of code.
+//                        neighbouring lanes of 8 states. The forward's block
+//                        (64 channels of one batch row) stages each tile's x,
+//                        dt, Bm and Cm rows in shared memory (vector loads)
+//                        and writes y as vectors from the lanes' partial sums
+//                        left there. Steps past the sequence are identity
+//                        steps (x = dt = 0), so a tile's steps are one
+//                        straight run of code.
 //                        The backward recomputes the states (from a checkpoint
 //                        per tile, replaying each tile into a shared-memory
 //                        window), walks each tile back with its x, dt and rows
