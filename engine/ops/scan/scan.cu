@@ -446,7 +446,7 @@ constexpr int kSelectiveForwardThreads = 128;
 constexpr int kForwardChannels = kSelectiveForwardThreads / kForwardSplit;
 constexpr int kForwardPack = kTile * kForwardChannels / kSelectiveForwardThreads;  // channels a thread moves
 constexpr int kForwardPacksPerStep = kForwardChannels / kForwardPack;
-static_assert(kForwardPack * kForwardPacksPerStep == kForwardChannels, "packs tile a step's channels");
+static_assert(kForwardChannels % kForwardPack == 0, "packs tile a step's channels");
 static_assert(kTile * kStateGroup == kSelectiveForwardThreads, "one element of a tile's rows per thread");
 static_assert(kForwardPack % 2 == 0 && kForwardPack * kForwardSplit % 4 == 0, "packs are moved as vectors");
 
