@@ -239,10 +239,14 @@ void scans(KernelBench& bench) {
                [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
-  // Kernel 5: past the fused backward's 4 taps, the general path (dx pass + dweight walk), same bytes.
-  Tensor w5 = bench.uniform({CS, 5}), dw5 = bench.empty({CS, 5});
-  bench.memory("depthwise_conv1d bwd K=5", x_shape, bytes_of(x_shape, 3),
-               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w5, dy, dx, dw5, dbias, 4, false); });
+  // Kernel 7 ('same', as the bidirectional conv mixer pads it): the fused backward's 8-tap window.
+  // Kernel 9: past it, the general path (dx pass + dweight walk). Same bytes.
+  Tensor w7 = bench.uniform({CS, 7}), dw7 = bench.empty({CS, 7});
+  bench.memory("depthwise_conv1d bwd K=7", x_shape, bytes_of(x_shape, 3),
+               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w7, dy, dx, dw7, dbias, 3, false); });
+  Tensor w9 = bench.uniform({CS, 9}), dw9 = bench.empty({CS, 9});
+  bench.memory("depthwise_conv1d bwd K=9", x_shape, bytes_of(x_shape, 3),
+               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w9, dy, dx, dw9, dbias, 4, false); });
 }
 
 // Prints the table (each row against its ceiling) and returns the report.

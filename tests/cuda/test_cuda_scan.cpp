@@ -175,10 +175,13 @@ TEST(CudaScan, DepthwiseConv1dMatchesCpu) {
                                    {{2, 197, 40}, 4, {3}},
                                    {{2, 19, 6}, 4, {1, 3}},
                                    {{3, 197, 33}, 7, {3, 6}},
-                                   // The fused backward (up to 4 taps): two blocks of
+                                   // The fused backward's 4-tap window: two blocks of
                                    // channel pairs; single channels (C odd) with one tap.
                                    {{3, 70, 130}, 2, {0, 1}},
-                                   {{2, 33, 129}, 1, {0}}};
+                                   {{2, 33, 129}, 1, {0}},
+                                   // Its 8-tap window with 5 taps; 9 taps: the general path.
+                                   {{2, 41, 70}, 5, {2, 4}},
+                                   {{2, 41, 70}, 9, {0, 4, 8}}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Case& cs : cases) {
       for (int64_t pad : cs.pads) {

@@ -121,9 +121,9 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dt
   }
 }
 
-// depthwise_conv1d: the CUDA forward and backward (the fused kernel for up to
-// 4 taps, the tap-block path beyond) against the CPU reference; outputs start
-// as NaN, and two backward runs must agree bit for bit.
+// depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-tap
+// window, its 8-tap window, the general path beyond 8 taps) against the CPU
+// reference; outputs start as NaN, and two backward runs must agree bit for bit.
 struct ConvStats {
   int cases = 0, failures = 0;
   Worst worst[2][4];  // [dtype][y, dx, dweight, dbias]
@@ -171,8 +171,10 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   }
 }
 
-// Every K up to 5 (5: the tap-block path) with every pad, both directions, with
-// and without bias; C = 6 and 130 take channel pairs, C = 1 single channels.
+// Every K up to 9 (the fused backward's 4-tap window for K <= 4, its 8-tap
+// window for 5 <= K <= 8, the general path for 9; the forward's second tap
+// block from 5) with every pad, both directions, with and without bias;
+// C = 6 and 130 take channel pairs (the 4-tap window), C = 1 single channels.
 // Returns true when every case passed.
 bool run_conv(bool quick, Rng& rng) {
   ConvStats stats;
@@ -180,7 +182,7 @@ bool run_conv(bool quick, Rng& rng) {
     for (int64_t B : {1, 3}) {
       for (int64_t L : {1, 5, 8, 9, 31, 70}) {
         for (int64_t C : {1, 6, 41, 130}) {
-          for (int64_t K : {1, 2, 3, 4, 5}) {
+          for (int64_t K = 1; K <= 9; ++K) {
             for (int64_t pad = 0; pad < K; ++pad) {
               for (bool reverse : {false, true}) {
                 const bool with_bias = (L + C + K + pad) % 2 == 0;
@@ -192,10 +194,11 @@ bool run_conv(bool quick, Rng& rng) {
         }
       }
     }
-    // ViT length, with and without bias; causal and 'same'.
+    // ViT length, with and without bias; causal and 'same', both windows.
     for (bool reverse : {false, true}) {
       run_conv_case(2, 197, 64, 4, 3, reverse, true, dtype, rng, stats);
       run_conv_case(2, 197, 33, 3, 1, reverse, false, dtype, rng, stats);
+      run_conv_case(2, 197, 64, 7, 3, reverse, true, dtype, rng, stats);
     }
   }
   for (int d = 0; d < 2; ++d) {

@@ -31,7 +31,7 @@
 //                        warp's 16 channels with a transposing butterfly; no
 //                        atomics anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
-//                        backward with up to 4 taps is one fused pass: a thread
+//                        backward with up to 8 taps is one fused pass: a thread
 //                        walks a quarter of a sequence with a sliding window of
 //                        dy, writing dx and summing dweight and dbias, which are
 //                        then reduced over the block and the batch in a fixed
@@ -1156,15 +1156,16 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
   }
 }
 
-// The fused backward for up to kConvFusedMaxTaps taps (Mamba's convolution
-// has 4): one pass over x and dy writes dx and per-block partial sums of
-// dweight and dbias. A thread takes V neighbouring channels of batch n over
-// one chunk of the sequence (kConvBwdChunks chunks, each a multiple of kTile
-// steps), walking it in tiles of kTile scan steps m whose loads (dy_{m + pad}
-// and x_m) are issued together. A sliding window of the last
-// kConvFusedMaxTaps values of dy, win[i] = dy_{m + pad - (kMax - 1) + i},
-// gives at step m
-//   dx_m      = sum_j w[c, j] dy_{m - j + pad} = sum_j w[c, j] win[kMax - 1 - j]
+// The fused backward for up to kConvFusedMaxTaps taps: one pass over x and dy
+// writes dx and per-block partial sums of dweight and dbias. The kernel holds
+// a window of K taps (K = 4, Mamba's convolution, or 8, the conv mixer's 5 and
+// 7; the host takes the smaller that holds `taps`). A thread takes V
+// neighbouring channels of batch n over one chunk of the sequence
+// (kConvBwdChunks chunks, each a multiple of kTile steps), walking it in tiles
+// of kTile scan steps m whose loads (dy_{m + pad} and x_m) are issued
+// together. A sliding window of the last K values of dy,
+// win[i] = dy_{m + pad - (K - 1) + i}, gives at step m
+//   dx_m      = sum_j w[c, j] dy_{m - j + pad} = sum_j w[c, j] win[K - 1 - j]
 //               (j from the last tap down: the CPU's order of terms)
 //   dw_j     += x_m dy_{m - j + pad}
 // and each dy_k enters the window once (k = m + pad, plus the chunk's first
@@ -1175,16 +1176,26 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
 // The block's four chunks of the same channels are summed in shared memory in
 // chunk order; the per-batch rows are summed by conv_column_sum_kernel: a
 // fixed order throughout, no atomics.
-constexpr int kConvFusedMaxTaps = 4;
+constexpr int kConvFusedMaxTaps = 8;
 constexpr int kConvBwdChunks = 4;
 constexpr int kConvBwdThreads = 256;
 constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel groups per block
 
-template <typename T, int V>
-__global__ void __launch_bounds__(kConvBwdThreads, 3) conv_backward_fused_kernel(
+// Blocks per SM that the registers allow without spilling (ptxas -v, sm_90a).
+// The 4-tap window takes at most 80 registers: 3 blocks (the 85-register
+// bound). The 8-tap window takes 64 registers for single float channels: 4
+// blocks; 108 for double: 2 blocks. Pairs of float channels would take 108
+// too (and spill at 3 blocks), so the host runs the 8-tap window unpacked: 4
+// blocks of single channels keep as many bytes in flight as 2 blocks of pairs,
+// in twice the warps (a choice not yet measured). shared_sums takes at most
+// 13.5 KiB (8 taps, double).
+template <typename T, int V, int K>
+constexpr int kConvBwdBlocksPerSm = K <= 4 ? 3 : V * sizeof(T) == sizeof(float) ? 4 : 2;
+
+template <typename T, int V, int K>
+__global__ void __launch_bounds__(kConvBwdThreads, kConvBwdBlocksPerSm<T, V, K>) conv_backward_fused_kernel(
     const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, int taps, int pad_left,
     bool reverse, int chunk_steps, bool with_bias) {
-  constexpr int K = kConvFusedMaxTaps;
   __shared__ T shared_sums[kConvBwdChunks - 1][K + 1][V][kConvBwdGroups];
   const int groups = channels / V;
   const int local = threadIdx.x % kConvBwdGroups, chunk = threadIdx.x / kConvBwdGroups;
@@ -1332,6 +1343,35 @@ void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& 
   });
 }
 
+// Writes dx and the per-batch rows of dweight (and dbias) partial sums into
+// part: the fused kernel with the smallest window that holds the taps.
+template <typename T>
+void conv_backward_fused(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx, const Tensor& part,
+                         int64_t pad_left, bool reverse, bool with_bias) {
+  const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
+  check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
+  const int chunk_steps = static_cast<int>((length + kConvBwdChunks * kTile - 1) / (kConvBwdChunks * kTile) * kTile);
+  auto launch = [&](auto V, auto K) {
+    constexpr int kV = decltype(V)::value;
+    const dim3 grid(blocks_for(channels / kV, kConvBwdGroups), static_cast<unsigned>(batch));
+    conv_backward_fused_kernel<T, kV, decltype(K)::value><<<grid, kConvBwdThreads, 0, current_stream()>>>(
+        data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(dy), data_or_null<T>(dx),
+        data_or_null<T>(part), static_cast<int>(length), static_cast<int>(channels), static_cast<int>(taps),
+        static_cast<int>(pad_left), reverse, chunk_steps, with_bias);
+    CUDA_CHECK_LAUNCH();
+  };
+  using One = std::integral_constant<int, 1>;
+  using Pair = std::integral_constant<int, 2>;
+  using SmallWindow = std::integral_constant<int, 4>;  // Mamba's convolution
+  using LargeWindow = std::integral_constant<int, kConvFusedMaxTaps>;
+  if (taps > SmallWindow::value) return launch(One{}, LargeWindow{});  // unpacked: see kConvBwdBlocksPerSm
+  // Pairs of channels (8-byte accesses) when they fit: 4 would take too many registers.
+  if constexpr (std::is_same_v<T, float>) {
+    if (pack_width<T>(channels, {&x, &dy, &dx}) >= 2) return launch(Pair{}, SmallWindow{});
+  }
+  launch(One{}, SmallWindow{});
+}
+
 void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx,
                                     const Tensor& dweight, const Tensor& dbias, int64_t pad_left, bool reverse) {
   DeviceGuard guard(x);
@@ -1340,31 +1380,10 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
     if (taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
       // One fused pass (dx and per-batch partials), then one column sum.
-      check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
       const bool with_bias = dbias.defined();
       const int64_t columns = channels * taps + (with_bias ? channels : 0);
       Tensor part = scratch(batch * columns, x);
-      const int chunk_steps =
-          static_cast<int>((length + kConvBwdChunks * kTile - 1) / (kConvBwdChunks * kTile) * kTile);
-      // Pairs of channels (8-byte accesses) when they fit: 4 would take too many registers.
-      const bool pairs = std::is_same_v<T, float> && pack_width<T>(channels, {&x, &dy, &dx}) >= 2;
-      auto launch = [&](auto V) {
-        constexpr int kV = decltype(V)::value;
-        const dim3 grid(blocks_for(channels / kV, kConvBwdGroups), static_cast<unsigned>(batch));
-        conv_backward_fused_kernel<T, kV><<<grid, kConvBwdThreads, 0, current_stream()>>>(
-            data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(dy), data_or_null<T>(dx),
-            data_or_null<T>(part), static_cast<int>(length), static_cast<int>(channels), static_cast<int>(taps),
-            static_cast<int>(pad_left), reverse, chunk_steps, with_bias);
-        CUDA_CHECK_LAUNCH();
-      };
-      bool launched = false;
-      if constexpr (std::is_same_v<T, float>) {
-        if (pairs) {
-          launch(std::integral_constant<int, 2>{});
-          launched = true;
-        }
-      }
-      if (!launched) launch(std::integral_constant<int, 1>{});
+      conv_backward_fused<T>(x, weight, dy, dx, part, pad_left, reverse, with_bias);
       conv_column_sum_kernel<T><<<blocks_for(columns, kWarpSize), kWarpSize * kColumnSumSlices, 0, current_stream()>>>(
           data_or_null<const T>(part), batch, columns, channels * taps, data_or_null<T>(dweight),
           data_or_null<T>(dbias));
