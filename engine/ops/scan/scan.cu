@@ -769,9 +769,10 @@ struct StateGradSum {
 // the state entering every tile of kTile steps in global memory; then, tile by
 // tile from the last, the tile is replayed forward from its checkpoint into a
 // shared-memory window and walked back (the reverse step is
-// SelectiveScanCpu::backward, term for term). The window holds the state
-// entering each step but the first (the checkpoint, reread); the walk back
-// recomputes the state after a step from the one entering it.
+// SelectiveScanCpu::backward with its products regrouped). The window holds
+// the state entering each step but the first (the checkpoint, reread); the
+// state after a step, which dCm needs, is the one entering the step walked
+// back before it (after the tile's last step: the replay's final state).
 //
 // Grid (blocks of 64 channels, batch); lanes 2j and 2j + 1 of a block take
 // channel j's two halves of the states (above). A tile's x and dt go through
@@ -852,20 +853,25 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
       g_share[j] = live ? dy[at] : T(0);
     }
-    // Replay: window at(u) <- the state entering step k0 + u.
+    // Replay: window at(u) <- the state entering step k0 + u, for u = 1..7;
+    // h <- the state after step k0 + 7 (after the tile's last step: steps
+    // past the sequence are identity steps).
     {
       T a[kBackwardStates];
       load_checkpoint(checkpoint(k0), valid, h);
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
 #pragma unroll
-      for (int u = 0; u + 1 < kTile; ++u) {  // (identity steps past the sequence)
+      for (int u = 0; u < kTile; ++u) {
         selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+        if (u + 1 < kTile) {
 #pragma unroll
-        for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
+          for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
+        }
       }
     }
-    // Walk back.
+    // Walk back. h is the state after the step walked back (dCm's factor):
+    // the state entering the step walked back before it.
     T entering[kBackwardStates];
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
@@ -880,7 +886,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
-      T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
+      T dh_b = T(0), ddt_exponent = T(0);  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
       T b_row[kBackwardStates], c_row[kBackwardStates];
       StateGradSum<T> state_grads;
       load_row(tile.b[u] + first_state, b_row);
@@ -888,24 +894,25 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       // States past the group have zero rows and A, so every term below is
       // zero for them; at k = 0 the state entering the step (the first
       // checkpoint) is zero, so the decay's gradient vanishes there as in the
-      // CPU reference.
+      // CPU reference. The CPU's per-state terms dh step Bm (dx) and
+      // dh Bm x (ddt) share the factor dh Bm, summed once here.
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) {
         const T a = tile.a[i][threadIdx.x];
         const T prev_s = u > 0 ? window.at(u, i) : entering[i];
         const T decay = decay_of(step, a);
-        const T h_s = decay * prev_s + input * b_row[i];  // as selective_step
-        const T dC = g * h_s;
+        const T dC = g * h[i];
         dh[i] += g * c_row[i];  // dh[i] is now the full dL/dh_t[s]
-        const T d_exponent = dh[i] * prev_s * decay;  // dL/d(dt_t A[s])
+        dh_b += dh[i] * b_row[i];
+        state_grads.add(i, dC, dh[i] * input);  // dB
+        dh[i] *= decay;                         // on to dL/dh_prev
+        const T d_exponent = dh[i] * prev_s;    // dL/d(dt_t A[s])
         dA[i] += d_exponent * step;
         ddt_exponent += d_exponent * a;  // A[s] up to decay_exponent_scale, undone below
-        ddt_sum += dh[i] * b_row[i] * x;
-        state_grads.add(i, dC, dh[i] * step * x);  // dB
-        dx_sum += dh[i] * step * b_row[i];
-        dh[i] *= decay;  // on to dL/dh_prev
+        h[i] = prev_s;
       }
-      ddt_sum += decay_exponent_unscale(ddt_exponent);
+      const T dx_sum = d * g + dh_b * step;
+      const T ddt_sum = dh_b * x + decay_exponent_unscale(ddt_exponent);
       // One shuffle combines both sums: part 0 sends its ddt and gets part
       // 1's dx, part 1 the other way round; each adds part 0's term first.
       const T mine = part == 0 ? dx_sum : ddt_sum;
