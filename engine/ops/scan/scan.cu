@@ -26,7 +26,8 @@
 //                        per tile, replaying each tile into a shared-memory
 //                        window), walks each tile back with its x, dt and rows
 //                        in shared memory, and reduces dBm and dCm over the
-//                        warp's 16 channels with a transposing butterfly; no
+//                        warp's 16 channels by a transpose through the part of
+//                        the window that the walk has read; no
 //                        atomics anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
 //                        backward with up to 4 taps is one fused pass: a thread
@@ -665,7 +666,7 @@ struct BackwardShared {
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
   T x[kBackwardLaneSteps][kSelectiveBackwardThreads];
   T dt[kBackwardLaneSteps][kSelectiveBackwardThreads];
-  T a[kBackwardStates][kSelectiveBackwardThreads];  // scaled A of the thread's states
+  Pack<T, 4> a[kBackwardStates / 4][kSelectiveBackwardThreads];  // scaled A of the thread's states, by chunks of 4
 
   __device__ void store(const BackwardTileFetch<T>& fetched) {
     __syncthreads();  // everyone is done with the previous tile
@@ -682,6 +683,13 @@ struct BackwardShared {
   // the same word; a warp reads 16 words two apart, one per bank).
   __device__ T x_at(int u) const { return x[u / kBackwardSplit][owner_of(u)]; }
   __device__ T dt_at(int u) const { return dt[u / kBackwardSplit][owner_of(u)]; }
+  __device__ void load_a(T (&out)[kBackwardStates]) const {
+#pragma unroll
+    for (int k = 0; k < kBackwardStates / 4; ++k) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) out[4 * k + i] = a[k][threadIdx.x].v[i];
+    }
+  }
   __device__ static int owner_of(int u) {
     return threadIdx.x / kBackwardSplit * kBackwardSplit + u % kBackwardSplit;
   }
@@ -695,18 +703,38 @@ __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int
   return __shfl_sync(kFullMask, share[u / kBackwardSplit], u % kBackwardSplit, kBackwardSplit);
 }
 
-// The states of the tile being walked back, one column per thread of the
-// block (dynamic shared memory; consecutive threads, consecutive words):
-// at(u, i) holds state first_state + i entering step k0 + u, for u = 1..7
-// (the state entering step k0 is the tile's checkpoint).
+// The states of the tile being walked back (dynamic shared memory), in a
+// region per warp: slot u = 1..7 holds the states entering step k0 + u (the
+// state entering step k0 is the tile's checkpoint) as two chunks of 4 states
+// per lane, each chunk's 32 lanes contiguous: one conflict-free vector access
+// per chunk. Once the walk back has read a slot, the warp's sums of dBm and
+// dCm reuse it (WarpStateSum: a slot is 16 x 16 words).
+constexpr int kWindowSlots = kTile - 1;
+constexpr int kSlotWords = kBackwardStates * kWarpSize;
+static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
+
 template <typename T>
 struct StateWindow {
-  T* base;
-  __device__ T& at(int u, int i) const {
-    return base[((u - 1) * kBackwardStates + i) * kSelectiveBackwardThreads + threadIdx.x];
+  T* region;  // the warp's
+
+  __device__ explicit StateWindow(T* window) : region(window + threadIdx.x / kWarpSize * kWindowSlots * kSlotWords) {}
+  __device__ T* slot(int u) const { return region + (u - 1) * kSlotWords; }
+  __device__ void store(int u, const T (&h)[kBackwardStates]) const {
+#pragma unroll
+    for (int k = 0; k < kBackwardStates / 4; ++k) {
+      store_pack(lane_chunk(u, k), Pack<T, 4>{{h[4 * k], h[4 * k + 1], h[4 * k + 2], h[4 * k + 3]}});
+    }
   }
+  __device__ void load(int u, T (&h)[kBackwardStates]) const {
+#pragma unroll
+    for (int k = 0; k < kBackwardStates / 4; ++k) {
+      const Pack<T, 4> chunk = load_pack<T, 4>(lane_chunk(u, k));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) h[4 * k + i] = chunk.v[i];
+    }
+  }
+  __device__ T* lane_chunk(int u, int k) const { return slot(u) + (k * kWarpSize + threadIdx.x % kWarpSize) * 4; }
 };
-constexpr int kWindowSlots = kTile - 1;
 
 // A lane's checkpoint (zero for a lane past the channels).
 template <typename T>
@@ -719,48 +747,44 @@ __device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[
   }
 }
 
-// dBm and dCm of one step summed over the warp's 16 channels, for each half
-// of the states, by one transposing butterfly. Lane l = 2j + part holds 16
-// values of channel j: v[i] = dC[i] and v[8 + i] = dB[i], for state
-// part * 8 + i. The rounds pair lanes across the xor offsets 16, 8, 4, 2 (never
-// 1: the two parts are summed apart); at offset 2h the lane with that bit set
-// keeps values h..2h-1, its partner values 0..h-1, and each adds what the
-// partner sends of the half it keeps (8 + 4 + 2 + 1 shuffles, in a fixed
-// order). Afterwards lane l holds the total of value l / 2 of its part:
-//   lanes  0..15  dCm of state (l % 2) * 8 + l / 2
-//   lanes 16..31  dBm of state (l % 2) * 8 + l / 2 - 8
-// so the warp writes each row's 16 dCm and 16 dBm once. The first round pairs
-// dC[i] with dB[i], so add() runs it state by state as the walk back produces
-// them (8 values live rather than 16); finish() runs the other three.
-template <typename T>
-struct StateGradSum {
-  static_assert(2 * kBackwardStates == kBackwardWarpChannels, "one value per lane of a part after the butterfly");
-  T v[kBackwardStates];
+// dBm or dCm of one step summed over the warp's 16 channels, through a
+// warp-private [16][16] buffer in shared memory (a transpose: ~20
+// instructions per lane, where a butterfly of shuffles takes twice that, half
+// of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
+// part * 8 + 7 of channel j) in row j; then lane l sums column l % 16 (state
+// l % 16 of the group) over the rows of parity l / 16, and lanes l and l ^ 16
+// add their two halves, the even rows' first: a fixed order. In rows with bit
+// 1 set the two 4-word chunks of a lane trade places, so the vector stores (8
+// lanes at a time) and the column reads (rows 2r and 2r + 1 at once) each hit
+// every bank once. The offsets are the lane's, in words from the buffer.
+struct WarpStateSum {
+  static constexpr int kRow = kStateGroup;  // words per row: a column per state of the group
+  static_assert(kBackwardStates == 8 && kRow == 2 * kBackwardStates, "a lane's values are two 4-word chunks");
+  int first_chunk, second_chunk;  // where the lane's values 0..3 and 4..7 go
+  int column, swapped_column;     // its column in row l / 16, in the same row with the chunks swapped
 
-  __device__ __forceinline__ void add(int i, T dC, T dB) {
-    constexpr int offset = kBackwardSplit * kBackwardStates;  // 16
-    const bool upper = threadIdx.x & offset;
-    v[i] = (upper ? dB : dC) + __shfl_xor_sync(kFullMask, upper ? dC : dB, offset);
+  __device__ WarpStateSum() {
+    const int lane = threadIdx.x % kWarpSize, j = lane / kBackwardSplit, part = lane % kBackwardSplit;
+    const int swap = j >> 1 & 1;
+    first_chunk = j * kRow + 4 * (kBackwardSplit * part + swap);
+    second_chunk = j * kRow + 4 * (kBackwardSplit * part + (swap ^ 1));
+    column = lane / kRow * kRow + lane % kRow;
+    swapped_column = column ^ 4;
   }
 
-  // Writes element s of dC_row or dB_row (only when `write`: a warp wholly
-  // past the channels has no row).
-  __device__ __forceinline__ void finish(T* dC_row, T* dB_row, int live, bool write) {
-    const int lane = threadIdx.x % kWarpSize;
+  // The sum over the warp's channels of v for state l % 16, on lanes l and
+  // l ^ 16. The whole warp calls it.
+  template <typename T>
+  __device__ __forceinline__ T sum(T* buffer, const T (&v)[kBackwardStates]) const {
+    __syncwarp();  // the warp is done with what the buffer held
+    store_pack(buffer + first_chunk, Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
+    store_pack(buffer + second_chunk, Pack<T, 4>{{v[4], v[5], v[6], v[7]}});
+    __syncwarp();
+    T half = buffer[column];
 #pragma unroll
-    for (int half = kBackwardStates / 2; half > 0; half /= 2) {
-      const int offset = kBackwardSplit * half;
-      const bool upper = lane & offset;
-#pragma unroll
-      for (int i = 0; i < half; ++i) {
-        const T keep = upper ? v[i + half] : v[i];
-        const T send = upper ? v[i] : v[i + half];
-        v[i] = keep + __shfl_xor_sync(kFullMask, send, offset);
-      }
-    }
-    const int value = lane / kBackwardSplit;
-    const int s = lane % kBackwardSplit * kBackwardStates + value % kBackwardStates;
-    if (write && s < live) (value < kBackwardStates ? dC_row : dB_row)[s] = v[0];
+    for (int r = 1; r < kBackwardWarpChannels / 2; ++r) half += buffer[(r & 1 ? swapped_column : column) + 2 * r * kRow];
+    const T other = __shfl_xor_sync(kFullMask, half, kRow);
+    return threadIdx.x & kRow ? other + half : half + other;
   }
 };
 
@@ -795,7 +819,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
   extern __shared__ unsigned char window_bytes[];
   __shared__ BackwardShared<T> tile;
-  const StateWindow<T> window{reinterpret_cast<T*>(window_bytes)};
+  const StateWindow<T> window(reinterpret_cast<T*>(window_bytes));
   const int part = threadIdx.x % kBackwardSplit, first_state = part * kBackwardStates;
   const int channel = threadIdx.x / kBackwardSplit;  // c - c0
   const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels), c = c0 + channel;
@@ -815,7 +839,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
     for (int i = 0; i < kBackwardStates; ++i) {
-      tile.a[i][threadIdx.x] = scaled_a[i];  // for pass 2 (read by this thread only)
+      tile.a[i / 4][threadIdx.x].v[i % 4] = scaled_a[i];  // for pass 2 (read by this thread only)
       h[i] = T(0);
     }
     BackwardTileFetch<T> next;
@@ -839,7 +863,13 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
   T dD = T(0);
   const T d = valid && p.first_group() && part == 0 ? p.D[c] : T(0);  // D x enters dx once, on part 0
+  // The warp's sums of dCm (lanes 0..15) and dBm (lanes 16..31), one state each.
+  const WarpStateSum state_sum;
+  const int lane = threadIdx.x % kWarpSize;
   const int64_t warp = c0 / kBackwardWarpChannels + threadIdx.x / kWarpSize;  // in the batch row
+  const StepWalk state_rows = p.walk((n * L * q.warps + warp) * p.state, q.warps * p.state);
+  T* const state_sum_out = (lane < kStateGroup ? q.dC_part : q.dB_part) + p.group_begin + lane % kStateGroup;
+  const bool writes_state_sum = warp < q.warps && lane % kStateGroup < p.group_size();
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
   next.fetch(p, block, last_tile, valid);
@@ -859,36 +889,40 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     {
       T a[kBackwardStates];
       load_checkpoint(checkpoint(k0), valid, h);
-#pragma unroll
-      for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
+      tile.load_a(a);
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
         selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
-        if (u + 1 < kTile) {
-#pragma unroll
-          for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
-        }
+        if (u + 1 < kTile) window.store(u + 1, h);
       }
     }
     // Walk back. h is the state after the step walked back (dCm's factor):
     // the state entering the step walked back before it.
-    T entering[kBackwardStates];
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch, and the reread of the checkpoint for step 0,
-      // wait until only steps 0 and 1 are left: the registers of the shares
-      // of dy are free by then, and step 1 covers the loads' latency.
-      if (u == kBackwardSplit - 1) {
-        next.fetch(p, block, k0 - kTile, valid);
-        load_checkpoint(checkpoint(k0), valid, entering);
-      }
+      // The next tile's fetch waits until only steps 0 and 1 are left: the
+      // registers of the shares of dy are free by then, and step 1 covers the
+      // loads' latency. (Step 0 rereads its checkpoint in place: loaded
+      // during step 1, its registers spilled.)
+      if (u == kBackwardSplit - 1) next.fetch(p, block, k0 - kTile, valid);
       // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
+      T prev[kBackwardStates];  // the state entering the step
+      if (u > 0) {
+        window.load(u, prev);
+      } else {
+        load_checkpoint(checkpoint(k0), valid, prev);
+      }
+      T* const sums = window.slot(u > 0 ? u : 1);  // read: the sums' buffer
+      T grads[kBackwardStates];                    // dCm, then dBm, of the lane's states
+#pragma unroll
+      for (int i = 0; i < kBackwardStates; ++i) grads[i] = g * h[i];
+      const T dC = state_sum.sum(sums, grads);
       T dh_b = T(0), ddt_exponent = T(0);  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
-      T b_row[kBackwardStates], c_row[kBackwardStates];
-      StateGradSum<T> state_grads;
+      T a[kBackwardStates], b_row[kBackwardStates], c_row[kBackwardStates];
+      tile.load_a(a);
       load_row(tile.b[u] + first_state, b_row);
       load_row(tile.c[u] + first_state, c_row);
       // States past the group have zero rows and A, so every term below is
@@ -898,19 +932,17 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       // dh Bm x (ddt) share the factor dh Bm, summed once here.
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) {
-        const T a = tile.a[i][threadIdx.x];
-        const T prev_s = u > 0 ? window.at(u, i) : entering[i];
-        const T decay = decay_of(step, a);
-        const T dC = g * h[i];
+        const T decay = decay_of(step, a[i]);
         dh[i] += g * c_row[i];  // dh[i] is now the full dL/dh_t[s]
         dh_b += dh[i] * b_row[i];
-        state_grads.add(i, dC, dh[i] * input);  // dB
-        dh[i] *= decay;                         // on to dL/dh_prev
-        const T d_exponent = dh[i] * prev_s;    // dL/d(dt_t A[s])
+        grads[i] = dh[i] * input;              // dB
+        dh[i] *= decay;                        // on to dL/dh_prev
+        const T d_exponent = dh[i] * prev[i];  // dL/d(dt_t A[s])
         dA[i] += d_exponent * step;
-        ddt_exponent += d_exponent * a;  // A[s] up to decay_exponent_scale, undone below
-        h[i] = prev_s;
+        ddt_exponent += d_exponent * a[i];  // A[s] up to decay_exponent_scale, undone below
+        h[i] = prev[i];
       }
+      const T dB = state_sum.sum(sums, grads);
       const T dx_sum = d * g + dh_b * step;
       const T ddt_sum = dh_b * x + decay_exponent_unscale(ddt_exponent);
       // One shuffle combines both sums: part 0 sends its ddt and gets part
@@ -918,9 +950,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const T mine = part == 0 ? dx_sum : ddt_sum;
       const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
       const T total = part == 0 ? mine + other : other + mine;
-      const int64_t t = time_at(k0 + u, L, p.reverse);
-      const int64_t part_at = ((n * L + t) * q.warps + warp) * p.state + p.group_begin;
-      state_grads.finish(q.dC_part + part_at, q.dB_part + part_at, p.group_size(), warp < q.warps);
+      if (writes_state_sum) state_sum_out[state_rows.at(k0 + u)] = lane < kStateGroup ? dC : dB;
       if (valid) {
         T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
         dst = p.first_group() ? total : dst + total;
