@@ -649,7 +649,9 @@ struct BackwardTileFetch {
     }
     const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
     const bool live = k0 >= 0 && s < p.group_size() && u < block.length - k0;
-    const int64_t at = block.rows.at(k0) + (u * block.rows.stride + s);
+    // (The offset from the first row in 32 bits, L S being checked to fit
+    // an int on the host: 64-bit offsets take registers the walk back needs.)
+    const int64_t at = block.rows.first + ((k0 + u) * block.rows.stride + s);
     b = live ? p.Bm[at] : T(0);
     c = live ? p.Cm[at] : T(0);
   }
@@ -705,10 +707,11 @@ __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int
 
 // The states of the tile being walked back (dynamic shared memory), in a
 // region per warp: slot u = 1..7 holds the states entering step k0 + u (the
-// state entering step k0 is the tile's checkpoint) as two chunks of 4 states
-// per lane, each chunk's 32 lanes contiguous: one conflict-free vector access
-// per chunk. Once the walk back has read a slot, the warp's sums of dBm and
-// dCm reuse it (WarpStateSum: a slot is 16 x 16 words).
+// state entering step k0 is the tile's checkpoint), state by state, the
+// warp's 32 lanes contiguous. (As 4-word vectors, one access per 4 states,
+// the walk back spills at 80 registers.) Once the walk back has read a slot,
+// the warp's sums of dBm and dCm reuse it (WarpStateSum: a slot is 16 x 16
+// words).
 constexpr int kWindowSlots = kTile - 1;
 constexpr int kSlotWords = kBackwardStates * kWarpSize;
 static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
@@ -721,19 +724,12 @@ struct StateWindow {
   __device__ T* slot(int u) const { return region + (u - 1) * kSlotWords; }
   __device__ void store(int u, const T (&h)[kBackwardStates]) const {
 #pragma unroll
-    for (int k = 0; k < kBackwardStates / 4; ++k) {
-      store_pack(lane_chunk(u, k), Pack<T, 4>{{h[4 * k], h[4 * k + 1], h[4 * k + 2], h[4 * k + 3]}});
-    }
+    for (int i = 0; i < kBackwardStates; ++i) slot(u)[i * kWarpSize + threadIdx.x % kWarpSize] = h[i];
   }
   __device__ void load(int u, T (&h)[kBackwardStates]) const {
 #pragma unroll
-    for (int k = 0; k < kBackwardStates / 4; ++k) {
-      const Pack<T, 4> chunk = load_pack<T, 4>(lane_chunk(u, k));
-#pragma unroll
-      for (int i = 0; i < 4; ++i) h[4 * k + i] = chunk.v[i];
-    }
+    for (int i = 0; i < kBackwardStates; ++i) h[i] = slot(u)[i * kWarpSize + threadIdx.x % kWarpSize];
   }
-  __device__ T* lane_chunk(int u, int k) const { return slot(u) + (k * kWarpSize + threadIdx.x % kWarpSize) * 4; }
 };
 
 // A lane's checkpoint (zero for a lane past the channels).
@@ -756,33 +752,30 @@ __device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[
 // add their two halves, the even rows' first: a fixed order. In rows with bit
 // 1 set the two 4-word chunks of a lane trade places, so the vector stores (8
 // lanes at a time) and the column reads (rows 2r and 2r + 1 at once) each hit
-// every bank once. The offsets are the lane's, in words from the buffer.
+// every bank once.
 struct WarpStateSum {
   static constexpr int kRow = kStateGroup;  // words per row: a column per state of the group
-  static_assert(kBackwardStates == 8 && kRow == 2 * kBackwardStates, "a lane's values are two 4-word chunks");
-  int first_chunk, second_chunk;  // where the lane's values 0..3 and 4..7 go
-  int column, swapped_column;     // its column in row l / 16, in the same row with the chunks swapped
+  static_assert(kBackwardStates == 8 && kRow == 2 * kBackwardStates && kRow * 2 == kWarpSize,
+                "a lane's values are two 4-word chunks; lane l's column starts at word l");
+  int first_chunk;  // where the lane's values 0..3 go (values 4..7: first_chunk ^ 4)
 
   __device__ WarpStateSum() {
     const int lane = threadIdx.x % kWarpSize, j = lane / kBackwardSplit, part = lane % kBackwardSplit;
-    const int swap = j >> 1 & 1;
-    first_chunk = j * kRow + 4 * (kBackwardSplit * part + swap);
-    second_chunk = j * kRow + 4 * (kBackwardSplit * part + (swap ^ 1));
-    column = lane / kRow * kRow + lane % kRow;
-    swapped_column = column ^ 4;
+    first_chunk = j * kRow + 4 * (kBackwardSplit * part + (j >> 1 & 1));
   }
 
   // The sum over the warp's channels of v for state l % 16, on lanes l and
   // l ^ 16. The whole warp calls it.
   template <typename T>
   __device__ __forceinline__ T sum(T* buffer, const T (&v)[kBackwardStates]) const {
-    __syncwarp();  // the warp is done with what the buffer held
+    const int column = threadIdx.x % kWarpSize;  // in row l / 16: lane l's
+    __syncwarp();                                // the warp is done with what the buffer held
     store_pack(buffer + first_chunk, Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
-    store_pack(buffer + second_chunk, Pack<T, 4>{{v[4], v[5], v[6], v[7]}});
+    store_pack(buffer + (first_chunk ^ 4), Pack<T, 4>{{v[4], v[5], v[6], v[7]}});
     __syncwarp();
     T half = buffer[column];
 #pragma unroll
-    for (int r = 1; r < kBackwardWarpChannels / 2; ++r) half += buffer[(r & 1 ? swapped_column : column) + 2 * r * kRow];
+    for (int r = 1; r < kBackwardWarpChannels / 2; ++r) half += buffer[(r & 1 ? column ^ 4 : column) + 2 * r * kRow];
     const T other = __shfl_xor_sync(kFullMask, half, kRow);
     return threadIdx.x & kRow ? other + half : half + other;
   }
@@ -823,8 +816,9 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   const int part = threadIdx.x % kBackwardSplit, first_state = part * kBackwardStates;
   const int channel = threadIdx.x / kBackwardSplit;  // c - c0
   const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels), c = c0 + channel;
-  const bool valid = c < p.channels;
-  const int L = static_cast<int>(p.length);  // (checked on the host)
+  const int block_channels = static_cast<int>(std::min<int64_t>(p.channels - c0, kBackwardBlockChannels));
+  const bool valid = channel < block_channels;  // (from block-wide values: cheap to recompute where needed)
+  const int L = static_cast<int>(p.length);     // (checked on the host)
   const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L};
   // The lane's checkpoint of the tile at k0: its 8 states, contiguous (two
   // vector accesses; one address per tile).
@@ -867,8 +861,9 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   const WarpStateSum state_sum;
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp = c0 / kBackwardWarpChannels + threadIdx.x / kWarpSize;  // in the batch row
-  const StepWalk state_rows = p.walk((n * L * q.warps + warp) * p.state, q.warps * p.state);
-  T* const state_sum_out = (lane < kStateGroup ? q.dC_part : q.dB_part) + p.group_begin + lane % kStateGroup;
+  const StepWalk state_rows = p.walk((n * L * q.warps + warp) * p.state + p.group_begin + lane % kStateGroup,
+                                     q.warps * p.state);
+  T* const state_sums_part = lane < kStateGroup ? q.dC_part : q.dB_part;
   const bool writes_state_sum = warp < q.warps && lane % kStateGroup < p.group_size();
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
@@ -900,11 +895,11 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // the state entering the step walked back before it.
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch waits until only steps 0 and 1 are left: the
-      // registers of the shares of dy are free by then, and step 1 covers the
-      // loads' latency. (Step 0 rereads its checkpoint in place: loaded
-      // during step 1, its registers spilled.)
-      if (u == kBackwardSplit - 1) next.fetch(p, block, k0 - kTile, valid);
+      // The next tile's fetch waits until only step 0 is left: the registers
+      // of the shares of dy are free by then, and step 0 covers some of the
+      // loads' latency. (Earlier, or with step 0's checkpoint reread early
+      // rather than in place, the walk back spills at 80 registers.)
+      if (u == 0) next.fetch(p, block, k0 - kTile, valid);
       // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
@@ -950,7 +945,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const T mine = part == 0 ? dx_sum : ddt_sum;
       const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
       const T total = part == 0 ? mine + other : other + mine;
-      if (writes_state_sum) state_sum_out[state_rows.at(k0 + u)] = lane < kStateGroup ? dC : dB;
+      if (writes_state_sum) state_sums_part[state_rows.at(k0 + u)] = lane < kStateGroup ? dC : dB;
       if (valid) {
         T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
         dst = p.first_group() ? total : dst + total;
@@ -992,7 +987,9 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
                                bool reverse) {
   const SelectiveArgs<T> args = selective_args<T>(in, reverse);
   const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state;
-  check(L <= INT32_MAX - kTile, "selective_scan (cuda): length {} is beyond the backward's step counters", L);
+  check(L <= INT32_MAX - kTile && L * S <= INT32_MAX - kTile * S,
+        "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
+        "32-bit offsets", L, L, S);
   const int64_t tiles = (L + kTile - 1) / kTile;
   const int64_t warps = (C + kBackwardWarpChannels - 1) / kBackwardWarpChannels;  // per batch row
   Tensor dB_part = scratch(B * L * warps * S, in.x), dC_part = scratch(B * L * warps * S, in.x);
