@@ -28,7 +28,8 @@
 //                        per tile, replaying each tile into a shared-memory
 //                        window), walks each tile back with its x, dt and rows
 //                        in shared memory, and reduces dBm and dCm over the
-//                        warp's 16 channels with a transposing butterfly; no
+//                        warp's 16 channels by a transpose through the part of
+//                        the window that the walk has read; no
 //                        atomics anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
 //                        backward with up to 8 taps is one fused pass: a thread
@@ -701,7 +702,9 @@ struct BackwardTileFetch {
     }
     const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
     const bool live = k0 >= 0 && s < p.group_size() && u < block.length - k0;
-    const int64_t at = block.rows.at(k0) + (u * block.rows.stride + s);
+    // (The offset from the first row in 32 bits, L S being checked to fit
+    // an int on the host: 64-bit offsets take registers the walk back needs.)
+    const int64_t at = block.rows.first + ((k0 + u) * block.rows.stride + s);
     b = live ? p.Bm[at] : T(0);
     c = live ? p.Cm[at] : T(0);
   }
@@ -718,7 +721,7 @@ struct BackwardShared {
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
   T x[kBackwardLaneSteps][kSelectiveBackwardThreads];
   T dt[kBackwardLaneSteps][kSelectiveBackwardThreads];
-  T a[kBackwardStates][kSelectiveBackwardThreads];  // scaled A of the thread's states
+  Pack<T, 4> a[kBackwardStates / 4][kSelectiveBackwardThreads];  // scaled A of the thread's states, by chunks of 4
 
   __device__ void store(const BackwardTileFetch<T>& fetched) {
     __syncthreads();  // everyone is done with the previous tile
@@ -735,6 +738,13 @@ struct BackwardShared {
   // the same word; a warp reads 16 words two apart, one per bank).
   __device__ T x_at(int u) const { return x[u / kBackwardSplit][owner_of(u)]; }
   __device__ T dt_at(int u) const { return dt[u / kBackwardSplit][owner_of(u)]; }
+  __device__ void load_a(T (&out)[kBackwardStates]) const {
+#pragma unroll
+    for (int k = 0; k < kBackwardStates / 4; ++k) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) out[4 * k + i] = a[k][threadIdx.x].v[i];
+    }
+  }
   __device__ static int owner_of(int u) {
     return threadIdx.x / kBackwardSplit * kBackwardSplit + u % kBackwardSplit;
   }
@@ -748,18 +758,32 @@ __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int
   return __shfl_sync(kFullMask, share[u / kBackwardSplit], u % kBackwardSplit, kBackwardSplit);
 }
 
-// The states of the tile being walked back, one column per thread of the
-// block (dynamic shared memory; consecutive threads, consecutive words):
-// at(u, i) holds state first_state + i entering step k0 + u, for u = 1..7
-// (the state entering step k0 is the tile's checkpoint).
+// The states of the tile being walked back (dynamic shared memory), in a
+// region per warp: slot u = 1..7 holds the states entering step k0 + u (the
+// state entering step k0 is the tile's checkpoint), state by state, the
+// warp's 32 lanes contiguous. (As 4-word vectors, one access per 4 states,
+// the walk back spills at 80 registers.) Once the walk back has read a slot,
+// the warp's sums of dBm and dCm reuse it (WarpStateSum: a slot is 16 x 16
+// words).
+constexpr int kWindowSlots = kTile - 1;
+constexpr int kSlotWords = kBackwardStates * kWarpSize;
+static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
+
 template <typename T>
 struct StateWindow {
-  T* base;
-  __device__ T& at(int u, int i) const {
-    return base[((u - 1) * kBackwardStates + i) * kSelectiveBackwardThreads + threadIdx.x];
+  T* region;  // the warp's
+
+  __device__ explicit StateWindow(T* window) : region(window + threadIdx.x / kWarpSize * kWindowSlots * kSlotWords) {}
+  __device__ T* slot(int u) const { return region + (u - 1) * kSlotWords; }
+  __device__ void store(int u, const T (&h)[kBackwardStates]) const {
+#pragma unroll
+    for (int i = 0; i < kBackwardStates; ++i) slot(u)[i * kWarpSize + threadIdx.x % kWarpSize] = h[i];
+  }
+  __device__ void load(int u, T (&h)[kBackwardStates]) const {
+#pragma unroll
+    for (int i = 0; i < kBackwardStates; ++i) h[i] = slot(u)[i * kWarpSize + threadIdx.x % kWarpSize];
   }
 };
-constexpr int kWindowSlots = kTile - 1;
 
 // A lane's checkpoint (zero for a lane past the channels).
 template <typename T>
@@ -772,48 +796,41 @@ __device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[
   }
 }
 
-// dBm and dCm of one step summed over the warp's 16 channels, for each half
-// of the states, by one transposing butterfly. Lane l = 2j + part holds 16
-// values of channel j: v[i] = dC[i] and v[8 + i] = dB[i], for state
-// part * 8 + i. The rounds pair lanes across the xor offsets 16, 8, 4, 2 (never
-// 1: the two parts are summed apart); at offset 2h the lane with that bit set
-// keeps values h..2h-1, its partner values 0..h-1, and each adds what the
-// partner sends of the half it keeps (8 + 4 + 2 + 1 shuffles, in a fixed
-// order). Afterwards lane l holds the total of value l / 2 of its part:
-//   lanes  0..15  dCm of state (l % 2) * 8 + l / 2
-//   lanes 16..31  dBm of state (l % 2) * 8 + l / 2 - 8
-// so the warp writes each row's 16 dCm and 16 dBm once. The first round pairs
-// dC[i] with dB[i], so add() runs it state by state as the walk back produces
-// them (8 values live rather than 16); finish() runs the other three.
-template <typename T>
-struct StateGradSum {
-  static_assert(2 * kBackwardStates == kBackwardWarpChannels, "one value per lane of a part after the butterfly");
-  T v[kBackwardStates];
+// dBm or dCm of one step summed over the warp's 16 channels, through a
+// warp-private [16][16] buffer in shared memory (a transpose: ~20
+// instructions per lane, where a butterfly of shuffles takes twice that, half
+// of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
+// part * 8 + 7 of channel j) in row j; then lane l sums column l % 16 (state
+// l % 16 of the group) over the rows of parity l / 16, and lanes l and l ^ 16
+// add their two halves, the even rows' first: a fixed order. In rows with bit
+// 1 set the two 4-word chunks of a lane trade places, so the vector stores (8
+// lanes at a time) and the column reads (rows 2r and 2r + 1 at once) each hit
+// every bank once.
+struct WarpStateSum {
+  static constexpr int kRow = kStateGroup;  // words per row: a column per state of the group
+  static_assert(kBackwardStates == 8 && kRow == 2 * kBackwardStates && kRow * 2 == kWarpSize,
+                "a lane's values are two 4-word chunks; lane l's column starts at word l");
+  int first_chunk;  // where the lane's values 0..3 go (values 4..7: first_chunk ^ 4)
 
-  __device__ __forceinline__ void add(int i, T dC, T dB) {
-    constexpr int offset = kBackwardSplit * kBackwardStates;  // 16
-    const bool upper = threadIdx.x & offset;
-    v[i] = (upper ? dB : dC) + __shfl_xor_sync(kFullMask, upper ? dC : dB, offset);
+  __device__ WarpStateSum() {
+    const int lane = threadIdx.x % kWarpSize, j = lane / kBackwardSplit, part = lane % kBackwardSplit;
+    first_chunk = j * kRow + 4 * (kBackwardSplit * part + (j >> 1 & 1));
   }
 
-  // Writes element s of dC_row or dB_row (only when `write`: a warp wholly
-  // past the channels has no row).
-  __device__ __forceinline__ void finish(T* dC_row, T* dB_row, int live, bool write) {
-    const int lane = threadIdx.x % kWarpSize;
+  // The sum over the warp's channels of v for state l % 16, on lanes l and
+  // l ^ 16. The whole warp calls it.
+  template <typename T>
+  __device__ __forceinline__ T sum(T* buffer, const T (&v)[kBackwardStates]) const {
+    const int column = threadIdx.x % kWarpSize;  // in row l / 16: lane l's
+    __syncwarp();                                // the warp is done with what the buffer held
+    store_pack(buffer + first_chunk, Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
+    store_pack(buffer + (first_chunk ^ 4), Pack<T, 4>{{v[4], v[5], v[6], v[7]}});
+    __syncwarp();
+    T half = buffer[column];
 #pragma unroll
-    for (int half = kBackwardStates / 2; half > 0; half /= 2) {
-      const int offset = kBackwardSplit * half;
-      const bool upper = lane & offset;
-#pragma unroll
-      for (int i = 0; i < half; ++i) {
-        const T keep = upper ? v[i + half] : v[i];
-        const T send = upper ? v[i] : v[i + half];
-        v[i] = keep + __shfl_xor_sync(kFullMask, send, offset);
-      }
-    }
-    const int value = lane / kBackwardSplit;
-    const int s = lane % kBackwardSplit * kBackwardStates + value % kBackwardStates;
-    if (write && s < live) (value < kBackwardStates ? dC_row : dB_row)[s] = v[0];
+    for (int r = 1; r < kBackwardWarpChannels / 2; ++r) half += buffer[(r & 1 ? column ^ 4 : column) + 2 * r * kRow];
+    const T other = __shfl_xor_sync(kFullMask, half, kRow);
+    return threadIdx.x & kRow ? other + half : half + other;
   }
 };
 
@@ -822,9 +839,10 @@ struct StateGradSum {
 // the state entering every tile of kTile steps in global memory; then, tile by
 // tile from the last, the tile is replayed forward from its checkpoint into a
 // shared-memory window and walked back (the reverse step is
-// SelectiveScanCpu::backward, term for term). The window holds the state
-// entering each step but the first (the checkpoint, reread); the walk back
-// recomputes the state after a step from the one entering it.
+// SelectiveScanCpu::backward with its products regrouped). The window holds
+// the state entering each step but the first (the checkpoint, reread); the
+// state after a step, which dCm needs, is the one entering the step walked
+// back before it (after the tile's last step: the replay's final state).
 //
 // Grid (blocks of 64 channels, batch); lanes 2j and 2j + 1 of a block take
 // channel j's two halves of the states (above). A tile's x and dt go through
@@ -847,12 +865,13 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
   extern __shared__ unsigned char window_bytes[];
   __shared__ BackwardShared<T> tile;
-  const StateWindow<T> window{reinterpret_cast<T*>(window_bytes)};
+  const StateWindow<T> window(reinterpret_cast<T*>(window_bytes));
   const int part = threadIdx.x % kBackwardSplit, first_state = part * kBackwardStates;
   const int channel = threadIdx.x / kBackwardSplit;  // c - c0
   const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels), c = c0 + channel;
-  const bool valid = c < p.channels;
-  const int L = static_cast<int>(p.length);  // (checked on the host)
+  const int block_channels = static_cast<int>(std::min<int64_t>(p.channels - c0, kBackwardBlockChannels));
+  const bool valid = channel < block_channels;  // (from block-wide values: cheap to recompute where needed)
+  const int L = static_cast<int>(p.length);     // (checked on the host)
   const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L};
   // The lane's checkpoint of the tile at k0: its 8 states, contiguous (two
   // vector accesses; one address per tile).
@@ -867,7 +886,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
     for (int i = 0; i < kBackwardStates; ++i) {
-      tile.a[i][threadIdx.x] = scaled_a[i];  // for pass 2 (read by this thread only)
+      tile.a[i / 4][threadIdx.x].v[i % 4] = scaled_a[i];  // for pass 2 (read by this thread only)
       h[i] = T(0);
     }
     BackwardTileFetch<T> next;
@@ -891,7 +910,14 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
   T dD = T(0);
   const T d = valid && p.first_group() && part == 0 ? p.D[c] : T(0);  // D x enters dx once, on part 0
+  // The warp's sums of dCm (lanes 0..15) and dBm (lanes 16..31), one state each.
+  const WarpStateSum state_sum;
+  const int lane = threadIdx.x % kWarpSize;
   const int64_t warp = c0 / kBackwardWarpChannels + threadIdx.x / kWarpSize;  // in the batch row
+  const StepWalk state_rows = p.walk((n * L * q.warps + warp) * p.state + p.group_begin + lane % kStateGroup,
+                                     q.warps * p.state);
+  T* const state_sums_part = lane < kStateGroup ? q.dC_part : q.dB_part;
+  const bool writes_state_sum = warp < q.warps && lane % kStateGroup < p.group_size();
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
   next.fetch(p, block, last_tile, valid);
@@ -905,68 +931,74 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
       g_share[j] = live ? dy[at] : T(0);
     }
-    // Replay: window at(u) <- the state entering step k0 + u.
+    // Replay: window at(u) <- the state entering step k0 + u, for u = 1..7;
+    // h <- the state after step k0 + 7 (after the tile's last step: steps
+    // past the sequence are identity steps).
     {
       T a[kBackwardStates];
       load_checkpoint(checkpoint(k0), valid, h);
+      tile.load_a(a);
 #pragma unroll
-      for (int i = 0; i < kBackwardStates; ++i) a[i] = tile.a[i][threadIdx.x];
-#pragma unroll
-      for (int u = 0; u + 1 < kTile; ++u) {  // (identity steps past the sequence)
+      for (int u = 0; u < kTile; ++u) {
         selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
-#pragma unroll
-        for (int i = 0; i < kBackwardStates; ++i) window.at(u + 1, i) = h[i];
+        if (u + 1 < kTile) window.store(u + 1, h);
       }
     }
-    // Walk back.
-    T entering[kBackwardStates];
+    // Walk back. h is the state after the step walked back (dCm's factor):
+    // the state entering the step walked back before it.
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch, and the reread of the checkpoint for step 0,
-      // wait until only steps 0 and 1 are left: the registers of the shares
-      // of dy are free by then, and step 1 covers the loads' latency.
-      if (u == kBackwardSplit - 1) {
-        next.fetch(p, block, k0 - kTile, valid);
-        load_checkpoint(checkpoint(k0), valid, entering);
-      }
+      // The next tile's fetch waits until only step 0 is left: the registers
+      // of the shares of dy are free by then, and step 0 covers some of the
+      // loads' latency. (Earlier, or with step 0's checkpoint reread early
+      // rather than in place, the walk back spills at 80 registers.)
+      if (u == 0) next.fetch(p, block, k0 - kTile, valid);
       // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
       if (u >= steps) continue;
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
-      T dx_sum = d * g, ddt_exponent = T(0), ddt_sum = T(0);
-      T b_row[kBackwardStates], c_row[kBackwardStates];
-      StateGradSum<T> state_grads;
+      T prev[kBackwardStates];  // the state entering the step
+      if (u > 0) {
+        window.load(u, prev);
+      } else {
+        load_checkpoint(checkpoint(k0), valid, prev);
+      }
+      T* const sums = window.slot(u > 0 ? u : 1);  // read: the sums' buffer
+      T grads[kBackwardStates];                    // dCm, then dBm, of the lane's states
+#pragma unroll
+      for (int i = 0; i < kBackwardStates; ++i) grads[i] = g * h[i];
+      const T dC = state_sum.sum(sums, grads);
+      T dh_b = T(0), ddt_exponent = T(0);  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
+      T a[kBackwardStates], b_row[kBackwardStates], c_row[kBackwardStates];
+      tile.load_a(a);
       load_row(tile.b[u] + first_state, b_row);
       load_row(tile.c[u] + first_state, c_row);
       // States past the group have zero rows and A, so every term below is
       // zero for them; at k = 0 the state entering the step (the first
       // checkpoint) is zero, so the decay's gradient vanishes there as in the
-      // CPU reference.
+      // CPU reference. The CPU's per-state terms dh step Bm (dx) and
+      // dh Bm x (ddt) share the factor dh Bm, summed once here.
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) {
-        const T a = tile.a[i][threadIdx.x];
-        const T prev_s = u > 0 ? window.at(u, i) : entering[i];
-        const T decay = decay_of(step, a);
-        const T h_s = decay * prev_s + input * b_row[i];  // as selective_step
-        const T dC = g * h_s;
+        const T decay = decay_of(step, a[i]);
         dh[i] += g * c_row[i];  // dh[i] is now the full dL/dh_t[s]
-        const T d_exponent = dh[i] * prev_s * decay;  // dL/d(dt_t A[s])
+        dh_b += dh[i] * b_row[i];
+        grads[i] = dh[i] * input;              // dB
+        dh[i] *= decay;                        // on to dL/dh_prev
+        const T d_exponent = dh[i] * prev[i];  // dL/d(dt_t A[s])
         dA[i] += d_exponent * step;
-        ddt_exponent += d_exponent * a;  // A[s] up to decay_exponent_scale, undone below
-        ddt_sum += dh[i] * b_row[i] * x;
-        state_grads.add(i, dC, dh[i] * step * x);  // dB
-        dx_sum += dh[i] * step * b_row[i];
-        dh[i] *= decay;  // on to dL/dh_prev
+        ddt_exponent += d_exponent * a[i];  // A[s] up to decay_exponent_scale, undone below
+        h[i] = prev[i];
       }
-      ddt_sum += decay_exponent_unscale(ddt_exponent);
+      const T dB = state_sum.sum(sums, grads);
+      const T dx_sum = d * g + dh_b * step;
+      const T ddt_sum = dh_b * x + decay_exponent_unscale(ddt_exponent);
       // One shuffle combines both sums: part 0 sends its ddt and gets part
       // 1's dx, part 1 the other way round; each adds part 0's term first.
       const T mine = part == 0 ? dx_sum : ddt_sum;
       const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
       const T total = part == 0 ? mine + other : other + mine;
-      const int64_t t = time_at(k0 + u, L, p.reverse);
-      const int64_t part_at = ((n * L + t) * q.warps + warp) * p.state + p.group_begin;
-      state_grads.finish(q.dC_part + part_at, q.dB_part + part_at, p.group_size(), warp < q.warps);
+      if (writes_state_sum) state_sums_part[state_rows.at(k0 + u)] = lane < kStateGroup ? dC : dB;
       if (valid) {
         T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
         dst = p.first_group() ? total : dst + total;
@@ -1012,7 +1044,9 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
                                bool reverse) {
   const SelectiveArgs<T> args = selective_args<T>(in, reverse);
   const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state;
-  check(L <= INT32_MAX - kTile, "selective_scan (cuda): length {} is beyond the backward's step counters", L);
+  check(L <= INT32_MAX - kTile && L * S <= INT32_MAX - kTile * S,
+        "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
+        "32-bit offsets", L, L, S);
   const int64_t tiles = (L + kTile - 1) / kTile;
   const int64_t warps = (C + kBackwardWarpChannels - 1) / kBackwardWarpChannels;  // per batch row
   Tensor dB_part = scratch(B * L * warps * S, in.x), dC_part = scratch(B * L * warps * S, in.x);
