@@ -900,16 +900,22 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       // loads' latency. (Earlier, or with step 0's checkpoint reread early
       // rather than in place, the walk back spills at 80 registers.)
       if (u == 0) next.fetch(p, block, k0 - kTile, valid);
-      // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
-      if (u >= steps) continue;
-      const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
-      const T input = step * x;
       T prev[kBackwardStates];  // the state entering the step
       if (u > 0) {
         window.load(u, prev);
       } else {
         load_checkpoint(checkpoint(k0), valid, prev);
       }
+      // A step past the sequence is an identity step: h equals prev there.
+      // Taking prev on both paths saves copying h at every step. (A straight
+      // run here, writes predicated, spills at 80 registers.)
+      if (u >= steps) {
+#pragma unroll
+        for (int i = 0; i < kBackwardStates; ++i) h[i] = prev[i];
+        continue;
+      }
+      const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
+      const T input = step * x;
       T* const sums = window.slot(u > 0 ? u : 1);  // read: the sums' buffer
       T grads[kBackwardStates];                    // dCm, then dBm, of the lane's states
 #pragma unroll
