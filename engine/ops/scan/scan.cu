@@ -745,8 +745,8 @@ __device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[
 
 // dBm or dCm of one step summed over the warp's 16 channels, through a
 // warp-private [16][16] buffer in shared memory (a transpose: ~20
-// instructions per lane, where a butterfly of shuffles takes twice that, half
-// of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
+// instructions per lane, where a transposing butterfly of shuffles takes ~30,
+// half of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
 // part * 8 + 7 of channel j) in row j; then lane l sums column l % 16 (state
 // l % 16 of the group) over the rows of parity l / 16, and lanes l and l ^ 16
 // add their two halves, the even rows' first: a fixed order. In rows with bit
