@@ -878,7 +878,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
       g_share[j] = live ? dy[at] : T(0);
     }
-    // Replay: window at(u) <- the state entering step k0 + u, for u = 1..7;
+    // Replay: window slot u <- the state entering step k0 + u, for u = 1..7;
     // h <- the state after step k0 + 7 (after the tile's last step: steps
     // past the sequence are identity steps).
     {
@@ -895,7 +895,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // the state entering the step walked back before it.
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch waits until only step 0 is left: the registers
+      // The next tile's fetch waits until only step 0 is left: most registers
       // of the shares of dy are free by then, and step 0 covers some of the
       // loads' latency. (Earlier, or with step 0's checkpoint reread early
       // rather than in place, the walk back spills at 80 registers.)
@@ -916,7 +916,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       }
       const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
       const T input = step * x;
-      T* const sums = window.slot(u > 0 ? u : 1);  // read: the sums' buffer
+      T* const sums = window.slot(u > 0 ? u : 1);  // read already: WarpStateSum's buffer
       T grads[kBackwardStates];                    // dCm, then dBm, of the lane's states
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) grads[i] = g * h[i];
