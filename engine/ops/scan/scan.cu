@@ -707,11 +707,11 @@ __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int
 
 // The states of the tile being walked back (dynamic shared memory), in a
 // region per warp: slot u = 1..7 holds the states entering step k0 + u (the
-// state entering step k0 is the tile's checkpoint), state by state, the
-// warp's 32 lanes contiguous. (As 4-word vectors, one access per 4 states,
-// the walk back spills at 80 registers.) Once the walk back has read a slot,
-// the warp's sums of dBm and dCm reuse it (WarpStateSum: a slot is 16 x 16
-// words).
+// state entering step k0 is the tile's checkpoint) in pairs of states, the
+// warp's 32 lanes contiguous: one conflict-free 2-word access per pair. (As
+// 4-word vectors the walk back spills at 80 registers.) Once the walk back
+// has read a slot, the warp's sums of dBm and dCm reuse it (WarpStateSum: a
+// slot is 16 x 16 words).
 constexpr int kWindowSlots = kTile - 1;
 constexpr int kSlotWords = kBackwardStates * kWarpSize;
 static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
@@ -724,11 +724,17 @@ struct StateWindow {
   __device__ T* slot(int u) const { return region + (u - 1) * kSlotWords; }
   __device__ void store(int u, const T (&h)[kBackwardStates]) const {
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) slot(u)[i * kWarpSize + threadIdx.x % kWarpSize] = h[i];
+    for (int k = 0; k < kBackwardStates / 2; ++k) {
+      store_pack(slot(u) + (k * kWarpSize + threadIdx.x % kWarpSize) * 2, Pack<T, 2>{{h[2 * k], h[2 * k + 1]}});
+    }
   }
   __device__ void load(int u, T (&h)[kBackwardStates]) const {
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) h[i] = slot(u)[i * kWarpSize + threadIdx.x % kWarpSize];
+    for (int k = 0; k < kBackwardStates / 2; ++k) {
+      const Pack<T, 2> pair = load_pack<T, 2>(slot(u) + (k * kWarpSize + threadIdx.x % kWarpSize) * 2);
+      h[2 * k] = pair.v[0];
+      h[2 * k + 1] = pair.v[1];
+    }
   }
 };
 
