@@ -760,11 +760,11 @@ __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int
 
 // The states of the tile being walked back (dynamic shared memory), in a
 // region per warp: slot u = 1..7 holds the states entering step k0 + u (the
-// state entering step k0 is the tile's checkpoint), state by state, the
-// warp's 32 lanes contiguous. (As 4-word vectors, one access per 4 states,
-// the walk back spills at 80 registers.) Once the walk back has read a slot,
-// the warp's sums of dBm and dCm reuse it (WarpStateSum: a slot is 16 x 16
-// words).
+// state entering step k0 is the tile's checkpoint) in pairs of states, the
+// warp's 32 lanes contiguous: one conflict-free 2-word access per pair. (As
+// 4-word vectors the walk back spills at 80 registers.) Once the walk back
+// has read a slot, the warp's sums of dBm and dCm reuse it (WarpStateSum: a
+// slot is 16 x 16 words).
 constexpr int kWindowSlots = kTile - 1;
 constexpr int kSlotWords = kBackwardStates * kWarpSize;
 static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
@@ -777,11 +777,17 @@ struct StateWindow {
   __device__ T* slot(int u) const { return region + (u - 1) * kSlotWords; }
   __device__ void store(int u, const T (&h)[kBackwardStates]) const {
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) slot(u)[i * kWarpSize + threadIdx.x % kWarpSize] = h[i];
+    for (int k = 0; k < kBackwardStates / 2; ++k) {
+      store_pack(slot(u) + (k * kWarpSize + threadIdx.x % kWarpSize) * 2, Pack<T, 2>{{h[2 * k], h[2 * k + 1]}});
+    }
   }
   __device__ void load(int u, T (&h)[kBackwardStates]) const {
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) h[i] = slot(u)[i * kWarpSize + threadIdx.x % kWarpSize];
+    for (int k = 0; k < kBackwardStates / 2; ++k) {
+      const Pack<T, 2> pair = load_pack<T, 2>(slot(u) + (k * kWarpSize + threadIdx.x % kWarpSize) * 2);
+      h[2 * k] = pair.v[0];
+      h[2 * k + 1] = pair.v[1];
+    }
   }
 };
 
@@ -798,8 +804,8 @@ __device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[
 
 // dBm or dCm of one step summed over the warp's 16 channels, through a
 // warp-private [16][16] buffer in shared memory (a transpose: ~20
-// instructions per lane, where a butterfly of shuffles takes twice that, half
-// of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
+// instructions per lane, where a transposing butterfly of shuffles takes ~30,
+// half of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
 // part * 8 + 7 of channel j) in row j; then lane l sums column l % 16 (state
 // l % 16 of the group) over the rows of parity l / 16, and lanes l and l ^ 16
 // add their two halves, the even rows' first: a fixed order. In rows with bit
@@ -931,7 +937,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
       g_share[j] = live ? dy[at] : T(0);
     }
-    // Replay: window at(u) <- the state entering step k0 + u, for u = 1..7;
+    // Replay: window slot u <- the state entering step k0 + u, for u = 1..7;
     // h <- the state after step k0 + 7 (after the tile's last step: steps
     // past the sequence are identity steps).
     {
@@ -948,22 +954,28 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // the state entering the step walked back before it.
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch waits until only step 0 is left: the registers
+      // The next tile's fetch waits until only step 0 is left: most registers
       // of the shares of dy are free by then, and step 0 covers some of the
       // loads' latency. (Earlier, or with step 0's checkpoint reread early
       // rather than in place, the walk back spills at 80 registers.)
       if (u == 0) next.fetch(p, block, k0 - kTile, valid);
-      // (A straight run here, writes predicated, spills ~72 bytes at 80 registers.)
-      if (u >= steps) continue;
-      const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
-      const T input = step * x;
       T prev[kBackwardStates];  // the state entering the step
       if (u > 0) {
         window.load(u, prev);
       } else {
         load_checkpoint(checkpoint(k0), valid, prev);
       }
-      T* const sums = window.slot(u > 0 ? u : 1);  // read: the sums' buffer
+      // A step past the sequence is an identity step: h equals prev there.
+      // Taking prev on both paths saves copying h at every step. (A straight
+      // run here, writes predicated, spills at 80 registers.)
+      if (u >= steps) {
+#pragma unroll
+        for (int i = 0; i < kBackwardStates; ++i) h[i] = prev[i];
+        continue;
+      }
+      const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
+      const T input = step * x;
+      T* const sums = window.slot(u > 0 ? u : 1);  // read already: WarpStateSum's buffer
       T grads[kBackwardStates];                    // dCm, then dBm, of the lane's states
 #pragma unroll
       for (int i = 0; i < kBackwardStates; ++i) grads[i] = g * h[i];
