@@ -657,12 +657,12 @@ static_assert(kBackwardSplit == 2, "the lanes of a channel are combined with one
 template <typename T>
 struct SelectiveBackwardOut {
   T *dx, *ddt;     // written by the first group, added to by later ones
-  T* dB_part;      // [B, L, warps, S]: dBm summed over the 16 channels of each warp of a batch row
-  T* dC_part;      // [B, L, warps, S]: likewise dCm
+  T* dB_part;      // [B, L, blocks, S]: dBm summed over the 64 channels of each block of a batch row
+  T* dC_part;      // [B, L, blocks, S]: likewise dCm
   T* dA_part;      // [B, C, S]: dA of each (batch, channel)
   T* dD_part;      // [B, C] (first group)
   T* checkpoints;  // [tiles, B * C * kBackwardSplit, kBackwardStates]: the state entering every tile, by lane
-  int64_t warps;   // warps per batch row: ceil(C / 16)
+  int64_t blocks;  // blocks per batch row: ceil(C / 64)
 };
 
 // A block of the backward takes channels c0 .. c0 + 63 of batch n. Its
@@ -723,8 +723,12 @@ struct BackwardShared {
   T dt[kBackwardLaneSteps][kSelectiveBackwardThreads];
   Pack<T, 4> a[kBackwardStates / 4][kSelectiveBackwardThreads];  // scaled A of the thread's states, by chunks of 4
 
-  __device__ void store(const BackwardTileFetch<T>& fetched) {
+  // between() runs after the first barrier, while the block has finished
+  // the previous tile and not yet started this one.
+  template <typename Between>
+  __device__ void store(const BackwardTileFetch<T>& fetched, const Between& between) {
     __syncthreads();  // everyone is done with the previous tile
+    between();
     b[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.b;
     c[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.c;
 #pragma unroll
@@ -764,10 +768,15 @@ __device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int
 // warp's 32 lanes contiguous: one conflict-free 2-word access per pair. (As
 // 4-word vectors the walk back spills at 80 registers.) Once the walk back
 // has read a slot, the warp's sums of dBm and dCm reuse it (WarpStateSum: a
-// slot is 16 x 16 words).
+// slot is 16 x 16 words), and the last slot, which the walk back reads
+// first, then collects the warp's sums of the whole tile (totals(): [step]
+// [lane], lane l < 16 dCm of state l, lane l >= 16 dBm of state l - 16) for
+// the block to add up at the tile's end.
 constexpr int kWindowSlots = kTile - 1;
 constexpr int kSlotWords = kBackwardStates * kWarpSize;
+constexpr int kBackwardBlockWarps = kSelectiveBackwardThreads / kWarpSize;
 static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
+static_assert(kSlotWords == kTile * kWarpSize, "the last slot holds a tile of the warp's sums");
 
 template <typename T>
 struct StateWindow {
@@ -775,6 +784,11 @@ struct StateWindow {
 
   __device__ explicit StateWindow(T* window) : region(window + threadIdx.x / kWarpSize * kWindowSlots * kSlotWords) {}
   __device__ T* slot(int u) const { return region + (u - 1) * kSlotWords; }
+  // The warp's sums of the tile (its last slot), and those of warp w of the block.
+  __device__ T* own_totals() const { return slot(kWindowSlots); }
+  __device__ T* totals(int w) const {
+    return region + ((w - static_cast<int>(threadIdx.x / kWarpSize)) * kWindowSlots + kWindowSlots - 1) * kSlotWords;
+  }
   __device__ void store(int u, const T (&h)[kBackwardStates]) const {
 #pragma unroll
     for (int k = 0; k < kBackwardStates / 2; ++k) {
@@ -866,6 +880,26 @@ struct WarpStateSum {
 template <typename T>
 constexpr int kSelectiveBackwardBlocksPerSm = sizeof(T) == 4 ? 6 : 3;
 
+// The block's dBm and dCm of the tile at k0: each warp's sums (its totals
+// slot) added in warp order, into the block's column of the partial rows
+// (summed over the blocks of a batch row afterwards). Every thread of the
+// block takes part; the warps must be done with the tile (a barrier).
+template <typename T>
+__device__ void write_block_state_sums(const SelectiveArgs<T>& p, const SelectiveBackwardOut<T>& q,
+                                       const StateWindow<T>& window, int k0) {
+  const int steps = p.length - k0 < kTile ? static_cast<int>(p.length) - k0 : kTile;
+  const StepWalk rows = p.walk((blockIdx.y * p.length * q.blocks + blockIdx.x) * p.state + p.group_begin,
+                               q.blocks * p.state);
+  for (int at = threadIdx.x; at < kTile * kWarpSize; at += kSelectiveBackwardThreads) {
+    const int u = at / kWarpSize, lane = at % kWarpSize, s = lane % kStateGroup;
+    if (u >= steps || s >= p.group_size()) continue;
+    T total = window.totals(0)[at];
+#pragma unroll
+    for (int w = 1; w < kBackwardBlockWarps; ++w) total += window.totals(w)[at];
+    (lane < kStateGroup ? q.dC_part : q.dB_part)[rows.at(k0 + u) + s] = total;
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardBlocksPerSm<T>)
     selective_backward_kernel(SelectiveArgs<T> p, const T* dy, SelectiveBackwardOut<T> q) {
@@ -898,7 +932,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     BackwardTileFetch<T> next;
     next.fetch(p, block, 0, valid);
     for (int k0 = 0; k0 < L; k0 += kTile) {
-      tile.store(next);
+      tile.store(next, [] {});
       next.fetch(p, block, k0 + kTile, valid);
       if (valid) store_row(h, checkpoint(k0));
       // Steps past the sequence are identity steps (x = dt = 0, zero rows),
@@ -916,20 +950,18 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
   T dD = T(0);
   const T d = valid && p.first_group() && part == 0 ? p.D[c] : T(0);  // D x enters dx once, on part 0
-  // The warp's sums of dCm (lanes 0..15) and dBm (lanes 16..31), one state each.
+  // The warp's sums of dCm (lanes 0..15) and dBm (lanes 16..31), one state
+  // each, collected per tile and added up over the block's warps.
   const WarpStateSum state_sum;
   const int lane = threadIdx.x % kWarpSize;
-  const int64_t warp = c0 / kBackwardWarpChannels + threadIdx.x / kWarpSize;  // in the batch row
-  const StepWalk state_rows = p.walk((n * L * q.warps + warp) * p.state + p.group_begin + lane % kStateGroup,
-                                     q.warps * p.state);
-  T* const state_sums_part = lane < kStateGroup ? q.dC_part : q.dB_part;
-  const bool writes_state_sum = warp < q.warps && lane % kStateGroup < p.group_size();
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
   next.fetch(p, block, last_tile, valid);
   for (int k0 = last_tile; k0 >= 0; k0 -= kTile) {
     const int steps = L - k0 < kTile ? L - k0 : kTile;
-    tile.store(next);
+    tile.store(next, [&] {
+      if (k0 != last_tile) write_block_state_sums(p, q, window, k0 + kTile);
+    });
     T g_share[kBackwardLaneSteps];
 #pragma unroll
     for (int j = 0; j < kBackwardLaneSteps; ++j) {
@@ -1010,7 +1042,8 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       const T mine = part == 0 ? dx_sum : ddt_sum;
       const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
       const T total = part == 0 ? mine + other : other + mine;
-      if (writes_state_sum) state_sums_part[state_rows.at(k0 + u)] = lane < kStateGroup ? dC : dB;
+      if (u == kTile - 1) __syncwarp();  // this step's sums read their buffer, the last slot
+      window.own_totals()[u * kWarpSize + lane] = lane < kStateGroup ? dC : dB;
       if (valid) {
         T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
         dst = p.first_group() ? total : dst + total;
@@ -1018,6 +1051,8 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       dD += g * x;
     }
   }
+  __syncthreads();
+  write_block_state_sums(p, q, window, 0);
   if (valid) {
     const int64_t task = n * p.channels + c;
 #pragma unroll
@@ -1060,13 +1095,13 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
         "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
         "32-bit offsets", L, L, S);
   const int64_t tiles = (L + kTile - 1) / kTile;
-  const int64_t warps = (C + kBackwardWarpChannels - 1) / kBackwardWarpChannels;  // per batch row
-  Tensor dB_part = scratch(B * L * warps * S, in.x), dC_part = scratch(B * L * warps * S, in.x);
+  const int64_t blocks = (C + kBackwardBlockChannels - 1) / kBackwardBlockChannels;  // per batch row
+  Tensor dB_part = scratch(B * L * blocks * S, in.x), dC_part = scratch(B * L * blocks * S, in.x);
   Tensor dA_part = scratch(B * C * S, in.x), dD_part = scratch(B * C, in.x);
   Tensor checkpoints = scratch(tiles * B * C * kBackwardSplit * kBackwardStates, in.x);
   const SelectiveBackwardOut<T> q{data_or_null<T>(grads.dx),    data_or_null<T>(grads.ddt), data_or_null<T>(dB_part),
                                   data_or_null<T>(dC_part),     data_or_null<T>(dA_part),   data_or_null<T>(dD_part),
-                                  data_or_null<T>(checkpoints), warps};
+                                  data_or_null<T>(checkpoints), blocks};
   const size_t window_bytes = kWindowSlots * kBackwardStates * kSelectiveBackwardThreads * sizeof(T);
   cuda_check(cudaFuncSetAttribute(selective_backward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(window_bytes)),
@@ -1081,9 +1116,9 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
         <<<grid, kSelectiveBackwardThreads, window_bytes, current_stream()>>>(p, data_or_null<const T>(dy), q);
     CUDA_CHECK_LAUNCH();
   });
-  // dBm[b, t] and dCm[b, t] sum the warps of batch b; dA and dD sum the batch.
-  sum_partial_rows(data_or_null<const T>(dB_part), B * L, warps, S, data_or_null<T>(grads.dBm));
-  sum_partial_rows(data_or_null<const T>(dC_part), B * L, warps, S, data_or_null<T>(grads.dCm));
+  // dBm[b, t] and dCm[b, t] sum the blocks of batch b; dA and dD sum the batch.
+  sum_partial_rows(data_or_null<const T>(dB_part), B * L, blocks, S, data_or_null<T>(grads.dBm));
+  sum_partial_rows(data_or_null<const T>(dC_part), B * L, blocks, S, data_or_null<T>(grads.dCm));
   sum_partial_rows(data_or_null<const T>(dA_part), 1, B, C * S, data_or_null<T>(grads.dA));
   sum_partial_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
 }
