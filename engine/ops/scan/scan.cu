@@ -29,8 +29,9 @@
 //                        window), walks each tile back with its x, dt and rows
 //                        in shared memory, and reduces dBm and dCm over the
 //                        warp's 16 channels by a transpose through the part of
-//                        the window that the walk has read; no
-//                        atomics anywhere, so the results are bit-reproducible.
+//                        the window that the walk has read, then over the
+//                        block's 4 warps at the tile's end; no atomics
+//                        anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
 //                        backward with up to 8 taps is one fused pass: a thread
 //                        walks a quarter of a sequence with a sliding window of
