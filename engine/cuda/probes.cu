@@ -39,7 +39,8 @@ int64_t cuda_exp2_probe(int device, int64_t exponentials) {
   const int links = static_cast<int>(std::max<int64_t>(1, exponentials / per_link));
   // The sink goes back to the caching allocator at once: it only reuses it for work queued later.
   Tensor sink = Tensor::empty({blocks * kProbeThreads}, DType::F32, Device::cuda(device));
-  exp2_probe_kernel<<<static_cast<unsigned>(blocks), kProbeThreads, 0, current_stream()>>>(links, static_cast<float*>(sink.raw_data()));
+  float* out = static_cast<float*>(sink.raw_data());
+  exp2_probe_kernel<<<static_cast<unsigned>(blocks), kProbeThreads, 0, current_stream()>>>(links, out);
   CUDA_CHECK_LAUNCH();
   return links * per_link;
 }
