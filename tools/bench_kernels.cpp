@@ -288,7 +288,8 @@ int bench_main(int argc, char** argv) {
   Flags flags("bench_kernels [flags]", {{"device", "cpu, cuda or auto", "auto"},
                                         {"out", "results JSON", "bench_kernels.json"},
                                         {"repeats", "calls per timed round", "20"},
-                                        {"only", "families after the ceilings: all or a list of gemm,mlp,core,scan", "all"}});
+                                        {"only", "families after the ceilings: all, or some of gemm,mlp,core,scan",
+                                         "all"}});
   if (!flags.parse(argc, argv)) return 0;
   NoGradGuard no_grad;
   KernelBench bench(Device::parse(flags.get("device")), static_cast<int>(flags.get_int("repeats")));
