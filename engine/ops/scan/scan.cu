@@ -501,12 +501,14 @@ __device__ ForwardIo<T> forward_io(const SelectiveArgs<T>& p, T* y, int64_t n, i
   const int first_channel = static_cast<int>(c0) + io.pack;
   const int channels_left = C - first_channel;  // (std::min would take kForwardPack by reference: not in device code)
   io.live_channels = channels_left <= 0 ? 0 : channels_left < kForwardPack ? channels_left : kForwardPack;
-  io.seq_stride = p.reverse ? -C : C;
-  io.seq = (p.reverse ? (L - 1) * C : 0) + (io.live_channels > 0 ? first_channel : 0);
+  const StepWalk seq = p.walk(io.live_channels > 0 ? first_channel : 0, C);  // within the batch row
+  io.seq = static_cast<int>(seq.first);
+  io.seq_stride = seq.stride;
   const int row_state = threadIdx.x % kStateGroup;
   io.row_live = row_state < p.group_size();
-  io.row_stride = p.reverse ? -S : S;
-  io.row = (p.reverse ? (L - 1) * S : 0) + static_cast<int>(p.group_begin) + (io.row_live ? row_state : 0);
+  const StepWalk row = p.walk(p.group_begin + (io.row_live ? row_state : 0), S);
+  io.row = static_cast<int>(row.first);
+  io.row_stride = row.stride;
   return io;
 }
 
