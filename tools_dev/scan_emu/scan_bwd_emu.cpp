@@ -76,6 +76,28 @@ bool bit_identical(const Tensor& a, const Tensor& b) {
   return std::memcmp(a.raw_data(), b.raw_data(), a.numel() * engine::dtype_size(a.dtype())) == 0;
 }
 
+// A gradient of the emulated backward: close to the CPU's, and bit for bit
+// equal to a second emulated run's.
+bool check_gradient(const Tensor& emu, const Tensor& again, const Tensor& cpu, double tol, Worst& worst,
+                    const std::string& label, const char* name) {
+  bool ok = compare(emu, cpu, tol, worst, label, name);
+  if (!bit_identical(emu, again)) {
+    std::printf("  NOT REPRODUCIBLE %s %s\n", label.c_str(), name);
+    ok = false;
+  }
+  return ok;
+}
+
+// Counts a finished case in stats (Stats or ConvStats).
+template <typename CaseStats>
+void count_case(bool ok, const std::string& label, CaseStats& stats) {
+  ++stats.cases;
+  if (!ok) {
+    ++stats.failures;
+    std::printf("FAIL %s\n", label.c_str());
+  }
+}
+
 void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dtype, Rng& rng, Stats& stats) {
   const std::string label = "[B=" + std::to_string(B) + " L=" + std::to_string(L) + " C=" + std::to_string(C) +
                             " S=" + std::to_string(S) + (reverse ? " reverse" : " forward") +
@@ -108,17 +130,9 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dt
   const Tensor* a[6] = {&again.dx, &again.ddt, &again.dA, &again.dBm, &again.dCm, &again.dD};
   const Tensor* c[6] = {&cpu.dx, &cpu.ddt, &cpu.dA, &cpu.dBm, &cpu.dCm, &cpu.dD};
   for (int i = 0; i < 6; ++i) {
-    ok = compare(*e[i], *c[i], tol, stats.worst[d][i + 1], label, kNames[i + 1]) && ok;
-    if (!bit_identical(*e[i], *a[i])) {
-      std::printf("  NOT REPRODUCIBLE %s %s\n", label.c_str(), kNames[i + 1]);
-      ok = false;
-    }
+    ok = check_gradient(*e[i], *a[i], *c[i], tol, stats.worst[d][i + 1], label, kNames[i + 1]) && ok;
   }
-  ++stats.cases;
-  if (!ok) {
-    ++stats.failures;
-    std::printf("FAIL %s\n", label.c_str());
-  }
+  count_case(ok, label, stats);
 }
 
 // depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-tap
@@ -158,17 +172,9 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   bool ok = compare(y_emu, y_cpu, tol, stats.worst[d][0], label, kConvNames[0]);
   for (int i = 0; i < 3; ++i) {
     if (!cpu[i].defined()) continue;
-    ok = compare(emu[i], cpu[i], tol, stats.worst[d][i + 1], label, kConvNames[i + 1]) && ok;
-    if (!bit_identical(emu[i], again[i])) {
-      std::printf("  NOT REPRODUCIBLE %s %s\n", label.c_str(), kConvNames[i + 1]);
-      ok = false;
-    }
+    ok = check_gradient(emu[i], again[i], cpu[i], tol, stats.worst[d][i + 1], label, kConvNames[i + 1]) && ok;
   }
-  ++stats.cases;
-  if (!ok) {
-    ++stats.failures;
-    std::printf("FAIL %s\n", label.c_str());
-  }
+  count_case(ok, label, stats);
 }
 
 // Every K up to 9 (the fused backward's 4-tap window for K <= 4, its 8-tap
