@@ -361,9 +361,7 @@ __global__ void __launch_bounds__(kBlockThreads) attention_forward_kernel_impl(F
 #pragma unroll
           for (int x = 1; x < 8; ++x) tile_max = fmaxf(tile_max, s[y][x]);
           const float m_new = fmaxf(m[y], row_max(tile_max));
-          // While every key so far is dropped, m_new = -inf: exponentiate
-          // against 0 instead, which keeps p = 0 (not NaN) for them.
-          const float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+          const float m_ref = softmax_reference(m_new);
           const float alpha = exp2f(m[y] - m_ref);  // 0 on the first live tile
           float sum = 0.0f;
 #pragma unroll

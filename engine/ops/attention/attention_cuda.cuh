@@ -47,6 +47,13 @@ __device__ __forceinline__ float key_bias(const float* active, int key, int n) {
   return key < n && (active == nullptr || active[key] != 0.0f) ? 0.0f : -INFINITY;
 }
 
+// The online softmax's reference for exponentiating a tile's scores: the
+// running max after the tile, or 0 while every key so far is dropped (max =
+// -inf), which keeps their probabilities 0 rather than NaN.
+__device__ __forceinline__ float softmax_reference(float running_max) {
+  return running_max == -INFINITY ? 0.0f : running_max;
+}
+
 // The log-sum-exp in the log2 domain, +inf for rows past N or without keys,
 // which makes exp2(score - lse) exactly 0 for them.
 __device__ __forceinline__ float lse_log2(const float* lse, int row, int n) {

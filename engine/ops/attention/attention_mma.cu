@@ -342,9 +342,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], 
 #pragma unroll
     for (int j = 0; j < 8; ++j) tile_max = fmaxf(tile_max, fmaxf(s[j][2 * half], s[j][2 * half + 1]));
     const float m_new = fmaxf(m[half], quad_max(tile_max));
-    // While every key so far is dropped, m_new = -inf: exponentiate against 0
-    // instead, which keeps p = 0 (not NaN) for them.
-    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+    const float m_ref = softmax_reference(m_new);
     const float alpha = exp2f(m[half] - m_ref);  // 0 on the first live tile
     float sum = 0.0f;
 #pragma unroll
