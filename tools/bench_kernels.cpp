@@ -226,11 +226,18 @@ void scans(KernelBench& bench) {
                            bench.empty(rows),    bench.empty(rows),    bench.empty({CS})};
   // One exponential per (token, channel, state) for the forward; the
   // backward recomputes the forward and walks back: at least twice that.
+  // Bytes: the op's inputs and outputs only. The states that a training
+  // forward saves for the backward (1/8 of all states on the GPU) are not
+  // counted, neither as the forward's output nor as the backward's input.
   const double exps = static_cast<double>(B * L * CS * S);
-  bench.memory("selective_scan fwd S=16", x_shape, bytes_of(x_shape, 3) + bytes_of(rows, 2),
-               [&] { selective_scan_kernel.get(device)(in, y, false); }, exps);
+  const int64_t fwd_bytes = bytes_of(x_shape, 3) + bytes_of(rows, 2);
+  bench.memory("selective_scan fwd S=16", x_shape, fwd_bytes,
+               [&] { selective_scan_kernel.get(device)(in, y, /*save_states=*/false, false); }, exps);
+  Tensor saved;
+  bench.memory("selective_scan fwd+save S=16", x_shape, fwd_bytes,
+               [&] { saved = selective_scan_kernel.get(device)(in, y, /*save_states=*/true, false); }, exps);
   bench.memory("selective_scan bwd S=16", x_shape, bytes_of(x_shape, 5) + bytes_of(rows, 4),
-               [&] { selective_scan_backward_kernel.get(device)(in, dy, grads, false); }, 2 * exps);
+               [&] { selective_scan_backward_kernel.get(device)(in, saved, dy, grads, false); }, 2 * exps);
 
   // Depthwise causal conv (Mamba's), kernel 4.
   Tensor w = bench.uniform({CS, 4}), bias = bench.uniform({CS});

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/ops/ops.h"
+#include "engine/ops/scan/scan_kernels.h"
 #include "layers/mixers/factory.h"
 #include "layers/module.h"
 #include "tests/cuda/cuda_expect.h"
@@ -156,6 +157,39 @@ TEST(CudaScan, SelectiveScanMatchesCpu) {
             [reverse](const Inputs& v) { return selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], reverse); }, in,
             rng, describe("selective_scan", bcls, dtype, reverse, " [B, L, C, S]"));
       }
+    }
+  }
+}
+
+// The op's backward restarts from the states its forward saved; called
+// without them, the backward kernel runs the forward for them itself. Both
+// paths must give the same bits, and saved states of another shape are refused.
+TEST(CudaScan, SelectiveBackwardWithAndWithoutSavedStatesAgree) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(13);
+  for (const Shape& bcls : std::vector<Shape>{{2, 197, 40, 16}, {1, 33, 70, 33}}) {
+    for (bool reverse : {false, true}) {
+      const std::string what = describe("selective_scan", bcls, DType::F32, reverse, " [B, L, C, S]");
+      const Inputs cpu = selective_inputs(bcls, rng, DType::F32);
+      Inputs v;
+      for (const Tensor& t : cpu) v.push_back(t.detach().to(Device::cuda()));
+      const SelectiveScanInputs in{v[0], v[1], v[2], v[3], v[4], v[5]};
+      const Tensor dy = Tensor::uniform(v[0].shape(), rng, -1.0, 1.0, DType::F32).to(Device::cuda());
+      auto zeros = [](const Tensor& like) { return Tensor::zeros(like.shape(), like.dtype(), like.device()); };
+      auto backward = [&](const Tensor& saved) {
+        const SelectiveScanGrads grads{zeros(v[0]), zeros(v[1]), zeros(v[2]), zeros(v[3]), zeros(v[4]), zeros(v[5])};
+        selective_scan_backward_kernel.get(Device::cuda())(in, saved, dy, grads, reverse);
+        return std::vector<Tensor>{grads.dx, grads.ddt, grads.dA, grads.dBm, grads.dCm, grads.dD};
+      };
+      Tensor y = Tensor::empty(v[0].shape(), DType::F32, Device::cuda());
+      const Tensor saved = selective_scan_kernel.get(Device::cuda())(in, y, /*save_states=*/true, reverse);
+      ASSERT_TRUE(saved.defined()) << what;
+      const std::vector<Tensor> from_saved = backward(saved), recomputed = backward(Tensor());
+      for (size_t i = 0; i < from_saved.size(); ++i) {
+        expect_bit_identical(from_saved[i], recomputed[i], what + " gradient " + std::to_string(i));
+      }
+      const Tensor truncated = Tensor::zeros({saved.numel() - 1}, DType::F32, Device::cuda());
+      testing::expect_error_mentioning([&] { backward(truncated); }, {"saved states"});
     }
   }
 }

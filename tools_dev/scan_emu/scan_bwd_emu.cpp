@@ -78,7 +78,7 @@ bool bit_identical(const Tensor& a, const Tensor& b) {
 
 // A gradient of the emulated backward: close to the CPU's, and bit for bit
 // equal to a second emulated run's.
-bool check_gradient(const Tensor& emu, const Tensor& again, const Tensor& cpu, double tol, Worst& worst,
+bool check_output(const Tensor& emu, const Tensor& again, const Tensor& cpu, double tol, Worst& worst,
                     const std::string& label, const char* name) {
   bool ok = compare(emu, cpu, tol, worst, label, name);
   if (!bit_identical(emu, again)) {
@@ -114,23 +114,26 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dt
   };
   // Reference.
   Tensor y_cpu = Tensor::empty({B, L, C}, dtype);
-  engine::selective_scan_kernel.cpu(in, y_cpu, reverse);
+  engine::selective_scan_kernel.cpu(in, y_cpu, /*save_states=*/false, reverse);
   const engine::SelectiveScanGrads cpu = make_grads(false);
-  engine::selective_scan_backward_kernel.cpu(in, dy, cpu, reverse);
-  // Emulated CUDA kernels (outputs start as NaN: every element must be written).
-  Tensor y_emu = nan_like(y_cpu);
-  engine::selective_scan_kernel.cuda(in, y_emu, reverse);
+  engine::selective_scan_backward_kernel.cpu(in, Tensor(), dy, cpu, reverse);
+  // Emulated CUDA kernels (outputs start as NaN: every element must be
+  // written): the backward from the forward's saved states, and again from
+  // none (it runs the forward for them).
+  Tensor y_emu = nan_like(y_cpu), y_again = nan_like(y_cpu);
+  const Tensor saved = engine::selective_scan_kernel.cuda(in, y_emu, /*save_states=*/true, reverse);
+  engine::selective_scan_kernel.cuda(in, y_again, /*save_states=*/false, reverse);
   const engine::SelectiveScanGrads emu = make_grads(true), again = make_grads(true);
-  engine::selective_scan_backward_kernel.cuda(in, dy, emu, reverse);
-  engine::selective_scan_backward_kernel.cuda(in, dy, again, reverse);
+  engine::selective_scan_backward_kernel.cuda(in, saved, dy, emu, reverse);
+  engine::selective_scan_backward_kernel.cuda(in, Tensor(), dy, again, reverse);
 
   const int d = dtype == DType::F64;
-  bool ok = compare(y_emu, y_cpu, tol, stats.worst[d][0], label, kNames[0]);
+  bool ok = check_output(y_emu, y_again, y_cpu, tol, stats.worst[d][0], label, kNames[0]);
   const Tensor* e[6] = {&emu.dx, &emu.ddt, &emu.dA, &emu.dBm, &emu.dCm, &emu.dD};
   const Tensor* a[6] = {&again.dx, &again.ddt, &again.dA, &again.dBm, &again.dCm, &again.dD};
   const Tensor* c[6] = {&cpu.dx, &cpu.ddt, &cpu.dA, &cpu.dBm, &cpu.dCm, &cpu.dD};
   for (int i = 0; i < 6; ++i) {
-    ok = check_gradient(*e[i], *a[i], *c[i], tol, stats.worst[d][i + 1], label, kNames[i + 1]) && ok;
+    ok = check_output(*e[i], *a[i], *c[i], tol, stats.worst[d][i + 1], label, kNames[i + 1]) && ok;
   }
   count_case(ok, label, stats);
 }
@@ -172,7 +175,7 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   bool ok = compare(y_emu, y_cpu, tol, stats.worst[d][0], label, kConvNames[0]);
   for (int i = 0; i < 3; ++i) {
     if (!cpu[i].defined()) continue;
-    ok = check_gradient(emu[i], again[i], cpu[i], tol, stats.worst[d][i + 1], label, kConvNames[i + 1]) && ok;
+    ok = check_output(emu[i], again[i], cpu[i], tol, stats.worst[d][i + 1], label, kConvNames[i + 1]) && ok;
   }
   count_case(ok, label, stats);
 }

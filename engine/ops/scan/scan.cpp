@@ -62,12 +62,15 @@ Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const 
   const SelectiveScanInputs in{kernel_input(x),  kernel_input(dt), kernel_input(A),
                                kernel_input(Bm), kernel_input(Cm), kernel_input(D)};
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (y.numel() > 0) selective_scan_kernel.get(x.device())(in, y, reverse);
-  // The backward keeps the inputs only and recomputes the states.
-  record(op, y, {x, dt, A, Bm, Cm, D}, [in, reverse](const Tensor& g) {
+  // The backward keeps the inputs and what the forward saves to restart from
+  // (on the GPU, every 8th state), and recomputes the states in between.
+  const bool save_states = needs_grad({x, dt, A, Bm, Cm, D});
+  Tensor saved;
+  if (y.numel() > 0) saved = selective_scan_kernel.get(x.device())(in, y, save_states, reverse);
+  record(op, y, {x, dt, A, Bm, Cm, D}, [in, saved, reverse](const Tensor& g) {
     const SelectiveScanGrads grads{zeros_like(in.x),  zeros_like(in.dt), zeros_like(in.A),
                                    zeros_like(in.Bm), zeros_like(in.Cm), zeros_like(in.D)};
-    if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, g.contiguous(), grads, reverse);
+    if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, saved, g.contiguous(), grads, reverse);
     return std::vector<Tensor>{grads.dx, grads.ddt, grads.dA, grads.dBm, grads.dCm, grads.dD};
   });
   return y;

@@ -24,9 +24,10 @@
 //                        left there. Steps past the sequence are identity
 //                        steps (x = dt = 0), so a tile's steps are one
 //                        straight run of code.
-//                        The backward recomputes the states (from a checkpoint
-//                        per tile, replaying each tile into a shared-memory
-//                        window), walks each tile back with its x, dt and rows
+//                        A forward whose backward will run also saves the
+//                        state entering every tile (1/8 of the states); the
+//                        backward replays each tile from it into a
+//                        shared-memory window, walks each tile back with its x, dt and rows
 //                        in shared memory, and reduces dBm and dCm over the
 //                        warp's 16 channels by a transpose through the part of
 //                        the window that the walk has read, then over the
@@ -425,6 +426,42 @@ __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t
   }
 }
 
+// The state entering every tile, saved by a forward whose backward will run,
+// per lane (a thread of the forward or backward: two per channel, 8 states
+// each, the blocks' 64 channels side by side): [state groups, tiles, B C 2
+// lanes, 8 states], a lane's 8 states contiguous (two 16-byte accesses).
+constexpr int kLaneSplit = 2;                          // lanes per channel
+constexpr int kLaneStates = kStateGroup / kLaneSplit;  // states per lane
+constexpr int kLaneBlockChannels = 64;                 // channels per block (of 128 lanes)
+
+int64_t checkpoint_elements(int64_t batch, int64_t length, int64_t channels, int64_t state) {
+  const int64_t groups = (state + kStateGroup - 1) / kStateGroup, tiles = (length + kTile - 1) / kTile;
+  return groups * tiles * batch * channels * kStateGroup;
+}
+
+// A thread's checkpoints, tile by tile: the one of the tile at k0 is at(k0).
+// The address is the block's (uniform registers) plus the thread's offset,
+// recomputed at each use: no per-thread 64-bit register holds it. (The tile
+// stride, B C 16 elements, is checked to fit an int on the host.) E: T for
+// the forward, which writes them, const T for the backward.
+template <typename E>
+struct LaneCheckpoints {
+  E* block_first;  // lane 0 of the block, first tile
+  int tile_stride;
+  __device__ E* at(int k0) const {
+    return block_first + (static_cast<int64_t>(k0 / kTile) * tile_stride + threadIdx.x * kLaneStates);
+  }
+};
+
+// Those of the block of channels c0.. of batch n.
+template <typename T, typename E>
+__device__ LaneCheckpoints<E> lane_checkpoints(const SelectiveArgs<T>& p, E* saved, int64_t n, int64_t c0) {
+  const int64_t lanes = p.batch * p.channels * kLaneSplit, tiles = (p.length + kTile - 1) / kTile;
+  const int64_t block_lane = (n * p.channels + c0) * kLaneSplit;
+  return {saved + ((p.group_begin / kStateGroup * tiles) * lanes + block_lane) * kLaneStates,
+          static_cast<int>(lanes * kLaneStates)};
+}
+
 // The forward: a block takes kForwardChannels channels of one batch row and
 // walks the sequence in tiles of kTile steps. Each tile's inputs are staged
 // in shared memory by the whole block, and each thread has two roles:
@@ -442,13 +479,14 @@ __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t
 //    sums that pack's parts into y. So each input element is read once and
 //    y written once, in vectors, and the computing role touches only shared
 //    memory.
-constexpr int kForwardSplit = 2;
-constexpr int kForwardStates = kStateGroup / kForwardSplit;
+constexpr int kForwardSplit = kLaneSplit;
+constexpr int kForwardStates = kLaneStates;
 constexpr int kSelectiveForwardThreads = 128;
 constexpr int kForwardChannels = kSelectiveForwardThreads / kForwardSplit;
 constexpr int kForwardPack = kTile * kForwardChannels / kSelectiveForwardThreads;  // channels a thread moves
 constexpr int kForwardPacksPerStep = kForwardChannels / kForwardPack;
 static_assert(kForwardChannels % kForwardPack == 0, "packs tile a step's channels");
+static_assert(kForwardChannels == kLaneBlockChannels, "the checkpoints' lanes");
 static_assert(kTile * kStateGroup == kSelectiveForwardThreads, "one element of a tile's rows per thread");
 static_assert(kForwardPack % 2 == 0 && kForwardPack * kForwardSplit % 4 == 0, "packs are moved as vectors");
 
@@ -611,10 +649,12 @@ __device__ __forceinline__ void write_forward_outputs(const T (&parts)[kTile][kS
 // buffer is rewritten two iterations after it was last read, by a thread
 // that has passed the barrier in between, which every thread reaches only
 // after finishing that read.
+// kSave: also save each tile's entering state in `saved` for the backward.
 // At most 80 registers, so that the ViT-S-sized grid (768 blocks) is
 // resident in one wave (6 blocks per SM).
-template <typename T, int V>
-__global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward_kernel(SelectiveArgs<T> p, T* y) {
+template <typename T, int V, bool kSave>
+__global__ void __launch_bounds__(kSelectiveForwardThreads, 6)
+    selective_forward_kernel(SelectiveArgs<T> p, T* y, T* saved) {
   __shared__ ForwardShared<T> shared;
   const int part = threadIdx.x % kForwardSplit;
   const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kForwardChannels);
@@ -626,6 +666,7 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
 #pragma unroll
   for (int i = 0; i < kForwardStates; ++i) h[i] = T(0);
   const T d = valid && first_group && part == 0 ? p.D[c] : T(0);
+  const LaneCheckpoints<T> checkpoints = kSave ? lane_checkpoints(p, saved, n, c0) : LaneCheckpoints<T>{};
   ForwardFetch<T, V> fetched;
   fetched.fetch(io, 0);
   int buffer = 0;
@@ -634,6 +675,7 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
     __syncthreads();
     fetched.fetch(io, k0 + kTile);  // (zeros past the end)
     if (k0 > 0) write_forward_outputs<T, V>(shared.parts[buffer ^ 1], io, k0 - kTile, first_group);
+    if (kSave && valid) store_row(h, checkpoints.at(k0));
     selective_forward_tile(shared.stage[buffer], shared.parts[buffer], scaled_a, h, d);
   }
   __syncthreads();
@@ -648,15 +690,16 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6) selective_forward
 // channels. Half the states per thread is half the registers (dh, dA and the
 // per-step gradients), hence twice the warps per SM at the same shared
 // memory per channel.
-constexpr int kBackwardSplit = 2;
-constexpr int kBackwardStates = kStateGroup / kBackwardSplit;  // states per lane
+constexpr int kBackwardSplit = kLaneSplit;
+constexpr int kBackwardStates = kLaneStates;
 constexpr int kBackwardLaneSteps = kTile / kBackwardSplit;     // a lane's share of a tile's x, dt and dy
 constexpr int kBackwardWarpChannels = kWarpSize / kBackwardSplit;
 constexpr int kSelectiveBackwardThreads = 128;
 constexpr int kBackwardBlockChannels = kSelectiveBackwardThreads / kBackwardSplit;
 static_assert(kBackwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
+static_assert(kBackwardBlockChannels == kLaneBlockChannels, "the checkpoints' lanes");
 
-// Where the backward writes, plus its scratch.
+// Where the backward writes, its scratch, and the forward's checkpoints.
 template <typename T>
 struct SelectiveBackwardOut {
   T *dx, *ddt;     // written by the first group, added to by later ones
@@ -664,7 +707,7 @@ struct SelectiveBackwardOut {
   T* dC_part;      // [B, L, blocks, S]: likewise dCm
   T* dA_part;      // [B, C, S]: dA of each (batch, channel)
   T* dD_part;      // [B, C] (first group)
-  T* checkpoints;  // [tiles, B * C * kBackwardSplit, kBackwardStates]: the state entering every tile, by lane
+  const T* saved;  // the state entering every tile (LaneCheckpoints)
   int64_t blocks;  // blocks per batch row: ceil(C / 64)
 };
 
@@ -858,9 +901,9 @@ struct WarpStateSum {
 };
 
 // The backward needs h_{k-1} and h_k at every step k, walking k downwards,
-// while the forward keeps only the current state. A first forward pass stores
-// the state entering every tile of kTile steps in global memory; then, tile by
-// tile from the last, the tile is replayed forward from its checkpoint into a
+// while the forward keeps only the current state. The forward saves the state
+// entering every tile of kTile steps (LaneCheckpoints; the launcher runs it
+// for them when the caller kept none); then, tile by tile from the last, the tile is replayed forward from its checkpoint into a
 // shared-memory window and walked back (the reverse step is
 // SelectiveScanCpu::backward with its products regrouped). The window holds
 // the state entering each step but the first (the checkpoint, reread); the
@@ -916,38 +959,16 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   const bool valid = channel < block_channels;  // (from block-wide values: cheap to recompute where needed)
   const int L = static_cast<int>(p.length);     // (checked on the host)
   const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L};
-  // The lane's checkpoint of the tile at k0: its 8 states, contiguous (two
-  // vector accesses; one address per tile).
-  const int64_t lanes = p.batch * p.channels * kBackwardSplit;
-  const int64_t lane_index = (n * p.channels + c0) * kBackwardSplit + threadIdx.x;
-  auto checkpoint = [&](int k0) { return q.checkpoints + (k0 / kTile * lanes + lane_index) * kBackwardStates; };
-
-  // Pass 1: recompute the forward, storing the state entering every tile.
-  T h[kBackwardStates];
+  const LaneCheckpoints<const T> checkpoints = lane_checkpoints(p, q.saved, n, c0);
   {
     T scaled_a[kBackwardStates];
     load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) {
-      tile.a[i / 4][threadIdx.x].v[i % 4] = scaled_a[i];  // for pass 2 (read by this thread only)
-      h[i] = T(0);
-    }
-    BackwardTileFetch<T> next;
-    next.fetch(p, block, 0, valid);
-    for (int k0 = 0; k0 < L; k0 += kTile) {
-      tile.store(next, [] {});
-      next.fetch(p, block, k0 + kTile, valid);
-      if (valid) store_row(h, checkpoint(k0));
-      // Steps past the sequence are identity steps (x = dt = 0, zero rows),
-      // so the tile is one straight run of code.
-#pragma unroll
-      for (int u = 0; u < kTile; ++u) {
-        selective_step(h, scaled_a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
-      }
-    }
+    for (int i = 0; i < kBackwardStates; ++i) tile.a[i / 4][threadIdx.x].v[i % 4] = scaled_a[i];  // (this thread's)
   }
 
-  // Pass 2: tiles from the last to the first.
+  // Tiles from the last to the first.
+  T h[kBackwardStates];
   T dh[kBackwardStates], dA[kBackwardStates];  // dh: dL/dh carried backwards through the steps
 #pragma unroll
   for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
@@ -977,7 +998,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // past the sequence are identity steps).
     {
       T a[kBackwardStates];
-      load_checkpoint(checkpoint(k0), valid, h);
+      load_checkpoint(checkpoints.at(k0), valid, h);
       tile.load_a(a);
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
@@ -998,7 +1019,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       if (u > 0) {
         window.load(u, prev);
       } else {
-        load_checkpoint(checkpoint(k0), valid, prev);
+        load_checkpoint(checkpoints.at(k0), valid, prev);
       }
       // A step past the sequence is an identity step: h equals prev there.
       // Taking prev on both paths saves copying h at every step. (A straight
@@ -1073,38 +1094,47 @@ void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
   for (p.group_begin = 0; p.group_begin < p.state; p.group_begin += kStateGroup) launch(p);
 }
 
+// Writes y; with save_states, returns the checkpoints (LaneCheckpoints).
 template <typename T>
-void selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
-  const int64_t L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
+Tensor selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool save_states, bool reverse) {
+  const int64_t B = in.x.shape()[0], L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
   check(L * C <= INT32_MAX - kTile * C && L * S <= INT32_MAX - kTile * S,
         "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, S);
+  check(B * C * kStateGroup <= INT32_MAX, "selective_scan (cuda): [B, C] = [{}, {}] is beyond the checkpoints' "
+        "32-bit tile stride", B, C);
+  const Tensor saved = save_states ? scratch(checkpoint_elements(B, L, C, S), in.x) : Tensor();
   const int width = std::min(pack_width<T>(C, {&in.x, &in.dt, &y}), kForwardPack);  // V divides a pack
   with_pack_width<T>(width, [&](auto v) {
     constexpr int V = decltype(v)::value;
     for_each_state_group(selective_args<T>(in, reverse), [&](const SelectiveArgs<T>& p) {
       const dim3 grid(blocks_for(p.channels, kForwardChannels), static_cast<unsigned>(p.batch));
-      selective_forward_kernel<T, V><<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y));
+      auto* kernel = save_states ? selective_forward_kernel<T, V, true> : selective_forward_kernel<T, V, false>;
+      kernel<<<grid, kSelectiveForwardThreads, 0, current_stream()>>>(p, data_or_null<T>(y), data_or_null<T>(saved));
       CUDA_CHECK_LAUNCH();
     });
   });
+  return saved;
 }
 
 template <typename T>
-void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, const SelectiveScanGrads& grads,
-                               bool reverse) {
+void selective_backward_launch(const SelectiveScanInputs& in, Tensor saved, const Tensor& dy,
+                               const SelectiveScanGrads& grads, bool reverse) {
   const SelectiveArgs<T> args = selective_args<T>(in, reverse);
   const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state;
   check(L <= INT32_MAX - kTile && L * S <= INT32_MAX - kTile * S,
         "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
         "32-bit offsets", L, L, S);
-  const int64_t tiles = (L + kTile - 1) / kTile;
+  if (!saved.defined()) saved = selective_forward_launch<T>(in, Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device()),
+                                                           /*save_states=*/true, reverse);
+  check(saved.numel() == checkpoint_elements(B, L, C, S) && saved.dtype() == in.x.dtype(),
+        "selective_scan_backward (cuda): the saved states {} are not the forward's for [B, L, C, S] = [{}, {}, {}, {}]",
+        saved.describe(), B, L, C, S);
   const int64_t blocks = (C + kBackwardBlockChannels - 1) / kBackwardBlockChannels;  // per batch row
   Tensor dB_part = scratch(B * L * blocks * S, in.x), dC_part = scratch(B * L * blocks * S, in.x);
   Tensor dA_part = scratch(B * C * S, in.x), dD_part = scratch(B * C, in.x);
-  Tensor checkpoints = scratch(tiles * B * C * kBackwardSplit * kBackwardStates, in.x);
   const SelectiveBackwardOut<T> q{data_or_null<T>(grads.dx),    data_or_null<T>(grads.ddt), data_or_null<T>(dB_part),
                                   data_or_null<T>(dC_part),     data_or_null<T>(dA_part),   data_or_null<T>(dD_part),
-                                  data_or_null<T>(checkpoints), blocks};
+                                  data_or_null<const T>(saved), blocks};
   const size_t window_bytes = kWindowSlots * kBackwardStates * kSelectiveBackwardThreads * sizeof(T);
   cuda_check(cudaFuncSetAttribute(selective_backward_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(window_bytes)),
@@ -1126,18 +1156,20 @@ void selective_backward_launch(const SelectiveScanInputs& in, const Tensor& dy, 
   sum_partial_rows(data_or_null<const T>(dD_part), 1, B, C, data_or_null<T>(grads.dD));
 }
 
-void selective_scan_cuda(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
+Tensor selective_scan_cuda(const SelectiveScanInputs& in, const Tensor& y, bool save_states, bool reverse) {
   DeviceGuard guard(in.x);
+  Tensor saved;
   dispatch_float(in.x.dtype(), "selective_scan", [&](auto tag) {
-    selective_forward_launch<decltype(tag)>(in, y, reverse);
+    saved = selective_forward_launch<decltype(tag)>(in, y, save_states, reverse);
   });
+  return saved;
 }
 
-void selective_scan_backward_cuda(const SelectiveScanInputs& in, const Tensor& dy, const SelectiveScanGrads& grads,
-                                  bool reverse) {
+void selective_scan_backward_cuda(const SelectiveScanInputs& in, const Tensor& saved, const Tensor& dy,
+                                  const SelectiveScanGrads& grads, bool reverse) {
   DeviceGuard guard(in.x);
   dispatch_float(in.x.dtype(), "selective_scan_backward", [&](auto tag) {
-    selective_backward_launch<decltype(tag)>(in, dy, grads, reverse);
+    selective_backward_launch<decltype(tag)>(in, saved, dy, grads, reverse);
   });
 }
 

@@ -176,7 +176,8 @@ struct SelectiveScanCpu {
   }
 };
 
-void selective_scan_cpu(const SelectiveScanInputs& in, const Tensor& y, bool reverse) {
+// Saves nothing: the backward recomputes every state.
+Tensor selective_scan_cpu(const SelectiveScanInputs& in, const Tensor& y, bool /*save_states*/, bool reverse) {
   dispatch_float(in.x.dtype(), "selective_scan", [&](auto tag) {
     using T = decltype(tag);
     const SelectiveScanCpu<T> scan(in, reverse);
@@ -190,14 +191,15 @@ void selective_scan_cpu(const SelectiveScanInputs& in, const Tensor& y, bool rev
       }
     }
   });
+  return Tensor();
 }
 
 // The forward states are recomputed per (batch, channel) into an [L, S]
 // scratch of the task: nothing is stored between forward and backward, and
-// the scratch is small (197 tokens x 16 states). A GPU kernel would keep a
-// checkpoint per chunk of the sequence instead.
-void selective_scan_backward_cpu(const SelectiveScanInputs& in, const Tensor& dy, const SelectiveScanGrads& grads,
-                                 bool reverse) {
+// the scratch is small (197 tokens x 16 states). (The CUDA kernels keep a
+// checkpoint per tile of steps instead.)
+void selective_scan_backward_cpu(const SelectiveScanInputs& in, const Tensor& /*saved*/, const Tensor& dy,
+                                 const SelectiveScanGrads& grads, bool reverse) {
   dispatch_float(in.x.dtype(), "selective_scan_backward", [&](auto tag) {
     using T = decltype(tag);
     const SelectiveScanCpu<T> scan(in, reverse);

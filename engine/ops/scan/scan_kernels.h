@@ -35,12 +35,18 @@ struct SelectiveScanInputs {
 struct SelectiveScanGrads {
   Tensor dx, ddt, dA, dBm, dCm, dD;
 };
-// Writes y [B, L, C]; the states h never leave the kernel.
-using SelectiveScanKernel = void (*)(const SelectiveScanInputs& in, const Tensor& y, bool reverse);
-// Recomputes the states from the inputs (nothing is saved by the forward) and
-// writes every gradient. Reductions over batch and channels must be
-// deterministic (independent of the thread count).
-using SelectiveScanBackwardKernel = void (*)(const SelectiveScanInputs& in, const Tensor& dy,
+// Writes y [B, L, C]; the states h never leave the kernel whole. With
+// save_states (a forward whose backward will run) it returns what the
+// backward restarts its recomputation from, in the kernel's own layout (the
+// CUDA kernel: the state entering every tile of steps, 1/8 of all states);
+// an undefined tensor where a kernel saves nothing.
+using SelectiveScanKernel = Tensor (*)(const SelectiveScanInputs& in, const Tensor& y, bool save_states,
+                                       bool reverse);
+// Recomputes the states from the inputs, from `saved` (what the forward
+// returned) or from scratch where that is undefined, and writes every
+// gradient. Reductions over batch and channels must be deterministic
+// (independent of the thread count).
+using SelectiveScanBackwardKernel = void (*)(const SelectiveScanInputs& in, const Tensor& saved, const Tensor& dy,
                                              const SelectiveScanGrads& grads, bool reverse);
 
 // ---- depthwise_conv1d along the sequence ----
