@@ -246,14 +246,15 @@ void scans(KernelBench& bench) {
                [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
-  // Kernel 7 ('same', as the bidirectional conv mixer pads it): the fused backward's 8-tap window.
-  // Kernel 9: past it, the general path (dx pass + dweight walk). Same bytes.
-  Tensor w7 = bench.uniform({CS, 7}), dw7 = bench.empty({CS, 7});
-  bench.memory("depthwise_conv1d bwd K=7", x_shape, bytes_of(x_shape, 3),
-               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w7, dy, dx, dw7, dbias, 3, false); });
-  Tensor w9 = bench.uniform({CS, 9}), dw9 = bench.empty({CS, 9});
-  bench.memory("depthwise_conv1d bwd K=9", x_shape, bytes_of(x_shape, 3),
-               [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w9, dy, dx, dw9, dbias, 4, false); });
+  // Wider kernels ('same', as the bidirectional conv mixer pads them): K = 7
+  // takes the fused backward's 8-tap window, K = 9 and 15 its 16-tap window;
+  // K = 17 is past it, the general path (dx pass + dweight walk). Same bytes.
+  for (int64_t taps : {7, 9, 15, 17}) {
+    Tensor wk = bench.uniform({CS, taps}), dwk = bench.empty({CS, taps});
+    bench.memory(fmt::format("depthwise_conv1d bwd K={}", taps), x_shape, bytes_of(x_shape, 3), [&] {
+      depthwise_conv1d_backward_kernel.get(device)(in.x, wk, dy, dx, dwk, dbias, (taps - 1) / 2, false);
+    });
+  }
 }
 
 // Prints the table (each row against its ceiling) and returns the report.

@@ -138,8 +138,8 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dt
   count_case(ok, label, stats);
 }
 
-// depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-tap
-// window, its 8-tap window, the general path beyond 8 taps) against the CPU
+// depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-, 8-
+// and 16-tap windows, the general path beyond 16 taps) against the CPU
 // reference; outputs start as NaN, and two backward runs must agree bit for bit.
 struct ConvStats {
   int cases = 0, failures = 0;
@@ -180,9 +180,10 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   count_case(ok, label, stats);
 }
 
-// Every K up to 9 (the fused backward's 4-tap window for K <= 4, its 8-tap
-// window for 5 <= K <= 8, the general path for 9; the forward's second tap
-// block from 5) with every pad, both directions, with and without bias;
+// Every K up to 9 with every pad, and K = 12, 16 and 17 with the first, the
+// middle and the last pad (the fused backward's 4-tap window for K <= 4, its
+// 8-tap window for 5 <= K <= 8, its 16-tap window for 9 <= K <= 16, the
+// general path for 17; the forward's tap blocks), both directions, with and without bias;
 // C = 6 and 130 take channel pairs (the 4-tap window), C = 1 single channels.
 // Returns true when every case passed.
 bool run_conv(bool quick, Rng& rng) {
@@ -191,8 +192,9 @@ bool run_conv(bool quick, Rng& rng) {
     for (int64_t B : {1, 3}) {
       for (int64_t L : {1, 5, 8, 9, 31, 70}) {
         for (int64_t C : {1, 6, 41, 130}) {
-          for (int64_t K = 1; K <= 9; ++K) {
+          for (int64_t K : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17}) {
             for (int64_t pad = 0; pad < K; ++pad) {
+              if (K > 9 && pad != 0 && pad != (K - 1) / 2 && pad != K - 1) continue;
               for (bool reverse : {false, true}) {
                 const bool with_bias = (L + C + K + pad) % 2 == 0;
                 if (quick && (B != 3 || reverse != ((L + pad) % 2 == 1) || (C == 1 && L != 9))) continue;

@@ -1274,8 +1274,8 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
 
 // The fused backward for up to kConvFusedMaxTaps taps: one pass over x and dy
 // writes dx and per-block partial sums of dweight and dbias. The kernel holds
-// a window of K taps (K = 4, Mamba's convolution, or 8, the conv mixer's 5 and
-// 7; the host takes the smaller that holds `taps`). A thread takes V
+// a window of K taps (K = 4, Mamba's convolution, 8 or 16, the conv mixer's
+// wider kernels; the host takes the smallest that holds `taps`). A thread takes V
 // neighbouring channels of batch n over one chunk of the sequence
 // (kConvBwdChunks chunks, each a multiple of kTile steps), walking it in tiles
 // of kTile scan steps m whose loads (dy_{m + pad} and x_m) are issued
@@ -1292,7 +1292,7 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
 // The block's four chunks of the same channels are summed in shared memory in
 // chunk order; the per-batch rows are summed by conv_column_sum_kernel: a
 // fixed order throughout, no atomics.
-constexpr int kConvFusedMaxTaps = 8;
+constexpr int kConvFusedMaxTaps = 16;
 constexpr int kConvBwdChunks = 4;
 constexpr int kConvBwdThreads = 256;
 constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel groups per block
@@ -1301,12 +1301,15 @@ constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel gro
 // The 4-tap window takes at most 80 registers: 3 blocks (the 85-register
 // bound). The 8-tap window takes 64 registers for single float channels: 4
 // blocks; 108 for double: 2 blocks. Pairs of float channels would take 108
-// too (and spill at 3 blocks), so the host runs the 8-tap window unpacked: 4
+// too (and spill at 3 blocks), so the host runs the wider windows unpacked: 4
 // blocks of single channels keep as many bytes in flight as 2 blocks of pairs,
-// in twice the warps (a choice not yet measured). shared_sums takes at most
-// 13.5 KiB (8 taps, double).
+// in twice the warps (a choice not yet measured). The 16-tap window takes 80
+// registers for float (3 blocks), 168 for double (1 block). shared_sums takes
+// at most 25.5 KiB (16 taps, double).
 template <typename T, int V, int K>
-constexpr int kConvBwdBlocksPerSm = K <= 4 ? 3 : V * sizeof(T) == sizeof(float) ? 4 : 2;
+constexpr int kConvBwdBlocksPerSm = K <= 4   ? 3
+                                    : K <= 8 ? (V * sizeof(T) == sizeof(float) ? 4 : 2)
+                                             : (sizeof(T) == sizeof(float) ? 3 : 1);
 
 template <typename T, int V, int K>
 __global__ void __launch_bounds__(kConvBwdThreads, kConvBwdBlocksPerSm<T, V, K>) conv_backward_fused_kernel(
@@ -1479,7 +1482,9 @@ void conv_backward_fused(const Tensor& x, const Tensor& weight, const Tensor& dy
   using One = std::integral_constant<int, 1>;
   using Pair = std::integral_constant<int, 2>;
   using SmallWindow = std::integral_constant<int, 4>;  // Mamba's convolution
-  using LargeWindow = std::integral_constant<int, kConvFusedMaxTaps>;
+  using LargeWindow = std::integral_constant<int, 8>;
+  using WideWindow = std::integral_constant<int, kConvFusedMaxTaps>;
+  if (taps > LargeWindow::value) return launch(One{}, WideWindow{});
   if (taps > SmallWindow::value) return launch(One{}, LargeWindow{});  // unpacked: see kConvBwdBlocksPerSm
   // Pairs of channels (8-byte accesses) when they fit: 4 would take too many registers.
   if constexpr (std::is_same_v<T, float>) {
