@@ -246,9 +246,9 @@ void scans(KernelBench& bench) {
                [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
-  // Wider kernels ('same', as the bidirectional conv mixer pads them): K = 7
-  // takes the fused backward's 8-tap window, K = 9 and 15 its 16-tap window;
-  // K = 17 is past it, the general path (dx pass + dweight walk). Same bytes.
+  // Wider kernels ('same', as the bidirectional conv mixer pads them): K = 7,
+  // 9 and 15 take the fused backward's 8-, 12- and 16-tap windows; K = 17 is
+  // past them, the general path (dx pass + dweight walk). Same bytes.
   for (int64_t taps : {7, 9, 15, 17}) {
     Tensor wk = bench.uniform({CS, taps}), dwk = bench.empty({CS, taps});
     bench.memory(fmt::format("depthwise_conv1d bwd K={}", taps), x_shape, bytes_of(x_shape, 3), [&] {

@@ -213,8 +213,8 @@ TEST(CudaScan, DepthwiseConv1dMatchesCpu) {
                                    // channel pairs; single channels (C odd) with one tap.
                                    {{3, 70, 130}, 2, {0, 1}},
                                    {{2, 33, 129}, 1, {0}},
-                                   // Its 8-tap window with 5 taps, its 16-tap window with 9
-                                   // and 16; 17 taps: the general path.
+                                   // Its 8-, 12- and 16-tap windows with 5, 9 and 16 taps;
+                                   // 17 taps: the general path.
                                    {{2, 41, 70}, 5, {2, 4}},
                                    {{2, 41, 70}, 9, {0, 4, 8}},
                                    {{2, 41, 70}, 16, {0, 15}},

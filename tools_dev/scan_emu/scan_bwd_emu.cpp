@@ -138,8 +138,8 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, DType dt
   count_case(ok, label, stats);
 }
 
-// depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-, 8-
-// and 16-tap windows, the general path beyond 16 taps) against the CPU
+// depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-, 8-,
+// 12- and 16-tap windows, the general path beyond 16 taps) against the CPU
 // reference; outputs start as NaN, and two backward runs must agree bit for bit.
 struct ConvStats {
   int cases = 0, failures = 0;
@@ -182,8 +182,8 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
 
 // Every K up to 9 with every pad, and K = 12, 16 and 17 with the first, the
 // middle and the last pad (the fused backward's 4-tap window for K <= 4, its
-// 8-tap window for 5 <= K <= 8, its 16-tap window for 9 <= K <= 16, the
-// general path for 17; the forward's tap blocks), both directions, with and without bias;
+// 8-tap window for 5 <= K <= 8, its 12-tap window for 9 and 12, its 16-tap
+// window for 16, the general path for 17; the forward's tap blocks), both directions, with and without bias;
 // C = 6 and 130 take channel pairs (the 4-tap window), C = 1 single channels.
 // Returns true when every case passed.
 bool run_conv(bool quick, Rng& rng) {

@@ -1274,7 +1274,7 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
 
 // The fused backward for up to kConvFusedMaxTaps taps: one pass over x and dy
 // writes dx and per-block partial sums of dweight and dbias. The kernel holds
-// a window of K taps (K = 4, Mamba's convolution, 8 or 16, the conv mixer's
+// a window of K taps (K = 4, Mamba's convolution, 8, 12 or 16, the conv mixer's
 // wider kernels; the host takes the smallest that holds `taps`). A thread takes V
 // neighbouring channels of batch n over one chunk of the sequence
 // (kConvBwdChunks chunks, each a multiple of kTile steps), walking it in tiles
@@ -1299,20 +1299,23 @@ constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel gro
 
 // Blocks per SM that the registers allow without spilling (ptxas -v, sm_90a).
 // The 4-tap window takes at most 80 registers: 3 blocks (the 85-register
-// bound). The 8-tap window takes 64 registers for single float channels: 4
-// blocks; 108 for double: 2 blocks. Pairs of float channels would take 108
-// too (and spill at 3 blocks), so the host runs the wider windows unpacked: 4
+// bound). Wider windows run single channels: pairs of float channels in the
+// 8-tap window would take 108 registers (and spill at 3 blocks), while 4
 // blocks of single channels keep as many bytes in flight as 2 blocks of pairs,
-// in twice the warps (a choice not yet measured). The 16-tap window takes 80
-// registers for float (3 blocks), 168 for double (1 block). shared_sums takes
-// at most 25.5 KiB (16 taps, double).
+// in twice the warps. Float: 64 registers for 8 taps (4 blocks), 76 for 12
+// and 80 for 16 (3 blocks). Double: 108, 128 and 168 (2, 2 and 1 blocks).
+// shared_sums takes at most 25.5 KiB (16 taps, double).
 template <typename T, int V, int K>
-constexpr int kConvBwdBlocksPerSm = K <= 4   ? 3
-                                    : K <= 8 ? (V * sizeof(T) == sizeof(float) ? 4 : 2)
-                                             : (sizeof(T) == sizeof(float) ? 3 : 1);
+constexpr int conv_bwd_blocks_per_sm() {
+  constexpr bool single_floats = V * sizeof(T) == sizeof(float);
+  if (K <= 4) return 3;
+  if (K <= 8) return single_floats ? 4 : 2;
+  if (K <= 12) return single_floats ? 3 : 2;
+  return single_floats ? 3 : 1;
+}
 
 template <typename T, int V, int K>
-__global__ void __launch_bounds__(kConvBwdThreads, kConvBwdBlocksPerSm<T, V, K>) conv_backward_fused_kernel(
+__global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, K>()) conv_backward_fused_kernel(
     const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, int taps, int pad_left,
     bool reverse, int chunk_steps, bool with_bias) {
   __shared__ T shared_sums[kConvBwdChunks - 1][K + 1][V][kConvBwdGroups];
@@ -1464,6 +1467,9 @@ void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& 
 
 // Writes dx and the per-batch rows of dweight (and dbias) partial sums into
 // part: the fused kernel with the smallest window that holds the taps.
+template <int K>
+using TapWindow = std::integral_constant<int, K>;
+
 template <typename T>
 void conv_backward_fused(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx, const Tensor& part,
                          int64_t pad_left, bool reverse, bool with_bias) {
@@ -1481,16 +1487,17 @@ void conv_backward_fused(const Tensor& x, const Tensor& weight, const Tensor& dy
   };
   using One = std::integral_constant<int, 1>;
   using Pair = std::integral_constant<int, 2>;
-  using SmallWindow = std::integral_constant<int, 4>;  // Mamba's convolution
-  using LargeWindow = std::integral_constant<int, 8>;
-  using WideWindow = std::integral_constant<int, kConvFusedMaxTaps>;
-  if (taps > LargeWindow::value) return launch(One{}, WideWindow{});
-  if (taps > SmallWindow::value) return launch(One{}, LargeWindow{});  // unpacked: see kConvBwdBlocksPerSm
-  // Pairs of channels (8-byte accesses) when they fit: 4 would take too many registers.
+  // The smallest window that holds the taps; the wider ones take single
+  // channels (see conv_bwd_blocks_per_sm).
+  static_assert(kConvFusedMaxTaps == 16, "the widest window");
+  if (taps > 12) return launch(One{}, TapWindow<16>{});
+  if (taps > 8) return launch(One{}, TapWindow<12>{});
+  if (taps > 4) return launch(One{}, TapWindow<8>{});
+  // Mamba's convolution: pairs of channels (8-byte accesses) when they fit (4 would take too many registers).
   if constexpr (std::is_same_v<T, float>) {
-    if (pack_width<T>(channels, {&x, &dy, &dx}) >= 2) return launch(Pair{}, SmallWindow{});
+    if (pack_width<T>(channels, {&x, &dy, &dx}) >= 2) return launch(Pair{}, TapWindow<4>{});
   }
-  launch(One{}, SmallWindow{});
+  launch(One{}, TapWindow<4>{});
 }
 
 void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx,

@@ -16,7 +16,9 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse);
 //   y_t[c]    = sum_s Cm_t[s] h_t[c, s] + D[c] x_t[c]
 // x, dt [B, L, C] (dt already positive, e.g. softplus'ed); A [C, S] (negative
 // for a stable scan); Bm, Cm [B, L, S]; D [C]  ->  y [B, L, C].
-// The states are never materialised: the backward recomputes them.
+// The states are never materialised: the backward recomputes them (on the
+// GPU from the state entering every 8th step, which a forward saves when its
+// inputs need grad).
 Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                       const Tensor& D, bool reverse);
 
