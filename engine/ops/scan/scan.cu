@@ -27,8 +27,8 @@
 //                        A forward whose backward will run also saves the
 //                        state entering every tile (1/8 of the states); the
 //                        backward replays each tile from it into a
-//                        shared-memory window, walks each tile back with its x, dt and rows
-//                        in shared memory, and reduces dBm and dCm over the
+//                        shared-memory window, walks each tile back with its
+//                        x, dt and rows in shared memory, and reduces dBm and dCm over the
 //                        warp's 16 channels by a transpose through the part of
 //                        the window that the walk has read, then over the
 //                        block's 4 warps at the tile's end; no atomics
@@ -439,11 +439,10 @@ int64_t checkpoint_elements(int64_t batch, int64_t length, int64_t channels, int
   return groups * tiles * batch * channels * kStateGroup;
 }
 
-// A thread's checkpoints, tile by tile: the one of the tile at k0 is at(k0).
-// The address is the block's (uniform registers) plus the thread's offset,
-// recomputed at each use: no per-thread 64-bit register holds it. (The tile
-// stride, B C 16 elements, is checked to fit an int on the host.) E: T for
-// the forward, which writes them, const T for the backward.
+// A thread's checkpoints, tile by tile: the one of the tile at k0 is at(k0),
+// the block's address plus the thread's offset. (The tile stride, B C 16
+// elements, is checked to fit an int on the host.) E: T for the forward,
+// which writes them, const T for the backward.
 template <typename E>
 struct LaneCheckpoints {
   E* block_first;  // lane 0 of the block, first tile
@@ -903,8 +902,8 @@ struct WarpStateSum {
 // The backward needs h_{k-1} and h_k at every step k, walking k downwards,
 // while the forward keeps only the current state. The forward saves the state
 // entering every tile of kTile steps (LaneCheckpoints; the launcher runs it
-// for them when the caller kept none); then, tile by tile from the last, the tile is replayed forward from its checkpoint into a
-// shared-memory window and walked back (the reverse step is
+// for them when the caller kept none); then, tile by tile from the last, the
+// tile is replayed forward from its checkpoint into a shared-memory window and walked back (the reverse step is
 // SelectiveScanCpu::backward with its products regrouped). The window holds
 // the state entering each step but the first (the checkpoint, reread); the
 // state after a step, which dCm needs, is the one entering the step walked
@@ -923,6 +922,8 @@ struct WarpStateSum {
 //
 // float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
 // takes 28 KiB of window and 9 KiB of tile and A. double: twice that, 3 blocks.
+// (ptxas spills one 64-bit address of the checkpoints: 8 bytes stored once
+// and reloaded once per tile, outside the walk back.)
 template <typename T>
 constexpr int kSelectiveBackwardBlocksPerSm = sizeof(T) == 4 ? 6 : 3;
 
@@ -1124,8 +1125,10 @@ void selective_backward_launch(const SelectiveScanInputs& in, Tensor saved, cons
   check(L <= INT32_MAX - kTile && L * S <= INT32_MAX - kTile * S,
         "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
         "32-bit offsets", L, L, S);
-  if (!saved.defined()) saved = selective_forward_launch<T>(in, Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device()),
-                                                           /*save_states=*/true, reverse);
+  if (!saved.defined()) {
+    const Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device());  // (not needed)
+    saved = selective_forward_launch<T>(in, y, /*save_states=*/true, reverse);
+  }
   check(saved.numel() == checkpoint_elements(B, L, C, S) && saved.dtype() == in.x.dtype(),
         "selective_scan_backward (cuda): the saved states {} are not the forward's for [B, L, C, S] = [{}, {}, {}, {}]",
         saved.describe(), B, L, C, S);
