@@ -683,20 +683,27 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6)
 
 // ------------------------------------------------------ selective_scan backward
 
-// The backward splits a channel's 16 states over kBackwardSplit neighbouring
-// lanes, like the forward: thread 2j + part of a block takes states
-// part * 8 .. part * 8 + 7 of the block's channel j, so a warp covers 16
-// channels. Half the states per thread is half the registers (dh, dA and the
-// per-step gradients), hence twice the warps per SM at the same shared
-// memory per channel.
-constexpr int kBackwardSplit = kLaneSplit;
-constexpr int kBackwardStates = kLaneStates;
-constexpr int kBackwardLaneSteps = kTile / kBackwardSplit;     // a lane's share of a tile's x, dt and dy
-constexpr int kBackwardWarpChannels = kWarpSize / kBackwardSplit;
+// The backward gives a lane two neighbouring channels and a quarter of their
+// states: thread 4 j + q of a block takes the block's channels 2 j and
+// 2 j + 1 (a pair), states 4 q .. 4 q + 3 of each, so it still holds 8
+// (channel, state) values ([channel][state]) and a warp covers 16 channels.
+// The two channels share the lane's reads of Bm and Cm, and the lane adds its
+// two channels' terms of dBm and dCm in registers before they cross lanes:
+// half the shared-memory traffic of the per-step reductions, which bound the
+// kernel (the MIO path, not the instruction count). The four lanes of a pair
+// (a quad) combine their sums for dx and ddt with shuffles.
+constexpr int kLaneChannels = 2;                                 // channels per lane
+constexpr int kQuadLanes = 4;                                    // lanes per pair of channels
+constexpr int kChannelStates = kStateGroup / kQuadLanes;         // states per lane and channel
+constexpr int kBackwardStates = kLaneChannels * kChannelStates;  // values per lane
 constexpr int kSelectiveBackwardThreads = 128;
-constexpr int kBackwardBlockChannels = kSelectiveBackwardThreads / kBackwardSplit;
-static_assert(kBackwardSplit == 2, "the lanes of a channel are combined with one xor-1 shuffle");
+constexpr int kBackwardBlockChannels = kSelectiveBackwardThreads / kQuadLanes * kLaneChannels;
+constexpr int kBackwardLaneSteps = kTile * kLaneChannels / kQuadLanes;  // a lane's share of its pair's dy
 static_assert(kBackwardBlockChannels == kLaneBlockChannels, "the checkpoints' lanes");
+static_assert(kChannelStates == 4 && kLaneChannels == 2, "a lane's states of a channel are one 4-word vector");
+
+// The block's channel of the lane's first channel (c - c0); the second is next to it.
+__device__ __forceinline__ int pair_channel() { return threadIdx.x / kQuadLanes * kLaneChannels; }
 
 // Where the backward writes, its scratch, and the forward's checkpoints.
 template <typename T>
@@ -718,30 +725,35 @@ struct BackwardBlock {
   StepWalk seq;   // x, dt, dy, dx, ddt: channel c0 of batch n, step by step
   StepWalk rows;  // Bm, Cm: element group_begin of batch n's rows, step by step
   int length;
+  int channels;  // of the block: min(C - c0, 64)
 };
 
-// What one lane of the backward fetches of a tile of kTile steps at k0: its
-// channel's x and dt at the tile steps u = part, part + 2, ... (the other
-// lane of the channel fetches the rest), and one element each of the
-// group's Bm and Cm rows (the block's 128 threads cover the tile's 8 x 16
-// elements once). As in the forward, the next tile is fetched while the
-// current one is computed.
+// What one thread of the backward fetches of a tile of kTile steps at k0: x
+// and dt of the block's channel i % 64 at the tile steps i / 64, i / 64 + 2,
+// ... (a warp's loads of a step are one contiguous run), and one element each
+// of the group's Bm and Cm rows (the block's 128 threads cover the tile's
+// 8 x 16 elements once). As in the forward, the next tile is fetched while
+// the current one is computed.
 template <typename T>
 struct BackwardTileFetch {
   static_assert(kSelectiveBackwardThreads == kTile * kStateGroup, "one row element per thread");
-  T x[kBackwardLaneSteps], dt[kBackwardLaneSteps];  // zero past the sequence or the channels
-  T b, c;                                           // zero past the sequence or the group
+  static constexpr int kStride = kSelectiveBackwardThreads / kBackwardBlockChannels;  // between a thread's steps
+  static constexpr int kSteps = kTile / kStride;
+  T x[kSteps], dt[kSteps];  // zero past the sequence or the channels
+  T b, c;                   // zero past the sequence or the group
+
+  __device__ static int channel() { return threadIdx.x % kBackwardBlockChannels; }
+  __device__ static int first_step() { return threadIdx.x / kBackwardBlockChannels; }
 
   // A tile past either end of the sequence fetches zeros (the callers fetch
   // unconditionally, which keeps the compiler from holding the previous
   // values through the loop).
-  __device__ void fetch(const SelectiveArgs<T>& p, const BackwardBlock& block, int k0, bool valid) {
-    const int part = threadIdx.x % kBackwardSplit, channel = threadIdx.x / kBackwardSplit;
-    const int steps_left = k0 >= 0 && valid ? block.length - k0 : 0;
+  __device__ void fetch(const SelectiveArgs<T>& p, const BackwardBlock& block, int k0) {
+    const int steps_left = k0 >= 0 && channel() < block.channels ? block.length - k0 : 0;
 #pragma unroll
-    for (int j = 0; j < kBackwardLaneSteps; ++j) {
-      const bool live = j * kBackwardSplit + part < steps_left;
-      const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
+    for (int j = 0; j < kSteps; ++j) {
+      const bool live = first_step() + j * kStride < steps_left;
+      const int64_t at = block.seq.at(k0 + j * kStride) + (first_step() * block.seq.stride + channel());
       x[j] = live ? p.x[at] : T(0);
       dt[j] = live ? p.dt[at] : T(0);
     }
@@ -756,71 +768,89 @@ struct BackwardTileFetch {
 };
 
 // The backward's shared copy of the current tile: the group's Bm and Cm rows
-// and the channels' x and dt, each thread's fetched share in its own column
-// (x_at(u) reads step u of the thread's channel from the lane that fetched
-// it); plus each thread's A. Reading these here rather than holding them in
+// and the block's x and dt ([step][channel]: a lane reads its pair's two
+// channels as one 8-byte vector, which the quad's 4 lanes share); plus each
+// thread's scaled A. Reading these here rather than holding them in
 // registers leaves the registers to the states.
 template <typename T>
 struct BackwardShared {
   alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
-  T x[kBackwardLaneSteps][kSelectiveBackwardThreads];
-  T dt[kBackwardLaneSteps][kSelectiveBackwardThreads];
-  Pack<T, 4> a[kBackwardStates / 4][kSelectiveBackwardThreads];  // scaled A of the thread's states, by chunks of 4
+  alignas(4 * sizeof(T)) T x[kTile][kBackwardBlockChannels];
+  alignas(4 * sizeof(T)) T dt[kTile][kBackwardBlockChannels];
+  Pack<T, kChannelStates> a[kLaneChannels][kSelectiveBackwardThreads];  // by the thread's channel
 
   // between() runs after the first barrier, while the block has finished
   // the previous tile and not yet started this one.
   template <typename Between>
   __device__ void store(const BackwardTileFetch<T>& fetched, const Between& between) {
+    using Fetch = BackwardTileFetch<T>;
     __syncthreads();  // everyone is done with the previous tile
     between();
     b[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.b;
     c[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.c;
 #pragma unroll
-    for (int j = 0; j < kBackwardLaneSteps; ++j) {
-      x[j][threadIdx.x] = fetched.x[j];
-      dt[j][threadIdx.x] = fetched.dt[j];
+    for (int j = 0; j < Fetch::kSteps; ++j) {
+      x[Fetch::first_step() + j * Fetch::kStride][Fetch::channel()] = fetched.x[j];
+      dt[Fetch::first_step() + j * Fetch::kStride][Fetch::channel()] = fetched.dt[j];
     }
     __syncthreads();
   }
-  // Step u's x and dt of this thread's channel (lanes 2j and 2j + 1 read
-  // the same word; a warp reads 16 words two apart, one per bank).
-  __device__ T x_at(int u) const { return x[u / kBackwardSplit][owner_of(u)]; }
-  __device__ T dt_at(int u) const { return dt[u / kBackwardSplit][owner_of(u)]; }
+  // Step u's x and dt of the lane's two channels.
+  __device__ Pack<T, 2> x_at(int u) const { return load_pack<T, 2>(x[u] + pair_channel()); }
+  __device__ Pack<T, 2> dt_at(int u) const { return load_pack<T, 2>(dt[u] + pair_channel()); }
   __device__ void load_a(T (&out)[kBackwardStates]) const {
 #pragma unroll
-    for (int k = 0; k < kBackwardStates / 4; ++k) {
+    for (int e = 0; e < kLaneChannels; ++e) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) out[4 * k + i] = a[k][threadIdx.x].v[i];
+      for (int i = 0; i < kChannelStates; ++i) out[e * kChannelStates + i] = a[e][threadIdx.x].v[i];
     }
-  }
-  __device__ static int owner_of(int u) {
-    return threadIdx.x / kBackwardSplit * kBackwardSplit + u % kBackwardSplit;
   }
 };
 
-// Step u's value of a tile array split over the two lanes of a channel (lane
-// part u % 2 holds it at u / 2), on both lanes. u must be a constant after
+// Step u's dy of channel e of the lane's pair, on all 4 lanes of the quad:
+// lane 2 (u % 2) + e holds it at u / 2. u and e must be constants after
 // unrolling, so that the array stays in registers.
 template <typename T>
-__device__ __forceinline__ T tile_step(const T (&share)[kBackwardLaneSteps], int u) {
-  return __shfl_sync(kFullMask, share[u / kBackwardSplit], u % kBackwardSplit, kBackwardSplit);
+__device__ __forceinline__ T tile_dy(const T (&share)[kBackwardLaneSteps], int u, int e) {
+  return __shfl_sync(kFullMask, share[u / 2], 2 * (u % 2) + e, kQuadLanes);
+}
+
+// Sums N values per lane over N neighbouring lanes (N a power of 2) at once:
+// afterwards lane i of the group holds the total of value i. As
+// warp_sum_transposed: each round, lanes pair up across `half`, keep one half
+// of their values and add the partner's of it (N - 1 shuffles in all); the
+// order is fixed.
+template <int N, typename T>
+__device__ __forceinline__ T group_sum_transposed(T (&v)[N]) {
+  const int lane = threadIdx.x % N;
+#pragma unroll
+  for (int half = N / 2; half > 0; half /= 2) {
+    const bool upper = lane & half;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const T keep = upper ? v[i + half] : v[i];
+      const T send = upper ? v[i] : v[i + half];
+      v[i] = keep + __shfl_xor_sync(kFullMask, send, half);
+    }
+  }
+  return v[0];
 }
 
 // The states of the tile being walked back (dynamic shared memory), in a
 // region per warp: slot u = 1..7 holds the states entering step k0 + u (the
-// state entering step k0 is the tile's checkpoint) in pairs of states, the
-// warp's 32 lanes contiguous: one conflict-free 2-word access per pair. (As
-// 4-word vectors the walk back spills at 80 registers.) Once the walk back
-// has read a slot, the warp's sums of dBm and dCm reuse it (WarpStateSum: a
-// slot is 16 x 16 words), and the last slot, which the walk back reads
-// first, then collects the warp's sums of the whole tile (totals(): [step]
-// [lane], lane l < 16 dCm of state l, lane l >= 16 dBm of state l - 16) for
-// the block to add up at the tile's end.
+// state entering step k0 is the tile's checkpoint), each lane's 8 values in
+// pairs, the warp's 32 lanes contiguous: one conflict-free 2-word access per
+// pair. (As 4-word vectors the walk back spilled at 80 registers.) Once the
+// walk back has read a slot, the warp's sums of dBm and dCm reuse it
+// (WarpStateSum: a slot is 8 x 32 words), and the last slot, which the walk
+// back reads first, then collects the warp's sums of the whole tile
+// (totals(): [step][lane], lane l < 16 dCm of state l, lane l >= 16 dBm of
+// state l - 16) for the block to add up at the tile's end.
 constexpr int kWindowSlots = kTile - 1;
 constexpr int kSlotWords = kBackwardStates * kWarpSize;
 constexpr int kBackwardBlockWarps = kSelectiveBackwardThreads / kWarpSize;
-static_assert(kSlotWords == kBackwardWarpChannels * kStateGroup, "a slot holds WarpStateSum's buffer");
+static_assert(kSlotWords == kWarpSize / kQuadLanes * 2 * kStateGroup, "a slot holds WarpStateSum's buffer");
 static_assert(kSlotWords == kTile * kWarpSize, "the last slot holds a tile of the warp's sums");
 
 template <typename T>
@@ -850,52 +880,83 @@ struct StateWindow {
   }
 };
 
-// A lane's checkpoint (zero for a lane past the channels).
+// A lane's checkpoint of the tile at k0 (zero for its channels past the
+// block's). The forward's lanes hold 8 states of one channel (state s of
+// channel j at lane 2 j + s / 8, element s % 8), so states 4 q .. 4 q + 3
+// of channel j are 4 contiguous elements, 16 j + 4 q from the block's first:
+// one 16-byte load per channel.
 template <typename T>
-__device__ __forceinline__ void load_checkpoint(const T* at, bool valid, T (&h)[kBackwardStates]) {
-  if (valid) {
-    load_row(at, h);
-  } else {
+__device__ __forceinline__ void load_checkpoint(const LaneCheckpoints<const T>& checkpoints, int k0, int block_channels,
+                                                T (&h)[kBackwardStates]) {
+  const int channel = pair_channel(), first_state = threadIdx.x % kQuadLanes * kChannelStates;
+  const T* at = checkpoints.block_first +
+                (static_cast<int64_t>(k0 / kTile) * checkpoints.tile_stride + channel * kStateGroup + first_state);
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) h[i] = T(0);
+  for (int e = 0; e < kLaneChannels; ++e) {
+    const Pack<T, kChannelStates> v = channel + e < block_channels ? load_pack<T, kChannelStates>(at + e * kStateGroup)
+                                                                   : zero_pack<T, kChannelStates>();
+#pragma unroll
+    for (int i = 0; i < kChannelStates; ++i) h[e * kChannelStates + i] = v.v[i];
   }
 }
 
-// dBm or dCm of one step summed over the warp's 16 channels, through a
-// warp-private [16][16] buffer in shared memory (a transpose: ~20
-// instructions per lane, where a transposing butterfly of shuffles takes ~30,
-// half of them selects). Lane l = 2j + part puts its 8 values (states part * 8 ..
-// part * 8 + 7 of channel j) in row j; then lane l sums column l % 16 (state
-// l % 16 of the group) over the rows of parity l / 16, and lanes l and l ^ 16
-// add their two halves, the even rows' first: a fixed order. In rows with bit
-// 1 set the two 4-word chunks of a lane trade places, so the vector stores (8
-// lanes at a time) and the column reads (rows 2r and 2r + 1 at once) each hit
-// every bank once.
+// One scan step of the lane's two channels (as selective_step, term for
+// term, so the replay reproduces the forward's states), reading the Bm row
+// once for both.
+template <typename T>
+__device__ __forceinline__ void pair_step(T (&h)[kBackwardStates], const T (&scaled_a)[kBackwardStates],
+                                          const T* b_row, const Pack<T, 2>& step, const Pack<T, 2>& x) {
+  T b[kChannelStates];
+  load_row(b_row, b);
+#pragma unroll
+  for (int e = 0; e < kLaneChannels; ++e) {
+    const T input = step.v[e] * x.v[e];
+#pragma unroll
+    for (int i = 0; i < kChannelStates; ++i) {
+      const int s = e * kChannelStates + i;
+      h[s] = decay_of(step.v[e], scaled_a[s]) * h[s] + input * b[i];
+    }
+  }
+}
+
+// dCm and dBm of one step summed over the warp's 16 channels, through a
+// warp-private buffer of [8 pairs][32 columns: 16 states of dCm, then 16 of
+// dBm] in shared memory (a transpose). Each lane has already added its two
+// channels, so it puts 4 values of each in its pair's row (two 4-word
+// vector stores); then lane l sums column l over the 8 rows, in row order:
+// lane l < 16 gets dCm of state l, lane l >= 16 dBm of state l - 16. In odd
+// rows the dCm and dBm halves trade places, so the vector stores (8 lanes,
+// two rows, at a time) and the column reads each hit every bank once.
 struct WarpStateSum {
-  static constexpr int kRow = kStateGroup;  // words per row: a column per state of the group
-  static_assert(kBackwardStates == 8 && kRow == 2 * kBackwardStates && kRow * 2 == kWarpSize,
-                "a lane's values are two 4-word chunks; lane l's column starts at word l");
-  int first_chunk;  // where the lane's values 0..3 go (values 4..7: first_chunk ^ 4)
+  static constexpr int kRows = kWarpSize / kQuadLanes;
+  static constexpr int kRow = 2 * kStateGroup;  // words per row
+  static_assert(kRow == kWarpSize, "lane l's column is word l of a row");
+  int dC_at;  // where the lane's values of dCm go (those of dBm: dC_at ^ kStateGroup)
 
   __device__ WarpStateSum() {
-    const int lane = threadIdx.x % kWarpSize, j = lane / kBackwardSplit, part = lane % kBackwardSplit;
-    first_chunk = j * kRow + 4 * (kBackwardSplit * part + (j >> 1 & 1));
+    const int lane = threadIdx.x % kWarpSize, row = lane / kQuadLanes;
+    dC_at = row * kRow + ((lane % kQuadLanes * kChannelStates) ^ (row & 1) * kStateGroup);
   }
 
-  // The sum over the warp's channels of v for state l % 16, on lanes l and
-  // l ^ 16. The whole warp calls it.
+  // The whole warp calls these: put_dC when the warp is done with what the
+  // buffer held, then put_dB, then total.
   template <typename T>
-  __device__ __forceinline__ T sum(T* buffer, const T (&v)[kBackwardStates]) const {
-    const int column = threadIdx.x % kWarpSize;  // in row l / 16: lane l's
-    __syncwarp();                                // the warp is done with what the buffer held
-    store_pack(buffer + first_chunk, Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
-    store_pack(buffer + (first_chunk ^ 4), Pack<T, 4>{{v[4], v[5], v[6], v[7]}});
+  __device__ __forceinline__ void put_dC(T* buffer, const T (&v)[kChannelStates]) const {
     __syncwarp();
-    T half = buffer[column];
+    store_pack(buffer + dC_at, Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
+  }
+  template <typename T>
+  __device__ __forceinline__ void put_dB(T* buffer, const T (&v)[kChannelStates]) const {
+    store_pack(buffer + (dC_at ^ kStateGroup), Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
+  }
+  template <typename T>
+  __device__ __forceinline__ T total(const T* buffer) const {
+    const int column = threadIdx.x % kWarpSize;
+    __syncwarp();
+    T sum = buffer[column];
 #pragma unroll
-    for (int r = 1; r < kBackwardWarpChannels / 2; ++r) half += buffer[(r & 1 ? column ^ 4 : column) + 2 * r * kRow];
-    const T other = __shfl_xor_sync(kFullMask, half, kRow);
-    return threadIdx.x & kRow ? other + half : half + other;
+    for (int r = 1; r < kRows; ++r) sum += buffer[r * kRow + (column ^ (r & 1) * kStateGroup)];
+    return sum;
   }
 };
 
@@ -909,16 +970,18 @@ struct WarpStateSum {
 // state after a step, which dCm needs, is the one entering the step walked
 // back before it (after the tile's last step: the replay's final state).
 //
-// Grid (blocks of 64 channels, batch); lanes 2j and 2j + 1 of a block take
-// channel j's two halves of the states (above). A tile's x and dt go through
-// shared memory, each lane of a channel fetching half of the steps; dy stays
-// in registers, half per lane, and reaches the other lane by a shuffle. Per
-// step, the lanes of a channel combine their sums for dx and ddt with one
-// shuffle (part 0 writes dx, part 1 ddt); dA stays per lane (its own states);
-// dD is part 0's. Lanes past C idle through the loops (contributing exact
-// zeros) because the whole warp takes part in the shuffles, and the whole
-// block in staging the tile. The walk back is unrolled over the tile, so that
-// the shares of dy stay in registers.
+// Grid (blocks of 64 channels, batch); thread 4 j + q of a block takes states
+// 4 q .. 4 q + 3 of the block's channels 2 j and 2 j + 1 (above). A tile's x
+// and dt go through shared memory; dy stays in registers, a quarter of the
+// pair's per lane, and reaches the quad by shuffles. Per step, the quad
+// combines its 4 sums (dx and ddt of 2 channels) with 3 shuffles, each lane
+// ending with one: q = 0, 1 dx of channel 2 j + q, q = 2, 3 ddt of channel
+// 2 j + q - 2, and writes it; dA stays per lane (its own values); dD is the
+// dx lanes'. Lanes past C idle through the loops (contributing exact zeros:
+// their A, x, dt, dy and checkpoints are zero) because the whole warp takes
+// part in the shuffles, and the whole block in staging the tile. The walk
+// back is unrolled over the tile, so that the shares of dy stay in
+// registers.
 //
 // float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
 // takes 28 KiB of window and 9 KiB of tile and A. double: twice that, 3 blocks.
@@ -953,19 +1016,20 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   extern __shared__ unsigned char window_bytes[];
   __shared__ BackwardShared<T> tile;
   const StateWindow<T> window(reinterpret_cast<T*>(window_bytes));
-  const int part = threadIdx.x % kBackwardSplit, first_state = part * kBackwardStates;
-  const int channel = threadIdx.x / kBackwardSplit;  // c - c0
-  const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels), c = c0 + channel;
-  const int block_channels = static_cast<int>(std::min<int64_t>(p.channels - c0, kBackwardBlockChannels));
-  const bool valid = channel < block_channels;  // (from block-wide values: cheap to recompute where needed)
-  const int L = static_cast<int>(p.length);     // (checked on the host)
-  const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L};
+  const int quad = threadIdx.x % kQuadLanes, first_state = quad * kChannelStates;
+  const int channel = pair_channel();  // c - c0 of the first of the lane's channels
+  const int own = channel + quad % kLaneChannels;  // c - c0 of the channel whose dx (quad 0, 1) or ddt the lane writes
+  const int64_t n = blockIdx.y, c0 = blockIdx.x * static_cast<int64_t>(kBackwardBlockChannels);
+  const int L = static_cast<int>(p.length);  // (checked on the host)
+  const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L,
+                            static_cast<int>(std::min<int64_t>(p.channels - c0, kBackwardBlockChannels))};
   const LaneCheckpoints<const T> checkpoints = lane_checkpoints(p, q.saved, n, c0);
-  {
-    T scaled_a[kBackwardStates];
-    load_scaled_a(p, c, valid, first_state, scaled_a);
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) tile.a[i / 4][threadIdx.x].v[i % 4] = scaled_a[i];  // (this thread's)
+  for (int e = 0; e < kLaneChannels; ++e) {
+    T scaled_a[kChannelStates];
+    load_scaled_a(p, c0 + channel + e, channel + e < block.channels, first_state, scaled_a);
+#pragma unroll
+    for (int i = 0; i < kChannelStates; ++i) tile.a[e][threadIdx.x].v[i] = scaled_a[i];  // (this thread's)
   }
 
   // Tiles from the last to the first.
@@ -973,37 +1037,40 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   T dh[kBackwardStates], dA[kBackwardStates];  // dh: dL/dh carried backwards through the steps
 #pragma unroll
   for (int i = 0; i < kBackwardStates; ++i) dh[i] = dA[i] = T(0);
-  T dD = T(0);
-  const T d = valid && p.first_group() && part == 0 ? p.D[c] : T(0);  // D x enters dx once, on part 0
+  T dD[kLaneChannels] = {T(0), T(0)};
+  // D x enters dx once per channel, on the lane that writes it.
+  const T d = own < block.channels && p.first_group() && quad < kLaneChannels ? p.D[c0 + own] : T(0);
   // The warp's sums of dCm (lanes 0..15) and dBm (lanes 16..31), one state
   // each, collected per tile and added up over the block's warps.
   const WarpStateSum state_sum;
   const int lane = threadIdx.x % kWarpSize;
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
-  next.fetch(p, block, last_tile, valid);
+  next.fetch(p, block, last_tile);
   for (int k0 = last_tile; k0 >= 0; k0 -= kTile) {
     const int steps = L - k0 < kTile ? L - k0 : kTile;
     tile.store(next, [&] {
       if (k0 != last_tile) write_block_state_sums(p, q, window, k0 + kTile);
     });
-    T g_share[kBackwardLaneSteps];
+    // Step 2 j + quad / 2 of channel channel + quad % 2 (tile_dy).
+    T dy_share[kBackwardLaneSteps];
 #pragma unroll
     for (int j = 0; j < kBackwardLaneSteps; ++j) {
-      const bool live = valid && j * kBackwardSplit + part < steps;
-      const int64_t at = block.seq.at(k0 + j * kBackwardSplit) + (part * block.seq.stride + channel);
-      g_share[j] = live ? dy[at] : T(0);
+      const int u = 2 * j + quad / 2;
+      const bool live = channel + quad % 2 < block.channels && u < steps;
+      const int64_t at = block.seq.at(k0 + 2 * j) + (quad / 2 * block.seq.stride + channel + quad % 2);
+      dy_share[j] = live ? dy[at] : T(0);
     }
     // Replay: window slot u <- the state entering step k0 + u, for u = 1..7;
     // h <- the state after step k0 + 7 (after the tile's last step: steps
     // past the sequence are identity steps).
     {
       T a[kBackwardStates];
-      load_checkpoint(checkpoints.at(k0), valid, h);
+      load_checkpoint(checkpoints, k0, block.channels, h);
       tile.load_a(a);
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
-        selective_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+        pair_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
         if (u + 1 < kTile) window.store(u + 1, h);
       }
     }
@@ -1013,32 +1080,30 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     for (int u = kTile - 1; u >= 0; --u) {
       // The next tile's fetch waits until only step 0 is left: most registers
       // of the shares of dy are free by then, and step 0 covers some of the
-      // loads' latency. (Earlier, or with step 0's checkpoint reread early
-      // rather than in place, the walk back spills at 80 registers.)
-      if (u == 0) next.fetch(p, block, k0 - kTile, valid);
+      // loads' latency.
+      if (u == 0) next.fetch(p, block, k0 - kTile);
       T prev[kBackwardStates];  // the state entering the step
       if (u > 0) {
         window.load(u, prev);
       } else {
-        load_checkpoint(checkpoints.at(k0), valid, prev);
+        load_checkpoint(checkpoints, k0, block.channels, prev);
       }
       // A step past the sequence is an identity step: h equals prev there.
-      // Taking prev on both paths saves copying h at every step. (A straight
-      // run here, writes predicated, spills at 80 registers.)
+      // Taking prev on both paths saves copying h at every step.
       if (u >= steps) {
 #pragma unroll
         for (int i = 0; i < kBackwardStates; ++i) h[i] = prev[i];
         continue;
       }
-      const T g = tile_step(g_share, u), x = tile.x_at(u), step = tile.dt_at(u);
-      const T input = step * x;
+      const T g[kLaneChannels] = {tile_dy(dy_share, u, 0), tile_dy(dy_share, u, 1)};
+      const Pack<T, 2> x = tile.x_at(u), step = tile.dt_at(u);
       T* const sums = window.slot(u > 0 ? u : 1);  // read already: WarpStateSum's buffer
-      T grads[kBackwardStates];                    // dCm, then dBm, of the lane's states
+      T grads[kChannelStates];                     // dCm, then dBm, of the lane's states (its 2 channels added)
 #pragma unroll
-      for (int i = 0; i < kBackwardStates; ++i) grads[i] = g * h[i];
-      const T dC = state_sum.sum(sums, grads);
-      T dh_b = T(0), ddt_exponent = T(0);  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
-      T a[kBackwardStates], b_row[kBackwardStates], c_row[kBackwardStates];
+      for (int i = 0; i < kChannelStates; ++i) grads[i] = g[0] * h[i] + g[1] * h[kChannelStates + i];
+      state_sum.put_dC(sums, grads);
+      T dh_b[kLaneChannels], ddt_exponent[kLaneChannels];  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
+      T a[kBackwardStates], b_row[kChannelStates], c_row[kChannelStates];
       tile.load_a(a);
       load_row(tile.b[u] + first_state, b_row);
       load_row(tile.c[u] + first_state, c_row);
@@ -1048,43 +1113,53 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       // CPU reference. The CPU's per-state terms dh step Bm (dx) and
       // dh Bm x (ddt) share the factor dh Bm, summed once here.
 #pragma unroll
-      for (int i = 0; i < kBackwardStates; ++i) {
-        const T decay = decay_of(step, a[i]);
-        dh[i] += g * c_row[i];  // dh[i] is now the full dL/dh_t[s]
-        dh_b += dh[i] * b_row[i];
-        grads[i] = dh[i] * input;              // dB
-        dh[i] *= decay;                        // on to dL/dh_prev
-        const T d_exponent = dh[i] * prev[i];  // dL/d(dt_t A[s])
-        dA[i] += d_exponent * step;
-        ddt_exponent += d_exponent * a[i];  // A[s] up to decay_exponent_scale, undone below
-        h[i] = prev[i];
+      for (int e = 0; e < kLaneChannels; ++e) {
+        const T input = step.v[e] * x.v[e];
+        dh_b[e] = ddt_exponent[e] = T(0);
+#pragma unroll
+        for (int i = 0; i < kChannelStates; ++i) {
+          const int s = e * kChannelStates + i;
+          const T decay = decay_of(step.v[e], a[s]);
+          dh[s] += g[e] * c_row[i];  // dh[s] is now the full dL/dh_t
+          dh_b[e] += dh[s] * b_row[i];
+          grads[i] = e == 0 ? dh[s] * input : grads[i] + dh[s] * input;  // dB
+          dh[s] *= decay;                        // on to dL/dh_prev
+          const T d_exponent = dh[s] * prev[s];  // dL/d(dt_t A[s])
+          dA[s] += d_exponent * step.v[e];
+          ddt_exponent[e] += d_exponent * a[s];  // A[s] up to decay_exponent_scale, undone below
+          h[s] = prev[s];
+        }
       }
-      const T dB = state_sum.sum(sums, grads);
-      const T dx_sum = d * g + dh_b * step;
-      const T ddt_sum = dh_b * x + decay_exponent_unscale(ddt_exponent);
-      // One shuffle combines both sums: part 0 sends its ddt and gets part
-      // 1's dx, part 1 the other way round; each adds part 0's term first.
-      const T mine = part == 0 ? dx_sum : ddt_sum;
-      const T other = __shfl_xor_sync(kFullMask, part == 0 ? ddt_sum : dx_sum, 1);
-      const T total = part == 0 ? mine + other : other + mine;
+      state_sum.put_dB(sums, grads);
+      const T dC_or_dB = state_sum.total(sums);
+      // The quad's lane q ends with the total of parts[q] (in lane order).
+      T parts[kQuadLanes] = {dh_b[0] * step.v[0], dh_b[1] * step.v[1],
+                             dh_b[0] * x.v[0] + decay_exponent_unscale(ddt_exponent[0]),
+                             dh_b[1] * x.v[1] + decay_exponent_unscale(ddt_exponent[1])};
+      const T total = d * (quad % 2 ? g[1] : g[0]) + group_sum_transposed<kQuadLanes>(parts);
       if (u == kTile - 1) __syncwarp();  // this step's sums read their buffer, the last slot
-      window.own_totals()[u * kWarpSize + lane] = lane < kStateGroup ? dC : dB;
-      if (valid) {
-        T& dst = (part == 0 ? q.dx : q.ddt)[block.seq.at(k0 + u) + channel];
+      window.own_totals()[u * kWarpSize + lane] = dC_or_dB;
+      if (own < block.channels) {
+        T& dst = (quad < kLaneChannels ? q.dx : q.ddt)[block.seq.at(k0 + u) + own];
         dst = p.first_group() ? total : dst + total;
       }
-      dD += g * x;
+#pragma unroll
+      for (int e = 0; e < kLaneChannels; ++e) dD[e] += g[e] * x.v[e];
     }
   }
   __syncthreads();
   write_block_state_sums(p, q, window, 0);
-  if (valid) {
-    const int64_t task = n * p.channels + c;
 #pragma unroll
-    for (int i = 0; i < kBackwardStates; ++i) {
-      if (first_state + i < p.group_size()) q.dA_part[task * p.state + p.group_begin + first_state + i] = dA[i];
+  for (int e = 0; e < kLaneChannels; ++e) {
+    if (channel + e >= block.channels) continue;
+    const int64_t task = n * p.channels + c0 + channel + e;
+#pragma unroll
+    for (int i = 0; i < kChannelStates; ++i) {
+      if (first_state + i < p.group_size()) {
+        q.dA_part[task * p.state + p.group_begin + first_state + i] = dA[e * kChannelStates + i];
+      }
     }
-    if (p.first_group() && part == 0) q.dD_part[task] = dD;
+    if (p.first_group() && quad == e) q.dD_part[task] = dD[e];
   }
 }
 
@@ -1147,7 +1222,7 @@ void selective_backward_launch(const SelectiveScanInputs& in, Tensor saved, cons
                                   cudaSharedmemCarveoutMaxShared),
              "selective_backward_kernel: shared memory carveout");
   for_each_state_group(args, [&](const SelectiveArgs<T>& p) {
-    const dim3 grid(blocks_for(C * kBackwardSplit, kSelectiveBackwardThreads), static_cast<unsigned>(B));
+    const dim3 grid(blocks_for(C, kBackwardBlockChannels), static_cast<unsigned>(B));
     selective_backward_kernel<T>
         <<<grid, kSelectiveBackwardThreads, window_bytes, current_stream()>>>(p, data_or_null<const T>(dy), q);
     CUDA_CHECK_LAUNCH();
