@@ -778,7 +778,6 @@ struct BackwardShared {
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
   alignas(4 * sizeof(T)) T x[kTile][kBackwardBlockChannels];
   alignas(4 * sizeof(T)) T dt[kTile][kBackwardBlockChannels];
-  Pack<T, kChannelStates> a[kLaneChannels][kSelectiveBackwardThreads];  // by the thread's channel
 
   // between() runs after the first barrier, while the block has finished
   // the previous tile and not yet started this one.
@@ -799,13 +798,6 @@ struct BackwardShared {
   // Step u's x and dt of the lane's two channels.
   __device__ Pack<T, 2> x_at(int u) const { return load_pack<T, 2>(x[u] + pair_channel()); }
   __device__ Pack<T, 2> dt_at(int u) const { return load_pack<T, 2>(dt[u] + pair_channel()); }
-  __device__ void load_a(T (&out)[kBackwardStates]) const {
-#pragma unroll
-    for (int e = 0; e < kLaneChannels; ++e) {
-#pragma unroll
-      for (int i = 0; i < kChannelStates; ++i) out[e * kChannelStates + i] = a[e][threadIdx.x].v[i];
-    }
-  }
 };
 
 // Step u's dy of channel e of the lane's pair, on all 4 lanes of the quad:
@@ -1024,12 +1016,13 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   const BackwardBlock block{p.channel_steps(n, c0), p.state_steps(n, 0), L,
                             static_cast<int>(std::min<int64_t>(p.channels - c0, kBackwardBlockChannels))};
   const LaneCheckpoints<const T> checkpoints = lane_checkpoints(p, q.saved, n, c0);
+  T a[kBackwardStates];
 #pragma unroll
   for (int e = 0; e < kLaneChannels; ++e) {
     T scaled_a[kChannelStates];
     load_scaled_a(p, c0 + channel + e, channel + e < block.channels, first_state, scaled_a);
 #pragma unroll
-    for (int i = 0; i < kChannelStates; ++i) tile.a[e][threadIdx.x].v[i] = scaled_a[i];  // (this thread's)
+    for (int i = 0; i < kChannelStates; ++i) a[e * kChannelStates + i] = scaled_a[i];
   }
 
   // Tiles from the last to the first.
@@ -1064,15 +1057,11 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // Replay: window slot u <- the state entering step k0 + u, for u = 1..7;
     // h <- the state after step k0 + 7 (after the tile's last step: steps
     // past the sequence are identity steps).
-    {
-      T a[kBackwardStates];
-      load_checkpoint(checkpoints, k0, block.channels, h);
-      tile.load_a(a);
+    load_checkpoint(checkpoints, k0, block.channels, h);
 #pragma unroll
-      for (int u = 0; u < kTile; ++u) {
-        pair_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
-        if (u + 1 < kTile) window.store(u + 1, h);
-      }
+    for (int u = 0; u < kTile; ++u) {
+      pair_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+      if (u + 1 < kTile) window.store(u + 1, h);
     }
     // Walk back. h is the state after the step walked back (dCm's factor):
     // the state entering the step walked back before it.
@@ -1103,8 +1092,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       for (int i = 0; i < kChannelStates; ++i) grads[i] = g[0] * h[i] + g[1] * h[kChannelStates + i];
       state_sum.put_dC(sums, grads);
       T dh_b[kLaneChannels], ddt_exponent[kLaneChannels];  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
-      T a[kBackwardStates], b_row[kChannelStates], c_row[kChannelStates];
-      tile.load_a(a);
+      T b_row[kChannelStates], c_row[kChannelStates];
       load_row(tile.b[u] + first_state, b_row);
       load_row(tile.c[u] + first_state, c_row);
       // States past the group have zero rows and A, so every term below is
