@@ -769,9 +769,9 @@ struct BackwardTileFetch {
 
 // The backward's shared copy of the current tile: the group's Bm and Cm rows
 // and the block's x and dt ([step][channel]: a lane reads its pair's two
-// channels as one 8-byte vector, which the quad's 4 lanes share); plus each
-// thread's scaled A. Reading these here rather than holding them in
-// registers leaves the registers to the states.
+// channels as one 8-byte vector, which the quad's 4 lanes share). Reading
+// these here rather than holding them in registers leaves the registers to
+// the states and the lane's scaled A.
 template <typename T>
 struct BackwardShared {
   alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
@@ -976,9 +976,7 @@ struct WarpStateSum {
 // registers.
 //
 // float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
-// takes 28 KiB of window and 9 KiB of tile and A. double: twice that, 3 blocks.
-// (ptxas spills one 64-bit address of the checkpoints: 8 bytes stored once
-// and reloaded once per tile, outside the walk back.)
+// takes 28 KiB of window and 5 KiB of tile. double: twice that, 3 blocks.
 template <typename T>
 constexpr int kSelectiveBackwardBlocksPerSm = sizeof(T) == 4 ? 6 : 3;
 
