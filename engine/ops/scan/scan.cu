@@ -427,9 +427,10 @@ __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t
 }
 
 // The state entering every tile, saved by a forward whose backward will run,
-// per lane (a thread of the forward or backward: two per channel, 8 states
-// each, the blocks' 64 channels side by side): [state groups, tiles, B C 2
-// lanes, 8 states], a lane's 8 states contiguous (two 16-byte accesses).
+// per lane of the forward (two per channel, 8 states each, the blocks' 64
+// channels side by side): [state groups, tiles, B C 2 lanes, 8 states], a
+// lane's 8 states contiguous (two 16-byte accesses). The backward, whose lanes
+// split the states differently, reads them by channel (load_checkpoint).
 constexpr int kLaneSplit = 2;                          // lanes per channel
 constexpr int kLaneStates = kStateGroup / kLaneSplit;  // states per lane
 constexpr int kLaneBlockChannels = 64;                 // channels per block (of 128 lanes)
