@@ -809,14 +809,14 @@ __device__ __forceinline__ T tile_dy(const T (&share)[kBackwardLaneSteps], int u
   return __shfl_sync(kFullMask, share[u / 2], 2 * (u % 2) + e, kQuadLanes);
 }
 
-// Sums N values per lane over N neighbouring lanes (N a power of 2) at once:
-// afterwards lane i of the group holds the total of value i. As
-// warp_sum_transposed: each round, lanes pair up across `half`, keep one half
-// of their values and add the partner's of it (N - 1 shuffles in all); the
-// order is fixed.
-template <int N, typename T>
+// Sums N values per lane over a group of N lanes kStride apart (N a power
+// of 2) at once: afterwards the group's lane i (lane i kStride + r) holds
+// the total of value i. As warp_sum_transposed: each round, lanes pair up
+// across `half`, keep one half of their values and add the partner's of it
+// (N - 1 shuffles in all); the order is fixed.
+template <int N, int kStride, typename T>
 __device__ __forceinline__ T group_sum_transposed(T (&v)[N]) {
-  const int lane = threadIdx.x % N;
+  const int lane = threadIdx.x / kStride % N;
 #pragma unroll
   for (int half = N / 2; half > 0; half /= 2) {
     const bool upper = lane & half;
@@ -824,7 +824,7 @@ __device__ __forceinline__ T group_sum_transposed(T (&v)[N]) {
     for (int i = 0; i < half; ++i) {
       const T keep = upper ? v[i + half] : v[i];
       const T send = upper ? v[i] : v[i + half];
-      v[i] = keep + __shfl_xor_sync(kFullMask, send, half);
+      v[i] = keep + __shfl_xor_sync(kFullMask, send, half * kStride);
     }
   }
   return v[0];
@@ -835,15 +835,13 @@ __device__ __forceinline__ T group_sum_transposed(T (&v)[N]) {
 // state entering step k0 is the tile's checkpoint), each lane's 8 values in
 // pairs, the warp's 32 lanes contiguous: one conflict-free 2-word access per
 // pair. (As 4-word vectors the walk back spilled at 80 registers.) Once the
-// walk back has read a slot, the warp's sums of dBm and dCm reuse it
-// (WarpStateSum: a slot is 8 x 32 words), and the last slot, which the walk
-// back reads first, then collects the warp's sums of the whole tile
-// (totals(): [step][lane], lane l < 16 dCm of state l, lane l >= 16 dBm of
-// state l - 16) for the block to add up at the tile's end.
+// walk back has read the last slot (first), that slot collects the warp's
+// sums of the whole tile (totals(): [step][32], word l < 16 dCm of state l,
+// word l >= 16 dBm of state l - 16) for the block to add up at the tile's
+// end.
 constexpr int kWindowSlots = kTile - 1;
 constexpr int kSlotWords = kBackwardStates * kWarpSize;
 constexpr int kBackwardBlockWarps = kSelectiveBackwardThreads / kWarpSize;
-static_assert(kSlotWords == kWarpSize / kQuadLanes * 2 * kStateGroup, "a slot holds WarpStateSum's buffer");
 static_assert(kSlotWords == kTile * kWarpSize, "the last slot holds a tile of the warp's sums");
 
 template <typename T>
@@ -912,44 +910,27 @@ __device__ __forceinline__ void pair_step(T (&h)[kBackwardStates], const T (&sca
   }
 }
 
-// dCm and dBm of one step summed over the warp's 16 channels, through a
-// warp-private buffer of [8 pairs][32 columns: 16 states of dCm, then 16 of
-// dBm] in shared memory (a transpose). Each lane has already added its two
-// channels, so it puts 4 values of each in its pair's row (two 4-word
-// vector stores); then lane l sums column l over the 8 rows, in row order:
-// lane l < 16 gets dCm of state l, lane l >= 16 dBm of state l - 16. In odd
-// rows the dCm and dBm halves trade places, so the vector stores (8 lanes,
-// two rows, at a time) and the column reads each hit every bank once.
+// dCm and dBm of one step summed over the warp's 16 channels. Each lane has
+// already added its two channels, leaving 8 values: dCm, then dBm, of its 4
+// states. The 8 lanes of a quad position (lanes 4 apart: the same states)
+// sum them with group_sum_transposed, each ending with one total: lane 4 r +
+// q gets value r, dCm (r < 4) or dBm (r >= 4) of state 4 q + r % 4. Its 7
+// shuffles move the warp's 256 values once, where a transpose through shared
+// memory takes as many cycles of its bandwidth twice over (stores and
+// reads). The totals go to the warp's [step][32] array as
+// StateWindow::totals() lays them out: at() is where the lane's goes.
 struct WarpStateSum {
-  static constexpr int kRows = kWarpSize / kQuadLanes;
-  static constexpr int kRow = 2 * kStateGroup;  // words per row
-  static_assert(kRow == kWarpSize, "lane l's column is word l of a row");
-  int dC_at;  // where the lane's values of dCm go (those of dBm: dC_at ^ kStateGroup)
+  static_assert(kBackwardStates == 2 * kChannelStates && kBackwardStates * kQuadLanes == kWarpSize,
+                "lane 4 r + q's total is value r of the lanes 4 apart");
+  int at;  // the lane's total's place: 16 for dBm + the state
 
   __device__ WarpStateSum() {
-    const int lane = threadIdx.x % kWarpSize, row = lane / kQuadLanes;
-    dC_at = row * kRow + ((lane % kQuadLanes * kChannelStates) ^ (row & 1) * kStateGroup);
-  }
-
-  // The whole warp calls these: put_dC when the warp is done with what the
-  // buffer held, then put_dB, then total.
-  template <typename T>
-  __device__ __forceinline__ void put_dC(T* buffer, const T (&v)[kChannelStates]) const {
-    __syncwarp();
-    store_pack(buffer + dC_at, Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
+    const int lane = threadIdx.x % kWarpSize, r = lane / kQuadLanes;
+    at = r / kChannelStates * kStateGroup + lane % kQuadLanes * kChannelStates + r % kChannelStates;
   }
   template <typename T>
-  __device__ __forceinline__ void put_dB(T* buffer, const T (&v)[kChannelStates]) const {
-    store_pack(buffer + (dC_at ^ kStateGroup), Pack<T, 4>{{v[0], v[1], v[2], v[3]}});
-  }
-  template <typename T>
-  __device__ __forceinline__ T total(const T* buffer) const {
-    const int column = threadIdx.x % kWarpSize;
-    __syncwarp();
-    T sum = buffer[column];
-#pragma unroll
-    for (int r = 1; r < kRows; ++r) sum += buffer[r * kRow + (column ^ (r & 1) * kStateGroup)];
-    return sum;
+  __device__ __forceinline__ T sum(T (&v)[kBackwardStates]) const {
+    return group_sum_transposed<kBackwardStates, kQuadLanes>(v);
   }
 };
 
@@ -1032,10 +1013,9 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   T dD[kLaneChannels] = {T(0), T(0)};
   // D x enters dx once per channel, on the lane that writes it.
   const T d = own < block.channels && p.first_group() && quad < kLaneChannels ? p.D[c0 + own] : T(0);
-  // The warp's sums of dCm (lanes 0..15) and dBm (lanes 16..31), one state
-  // each, collected per tile and added up over the block's warps.
+  // The warp's sums of dCm and dBm, one state of one of them per lane,
+  // collected per tile and added up over the block's warps.
   const WarpStateSum state_sum;
-  const int lane = threadIdx.x % kWarpSize;
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
   next.fetch(p, block, last_tile);
@@ -1085,11 +1065,9 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       }
       const T g[kLaneChannels] = {tile_dy(dy_share, u, 0), tile_dy(dy_share, u, 1)};
       const Pack<T, 2> x = tile.x_at(u), step = tile.dt_at(u);
-      T* const sums = window.slot(u > 0 ? u : 1);  // read already: WarpStateSum's buffer
-      T grads[kChannelStates];                     // dCm, then dBm, of the lane's states (its 2 channels added)
+      T grads[kBackwardStates];  // dCm, then dBm, of the lane's states (its 2 channels added)
 #pragma unroll
       for (int i = 0; i < kChannelStates; ++i) grads[i] = g[0] * h[i] + g[1] * h[kChannelStates + i];
-      state_sum.put_dC(sums, grads);
       T dh_b[kLaneChannels], ddt_exponent[kLaneChannels];  // sum_s dh[s] Bm[s], sum_s dL/d(dt A[s]) A[s]
       T b_row[kChannelStates], c_row[kChannelStates];
       load_row(tile.b[u] + first_state, b_row);
@@ -1109,7 +1087,8 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
           const T decay = decay_of(step.v[e], a[s]);
           dh[s] += g[e] * c_row[i];  // dh[s] is now the full dL/dh_t
           dh_b[e] += dh[s] * b_row[i];
-          grads[i] = e == 0 ? dh[s] * input : grads[i] + dh[s] * input;  // dB
+          T& dB = grads[kChannelStates + i];
+          dB = e == 0 ? dh[s] * input : dB + dh[s] * input;
           dh[s] *= decay;                        // on to dL/dh_prev
           const T d_exponent = dh[s] * prev[s];  // dL/d(dt_t A[s])
           dA[s] += d_exponent * step.v[e];
@@ -1117,15 +1096,14 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
           h[s] = prev[s];
         }
       }
-      state_sum.put_dB(sums, grads);
-      const T dC_or_dB = state_sum.total(sums);
+      const T dC_or_dB = state_sum.sum(grads);
       // The quad's lane q ends with the total of parts[q] (in lane order).
       T parts[kQuadLanes] = {dh_b[0] * step.v[0], dh_b[1] * step.v[1],
                              dh_b[0] * x.v[0] + decay_exponent_unscale(ddt_exponent[0]),
                              dh_b[1] * x.v[1] + decay_exponent_unscale(ddt_exponent[1])};
-      const T total = d * (quad % 2 ? g[1] : g[0]) + group_sum_transposed<kQuadLanes>(parts);
-      if (u == kTile - 1) __syncwarp();  // this step's sums read their buffer, the last slot
-      window.own_totals()[u * kWarpSize + lane] = dC_or_dB;
+      const T total = d * (quad % 2 ? g[1] : g[0]) + group_sum_transposed<kQuadLanes, 1>(parts);
+      if (u == kTile - 1) __syncwarp();  // the warp has read the last slot
+      window.own_totals()[u * kWarpSize + state_sum.at] = dC_or_dB;
       if (own < block.channels) {
         T& dst = (quad < kLaneChannels ? q.dx : q.ddt)[block.seq.at(k0 + u) + own];
         dst = p.first_group() ? total : dst + total;
