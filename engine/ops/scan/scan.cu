@@ -688,18 +688,19 @@ __global__ void __launch_bounds__(kSelectiveForwardThreads, 6)
 // states: thread 4 j + q of a block takes the block's channels 2 j and
 // 2 j + 1 (a pair), states 4 q .. 4 q + 3 of each, so it still holds 8
 // (channel, state) values ([channel][state]) and a warp covers 16 channels.
-// The two channels share the lane's reads of Bm and Cm, and the lane adds its
-// two channels' terms of dBm and dCm in registers before they cross lanes:
-// half the shared-memory traffic of the per-step reductions, which bound the
-// kernel (the MIO path, not the instruction count). The four lanes of a pair
-// (a quad) combine their sums for dx and ddt with shuffles.
+// The kernel is bound by the MIO path (shared memory, shuffles and the
+// exponentials), not by its instruction count, and this layout moves less
+// through it: the two channels share the lane's reads of Bm and Cm, and the
+// lane adds its two channels' terms of dBm and dCm in registers before they
+// cross lanes, which halves what the per-step sums over the warp move
+// (WarpStateSum). The four lanes of a pair (a quad) combine their sums for
+// dx and ddt with shuffles.
 constexpr int kLaneChannels = 2;                                 // channels per lane
 constexpr int kQuadLanes = 4;                                    // lanes per pair of channels
 constexpr int kChannelStates = kStateGroup / kQuadLanes;         // states per lane and channel
 constexpr int kBackwardStates = kLaneChannels * kChannelStates;  // values per lane
 constexpr int kSelectiveBackwardThreads = 128;
 constexpr int kBackwardBlockChannels = kSelectiveBackwardThreads / kQuadLanes * kLaneChannels;
-constexpr int kBackwardLaneSteps = kTile * kLaneChannels / kQuadLanes;  // a lane's share of its pair's dy
 static_assert(kBackwardBlockChannels == kLaneBlockChannels, "the checkpoints' lanes");
 static_assert(kChannelStates == 4 && kLaneChannels == 2, "a lane's states of a channel are one 4-word vector");
 
@@ -729,34 +730,42 @@ struct BackwardBlock {
   int channels;  // of the block: min(C - c0, 64)
 };
 
-// What one thread of the backward fetches of a tile of kTile steps at k0: x
-// and dt of the block's channel i % 64 at the tile steps i / 64, i / 64 + 2,
-// ... (a warp's loads of a step are one contiguous run), and one element each
-// of the group's Bm and Cm rows (the block's 128 threads cover the tile's
-// 8 x 16 elements once). As in the forward, the next tile is fetched while
-// the current one is computed.
+// What one thread of the backward fetches of a tile of kTile steps at k0: x,
+// dt and dy of the block's channel pair i % 32 (channels 2 (i % 32) and
+// 2 (i % 32) + 1) at the tile steps i / 32 and i / 32 + 4 (a warp's loads of
+// a step are one contiguous run of the block's channels), and one element
+// each of the group's Bm and Cm rows (the block's 128 threads cover the
+// tile's 8 x 16 elements once). As in the forward, the next tile is fetched
+// while the current one is computed.
+constexpr int kBackwardBlockPairs = kBackwardBlockChannels / kLaneChannels;
+
 template <typename T>
 struct BackwardTileFetch {
   static_assert(kSelectiveBackwardThreads == kTile * kStateGroup, "one row element per thread");
-  static constexpr int kStride = kSelectiveBackwardThreads / kBackwardBlockChannels;  // between a thread's steps
+  static constexpr int kStride = kSelectiveBackwardThreads / kBackwardBlockPairs;  // between a thread's steps
   static constexpr int kSteps = kTile / kStride;
-  T x[kSteps], dt[kSteps];  // zero past the sequence or the channels
-  T b, c;                   // zero past the sequence or the group
+  // Zero past the sequence, the channels or the group.
+  T x[kSteps][kLaneChannels], dt[kSteps][kLaneChannels], dy[kSteps][kLaneChannels];
+  T b, c;
 
-  __device__ static int channel() { return threadIdx.x % kBackwardBlockChannels; }
-  __device__ static int first_step() { return threadIdx.x / kBackwardBlockChannels; }
+  __device__ static int pair() { return threadIdx.x % kBackwardBlockPairs; }
+  __device__ static int first_step() { return threadIdx.x / kBackwardBlockPairs; }
 
   // A tile past either end of the sequence fetches zeros (the callers fetch
   // unconditionally, which keeps the compiler from holding the previous
   // values through the loop).
-  __device__ void fetch(const SelectiveArgs<T>& p, const BackwardBlock& block, int k0) {
-    const int steps_left = k0 >= 0 && channel() < block.channels ? block.length - k0 : 0;
+  __device__ void fetch(const SelectiveArgs<T>& p, const T* dy_in, const BackwardBlock& block, int k0) {
+    const int channel = pair() * kLaneChannels, steps_left = k0 >= 0 ? block.length - k0 : 0;
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
-      const bool live = first_step() + j * kStride < steps_left;
-      const int64_t at = block.seq.at(k0 + j * kStride) + (first_step() * block.seq.stride + channel());
-      x[j] = live ? p.x[at] : T(0);
-      dt[j] = live ? p.dt[at] : T(0);
+      const int64_t at = block.seq.at(k0 + j * kStride) + (first_step() * block.seq.stride + channel);
+#pragma unroll
+      for (int e = 0; e < kLaneChannels; ++e) {
+        const bool live = first_step() + j * kStride < steps_left && channel + e < block.channels;
+        x[j][e] = live ? p.x[at + e] : T(0);
+        dt[j][e] = live ? p.dt[at + e] : T(0);
+        dy[j][e] = live ? dy_in[at + e] : T(0);
+      }
     }
     const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
     const bool live = k0 >= 0 && s < p.group_size() && u < block.length - k0;
@@ -768,17 +777,17 @@ struct BackwardTileFetch {
   }
 };
 
-// The backward's shared copy of the current tile: the group's Bm and Cm rows
-// and the block's x and dt ([step][channel]: a lane reads its pair's two
-// channels as one 8-byte vector, which the quad's 4 lanes share). Reading
-// these here rather than holding them in registers leaves the registers to
-// the states and the lane's scaled A.
+// The backward's shared copy of the current tile: the group's Bm and Cm rows,
+// and per step and channel pair the pair's x and dt (x, x, dt, dt: one
+// 16-byte read, which the quad's 4 lanes share) and its dy. Reading these
+// here rather than holding them in registers leaves the registers to the
+// states and the lane's scaled A.
 template <typename T>
 struct BackwardShared {
   alignas(4 * sizeof(T)) T b[kTile][kStateGroup];
   alignas(4 * sizeof(T)) T c[kTile][kStateGroup];
-  alignas(4 * sizeof(T)) T x[kTile][kBackwardBlockChannels];
-  alignas(4 * sizeof(T)) T dt[kTile][kBackwardBlockChannels];
+  alignas(4 * sizeof(T)) T xdt[kTile][kBackwardBlockPairs][2 * kLaneChannels];
+  alignas(4 * sizeof(T)) T dy[kTile][kBackwardBlockPairs][kLaneChannels];
 
   // between() runs after the first barrier, while the block has finished
   // the previous tile and not yet started this one.
@@ -791,23 +800,18 @@ struct BackwardShared {
     c[threadIdx.x / kStateGroup][threadIdx.x % kStateGroup] = fetched.c;
 #pragma unroll
     for (int j = 0; j < Fetch::kSteps; ++j) {
-      x[Fetch::first_step() + j * Fetch::kStride][Fetch::channel()] = fetched.x[j];
-      dt[Fetch::first_step() + j * Fetch::kStride][Fetch::channel()] = fetched.dt[j];
+      const int u = Fetch::first_step() + j * Fetch::kStride;
+      const T(&x)[kLaneChannels] = fetched.x[j];
+      const T(&dt)[kLaneChannels] = fetched.dt[j];
+      store_pack(xdt[u][Fetch::pair()], Pack<T, 4>{{x[0], x[1], dt[0], dt[1]}});
+      store_pack(dy[u][Fetch::pair()], Pack<T, 2>{{fetched.dy[j][0], fetched.dy[j][1]}});
     }
     __syncthreads();
   }
-  // Step u's x and dt of the lane's two channels.
-  __device__ Pack<T, 2> x_at(int u) const { return load_pack<T, 2>(x[u] + pair_channel()); }
-  __device__ Pack<T, 2> dt_at(int u) const { return load_pack<T, 2>(dt[u] + pair_channel()); }
+  // Step u's x, x, dt, dt and dy, dy of the lane's two channels.
+  __device__ Pack<T, 4> xdt_at(int u) const { return load_pack<T, 4>(xdt[u][threadIdx.x / kQuadLanes]); }
+  __device__ Pack<T, 2> dy_at(int u) const { return load_pack<T, 2>(dy[u][threadIdx.x / kQuadLanes]); }
 };
-
-// Step u's dy of channel e of the lane's pair, on all 4 lanes of the quad:
-// lane 2 (u % 2) + e holds it at u / 2. u and e must be constants after
-// unrolling, so that the array stays in registers.
-template <typename T>
-__device__ __forceinline__ T tile_dy(const T (&share)[kBackwardLaneSteps], int u, int e) {
-  return __shfl_sync(kFullMask, share[u / 2], 2 * (u % 2) + e, kQuadLanes);
-}
 
 // Sums N values per lane over a group of N lanes kStride apart (N a power
 // of 2) at once: afterwards the group's lane i (lane i kStride + r) holds
@@ -893,19 +897,19 @@ __device__ __forceinline__ void load_checkpoint(const LaneCheckpoints<const T>& 
 
 // One scan step of the lane's two channels (as selective_step, term for
 // term, so the replay reproduces the forward's states), reading the Bm row
-// once for both.
+// once for both. xdt: x, x, dt, dt of the two channels.
 template <typename T>
 __device__ __forceinline__ void pair_step(T (&h)[kBackwardStates], const T (&scaled_a)[kBackwardStates],
-                                          const T* b_row, const Pack<T, 2>& step, const Pack<T, 2>& x) {
+                                          const T* b_row, const Pack<T, 4>& xdt) {
   T b[kChannelStates];
   load_row(b_row, b);
 #pragma unroll
   for (int e = 0; e < kLaneChannels; ++e) {
-    const T input = step.v[e] * x.v[e];
+    const T step = xdt.v[kLaneChannels + e], input = step * xdt.v[e];
 #pragma unroll
     for (int i = 0; i < kChannelStates; ++i) {
       const int s = e * kChannelStates + i;
-      h[s] = decay_of(step.v[e], scaled_a[s]) * h[s] + input * b[i];
+      h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[i];
     }
   }
 }
@@ -1018,28 +1022,19 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
   const WarpStateSum state_sum;
   const int last_tile = (L - 1) / kTile * kTile;
   BackwardTileFetch<T> next;
-  next.fetch(p, block, last_tile);
+  next.fetch(p, dy, block, last_tile);
   for (int k0 = last_tile; k0 >= 0; k0 -= kTile) {
     const int steps = L - k0 < kTile ? L - k0 : kTile;
     tile.store(next, [&] {
       if (k0 != last_tile) write_block_state_sums(p, q, window, k0 + kTile);
     });
-    // Step 2 j + quad / 2 of channel channel + quad % 2 (tile_dy).
-    T dy_share[kBackwardLaneSteps];
-#pragma unroll
-    for (int j = 0; j < kBackwardLaneSteps; ++j) {
-      const int u = 2 * j + quad / 2;
-      const bool live = channel + quad % 2 < block.channels && u < steps;
-      const int64_t at = block.seq.at(k0 + 2 * j) + (quad / 2 * block.seq.stride + channel + quad % 2);
-      dy_share[j] = live ? dy[at] : T(0);
-    }
     // Replay: window slot u <- the state entering step k0 + u, for u = 1..7;
     // h <- the state after step k0 + 7 (after the tile's last step: steps
     // past the sequence are identity steps).
     load_checkpoint(checkpoints, k0, block.channels, h);
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
-      pair_step(h, a, tile.b[u] + first_state, tile.dt_at(u), tile.x_at(u));
+      pair_step(h, a, tile.b[u] + first_state, tile.xdt_at(u));
       if (u + 1 < kTile) window.store(u + 1, h);
     }
     // Walk back. h is the state after the step walked back (dCm's factor):
@@ -1049,7 +1044,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       // The next tile's fetch waits until only step 0 is left: most registers
       // of the shares of dy are free by then, and step 0 covers some of the
       // loads' latency.
-      if (u == 0) next.fetch(p, block, k0 - kTile);
+      if (u == 0) next.fetch(p, dy, block, k0 - kTile);
       T prev[kBackwardStates];  // the state entering the step
       if (u > 0) {
         window.load(u, prev);
@@ -1063,8 +1058,10 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
         for (int i = 0; i < kBackwardStates; ++i) h[i] = prev[i];
         continue;
       }
-      const T g[kLaneChannels] = {tile_dy(dy_share, u, 0), tile_dy(dy_share, u, 1)};
-      const Pack<T, 2> x = tile.x_at(u), step = tile.dt_at(u);
+      const Pack<T, 4> xdt = tile.xdt_at(u);
+      const Pack<T, 2> dy_pair = tile.dy_at(u);
+      const T g[kLaneChannels] = {dy_pair.v[0], dy_pair.v[1]};
+      const T x[kLaneChannels] = {xdt.v[0], xdt.v[1]}, step[kLaneChannels] = {xdt.v[2], xdt.v[3]};
       T grads[kBackwardStates];  // dCm, then dBm, of the lane's states (its 2 channels added)
 #pragma unroll
       for (int i = 0; i < kChannelStates; ++i) grads[i] = g[0] * h[i] + g[1] * h[kChannelStates + i];
@@ -1079,28 +1076,28 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
       // dh Bm x (ddt) share the factor dh Bm, summed once here.
 #pragma unroll
       for (int e = 0; e < kLaneChannels; ++e) {
-        const T input = step.v[e] * x.v[e];
+        const T input = step[e] * x[e];
         dh_b[e] = ddt_exponent[e] = T(0);
 #pragma unroll
         for (int i = 0; i < kChannelStates; ++i) {
           const int s = e * kChannelStates + i;
-          const T decay = decay_of(step.v[e], a[s]);
+          const T decay = decay_of(step[e], a[s]);
           dh[s] += g[e] * c_row[i];  // dh[s] is now the full dL/dh_t
           dh_b[e] += dh[s] * b_row[i];
           T& dB = grads[kChannelStates + i];
           dB = e == 0 ? dh[s] * input : dB + dh[s] * input;
           dh[s] *= decay;                        // on to dL/dh_prev
           const T d_exponent = dh[s] * prev[s];  // dL/d(dt_t A[s])
-          dA[s] += d_exponent * step.v[e];
+          dA[s] += d_exponent * step[e];
           ddt_exponent[e] += d_exponent * a[s];  // A[s] up to decay_exponent_scale, undone below
           h[s] = prev[s];
         }
       }
       const T dC_or_dB = state_sum.sum(grads);
       // The quad's lane q ends with the total of parts[q] (in lane order).
-      T parts[kQuadLanes] = {dh_b[0] * step.v[0], dh_b[1] * step.v[1],
-                             dh_b[0] * x.v[0] + decay_exponent_unscale(ddt_exponent[0]),
-                             dh_b[1] * x.v[1] + decay_exponent_unscale(ddt_exponent[1])};
+      T parts[kQuadLanes] = {dh_b[0] * step[0], dh_b[1] * step[1],
+                             dh_b[0] * x[0] + decay_exponent_unscale(ddt_exponent[0]),
+                             dh_b[1] * x[1] + decay_exponent_unscale(ddt_exponent[1])};
       const T total = d * (quad % 2 ? g[1] : g[0]) + group_sum_transposed<kQuadLanes, 1>(parts);
       if (u == kTile - 1) __syncwarp();  // the warp has read the last slot
       window.own_totals()[u * kWarpSize + state_sum.at] = dC_or_dB;
@@ -1109,7 +1106,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
         dst = p.first_group() ? total : dst + total;
       }
 #pragma unroll
-      for (int e = 0; e < kLaneChannels; ++e) dD[e] += g[e] * x.v[e];
+      for (int e = 0; e < kLaneChannels; ++e) dD[e] += g[e] * x[e];
     }
   }
   __syncthreads();
