@@ -814,8 +814,8 @@ struct BackwardShared {
 };
 
 // Sums N values per lane over a group of N lanes kStride apart (N a power
-// of 2) at once: afterwards the group's lane i (lane i kStride + r) holds
-// the total of value i. As warp_sum_transposed: each round, lanes pair up
+// of 2) at once: afterwards the group's i-th lane holds the total of value
+// i. As warp_sum_transposed: each round, lanes pair up
 // across `half`, keep one half of their values and add the partner's of it
 // (N - 1 shuffles in all); the order is fixed.
 template <int N, int kStride, typename T>
@@ -918,11 +918,11 @@ __device__ __forceinline__ void pair_step(T (&h)[kBackwardStates], const T (&sca
 // already added its two channels, leaving 8 values: dCm, then dBm, of its 4
 // states. The 8 lanes of a quad position (lanes 4 apart: the same states)
 // sum them with group_sum_transposed, each ending with one total: lane 4 r +
-// q gets value r, dCm (r < 4) or dBm (r >= 4) of state 4 q + r % 4. Its 7
-// shuffles move the warp's 256 values once, where a transpose through shared
-// memory takes as many cycles of its bandwidth twice over (stores and
-// reads). The totals go to the warp's [step][32] array as
-// StateWindow::totals() lays them out: at() is where the lane's goes.
+// q gets value r, dCm (r < 4) or dBm (r >= 4) of state 4 q + r % 4. That is
+// 7 warp-wide shuffles through the MIO path, where a transpose through
+// shared memory (the warp's 256 values stored, then read back) takes 16
+// cycles of its bandwidth. The totals go to the warp's [step][32] array as
+// StateWindow::totals() lays them out: `at` is where the lane's goes.
 struct WarpStateSum {
   static_assert(kBackwardStates == 2 * kChannelStates && kBackwardStates * kQuadLanes == kWarpSize,
                 "lane 4 r + q's total is value r of the lanes 4 apart");
@@ -949,20 +949,18 @@ struct WarpStateSum {
 // back before it (after the tile's last step: the replay's final state).
 //
 // Grid (blocks of 64 channels, batch); thread 4 j + q of a block takes states
-// 4 q .. 4 q + 3 of the block's channels 2 j and 2 j + 1 (above). A tile's x
-// and dt go through shared memory; dy stays in registers, a quarter of the
-// pair's per lane, and reaches the quad by shuffles. Per step, the quad
-// combines its 4 sums (dx and ddt of 2 channels) with 3 shuffles, each lane
-// ending with one: q = 0, 1 dx of channel 2 j + q, q = 2, 3 ddt of channel
-// 2 j + q - 2, and writes it; dA stays per lane (its own values); dD is the
+// 4 q .. 4 q + 3 of the block's channels 2 j and 2 j + 1 (above). A tile's x,
+// dt and dy go through shared memory. Per step, the quad combines its 4 sums
+// (dx and ddt of 2 channels) with 3 shuffles, each lane ending with one:
+// q = 0, 1 dx of channel 2 j + q, q = 2, 3 ddt of channel 2 j + q - 2, and
+// writes it; dA stays per lane (its own values); dD is the
 // dx lanes'. Lanes past C idle through the loops (contributing exact zeros:
 // their A, x, dt, dy and checkpoints are zero) because the whole warp takes
 // part in the shuffles, and the whole block in staging the tile. The walk
-// back is unrolled over the tile, so that the shares of dy stay in
-// registers.
+// back is unrolled over the tile (one straight run of code per tile).
 //
 // float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
-// takes 28 KiB of window and 5 KiB of tile. double: twice that, 3 blocks.
+// takes 28 KiB of window and 7 KiB of tile. double: twice that, 3 blocks.
 template <typename T>
 constexpr int kSelectiveBackwardBlocksPerSm = sizeof(T) == 4 ? 6 : 3;
 
@@ -1041,9 +1039,8 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
     // the state entering the step walked back before it.
 #pragma unroll
     for (int u = kTile - 1; u >= 0; --u) {
-      // The next tile's fetch waits until only step 0 is left: most registers
-      // of the shares of dy are free by then, and step 0 covers some of the
-      // loads' latency.
+      // The next tile's fetch is issued at step 0, so that its registers are
+      // held through that step only, which covers some of the loads' latency.
       if (u == 0) next.fetch(p, dy, block, k0 - kTile);
       T prev[kBackwardStates];  // the state entering the step
       if (u > 0) {
@@ -1099,7 +1096,7 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
                              dh_b[0] * x[0] + decay_exponent_unscale(ddt_exponent[0]),
                              dh_b[1] * x[1] + decay_exponent_unscale(ddt_exponent[1])};
       const T total = d * (quad % 2 ? g[1] : g[0]) + group_sum_transposed<kQuadLanes, 1>(parts);
-      if (u == kTile - 1) __syncwarp();  // the warp has read the last slot
+      if (u == steps - 1) __syncwarp();  // (the first step walked back) the warp has read the last slot
       window.own_totals()[u * kWarpSize + state_sum.at] = dC_or_dB;
       if (own < block.channels) {
         T& dst = (quad < kLaneChannels ? q.dx : q.ddt)[block.seq.at(k0 + u) + own];
