@@ -26,12 +26,12 @@
 //                        straight run of code.
 //                        A forward whose backward will run also saves the
 //                        state entering every tile (1/8 of the states); the
-//                        backward replays each tile from it into a
-//                        shared-memory window, walks each tile back with its
-//                        x, dt and rows in shared memory, and reduces dBm and dCm over the
-//                        warp's 16 channels by a transpose through the part of
-//                        the window that the walk has read, then over the
-//                        block's 4 warps at the tile's end; no atomics
+//                        backward (a lane: 4 states of 2 channels) replays
+//                        each tile from it into a shared-memory window, walks
+//                        each tile back with its x, dt, dy and rows in shared
+//                        memory, and reduces dBm and dCm over the warp's 16
+//                        channels by shuffles, then over the block's 4 warps
+//                        at the tile's end; no atomics
 //                        anywhere, so the results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
 //                        backward with up to 8 taps is one fused pass: a thread
