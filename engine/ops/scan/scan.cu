@@ -31,8 +31,8 @@
 //                        each tile back with its x, dt, dy and rows in shared
 //                        memory, and reduces dBm and dCm over the warp's 16
 //                        channels by shuffles, then over the block's 4 warps
-//                        at the tile's end; no atomics
-//                        anywhere, so the results are bit-reproducible.
+//                        at the tile's end; no atomics anywhere, so the
+//                        results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
 //                        backward with up to 8 taps is one fused pass: a thread
 //                        walks a quarter of a sequence with a sliding window of
