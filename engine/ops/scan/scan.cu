@@ -34,7 +34,7 @@
 //                        at the tile's end; no atomics anywhere, so the
 //                        results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
-//                        backward with up to 8 taps is one fused pass: a thread
+//                        backward with up to 16 taps is one fused pass: a thread
 //                        walks a quarter of a sequence with a sliding window of
 //                        dy, writing dx and summing dweight and dbias, which are
 //                        then reduced over the block and the batch in a fixed
@@ -99,22 +99,23 @@ void with_pack_width(int width, const Body& body) {
   body(std::integral_constant<int, 1>{});
 }
 
-// Sums 32 values per lane over the 32 lanes at once: afterwards lane i holds
-// the total of value i. Each round, lanes pair up across `offset`; one keeps
-// the upper half of its values, the other the lower half, and each adds what
-// its partner sends of the half it keeps. Five rounds cost 16 + 8 + 4 + 2 + 1
-// shuffles instead of 32 x 5 for separate warp sums; the order is fixed.
-template <typename T>
-__device__ __forceinline__ T warp_sum_transposed(T (&v)[kWarpSize]) {
-  const int lane = threadIdx.x % kWarpSize;
+// Sums N values per lane over a group of N lanes kStride apart (N a power of
+// 2) at once: afterwards the group's i-th lane holds the total of value i.
+// Each round, lanes pair up across `half`; one keeps the upper half of its
+// values, the other the lower half, and each adds what its partner sends of
+// the half it keeps: N - 1 shuffles in all, where N separate group sums take
+// N log2 N; the order is fixed.
+template <int N, int kStride, typename T>
+__device__ __forceinline__ T group_sum_transposed(T (&v)[N]) {
+  const int lane = threadIdx.x / kStride % N;
 #pragma unroll
-  for (int half = kWarpSize / 2; half > 0; half /= 2) {
+  for (int half = N / 2; half > 0; half /= 2) {
     const bool upper = lane & half;
 #pragma unroll
     for (int i = 0; i < half; ++i) {
       const T keep = upper ? v[i + half] : v[i];
       const T send = upper ? v[i] : v[i + half];
-      v[i] = keep + __shfl_xor_sync(kFullMask, send, half);
+      v[i] = keep + __shfl_xor_sync(kFullMask, send, half * kStride);
     }
   }
   return v[0];
@@ -813,27 +814,6 @@ struct BackwardShared {
   __device__ Pack<T, 2> dy_at(int u) const { return load_pack<T, 2>(dy[u][threadIdx.x / kQuadLanes]); }
 };
 
-// Sums N values per lane over a group of N lanes kStride apart (N a power
-// of 2) at once: afterwards the group's i-th lane holds the total of value
-// i. As warp_sum_transposed: each round, lanes pair up
-// across `half`, keep one half of their values and add the partner's of it
-// (N - 1 shuffles in all); the order is fixed.
-template <int N, int kStride, typename T>
-__device__ __forceinline__ T group_sum_transposed(T (&v)[N]) {
-  const int lane = threadIdx.x / kStride % N;
-#pragma unroll
-  for (int half = N / 2; half > 0; half /= 2) {
-    const bool upper = lane & half;
-#pragma unroll
-    for (int i = 0; i < half; ++i) {
-      const T keep = upper ? v[i + half] : v[i];
-      const T send = upper ? v[i] : v[i + half];
-      v[i] = keep + __shfl_xor_sync(kFullMask, send, half * kStride);
-    }
-  }
-  return v[0];
-}
-
 // The states of the tile being walked back (dynamic shared memory), in a
 // region per warp: slot u = 1..7 holds the states entering step k0 + u (the
 // state entering step k0 is the tile's checkpoint), each lane's 8 values in
@@ -942,22 +922,23 @@ struct WarpStateSum {
 // while the forward keeps only the current state. The forward saves the state
 // entering every tile of kTile steps (LaneCheckpoints; the launcher runs it
 // for them when the caller kept none); then, tile by tile from the last, the
-// tile is replayed forward from its checkpoint into a shared-memory window and walked back (the reverse step is
-// SelectiveScanCpu::backward with its products regrouped). The window holds
-// the state entering each step but the first (the checkpoint, reread); the
-// state after a step, which dCm needs, is the one entering the step walked
-// back before it (after the tile's last step: the replay's final state).
+// tile is replayed forward from its checkpoint into a shared-memory window and
+// walked back (the reverse step is SelectiveScanCpu::backward with its
+// products regrouped). The window holds the state entering each step but the
+// first (the checkpoint, reread); the state after a step, which dCm needs, is
+// the one entering the step walked back before it (after the tile's last step:
+// the replay's final state).
 //
 // Grid (blocks of 64 channels, batch); thread 4 j + q of a block takes states
 // 4 q .. 4 q + 3 of the block's channels 2 j and 2 j + 1 (above). A tile's x,
 // dt and dy go through shared memory. Per step, the quad combines its 4 sums
-// (dx and ddt of 2 channels) with 3 shuffles, each lane ending with one:
-// q = 0, 1 dx of channel 2 j + q, q = 2, 3 ddt of channel 2 j + q - 2, and
-// writes it; dA stays per lane (its own values); dD is the
-// dx lanes'. Lanes past C idle through the loops (contributing exact zeros:
-// their A, x, dt, dy and checkpoints are zero) because the whole warp takes
-// part in the shuffles, and the whole block in staging the tile. The walk
-// back is unrolled over the tile (one straight run of code per tile).
+// (dx and ddt of 2 channels) with 3 shuffles, each lane ending with one that
+// it writes (q = 0, 1: dx of channel 2 j + q; q = 2, 3: ddt of channel
+// 2 j + q - 2); dA stays per lane (its own values); dD is the dx lanes'. Lanes past C
+// idle through the loops (contributing exact zeros: their A, x, dt, dy and
+// checkpoints are zero) because the whole warp takes part in the shuffles, and
+// the whole block in staging the tile. The walk back is unrolled over the tile
+// (one straight run of code per tile).
 //
 // float: at most 80 registers, so that 6 blocks (24 warps) share an SM: each
 // takes 28 KiB of window and 7 KiB of tile. double: twice that, 3 blocks.
