@@ -225,7 +225,7 @@ void scans(KernelBench& bench) {
   SelectiveScanGrads grads{bench.empty(x_shape), bench.empty(x_shape), bench.empty({CS, S}),
                            bench.empty(rows),    bench.empty(rows),    bench.empty({CS})};
   // One exponential per (token, channel, state) for the forward; the
-  // backward recomputes the forward and walks back: at least twice that.
+  // backward replays the forward's states and walks back: twice that.
   // Bytes: the op's inputs and outputs only. The states that a training
   // forward saves for the backward (1/8 of all states on the GPU) are not
   // counted, neither as the forward's output nor as the backward's input.

@@ -399,6 +399,14 @@ __device__ __forceinline__ void store_row(const T (&in)[N], T* row) {
   for (int i = 0; i < N; i += 4) store_pack(row + i, Pack<T, 4>{{in[i], in[i + 1], in[i + 2], in[i + 3]}});
 }
 
+// One state's scan step, exp(dt A) h + dt x Bm, with input = dt x. The
+// forward and the backward's replay both take it from here, so the replay
+// reproduces the forward's states bit for bit.
+template <typename T>
+__device__ __forceinline__ T advanced_state(T h, T step, T scaled_a, T input, T b) {
+  return decay_of(step, scaled_a) * h + input * b;
+}
+
 // One scan step for one channel over N of its states: h = exp(dt A) * h +
 // dt x Bm, as SelectiveScanCpu::advance. b_row points at the first of the N
 // states. There are no branches for the states past the group: their A and
@@ -412,7 +420,7 @@ __device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N]
   load_row(b_row, b);
 #pragma unroll
   for (int s = 0; s < N; ++s) {
-    h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[s];
+    h[s] = advanced_state(h[s], step, scaled_a[s], input, b[s]);
   }
 }
 
@@ -449,9 +457,9 @@ template <typename E>
 struct LaneCheckpoints {
   E* block_first;  // lane 0 of the block, first tile
   int tile_stride;
-  __device__ E* at(int k0) const {
-    return block_first + (static_cast<int64_t>(k0 / kTile) * tile_stride + threadIdx.x * kLaneStates);
-  }
+  // Lane 0 of the block in the tile at k0.
+  __device__ E* tile(int k0) const { return block_first + static_cast<int64_t>(k0 / kTile) * tile_stride; }
+  __device__ E* at(int k0) const { return tile(k0) + threadIdx.x * kLaneStates; }
 };
 
 // Those of the block of channels c0.. of batch n.
@@ -864,8 +872,7 @@ template <typename T>
 __device__ __forceinline__ void load_checkpoint(const LaneCheckpoints<const T>& checkpoints, int k0, int block_channels,
                                                 T (&h)[kBackwardStates]) {
   const int channel = pair_channel(), first_state = threadIdx.x % kQuadLanes * kChannelStates;
-  const T* at = checkpoints.block_first +
-                (static_cast<int64_t>(k0 / kTile) * checkpoints.tile_stride + channel * kStateGroup + first_state);
+  const T* at = checkpoints.tile(k0) + (channel * kStateGroup + first_state);
 #pragma unroll
   for (int e = 0; e < kLaneChannels; ++e) {
     const Pack<T, kChannelStates> v = channel + e < block_channels ? load_pack<T, kChannelStates>(at + e * kStateGroup)
@@ -875,9 +882,8 @@ __device__ __forceinline__ void load_checkpoint(const LaneCheckpoints<const T>& 
   }
 }
 
-// One scan step of the lane's two channels (as selective_step, term for
-// term, so the replay reproduces the forward's states), reading the Bm row
-// once for both. xdt: x, x, dt, dt of the two channels.
+// One scan step of the lane's two channels (advanced_state, as the forward),
+// reading the Bm row once for both. xdt: x, x, dt, dt of the two channels.
 template <typename T>
 __device__ __forceinline__ void pair_step(T (&h)[kBackwardStates], const T (&scaled_a)[kBackwardStates],
                                           const T* b_row, const Pack<T, 4>& xdt) {
@@ -889,7 +895,7 @@ __device__ __forceinline__ void pair_step(T (&h)[kBackwardStates], const T (&sca
 #pragma unroll
     for (int i = 0; i < kChannelStates; ++i) {
       const int s = e * kChannelStates + i;
-      h[s] = decay_of(step, scaled_a[s]) * h[s] + input * b[i];
+      h[s] = advanced_state(h[s], step, scaled_a[s], input, b[i]);
     }
   }
 }
