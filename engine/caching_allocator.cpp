@@ -1,5 +1,7 @@
 #include "engine/caching_allocator.h"
 
+#include "engine/error.h"
+
 namespace engine {
 
 CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, size_t max_cached_bytes)
@@ -21,10 +23,16 @@ void* CachingAllocator::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
   const size_t size = rounded(nbytes);
   std::lock_guard<std::mutex> lock(mutex_);
-  auto found = free_blocks_.find(size);
-  if (found != free_blocks_.end() && !found->second.empty()) {
-    void* ptr = found->second.back();
-    found->second.pop_back();
+  void* ptr = allocate_locked(size);
+  if (ptr != nullptr && holding_) allocated_while_holding_.insert(ptr);
+  return ptr;
+}
+
+void* CachingAllocator::allocate_locked(size_t size) {
+  if (holding_) {
+    if (void* ptr = take(held_blocks_, size)) return ptr;
+  }
+  if (void* ptr = take(free_blocks_, size)) {
     stats_.cached_bytes -= size;
     ++stats_.cache_hits;
     return ptr;
@@ -40,10 +48,23 @@ void* CachingAllocator::allocate(size_t nbytes) {
   return ptr;
 }
 
+void* CachingAllocator::take(std::unordered_map<size_t, std::vector<void*>>& lists, size_t size) {
+  auto found = lists.find(size);
+  if (found == lists.end() || found->second.empty()) return nullptr;
+  void* ptr = found->second.back();
+  found->second.pop_back();
+  return ptr;
+}
+
 void CachingAllocator::release(void* ptr) {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t size = block_sizes_.at(ptr);
+  if (holding_) {
+    allocated_while_holding_.erase(ptr);
+    held_blocks_[size].push_back(ptr);
+    return;
+  }
   if (stats_.cached_bytes + size > max_cached_bytes_) {
     raw_free_(ptr);
     block_sizes_.erase(ptr);
@@ -67,6 +88,31 @@ void CachingAllocator::flush_locked() {
   }
   free_blocks_.clear();
   stats_.cached_bytes = 0;
+}
+
+void CachingAllocator::begin_holding() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  check(!holding_, "the caching allocator is already holding blocks for another capture");
+  holding_ = true;
+}
+
+CachingAllocator::Held CachingAllocator::end_holding() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Held held;
+  for (auto& [size, blocks] : held_blocks_) held.blocks.insert(held.blocks.end(), blocks.begin(), blocks.end());
+  held.still_live = allocated_while_holding_.size();
+  held_blocks_.clear();
+  allocated_while_holding_.clear();
+  holding_ = false;
+  return held;
+}
+
+void CachingAllocator::release_held(const std::vector<void*>& blocks) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (void* ptr : blocks) {
+    free_blocks_[block_sizes_.at(ptr)].push_back(ptr);
+    stats_.cached_bytes += block_sizes_.at(ptr);
+  }
 }
 
 CachingAllocator::Stats CachingAllocator::stats() const {

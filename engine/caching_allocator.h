@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace engine {
@@ -26,6 +27,22 @@ class CachingAllocator {
   void release(void* ptr);  // ptr must come from allocate()
   void flush();             // frees every cached block
 
+  // For capturing a CUDA graph, whose replays write again every block that
+  // the captured work allocated: none of those may be handed to anyone else
+  // while the graph lives. Between begin_holding() and end_holding(),
+  // released blocks go to a held list instead of the cache (allocations take
+  // from it first, so the captured work reuses memory as it would eagerly:
+  // its ops run in stream order). end_holding() hands the held blocks to the
+  // caller, who gives them back with release_held() once the replays are
+  // over. One holder at a time.
+  struct Held {
+    std::vector<void*> blocks;
+    size_t still_live = 0;  // blocks allocated while holding and not released
+  };
+  void begin_holding();
+  Held end_holding();
+  void release_held(const std::vector<void*>& blocks);
+
   struct Stats {
     size_t system_allocations = 0;  // calls that reached raw_alloc
     size_t cache_hits = 0;
@@ -38,12 +55,18 @@ class CachingAllocator {
 
  private:
   void flush_locked();  // flush() with mutex_ held
+  void* allocate_locked(size_t size);
+  // A block of `size` from one of the lists, or nullptr.
+  static void* take(std::unordered_map<size_t, std::vector<void*>>& lists, size_t size);
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   size_t max_cached_bytes_;
   mutable std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_blocks_;  // rounded size -> blocks
   std::unordered_map<void*, size_t> block_sizes_;               // every live or cached block
+  bool holding_ = false;
+  std::unordered_map<size_t, std::vector<void*>> held_blocks_;  // released while holding
+  std::unordered_set<void*> allocated_while_holding_;           // and not yet released
   Stats stats_;
 };
 

@@ -70,13 +70,24 @@ std::string Flags::get(const std::string& name) const {
   return s.is_switch && s.default_value.empty() ? "false" : s.default_value;
 }
 
-int64_t Flags::get_int(const std::string& name) const {
-  const std::string text = get(name);
+namespace {
+
+int64_t parse_flag_int(const std::string& name, const std::string& text) {
   int64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   check(ec == std::errc() && end == text.data() + text.size() && !text.empty(),
         "flag --{}: '{}' is not an integer", name, text);
   return value;
+}
+
+}  // namespace
+
+int64_t Flags::get_int(const std::string& name) const { return parse_flag_int(name, get(name)); }
+
+std::vector<int64_t> Flags::get_int_list(const std::string& name) const {
+  std::vector<int64_t> values;
+  for (const std::string& item : split_list(get(name))) values.push_back(parse_flag_int(name, item));
+  return values;
 }
 
 double Flags::get_double(const std::string& name) const {

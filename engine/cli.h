@@ -27,6 +27,7 @@ class Flags {
   bool has(const std::string& name) const;  // given on the command line or defaulted
   std::string get(const std::string& name) const;
   int64_t get_int(const std::string& name) const;
+  std::vector<int64_t> get_int_list(const std::string& name) const;  // "2,3,4" (empty: none)
   double get_double(const std::string& name) const;
   bool get_bool(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include <fmt/format.h>
@@ -43,6 +44,29 @@ void device_synchronize(Device device);
 double device_time_ms(Device device, const std::function<void()>& run);
 // Copies nbytes between any two devices (host<->device, device<->device).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
+
+// A fixed sequence of GPU work captured once and replayed with one launch (a
+// CUDA graph). A replay takes the GPU's time alone: the host's cost of issuing
+// each op (~5-10 us, which at batch 1 is most of a forward's time) is paid at
+// the capture only. The work runs once to be captured, queueing but not
+// executing its GPU work; it must queue stream-ordered GPU work only (no
+// copies to or from the host, no synchronisation: those are errors) and keep
+// no tensor that it allocates, since the graph owns that memory and every
+// replay writes it again. The tensors it reads must outlive the graph; a
+// replay sees their contents at that time.
+class DeviceGraph {
+ public:
+  DeviceGraph(Device device, const std::function<void()>& work);  // an error off the GPU
+  ~DeviceGraph();
+  DeviceGraph(const DeviceGraph&) = delete;
+  DeviceGraph& operator=(const DeviceGraph&) = delete;
+  void replay();  // queued in order with all other work; device_synchronize waits for it
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace engine
 

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "engine/caching_allocator.h"
+#include "engine/error.h"
 
 namespace engine {
 namespace {
@@ -49,6 +50,38 @@ TEST(CachingAllocator, RoundingBoundsWaste) {
     EXPECT_GE(r, n);
     EXPECT_LE(r, n + n / 8 + 512) << n;
   }
+}
+
+// A graph capture's memory: blocks released while holding are reused by the
+// captured work itself but by nobody else until they are given back.
+TEST(CachingAllocator, HeldBlocksStayOutOfTheCacheUntilGivenBack) {
+  CachingAllocator allocator(counting_alloc, counting_free, 1 << 20);
+  void* cached = allocator.allocate(3000);
+  allocator.release(cached);
+  allocator.begin_holding();
+  void* first = allocator.allocate(3000);  // the cache serves the capture too
+  EXPECT_EQ(first, cached);
+  allocator.release(first);
+  void* second = allocator.allocate(3000);  // the captured work reuses its own block
+  EXPECT_EQ(second, first);
+  void* kept = allocator.allocate(700);
+  allocator.release(second);
+  const CachingAllocator::Held held = allocator.end_holding();
+  ASSERT_EQ(held.blocks.size(), 1u);
+  EXPECT_EQ(held.blocks[0], first);
+  EXPECT_EQ(held.still_live, 1u);  // `kept`
+  void* after = allocator.allocate(3000);  // the graph's block is not handed out
+  EXPECT_NE(after, first);
+  allocator.release_held(held.blocks);
+  EXPECT_EQ(allocator.allocate(3000), first);  // now it is
+  EXPECT_THROW(
+      {
+        allocator.begin_holding();
+        allocator.begin_holding();
+      },
+      Error);
+  allocator.end_holding();
+  for (void* p : {after, first, kept}) allocator.release(p);
 }
 
 }  // namespace

@@ -1,10 +1,16 @@
 // ./bench_vit [--device cuda] [--models vit_small_patch16_224,vit_base_patch16_224]
 //             [--batch 256] [--steps 10] [--precision fp32|bf16] [--out bench_vit.json]
-// Images per second of whole ViTs on random 224 px images: inference
+//             [--mixer gated_rnn:width=96 --replace 2,3,4,5]
+// Images per second of whole ViTs on random images of the preset's size: inference
 // (forward under no-grad) and a training step (forward, cross-entropy,
 // backward, AdamW), the median over timed rounds after warm-up, each round
-// timed on the device (CUDA events on a GPU). bench/torch_vit_bench.py times
+// timed on the device (CUDA events on a GPU); on a GPU also the inference
+// forward replayed as one DeviceGraph, the GPU's time without the host's cost
+// of issuing each op (0 on the CPU). bench/torch_vit_bench.py times
 // PyTorch + timm on the same shapes for the ratios in bench/RESULTS.md.
+// --mixer and --replace time a hybrid (./train_distill's student) instead:
+// the listed blocks' attention replaced by that mixer (speed does not depend
+// on the weights, so no training is needed).
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
 #include "engine/cli.h"
@@ -21,11 +27,24 @@ namespace {
 struct VitTiming {
   std::string model;
   int64_t params = 0;
-  double infer_img_s = 0, train_img_s = 0;
+  double infer_img_s = 0, graph_infer_img_s = 0, train_img_s = 0;
 };
 
-VitTiming time_model(const std::string& preset, Device device, int64_t batch, int steps) {
+// The blocks of `replace` get `mixer`; the others keep attention.
+struct Replacement {
+  std::string mixer;
+  std::vector<int64_t> blocks;
+};
+
+VitTiming time_model(const std::string& preset, const Replacement& replacement, Device device, int64_t batch,
+                     int steps) {
   VitConfig config = vit_preset(preset);
+  config.mixers.assign(config.depth, "attention");
+  for (int64_t block : replacement.blocks) {
+    check(block >= 0 && block < config.depth, "--replace: block {} is not in {}'s 0..{}", block, preset,
+          config.depth - 1);
+    config.mixers[block] = replacement.mixer;
+  }
   VisionTransformer model(config, /*seed=*/0);
   model.to(device);
   Rng rng(1);
@@ -40,6 +59,11 @@ VitTiming time_model(const std::string& preset, Device device, int64_t batch, in
     model.forward(images);
   }, steps, /*rounds=*/3, /*warmup=*/2);
   timing.infer_img_s = batch / (infer_ms / 1e3);
+  if (device.is_cuda()) {  // the same forward replayed as one graph: without the host's cost per op
+    NoGradGuard no_grad;
+    DeviceGraph forward(device, [&] { model.forward(images); });
+    timing.graph_infer_img_s = batch / (median_time_ms(device, [&] { forward.replay(); }, steps, 3, 2) / 1e3);
+  }
 
   std::vector<Tensor> params;
   model.visit([&](const std::string&, Tensor& p) {
@@ -63,6 +87,8 @@ int bench_main(int argc, char** argv) {
                                     {"steps", "calls per timed round (3 rounds, after 2 warm-up calls)", "10"},
                                     {"precision", "fp32, or bf16 (GEMM operands in bfloat16, float32 accumulation)",
                                      "fp32"},
+                                    {"mixer", "with --replace: the mixer spec of the replaced blocks", "attention"},
+                                    {"replace", "comma-separated blocks given --mixer (none: the plain ViT)", ""},
                                     {"out", "results JSON", "bench_vit.json"}});
   if (!flags.parse(argc, argv)) return 0;
   const Device device = Device::parse(flags.get("device"));
@@ -70,16 +96,20 @@ int bench_main(int argc, char** argv) {
   const int steps = static_cast<int>(flags.get_int("steps"));
   const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision")));
   check(batch > 0 && steps > 0, "--batch and --steps must be positive (got {} and {})", batch, steps);
+  const Replacement replacement{flags.get("mixer"), flags.get_int_list("replace")};
 
   nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
+                           {"mixer", replacement.mixer}, {"replace", replacement.blocks},
                            {"models", nlohmann::json::array()}};
-  fmt::print("{:<26} {:>12} {:>14} {:>14}\n", "model", "params", "infer img/s", "train img/s");
+  fmt::print("{:<26} {:>12} {:>14} {:>14} {:>14}\n", "model", "params", "infer img/s", "graph img/s", "train img/s");
   for (const std::string& preset : split_list(flags.get("models"))) {
-    const VitTiming t = time_model(preset, device, batch, steps);
-    fmt::print("{:<26} {:>12} {:>14.0f} {:>14.0f}\n", t.model, t.params, t.infer_img_s, t.train_img_s);
+    const VitTiming t = time_model(preset, replacement, device, batch, steps);
+    fmt::print("{:<26} {:>12} {:>14.0f} {:>14.0f} {:>14.0f}\n", t.model, t.params, t.infer_img_s, t.graph_infer_img_s,
+               t.train_img_s);
     report["models"].push_back({{"model", t.model},
                                 {"params", t.params},
                                 {"infer_img_s", t.infer_img_s},
+                                {"graph_infer_img_s", t.graph_infer_img_s},
                                 {"train_img_s", t.train_img_s}});
   }
   write_json_atomic(flags.get("out"), report);

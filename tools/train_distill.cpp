@@ -20,15 +20,21 @@ void print_sweep_table(const nlohmann::json& results) {
   }
 }
 
-// experiment = single or groupwise: teacher vs hybrid, then the groups.
+// experiment = single or groupwise: teacher vs hybrid, then the groups. On a
+// GPU the latencies of the forward replayed as one graph follow.
 void print_table(const nlohmann::json& results) {
-  auto row = [](const char* name, const nlohmann::json& r) {
-    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f} {:>10.2f} {:>11.1f}\n", name, 100 * r.at("top1").get<double>(),
+  const bool graphs = results.at("teacher").contains("graph_latency_ms_b1");
+  auto row = [graphs](const char* name, const nlohmann::json& r) {
+    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f} {:>10.2f} {:>11.1f}", name, 100 * r.at("top1").get<double>(),
                r.at("params").get<int64_t>(), r.at("gflops").get<double>(), r.value("latency_ms_b1", 0.0),
                r.value("latency_ms_b256", 0.0));
+    if (graphs) {
+      fmt::print(" {:>10.2f} {:>11.1f}", r.value("graph_latency_ms_b1", 0.0), r.value("graph_latency_ms_b256", 0.0));
+    }
+    fmt::print("\n");
   };
-  fmt::print("\n{:<8} {:>8} {:>10} {:>8} {:>10} {:>11}\n", "model", "top-1", "params", "GFLOPs", "ms @ b1",
-             "ms @ b256");
+  fmt::print("\n{:<8} {:>8} {:>10} {:>8} {:>10} {:>11}{}\n", "model", "top-1", "params", "GFLOPs", "ms @ b1",
+             "ms @ b256", graphs ? fmt::format(" {:>10} {:>11}", "graph b1", "graph b256") : "");
   row("teacher", results.at("teacher"));
   if (results.contains("student")) row("hybrid", results.at("student"));
   for (const auto& g : results.value("groups", nlohmann::json::array())) {

@@ -311,9 +311,15 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
                  {"gflops", flops / 1e9}, {"eval_images", eval.images},
                  {"mean_retention", meter ? meter->mean_retention() : 1.0}};
   if (meter) report["retention"] = meter->retention();
+  // On a GPU, also the forward replayed as one graph: the GPU's time alone
+  // (not for an A-ViT, whose compacted forward reads its decisions on the host).
+  const bool graphs = s.device.is_cuda() && !model.config.halting;
   for (int64_t batch : s.latency_batches) {
-    report[fmt::format("latency_ms_b{}", batch)] =
-        latency_ms(logits_of, narrow(images, 0, 0, std::min(batch, images.size(0))), s.latency_repeats);
+    const Tensor batch_images = narrow(images, 0, 0, std::min(batch, images.size(0)));
+    report[fmt::format("latency_ms_b{}", batch)] = latency_ms(logits_of, batch_images, s.latency_repeats);
+    if (graphs) {
+      report[fmt::format("graph_latency_ms_b{}", batch)] = graph_latency_ms(logits_of, batch_images, s.latency_repeats);
+    }
   }
   return report;
 }

@@ -113,20 +113,35 @@ Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, 
   return Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(device);
 }
 
-double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats) {
-  const Device device = images.device();
-  NoGradGuard no_grad;
+namespace {
+
+// Median wall time (ms) of `repeats` calls of run(), each waited for, after one untimed call.
+double median_wall_ms(Device device, const std::function<void()>& run, int64_t repeats) {
   std::vector<double> times;
   for (int64_t r = 0; r <= repeats; ++r) {
     device_synchronize(device);
     const auto start = std::chrono::steady_clock::now();
-    logits_of(images);
+    run();
     device_synchronize(device);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (r > 0) times.push_back(ms);  // run 0 warms caches and allocators
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+}  // namespace
+
+double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats) {
+  NoGradGuard no_grad;
+  return median_wall_ms(images.device(), [&] { logits_of(images); }, repeats);
+}
+
+double graph_latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats) {
+  NoGradGuard no_grad;
+  logits_of(images);  // first calls (GEMM plans, workspaces) stay out of the capture
+  DeviceGraph forward(images.device(), [&] { logits_of(images); });
+  return median_wall_ms(images.device(), [&] { forward.replay(); }, repeats);
 }
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& full, const Preprocess& preprocess,

@@ -69,6 +69,11 @@ Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, 
 
 // Median wall time (ms) of `repeats` forwards of `images`, after one warm-up run.
 double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
+// The same for the forward captured once as a DeviceGraph (GPU only) and
+// replayed: the GPU's time alone, without the host's cost of issuing each op.
+// The forward must be a fixed sequence of GPU work (not A-ViT's compacted one,
+// which reads the halting decisions on the host).
+double graph_latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
                                const EvalOptions& options);

@@ -14,7 +14,13 @@ void cuda_check(cudaError_t status, const char* what) {
   check(status == cudaSuccess, "CUDA error in {}: {}", what, cudaGetErrorString(status));
 }
 
-cudaStream_t current_stream() { return nullptr; }  // the legacy default stream of the current device
+namespace {
+// The legacy default stream of the current device, but while a DeviceGraph
+// captures: its capture stream.
+thread_local cudaStream_t stream_of_thread = nullptr;
+}  // namespace
+
+cudaStream_t current_stream() { return stream_of_thread; }
 
 bool built_with_cuda() { return true; }
 
@@ -124,6 +130,111 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
   // the source when cudaMemcpyAsync returns, and the host caching allocator
   // may hand that buffer out again at once: wait for it too.
   if (kind != cudaMemcpyDeviceToDevice) cuda_check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize");
+}
+
+// ------------------------------------------------------------------ graphs
+
+struct DeviceGraph::State {
+  int device = 0;
+  cudaGraphExec_t exec = nullptr;
+  std::vector<void*> held;  // the memory of the captured work (CachingAllocator::end_holding)
+};
+
+namespace {
+
+// The capture of one DeviceGraph: while it lives, this thread's ops are
+// queued on a capture stream (a blocking one, so that anything queued on the
+// legacy stream meanwhile is an error rather than work outside the graph) and
+// the device's allocator holds the blocks that they release.
+class Capture {
+ public:
+  explicit Capture(int device) : allocator_(device_allocator(device)) {
+    cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate (graph capture)");
+    allocator_.begin_holding();
+    holding_ = true;
+    stream_of_thread = stream_;
+    cuda_check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    capturing_ = true;
+  }
+  // The captured graph; `held` receives the memory that it owns.
+  cudaGraph_t finish(std::vector<void*>& held) {
+    cudaGraph_t graph = end_capture();
+    cuda_check(graph ? cudaSuccess : cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture");
+    const CachingAllocator::Held blocks = end_holding();
+    if (blocks.still_live != 0) {
+      cudaGraphDestroy(graph);
+      allocator_.release_held(blocks.blocks);
+      fail("the work captured in a device graph keeps {} tensor(s) that it allocated; their memory belongs to the "
+           "graph", blocks.still_live);
+    }
+    held = blocks.blocks;
+    return graph;
+  }
+  // After an error: nothing was executed, so the work's memory is free at once.
+  ~Capture() {
+    if (capturing_) {
+      if (cudaGraph_t graph = end_capture()) cudaGraphDestroy(graph);
+    }
+    if (holding_) allocator_.release_held(end_holding().blocks);
+    stream_of_thread = nullptr;
+    cudaStreamDestroy(stream_);
+  }
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
+
+ private:
+  cudaGraph_t end_capture() {
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(stream_, &graph) != cudaSuccess) {
+      cudaGetLastError();  // (capture errors are not sticky)
+      return nullptr;
+    }
+    return graph;
+  }
+  CachingAllocator::Held end_holding() {
+    holding_ = false;
+    return allocator_.end_holding();
+  }
+
+  CachingAllocator& allocator_;
+  cudaStream_t stream_ = nullptr;
+  bool holding_ = false, capturing_ = false;
+};
+
+}  // namespace
+
+DeviceGraph::DeviceGraph(Device device, const std::function<void()>& work) : state_(std::make_unique<State>()) {
+  check(device.is_cuda(), "a device graph captures GPU work, not {} work", device);
+  state_->device = device.index;
+  DeviceGuard guard(device.index);
+  cuda_synchronize(device.index);
+  cudaGraph_t graph = nullptr;
+  {
+    Capture capture(device.index);
+    work();
+    graph = capture.finish(state_->held);
+  }
+  const cudaError_t status = cudaGraphInstantiate(&state_->exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (status != cudaSuccess) device_allocator(device.index).release_held(state_->held);
+  cuda_check(status, "cudaGraphInstantiate");
+}
+
+DeviceGraph::~DeviceGraph() {
+  if (!state_ || !state_->exec) return;
+  int previous = 0;
+  cudaGetDevice(&previous);
+  cudaSetDevice(state_->device);  // (not DeviceGuard: destructors must not throw)
+  cudaDeviceSynchronize();        // the last replay may still write the held memory
+  cudaGraphExecDestroy(state_->exec);
+  device_allocator(state_->device).release_held(state_->held);
+  cudaSetDevice(previous);
+}
+
+void DeviceGraph::replay() {
+  DeviceGuard guard(state_->device);
+  cuda_check(cudaGraphLaunch(state_->exec, current_stream()), "cudaGraphLaunch");
 }
 
 }  // namespace engine

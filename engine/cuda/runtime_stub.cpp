@@ -22,6 +22,13 @@ void cuda_copy(void*, Device, const void*, Device, size_t) {
   fail("CUDA copy requested, but this binary was built without CUDA");
 }
 
+struct DeviceGraph::State {};
+DeviceGraph::DeviceGraph(Device, const std::function<void()>&) {
+  fail("a device graph was requested, but this binary was built without CUDA");
+}
+DeviceGraph::~DeviceGraph() = default;
+void DeviceGraph::replay() {}
+
 int64_t cuda_exp2_probe(int, int64_t) { fail("a GPU probe was requested, but this binary was built without CUDA"); }
 
 }  // namespace engine

@@ -1,0 +1,78 @@
+// DeviceGraph: GPU work captured once and replayed (the graph latencies of
+// ./train_distill). A replay must give the bits of the eager run on the inputs'
+// current contents, and work that cannot be captured must fail clearly and
+// leave the engine usable.
+#include <gtest/gtest.h>
+
+#include "engine/autograd.h"
+#include "engine/ops/ops.h"
+#include "engine/random.h"
+#include "models/vit.h"
+#include "tests/cuda/cuda_expect.h"
+#include "tests/expect_error.h"
+#include "train/evaluate.h"
+
+namespace engine {
+namespace {
+
+Tensor random_on_gpu(const Shape& shape, Rng& rng) { return Tensor::uniform(shape, rng, -2.0, 2.0).to(Device::cuda()); }
+
+TEST(DeviceGraph, IsRefusedOffTheGpu) {
+  testing::expect_error_mentioning([] { DeviceGraph graph(Device::cpu(), [] {}); }, {"device graph"});
+}
+
+TEST(CudaGraph, ReplaysTheCapturedWorkOnTheInputsCurrentContents) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  NoGradGuard no_grad;
+  Rng rng(31);
+  const Tensor a = random_on_gpu({37, 65}, rng), b = random_on_gpu({37, 65}, rng);
+  const Tensor out = Tensor::empty(a.shape(), DType::F32, Device::cuda());
+  auto work = [&] { return silu(add(mul(a, b), a)); };
+  DeviceGraph graph(Device::cuda(), [&] { copy_into(out, work()); });
+  for (int round = 0; round < 2; ++round) {
+    graph.replay();
+    expect_matches(out, work(), 0.0, "replay " + std::to_string(round));
+    copy_into(a, random_on_gpu(a.shape(), rng));  // the next replay reads the new values
+  }
+}
+
+// A hybrid with every kind of mixer, attention included: the graph's logits
+// are the eager forward's, bit for bit (the same kernels in the same order).
+TEST(CudaGraph, HybridVitForwardReplaysBitForBit) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  NoGradGuard no_grad;
+  VitConfig config = vit_preset("vit_cifar_tiny_patch4_32");
+  config.depth = 6;
+  config.mixers = {"attention", "mamba:d_state=16", "gated_rnn:width=96", "conv", "mlp", "identity"};
+  VisionTransformer model(config, /*seed=*/5);
+  model.to(Device::cuda());
+  Rng rng(32);
+  const Tensor images = random_on_gpu({3, 3, 32, 32}, rng);
+  const Tensor eager = model.forward(images);
+  const Tensor logits = Tensor::empty(eager.shape(), DType::F32, Device::cuda());
+  DeviceGraph graph(Device::cuda(), [&] { copy_into(logits, model.forward(images)); });
+  graph.replay();
+  expect_matches(logits, eager, 0.0, "graph vs eager logits");
+  EXPECT_GT(graph_latency_ms(inference_logits(model), images, 2), 0.0);
+}
+
+TEST(CudaGraph, WorkThatKeepsTensorsOrWaitsForTheHostIsRefused) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  NoGradGuard no_grad;
+  Rng rng(33);
+  const Tensor a = random_on_gpu({8, 16}, rng), b = random_on_gpu({8, 16}, rng);
+  Tensor kept;
+  testing::expect_error_mentioning([&] { DeviceGraph graph(Device::cuda(), [&] { kept = add(a, b); }); },
+                                   {"keeps 1 tensor"});
+  testing::expect_error_mentioning([&] { DeviceGraph graph(Device::cuda(), [&] { add(a, b).to(Device::cpu()); }); },
+                                   {"CUDA error"});
+  // Both failures left the stream and the allocator as they were.
+  expect_matches(add(a, b), add(a.to(Device::cpu()), b.to(Device::cpu())), 0.0, "eager add after the failures");
+  const Tensor out = Tensor::empty(a.shape(), DType::F32, Device::cuda());
+  DeviceGraph graph(Device::cuda(), [&] { copy_into(out, mul(a, b)); });
+  graph.replay();
+  expect_matches(out, mul(a, b), 0.0, "a graph after the failures");
+}
+
+}  // namespace
+}  // namespace engine
