@@ -9,7 +9,8 @@
 // under a fixed image budget. 4. Splice the students into a copy of the
 // teacher: the hybrid. 5. Optionally fine-tune the hybrid end to end (CE +
 // temperature-scaled KL to the teacher's logits). 6. Evaluate teacher and
-// hybrid: top-1, parameters, GEMM FLOPs, latency at batch 1 and 256.
+// hybrid: top-1, parameters, GEMM FLOPs, latency at batch 1 and 256 (on a
+// GPU also replayed as a CUDA graph: graph_latency_ms_bN, the GPU's time).
 #pragma once
 #include <memory>
 #include <string>

@@ -73,7 +73,8 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   // in_proj as two GEMMs, one per half of its rows: xi and z each come out
   // contiguous. (The halves of one [.., 2 d_inner] output are strided views,
   // which the conv of each direction and silu would each copy: three copies
-  // of [B, N, d_inner], 12% of a ViT-Ti hybrid's GPU time at batch 256.)
+  // of [B, N, d_inner]. H200, the CIFAR ViT-Ti with 4 mamba blocks at batch
+  // 256, graph replays: 6.75 -> 6.59 ms.)
   const Tensor xi = linear(x, narrow(in_proj_.weight, 0, 0, d_inner_));
   const Tensor z = linear(x, narrow(in_proj_.weight, 0, d_inner_, d_inner_));
   Tensor y;
