@@ -1,6 +1,6 @@
 // ./bench_vit [--device cuda] [--models vit_small_patch16_224,vit_base_patch16_224]
 //             [--batch 256] [--steps 10] [--precision fp32|bf16] [--out bench_vit.json]
-//             [--mixer gated_rnn:width=96 --replace 2,3,4,5]
+//             [--mixer gated_rnn:width=96 --replace 2,3,4,5] [--img-size 384]
 // Images per second of whole ViTs on random images of the preset's size: inference
 // (forward under no-grad) and a training step (forward, cross-entropy,
 // backward, AdamW), the median over timed rounds after warm-up, each round
@@ -36,9 +36,10 @@ struct Replacement {
   std::vector<int64_t> blocks;
 };
 
-VitTiming time_model(const std::string& preset, const Replacement& replacement, Device device, int64_t batch,
-                     int steps) {
+VitTiming time_model(const std::string& preset, const Replacement& replacement, int64_t img_size, Device device,
+                     int64_t batch, int steps) {
   VitConfig config = vit_preset(preset);
+  if (img_size > 0) config.img_size = img_size;  // more tokens: (img_size / patch)^2 + 1
   config.mixers.assign(config.depth, "attention");
   for (int64_t block : replacement.blocks) {
     check(block >= 0 && block < config.depth, "--replace: block {} is not in {}'s 0..{}", block, preset,
@@ -89,6 +90,7 @@ int bench_main(int argc, char** argv) {
                                      "fp32"},
                                     {"mixer", "with --replace: the mixer spec of the replaced blocks", "attention"},
                                     {"replace", "comma-separated blocks given --mixer (none: the plain ViT)", ""},
+                                    {"img-size", "input size in pixels (0: the preset's)", "0"},
                                     {"out", "results JSON", "bench_vit.json"}});
   if (!flags.parse(argc, argv)) return 0;
   const Device device = Device::parse(flags.get("device"));
@@ -97,13 +99,15 @@ int bench_main(int argc, char** argv) {
   const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision")));
   check(batch > 0 && steps > 0, "--batch and --steps must be positive (got {} and {})", batch, steps);
   const Replacement replacement{flags.get("mixer"), flags.get_int_list("replace")};
+  const int64_t img_size = flags.get_int("img-size");
+  check(img_size >= 0, "--img-size must be positive, or 0 for the preset's (got {})", img_size);
 
   nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
-                           {"mixer", replacement.mixer}, {"replace", replacement.blocks},
+                           {"mixer", replacement.mixer}, {"replace", replacement.blocks}, {"img_size", img_size},
                            {"models", nlohmann::json::array()}};
   fmt::print("{:<26} {:>12} {:>14} {:>14} {:>14}\n", "model", "params", "infer img/s", "graph img/s", "train img/s");
   for (const std::string& preset : split_list(flags.get("models"))) {
-    const VitTiming t = time_model(preset, replacement, device, batch, steps);
+    const VitTiming t = time_model(preset, replacement, img_size, device, batch, steps);
     fmt::print("{:<26} {:>12} {:>14.0f} {:>14.0f} {:>14.0f}\n", t.model, t.params, t.infer_img_s, t.graph_infer_img_s,
                t.train_img_s);
     report["models"].push_back({{"model", t.model},
