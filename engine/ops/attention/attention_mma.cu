@@ -138,22 +138,20 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 // ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: see the top of the file.
+// kTransposed picks .trans (each 8x8 matrix transposed on the way in).
+template <bool kTransposed>
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-#elif defined(__CUDA_ARCH__)
-  __trap();  // bf16 mma and ldmatrix need sm_80 (the Makefile builds sm_90a and compute_80)
-#endif
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
+  if constexpr (kTransposed) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  }
 #elif defined(__CUDA_ARCH__)
   __trap();  // bf16 mma and ldmatrix need sm_80 (the Makefile builds sm_90a and compute_80)
 #endif
@@ -194,7 +192,7 @@ __device__ __forceinline__ void load_a(uint32_t (&a)[D / 16][4], const uint16_t*
   // matrices: rows 0-7 / 8-15 (ld_mat % 2), d 0-7 / 8-15 (ld_mat / 2)
   const uint16_t* p = rows + (8 * (l.ld_mat % 2) + l.ld_row) * ld<D>() + 8 * (l.ld_mat / 2);
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(a[kk], p + 16 * kk);
+  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4<false>(a[kk], p + 16 * kk);
 }
 
 // c += A X^T for the 8 rows of X at `rows` (the "K-like" B: k = d).
@@ -205,7 +203,7 @@ __device__ __forceinline__ void mma_rows_t(float (&c)[4], const uint32_t (&a)[D 
 #pragma unroll
   for (int k2 = 0; k2 < D / 32; ++k2) {
     uint32_t b[4];
-    ldsm_x4(b, p + 32 * k2);
+    ldsm_x4<false>(b, p + 32 * k2);
     mma_bf16(c, a[2 * k2], b[0], b[1]);
     mma_bf16(c, a[2 * k2 + 1], b[2], b[3]);
   }
@@ -221,7 +219,7 @@ __device__ __forceinline__ void mma_rows(float (&acc)[D / 8][4], const uint32_t 
 #pragma unroll
   for (int j2 = 0; j2 < D / 16; ++j2) {
     uint32_t b[4];
-    ldsm_x4_trans(b, p + 16 * j2);
+    ldsm_x4<true>(b, p + 16 * j2);
     mma_bf16(acc[2 * j2], a, b[0], b[1]);
     mma_bf16(acc[2 * j2 + 1], a, b[2], b[3]);
   }
