@@ -149,12 +149,17 @@ namespace {
 class Capture {
  public:
   explicit Capture(int device) : allocator_(device_allocator(device)) {
-    cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate (graph capture)");
-    allocator_.begin_holding();
+    allocator_.begin_holding();  // (an error if another capture holds: nothing to undo yet)
     holding_ = true;
-    stream_of_thread = stream_;
-    cuda_check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
-    capturing_ = true;
+    try {
+      cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate (graph capture)");
+      stream_of_thread = stream_;
+      cuda_check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+      capturing_ = true;
+    } catch (...) {
+      undo();
+      throw;
+    }
   }
   // The captured graph; `held` receives the memory that it owns.
   cudaGraph_t finish(std::vector<void*>& held) {
@@ -170,19 +175,22 @@ class Capture {
     held = blocks.blocks;
     return graph;
   }
-  // After an error: nothing was executed, so the work's memory is free at once.
-  ~Capture() {
+  ~Capture() { undo(); }
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
+
+ private:
+  // Ends what is still open. After an error nothing was executed, so the
+  // work's memory is free at once.
+  void undo() {
     if (capturing_) {
       if (cudaGraph_t graph = end_capture()) cudaGraphDestroy(graph);
     }
     if (holding_) allocator_.release_held(end_holding().blocks);
     stream_of_thread = nullptr;
-    cudaStreamDestroy(stream_);
+    if (stream_) cudaStreamDestroy(stream_);
+    stream_ = nullptr;
   }
-  Capture(const Capture&) = delete;
-  Capture& operator=(const Capture&) = delete;
-
- private:
   cudaGraph_t end_capture() {
     capturing_ = false;
     cudaGraph_t graph = nullptr;
@@ -206,6 +214,7 @@ class Capture {
 
 DeviceGraph::DeviceGraph(Device device, const std::function<void()>& work) : state_(std::make_unique<State>()) {
   check(device.is_cuda(), "a device graph captures GPU work, not {} work", device);
+  check(stream_of_thread == nullptr, "device graphs do not nest: this thread is already capturing one");
   state_->device = device.index;
   DeviceGuard guard(device.index);
   cuda_synchronize(device.index);

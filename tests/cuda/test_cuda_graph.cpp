@@ -56,7 +56,7 @@ TEST(CudaGraph, HybridVitForwardReplaysBitForBit) {
   EXPECT_GT(graph_latency_ms(inference_logits(model), images, 2), 0.0);
 }
 
-TEST(CudaGraph, WorkThatKeepsTensorsOrWaitsForTheHostIsRefused) {
+TEST(CudaGraph, WorkThatKeepsTensorsWaitsForTheHostOrNestsIsRefused) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   NoGradGuard no_grad;
   Rng rng(33);
@@ -66,7 +66,10 @@ TEST(CudaGraph, WorkThatKeepsTensorsOrWaitsForTheHostIsRefused) {
                                    {"keeps 1 tensor"});
   testing::expect_error_mentioning([&] { DeviceGraph graph(Device::cuda(), [&] { add(a, b).to(Device::cpu()); }); },
                                    {"CUDA error"});
-  // Both failures left the stream and the allocator as they were.
+  testing::expect_error_mentioning(
+      [&] { DeviceGraph outer(Device::cuda(), [&] { DeviceGraph inner(Device::cuda(), [] {}); }); },
+      {"do not nest"});
+  // The failures left the stream and the allocator as they were.
   expect_matches(add(a, b), add(a.to(Device::cpu()), b.to(Device::cpu())), 0.0, "eager add after the failures");
   const Tensor out = Tensor::empty(a.shape(), DType::F32, Device::cuda());
   DeviceGraph graph(Device::cuda(), [&] { copy_into(out, mul(a, b)); });
