@@ -17,6 +17,9 @@ JOBS=${JOBS:-16}
 LOGS=build/gpu_check
 TESTS=./build/engine_tests
 CUDA_TESTS='Cuda*:*/Cuda*'  # as `make test-gpu`
+# memcheck reports failed CUDA API calls too: leave out the test whose calls fail on purpose
+# (work that a graph capture must refuse).
+MEMCHECK_TESTS="$CUDA_TESTS:-CudaGraph.*IsRefused"
 REDUCTION_TESTS='CudaScan.*:CudaAttention.RowsWithoutActiveKeysGiveZeros:CudaAttention.NonContiguousInputs:CudaAttention.PackedMisalignedQkv:CudaAttentionBf16.MatchesCpu:CudaAttentionBf16.RowsWithoutActiveKeysGiveZeros:*/CudaOps.SumMeanMax/*:*/CudaOps.ArgmaxTakesTheFirstOfTiedMaxima/*:*/CudaOps.SoftmaxAndLogSoftmax/*:*/CudaOps.LayerNorm/*:*/CudaOps.CrossEntropyAndOtherLosses/*:*/CudaOps.ClipGradNorm/*:*/CudaOps.Optimizers/*'
 SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 mkdir -p "$LOGS"
@@ -44,7 +47,7 @@ fi
 step build make -j"$JOBS"
 if [ "$failed" -eq 0 ]; then
   step test-gpu make test-gpu
-  step memcheck "$SANITIZER" --tool memcheck --error-exitcode 1 "$TESTS" --gtest_filter="$CUDA_TESTS" --gtest_brief=1
+  step memcheck "$SANITIZER" --tool memcheck --error-exitcode 1 "$TESTS" --gtest_filter="$MEMCHECK_TESTS" --gtest_brief=1
   step racecheck "$SANITIZER" --tool racecheck --error-exitcode 1 "$TESTS" --gtest_filter="$REDUCTION_TESTS" --gtest_brief=1
   # A suite that silently skipped (no GPU visible) must not pass as a success.
   if grep -q "no CUDA GPU" "$LOGS/test-gpu.log"; then
