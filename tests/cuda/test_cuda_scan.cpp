@@ -161,6 +161,26 @@ TEST(CudaScan, SelectiveScanMatchesCpu) {
   }
 }
 
+// Bm and Cm as slices of one wider tensor (x_proj's output in the Mamba
+// mixer: [dt_low | Bm | Cm] rows) are read in place by both devices.
+TEST(CudaScan, SelectiveScanReadsStateRowsInPlace) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(14);
+  for (const Shape& bcls : std::vector<Shape>{{2, 197, 40, 16}, {1, 33, 70, 17}}) {
+    const int64_t B = bcls[0], L = bcls[1], S = bcls[3], R = 12;
+    for (bool reverse : {false, true}) {
+      Inputs in = selective_inputs(bcls, rng, DType::F32);
+      in[3] = leaf({B, L, R + 2 * S}, rng, -1.0, 1.0, DType::F32);  // the wide rows
+      in.erase(in.begin() + 4);
+      compare_with_cpu(
+          [reverse, R, S](const Inputs& v) {
+            return selective_scan(v[0], v[1], v[2], narrow(v[3], 2, R, S), narrow(v[3], 2, R + S, S), v[4], reverse);
+          },
+          in, rng, describe("selective_scan (state rows in place)", bcls, DType::F32, reverse, " [B, L, C, S]"));
+    }
+  }
+}
+
 // The op's backward restarts from the states its forward saved; called
 // without them, the backward kernel runs the forward for them itself. Both
 // paths must give the same bits, and saved states of another shape are refused.

@@ -152,6 +152,28 @@ TEST(Scan, SelectiveGradients) {
   }
 }
 
+// Bm and Cm as slices of one wider tensor (x_proj's output in the Mamba
+// mixer) are read in place: the same y as from contiguous copies, and
+// gradients that reach the wide tensor. A slice next to a contiguous tensor
+// (different row strides) takes the copying path.
+TEST(Scan, SelectiveReadsStateRowsInPlace) {
+  Rng rng(7);
+  const int64_t B = 2, L = 5, C = 3, S = 4, R = 3;
+  std::vector<Tensor> in = selective_inputs(B, L, C, S, rng);
+  const Tensor wide = random_leaf({B, L, R + 2 * S}, rng);
+  auto with_rows = [&](const std::vector<Tensor>& v, bool copy_cm) {
+    const Tensor bm = narrow(v[3], 2, R, S), cm = narrow(v[3], 2, R + S, S);
+    return selective_scan(v[0], v[1], v[2], bm, copy_cm ? cm.contiguous() : cm, v[4], /*reverse=*/true);
+  };
+  const std::vector<Tensor> args = {in[0], in[1], in[2], wide, in[5]};
+  const Tensor copies = selective_scan(in[0], in[1], in[2], narrow(wide, 2, R, S).contiguous(),
+                                       narrow(wide, 2, R + S, S).contiguous(), in[5], true);
+  EXPECT_EQ(with_rows(args, false).to_doubles(), copies.to_doubles());
+  for (bool copy_cm : {false, true}) {
+    expect_gradients_match([&](const auto& v) { return with_rows(v, copy_cm); }, args);
+  }
+}
+
 // The parameter gradients are reduced over batch and channels; the result
 // must not depend on how many threads computed the partial sums.
 TEST(Scan, SelectiveBackwardIndependentOfThreads) {

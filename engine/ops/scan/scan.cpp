@@ -13,6 +13,19 @@ Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguou
 
 Tensor zeros_like(const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype(), t.device()); }
 
+// Bm and Cm [B, L, S] as the selective kernels read them: in place when both
+// are rows of S contiguous elements at one stride r >= S (strides [L r, r, 1],
+// e.g. slices of x_proj's output, which would otherwise be copied at every
+// call), else contiguous copies.
+std::pair<Tensor, Tensor> state_rows(const Tensor& Bm, const Tensor& Cm) {
+  auto uniform_rows = [](const Tensor& t) {
+    const Shape& st = t.strides();
+    return st[2] == 1 && st[1] >= t.size(2) && st[0] == t.size(1) * st[1];
+  };
+  if (uniform_rows(Bm) && uniform_rows(Cm) && Bm.strides() == Cm.strides()) return {Bm.detach(), Cm.detach()};
+  return {kernel_input(Bm), kernel_input(Cm)};
+}
+
 void check_sequence(const char* op, const char* what, const Tensor& t) {
   check(t.dim() == 3, "{}: {} must be [B, L, C], got {}", op, what, t.describe());
 }
@@ -59,8 +72,8 @@ Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const 
   check_shape(op, "Cm", Cm, {batch, length, state});
   check_shape(op, "D", D, {channels});
   check_alike(op, {x, dt, A, Bm, Cm, D});
-  const SelectiveScanInputs in{kernel_input(x),  kernel_input(dt), kernel_input(A),
-                               kernel_input(Bm), kernel_input(Cm), kernel_input(D)};
+  const auto [Bm_rows, Cm_rows] = state_rows(Bm, Cm);
+  const SelectiveScanInputs in{kernel_input(x), kernel_input(dt), kernel_input(A), Bm_rows, Cm_rows, kernel_input(D)};
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   // The backward keeps the inputs and what the forward saves to restart from
   // (on the GPU, every 8th state), and recomputes the states in between.

@@ -354,6 +354,7 @@ template <typename T>
 struct SelectiveArgs {
   const T *x, *dt, *A, *Bm, *Cm, *D;
   int64_t batch, length, channels, state;
+  int64_t row_stride;  // between the Bm (and Cm) rows of consecutive steps: S, or more in a wider tensor
   bool reverse;
   int64_t group_begin = 0;  // this pass's states: [group_begin, group_begin + group_size())
 
@@ -362,7 +363,9 @@ struct SelectiveArgs {
   // Channel c of batch n in x, dt, y and their gradients, step by step.
   __device__ StepWalk channel_steps(int64_t n, int64_t c) const { return walk(n * length * channels + c, channels); }
   // Element s of this pass's group in the Bm and Cm rows of batch n, step by step.
-  __device__ StepWalk state_steps(int64_t n, int s) const { return walk(n * length * state + group_begin + s, state); }
+  __device__ StepWalk state_steps(int64_t n, int s) const {
+    return walk(n * length * row_stride + group_begin + s, row_stride);
+  }
   __device__ StepWalk walk(int64_t base, int64_t row) const {
     return {base + (reverse ? (length - 1) * row : 0), static_cast<int>(reverse ? -row : row)};
   }
@@ -370,12 +373,15 @@ struct SelectiveArgs {
   __device__ int64_t a_at(int64_t c, int s) const { return c * state + group_begin + s; }
 };
 
+// Bm's and Cm's row stride (SelectiveScanInputs).
+int64_t state_row_stride(const SelectiveScanInputs& in) { return in.Bm.strides()[1]; }
+
 template <typename T>
 SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
   return {data_or_null<const T>(in.x),  data_or_null<const T>(in.dt), data_or_null<const T>(in.A),
           data_or_null<const T>(in.Bm), data_or_null<const T>(in.Cm), data_or_null<const T>(in.D),
           in.x.shape()[0],              in.x.shape()[1],              in.x.shape()[2],
-          in.A.shape()[1],              reverse};
+          in.A.shape()[1],              state_row_stride(in),         reverse};
 }
 
 // N consecutive elements of a shared-memory row (16-byte aligned), read as
@@ -518,8 +524,8 @@ struct ForwardShared {
 };
 
 // The moving role's fixed share of every tile, as 32-bit element offsets from
-// the batch row's first element (L C and L S fit an int, checked on the
-// host): scan step k of its pack is at seq + k * seq_stride, of its row
+// the batch row's first element (L C and L times the row stride of Bm fit an
+// int, checked on the host): scan step k of its pack is at seq + k * seq_stride, of its row
 // element at row + k * row_stride (negative strides for a reverse scan).
 template <typename T>
 struct ForwardIo {
@@ -535,13 +541,13 @@ struct ForwardIo {
 
 template <typename T>
 __device__ ForwardIo<T> forward_io(const SelectiveArgs<T>& p, T* y, int64_t n, int64_t c0) {
-  const int L = static_cast<int>(p.length), C = static_cast<int>(p.channels), S = static_cast<int>(p.state);
+  const int L = static_cast<int>(p.length), C = static_cast<int>(p.channels), R = static_cast<int>(p.row_stride);
   ForwardIo<T> io;
   io.x = p.x + n * L * C;
   io.dt = p.dt + n * L * C;
   io.y = y + n * L * C;
-  io.Bm = p.Bm + n * L * S;
-  io.Cm = p.Cm + n * L * S;
+  io.Bm = p.Bm + n * L * R;
+  io.Cm = p.Cm + n * L * R;
   io.length = L;
   io.step = threadIdx.x / kForwardPacksPerStep;
   io.pack = threadIdx.x % kForwardPacksPerStep * kForwardPack;
@@ -553,7 +559,7 @@ __device__ ForwardIo<T> forward_io(const SelectiveArgs<T>& p, T* y, int64_t n, i
   io.seq_stride = seq.stride;
   const int row_state = threadIdx.x % kStateGroup;
   io.row_live = row_state < p.group_size();
-  const StepWalk row = p.walk(p.group_begin + (io.row_live ? row_state : 0), S);
+  const StepWalk row = p.walk(p.group_begin + (io.row_live ? row_state : 0), R);
   io.row = static_cast<int>(row.first);
   io.row_stride = row.stride;
   return io;
@@ -778,8 +784,9 @@ struct BackwardTileFetch {
     }
     const int u = threadIdx.x / kStateGroup, s = threadIdx.x % kStateGroup;
     const bool live = k0 >= 0 && s < p.group_size() && u < block.length - k0;
-    // (The offset from the first row in 32 bits, L S being checked to fit
-    // an int on the host: 64-bit offsets take registers the walk back needs.)
+    // (The offset from the first row in 32 bits, L times the row stride
+    // being checked to fit an int on the host: 64-bit offsets take registers
+    // the walk back needs.)
     const int64_t at = block.rows.first + ((k0 + u) * block.rows.stride + s);
     b = live ? p.Bm[at] : T(0);
     c = live ? p.Cm[at] : T(0);
@@ -1120,8 +1127,9 @@ void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
 template <typename T>
 Tensor selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool save_states, bool reverse) {
   const int64_t B = in.x.shape()[0], L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
-  check(L * C <= INT32_MAX - kTile * C && L * S <= INT32_MAX - kTile * S,
-        "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, S);
+  const int64_t R = state_row_stride(in);
+  check(L * C <= INT32_MAX - kTile * C && L * R <= INT32_MAX - kTile * R,
+        "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, R);
   check(B * C * kStateGroup <= INT32_MAX, "selective_scan (cuda): [B, C] = [{}, {}] is beyond the checkpoints' "
         "32-bit tile stride", B, C);
   const Tensor saved = save_states ? scratch(checkpoint_elements(B, L, C, S), in.x) : Tensor();
@@ -1142,10 +1150,10 @@ template <typename T>
 void selective_backward_launch(const SelectiveScanInputs& in, Tensor saved, const Tensor& dy,
                                const SelectiveScanGrads& grads, bool reverse) {
   const SelectiveArgs<T> args = selective_args<T>(in, reverse);
-  const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state;
-  check(L <= INT32_MAX - kTile && L * S <= INT32_MAX - kTile * S,
+  const int64_t B = args.batch, L = args.length, C = args.channels, S = args.state, R = args.row_stride;
+  check(L <= INT32_MAX - kTile && L * R <= INT32_MAX - kTile * R,
         "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
-        "32-bit offsets", L, L, S);
+        "32-bit offsets", L, L, R);
   if (!saved.defined()) {
     const Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device());  // (not needed)
     saved = selective_forward_launch<T>(in, y, /*save_states=*/true, reverse);

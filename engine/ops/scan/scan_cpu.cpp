@@ -101,16 +101,17 @@ template <typename T>
 struct SelectiveScanCpu {
   const T *x, *dt, *A, *Bm, *Cm, *D;
   int64_t batch, length, channels, state;
+  int64_t row_stride;  // between Bm's (and Cm's) rows: S, or more in a wider tensor
   SequenceOrder order;
 
   SelectiveScanCpu(const SelectiveScanInputs& in, bool reverse)
       : x(data_or_null<const T>(in.x)), dt(data_or_null<const T>(in.dt)), A(data_or_null<const T>(in.A)), Bm(data_or_null<const T>(in.Bm)),
         Cm(data_or_null<const T>(in.Cm)), D(data_or_null<const T>(in.D)), batch(in.x.shape()[0]), length(in.x.shape()[1]),
-        channels(in.x.shape()[2]), state(in.A.shape()[1]), order{length, reverse} {}
+        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.Bm.strides()[1]), order{length, reverse} {}
 
   int64_t work() const { return batch * length * channels * state; }
   int64_t seq_index(int64_t b, int64_t t, int64_t c) const { return (b * length + t) * channels + c; }
-  int64_t state_row(int64_t b, int64_t t) const { return (b * length + t) * state; }
+  int64_t state_row(int64_t b, int64_t t) const { return (b * length + t) * row_stride; }
 
   // next = exp(dt_t A) * prev + dt_t Bm_t x_t for channel c (prev null: zero
   // state; next may alias prev).

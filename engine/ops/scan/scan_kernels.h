@@ -28,6 +28,9 @@ using LinearScanBackwardKernel = void (*)(const Tensor& a, const Tensor& h, cons
 // ---- selective_scan (Mamba's S6), per batch b and channel c ----
 //   h_t[s] = exp(dt_t A[s]) h_prev[s] + dt_t Bm_t[s] x_t,   y_t = sum_s Cm_t[s] h_t[s] + D x_t
 // Shapes: x, dt [B, L, C]; A [C, S]; Bm, Cm [B, L, S]; D [C]; all one dtype.
+// All contiguous, except that the rows of Bm and Cm (S contiguous elements
+// each) may be further apart than S, by the same stride for both: Bm.strides()
+// = Cm.strides() = [L r, r, 1] (views of x_proj's wider output, read in place).
 struct SelectiveScanInputs {
   Tensor x, dt, A, Bm, Cm, D;
 };
