@@ -525,8 +525,9 @@ struct ForwardShared {
 
 // The moving role's fixed share of every tile, as 32-bit element offsets from
 // the batch row's first element (L C and L times the row stride of Bm fit an
-// int, checked on the host): scan step k of its pack is at seq + k * seq_stride, of its row
-// element at row + k * row_stride (negative strides for a reverse scan).
+// int, checked on the host): scan step k of its pack is at seq + k *
+// seq_stride, of its row element at row + k * row_stride (negative strides
+// for a reverse scan).
 template <typename T>
 struct ForwardIo {
   const T *x, *dt, *Bm, *Cm;
