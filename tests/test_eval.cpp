@@ -47,7 +47,9 @@ TEST(Eval, ImagenetSampleWithSynsets) {
   int64_t correct = 0;
   for (size_t i = 0; i < result.predictions.size(); ++i) {
     const auto& [name, predicted] = result.predictions[i];
-    if (i > 0) EXPECT_LT(result.predictions[i - 1].first, name);
+    if (i > 0) {
+      EXPECT_LT(result.predictions[i - 1].first, name);
+    }
     EXPECT_GE(predicted, 0);
     EXPECT_LT(predicted, 1000);
     correct += predicted == label_of.at(name);
