@@ -249,5 +249,22 @@ TEST(Flags, OnlyAVariadicLastPositionalTakesExtraArguments) {
   EXPECT_THAT(error_of([&] { fixed.parse(4, argv); }), HasSubstr("unexpected argument 'train.lr=1'"));
 }
 
+TEST(Flags, IntListsParseEachItemAndNameTheFlagOnError) {
+  char tool[] = "tool", good[] = "--blocks= 2, 3 ,11", bad[] = "--blocks=2,x";
+  const std::vector<FlagSpec> specs = {{"blocks", "a list", ""}};
+  Flags flags("tool", specs);
+  char* with_good[] = {tool, good};
+  ASSERT_TRUE(flags.parse(2, with_good));
+  EXPECT_THAT(flags.get_int_list("blocks"), ElementsAre(2, 3, 11));
+  Flags none("tool", specs);
+  char* empty[] = {tool};
+  ASSERT_TRUE(none.parse(1, empty));
+  EXPECT_TRUE(none.get_int_list("blocks").empty());
+  Flags wrong("tool", specs);
+  char* with_bad[] = {tool, bad};
+  ASSERT_TRUE(wrong.parse(2, with_bad));
+  EXPECT_EQ(error_of([&] { wrong.get_int_list("blocks"); }), "flag --blocks: 'x' is not an integer");
+}
+
 }  // namespace
 }  // namespace engine
