@@ -110,8 +110,9 @@ CachingAllocator::Held CachingAllocator::end_holding() {
 void CachingAllocator::release_held(const std::vector<void*>& blocks) {
   std::lock_guard<std::mutex> lock(mutex_);
   for (void* ptr : blocks) {
-    free_blocks_[block_sizes_.at(ptr)].push_back(ptr);
-    stats_.cached_bytes += block_sizes_.at(ptr);
+    const size_t size = block_sizes_.at(ptr);
+    free_blocks_[size].push_back(ptr);
+    stats_.cached_bytes += size;
   }
 }
 

@@ -163,8 +163,8 @@ class Capture {
   }
   // The captured graph; `held` receives the memory that it owns.
   cudaGraph_t finish(std::vector<void*>& held) {
-    cudaGraph_t graph = end_capture();
-    cuda_check(graph ? cudaSuccess : cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture");
+    cudaGraph_t graph = nullptr;
+    cuda_check(end_capture(graph), "cudaStreamEndCapture");
     const CachingAllocator::Held blocks = end_holding();
     if (blocks.still_live != 0) {
       cudaGraphDestroy(graph);
@@ -183,22 +183,20 @@ class Capture {
   // Ends what is still open. After an error nothing was executed, so the
   // work's memory is free at once.
   void undo() {
-    if (capturing_) {
-      if (cudaGraph_t graph = end_capture()) cudaGraphDestroy(graph);
-    }
+    cudaGraph_t graph = nullptr;
+    if (capturing_ && end_capture(graph) == cudaSuccess) cudaGraphDestroy(graph);
     if (holding_) allocator_.release_held(end_holding().blocks);
     stream_of_thread = nullptr;
     if (stream_) cudaStreamDestroy(stream_);
     stream_ = nullptr;
   }
-  cudaGraph_t end_capture() {
+  // The capture's status (an error, e.g. an invalidated capture, is cleared:
+  // capture errors are not sticky, and later launch checks must not see it).
+  cudaError_t end_capture(cudaGraph_t& graph) {
     capturing_ = false;
-    cudaGraph_t graph = nullptr;
-    if (cudaStreamEndCapture(stream_, &graph) != cudaSuccess) {
-      cudaGetLastError();  // (capture errors are not sticky)
-      return nullptr;
-    }
-    return graph;
+    const cudaError_t status = cudaStreamEndCapture(stream_, &graph);
+    if (status != cudaSuccess) cudaGetLastError();
+    return status;
   }
   CachingAllocator::Held end_holding() {
     holding_ = false;

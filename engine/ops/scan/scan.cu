@@ -373,15 +373,12 @@ struct SelectiveArgs {
   __device__ int64_t a_at(int64_t c, int s) const { return c * state + group_begin + s; }
 };
 
-// Bm's and Cm's row stride (SelectiveScanInputs).
-int64_t state_row_stride(const SelectiveScanInputs& in) { return in.Bm.strides()[1]; }
-
 template <typename T>
 SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
   return {data_or_null<const T>(in.x),  data_or_null<const T>(in.dt), data_or_null<const T>(in.A),
           data_or_null<const T>(in.Bm), data_or_null<const T>(in.Cm), data_or_null<const T>(in.D),
           in.x.shape()[0],              in.x.shape()[1],              in.x.shape()[2],
-          in.A.shape()[1],              state_row_stride(in),         reverse};
+          in.A.shape()[1],              in.row_stride(),              reverse};
 }
 
 // N consecutive elements of a shared-memory row (16-byte aligned), read as
@@ -1128,7 +1125,7 @@ void for_each_state_group(SelectiveArgs<T> p, const Launch& launch) {
 template <typename T>
 Tensor selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, bool save_states, bool reverse) {
   const int64_t B = in.x.shape()[0], L = in.x.shape()[1], C = in.x.shape()[2], S = in.A.shape()[1];
-  const int64_t R = state_row_stride(in);
+  const int64_t R = in.row_stride();
   check(L * C <= INT32_MAX - kTile * C && L * R <= INT32_MAX - kTile * R,
         "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, R);
   check(B * C * kStateGroup <= INT32_MAX, "selective_scan (cuda): [B, C] = [{}, {}] is beyond the checkpoints' "

@@ -107,7 +107,7 @@ struct SelectiveScanCpu {
   SelectiveScanCpu(const SelectiveScanInputs& in, bool reverse)
       : x(data_or_null<const T>(in.x)), dt(data_or_null<const T>(in.dt)), A(data_or_null<const T>(in.A)), Bm(data_or_null<const T>(in.Bm)),
         Cm(data_or_null<const T>(in.Cm)), D(data_or_null<const T>(in.D)), batch(in.x.shape()[0]), length(in.x.shape()[1]),
-        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.Bm.strides()[1]), order{length, reverse} {}
+        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.row_stride()), order{length, reverse} {}
 
   int64_t work() const { return batch * length * channels * state; }
   int64_t seq_index(int64_t b, int64_t t, int64_t c) const { return (b * length + t) * channels + c; }

@@ -33,6 +33,7 @@ using LinearScanBackwardKernel = void (*)(const Tensor& a, const Tensor& h, cons
 // = Cm.strides() = [L r, r, 1] (views of x_proj's wider output, read in place).
 struct SelectiveScanInputs {
   Tensor x, dt, A, Bm, Cm, D;
+  int64_t row_stride() const { return Bm.strides()[1]; }  // r, for Bm and Cm
 };
 // The gradients, shaped like the inputs of the same name.
 struct SelectiveScanGrads {
