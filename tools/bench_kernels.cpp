@@ -139,6 +139,15 @@ void core_ops(KernelBench& bench) {
   Tensor x = bench.uniform(tokens), y = bench.uniform(tokens), gamma = bench.uniform({384}), beta = bench.uniform({384});
   bench.memory("add", tokens, bytes_of(tokens, 3), [&] { add(x, y); });
   bench.memory("gelu", tokens, bytes_of(tokens, 2), [&] { gelu(x); });
+  // The sequential mixers' gate (h_fwd + h_bwd) * silu(z): the forward reads
+  // three tensors and writes one; the backward reads a, b, z, g, writes da, dz.
+  const Shape gate = {128, 197, 384};
+  Tensor h_fwd = bench.uniform(gate), h_bwd = bench.uniform(gate), z = bench.uniform(gate), dgate = bench.uniform(gate);
+  Tensor dsum = bench.empty(gate), dz = bench.empty(gate);
+  bench.memory("silu_gated_sum fwd", gate, bytes_of(gate, 4), [&] { silu_gated_sum(h_fwd, h_bwd, z); });
+  bench.memory("silu_gated_sum bwd", gate, bytes_of(gate, 6), [&] {
+    silu_gated_sum_backward_kernel.get(bench.device())(h_fwd, h_bwd, z, dgate, dsum, dz);
+  });
   bench.memory("layer_norm fwd", tokens, bytes_of(tokens, 2), [&] { layer_norm(x, gamma, beta, 1e-6); });
   Tensor scores = bench.uniform(probs);
   bench.memory("softmax", probs, bytes_of(probs, 2), [&] { softmax(scores); });
@@ -243,7 +252,9 @@ void scans(KernelBench& bench) {
   Tensor w = bench.uniform({CS, 4}), bias = bench.uniform({CS});
   Tensor dx = bench.empty(x_shape), dw = bench.empty({CS, 4}), dbias = bench.empty({CS});
   bench.memory("depthwise_conv1d fwd K=4", x_shape, bytes_of(x_shape, 2),
-               [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false); });
+               [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false, false, Tensor()); });
+  bench.memory("depthwise_conv1d+silu fwd K=4", x_shape, bytes_of(x_shape, 2),
+               [&] { depthwise_conv1d_kernel.get(device)(in.x, w, bias, y, 3, false, /*silu=*/true, Tensor()); });
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
   // Wider kernels ('same', as the bidirectional conv mixer pads them): K = 7,

@@ -19,6 +19,10 @@ Tensor DepthwiseConv1d::forward(const Tensor& x, int64_t pad_left, bool reverse)
   return depthwise_conv1d(x, reshape(weight, {weight.size(0), taps()}), bias, pad_left, reverse);
 }
 
+Tensor DepthwiseConv1d::forward_silu(const Tensor& x, int64_t pad_left, bool reverse) const {
+  return depthwise_conv1d_silu(x, reshape(weight, {weight.size(0), taps()}), bias, pad_left, reverse);
+}
+
 void DepthwiseConv1d::visit(const std::string& prefix, const ParamVisitor& fn) {
   fn(join_name(prefix, "weight"), weight);
   fn(join_name(prefix, "bias"), bias);

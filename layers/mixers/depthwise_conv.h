@@ -14,6 +14,8 @@ struct DepthwiseConv1d {
   int64_t taps() const { return weight.size(2); }
   // x [B, N, C] -> [B, N, C]; pad_left and reverse as in engine::depthwise_conv1d.
   Tensor forward(const Tensor& x, int64_t pad_left, bool reverse) const;
+  // silu(forward(...)) in one kernel.
+  Tensor forward_silu(const Tensor& x, int64_t pad_left, bool reverse) const;
   void visit(const std::string& prefix, const ParamVisitor& fn);
 };
 

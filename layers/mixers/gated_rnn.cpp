@@ -43,9 +43,9 @@ Tensor GatedRnn::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
     a = 1.0 - (1.0 - a) * keep;
     b = b * keep;
   }
-  Tensor h = linear_scan(a, b, /*reverse=*/false);
-  if (bidirectional_) h = add(h, linear_scan(a, b, /*reverse=*/true));
-  return out_proj_.forward(mul(silu(uag[2]), h));
+  const Tensor h_fwd = linear_scan(a, b, /*reverse=*/false);
+  const Tensor h_bwd = bidirectional_ ? linear_scan(a, b, /*reverse=*/true) : Tensor();
+  return out_proj_.forward(silu_gated_sum(h_fwd, h_bwd, uag[2]));
 }
 
 void GatedRnn::visit(const std::string& prefix, const ParamVisitor& fn) {

@@ -42,7 +42,7 @@ Mamba::Direction::Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, i
 }
 
 Tensor Mamba::Direction::forward(const Tensor& xi, int64_t d_state, bool reverse, const Tensor& active) const {
-  Tensor xc = silu(conv1d.forward(xi, /*pad_left=*/conv1d.taps() - 1, reverse));
+  const Tensor xc = conv1d.forward_silu(xi, /*pad_left=*/conv1d.taps() - 1, reverse);
   const int64_t dt_rank = dt_proj.in_features();
   std::vector<Tensor> parts = split(x_proj.forward(xc), {dt_rank, d_state, d_state}, -1);
   Tensor dt = softplus(dt_proj.forward(parts[0]));
@@ -77,12 +77,10 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   // 256, graph replays: 6.75 -> 6.59 ms.)
   const Tensor xi = linear(x, narrow(in_proj_.weight, 0, 0, d_inner_));
   const Tensor z = linear(x, narrow(in_proj_.weight, 0, d_inner_, d_inner_));
-  Tensor y;
-  for (size_t i = 0; i < directions_.size(); ++i) {
-    Tensor y_dir = directions_[i].forward(xi, d_state_, /*reverse=*/i == 1, ctx.active);
-    y = y.defined() ? add(y, y_dir) : y_dir;
-  }
-  return out_proj_.forward(mul(y, silu(z)));
+  const Tensor y_fwd = directions_[0].forward(xi, d_state_, /*reverse=*/false, ctx.active);
+  const Tensor y_bwd = directions_.size() > 1 ? directions_[1].forward(xi, d_state_, /*reverse=*/true, ctx.active)
+                                              : Tensor();
+  return out_proj_.forward(silu_gated_sum(y_fwd, y_bwd, z));
 }
 
 void Mamba::visit(const std::string& prefix, const ParamVisitor& fn) {

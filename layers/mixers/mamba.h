@@ -3,7 +3,7 @@
 // dt_rank R = ceil(D / 16):
 //   xi, z = in_proj(x)                                    (D -> 2 d_inner, no bias)
 //   per direction (forward; backward too when bidirectional):
-//     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction
+//     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction (one kernel)
 //     dt_low, Bm, Cm = x_proj(xc)                         (d_inner -> R + 2S, no bias)
 //     dt = softplus(dt_proj(dt_low))                      (R -> d_inner)
 //     y_dir = selective_scan(xc, dt, -exp(A_log), Bm, Cm, D)

@@ -124,6 +124,25 @@ TEST_P(CudaOps, UnaryForwardAndBackward) {
   expect_same("softplus", [](const auto& in) { return softplus(in[0]); }, {uniform({50}, -30.0, 30.0)});
 }
 
+TEST_P(CudaOps, SiluGatedSum) {
+  // Odd sizes: vectors plus a tail; views: a transposed z and a misaligned b
+  // (one element into its storage), which take the element-by-element kernels.
+  const Shape shape = {3, 65, 385};
+  const int64_t n = shape_numel(shape);
+  Tensor a = uniform(shape, -2.0, 2.0), b = uniform(shape, -2.0, 2.0), z = uniform(shape, -4.0, 4.0);
+  Tensor zt = uniform({3, 385, 65}, -4.0, 4.0), wide = uniform({n + 1}, -2.0, 2.0);
+  expect_same("silu_gated_sum", [](const auto& in) { return silu_gated_sum(in[0], in[1], in[2]); }, {a, b, z});
+  expect_same("silu_gated_sum without b", [](const auto& in) { return silu_gated_sum(in[0], Tensor(), in[1]); },
+              {a, z});
+  expect_same("silu_gated_sum of transposed z",
+              [](const auto& in) { return silu_gated_sum(in[0], in[1], transpose(in[2], 1, 2)); }, {a, b, zt});
+  expect_same("silu_gated_sum of misaligned b",
+              [shape, n](const auto& in) {
+                return silu_gated_sum(in[0], reshape(narrow(in[1], 0, 1, n), shape), in[2]);
+              },
+              {a, wide, z});
+}
+
 TEST_P(CudaOps, ScalarOps) {
   Tensor x = uniform({5, 8}, 0.5, 2.0);
   expect_same("add scalar", [](const auto& in) { return add(in[0], 1.5); }, {x});

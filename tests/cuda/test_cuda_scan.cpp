@@ -247,10 +247,14 @@ TEST(CudaScan, DepthwiseConv1dMatchesCpu) {
             const int64_t C = cs.shape[2];
             const Inputs in = {leaf(cs.shape, rng, -1.0, 1.0, dtype), leaf({C, cs.taps}, rng, -1.0, 1.0, dtype),
                                with_bias ? leaf({C}, rng, -1.0, 1.0, dtype) : Tensor()};
+            const bool silu = with_bias != reverse;  // half the cases with the fused SiLU
             compare_with_cpu(
-                [pad, reverse](const Inputs& v) { return depthwise_conv1d(v[0], v[1], v[2], pad, reverse); }, in,
-                rng,
-                describe("depthwise_conv1d", cs.shape, dtype, reverse,
+                [pad, reverse, silu](const Inputs& v) {
+                  return silu ? depthwise_conv1d_silu(v[0], v[1], v[2], pad, reverse)
+                              : depthwise_conv1d(v[0], v[1], v[2], pad, reverse);
+                },
+                in, rng,
+                describe(silu ? "depthwise_conv1d_silu" : "depthwise_conv1d", cs.shape, dtype, reverse,
                          " taps " + std::to_string(cs.taps) + " pad_left " + std::to_string(pad) +
                              (with_bias ? " with bias" : " without bias")));
           }

@@ -2,11 +2,14 @@
 
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/view/view.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 
 namespace engine {
 namespace {
 
+using testing::expect_close;
+using testing::expect_error_mentioning;
 using testing::expect_gradients_match;
 using testing::random_leaf;
 
@@ -87,6 +90,58 @@ TEST(Elementwise, MismatchedDtypesAreAnError) {
   Tensor a = Tensor::ones({2}, DType::F32);
   Tensor b = Tensor::ones({2}, DType::F64);
   EXPECT_THROW(a + b, Error);
+}
+
+TEST(SiluGatedSum, ForwardMatchesComposedOps) {
+  Rng rng(5);
+  Tensor a = Tensor::uniform({3, 4, 5}, rng, -2.0, 2.0), b = Tensor::uniform({3, 4, 5}, rng, -2.0, 2.0);
+  Tensor z = Tensor::uniform({3, 4, 5}, rng, -4.0, 4.0);
+  expect_close(silu_gated_sum(a, b, z), (a + b) * silu(z), 1e-6);
+  expect_close(silu_gated_sum(a, Tensor(), z), a * silu(z), 1e-6);
+  // Non-contiguous views are read through their layout.
+  Tensor zt = transpose(Tensor::uniform({3, 5, 4}, rng, -4.0, 4.0), 1, 2);
+  expect_close(silu_gated_sum(a, b, zt), (a + b) * silu(zt), 1e-6);
+}
+
+TEST(SiluGatedSum, GradientsMatchNumerical) {
+  Rng rng(6);
+  Tensor a = random_leaf({2, 3, 4}, rng, -2.0, 2.0), b = random_leaf({2, 3, 4}, rng, -2.0, 2.0);
+  Tensor z = random_leaf({2, 3, 4}, rng, -4.0, 4.0);
+  expect_gradients_match([](const auto& x) { return silu_gated_sum(x[0], x[1], x[2]); }, {a, b, z});
+  expect_gradients_match([](const auto& x) { return silu_gated_sum(x[0], Tensor(), x[1]); }, {a, z});
+  // The same tensor as a and b: its two gradients add up.
+  expect_gradients_match([](const auto& x) { return silu_gated_sum(x[0], x[0], x[1]); }, {a, z});
+  // Through non-contiguous views.
+  Tensor at = random_leaf({4, 3}, rng, -2.0, 2.0), zt = random_leaf({4, 3}, rng, -4.0, 4.0);
+  expect_gradients_match(
+      [](const auto& x) { return silu_gated_sum(transpose(x[0], 0, 1), x[1], transpose(x[2], 0, 1)); },
+      {at, random_leaf({3, 4}, rng), zt});
+}
+
+TEST(SiluGatedSum, GradientsOnlyForInputsThatRequireThem) {
+  Rng rng(7);
+  Tensor a = random_leaf({6}, rng), b = Tensor::uniform({6}, rng, -1.0, 1.0, DType::F64);
+  Tensor z = Tensor::uniform({6}, rng, -3.0, 3.0, DType::F64);
+  silu_gated_sum(a, b, z).backward(Tensor::ones({6}, DType::F64));
+  expect_close(a.grad(), silu(z), 1e-12);
+  EXPECT_FALSE(b.grad().defined());
+  EXPECT_FALSE(z.grad().defined());
+
+  Tensor z_leaf = random_leaf({6}, rng, -3.0, 3.0), a_const = a.detach();
+  silu_gated_sum(a_const, b, z_leaf).backward(Tensor::ones({6}, DType::F64));
+  EXPECT_FALSE(a_const.grad().defined());
+  expect_close(z_leaf.grad(), (a_const + b) * sigmoid(z_leaf) * (1.0 + z_leaf * (1.0 - sigmoid(z_leaf))), 1e-12);
+}
+
+TEST(SiluGatedSum, MismatchedInputsAreNamedInTheError) {
+  Tensor a = Tensor::ones({2, 3}), z = Tensor::ones({2, 3});
+  expect_error_mentioning([&] { silu_gated_sum(a, Tensor::ones({3, 2}), z); },
+                          {"silu_gated_sum", "b", "[3, 2]", "[2, 3]"});
+  expect_error_mentioning([&] { silu_gated_sum(a, Tensor(), Tensor::ones({2, 4})); },
+                          {"silu_gated_sum", "z", "[2, 4]"});
+  expect_error_mentioning([&] { silu_gated_sum(a, a, z.to(DType::F64)); }, {"silu_gated_sum", "z", "float64"});
+  expect_error_mentioning([&] { silu_gated_sum(Tensor(), a, z); }, {"silu_gated_sum", "a is undefined"});
+  expect_error_mentioning([&] { silu_gated_sum(a, a, Tensor()); }, {"silu_gated_sum", "z is undefined"});
 }
 
 }  // namespace

@@ -220,6 +220,28 @@ TEST(Scan, ConvGradients) {
   expect_gradients_match([](const auto& in) { return depthwise_conv1d(in[0], in[1], Tensor(), 0, false); }, {x, w});
 }
 
+// The fused conv + SiLU (the mamba mixer's conv branch) is silu of the conv:
+// values and gradients, and the numerical gradients.
+TEST(Scan, ConvSiluIsSiluOfConv) {
+  Rng rng(9);
+  const std::vector<Tensor> in = {random_leaf({2, 6, 3}, rng), random_leaf({3, 4}, rng), random_leaf({3}, rng)};
+  for (bool reverse : {false, true}) {
+    auto composed = [reverse](const std::vector<Tensor>& v) {
+      return silu(depthwise_conv1d(v[0], v[1], v[2], 3, reverse));
+    };
+    auto fused = [reverse](const std::vector<Tensor>& v) { return depthwise_conv1d_silu(v[0], v[1], v[2], 3, reverse); };
+    expect_close(fused(in), composed(in), 1e-12);
+    const Tensor weights = Tensor::uniform({2, 6, 3}, rng, 0.5, 1.5, DType::F64);
+    const std::vector<Tensor> expected = gradients(composed, in, weights), actual = gradients(fused, in, weights);
+    for (size_t i = 0; i < in.size(); ++i) expect_close(actual[i], expected[i], 1e-12);
+    expect_gradients_match(fused, in);
+  }
+  // Without a gradient to take, nothing is kept: the same values.
+  NoGradGuard no_grad;
+  expect_close(depthwise_conv1d_silu(in[0], in[1], in[2], 1, false),
+               silu(depthwise_conv1d(in[0], in[1], in[2], 1, false)), 1e-12);
+}
+
 TEST(Scan, Errors) {
   using testing::expect_error_mentioning;
   Tensor seq = Tensor::zeros({2, 3, 4});

@@ -147,11 +147,12 @@ struct ConvStats {
 };
 const char* kConvNames[4] = {"y", "dx", "dweight", "dbias"};
 
-void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool reverse, bool with_bias, DType dtype,
-                   Rng& rng, ConvStats& stats) {
+// silu: the forward also applies SiLU (and keeps the convolution in pre).
+void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool reverse, bool with_bias, bool silu,
+                   DType dtype, Rng& rng, ConvStats& stats) {
   const std::string label = "[conv B=" + std::to_string(B) + " L=" + std::to_string(L) + " C=" + std::to_string(C) +
                             " K=" + std::to_string(K) + " pad=" + std::to_string(pad) +
-                            (reverse ? " reverse" : " forward") + (with_bias ? " bias" : "") +
+                            (reverse ? " reverse" : " forward") + (with_bias ? " bias" : "") + (silu ? " silu" : "") +
                             (dtype == DType::F64 ? " f64]" : " f32]");
   const double tol = dtype == DType::F64 ? 1e-10 : 1e-4;
   const Tensor x = Tensor::uniform({B, L, C}, rng, -1.0, 1.0, dtype);
@@ -159,8 +160,9 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   const Tensor bias = with_bias ? Tensor::uniform({C}, rng, -1.0, 1.0, dtype) : Tensor();
   const Tensor dy = Tensor::uniform({B, L, C}, rng, -1.5, 1.5, dtype);
   Tensor y_cpu = Tensor::empty({B, L, C}, dtype), y_emu = nan_like(y_cpu);
-  engine::depthwise_conv1d_kernel.cpu(x, w, bias, y_cpu, pad, reverse);
-  engine::depthwise_conv1d_kernel.cuda(x, w, bias, y_emu, pad, reverse);
+  Tensor pre_cpu = silu ? Tensor::empty({B, L, C}, dtype) : Tensor(), pre_emu = silu ? nan_like(y_cpu) : Tensor();
+  engine::depthwise_conv1d_kernel.cpu(x, w, bias, y_cpu, pad, reverse, silu, pre_cpu);
+  engine::depthwise_conv1d_kernel.cuda(x, w, bias, y_emu, pad, reverse, silu, pre_emu);
   auto grads = [&](bool poisoned) {
     auto make = [&](const Shape& shape) {
       return poisoned ? nan_like(Tensor::empty(shape, dtype)) : Tensor::zeros(shape, dtype);
@@ -173,6 +175,7 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   engine::depthwise_conv1d_backward_kernel.cuda(x, w, dy, again[0], again[1], again[2], pad, reverse);
   const int d = dtype == DType::F64;
   bool ok = compare(y_emu, y_cpu, tol, stats.worst[d][0], label, kConvNames[0]);
+  if (silu) ok = compare(pre_emu, pre_cpu, tol, stats.worst[d][0], label, "pre") && ok;
   for (int i = 0; i < 3; ++i) {
     if (!cpu[i].defined()) continue;
     ok = check_output(emu[i], again[i], cpu[i], tol, stats.worst[d][i + 1], label, kConvNames[i + 1]) && ok;
@@ -198,7 +201,7 @@ bool run_conv(bool quick, Rng& rng) {
               for (bool reverse : {false, true}) {
                 const bool with_bias = (L + C + K + pad) % 2 == 0;
                 if (quick && (B != 3 || reverse != ((L + pad) % 2 == 1) || (C == 1 && L != 9))) continue;
-                run_conv_case(B, L, C, K, pad, reverse, with_bias, dtype, rng, stats);
+                run_conv_case(B, L, C, K, pad, reverse, with_bias, /*silu=*/(L + K) % 2 == 1, dtype, rng, stats);
               }
             }
           }
@@ -207,9 +210,9 @@ bool run_conv(bool quick, Rng& rng) {
     }
     // ViT length, with and without bias; causal and 'same', both windows.
     for (bool reverse : {false, true}) {
-      run_conv_case(2, 197, 64, 4, 3, reverse, true, dtype, rng, stats);
-      run_conv_case(2, 197, 33, 3, 1, reverse, false, dtype, rng, stats);
-      run_conv_case(2, 197, 64, 7, 3, reverse, true, dtype, rng, stats);
+      run_conv_case(2, 197, 64, 4, 3, reverse, true, /*silu=*/true, dtype, rng, stats);
+      run_conv_case(2, 197, 33, 3, 1, reverse, false, /*silu=*/reverse, dtype, rng, stats);
+      run_conv_case(2, 197, 64, 7, 3, reverse, true, /*silu=*/false, dtype, rng, stats);
     }
   }
   for (int d = 0; d < 2; ++d) {

@@ -146,4 +146,47 @@ Tensor relu(const Tensor& x) { return unary(UnaryOp::Relu, x, "relu"); }
 Tensor abs(const Tensor& x) { return unary(UnaryOp::Abs, x, "abs"); }
 Tensor reciprocal(const Tensor& x) { return unary(UnaryOp::Reciprocal, x, "reciprocal"); }
 
+namespace {
+
+constexpr const char* kSiluGatedSum = "silu_gated_sum";
+
+void check_like_a(const Tensor& t, const char* name, const Tensor& a) {
+  check(t.shape() == a.shape(), "{}: {} has shape {} but a has {}", kSiluGatedSum, name, shape_str(t.shape()),
+        shape_str(a.shape()));
+  check(t.dtype() == a.dtype(), "{}: {} is {} but a is {}", kSiluGatedSum, name, dtype_name(t.dtype()),
+        dtype_name(a.dtype()));
+  check(t.device() == a.device(), "{}: {} is on {} but a is on {}", kSiluGatedSum, name, t.device().str(),
+        a.device().str());
+}
+
+void check_silu_gated_sum_inputs(const Tensor& a, const Tensor& b, const Tensor& z) {
+  check(a.defined(), "{}: a is undefined", kSiluGatedSum);
+  check(z.defined(), "{}: z is undefined", kSiluGatedSum);
+  if (b.defined()) check_like_a(b, "b", a);
+  check_like_a(z, "z", a);
+}
+
+// The kernels' operand: contiguous (copied only if it is not) and without
+// history; undefined stays undefined.
+Tensor kernel_operand(const Tensor& t) { return t.defined() ? t.contiguous().detach() : Tensor(); }
+
+}  // namespace
+
+Tensor silu_gated_sum(const Tensor& a, const Tensor& b, const Tensor& z) {
+  check_silu_gated_sum_inputs(a, b, z);
+  Tensor ka = kernel_operand(a), kb = kernel_operand(b), kz = kernel_operand(z);
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  silu_gated_sum_kernel.get(a.device())(ka, kb, kz, out);
+  const bool wants_sum = a.requires_grad() || (b.defined() && b.requires_grad());
+  record(kSiluGatedSum, out, {a, b, z}, [ka, kb, kz, wants_sum, wants_z = z.requires_grad()](const Tensor& g) {
+    auto empty_if = [&](bool wanted) { return wanted ? Tensor::empty(ka.shape(), ka.dtype(), ka.device()) : Tensor(); };
+    Tensor dsum = empty_if(wants_sum), dz = empty_if(wants_z);
+    silu_gated_sum_backward_kernel.get(ka.device())(ka, kb, kz, g.contiguous(), dsum, dz);
+    // a and b get the same gradient; autograd never writes into it, so one
+    // tensor serves both (an input without grad ignores its entry).
+    return std::vector<Tensor>{dsum, dsum, dz};
+  });
+  return out;
+}
+
 }  // namespace engine

@@ -5,6 +5,7 @@
 //    code, and each thread moves 16-byte vectors;
 //  * generic (broadcast or misaligned operands): one element per thread
 //    through the strided layout, the op chosen per call at run time.
+// silu_gated_sum's kernels serve both cases, as vectors of 1 when misaligned.
 #include <type_traits>
 #include <utility>
 
@@ -82,6 +83,45 @@ __global__ void scalar_dense_kernel(const T* x, T scalar, T* out, int64_t n) {
   });
 }
 
+// a + b over the W elements at i; a alone when b is absent.
+template <typename T, int W>
+__device__ Pack<T, W> load_sum(const T* a, const T* b, int64_t i) {
+  Pack<T, W> sum = load_pack<T, W>(a + i);
+  if (b) {
+    const Pack<T, W> other = load_pack<T, W>(b + i);
+#pragma unroll
+    for (int k = 0; k < W; ++k) sum.v[k] += other.v[k];
+  }
+  return sum;
+}
+
+// V = kVector<T> for aligned operands, V = 1 (element by element) otherwise.
+template <typename T, int V>
+__global__ void silu_gated_sum_kernel_impl(const T* a, const T* b, const T* z, T* out, int64_t n) {
+  for_each_vector<V>(n, [&](int64_t i, auto width) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> sum = load_sum<T, W>(a, b, i), gate = load_pack<T, W>(z + i);
+    Pack<T, W> r;
+#pragma unroll
+    for (int k = 0; k < W; ++k) r.v[k] = silu_gate(sum.v[k], gate.v[k]);
+    store_pack(out + i, r);
+  });
+}
+
+template <typename T, int V>
+__global__ void silu_gated_sum_backward_kernel_impl(const T* a, const T* b, const T* z, const T* g, T* dsum, T* dz,
+                                                    int64_t n) {
+  for_each_vector<V>(n, [&](int64_t i, auto width) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> sum = load_sum<T, W>(a, b, i), gate = load_pack<T, W>(z + i), dy = load_pack<T, W>(g + i);
+    Pack<T, W> grad_sum, grad_z;
+#pragma unroll
+    for (int k = 0; k < W; ++k) silu_gate_backward(sum.v[k], gate.v[k], dy.v[k], grad_sum.v[k], grad_z.v[k]);
+    if (dsum) store_pack(dsum + i, grad_sum);
+    if (dz) store_pack(dz + i, grad_z);
+  });
+}
+
 // body(std::integral_constant<Enum, op>{}): the run-time op as a template
 // argument, for enums whose values are 0 .. Count - 1.
 template <typename Enum, typename Body, int... I>
@@ -93,21 +133,38 @@ void with_op(Enum op, Body&& body) {
   with_op(op, body, std::make_integer_sequence<int, Count>{});
 }
 
-// Whether every operand is 16-byte aligned (they are contiguous and of
-// out's shape when asked).
+// Whether every defined operand is 16-byte aligned (they are contiguous and
+// of out's shape when asked).
 bool dense_aligned(std::initializer_list<const Tensor*> operands) {
   for (const Tensor* t : operands) {
-    if (!aligned_for(t->raw_data(), 16)) return false;
+    if (t->defined() && !aligned_for(t->raw_data(), 16)) return false;
   }
   return true;
 }
 
 bool dense_operand(const Tensor& t, const Tensor& out) { return t.shape() == out.shape() && t.is_contiguous(); }
 
+// Launches a kernel over n elements in vectors of V.
+template <int V, typename... Params, typename... Args>
+void launch_vectors(int64_t n, void (*kernel)(Params...), Args... args) {
+  launch_1d((n + V - 1) / V, kernel, args...);
+}
+
 // Launches a dense kernel over n elements, vectors of kVector<T>.
 template <typename T, typename... Params, typename... Args>
 void launch_dense(int64_t n, void (*kernel)(Params...), Args... args) {
-  launch_1d((n + kVector<T> - 1) / kVector<T>, kernel, args...);
+  launch_vectors<kVector<T>>(n, kernel, args...);
+}
+
+// body(std::integral_constant<int, V>{}) with V = kVector<T> when `aligned`,
+// else V = 1.
+template <typename T, typename Body>
+void with_vector_width(bool aligned, Body&& body) {
+  if (aligned) {
+    body(std::integral_constant<int, kVector<T>>{});
+  } else {
+    body(std::integral_constant<int, 1>{});
+  }
 }
 
 // ---------------------------------------------------------------- generic
@@ -199,11 +256,39 @@ void scalar_cuda(ScalarOp op, const Tensor& x, double scalar, const Tensor& out)
   });
 }
 
+void silu_gated_sum_cuda(const Tensor& a, const Tensor& b, const Tensor& z, const Tensor& out) {
+  DeviceGuard guard(out);
+  const int64_t n = out.numel();
+  dispatch_float(out.dtype(), "silu_gated_sum", [&](auto tag) {
+    using T = decltype(tag);
+    with_vector_width<T>(dense_aligned({&a, &b, &z, &out}), [&](auto width) {
+      launch_vectors<width()>(n, silu_gated_sum_kernel_impl<T, width()>, data_of<T>(a), data_or_null<const T>(b),
+                              data_of<T>(z), mutable_data_of<T>(out), n);
+    });
+  });
+}
+
+void silu_gated_sum_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& z, const Tensor& g,
+                                  const Tensor& dsum, const Tensor& dz) {
+  DeviceGuard guard(a);
+  const int64_t n = a.numel();
+  dispatch_float(a.dtype(), "silu_gated_sum_backward", [&](auto tag) {
+    using T = decltype(tag);
+    with_vector_width<T>(dense_aligned({&a, &b, &z, &g, &dsum, &dz}), [&](auto width) {
+      launch_vectors<width()>(n, silu_gated_sum_backward_kernel_impl<T, width()>, data_of<T>(a),
+                              data_or_null<const T>(b), data_of<T>(z), data_of<T>(g), data_or_null<T>(dsum),
+                              data_or_null<T>(dz), n);
+    });
+  });
+}
+
 const bool registered = [] {
   binary_kernel.cuda = &binary_cuda;
   unary_kernel.cuda = &unary_cuda;
   unary_backward_kernel.cuda = &unary_backward_cuda;
   scalar_kernel.cuda = &scalar_cuda;
+  silu_gated_sum_kernel.cuda = &silu_gated_sum_cuda;
+  silu_gated_sum_backward_kernel.cuda = &silu_gated_sum_backward_cuda;
   return true;
 }();
 

@@ -31,6 +31,12 @@ Tensor relu(const Tensor& x);
 Tensor abs(const Tensor& x);
 Tensor reciprocal(const Tensor& x);
 
+// (a + b) * silu(z), elementwise, in one pass; b may be undefined (then
+// a * silu(z)). All defined inputs have one shape, dtype and device (no
+// broadcasting). The gate of the bidirectional sequential mixers: gated_rnn's
+// silu(W_g x) * (h_fwd + h_bwd) and mamba's (y_fwd + y_bwd) * silu(z).
+Tensor silu_gated_sum(const Tensor& a, const Tensor& b, const Tensor& z);
+
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }

@@ -72,11 +72,54 @@ void scalar_cpu(ScalarOp op, const Tensor& x, double scalar, const Tensor& out) 
   });
 }
 
+// a[i] + b[i], or a[i] when b is absent.
+template <typename T>
+T sum_at(const T* a, const T* b, int64_t i) {
+  return b ? a[i] + b[i] : a[i];
+}
+
+void silu_gated_sum_cpu(const Tensor& a, const Tensor& b, const Tensor& z, const Tensor& out) {
+  dispatch_float(a.dtype(), "silu_gated_sum", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = data_or_null<const T>(a);
+    const T* pb = data_or_null<const T>(b);
+    const T* pz = data_or_null<const T>(z);
+    T* po = data_or_null<T>(out);
+    const int64_t n = a.numel();
+#pragma omp parallel for if (n >= kParallelElements)
+    for (int64_t i = 0; i < n; ++i) po[i] = silu_gate(sum_at(pa, pb, i), pz[i]);
+  });
+}
+
+void silu_gated_sum_backward_cpu(const Tensor& a, const Tensor& b, const Tensor& z, const Tensor& g,
+                                 const Tensor& dsum, const Tensor& dz) {
+  dispatch_float(a.dtype(), "silu_gated_sum_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = data_or_null<const T>(a);
+    const T* pb = data_or_null<const T>(b);
+    const T* pz = data_or_null<const T>(z);
+    const T* pg = data_or_null<const T>(g);
+    T* pdsum = data_or_null<T>(dsum);
+    T* pdz = data_or_null<T>(dz);
+    const int64_t n = a.numel();
+#pragma omp parallel for if (n >= kParallelElements)
+    for (int64_t i = 0; i < n; ++i) {
+      T grad_sum, grad_z;
+      silu_gate_backward(sum_at(pa, pb, i), pz[i], pg[i], grad_sum, grad_z);
+      if (pdsum) pdsum[i] = grad_sum;
+      if (pdz) pdz[i] = grad_z;
+    }
+  });
+}
+
 }  // namespace
 
 KernelSlot<BinaryKernel> binary_kernel{"binary", &binary_cpu, nullptr};
 KernelSlot<UnaryKernel> unary_kernel{"unary", &unary_cpu, nullptr};
 KernelSlot<UnaryBackwardKernel> unary_backward_kernel{"unary_backward", &unary_backward_cpu, nullptr};
 KernelSlot<ScalarKernel> scalar_kernel{"scalar", &scalar_cpu, nullptr};
+KernelSlot<SiluGatedSumKernel> silu_gated_sum_kernel{"silu_gated_sum", &silu_gated_sum_cpu, nullptr};
+KernelSlot<SiluGatedSumBackwardKernel> silu_gated_sum_backward_kernel{"silu_gated_sum_backward",
+                                                                       &silu_gated_sum_backward_cpu, nullptr};
 
 }  // namespace engine

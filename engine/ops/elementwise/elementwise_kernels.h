@@ -1,5 +1,6 @@
 // Kernels of the elementwise family: binary ops with broadcasting, unary
-// math functions and their derivatives, and tensor-scalar ops.
+// math functions and their derivatives, tensor-scalar ops, and the fused
+// silu_gated_sum.
 #pragma once
 #include "engine/dispatch.h"
 #include "engine/tensor.h"
@@ -27,10 +28,20 @@ using UnaryKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& out);
 using UnaryBackwardKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy,
                                      const Tensor& dx);
 using ScalarKernel = void (*)(ScalarOp op, const Tensor& x, double scalar, const Tensor& out);
+// out = (a + b) * silu(z); b may be undefined (then a * silu(z)). All
+// contiguous, one shape and dtype.
+using SiluGatedSumKernel = void (*)(const Tensor& a, const Tensor& b, const Tensor& z, const Tensor& out);
+// From g = d(out): dsum = g * silu(z) (the gradient of a and of b) and
+// dz = g * (a + b) * silu'(z), in one pass; either may be undefined (not
+// wanted). All contiguous, one shape and dtype.
+using SiluGatedSumBackwardKernel = void (*)(const Tensor& a, const Tensor& b, const Tensor& z, const Tensor& g,
+                                            const Tensor& dsum, const Tensor& dz);
 
 extern KernelSlot<BinaryKernel> binary_kernel;
 extern KernelSlot<UnaryKernel> unary_kernel;
 extern KernelSlot<UnaryBackwardKernel> unary_backward_kernel;
 extern KernelSlot<ScalarKernel> scalar_kernel;
+extern KernelSlot<SiluGatedSumKernel> silu_gated_sum_kernel;
+extern KernelSlot<SiluGatedSumBackwardKernel> silu_gated_sum_backward_kernel;
 
 }  // namespace engine

@@ -41,6 +41,12 @@ ENGINE_HOST_DEVICE T sigmoid(T x) {
   return T(1) / (T(1) + exp(-x));
 }
 
+// silu'(x), given s = sigmoid(x).
+template <typename T>
+ENGINE_HOST_DEVICE T silu_derivative(T x, T s) {
+  return s * (T(1) + x * (T(1) - s));
+}
+
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
@@ -75,10 +81,7 @@ ENGINE_HOST_DEVICE T unary_derivative(UnaryOp op, T x, T y) {
     case UnaryOp::Sigmoid: return y * (T(1) - y);
     case UnaryOp::Gelu:
       return T(0.5) * (T(1) + erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp(T(-0.5) * x * x);
-    case UnaryOp::Silu: {
-      const T s = sigmoid(x);
-      return s * (T(1) + x * (T(1) - s));
-    }
+    case UnaryOp::Silu: return silu_derivative(x, sigmoid(x));
     case UnaryOp::Softplus: return sigmoid(x);
     case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
     case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
@@ -98,6 +101,20 @@ ENGINE_HOST_DEVICE T apply_scalar(ScalarOp op, T x, T s) {
   return T(0);
 }
 
-// a and b broadcast to out's shape by their strides; out contiguous.
+// The gate of silu_gated_sum: sum * silu(z), with sum = a + b.
+template <typename T>
+ENGINE_HOST_DEVICE T silu_gate(T sum, T z) {
+  return sum * apply_unary(UnaryOp::Silu, z);
+}
+
+// Its gradients from g = d(out): dsum = g * silu(z), dz = g * sum * silu'(z),
+// sharing one sigmoid.
+template <typename T>
+ENGINE_HOST_DEVICE void silu_gate_backward(T sum, T z, T g, T& dsum, T& dz) {
+  const T s = sigmoid(z);
+  dsum = g * (z * s);
+  dz = g * sum * silu_derivative(z, s);
+}
+
 }  // namespace elementwise_math
 }  // namespace engine

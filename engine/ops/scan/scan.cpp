@@ -2,6 +2,7 @@
 #include "engine/ops/scan/scan.h"
 
 #include "engine/autograd.h"
+#include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/scan/scan_kernels.h"
 
 namespace engine {
@@ -89,8 +90,12 @@ Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const 
   return y;
 }
 
-Tensor depthwise_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left, bool reverse) {
-  const char* op = "depthwise_conv1d";
+namespace {
+
+// depthwise_conv1d, and with silu its SiLU'd form, whose backward takes
+// SiLU's gradient from the convolution it kept (pre) before the conv's.
+Tensor conv_op(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left,
+               bool reverse, bool silu) {
   check_sequence(op, "x", x);
   check(weight.dim() == 2 && weight.size(0) == x.size(2) && weight.size(1) > 0,
         "{}: weight must be [C, K] with C = {}, got {}", op, x.size(2), weight.describe());
@@ -100,17 +105,39 @@ Tensor depthwise_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bia
   check_alike(op, {x, weight, bias});
   Tensor x_in = kernel_input(x), w_in = kernel_input(weight);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (y.numel() > 0) depthwise_conv1d_kernel.get(x.device())(x_in, w_in, kernel_input(bias), y, pad_left, reverse);
-  record(op, y, {x, weight, bias}, [x_in, w_in, with_bias = bias.defined(), pad_left, reverse](const Tensor& g) {
-    Tensor dx = zeros_like(x_in), dweight = zeros_like(w_in);
-    Tensor dbias = with_bias ? Tensor::zeros({w_in.size(0)}, g.dtype(), g.device()) : Tensor();
-    if (g.numel() > 0) {
-      depthwise_conv1d_backward_kernel.get(g.device())(x_in, w_in, g.contiguous(), dx, dweight, dbias, pad_left,
-                                                       reverse);
-    }
-    return std::vector<Tensor>{dx, dweight, dbias};
-  });
+  const bool keep_pre = silu && needs_grad({x, weight, bias});
+  const Tensor pre = keep_pre ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+  if (y.numel() > 0) {
+    depthwise_conv1d_kernel.get(x.device())(x_in, w_in, kernel_input(bias), y, pad_left, reverse, silu, pre);
+  }
+  record(op, y, {x, weight, bias},
+         [x_in, w_in, with_bias = bias.defined(), pad_left, reverse, pre, post = silu ? y.detach() : Tensor()](
+             const Tensor& g) {
+           Tensor dx = zeros_like(x_in), dweight = zeros_like(w_in);
+           Tensor dbias = with_bias ? Tensor::zeros({w_in.size(0)}, g.dtype(), g.device()) : Tensor();
+           if (g.numel() > 0) {
+             Tensor dconv = g.contiguous();
+             if (pre.defined()) {
+               dconv = Tensor::empty(g.shape(), g.dtype(), g.device());
+               unary_backward_kernel.get(g.device())(UnaryOp::Silu, pre, post, g.contiguous(), dconv);
+             }
+             depthwise_conv1d_backward_kernel.get(g.device())(x_in, w_in, dconv, dx, dweight, dbias, pad_left,
+                                                              reverse);
+           }
+           return std::vector<Tensor>{dx, dweight, dbias};
+         });
   return y;
+}
+
+}  // namespace
+
+Tensor depthwise_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left, bool reverse) {
+  return conv_op("depthwise_conv1d", x, weight, bias, pad_left, reverse, /*silu=*/false);
+}
+
+Tensor depthwise_conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left,
+                             bool reverse) {
+  return conv_op("depthwise_conv1d_silu", x, weight, bias, pad_left, reverse, /*silu=*/true);
 }
 
 }  // namespace engine

@@ -46,6 +46,7 @@
 #include <cstdint>
 
 #include "engine/cuda/cuda_utils.cuh"
+#include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/scan/scan_kernels.h"
 
 namespace engine {
@@ -1217,9 +1218,11 @@ constexpr int kTapBlock = 4;  // Mamba's convolution: one block
 
 constexpr int kConvThreads = 256;
 
+// silu: y = silu(convolution), and pre (if not null) = the convolution.
 template <typename T, int V>
-__global__ void __launch_bounds__(kConvThreads, 2) conv_forward_kernel(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t length,
-                                    int64_t channels, int64_t taps, int64_t pad_left, bool reverse, bool flip_taps) {
+__global__ void __launch_bounds__(kConvThreads, 2)
+    conv_forward_kernel(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t length, int64_t channels,
+                        int64_t taps, int64_t pad_left, bool reverse, bool flip_taps, bool silu, T* pre) {
   constexpr int kWindow = kTile + kTapBlock - 1;
   const int64_t groups = channels / V, tiles = (length + kTile - 1) / kTile;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -1257,18 +1260,25 @@ __global__ void __launch_bounds__(kConvThreads, 2) conv_forward_kernel(const T* 
   }
 #pragma unroll
   for (int u = 0; u < kTile; ++u) {
-    if (k0 + u < length) store_pack(y + base + time_at(k0 + u, length, reverse) * channels, out[u]);
+    if (k0 + u >= length) continue;
+    const int64_t at = base + time_at(k0 + u, length, reverse) * channels;
+    if (silu) {
+      if (pre) store_pack(pre + at, out[u]);
+#pragma unroll
+      for (int i = 0; i < V; ++i) out[u].v[i] = elementwise_math::apply_unary(UnaryOp::Silu, out[u].v[i]);
+    }
+    store_pack(y + at, out[u]);
   }
 }
 
 template <typename T>
 void launch_conv(const T* x, const T* w, const T* bias, T* y, int width, const Tensor& shape_of, int64_t taps,
-                 int64_t pad_left, bool reverse, bool flip_taps) {
+                 int64_t pad_left, bool reverse, bool flip_taps, bool silu = false, T* pre = nullptr) {
   const int64_t batch = shape_of.shape()[0], length = shape_of.shape()[1], channels = shape_of.shape()[2];
   with_pack_width<T>(width, [&](auto V) {
     const int64_t threads = batch * ((length + kTile - 1) / kTile) * (channels / V);
     conv_forward_kernel<T, decltype(V)::value><<<blocks_for(threads, kConvThreads), kConvThreads, 0, current_stream()>>>(
-        x, w, bias, y, batch, length, channels, taps, pad_left, reverse, flip_taps);
+        x, w, bias, y, batch, length, channels, taps, pad_left, reverse, flip_taps, silu, pre);
     CUDA_CHECK_LAUNCH();
   });
 }
@@ -1485,13 +1495,14 @@ __global__ void __launch_bounds__(kWarpSize * kColumnSumSlices) conv_column_sum_
 }
 
 void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
-                           int64_t pad_left, bool reverse) {
+                           int64_t pad_left, bool reverse, bool silu, const Tensor& pre) {
   DeviceGuard guard(x);
   dispatch_float(x.dtype(), "depthwise_conv1d", [&](auto tag) {
     using T = decltype(tag);
-    const int width = pack_width<T>(x.shape()[2], {&x, &y, &bias});
+    const int width = pack_width<T>(x.shape()[2], {&x, &y, &bias, &pre});
     launch_conv<T>(data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(bias),
-                   data_or_null<T>(y), width, x, weight.shape()[1], pad_left, reverse, false);
+                   data_or_null<T>(y), width, x, weight.shape()[1], pad_left, reverse, /*flip_taps=*/false, silu,
+                   data_or_null<T>(pre));
   });
 }
 

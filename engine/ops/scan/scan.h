@@ -28,5 +28,9 @@ Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const 
 // pad_left = K - 1 is causal (y_t sees x_{t-K+1..t}), (K - 1) / 2 with odd K is
 // 'same'. reverse with pad_left = K - 1 is the causal conv of the flipped sequence.
 Tensor depthwise_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left, bool reverse);
+// silu(depthwise_conv1d(...)) in one pass (the mamba mixer's conv branch): the
+// convolution goes through SiLU before it is written.
+Tensor depthwise_conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t pad_left,
+                             bool reverse);
 
 }  // namespace engine

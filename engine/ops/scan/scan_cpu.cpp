@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/scan/scan_kernels.h"
 #include "engine/ops/strided.h"
 
@@ -240,7 +241,7 @@ void selective_scan_backward_cpu(const SelectiveScanInputs& in, const Tensor& /*
 // ----------------------------------------------------------- depthwise_conv1d
 
 void depthwise_conv1d_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
-                          int64_t pad_left, bool reverse) {
+                          int64_t pad_left, bool reverse, bool silu, const Tensor& pre) {
   dispatch_float(x.dtype(), "depthwise_conv1d", [&](auto tag) {
     using T = decltype(tag);
     const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
@@ -249,16 +250,23 @@ void depthwise_conv1d_cpu(const Tensor& x, const Tensor& weight, const Tensor& b
     const T* pw = data_or_null<const T>(weight);
     const T* pbias = data_or_null<const T>(bias);
     T* py = data_or_null<T>(y);
+    T* ppre = data_or_null<T>(pre);
     for_each_channel_block(batch, channels, x.numel() * taps, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t base = n * length * channels;
       for (int64_t k = 0; k < length; ++k) {
-        T* out = py + base + order.at(k) * channels;
+        const int64_t at = base + order.at(k) * channels;
+        T* out = py + at;
         for (int64_t c = c0; c < c1; ++c) out[c] = pbias ? pbias[c] : T(0);
         for (int64_t j = 0; j < taps; ++j) {
           const int64_t src = k + j - pad_left;
           if (src < 0 || src >= length) continue;
           const T* in = px + base + order.at(src) * channels;
           for (int64_t c = c0; c < c1; ++c) out[c] += pw[c * taps + j] * in[c];
+        }
+        if (!silu) continue;
+        for (int64_t c = c0; c < c1; ++c) {
+          if (ppre) ppre[at + c] = out[c];
+          out[c] = elementwise_math::apply_unary(UnaryOp::Silu, out[c]);
         }
       }
     });

@@ -56,8 +56,10 @@ using SelectiveScanBackwardKernel = void (*)(const SelectiveScanInputs& in, cons
 // ---- depthwise_conv1d along the sequence ----
 // In scan order (step k <-> time at(k)): y_k = bias + sum_j w[c, j] x_{k + j - pad_left}, zero
 // outside the sequence. x, y [B, L, C]; weight [C, K]; bias [C] or undefined.
+// With silu, y is silu of that, and pre ([B, L, C] or undefined) receives the
+// convolution itself (SiLU's input, for a backward).
 using DepthwiseConv1dKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y,
-                                       int64_t pad_left, bool reverse);
+                                       int64_t pad_left, bool reverse, bool silu, const Tensor& pre);
 // Writes dx [B, L, C], dweight [C, K] and dbias [C] (dbias may be undefined).
 using DepthwiseConv1dBackwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& dy,
                                                const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
