@@ -49,7 +49,7 @@ Tensor Mamba::Direction::forward(const Tensor& xi, int64_t d_state, bool reverse
   // Halted tokens: dt = 0 makes the step exp(0 A) = 1 with no input, an identity
   // step of the scan (the conv taps still read their frozen values).
   if (active.defined()) dt = dt * unsqueeze(active.detach(), -1);
-  return selective_scan(xc, dt, neg(exp(A_log)), parts[1], parts[2], D, reverse);
+  return selective_scan_log_a(xc, dt, A_log, parts[1], parts[2], D, reverse);
 }
 
 void Mamba::Direction::visit(const std::string& prefix, const std::string& suffix, const ParamVisitor& fn) {

@@ -6,7 +6,7 @@
 //     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction (one kernel)
 //     dt_low, Bm, Cm = x_proj(xc)                         (d_inner -> R + 2S, no bias)
 //     dt = softplus(dt_proj(dt_low))                      (R -> d_inner)
-//     y_dir = selective_scan(xc, dt, -exp(A_log), Bm, Cm, D)
+//     y_dir = selective_scan(xc, dt, -exp(A_log), Bm, Cm, D) (-exp inside the scan)
 //   out = out_proj((y_fwd + y_bwd) * silu(z))             (d_inner -> D, no bias)
 // Each direction has its own conv1d, x_proj, dt_proj, A_log and D.
 // Parameters under the block's "attn" prefix use Vision Mamba's names (the

@@ -161,6 +161,26 @@ TEST(CudaScan, SelectiveScanMatchesCpu) {
   }
 }
 
+// A given as A_log (the mamba mixer's call): forward and every gradient
+// match the CPU.
+TEST(CudaScan, SelectiveScanTakesALog) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(15);
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Shape& bcls : std::vector<Shape>{{2, 197, 40, 16}, {3, 20, 130, 33}}) {
+      for (bool reverse : {false, true}) {
+        Inputs in = selective_inputs(bcls, rng, dtype);
+        in[2] = leaf(in[2].shape(), rng, -2.3, 0.7, dtype);  // A_log
+        compare_with_cpu(
+            [reverse](const Inputs& v) {
+              return selective_scan_log_a(v[0], v[1], v[2], v[3], v[4], v[5], reverse);
+            },
+            in, rng, describe("selective_scan_log_a", bcls, dtype, reverse, " [B, L, C, S]"));
+      }
+    }
+  }
+}
+
 // Bm and Cm as slices of one wider tensor (x_proj's output in the Mamba
 // mixer: [dt_low | Bm | Cm] rows) are read in place by both devices.
 TEST(CudaScan, SelectiveScanReadsStateRowsInPlace) {

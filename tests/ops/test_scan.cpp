@@ -152,6 +152,27 @@ TEST(Scan, SelectiveGradients) {
   }
 }
 
+// A given as Mamba's A_log (A = -exp(A_log), computed by the kernels) is the
+// scan of neg(exp(A_log)): the same y and gradients, and the numerical ones.
+TEST(Scan, SelectiveTakesALog) {
+  Rng rng(10);
+  std::vector<Tensor> in = selective_inputs(2, 6, 3, 4, rng);
+  in[2] = random_leaf({3, 4}, rng, -2.3, 0.7);  // A_log
+  for (bool reverse : {false, true}) {
+    auto composed = [reverse](const std::vector<Tensor>& v) {
+      return selective_scan(v[0], v[1], neg(exp(v[2])), v[3], v[4], v[5], reverse);
+    };
+    auto fused = [reverse](const std::vector<Tensor>& v) {
+      return selective_scan_log_a(v[0], v[1], v[2], v[3], v[4], v[5], reverse);
+    };
+    expect_close(fused(in), composed(in), 1e-12);
+    const Tensor weights = Tensor::uniform({2, 6, 3}, rng, 0.5, 1.5, DType::F64);
+    const std::vector<Tensor> expected = gradients(composed, in, weights), actual = gradients(fused, in, weights);
+    for (size_t i = 0; i < in.size(); ++i) expect_close(actual[i], expected[i], 1e-12);
+    expect_gradients_match(fused, in);
+  }
+}
+
 // Bm and Cm as slices of one wider tensor (x_proj's output in the Mamba
 // mixer) are read in place: the same y as from contiguous copies, and
 // gradients that reach the wide tensor. A slice next to a contiguous tensor

@@ -2,6 +2,7 @@
 #include "engine/ops/scan/scan.h"
 
 #include "engine/autograd.h"
+#include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/scan/scan_kernels.h"
 
@@ -61,9 +62,12 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse) {
   return h;
 }
 
-Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
-                      const Tensor& D, bool reverse) {
-  const char* op = "selective_scan";
+namespace {
+
+// selective_scan, and with a_is_log selective_scan_log_a: the kernels take
+// A_log and return dL/dA, which the backward turns into dL/dA_log = dL/dA * A.
+Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm,
+                    const Tensor& Cm, const Tensor& D, bool reverse, bool a_is_log) {
   check_sequence(op, "x", x);
   check(A.dim() == 2 && A.size(0) == x.size(2) && A.size(1) > 0, "{}: A must be [C, S] with C = {} and S > 0, got {}",
         op, x.size(2), A.describe());
@@ -74,7 +78,8 @@ Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const 
   check_shape(op, "D", D, {channels});
   check_alike(op, {x, dt, A, Bm, Cm, D});
   const auto [Bm_rows, Cm_rows] = state_rows(Bm, Cm);
-  const SelectiveScanInputs in{kernel_input(x), kernel_input(dt), kernel_input(A), Bm_rows, Cm_rows, kernel_input(D)};
+  const SelectiveScanInputs in{kernel_input(x), kernel_input(dt), kernel_input(A), Bm_rows,
+                               Cm_rows,         kernel_input(D),  a_is_log};
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   // The backward keeps the inputs and what the forward saves to restart from
   // (on the GPU, every 8th state), and recomputes the states in between.
@@ -85,9 +90,22 @@ Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const 
     const SelectiveScanGrads grads{zeros_like(in.x),  zeros_like(in.dt), zeros_like(in.A),
                                    zeros_like(in.Bm), zeros_like(in.Cm), zeros_like(in.D)};
     if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, saved, g.contiguous(), grads, reverse);
-    return std::vector<Tensor>{grads.dx, grads.ddt, grads.dA, grads.dBm, grads.dCm, grads.dD};
+    const Tensor dA = in.a_is_log ? mul(grads.dA, neg(exp(in.A))) : grads.dA;
+    return std::vector<Tensor>{grads.dx, grads.ddt, dA, grads.dBm, grads.dCm, grads.dD};
   });
   return y;
+}
+
+}  // namespace
+
+Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
+                      const Tensor& D, bool reverse) {
+  return selective_op("selective_scan", x, dt, A, Bm, Cm, D, reverse, /*a_is_log=*/false);
+}
+
+Tensor selective_scan_log_a(const Tensor& x, const Tensor& dt, const Tensor& A_log, const Tensor& Bm,
+                            const Tensor& Cm, const Tensor& D, bool reverse) {
+  return selective_op("selective_scan_log_a", x, dt, A_log, Bm, Cm, D, reverse, /*a_is_log=*/true);
 }
 
 namespace {

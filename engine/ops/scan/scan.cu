@@ -357,6 +357,7 @@ struct SelectiveArgs {
   int64_t batch, length, channels, state;
   int64_t row_stride;  // between the Bm (and Cm) rows of consecutive steps: S, or more in a wider tensor
   bool reverse;
+  bool a_is_log;  // A holds A_log: the scan's A is -exp(A) (SelectiveScanInputs)
   int64_t group_begin = 0;  // this pass's states: [group_begin, group_begin + group_size())
 
   __device__ int group_size() const { return static_cast<int>(std::min<int64_t>(kStateGroup, state - group_begin)); }
@@ -379,7 +380,8 @@ SelectiveArgs<T> selective_args(const SelectiveScanInputs& in, bool reverse) {
   return {data_or_null<const T>(in.x),  data_or_null<const T>(in.dt), data_or_null<const T>(in.A),
           data_or_null<const T>(in.Bm), data_or_null<const T>(in.Cm), data_or_null<const T>(in.D),
           in.x.shape()[0],              in.x.shape()[1],              in.x.shape()[2],
-          in.A.shape()[1],              in.row_stride(),              reverse};
+          in.A.shape()[1],              in.row_stride(),              reverse,
+          in.a_is_log};
 }
 
 // N consecutive elements of a shared-memory row (16-byte aligned), read as
@@ -428,14 +430,20 @@ __device__ __forceinline__ void selective_step(T (&h)[N], const T (&scaled_a)[N]
   }
 }
 
-// A's row for channel c, states first_state.. of this pass's group, scaled for decay_of.
+// A = -exp(A_log), each type through its own exp.
+__device__ __forceinline__ float a_of_log(float a_log) { return -expf(a_log); }
+__device__ __forceinline__ double a_of_log(double a_log) { return -::exp(a_log); }
+
+// A's row for channel c (-exp of the tensor's when it holds A_log), states
+// first_state.. of this pass's group, scaled for decay_of.
 template <typename T, int N>
 __device__ __forceinline__ void load_scaled_a(const SelectiveArgs<T>& p, int64_t c, bool valid, int first_state,
                                               T (&scaled_a)[N]) {
 #pragma unroll
   for (int s = 0; s < N; ++s) {
     const bool live = valid && first_state + s < p.group_size();
-    scaled_a[s] = live ? decay_exponent_scale(p.A[p.a_at(c, first_state + s)]) : T(0);
+    const T stored = live ? p.A[p.a_at(c, first_state + s)] : T(0);
+    scaled_a[s] = live ? decay_exponent_scale(p.a_is_log ? a_of_log(stored) : stored) : T(0);
   }
 }
 

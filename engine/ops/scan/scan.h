@@ -21,6 +21,11 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse);
 // inputs need grad).
 Tensor selective_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                       const Tensor& D, bool reverse);
+// The same scan with A as Mamba stores it: A_log [C, S], A = -exp(A_log),
+// computed by the kernels as they load A (two kernels fewer per call than
+// selective_scan(.., neg(exp(A_log)), ..)).
+Tensor selective_scan_log_a(const Tensor& x, const Tensor& dt, const Tensor& A_log, const Tensor& Bm,
+                            const Tensor& Cm, const Tensor& D, bool reverse);
 
 // Depthwise 1-D convolution along the sequence (PyTorch's Conv1d with
 // groups = C, as cross-correlation): y_t[c] = bias[c] + sum_j weight[c, j] x_{t + j - pad_left}[c],

@@ -104,11 +104,18 @@ struct SelectiveScanCpu {
   int64_t batch, length, channels, state;
   int64_t row_stride;  // between Bm's (and Cm's) rows: S, or more in a wider tensor
   SequenceOrder order;
+  std::vector<T> a_from_log;  // A = -exp(A_log) when the inputs hold A_log (A points here)
 
   SelectiveScanCpu(const SelectiveScanInputs& in, bool reverse)
       : x(data_or_null<const T>(in.x)), dt(data_or_null<const T>(in.dt)), A(data_or_null<const T>(in.A)), Bm(data_or_null<const T>(in.Bm)),
         Cm(data_or_null<const T>(in.Cm)), D(data_or_null<const T>(in.D)), batch(in.x.shape()[0]), length(in.x.shape()[1]),
-        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.row_stride()), order{length, reverse} {}
+        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.row_stride()), order{length, reverse} {
+    if (!in.a_is_log) return;
+    a_from_log.resize(static_cast<size_t>(channels * state));
+    for (size_t i = 0; i < a_from_log.size(); ++i) a_from_log[i] = -std::exp(A[i]);
+    A = a_from_log.data();
+  }
+  SelectiveScanCpu(const SelectiveScanCpu&) = delete;  // A may point into a_from_log
 
   int64_t work() const { return batch * length * channels * state; }
   int64_t seq_index(int64_t b, int64_t t, int64_t c) const { return (b * length + t) * channels + c; }

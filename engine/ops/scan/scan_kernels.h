@@ -31,8 +31,11 @@ using LinearScanBackwardKernel = void (*)(const Tensor& a, const Tensor& h, cons
 // All contiguous, except that the rows of Bm and Cm (S contiguous elements
 // each) may be further apart than S, by the same stride for both: Bm.strides()
 // = Cm.strides() = [L r, r, 1] (views of x_proj's wider output, read in place).
+// With a_is_log, the tensor A holds Mamba's A_log and the scan's A is
+// -exp(A_log), computed by the kernels as they load it (dA stays dL/dA).
 struct SelectiveScanInputs {
   Tensor x, dt, A, Bm, Cm, D;
+  bool a_is_log = false;
   int64_t row_stride() const { return Bm.strides()[1]; }  // r, for Bm and Cm
 };
 // The gradients, shaped like the inputs of the same name.
