@@ -92,6 +92,18 @@ std::vector<Tensor> gradients(const testing::Fn& f, const std::vector<Tensor>& i
   return grads;
 }
 
+// A fused op and its composition from other ops agree: the same value and
+// the same gradient of every input (float64, to 1e-12).
+void expect_same_function(const testing::Fn& fused, const testing::Fn& composed, const std::vector<Tensor>& inputs,
+                          Rng& rng) {
+  const Tensor expected = composed(inputs);
+  expect_close(fused(inputs), expected, 1e-12);
+  const Tensor weights = Tensor::uniform(expected.shape(), rng, 0.5, 1.5, DType::F64);
+  const std::vector<Tensor> expected_grads = gradients(composed, inputs, weights);
+  const std::vector<Tensor> actual_grads = gradients(fused, inputs, weights);
+  for (size_t i = 0; i < inputs.size(); ++i) expect_close(actual_grads[i], expected_grads[i], 1e-12);
+}
+
 TEST(Scan, LinearMatchesLoop) {
   Rng rng(1);
   Tensor a = Tensor::uniform({2, 7, 5}, rng, 0.0, 1.0, DType::F64), b = Tensor::randn({2, 7, 5}, rng, DType::F64);
@@ -135,10 +147,7 @@ TEST(Scan, SelectiveWithOneStateIsALinearScan) {
       return add(mul(v[4], h), mul(v[5], v[0]));
     };
     auto fused = [reverse](const std::vector<Tensor>& v) { return run_selective(v, reverse); };
-    expect_close(fused(in), composed(in), 1e-12);
-    Tensor weights = Tensor::uniform({2, 7, 3}, rng, 0.5, 1.5, DType::F64);
-    std::vector<Tensor> expected = gradients(composed, in, weights), actual = gradients(fused, in, weights);
-    for (size_t i = 0; i < in.size(); ++i) expect_close(actual[i], expected[i], 1e-12);
+    expect_same_function(fused, composed, in, rng);
   }
 }
 
@@ -165,10 +174,7 @@ TEST(Scan, SelectiveTakesALog) {
     auto fused = [reverse](const std::vector<Tensor>& v) {
       return selective_scan_log_a(v[0], v[1], v[2], v[3], v[4], v[5], reverse);
     };
-    expect_close(fused(in), composed(in), 1e-12);
-    const Tensor weights = Tensor::uniform({2, 6, 3}, rng, 0.5, 1.5, DType::F64);
-    const std::vector<Tensor> expected = gradients(composed, in, weights), actual = gradients(fused, in, weights);
-    for (size_t i = 0; i < in.size(); ++i) expect_close(actual[i], expected[i], 1e-12);
+    expect_same_function(fused, composed, in, rng);
     expect_gradients_match(fused, in);
   }
 }
@@ -251,10 +257,7 @@ TEST(Scan, ConvSiluIsSiluOfConv) {
       return silu(depthwise_conv1d(v[0], v[1], v[2], 3, reverse));
     };
     auto fused = [reverse](const std::vector<Tensor>& v) { return depthwise_conv1d_silu(v[0], v[1], v[2], 3, reverse); };
-    expect_close(fused(in), composed(in), 1e-12);
-    const Tensor weights = Tensor::uniform({2, 6, 3}, rng, 0.5, 1.5, DType::F64);
-    const std::vector<Tensor> expected = gradients(composed, in, weights), actual = gradients(fused, in, weights);
-    for (size_t i = 0; i < in.size(); ++i) expect_close(actual[i], expected[i], 1e-12);
+    expect_same_function(fused, composed, in, rng);
     expect_gradients_match(fused, in);
   }
   // Without a gradient to take, nothing is kept: the same values.

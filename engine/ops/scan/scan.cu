@@ -357,7 +357,7 @@ struct SelectiveArgs {
   int64_t batch, length, channels, state;
   int64_t row_stride;  // between the Bm (and Cm) rows of consecutive steps: S, or more in a wider tensor
   bool reverse;
-  bool a_is_log;  // A holds A_log: the scan's A is -exp(A) (SelectiveScanInputs)
+  bool a_is_log;  // A holds A_log, and the scan's A is -exp of it (SelectiveScanInputs)
   int64_t group_begin = 0;  // this pass's states: [group_begin, group_begin + group_size())
 
   __device__ int group_size() const { return static_cast<int>(std::min<int64_t>(kStateGroup, state - group_begin)); }
