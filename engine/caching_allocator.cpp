@@ -59,6 +59,14 @@ void* CachingAllocator::take(std::unordered_map<size_t, std::vector<void*>>& lis
 void CachingAllocator::release(void* ptr) {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
+  if (deferring_ > 0) {
+    deferred_.push_back(ptr);
+    return;
+  }
+  release_locked(ptr);
+}
+
+void CachingAllocator::release_locked(void* ptr) {
   const size_t size = block_sizes_.at(ptr);
   if (holding_) {
     allocated_while_holding_.erase(ptr);
@@ -114,6 +122,19 @@ void CachingAllocator::release_held(const std::vector<void*>& blocks) {
     free_blocks_[size].push_back(ptr);
     stats_.cached_bytes += size;
   }
+}
+
+void CachingAllocator::begin_deferring() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++deferring_;
+}
+
+void CachingAllocator::end_deferring() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  check(deferring_ > 0, "the caching allocator is not deferring releases");
+  if (--deferring_ > 0) return;
+  for (void* ptr : deferred_) release_locked(ptr);
+  deferred_.clear();
 }
 
 CachingAllocator::Stats CachingAllocator::stats() const {

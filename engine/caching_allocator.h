@@ -43,6 +43,15 @@ class CachingAllocator {
   Held end_holding();
   void release_held(const std::vector<void*>& blocks);
 
+  // For work queued on two streams at once (run_branches): a block that one
+  // stream's work releases may still be read by kernels queued there when the
+  // other stream's work asks for memory. Between begin_deferring() and
+  // end_deferring(), released blocks wait in a list; end_deferring(), called
+  // once the streams have joined again, releases them (to the cache, or to
+  // the held list while holding). Calls nest.
+  void begin_deferring();
+  void end_deferring();
+
   struct Stats {
     size_t system_allocations = 0;  // calls that reached raw_alloc
     size_t cache_hits = 0;
@@ -55,6 +64,7 @@ class CachingAllocator {
 
  private:
   void flush_locked();  // flush() with mutex_ held
+  void release_locked(void* ptr);
   void* allocate_locked(size_t size);
   // A block of `size` from one of the lists, or nullptr.
   static void* take(std::unordered_map<size_t, std::vector<void*>>& lists, size_t size);
@@ -67,6 +77,8 @@ class CachingAllocator {
   bool holding_ = false;
   std::unordered_map<size_t, std::vector<void*>> held_blocks_;  // released while holding
   std::unordered_set<void*> allocated_while_holding_;           // and not yet released
+  int deferring_ = 0;                                           // begin_deferring() calls not yet ended
+  std::vector<void*> deferred_;                                 // released while deferring
   Stats stats_;
 };
 

@@ -84,6 +84,14 @@ double device_time_ms(Device device, const std::function<void()>& run) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
+void cuda_run_branches(int index, const std::function<void()>& first, const std::function<void()>& second);
+
+void run_branches(Device device, const std::function<void()>& first, const std::function<void()>& second) {
+  if (device.is_cuda()) return cuda_run_branches(device.index, first, second);
+  first();
+  second();
+}
+
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (nbytes == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {

@@ -45,9 +45,18 @@ double device_time_ms(Device device, const std::function<void()>& run);
 // Copies nbytes between any two devices (host<->device, device<->device).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 
+// Runs two pieces of work that do not depend on each other: neither may read
+// what the other writes. On a GPU, `second` is queued on a side stream that
+// forks from the current stream before it and joins it again after it, so
+// the small kernels of the two may run at the same time (in a DeviceGraph
+// capture too, as two branches of the graph); memory released meanwhile is
+// reused only after the join. On the CPU, and inside another run_branches,
+// one after the other.
+void run_branches(Device device, const std::function<void()>& first, const std::function<void()>& second);
+
 // A fixed sequence of GPU work captured once and replayed with one launch (a
 // CUDA graph). A replay takes the GPU's time alone: the host's cost of issuing
-// each op (~5-10 us, which at batch 1 is most of a forward's time) is paid at
+// each op (~5-11 us, which at batch 1 is most of a forward's time) is paid at
 // the capture only. The work runs once to be captured, queueing but not
 // executing its GPU work; it must queue stream-ordered GPU work only (no
 // copies to or from the host, no synchronisation: those are errors) and keep

@@ -84,5 +84,42 @@ TEST(CachingAllocator, HeldBlocksStayOutOfTheCacheUntilGivenBack) {
   for (void* p : {after, first, kept}) allocator.release(p);
 }
 
+// run_branches: a block released by one stream's work is not handed to the
+// other's until the streams have joined (end_deferring), then as usual.
+TEST(CachingAllocator, DeferredReleasesWaitForTheEnd) {
+  CachingAllocator allocator(counting_alloc, counting_free, 1 << 20);
+  void* released = allocator.allocate(3000);
+  allocator.begin_deferring();
+  allocator.release(released);
+  void* other = allocator.allocate(3000);
+  EXPECT_NE(other, released);
+  allocator.begin_deferring();  // nested: only the outer end releases
+  allocator.end_deferring();
+  void* another = allocator.allocate(3000);
+  EXPECT_NE(another, released);
+  allocator.end_deferring();
+  EXPECT_EQ(allocator.allocate(3000), released);
+  EXPECT_THROW(allocator.end_deferring(), Error);
+  for (void* p : {released, other, another}) allocator.release(p);
+}
+
+// Branches inside a graph capture: a deferred block ends up held for the graph.
+TEST(CachingAllocator, DeferredReleasesWhileHoldingAreHeld) {
+  CachingAllocator allocator(counting_alloc, counting_free, 1 << 20);
+  allocator.begin_holding();
+  allocator.begin_deferring();
+  void* block = allocator.allocate(3000);
+  allocator.release(block);
+  void* live = allocator.allocate(3000);
+  EXPECT_NE(live, block);
+  allocator.end_deferring();
+  const CachingAllocator::Held held = allocator.end_holding();
+  ASSERT_EQ(held.blocks.size(), 1u);
+  EXPECT_EQ(held.blocks[0], block);
+  EXPECT_EQ(held.still_live, 1u);  // `live`
+  allocator.release_held(held.blocks);
+  allocator.release(live);
+}
+
 }  // namespace
 }  // namespace engine

@@ -16,7 +16,8 @@ void cuda_check(cudaError_t status, const char* what) {
 
 namespace {
 // The legacy default stream of the current device, but while a DeviceGraph
-// captures: its capture stream.
+// captures: its capture stream, and in the second of run_branches: the side
+// stream.
 thread_local cudaStream_t stream_of_thread = nullptr;
 }  // namespace
 
@@ -130,6 +131,79 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
   // the source when cudaMemcpyAsync returns, and the host caching allocator
   // may hand that buffer out again at once: wait for it too.
   if (kind != cudaMemcpyDeviceToDevice) cuda_check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize");
+}
+
+// ------------------------------------------------------------------ branches
+
+namespace {
+
+// This thread's side stream on one GPU and the events of its fork and join.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+};
+
+SideStream& side_stream(int device) {
+  // Made on first use and kept: creating them costs more than a small kernel.
+  // Non-blocking, so that it never waits on the legacy stream implicitly:
+  // the events alone order it.
+  thread_local std::vector<SideStream> streams;
+  if (streams.empty()) streams.resize(static_cast<size_t>(cuda_device_count()));
+  SideStream& side = streams.at(static_cast<size_t>(device));
+  if (side.stream == nullptr) {
+    cuda_check(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    cuda_check(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  return side;
+}
+
+thread_local bool in_branches = false;
+
+// From construction to destruction (on an error too), this thread's work may
+// go to the side stream: it starts after everything queued on the current
+// stream so far, and the current stream waits for all of it at the end.
+// Inside a capture, the side stream joins the capture at the fork.
+class Fork {
+ public:
+  Fork(int device, const SideStream& side)
+      : allocator_(device_allocator(device)), side_(side), main_(stream_of_thread) {
+    cuda_check(cudaEventRecord(side_.fork, main_), "cudaEventRecord (fork)");
+    cuda_check(cudaStreamWaitEvent(side_.stream, side_.fork, 0), "cudaStreamWaitEvent (fork)");
+    allocator_.begin_deferring();
+    in_branches = true;
+  }
+  void to_side_stream() { stream_of_thread = side_.stream; }
+  ~Fork() {
+    stream_of_thread = main_;
+    in_branches = false;
+    // (Errors here are sticky or capture errors that the next check reports.)
+    cudaEventRecord(side_.join, side_.stream);
+    cudaStreamWaitEvent(main_, side_.join, 0);
+    allocator_.end_deferring();
+  }
+  Fork(const Fork&) = delete;
+  Fork& operator=(const Fork&) = delete;
+
+ private:
+  CachingAllocator& allocator_;
+  const SideStream& side_;
+  cudaStream_t main_;
+};
+
+}  // namespace
+
+void cuda_run_branches(int device, const std::function<void()>& first, const std::function<void()>& second) {
+  if (in_branches) {
+    first();
+    second();
+    return;
+  }
+  DeviceGuard guard(device);
+  Fork fork(device, side_stream(device));
+  first();
+  fork.to_side_stream();
+  second();
 }
 
 // ------------------------------------------------------------------ graphs

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/device.h"
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/matmul/matmul.h"
@@ -77,9 +78,17 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   // 256, graph replays: 6.75 -> 6.59 ms.)
   const Tensor xi = linear(x, narrow(in_proj_.weight, 0, 0, d_inner_));
   const Tensor z = linear(x, narrow(in_proj_.weight, 0, d_inner_, d_inner_));
-  const Tensor y_fwd = directions_[0].forward(xi, d_state_, /*reverse=*/false, ctx.active);
-  const Tensor y_bwd = directions_.size() > 1 ? directions_[1].forward(xi, d_state_, /*reverse=*/true, ctx.active)
-                                              : Tensor();
+  Tensor y_fwd, y_bwd;
+  auto forward_pass = [&] { y_fwd = directions_[0].forward(xi, d_state_, /*reverse=*/false, ctx.active); };
+  if (directions_.size() == 1) {
+    forward_pass();
+  } else {
+    // The directions' 6 kernels each are independent: on a GPU they overlap
+    // (at batch 1, where every kernel is short, the block's time is its
+    // chain of dependent kernels).
+    run_branches(x.device(), forward_pass,
+                 [&] { y_bwd = directions_[1].forward(xi, d_state_, /*reverse=*/true, ctx.active); });
+  }
   return out_proj_.forward(silu_gated_sum(y_fwd, y_bwd, z));
 }
 
