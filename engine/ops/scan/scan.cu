@@ -1137,8 +1137,8 @@ Tensor selective_forward_launch(const SelectiveScanInputs& in, const Tensor& y, 
   const int64_t R = in.row_stride();
   check(L * C <= INT32_MAX - kTile * C && L * R <= INT32_MAX - kTile * R,
         "selective_scan (cuda): a batch row of [{}, {}] or [{}, {}] is beyond 32-bit offsets", L, C, L, R);
-  check(B * C * kStateGroup <= INT32_MAX, "selective_scan (cuda): [B, C] = [{}, {}] is beyond the checkpoints' "
-        "32-bit tile stride", B, C);
+  check(!save_states || B * C * kStateGroup <= INT32_MAX,  // (an inference forward writes no checkpoints)
+        "selective_scan (cuda): [B, C] = [{}, {}] is beyond the checkpoints' 32-bit tile stride", B, C);
   const Tensor saved = save_states ? scratch(checkpoint_elements(B, L, C, S), in.x) : Tensor();
   const int width = std::min(pack_width<T>(C, {&in.x, &in.dt, &y}), kForwardPack);  // V divides a pack
   with_pack_width<T>(width, [&](auto v) {
