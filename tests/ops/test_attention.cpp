@@ -14,16 +14,10 @@
 #include "engine/ops/softmax/softmax.h"
 #include "engine/ops/view/view.h"
 #include "layers/attention.h"
-#include "tests/expect_error.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_error_mentioning;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // softmax(scale q k^T, dropped keys at -inf) v, materialising [B, H, N, N].
 Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& active) {

@@ -1,15 +1,9 @@
 #include "engine/ops/conv/patch_embed.h"
 #include "engine/ops/view/view.h"
-#include "tests/expect_error.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_error_mentioning;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // Direct convolution with kernel size = stride = P, no padding.
 Tensor naive_patch_conv(const Tensor& x, const Tensor& weight, const Tensor& bias) {

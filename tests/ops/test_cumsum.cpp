@@ -1,12 +1,9 @@
 #include "engine/ops/cumsum/cumsum.h"
 #include "engine/ops/view/view.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // Inclusive scan of a contiguous [A, B, C] tensor along dim, by a plain loop.
 std::vector<double> naive_cumsum(const Tensor& x, int dim) {

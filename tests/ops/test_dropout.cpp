@@ -1,12 +1,9 @@
 #include "engine/ops/dropout/dropout.h"
 #include "engine/ops/reduce/reduce.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 TEST(Dropout, KeepsExpectedFractionAndScales) {
   Rng rng(51);

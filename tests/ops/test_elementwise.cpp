@@ -2,16 +2,10 @@
 
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/view/view.h"
-#include "tests/expect_error.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_error_mentioning;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 TEST(Elementwise, ForwardMatchesScalarMath) {
   Tensor a = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});

@@ -1,15 +1,9 @@
 #include "engine/ops/index/index.h"
 #include "engine/ops/view/view.h"
-#include "tests/expect_error.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_error_mentioning;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 Tensor arange_float(const Shape& shape) { return reshape(Tensor::arange(shape_numel(shape), DType::F32), shape); }
 

@@ -2,14 +2,10 @@
 
 #include "engine/ops/norm/layernorm.h"
 #include "engine/ops/view/view.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // Layer norm composed from elementwise and reduce ops: an independent reference.
 Tensor composite_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {

@@ -7,14 +7,10 @@
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "layers/mlp.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // The gradients of sum(f(inputs) * weights) with respect to each input.
 std::vector<Tensor> gradients_of(const std::function<Tensor(const std::vector<Tensor>&)>& f,

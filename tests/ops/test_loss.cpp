@@ -4,14 +4,10 @@
 #include "engine/ops/loss/loss.h"
 #include "engine/ops/softmax/softmax.h"
 #include "engine/ops/view/view.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // log p[r][c] of each row, computed naively in double.
 std::vector<std::vector<double>> naive_log_probs(const Tensor& logits) {

@@ -6,15 +6,10 @@
 #include <cmath>
 
 #include "engine/ops/ops.h"
-#include "tests/expect_error.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // Time index of step k of a scan over `length` tokens.
 int64_t time_at(int64_t step, int64_t length, bool reverse) { return reverse ? length - 1 - step : step; }
@@ -267,7 +262,6 @@ TEST(Scan, ConvSiluIsSiluOfConv) {
 }
 
 TEST(Scan, Errors) {
-  using testing::expect_error_mentioning;
   Tensor seq = Tensor::zeros({2, 3, 4});
   expect_error_mentioning([&] { linear_scan(seq, Tensor::zeros({2, 3, 5}), false); }, {"linear_scan", "[2, 3, 4]"});
   expect_error_mentioning([&] { linear_scan(Tensor::zeros({3, 4}), Tensor::zeros({3, 4}), false); }, {"[B, L, C]"});

@@ -3,14 +3,10 @@
 #include "engine/ops/reduce/reduce.h"
 #include "engine/ops/softmax/softmax.h"
 #include "engine/ops/view/view.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 // Softmax of each row of a [rows, cols] tensor, computed naively in double.
 std::vector<double> naive_softmax(const Tensor& x) {

@@ -1,15 +1,10 @@
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/reduce/reduce.h"
 #include "engine/ops/view/view.h"
-#include "tests/expect_error.h"
-#include "tests/gradcheck.h"
+#include "tests/ops/op_test.h"
 
 namespace engine {
 namespace {
-
-using testing::expect_close;
-using testing::expect_gradients_match;
-using testing::random_leaf;
 
 TEST(View, ViewsShareStorageAndIndexCorrectly) {
   Tensor x = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5}, {2, 3});
@@ -92,7 +87,7 @@ TEST(Matmul, Gradients) {
 TEST(GemmPrecision, ParsesTheConfigValuesAndCpuGemmsStayFloat32) {
   EXPECT_EQ(parse_gemm_precision("fp32"), GemmPrecision::Float32);
   EXPECT_EQ(parse_gemm_precision("bf16"), GemmPrecision::BFloat16);
-  testing::expect_error_mentioning([] { parse_gemm_precision("fp16"); }, {"fp16", "fp32, bf16"});
+  expect_error_mentioning([] { parse_gemm_precision("fp16"); }, {"fp16", "fp32, bf16"});
   Rng rng(10);
   Tensor a = Tensor::uniform({5, 7}, rng, -1, 1), b = Tensor::uniform({7, 3}, rng, -1, 1);
   const std::vector<double> exact = matmul(a, b).to_doubles();
