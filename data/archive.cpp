@@ -22,9 +22,12 @@ namespace {
 
 constexpr const char* kDoneMarker = ".extracted";
 constexpr const char* kWhereToGetData =
-    "set ENGINE_DATA_DIR to the folder holding the data files. CIFAR-10 comes from "
-    "https://www.cs.toronto.edu/~kriz/cifar.html (binary version: cifar-10-binary.tar.gz), "
-    "ImageNet from https://image-net.org";
+    "CIFAR-10 comes from https://www.cs.toronto.edu/~kriz/cifar.html: the tools read its binary version, "
+    "cifar-10-binary.tar.gz, as downloaded or unpacked (the cifar-10-batches-bin/ folder) with subdir 'train' or "
+    "'test', or an ImageFolder of its images (<split>/<class>/*.png or *.jpg, a folder or a tar archive); "
+    "ImageNet comes from https://image-net.org, read as an ImageFolder (val/<synset>/*.JPEG, a folder or a tar "
+    "archive) with the 1000 sorted synsets as the class list (--synsets). The tools take a dataset's path from "
+    "--data or [data] path; the tests look in $ENGINE_DATA_DIR, else $ENGINE_SHARED_DIR/data, else ../shared/data";
 
 std::string archive_stem(const std::string& archive) {
   const std::string file = fs::path(archive).filename().string();
@@ -76,6 +79,8 @@ std::string env_or(const char* name, const std::string& fallback) {
 }
 
 }  // namespace
+
+const char* where_to_get_data() { return kWhereToGetData; }
 
 std::string extract_archive_once(const std::string& archive, const std::string& cache_dir) {
   const fs::path target = fs::path(cache_dir) / archive_stem(archive);

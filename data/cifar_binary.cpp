@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "data/files.h"
+#include "data/image_folder.h"
 #include "engine/error.h"
 
 namespace data {
@@ -12,22 +13,43 @@ constexpr size_t kPlane = CifarBinary::kSide * CifarBinary::kSide;
 constexpr size_t kPixelBytes = 3 * kPlane;
 }  // namespace
 
-CifarBinary::CifarBinary(const std::string& dir, Split split) {
-  const std::vector<std::string> files =
-      split == Split::Test ? std::vector<std::string>{"test_batch.bin"}
-                           : std::vector<std::string>{"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
-                                                      "data_batch_4.bin", "data_batch_5.bin"};
-  for (const std::string& file : files) read_batch((std::filesystem::path(dir) / file).string());
+std::vector<std::string> CifarBinary::batch_files(Split split) {
+  if (split == Split::Test) return {"test_batch.bin"};
+  return {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
+}
+
+CifarBinary::CifarBinary(const std::string& dir, Split split) : root_(dir) {
+  namespace fs = std::filesystem;
+  const std::vector<std::string> files = batch_files(split);
+  // Every file is checked before any is read: a missing one is reported at once.
+  for (const std::string& file : files) {
+    const std::string path = (fs::path(dir) / file).string();
+    engine::check(fs::is_regular_file(path),
+                  "CIFAR-10 batch '{}' is missing (the official cifar-10-batches-bin/ folder holds "
+                  "data_batch_1.bin .. data_batch_5.bin, test_batch.bin and {})",
+                  path, kMetaFile);
+  }
+  const std::string meta = (fs::path(dir) / kMetaFile).string();
+  if (fs::exists(meta)) {
+    classes_ = read_class_list(meta);
+    engine::check(classes_.size() == 10, "CIFAR-10 class names '{}': {} names, expected 10", meta, classes_.size());
+  } else {
+    classes_ = official_classes();
+  }
+  for (const std::string& file : files) read_batch((fs::path(dir) / file).string());
 }
 
 void CifarBinary::read_batch(const std::string& path) {
   const std::vector<uint8_t> bytes = read_file(path);
-  engine::check(!bytes.empty() && bytes.size() % kRecordBytes == 0,
-                "CIFAR-10 batch '{}': {} bytes is not a whole number of {}-byte records "
-                "(is this the binary version, cifar-10-binary.tar.gz?)",
+  engine::check(!bytes.empty(), "CIFAR-10 batch '{}' is empty", path);
+  engine::check(bytes.size() % kRecordBytes == 0,
+                "CIFAR-10 batch '{}': {} bytes is not a whole number of {}-byte records (truncated, or not the "
+                "binary version from cifar-10-binary.tar.gz?)",
                 path, bytes.size(), kRecordBytes);
   file_names_.push_back(std::filesystem::path(path).filename().string());
   file_start_.push_back(labels_.size());
+  labels_.reserve(labels_.size() + bytes.size() / kRecordBytes);
+  planes_.reserve(planes_.size() + bytes.size() / kRecordBytes * kPixelBytes);
   for (size_t offset = 0; offset < bytes.size(); offset += kRecordBytes) {
     const uint8_t label = bytes[offset];
     engine::check(label < 10, "CIFAR-10 batch '{}': record {} has label {} (expected 0..9)", path,
@@ -63,7 +85,7 @@ std::string CifarBinary::name(size_t i) const {
   return file_names_[file] + "#" + std::to_string(i - file_start_[file]);
 }
 
-const std::vector<std::string>& CifarBinary::classes() {
+const std::vector<std::string>& CifarBinary::official_classes() {
   static const std::vector<std::string> names = {"airplane", "automobile", "bird",  "cat",  "deer",
                                                  "dog",      "frog",       "horse", "ship", "truck"};
   return names;

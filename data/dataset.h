@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "data/image.h"
 
@@ -32,6 +33,16 @@ class Dataset {
   // A short, human-readable name of item i for messages: a path relative to the dataset
   // root, or "file#record".
   virtual std::string name(size_t i) const = 0;
+};
+
+// A dataset read from disk whose labels have names: what the tools open (open_dataset.h).
+class LabeledDataset : public Dataset {
+ public:
+  // Label index -> class name.
+  virtual const std::vector<std::string>& classes() const = 0;
+
+  // The folder it was read from, for messages and result files.
+  virtual const std::string& root() const = 0;
 };
 
 }  // namespace data

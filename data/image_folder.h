@@ -7,7 +7,7 @@
 
 namespace data {
 
-class ImageFolder : public Dataset {
+class ImageFolder : public LabeledDataset {
  public:
   // Classes are root's subfolders in sorted (byte) order, label = position. Images are the
   // .jpg / .jpeg / .png files (any case) directly in each class folder, sorted by name;
@@ -23,9 +23,9 @@ class ImageFolder : public Dataset {
   int64_t label(size_t i) const override;
   std::string name(size_t i) const override;  // "<class>/<file>"
 
-  const std::string& root() const { return root_; }
+  const std::string& root() const override { return root_; }
   // Label index -> class name (the list file's classes when one was given).
-  const std::vector<std::string>& classes() const { return classes_; }
+  const std::vector<std::string>& classes() const override { return classes_; }
 
  private:
   struct Item {

@@ -4,12 +4,12 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <optional>
 #include <thread>
 
 #include "data/archive.h"
 #include "data/files.h"
 #include "engine/error.h"
+#include "tests/shared_data.h"
 
 namespace data {
 namespace {
@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
+using engine::testing::ScopedEnv;
 
 // Names of the entries of `dir` (to spot leftover temporary folders).
 std::vector<std::string> entries(const std::string& dir) {
@@ -91,20 +92,6 @@ TEST(DataArchive, FailuresNameTheArchive) {
   EXPECT_THAT([&] { extract_archive_once(dir.path() + "/missing.tar", dir.path()); },
               ThrowsMessage<engine::Error>(HasSubstr(dir.path() + "/missing.tar")));
 }
-
-// Sets an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() { old_ ? setenv(name_, old_->c_str(), 1) : unsetenv(name_); }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 TEST(DataArchive, DataAndCacheDirsFollowTheEnvironment) {
   TempDir dir;

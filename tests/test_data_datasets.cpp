@@ -1,5 +1,5 @@
-// ImageFolder (synthetic and the imagenet-sample with its synset list), CIFAR-10 binary
-// batches and IDX files.
+// ImageFolder (synthetic and the imagenet-sample with its synset list) and IDX files.
+// CIFAR-10's binary batches: test_data_cifar.cpp.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -7,7 +7,6 @@
 #include <fstream>
 
 #include "data/archive.h"
-#include "data/cifar_binary.h"
 #include "data/files.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
@@ -120,50 +119,6 @@ TEST(DataImageFolder, ImagenetSampleUsesGlobalSynsetIndices) {
   EXPECT_EQ(folder.label(0), 0);     // tench is ImageNet class 0
   EXPECT_EQ(folder.label(49), 980);  // volcano
   EXPECT_EQ(folder.get(49).label, 980);
-}
-
-// Record r: label r % 10, R plane = r, G plane = pixel index % 256, B plane = 200.
-std::vector<uint8_t> cifar_records(int count) {
-  std::vector<uint8_t> bytes;
-  for (int r = 0; r < count; ++r) {
-    bytes.push_back(static_cast<uint8_t>(r % 10));
-    for (int p = 0; p < 1024; ++p) bytes.push_back(static_cast<uint8_t>(r));
-    for (int p = 0; p < 1024; ++p) bytes.push_back(static_cast<uint8_t>(p % 256));
-    for (int p = 0; p < 1024; ++p) bytes.push_back(200);
-  }
-  return bytes;
-}
-
-TEST(DataCifarBinary, ReadsPlanarRecordsAsRgb) {
-  TempDir dir;
-  const std::vector<uint8_t> bytes = cifar_records(12);
-  write_file(dir.path() + "/test_batch.bin", bytes.data(), bytes.size());
-  const CifarBinary cifar(dir.path(), Split::Test);
-  ASSERT_EQ(cifar.size(), 12u);
-  EXPECT_EQ(cifar.num_classes(), 10);
-  EXPECT_EQ(cifar.label(11), 1);
-  EXPECT_EQ(cifar.name(11), "test_batch.bin#11");
-  const Sample sample = cifar.get(7);
-  EXPECT_EQ(sample.label, 7);
-  ASSERT_EQ(sample.image.height, 32);
-  ASSERT_EQ(sample.image.channels, 3);
-  const int y = 1, x = 5;  // pixel index 37
-  EXPECT_EQ(sample.image.at(y, x, 0), 7);
-  EXPECT_EQ(sample.image.at(y, x, 1), 37);
-  EXPECT_EQ(sample.image.at(y, x, 2), 200);
-  EXPECT_EQ(CifarBinary::classes().front(), "airplane");
-}
-
-TEST(DataCifarBinary, WrongSizeOrMissingFileIsAnErrorNamingIt) {
-  TempDir dir;
-  std::vector<uint8_t> bytes = cifar_records(2);
-  bytes.pop_back();
-  const std::string path = dir.path() + "/test_batch.bin";
-  write_file(path, bytes.data(), bytes.size());
-  EXPECT_THAT([&] { CifarBinary(dir.path(), Split::Test); },
-              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path), HasSubstr("6145 bytes"))));
-  EXPECT_THAT([&] { CifarBinary(dir.path(), Split::Train); },
-              ThrowsMessage<engine::Error>(HasSubstr(dir.path() + "/data_batch_1.bin")));
 }
 
 TEST(DataIdx, ReadsFashionMnistTestSet) {

@@ -4,8 +4,7 @@
 // layer and head is (entropy, k50/k90/k99, top-k mass, Gini, ...; docs/SPARSITY.md):
 // OUT/sparsity.json, sparsity.csv, layers.svg, cls_attention_img{k}.png, index.html.
 // Every setting is a config key and a flag; flags given with a config override it.
-#include "data/archive.h"
-#include "data/image_folder.h"
+#include "data/open_dataset.h"
 #include "engine/cli.h"
 #include "engine/config.h"
 #include "models/vit_checkpoint.h"
@@ -27,8 +26,10 @@ struct Setting {
 const Setting kSettings[] = {
     {"model", "model", "path", "checkpoint: .safetensors, index.json or a folder with config.json", Setting::Text},
     {"config", "model", "config", "architecture config.json (default: beside the checkpoint)", Setting::Text},
-    {"data", "data", "path", "ImageFolder root, or an archive of one (see --subdir)", Setting::Text},
-    {"subdir", "data", "subdir", "folder inside --data (e.g. cifar10/test)", Setting::Text},
+    {"data", "data", "path", "ImageFolder root, CIFAR-10 binary folder, or an archive of either (see --subdir)",
+     Setting::Text},
+    {"subdir", "data", "subdir", "folder inside --data (e.g. cifar10/test), or the CIFAR-10 binary split (test)",
+     Setting::Text},
     {"synsets", "data", "synsets", "class list, line i = class i (ImageNet: the 1000 sorted synsets)", Setting::Text},
     {"num-images", "data", "num_images", "images to analyse, 0 = all (default 0)", Setting::Integer},
     {"batch", "data", "batch_size", "batch size (default 64)", Setting::Integer},
@@ -105,7 +106,8 @@ int analyze_sparsity_main(int argc, char** argv) {
   load_options.config_path = options.model_config;
   auto model = load_vit(options.model, load_options);
   model->to(device);
-  data::ImageFolder dataset(data::resolve_data_dir(options.data, options.subdir), options.synsets);
+  const auto opened = data::open_dataset(options.data, options.subdir, options.synsets);
+  const data::LabeledDataset& dataset = *opened;
   const int64_t images = options.num_images > 0 ? std::min<int64_t>(options.num_images, dataset.size()) : dataset.size();
   fmt::print("model {} ({} layers x {} heads, {} tokens) on {}, {} of {} images from {}\n", options.model,
              model->config.depth, model->config.num_heads, model->config.num_tokens(), device.str(), images,

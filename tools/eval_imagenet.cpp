@@ -1,10 +1,10 @@
 // ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
 //                 [--limit N] [--predictions FILE] [--out results.json]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
-// synset list, or any other folder such as the CIFAR-10 test JPEGs). An A-ViT checkpoint
+// synset list, or any other folder such as the CIFAR-10 test JPEGs) or on CIFAR-10's
+// official binary batches (--data cifar-10-binary.tar.gz --subdir test). An A-ViT checkpoint
 // is evaluated with halting, tokens really dropped, and its token retention reported.
-#include "data/archive.h"
-#include "data/image_folder.h"
+#include "data/open_dataset.h"
 #include "engine/cli.h"
 #include "engine/safetensors.h"
 #include "models/vit_checkpoint.h"
@@ -19,8 +19,8 @@ int eval_main(int argc, char** argv) {
   Flags flags("eval_imagenet --model PATH --data DIR [flags]",
               {{"model", "checkpoint: .safetensors, index.json or a folder with config.json", ""},
                {"config", "architecture config.json (default: beside the checkpoint)", ""},
-               {"data", "ImageFolder root (or an archive of one, see --subdir)", ""},
-               {"subdir", "folder inside --data to evaluate (e.g. cifar10/test)", ""},
+               {"data", "ImageFolder root, CIFAR-10 binary folder, or an archive of either (see --subdir)", ""},
+               {"subdir", "folder inside --data to evaluate (e.g. cifar10/test) or a CIFAR-10 binary split (test)", ""},
                {"synsets", "class list, line i = class i (ImageNet: the 1000 sorted synsets)", ""},
                {"batch", "batch size", "256"},
                {"device", "cpu, cuda or auto", "auto"},
@@ -37,7 +37,8 @@ int eval_main(int argc, char** argv) {
   auto model = load_vit(flags.get("model"), load_options);
   model->to(device);
 
-  data::ImageFolder dataset(data::resolve_data_dir(flags.get("data"), flags.get("subdir")), flags.get("synsets"));
+  const auto opened = data::open_dataset(flags.get("data"), flags.get("subdir"), flags.get("synsets"));
+  const data::LabeledDataset& dataset = *opened;
   EvalOptions options;
   options.batch_size = flags.get_int("batch");
   options.limit = flags.get_int("limit");

@@ -1,4 +1,4 @@
-// ./train_mlp config.ini — trains the MLP demo classifier on an IDX dataset
+// ./train_mlp config.ini [--set section.key=value,...] — trains the MLP demo classifier on an IDX dataset
 // (Fashion-MNIST by default) and writes OUT/metrics.jsonl and OUT/results.json.
 #include <filesystem>
 
@@ -11,12 +11,12 @@
 using namespace engine;
 
 static int train_mlp_main(int argc, char** argv) {
-  Flags flags("train_mlp CONFIG.ini [--set section.key=value ...]",
-              {{"set", "override a config value, e.g. --set train.epochs=1", ""}}, {"CONFIG"});
+  Flags flags("train_mlp CONFIG.ini [--set section.key=value,...]",
+              {{"set", "override config values: --set train.epochs=1[,model.hidden=64]", ""}}, {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");
   Config config = Config::load(flags.positional()[0]);
-  if (!flags.get("set").empty()) config.apply_override(flags.get("set"));
+  for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
 
   const std::string data_dir = config.get_string("data", "dir", "/usr/share/datasets/fashion-mnist");
   MlpTrainSpec spec;

@@ -4,8 +4,7 @@
 #include <filesystem>
 #include <numeric>
 
-#include "data/archive.h"
-#include "data/image_folder.h"
+#include "data/open_dataset.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
 #include "models/avit.h"
@@ -186,8 +185,10 @@ std::vector<std::string> write_depth_maps(VisionTransformer& model, const data::
 json run_avit(const AvitSettings& s) {
   prepare_out_dir(s.out_dir, s.overwrite);
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
-  data::ImageFolder train_set(data::resolve_data_dir(s.data, s.train_subdir));
-  data::ImageFolder test_set(data::resolve_data_dir(s.data, s.test_subdir));
+  const auto train_opened = data::open_dataset(s.data, s.train_subdir);
+  const auto test_opened = data::open_dataset(s.data, s.test_subdir);
+  const data::LabeledDataset& train_set = *train_opened;
+  const data::LabeledDataset& test_set = *test_opened;
   auto teacher = load_teacher(s);
   auto model = load_teacher(s);
   model->config.halting = s.halting;

@@ -15,7 +15,7 @@ namespace engine {
 
 // [data] path, train_subdir, test_subdir, test_limit, batch_size, workers; [run] device.
 struct DataSettings {
-  std::string data;  // ImageFolder root or archive of one
+  std::string data;  // dataset folder or archive: ImageFolder or CIFAR-10 binary (data/open_dataset.h)
   std::string train_subdir, test_subdir;
   int64_t test_limit = 0;  // 0: the whole test folder
   int64_t batch_size = 64;

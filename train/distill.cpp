@@ -7,8 +7,7 @@
 #include <numeric>
 #include <sstream>
 
-#include "data/archive.h"
-#include "data/image_folder.h"
+#include "data/open_dataset.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
 #include "models/avit.h"
@@ -124,12 +123,11 @@ namespace {
 // ------------------------------------------------------------------ data
 
 struct Datasets {
-  std::unique_ptr<data::ImageFolder> train, test;
+  std::unique_ptr<data::LabeledDataset> train, test;
 };
 
 Datasets open_datasets(const DistillSettings& s) {
-  return {std::make_unique<data::ImageFolder>(data::resolve_data_dir(s.data, s.train_subdir)),
-          std::make_unique<data::ImageFolder>(data::resolve_data_dir(s.data, s.test_subdir))};
+  return {data::open_dataset(s.data, s.train_subdir), data::open_dataset(s.data, s.test_subdir)};
 }
 
 // ------------------------------------------------------------------ sparsity

@@ -5,9 +5,8 @@
 #include <filesystem>
 #include <memory>
 
-#include "data/archive.h"
-#include "data/image_folder.h"
 #include "data/loader.h"
+#include "data/open_dataset.h"
 #include "data/random.h"
 #include "data/subset.h"
 #include "engine/ops/ops.h"
@@ -177,21 +176,21 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// An ImageFolder split, limited to `limit` evenly spaced images when limit > 0.
+// A dataset split (an ImageFolder or CIFAR-10 binary batches, see data/open_dataset.h),
+// limited to `limit` evenly spaced images when limit > 0.
 class Split {
  public:
-  Split(const std::string& data, const std::string& subdir, int64_t limit)
-      : folder_(data::resolve_data_dir(data, subdir)) {
+  Split(const std::string& data, const std::string& subdir, int64_t limit) : folder_(data::open_dataset(data, subdir)) {
     if (limit > 0) {
-      subset_ = std::make_unique<data::Subset>(folder_,
-                                               data::evenly_spaced_items(folder_.size(), static_cast<size_t>(limit)));
+      subset_ = std::make_unique<data::Subset>(*folder_,
+                                               data::evenly_spaced_items(folder_->size(), static_cast<size_t>(limit)));
     }
   }
-  const data::Dataset& dataset() const { return subset_ ? static_cast<const data::Dataset&>(*subset_) : folder_; }
-  const data::ImageFolder& folder() const { return folder_; }
+  const data::Dataset& dataset() const { return subset_ ? static_cast<const data::Dataset&>(*subset_) : *folder_; }
+  const data::LabeledDataset& folder() const { return *folder_; }
 
  private:
-  data::ImageFolder folder_;
+  std::unique_ptr<data::LabeledDataset> folder_;
   std::unique_ptr<data::Subset> subset_;
 };
 

@@ -26,7 +26,7 @@ struct PretrainSettings {
   // label names come from the training folder.
   VitConfig model;
   // [data]
-  std::string data;  // ImageFolder root or archive of one
+  std::string data;  // dataset folder or archive: ImageFolder or CIFAR-10 binary (data/open_dataset.h)
   std::string train_subdir, test_subdir;
   int64_t train_limit = 0;  // > 0: that many images, evenly spaced (every class of a sorted folder)
   int64_t test_limit = 0;
