@@ -1,5 +1,5 @@
-// Pre-norm transformer block: x + mixer(LN1(x)), then + MLP(LN2(x)), each
-// branch under drop-path in training.
+// Pre-norm transformer block: h = x + mixer(LN1(x)), then out = h + MLP(LN2(h)),
+// each branch under drop-path in training.
 #pragma once
 #include <functional>
 #include <memory>
@@ -33,7 +33,7 @@ struct Block {
   using MixFn = std::function<Tensor(const Tensor& normed, Tensor* attn_probs)>;
   // mixer_input_for_linear: hand LN1(x) to the mixer as the GEMM operand of
   // its linears (only when the mixer's input_feeds_linear() and no trace
-  // keeps LN1(x)). LN2(x) always goes to the MLP so.
+  // keeps LN1(x)). LN2(h) always goes to the MLP so.
   Tensor forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace = nullptr,
                       bool mixer_input_for_linear = false);
   void visit(const std::string& prefix, const ParamVisitor& fn);

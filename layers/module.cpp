@@ -1,5 +1,8 @@
 #include "layers/module.h"
 
+#include <cmath>
+#include <vector>
+
 namespace engine {
 
 void move_parameters(const std::function<void(const ParamVisitor&)>& visit, Device device) {

@@ -7,11 +7,13 @@
 
 namespace engine {
 
-PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch, Rng& rng)
-    // PyTorch's default conv init scale (kaiming-uniform-like, fan_in based).
-    : weight(Tensor::uniform({dim, in_chans, patch, patch}, rng, -1.0 / std::sqrt(in_chans * patch * patch),
-                             1.0 / std::sqrt(in_chans * patch * patch))),
-      bias(Tensor::zeros({dim})) {}
+// The weight as PyTorch's default Conv2d init, uniform in +-1/sqrt(fan_in);
+// the bias zero.
+PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch, Rng& rng) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_chans * patch * patch));
+  weight = Tensor::uniform({dim, in_chans, patch, patch}, rng, -bound, bound);
+  bias = Tensor::zeros({dim});
+}
 
 Tensor PatchEmbed::forward(const Tensor& images) const {
   // patch_conv2d's NCHW result is a view of NHWC memory, so this permute is

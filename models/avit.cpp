@@ -62,7 +62,7 @@ struct PackedTokens {
 struct PaddedLayout {
   int64_t batch = 0, width = 0;
   bool identity = false;  // every image has K tokens: the packed order is the padded order
-  Tensor to_padded;       // [B K]: the packed token in each slot (padding: the image's first token)
+  Tensor to_padded;       // [B * K]: the packed token each slot reads (padding: the image's first)
   Tensor to_packed;       // [T]: the slot of each packed token
   Tensor active;          // [B, K]: 1 = a token, 0 = padding
 };
@@ -99,7 +99,12 @@ Tensor mix_packed(TokenMixer& mixer, const Tensor& normed, const PaddedLayout& l
   if (layout.identity) return reshape(mixer.forward(reshape(normed, {batch, width, dim}), {}, nullptr), {-1, dim});
   ForwardContext ctx;
   ctx.active = layout.active;
-  Tensor padded = reshape(index_select(normed, 0, layout.to_padded), {batch, width, dim});
+  // The padding is zeroed, not merely masked: a conv (mamba's reverse one, the
+  // 'same' conv mixer) reads the slots after an image's last token, where the
+  // image alone would read the conv's zero padding. An image's result then does
+  // not depend on the other images of its batch.
+  Tensor padded =
+      mul(reshape(index_select(normed, 0, layout.to_padded), {batch, width, dim}), unsqueeze(layout.active, -1));
   Tensor mixed = reshape(mixer.forward(padded, ctx, nullptr), {batch * width, dim});
   return index_select(mixed, 0, layout.to_packed);
 }

@@ -1,5 +1,5 @@
 // A-ViT: a VisionTransformer whose config.halting is set, run with token halting
-// (layers/halting.h). Two forwards compute the same logits:
+// (layers/halting.h). Two forwards:
 //
 // * the masked path (training, analysis): all N tokens stay in the tensors;
 //   after block l a halted token's state is frozen (x <- where(active, block(x), x))
@@ -8,8 +8,14 @@
 //   so later blocks really run on fewer tokens. The active tokens of all images
 //   are packed into one sequence [T, D] for the per-token work (norms, MLP,
 //   halting scores); for the mixer they are laid out per image, padded to the
-//   batch's largest count with the padding masked as keys (at batch 1, or when
-//   every image keeps as many tokens, there is no padding).
+//   batch's largest count with zero tokens marked halted (at batch 1, or when
+//   every image keeps as many tokens, there is no padding), so an image's
+//   logits do not depend on its batch.
+//
+// They compute the same logits when every mixer treats a halted token as
+// absent: attention, gated_rnn and the per-token mixers do; a conv over tokens
+// (the conv mixer, mamba's conv) reads its neighbours, which in the masked path
+// include frozen halted tokens and in the compacted path do not.
 //
 // The head reads the class token (halting needs global_pool = token). A-ViT
 // classifies from the halting-weighted sum of each token's block outputs; the

@@ -1,6 +1,5 @@
 #include "models/vit.h"
 
-#include "engine/autograd.h"
 #include "engine/ops/ops.h"
 #include "layers/mixers/factory.h"
 
@@ -12,7 +11,7 @@ void VitConfig::validate() const {
   check(embed_dim > 0 && num_heads > 0 && embed_dim % num_heads == 0,
         "model config: embed_dim {} must be divisible by num_heads {}", embed_dim, num_heads);
   check(depth > 0 && mlp_hidden > 0 && num_classes > 0 && in_chans > 0,
-        "model config: depth {}, mlp hidden {}, num_classes {}, in_chans {} must be positive", depth, mlp_hidden,
+        "model config: depth {}, mlp_hidden {}, num_classes {}, in_chans {} must be positive", depth, mlp_hidden,
         num_classes, in_chans);
   check(global_pool == "token" || global_pool == "avg", "model config: global_pool '{}' (expected token or avg)",
         global_pool);

@@ -1,11 +1,13 @@
 #include "models/vit_checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <set>
+#include <type_traits>
 
 #include "engine/autograd.h"
 #include "engine/ops/copy/copy.h"
@@ -69,21 +71,27 @@ bool is_hf_checkpoint(const NamedTensors& tensors) {
 }
 
 // HF keeps q, k, v apart; timm stores them stacked as one qkv projection.
-void fuse_qkv(std::map<std::string, Tensor>& named) {
+void fuse_qkv(std::map<std::string, Tensor>& named, const std::string& source) {
   NoGradGuard no_grad;
   for (int64_t i = 0;; ++i) {
     const std::string prefix = fmt::format("blocks.{}.attn.", i);
     if (!named.count(prefix + "q.weight")) break;
     for (const char* kind : {"weight", "bias"}) {
       std::vector<Tensor> parts;
+      std::vector<std::string> missing;
       for (const char* proj : {"q", "k", "v"}) {
-        auto found = named.find(prefix + proj + "." + kind);
-        if (found == named.end()) continue;
+        const std::string name = prefix + proj + "." + kind;
+        auto found = named.find(name);
+        if (found == named.end()) {
+          missing.push_back(name);
+          continue;
+        }
         parts.push_back(found->second.to(DType::F32));
         named.erase(found);
       }
       if (parts.size() == 3) named[prefix + "qkv." + kind] = concat(parts, 0);
-      else check(parts.empty(), "checkpoint block {}: q/k/v {} tensors are incomplete", i, kind);
+      else check(parts.empty(), "{}: block {} has only some of its q/k/v {}s; missing (timm names): {}", source, i,
+                 kind, fmt::join(missing, ", "));
     }
   }
 }
@@ -107,7 +115,7 @@ NamedTensors to_timm_names(const NamedTensors& tensors, const std::string& sourc
     if (!matched) unknown.push_back(name);
   }
   check(unknown.empty(), "{}: tensors that fit no known ViT naming scheme: {}", source, fmt::join(unknown, ", "));
-  fuse_qkv(named);
+  fuse_qkv(named, source);
   return NamedTensors(named.begin(), named.end());
 }
 
@@ -159,16 +167,49 @@ VitConfig infer_config(const NamedTensors& t, const std::string& source) {
   return c;
 }
 
+// j[key] as a T; a value of another type is an error naming the file and the key.
+template <typename T>
+T value_of(const json& j, const std::string& key, const std::string& source) {
+  try {
+    return j.at(key).get<T>();
+  } catch (const json::exception& e) {
+    fail("{}: config key '{}': {}", source, key, e.what());
+  }
+}
+
+// value_of(j, key) when j holds key, else `fallback`.
+template <typename T>
+T value_or(const json& j, const std::string& key, const T& fallback, const std::string& source) {
+  return j.contains(key) ? value_of<T>(j, key, source) : fallback;
+}
+
+// j as an integer (T = int64_t) or a number (T = double): a JSON number, or a
+// string holding exactly one, as safetensors __metadata__ values are strings.
+// Anything else is an error naming the key.
+template <typename T>
+T as_number(const json& j, const char* key, const std::string& source) {
+  constexpr bool integer = std::is_integral_v<T>;
+  if (integer ? j.is_number_integer() : j.is_number()) return j.get<T>();
+  const std::string text = j.is_string() ? j.get<std::string>() : "";
+  size_t used = 0;
+  T value{};
+  try {
+    if constexpr (integer) value = std::stoll(text, &used);
+    else value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  check(!text.empty() && used == text.size(), "{}: config key '{}' is not {}: {}", source, key,
+        integer ? "an integer" : "a number", j.dump());
+  return value;
+}
+
 int64_t as_int(const json& j, const char* key, const std::string& source) {
-  check(j.is_number_integer() || (j.is_string() && !j.get<std::string>().empty()),
-        "{}: config key '{}' is not an integer: {}", source, key, j.dump());
-  if (j.is_string()) return std::stoll(j.get<std::string>());
-  return j.get<int64_t>();
+  return as_number<int64_t>(j, key, source);
 }
 
 double as_double(const json& j, const char* key, const std::string& source) {
-  check(j.is_number() || j.is_string(), "{}: config key '{}' is not a number: {}", source, key, j.dump());
-  return j.is_string() ? std::stod(j.get<std::string>()) : j.get<double>();
+  return as_number<double>(j, key, source);
 }
 
 bool as_bool(const json& j, const char* key, const std::string& source) {
@@ -185,7 +226,7 @@ void apply_timm_args(const json& args, VitConfig& c, const std::string& source) 
   auto has = [&](const char* key) { return args.contains(key) && !args[key].is_null(); };
   if (has("img_size")) {
     const json& v = args["img_size"];
-    c.img_size = v.is_array() ? v[0].get<int64_t>() : as_int(v, "img_size", source);
+    c.img_size = as_int(v.is_array() && !v.empty() ? v[0] : v, "img_size", source);
   }
   if (has("patch_size")) c.patch_size = as_int(args["patch_size"], "patch_size", source);
   if (has("in_chans")) c.in_chans = as_int(args["in_chans"], "in_chans", source);
@@ -199,34 +240,44 @@ void apply_timm_args(const json& args, VitConfig& c, const std::string& source) 
   if (has("qkv_bias")) c.qkv_bias = as_bool(args["qkv_bias"], "qkv_bias", source);
   if (has("class_token")) c.class_token = as_bool(args["class_token"], "class_token", source);
   if (has("no_embed_class")) c.no_embed_class = as_bool(args["no_embed_class"], "no_embed_class", source);
-  if (has("global_pool")) c.global_pool = args["global_pool"].get<std::string>();
+  if (has("global_pool")) c.global_pool = value_of<std::string>(args, "global_pool", source);
   if (has("fc_norm")) c.fc_norm = as_bool(args["fc_norm"], "fc_norm", source);
   else if (has("global_pool")) c.fc_norm = c.global_pool == "avg";  // timm's default rule
 }
 
-void apply_pretrained_cfg(const json& cfg, VitConfig& c) {
+// pretrained_cfg's per-channel mean or std into `values`, when cfg holds `key`.
+void read_channel_values(const json& cfg, const char* key, double (&values)[3], const std::string& source) {
+  if (!cfg.contains(key)) return;
+  const auto read = value_of<std::vector<double>>(cfg, key, source);
+  check(read.size() == 3, "{}: config key '{}' holds {} values, expected 3 (R, G, B)", source, key, read.size());
+  std::copy(read.begin(), read.end(), values);
+}
+
+void apply_pretrained_cfg(const json& cfg, VitConfig& c, const std::string& source) {
   Preprocess& p = c.preprocess;
-  if (cfg.contains("input_size")) p.input_size = cfg["input_size"].back().get<int64_t>();
-  if (cfg.contains("crop_pct")) p.crop_pct = cfg["crop_pct"].get<double>();
-  if (cfg.contains("interpolation")) p.interpolation = cfg["interpolation"].get<std::string>();
-  for (int i = 0; i < 3; ++i) {
-    if (cfg.contains("mean")) p.mean[i] = cfg["mean"][i].get<double>();
-    if (cfg.contains("std")) p.std[i] = cfg["std"][i].get<double>();
+  if (cfg.contains("input_size")) {
+    const auto size = value_of<std::vector<int64_t>>(cfg, "input_size", source);  // [C, H, W]
+    check(!size.empty(), "{}: config key 'input_size' is empty", source);
+    p.input_size = size.back();
   }
-  if (cfg.contains("label_names")) c.label_names = cfg["label_names"].get<std::vector<std::string>>();
+  p.crop_pct = value_or(cfg, "crop_pct", p.crop_pct, source);
+  p.interpolation = value_or(cfg, "interpolation", p.interpolation, source);
+  read_channel_values(cfg, "mean", p.mean, source);
+  read_channel_values(cfg, "std", p.std, source);
+  c.label_names = value_or(cfg, "label_names", c.label_names, source);
 }
 
 // Hugging Face ViTConfig / DeiTConfig.
-void apply_hf_config(const json& j, VitConfig& c) {
-  c.embed_dim = j.value("hidden_size", c.embed_dim);
-  c.depth = j.value("num_hidden_layers", c.depth);
-  c.num_heads = j.value("num_attention_heads", c.num_heads);
-  c.mlp_hidden = j.value("intermediate_size", c.mlp_hidden);
-  c.img_size = j.value("image_size", c.img_size);
-  c.patch_size = j.value("patch_size", c.patch_size);
-  c.in_chans = j.value("num_channels", c.in_chans);
-  c.ln_eps = j.value("layer_norm_eps", 1e-12);
-  c.qkv_bias = j.value("qkv_bias", c.qkv_bias);
+void apply_hf_config(const json& j, VitConfig& c, const std::string& source) {
+  c.embed_dim = value_or(j, "hidden_size", c.embed_dim, source);
+  c.depth = value_or(j, "num_hidden_layers", c.depth, source);
+  c.num_heads = value_or(j, "num_attention_heads", c.num_heads, source);
+  c.mlp_hidden = value_or(j, "intermediate_size", c.mlp_hidden, source);
+  c.img_size = value_or(j, "image_size", c.img_size, source);
+  c.patch_size = value_or(j, "patch_size", c.patch_size, source);
+  c.in_chans = value_or(j, "num_channels", c.in_chans, source);
+  c.ln_eps = value_or(j, "layer_norm_eps", 1e-12, source);  // HF's default
+  c.qkv_bias = value_or(j, "qkv_bias", c.qkv_bias, source);
   if (j.contains("id2label")) c.num_classes = static_cast<int64_t>(j["id2label"].size());
   // ViTImageProcessor: resize straight to the input size, mean = std = 0.5.
   c.preprocess.input_size = c.img_size;
@@ -259,22 +310,23 @@ HaltingConfig halting_from_json(const json& j, const std::string& source) {
 }
 
 void apply_config_json(const json& j, VitConfig& c, const std::string& source) {
-  if (j.value("model_type", "") == "vit" || j.value("model_type", "") == "deit" || j.contains("hidden_size")) {
-    apply_hf_config(j, c);
+  const std::string model_type = value_or(j, "model_type", std::string(), source);
+  if (model_type == "vit" || model_type == "deit" || j.contains("hidden_size")) {
+    apply_hf_config(j, c, source);
     return;
   }
   if (j.contains("model_args")) apply_timm_args(j["model_args"], c, source);
-  if (j.contains("num_classes")) c.num_classes = j["num_classes"].get<int64_t>();
-  if (j.contains("global_pool") && !j.contains("model_args")) c.global_pool = j["global_pool"].get<std::string>();
+  c.num_classes = value_or(j, "num_classes", c.num_classes, source);
+  if (!j.contains("model_args")) c.global_pool = value_or(j, "global_pool", c.global_pool, source);
   c.preprocess.input_size = c.img_size;
-  if (j.contains("pretrained_cfg")) apply_pretrained_cfg(j["pretrained_cfg"], c);
-  if (j.contains("label_names")) c.label_names = j["label_names"].get<std::vector<std::string>>();
+  if (j.contains("pretrained_cfg")) apply_pretrained_cfg(j["pretrained_cfg"], c, source);
+  c.label_names = value_or(j, "label_names", c.label_names, source);
   // Settings timm's model_args cannot hold (timm would reject unknown keys).
   if (j.contains("engine")) {
     const json& e = j["engine"];
-    if (e.contains("mixers")) c.mixers = e["mixers"].get<std::vector<std::string>>();
-    if (e.contains("ln_eps")) c.ln_eps = e["ln_eps"].get<double>();
-    if (e.contains("distilled")) c.distilled = e["distilled"].get<bool>();
+    c.mixers = value_or(e, "mixers", c.mixers, source);
+    c.ln_eps = value_or(e, "ln_eps", c.ln_eps, source);
+    c.distilled = value_or(e, "distilled", c.distilled, source);
     if (e.contains("halting")) c.halting = halting_from_json(e["halting"], source);
   }
 }

@@ -1,6 +1,7 @@
 // A-ViT token halting: the halting arithmetic on hand-made scores, attention key
-// masks, gradients through the halting path, masked == compacted logits, and
-// the halting settings in checkpoints.
+// masks, gradients through the halting path, masked == compacted logits,
+// compacted logits independent of the batch, and the halting settings in
+// checkpoints.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -233,8 +234,8 @@ VitConfig tiny_avit_config() {
 
 // The class token gets a large first channel so that, through the residual
 // stream, its state differs visibly from the patches (random init keeps it ~0).
-std::unique_ptr<VisionTransformer> tiny_avit(uint64_t seed) {
-  auto model = std::make_unique<VisionTransformer>(tiny_avit_config(), seed);
+std::unique_ptr<VisionTransformer> tiny_avit(uint64_t seed, const VitConfig& config = tiny_avit_config()) {
+  auto model = std::make_unique<VisionTransformer>(config, seed);
   Rng rng(seed + 100);
   NoGradGuard no_grad;
   copy_into(model->cls_token, Tensor::randn(model->cls_token.shape(), rng));
@@ -266,6 +267,32 @@ TEST(Avit, MaskedAndCompactedLogitsAgree) {
   }
   // Halting changes the result: the dense forward differs.
   EXPECT_GT(max_abs_difference(model->forward(images), masked), 1e-4);
+}
+
+// The compacted path pads each image's tokens to the batch's largest count
+// around the mixer. The padding must read as nothing: mamba's reverse conv and
+// the 'same' conv mixer read the tokens after the last kept one, which alone in
+// a batch are the conv's zero padding. So an image's logits must not depend on
+// the other images of its batch.
+TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
+  VitConfig config = tiny_avit_config();
+  config.mixers = {"attention", "attention", "mamba:d_state=4", "conv"};
+  auto model = tiny_avit(3, config);
+  Rng rng(5);
+  NoGradGuard no_grad;
+  // At init the sequential mixers' outputs are ~1e-4: jitter them to O(1).
+  for (int64_t l : {2, 3}) {
+    model->blocks[l].mixer->visit("", [&](const std::string&, Tensor& p) {
+      copy_into(p, add(p, Tensor::uniform(p.shape(), rng, -0.5, 0.5)));
+    });
+  }
+  Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
+  std::vector<int64_t> active_tokens;
+  Tensor batched = avit_forward_compact(*model, images, &active_tokens);
+  ASSERT_LT(active_tokens[2], 6 * 17) << "no token halted before the mixers: nothing is padded";
+  for (int64_t b = 0; b < 6; ++b) {
+    expect_close(narrow(batched, 0, b, 1), avit_forward_compact(*model, narrow(images, 0, b, 1)), 1e-6);
+  }
 }
 
 TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {

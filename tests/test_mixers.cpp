@@ -221,6 +221,9 @@ TEST(Mixer, SpecErrors) {
   expect_error_mentioning([&] { make_mixer(parse_mixer_spec("conv:conv_kernel=4"), 8, rng); }, {"odd", "4"});
   expect_error_mentioning([&] { make_mixer(parse_mixer_spec("gated_rnn:width=-2"), 8, rng); }, {"width", "-2"});
   expect_error_mentioning([&] { make_mixer(parse_mixer_spec("mamba:d_state=0"), 8, rng); }, {"d_state"});
+  expect_error_mentioning([&] { make_mixer(parse_mixer_spec("mamba:conv_kernel=-1"), 8, rng); },
+                          {"conv_kernel", "-1"});
+  expect_error_mentioning([&] { make_mixer(parse_mixer_spec("mlp:width=-3"), 8, rng); }, {"width", "-3"});
 }
 
 }  // namespace

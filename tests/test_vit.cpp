@@ -1,11 +1,14 @@
-// ViT parity with PyTorch (timm and Hugging Face fixtures computed in float64)
-// and checkpoint round trips for the model variants.
+// ViT parity with PyTorch (timm and Hugging Face fixtures computed in float64),
+// checkpoint round trips for the model variants, and config.json errors.
 #include <gmock/gmock.h>
 
 #include <filesystem>
+#include <fstream>
+#include <functional>
 
 #include "engine/ops/ops.h"
 #include "models/vit_checkpoint.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 #include "tests/shared_data.h"
 
@@ -181,11 +184,34 @@ TEST(VitCheckpoint, PosEmbedResampling) {
   std::filesystem::remove_all(dir);
 }
 
-}  // namespace
-}  // namespace engine
-
-namespace engine {
-namespace {
+// A config.json value of the wrong type or length is an error naming its key
+// (not a JSON library exception, nor a read past the end of a short array).
+TEST(VitCheckpoint, BadConfigValuesNameTheKey) {
+  VisionTransformer model(small_config(), 5);
+  const std::string dir = (std::filesystem::temp_directory_path() / "engine_vit_bad_config").string();
+  std::filesystem::remove_all(dir);
+  save_vit(model, dir);
+  nlohmann::json saved;
+  std::ifstream(dir + "/config.json") >> saved;
+  // The error of loading the model with `edit` applied to its config.json.
+  auto error_with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json config = saved;
+    edit(config);
+    std::ofstream(dir + "/config.json") << config.dump();
+    return testing::error_of([&] { load_vit(dir); });
+  };
+  using ::testing::HasSubstr;
+  EXPECT_THAT(error_with([](nlohmann::json& c) { c["pretrained_cfg"]["mean"] = nlohmann::json::array({0.5}); }),
+              HasSubstr("config key 'mean' holds 1 values, expected 3"));
+  EXPECT_THAT(error_with([](nlohmann::json& c) { c["num_classes"] = "5"; }), HasSubstr("config key 'num_classes'"));
+  EXPECT_THAT(error_with([](nlohmann::json& c) { c["engine"]["mixers"] = "attention"; }),
+              HasSubstr("config key 'mixers'"));
+  EXPECT_THAT(error_with([](nlohmann::json& c) { c["model_args"]["depth"] = "two"; }),
+              HasSubstr("config key 'depth' is not an integer: \"two\""));
+  EXPECT_THAT(error_with([](nlohmann::json& c) { c["model_args"]["depth"] = "2 blocks"; }),
+              HasSubstr("config key 'depth' is not an integer"));
+  std::filesystem::remove_all(dir);
+}
 
 TEST(VitCheckpoint, HalfPrecisionCheckpointsLoad) {
   VisionTransformer model(small_config(), 8);

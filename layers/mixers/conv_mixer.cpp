@@ -4,7 +4,7 @@ namespace engine {
 
 namespace {
 int64_t odd_kernel(int64_t kernel) {
-  check(kernel > 0 && kernel % 2 == 1, "conv mixer: the kernel size must be odd, got {}", kernel);
+  check(kernel > 0 && kernel % 2 == 1, "conv mixer: conv_kernel must be a positive odd number, got {}", kernel);
   return kernel;
 }
 }  // namespace

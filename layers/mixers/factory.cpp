@@ -65,6 +65,10 @@ void set_option(MixerSpec& spec, const std::string& text, const std::string& key
   else if (key == "direction") spec.bidirectional = choice("bidirectional", "forward");
 }
 
+[[noreturn]] void fail_unknown_kind(const std::string& kind) {
+  fail("unknown token mixer '{}' (known: {})", kind, fmt::join(mixer_kinds(), ", "));
+}
+
 // A size given as 0 takes the kind's default.
 int64_t or_default(int64_t value, int64_t fallback) { return value == 0 ? fallback : value; }
 
@@ -82,7 +86,7 @@ MixerSpec parse_mixer_spec(const std::string& text, const MixerSpec& defaults) {
   spec.kind = trim(text.substr(0, colon));
   const auto& table = kind_table();
   const auto entry = std::find_if(table.begin(), table.end(), [&](const KindKeys& k) { return k.kind == spec.kind; });
-  check(entry != table.end(), "unknown token mixer '{}' (known: {})", spec.kind, fmt::join(mixer_kinds(), ", "));
+  if (entry == table.end()) fail_unknown_kind(spec.kind);
   if (colon == std::string::npos) return spec;
   std::string options = text.substr(colon + 1);
   for (size_t start = 0; start <= options.size();) {
@@ -118,7 +122,7 @@ std::unique_ptr<TokenMixer> make_mixer(const MixerSpec& spec, int64_t dim, Rng& 
   if (spec.kind == "conv") {
     return std::make_unique<ConvMixer>(dim, or_default(spec.conv_kernel, 3), spec.bidirectional, rng);
   }
-  fail("unknown token mixer '{}' (known: {})", spec.kind, fmt::join(mixer_kinds(), ", "));
+  fail_unknown_kind(spec.kind);
 }
 
 }  // namespace engine

@@ -4,7 +4,8 @@
 //   h_t = a_t h_{t-1} + (1 - a_t) u_t          forward, plus the same recurrence
 //                                              backward when bidirectional (summed)
 //   y = out_proj(silu(g) * h)                  (E -> D)
-// Tokens that ctx.active marks halted (A-ViT) are identity steps: a = 1, b = 0.
+// Tokens that ctx.active marks halted (A-ViT) are identity steps of the scans
+// (a = 1 and input b = (1 - a) u = 0): h passes them unchanged.
 // The forward and backward scans share u and a. Parameters under the block's
 // "attn" prefix: in_proj.{weight [3E, D], bias [3E]}, out_proj.{weight [D, E],
 // bias [D]}: 4ED + 3E + D in all, about half of attention's 4D^2 + 4D at the

@@ -42,9 +42,9 @@ Mamba::Direction::Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, i
   init_dt_proj(dt_proj, dt_rank, rng);
 }
 
-Tensor Mamba::Direction::forward(const Tensor& xi, int64_t d_state, bool reverse, const Tensor& active) const {
+Tensor Mamba::Direction::forward(const Tensor& xi, bool reverse, const Tensor& active) const {
   const Tensor xc = conv1d.forward_silu(xi, /*pad_left=*/conv1d.taps() - 1, reverse);
-  const int64_t dt_rank = dt_proj.in_features();
+  const int64_t dt_rank = dt_proj.in_features(), d_state = A_log.size(1);
   std::vector<Tensor> parts = split(x_proj.forward(xc), {dt_rank, d_state, d_state}, -1);
   Tensor dt = softplus(dt_proj.forward(parts[0]));
   // Halted tokens: dt = 0 makes the step exp(0 A) = 1 with no input, an identity
@@ -62,9 +62,13 @@ void Mamba::Direction::visit(const std::string& prefix, const std::string& suffi
 }
 
 Mamba::Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool bidirectional, Rng& rng)
-    : d_inner_(positive("mamba: expand", expand) * dim), d_state_(positive("mamba: d_state", d_state)) {
-  positive("mamba: conv kernel", d_conv);
+    : d_inner_(positive("mamba: expand", expand) * dim) {
+  positive("mamba: d_state", d_state);
+  positive("mamba: conv_kernel", d_conv);
   const int64_t dt_rank = (dim + 15) / 16;
+  // Assigned here rather than initialised in member order (in_proj_,
+  // out_proj_, directions_), so that rng draws the weights in the order the
+  // data meets them: in_proj, each direction, out_proj.
   in_proj_ = Linear(dim, 2 * d_inner_, false, rng);
   for (int i = 0; i < (bidirectional ? 2 : 1); ++i) directions_.emplace_back(d_inner_, d_state, dt_rank, d_conv, rng);
   out_proj_ = Linear(d_inner_, dim, false, rng);
@@ -79,7 +83,7 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   const Tensor xi = linear(x, narrow(in_proj_.weight, 0, 0, d_inner_));
   const Tensor z = linear(x, narrow(in_proj_.weight, 0, d_inner_, d_inner_));
   Tensor y_fwd, y_bwd;
-  auto forward_pass = [&] { y_fwd = directions_[0].forward(xi, d_state_, /*reverse=*/false, ctx.active); };
+  auto forward_pass = [&] { y_fwd = directions_[0].forward(xi, /*reverse=*/false, ctx.active); };
   if (directions_.size() == 1) {
     forward_pass();
   } else {
@@ -87,7 +91,7 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
     // (at batch 1, where every kernel is short, the block's time is its
     // chain of dependent kernels).
     run_branches(x.device(), forward_pass,
-                 [&] { y_bwd = directions_[1].forward(xi, d_state_, /*reverse=*/true, ctx.active); });
+                 [&] { y_bwd = directions_[1].forward(xi, /*reverse=*/true, ctx.active); });
   }
   return out_proj_.forward(silu_gated_sum(y_fwd, y_bwd, z));
 }

@@ -6,7 +6,7 @@
 //     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction (one kernel)
 //     dt_low, Bm, Cm = x_proj(xc)                         (d_inner -> R + 2S, no bias)
 //     dt = softplus(dt_proj(dt_low))                      (R -> d_inner)
-//     y_dir = selective_scan(xc, dt, -exp(A_log), Bm, Cm, D) (-exp inside the scan)
+//     y_dir = selective_scan_log_a(xc, dt, A_log, Bm, Cm, D)  (A = -exp(A_log), computed by the scan)
 //   out = out_proj((y_fwd + y_bwd) * silu(z))             (d_inner -> D, no bias)
 // Each direction has its own conv1d, x_proj, dt_proj, A_log and D.
 // Parameters under the block's "attn" prefix use Vision Mamba's names (the
@@ -38,11 +38,11 @@ class Mamba : public TokenMixer {
 
     Direction(int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv, Rng& rng);
     // active: undefined, or [B, N] 0/1 (halted tokens become identity steps).
-    Tensor forward(const Tensor& xi, int64_t d_state, bool reverse, const Tensor& active) const;
+    Tensor forward(const Tensor& xi, bool reverse, const Tensor& active) const;
     void visit(const std::string& prefix, const std::string& suffix, const ParamVisitor& fn);
   };
 
-  int64_t d_inner_, d_state_;
+  int64_t d_inner_;
   Linear in_proj_, out_proj_;
   std::vector<Direction> directions_;  // [forward] or [forward, backward]
 };

@@ -5,7 +5,7 @@
 namespace engine {
 
 MlpMixer::MlpMixer(int64_t dim, int64_t hidden, Rng& rng)
-    : mlp_(dim, positive("mlp mixer: hidden width", hidden), rng) {}
+    : mlp_(dim, positive("mlp mixer: width", hidden), rng) {}
 
 Tensor MlpMixer::forward(const Tensor& x, const ForwardContext&, Tensor*) { return mlp_.forward(x); }
 
