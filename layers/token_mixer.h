@@ -22,6 +22,13 @@ class TokenMixer {
   // block may then hand it over already as their GEMM operand (bfloat16 on a
   // GPU in bf16 mode: LayerNorm::forward_for_linear).
   virtual bool input_feeds_linear() const { return false; }
+  // True when, given ctx.active (A-ViT's halting), the output at the kept
+  // tokens is what the mixer gives on the kept tokens alone: attention masks
+  // the halted ones as keys, the scans make them identity steps, per-token
+  // mixers never look at them. A conv over tokens reads its neighbours by
+  // position, halted or not: false (models/avit.cpp then lays the kept tokens
+  // out next to each other for it).
+  virtual bool skips_halted_tokens() const { return true; }
 };
 
 }  // namespace engine

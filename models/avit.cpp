@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 
 #include "engine/ops/ops.h"
 
@@ -11,6 +12,69 @@ const HaltingConfig& halting_config(const VisionTransformer& model) {
   check(model.config.halting.has_value(),
         "A-ViT forward: the model has no halting settings (engine.halting in its config.json)");
   return *model.config.halting;
+}
+
+namespace {
+
+// A batch's tokens reordered so that each image's kept tokens come first, in
+// token order, and its halted ones after them: `order` [B * N] gives the
+// token each slot reads (rows of the [B * N, D] view), `back` the slot of
+// each token, `active` [B, N] the flags in slot order.
+struct KeptFirst {
+  Tensor order, back, active;
+};
+
+// Built on the host (the halting flags are copied there); nullopt when no
+// token has halted.
+std::optional<KeptFirst> kept_first(const Tensor& active) {
+  const int64_t batch = active.size(0), tokens = active.size(1);
+  const Tensor flags = active.to(Device::cpu()).to(DType::F32).contiguous();
+  const float* kept = flags.data<float>();
+  std::vector<int64_t> order, back(static_cast<size_t>(batch * tokens));
+  std::vector<float> slot_active;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (bool want_kept : {true, false}) {
+      for (int64_t t = b * tokens; t < (b + 1) * tokens; ++t) {
+        if ((kept[t] != 0.0f) != want_kept) continue;
+        back[static_cast<size_t>(t)] = static_cast<int64_t>(order.size());
+        order.push_back(t);
+        slot_active.push_back(want_kept ? 1.0f : 0.0f);
+      }
+    }
+  }
+  if (std::all_of(slot_active.begin(), slot_active.end(), [](float f) { return f != 0.0f; })) return std::nullopt;
+  const Device device = active.device();
+  return KeptFirst{Tensor::from_vector(order, {batch * tokens}).to(device),
+                   Tensor::from_vector(back, {batch * tokens}).to(device),
+                   Tensor::from_vector(slot_active, {batch, tokens}).to(active.dtype()).to(device)};
+}
+
+// One block of the masked path.
+Tensor masked_block(Block& block, const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
+  if (block.mixer->skips_halted_tokens()) return block.forward(x, ctx, trace);
+  return block.forward_with(
+      x, [&](const Tensor& normed, Tensor* probs) { return avit_mix(*block.mixer, normed, ctx, probs); }, ctx, trace);
+}
+
+}  // namespace
+
+// For a mixer that reads its neighbours by position, the kept tokens of each
+// image are laid out next to each other and the halted ones after them, zeroed
+// and marked halted: a conv then sees the kept tokens as neighbours and the
+// halted slots as its zero padding, which is the compacted path's input. The
+// output returns to token order.
+Tensor avit_mix(TokenMixer& mixer, const Tensor& normed, const ForwardContext& ctx, Tensor* probs) {
+  if (!ctx.active.defined() || mixer.skips_halted_tokens()) return mixer.forward(normed, ctx, probs);
+  const std::optional<KeptFirst> layout = kept_first(ctx.active);
+  if (!layout) return mixer.forward(normed, ctx, probs);
+  const int64_t batch = normed.size(0), tokens = normed.size(1), dim = normed.size(2);
+  ForwardContext slot_ctx = ctx;
+  slot_ctx.active = layout->active;
+  const Tensor rows = reshape(normed, {batch * tokens, dim});
+  const Tensor slots =
+      mul(reshape(index_select(rows, 0, layout->order), {batch, tokens, dim}), unsqueeze(layout->active, -1));
+  const Tensor mixed = reshape(mixer.forward(slots, slot_ctx, probs), {batch * tokens, dim});
+  return reshape(index_select(mixed, 0, layout->back), {batch, tokens, dim});
 }
 
 Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx,
@@ -28,7 +92,7 @@ Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const
   for (int64_t l = 0; l < depth; ++l) {
     ForwardContext layer_ctx = ctx;
     layer_ctx.active = state.active;
-    Tensor out = model.blocks[l].forward(x, layer_ctx, trace ? &trace->blocks[l] : nullptr);
+    Tensor out = masked_block(model.blocks[l], x, layer_ctx, trace ? &trace->blocks[l] : nullptr);
     // Halted tokens keep their state: no update and (masks being constants) no gradient through them.
     x = where(reshape(state.active.to(DType::U8), {batch, tokens, 1}), out, x);
     Tensor raw = halting_scores(x, config);

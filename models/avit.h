@@ -12,10 +12,13 @@
 //   every image keeps as many tokens, there is no padding), so an image's
 //   logits do not depend on its batch.
 //
-// They compute the same logits when every mixer treats a halted token as
-// absent: attention, gated_rnn and the per-token mixers do; a conv over tokens
-// (the conv mixer, mamba's conv) reads its neighbours, which in the masked path
-// include frozen halted tokens and in the compacted path do not.
+// They compute the same logits (to rounding) with every mixer. Attention,
+// gated_rnn, mamba's scan and the per-token mixers treat a halted token as
+// absent by themselves (TokenMixer::skips_halted_tokens). A conv over tokens
+// (the conv mixer, mamba's conv) reads its neighbours by position: for such a
+// mixer the masked path lays each image's kept tokens out next to each other,
+// the halted ones after them as zeros, as the compacted path does, so that a
+// student distilled on the masked path is evaluated on the function it learnt.
 //
 // The head reads the class token (halting needs global_pool = token). A-ViT
 // classifies from the halting-weighted sum of each token's block outputs; the
@@ -39,6 +42,14 @@ const HaltingConfig& halting_config(const VisionTransformer& model);
 // included, without the final norm).
 Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx,
                            HaltingTrace* halting, ForwardTrace* trace = nullptr);
+// The masked path's mixer call: mixer(normed [B, N, D]) with the halting flags
+// ctx.active [B, N] (or none). A mixer that reads its neighbours by position
+// (TokenMixer::skips_halted_tokens false) runs on each image's kept tokens side
+// by side, the halted ones after them as zeros; the output is in token order,
+// and is what the compacted path gives at the kept tokens. Layer-wise
+// distillation calls it for the students of an A-ViT teacher.
+Tensor avit_mix(TokenMixer& mixer, const Tensor& normed, const ForwardContext& ctx, Tensor* probs = nullptr);
+
 // Masked path: logits [B, classes].
 Tensor avit_forward(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx = {},
                     HaltingTrace* halting = nullptr);

@@ -189,11 +189,12 @@ TEST(AvitAttention, MaskedKeysGetZeroProbabilityAndEqualAttentionOverTheKept) {
   }
 }
 
-// Halted tokens are identity steps of the recurrent mixers: at the kept tokens
-// the output equals the mixer run over the kept tokens alone (mamba with a
-// 1-tap conv, whose taps would otherwise read the halted neighbours).
-TEST(AvitMixers, HaltedTokensAreIdentityStepsOfTheScan) {
-  for (const std::string spec : {"gated_rnn:width=8", "mamba:d_state=4,conv_kernel=1"}) {
+// Halted tokens are absent for every sequential mixer on the masked path: at
+// the kept tokens the output equals the mixer run over the kept tokens alone.
+// The scans make them identity steps by themselves; for a conv over tokens
+// (mamba's, the conv mixer's) avit_mix lays the kept tokens side by side.
+TEST(AvitMixers, HaltedTokensAreAbsentForTheSequentialMixers) {
+  for (const std::string spec : {"gated_rnn:width=8", "mamba:d_state=4,conv_kernel=1", "mamba:d_state=4", "conv"}) {
     Rng rng(3);
     auto mixer = make_mixer(parse_mixer_spec(spec), 8, rng);
     // At init the outputs are ~1e-4: jitter every parameter so that they are O(1).
@@ -202,7 +203,10 @@ TEST(AvitMixers, HaltedTokensAreIdentityStepsOfTheScan) {
     ForwardContext ctx;
     ctx.active = Tensor::from_vector<float>({1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1}, {2, 6});
     NoGradGuard no_grad;
-    Tensor masked = mixer->forward(x, ctx, nullptr);
+    EXPECT_EQ(mixer->skips_halted_tokens(), spec.find("conv_kernel=1") != std::string::npos ||
+                                                spec.rfind("gated_rnn", 0) == 0)
+        << spec;
+    Tensor masked = avit_mix(*mixer, x, ctx);
     Tensor dense = mixer->forward(x, {}, nullptr);
     const std::vector<std::vector<int64_t>> kept = {{0, 2, 3, 5}, {0, 1, 4, 5}};
     for (int64_t b = 0; b < 2; ++b) {
@@ -243,30 +247,58 @@ std::unique_ptr<VisionTransformer> tiny_avit(uint64_t seed, const VitConfig& con
   return model;
 }
 
+// At init the sequential mixers' outputs are ~1e-4: jitter their parameters to O(1).
+void jitter_mixers(VisionTransformer& model, const std::vector<int64_t>& layers, Rng& rng) {
+  NoGradGuard no_grad;
+  for (int64_t l : layers) {
+    model.blocks[l].mixer->visit("", [&](const std::string&, Tensor& p) {
+      copy_into(p, add(p, Tensor::uniform(p.shape(), rng, -0.5, 0.5)));
+    });
+  }
+}
+
+// The masked path (training) and the compacted one (inference) give the same
+// logits, for the whole batch and for each image alone.
+void expect_paths_agree(VisionTransformer& model, const Tensor& images) {
+  NoGradGuard no_grad;
+  HaltingTrace trace;
+  Tensor masked = avit_forward(model, images, {}, &trace);
+  const int64_t batch = images.size(0), tokens = model.config.num_tokens();
+  const std::vector<double> retention = layer_retention(trace);
+  ASSERT_LT(retention[2], 1.0) << "no token halted before the last layer";
+  ASSERT_GT(retention[3], 1.0 / tokens) << "only the class token reached the last layer";
+  // Images halt differently, so the batch is padded.
+  const std::vector<double> depths = halting_depths(trace).to_doubles();
+  EXPECT_NE(std::vector<double>(depths.begin(), depths.begin() + tokens),
+            std::vector<double>(depths.begin() + tokens, depths.begin() + 2 * tokens));
+
+  std::vector<int64_t> active_tokens;
+  expect_close(avit_forward_compact(model, images, &active_tokens), masked, 1e-5);
+  for (int64_t l = 0; l < model.config.depth; ++l) {
+    EXPECT_NEAR(active_tokens[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    expect_close(avit_forward_compact(model, narrow(images, 0, b, 1)), narrow(masked, 0, b, 1), 1e-5);
+  }
+  // Halting changes the result: the dense forward differs.
+  EXPECT_GT(max_abs_difference(model.forward(images), masked), 1e-4);
+}
+
 TEST(Avit, MaskedAndCompactedLogitsAgree) {
   auto model = tiny_avit(3);
   Rng rng(4);
-  Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
-  NoGradGuard no_grad;
-  HaltingTrace trace;
-  Tensor masked = avit_forward(*model, images, {}, &trace);
-  const std::vector<double> retention = layer_retention(trace);
-  ASSERT_LT(retention[2], 1.0) << "no token halted before the last layer";
-  ASSERT_GT(retention[3], 1.0 / 17) << "only the class token reached the last layer";
-  // Images halt differently, so the batch is padded.
-  const std::vector<double> depths = halting_depths(trace).to_doubles();
-  EXPECT_NE(std::vector<double>(depths.begin(), depths.begin() + 17),
-            std::vector<double>(depths.begin() + 17, depths.begin() + 34));
+  expect_paths_agree(*model, Tensor::randn({6, 3, 8, 8}, rng));
+}
 
-  std::vector<int64_t> active_tokens;
-  expect_close(avit_forward_compact(*model, images, &active_tokens), masked, 1e-5);
-  for (int64_t l = 0; l < 4; ++l) EXPECT_NEAR(active_tokens[l], retention[l] * 6 * 17, 1e-3) << "layer " << l;
-  for (int64_t b = 0; b < 6; ++b) {
-    Tensor one = narrow(images, 0, b, 1);
-    expect_close(avit_forward_compact(*model, one), narrow(masked, 0, b, 1), 1e-5);
-  }
-  // Halting changes the result: the dense forward differs.
-  EXPECT_GT(max_abs_difference(model->forward(images), masked), 1e-4);
+// Mixers that read their neighbours by position (the conv mixer, mamba's conv)
+// see the kept tokens side by side in both paths.
+TEST(Avit, MaskedAndCompactedLogitsAgreeWithSequentialMixers) {
+  VitConfig config = tiny_avit_config();
+  config.mixers = {"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8"};
+  auto model = tiny_avit(3, config);
+  Rng rng(4);
+  jitter_mixers(*model, {1, 2, 3}, rng);
+  expect_paths_agree(*model, Tensor::randn({6, 3, 8, 8}, rng));
 }
 
 // The compacted path pads each image's tokens to the batch's largest count
@@ -279,13 +311,8 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   config.mixers = {"attention", "attention", "mamba:d_state=4", "conv"};
   auto model = tiny_avit(3, config);
   Rng rng(5);
+  jitter_mixers(*model, {2, 3}, rng);
   NoGradGuard no_grad;
-  // At init the sequential mixers' outputs are ~1e-4: jitter them to O(1).
-  for (int64_t l : {2, 3}) {
-    model->blocks[l].mixer->visit("", [&](const std::string&, Tensor& p) {
-      copy_into(p, add(p, Tensor::uniform(p.shape(), rng, -0.5, 0.5)));
-    });
-  }
   Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
   std::vector<int64_t> active_tokens;
   Tensor batched = avit_forward_compact(*model, images, &active_tokens);

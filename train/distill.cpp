@@ -201,11 +201,12 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
     for (size_t k = 0; k < layers.size(); ++k) {
       const BlockTrace& block = trace.blocks[layers[k]];
       // An A-ViT teacher: the student learns the retained tokens only, and
-      // halted tokens are identity steps of its scan (ForwardContext::active).
+      // treats the halted ones as absent (avit_mix), as the hybrid's
+      // compacted inference does.
       ForwardContext ctx;
       if (!halting.active.empty()) ctx.active = halting.active[layers[k]];
-      Tensor loss = distill_loss(students[k]->forward(block.mixer_input, ctx, nullptr), block.mixer_output,
-                                 s.cosine_weight, ctx.active);
+      Tensor loss = distill_loss(avit_mix(*students[k], block.mixer_input, ctx), block.mixer_output, s.cosine_weight,
+                                 ctx.active);
       layer_losses[std::to_string(layers[k])] = loss.item<double>();
       total = total.defined() ? total + loss : loss;
     }

@@ -16,6 +16,7 @@ class ConvMixer : public TokenMixer {
   std::string kind() const override { return "conv"; }
   Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
+  bool skips_halted_tokens() const override { return conv_.taps() == 1; }
 
  private:
   bool bidirectional_;

@@ -28,6 +28,8 @@ class Mamba : public TokenMixer {
   std::string kind() const override { return "mamba"; }
   Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
+  // Halted tokens are identity steps of the scan, but the conv before it reads them.
+  bool skips_halted_tokens() const override { return directions_[0].conv1d.taps() == 1; }
 
  private:
   // The parameters of one scan direction.
