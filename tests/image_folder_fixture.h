@@ -16,7 +16,7 @@ namespace engine::testing {
 inline std::string make_image_folder(const std::string& root) {
   namespace fs = std::filesystem;
   const std::string source = data::extract_archive_once(shared_path("data/imagenet-sample.tar"),
-                                                        (fs::temp_directory_path() / "engine_distill_cache").string());
+                                                        testing::scratch_path("engine_distill_cache"));
   fs::remove_all(root);
   int index = 0;
   for (const auto& entry : fs::recursive_directory_iterator(source + "/imagenet-sample/val")) {

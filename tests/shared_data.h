@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include <unistd.h>
+
 namespace engine::testing {
 
 inline std::string shared_dir() {
@@ -17,6 +19,17 @@ inline std::string shared_dir() {
 }
 
 inline std::string shared_path(const std::string& relative) { return shared_dir() + "/" + relative; }
+
+// The folder of this test process under the system's temp folder, named with
+// the process id, so that test runs at the same time (CI jobs, other
+// checkouts) never write into each other's files. tests/test_main.cpp removes
+// it when the tests end.
+inline std::filesystem::path scratch_root() {
+  return std::filesystem::temp_directory_path() / ("engine_tests_" + std::to_string(::getpid()));
+}
+
+// A path in scratch_root() (not created).
+inline std::string scratch_path(const std::string& name) { return (scratch_root() / name).string(); }
 
 // Sets an environment variable (ENGINE_DATA_DIR, ENGINE_CACHE_DIR, ...) for one scope.
 class ScopedEnv {

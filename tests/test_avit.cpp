@@ -350,7 +350,7 @@ TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {
 
 TEST(Avit, CheckpointKeepsHaltingSettings) {
   auto model = tiny_avit(7);
-  const std::string dir = (std::filesystem::temp_directory_path() / "engine_avit_round_trip").string();
+  const std::string dir = testing::scratch_path("engine_avit_round_trip");
   std::filesystem::remove_all(dir);
   save_vit(*model, dir);
   auto loaded = load_vit(dir);
@@ -418,7 +418,7 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   namespace fs = std::filesystem;
   AvitSettings s;
   s.teacher = testing::shared_path("fixtures/timm_vit_tiny.safetensors");
-  s.data = testing::make_image_folder((fs::temp_directory_path() / "engine_avit_images").string());
+  s.data = testing::make_image_folder(testing::scratch_path("engine_avit_images"));
   s.train_subdir = "train";
   s.test_subdir = "test";
   s.batch_size = 8;
@@ -432,7 +432,7 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   s.latency_repeats = 1;
   s.latency_batches = {1, 4};
   s.depth_maps = 2;
-  s.out_dir = (fs::temp_directory_path() / "engine_avit_out").string();
+  s.out_dir = testing::scratch_path("engine_avit_out");
   s.overwrite = true;
   nlohmann::json results = run_avit(s);
 

@@ -88,8 +88,8 @@ std::vector<double> distill_losses(const std::string& metrics_path) {
 TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
-  const std::string images = testing::make_image_folder((fs::temp_directory_path() / "engine_distill_img").string());
-  const std::string out = (fs::temp_directory_path() / "engine_distill_out").string();
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img"));
+  const std::string out = testing::scratch_path("engine_distill_out");
   DistillSettings s = tiny_settings(images, out);
   s.layers = "sparsest:2";
   s.finetune_images = 16;
@@ -111,8 +111,8 @@ TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
 TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
-  const std::string images = testing::make_image_folder((fs::temp_directory_path() / "engine_distill_img2").string());
-  const std::string out = (fs::temp_directory_path() / "engine_distill_groups").string();
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img2"));
+  const std::string out = testing::scratch_path("engine_distill_groups");
   DistillSettings s = tiny_settings(images, out);
   s.experiment = "groupwise";
   s.groups = "each";
@@ -139,11 +139,11 @@ std::string avit_teacher(const std::string& dir) {
 TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
-  const std::string images = testing::make_image_folder((fs::temp_directory_path() / "engine_distill_img3").string());
-  const std::string out = (fs::temp_directory_path() / "engine_distill_sweep").string();
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img3"));
+  const std::string out = testing::scratch_path("engine_distill_sweep");
   DistillSettings s = tiny_settings(images, out);
   s.experiment = "teacher_sparsity_sweep";
-  s.teachers = "dense:" + s.teacher + "; avit:" + avit_teacher((fs::temp_directory_path() / "engine_avit_teacher").string());
+  s.teachers = "dense:" + s.teacher + "; avit:" + avit_teacher(testing::scratch_path("engine_avit_teacher"));
   s.layers = "sparsest:1";
   s.budget_images = 32;
   s.finetune_images = 8;

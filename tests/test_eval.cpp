@@ -17,7 +17,7 @@ namespace {
 
 TEST(Eval, ImagenetSampleWithSynsets) {
   REQUIRE_SHARED("data/imagenet-sample.tar");
-  const std::string cache = (std::filesystem::temp_directory_path() / "engine_eval_cache").string();
+  const std::string cache = testing::scratch_path("engine_eval_cache");
   const std::string root = data::extract_archive_once(testing::shared_path("data/imagenet-sample.tar"), cache);
   data::ImageFolder dataset(root + "/imagenet-sample/val", root + "/imagenet-sample/synsets.txt");
   ASSERT_EQ(dataset.size(), 50u);
@@ -28,7 +28,7 @@ TEST(Eval, ImagenetSampleWithSynsets) {
   config.depth = 1;
   config.embed_dim = 48;
   config.mlp_hidden = 96;
-  const std::string dir = (std::filesystem::temp_directory_path() / "engine_eval_model").string();
+  const std::string dir = testing::scratch_path("engine_eval_model");
   {
     VisionTransformer model(config, 1);
     save_vit(model, dir);

@@ -107,7 +107,7 @@ VitConfig small_config() {
 // Saves a model, loads it back through config.json, and compares logits.
 void expect_round_trip(const VitConfig& config) {
   VisionTransformer model(config, 3);
-  const std::string dir = (std::filesystem::temp_directory_path() / "engine_vit_round_trip").string();
+  const std::string dir = testing::scratch_path("engine_vit_round_trip");
   std::filesystem::remove_all(dir);
   save_vit(model, dir);
   auto loaded = load_vit(dir);
@@ -175,7 +175,7 @@ TEST(VitCheckpoint, PosEmbedResampling) {
   testing::expect_close(resample_pos_embed(constant, 0, 7), Tensor::full({1, 49, 3}, 2.5), 1e-6);
   // A model asked to run at a larger resolution resamples on load.
   VisionTransformer model(small_config(), 7);
-  const std::string dir = (std::filesystem::temp_directory_path() / "engine_vit_resample").string();
+  const std::string dir = testing::scratch_path("engine_vit_resample");
   save_vit(model, dir);
   VitLoadOptions options;
   options.img_size = 24;
@@ -188,7 +188,7 @@ TEST(VitCheckpoint, PosEmbedResampling) {
 // (not a JSON library exception, nor a read past the end of a short array).
 TEST(VitCheckpoint, BadConfigValuesNameTheKey) {
   VisionTransformer model(small_config(), 5);
-  const std::string dir = (std::filesystem::temp_directory_path() / "engine_vit_bad_config").string();
+  const std::string dir = testing::scratch_path("engine_vit_bad_config");
   std::filesystem::remove_all(dir);
   save_vit(model, dir);
   nlohmann::json saved;
