@@ -4,7 +4,9 @@
 # gen/harness[_PLANT]. Needs `make build/engine_tests` (or the library
 # objects) to be current. `build.sh --kernels [PLANT]` builds only
 # gen/kernel_check[_PLANT] (attention_mma.cu's kernels on raw buffers; needs
-# no build/ objects).
+# no build/ objects). EMU_BUILD=DIR links DIR's objects instead of build/'s
+# (e.g. build-cpu from `make CUDA=0 BUILD=build-cpu`: no .cu objects, so its
+# runtime_stub.o stands in for the CUDA runtime).
 set -eu -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -37,8 +39,11 @@ done
 [ "$here/gen/emu_runtime.o" -nt "$here/emu_runtime.cpp" ] || g++ $FLAGS $INC -c "$here/emu_runtime.cpp" -o "$here/gen/emu_runtime.o"
 [ "$here/gen/harness.o" -nt "$here/harness.cpp" ] || g++ $FLAGS -I"$here" -I. -c "$here/harness.cpp" -o "$here/gen/harness.o"
 wait
-objs=$(find build/engine build/layers build/models build/data build/train -name '*.o' ! -name 'attention.cu.o' \
-  ! -name 'attention_mma.cu.o' ! -name 'runtime_stub.o' | sort)
+build=${EMU_BUILD:-build}
+stub="! -name runtime_stub.o"
+ls "$build"/engine/ops/*/*.cu.o >/dev/null 2>&1 || stub=""  # a CPU-only build: its runtime stub
+objs=$(find $build/engine $build/layers $build/models $build/data $build/train -name '*.o' ! -name 'attention.cu.o' \
+  ! -name 'attention_mma.cu.o' $stub | sort)
 g++ -o "$here/gen/harness$suffix" "$here/gen/harness.o" "$here/gen/emu_runtime.o" $gen_objs $objs \
   -lopenblas -lfmt -ljpeg -lz -lpthread -fopenmp -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcudart -lcublas -lcublasLt
 echo "built $here/gen/harness$suffix"

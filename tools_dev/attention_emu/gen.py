@@ -4,7 +4,8 @@ into a host translation unit for the emulation harness, without touching the
 production files:
   * extern __shared__ arrays -> the emulated block's shared memory;
   * copy16_async / async_commit / async_wait -> the emulated cp.async groups;
-  * ldsm_x4 / ldsm_x4_trans / mma_bf16 -> the emulated warp matrix instructions;
+  * ldsm_x4<kTransposed> (or the older ldsm_x4 / ldsm_x4_trans twins) and
+    mma_bf16 -> the emulated warp matrix instructions;
   * kernel<<<grid, block, smem, stream>>>(args) -> emu::launcher(...)(args);
   * #include "engine/ops/attention/attention_cuda.cuh" -> that header, inlined
     and processed the same way (its launch helper).
@@ -40,8 +41,8 @@ PLANTS = {
     "mma-trans-rows": ("const uint16_t* p = rows + (8 * (l.ld_mat % 2) + l.ld_row) * ld<D>() + 8 * (l.ld_mat / 2);\n#pragma unroll\n  for (int j2",
                        "const uint16_t* p = rows + (8 * (l.ld_mat / 2) + l.ld_row) * ld<D>() + 8 * (l.ld_mat % 2);\n#pragma unroll\n  for (int j2"),
     # the forward's tile loop without its barrier: the next tile is read before every warp has stored it
-    "mma-missing-barrier": ("        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;\n        __syncthreads();  // the next K, V and bias are in place",
-                            "        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;\n        // (barrier dropped)"),
+    "mma-missing-barrier": ("        next.store(StreamBuffer<D>(buffers, tile + 1));\n        __syncthreads();  // the next K, V and bias are in place",
+                            "        next.store(StreamBuffer<D>(buffers, tile + 1));\n        // (barrier dropped)"),
     # dK/dV: both columns of a C pair read the lse of the even query
     "mma-dkdv-lse": ("terms.col_lse[j][col] = lse_s[col0 + 2 * l.t + col];", "terms.col_lse[j][col] = lse_s[col0 + 2 * l.t];"),
     # dQ: the key bias is skipped (masked keys count)
@@ -68,7 +69,11 @@ def process(src):
                               "__device__ __forceinline__ void async_commit() { ::emu::async_commit(); }\n")
     src, _ = replace_function(src, r"template <int Pending>\n__device__ __forceinline__ void async_wait\(\) \{",
                               "template <int Pending>\n__device__ __forceinline__ void async_wait() { ::emu::async_wait(Pending); }\n")
-    for name, trans in (("ldsm_x4", "false"), ("ldsm_x4_trans", "true")):
+    # ldsm_x4<kTransposed> (one template for ldmatrix and ldmatrix.trans)
+    src, templated = replace_function(src, r"template <bool kTransposed>\n__device__ __forceinline__ void ldsm_x4\(uint32_t \(&r\)\[4\], const uint16_t\* row\) \{",
+                                      "template <bool kTransposed>\n__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {\n"
+                                      "  ::emu::ldmatrix_x4(r, kTransposed, row);\n}\n")
+    for name, trans in () if templated else (("ldsm_x4", "false"), ("ldsm_x4_trans", "true")):
         src, _ = replace_function(src, r"__device__ __forceinline__ void %s\(uint32_t \(&r\)\[4\], const uint16_t\* row\) \{" % name,
                                   "__device__ __forceinline__ void %s(uint32_t (&r)[4], const uint16_t* row) {\n"
                                   "  ::emu::ldmatrix_x4(r, %s, row);\n}\n" % (name, trans))

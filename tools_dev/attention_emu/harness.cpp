@@ -65,6 +65,20 @@ Deviation error_of(const Tensor& actual, const Tensor& expected) {
   return err;
 }
 
+// FNV-1a over the bits of results (as doubles): equal hashes = bit-identical
+// outputs and gradients (for comparing a kernel change that should change none).
+uint64_t bits_hash(const std::vector<Tensor>& results) {
+  uint64_t h = 1469598103934665603ull;
+  for (const Tensor& t : results) {
+    for (double x : t.to_doubles()) {
+      uint64_t u;
+      std::memcpy(&u, &x, 8);
+      for (int b = 0; b < 8; ++b) h = (h ^ ((u >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    }
+  }
+  return h;
+}
+
 // Swaps the emulated CUDA kernels into the CPU entries of the slots for a scope.
 struct EmulatedKernels {
   AttentionForwardKernel forward = attention_forward_kernel.cpu;
@@ -279,8 +293,8 @@ int main(int argc, char** argv) {
     }
     (c.bf16 ? worst_bf16 : worst) = std::max(c.bf16 ? worst_bf16 : worst, case_worst);
     failures += ok ? 0 : 1;
-    std::printf("%-4s %-58s worst %.2e (max abs %.2e)%s\n", ok ? "ok" : "FAIL", c.name.c_str(), case_worst, case_abs,
-                detail.c_str());
+    std::printf("%-4s %-58s worst %.2e (max abs %.2e) bits %016llx%s\n", ok ? "ok" : "FAIL", c.name.c_str(), case_worst,
+                case_abs, static_cast<unsigned long long>(runs.empty() ? 0 : bits_hash(runs[0])), detail.c_str());
     std::fflush(stdout);
   }
   std::printf("%s: %d failing case(s); worst normalised error f32 %.2e (tolerance %.0e), bf16 %.2e (tolerance %.0e "

@@ -6,7 +6,10 @@
 // code; the harness is the full check (views, ops, packed path).
 //   kernel_check [PLANT]  (built by build.sh as gen/kernel_check[_PLANT])
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -44,6 +47,20 @@ double deviation(const std::vector<float>& a, const std::vector<double>& e) {
     worst = std::max(worst, diff / (1 + std::abs(e[i]) + 0.01 * max_abs));
   }
   return worst;
+}
+
+// FNV-1a over the bits of the results: equal hashes = bit-identical outputs
+// (for comparing a kernel change that should not change any result).
+uint64_t bits_hash(std::initializer_list<const std::vector<float>*> results) {
+  uint64_t h = 1469598103934665603ull;
+  for (const std::vector<float>* r : results) {
+    for (float x : *r) {
+      uint32_t u;
+      std::memcpy(&u, &x, 4);
+      for (int b = 0; b < 4; ++b) h = (h ^ ((u >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    }
+  }
+  return h;
 }
 
 template <int D>
@@ -140,9 +157,10 @@ bool run(const Problem& pr, uint32_t seed, double tol) {
       for (size_t i = first; i < count; ++i) ok = ok && (*t)[i] == 0.0f;
     }
   }
-  std::printf("%-4s B %d H %d N %3d d %d%s: out %.2e lse %.2e dq %.2e dk %.2e dv %.2e%s%s\n", ok ? "ok" : "FAIL", B,
-              H, N, D, pr.masked ? " mask" : "     ", errs[0], errs[1], errs[2], errs[3], errs[4],
-              faults.any() ? " FAULT: " : "", faults.first.c_str());
+  std::printf("%-4s B %d H %d N %3d d %d%s: out %.2e lse %.2e dq %.2e dk %.2e dv %.2e bits %016llx%s%s\n",
+              ok ? "ok" : "FAIL", B, H, N, D, pr.masked ? " mask" : "     ", errs[0], errs[1], errs[2], errs[3], errs[4],
+              static_cast<unsigned long long>(bits_hash({&out, &lse, &dq, &dk, &dv})), faults.any() ? " FAULT: " : "",
+              faults.first.c_str());
   std::fflush(stdout);
   return ok;
 }

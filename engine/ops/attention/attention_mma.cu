@@ -256,21 +256,34 @@ struct alignas(8) Bf16x4 {
   uint32_t lo, hi;
 };
 
+// One float32 operand of one (batch x head) in global memory: an [n, D]
+// matrix, row i at data + i * stride. The stride refers to the view's token
+// stride (a kernel parameter), read where a tile's loads are issued, as the
+// kernels always did: a copy taken at the top of the (batch x head) changes
+// how the address arithmetic folds, and ptxas's registers with it.
+struct Operand {
+  const float* data;
+  const int64_t& stride;
+};
+__device__ __forceinline__ Operand head_operand(const HeadsView<const float>& view, int64_t bh, int heads) {
+  return {head_rows(view, bh, heads), view.token};
+}
+
 // One thread's share of a [Rows, D] float32 tile (rows row0 ... row0 + Rows - 1
-// of an [n, D] matrix, row i at src + i * ld): thread x takes float4 column
-// x % (D / 4) of rows x / (D / 4) + k step. load() issues the global loads
-// (zeros past row n); store() rounds them to bf16 into a shared tile.
+// of an operand): thread x takes float4 column x % (D / 4) of rows
+// x / (D / 4) + k step. load() issues the global loads (zeros past row n);
+// store() rounds them to bf16 into a shared tile.
 template <int D, int Rows>
 struct TileLoad {
   static constexpr int kChunks = D / 4, kStep = kThreads / kChunks, kCount = Rows / kStep;
   static_assert(kThreads % kChunks == 0 && Rows % kStep == 0, "whole float4s per thread");
   float4 v[kCount];
 
-  __device__ __forceinline__ void load(const float* src, int64_t row_stride, int row0, int n) {
+  __device__ __forceinline__ void load(const Operand& src, int row0, int n) {
     const int r = static_cast<int>(threadIdx.x) / kChunks, c4 = static_cast<int>(threadIdx.x) % kChunks * 4;
-    const float* from = src + (row0 + r) * row_stride + c4;
+    const float* from = src.data + (row0 + r) * src.stride + c4;
 #pragma unroll
-    for (int k = 0; k < kCount; ++k, from += kStep * row_stride) {
+    for (int k = 0; k < kCount; ++k, from += kStep * src.stride) {
       v[k] = row0 + r + k * kStep < n ? *reinterpret_cast<const float4*>(from) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
   }
@@ -321,6 +334,103 @@ struct StreamBuffer {
   }
 };
 
+// ------------------------------------------------------------------ staging
+
+// The per-row values that a pass streams with its two tiles, for the
+// StreamBuffer's u (and w when kHasW), of row `row` (row0 + threadIdx.x,
+// unsigned as in the index arithmetic) of n; rows past n get the values that
+// zero their terms.
+struct KeyValues {  // forward and dQ: u = the key's bias
+  const float* active;
+  static constexpr bool kHasW = false;
+  __device__ __forceinline__ float u(unsigned key, int n) const { return key_bias(active, key, n); }
+};
+struct QueryValues {  // dK/dV: u = the query's lse (log2), w = its delta
+  const float *lse, *delta;
+  static constexpr bool kHasW = true;
+  __device__ __forceinline__ float u(unsigned query, int n) const { return lse_log2(lse, query, n); }
+  __device__ __forceinline__ float w(unsigned query, int n) const {
+    return static_cast<int>(query) < n ? delta[query] : 0.0f;
+  }
+};
+
+// What a pass streams through the StreamBuffers: the tiles of a and b (K and
+// V, or Q and dO) and the rows' values.
+template <class Values>
+struct Stream {
+  Operand a, b;
+  Values values;
+};
+
+// One thread's share of a streamed 64-row tile on its way into a
+// StreamBuffer: the float4 loads of the a and b tiles and, for threads
+// x < kTile, row x's u and w. load() issues them at the top of a tile (in
+// flight during its mma work), store() rounds and stores them after the
+// barrier that ends it.
+template <int D, class Values>
+struct StreamStage {
+  TileLoad<D, kTile> a, b;
+  float u, w;
+
+  __device__ __forceinline__ void load_tiles(const Stream<Values>& from, int row0, int n) {
+    a.load(from.a, row0, n);
+    b.load(from.b, row0, n);
+  }
+  // The tile at row0 if there is one (more). u and w restart at 0 every tile
+  // either way: fresh values, which ptxas does not keep alive from tile to
+  // tile (loaded only when there is a next tile, they would be).
+  __device__ __forceinline__ void load(bool more, const Stream<Values>& from, int row0, int n) {
+    u = w = 0.0f;
+    if (!more) return;
+    load_tiles(from, row0, n);
+    if (threadIdx.x < kTile) {
+      u = from.values.u(row0 + threadIdx.x, n);
+      if constexpr (Values::kHasW) w = from.values.w(row0 + threadIdx.x, n);
+    }
+  }
+  __device__ __forceinline__ void store_tiles(const StreamBuffer<D>& to) const {
+    a.store(to.a);
+    b.store(to.b);
+  }
+  __device__ __forceinline__ void store(const StreamBuffer<D>& to) const {
+    store_tiles(to);
+    if (threadIdx.x < kTile) {
+      to.u[threadIdx.x] = u;
+      if constexpr (Values::kHasW) to.w[threadIdx.x] = w;
+    }
+  }
+};
+
+// The start of a (batch x head): the block's own rows row0 ... row0 + kRows - 1
+// of kOwn operands (*own[i] into the i-th of the [kRows, D] tiles that follow
+// each other at own_tiles) and the stream's first tile (into buffer 0),
+// stored between two barriers: after every warp is done with the previous
+// (batch x head)'s tiles, before any warp reads these. The tiles' loads are
+// issued before the first barrier; the first tile's values are read after
+// it, straight into the buffer. `first` is the stage that then carries the
+// stream's later tiles: one set of registers for all of them (a stage of its
+// own for the first tile costs the dQ kernel 17 more registers, D = 64).
+template <int D, int kOwn, class Values>
+__device__ __forceinline__ void stage_head_start(const HeadsView<const float>* const (&own)[kOwn], int64_t bh,
+                                                 int heads, int row0, uint16_t* own_tiles,
+                                                 const Stream<Values>& stream, StreamStage<D, Values>& first,
+                                                 void* buffers, int n) {
+  TileLoad<D, kRows> tiles[kOwn];
+#pragma unroll
+  for (int i = 0; i < kOwn; ++i) tiles[i].load(head_operand(*own[i], bh, heads), row0, n);
+  first.load_tiles(stream, 0, n);
+  const StreamBuffer<D> buffer(buffers, 0);
+  __syncthreads();  // the previous (batch x head) is done with the tiles
+#pragma unroll
+  for (int i = 0; i < kOwn; ++i) tiles[i].store(own_tiles + i * kRows * ld<D>());
+  first.store_tiles(buffer);
+  if (threadIdx.x < kTile) {
+    buffer.u[threadIdx.x] = stream.values.u(threadIdx.x, n);
+    if constexpr (Values::kHasW) buffer.w[threadIdx.x] = stream.values.w(threadIdx.x, n);
+  }
+  __syncthreads();
+}
+
 // ------------------------------------------------------------------ forward
 
 template <int D>
@@ -363,30 +473,17 @@ template <int D>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_forward_mma_kernel(ForwardParams p) {
   extern __shared__ float4 shared_mem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(shared_mem);
-  void* stream = Qs + kRows * ld<D>();  // StreamBuffer: a = K, b = V, u = key bias
+  void* buffers = Qs + kRows * ld<D>();  // two StreamBuffers: a = K, b = V, u = key bias
   const Lane l;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int n = p.n, row0 = static_cast<int>(blockIdx.x) * kRows, tiles = (n + kTile - 1) / kTile;
   const bool live = row0 + 16 * warp < n;  // warp-uniform: does the warp own any row below n?
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
-    const float* k = head_rows(p.k, bh, p.heads);
-    const float* v = head_rows(p.v, bh, p.heads);
-    const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
-    TileLoad<D, kTile> next_k, next_v;
-    {
-      TileLoad<D, kRows> q_tile;
-      q_tile.load(head_rows(p.q, bh, p.heads), p.q.token, row0, n);
-      next_k.load(k, p.k.token, 0, n);
-      next_v.load(v, p.v.token, 0, n);
-      const StreamBuffer<D> first(stream, 0);
-      __syncthreads();  // the previous (batch x head) is done with the tiles
-      q_tile.store(Qs);
-      next_k.store(first.a);
-      next_v.store(first.b);
-      if (threadIdx.x < kTile) first.u[threadIdx.x] = key_bias(active, threadIdx.x, n);
-      __syncthreads();
-    }
+    const Stream<KeyValues> stream{head_operand(p.k, bh, p.heads), head_operand(p.v, bh, p.heads),
+                                   {p.active ? p.active + (bh / p.heads) * n : nullptr}};
+    StreamStage<D, KeyValues> next;
+    stage_head_start<D>({&p.q}, bh, p.heads, row0, Qs, stream, next, buffers, n);
     uint32_t qa[D / 16][4];
     if (live) load_a<D>(qa, Qs + 16 * warp * ld<D>(), l);
 
@@ -395,13 +492,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_forward_mma_
     for (int tile = 0; tile < tiles; ++tile) {
       const int key0 = tile * kTile, keys = min(kTile, n - key0);
       const bool more = tile + 1 < tiles;
-      float next_bias = 0.0f;
-      if (more) {  // in flight during this tile's mma work
-        next_k.load(k, p.k.token, key0 + kTile, n);
-        next_v.load(v, p.v.token, key0 + kTile, n);
-        if (threadIdx.x < kTile) next_bias = key_bias(active, key0 + kTile + threadIdx.x, n);
-      }
-      const StreamBuffer<D> cur(stream, tile);
+      next.load(more, stream, key0 + kTile, n);  // the next tile: in flight during this one's mma work
+      const StreamBuffer<D> cur(buffers, tile);
       const uint16_t *Ks = cur.a, *Vs = cur.b;
       const float* bias = cur.u;
       if (live) {
@@ -423,10 +515,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_forward_mma_
         }
       }
       if (more) {  // into the other buffer, last read by tile - 1 (before the barrier that ended it)
-        const StreamBuffer<D> next(stream, tile + 1);
-        next_k.store(next.a);
-        next_v.store(next.b);
-        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;
+        next.store(StreamBuffer<D>(buffers, tile + 1));
         __syncthreads();  // the next K, V and bias are in place, and every warp is done with this tile
       }
     }
@@ -480,37 +569,18 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dkdv_mma_ker
   extern __shared__ float4 shared_mem[];
   uint16_t* Ks = reinterpret_cast<uint16_t*>(shared_mem);
   uint16_t* Vs = Ks + kRows * ld<D>();
-  void* stream = Vs + kRows * ld<D>();  // StreamBuffer: a = Q, b = dO, u = lse (log2), w = delta
+  void* buffers = Vs + kRows * ld<D>();  // two StreamBuffers: a = Q, b = dO, u = lse (log2), w = delta
   const Lane l;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int n = p.n, key0 = static_cast<int>(blockIdx.x) * kRows, tiles = (n + kTile - 1) / kTile;
   const bool live = key0 + 16 * warp < n;
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
-    const float* q = head_rows(p.q, bh, p.heads);
-    const float* dout = head_rows(p.dout, bh, p.heads);
+    const Stream<QueryValues> stream{head_operand(p.q, bh, p.heads), head_operand(p.dout, bh, p.heads),
+                                     {p.lse + bh * n, p.delta + bh * n}};
     const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
-    const float* lse = p.lse + bh * n;
-    const float* delta = p.delta + bh * n;
-    TileLoad<D, kTile> next_q, next_do;
-    {
-      TileLoad<D, kRows> k_tile, v_tile;
-      k_tile.load(head_rows(p.k, bh, p.heads), p.k.token, key0, n);
-      v_tile.load(head_rows(p.v, bh, p.heads), p.v.token, key0, n);
-      next_q.load(q, p.q.token, 0, n);
-      next_do.load(dout, p.dout.token, 0, n);
-      const StreamBuffer<D> first(stream, 0);
-      __syncthreads();  // the previous (batch x head) is done with the tiles
-      k_tile.store(Ks);
-      v_tile.store(Vs);
-      next_q.store(first.a);
-      next_do.store(first.b);
-      if (threadIdx.x < kTile) {
-        first.u[threadIdx.x] = lse_log2(lse, threadIdx.x, n);
-        first.w[threadIdx.x] = static_cast<int>(threadIdx.x) < n ? delta[threadIdx.x] : 0.0f;
-      }
-      __syncthreads();
-    }
+    StreamStage<D, QueryValues> next;
+    stage_head_start<D>({&p.k, &p.v}, bh, p.heads, key0, Ks, stream, next, buffers, n);
     uint32_t ka[D / 16][4], va[D / 16][4];
     ChunkTerms terms;  // rows are keys: their bias; columns are queries: lse and delta
 #pragma unroll
@@ -529,17 +599,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dkdv_mma_ker
     for (int tile = 0; tile < tiles; ++tile) {
       const int query0 = tile * kTile, queries = min(kTile, n - query0);
       const bool more = tile + 1 < tiles;
-      float next_lse = 0.0f, next_delta = 0.0f;
-      if (more) {
-        const int next = query0 + kTile;
-        next_q.load(q, p.q.token, next, n);
-        next_do.load(dout, p.dout.token, next, n);
-        if (threadIdx.x < kTile) {
-          next_lse = lse_log2(lse, next + threadIdx.x, n);
-          next_delta = next + static_cast<int>(threadIdx.x) < n ? delta[next + threadIdx.x] : 0.0f;
-        }
-      }
-      const StreamBuffer<D> cur(stream, tile);
+      next.load(more, stream, query0 + kTile, n);  // the next tile: in flight during this one's mma work
+      const StreamBuffer<D> cur(buffers, tile);
       const uint16_t *Qs = cur.a, *dOs = cur.b;
       const float *lse_s = cur.u, *delta_s = cur.w;
       if (live) {
@@ -570,13 +631,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dkdv_mma_ker
         }
       }
       if (more) {  // into the other buffer, last read by tile - 1
-        const StreamBuffer<D> next(stream, tile + 1);
-        next_q.store(next.a);
-        next_do.store(next.b);
-        if (threadIdx.x < kTile) {
-          next.u[threadIdx.x] = next_lse;
-          next.w[threadIdx.x] = next_delta;
-        }
+        next.store(StreamBuffer<D>(buffers, tile + 1));
         __syncthreads();  // the next tile is in place, and every warp is done with this one
       }
     }
@@ -593,32 +648,17 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dq_mma_kerne
   extern __shared__ float4 shared_mem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(shared_mem);
   uint16_t* dOs = Qs + kRows * ld<D>();
-  void* stream = dOs + kRows * ld<D>();  // StreamBuffer: a = K, b = V, u = key bias
+  void* buffers = dOs + kRows * ld<D>();  // two StreamBuffers: a = K, b = V, u = key bias
   const Lane l;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int n = p.n, row0 = static_cast<int>(blockIdx.x) * kRows, tiles = (n + kTile - 1) / kTile;
   const bool live = row0 + 16 * warp < n;
 
   for (int64_t bh = blockIdx.y; bh < p.bh_count; bh += gridDim.y) {
-    const float* k = head_rows(p.k, bh, p.heads);
-    const float* v = head_rows(p.v, bh, p.heads);
-    const float* active = p.active ? p.active + (bh / p.heads) * n : nullptr;
-    TileLoad<D, kTile> next_k, next_v;
-    {
-      TileLoad<D, kRows> q_tile, do_tile;
-      q_tile.load(head_rows(p.q, bh, p.heads), p.q.token, row0, n);
-      do_tile.load(head_rows(p.dout, bh, p.heads), p.dout.token, row0, n);
-      next_k.load(k, p.k.token, 0, n);
-      next_v.load(v, p.v.token, 0, n);
-      const StreamBuffer<D> first(stream, 0);
-      __syncthreads();  // the previous (batch x head) is done with the tiles
-      q_tile.store(Qs);
-      do_tile.store(dOs);
-      next_k.store(first.a);
-      next_v.store(first.b);
-      if (threadIdx.x < kTile) first.u[threadIdx.x] = key_bias(active, threadIdx.x, n);
-      __syncthreads();
-    }
+    const Stream<KeyValues> stream{head_operand(p.k, bh, p.heads), head_operand(p.v, bh, p.heads),
+                                   {p.active ? p.active + (bh / p.heads) * n : nullptr}};
+    StreamStage<D, KeyValues> next;
+    stage_head_start<D>({&p.q, &p.dout}, bh, p.heads, row0, Qs, stream, next, buffers, n);
     uint32_t qa[D / 16][4], doa[D / 16][4];
     ChunkTerms terms;  // rows are queries: lse and delta; columns are keys: their bias
 #pragma unroll
@@ -638,13 +678,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dq_mma_kerne
     for (int tile = 0; tile < tiles; ++tile) {
       const int key0 = tile * kTile, keys = min(kTile, n - key0);
       const bool more = tile + 1 < tiles;
-      float next_bias = 0.0f;
-      if (more) {
-        next_k.load(k, p.k.token, key0 + kTile, n);
-        next_v.load(v, p.v.token, key0 + kTile, n);
-        if (threadIdx.x < kTile) next_bias = key_bias(active, key0 + kTile + threadIdx.x, n);
-      }
-      const StreamBuffer<D> cur(stream, tile);
+      next.load(more, stream, key0 + kTile, n);  // the next tile: in flight during this one's mma work
+      const StreamBuffer<D> cur(buffers, tile);
       const uint16_t *Ks = cur.a, *Vs = cur.b;
       const float* bias_s = cur.u;
       if (live) {
@@ -672,10 +707,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) attention_dq_mma_kerne
         }
       }
       if (more) {  // into the other buffer, last read by tile - 1
-        const StreamBuffer<D> next(stream, tile + 1);
-        next_k.store(next.a);
-        next_v.store(next.b);
-        if (threadIdx.x < kTile) next.u[threadIdx.x] = next_bias;
+        next.store(StreamBuffer<D>(buffers, tile + 1));
         __syncthreads();  // the next tile is in place, and every warp is done with this one
       }
     }
