@@ -16,25 +16,49 @@ const HaltingConfig& halting_config(const VisionTransformer& model) {
 
 namespace {
 
-// A batch's tokens reordered so that each image's kept tokens come first, in
-// token order, and its halted ones after them: `order` [B * N] gives the
-// token each slot reads (rows of the [B * N, D] view), `back` the slot of
-// each token, `active` [B, N] the flags in slot order.
-struct KeptFirst {
-  Tensor order, back, active;
+// Tokens [T, D] laid out per image in a [B, K] batch, and back: the compacted
+// path's packed tokens padded to the largest count (padded_layout), or the
+// masked path's tokens with each image's kept ones first (kept_first).
+struct PaddedLayout {
+  int64_t batch = 0, width = 0;
+  bool identity = false;  // every image has K tokens: the packed order is the padded order
+  Tensor to_padded;       // [B * K]: the token each slot reads (zeroed where `active` is 0)
+  Tensor to_packed;       // [T]: the slot of each token
+  Tensor active;          // [B, K]: 1 = a token, 0 = padding or a halted token
 };
 
+// The mixer over tokens [T, D]: laid out per image (padding zeroed and marked
+// halted in ctx.active), mixed, returned to the tokens' order.
+Tensor mix_packed(TokenMixer& mixer, const Tensor& normed, const PaddedLayout& layout, ForwardContext ctx = {},
+                  Tensor* probs = nullptr) {
+  const int64_t batch = layout.batch, width = layout.width, dim = normed.size(-1);
+  if (layout.identity) return reshape(mixer.forward(reshape(normed, {batch, width, dim}), ctx, probs), {-1, dim});
+  ctx.active = layout.active;
+  // The padding is zeroed, not merely masked: a conv (mamba's reverse one, the
+  // 'same' conv mixer) reads the slots after an image's last token, where the
+  // image alone would read the conv's zero padding. An image's result then does
+  // not depend on the other images of its batch.
+  Tensor padded =
+      mul(reshape(index_select(normed, 0, layout.to_padded), {batch, width, dim}), unsqueeze(layout.active, -1));
+  Tensor mixed = reshape(mixer.forward(padded, ctx, probs), {batch * width, dim});
+  return index_select(mixed, 0, layout.to_packed);
+}
+
+// The masked path's [B, N] tokens (rows of the [B * N, D] view) with each
+// image's kept tokens first, in token order, and its halted ones after them.
 // Built on the host (the halting flags are copied there); nullopt when no
 // token has halted.
-std::optional<KeptFirst> kept_first(const Tensor& active) {
-  const int64_t batch = active.size(0), tokens = active.size(1);
+std::optional<PaddedLayout> kept_first(const Tensor& active) {
+  PaddedLayout layout;
+  layout.batch = active.size(0);
+  layout.width = active.size(1);
   const Tensor flags = active.to(Device::cpu()).to(DType::F32).contiguous();
   const float* kept = flags.data<float>();
-  std::vector<int64_t> order, back(static_cast<size_t>(batch * tokens));
+  std::vector<int64_t> order, back(static_cast<size_t>(layout.batch * layout.width));
   std::vector<float> slot_active;
-  for (int64_t b = 0; b < batch; ++b) {
+  for (int64_t b = 0; b < layout.batch; ++b) {
     for (bool want_kept : {true, false}) {
-      for (int64_t t = b * tokens; t < (b + 1) * tokens; ++t) {
+      for (int64_t t = b * layout.width; t < (b + 1) * layout.width; ++t) {
         if ((kept[t] != 0.0f) != want_kept) continue;
         back[static_cast<size_t>(t)] = static_cast<int64_t>(order.size());
         order.push_back(t);
@@ -44,12 +68,14 @@ std::optional<KeptFirst> kept_first(const Tensor& active) {
   }
   if (std::all_of(slot_active.begin(), slot_active.end(), [](float f) { return f != 0.0f; })) return std::nullopt;
   const Device device = active.device();
-  return KeptFirst{Tensor::from_vector(order, {batch * tokens}).to(device),
-                   Tensor::from_vector(back, {batch * tokens}).to(device),
-                   Tensor::from_vector(slot_active, {batch, tokens}).to(active.dtype()).to(device)};
+  layout.to_padded = Tensor::from_vector(order, {layout.batch * layout.width}).to(device);
+  layout.to_packed = Tensor::from_vector(back, {layout.batch * layout.width}).to(device);
+  layout.active = Tensor::from_vector(slot_active, {layout.batch, layout.width}).to(active.dtype()).to(device);
+  return layout;
 }
 
-// One block of the masked path.
+// One block of the masked path. A mixer that skips halted tokens by itself
+// keeps Block::forward (and its LN1-as-GEMM-operand shortcut).
 Tensor masked_block(Block& block, const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
   if (block.mixer->skips_halted_tokens()) return block.forward(x, ctx, trace);
   return block.forward_with(
@@ -65,16 +91,10 @@ Tensor masked_block(Block& block, const Tensor& x, const ForwardContext& ctx, Bl
 // output returns to token order.
 Tensor avit_mix(TokenMixer& mixer, const Tensor& normed, const ForwardContext& ctx, Tensor* probs) {
   if (!ctx.active.defined() || mixer.skips_halted_tokens()) return mixer.forward(normed, ctx, probs);
-  const std::optional<KeptFirst> layout = kept_first(ctx.active);
+  const std::optional<PaddedLayout> layout = kept_first(ctx.active);
   if (!layout) return mixer.forward(normed, ctx, probs);
-  const int64_t batch = normed.size(0), tokens = normed.size(1), dim = normed.size(2);
-  ForwardContext slot_ctx = ctx;
-  slot_ctx.active = layout->active;
-  const Tensor rows = reshape(normed, {batch * tokens, dim});
-  const Tensor slots =
-      mul(reshape(index_select(rows, 0, layout->order), {batch, tokens, dim}), unsqueeze(layout->active, -1));
-  const Tensor mixed = reshape(mixer.forward(slots, slot_ctx, probs), {batch * tokens, dim});
-  return reshape(index_select(mixed, 0, layout->back), {batch, tokens, dim});
+  const int64_t dim = normed.size(2);
+  return reshape(mix_packed(mixer, reshape(normed, {-1, dim}), *layout, ctx, probs), normed.shape());
 }
 
 Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx,
@@ -122,15 +142,8 @@ struct PackedTokens {
   std::vector<int64_t> count;  // per image: its tokens in x
 };
 
-// Where the packed tokens sit in a [B, K] batch padded to the largest count.
-struct PaddedLayout {
-  int64_t batch = 0, width = 0;
-  bool identity = false;  // every image has K tokens: the packed order is the padded order
-  Tensor to_padded;       // [B * K]: the packed token each slot reads (padding: the image's first)
-  Tensor to_packed;       // [T]: the slot of each packed token
-  Tensor active;          // [B, K]: 1 = a token, 0 = padding
-};
-
+// Where the packed tokens sit in a [B, K] batch padded to the largest count
+// (padding slots read the image's first token, zeroed).
 PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Device device) {
   PaddedLayout layout;
   layout.batch = static_cast<int64_t>(count.size());
@@ -155,22 +168,6 @@ PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Devic
   layout.to_packed = Tensor::from_vector(to_packed, {static_cast<int64_t>(to_packed.size())}).to(device);
   layout.active = Tensor::from_vector(active, {layout.batch, layout.width}).to(dtype).to(device);
   return layout;
-}
-
-// The mixer over packed tokens [T, D]: laid out per image (padding masked), mixed, packed again.
-Tensor mix_packed(TokenMixer& mixer, const Tensor& normed, const PaddedLayout& layout) {
-  const int64_t batch = layout.batch, width = layout.width, dim = normed.size(-1);
-  if (layout.identity) return reshape(mixer.forward(reshape(normed, {batch, width, dim}), {}, nullptr), {-1, dim});
-  ForwardContext ctx;
-  ctx.active = layout.active;
-  // The padding is zeroed, not merely masked: a conv (mamba's reverse one, the
-  // 'same' conv mixer) reads the slots after an image's last token, where the
-  // image alone would read the conv's zero padding. An image's result then does
-  // not depend on the other images of its batch.
-  Tensor padded =
-      mul(reshape(index_select(normed, 0, layout.to_padded), {batch, width, dim}), unsqueeze(layout.active, -1));
-  Tensor mixed = reshape(mixer.forward(padded, ctx, nullptr), {batch * width, dim});
-  return index_select(mixed, 0, layout.to_packed);
 }
 
 // Indices (into the packed tokens) of the first `per_image` tokens of every image.
