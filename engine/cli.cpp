@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -117,14 +119,35 @@ std::string Flags::help_text() const {
   return text;
 }
 
+namespace {
+
+// "section.key=..." (or ".key=..."): where an override starts.
+bool starts_assignment(const std::string& piece) {
+  const size_t equals = piece.find('=');
+  if (equals == std::string::npos || equals == 0) return false;
+  const size_t begin = piece.find_first_not_of(" \t"), end = piece.find_last_not_of(" \t", equals - 1);
+  if (end == std::string::npos || begin > end) return false;
+  const std::string name = piece.substr(begin, end - begin + 1);
+  const bool name_chars = std::all_of(name.begin(), name.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-';
+  });
+  return name_chars && name.find('.') != std::string::npos;
+}
+
+}  // namespace
+
 std::vector<std::string> split_overrides(const std::string& text) {
   std::vector<std::string> parts;
   size_t start = 0;
-  while (start < text.size()) {
-    const size_t comma = text.find(',', start);
-    const size_t end = comma == std::string::npos ? text.size() : comma;
-    if (end > start) parts.push_back(text.substr(start, end - start));
-    start = end + 1;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string piece = text.substr(start, comma - start);
+    if (!piece.empty()) {
+      const bool list_item = !parts.empty() && !starts_assignment(piece);  // "eval.latency_batches=1,256"
+      if (list_item) parts.back() += "," + piece;
+      else parts.push_back(piece);
+    }
+    start = comma + 1;
   }
   return parts;
 }

@@ -42,7 +42,9 @@ class Flags {
   std::vector<std::string> positional_;
 };
 
-// "a.b=1,c.d=x" -> {"a.b=1", "c.d=x"} (the --set flag of the config-driven tools).
+// "a.b=1,c.d=x" -> {"a.b=1", "c.d=x"} (the --set flag of the config-driven
+// tools). A comma followed by anything but "section.key=" continues the value:
+// "d.seeds=0,1,2,r.device=cuda" -> {"d.seeds=0,1,2", "r.device=cuda"}.
 std::vector<std::string> split_overrides(const std::string& text);
 
 // Runs body() and turns an engine::Error into one message on stderr and exit

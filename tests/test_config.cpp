@@ -187,6 +187,18 @@ TEST(Config, RootKeysAreCheckedToo) {
               HasSubstr("config.ini:1: unknown key 'seed' in []"));
 }
 
+TEST(Config, SetFlagSplitsAssignmentsButKeepsListValuesWhole) {
+  EXPECT_EQ(split_overrides("a.b=1,c.d=x"), (std::vector<std::string>{"a.b=1", "c.d=x"}));
+  EXPECT_EQ(split_overrides("distill.seeds=0,1, 2,run.device=cuda,.seed=3"),
+            (std::vector<std::string>{"distill.seeds=0,1, 2", "run.device=cuda", ".seed=3"}));
+  EXPECT_EQ(split_overrides(",eval.latency_batches=1,256,"), (std::vector<std::string>{"eval.latency_batches=1,256"}));
+  // A value with '=' in it is still a value: only "section.key=" starts an assignment.
+  EXPECT_EQ(split_overrides("data.path=a=b,x=y"), (std::vector<std::string>{"data.path=a=b,x=y"}));
+  Config c = Config::parse("[eval]\nlatency_batches = 1\n", "config.ini");
+  for (const std::string& assignment : split_overrides("eval.latency_batches=1,64,256")) c.apply_override(assignment);
+  EXPECT_EQ(c.get_int_list("eval", "latency_batches", {}), (std::vector<int64_t>{1, 64, 256}));
+}
+
 TEST(Config, OverridesReplaceOrAddValuesAndAreReportedAsOverride) {
   Config c = Config::parse("[train]\nlr = 0.1\n", "config.ini");
   c.apply_override("train.lr=0.5");

@@ -2,6 +2,7 @@
 // tiny teacher (the timm fixture) and a small folder of real images.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -122,9 +123,42 @@ TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   for (const auto& g : results["groups"]) {
     EXPECT_TRUE(g.contains("k90"));
     EXPECT_TRUE(g.contains("drop"));
+    EXPECT_EQ(g["drop_std"].get<double>(), 0.0);  // one seed
   }
   EXPECT_TRUE(fs::exists(out + "/drop_vs_k90.svg"));
   EXPECT_TRUE(results.contains("spearman_rho"));
+  EXPECT_FALSE(results.contains("spearman_rho_per_seed"));
+}
+
+// Several seeds: each group is run once per seed, each run as the same seed
+// alone would give, and the group reports their mean and spread.
+TEST(Distill, GroupwiseRepeatsEveryGroupPerSeed) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img4"));
+  DistillSettings s = tiny_settings(images, testing::scratch_path("engine_distill_seeds"));
+  s.experiment = "groupwise";
+  s.groups = "0;2";
+  s.budget_images = 32;
+  s.seeds = {3, 4};
+  const nlohmann::json results = run_distill(s);
+  s.seeds = {4};
+  s.out_dir = testing::scratch_path("engine_distill_seed4");
+  const nlohmann::json alone = run_distill(s);
+  ASSERT_EQ(results["groups"].size(), 2u);
+  for (size_t g = 0; g < 2; ++g) {
+    const auto& group = results["groups"][g];
+    ASSERT_EQ(group["seeds"].size(), 2u);
+    const double a = group["seeds"][0]["drop"], b = group["seeds"][1]["drop"];
+    EXPECT_EQ(group["seeds"][0]["seed"], 3);
+    EXPECT_NEAR(group["drop"].get<double>(), (a + b) / 2, 1e-12);
+    EXPECT_NEAR(group["drop_std"].get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-12);
+    EXPECT_NEAR(group["top1"].get<double>(),
+                (group["seeds"][0]["top1"].get<double>() + group["seeds"][1]["top1"].get<double>()) / 2, 1e-12);
+    EXPECT_EQ(group["seeds"][1]["top1"], alone["groups"][g]["top1"]) << "seed 4 differs from seed 4 run alone";
+  }
+  EXPECT_EQ(results["spearman_rho_per_seed"].size(), 2u);
+  EXPECT_EQ(results["seeds"], nlohmann::json({3, 4}));
 }
 
 // The fixture ViT saved as an A-ViT whose tokens halt at different depths.
@@ -147,6 +181,7 @@ TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
   s.layers = "sparsest:1";
   s.budget_images = 32;
   s.finetune_images = 8;
+  s.seeds = {0, 1};
   nlohmann::json results = run_distill(s);
   ASSERT_EQ(results["levels"].size(), 2u);
   const auto& dense = results["levels"][0];
@@ -160,6 +195,11 @@ TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
   for (const auto& level : results["levels"]) {
     EXPECT_NEAR(level["gap"].get<double>(),
                 100 * (level["teacher_top1"].get<double>() - level["hybrid_top1"].get<double>()), 1e-9);
+    ASSERT_EQ(level["seeds"].size(), 2u);
+    const double a = level["seeds"][0]["gap"], b = level["seeds"][1]["gap"];
+    EXPECT_NEAR(level["gap"].get<double>(), (a + b) / 2, 1e-9);
+    EXPECT_NEAR(level["gap_std"].get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-9);
+    EXPECT_TRUE(level["hybrid_report"].contains("latency_ms_b1"));  // the first seed's hybrid is timed
   }
   EXPECT_TRUE(fs::exists(out + "/gap_vs_retention.svg"));
 }
@@ -170,6 +210,34 @@ TEST(Distill, SweepSettingsAreChecked) {
   testing::expect_error_mentioning([&] { DistillSettings::from_config(config); }, {"'dense' is not name:path"});
   Config single = Config::parse("[data]\npath = x\n", "single.ini");
   testing::expect_error_mentioning([&] { DistillSettings::from_config(single); }, {"single.ini", "[teacher]"});
+}
+
+// The shipped ./train_distill configs read without an unknown key (tests run
+// from the repository root); the group-wise one repeats its runs over 3 seeds.
+TEST(Distill, ShippedConfigsAreValid) {
+  for (const char* path : {"configs/default.ini", "configs/cifar10_full.ini", "configs/cifar10_groupwise.ini"}) {
+    Config config = Config::load(path);
+    const DistillSettings s = DistillSettings::from_config(config);
+    config.check_all_used();
+    EXPECT_EQ(s.seeds.size(), s.experiment == "groupwise" ? 3u : 1u) << path;
+  }
+}
+
+TEST(Distill, SeedSettingsAreChecked) {
+  auto settings = [](const std::string& distill, const std::string& kind) {
+    return DistillSettings::from_config(Config::parse(
+        "[teacher]\nmodel = m\n[data]\npath = x\n[distill]\n" + distill + "\n[experiment]\nkind = " + kind + "\n",
+        "seeds.ini"));
+  };
+  EXPECT_EQ(settings("seed = 5", "groupwise").seeds, std::vector<uint64_t>({5}));
+  const DistillSettings repeated = settings("seeds = 2, 7", "groupwise");
+  EXPECT_EQ(repeated.seeds, std::vector<uint64_t>({2, 7}));
+  EXPECT_EQ(repeated.seed, 2u);
+  EXPECT_EQ(settings("seeds = 9", "single").seeds, std::vector<uint64_t>({9}));
+  testing::expect_error_mentioning([&] { settings("seeds = 1, 2", "single"); }, {"seeds.ini", "seeds = 1, 2", "single"});
+  testing::expect_error_mentioning([&] { settings("seed = 1\nseeds = 1, 2", "groupwise"); }, {"both", "'seeds'"});
+  testing::expect_error_mentioning([&] { settings("seeds = 1, 1", "groupwise"); }, {"1 is listed twice"});
+  testing::expect_error_mentioning([&] { settings("seeds = -3", "groupwise"); }, {"-3 is negative"});
 }
 
 }  // namespace

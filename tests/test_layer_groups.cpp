@@ -41,5 +41,15 @@ TEST(LayerGroups, SpearmanRho) {
   EXPECT_TRUE(std::isnan(spearman_rho({1, 1}, {1, 2})));
 }
 
+TEST(LayerGroups, SpreadIsTheMeanAndTheSampleStandardDeviation) {
+  const Spread three = spread_of({2.0, 4.0, 9.0});  // mean 5; squares 9 + 1 + 16 = 26 over n - 1 = 2
+  EXPECT_DOUBLE_EQ(three.mean, 5.0);
+  EXPECT_DOUBLE_EQ(three.std, std::sqrt(13.0));
+  const Spread one = spread_of({-1.5});
+  EXPECT_DOUBLE_EQ(one.mean, -1.5);
+  EXPECT_EQ(one.std, 0.0);
+  EXPECT_THROW(spread_of({}), Error);
+}
+
 }  // namespace
 }  // namespace engine

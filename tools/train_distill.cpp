@@ -8,16 +8,23 @@ using namespace engine;
 
 namespace {
 
-// experiment = teacher_sparsity_sweep: one row per teacher.
+// " +- std" after a mean over several seeds (nothing for one).
+std::string spread(const nlohmann::json& row, const char* key, size_t seeds) {
+  return seeds > 1 ? fmt::format(" +- {:.2f}", row.at(std::string(key) + "_std").get<double>()) : "";
+}
+
+// experiment = teacher_sparsity_sweep: one row per teacher (hybrid: mean over seeds).
 void print_sweep_table(const nlohmann::json& results) {
+  const size_t seeds = results.at("seeds").size();
   fmt::print("\n{:<10} {:>12} {:>10} {:>8} {:>11} {:>11}\n", "teacher", "teacher top-1", "retention", "k90",
              "hybrid top-1", "gap (pts)");
   for (const auto& level : results.at("levels")) {
-    fmt::print("{:<10} {:>11.2f}% {:>9.1f}% {:>8.2f} {:>10.2f}% {:>11.2f}\n", level.at("name").get<std::string>(),
+    fmt::print("{:<10} {:>11.2f}% {:>9.1f}% {:>8.2f} {:>10.2f}% {:>11.2f}{}\n", level.at("name").get<std::string>(),
                100 * level.at("teacher_top1").get<double>(), 100 * level.at("mean_retention").get<double>(),
                level.at("k90").get<double>(), 100 * level.at("hybrid_top1").get<double>(),
-               level.at("gap").get<double>());
+               level.at("gap").get<double>(), spread(level, "gap", seeds));
   }
+  if (seeds > 1) fmt::print("(hybrids: mean +- standard deviation over {} seeds)\n", seeds);
 }
 
 // experiment = single or groupwise: teacher vs hybrid, then the groups. On a
@@ -37,13 +44,18 @@ void print_table(const nlohmann::json& results) {
              "ms @ b256", graphs ? fmt::format(" {:>10} {:>11}", "graph b1", "graph b256") : "");
   row("teacher", results.at("teacher"));
   if (results.contains("student")) row("hybrid", results.at("student"));
+  const size_t seeds = results.at("seeds").size();
   for (const auto& g : results.value("groups", nlohmann::json::array())) {
-    fmt::print("layers {:<12} top-1 {:.2f}%  drop {:+.2f} pts{}\n", g.at("name").get<std::string>(),
-               100 * g.at("top1").get<double>(), g.at("drop").get<double>(),
+    fmt::print("layers {:<12} top-1 {:.2f}%  drop {:+.2f}{} pts{}\n", g.at("name").get<std::string>(),
+               100 * g.at("top1").get<double>(), g.at("drop").get<double>(), spread(g, "drop", seeds),
                g.contains("k90") ? fmt::format("  k90 {:.2f}", g.at("k90").get<double>()) : "");
   }
+  if (seeds > 1 && results.contains("groups")) fmt::print("(groups: mean +- standard deviation over {} seeds)\n", seeds);
   if (results.contains("spearman_rho") && !results.at("spearman_rho").is_null()) {
-    fmt::print("Spearman rho (k90 vs drop): {:.3f}\n", results.at("spearman_rho").get<double>());
+    fmt::print("Spearman rho (k90 vs mean drop): {:.3f}\n", results.at("spearman_rho").get<double>());
+  }
+  if (results.contains("spearman_rho_per_seed")) {
+    fmt::print("Spearman rho per seed: {}\n", results.at("spearman_rho_per_seed").dump());
   }
 }
 

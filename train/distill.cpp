@@ -49,6 +49,31 @@ std::vector<NamedTeacher> parse_teachers(const std::string& spec) {
   return teachers;
 }
 
+// [distill] seed = N, or seeds = N, M, ... (several only for the experiments
+// that repeat their runs).
+void read_seeds(const Config& c, DistillSettings* s) {
+  const std::vector<int64_t> seeds = c.get_int_list("distill", "seeds", {});
+  const bool experiment_repeats = s->experiment != "single";
+  if (seeds.empty()) {
+    s->seed = static_cast<uint64_t>(c.get_int("distill", "seed", 0));
+    s->seeds = {s->seed};
+    return;
+  }
+  check(!c.has("distill", "seed"), "{}: [distill] has both 'seed' and 'seeds'; keep one", c.source());
+  check(seeds.size() == 1 || experiment_repeats,
+        "{}: [distill] seeds = {} lists several seeds, which only experiments groupwise and "
+        "teacher_sparsity_sweep repeat; [experiment] kind = single takes one",
+        c.source(), c.get_string("distill", "seeds"));
+  s->seeds.clear();
+  for (int64_t seed : seeds) {
+    check(seed >= 0, "{}: [distill] seeds: {} is negative", c.source(), seed);
+    check(std::find(s->seeds.begin(), s->seeds.end(), static_cast<uint64_t>(seed)) == s->seeds.end(),
+          "{}: [distill] seeds: {} is listed twice", c.source(), seed);
+    s->seeds.push_back(static_cast<uint64_t>(seed));
+  }
+  s->seed = s->seeds.front();
+}
+
 }  // namespace
 
 DistillSettings DistillSettings::from_config(const Config& c) {
@@ -65,7 +90,6 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.weight_decay = c.get_double("distill", "weight_decay", s.weight_decay);
   s.cosine_weight = c.get_double("distill", "cosine_weight", s.cosine_weight);
   s.warmup_fraction = c.get_double("distill", "warmup_fraction", s.warmup_fraction);
-  s.seed = static_cast<uint64_t>(c.get_int("distill", "seed", 0));
   s.finetune_images = c.get_int("finetune", "budget_images", s.finetune_images);
   s.finetune_lr = c.get_double("finetune", "lr", s.finetune_lr);
   s.temperature = c.get_double("finetune", "temperature", s.temperature);
@@ -76,6 +100,7 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.experiment =
       c.get_choice("experiment", "kind", s.experiment, {"single", "groupwise", "teacher_sparsity_sweep"});
   s.groups = c.get_string("experiment", "groups", s.groups);
+  read_seeds(c, &s);
   s.teachers = c.get_string("experiment", "teachers", "");
   if (s.experiment == "teacher_sparsity_sweep") {
     check(!s.teachers.empty(), "{}: experiment teacher_sparsity_sweep needs [experiment] teachers = name:path;...",
@@ -294,7 +319,10 @@ int64_t max_batch(const std::vector<int64_t>& batches) {
   return batches.empty() ? 1 : *std::max_element(batches.begin(), batches.end());
 }
 
-json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label) {
+// Top-1 and friends on the test set; with `timed`, also the latency at each
+// of s.latency_batches (the experiments that compare only accuracy skip it).
+json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label,
+                  bool timed = true) {
   fmt::print("evaluating the {}\n", label);
   const LogitsFn logits_of = inference_logits(model);
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
@@ -302,14 +330,14 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
   if (model.config.halting) meter = std::make_unique<RetentionMeter>(model);
   EvalResult eval =
       evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, s.eval_options());
+  json report = {{"top1", eval.top1}, {"top5", eval.top5}, {"params", model.num_parameters()},
+                 {"eval_images", eval.images}, {"mean_retention", meter ? meter->mean_retention() : 1.0}};
+  if (meter) report["retention"] = meter->retention();
+  if (!timed) return report;
   const int64_t flops_before = gemm_flops_so_far();
   const Tensor images = first_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
   latency_ms(logits_of, narrow(images, 0, 0, 1), 1);  // two batch-1 forwards: warm-up + one timed
-  const int64_t flops = (gemm_flops_so_far() - flops_before) / 2;
-  json report = {{"top1", eval.top1}, {"top5", eval.top5}, {"params", model.num_parameters()},
-                 {"gflops", flops / 1e9}, {"eval_images", eval.images},
-                 {"mean_retention", meter ? meter->mean_retention() : 1.0}};
-  if (meter) report["retention"] = meter->retention();
+  report["gflops"] = (gemm_flops_so_far() - flops_before) / 2 / 1e9;
   // On a GPU, also the forward replayed as one graph: the GPU's time alone
   // (not for an A-ViT, whose compacted forward reads its decisions on the host).
   const bool graphs = s.device.is_cuda() && !model.config.halting;
@@ -323,6 +351,40 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
   return report;
 }
 
+// ------------------------------------------------------------------ runs
+
+// Steps 3-5 for one seed: the students of `layers` distilled from the teacher
+// (loaded from teacher_path), spliced in, and fine-tuned if asked.
+std::unique_ptr<VisionTransformer> distilled_hybrid(VisionTransformer& teacher, const std::string& teacher_path,
+                                                    const std::vector<int64_t>& layers, const Datasets& datasets,
+                                                    DistillSettings s, uint64_t seed, MetricsLog& log) {
+  s.seed = seed;
+  auto hybrid = splice(teacher_path, s, layers, distill_layers(teacher, layers, *datasets.train, s, log));
+  if (s.finetune_images > 0) finetune(*hybrid, teacher, layers, *datasets.train, s, log);
+  return hybrid;
+}
+
+// The hybrid's result of every seed, and their spread: `key` is what the
+// experiment compares (a group's drop, a sweep level's gap, in points).
+struct SeededRuns {
+  json per_seed = json::array();  // [{"seed", "top1", key}, ...]
+  std::vector<double> top1, compared;
+
+  void add(uint64_t seed, double hybrid_top1, double value, const char* key) {
+    per_seed.push_back({{"seed", seed}, {"top1", hybrid_top1}, {key, value}});
+    top1.push_back(hybrid_top1);
+    compared.push_back(value);
+  }
+  // Mean top-1 and mean / std of the compared value under `key`.
+  void summarize(json& into, const char* top1_key, const char* key) const {
+    const Spread value = spread_of(compared);
+    into[top1_key] = spread_of(top1).mean;
+    into[key] = value.mean;
+    into[std::string(key) + "_std"] = value.std;
+    into["seeds"] = per_seed;
+  }
+};
+
 // ------------------------------------------------------------------ outputs
 
 double mean_over(const std::vector<double>& values, const std::vector<int64_t>& layers) {
@@ -331,7 +393,7 @@ double mean_over(const std::vector<double>& values, const std::vector<int64_t>& 
   return total / layers.size();
 }
 
-// The same layers distilled under the same budget and seed from teachers at
+// The same layers distilled under the same budget and seeds from teachers at
 // different token retention (a dense ViT, A-ViTs): does the student-teacher gap
 // shrink as the teacher gets sparser? The layer set comes from the first teacher.
 json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, MetricsLog& log) {
@@ -344,35 +406,72 @@ json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, 
     const LayerSparsity sparsity = measure_sparsity(*teacher, *datasets.train, s);
     if (layers.empty()) layers = select_layers(s.layers, teacher->config.depth, sparsity.ranking);
     const json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
-    auto hybrid = splice(level.path, s, layers, distill_layers(*teacher, layers, *datasets.train, s, log));
-    if (s.finetune_images > 0) finetune(*hybrid, *teacher, layers, *datasets.train, s, log);
-    const json hybrid_report = model_report(*hybrid, *datasets.test, s, "hybrid");
+    const double teacher_top1 = teacher_report["top1"];
     std::vector<int64_t> all(sparsity.k90.size());
     std::iota(all.begin(), all.end(), 0);
     json row = {{"name", level.name},
                 {"teacher", level.path},
                 {"halting", teacher->config.halting.has_value()},
-                {"teacher_top1", teacher_report["top1"]},
+                {"teacher_top1", teacher_top1},
                 {"mean_retention", teacher_report["mean_retention"]},
                 {"k90", mean_over(sparsity.k90, layers)},
                 {"k90_all_layers", mean_over(sparsity.k90, all)},
-                {"hybrid_top1", hybrid_report["top1"]},
-                {"hybrid_mean_retention", hybrid_report["mean_retention"]},
-                {"gap", 100.0 * (teacher_report["top1"].get<double>() - hybrid_report["top1"].get<double>())},
-                {"teacher_report", teacher_report},
-                {"hybrid_report", hybrid_report}};
+                {"teacher_report", teacher_report}};
+    SeededRuns runs;
+    for (uint64_t seed : s.seeds) {
+      auto hybrid = distilled_hybrid(*teacher, level.path, layers, datasets, s, seed, log);
+      // Latency does not depend on the seed: the first seed's hybrid is timed.
+      const bool first = runs.top1.empty();
+      const json hybrid_report = model_report(*hybrid, *datasets.test, s, "hybrid", first);
+      if (first) {
+        row["hybrid_report"] = hybrid_report;
+        row["hybrid_mean_retention"] = hybrid_report["mean_retention"];
+      }
+      const double top1 = hybrid_report["top1"];
+      runs.add(seed, top1, 100.0 * (teacher_top1 - top1), "gap");
+      log.write({{"phase", "sweep_run"}, {"level", level.name}, {"seed", seed}, {"top1", top1}});
+    }
+    runs.summarize(row, "hybrid_top1", "gap");
     log.write({{"phase", "sweep_level"}, {"level", row}});
-    points.push_back({row["mean_retention"], row["gap"], level.name});
+    points.push_back({row["mean_retention"], row["gap"], level.name, row["gap_std"]});
     levels.push_back(row);
   }
   write_file_atomic((fs::path(s.out_dir) / "gap_vs_retention.svg").string(),
                     scatter_svg(points, "teacher's mean token retention", "teacher - hybrid top-1 (points)"));
   json results = {{"experiment", "teacher_sparsity_sweep"}, {"mixer", s.mixer}, {"layers", layers},
                   {"budget_images", s.budget_images}, {"finetune_images", s.finetune_images},
-                  {"seed", s.seed}, {"device", s.device.str()}, {"levels", levels},
+                  {"seeds", s.seeds}, {"device", s.device.str()}, {"levels", levels},
                   {"plot", "gap_vs_retention.svg"}};
   write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
   return results;
+}
+
+// Spearman's rho between the groups' k90 and their mean drop, and, with
+// several seeds, each seed's own rho (how much of it is the seeds' noise).
+void write_rank_correlation(const DistillSettings& s, const json& groups, json& results) {
+  std::vector<double> k90, drop;
+  for (const json& g : groups) {
+    k90.push_back(g["k90"]);
+    drop.push_back(g["drop"]);
+  }
+  results["spearman_rho"] = nullptr;
+  if (k90.size() < 2) return;
+  const double rho = spearman_rho(k90, drop);
+  if (!std::isnan(rho)) results["spearman_rho"] = rho;
+  if (s.seeds.size() > 1) {
+    json per_seed = json::array();
+    for (size_t r = 0; r < s.seeds.size(); ++r) {
+      std::vector<double> seed_drop;
+      for (const json& g : groups) seed_drop.push_back(g["seeds"][r]["drop"]);
+      const double seed_rho = spearman_rho(k90, seed_drop);
+      per_seed.push_back(std::isnan(seed_rho) ? json(nullptr) : json(seed_rho));
+    }
+    results["spearman_rho_per_seed"] = per_seed;
+  }
+  std::vector<ScatterPoint> points;
+  for (const json& g : groups) points.push_back({g["k90"], g["drop"], g["name"], g["drop_std"]});
+  write_file_atomic((fs::path(s.out_dir) / "drop_vs_k90.svg").string(),
+                    scatter_svg(points, "mean k90 of the replaced layers (tokens)", "top-1 drop (points)"));
 }
 
 }  // namespace
@@ -385,57 +484,53 @@ json run_distill(const DistillSettings& s) {
   auto teacher = load_teacher(s.teacher, s);
   const int64_t depth = teacher->config.depth;
 
-  const bool ranking_needed = needs_ranking(s.layers) || s.experiment == "groupwise";
+  const bool groupwise = s.experiment == "groupwise";
+  const bool ranking_needed = needs_ranking(s.layers) || groupwise;
   LayerSparsity sparsity;
   if (ranking_needed) sparsity = measure_sparsity(*teacher, *datasets.train, s);
   json results = {{"mixer", s.mixer}, {"budget_images", s.budget_images},
-                  {"finetune_images", s.finetune_images}, {"device", s.device.str()}};
+                  {"finetune_images", s.finetune_images}, {"seeds", s.seeds}, {"device", s.device.str()}};
   if (ranking_needed) {
     results["sparsity"] = {{"k90", sparsity.k90}, {"entropy", sparsity.entropy}, {"ranking", sparsity.ranking},
                            {"images", s.sparsity_images}};
   }
   json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
   results["teacher"] = teacher_report;
+  const double teacher_top1 = teacher_report["top1"];
 
-  std::vector<std::vector<int64_t>> groups = s.experiment == "groupwise"
-                                                 ? parse_groups(s.groups, depth, sparsity.ranking)
-                                                 : std::vector<std::vector<int64_t>>{
-                                                       select_layers(s.layers, depth, sparsity.ranking)};
+  std::vector<std::vector<int64_t>> groups = groupwise ? parse_groups(s.groups, depth, sparsity.ranking)
+                                                       : std::vector<std::vector<int64_t>>{
+                                                             select_layers(s.layers, depth, sparsity.ranking)};
   json group_results = json::array();
-  std::vector<double> group_k90, group_drop;
   for (size_t g = 0; g < groups.size(); ++g) {
     const std::vector<int64_t>& layers = groups[g];
-    const std::string name = fmt::format("{}", fmt::join(layers, ","));
-    fmt::print("group {}/{}: replacing layer(s) {} with {}\n", g + 1, groups.size(), name, s.mixer);
-    auto hybrid = splice(s.teacher, s, layers, distill_layers(*teacher, layers, *datasets.train, s, log));
-    if (s.finetune_images > 0) finetune(*hybrid, *teacher, layers, *datasets.train, s, log);
-    json report = model_report(*hybrid, *datasets.test, s, "hybrid");
-    json group = {{"name", name}, {"layers", layers}, {"top1", report["top1"]},
-                  {"drop", 100.0 * (teacher_report["top1"].get<double>() - report["top1"].get<double>())}};
+    const std::string name = join_indices(layers, ",");
+    json group = {{"name", name}, {"layers", layers}};
+    SeededRuns runs;
+    for (uint64_t seed : s.seeds) {
+      fmt::print("group {}/{}: replacing layer(s) {} with {} (seed {})\n", g + 1, groups.size(), name, s.mixer, seed);
+      auto hybrid = distilled_hybrid(*teacher, s.teacher, layers, datasets, s, seed, log);
+      // The group-wise experiment compares accuracy only: its hybrids are not timed.
+      json report = model_report(*hybrid, *datasets.test, s, "hybrid", /*timed=*/!groupwise);
+      const double top1 = report["top1"];
+      runs.add(seed, top1, 100.0 * (teacher_top1 - top1), "drop");
+      if (!groupwise) {  // single: one seed
+        results["student"] = report;
+        results["replaced_layers"] = layers;
+        save_vit(*hybrid, (fs::path(s.out_dir) / "hybrid").string());
+      }
+    }
+    runs.summarize(group, "top1", "drop");
     if (ranking_needed) {
       group["k90"] = mean_over(sparsity.k90, layers);
       group["entropy"] = mean_over(sparsity.entropy, layers);
-      group_k90.push_back(group["k90"]);
-      group_drop.push_back(group["drop"]);
     }
     log.write({{"phase", "group"}, {"group", group}});
     group_results.push_back(group);
-    if (s.experiment == "single") {
-      results["student"] = report;
-      results["replaced_layers"] = layers;
-      save_vit(*hybrid, (fs::path(s.out_dir) / "hybrid").string());
-    }
   }
   results["groups"] = group_results;
   results["spearman_rho"] = nullptr;
-  if (s.experiment == "groupwise" && group_k90.size() >= 2) {
-    const double rho = spearman_rho(group_k90, group_drop);
-    if (!std::isnan(rho)) results["spearman_rho"] = rho;
-    std::vector<ScatterPoint> points;
-    for (const json& g : group_results) points.push_back({g["k90"], g["drop"], g["name"]});
-    write_file_atomic((fs::path(s.out_dir) / "drop_vs_k90.svg").string(),
-                      scatter_svg(points, "mean k90 of the replaced layers (tokens)", "top-1 drop (points)"));
-  }
+  if (groupwise) write_rank_correlation(s, group_results, results);
   write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
   return results;
 }

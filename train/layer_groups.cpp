@@ -148,4 +148,15 @@ double spearman_rho(const std::vector<double>& x, const std::vector<double>& y) 
   return sxy / std::sqrt(sxx * syy);
 }
 
+Spread spread_of(const std::vector<double>& values) {
+  check(!values.empty(), "spread_of: no values");
+  Spread spread;
+  for (double v : values) spread.mean += v / values.size();
+  if (values.size() < 2) return spread;
+  double squares = 0;
+  for (double v : values) squares += (v - spread.mean) * (v - spread.mean);
+  spread.std = std::sqrt(squares / (values.size() - 1));
+  return spread;
+}
+
 }  // namespace engine

@@ -24,4 +24,11 @@ bool needs_ranking(const std::string& spec);
 // side is constant or there are fewer than two points.
 double spearman_rho(const std::vector<double>& x, const std::vector<double>& y);
 
+// The mean of repeated measurements (one per seed) and their sample standard
+// deviation (n - 1 in the denominator; 0 for a single value).
+struct Spread {
+  double mean = 0, std = 0;
+};
+Spread spread_of(const std::vector<double>& values);
+
 }  // namespace engine

@@ -207,8 +207,8 @@ std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::stri
   for (const ScatterPoint& p : points) {
     xmin = std::min(xmin, p.x);
     xmax = std::max(xmax, p.x);
-    ymin = std::min(ymin, p.y);
-    ymax = std::max(ymax, p.y);
+    ymin = std::min(ymin, p.y - p.y_err);
+    ymax = std::max(ymax, p.y + p.y_err);
   }
   if (xmax - xmin < 1e-9) xmax = xmin + 1;
   if (ymax - ymin < 1e-9) ymax = ymin + 1;
@@ -226,6 +226,10 @@ std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::stri
       xmin, xmax, margin - 4, ymin, margin + 4, ymax, html_escape(x_label), html_escape(y_label));
   for (const ScatterPoint& p : points) {
     const double px = x_of(p.x), py = y_of(p.y);
+    if (p.y_err > 0) {
+      svg += fmt::format("<line x1='{0:.1f}' y1='{1:.1f}' x2='{0:.1f}' y2='{2:.1f}' stroke='steelblue'/>\n", px,
+                         y_of(p.y - p.y_err), y_of(p.y + p.y_err));
+    }
     svg += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='4' fill='steelblue'/><text x='{:.1f}' y='{:.1f}'>{}</text>\n",
                        px, py, px + 6, py - 6, html_escape(p.label));
   }

@@ -35,10 +35,12 @@ data::Image to_rgb_image(const Tensor& images, int64_t b, const Preprocess& prep
 // "3, 5, 11" (fmt::join over int64 trips a GCC false positive in fmt 9's headers).
 std::string join_indices(const std::vector<int64_t>& indices, const std::string& separator);
 
-// A labelled scatter plot (SVG), axes spanning the points' ranges.
+// A labelled scatter plot (SVG), axes spanning the points' ranges. A point
+// with y_err > 0 gets an error bar y +- y_err (within the range too).
 struct ScatterPoint {
   double x = 0, y = 0;
   std::string label;
+  double y_err = 0;
 };
 std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::string& x_label,
                         const std::string& y_label);
