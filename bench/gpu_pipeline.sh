@@ -4,6 +4,7 @@
 # each timed. Expects ENGINE_SHARED_DIR (models/, data/) and a built tree;
 # writes logs and a tarball of the outputs into $1 (default runs/gpu).
 #   bench/gpu_pipeline.sh OUT [steps...]   steps: eval sparsity distill distill_mamba groupwise
+#                                           groupwise_mamba
 #                                           pretrain pretrain_resume
 # pretrain starts ./pretrain configs/pretrain_cifar10.ini afresh in OUT/pretrain, stopping (with a
 # checkpoint) after PRETRAIN_MINUTES (default 8.5) so that it fits one 10-minute device call;
@@ -36,8 +37,9 @@ for step in $steps; do
       ./pretrain configs/pretrain_cifar10.ini "data.path=$shared/data/cifar10-jpeg.tar.xz" run.device=cuda \
         "output.dir=$out/pretrain" "train.epochs=${PRETRAIN_EPOCHS:-100}" \
         "run.time_limit_minutes=${PRETRAIN_MINUTES:-8.5}" "$start_mode" ;;
-    groupwise)
-      ./train_distill configs/cifar10_groupwise.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/groupwise" ;;
+    groupwise|groupwise_mamba)
+      [ "$step" = groupwise ] && mixer=gated_rnn:width=96 || mixer=mamba:d_state=16
+      ./train_distill configs/cifar10_groupwise.ini --set "teacher.model=$shared/models/vit-cifar10-tiny,data.path=$shared/data/cifar10-jpeg.tar.xz,output.dir=$out/$step,student.mixer=$mixer" ;;
   esac
   echo "==== $step took $((SECONDS - start)) s (exit $?)"
 done
