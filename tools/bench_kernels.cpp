@@ -1,4 +1,4 @@
-// ./bench_kernels [--device cuda|cpu] [--out FILE.json] [--repeats N] [--only gemm,mlp,core,scan]
+// ./bench_kernels [--device cuda|cpu] [--out FILE.json] [--repeats N] [--only gemm,mlp,core,scan,softplus_linear]
 // The kernel audit: for each kernel, its shape, the median time over repeated
 // runs (after warm-up, timed on the device: CUDA events on a GPU), and either
 // the achieved GB/s, counted as the fewest bytes it must move (every input
@@ -18,6 +18,7 @@
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/ops/scan/scan_kernels.h"
+#include "engine/ops/softplus_linear/softplus_linear_kernels.h"
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
 #include "train/metrics.h"
@@ -268,6 +269,37 @@ void scans(KernelBench& bench) {
   }
 }
 
+// Mamba's dt path, dt = softplus(dt_proj(dt rows of x_proj's output)): the
+// fused op reading the rows in place, and the unfused ops it replaces (a copy
+// of the rows, the GEMM, softplus), at the CIFAR ViT-Ti's mamba with expand
+// = 2 at batch 256 (dim 192: K = dt_rank = 12, N = d_inner = 384; 65 tokens)
+// and at a ViT-S-sized one (dim 384: K = 24, N = 768; 197 tokens, batch 128).
+// Bytes: x's rows read, weight and bias read, the output written.
+void softplus_linears(KernelBench& bench) {
+  struct Size {
+    int64_t batch, tokens, k, n, state;
+  };
+  for (const Size& s : {Size{256, 65, 12, 384, 16}, Size{128, 197, 24, 768, 16}}) {
+    const Tensor proj = bench.uniform({s.batch, s.tokens, s.k + 2 * s.state});
+    const Tensor x = narrow(proj, -1, 0, s.k);  // rows k wide, k + 2 S apart
+    const Tensor w = bench.uniform({s.n, s.k}, -0.3, 0.3), b = bench.uniform({s.n}, -7, -2);
+    const int64_t rows = s.batch * s.tokens;
+    const double bytes = 4.0 * (rows * s.k + s.n * s.k + s.n + rows * s.n);
+    const std::string sizes = fmt::format(" K={} N={}", s.k, s.n);
+    bench.memory("softplus_linear fwd" + sizes, x.shape(), bytes, [&] { softplus_linear(x, w, b); });
+    // The kernel alone, without the op's host work (on a GPU, whether the host keeps up).
+    const Tensor x_rows = reshape(x, {rows, s.k}), y_rows = bench.empty({rows, s.n});
+    bench.memory("softplus_linear kernel" + sizes, x.shape(), bytes,
+                 [&] { softplus_linear_kernel.get(bench.device())(x_rows, w, b, y_rows); });
+    bench.memory("linear+softplus fwd" + sizes, x.shape(), bytes, [&] { softplus(linear(x, w, b)); });
+    // The backward's own pass, d_pre = dy (1 - exp(-y)), before linear's GEMMs.
+    const Shape out = {rows, s.n};
+    const Tensor y = bench.uniform(out, 0.001, 0.1), dy = bench.uniform(out), d_pre = bench.empty(out);
+    bench.memory("softplus_grad" + sizes, out, bytes_of(out, 3),
+                 [&] { softplus_grad_kernel.get(bench.device())(y, dy, d_pre); });
+  }
+}
+
 // Prints the table (each row against its ceiling) and returns the report.
 // Rows that also count exponentials show, after the bandwidth, the time that
 // their exponentials alone take at the probe's rate ("exp floor").
@@ -304,22 +336,22 @@ nlohmann::json report(const std::vector<Timing>& rows, Device device) {
 }
 
 int bench_main(int argc, char** argv) {
-  Flags flags("bench_kernels [flags]", {{"device", "cpu, cuda or auto", "auto"},
-                                        {"out", "results JSON", "bench_kernels.json"},
-                                        {"repeats", "calls per timed round", "20"},
-                                        {"only", "families after the ceilings: all, or some of gemm,mlp,core,scan",
-                                         "all"}});
+  Flags flags("bench_kernels [flags]",
+              {{"device", "cpu, cuda or auto", "auto"},
+               {"out", "results JSON", "bench_kernels.json"},
+               {"repeats", "calls per timed round", "20"},
+               {"only", "families after the ceilings: all, or some of gemm,mlp,core,scan,softplus_linear", "all"}});
   if (!flags.parse(argc, argv)) return 0;
   NoGradGuard no_grad;
   KernelBench bench(Device::parse(flags.get("device")), static_cast<int>(flags.get_int("repeats")));
   const std::vector<std::pair<std::string, void (*)(KernelBench&)>> families = {
-      {"gemm", gemms}, {"mlp", fused_mlp}, {"core", core_ops}, {"scan", scans}};
+      {"gemm", gemms}, {"mlp", fused_mlp}, {"core", core_ops}, {"scan", scans}, {"softplus_linear", softplus_linears}};
   const std::vector<std::string> only = split_list(flags.get("only"));
   auto chosen = [&](const std::string& name) { return std::find(only.begin(), only.end(), name) != only.end(); };
   for (const std::string& name : only) {
     const bool known = name == "all" || std::any_of(families.begin(), families.end(),
                                                     [&](const auto& family) { return family.first == name; });
-    check(known, "--only: unknown family '{}' (all, gemm, mlp, core, scan)", name);
+    check(known, "--only: unknown family '{}' (all, gemm, mlp, core, scan, softplus_linear)", name);
   }
   ceilings(bench);
   for (const auto& [name, run] : families) {

@@ -14,4 +14,5 @@
 #include "engine/ops/reduce/reduce.h"
 #include "engine/ops/scan/scan.h"
 #include "engine/ops/softmax/softmax.h"
+#include "engine/ops/softplus_linear/softplus_linear.h"
 #include "engine/ops/view/view.h"

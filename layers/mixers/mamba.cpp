@@ -7,6 +7,7 @@
 #include "engine/ops/index/index.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/scan/scan.h"
+#include "engine/ops/softplus_linear/softplus_linear.h"
 #include "engine/ops/view/view.h"
 #include "layers/mixers/checks.h"
 
@@ -46,7 +47,9 @@ Tensor Mamba::Direction::forward(const Tensor& xi, bool reverse, const Tensor& a
   const Tensor xc = conv1d.forward_silu(xi, /*pad_left=*/conv1d.taps() - 1, reverse);
   const int64_t dt_rank = dt_proj.in_features(), d_state = A_log.size(1);
   std::vector<Tensor> parts = split(x_proj.forward(xc), {dt_rank, d_state, d_state}, -1);
-  Tensor dt = softplus(dt_proj.forward(parts[0]));
+  // dt_proj and softplus as one kernel that reads the dt rows of x_proj's
+  // output in place (K = dt_rank) and writes dt once.
+  Tensor dt = softplus_linear(parts[0], dt_proj.weight, dt_proj.bias);
   // Halted tokens: dt = 0 makes the step exp(0 A) = 1 with no input, an identity
   // step of the scan (the conv taps still read their frozen values).
   if (active.defined()) dt = dt * unsqueeze(active.detach(), -1);
@@ -87,7 +90,7 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   if (directions_.size() == 1) {
     forward_pass();
   } else {
-    // The directions' 6 kernels each are independent: on a GPU they overlap
+    // The directions' 4 kernels each are independent: on a GPU they overlap
     // (at batch 1, where every kernel is short, the block's time is its
     // chain of dependent kernels).
     run_branches(x.device(), forward_pass,

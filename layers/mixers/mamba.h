@@ -5,7 +5,7 @@
 //   per direction (forward; backward too when bidirectional):
 //     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction (one kernel)
 //     dt_low, Bm, Cm = x_proj(xc)                         (d_inner -> R + 2S, no bias)
-//     dt = softplus(dt_proj(dt_low))                      (R -> d_inner)
+//     dt = softplus(dt_proj(dt_low))                      (R -> d_inner; one op, softplus_linear)
 //     y_dir = selective_scan_log_a(xc, dt, A_log, Bm, Cm, D)  (A = -exp(A_log), computed by the scan)
 //   out = out_proj((y_fwd + y_bwd) * silu(z))             (d_inner -> D, no bias)
 // Each direction has its own conv1d, x_proj, dt_proj, A_log and D.

@@ -12,6 +12,7 @@
 #include "engine/ops/norm/layernorm_kernels.h"
 #include "engine/ops/reduce/reduce_kernels.h"
 #include "engine/ops/softmax/softmax_kernels.h"
+#include "engine/ops/softplus_linear/softplus_linear_kernels.h"
 #include "engine/optim/optim_kernels.h"
 
 namespace engine {
@@ -35,7 +36,8 @@ TEST(KernelSlots, EverySlotHasACudaKernelInCudaBuilds) {
                       layer_norm_backward_kernel,
                       cross_entropy_forward_kernel, cross_entropy_backward_kernel, gather_kernel, scatter_add_kernel,
                       select_kernel, im2col_kernel, col2im_kernel, cumsum_kernel, adamw_step_kernel,
-                      sgd_step_kernel, sum_of_squares_kernel, scale_kernel);
+                      sgd_step_kernel, sum_of_squares_kernel, scale_kernel, softplus_linear_kernel,
+                      softplus_grad_kernel);
 }
 
 }  // namespace
