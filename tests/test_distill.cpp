@@ -127,6 +127,10 @@ TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   }
   EXPECT_TRUE(fs::exists(out + "/drop_vs_k90.svg"));
   EXPECT_TRUE(results.contains("spearman_rho"));
+  if (!results["spearman_rho"].is_null()) {
+    EXPECT_GT(results["spearman_p"].get<double>(), 0.0);
+    EXPECT_LE(results["spearman_p"].get<double>(), 1.0);
+  }
   EXPECT_FALSE(results.contains("spearman_rho_per_seed"));
 }
 

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -39,6 +40,27 @@ TEST(LayerGroups, SpearmanRho) {
   // Ties take average ranks: x ranks 1.5,1.5,3 ; y ranks 1,2,3 -> Pearson of ranks = 0.8660254.
   EXPECT_NEAR(spearman_rho({1, 1, 2}, {1, 2, 3}), std::sqrt(3.0) / 2, 1e-9);
   EXPECT_TRUE(std::isnan(spearman_rho({1, 1}, {1, 2})));
+}
+
+// The permutation p-value against the exact one: every pairing of 6 points enumerated.
+TEST(LayerGroups, SpearmanPermutationPMatchesExactEnumeration) {
+  const std::vector<double> x = {0.3, 1.2, 2.5, 0.9, 4.1, 3.3}, y = {1.0, 0.2, 2.2, 0.1, 3.9, 1.7};
+  const double observed = std::abs(spearman_rho(x, y));
+  std::vector<double> permuted = y;
+  std::sort(permuted.begin(), permuted.end());
+  int hits = 0, pairings = 0;
+  do {
+    hits += std::abs(spearman_rho(x, permuted)) >= observed - 1e-12;
+    ++pairings;
+  } while (std::next_permutation(permuted.begin(), permuted.end()));
+  ASSERT_EQ(pairings, 720);
+  const double exact = static_cast<double>(hits) / pairings;
+  ASSERT_GT(exact, 0.01);
+  ASSERT_LT(exact, 0.5);
+  EXPECT_NEAR(spearman_permutation_p(x, y, 200000, 7), exact, 0.005);
+  // Perfect order among 4 points: only the identity and the reversal reach |rho| = 1.
+  EXPECT_NEAR(spearman_permutation_p({1, 2, 3, 4}, {10, 20, 30, 40}, 200000, 3), 2.0 / 24, 0.003);
+  EXPECT_TRUE(std::isnan(spearman_permutation_p({1, 1, 1}, {1, 2, 3})));
 }
 
 TEST(LayerGroups, SpreadIsTheMeanAndTheSampleStandardDeviation) {

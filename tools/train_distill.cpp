@@ -52,7 +52,8 @@ void print_table(const nlohmann::json& results) {
   }
   if (seeds > 1 && results.contains("groups")) fmt::print("(groups: mean +- standard deviation over {} seeds)\n", seeds);
   if (results.contains("spearman_rho") && !results.at("spearman_rho").is_null()) {
-    fmt::print("Spearman rho (k90 vs mean drop): {:.3f}\n", results.at("spearman_rho").get<double>());
+    fmt::print("Spearman rho (k90 vs mean drop): {:.3f} (two-sided permutation p = {:.3f})\n",
+               results.at("spearman_rho").get<double>(), results.at("spearman_p").get<double>());
   }
   if (results.contains("spearman_rho_per_seed")) {
     fmt::print("Spearman rho per seed: {}\n", results.at("spearman_rho_per_seed").dump());

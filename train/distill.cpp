@@ -446,8 +446,9 @@ json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, 
   return results;
 }
 
-// Spearman's rho between the groups' k90 and their mean drop, and, with
-// several seeds, each seed's own rho (how much of it is the seeds' noise).
+// Spearman's rho between the groups' k90 and their mean drop with its
+// permutation p-value, and, with several seeds, each seed's own rho (how much
+// of it is the seeds' noise).
 void write_rank_correlation(const DistillSettings& s, const json& groups, json& results) {
   std::vector<double> k90, drop;
   for (const json& g : groups) {
@@ -457,7 +458,10 @@ void write_rank_correlation(const DistillSettings& s, const json& groups, json& 
   results["spearman_rho"] = nullptr;
   if (k90.size() < 2) return;
   const double rho = spearman_rho(k90, drop);
-  if (!std::isnan(rho)) results["spearman_rho"] = rho;
+  if (!std::isnan(rho)) {
+    results["spearman_rho"] = rho;
+    results["spearman_p"] = spearman_permutation_p(k90, drop);
+  }
   if (s.seeds.size() > 1) {
     json per_seed = json::array();
     for (size_t r = 0; r < s.seeds.size(); ++r) {

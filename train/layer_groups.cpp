@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -132,20 +133,44 @@ std::vector<double> average_ranks(const std::vector<double>& values) {
 
 }  // namespace
 
-double spearman_rho(const std::vector<double>& x, const std::vector<double>& y) {
-  check(x.size() == y.size(), "spearman_rho: {} and {} values", x.size(), y.size());
-  if (x.size() < 2) return std::numeric_limits<double>::quiet_NaN();
-  // Pearson correlation of the ranks.
-  const std::vector<double> rx = average_ranks(x), ry = average_ranks(y);
-  const double mean = (x.size() + 1) / 2.0;
+namespace {
+
+// Pearson's correlation of two rank vectors (NaN when either is constant).
+double rank_correlation(const std::vector<double>& rx, const std::vector<double>& ry) {
+  const double mean = (rx.size() + 1) / 2.0;
   double sxy = 0, sxx = 0, syy = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
+  for (size_t i = 0; i < rx.size(); ++i) {
     sxy += (rx[i] - mean) * (ry[i] - mean);
     sxx += (rx[i] - mean) * (rx[i] - mean);
     syy += (ry[i] - mean) * (ry[i] - mean);
   }
   if (sxx == 0 || syy == 0) return std::numeric_limits<double>::quiet_NaN();
   return sxy / std::sqrt(sxx * syy);
+}
+
+}  // namespace
+
+double spearman_rho(const std::vector<double>& x, const std::vector<double>& y) {
+  check(x.size() == y.size(), "spearman_rho: {} and {} values", x.size(), y.size());
+  if (x.size() < 2) return std::numeric_limits<double>::quiet_NaN();
+  return rank_correlation(average_ranks(x), average_ranks(y));
+}
+
+double spearman_permutation_p(const std::vector<double>& x, const std::vector<double>& y, int64_t permutations,
+                              uint64_t seed) {
+  const double observed = spearman_rho(x, y);
+  if (std::isnan(observed)) return observed;
+  const std::vector<double> rx = average_ranks(x);
+  std::vector<double> ry = average_ranks(y);
+  std::mt19937_64 generator(seed);
+  int64_t at_least_as_strong = 0;
+  for (int64_t i = 0; i < permutations; ++i) {
+    std::shuffle(ry.begin(), ry.end(), generator);
+    // (A relative tolerance, so that a permutation that ties the observed
+    // rho is not lost to rounding.)
+    at_least_as_strong += std::abs(rank_correlation(rx, ry)) >= std::abs(observed) * (1 - 1e-12);
+  }
+  return (at_least_as_strong + 1.0) / (permutations + 1.0);
 }
 
 Spread spread_of(const std::vector<double>& values) {

@@ -1,6 +1,7 @@
 // Which transformer layers to replace, as the configs spell it, and the rank
 // statistics of the group-wise experiment.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,13 @@ bool needs_ranking(const std::string& spec);
 // Spearman's rank correlation (ties get average ranks); NaN when either
 // side is constant or there are fewer than two points.
 double spearman_rho(const std::vector<double>& x, const std::vector<double>& y);
+
+// Two-sided p-value of Spearman's rho against "no association": the share of
+// random pairings of x with y (y's values shuffled; `permutations` of them,
+// drawn from `seed`) whose |rho| is at least the observed one, counting the
+// observed pairing itself ((hits + 1) / (permutations + 1)). NaN where rho is.
+double spearman_permutation_p(const std::vector<double>& x, const std::vector<double>& y,
+                              int64_t permutations = 100000, uint64_t seed = 0);
 
 // The mean of repeated measurements (one per seed) and their sample standard
 // deviation (n - 1 in the denominator; 0 for a single value).
