@@ -234,14 +234,13 @@ TEST(Distill, SeedSettingsAreChecked) {
         "seeds.ini"));
   };
   EXPECT_EQ(settings("seed = 5", "groupwise").seeds, std::vector<uint64_t>({5}));
-  const DistillSettings repeated = settings("seeds = 2, 7", "groupwise");
-  EXPECT_EQ(repeated.seeds, std::vector<uint64_t>({2, 7}));
-  EXPECT_EQ(repeated.seed, 2u);
+  EXPECT_EQ(settings("seeds = 2, 7", "groupwise").seeds, std::vector<uint64_t>({2, 7}));
   EXPECT_EQ(settings("seeds = 9", "single").seeds, std::vector<uint64_t>({9}));
   testing::expect_error_mentioning([&] { settings("seeds = 1, 2", "single"); }, {"seeds.ini", "seeds = 1, 2", "single"});
   testing::expect_error_mentioning([&] { settings("seed = 1\nseeds = 1, 2", "groupwise"); }, {"both", "'seeds'"});
   testing::expect_error_mentioning([&] { settings("seeds = 1, 1", "groupwise"); }, {"1 is listed twice"});
   testing::expect_error_mentioning([&] { settings("seeds = -3", "groupwise"); }, {"-3 is negative"});
+  testing::expect_error_mentioning([&] { settings("seed = -1", "single"); }, {"seed = -1 is negative"});
 }
 
 }  // namespace

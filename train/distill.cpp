@@ -55,8 +55,9 @@ void read_seeds(const Config& c, DistillSettings* s) {
   const std::vector<int64_t> seeds = c.get_int_list("distill", "seeds", {});
   const bool experiment_repeats = s->experiment != "single";
   if (seeds.empty()) {
-    s->seed = static_cast<uint64_t>(c.get_int("distill", "seed", 0));
-    s->seeds = {s->seed};
+    const int64_t seed = c.get_int("distill", "seed", 0);
+    check(seed >= 0, "{}: [distill] seed = {} is negative", c.source(), seed);
+    s->seeds = {static_cast<uint64_t>(seed)};
     return;
   }
   check(!c.has("distill", "seed"), "{}: [distill] has both 'seed' and 'seeds'; keep one", c.source());
@@ -71,7 +72,6 @@ void read_seeds(const Config& c, DistillSettings* s) {
           "{}: [distill] seeds: {} is listed twice", c.source(), seed);
     s->seeds.push_back(static_cast<uint64_t>(seed));
   }
-  s->seed = s->seeds.front();
 }
 
 }  // namespace
@@ -195,8 +195,8 @@ std::vector<Tensor> student_parameters(Students& students, const std::vector<int
 
 // Step 3: every chosen layer's student learns the teacher's attention branch.
 Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& layers, const data::Dataset& train,
-                        const DistillSettings& s, MetricsLog& log) {
-  Rng rng(s.seed);
+                        const DistillSettings& s, uint64_t seed, MetricsLog& log) {
+  Rng rng(seed);
   Students students;
   for (size_t k = 0; k < layers.size(); ++k) {
     students.push_back(make_mixer(parse_mixer_spec(s.mixer), teacher.config.embed_dim, rng));
@@ -208,7 +208,7 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
   const int64_t steps = s.budget_images / s.batch_size;
   const WarmupCosineSchedule schedule = warmup_cosine(s.lr, steps, s.warmup_fraction);
 
-  BatchStream stream(train, teacher.config.preprocess, s, s.seed);
+  BatchStream stream(train, teacher.config.preprocess, s, seed);
   ProgressBar bar(fmt::format("distill {} layer(s)", layers.size()), steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
     Tensor images, labels;
@@ -278,7 +278,7 @@ Tensor training_logits(VisionTransformer& model, const Tensor& images) {
 
 // Step 5: CE + temperature-scaled KL to the teacher's logits.
 void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::vector<int64_t>& layers,
-              const data::Dataset& train, const DistillSettings& s, MetricsLog& log) {
+              const data::Dataset& train, const DistillSettings& s, uint64_t seed, MetricsLog& log) {
   std::vector<Tensor> params;
   for (auto& [name, p] : hybrid.named_parameters()) {
     const bool in_student = std::any_of(layers.begin(), layers.end(), [&](int64_t i) {
@@ -289,7 +289,7 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
   auto optimizer = make_adamw(decay_groups(params, s.weight_decay), {s.finetune_lr});
   const int64_t steps = s.finetune_images / s.batch_size;
   const WarmupCosineSchedule schedule = warmup_cosine(s.finetune_lr, steps, s.warmup_fraction);
-  BatchStream stream(train, teacher.config.preprocess, s, s.seed + 1);
+  BatchStream stream(train, teacher.config.preprocess, s, seed + 1);
   ProgressBar bar("fine-tune", steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
     Tensor images, labels, teacher_logits;
@@ -357,10 +357,9 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
 // (loaded from teacher_path), spliced in, and fine-tuned if asked.
 std::unique_ptr<VisionTransformer> distilled_hybrid(VisionTransformer& teacher, const std::string& teacher_path,
                                                     const std::vector<int64_t>& layers, const Datasets& datasets,
-                                                    DistillSettings s, uint64_t seed, MetricsLog& log) {
-  s.seed = seed;
-  auto hybrid = splice(teacher_path, s, layers, distill_layers(teacher, layers, *datasets.train, s, log));
-  if (s.finetune_images > 0) finetune(*hybrid, teacher, layers, *datasets.train, s, log);
+                                                    const DistillSettings& s, uint64_t seed, MetricsLog& log) {
+  auto hybrid = splice(teacher_path, s, layers, distill_layers(teacher, layers, *datasets.train, s, seed, log));
+  if (s.finetune_images > 0) finetune(*hybrid, teacher, layers, *datasets.train, s, seed, log);
   return hybrid;
 }
 

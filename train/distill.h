@@ -39,10 +39,10 @@ struct DistillSettings : DataSettings {
   double weight_decay = 0.01;
   double cosine_weight = 0.0;
   double warmup_fraction = 0.05;
-  uint64_t seed = 0;  // students' init, batch order (fine-tune: seed + 1)
-  // groupwise and teacher_sparsity_sweep: every run (group, teacher) repeated
-  // once per seed, reporting the mean, the spread and each seed's result.
-  // [distill] seeds = 0, 1, 2 (instead of seed); default: {seed}.
+  // A run's seed sets its students' init and batch order (the fine-tune's:
+  // seed + 1). groupwise and teacher_sparsity_sweep repeat every run (group,
+  // teacher) once per seed and report the mean, the spread and each seed's
+  // result; single takes one. Config: [distill] seed = N or seeds = N, M, ...
   std::vector<uint64_t> seeds = {0};
   // end-to-end fine-tune of the hybrid (0 images: off)
   int64_t finetune_images = 0;
