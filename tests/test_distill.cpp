@@ -127,10 +127,8 @@ TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   }
   EXPECT_TRUE(fs::exists(out + "/drop_vs_k90.svg"));
   EXPECT_TRUE(results.contains("spearman_rho"));
-  if (!results["spearman_rho"].is_null()) {
-    EXPECT_GT(results["spearman_p"].get<double>(), 0.0);
-    EXPECT_LE(results["spearman_p"].get<double>(), 1.0);
-  }
+  // (rho is null where the drops are all equal, as the tiny teacher's can be; p comes with rho.)
+  EXPECT_EQ(results.contains("spearman_p"), !results["spearman_rho"].is_null());
   EXPECT_FALSE(results.contains("spearman_rho_per_seed"));
 }
 
