@@ -75,7 +75,7 @@ void accumulate(Tensor& slot, const Tensor& grad) {
 
 void accumulate_into_leaf(TensorImpl* leaf, const Tensor& grad) {
   check(grad.shape() == leaf->shape, "autograd: gradient {} does not match leaf '{}' of shape {}",
-        shape_str(grad.shape()), leaf->name, shape_str(leaf->shape));
+        ShapeText{grad.shape()}, leaf->name, ShapeText{leaf->shape});
   // A fresh buffer, so later in-place optimizer maths never aliases op outputs.
   Tensor owned = leaf->grad.defined() ? add(leaf->grad, grad) : grad.clone();
   leaf->grad = owned;

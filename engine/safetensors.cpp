@@ -100,7 +100,7 @@ uint64_t checked_nbytes(const std::string& path, const std::string& name, const 
   uint64_t bytes = dtype_size(dtype);
   for (int64_t dim : shape) {
     check(!__builtin_mul_overflow(bytes, static_cast<uint64_t>(dim), &bytes),
-          "safetensors file {}: tensor '{}': shape {} is too large", path, name, shape_str(shape));
+          "safetensors file {}: tensor '{}': shape {} is too large", path, name, ShapeText{shape});
   }
   return bytes;
 }
@@ -131,7 +131,7 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   uint64_t expected = checked_nbytes(path, name, entry.shape, entry.dtype);
   check(entry.end - entry.begin == expected,
         "safetensors file {}: tensor '{}': data_offsets span {} bytes but {}{} needs {}", path, name,
-        entry.end - entry.begin, safetensors_dtype_name(entry.dtype), shape_str(entry.shape), expected);
+        entry.end - entry.begin, safetensors_dtype_name(entry.dtype), ShapeText{entry.shape}, expected);
   return entry;
 }
 

@@ -29,7 +29,7 @@ Shape contiguous_strides(const Shape& shape) {
 // ---------------------------------------------------------------- creation
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t s : shape) check(s >= 0, "cannot create a tensor of shape {}", shape_str(shape));
+  for (int64_t s : shape) check(s >= 0, "cannot create a tensor of shape {}", ShapeText{shape});
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
   impl->shape = shape;
@@ -49,7 +49,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
 template <typename T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
   check(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: {} values for shape {}",
-        values.size(), shape_str(shape));
+        values.size(), ShapeText{shape});
   Tensor host = empty(shape, DTypeOf<T>::value);
   if (!values.empty()) std::memcpy(host.raw_data(), values.data(), values.size() * sizeof(T));
   return device.is_cpu() ? host : host.to(device);
@@ -80,7 +80,7 @@ Tensor Tensor::uniform(const Shape& shape, Rng& rng, double low, double high, DT
 
 Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype, int64_t offset) {
   check(static_cast<size_t>(offset + shape_numel(shape)) * dtype_size(dtype) <= storage->nbytes(),
-        "from_storage: shape {} at offset {} exceeds a storage of {} bytes", shape_str(shape), offset,
+        "from_storage: shape {} at offset {} exceeds a storage of {} bytes", ShapeText{shape}, offset,
         storage->nbytes());
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::move(storage);
@@ -102,7 +102,7 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
 }
 
 void check_same_shape(const Tensor& a, const Tensor& b, const char* what) {
-  check(a.shape() == b.shape(), "{}: shapes {} and {} differ", what, shape_str(a.shape()), shape_str(b.shape()));
+  check(a.shape() == b.shape(), "{}: shapes {} and {} differ", what, ShapeText{a.shape()}, ShapeText{b.shape()});
 }
 
 // ---------------------------------------------------------------- metadata
@@ -123,7 +123,7 @@ const std::shared_ptr<Storage>& Tensor::storage() const { return require(impl_).
 
 int64_t Tensor::size(int64_t d) const {
   int64_t n = dim();
-  check(d >= -n && d < n, "dimension {} out of range for a tensor of shape {}", d, shape_str(shape()));
+  check(d >= -n && d < n, "dimension {} out of range for a tensor of shape {}", d, ShapeText{shape()});
   return shape()[d < 0 ? d + n : d];
 }
 
@@ -149,7 +149,7 @@ template <typename T>
 T* Tensor::data() const {
   check(dtype() == DTypeOf<T>::value, "data<{}>() on a {} tensor", dtype_name(DTypeOf<T>::value),
         dtype_name(dtype()));
-  check(device().is_cpu(), "data() needs a CPU tensor, got one on {}", device().str());
+  check(device().is_cpu(), "data() needs a CPU tensor, got one on {}", device());
   return static_cast<T*>(raw_data());
 }
 template float* Tensor::data<float>() const;
@@ -175,7 +175,7 @@ std::vector<int64_t> Tensor::to_ints() const { return host_values<int64_t>(*this
 
 template <typename T>
 T Tensor::item() const {
-  check(numel() == 1, "item() on a tensor of shape {} (needs exactly one element)", shape_str(shape()));
+  check(numel() == 1, "item() on a tensor of shape {} (needs exactly one element)", ShapeText{shape()});
   return static_cast<T>(to_doubles()[0]);
 }
 template float Tensor::item<float>() const;
@@ -238,7 +238,7 @@ const std::shared_ptr<Node>& Tensor::grad_fn() const { return require(impl_).gra
 
 void Tensor::backward(const Tensor& seed) const {
   if (seed.defined()) return run_backward(*this, seed);
-  check(numel() == 1, "backward() without a seed needs a scalar, got shape {}", shape_str(shape()));
+  check(numel() == 1, "backward() without a seed needs a scalar, got shape {}", ShapeText{shape()});
   run_backward(*this, Tensor::ones(shape(), dtype(), device()));
 }
 

@@ -19,6 +19,12 @@ namespace engine {
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);   // "[2, 3, 4]"
+// A shape as a check()/fail() argument: formatted as shape_str only when the
+// message is built, so a check that passes costs no string (Tensor::size and
+// the element-wise ops check on every call).
+struct ShapeText {
+  const Shape& shape;
+};
 int64_t shape_numel(const Shape& shape);
 Shape contiguous_strides(const Shape& shape);
 
@@ -135,3 +141,12 @@ T* data_or_null(const Tensor& t) {
 }
 
 }  // namespace engine
+
+template <>
+struct fmt::formatter<engine::ShapeText> : fmt::formatter<std::string> {
+  template <typename Context>
+  auto format(const engine::ShapeText& text, Context& ctx) const {
+    return fmt::formatter<std::string>::format(engine::shape_str(text.shape), ctx);
+  }
+};
+

@@ -19,7 +19,7 @@ namespace {
 Tensor mask_halted_keys(const Tensor& scores, const Tensor& active) {
   const int64_t batch = active.size(0), tokens = active.size(1);
   check(scores.size(0) == batch && scores.size(-1) == tokens, "attention: key mask {} for scores {}",
-        shape_str(active.shape()), shape_str(scores.shape()));
+        ShapeText{active.shape()}, ShapeText{scores.shape()});
   Tensor halted = reshape((1.0 - active.detach()).to(DType::U8), {batch, 1, 1, tokens});
   return masked_fill(scores, halted, -std::numeric_limits<double>::infinity());
 }

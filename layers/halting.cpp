@@ -110,7 +110,7 @@ std::vector<double> gaussian_depth_prior(int64_t depth, double target_depth, dou
 
 Tensor prior_kl(const Tensor& distribution, const std::vector<double>& target) {
   check(distribution.dim() == 1 && distribution.size(0) == static_cast<int64_t>(target.size()),
-        "prior KL: distribution {} against a target of {} layers", shape_str(distribution.shape()), target.size());
+        "prior KL: distribution {} against a target of {} layers", ShapeText{distribution.shape()}, target.size());
   double entropy_term = 0;  // sum t log t, a constant (0 log 0 = 0)
   for (double t : target) entropy_term += t > 0 ? t * std::log(t) : 0.0;
   Tensor t = Tensor::from_vector(target, {static_cast<int64_t>(target.size())})

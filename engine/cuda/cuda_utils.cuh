@@ -346,7 +346,7 @@ StridedLayout<K> make_layout(const Shape& shape, const std::array<const Shape*, 
       continue;
     }
     check(layout.dims < kMaxDims, "CUDA kernels take at most {} strided dimensions; shape {} needs more",
-          kMaxDims, shape_str(shape));
+          kMaxDims, ShapeText{shape});
     layout.sizes[layout.dims] = shape[d];
     for (int k = 0; k < K; ++k) layout.strides[k][layout.dims] = (*strides[k])[d];
     ++layout.dims;

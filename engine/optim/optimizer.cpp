@@ -74,7 +74,7 @@ void check_param(const Tensor& param, const std::string& label, const char* opti
 
 void check_grad(const Tensor& param, const Tensor& grad, const std::string& label, const char* optimizer) {
   check(grad.shape() == param.shape(), "{}: gradient of parameter {} has shape {} (parameter: {})", optimizer,
-        label, shape_str(grad.shape()), shape_str(param.shape()));
+        label, ShapeText{grad.shape()}, ShapeText{param.shape()});
   check(grad.dtype() == param.dtype() && grad.device() == param.device(),
         "{}: gradient of parameter {} is {} (parameter: {})", optimizer, label, grad.describe(), param.describe());
   check(grad.is_contiguous(), "{}: gradient of parameter {} is not contiguous", optimizer, label);
@@ -205,7 +205,7 @@ class StatefulOptimizer : public Optimizer {
     auto found = entries.find("step");
     check(found != entries.end(), "{} load_state: missing entry 'step'", kind_);
     check(found->second.numel() == 1, "{} load_state: entry 'step' has shape {} (needs one element)", kind_,
-          shape_str(found->second.shape()));
+          ShapeText{found->second.shape()});
     const int64_t step = found->second.item<int64_t>();
     check(step >= 0, "{} load_state: entry 'step' is {} (must be >= 0)", kind_, step);
     entries.erase(found);
@@ -225,7 +225,7 @@ class StatefulOptimizer : public Optimizer {
         continue;
       }
       check(found->second.shape() == slot.param.shape(), "{} load_state: entry '{}' has shape {} (parameter: {})",
-            kind_, name, shape_str(found->second.shape()), shape_str(slot.param.shape()));
+            kind_, name, ShapeText{found->second.shape()}, ShapeText{slot.param.shape()});
       Tensor buffer = Tensor::empty(slot.param.shape(), slot.param.dtype(), slot.param.device());
       copy_into(buffer, found->second.to(slot.param.device()));
       buffers.push_back(buffer);

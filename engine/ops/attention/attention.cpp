@@ -40,8 +40,8 @@ Tensor heads_of(const Tensor& tokens, int64_t parts, int64_t part, int64_t heads
 void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& key_active) {
   check(q.defined() && k.defined() && v.defined(), "{}: q, k and v must all be defined", kOp);
   check(q.dim() == 4 && q.shape() == k.shape() && q.shape() == v.shape(),
-        "{}: q, k and v must be [B, H, N, d] of one shape, got q {}, k {}, v {}", kOp, shape_str(q.shape()),
-        shape_str(k.shape()), shape_str(v.shape()));
+        "{}: q, k and v must be [B, H, N, d] of one shape, got q {}, k {}, v {}", kOp, ShapeText{q.shape()},
+        ShapeText{k.shape()}, ShapeText{v.shape()});
   check(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.device() == k.device() && q.device() == v.device(),
         "{}: q, k and v must share a dtype and a device, got q {}, k {}, v {}", kOp, q.describe(), k.describe(),
         v.describe());
@@ -51,10 +51,10 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double scal
   if (key_active.defined()) {
     const Shape expected = {q.size(0), q.size(2)};
     check(key_active.shape() == expected,
-          "{}: key_active must be [B, N] = {} for q, k, v {} [B, H, N, d], got {}", kOp, shape_str(expected),
-          shape_str(q.shape()), shape_str(key_active.shape()));
+          "{}: key_active must be [B, N] = {} for q, k, v {} [B, H, N, d], got {}", kOp, ShapeText{expected},
+          ShapeText{q.shape()}, ShapeText{key_active.shape()});
     check(key_active.device() == q.device(), "{}: key_active is on {} but q, k, v are on {}", kOp,
-          key_active.device().str(), q.device().str());
+          key_active.device(), q.device());
   }
 }
 
@@ -63,16 +63,16 @@ void check_packed(const Tensor& qkv, int64_t heads, double scale, const Tensor& 
   check(heads > 0, "{}: heads must be positive, got {}", kPackedOp, heads);
   check(qkv.dim() == 3 && qkv.size(2) > 0 && qkv.size(2) % (3 * heads) == 0,
         "{}: qkv must be [B, N, 3 D] with D a positive multiple of heads = {}, got {}", kPackedOp, heads,
-        shape_str(qkv.shape()));
+        ShapeText{qkv.shape()});
   check(qkv.dtype() == DType::F32 || qkv.dtype() == DType::F64, "{}: qkv must be float32 or float64, got {}",
         kPackedOp, qkv.describe());
   check(std::isfinite(scale), "{}: scale must be finite, got {}", kPackedOp, scale);
   if (key_active.defined()) {
     const Shape expected = {qkv.size(0), qkv.size(1)};
     check(key_active.shape() == expected, "{}: key_active must be [B, N] = {} for qkv {} [B, N, 3 D], got {}",
-          kPackedOp, shape_str(expected), shape_str(qkv.shape()), shape_str(key_active.shape()));
+          kPackedOp, ShapeText{expected}, ShapeText{qkv.shape()}, ShapeText{key_active.shape()});
     check(key_active.device() == qkv.device(), "{}: key_active is on {} but qkv is on {}", kPackedOp,
-          key_active.device().str(), qkv.device().str());
+          key_active.device(), qkv.device());
   }
 }
 

@@ -91,14 +91,14 @@ inline Tensor float4_input(const Tensor& t) { return float4_rows(t) ? t : t.clon
 inline void check_outputs_float4(std::initializer_list<const Tensor*> outputs) {
   for (const Tensor* t : outputs) {
     check(float4_rows(*t), "fused_attention (cuda): output {} with strides {} does not have 16-byte aligned rows",
-          t->describe(), shape_str(t->strides()));
+          t->describe(), ShapeText{t->strides()});
   }
 }
 
 inline void check_cuda_inputs(const AttentionInputs& in) {
   check(in.q.dtype() == DType::F32, "fused_attention (cuda): only float32 is supported, got q {}", in.q.describe());
   check(in.q.size(2) <= (int64_t{1} << 24), "fused_attention (cuda): N = {} tokens is too many (q {})", in.q.size(2),
-        shape_str(in.q.shape()));
+        ShapeText{in.q.shape()});
 }
 
 // Grid: x = the blocks of `rows` along N (consecutive blocks share one

@@ -6,7 +6,7 @@ namespace engine {
 
 void copy_into(const Tensor& dst, const Tensor& src) {
   check_same_shape(dst, src, "copy_into");
-  check(dst.device() == src.device(), "copy_into: tensors on {} and {}", dst.device().str(), src.device().str());
+  check(dst.device() == src.device(), "copy_into: tensors on {} and {}", dst.device(), src.device());
   copy_kernel.get(dst.device())(src, dst);
 }
 

@@ -13,7 +13,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b) {
   for (size_t i = 0; i < dims; ++i) {
     int64_t da = i < dims - a.size() ? 1 : a[i - (dims - a.size())];
     int64_t db = i < dims - b.size() ? 1 : b[i - (dims - b.size())];
-    check(da == db || da == 1 || db == 1, "cannot broadcast shapes {} and {}", shape_str(a), shape_str(b));
+    check(da == db || da == 1 || db == 1, "cannot broadcast shapes {} and {}", ShapeText{a}, ShapeText{b});
     out[i] = da == 1 ? db : da;
   }
   return out;
@@ -33,7 +33,7 @@ Tensor broadcast_view(const Tensor& t, const Shape& shape) {
 
 void check_binary_inputs(const Tensor& a, const Tensor& b, const char* op) {
   check(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ", op, dtype_name(a.dtype()), dtype_name(b.dtype()));
-  check(a.device() == b.device(), "{}: tensors on {} and {}", op, a.device().str(), b.device().str());
+  check(a.device() == b.device(), "{}: tensors on {} and {}", op, a.device(), b.device());
 }
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
@@ -151,12 +151,12 @@ namespace {
 constexpr const char* kSiluGatedSum = "silu_gated_sum";
 
 void check_like_a(const Tensor& t, const char* name, const Tensor& a) {
-  check(t.shape() == a.shape(), "{}: {} has shape {} but a has {}", kSiluGatedSum, name, shape_str(t.shape()),
-        shape_str(a.shape()));
+  check(t.shape() == a.shape(), "{}: {} has shape {} but a has {}", kSiluGatedSum, name, ShapeText{t.shape()},
+        ShapeText{a.shape()});
   check(t.dtype() == a.dtype(), "{}: {} is {} but a is {}", kSiluGatedSum, name, dtype_name(t.dtype()),
         dtype_name(a.dtype()));
-  check(t.device() == a.device(), "{}: {} is on {} but a is on {}", kSiluGatedSum, name, t.device().str(),
-        a.device().str());
+  check(t.device() == a.device(), "{}: {} is on {} but a is on {}", kSiluGatedSum, name, t.device(),
+        a.device());
 }
 
 void check_silu_gated_sum_inputs(const Tensor& a, const Tensor& b, const Tensor& z) {

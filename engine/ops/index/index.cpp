@@ -15,7 +15,7 @@ namespace {
 
 void check_index_tensor(const Tensor& index, const Tensor& x, const char* op) {
   check(index.dtype() == DType::I64, "{}: index must be int64, got {}", op, dtype_name(index.dtype()));
-  check(index.device() == x.device(), "{}: index on {}, input on {}", op, index.device().str(), x.device().str());
+  check(index.device() == x.device(), "{}: index on {}, input on {}", op, index.device(), x.device());
 }
 
 // Kernels trust their indices, so they are checked here, on the host (one
@@ -47,7 +47,7 @@ Tensor gather_recorded(const char* name, const Tensor& x, int64_t dim, const Ten
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   dim = wrap_dim(dim, x.dim());
-  check(index.dim() == 1, "index_select: index must be 1-D, got shape {}", shape_str(index.shape()));
+  check(index.dim() == 1, "index_select: index must be 1-D, got shape {}", ShapeText{index.shape()});
   check_index_tensor(index, x, "index_select");
   check_index_values(index, x.size(dim), dim, "index_select");
   // index_select is a gather whose index is broadcast along every other dim:
@@ -65,7 +65,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   bool fits = index.dim() == x.dim();
   for (int64_t d = 0; fits && d < x.dim(); ++d) fits = d == dim || index.size(d) <= x.size(d);
   check(fits, "gather: index {} does not fit input {} (same rank, sizes no larger outside dim {})",
-        shape_str(index.shape()), shape_str(x.shape()), dim);
+        ShapeText{index.shape()}, ShapeText{x.shape()}, dim);
   check_index_values(index, x.size(dim), dim, "gather");
   return gather_recorded("gather", x, dim, index);
 }
@@ -81,7 +81,7 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
     Shape others = t.shape();
     if (t.dim() == first.dim()) others[dim] = 0;
     check(others == shape, "concat along dim {}: shapes {} and {} differ outside that dim", dim,
-          shape_str(first.shape()), shape_str(t.shape()));
+          ShapeText{first.shape()}, ShapeText{t.shape()});
     check(t.dtype() == first.dtype() && t.device() == first.device(), "concat: inputs {} and {} differ",
           first.describe(), t.describe());
     sizes.push_back(t.size(dim));
@@ -104,7 +104,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     non_negative = non_negative && s >= 0;
   }
   check(non_negative && total == x.size(dim), "split: sizes {} do not add up to size {} of dim {} of {}",
-        shape_str(sizes), x.size(dim), dim, shape_str(x.shape()));
+        ShapeText{sizes}, x.size(dim), dim, ShapeText{x.shape()});
   std::vector<Tensor> pieces;
   int64_t start = 0;
   for (int64_t s : sizes) {
@@ -121,7 +121,7 @@ Tensor select_values(const Tensor& condition, const Tensor& a, const Tensor& b, 
   check(condition.dtype() == DType::U8, "{}: condition must be uint8, got {}", op, dtype_name(condition.dtype()));
   check(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ", op, dtype_name(a.dtype()), dtype_name(b.dtype()));
   check(condition.device() == a.device() && a.device() == b.device(), "{}: tensors on {}, {} and {}", op,
-        condition.device().str(), a.device().str(), b.device().str());
+        condition.device(), a.device(), b.device());
   const Shape shape = broadcast_shapes(condition.shape(), broadcast_shapes(a.shape(), b.shape()));
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   // expand() of detached tensors: stride-0 views for the kernel, nothing recorded.
@@ -151,7 +151,7 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check(broadcast_shapes(mask.shape(), x.shape()) == x.shape(), "masked_fill: mask {} does not broadcast to x {}",
-        shape_str(mask.shape()), shape_str(x.shape()));
+        ShapeText{mask.shape()}, ShapeText{x.shape()});
   Tensor out = select_values(mask, scalar_like(value, x), x, "masked_fill");
   record("masked_fill", out, {x}, [mask](const Tensor& g) {
     return std::vector<Tensor>{select_values(mask, scalar_like(0.0, g), g, "masked_fill")};

@@ -50,8 +50,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
   check_logits(logits, "cross_entropy");
   check(label_smoothing >= 0.0 && label_smoothing <= 1.0, "cross_entropy: label_smoothing {} is outside [0, 1]",
         label_smoothing);
-  check(labels.device() == logits.device(), "cross_entropy: labels on {} but logits on {}", labels.device().str(),
-        logits.device().str());
+  check(labels.device() == logits.device(), "cross_entropy: labels on {} but logits on {}", labels.device(),
+        logits.device());
   check_labels(labels, logits.shape()[0], logits.shape()[1]);
   return mean(cross_entropy_rows(logits, labels, label_smoothing));
 }

@@ -46,13 +46,13 @@ struct LinearInputs {
 // x may also be the bfloat16 GEMM operand of a float32 weight on a GPU (see
 // linear_operand_dtype); the kernels take it as they take their own roundings.
 LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check(weight.dim() == 2, "{}: weight must be [out, in], got {}", op, shape_str(weight.shape()));
+  check(weight.dim() == 2, "{}: weight must be [out, in], got {}", op, ShapeText{weight.shape()});
   check(x.dim() >= 1 && x.shape().back() == weight.shape()[1], "{}: input {} does not match weight {}", op,
-        shape_str(x.shape()), shape_str(weight.shape()));
+        ShapeText{x.shape()}, ShapeText{weight.shape()});
   const bool operand = x.dtype() == DType::BF16 && weight.dtype() == DType::F32 && x.device().is_cuda();
   check(x.dtype() == weight.dtype() || operand, "{}: dtypes {} and {} differ", op, dtype_name(x.dtype()),
         dtype_name(weight.dtype()));
-  check(x.device() == weight.device(), "{}: tensors on {} and {}", op, x.device().str(), weight.device().str());
+  check(x.device() == weight.device(), "{}: tensors on {} and {}", op, x.device(), weight.device());
   LinearInputs in;
   in.n = weight.shape()[0];
   in.k = weight.shape()[1];
@@ -61,7 +61,7 @@ LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, cons
   in.out_shape.push_back(in.n);
   if (bias.defined()) {
     check(bias.dim() == 1 && bias.shape()[0] == in.n, "{}: bias {} does not match weight {}", op,
-          shape_str(bias.shape()), shape_str(weight.shape()));
+          ShapeText{bias.shape()}, ShapeText{weight.shape()});
     check(bias.dtype() == weight.dtype() && bias.device() == x.device(), "{}: bias is {}, weight is {}", op,
           bias.describe(), weight.describe());
     in.bias = bias.detach().contiguous();

@@ -49,7 +49,7 @@ GemmOperand operand(const Tensor& t) {
 // out [batch, M, N] = a @ b, with a: [..., M, K] and b: [..., K, N] (b may be 2-D).
 Tensor gemm(const Tensor& a, const Tensor& b, const Shape& out_shape) {
   check(a.dtype() == b.dtype(), "matmul: dtypes {} and {} differ", dtype_name(a.dtype()), dtype_name(b.dtype()));
-  check(a.device() == b.device(), "matmul: tensors on {} and {}", a.device().str(), b.device().str());
+  check(a.device() == b.device(), "matmul: tensors on {} and {}", a.device(), b.device());
   const int64_t m = out_shape[out_shape.size() - 2], n = out_shape.back();
   const int64_t batch = shape_numel(out_shape) / std::max<int64_t>(m * n, 1);
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
@@ -64,11 +64,11 @@ Tensor gemm(const Tensor& a, const Tensor& b, const Shape& out_shape) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  check(a.dim() >= 2 && b.dim() >= 2, "matmul: needs matrices, got {} and {}", shape_str(a.shape()),
-        shape_str(b.shape()));
+  check(a.dim() >= 2 && b.dim() >= 2, "matmul: needs matrices, got {} and {}", ShapeText{a.shape()},
+        ShapeText{b.shape()});
   const int64_t k = a.shape().back();
-  check(b.shape()[b.dim() - 2] == k, "matmul: inner sizes differ: {} @ {}", shape_str(a.shape()),
-        shape_str(b.shape()));
+  check(b.shape()[b.dim() - 2] == k, "matmul: inner sizes differ: {} @ {}", ShapeText{a.shape()},
+        ShapeText{b.shape()});
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(b.shape().back());
 
@@ -85,7 +85,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return out;
   }
   check(a.dim() == b.dim() && std::equal(a.shape().begin(), a.shape().end() - 2, b.shape().begin()),
-        "matmul: batch dims of {} and {} must be equal", shape_str(a.shape()), shape_str(b.shape()));
+        "matmul: batch dims of {} and {} must be equal", ShapeText{a.shape()}, ShapeText{b.shape()});
   Tensor out = gemm(a.detach(), b.detach(), out_shape);
   record("bmm", out, {a, b}, [a, b](const Tensor& g) {
     return std::vector<Tensor>{a.requires_grad() ? matmul(g, transpose(b, -1, -2)) : Tensor(),

@@ -14,7 +14,7 @@ namespace {
 void check_affine_param(const Tensor& param, const char* what, const Tensor& x) {
   if (!param.defined()) return;
   check(param.shape() == Shape{x.shape().back()}, "layer_norm: {} of shape {} does not match input {}", what,
-        shape_str(param.shape()), x.describe());
+        ShapeText{param.shape()}, x.describe());
   check(param.dtype() == x.dtype() && param.device() == x.device(), "layer_norm: {} is {} but the input is {}",
         what, param.describe(), x.describe());
 }

@@ -33,7 +33,7 @@ void check_sequence(const char* op, const char* what, const Tensor& t) {
 }
 
 void check_shape(const char* op, const char* what, const Tensor& t, const Shape& expected) {
-  check(t.shape() == expected, "{}: {} must be {}, got {}", op, what, shape_str(expected), t.describe());
+  check(t.shape() == expected, "{}: {} must be {}, got {}", op, what, ShapeText{expected}, t.describe());
 }
 
 // Every defined tensor shares the first one's dtype and device.

@@ -21,18 +21,18 @@ Shape infer_shape(const Shape& requested, int64_t numel) {
   int64_t infer_at = -1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
-      check(infer_at < 0, "reshape {}: only one dimension can be -1", shape_str(requested));
+      check(infer_at < 0, "reshape {}: only one dimension can be -1", ShapeText{requested});
       infer_at = static_cast<int64_t>(i);
     } else {
       known *= shape[i];
     }
   }
   if (infer_at >= 0) {
-    check(known > 0 && numel % known == 0, "reshape: cannot infer {} for {} elements", shape_str(requested),
+    check(known > 0 && numel % known == 0, "reshape: cannot infer {} for {} elements", ShapeText{requested},
           numel);
     shape[infer_at] = numel / known;
   }
-  check(shape_numel(shape) == numel, "reshape: shape {} does not hold {} elements", shape_str(requested), numel);
+  check(shape_numel(shape) == numel, "reshape: shape {} does not hold {} elements", ShapeText{requested}, numel);
   return shape;
 }
 
@@ -111,13 +111,13 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
 }
 
 Tensor expand(const Tensor& x, const Shape& shape) {
-  check(shape.size() >= x.shape().size(), "expand: cannot expand {} to {}", shape_str(x.shape()), shape_str(shape));
+  check(shape.size() >= x.shape().size(), "expand: cannot expand {} to {}", ShapeText{x.shape()}, ShapeText{shape});
   const size_t lead = shape.size() - x.shape().size();
   Shape strides(shape.size(), 0);
   for (size_t i = 0; i < x.shape().size(); ++i) {
     const int64_t from = x.shape()[i];
-    check(from == shape[lead + i] || from == 1, "expand: cannot expand {} to {}", shape_str(x.shape()),
-          shape_str(shape));
+    check(from == shape[lead + i] || from == 1, "expand: cannot expand {} to {}", ShapeText{x.shape()},
+          ShapeText{shape});
     strides[lead + i] = from == 1 && shape[lead + i] != 1 ? 0 : x.strides()[i];
   }
   Tensor out = make_view(x, shape, strides, x.offset());
