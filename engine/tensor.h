@@ -150,3 +150,12 @@ struct fmt::formatter<engine::ShapeText> : fmt::formatter<std::string> {
   }
 };
 
+// A Tensor formats as describe() ("float32[2, 3] on cpu"), lazily: pass the
+// tensor itself to check().
+template <>
+struct fmt::formatter<engine::Tensor> : fmt::formatter<std::string> {
+  template <typename Context>
+  auto format(const engine::Tensor& tensor, Context& ctx) const {
+    return fmt::formatter<std::string>::format(tensor.describe(), ctx);
+  }
+};

@@ -88,7 +88,7 @@ std::vector<std::vector<int64_t>> kept_tokens(const Tensor& keep_mask, int64_t b
     return kept;
   }
   check(keep_mask.dtype() == DType::U8 && keep_mask.shape() == Shape{batch, n},
-        "sparsity: the keep mask must be uint8 [{}, {}] (images, tokens), got {}", batch, n, keep_mask.describe());
+        "sparsity: the keep mask must be uint8 [{}, {}] (images, tokens), got {}", batch, n, keep_mask);
   const Tensor mask = keep_mask.to(Device::cpu()).contiguous();
   const uint8_t* values = mask.data<uint8_t>();
   for (int64_t b = 0; b < batch; ++b) {
@@ -168,7 +168,7 @@ void SparsityAccumulator::add(int64_t layer, const Tensor& probs_any, const Tens
   check(layer >= 0 && layer < layers_, "sparsity: layer {} is out of range ({} layers)", layer, layers_);
   check(probs_any.dim() == 4 && probs_any.size(1) == heads_ && probs_any.size(2) == probs_any.size(3),
         "sparsity: layer {}: attention probabilities must be [B, {}, N, N], got {}", layer, heads_,
-        probs_any.describe());
+        probs_any);
   const int64_t batch = probs_any.size(0), n = probs_any.size(2), heads = heads_;
   const std::vector<std::vector<int64_t>> kept = kept_tokens(keep_mask, batch, n);
   const Tensor probs = probs_any.to(Device::cpu()).to(DType::F32).contiguous();

@@ -76,7 +76,7 @@ void check_grad(const Tensor& param, const Tensor& grad, const std::string& labe
   check(grad.shape() == param.shape(), "{}: gradient of parameter {} has shape {} (parameter: {})", optimizer,
         label, ShapeText{grad.shape()}, ShapeText{param.shape()});
   check(grad.dtype() == param.dtype() && grad.device() == param.device(),
-        "{}: gradient of parameter {} is {} (parameter: {})", optimizer, label, grad.describe(), param.describe());
+        "{}: gradient of parameter {} is {} (parameter: {})", optimizer, label, grad, param);
   check(grad.is_contiguous(), "{}: gradient of parameter {} is not contiguous", optimizer, label);
 }
 

@@ -43,10 +43,9 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double scal
         "{}: q, k and v must be [B, H, N, d] of one shape, got q {}, k {}, v {}", kOp, ShapeText{q.shape()},
         ShapeText{k.shape()}, ShapeText{v.shape()});
   check(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.device() == k.device() && q.device() == v.device(),
-        "{}: q, k and v must share a dtype and a device, got q {}, k {}, v {}", kOp, q.describe(), k.describe(),
-        v.describe());
-  check(q.dtype() == DType::F32 || q.dtype() == DType::F64, "{}: q, k and v must be float32 or float64, got {}", kOp,
-        q.describe());
+        "{}: q, k and v must share a dtype and a device, got q {}, k {}, v {}", kOp, q, k, v);
+  check(q.dtype() == DType::F32 || q.dtype() == DType::F64, "{}: q, k and v must be float32 or float64, got {}",
+        kOp, q);
   check(std::isfinite(scale), "{}: scale must be finite, got {}", kOp, scale);
   if (key_active.defined()) {
     const Shape expected = {q.size(0), q.size(2)};
@@ -65,7 +64,7 @@ void check_packed(const Tensor& qkv, int64_t heads, double scale, const Tensor& 
         "{}: qkv must be [B, N, 3 D] with D a positive multiple of heads = {}, got {}", kPackedOp, heads,
         ShapeText{qkv.shape()});
   check(qkv.dtype() == DType::F32 || qkv.dtype() == DType::F64, "{}: qkv must be float32 or float64, got {}",
-        kPackedOp, qkv.describe());
+        kPackedOp, qkv);
   check(std::isfinite(scale), "{}: scale must be finite, got {}", kPackedOp, scale);
   if (key_active.defined()) {
     const Shape expected = {qkv.size(0), qkv.size(1)};

@@ -91,12 +91,12 @@ inline Tensor float4_input(const Tensor& t) { return float4_rows(t) ? t : t.clon
 inline void check_outputs_float4(std::initializer_list<const Tensor*> outputs) {
   for (const Tensor* t : outputs) {
     check(float4_rows(*t), "fused_attention (cuda): output {} with strides {} does not have 16-byte aligned rows",
-          t->describe(), ShapeText{t->strides()});
+          *t, ShapeText{t->strides()});
   }
 }
 
 inline void check_cuda_inputs(const AttentionInputs& in) {
-  check(in.q.dtype() == DType::F32, "fused_attention (cuda): only float32 is supported, got q {}", in.q.describe());
+  check(in.q.dtype() == DType::F32, "fused_attention (cuda): only float32 is supported, got q {}", in.q);
   check(in.q.size(2) <= (int64_t{1} << 24), "fused_attention (cuda): N = {} tokens is too many (q {})", in.q.size(2),
         ShapeText{in.q.shape()});
 }

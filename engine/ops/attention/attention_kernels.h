@@ -30,7 +30,7 @@ template <typename T>
 HeadsView<T> heads_view(const Tensor& t) {
   check(t.dim() == 4 && (t.size(3) == 1 || t.strides()[3] == 1),
         "fused_attention kernels: an operand must be [B, H, N, d] with d contiguous, got {} with strides {}",
-        t.describe(), ShapeText{t.strides()});
+        t, ShapeText{t.strides()});
   return {static_cast<T*>(t.raw_data()), t.strides()[0], t.strides()[1], t.strides()[2]};
 }
 

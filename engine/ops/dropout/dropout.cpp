@@ -34,7 +34,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Rng& rng) {
 Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
   check_probability(p, "drop_path");
   if (!training || p == 0.0) return x;
-  check(x.dim() >= 1, "drop_path: needs a batch dimension, got {}", x.describe());
+  check(x.dim() >= 1, "drop_path: needs a batch dimension, got {}", x);
   // One draw per sample, broadcast over the sample's other dimensions.
   Shape mask_shape(x.dim(), 1);
   mask_shape[0] = x.shape()[0];

@@ -83,7 +83,7 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
     check(others == shape, "concat along dim {}: shapes {} and {} differ outside that dim", dim,
           ShapeText{first.shape()}, ShapeText{t.shape()});
     check(t.dtype() == first.dtype() && t.device() == first.device(), "concat: inputs {} and {} differ",
-          first.describe(), t.describe());
+          first, t);
     sizes.push_back(t.size(dim));
   }
   for (int64_t s : sizes) shape[dim] += s;

@@ -14,13 +14,13 @@ namespace {
 
 void check_logits(const Tensor& logits, const char* op) {
   check(logits.dim() == 2 && logits.shape()[1] > 0, "{}: logits must be [N, C] with C > 0, got {}", op,
-        logits.describe());
+        logits);
 }
 
 // Labels are checked on the host: a device kernel cannot raise an error.
 void check_labels(const Tensor& labels, int64_t rows, int64_t classes) {
   check(labels.dtype() == DType::I64 && labels.shape() == Shape{rows},
-        "cross_entropy: labels must be int64 [{}], got {}", rows, labels.describe());
+        "cross_entropy: labels must be int64 [{}], got {}", rows, labels);
   const std::vector<int64_t> values = labels.to_ints();
   for (int64_t r = 0; r < rows; ++r) {
     check(values[r] >= 0 && values[r] < classes, "cross_entropy: label {} in row {} is out of range [0, {})",

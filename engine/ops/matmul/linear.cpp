@@ -63,7 +63,7 @@ LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, cons
     check(bias.dim() == 1 && bias.shape()[0] == in.n, "{}: bias {} does not match weight {}", op,
           ShapeText{bias.shape()}, ShapeText{weight.shape()});
     check(bias.dtype() == weight.dtype() && bias.device() == x.device(), "{}: bias is {}, weight is {}", op,
-          bias.describe(), weight.describe());
+          bias, weight);
     in.bias = bias.detach().contiguous();
   }
   in.x2 = reshape(x.detach(), {in.m, in.k}).contiguous();

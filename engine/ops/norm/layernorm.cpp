@@ -14,9 +14,9 @@ namespace {
 void check_affine_param(const Tensor& param, const char* what, const Tensor& x) {
   if (!param.defined()) return;
   check(param.shape() == Shape{x.shape().back()}, "layer_norm: {} of shape {} does not match input {}", what,
-        ShapeText{param.shape()}, x.describe());
+        ShapeText{param.shape()}, x);
   check(param.dtype() == x.dtype() && param.device() == x.device(), "layer_norm: {} is {} but the input is {}",
-        what, param.describe(), x.describe());
+        what, param, x);
 }
 
 Tensor contiguous_if_defined(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
@@ -28,10 +28,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype) {
-  check(x.dim() >= 1, "layer_norm: needs at least one dimension, got {}", x.describe());
+  check(x.dim() >= 1, "layer_norm: needs at least one dimension, got {}", x);
   check(out_dtype == x.dtype() || (out_dtype == DType::BF16 && x.dtype() == DType::F32 && x.device().is_cuda()),
         "layer_norm: cannot write {} for {} (only x's dtype, or bfloat16 for float32 on a GPU)",
-        dtype_name(out_dtype), x.describe());
+        dtype_name(out_dtype), x);
   check(eps >= 0.0, "layer_norm: eps must be non-negative, got {}", eps);
   check_affine_param(weight, "weight", x);
   check_affine_param(bias, "bias", x);

@@ -52,7 +52,7 @@ std::pair<Tensor, Tensor> reduce_rows(ReduceOp op, const Tensor& x, const Reduce
   Tensor out = Tensor::empty(layout.out_shape, x.dtype(), x.device());
   Tensor indices;
   if (op == ReduceOp::Max) {
-    check(layout.length > 0, "max over an empty dimension of {}", x.describe());
+    check(layout.length > 0, "max over an empty dimension of {}", x);
     indices = Tensor::empty(layout.out_shape, DType::I64, x.device());
   } else if (layout.length == 0) {
     fill_(out, 0.0);

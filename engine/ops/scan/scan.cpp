@@ -29,11 +29,11 @@ std::pair<Tensor, Tensor> state_rows(const Tensor& Bm, const Tensor& Cm) {
 }
 
 void check_sequence(const char* op, const char* what, const Tensor& t) {
-  check(t.dim() == 3, "{}: {} must be [B, L, C], got {}", op, what, t.describe());
+  check(t.dim() == 3, "{}: {} must be [B, L, C], got {}", op, what, t);
 }
 
 void check_shape(const char* op, const char* what, const Tensor& t, const Shape& expected) {
-  check(t.shape() == expected, "{}: {} must be {}, got {}", op, what, ShapeText{expected}, t.describe());
+  check(t.shape() == expected, "{}: {} must be {}, got {}", op, what, ShapeText{expected}, t);
 }
 
 // Every defined tensor shares the first one's dtype and device.
@@ -41,7 +41,7 @@ void check_alike(const char* op, const std::vector<Tensor>& tensors) {
   for (const Tensor& t : tensors) {
     if (!t.defined()) continue;
     check(t.dtype() == tensors[0].dtype() && t.device() == tensors[0].device(), "{}: inputs {} and {} differ", op,
-          tensors[0].describe(), t.describe());
+          tensors[0], t);
   }
 }
 
@@ -70,7 +70,7 @@ Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Ten
                     const Tensor& Cm, const Tensor& D, bool reverse, bool a_is_log) {
   check_sequence(op, "x", x);
   check(A.dim() == 2 && A.size(0) == x.size(2) && A.size(1) > 0, "{}: A must be [C, S] with C = {} and S > 0, got {}",
-        op, x.size(2), A.describe());
+        op, x.size(2), A);
   const int64_t batch = x.size(0), length = x.size(1), channels = x.size(2), state = A.size(1);
   check_shape(op, "dt", dt, x.shape());
   check_shape(op, "Bm", Bm, {batch, length, state});
@@ -116,7 +116,7 @@ Tensor conv_op(const char* op, const Tensor& x, const Tensor& weight, const Tens
                bool reverse, bool silu) {
   check_sequence(op, "x", x);
   check(weight.dim() == 2 && weight.size(0) == x.size(2) && weight.size(1) > 0,
-        "{}: weight must be [C, K] with C = {}, got {}", op, x.size(2), weight.describe());
+        "{}: weight must be [C, K] with C = {}, got {}", op, x.size(2), weight);
   if (bias.defined()) check_shape(op, "bias", bias, {x.size(2)});
   const int64_t taps = weight.size(1);
   check(pad_left >= 0 && pad_left < taps, "{}: pad_left must be in [0, {}), got {}", op, taps, pad_left);

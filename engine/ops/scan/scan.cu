@@ -1167,7 +1167,7 @@ void selective_backward_launch(const SelectiveScanInputs& in, Tensor saved, cons
   }
   check(saved.numel() == checkpoint_elements(B, L, C, S) && saved.dtype() == in.x.dtype(),
         "selective_scan_backward (cuda): the saved states {} are not the forward's for [B, L, C, S] = [{}, {}, {}, {}]",
-        saved.describe(), B, L, C, S);
+        saved, B, L, C, S);
   const int64_t blocks = (C + kBackwardBlockChannels - 1) / kBackwardBlockChannels;  // per batch row
   Tensor dB_part = scratch(B * L * blocks * S, in.x), dC_part = scratch(B * L * blocks * S, in.x);
   Tensor dA_part = scratch(B * C * S, in.x), dD_part = scratch(B * C, in.x);

@@ -10,7 +10,7 @@ namespace engine {
 namespace {
 
 Tensor softmax_op(SoftmaxKind kind, const Tensor& x, const char* name) {
-  check(x.dim() >= 1, "{}: needs at least one dimension, got {}", name, x.describe());
+  check(x.dim() >= 1, "{}: needs at least one dimension, got {}", name, x);
   Tensor input = x.detach().contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (out.numel() > 0) softmax_forward_kernel.get(x.device())(kind, last_dim_rows(input), last_dim_rows(out));

@@ -15,23 +15,15 @@ namespace {
 
 constexpr const char* kOp = "softplus_linear";
 
-// (Conditions first, messages only on failure: describe() builds strings,
-// which at batch 1 would be a noticeable share of the op's host time.)
 void check_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  if (weight.dim() != 2) fail("{}: weight must be [out, in], got {}", kOp, weight.describe());
-  if (x.dim() < 1 || x.shape().back() != weight.size(1)) {
-    fail("{}: input {} does not match weight {}", kOp, x.describe(), weight.describe());
-  }
-  if (x.dtype() != weight.dtype() || x.device() != weight.device()) {
-    fail("{}: input {} and weight {} differ", kOp, x.describe(), weight.describe());
-  }
+  check(weight.dim() == 2, "{}: weight must be [out, in], got {}", kOp, weight);
+  check(x.dim() >= 1 && x.shape().back() == weight.size(1), "{}: input {} does not match weight {}", kOp, x, weight);
+  check(x.dtype() == weight.dtype() && x.device() == weight.device(), "{}: input {} and weight {} differ", kOp, x,
+        weight);
   if (!bias.defined()) return;
-  if (bias.dim() != 1 || bias.size(0) != weight.size(0)) {
-    fail("{}: bias {} does not match weight {}", kOp, bias.describe(), weight.describe());
-  }
-  if (bias.dtype() != weight.dtype() || bias.device() != weight.device()) {
-    fail("{}: bias {} and weight {} differ", kOp, bias.describe(), weight.describe());
-  }
+  check(bias.dim() == 1 && bias.size(0) == weight.size(0), "{}: bias {} does not match weight {}", kOp, bias, weight);
+  check(bias.dtype() == weight.dtype() && bias.device() == weight.device(), "{}: bias {} and weight {} differ", kOp,
+        bias, weight);
 }
 
 // The stride between consecutive rows of x [..., K] taken as [M, K], when
