@@ -139,12 +139,4 @@ std::string data_file(const std::string& name) {
 
 std::string default_cache_dir() { return env_or("ENGINE_CACHE_DIR", "./.cache/data"); }
 
-std::string resolve_data_dir(const std::string& data, const std::string& subdir) {
-  std::string root = data;
-  if (fs::is_regular_file(data)) root = extract_archive_once(data, default_cache_dir());
-  if (!subdir.empty()) root = (fs::path(root) / subdir).string();
-  engine::check(fs::is_directory(root), "data folder '{}' does not exist", root);
-  return root;
-}
-
 }  // namespace data

@@ -34,10 +34,4 @@ std::string default_cache_dir();
 // tests look for data: the advice that errors about missing data end with.
 const char* where_to_get_data();
 
-// A tool's --data: a folder, or an archive (.tar, .tar.xz, ...) unpacked once into
-// default_cache_dir(); a non-empty `subdir` picks a folder inside it. A missing folder is an
-// error naming it. The tools open their datasets through open_dataset (open_dataset.h),
-// which also reads CIFAR-10's binary batches.
-std::string resolve_data_dir(const std::string& data, const std::string& subdir);
-
 }  // namespace data

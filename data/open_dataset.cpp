@@ -25,12 +25,6 @@ bool holds_cifar_batches(const fs::path& dir) {
   return std::any_of(names.begin(), names.end(), [&](const std::string& name) { return fs::exists(dir / name, ec); });
 }
 
-std::string joined(const std::vector<std::string>& names) {
-  std::string text;
-  for (const std::string& name : names) text += (text.empty() ? "" : " ") + name;
-  return text;
-}
-
 // "test/" -> "test", so that the last component is the split.
 std::string without_trailing_slashes(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
@@ -51,7 +45,7 @@ std::string entries_of(const fs::path& dir) {
   const size_t more = names.size() > kShown ? names.size() - kShown : 0;
   names.resize(std::min(names.size(), kShown));
   if (names.empty()) return fmt::format(" ('{}' is empty)", dir.string());
-  return fmt::format(" ('{}' holds: {}{})", dir.string(), joined(names),
+  return fmt::format(" ('{}' holds: {}{})", dir.string(), fmt::join(names, " "),
                      more ? fmt::format(" and {} more", more) : "");
 }
 
@@ -60,7 +54,7 @@ std::unique_ptr<LabeledDataset> open_cifar_binary(const std::string& dir, Split 
   if (!class_list.empty()) {
     const std::vector<std::string> listed = read_class_list(class_list);
     engine::check(listed == dataset->classes(), "class list '{}' ({}) does not match the CIFAR-10 classes of '{}' ({})",
-                  class_list, joined(listed), dir, joined(dataset->classes()));
+                  class_list, fmt::join(listed, " "), dir, fmt::join(dataset->classes(), " "));
   }
   return dataset;
 }
