@@ -1,7 +1,6 @@
 #include "data/subset.h"
 
 #include <algorithm>
-#include <numeric>
 
 #include "engine/error.h"
 
@@ -11,12 +10,6 @@ Subset::Subset(const Dataset& inner, std::vector<size_t> indices) : inner_(inner
   for (size_t index : indices_) {
     engine::check(index < inner.size(), "Subset: index {} is outside the dataset's {} items", index, inner.size());
   }
-}
-
-std::vector<size_t> first_items(size_t size, size_t limit) {
-  std::vector<size_t> indices(std::min(size, limit));
-  std::iota(indices.begin(), indices.end(), size_t{0});
-  return indices;
 }
 
 std::vector<size_t> evenly_spaced_items(size_t size, size_t limit) {

@@ -1,6 +1,6 @@
-// A dataset restricted to some of its items: the first N (a quick evaluation)
-// or N spread evenly over the whole (a small training set that, over a
-// class-sorted ImageFolder, still holds every class).
+// A dataset restricted to some of its items, e.g. N spread evenly over the
+// whole (a quick evaluation or a small training set that, over a class-sorted
+// ImageFolder, still holds every class).
 #pragma once
 #include <vector>
 
@@ -22,9 +22,6 @@ class Subset : public Dataset {
   const Dataset& inner_;
   std::vector<size_t> indices_;
 };
-
-// The first min(limit, size) items.
-std::vector<size_t> first_items(size_t size, size_t limit);
 
 // min(limit, size) items at positions floor(k * size / limit), k = 0 .. limit - 1.
 std::vector<size_t> evenly_spaced_items(size_t size, size_t limit);

@@ -2,8 +2,12 @@
 // normalise, synset label mapping, top-k bookkeeping, predictions.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <set>
 
 #include "data/archive.h"
 #include "data/image_folder.h"
@@ -57,6 +61,85 @@ TEST(Eval, ImagenetSampleWithSynsets) {
   EXPECT_DOUBLE_EQ(result.top1, correct / 50.0);
   EXPECT_GE(result.top5, result.top1);
   std::filesystem::remove_all(dir);
+}
+
+// A class-sorted dataset, as an ImageFolder lists its items: `per_class` items
+// of class 0, then of class 1, ...; item i is a 2x2 image filled with its label.
+class SortedByClass : public data::Dataset {
+ public:
+  SortedByClass(int classes, int per_class) : classes_(classes), per_class_(per_class) {}
+  size_t size() const override { return static_cast<size_t>(classes_ * per_class_); }
+  int num_classes() const override { return classes_; }
+  data::Sample get(size_t i) const override {
+    data::Image image(2, 2, 3);
+    std::fill(image.pixels.begin(), image.pixels.end(), static_cast<uint8_t>(label(i)));
+    return {image, label(i)};
+  }
+  int64_t label(size_t i) const override { return static_cast<int64_t>(i) / per_class_; }
+  std::string name(size_t i) const override { return fmt::format("{}/{:02}", label(i), i); }
+
+ private:
+  int classes_, per_class_;
+};
+
+// Raw pixels in, so a logits function can read each image's label back.
+Preprocess raw_pixels() {
+  Preprocess p;
+  p.input_size = 2;
+  p.crop_pct = 1.0;
+  p.interpolation = "bilinear";
+  for (int c = 0; c < 3; ++c) p.mean[c] = 0.0, p.std[c] = 1.0 / 255.0;
+  return p;
+}
+
+// Logits [B, classes] from fill(label of image b, row b).
+LogitsFn logits_from_labels(int64_t classes, const std::function<void(int64_t, float*)>& fill) {
+  return [classes, fill](const Tensor& images) {
+    const Tensor pixels = images.contiguous();
+    const int64_t batch = pixels.size(0), per_image = pixels.numel() / batch;
+    std::vector<float> logits(static_cast<size_t>(batch * classes), 0.0f);
+    for (int64_t b = 0; b < batch; ++b) {
+      fill(std::lround(pixels.data<float>()[b * per_image]), logits.data() + b * classes);
+    }
+    return Tensor::from_vector(logits, {batch, classes});
+  };
+}
+
+EvalOptions quiet(int64_t limit) {
+  EvalOptions options;
+  options.batch_size = 4;
+  options.limit = limit;
+  options.num_workers = 0;
+  options.progress = false;
+  return options;
+}
+
+TEST(Eval, LimitSpreadsOverEveryClassOfASortedDataset) {
+  const SortedByClass dataset(4, 5);
+  const LogitsFn perfect = logits_from_labels(4, [](int64_t label, float* row) { row[label] = 1.0f; });
+  const EvalResult result = evaluate_classifier(perfect, dataset, raw_pixels(), quiet(8));
+  ASSERT_EQ(result.images, 8);
+  std::set<int64_t> classes;
+  for (const auto& [name, predicted] : result.predictions) classes.insert(predicted);
+  EXPECT_EQ(classes, (std::set<int64_t>{0, 1, 2, 3})) << "a limit must not take the first class only";
+  EXPECT_DOUBLE_EQ(result.top1, 1.0);
+}
+
+TEST(Eval, NanLogitsScoreNothingAndTiesGoToTheFirstClass) {
+  const SortedByClass dataset(4, 3);
+  const LogitsFn nan = logits_from_labels(8, [](int64_t, float* row) { std::fill(row, row + 8, NAN); });
+  EvalResult result = evaluate_classifier(nan, dataset, raw_pixels(), quiet(0));
+  EXPECT_EQ(result.top1, 0.0);
+  EXPECT_EQ(result.top5, 0.0);
+  // All logits equal: the prediction is class 0 (the first maximum), and top-k agrees with it.
+  const LogitsFn tied = logits_from_labels(8, [](int64_t, float* row) { std::fill(row, row + 8, 0.5f); });
+  result = evaluate_classifier(tied, dataset, raw_pixels(), quiet(0));
+  EXPECT_DOUBLE_EQ(result.top1, 0.25);  // the 3 images of class 0 of 12
+  EXPECT_DOUBLE_EQ(result.top5, 1.0);   // classes 0-3 rank 0-3
+  for (const auto& [name, predicted] : result.predictions) EXPECT_EQ(predicted, 0) << name;
+  // The true logit tied with a later class only: still top-1.
+  const LogitsFn tied_later = logits_from_labels(8, [](int64_t label, float* row) { row[label] = row[7] = 1.0f; });
+  EXPECT_DOUBLE_EQ(evaluate_classifier(tied_later, dataset, raw_pixels(), quiet(0)).top1, 1.0);
 }
 
 // RandomCrop(reflect) then flip then normalise, drawing from the sample's RNG in that order.

@@ -24,7 +24,7 @@ int eval_main(int argc, char** argv) {
                {"synsets", "class list, line i = class i (ImageNet: the 1000 sorted synsets)", ""},
                {"batch", "batch size", "256"},
                {"device", "cpu, cuda or auto", "auto"},
-               {"limit", "evaluate only the first N images (0 = all)", "0"},
+               {"limit", "evaluate only N images, spread evenly over the set (0 = all)", "0"},
                {"workers", "loader threads", "2"},
                {"skip-bad-images", "skip undecodable images (counted) instead of failing", "", true},
                {"predictions", "write '<relative path> <predicted index>' lines here", ""},

@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 
 #include "data/subset.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
+#include "engine/ops/index/index.h"
+#include "engine/ops/view/view.h"
 #include "models/avit.h"
 #include "train/progress.h"
 
@@ -14,10 +17,14 @@ namespace engine {
 
 namespace {
 
-// Ranks of the true label among the logits row: 0 = top-1.
+// Rank of the true label among the logits row: 0 = top-1. A tie goes to the
+// lower class, as the predicted class (the first maximum) does, and a NaN
+// true logit ranks last: a diverged model must not score.
 int64_t rank_of(const float* row, int64_t classes, int64_t label) {
+  const float own = row[label];
+  if (std::isnan(own)) return classes;
   int64_t rank = 0;
-  for (int64_t c = 0; c < classes; ++c) rank += row[c] > row[label];
+  for (int64_t c = 0; c < classes; ++c) rank += row[c] > own || (row[c] == own && c < label);
   return rank;
 }
 
@@ -113,6 +120,12 @@ Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, 
   return Tensor::from_vector(batch.images, {batch.n, batch.c, batch.h, batch.w}).to(device);
 }
 
+Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device) {
+  const Tensor images = first_images(dataset, preprocess, count, device);
+  std::vector<Tensor> copies(static_cast<size_t>((count + images.size(0) - 1) / images.size(0)), images);
+  return copies.size() == 1 ? images : narrow(concat(copies, 0), 0, 0, count);
+}
+
 namespace {
 
 // Median wall time (ms) of `repeats` calls of run(), each waited for, after one untimed call.
@@ -127,7 +140,8 @@ double median_wall_ms(Device device, const std::function<void()>& run, int64_t r
     if (r > 0) times.push_back(ms);  // run 0 warms caches and allocators
   }
   std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  const size_t half = times.size() / 2;
+  return times.size() % 2 == 1 ? times[half] : (times[half - 1] + times[half]) / 2;
 }
 
 }  // namespace
@@ -148,7 +162,9 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
                                const EvalOptions& options) {
   std::unique_ptr<data::Subset> limited;
   if (options.limit > 0) {
-    limited = std::make_unique<data::Subset>(full, data::first_items(full.size(), static_cast<size_t>(options.limit)));
+    // Spread over the whole set: a class-sorted folder's first N would be one class.
+    limited = std::make_unique<data::Subset>(full,
+                                             data::evenly_spaced_items(full.size(), static_cast<size_t>(options.limit)));
   }
   const data::Dataset& dataset = limited ? *limited : full;
   data::LoaderOptions loader_options;

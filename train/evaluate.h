@@ -25,7 +25,7 @@ data::Transform crop_flip_transform(const Preprocess& preprocess, int reflect_pa
 
 struct EvalOptions {
   int64_t batch_size = 256;
-  int64_t limit = 0;         // > 0: only the first N images
+  int64_t limit = 0;         // > 0: only N images, spread evenly over the dataset
   int num_workers = 2;
   bool skip_bad_images = false;
   bool progress = true;
@@ -66,6 +66,10 @@ class RetentionMeter {
 // eval transform, as one [count, C, H, W] batch on `device`: inputs for timing
 // (A-ViT's speed depends on the images) and for pictures.
 Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
+
+// A batch of exactly `count` images for timing at that batch size: the first
+// images, repeated from the start when the dataset holds fewer.
+Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
 
 // Median wall time (ms) of `repeats` forwards of `images`, after one warm-up run.
 double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
