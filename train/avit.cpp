@@ -149,8 +149,7 @@ json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const Av
 json latency_report(const LogitsFn& logits_of, const Tensor& images, const AvitSettings& s) {
   json report = json::object();
   for (int64_t batch : s.latency_batches) {
-    const int64_t n = std::min(batch, images.size(0));
-    report[fmt::format("b{}", n)] = latency_ms(logits_of, narrow(images, 0, 0, n), s.latency_repeats);
+    report[fmt::format("b{}", batch)] = latency_ms(logits_of, narrow(images, 0, 0, batch), s.latency_repeats);
   }
   return report;
 }
@@ -202,7 +201,7 @@ json run_avit(const AvitSettings& s) {
   json avit = evaluate_avit(*model, test_set, s);
 
   const int64_t largest = *std::max_element(s.latency_batches.begin(), s.latency_batches.end());
-  const Tensor images = first_images(test_set, model->config.preprocess, largest, s.device);
+  const Tensor images = timing_images(test_set, model->config.preprocess, largest, s.device);
   json dense_latency = latency_report(inference_logits(*teacher), images, s);
   json avit_latency = latency_report(inference_logits(*model), images, s);
   json speedup = json::object();
