@@ -283,6 +283,31 @@ TEST(Attention, LayerFusedPathGradientsMatchProbabilityPath) {
   }
 }
 
+TEST(Attention, LayerCountsTheSameGemmFlopsOnBothPaths) {
+  // Models report GFLOPs from gemm_flops_so_far(): the fused path must count
+  // the q k^T and p v products that the materialising path's matmuls count,
+  // forward and backward.
+  Rng rng(31);
+  Attention attention(64, 2, true, rng);
+  Tensor x = Tensor::randn({2, 9, 64}, rng);
+  x.set_requires_grad(true);
+  std::vector<int64_t> forward_flops, backward_flops;
+  for (bool fused : {true, false}) {
+    Tensor probs;
+    const int64_t start = gemm_flops_so_far();
+    Tensor out = attention.forward(x, ForwardContext{}, fused ? nullptr : &probs);
+    const int64_t forwarded = gemm_flops_so_far();
+    sum(out).backward();
+    forward_flops.push_back(forwarded - start);
+    backward_flops.push_back(gemm_flops_so_far() - forwarded);
+  }
+  const int64_t products = 2 * (2 * 2) * 9 * 9 * 32;  // 2 flops per multiply-add, B H = 2 x 2, N = 9, d = 32
+  const int64_t projections = 2 * 18 * 64 * (3 * 64 + 64);  // qkv and proj over the 18 tokens
+  EXPECT_EQ(forward_flops[0], projections + 2 * products);
+  EXPECT_EQ(forward_flops[1], forward_flops[0]);
+  EXPECT_EQ(backward_flops[1], backward_flops[0]);
+}
+
 TEST(Attention, Errors) {
   Rng rng(26);
   Tensor q = Tensor::randn({2, 3, 5, 4}, rng);

@@ -9,6 +9,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/attention/attention_kernels.h"
+#include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/view/view.h"
 
 namespace engine {
@@ -75,6 +76,14 @@ void check_packed(const Tensor& qkv, int64_t heads, double scale, const Tensor& 
   }
 }
 
+// The GEMM work of the unfused path for [B, H, N, d] heads (q k^T and p v,
+// 2 B H N N d each; a backward twice that), added to gemm_flops_so_far() so
+// that a model's GFLOPs are the same whichever path its attention takes.
+void count_flops(const Tensor& heads, int64_t products) {
+  const int64_t n = heads.size(2);
+  add_gemm_flops(products * 2 * heads.size(0) * heads.size(1) * n * n * heads.size(3));
+}
+
 }  // namespace
 
 bool fused_attention_supported(Device device, DType dtype, int64_t head_dim) {
@@ -94,6 +103,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, q.dtype(), q.device());
   if (out.numel() > 0) attention_forward_kernel.get(q.device())(in, out, lse);
+  count_flops(in.q, 2);
   // The backward keeps the inputs, the output (detached: no reference cycle)
   // and the log-sum-exp, [B, H, N]: never the [N, N] probabilities.
   record(kOp, out, {q, k, v}, [in, out_saved = out.detach(), lse](const Tensor& g) {
@@ -101,6 +111,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
     Tensor dk = Tensor::empty(in.q.shape(), in.q.dtype(), in.q.device());
     Tensor dv = Tensor::empty(in.q.shape(), in.q.dtype(), in.q.device());
     if (dq.numel() > 0) attention_backward_kernel.get(g.device())(in, out_saved, lse, g.contiguous(), dq, dk, dv);
+    count_flops(in.q, 4);
     return std::vector<Tensor>{dq, dk, dv};
   });
   return out;
@@ -121,6 +132,7 @@ Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, double scale, co
   Tensor out = Tensor::empty({batch, tokens, dim}, qkv.dtype(), qkv.device());  // token-major
   Tensor lse = Tensor::empty({batch, heads, tokens}, qkv.dtype(), qkv.device());
   if (out.numel() > 0) attention_forward_kernel.get(qkv.device())(in, heads_of(out, 1, 0, heads), lse);
+  count_flops(in.q, 2);
   // Saved: qkv (through the views in `in`), the output and the log-sum-exp.
   // The one gradient, d(qkv), is written by the kernels column block by
   // column block: dq, dk and dv are views into it, and cover all of it.
@@ -132,6 +144,7 @@ Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, double scale, co
                                                 heads_of(g.contiguous(), 1, 0, heads), heads_of(dqkv, 3, 0, heads),
                                                 heads_of(dqkv, 3, 1, heads), heads_of(dqkv, 3, 2, heads));
     }
+    count_flops(in.q, 4);
     return std::vector<Tensor>{dqkv};
   });
   return out;
