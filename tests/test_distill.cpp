@@ -14,6 +14,7 @@
 #include "tests/gradcheck.h"
 #include "tests/image_folder_fixture.h"
 #include "tests/shared_data.h"
+#include "train/batch_stream.h"
 #include "train/distill.h"
 
 namespace engine {
@@ -223,6 +224,50 @@ TEST(Distill, ShippedConfigsAreValid) {
     config.check_all_used();
     EXPECT_EQ(s.seeds.size(), s.experiment == "groupwise" ? 3u : 1u) << path;
   }
+}
+
+TEST(Distill, BudgetSettingsAreChecked) {
+  auto settings = [](const std::string& extra) {
+    return DistillSettings::from_config(Config::parse(
+        "[teacher]\nmodel = m\n[data]\npath = x\nbatch_size = 64\n" + extra, "budget.ini"));
+  };
+  EXPECT_EQ(settings("[distill]\nbudget_images = 64\n[finetune]\nbudget_images = 0\n").finetune_images, 0);
+  testing::expect_error_mentioning([&] { settings("[distill]\nbudget_images = 63\n"); },
+                                   {"budget.ini", "[distill] budget_images (63)", "batch_size = 64"});
+  testing::expect_error_mentioning([&] { settings("[finetune]\nbudget_images = 10\n"); },
+                                   {"[finetune] budget_images (10)", "batch_size = 64"});
+  testing::expect_error_mentioning([&] { settings("[finetune]\nbudget_images = -64\n"); },
+                                   {"[finetune] budget_images (-64)"});
+  testing::expect_error_mentioning(
+      [&] { settings("[teacher]\nconfig = c.json\n[experiment]\nkind = teacher_sparsity_sweep\nteachers = a:x;b:y\n"); },
+      {"[teacher] config", "teacher_sparsity_sweep"});
+}
+
+// Two 2x2 images: fewer than a batch of 4.
+class TwoImages : public data::Dataset {
+ public:
+  size_t size() const override { return 2; }
+  int num_classes() const override { return 2; }
+  data::Sample get(size_t i) const override { return {data::Image(2, 2, 3), label(i)}; }
+  int64_t label(size_t i) const override { return static_cast<int64_t>(i); }
+  std::string name(size_t i) const override { return std::to_string(i); }
+};
+
+TEST(Distill, BatchStreamRefusesASetSmallerThanABatch) {
+  DataSettings options;
+  options.batch_size = 4;
+  options.workers = 0;
+  Preprocess preprocess;
+  preprocess.input_size = 2;
+  preprocess.crop_pct = 1.0;
+  const TwoImages images;
+  testing::expect_error_mentioning([&] { BatchStream(images, preprocess, options, 0); },
+                                   {"holds 2 images", "batch_size = 4"});
+  options.batch_size = 2;
+  BatchStream stream(images, preprocess, options, 0);
+  Tensor batch, labels;
+  for (int i = 0; i < 3; ++i) stream.next(&batch, &labels);  // epochs roll over
+  EXPECT_EQ(batch.shape(), (Shape{2, 3, 2, 2}));
 }
 
 TEST(Distill, SeedSettingsAreChecked) {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <filesystem>
 
-
 namespace engine {
 
 namespace {
@@ -46,6 +45,10 @@ BatchStream::BatchStream(const data::Dataset& dataset, const Preprocess& preproc
                          uint64_t seed)
     : loader_(dataset, eval_transform(preprocess, /*random_flip=*/true), loader_options(preprocess, options, seed)),
       device_(options.device) {
+  // Batches are whole (drop_last): a smaller set would give none, ever.
+  check(dataset.size() >= static_cast<size_t>(options.batch_size),
+        "the training set holds {} images, fewer than one batch ([data] batch_size = {})", dataset.size(),
+        options.batch_size);
   loader_.start_epoch(epoch_);
 }
 

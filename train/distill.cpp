@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "data/open_dataset.h"
+#include "data/random.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
 #include "models/avit.h"
@@ -26,6 +27,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// The key of the fine-tune's batch stream: mix_seed(seed, key), so that no
+// seed's fine-tune draws the batches of another seed's distillation.
+constexpr uint64_t kFinetuneStream = 0xf1e7a4eULL;
 
 struct NamedTeacher {
   std::string name, path;
@@ -111,8 +116,19 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   }
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);
-  check(s.budget_images > 0 && s.batch_size > 0 && s.latency_repeats > 0,
-        "{}: budget_images, batch_size and latency_repeats must be positive", c.source());
+  check(s.latency_repeats > 0, "{}: [eval] latency_repeats must be positive, got {}", c.source(),
+        s.latency_repeats);
+  // Budgets are spent in whole batches (floor(budget / batch_size) steps), the
+  // same number in every run compared; a budget under one batch would train nothing.
+  check(s.budget_images >= s.batch_size,
+        "{}: [distill] budget_images ({}) must be at least one batch ([data] batch_size = {})", c.source(),
+        s.budget_images, s.batch_size);
+  check(s.finetune_images == 0 || s.finetune_images >= s.batch_size,
+        "{}: [finetune] budget_images ({}) must be 0 (no fine-tune) or at least one batch ([data] batch_size = {})",
+        c.source(), s.finetune_images, s.batch_size);
+  check(s.teacher_config.empty() || s.experiment != "teacher_sparsity_sweep",
+        "{}: [teacher] config applies to one teacher; teacher_sparsity_sweep reads each teacher's own config.json",
+        c.source());
   return s;
 }
 
@@ -289,7 +305,7 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
   auto optimizer = make_adamw(decay_groups(params, s.weight_decay), {s.finetune_lr});
   const int64_t steps = s.finetune_images / s.batch_size;
   const WarmupCosineSchedule schedule = warmup_cosine(s.finetune_lr, steps, s.warmup_fraction);
-  BatchStream stream(train, teacher.config.preprocess, s, seed + 1);
+  BatchStream stream(train, teacher.config.preprocess, s, data::mix_seed(seed, kFinetuneStream));
   ProgressBar bar("fine-tune", steps * s.batch_size);
   for (int64_t step = 0; step < steps; ++step) {
     Tensor images, labels, teacher_logits;
@@ -335,14 +351,14 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
   if (meter) report["retention"] = meter->retention();
   if (!timed) return report;
   const int64_t flops_before = gemm_flops_so_far();
-  const Tensor images = first_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
+  const Tensor images = timing_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
   latency_ms(logits_of, narrow(images, 0, 0, 1), 1);  // two batch-1 forwards: warm-up + one timed
   report["gflops"] = (gemm_flops_so_far() - flops_before) / 2 / 1e9;
   // On a GPU, also the forward replayed as one graph: the GPU's time alone
   // (not for an A-ViT, whose compacted forward reads its decisions on the host).
   const bool graphs = s.device.is_cuda() && !model.config.halting;
   for (int64_t batch : s.latency_batches) {
-    const Tensor batch_images = narrow(images, 0, 0, std::min(batch, images.size(0)));
+    const Tensor batch_images = narrow(images, 0, 0, batch);
     report[fmt::format("latency_ms_b{}", batch)] = latency_ms(logits_of, batch_images, s.latency_repeats);
     if (graphs) {
       report[fmt::format("graph_latency_ms_b{}", batch)] = graph_latency_ms(logits_of, batch_images, s.latency_repeats);

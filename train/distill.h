@@ -34,13 +34,13 @@ struct DistillSettings : DataSettings {
   int64_t sparsity_images = 256;
   // students: a mixer spec, kind[:key=value,...] (layers/mixers/factory.h)
   std::string mixer = "gated_rnn";
-  int64_t budget_images = 20000;
+  int64_t budget_images = 20000;  // spent in whole batches: floor(budget / batch_size) steps
   double lr = 1e-3;
   double weight_decay = 0.01;
   double cosine_weight = 0.0;
   double warmup_fraction = 0.05;
-  // A run's seed sets its students' init and batch order (the fine-tune's:
-  // seed + 1). groupwise and teacher_sparsity_sweep repeat every run (group,
+  // A run's seed sets its students' init and batch order (the fine-tune's
+  // stream is keyed apart from it). groupwise and teacher_sparsity_sweep repeat every run (group,
   // teacher) once per seed and report the mean, the spread and each seed's
   // result; single takes one. Config: [distill] seed = N or seeds = N, M, ...
   std::vector<uint64_t> seeds = {0};
