@@ -235,7 +235,10 @@ void apply_timm_args(const json& args, VitConfig& c, const std::string& source) 
   if (has("num_heads")) c.num_heads = as_int(args["num_heads"], "num_heads", source);
   if (has("num_classes")) c.num_classes = as_int(args["num_classes"], "num_classes", source);
   if (has("mlp_ratio")) {
-    c.mlp_hidden = static_cast<int64_t>(c.embed_dim * as_double(args["mlp_ratio"], "mlp_ratio", source));
+    // timm's int(embed_dim * mlp_ratio), forgiving the product's rounding: a
+    // ratio saved as hidden / dim (22 * (49 / 22) = 48.999...) gives hidden back.
+    const double hidden = c.embed_dim * as_double(args["mlp_ratio"], "mlp_ratio", source);
+    c.mlp_hidden = static_cast<int64_t>(std::floor(hidden + 1e-6));
   }
   if (has("qkv_bias")) c.qkv_bias = as_bool(args["qkv_bias"], "qkv_bias", source);
   if (has("class_token")) c.class_token = as_bool(args["class_token"], "class_token", source);

@@ -114,6 +114,7 @@ void expect_round_trip(const VitConfig& config) {
   EXPECT_EQ(loaded->config.global_pool, config.global_pool);
   EXPECT_EQ(loaded->config.distilled, config.distilled);
   EXPECT_EQ(loaded->config.class_token, config.class_token);
+  EXPECT_EQ(loaded->config.mlp_hidden, config.mlp_hidden);
   Rng rng(4);
   Tensor images = Tensor::randn({2, 3, 16, 16}, rng);
   NoGradGuard no_grad;
@@ -128,6 +129,14 @@ TEST(VitCheckpoint, RoundTripAvgPoolWithoutClassToken) {
   c.class_token = false;
   c.global_pool = "avg";
   c.fc_norm = true;
+  expect_round_trip(c);
+}
+
+TEST(VitCheckpoint, RoundTripHiddenWidthOfAnInexactRatio) {
+  // config.json stores mlp_ratio = 49 / 22, and 22 * (49 / 22) is 48.99999... in double.
+  VitConfig c = small_config();
+  c.embed_dim = 22;
+  c.mlp_hidden = 49;
   expect_round_trip(c);
 }
 
