@@ -169,12 +169,14 @@ TEST(OptimGroups, DecayGroupsByNameAndDim) {
     return Tensor::zeros(shape, DType::F64).set_name(name);
   };
   const std::vector<Tensor> decayed{make({4, 4}, "blocks.0.attn.qkv.weight"),
-                                    make({8, 3, 2, 2}, "patch_embed.proj.weight"), make({3, 3}, "")};
+                                    make({8, 3, 2, 2}, "patch_embed.proj.weight"), make({3, 3}, ""),
+                                    make({4, 4}, "blocks.0.log_proj.weight")};
   const std::vector<Tensor> exempt{make({4}, "blocks.0.attn.qkv.bias"), make({4}, "norm.weight"),
                                    make({1, 5, 4}, "pos_embed"), make({1, 1, 4}, "cls_token"),
                                    make({1, 1, 4}, "dist_token"), make({1, 4, 4}, "reg_token"),
                                    make({1, 5, 4}, "vit.embeddings.position_embeddings"), make({3}, ""),
-                                   make({}, "logit_scale")};
+                                   make({}, "logit_scale"), make({6, 16}, "blocks.2.attn.A_log"),
+                                   make({6, 16}, "blocks.2.attn.A_b_log")};
   std::vector<Tensor> all;
   for (size_t i = 0; i < std::max(decayed.size(), exempt.size()); ++i) {  // interleaved
     if (i < exempt.size()) all.push_back(exempt[i]);

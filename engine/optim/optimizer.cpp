@@ -24,8 +24,15 @@ namespace {
 const char* const kNoDecayNameParts[] = {"pos_embed", "cls_token", "dist_token", "position_embeddings",
                                          "reg_token"};
 
+// A log-parameterised value (Mamba's A_log: A = -exp(A_log)) decays towards
+// exp(0) = 1, a value nobody chose; like Mamba, leave it alone.
+bool is_log_parameter(const std::string& name) {
+  const std::string suffix = "_log";
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 bool exempt_from_decay(const Tensor& param) {
-  if (param.dim() <= 1) return true;
+  if (param.dim() <= 1 || is_log_parameter(param.name())) return true;
   for (const char* part : kNoDecayNameParts) {
     if (param.name().find(part) != std::string::npos) return true;
   }

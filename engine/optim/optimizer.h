@@ -17,12 +17,13 @@ struct ParamGroup {
   double lr_scale = 1.0;  // multiplies the optimizer's current lr
 };
 
-// AdamW-style grouping: no weight decay for 1-D params (norms, biases) and for
-// position embeddings / class (and distillation) tokens, recognised by name.
-// Returns {decay (weight_decay), no_decay (0)}, either possibly empty. A param
-// goes to no_decay when dim() <= 1 or its name contains "pos_embed",
-// "cls_token", "dist_token", "position_embeddings" or "reg_token"; unnamed
-// params are placed by the dim rule alone.
+// AdamW-style grouping: no weight decay for 1-D params (norms, biases), for
+// position embeddings / class (and distillation) tokens and for
+// log-parameterised values, recognised by name. Returns {decay (weight_decay),
+// no_decay (0)}, either possibly empty. A param goes to no_decay when
+// dim() <= 1, its name contains "pos_embed", "cls_token", "dist_token",
+// "position_embeddings" or "reg_token", or it ends in "_log" (Mamba's A_log);
+// unnamed params are placed by the dim rule alone.
 std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& named_params, double weight_decay);
 
 class Optimizer {
