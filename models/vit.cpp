@@ -5,6 +5,13 @@
 
 namespace engine {
 
+MixerSpec VitConfig::mixer_spec(const std::string& text) const {
+  MixerSpec defaults;
+  defaults.heads = num_heads;
+  defaults.qkv_bias = qkv_bias;
+  return parse_mixer_spec(text, defaults);
+}
+
 void VitConfig::validate() const {
   check(patch_size > 0 && img_size > 0 && img_size % patch_size == 0,
         "model config: img_size {} must be a positive multiple of patch_size {}", img_size, patch_size);
@@ -81,10 +88,7 @@ VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed) : conf
   for (int64_t i = 0; i < config.depth; ++i) {
     Block& block = blocks[i];
     block.norm1 = LayerNorm(dim, config.ln_eps);
-    MixerSpec defaults;
-    defaults.heads = config.num_heads;
-    defaults.qkv_bias = config.qkv_bias;
-    block.mixer = make_mixer(parse_mixer_spec(config.mixers[i], defaults), dim, rng);
+    block.mixer = make_mixer(config.mixer_spec(config.mixers[i]), dim, rng);
     block.norm2 = LayerNorm(dim, config.ln_eps);
     block.mlp = Mlp(dim, config.mlp_hidden, rng);
     // Stochastic depth grows linearly with depth, as in timm.

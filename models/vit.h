@@ -10,6 +10,7 @@
 #include "layers/block.h"
 #include "layers/halting.h"
 #include "layers/linear.h"
+#include "layers/mixers/factory.h"
 #include "layers/patch_embed.h"
 
 namespace engine {
@@ -53,6 +54,9 @@ struct VitConfig {
   int64_t num_patches() const { return grid() * grid(); }
   int64_t num_prefix_tokens() const { return (class_token ? 1 : 0) + (distilled ? 1 : 0); }
   int64_t num_tokens() const { return num_patches() + num_prefix_tokens(); }
+  // A block's mixer spec read with this model's heads and qkv_bias as the
+  // defaults (what building and loading a block use).
+  MixerSpec mixer_spec(const std::string& text) const;
   void validate() const;  // errors name the bad field
 };
 

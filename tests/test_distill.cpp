@@ -102,6 +102,9 @@ TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << "distillation did not reduce the loss";
   EXPECT_EQ(results["replaced_layers"].size(), 2u);
   EXPECT_LT(results["student"]["params"].get<int64_t>(), results["teacher"]["params"].get<int64_t>());
+  // Narrow recurrences in place of attention (whose q k^T and p v count too): fewer GEMM FLOPs.
+  EXPECT_GT(results["student"]["gflops"].get<double>(), 0.0);
+  EXPECT_LT(results["student"]["gflops"].get<double>(), results["teacher"]["gflops"].get<double>());
   EXPECT_TRUE(results["student"].contains("latency_ms_b1"));
   // The saved hybrid loads back with its mixers.
   auto hybrid = load_vit(out + "/hybrid");

@@ -140,6 +140,19 @@ TEST(VitCheckpoint, RoundTripHiddenWidthOfAnInexactRatio) {
   expect_round_trip(c);
 }
 
+TEST(VitCheckpoint, RoundTripAttentionWithoutQkvBias) {
+  // A block's "attention" spec takes the model's heads and qkv_bias, both when
+  // a model is built and when a student is made for it (train_distill).
+  VitConfig c = small_config();
+  c.qkv_bias = false;
+  c.num_heads = 4;
+  const MixerSpec spec = c.mixer_spec("attention");
+  EXPECT_FALSE(spec.qkv_bias);
+  EXPECT_EQ(spec.heads, 4);
+  EXPECT_TRUE(c.mixer_spec("attention:qkv_bias=true").qkv_bias);
+  expect_round_trip(c);
+}
+
 TEST(VitCheckpoint, RoundTripDistilledDeiT) {
   VitConfig c = small_config();
   c.distilled = true;

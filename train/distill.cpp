@@ -215,7 +215,7 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
   Rng rng(seed);
   Students students;
   for (size_t k = 0; k < layers.size(); ++k) {
-    students.push_back(make_mixer(parse_mixer_spec(s.mixer), teacher.config.embed_dim, rng));
+    students.push_back(make_mixer(teacher.config.mixer_spec(s.mixer), teacher.config.embed_dim, rng));
     move_parameters([&](const ParamVisitor& fn) { students.back()->visit("", fn); }, s.device);
   }
   std::vector<Tensor> params = student_parameters(students, layers);
@@ -344,16 +344,17 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
   std::unique_ptr<RetentionMeter> meter;
   if (model.config.halting) meter = std::make_unique<RetentionMeter>(model);
+  const int64_t flops_before = gemm_flops_so_far();
   EvalResult eval =
       evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, s.eval_options());
-  json report = {{"top1", eval.top1}, {"top5", eval.top5}, {"params", model.num_parameters()},
-                 {"eval_images", eval.images}, {"mean_retention", meter ? meter->mean_retention() : 1.0}};
+  // GEMM FLOPs per image, averaged over the test images (an A-ViT's depend on them).
+  const double gflops = static_cast<double>(gemm_flops_so_far() - flops_before) / eval.images / 1e9;
+  json report = {{"top1", eval.top1},         {"top5", eval.top5},   {"params", model.num_parameters()},
+                 {"eval_images", eval.images}, {"gflops", gflops},
+                 {"mean_retention", meter ? meter->mean_retention() : 1.0}};
   if (meter) report["retention"] = meter->retention();
   if (!timed) return report;
-  const int64_t flops_before = gemm_flops_so_far();
   const Tensor images = timing_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
-  latency_ms(logits_of, narrow(images, 0, 0, 1), 1);  // two batch-1 forwards: warm-up + one timed
-  report["gflops"] = (gemm_flops_so_far() - flops_before) / 2 / 1e9;
   // On a GPU, also the forward replayed as one graph: the GPU's time alone
   // (not for an A-ViT, whose compacted forward reads its decisions on the host).
   const bool graphs = s.device.is_cuda() && !model.config.halting;
