@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <system_error>
 
 #include "data/files.h"
@@ -78,35 +80,66 @@ std::string env_or(const char* name, const std::string& fallback) {
   return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
 
+// What the marker of a finished extraction records: which archive, and its size and
+// modification time, so that another archive of the same file name, or this one rewritten
+// or truncated, does not reuse the cache.
+std::string archive_identity(const std::string& archive) {
+  return fmt::format("archive: {}\nsize: {}\nmodified: {}\n", fs::canonical(archive).string(),
+                     fs::file_size(archive), fs::last_write_time(archive).time_since_epoch().count());
+}
+
+// The marker's text in `dir`, or "" where there is none.
+std::string marker_of(const fs::path& dir) {
+  std::ifstream in(dir / kDoneMarker, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Moves the finished `partial` folder to `target`. rename does not replace a non-empty
+// folder, so when `target` exists: a copy of this archive there means a concurrent caller
+// finished first (use it; `partial` is deleted); a stale copy of this code's (marker of
+// another archive, or of the old marker format) is moved aside, deleted, and the move
+// retried; anything else is left alone and reported.
+void move_into_place(TempDir& partial, const fs::path& target, const std::string& identity,
+                     const std::string& archive) {
+  for (;;) {
+    std::error_code ec;
+    fs::rename(partial.path(), target, ec);
+    if (!ec) {
+      partial.release();
+      return;
+    }
+    if (marker_of(target) == identity) return;
+    engine::check(fs::exists(target / kDoneMarker),
+                  "cannot move the extracted '{}' to '{}': {} (delete '{}' if it is a leftover)", archive,
+                  target.string(), ec.message(), target.string());
+    // rename replaces an empty folder: the stale copy lands in `stale`, deleted with it.
+    TempDir stale(target.parent_path().string(), "." + target.filename().string() + ".stale-");
+    fs::rename(target, stale.path(), ec);
+    engine::check(!ec || !fs::exists(target), "cannot replace the stale cache '{}' of '{}': {}", target.string(),
+                  archive, ec.message());
+  }
+}
+
 }  // namespace
 
 const char* where_to_get_data() { return kWhereToGetData; }
 
 std::string extract_archive_once(const std::string& archive, const std::string& cache_dir) {
   const fs::path target = fs::path(cache_dir) / archive_stem(archive);
-  if (fs::exists(target / kDoneMarker)) return target.string();
   engine::check(fs::is_regular_file(archive), "archive '{}' does not exist", archive);
+  const std::string identity = archive_identity(archive);
+  if (marker_of(target) == identity) return target.string();
 
   std::error_code ec;
   fs::create_directories(cache_dir, ec);
   engine::check(!ec, "cannot create cache directory '{}': {}", cache_dir, ec.message());
   TempDir partial(cache_dir, "." + target.filename().string() + ".partial-");
   run_tar(archive, {"-xf", fs::absolute(archive).string(), "-C", partial.path(), "--no-same-owner"});
-  write_file((fs::path(partial.path()) / kDoneMarker).string(), "extracted from " + archive + "\n");
+  write_file((fs::path(partial.path()) / kDoneMarker).string(), identity);
   // mkdtemp made it private (0700); the finished cache should be as readable as a normal folder.
   fs::permissions(partial.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                       fs::perms::others_read | fs::perms::others_exec);
-
-  fs::rename(partial.path(), target, ec);
-  if (!ec) {
-    partial.release();
-    return target.string();
-  }
-  // Another process finished first (rename does not replace a non-empty folder): use its
-  // copy, and let `partial` delete ours.
-  engine::check(fs::exists(target / kDoneMarker),
-                "cannot move the extracted '{}' to '{}': {} (delete '{}' if it is a leftover)", archive,
-                target.string(), ec.message(), target.string());
+  move_into_place(partial, target, identity, archive);
   return target.string();
 }
 

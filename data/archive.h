@@ -6,12 +6,19 @@
 namespace data {
 
 // Extracts a .tar / .tar.gz / .tgz / .tar.xz / .txz into cache_dir/<archive stem> the first
-// time and returns that path; later calls return at once. The archive is unpacked (by the
-// system tar) into a fresh temporary folder inside cache_dir, a marker file is written
-// last, and the folder is renamed into place, so an interrupted or concurrent extraction
+// time and returns that path; later calls for the same archive return at once. The marker
+// file of a finished extraction records the archive's canonical path, size and modification
+// time; the cache is reused only when they all match, so another archive of the same file
+// name (in another folder), or this one rewritten or truncated, is extracted again and
+// replaces the stale copy (a marker of any other form, such as an older version's, is
+// stale too). The archive is unpacked (by the system tar) into a fresh temporary folder
+// inside cache_dir, the marker is written last, and the folder is renamed into place (a
+// stale copy is first moved aside and deleted), so an interrupted or concurrent extraction
 // never leaves a folder that looks complete: a concurrent caller that loses the race drops
-// its copy and uses the winner's. An interrupted run leaves a ".<stem>.partial-*" folder
-// that is never used and may be deleted. A failing tar is an error with its message.
+// its copy and uses the winner's. An interrupted run leaves a ".<stem>.partial-*" or
+// ".<stem>.stale-*" folder that is never used and may be deleted. A failing tar is an error
+// with its message, and leaves the cache as it was. A folder in the way without a marker is
+// an error naming it, and is left alone.
 std::string extract_archive_once(const std::string& archive, const std::string& cache_dir);
 
 // Extracts only the named members (paths inside the archive) into dest_dir, which must

@@ -19,12 +19,15 @@ bool is_image_file(const fs::path& path) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
+// Hidden entries are never classes or images: as classes they would shift every later label
+// (.ipynb_checkpoints), and macOS's ._x.jpg files are metadata, not JPEGs.
 std::vector<std::string> sorted_entries(const fs::path& dir, bool want_directories) {
   std::vector<std::string> names;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
     const bool is_dir = entry.is_directory();
-    if (is_dir == want_directories && (is_dir || is_image_file(entry.path()))) {
-      names.push_back(entry.path().filename().string());
+    if (name[0] != '.' && is_dir == want_directories && (is_dir || is_image_file(entry.path()))) {
+      names.push_back(name);
     }
   }
   std::sort(names.begin(), names.end());
@@ -65,9 +68,14 @@ ImageFolder::ImageFolder(const std::string& root, const std::string& class_list_
     const auto found = label_of.find(folder);
     engine::check(found != label_of.end(), "ImageFolder '{}': class folder '{}' is not in the class list '{}'",
                   root, folder, class_list_file);
-    for (const std::string& file : sorted_entries(fs::path(root) / folder, /*want_directories=*/false)) {
-      items_.push_back({folder + "/" + file, found->second});
-    }
+    const std::vector<std::string> files = sorted_entries(fs::path(root) / folder, /*want_directories=*/false);
+    // Without a list, an empty folder would still take a label and shift the later ones'; a
+    // listed class may have no images in a split (50 ImageNet images over 1000 synsets).
+    engine::check(!files.empty() || !class_list_file.empty(),
+                  "ImageFolder: class folder '{}' is empty: each class folder needs at least one "
+                  ".jpg/.jpeg/.png image (or give a class list)",
+                  (fs::path(root) / folder).string());
+    for (const std::string& file : files) items_.push_back({folder + "/" + file, found->second});
   }
   engine::check(!items_.empty(), "ImageFolder '{}': no .jpg/.jpeg/.png images in its class folders", root);
 }

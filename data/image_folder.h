@@ -11,10 +11,14 @@ class ImageFolder : public LabeledDataset {
  public:
   // Classes are root's subfolders in sorted (byte) order, label = position. Images are the
   // .jpg / .jpeg / .png files (any case) directly in each class folder, sorted by name;
-  // other files are ignored. With a class list file (one class name a line, line i = label
-  // i, e.g. ImageNet's 1000 synsets) labels come from the list instead, so a folder holding
-  // a subset of the classes keeps the global indices; a subfolder missing from the list is
-  // an error naming it. A missing root or no images at all is an error.
+  // other files are ignored, and so are hidden entries (names starting with '.', such as
+  // .ipynb_checkpoints/), folders and files alike. A class folder without images is an
+  // error naming it, as it would shift the labels of the classes after it. With a class
+  // list file (one class name a line, line i = label i, e.g. ImageNet's 1000 synsets)
+  // labels come from the list instead, so a folder holding a subset of the classes keeps
+  // the global indices, and a listed class may have no images (or no folder); a subfolder
+  // missing from the list is an error naming it. A missing root or no images at all is an
+  // error.
   explicit ImageFolder(const std::string& root, const std::string& class_list_file = "");
 
   size_t size() const override { return items_.size(); }

@@ -1,7 +1,8 @@
-// extract_archive_once (once, concurrent, interrupted, failing) and locating the data.
+// extract_archive_once (once, concurrent, interrupted, stale, failing) and locating the data.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -27,15 +28,24 @@ std::vector<std::string> entries(const std::string& dir) {
   return names;
 }
 
-// dir/tiny.tar.gz holding tiny/hello.txt, made with the system tar.
-std::string make_tiny_archive(const std::string& dir) {
-  fs::create_directories(dir + "/src/tiny");
-  write_file(dir + "/src/tiny/hello.txt", "hello");
-  const std::string archive = dir + "/tiny.tar.gz";
-  const std::string command = "tar -czf '" + archive + "' -C '" + dir + "/src' tiny";
+std::string read_text(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// `archive` (its type from its name) holding tiny/<file> with `text`, made with the system tar.
+std::string make_archive(const std::string& archive, const std::string& file, const std::string& text) {
+  TempDir src;
+  fs::create_directories(src.path() + "/tiny");
+  write_file(src.path() + "/tiny/" + file, text);
+  fs::create_directories(fs::path(archive).parent_path());
+  const std::string command = "tar -caf '" + archive + "' -C '" + src.path() + "' tiny";
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
   return archive;
 }
+
+// dir/tiny.tar.gz holding tiny/hello.txt.
+std::string make_tiny_archive(const std::string& dir) { return make_archive(dir + "/tiny.tar.gz", "hello.txt", "hello"); }
 
 TEST(DataArchive, ExtractsOnceThenReusesTheCache) {
   TempDir cache;
@@ -78,6 +88,58 @@ TEST(DataArchive, LeftoversOfAnInterruptedRunAreNotTakenAsComplete) {
   EXPECT_THAT([&] { extract_archive_once(archive, other_cache); },
               ThrowsMessage<engine::Error>(HasSubstr(other_cache + "/tiny")));
   EXPECT_TRUE(fs::exists(other_cache + "/tiny/half"));
+}
+
+// The cache is named after the archive's file name, but holds what was extracted from where.
+TEST(DataArchive, ArchivesOfTheSameNameInOtherFoldersGetTheirOwnContents) {
+  TempDir dir;
+  const std::string first = make_archive(dir.path() + "/a/tiny.tar.gz", "first.txt", "1");
+  const std::string second = make_archive(dir.path() + "/b/tiny.tar.gz", "second.txt", "2");
+  const std::string cache_dir = dir.path() + "/cache";
+  const std::string path = extract_archive_once(first, cache_dir);
+  EXPECT_TRUE(fs::exists(path + "/tiny/first.txt"));
+
+  EXPECT_EQ(extract_archive_once(second, cache_dir), path);
+  EXPECT_TRUE(fs::exists(path + "/tiny/second.txt"));
+  EXPECT_FALSE(fs::exists(path + "/tiny/first.txt"));
+  EXPECT_TRUE(fs::exists(extract_archive_once(first, cache_dir) + "/tiny/first.txt"));
+  EXPECT_EQ(entries(cache_dir), std::vector<std::string>{"tiny"});  // the stale copies are gone
+}
+
+TEST(DataArchive, ARewrittenArchiveIsExtractedAgain) {
+  TempDir dir;
+  const std::string archive = make_archive(dir.path() + "/tiny.tar", "old.txt", "old");
+  const std::string cache_dir = dir.path() + "/cache";
+  const std::string path = extract_archive_once(archive, cache_dir);
+  const auto extracted_at = fs::last_write_time(archive);
+
+  // A plain tar of one small file is always 10240 bytes: only the time tells the new one apart
+  // (set explicitly, as a quick rewrite may fall within the file system's time resolution).
+  make_archive(archive, "new.txt", std::string(6000, 'n'));
+  fs::last_write_time(archive, extracted_at + std::chrono::seconds(2));
+  EXPECT_EQ(extract_archive_once(archive, cache_dir), path);
+  EXPECT_TRUE(fs::exists(path + "/tiny/new.txt"));
+  EXPECT_FALSE(fs::exists(path + "/tiny/old.txt"));
+
+  // Truncated in the middle of new.txt: an error naming it, never the earlier extraction.
+  fs::resize_file(archive, 5120);
+  EXPECT_THAT([&] { extract_archive_once(archive, cache_dir); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(archive), HasSubstr("tar"))));
+  EXPECT_EQ(entries(cache_dir), std::vector<std::string>{"tiny"});  // no partial folder left behind
+}
+
+TEST(DataArchive, AMarkerOfTheOldFormatIsStale) {
+  TempDir dir;
+  const std::string archive = make_tiny_archive(dir.path());
+  const std::string cache_dir = dir.path() + "/cache";
+  fs::create_directories(cache_dir + "/tiny/tiny");
+  write_file(cache_dir + "/tiny/tiny/other.txt", "from another archive");
+  write_file(cache_dir + "/tiny/.extracted", "extracted from elsewhere/tiny.tar.gz\n");
+
+  const std::string path = extract_archive_once(archive, cache_dir);
+  EXPECT_TRUE(fs::exists(path + "/tiny/hello.txt"));
+  EXPECT_FALSE(fs::exists(path + "/tiny/other.txt"));
+  EXPECT_THAT(read_text(path + "/.extracted"), HasSubstr(fs::canonical(archive).string()));
 }
 
 TEST(DataArchive, FailuresNameTheArchive) {

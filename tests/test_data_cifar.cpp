@@ -177,13 +177,17 @@ TEST_F(DataCifarBinaryFiles, TheSplitMustBeChosen) {
 // so every transform (resize, crop, flip, normalisation) treats both alike.
 TEST_F(DataCifarBinaryFiles, ImagesGoThroughTheSameTransformsAsDecodedFiles) {
   const auto cifar = open_dataset(dir_, "test");
-  TempDir folder_root;  // the ImageFolder version: every class folder, the records as PNGs
-  for (const std::string& name : cifar->classes()) fs::create_directory(folder_root.path() + "/" + name);
+  // The ImageFolder version: the records as PNGs in the folders of their classes, labelled by
+  // the class list (the 7 records leave some classes without images).
+  TempDir folder_root;
+  const std::string class_list = folder_root.path() + "/classes.txt";
+  write_file(class_list, fmt::format("{}\n", fmt::join(cifar->classes(), "\n")));
   for (size_t i = 0; i < cifar->size(); ++i) {
     const std::string dir = folder_root.path() + "/" + cifar->classes().at(cifar->label(i));
+    fs::create_directories(dir);
     write_png(cifar->get(i).image, dir + "/" + std::to_string(i) + ".png");
   }
-  const auto folder = open_dataset(folder_root.path(), "");
+  const auto folder = open_dataset(folder_root.path(), "", class_list);
   ASSERT_EQ(folder->size(), cifar->size());
   const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, stddev[3] = {0.247f, 0.2435f, 0.2616f};
   auto transform = [&](const Image& image, uint64_t seed) {

@@ -12,6 +12,7 @@
 #include "data/image_folder.h"
 #include "data/subset.h"
 #include "engine/error.h"
+#include "tests/shared_data.h"
 
 namespace data {
 namespace {
@@ -34,7 +35,7 @@ void write_tagged_image(const std::string& path, uint8_t tag) {
 
 TEST(DataImageFolder, SortsClassesAndFilesAndFiltersExtensions) {
   TempDir root;
-  for (const char* dir : {"b_dog", "a_cat", "c_empty"}) fs::create_directory(root.path() + "/" + dir);
+  for (const char* dir : {"b_dog", "a_cat"}) fs::create_directory(root.path() + "/" + dir);
   write_tagged_image(root.path() + "/a_cat/2.PNG", 2);
   write_tagged_image(root.path() + "/a_cat/1.jpeg", 1);
   write_tagged_image(root.path() + "/b_dog/x.JPG", 3);
@@ -42,8 +43,8 @@ TEST(DataImageFolder, SortsClassesAndFilesAndFiltersExtensions) {
   write_file(root.path() + "/README", "files in the root are not classes");
 
   const ImageFolder folder(root.path());
-  EXPECT_THAT(folder.classes(), ElementsAre("a_cat", "b_dog", "c_empty"));
-  EXPECT_EQ(folder.num_classes(), 3);
+  EXPECT_THAT(folder.classes(), ElementsAre("a_cat", "b_dog"));
+  EXPECT_EQ(folder.num_classes(), 2);
   ASSERT_EQ(folder.size(), 3u);
   EXPECT_EQ(folder.name(0), "a_cat/1.jpeg");
   EXPECT_EQ(folder.name(1), "a_cat/2.PNG");
@@ -82,9 +83,9 @@ TEST(DataImageFolder, ErrorsNameTheProblem) {
   TempDir root;
   EXPECT_THAT([&] { ImageFolder(root.path() + "/nope"); },
               ThrowsMessage<engine::Error>(HasSubstr(root.path() + "/nope")));
-  fs::create_directory(root.path() + "/empty_class");
   EXPECT_THAT([&] { ImageFolder{root.path()}; },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(root.path()), HasSubstr("no .jpg"))));
+  fs::create_directory(root.path() + "/empty_class");
 
   fs::create_directory(root.path() + "/stranger");
   write_tagged_image(root.path() + "/stranger/a.png", 0);
@@ -94,6 +95,52 @@ TEST(DataImageFolder, ErrorsNameTheProblem) {
               ThrowsMessage<engine::Error>(AllOf(HasSubstr("'stranger'"), HasSubstr(list))));
   write_file(list, "a\nb\na\n");
   EXPECT_THAT([&] { read_class_list(list); }, ThrowsMessage<engine::Error>(AllOf(HasSubstr(list), HasSubstr("twice"))));
+}
+
+// A fresh scratch folder for one test.
+std::string scratch_dir(const std::string& name) {
+  const std::string dir = engine::testing::scratch_path(name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// A notebook's checkpoint folder or macOS metadata must not become a class or an image.
+TEST(DataImageFolder, HiddenFoldersAndFilesAreSkipped) {
+  const std::string root = scratch_dir("engine_image_folder_hidden");
+  for (const char* dir : {"/.ipynb_checkpoints", "/a_cat", "/b_dog"}) fs::create_directory(root + dir);
+  write_tagged_image(root + "/.ipynb_checkpoints/stale.png", 9);
+  write_tagged_image(root + "/a_cat/1.png", 1);
+  write_tagged_image(root + "/a_cat/._1.png", 8);
+  write_tagged_image(root + "/b_dog/2.png", 2);
+
+  const ImageFolder folder(root);
+  EXPECT_THAT(folder.classes(), ElementsAre("a_cat", "b_dog"));
+  ASSERT_EQ(folder.size(), 2u);
+  EXPECT_EQ(folder.name(0), "a_cat/1.png");
+  EXPECT_EQ(folder.name(1), "b_dog/2.png");
+  EXPECT_EQ(folder.label(1), 1);
+}
+
+// An empty folder would take a label and shift the labels of every class after it.
+TEST(DataImageFolder, AnEmptyClassFolderIsAnErrorWithoutAClassList) {
+  const std::string root = scratch_dir("engine_image_folder_empty");
+  for (const char* dir : {"/a_cat", "/b_empty", "/c_dog"}) fs::create_directory(root + dir);
+  write_tagged_image(root + "/a_cat/1.png", 1);
+  write_file(root + "/b_empty/notes.txt", "not an image");
+  write_tagged_image(root + "/c_dog/2.png", 2);
+  EXPECT_THAT([&] { ImageFolder{root}; },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr("'" + root + "/b_empty'"), HasSubstr("is empty"),
+                                                 HasSubstr("at least one"))));
+
+  // With a class list the labels are fixed, and a class may have no images in this split.
+  const std::string list = scratch_dir("engine_image_folder_empty_list") + "/classes.txt";
+  write_file(list, "a_cat\nb_empty\nc_dog\nd_unseen\n");
+  const ImageFolder folder(root, list);
+  EXPECT_EQ(folder.num_classes(), 4);
+  ASSERT_EQ(folder.size(), 2u);
+  EXPECT_EQ(folder.label(0), 0);
+  EXPECT_EQ(folder.label(1), 2);
 }
 
 // The sample holds 50 of the 1000 classes; labels must be their line in synsets.txt.
