@@ -254,6 +254,33 @@ int64_t Config::get_int(const std::string& section, const std::string& key, int6
   return e ? to_int(section, key, *e) : def;
 }
 
+int64_t Config::get_int_at_least(const std::string& section, const std::string& key, int64_t def,
+                                 int64_t min) const {
+  const Entry* e = find(section, key);
+  if (!e) return def;
+  const int64_t value = to_int(section, key, *e);
+  if (value < min) bad_value(section, key, *e, fmt::format("must be >= {}", min));
+  return value;
+}
+
+double Config::get_double_in(const std::string& section, const std::string& key, double def, double min,
+                             double below) const {
+  const Entry* e = find(section, key);
+  if (!e) return def;
+  const double value = to_double(section, key, *e);
+  if (!(value >= min && value < below)) bad_value(section, key, *e, fmt::format("must be in [{}, {})", min, below));
+  return value;
+}
+
+double Config::get_double_above(const std::string& section, const std::string& key, double def,
+                                double bound) const {
+  const Entry* e = find(section, key);
+  if (!e) return def;
+  const double value = to_double(section, key, *e);
+  if (!(value > bound)) bad_value(section, key, *e, fmt::format("must be > {}", bound));
+  return value;
+}
+
 int64_t Config::get_int(const std::string& section, const std::string& key) const {
   return to_int(section, key, require(section, key));
 }

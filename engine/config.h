@@ -51,6 +51,13 @@ class Config {
                                     const std::vector<int64_t>& def) const;
   std::vector<double> get_double_list(const std::string& section, const std::string& key,
                                       const std::vector<double>& def) const;
+  // The same with a range check: a value out of range (the default is not
+  // checked) is an error naming where it was set, the key and the range.
+  int64_t get_int_at_least(const std::string& section, const std::string& key, int64_t def, int64_t min) const;
+  double get_double_in(const std::string& section, const std::string& key, double def, double min,
+                       double below) const;  // [min, below)
+  double get_double_above(const std::string& section, const std::string& key, double def,
+                          double bound) const;  // (bound, inf)
 
   // Throws listing every section or key that no getter asked for, each with a
   // suggestion of the nearest name that was asked for, if one is close.

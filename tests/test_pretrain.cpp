@@ -179,6 +179,10 @@ TEST_F(PretrainTest, RefusesToOverwriteAnExistingRun) {
   EXPECT_EQ(fs::last_write_time(out("once") + "/results.json"), before);
   EXPECT_THAT(error_of([&] { run(out("once"), {"output.overwrite=true", "output.resume=true"}); }),
               HasSubstr("choose one"));
+  // An overwrite that fails its checks leaves the old run in place.
+  EXPECT_THAT(error_of([&] { run(out("once"), {"output.overwrite=true", "train.batch_size=5000"}); }),
+              HasSubstr("batch_size = 5000"));
+  EXPECT_EQ(fs::last_write_time(out("once") + "/results.json"), before);
   // overwrite = true starts afresh: the log holds the new run's one complete epoch, not the
   // old run's partial one.
   EXPECT_TRUE(run(out("once"), {"output.overwrite=true", "train.epochs=1", "train.warmup_epochs=0"})["finished"]);
@@ -272,10 +276,11 @@ TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
   auto settings_error = [&](const std::vector<std::string>& overrides) {
     return error_of([&] { PretrainSettings::from_config(config(out("bad"), overrides)); });
   };
-  EXPECT_THAT(settings_error({"train.epochs=0"}), AllOf(HasSubstr("tiny.ini"), HasSubstr("[train] epochs = 0")));
+  // A value from an override is named as one (not as the file's).
+  EXPECT_THAT(settings_error({"train.epochs=0"}), HasSubstr("<override>: [train] epochs = '0' must be >= 1"));
   EXPECT_THAT(settings_error({"train.warmup_epochs=2"}),
               HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
-  EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}), HasSubstr("[train] label_smoothing = 1.5"));
+  EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}), HasSubstr("[train] label_smoothing = '1.5' must be in [0, 1)"));
   EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("[run] device"), HasSubstr("'gpu'")));
   EXPECT_THAT(settings_error({"run.precision=fp8"}), AllOf(HasSubstr("precision"), HasSubstr("fp8")));
   EXPECT_THAT(settings_error({"data.mean=0.5,0.5"}), HasSubstr("[data] mean has 2 values"));

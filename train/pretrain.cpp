@@ -26,23 +26,6 @@ using nlohmann::json;
 
 namespace {
 
-int64_t int_at_least(const Config& c, const char* section, const char* key, int64_t def, int64_t min) {
-  const int64_t value = c.get_int(section, key, def);
-  check(value >= min, "{}: [{}] {} = {} must be >= {}", c.source(), section, key, value, min);
-  return value;
-}
-
-double double_in(const Config& c, const char* section, const char* key, double def, double min, double below) {
-  const double value = c.get_double(section, key, def);
-  check(value >= min && value < below, "{}: [{}] {} = {} must be in [{}, {})", c.source(), section, key, value, min,
-        below);
-  return value;
-}
-
-double non_negative(const Config& c, const char* section, const char* key, double def) {
-  return double_in(c, section, key, def, 0.0, INFINITY);
-}
-
 // Runs read(), prefixing an error with the file and the setting it came from.
 template <typename Read>
 auto in_context(const Config& c, const char* setting, Read read) -> decltype(read()) {
@@ -67,18 +50,18 @@ VitConfig read_model(const Config& c) {
   const std::string preset = c.get_string("model", "preset", "vit_cifar_tiny_patch4_32");
   VitConfig m = in_context(c, "[model] preset", [&] { return vit_preset(preset); });
   const double mlp_ratio = c.get_double("model", "mlp_ratio", static_cast<double>(m.mlp_hidden) / m.embed_dim);
-  m.img_size = int_at_least(c, "model", "img_size", m.img_size, 1);
-  m.patch_size = int_at_least(c, "model", "patch_size", m.patch_size, 1);
-  m.embed_dim = int_at_least(c, "model", "embed_dim", m.embed_dim, 1);
-  m.depth = int_at_least(c, "model", "depth", m.depth, 1);
-  m.num_heads = int_at_least(c, "model", "num_heads", m.num_heads, 1);
+  m.img_size = c.get_int_at_least("model", "img_size", m.img_size, 1);
+  m.patch_size = c.get_int_at_least("model", "patch_size", m.patch_size, 1);
+  m.embed_dim = c.get_int_at_least("model", "embed_dim", m.embed_dim, 1);
+  m.depth = c.get_int_at_least("model", "depth", m.depth, 1);
+  m.num_heads = c.get_int_at_least("model", "num_heads", m.num_heads, 1);
   m.mlp_hidden = std::llround(mlp_ratio * m.embed_dim);
   m.qkv_bias = c.get_bool("model", "qkv_bias", m.qkv_bias);
   m.class_token = c.get_bool("model", "class_token", m.class_token);
   m.global_pool = c.get_choice("model", "global_pool", m.global_pool, {"token", "avg"});
   m.fc_norm = m.global_pool == "avg";  // timm's default for average pooling
-  m.num_classes = int_at_least(c, "model", "num_classes", 0, 0);  // 0: from the training folder
-  m.drop_path_rate = double_in(c, "model", "drop_path_rate", 0.1, 0.0, 1.0);
+  m.num_classes = c.get_int_at_least("model", "num_classes", 0, 0);  // 0: from the training folder
+  m.drop_path_rate = c.get_double_in("model", "drop_path_rate", 0.1, 0.0, 1.0);
   m.mixers.clear();
   m.preprocess.input_size = m.img_size;
   read_channel_stats(c, "mean", m.preprocess.mean);
@@ -97,36 +80,36 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
   s.data = c.get_string("data", "path");
   s.train_subdir = c.get_string("data", "train_subdir", "");
   s.test_subdir = c.get_string("data", "test_subdir", "");
-  s.train_limit = int_at_least(c, "data", "train_limit", 0, 0);
-  s.test_limit = int_at_least(c, "data", "test_limit", 0, 0);
-  s.crop_padding = static_cast<int>(int_at_least(c, "data", "crop_padding", s.crop_padding, 0));
+  s.train_limit = c.get_int_at_least("data", "train_limit", 0, 0);
+  s.test_limit = c.get_int_at_least("data", "test_limit", 0, 0);
+  s.crop_padding = static_cast<int>(c.get_int_at_least("data", "crop_padding", s.crop_padding, 0));
   check(s.crop_padding < s.model.img_size, "{}: [data] crop_padding = {} must be smaller than the image size {}",
         c.source(), s.crop_padding, s.model.img_size);
-  s.workers = static_cast<int>(int_at_least(c, "data", "workers", s.workers, 0));
-  s.epochs = int_at_least(c, "train", "epochs", s.epochs, 1);
-  s.batch_size = int_at_least(c, "train", "batch_size", s.batch_size, 1);
-  s.lr = non_negative(c, "train", "lr", s.lr);
-  s.min_lr = non_negative(c, "train", "min_lr", s.min_lr);
-  s.warmup_lr = non_negative(c, "train", "warmup_lr", s.warmup_lr);
-  s.warmup_epochs = int_at_least(c, "train", "warmup_epochs", s.warmup_epochs, 0);
+  s.workers = static_cast<int>(c.get_int_at_least("data", "workers", s.workers, 0));
+  s.epochs = c.get_int_at_least("train", "epochs", s.epochs, 1);
+  s.batch_size = c.get_int_at_least("train", "batch_size", s.batch_size, 1);
+  s.lr = c.get_double_in("train", "lr", s.lr, 0.0, INFINITY);
+  s.min_lr = c.get_double_in("train", "min_lr", s.min_lr, 0.0, INFINITY);
+  s.warmup_lr = c.get_double_in("train", "warmup_lr", s.warmup_lr, 0.0, INFINITY);
+  s.warmup_epochs = c.get_int_at_least("train", "warmup_epochs", s.warmup_epochs, 0);
   check(s.warmup_epochs < s.epochs, "{}: [train] warmup_epochs = {} must be smaller than epochs = {}", c.source(),
         s.warmup_epochs, s.epochs);
-  s.weight_decay = non_negative(c, "train", "weight_decay", s.weight_decay);
-  s.beta1 = double_in(c, "train", "beta1", s.beta1, 0.0, 1.0);
-  s.beta2 = double_in(c, "train", "beta2", s.beta2, 0.0, 1.0);
-  s.label_smoothing = double_in(c, "train", "label_smoothing", s.label_smoothing, 0.0, 1.0);
-  s.clip_grad_norm = non_negative(c, "train", "clip_grad_norm", s.clip_grad_norm);
-  s.seed = static_cast<uint64_t>(int_at_least(c, "train", "seed", 0, 0));
-  s.eval_every_epochs = int_at_least(c, "eval", "every_epochs", s.eval_every_epochs, 1);
-  s.eval_batch_size = int_at_least(c, "eval", "batch_size", s.eval_batch_size, 1);
+  s.weight_decay = c.get_double_in("train", "weight_decay", s.weight_decay, 0.0, INFINITY);
+  s.beta1 = c.get_double_in("train", "beta1", s.beta1, 0.0, 1.0);
+  s.beta2 = c.get_double_in("train", "beta2", s.beta2, 0.0, 1.0);
+  s.label_smoothing = c.get_double_in("train", "label_smoothing", s.label_smoothing, 0.0, 1.0);
+  s.clip_grad_norm = c.get_double_in("train", "clip_grad_norm", s.clip_grad_norm, 0.0, INFINITY);
+  s.seed = static_cast<uint64_t>(c.get_int_at_least("train", "seed", 0, 0));
+  s.eval_every_epochs = c.get_int_at_least("eval", "every_epochs", s.eval_every_epochs, 1);
+  s.eval_batch_size = c.get_int_at_least("eval", "batch_size", s.eval_batch_size, 1);
   const std::string device = c.get_string("run", "device", "auto");
   s.device = in_context(c, "[run] device", [&] { return Device::parse(device); });
   s.precision = c.get_choice("run", "precision", s.precision, {"fp32", "bf16"});
-  s.time_limit_minutes = non_negative(c, "run", "time_limit_minutes", 0.0);
-  s.stop_after_steps = int_at_least(c, "run", "stop_after_steps", 0, 0);
-  s.log_every_steps = int_at_least(c, "run", "log_every_steps", s.log_every_steps, 1);
+  s.time_limit_minutes = c.get_double_in("run", "time_limit_minutes", 0.0, 0.0, INFINITY);
+  s.stop_after_steps = c.get_int_at_least("run", "stop_after_steps", 0, 0);
+  s.log_every_steps = c.get_int_at_least("run", "log_every_steps", s.log_every_steps, 1);
   s.out_dir = c.get_string("output", "dir", s.out_dir);
-  s.checkpoint_every_epochs = int_at_least(c, "output", "checkpoint_every_epochs", s.checkpoint_every_epochs, 1);
+  s.checkpoint_every_epochs = c.get_int_at_least("output", "checkpoint_every_epochs", s.checkpoint_every_epochs, 1);
   s.overwrite = c.get_bool("output", "overwrite", false);
   s.resume = c.get_bool("output", "resume", false);
   check(!(s.overwrite && s.resume), "{}: [output] overwrite and resume are both true: choose one", c.source());
@@ -235,13 +218,13 @@ class Pretrainer {
         start_(std::chrono::steady_clock::now()),
         train_(s.data, s.train_subdir, s.train_limit),
         test_(s.data, s.test_subdir, s.test_limit),
-        resume_from_(prepare_out_dir(s)),
         model_(build_model()),
         params_(trainable_parameters()),
         optimizer_(make_adamw(decay_groups(params_, s.weight_decay), {s.lr, s.beta1, s.beta2})),
         steps_per_epoch_(steps_per_epoch()),
         schedule_(make_schedule()),
         loader_(train_.dataset(), crop_flip_transform(model_->config.preprocess, s.crop_padding), loader_options()),
+        resume_from_(prepare_out_dir(s)),
         log_((fs::path(s.out_dir) / "metrics.jsonl").string(), /*append=*/!resume_from_.empty()) {
     if (!resume_from_.empty()) restore();
   }
@@ -454,13 +437,15 @@ class Pretrainer {
   const PretrainSettings& s_;
   const std::chrono::steady_clock::time_point start_;
   const Split train_, test_;  // opened before prepare_out_dir, so a bad data path deletes nothing
-  const std::string resume_from_;
   std::unique_ptr<VisionTransformer> model_;
   std::vector<Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;
   const int64_t steps_per_epoch_;
   const WarmupCosineSchedule schedule_;
   data::DataLoader loader_;
+  // Last but the log: an old run is replaced only once everything above (the
+  // data, the model, the batch size) has been checked.
+  const std::string resume_from_;
   MetricsLog log_;
   // Progress, saved in every checkpoint.
   int64_t step_ = 0;
