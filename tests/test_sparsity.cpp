@@ -381,6 +381,18 @@ TEST_F(SparsityTool, WritesTheReportAndNeverHalfOverwrites) {
   EXPECT_FALSE(fs::exists(out + "/mine.txt"));
   EXPECT_TRUE(fs::exists(out + "/sparsity.json"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);  // nothing left over
+
+  // --overwrite replaces only an earlier report: another folder or a file stays as it was.
+  const std::string other = dir_.path() + "/notes", file = dir_.path() + "/notes.txt";
+  fs::create_directories(other);
+  data::write_file(other + "/mine.txt", "keep me");
+  data::write_file(file, "keep me too");
+  for (const std::string& path : {other, file}) {
+    testing::expect_error_mentioning([&] { write_sparsity_report(*analysis_, {}, path, true); },
+                                     {path, "not one", "sparsity.json"});
+  }
+  EXPECT_EQ(read(other + "/mine.txt"), "keep me");
+  EXPECT_EQ(read(file), "keep me too");
 }
 
 }  // namespace

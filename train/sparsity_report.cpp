@@ -227,9 +227,16 @@ std::string sparsity_table(const SparsityAnalysis& analysis) {
 
 void check_output_dir(const std::string& out_dir, bool overwrite) {
   const std::string dir = clean_dir(out_dir);
-  check(overwrite || !fs::exists(dir),
+  if (!fs::exists(dir)) return;
+  check(overwrite,
         "output folder '{}' already exists: choose another one, or pass --overwrite ([output] overwrite = true) "
         "to replace it",
+        dir);
+  // Replacing deletes the folder: only an earlier report (or nothing) may be there.
+  const bool empty_folder = fs::is_directory(dir) && fs::is_empty(dir);
+  check(empty_folder || fs::exists(fs::path(dir) / "sparsity.json"),
+        "--overwrite replaces an earlier sparsity report, but '{}' is not one (no sparsity.json in it): choose "
+        "another output folder",
         dir);
 }
 
