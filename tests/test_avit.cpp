@@ -470,7 +470,7 @@ TEST(AvitTrain, ConfigErrorsNameTheKey) {
   Config bad_eps = Config::parse(base + "[halting]\neps = 1.5\n", "avit.ini");
   EXPECT_ERROR(AvitSettings::from_config(bad_eps), "avit.ini [halting]: halting eps must be in (0, 1), got 1.5");
   Config bad_std = Config::parse(base + "[halting]\nprior_std = 0\n", "avit.ini");
-  EXPECT_ERROR(AvitSettings::from_config(bad_std), "prior_std must be positive");
+  EXPECT_ERROR(AvitSettings::from_config(bad_std), "[halting] prior_std = '0' must be > 0");
   Config typo = Config::parse(base + "[halting]\nalpha_q = 1\n", "avit.ini");
   AvitSettings::from_config(typo);
   EXPECT_ERROR(typo.check_all_used(), "alpha_q");

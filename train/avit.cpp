@@ -29,31 +29,25 @@ AvitSettings AvitSettings::from_config(const Config& c) {
   s.halting.beta = c.get_double("halting", "beta", s.halting.beta);
   s.halting.eps = c.get_double("halting", "eps", s.halting.eps);
   s.halting.validate(c.source() + " [halting]");
-  s.alpha_p = c.get_double("halting", "alpha_p", s.alpha_p);
-  s.alpha_d = c.get_double("halting", "alpha_d", s.alpha_d);
-  s.target_depth = c.get_double("halting", "target_depth", s.target_depth);
-  s.prior_std = c.get_double("halting", "prior_std", s.prior_std);
+  s.alpha_p = c.get_double_in("halting", "alpha_p", s.alpha_p, 0.0, INFINITY);
+  s.alpha_d = c.get_double_in("halting", "alpha_d", s.alpha_d, 0.0, INFINITY);
+  s.target_depth = c.get_double_above("halting", "target_depth", s.target_depth, 0.0);  // <= depth: run_avit
+  s.prior_std = c.get_double_above("halting", "prior_std", s.prior_std, 0.0);
   s.budget_images = c.get_int("train", "budget_images", s.budget_images);
-  s.lr = c.get_double("train", "lr", s.lr);
-  s.weight_decay = c.get_double("train", "weight_decay", s.weight_decay);
-  s.warmup_fraction = c.get_double("train", "warmup_fraction", s.warmup_fraction);
-  s.kl_weight = c.get_double("train", "kl_weight", s.kl_weight);
-  s.temperature = c.get_double("train", "temperature", s.temperature);
-  s.seed = static_cast<uint64_t>(c.get_int("train", "seed", 0));
-  s.latency_repeats = c.get_int("eval", "latency_repeats", s.latency_repeats);
-  s.latency_batches = c.get_int_list("eval", "latency_batches", s.latency_batches);
-  s.depth_maps = c.get_int("output", "depth_maps", s.depth_maps);
+  s.lr = c.get_double_above("train", "lr", s.lr, 0.0);
+  s.weight_decay = c.get_double_in("train", "weight_decay", s.weight_decay, 0.0, INFINITY);
+  s.warmup_fraction = c.get_double_in("train", "warmup_fraction", s.warmup_fraction, 0.0, 1.0);
+  s.kl_weight = c.get_double_in("train", "kl_weight", s.kl_weight, 0.0, INFINITY);
+  s.temperature = c.get_double_above("train", "temperature", s.temperature, 0.0);
+  s.seed = static_cast<uint64_t>(c.get_int_at_least("train", "seed", 0, 0));
+  s.latency_repeats = c.get_int_at_least("eval", "latency_repeats", s.latency_repeats, 1);
+  s.latency_batches = read_latency_batches(c, s.latency_batches);
+  s.depth_maps = c.get_int_at_least("output", "depth_maps", s.depth_maps, 0);
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);
-  check(s.alpha_p >= 0 && s.alpha_d >= 0 && s.kl_weight >= 0,
-        "{}: [halting] alpha_p ({}), alpha_d ({}) and [train] kl_weight ({}) must be >= 0", c.source(), s.alpha_p,
-        s.alpha_d, s.kl_weight);
-  check(s.prior_std > 0, "{}: [halting] prior_std must be positive, got {}", c.source(), s.prior_std);
   check(s.budget_images >= s.batch_size,
         "{}: [train] budget_images ({}) must be at least [data] batch_size ({})", c.source(),
         s.budget_images, s.batch_size);
-  check(s.latency_repeats > 0 && s.depth_maps >= 0,
-        "{}: [eval] latency_repeats must be positive and [output] depth_maps >= 0", c.source());
   return s;
 }
 
@@ -182,16 +176,21 @@ std::vector<std::string> write_depth_maps(VisionTransformer& model, const data::
 }  // namespace
 
 json run_avit(const AvitSettings& s) {
-  prepare_out_dir(s.out_dir, s.overwrite);
-  MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
+  // Every input is checked before the output folder is touched.
   const auto train_opened = data::open_dataset(s.data, s.train_subdir);
   const auto test_opened = data::open_dataset(s.data, s.test_subdir);
   const data::LabeledDataset& train_set = *train_opened;
   const data::LabeledDataset& test_set = *test_opened;
   auto teacher = load_teacher(s);
+  check_labels_fit(teacher->config, train_set);
+  check_labels_fit(teacher->config, test_set);
+  check(s.target_depth <= static_cast<double>(teacher->config.depth),
+        "[halting] target_depth = {} is deeper than the teacher's {} blocks", s.target_depth, teacher->config.depth);
   auto model = load_teacher(s);
   model->config.halting = s.halting;
   model->config.validate();
+  prepare_out_dir(s.out_dir, s.overwrite);
+  MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
 
   fmt::print("evaluating the dense teacher\n");
   EvalResult dense = evaluate_classifier(inference_logits(*teacher), test_set, teacher->config.preprocess,

@@ -24,12 +24,18 @@ void DataSettings::read_data_settings(const Config& c) {
   data = c.get_string("data", "path");
   train_subdir = c.get_string("data", "train_subdir", "");
   test_subdir = c.get_string("data", "test_subdir", "");
-  test_limit = c.get_int("data", "test_limit", 0);
-  batch_size = c.get_int("data", "batch_size", batch_size);
-  workers = static_cast<int>(c.get_int("data", "workers", workers));
+  test_limit = c.get_int_at_least("data", "test_limit", 0, 0);
+  batch_size = c.get_int_at_least("data", "batch_size", batch_size, 1);
+  workers = static_cast<int>(c.get_int_at_least("data", "workers", workers, 0));
   device = Device::parse(c.get_string("run", "device", "auto"));
-  check(batch_size > 0 && workers >= 0, "{}: [data] batch_size ({}) must be positive and workers ({}) >= 0",
-        c.source(), batch_size, workers);
+}
+
+std::vector<int64_t> read_latency_batches(const Config& c, const std::vector<int64_t>& def) {
+  const std::vector<int64_t> batches = c.get_int_list("eval", "latency_batches", def);
+  const bool valid = !batches.empty() && std::all_of(batches.begin(), batches.end(), [](int64_t b) { return b >= 1; });
+  check(valid, "{}: [eval] latency_batches = '{}' must list batch sizes of at least 1", c.source(),
+        c.get_string("eval", "latency_batches", ""));
+  return batches;
 }
 
 EvalOptions DataSettings::eval_options() const {

@@ -3,6 +3,7 @@
 // cosine schedule for a step budget, and the output-folder guard.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -25,6 +26,9 @@ struct DataSettings {
   void read_data_settings(const Config& config);  // [data] path is required
   EvalOptions eval_options() const;                // test_limit, batch_size * 4 (at most 256), workers, device
 };
+
+// [eval] latency_batches: a non-empty list of batch sizes, each at least 1.
+std::vector<int64_t> read_latency_batches(const Config& config, const std::vector<int64_t>& def);
 
 // An endless, shuffled, deterministic stream of training batches on a device,
 // through the model's eval transform plus a random horizontal flip.

@@ -87,21 +87,21 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.teacher_config = c.get_string("teacher", "config", "");
   s.read_data_settings(c);
   s.layers = c.get_string("layers", "select", s.layers);
-  s.sparsity_images = c.get_int("layers", "sparsity_images", s.sparsity_images);
+  s.sparsity_images = c.get_int_at_least("layers", "sparsity_images", s.sparsity_images, 1);
   s.mixer = c.get_string("student", "mixer", s.mixer);
   parse_mixer_spec(s.mixer);  // fails early, naming the kinds and keys it knows
   s.budget_images = c.get_int("distill", "budget_images", s.budget_images);
-  s.lr = c.get_double("distill", "lr", s.lr);
-  s.weight_decay = c.get_double("distill", "weight_decay", s.weight_decay);
-  s.cosine_weight = c.get_double("distill", "cosine_weight", s.cosine_weight);
-  s.warmup_fraction = c.get_double("distill", "warmup_fraction", s.warmup_fraction);
+  s.lr = c.get_double_above("distill", "lr", s.lr, 0.0);
+  s.weight_decay = c.get_double_in("distill", "weight_decay", s.weight_decay, 0.0, INFINITY);
+  s.cosine_weight = c.get_double_in("distill", "cosine_weight", s.cosine_weight, 0.0, INFINITY);
+  s.warmup_fraction = c.get_double_in("distill", "warmup_fraction", s.warmup_fraction, 0.0, 1.0);
   s.finetune_images = c.get_int("finetune", "budget_images", s.finetune_images);
-  s.finetune_lr = c.get_double("finetune", "lr", s.finetune_lr);
-  s.temperature = c.get_double("finetune", "temperature", s.temperature);
-  s.kl_weight = c.get_double("finetune", "kl_weight", s.kl_weight);
+  s.finetune_lr = c.get_double_above("finetune", "lr", s.finetune_lr, 0.0);
+  s.temperature = c.get_double_above("finetune", "temperature", s.temperature, 0.0);
+  s.kl_weight = c.get_double_in("finetune", "kl_weight", s.kl_weight, 0.0, INFINITY);
   s.finetune_params = c.get_choice("finetune", "params", s.finetune_params, {"students", "all"});
-  s.latency_repeats = c.get_int("eval", "latency_repeats", s.latency_repeats);
-  s.latency_batches = c.get_int_list("eval", "latency_batches", s.latency_batches);
+  s.latency_repeats = c.get_int_at_least("eval", "latency_repeats", s.latency_repeats, 1);
+  s.latency_batches = read_latency_batches(c, s.latency_batches);
   s.experiment =
       c.get_choice("experiment", "kind", s.experiment, {"single", "groupwise", "teacher_sparsity_sweep"});
   s.groups = c.get_string("experiment", "groups", s.groups);
@@ -116,8 +116,6 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   }
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);
-  check(s.latency_repeats > 0, "{}: [eval] latency_repeats must be positive, got {}", c.source(),
-        s.latency_repeats);
   // Budgets are spent in whole batches (floor(budget / batch_size) steps), the
   // same number in every run compared; a budget under one batch would train nothing.
   check(s.budget_images >= s.batch_size,
@@ -496,10 +494,34 @@ void write_rank_correlation(const DistillSettings& s, const json& groups, json& 
 
 }  // namespace
 
+// What a run would otherwise meet only after its first long phase: every
+// teacher loads and has a head for the data's classes, and the layer choice
+// (or groups) fits its depth (checked with any ranking: only the syntax and
+// the ranges matter here).
+void check_inputs(const DistillSettings& s, const Datasets& datasets) {
+  std::vector<std::string> paths = {s.teacher};
+  if (s.experiment == "teacher_sparsity_sweep") {
+    paths.clear();
+    for (const NamedTeacher& level : parse_teachers(s.teachers)) paths.push_back(level.path);
+  }
+  for (const std::string& path : paths) {
+    VitLoadOptions options;
+    options.config_path = s.teacher_config;
+    const auto teacher = load_vit(path, options);
+    check_labels_fit(teacher->config, *datasets.train);
+    check_labels_fit(teacher->config, *datasets.test);
+    std::vector<int64_t> any_ranking(static_cast<size_t>(teacher->config.depth));
+    std::iota(any_ranking.begin(), any_ranking.end(), 0);
+    if (s.experiment == "groupwise") parse_groups(s.groups, teacher->config.depth, any_ranking);
+    else select_layers(s.layers, teacher->config.depth, any_ranking);
+  }
+}
+
 json run_distill(const DistillSettings& s) {
-  prepare_out_dir(s.out_dir, s.overwrite);
-  MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   Datasets datasets = open_datasets(s);
+  check_inputs(s, datasets);
+  prepare_out_dir(s.out_dir, s.overwrite);  // only now: a bad input leaves an old run as it was
+  MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, log);
   auto teacher = load_teacher(s.teacher, s);
   const int64_t depth = teacher->config.depth;

@@ -158,13 +158,19 @@ double graph_latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t
   return median_wall_ms(images.device(), [&] { forward.replay(); }, repeats);
 }
 
+void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset) {
+  check(static_cast<int64_t>(dataset.num_classes()) <= model.num_classes,
+        "{} has {} classes but the model's head has {}: is it the right data (or model)?", dataset.root(),
+        dataset.num_classes(), model.num_classes);
+}
+
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& full, const Preprocess& preprocess,
                                const EvalOptions& options) {
   std::unique_ptr<data::Subset> limited;
   if (options.limit > 0) {
     // Spread over the whole set: a class-sorted folder's first N would be one class.
-    limited = std::make_unique<data::Subset>(full,
-                                             data::evenly_spaced_items(full.size(), static_cast<size_t>(options.limit)));
+    const size_t count = static_cast<size_t>(options.limit);
+    limited = std::make_unique<data::Subset>(full, data::evenly_spaced_items(full.size(), count));
   }
   const data::Dataset& dataset = limited ? *limited : full;
   data::LoaderOptions loader_options;

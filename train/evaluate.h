@@ -79,6 +79,10 @@ double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repea
 // which reads the halting decisions on the host).
 double graph_latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
 
+// Fails, naming both counts and the folder, when the dataset has more classes
+// than the model's head: its labels past the head would fail, or score, late.
+void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset);
+
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
                                const EvalOptions& options);
 
