@@ -1,6 +1,11 @@
 // ./train_distill config.ini [--set section.key=value ...]
 // Layer-wise replacement of a ViT's attention by sequential mixers (see
 // train/distill.h); prints a teacher-vs-hybrid table and writes OUT/results.json.
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "engine/cli.h"
 #include "train/distill.h"
 
@@ -27,21 +32,42 @@ void print_sweep_table(const nlohmann::json& results) {
   if (seeds > 1) fmt::print("(hybrids: mean +- standard deviation over {} seeds)\n", seeds);
 }
 
-// experiment = single or groupwise: teacher vs hybrid, then the groups. On a
-// GPU the latencies of the forward replayed as one graph follow.
+// The latency columns of a report: its latency_ms_b<N> keys (the batches it
+// was timed at), then on a GPU the graph_latency_ms_b<N> ones.
+std::vector<std::string> latency_keys(const nlohmann::json& report) {
+  std::vector<std::pair<int64_t, std::string>> timed;
+  const std::string prefix = "latency_ms_b";
+  for (const auto& [key, value] : report.items()) {
+    if (key.rfind(prefix, 0) == 0) timed.emplace_back(std::stoll(key.substr(prefix.size())), key);
+  }
+  std::sort(timed.begin(), timed.end());
+  std::vector<std::string> keys;
+  for (const auto& [batch, key] : timed) keys.push_back(key);
+  for (const auto& [batch, key] : timed) {
+    if (report.contains("graph_" + key)) keys.push_back("graph_" + key);
+  }
+  return keys;
+}
+
+// "ms @ b256" for latency_ms_b256, "graph b256" for graph_latency_ms_b256.
+std::string column_title(const std::string& key) {
+  const std::string batch = key.substr(key.rfind('b'));
+  return key.rfind("graph_", 0) == 0 ? "graph " + batch : "ms @ " + batch;
+}
+
+// experiment = single or groupwise: teacher vs hybrid (latency at each timed
+// batch size; on a GPU also of the forward replayed as one graph), then the groups.
 void print_table(const nlohmann::json& results) {
-  const bool graphs = results.at("teacher").contains("graph_latency_ms_b1");
-  auto row = [graphs](const char* name, const nlohmann::json& r) {
-    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f} {:>10.2f} {:>11.1f}", name, 100 * r.at("top1").get<double>(),
-               r.at("params").get<int64_t>(), r.at("gflops").get<double>(), r.value("latency_ms_b1", 0.0),
-               r.value("latency_ms_b256", 0.0));
-    if (graphs) {
-      fmt::print(" {:>10.2f} {:>11.1f}", r.value("graph_latency_ms_b1", 0.0), r.value("graph_latency_ms_b256", 0.0));
-    }
+  const std::vector<std::string> latencies = latency_keys(results.at("teacher"));
+  auto row = [&latencies](const char* name, const nlohmann::json& r) {
+    fmt::print("{:<8} {:>7.2f}% {:>10} {:>8.3f}", name, 100 * r.at("top1").get<double>(), r.at("params").get<int64_t>(),
+               r.at("gflops").get<double>());
+    for (const std::string& key : latencies) fmt::print(" {:>11.2f}", r.value(key, 0.0));
     fmt::print("\n");
   };
-  fmt::print("\n{:<8} {:>8} {:>10} {:>8} {:>10} {:>11}{}\n", "model", "top-1", "params", "GFLOPs", "ms @ b1",
-             "ms @ b256", graphs ? fmt::format(" {:>10} {:>11}", "graph b1", "graph b256") : "");
+  fmt::print("\n{:<8} {:>8} {:>10} {:>8}", "model", "top-1", "params", "GFLOPs");
+  for (const std::string& key : latencies) fmt::print(" {:>11}", column_title(key));
+  fmt::print("\n");
   row("teacher", results.at("teacher"));
   if (results.contains("student")) row("hybrid", results.at("student"));
   const size_t seeds = results.at("seeds").size();
