@@ -348,6 +348,14 @@ VitConfig resolve_vit_config(const Checkpoint& checkpoint, const NamedTensors& t
     json args(checkpoint.metadata);
     apply_timm_args(args, c, checkpoint.source + " __metadata__");
     c.preprocess.input_size = c.img_size;
+  } else {
+    // Not an error (a bare timm checkpoint has none), but the defaults change the
+    // numbers a model gives, so say so.
+    fmt::print(stderr,
+               "note: no config.json beside {}: architecture inferred from the tensor shapes, and timm's ImageNet "
+               "preprocessing assumed (mean/std, crop_pct {}, {}); give a config.json (--config, [teacher] config) "
+               "to set them\n",
+               checkpoint.source, c.preprocess.crop_pct, c.preprocess.interpolation);
   }
   if (options.img_size > 0) {
     c.img_size = options.img_size;
