@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "data/archive.h"
+#include "data/files.h"
 #include "data/image.h"
 #include "engine/ops/ops.h"
 #include "models/vit_checkpoint.h"
@@ -111,6 +112,27 @@ TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
   int replaced = 0;
   for (const std::string& mixer : hybrid->config.mixers) replaced += mixer != "attention";
   EXPECT_EQ(replaced, 2);
+}
+
+TEST(Distill, BadInputsLeaveAnEarlierRunAsItWas) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img"));
+  const std::string out = testing::scratch_path("engine_distill_kept");
+  fs::remove_all(out);
+  fs::create_directories(out);
+  data::write_file(out + "/metrics.jsonl", "the earlier run's log\n");
+  data::write_file(out + "/results.json", "{}\n");
+  DistillSettings s = tiny_settings(images, out);  // overwrite = true
+  s.layers = "sparsest:40";                         // the fixture has 3 blocks
+  testing::expect_error_mentioning([&] { run_distill(s); }, {"sparsest:40", "1..3"});
+  s.layers = "sparsest:2";
+  s.data = images + "/missing";
+  EXPECT_THROW(run_distill(s), Error);
+  std::ifstream log(out + "/metrics.jsonl");
+  std::string line;
+  std::getline(log, line);
+  EXPECT_EQ(line, "the earlier run's log");
 }
 
 TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
