@@ -7,6 +7,8 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -86,6 +88,12 @@ int64_t parse_flag_int(const std::string& name, const std::string& text) {
 
 int64_t Flags::get_int(const std::string& name) const { return parse_flag_int(name, get(name)); }
 
+int64_t Flags::get_int_at_least(const std::string& name, int64_t min) const {
+  const int64_t value = get_int(name);
+  check(value >= min, "flag --{}: {} must be >= {}", name, value, min);
+  return value;
+}
+
 std::vector<int64_t> Flags::get_int_list(const std::string& name) const {
   std::vector<int64_t> values;
   for (const std::string& item : split_list(get(name))) values.push_back(parse_flag_int(name, item));
@@ -152,6 +160,17 @@ std::vector<std::string> split_overrides(const std::string& text) {
   return parts;
 }
 
+void prepare_output_file(const std::string& flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  check(!path.empty(), "flag --{}: empty path", flag);
+  check(!fs::is_directory(path), "flag --{}: '{}' is a folder, not a file", flag, path);
+  const fs::path folder = fs::absolute(path).parent_path();
+  std::error_code error;
+  fs::create_directories(folder, error);
+  check(!error, "flag --{}: cannot create the folder of '{}': {}", flag, path, error.message());
+  check(access(folder.c_str(), W_OK) == 0, "flag --{}: cannot write '{}': {}", flag, path, std::strerror(errno));
+}
+
 namespace {
 
 // OpenMP worker threads that spin while they wait take the cores that the
@@ -173,6 +192,8 @@ int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv) 
   try {
     return body(argc, argv);
   } catch (const Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
+  } catch (const std::filesystem::filesystem_error& e) {
     fmt::print(stderr, "{}: error: {}\n", tool, e.what());
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: unexpected error: {}\n", tool, e.what());

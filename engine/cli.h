@@ -27,6 +27,8 @@ class Flags {
   bool has(const std::string& name) const;  // given on the command line or defaulted
   std::string get(const std::string& name) const;
   int64_t get_int(const std::string& name) const;
+  // get_int that fails, naming the flag and the value, below `min`.
+  int64_t get_int_at_least(const std::string& name, int64_t min) const;
   std::vector<int64_t> get_int_list(const std::string& name) const;  // "2,3,4" (empty: none)
   double get_double(const std::string& name) const;
   bool get_bool(const std::string& name) const;
@@ -47,8 +49,15 @@ class Flags {
 // "d.seeds=0,1,2,r.device=cuda" -> {"d.seeds=0,1,2", "r.device=cuda"}.
 std::vector<std::string> split_overrides(const std::string& text);
 
-// Runs body() and turns an engine::Error into one message on stderr and exit
-// code 1 (a tool's main is `return run_tool([&] { ... });`).
+// For an output file named by --`flag`: creates its missing parent folders and
+// fails, naming the flag and the path, when it cannot be written there (the
+// path is a folder, a parent is a file, the folder is read-only). A tool calls
+// it before its long work, not when it writes the file at the end.
+void prepare_output_file(const std::string& flag, const std::string& path);
+
+// Runs body() and turns an engine::Error, or a std::filesystem error (which
+// names its path), into one message on stderr and exit code 1 (a tool's main
+// is `return run_tool("tool", tool_main, argc, argv);`).
 int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv);
 
 }  // namespace engine

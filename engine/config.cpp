@@ -153,7 +153,9 @@ Config Config::load(const std::string& path) {
 Config Config::parse(const std::string& text, const std::string& source) {
   Config config;
   config.source_ = source;
-  std::istringstream in(text);
+  // A UTF-8 byte-order mark (some editors write one) is not part of the first line.
+  const std::string bom = "\xEF\xBB\xBF";
+  std::istringstream in(text.rfind(bom, 0) == 0 ? text.substr(bom.size()) : text);
   std::string raw, section;
   for (int line = 1; std::getline(in, raw); ++line) {
     const std::string s = trim(strip_comment(raw));

@@ -1,5 +1,6 @@
 #include "engine/device.h"
 
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -13,17 +14,31 @@ std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : fmt::format("cuda:{}", index);
 }
 
+namespace {
+
+// The N of "cuda:N"; anything but digits is an error naming the text.
+int parse_cuda_index(const std::string& text) {
+  const std::string digits = text.substr(5);
+  int index = -1;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+  check(!digits.empty() && ec == std::errc() && end == digits.data() + digits.size() && index >= 0,
+        "device '{}': '{}' is not a GPU index (expected cuda:N with N = 0, 1, ...)", text, digits);
+  return index;
+}
+
+}  // namespace
+
 Device Device::parse(const std::string& text) {
   if (text == "cpu") return cpu();
   if (text == "auto") return cuda_device_count() > 0 ? cuda() : cpu();
   if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
-    int index = text == "cuda" ? 0 : std::atoi(text.c_str() + 5);
+    const int index = text == "cuda" ? 0 : parse_cuda_index(text);
     check(built_with_cuda(), "device '{}' requested, but this binary was built without CUDA "
-          "(rebuild with nvcc on the PATH, or use --device cpu)", text);
+          "(rebuild with nvcc on the PATH, or use device cpu: --device cpu or [run] device = cpu)", text);
     int count = cuda_device_count();
     check(count > 0, "device '{}' requested, but no CUDA GPU is visible on this machine "
-          "(use --device cpu or auto)", text);
-    check(index >= 0 && index < count, "device '{}' requested, but only {} GPU(s) are visible", text, count);
+          "(use device cpu or auto: --device cpu or [run] device = cpu)", text);
+    check(index < count, "device '{}' requested, but only {} GPU(s) are visible", text, count);
     return cuda(index);
   }
   fail("unknown device '{}' (expected cpu, cuda, cuda:N or auto)", text);

@@ -4,13 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
 
 #include "engine/cli.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "tests/expect_error.h"
+#include "tests/shared_data.h"
 
 namespace engine {
 namespace {
@@ -20,6 +23,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::error_of;
+using testing::scratch_path;
+namespace fs = std::filesystem;
 
 const char* kText = R"(# model settings
 name = tiny   ; keys before any section belong to section ""
@@ -108,6 +113,23 @@ TEST(Config, BadFloatNamesLineKeyValueAndType) {
               AllOf(HasSubstr("config.ini:3:"), HasSubstr("'1.2.3'"), HasSubstr("expected float")));
   EXPECT_THAT(error_of([&] { c.get_double("train", "n", 0); }), HasSubstr("'nan' is not a finite"));
   EXPECT_THAT(error_of([&] { c.get_double("train", "h", 0); }), HasSubstr("out of range"));
+}
+
+TEST(Config, RangeCheckedGettersNameTheLineKeyValueAndRange) {
+  Config c = Config::parse("[train]\nbatch = 0\nlr = -0.5\nwarmup = 1.0\nok = 3\n", "r.ini");
+  EXPECT_EQ(c.get_int_at_least("train", "ok", 1, 1), 3);
+  EXPECT_EQ(c.get_int_at_least("train", "absent", 7, 1), 7);  // a default is not checked
+  EXPECT_EQ(error_of([&] { c.get_int_at_least("train", "batch", 1, 1); }), "r.ini:2: [train] batch = '0' must be >= 1");
+  EXPECT_EQ(error_of([&] { c.get_double_above("train", "lr", 1e-3, 0.0); }), "r.ini:3: [train] lr = '-0.5' must be > 0");
+  EXPECT_EQ(error_of([&] { c.get_double_in("train", "warmup", 0.0, 0.0, 1.0); }),
+            "r.ini:4: [train] warmup = '1.0' must be in [0, 1)");
+  c.apply_override("train.lr=0");
+  EXPECT_EQ(error_of([&] { c.get_double_above("train", "lr", 1e-3, 0.0); }), "<override>: [train] lr = '0' must be > 0");
+}
+
+TEST(Config, AByteOrderMarkIsNotPartOfTheFirstLine) {
+  Config c = Config::parse("\xEF\xBB\xBF[run]\ndevice = cpu\n", "bom.ini");
+  EXPECT_EQ(c.get_string("run", "device"), "cpu");
 }
 
 TEST(Config, BadBoolAndBadChoiceExplainWhatIsAllowed) {
@@ -276,6 +298,64 @@ TEST(Flags, IntListsParseEachItemAndNameTheFlagOnError) {
   char* with_bad[] = {tool, bad};
   ASSERT_TRUE(wrong.parse(2, with_bad));
   EXPECT_EQ(error_of([&] { wrong.get_int_list("blocks"); }), "flag --blocks: 'x' is not an integer");
+}
+
+TEST(Flags, IntAtLeastNamesTheFlagAndTheValueBelowTheMinimum) {
+  char tool[] = "tool", repeats[] = "--repeats=0", limit[] = "--limit=-5";
+  Flags flags("tool", {{"repeats", "calls", "20"}, {"limit", "images", "0"}});
+  char* argv[] = {tool, repeats, limit};
+  ASSERT_TRUE(flags.parse(3, argv));
+  EXPECT_EQ(error_of([&] { flags.get_int_at_least("repeats", 1); }), "flag --repeats: 0 must be >= 1");
+  EXPECT_EQ(error_of([&] { flags.get_int_at_least("limit", 0); }), "flag --limit: -5 must be >= 0");
+  Flags defaults("tool", {{"repeats", "calls", "20"}});
+  ASSERT_TRUE(defaults.parse(1, argv));
+  EXPECT_EQ(defaults.get_int_at_least("repeats", 1), 20);
+}
+
+TEST(PrepareOutputFile, CreatesTheMissingFoldersOfThePath) {
+  const std::string path = scratch_path("prepare_output/runs/deeper/eval.json");
+  prepare_output_file("out", path);
+  EXPECT_TRUE(fs::is_directory(fs::path(path).parent_path()));
+  EXPECT_FALSE(fs::exists(path));  // only the folders: the tool writes the file
+}
+
+TEST(PrepareOutputFile, FailsNamingTheFlagWhenThePathCannotBeAFile) {
+  const std::string folder = scratch_path("prepare_output_bad");
+  fs::create_directories(folder);
+  std::ofstream(folder + "/plain_file") << "x";
+  EXPECT_THAT(error_of([&] { prepare_output_file("out", folder); }),
+              AllOf(HasSubstr("flag --out"), HasSubstr(folder), HasSubstr("is a folder")));
+  EXPECT_THAT(error_of([&] { prepare_output_file("predictions", folder + "/plain_file/p.txt"); }),
+              AllOf(HasSubstr("flag --predictions"), HasSubstr(folder + "/plain_file/p.txt")));
+}
+
+int throws_filesystem_error(int, char**) {
+  throw fs::filesystem_error("cannot create directories", fs::path("runs/file/x"),
+                             std::make_error_code(std::errc::not_a_directory));
+}
+
+TEST(RunTool, PrintsAFilesystemErrorAsAnInputErrorNamingThePath) {
+  const testing::ScopedEnv no_reexec("OMP_WAIT_POLICY", "passive");  // run_tool re-executes itself without it
+  char tool[] = "tool";
+  char* argv[] = {tool, nullptr};
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(run_tool("tool", throws_filesystem_error, 1, argv), 1);
+  const std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(printed, AllOf(HasSubstr("tool: error: "), HasSubstr("runs/file/x"), Not(HasSubstr("unexpected"))));
+}
+
+TEST(DeviceParse, RejectsAGpuIndexThatIsNotANumberNamingTheText) {
+  for (const std::string text : {"cuda:x", "cuda:-1", "cuda:", "cuda:1x", "cuda:+1"}) {
+    EXPECT_THAT(error_of([&] { Device::parse(text); }),
+                AllOf(HasSubstr("device '" + text + "'"), HasSubstr("is not a GPU index")))
+        << text;
+  }
+}
+
+TEST(DeviceParse, NoGpuHintFitsFlagsAndConfigFiles) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is visible";
+  EXPECT_THAT(error_of([] { Device::parse("cuda:0"); }),
+              AllOf(HasSubstr("device 'cuda:0' requested"), HasSubstr("--device cpu or [run] device = cpu")));
 }
 
 }  // namespace
