@@ -1,13 +1,49 @@
-// End-to-end: the core (tensors, autograd, ops, AdamW) learns a real dataset.
+// The MLP demo: its range-checked settings, and end-to-end that the core (tensors, autograd, ops,
+// AdamW) learns a real dataset.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "data/idx.h"
+#include "engine/config.h"
+#include "tests/expect_error.h"
 #include "train/mlp_classifier.h"
 
 namespace engine {
 namespace {
+
+using testing::error_of;
+
+TEST(MlpSettings, ReadsTheConfigAndKeepsDefaultsForAbsentKeys) {
+  const MlpTrainSpec spec = read_mlp_train_spec(
+      Config::parse("[model]\nhidden = 64\n[train]\nepochs = 1\nlr = 0.01\n[data]\ntrain_limit = 500\n"));
+  EXPECT_EQ(spec.hidden, 64);
+  EXPECT_EQ(spec.epochs, 1);
+  EXPECT_DOUBLE_EQ(spec.lr, 0.01);
+  EXPECT_EQ(spec.train_limit, 500);
+  EXPECT_EQ(spec.batch_size, MlpTrainSpec().batch_size);
+  EXPECT_EQ(spec.test_limit, 0);
+}
+
+TEST(MlpSettings, AnOutOfRangeValueNamesTheFileSectionKeyAndValue) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train.batch_size=0", "[train] batch_size = '0' must be >= 1"},
+      {"train.batch_size=-1", "[train] batch_size = '-1' must be >= 1"},
+      {"train.epochs=0", "[train] epochs = '0' must be >= 1"},
+      {"train.epochs=-1", "[train] epochs = '-1' must be >= 1"},
+      {"model.hidden=-5", "[model] hidden = '-5' must be >= 1"},
+      {"train.lr=-1", "[train] lr = '-1' must be in [0, inf)"},
+      {"train.weight_decay=-0.5", "[train] weight_decay = '-0.5' must be in [0, inf)"},
+      {"train.seed=-3", "[train] seed = '-3' must be >= 0"},
+      {"data.train_limit=-1", "[data] train_limit = '-1' must be >= 0"},
+      {"data.test_limit=-2", "[data] test_limit = '-2' must be >= 0"},
+  };
+  for (const auto& [assignment, message] : cases) {
+    Config config = Config::parse("", "mlp.ini");
+    config.apply_override(assignment);
+    EXPECT_EQ(error_of([&] { read_mlp_train_spec(config); }), "<override>: " + message) << assignment;
+  }
+}
 
 TEST(Learning, MlpLearnsFashionMnist) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";

@@ -19,26 +19,19 @@ static int train_mlp_main(int argc, char** argv) {
   for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
 
   const std::string data_dir = config.get_string("data", "dir", "/usr/share/datasets/fashion-mnist");
-  MlpTrainSpec spec;
-  spec.hidden = config.get_int("model", "hidden", spec.hidden);
-  spec.epochs = config.get_int("train", "epochs", spec.epochs);
-  spec.batch_size = config.get_int("train", "batch_size", spec.batch_size);
-  spec.lr = config.get_double("train", "lr", spec.lr);
-  spec.weight_decay = config.get_double("train", "weight_decay", spec.weight_decay);
-  spec.seed = static_cast<uint64_t>(config.get_int("train", "seed", 0));
-  spec.train_limit = config.get_int("data", "train_limit", 0);
-  spec.test_limit = config.get_int("data", "test_limit", 0);
+  MlpTrainSpec spec = read_mlp_train_spec(config);
   const std::string out_dir = config.get_string("output", "dir", "runs/mlp");
   config.check_all_used();
   check(std::filesystem::exists(data_dir),
         "data dir '{}' not found: install Debian's dataset-fashion-mnist (make install-deps) or download "
         "Fashion-MNIST from https://github.com/zalandoresearch/fashion-mnist and set [data] dir",
         data_dir);
+  check(!std::filesystem::exists(out_dir) || std::filesystem::is_directory(out_dir),
+        "{}: [output] dir = {} is a file, not a folder", config.source(), out_dir);
 
-  std::filesystem::create_directories(out_dir);
-  spec.metrics_path = out_dir + "/metrics.jsonl";
   auto train = data::IdxDataset::from_dir(data_dir, data::Split::Train);
   auto test = data::IdxDataset::from_dir(data_dir, data::Split::Test);
+  spec.metrics_path = out_dir + "/metrics.jsonl";  // train_mlp_classifier creates the folder
   MlpTrainResult result = train_mlp_classifier(train, test, spec);
   write_json_atomic(out_dir + "/results.json", {{"test_accuracy", result.test_accuracy},
                                                 {"train_loss", result.train_loss},

@@ -1,8 +1,11 @@
 #include "train/mlp_classifier.h"
 
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <numeric>
 
+#include "engine/config.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
 #include "layers/linear.h"
@@ -10,6 +13,19 @@
 #include "train/progress.h"
 
 namespace engine {
+
+MlpTrainSpec read_mlp_train_spec(const Config& c) {
+  MlpTrainSpec spec;
+  spec.hidden = c.get_int_at_least("model", "hidden", spec.hidden, 1);
+  spec.epochs = c.get_int_at_least("train", "epochs", spec.epochs, 1);
+  spec.batch_size = c.get_int_at_least("train", "batch_size", spec.batch_size, 1);
+  spec.lr = c.get_double_in("train", "lr", spec.lr, 0.0, INFINITY);
+  spec.weight_decay = c.get_double_in("train", "weight_decay", spec.weight_decay, 0.0, INFINITY);
+  spec.seed = static_cast<uint64_t>(c.get_int_at_least("train", "seed", 0, 0));
+  spec.train_limit = c.get_int_at_least("data", "train_limit", 0, 0);
+  spec.test_limit = c.get_int_at_least("data", "test_limit", 0, 0);
+  return spec;
+}
 
 FlatImages flatten_dataset(const data::Dataset& dataset, int64_t limit, double mean, double stddev) {
   const int64_t n = limit > 0 ? std::min<int64_t>(limit, dataset.size()) : static_cast<int64_t>(dataset.size());
@@ -82,7 +98,10 @@ MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Data
   schedule.warmup_steps = static_cast<int64_t>(spec.warmup_fraction * schedule.total_steps);
 
   std::unique_ptr<MetricsLog> log;
-  if (!spec.metrics_path.empty()) log = std::make_unique<MetricsLog>(spec.metrics_path);
+  if (!spec.metrics_path.empty()) {
+    std::filesystem::create_directories(std::filesystem::absolute(spec.metrics_path).parent_path());
+    log = std::make_unique<MetricsLog>(spec.metrics_path);
+  }
   MlpTrainResult result;
   for (Tensor& p : params) result.parameters += p.numel();
   std::vector<int64_t> order(static_cast<size_t>(n));

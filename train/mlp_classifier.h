@@ -20,7 +20,7 @@ struct MlpTrainSpec {
   uint64_t seed = 0;
   int64_t train_limit = 0;  // > 0: use only the first N training images
   int64_t test_limit = 0;
-  std::string metrics_path;  // JSONL log, one line per epoch ("" = none)
+  std::string metrics_path;  // JSONL log, one line per epoch ("" = none); its folder is created
   bool progress = true;
 };
 
@@ -37,6 +37,13 @@ struct FlatImages {
   Tensor images;
   Tensor labels;
 };
+class Config;
+
+// ./train_mlp's [model] hidden, [train] epochs / batch_size / lr / weight_decay
+// / seed and [data] train_limit / test_limit, each range-checked: an error names
+// the file, the [section] key and the value.
+MlpTrainSpec read_mlp_train_spec(const Config& config);
+
 FlatImages flatten_dataset(const data::Dataset& dataset, int64_t limit, double mean, double stddev);
 
 MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Dataset& test, const MlpTrainSpec& spec);
