@@ -343,7 +343,8 @@ int bench_main(int argc, char** argv) {
                {"only", "families after the ceilings: all, or some of gemm,mlp,core,scan,softplus_linear", "all"}});
   if (!flags.parse(argc, argv)) return 0;
   NoGradGuard no_grad;
-  KernelBench bench(Device::parse(flags.get("device")), static_cast<int>(flags.get_int("repeats")));
+  const int repeats = static_cast<int>(flags.get_int_at_least("repeats", 1));
+  KernelBench bench(Device::parse(flags.get("device")), repeats);
   const std::vector<std::pair<std::string, void (*)(KernelBench&)>> families = {
       {"gemm", gemms}, {"mlp", fused_mlp}, {"core", core_ops}, {"scan", scans}, {"softplus_linear", softplus_linears}};
   const std::vector<std::string> only = split_list(flags.get("only"));
@@ -353,6 +354,7 @@ int bench_main(int argc, char** argv) {
                                                     [&](const auto& family) { return family.first == name; });
     check(known, "--only: unknown family '{}' (all, gemm, mlp, core, scan, softplus_linear)", name);
   }
+  prepare_output_file("out", flags.get("out"));
   ceilings(bench);
   for (const auto& [name, run] : families) {
     if (chosen("all") || chosen(name)) run(bench);

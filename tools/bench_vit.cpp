@@ -36,8 +36,9 @@ struct Replacement {
   std::vector<int64_t> blocks;
 };
 
-VitTiming time_model(const std::string& preset, const Replacement& replacement, int64_t img_size, Device device,
-                     int64_t batch, int steps) {
+// The preset as timed: its image size (0: the preset's) and mixers; a block
+// outside the model is an error.
+VitConfig bench_config(const std::string& preset, const Replacement& replacement, int64_t img_size) {
   VitConfig config = vit_preset(preset);
   if (img_size > 0) config.img_size = img_size;  // more tokens: (img_size / patch)^2 + 1
   config.mixers.assign(config.depth, "attention");
@@ -46,6 +47,10 @@ VitTiming time_model(const std::string& preset, const Replacement& replacement, 
           config.depth - 1);
     config.mixers[block] = replacement.mixer;
   }
+  return config;
+}
+
+VitTiming time_model(const std::string& preset, const VitConfig& config, Device device, int64_t batch, int steps) {
   VisionTransformer model(config, /*seed=*/0);
   model.to(device);
   Rng rng(1);
@@ -86,28 +91,38 @@ int bench_main(int argc, char** argv) {
                                     {"models", "comma-separated presets", "vit_small_patch16_224,vit_base_patch16_224"},
                                     {"batch", "images per step", "256"},
                                     {"steps", "calls per timed round (3 rounds, after 2 warm-up calls)", "10"},
-                                    {"precision", "fp32, or bf16 (GEMM operands in bfloat16, float32 accumulation)",
+                                    {"precision", "fp32, or bf16 on a GPU (GEMM operands in bfloat16, float32 accumulation)",
                                      "fp32"},
-                                    {"mixer", "with --replace: the mixer spec of the replaced blocks", "attention"},
+                                    {"mixer", "the mixer spec of the --replace blocks (needs --replace)", "attention"},
                                     {"replace", "comma-separated blocks given --mixer (none: the plain ViT)", ""},
                                     {"img-size", "input size in pixels (0: the preset's)", "0"},
                                     {"out", "results JSON", "bench_vit.json"}});
   if (!flags.parse(argc, argv)) return 0;
   const Device device = Device::parse(flags.get("device"));
-  const int64_t batch = flags.get_int("batch");
-  const int steps = static_cast<int>(flags.get_int("steps"));
+  const int64_t batch = flags.get_int_at_least("batch", 1);
+  const int steps = static_cast<int>(flags.get_int_at_least("steps", 1));
   const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision")));
-  check(batch > 0 && steps > 0, "--batch and --steps must be positive (got {} and {})", batch, steps);
+  // bf16 is the GEMMs' mixed precision on a GPU; the CPU computes in float32 whatever the setting.
+  check(flags.get("precision") == "fp32" || device.is_cuda(),
+        "--precision {} needs a GPU (device {} computes in float32); use --precision fp32", flags.get("precision"),
+        device.str());
   const Replacement replacement{flags.get("mixer"), flags.get_int_list("replace")};
-  const int64_t img_size = flags.get_int("img-size");
-  check(img_size >= 0, "--img-size must be positive, or 0 for the preset's (got {})", img_size);
+  check(!replacement.blocks.empty() || replacement.mixer == "attention",
+        "--mixer {} needs --replace (the blocks that get it)", replacement.mixer);
+  const int64_t img_size = flags.get_int_at_least("img-size", 0);
+  std::vector<std::pair<std::string, VitConfig>> models;  // all built before any timing: a bad name fails first
+  for (const std::string& preset : split_list(flags.get("models"))) {
+    models.emplace_back(preset, bench_config(preset, replacement, img_size));
+  }
+  check(!models.empty(), "--models '{}' names no model", flags.get("models"));
+  prepare_output_file("out", flags.get("out"));
 
   nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
                            {"mixer", replacement.mixer}, {"replace", replacement.blocks}, {"img_size", img_size},
                            {"models", nlohmann::json::array()}};
   fmt::print("{:<26} {:>12} {:>14} {:>14} {:>14}\n", "model", "params", "infer img/s", "graph img/s", "train img/s");
-  for (const std::string& preset : split_list(flags.get("models"))) {
-    const VitTiming t = time_model(preset, replacement, img_size, device, batch, steps);
+  for (const auto& [preset, config] : models) {
+    const VitTiming t = time_model(preset, config, device, batch, steps);
     fmt::print("{:<26} {:>12} {:>14.0f} {:>14.0f} {:>14.0f}\n", t.model, t.params, t.infer_img_s, t.graph_infer_img_s,
                t.train_img_s);
     report["models"].push_back({{"model", t.model},

@@ -32,19 +32,23 @@ int eval_main(int argc, char** argv) {
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.get("model").empty() && !flags.get("data").empty(), "--model and --data are required (see --help)");
   const Device device = Device::parse(flags.get("device"));
+  EvalOptions options;
+  options.batch_size = flags.get_int_at_least("batch", 1);
+  options.limit = flags.get_int_at_least("limit", 0);
+  options.num_workers = static_cast<int>(flags.get_int_at_least("workers", 0));
+  options.skip_bad_images = flags.get_bool("skip-bad-images");
+  options.device = device;
   VitLoadOptions load_options;
   load_options.config_path = flags.get("config");
   auto model = load_vit(flags.get("model"), load_options);
-  model->to(device);
 
   const auto opened = data::open_dataset(flags.get("data"), flags.get("subdir"), flags.get("synsets"));
   const data::LabeledDataset& dataset = *opened;
-  EvalOptions options;
-  options.batch_size = flags.get_int("batch");
-  options.limit = flags.get_int("limit");
-  options.num_workers = static_cast<int>(flags.get_int("workers"));
-  options.skip_bad_images = flags.get_bool("skip-bad-images");
-  options.device = device;
+  check_labels_fit(model->config, dataset);
+  for (const char* output : {"predictions", "out"}) {
+    if (!flags.get(output).empty()) prepare_output_file(output, flags.get(output));
+  }
+  model->to(device);
   fmt::print("model {} ({} parameters) on {}, {} images from {}\n", flags.get("model"), model->num_parameters(),
              device.str(), options.limit > 0 ? std::min<int64_t>(options.limit, dataset.size()) : dataset.size(),
              dataset.root());

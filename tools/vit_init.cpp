@@ -1,21 +1,42 @@
-// ./vit_init --preset NAME --out DIR [--num-classes N] [--seed S]
+// ./vit_init --preset NAME --out DIR [--num-classes N] [--seed S] [--overwrite]
 // Writes a randomly initialised ViT (timm-style init) as DIR/model.safetensors +
-// DIR/config.json, loadable by every tool here and by timm.
+// DIR/config.json, loadable by every tool here and by timm. DIR must be new or
+// empty unless --overwrite.
+#include <filesystem>
+
 #include "engine/cli.h"
 #include "models/vit_checkpoint.h"
 
 using namespace engine;
+
+namespace {
+
+// A model folder is not replaced by accident: only a new or empty one, or with --overwrite.
+void check_out_dir(const std::string& out, bool overwrite) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(out)) return;
+  check(fs::is_directory(out), "--out '{}' is a file, not a folder", out);
+  check(overwrite || fs::is_empty(out),
+        "--out '{}' already exists and is not empty: choose another folder, or pass --overwrite to replace its "
+        "model.safetensors and config.json",
+        out);
+}
+
+}  // namespace
 
 static int vit_init_main(int argc, char** argv) {
   Flags flags("vit_init --preset NAME --out DIR [flags]",
               {{"preset", fmt::format("architecture: {}", fmt::join(vit_preset_names(), ", ")), ""},
                {"out", "output folder", ""},
                {"num-classes", "override the number of classes (0 = preset's)", "0"},
-               {"seed", "initialisation seed", "0"}});
+               {"seed", "initialisation seed", "0"},
+               {"overwrite", "write into an existing non-empty --out folder", "", true}});
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.get("preset").empty() && !flags.get("out").empty(), "--preset and --out are required (see --help)");
   VitConfig config = vit_preset(flags.get("preset"));
-  if (flags.get_int("num-classes") > 0) config.num_classes = flags.get_int("num-classes");
+  const int64_t num_classes = flags.get_int_at_least("num-classes", 0);
+  if (num_classes > 0) config.num_classes = num_classes;
+  check_out_dir(flags.get("out"), flags.get_bool("overwrite"));
   VisionTransformer model(config, static_cast<uint64_t>(flags.get_int("seed")));
   save_vit(model, flags.get("out"));
   fmt::print("wrote {} ({} parameters) to {}\n", flags.get("preset"), model.num_parameters(), flags.get("out"));
