@@ -119,12 +119,15 @@ TEST(Config, RangeCheckedGettersNameTheLineKeyValueAndRange) {
   Config c = Config::parse("[train]\nbatch = 0\nlr = -0.5\nwarmup = 1.0\nok = 3\n", "r.ini");
   EXPECT_EQ(c.get_int_at_least("train", "ok", 1, 1), 3);
   EXPECT_EQ(c.get_int_at_least("train", "absent", 7, 1), 7);  // a default is not checked
-  EXPECT_EQ(error_of([&] { c.get_int_at_least("train", "batch", 1, 1); }), "r.ini:2: [train] batch = '0' must be >= 1");
-  EXPECT_EQ(error_of([&] { c.get_double_above("train", "lr", 1e-3, 0.0); }), "r.ini:3: [train] lr = '-0.5' must be > 0");
+  EXPECT_EQ(error_of([&] { c.get_int_at_least("train", "batch", 1, 1); }),
+            "r.ini:2: [train] batch = '0' must be >= 1");
+  EXPECT_EQ(error_of([&] { c.get_double_above("train", "lr", 1e-3, 0.0); }),
+            "r.ini:3: [train] lr = '-0.5' must be > 0");
   EXPECT_EQ(error_of([&] { c.get_double_in("train", "warmup", 0.0, 0.0, 1.0); }),
             "r.ini:4: [train] warmup = '1.0' must be in [0, 1)");
   c.apply_override("train.lr=0");
-  EXPECT_EQ(error_of([&] { c.get_double_above("train", "lr", 1e-3, 0.0); }), "<override>: [train] lr = '0' must be > 0");
+  EXPECT_EQ(error_of([&] { c.get_double_above("train", "lr", 1e-3, 0.0); }),
+            "<override>: [train] lr = '0' must be > 0");
 }
 
 TEST(Config, AByteOrderMarkIsNotPartOfTheFirstLine) {

@@ -264,7 +264,9 @@ TEST(Distill, BudgetSettingsAreChecked) {
   testing::expect_error_mentioning([&] { settings("[finetune]\nbudget_images = -64\n"); },
                                    {"[finetune] budget_images (-64)"});
   testing::expect_error_mentioning(
-      [&] { settings("[teacher]\nconfig = c.json\n[experiment]\nkind = teacher_sparsity_sweep\nteachers = a:x;b:y\n"); },
+      [&] {
+        settings("[teacher]\nconfig = c.json\n[experiment]\nkind = teacher_sparsity_sweep\nteachers = a:x;b:y\n");
+      },
       {"[teacher] config", "teacher_sparsity_sweep"});
 }
 

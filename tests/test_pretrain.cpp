@@ -280,7 +280,8 @@ TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
   EXPECT_THAT(settings_error({"train.epochs=0"}), HasSubstr("<override>: [train] epochs = '0' must be >= 1"));
   EXPECT_THAT(settings_error({"train.warmup_epochs=2"}),
               HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
-  EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}), HasSubstr("[train] label_smoothing = '1.5' must be in [0, 1)"));
+  EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}),
+              HasSubstr("[train] label_smoothing = '1.5' must be in [0, 1)"));
   EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("[run] device"), HasSubstr("'gpu'")));
   EXPECT_THAT(settings_error({"run.precision=fp8"}), AllOf(HasSubstr("precision"), HasSubstr("fp8")));
   EXPECT_THAT(settings_error({"data.mean=0.5,0.5"}), HasSubstr("[data] mean has 2 values"));
