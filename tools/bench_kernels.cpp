@@ -48,17 +48,24 @@ class KernelBench {
 
   void memory(const std::string& kernel, const Shape& shape, double bytes, const std::function<void()>& run,
               double exps = 0) {
-    rows_.push_back({kernel, shape_str(shape), median_time_ms(device_, run, repeats_), bytes, 0, exps});
+    add({kernel, shape_str(shape), median_time_ms(device_, run, repeats_), bytes, 0, exps});
   }
   void compute(const std::string& kernel, const std::string& shape, double flops, const std::function<void()>& run) {
-    rows_.push_back({kernel, shape, median_time_ms(device_, run, repeats_), 0, flops});
+    add({kernel, shape, median_time_ms(device_, run, repeats_), 0, flops});
   }
   void exponentials(const std::string& kernel, double exps, const std::function<void()>& run) {
-    rows_.push_back({kernel, fmt::format("{:.3g} exp2", exps), median_time_ms(device_, run, repeats_), 0, 0, exps});
+    add({kernel, fmt::format("{:.3g} exp2", exps), median_time_ms(device_, run, repeats_), 0, 0, exps});
   }
   const std::vector<Timing>& rows() const { return rows_; }
 
  private:
+  // Keeps the row and shows progress on stderr (a full run on a CPU takes
+  // long; the table against the ceilings comes at the end, on stdout).
+  void add(const Timing& row) {
+    rows_.push_back(row);
+    fmt::print(stderr, "[{:>2}] {:<34} {:<34} {:>10.4f} ms\n", rows_.size(), row.kernel, row.shape, row.ms);
+  }
+
   Device device_;
   int repeats_;
   Rng rng_{0};

@@ -60,12 +60,16 @@ VitTiming time_model(const std::string& preset, const VitConfig& config, Device 
   labels = labels.to(device);
 
   VitTiming timing{preset, model.num_parameters()};
+  // Progress on stderr: each phase is 2 warm-up calls and 3 rounds of `steps` (minutes on a CPU).
+  auto phase = [&](const char* name) { fmt::print(stderr, "{}: timing {} ({} calls)\n", preset, name, 3 * steps + 2); };
+  phase("inference");
   const double infer_ms = median_time_ms(device, [&] {
     NoGradGuard no_grad;
     model.forward(images);
   }, steps, /*rounds=*/3, /*warmup=*/2);
   timing.infer_img_s = batch / (infer_ms / 1e3);
   if (device.is_cuda()) {  // the same forward replayed as one graph: without the host's cost per op
+    phase("graph replays");
     NoGradGuard no_grad;
     DeviceGraph forward(device, [&] { model.forward(images); });
     timing.graph_infer_img_s = batch / (median_time_ms(device, [&] { forward.replay(); }, steps, 3, 2) / 1e3);
@@ -77,6 +81,7 @@ VitTiming time_model(const std::string& preset, const VitConfig& config, Device 
     params.push_back(p);
   });
   auto optimizer = make_adamw(decay_groups(params, 0.05), {1e-4});
+  phase("training steps");
   const double train_ms = median_time_ms(device, [&] {
     optimizer->zero_grad();
     cross_entropy(model.forward(images), labels).backward();
