@@ -407,16 +407,47 @@ double mean_over(const std::vector<double>& values, const std::vector<int64_t>& 
   return total / layers.size();
 }
 
+using Teachers = std::vector<std::unique_ptr<VisionTransformer>>;
+
+// The run's teachers (the sweep's levels in order, else the one), each loaded
+// once and checked for what the run would otherwise meet only after its first
+// long phase: a head for the data's classes, and a layer choice (or groups)
+// that fits its depth (any ranking serves: only the syntax and the ranges
+// matter here).
+Teachers load_checked_teachers(const DistillSettings& s, const Datasets& datasets) {
+  std::vector<std::string> paths = {s.teacher};
+  if (s.experiment == "teacher_sparsity_sweep") {
+    paths.clear();
+    for (const NamedTeacher& level : parse_teachers(s.teachers)) paths.push_back(level.path);
+  }
+  Teachers teachers;
+  for (const std::string& path : paths) {
+    teachers.push_back(load_teacher(path, s));
+    const VitConfig& config = teachers.back()->config;
+    check_labels_fit(config, *datasets.train);
+    check_labels_fit(config, *datasets.test);
+    std::vector<int64_t> any_ranking(static_cast<size_t>(config.depth));
+    std::iota(any_ranking.begin(), any_ranking.end(), 0);
+    if (s.experiment == "groupwise") parse_groups(s.groups, config.depth, any_ranking);
+    else select_layers(s.layers, config.depth, any_ranking);
+  }
+  return teachers;
+}
+
 // The same layers distilled under the same budget and seeds from teachers at
-// different token retention (a dense ViT, A-ViTs): does the student-teacher gap
-// shrink as the teacher gets sparser? The layer set comes from the first teacher.
-json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, MetricsLog& log) {
+// different token retention (a dense ViT, A-ViTs; `teachers` in the order of
+// [experiment] teachers): does the student-teacher gap shrink as the teacher
+// gets sparser? The layer set comes from the first teacher.
+json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, const Teachers& teachers,
+                            MetricsLog& log) {
   std::vector<int64_t> layers;
   json levels = json::array();
   std::vector<ScatterPoint> points;
-  for (const NamedTeacher& level : parse_teachers(s.teachers)) {
+  const std::vector<NamedTeacher> named = parse_teachers(s.teachers);
+  for (size_t t = 0; t < named.size(); ++t) {
+    const NamedTeacher& level = named[t];
     fmt::print("teacher '{}': {}\n", level.name, level.path);
-    auto teacher = load_teacher(level.path, s);
+    VisionTransformer* teacher = teachers[t].get();
     const LayerSparsity sparsity = measure_sparsity(*teacher, *datasets.train, s);
     if (layers.empty()) layers = select_layers(s.layers, teacher->config.depth, sparsity.ranking);
     const json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
@@ -494,36 +525,13 @@ void write_rank_correlation(const DistillSettings& s, const json& groups, json& 
 
 }  // namespace
 
-// What a run would otherwise meet only after its first long phase: every
-// teacher loads and has a head for the data's classes, and the layer choice
-// (or groups) fits its depth (checked with any ranking: only the syntax and
-// the ranges matter here).
-void check_inputs(const DistillSettings& s, const Datasets& datasets) {
-  std::vector<std::string> paths = {s.teacher};
-  if (s.experiment == "teacher_sparsity_sweep") {
-    paths.clear();
-    for (const NamedTeacher& level : parse_teachers(s.teachers)) paths.push_back(level.path);
-  }
-  for (const std::string& path : paths) {
-    VitLoadOptions options;
-    options.config_path = s.teacher_config;
-    const auto teacher = load_vit(path, options);
-    check_labels_fit(teacher->config, *datasets.train);
-    check_labels_fit(teacher->config, *datasets.test);
-    std::vector<int64_t> any_ranking(static_cast<size_t>(teacher->config.depth));
-    std::iota(any_ranking.begin(), any_ranking.end(), 0);
-    if (s.experiment == "groupwise") parse_groups(s.groups, teacher->config.depth, any_ranking);
-    else select_layers(s.layers, teacher->config.depth, any_ranking);
-  }
-}
-
 json run_distill(const DistillSettings& s) {
   Datasets datasets = open_datasets(s);
-  check_inputs(s, datasets);
+  const Teachers teachers = load_checked_teachers(s, datasets);
   prepare_out_dir(s.out_dir, s.overwrite);  // only now: a bad input leaves an old run as it was
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
-  if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, log);
-  auto teacher = load_teacher(s.teacher, s);
+  if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, teachers, log);
+  VisionTransformer* teacher = teachers.front().get();
   const int64_t depth = teacher->config.depth;
 
   const bool groupwise = s.experiment == "groupwise";
