@@ -52,9 +52,14 @@ all: deps $(TOOLS) $(TEST_BIN)
 REQUIRED := cblas.h:libopenblas-dev fmt/format.h:libfmt-dev nlohmann/json.hpp:nlohmann-json3-dev \
             stb/stb_image.h:libstb-dev gtest/gtest.h:libgtest-dev gmock/gmock.h:libgmock-dev zlib.h:zlib1g-dev \
             jpeglib.h:libjpeg62-turbo-dev
-# Prints the Debian packages whose headers the compiler cannot find.
+# Libraries whose header alone proves nothing: the reference BLAS (libblas-dev)
+# also provides cblas.h, but not libopenblas. Each is checked by a link.
+REQUIRED_LIBS := openblas:libopenblas-dev
+# Prints the Debian packages whose headers the compiler, or whose libraries the linker, cannot find.
 MISSING_DEPS = for pair in $(REQUIRED); do h=$${pair%%:*}; p=$${pair\#\#*:}; \
-	  echo "\#include <$$h>" | $(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) -E -x c++ - >/dev/null 2>&1 || printf ' %s' $$p; done
+	  echo "\#include <$$h>" | $(CXX) $(filter-out -MMD -MP,$(CPPFLAGS)) -E -x c++ - >/dev/null 2>&1 || printf ' %s' $$p; done; \
+	for pair in $(REQUIRED_LIBS); do l=$${pair%%:*}; p=$${pair\#\#*:}; \
+	  echo "int main() {}" | $(CXX) -x c++ - -o /dev/null $(filter -L%,$(LDLIBS)) -l$$l >/dev/null 2>&1 || printf ' %s' $$p; done
 
 deps:
 	@missing="$$($(MISSING_DEPS))"; \
