@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
 
 #include "data/archive.h"
+#include "data/files.h"
 #include "data/image_folder.h"
 #include "data/transforms.h"
 #include "models/vit_checkpoint.h"
@@ -140,6 +142,31 @@ TEST(Eval, NanLogitsScoreNothingAndTiesGoToTheFirstClass) {
   // The true logit tied with a later class only: still top-1.
   const LogitsFn tied_later = logits_from_labels(8, [](int64_t label, float* row) { row[label] = row[7] = 1.0f; });
   EXPECT_DOUBLE_EQ(evaluate_classifier(tied_later, dataset, raw_pixels(), quiet(0)).top1, 1.0);
+}
+
+TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {
+  const SortedByClass dataset(4, 3);  // 12 images, batches of 4
+  // Right on the first 6 images only (classes 0 and 1): the running top-1 falls after them.
+  const LogitsFn half = logits_from_labels(4, [](int64_t label, float* row) { row[label < 2 ? label : 0] = 1.0f; });
+  data::TempDir dir;
+  const std::string path = dir.path() + "/eval.jsonl";
+  EvalOptions options = quiet(0);
+  {
+    MetricsLog log(path);
+    options.log = &log;
+    evaluate_classifier(half, dataset, raw_pixels(), options);
+  }
+  std::ifstream in(path);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 3u);
+  const double expected_top1[] = {1.0, 6.0 / 8, 6.0 / 12};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["images"], 4 * static_cast<int64_t>(i + 1));
+    EXPECT_DOUBLE_EQ(lines[i]["top1"].get<double>(), expected_top1[i]);
+    EXPECT_DOUBLE_EQ(lines[i]["top5"].get<double>(), 1.0);  // 4 classes
+    EXPECT_GT(lines[i]["images_per_second"].get<double>(), 0.0);
+  }
 }
 
 // RandomCrop(reflect) then flip then normalise, drawing from the sample's RNG in that order.

@@ -395,5 +395,66 @@ TEST_F(SparsityTool, WritesTheReportAndNeverHalfOverwrites) {
   EXPECT_EQ(read(file), "keep me too");
 }
 
+// Random images of one size, for a run through analyze_dataset.
+class RandomImages : public data::Dataset {
+ public:
+  RandomImages(size_t count, int size) : count_(count), size_(size) {}
+  size_t size() const override { return count_; }
+  int num_classes() const override { return 1; }
+  data::Sample get(size_t i) const override {
+    Rng rng(i);
+    data::Image image(size_, size_, 3);
+    for (uint8_t& p : image.pixels) p = static_cast<uint8_t>(rng.integer(256));
+    return {image, 0};
+  }
+  int64_t label(size_t) const override { return 0; }
+  std::string name(size_t i) const override { return fmt::format("img{}", i); }
+
+ private:
+  size_t count_;
+  int size_;
+};
+
+TEST_F(SparsityTool, StagesTheReportFolderBeforeTheRunAndKeepsItsLog) {
+  const std::string out = dir_.path() + "/report";
+  SparsityAnalysis analysis(*model_, 1);
+  {
+    SparsityReportDir report(out, false);
+    EXPECT_FALSE(fs::exists(out));  // staged beside OUT, not in it
+    MetricsLog log(report.log_path());
+    SparsityRunOptions options;
+    options.batch_size = 2;
+    options.num_workers = 0;
+    options.progress = false;
+    options.log = &log;
+    analyze_dataset(analysis, RandomImages(5, static_cast<int>(model_->config.preprocess.input_size)), options);
+    report.commit(analysis, {"fixture", "random", "cpu", 0.5});
+  }
+  EXPECT_EQ(analysis.images(), 5);
+  EXPECT_EQ(nlohmann::json::parse(read(out + "/sparsity.json"))["num_images"], 5);
+  auto logged_images = [&] {
+    std::ifstream in(out + "/metrics.jsonl");
+    std::vector<int64_t> images;
+    for (std::string line; std::getline(in, line);) images.push_back(nlohmann::json::parse(line)["images"]);
+    return images;
+  };
+  EXPECT_EQ(logged_images(), (std::vector<int64_t>{2, 4, 5}));  // one line per batch
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);  // no staging left
+
+  // A run that fails before commit leaves nothing behind, and an earlier OUT as it was.
+  {
+    SparsityReportDir report(out, true);
+    MetricsLog log(report.log_path());
+    log.write({{"images", 1}});
+  }
+  EXPECT_EQ(logged_images(), (std::vector<int64_t>{2, 4, 5}));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);
+
+  // A place it cannot write fails at once, naming it: here OUT's parent is a file.
+  const std::string file = dir_.path() + "/a-file";
+  data::write_file(file, "x");
+  testing::expect_error_mentioning([&] { SparsityReportDir report(file + "/report", false); }, {file});
+}
+
 }  // namespace
 }  // namespace engine

@@ -2,7 +2,8 @@
 // ./analyze_sparsity --model PATH --data DIR --out DIR [flags]
 // Runs a ViT over images and reports how sparse the softmax attention of every
 // layer and head is (entropy, k50/k90/k99, top-k mass, Gini, ...; docs/SPARSITY.md):
-// OUT/sparsity.json, sparsity.csv, layers.svg, cls_attention_img{k}.png, index.html.
+// OUT/sparsity.json, sparsity.csv, layers.svg, cls_attention_img{k}.png, index.html,
+// and metrics.jsonl (one line per batch).
 // Every setting is a config key and a flag; flags given with a config override it.
 #include "data/open_dataset.h"
 #include "engine/cli.h"
@@ -99,7 +100,8 @@ int analyze_sparsity_main(int argc, char** argv) {
               specs, {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   const Options options = read_options(settings(flags));
-  check_output_dir(options.out, options.overwrite);  // before a long run, not after
+  SparsityReportDir report(options.out, options.overwrite);  // checked and staged before a long run, not after
+  MetricsLog log(report.log_path());
 
   const Device device = Device::parse(options.device);
   VitLoadOptions load_options;
@@ -118,9 +120,9 @@ int analyze_sparsity_main(int argc, char** argv) {
   run_options.num_images = images;
   run_options.batch_size = options.batch_size;
   run_options.num_workers = static_cast<int>(options.workers);
+  run_options.log = &log;
   const double seconds = analyze_dataset(analysis, dataset, run_options);
-  write_sparsity_report(analysis, {options.model, dataset.root(), device.str(), seconds}, options.out,
-                        options.overwrite);
+  report.commit(analysis, {options.model, dataset.root(), device.str(), seconds});
 
   fmt::print("{}", sparsity_table(analysis));
   fmt::print("{} images in {:.1f} s ({:.1f} img/s) on {}; report: {}/index.html\n", analysis.images(), seconds,

@@ -1,5 +1,5 @@
 // ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
-//                 [--limit N] [--predictions FILE] [--out results.json]
+//                 [--limit N] [--predictions FILE] [--out results.json] [--log metrics.jsonl]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
 // synset list, or any other folder such as the CIFAR-10 test JPEGs) or on CIFAR-10's
 // official binary batches (--data cifar-10-binary.tar.gz --subdir test). An A-ViT checkpoint
@@ -28,7 +28,8 @@ int eval_main(int argc, char** argv) {
                {"workers", "loader threads", "2"},
                {"skip-bad-images", "skip undecodable images (counted) instead of failing", "", true},
                {"predictions", "write '<relative path> <predicted index>' lines here", ""},
-               {"out", "results JSON", ""}});
+               {"out", "results JSON", ""},
+               {"log", "JSONL log, one line per batch: images so far, running top-1/top-5, img/s", ""}});
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.get("model").empty() && !flags.get("data").empty(), "--model and --data are required (see --help)");
   const Device device = Device::parse(flags.get("device"));
@@ -45,9 +46,12 @@ int eval_main(int argc, char** argv) {
   const auto opened = data::open_dataset(flags.get("data"), flags.get("subdir"), flags.get("synsets"));
   const data::LabeledDataset& dataset = *opened;
   check_labels_fit(model->config, dataset);
-  for (const char* output : {"predictions", "out"}) {
+  for (const char* output : {"predictions", "out", "log"}) {
     if (!flags.get(output).empty()) prepare_output_file(output, flags.get(output));
   }
+  std::unique_ptr<MetricsLog> log;
+  if (!flags.get("log").empty()) log = std::make_unique<MetricsLog>(flags.get("log"));
+  options.log = log.get();
   model->to(device);
   fmt::print("model {} ({} parameters) on {}, {} images from {}\n", flags.get("model"), model->num_parameters(),
              device.str(), options.limit > 0 ? std::min<int64_t>(options.limit, dataset.size()) : dataset.size(),

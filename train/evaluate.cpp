@@ -200,8 +200,13 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
       result.predictions.emplace_back(dataset.name(batch.indices[i]), std::max_element(row, row + classes) - row);
     }
     result.images += batch.n;
-    if (options.progress) {
-      bar.update(batch.n, fmt::format("top-1 {:.2f}%", 100.0 * top1 / std::max<int64_t>(result.images, 1)));
+    const double running_top1 = static_cast<double>(top1) / result.images;
+    if (options.progress) bar.update(batch.n, fmt::format("top-1 {:.2f}%", 100.0 * running_top1));
+    if (options.log) {
+      options.log->write({{"images", result.images},
+                          {"top1", running_top1},
+                          {"top5", static_cast<double>(top5) / result.images},
+                          {"images_per_second", result.images / std::max(bar.elapsed_seconds(), 1e-9)}});
     }
   }
   result.seconds = bar.elapsed_seconds();

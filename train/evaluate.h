@@ -9,6 +9,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "models/vit.h"
+#include "train/metrics.h"
 
 namespace engine {
 
@@ -30,6 +31,7 @@ struct EvalOptions {
   bool skip_bad_images = false;
   bool progress = true;
   Device device = Device::cpu();
+  MetricsLog* log = nullptr;  // if set: one line per batch (images so far, running top-1/top-5, img/s)
 };
 
 struct EvalResult {

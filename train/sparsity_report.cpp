@@ -53,6 +53,22 @@ void rename_or_fail(const fs::path& from, const fs::path& to) {
   check(!error, "cannot rename '{}' to '{}': {}", from.string(), to.string(), error.message());
 }
 
+// Fails, naming it, when OUT exists and overwrite is off, or when overwrite
+// would delete something that is not an earlier report.
+void check_output_dir(const std::string& dir, bool overwrite) {
+  if (!fs::exists(dir)) return;
+  check(overwrite,
+        "output folder '{}' already exists: choose another one, or pass --overwrite ([output] overwrite = true) "
+        "to replace it",
+        dir);
+  // Replacing deletes the folder: only an earlier report (or nothing) may be there.
+  const bool empty_folder = fs::is_directory(dir) && fs::is_empty(dir);
+  check(empty_folder || fs::exists(fs::path(dir) / "sparsity.json"),
+        "--overwrite replaces an earlier sparsity report, but '{}' is not one (no sparsity.json in it): choose "
+        "another output folder",
+        dir);
+}
+
 void write_report_files(const SparsityAnalysis& analysis, const SparsityRunInfo& info, const fs::path& dir) {
   write_file_atomic((dir / "sparsity.json").string(), sparsity_json(analysis, info).dump(2) + "\n");
   write_file_atomic((dir / "sparsity.csv").string(), sparsity_csv(analysis));
@@ -164,6 +180,9 @@ double analyze_dataset(SparsityAnalysis& analysis, const data::Dataset& dataset,
     analysis.add_batch(Tensor::from_vector(batch.images, {take, batch.c, batch.h, batch.w}), names);
     done += take;
     if (options.progress) bar.update(take);
+    if (options.log) {
+      options.log->write({{"images", done}, {"images_per_second", done / std::max(bar.elapsed_seconds(), 1e-9)}});
+    }
   }
   if (options.progress) bar.finish();
   return bar.elapsed_seconds();
@@ -225,42 +244,44 @@ std::string sparsity_table(const SparsityAnalysis& analysis) {
   return table + fmt::format("ranking by k90, sparsest first: {}\n", join_indices(analysis.ranking(), " "));
 }
 
-void check_output_dir(const std::string& out_dir, bool overwrite) {
-  const std::string dir = clean_dir(out_dir);
-  if (!fs::exists(dir)) return;
-  check(overwrite,
-        "output folder '{}' already exists: choose another one, or pass --overwrite ([output] overwrite = true) "
-        "to replace it",
-        dir);
-  // Replacing deletes the folder: only an earlier report (or nothing) may be there.
-  const bool empty_folder = fs::is_directory(dir) && fs::is_empty(dir);
-  check(empty_folder || fs::exists(fs::path(dir) / "sparsity.json"),
-        "--overwrite replaces an earlier sparsity report, but '{}' is not one (no sparsity.json in it): choose "
-        "another output folder",
-        dir);
+SparsityReportDir::SparsityReportDir(const std::string& out_dir, bool overwrite) : out_(clean_dir(out_dir)) {
+  check_output_dir(out_, overwrite);
+  const fs::path out = out_;
+  std::error_code error;
+  if (out.has_parent_path()) fs::create_directories(out.parent_path(), error);
+  check(!error, "cannot create the folder of '{}': {}", out_, error.message());
+  staging_ = out_ + ".tmp-" + std::to_string(getpid());
+  fs::remove_all(staging_, error);
+  fs::create_directory(staging_, error);
+  check(!error, "cannot create the report's staging folder '{}': {}", staging_, error.message());
+}
+
+SparsityReportDir::~SparsityReportDir() {
+  if (committed_) return;
+  std::error_code ignored;
+  fs::remove_all(staging_, ignored);
+}
+
+std::string SparsityReportDir::log_path() const { return (fs::path(staging_) / "metrics.jsonl").string(); }
+
+void SparsityReportDir::commit(const SparsityAnalysis& analysis, const SparsityRunInfo& info) {
+  write_report_files(analysis, info, staging_);
+  const fs::path out = out_;
+  if (fs::exists(out)) {
+    // Replace: move the old folder aside, put the new one in place, then delete the old.
+    const fs::path old = out_ + ".old-" + std::to_string(getpid());
+    rename_or_fail(out, old);
+    rename_or_fail(staging_, out);
+    fs::remove_all(old);
+  } else {
+    rename_or_fail(staging_, out);
+  }
+  committed_ = true;
 }
 
 void write_sparsity_report(const SparsityAnalysis& analysis, const SparsityRunInfo& info, const std::string& out_dir,
                            bool overwrite) {
-  check_output_dir(out_dir, overwrite);
-  const fs::path out = clean_dir(out_dir);
-  if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  const fs::path temp = out.string() + ".tmp-" + std::to_string(getpid());
-  fs::remove_all(temp);
-  fs::create_directory(temp);
-  try {
-    write_report_files(analysis, info, temp);
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove_all(temp, ignored);
-    throw;
-  }
-  if (!fs::exists(out)) return rename_or_fail(temp, out);
-  // Replace: move the old folder aside, put the new one in place, then delete the old.
-  const fs::path old = out.string() + ".old-" + std::to_string(getpid());
-  rename_or_fail(out, old);
-  rename_or_fail(temp, out);
-  fs::remove_all(old);
+  SparsityReportDir(out_dir, overwrite).commit(analysis, info);
 }
 
 }  // namespace engine

@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "data/image.h"
 #include "models/vit.h"
+#include "train/metrics.h"
 #include "train/sparsity.h"
 
 namespace engine {
@@ -59,6 +60,7 @@ struct SparsityRunOptions {
   int64_t batch_size = 64;
   int num_workers = 2;
   bool progress = true;
+  MetricsLog* log = nullptr;  // if set: one line per batch (images so far, img/s)
 };
 
 // Feeds `dataset` through the model's eval preprocessing into `analysis`, in a fixed
@@ -78,11 +80,28 @@ std::string sparsity_csv(const SparsityAnalysis& analysis);
 // The per-layer table and the ranking, for the terminal.
 std::string sparsity_table(const SparsityAnalysis& analysis);
 
-// Fails, naming it, when `out_dir` exists and overwrite is off (checked before a long run).
-void check_output_dir(const std::string& out_dir, bool overwrite);
+// The report folder, staged. The constructor checks OUT (it must not exist
+// unless overwrite, and then only an earlier report or an empty folder may be
+// there) and makes OUT.tmp-<pid> at once, so that a place it cannot write fails
+// before a long run and the run's log (log_path()) has a home. commit() writes
+// every report file into it and puts it in place of OUT (an existing OUT is
+// replaced only then); a run that fails before leaves OUT untouched, and the
+// destructor removes the staging folder.
+class SparsityReportDir {
+ public:
+  SparsityReportDir(const std::string& out_dir, bool overwrite);
+  ~SparsityReportDir();
+  SparsityReportDir(const SparsityReportDir&) = delete;
+  SparsityReportDir& operator=(const SparsityReportDir&) = delete;
+  std::string log_path() const;  // metrics.jsonl in the staging folder
+  void commit(const SparsityAnalysis& analysis, const SparsityRunInfo& info);
 
-// Writes every report file into OUT.tmp-<pid>, then renames that folder to OUT. An existing
-// OUT is an error unless overwrite; then it is replaced only once the new folder is complete.
+ private:
+  std::string out_, staging_;
+  bool committed_ = false;
+};
+
+// The report at once (SparsityReportDir, then commit).
 void write_sparsity_report(const SparsityAnalysis& analysis, const SparsityRunInfo& info, const std::string& out_dir,
                            bool overwrite);
 
