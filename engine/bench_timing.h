@@ -16,5 +16,8 @@ double median_time_ms(Device device, const std::function<void()>& run, int calls
 // full, nothing else in the loop; the selective scan's compute ceiling) and
 // returns how many exactly. Only with CUDA.
 int64_t cuda_exp2_probe(int device, int64_t exponentials);
+// The same for float32 fused multiply-adds (FFMA, 2 FLOPs each): the ceiling
+// of the float32 GEMMs and attention, which do not use the tensor cores.
+int64_t cuda_fma_probe(int device, int64_t fmas);
 
 }  // namespace engine

@@ -4,9 +4,11 @@
 // the achieved GB/s, counted as the fewest bytes it must move (every input
 // read once, every output written once), as a percentage of a large
 // device-to-device copy; or, for GEMMs and fused attention, the achieved
-// TFLOP/s as a percentage of a large bf16 GEMM. Both ceilings are measured first.
+// TFLOP/s as a percentage of a large bf16 GEMM (tensor cores) or, for the
+// float32 ones on a GPU, of the float32 FMA rate. The ceilings are measured first.
 #include <algorithm>
 #include <functional>
+#include <map>
 
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
@@ -27,11 +29,18 @@ using namespace engine;
 
 namespace {
 
+// What a row is measured against: the copy's bytes per second, the large
+// GEMM's FLOPs (bf16 on the tensor cores; float32 on the CPU), the float32 FMA
+// pipe's FLOPs (a GPU's), or the rate of hardware exponentials (MUFU.EX2).
+enum class Roof { Copy, Gemm, Fp32Fma, Exp2 };
+
 // One measured kernel: bytes for memory-bound kernels, flops for GEMMs and
-// attention; exps counts the hardware exponentials of a kernel that also has
-// that ceiling (the selective scan), or of the exp2 probe itself (bytes = 0).
+// attention, exps for the exp2 probe. A memory-bound row may also count its
+// exponentials (the selective scan), to show the time they alone take.
 struct Timing {
   std::string kernel, shape;
+  Roof roof = Roof::Copy;
+  bool ceiling = false;  // the row that sets its roof's ceiling
   double ms = 0, bytes = 0, flops = 0, exps = 0;
 };
 
@@ -48,17 +57,27 @@ class KernelBench {
 
   void memory(const std::string& kernel, const Shape& shape, double bytes, const std::function<void()>& run,
               double exps = 0) {
-    add({kernel, shape_str(shape), median_time_ms(device_, run, repeats_), bytes, 0, exps});
+    add({kernel, shape_str(shape), Roof::Copy, false, time(run), bytes, 0, exps});
   }
+  // GEMMs and attention: on a GPU in float32 mode against the FMA pipe (they
+  // do not use the tensor cores), else against the large GEMM.
   void compute(const std::string& kernel, const std::string& shape, double flops, const std::function<void()>& run) {
-    add({kernel, shape, median_time_ms(device_, run, repeats_), 0, flops});
+    const bool fp32_gpu = device_.is_cuda() && gemm_precision() == GemmPrecision::Float32;
+    const Roof roof = fp32_gpu ? Roof::Fp32Fma : Roof::Gemm;
+    add({kernel, shape, roof, false, time(run), 0, flops});
   }
-  void exponentials(const std::string& kernel, double exps, const std::function<void()>& run) {
-    add({kernel, fmt::format("{:.3g} exp2", exps), median_time_ms(device_, run, repeats_), 0, 0, exps});
+  void fma_probe(const std::string& kernel, double fmas, const std::function<void()>& run) {
+    add({kernel, fmt::format("{:.3g} FFMA", fmas), Roof::Fp32Fma, true, time(run), 0, 2 * fmas});
   }
+  void exp2_probe(const std::string& kernel, double exps, const std::function<void()>& run) {
+    add({kernel, fmt::format("{:.3g} exp2", exps), Roof::Exp2, true, time(run), 0, 0, exps});
+  }
+  // The row just measured is its roof's ceiling (the copy, the large GEMM).
+  void mark_ceiling() { rows_.back().ceiling = true; }
   const std::vector<Timing>& rows() const { return rows_; }
 
  private:
+  double time(const std::function<void()>& run) const { return median_time_ms(device_, run, repeats_); }
   // Keeps the row and shows progress on stderr (a full run on a CPU takes
   // long; the table against the ceilings comes at the end, on stdout).
   void add(const Timing& row) {
@@ -75,7 +94,8 @@ class KernelBench {
 double bytes_of(const Shape& shape, int tensors) { return 4.0 * tensors * shape_numel(shape); }
 
 // The ceilings, measured first: a 1 GiB device-to-device copy (bytes read +
-// written) and a large GEMM with bf16 operands (fp32 on the CPU).
+// written) and a large GEMM with bf16 operands (fp32 on the CPU); on a GPU
+// also the float32 FMA rate and the rate of hardware exponentials.
 void ceilings(KernelBench& bench) {
   const bool gpu = bench.device().is_cuda();
   const int64_t elements = gpu ? (int64_t{1} << 28) : (int64_t{1} << 25);
@@ -83,17 +103,21 @@ void ceilings(KernelBench& bench) {
   bench.memory("device copy (ceiling)", src.shape(), 2.0 * src.nbytes(), [&] {
     device_copy(dst.raw_data(), bench.device(), src.raw_data(), bench.device(), src.nbytes());
   });
+  bench.mark_ceiling();
   const int64_t n = gpu ? 8192 : 1024;
   Tensor a = bench.uniform({n, n}), b = bench.uniform({n, n});
-  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
-  bench.compute("GEMM bf16 (ceiling)", fmt::format("{0}x{0}x{0}", n), 2.0 * n * n * n, [&] { matmul(a, b); });
-  // The rate of hardware exponentials (MUFU.EX2), which bounds the selective
-  // scan from below as the copy bounds the memory-bound kernels.
-  if (gpu) {
-    const int index = bench.device().index;
-    const int64_t exps = cuda_exp2_probe(index, int64_t{1} << 32);
-    bench.exponentials("exp2 MUFU (ceiling)", static_cast<double>(exps), [&] { cuda_exp2_probe(index, exps); });
+  {
+    const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+    bench.compute("GEMM bf16 (ceiling)", fmt::format("{0}x{0}x{0}", n), 2.0 * n * n * n, [&] { matmul(a, b); });
+    bench.mark_ceiling();
   }
+  if (!gpu) return;
+  const int index = bench.device().index;
+  const int64_t fmas = cuda_fma_probe(index, int64_t{1} << 34);
+  bench.fma_probe("FP32 FMA (ceiling)", static_cast<double>(fmas), [&] { cuda_fma_probe(index, fmas); });
+  // MUFU.EX2 bounds the selective scan from below as the copy bounds the memory-bound kernels.
+  const int64_t exps = cuda_exp2_probe(index, int64_t{1} << 32);
+  bench.exp2_probe("exp2 MUFU (ceiling)", static_cast<double>(exps), [&] { cuda_exp2_probe(index, exps); });
 }
 
 // The GEMMs of a ViT-S block at batch 256 (M = 256 x 197 tokens), both precisions.
@@ -307,32 +331,52 @@ void softplus_linears(KernelBench& bench) {
   }
 }
 
+// The measure of a row on its roof's scale: GB/s, TFLOP/s or Gexp/s.
+double achieved(const Timing& t) {
+  switch (t.roof) {
+    case Roof::Copy: return t.bytes / (t.ms * 1e6);
+    case Roof::Exp2: return t.exps / (t.ms * 1e6);
+    default: return t.flops / (t.ms * 1e9);
+  }
+}
+
+const char* roof_name(Roof roof) {
+  switch (roof) {
+    case Roof::Copy: return "copy";
+    case Roof::Gemm: return "gemm";
+    case Roof::Fp32Fma: return "fp32_fma";
+    default: return "exp2";
+  }
+}
+
 // Prints the table (each row against its ceiling) and returns the report.
 // Rows that also count exponentials show, after the bandwidth, the time that
 // their exponentials alone take at the probe's rate ("exp floor").
 nlohmann::json report(const std::vector<Timing>& rows, Device device) {
-  const double copy_gbps = rows.at(0).bytes / (rows.at(0).ms * 1e6);
-  const double gemm_tflops = rows.at(1).flops / (rows.at(1).ms * 1e9);
-  auto is_exp_probe = [](const Timing& t) { return t.exps > 0 && t.bytes == 0; };
-  const auto probe = std::find_if(rows.begin(), rows.end(), is_exp_probe);
-  const double gexps = probe == rows.end() ? 0 : probe->exps / (probe->ms * 1e6);
-  nlohmann::json out = {{"device", device.str()},
-                        {"ceiling_gbps", copy_gbps},
-                        {"ceiling_tflops", gemm_tflops},
-                        {"kernels", nlohmann::json::array()}};
-  if (gexps > 0) out["ceiling_gexp2_per_s"] = gexps;
-  fmt::print("{:<30} {:<34} {:>10} {:>14} {:>9}\n", "kernel", "shape", "ms", "achieved", "% ceiling");
+  std::map<Roof, double> ceiling;
   for (const Timing& t : rows) {
-    const bool gemm = t.flops > 0, exp_probe = is_exp_probe(t);
-    const double achieved = gemm ? t.flops / (t.ms * 1e9) : exp_probe ? gexps : t.bytes / (t.ms * 1e6);
-    const double percent = 100 * achieved / (gemm ? gemm_tflops : exp_probe ? gexps : copy_gbps);
-    const char* unit = gemm ? "TF/s" : exp_probe ? "Gexp/s" : "GB/s";
-    fmt::print("{:<30} {:<34} {:>10.4f} {:>8.2f} {:<6} {:>7.1f}%", t.kernel, t.shape, t.ms, achieved, unit, percent);
-    nlohmann::json row = {{"kernel", t.kernel}, {"shape", t.shape}, {"ms", t.ms},
-                          {gemm ? "tflops" : exp_probe ? "gexp2_per_s" : "gbps", achieved},
+    if (t.ceiling) ceiling[t.roof] = achieved(t);
+  }
+  nlohmann::json out = {{"device", device.str()},
+                        {"ceiling_gbps", ceiling.at(Roof::Copy)},
+                        {"ceiling_tflops", ceiling.at(Roof::Gemm)},
+                        {"kernels", nlohmann::json::array()}};
+  if (ceiling.count(Roof::Fp32Fma)) out["ceiling_fp32_fma_tflops"] = ceiling.at(Roof::Fp32Fma);
+  if (ceiling.count(Roof::Exp2)) out["ceiling_gexp2_per_s"] = ceiling.at(Roof::Exp2);
+  fmt::print("{:<30} {:<34} {:>10} {:>14} {:>9}  {}\n", "kernel", "shape", "ms", "achieved", "% ceiling", "of");
+  for (const Timing& t : rows) {
+    const double value = achieved(t), percent = 100 * value / ceiling.at(t.roof);
+    const char* unit = t.roof == Roof::Copy ? "GB/s" : t.roof == Roof::Exp2 ? "Gexp/s" : "TF/s";
+    fmt::print("{:<30} {:<34} {:>10.4f} {:>8.2f} {:<6} {:>7.1f}%  {}", t.kernel, t.shape, t.ms, value, unit, percent,
+               roof_name(t.roof));
+    nlohmann::json row = {{"kernel", t.kernel},
+                          {"shape", t.shape},
+                          {"ms", t.ms},
+                          {t.roof == Roof::Copy ? "gbps" : t.roof == Roof::Exp2 ? "gexp2_per_s" : "tflops", value},
+                          {"ceiling", roof_name(t.roof)},
                           {"percent_of_ceiling", percent}};
-    if (!exp_probe && t.exps > 0 && gexps > 0) {
-      const double floor_ms = t.exps / (gexps * 1e6);
+    if (t.roof == Roof::Copy && t.exps > 0 && ceiling.count(Roof::Exp2)) {
+      const double floor_ms = t.exps / (ceiling.at(Roof::Exp2) * 1e6);
       fmt::print("   exp floor {:.4f} ms ({:.0f}% of the time)", floor_ms, 100 * floor_ms / t.ms);
       row["exp_floor_ms"] = floor_ms;
     }

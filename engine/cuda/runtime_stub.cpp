@@ -33,5 +33,6 @@ DeviceGraph::~DeviceGraph() = default;
 void DeviceGraph::replay() {}
 
 int64_t cuda_exp2_probe(int, int64_t) { fail("a GPU probe was requested, but this binary was built without CUDA"); }
+int64_t cuda_fma_probe(int, int64_t) { fail("a GPU probe was requested, but this binary was built without CUDA"); }
 
 }  // namespace engine
