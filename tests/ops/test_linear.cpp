@@ -90,10 +90,24 @@ TEST(Linear, FusedMlpIsBitIdenticalToTheTwoOps) {
   const std::vector<Tensor> expected = gradients_of(two_ops, {x, w1, b1, w2, b2});
   const std::vector<Tensor> actual = gradients_of(fused, {x, w1, b1, w2, b2});
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(actual[i].to_floats(), expected[i].to_floats()) << i;
-  // Only fc2 trainable: no gradient flows into fc1 or x.
-  Tensor w2_leaf = w2.clone().set_requires_grad(true);
-  sum(fused_mlp(x, w1, b1, w2_leaf, b2)).backward();
-  EXPECT_TRUE(w2_leaf.grad().defined());
+  // Only fc2 trainable (the backward then skips fc1's part): the same fc2
+  // gradients as the two ops give, and none for fc1 or x.
+  auto fc2_gradients = [&](bool fused_op) {
+    Tensor w1_const = w1.clone(), w2_leaf = w2.clone().set_requires_grad(true);
+    Tensor b2_leaf = b2.clone().set_requires_grad(true);
+    Rng weights_rng(5);
+    Tensor out = fused_op ? fused_mlp(x, w1_const, b1, w2_leaf, b2_leaf)
+                          : linear(linear_gelu(x, w1_const, b1), w2_leaf, b2_leaf);
+    sum(mul(out, Tensor::uniform(out.shape(), weights_rng, 0.5, 1.5))).backward();
+    EXPECT_FALSE(w1_const.grad().defined());
+    return std::vector<Tensor>{w2_leaf.grad(), b2_leaf.grad()};
+  };
+  const std::vector<Tensor> fc2_only = fc2_gradients(true), fc2_expected = fc2_gradients(false);
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(fc2_only[i].defined()) << i;
+    EXPECT_EQ(fc2_only[i].to_floats(), fc2_expected[i].to_floats()) << "fc2 only, gradient " << i;
+  }
+  EXPECT_FALSE(x.grad().defined());
 }
 
 TEST(Linear, FusedMlpGradcheckFloat64) {
@@ -221,7 +235,9 @@ TEST(Linear, MlpUsesTheFusedOpWithTheSameResult) {
   Rng rng(16);
   Mlp mlp(8, 32, rng);
   Rng values(17);
+  // Random biases: at init both are zero, and a bias left out would go unseen.
   mlp.fc1.bias = Tensor::uniform({32}, values, -1, 1);
+  mlp.fc2.bias = Tensor::uniform({8}, values, -1, 1);
   Tensor x = Tensor::uniform({2, 5, 8}, values, -2, 2);
   EXPECT_EQ(mlp.forward(x).to_floats(), mlp.fc2.forward(gelu(mlp.fc1.forward(x))).to_floats());
 }
