@@ -8,7 +8,7 @@ namespace engine {
 
 namespace {
 
-constexpr int kProbeChains = 8;  // independent chains per thread, to hide the pipe's latency
+constexpr int kProbeChains = 16;  // independent chains per thread, to hide the pipe's latency
 constexpr int kProbeThreads = 256;
 
 // One link of a chain: a single instruction of the probed pipe and nothing
