@@ -70,6 +70,23 @@ std::vector<size_t> indices_of(const std::vector<Batch>& batches) {
   return indices;
 }
 
+// Each batch row holds its dataset item: CountingDataset's label, and its
+// pixel value i under noise in [0, 1).
+void expect_rows_hold_their_items(const Batch& batch) {
+  ASSERT_EQ(batch.indices.size(), static_cast<size_t>(batch.n));
+  ASSERT_EQ(batch.labels.size(), static_cast<size_t>(batch.n));
+  const size_t row = static_cast<size_t>(batch.c) * batch.h * batch.w;
+  ASSERT_EQ(batch.images.size(), batch.n * row);
+  for (int r = 0; r < batch.n; ++r) {
+    const size_t item = batch.indices[r];
+    EXPECT_EQ(batch.labels[r], static_cast<int64_t>(item % 3)) << "row " << r;
+    for (size_t p = 0; p < row; ++p) {
+      const float value = batch.images[r * row + p];
+      ASSERT_TRUE(value >= item && value < item + 1) << "row " << r << " (item " << item << ") holds " << value;
+    }
+  }
+}
+
 TEST(DataLoader, SameBatchesForAnyNumberOfWorkers) {
   const CountingDataset dataset(50);
   DataLoader sync(dataset, noisy_transform, small_options(0));
@@ -79,6 +96,7 @@ TEST(DataLoader, SameBatchesForAnyNumberOfWorkers) {
     const std::vector<Batch> expected = load_epoch(one, epoch);
     ASSERT_EQ(expected.size(), 8u);  // 7 full batches and one of 1
     EXPECT_EQ(expected.back().n, 1);
+    for (const Batch& batch : expected) expect_rows_hold_their_items(batch);
     for (DataLoader* loader : {&sync, &three}) {
       const std::vector<Batch> got = load_epoch(*loader, epoch);
       ASSERT_EQ(got.size(), expected.size());
