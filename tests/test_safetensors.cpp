@@ -296,7 +296,9 @@ void write_index(const std::string& path, const nlohmann::json& weight_map) {
 }
 
 TEST_F(SafetensorsTest, ShardedIndexLoadsEveryShard) {
-  save_safetensors(file("s1.safetensors"), {{"a", Tensor::ones({2})}, {"b", Tensor::ones({3})}},
+  // Distinct values in every tensor: a tensor read at another's offset or from the other shard shows.
+  save_safetensors(file("s1.safetensors"),
+                   {{"a", Tensor::from_vector<float>({1, 2}, {2})}, {"b", Tensor::from_vector<float>({3, 5, 7}, {3})}},
                    {{"shard", "1"}});
   save_safetensors(file("s2.safetensors"), {{"c", Tensor::full({1}, 4.0)}});
   write_index(file("model.safetensors.index.json"),
@@ -306,6 +308,8 @@ TEST_F(SafetensorsTest, ShardedIndexLoadsEveryShard) {
   EXPECT_EQ(checkpoint.directory, dir_.string());
   EXPECT_EQ(checkpoint.tensors.size(), 3u);
   EXPECT_EQ(checkpoint.metadata, (Metadata{{"shard", "1"}}));
+  EXPECT_EQ(checkpoint.get("a").to_floats(), (std::vector<float>{1, 2}));
+  EXPECT_EQ(checkpoint.get("b").to_floats(), (std::vector<float>{3, 5, 7}));
   EXPECT_EQ(checkpoint.get("c").to_floats(), std::vector<float>{4.0f});
 }
 
