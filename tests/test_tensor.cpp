@@ -30,9 +30,13 @@ TEST(Tensor, DtypeConversionsRoundTrip) {
   std::vector<float> via_bf16 = x.to(DType::BF16).to(DType::F32).to_floats();
   std::vector<float> via_f16 = x.to(DType::F16).to(DType::F32).to_floats();
   std::vector<float> via_f64 = x.to(DType::F64).to(DType::F32).to_floats();
+  // Round to nearest: within half a unit in the last place, at most |x| 2^-8
+  // for bfloat16's 8 significant bits and |x| 2^-11 for half's 11 (plus half
+  // of half's subnormal step, 2^-25). A whole unit (|x| / 128, |x| / 1024)
+  // would also pass truncation.
   for (size_t i = 0; i < original.size(); ++i) {
-    EXPECT_NEAR(via_bf16[i], original[i], std::abs(original[i]) / 128 + 1e-30);  // 8 mantissa bits
-    EXPECT_NEAR(via_f16[i], original[i], std::abs(original[i]) / 1024 + 1e-7);    // 11 mantissa bits
+    EXPECT_NEAR(via_bf16[i], original[i], std::abs(original[i]) / 256) << original[i];
+    EXPECT_NEAR(via_f16[i], original[i], std::abs(original[i]) / 2048 + std::ldexp(1.0, -25)) << original[i];
     EXPECT_EQ(via_f64[i], original[i]);
   }
   EXPECT_EQ(Tensor::from_vector<float>({2.7f, -3.2f}, {2}).to(DType::I64).to_ints(),
