@@ -205,6 +205,26 @@ TEST(VitCheckpoint, PosEmbedResampling) {
   // A constant field stays constant (the cubic weights sum to one).
   Tensor constant = Tensor::full({1, 16, 3}, 2.5);
   testing::expect_close(resample_pos_embed(constant, 0, 7), Tensor::full({1, 49, 3}, 2.5), 1e-6);
+  // A field linear in row and column, halved from 16 x 16 to 8 x 8: new row
+  // or column o reads source position (o + 0.5) * 2 - 0.5 = 2 o + 0.5
+  // (align_corners = false, as timm), midway between two source rows, where
+  // the symmetric cubic weights reproduce a linear field exactly whatever the
+  // kernel's A; away from the border (taps clamped there) the result is the
+  // field at that position. Each channel has its own slopes, so a swap of rows
+  // and columns shows.
+  const double slopes[2][2] = {{0.5, -0.25}, {-0.3, 0.7}};  // [channel][row, column]
+  std::vector<double> field;
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c)
+      for (int ch = 0; ch < 2; ++ch) field.push_back(slopes[ch][0] * r + slopes[ch][1] * c + ch);
+  const std::vector<double> halved = resample_pos_embed(Tensor::from_vector(field, {1, 256, 2}), 0, 8).to_doubles();
+  ASSERT_EQ(halved.size(), 8u * 8u * 2u);
+  for (int i = 1; i <= 6; ++i)  // rows and columns 1..6 read source rows 1..14 only
+    for (int j = 1; j <= 6; ++j)
+      for (int ch = 0; ch < 2; ++ch) {
+        const double expected = slopes[ch][0] * (2 * i + 0.5) + slopes[ch][1] * (2 * j + 0.5) + ch;
+        EXPECT_NEAR(halved[(i * 8 + j) * 2 + ch], expected, 1e-5) << "row " << i << " column " << j << " ch " << ch;
+      }
   // A model asked to run at a larger resolution resamples on load.
   VisionTransformer model(small_config(), 7);
   const std::string dir = testing::scratch_path("engine_vit_resample");
@@ -213,6 +233,7 @@ TEST(VitCheckpoint, PosEmbedResampling) {
   options.img_size = 24;
   auto loaded = load_vit(dir, options);
   EXPECT_EQ(loaded->pos_embed.shape(), (Shape{1, 1 + 36, 32}));
+  testing::expect_close(loaded->pos_embed, resample_pos_embed(model.pos_embed, 1, 6), 0.0);
   std::filesystem::remove_all(dir);
 }
 
