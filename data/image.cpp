@@ -8,13 +8,19 @@
 #include "data/jpeg.h"
 #include "engine/error.h"
 
-// The stb implementations are compiled here, file-local (see image.h).
+// The stb implementations are compiled here, file-local (see image.h). Newer
+// compilers (GCC 13) warn inside them (unused static functions, partly
+// initialised structs): third-party code, so those two warnings are off for it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb/stb_image.h>
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
+#pragma GCC diagnostic pop
 
 namespace data {
 

@@ -223,11 +223,11 @@ Tensor Tensor::to(Device target) const {
 
 bool Tensor::requires_grad() const { return require(impl_).requires_grad; }
 
-Tensor& Tensor::set_requires_grad(bool requires) {
-  check(!requires || is_floating(dtype()), "only floating-point tensors can require grad (got {})",
+Tensor& Tensor::set_requires_grad(bool required) {
+  check(!required || is_floating(dtype()), "only floating-point tensors can require grad (got {})",
         dtype_name(dtype()));
   check(is_leaf(), "set_requires_grad on a non-leaf tensor (use detach() first)");
-  impl_->requires_grad = requires;
+  impl_->requires_grad = required;
   return *this;
 }
 

@@ -91,7 +91,7 @@ class Tensor {
   // ---- autograd ----
   bool requires_grad() const;
   // Marks a leaf as a parameter whose .grad() backward fills.
-  Tensor& set_requires_grad(bool requires = true);
+  Tensor& set_requires_grad(bool required = true);
   Tensor grad() const;  // undefined until a backward pass reached this leaf
   void set_grad(const Tensor& grad) const;
   void zero_grad() const;  // drops the gradient (the next backward allocates)

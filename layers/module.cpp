@@ -7,11 +7,11 @@ namespace engine {
 
 void move_parameters(const std::function<void(const ParamVisitor&)>& visit, Device device) {
   visit([&](const std::string&, Tensor& p) {
-    const bool requires = p.requires_grad();
+    const bool required = p.requires_grad();
     const std::string name = p.name();
     p = p.detach().to(device);
     p.set_name(name);
-    if (requires) p.set_requires_grad(true);
+    if (required) p.set_requires_grad(true);
   });
 }
 
