@@ -2,6 +2,7 @@
 // images and heads, the whole analysis against an independent implementation on
 // the PyTorch fixture's attention probabilities, and the report folder.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -449,6 +450,17 @@ TEST_F(SparsityTool, StagesTheReportFolderBeforeTheRunAndKeepsItsLog) {
   }
   EXPECT_EQ(logged_images(), (std::vector<int64_t>{2, 4, 5}));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);
+
+  // Staging folders that killed runs left beside OUT go once their process is gone; others stay.
+  const std::string stale = out + ".tmp-999999999", live = out + ".tmp-" + std::to_string(getppid());
+  const std::string other = out + ".tmp-notes";
+  for (const std::string& folder : {stale, live, other}) fs::create_directories(folder);
+  { SparsityReportDir report(out, true); }
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));
+  fs::remove_all(live);
+  fs::remove_all(other);
 
   // A place it cannot write fails at once, naming it: here OUT's parent is a file.
   const std::string file = dir_.path() + "/a-file";

@@ -1,8 +1,10 @@
 #include "train/sparsity_report.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <filesystem>
 
@@ -67,6 +69,23 @@ void check_output_dir(const std::string& dir, bool overwrite) {
         "--overwrite replaces an earlier sparsity report, but '{}' is not one (no sparsity.json in it): choose "
         "another output folder",
         dir);
+}
+
+// Removes the staging folders (OUT.tmp-<pid>) that interrupted runs left
+// beside OUT: those whose process no longer exists.
+void remove_stale_staging(const fs::path& out) {
+  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  const std::string prefix = out.filename().string() + ".tmp-";
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(parent, error)) {
+    const std::string name = entry.path().filename().string();
+    const std::string pid = name.substr(std::min(name.size(), prefix.size()));
+    const bool ours = name.rfind(prefix, 0) == 0 && !pid.empty() && pid.size() < 10 &&
+                      std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (ours && entry.is_directory() && kill(std::stoi(pid), 0) != 0 && errno == ESRCH) {
+      fs::remove_all(entry.path(), error);
+    }
+  }
 }
 
 void write_report_files(const SparsityAnalysis& analysis, const SparsityRunInfo& info, const fs::path& dir) {
@@ -250,6 +269,7 @@ SparsityReportDir::SparsityReportDir(const std::string& out_dir, bool overwrite)
   std::error_code error;
   if (out.has_parent_path()) fs::create_directories(out.parent_path(), error);
   check(!error, "cannot create the folder of '{}': {}", out_, error.message());
+  remove_stale_staging(out);
   staging_ = out_ + ".tmp-" + std::to_string(getpid());
   fs::remove_all(staging_, error);
   fs::create_directory(staging_, error);

@@ -86,7 +86,8 @@ std::string sparsity_table(const SparsityAnalysis& analysis);
 // before a long run and the run's log (log_path()) has a home. commit() writes
 // every report file into it and puts it in place of OUT (an existing OUT is
 // replaced only then); a run that fails before leaves OUT untouched, and the
-// destructor removes the staging folder.
+// destructor removes the staging folder. (A run killed by a signal cannot: the
+// next run on OUT removes such folders once their process is gone.)
 class SparsityReportDir {
  public:
   SparsityReportDir(const std::string& out_dir, bool overwrite);
