@@ -82,7 +82,7 @@ void remove_stale_staging(const fs::path& out) {
     const std::string pid = name.substr(std::min(name.size(), prefix.size()));
     const bool ours = name.rfind(prefix, 0) == 0 && !pid.empty() && pid.size() < 10 &&
                       std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (ours && entry.is_directory() && kill(std::stoi(pid), 0) != 0 && errno == ESRCH) {
+    if (ours && entry.is_directory(error) && kill(std::stoi(pid), 0) != 0 && errno == ESRCH) {
       fs::remove_all(entry.path(), error);
     }
   }
