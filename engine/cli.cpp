@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -173,22 +174,30 @@ void prepare_output_file(const std::string& flag, const std::string& path) {
 
 namespace {
 
-// OpenMP worker threads that spin while they wait take the cores that the
-// data loader's threads and the next op need: on a 2-core machine the default
-// job ran 2 min 52 s with spinning threads and 2 min 15 s without, and a
-// batch-1 forward took 140 ms instead of 27 ms. libgomp reads OMP_WAIT_POLICY
-// once, when it is loaded (before main), so a tool sets the variable and
-// re-executes itself, once, unless the user has chosen a policy.
-void use_passive_openmp_waits(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
-  execv("/proc/self/exe", argv);  // returns only on failure: then carry on as is
+// Worker threads that spin while they wait take the cores that the data
+// loader's threads and the next op need. OpenMP's: on a 2-core machine the
+// default job ran 2 min 52 s with spinning threads and 2 min 15 s without, and
+// a batch-1 forward took 140 ms instead of 27 ms. OpenBLAS's (its pthread
+// build) spin for 2^28 cycles after each GEMM, calling sched_yield: a third of
+// a CPU batch-1 profile; 2^4 (the least it takes) puts them to sleep at once.
+// Both libraries read their variable once, when loaded (before main), so a
+// tool sets the variables the user has not set and re-executes itself, once.
+void use_sleeping_workers(char** argv) {
+  bool changed = false;
+  const std::pair<const char*, const char*> settings[] = {{"OMP_WAIT_POLICY", "passive"},
+                                                          {"OPENBLAS_THREAD_TIMEOUT", "4"}};
+  for (const auto& [name, value] : settings) {
+    if (std::getenv(name) != nullptr) continue;
+    setenv(name, value, /*overwrite=*/0);
+    changed = true;
+  }
+  if (changed) execv("/proc/self/exe", argv);  // returns only on failure: then carry on as is
 }
 
 }  // namespace
 
 int run_tool(const char* tool, int (*body)(int, char**), int argc, char** argv) {
-  use_passive_openmp_waits(argv);
+  use_sleeping_workers(argv);
   try {
     return body(argc, argv);
   } catch (const Error& e) {
