@@ -452,8 +452,8 @@ TEST_F(SparsityTool, StagesTheReportFolderBeforeTheRunAndKeepsItsLog) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);
 
   // Staging folders that killed runs left beside OUT go once their process is gone; others stay.
-  const std::string stale = out + ".tmp-999999999", live = out + ".tmp-" + std::to_string(getppid());
-  const std::string other = out + ".tmp-notes";
+  const std::string stale = out + ".tmp-999999999-a1b2c3";
+  const std::string live = out + ".tmp-" + std::to_string(getppid()) + "-d4e5f6", other = out + ".tmp-notes";
   for (const std::string& folder : {stale, live, other}) fs::create_directories(folder);
   { SparsityReportDir report(out, true); }
   EXPECT_FALSE(fs::exists(stale));

@@ -71,21 +71,44 @@ void check_output_dir(const std::string& dir, bool overwrite) {
         dir);
 }
 
-// Removes the staging folders (OUT.tmp-<pid>) that interrupted runs left
-// beside OUT: those whose process no longer exists.
+// The folder that holds OUT, its staging folders and its replaced copy.
+std::string parent_folder(const fs::path& out) { return out.has_parent_path() ? out.parent_path().string() : "."; }
+
+// This process's staging folders of OUT are OUT.tmp-<pid>-XXXXXX (the suffix
+// is data::TempDir's).
+std::string staging_prefix(const fs::path& out) {
+  return out.filename().string() + ".tmp-" + std::to_string(getpid()) + "-";
+}
+
+// Removes the staging folders that interrupted runs left beside OUT: those
+// whose process no longer exists.
 void remove_stale_staging(const fs::path& out) {
-  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
   const std::string prefix = out.filename().string() + ".tmp-";
   std::error_code error;
-  for (const fs::directory_entry& entry : fs::directory_iterator(parent, error)) {
+  for (const fs::directory_entry& entry : fs::directory_iterator(parent_folder(out), error)) {
     const std::string name = entry.path().filename().string();
-    const std::string pid = name.substr(std::min(name.size(), prefix.size()));
-    const bool ours = name.rfind(prefix, 0) == 0 && !pid.empty() && pid.size() < 10 &&
+    if (name.rfind(prefix, 0) != 0) continue;
+    const size_t dash = name.find('-', prefix.size());
+    const std::string pid = name.substr(prefix.size(), dash == std::string::npos ? 0 : dash - prefix.size());
+    const bool ours = !pid.empty() && pid.size() < 10 &&
                       std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (ours && entry.is_directory(error) && kill(std::stoi(pid), 0) != 0 && errno == ESRCH) {
       fs::remove_all(entry.path(), error);
     }
   }
+}
+
+// OUT, checked (check_output_dir), with its parent folder made and the
+// staging folders of killed runs removed: ready for its own staging folder.
+std::string prepared_out_dir(const std::string& out_dir, bool overwrite) {
+  const std::string dir = clean_dir(out_dir);
+  check_output_dir(dir, overwrite);
+  const fs::path out = dir;
+  std::error_code error;
+  if (out.has_parent_path()) fs::create_directories(out.parent_path(), error);
+  check(!error, "cannot create the folder of '{}': {}", dir, error.message());
+  remove_stale_staging(out);
+  return dir;
 }
 
 void write_report_files(const SparsityAnalysis& analysis, const SparsityRunInfo& info, const fs::path& dir) {
@@ -263,40 +286,24 @@ std::string sparsity_table(const SparsityAnalysis& analysis) {
   return table + fmt::format("ranking by k90, sparsest first: {}\n", join_indices(analysis.ranking(), " "));
 }
 
-SparsityReportDir::SparsityReportDir(const std::string& out_dir, bool overwrite) : out_(clean_dir(out_dir)) {
-  check_output_dir(out_, overwrite);
-  const fs::path out = out_;
-  std::error_code error;
-  if (out.has_parent_path()) fs::create_directories(out.parent_path(), error);
-  check(!error, "cannot create the folder of '{}': {}", out_, error.message());
-  remove_stale_staging(out);
-  staging_ = out_ + ".tmp-" + std::to_string(getpid());
-  fs::remove_all(staging_, error);
-  fs::create_directory(staging_, error);
-  check(!error, "cannot create the report's staging folder '{}': {}", staging_, error.message());
-}
+SparsityReportDir::SparsityReportDir(const std::string& out_dir, bool overwrite)
+    : out_(prepared_out_dir(out_dir, overwrite)), staging_(parent_folder(out_), staging_prefix(out_)) {}
 
-SparsityReportDir::~SparsityReportDir() {
-  if (committed_) return;
-  std::error_code ignored;
-  fs::remove_all(staging_, ignored);
-}
-
-std::string SparsityReportDir::log_path() const { return (fs::path(staging_) / "metrics.jsonl").string(); }
+std::string SparsityReportDir::log_path() const { return (fs::path(staging_.path()) / "metrics.jsonl").string(); }
 
 void SparsityReportDir::commit(const SparsityAnalysis& analysis, const SparsityRunInfo& info) {
-  write_report_files(analysis, info, staging_);
+  write_report_files(analysis, info, staging_.path());
   const fs::path out = out_;
   if (fs::exists(out)) {
     // Replace: move the old folder aside, put the new one in place, then delete the old.
     const fs::path old = out_ + ".old-" + std::to_string(getpid());
     rename_or_fail(out, old);
-    rename_or_fail(staging_, out);
+    rename_or_fail(staging_.path(), out);
     fs::remove_all(old);
   } else {
-    rename_or_fail(staging_, out);
+    rename_or_fail(staging_.path(), out);
   }
-  committed_ = true;
+  staging_.release();
 }
 
 void write_sparsity_report(const SparsityAnalysis& analysis, const SparsityRunInfo& info, const std::string& out_dir,

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
+#include "data/files.h"
 #include "data/image.h"
 #include "models/vit.h"
 #include "train/metrics.h"
@@ -82,24 +83,22 @@ std::string sparsity_table(const SparsityAnalysis& analysis);
 
 // The report folder, staged. The constructor checks OUT (it must not exist
 // unless overwrite, and then only an earlier report or an empty folder may be
-// there) and makes OUT.tmp-<pid> at once, so that a place it cannot write fails
-// before a long run and the run's log (log_path()) has a home. commit() writes
-// every report file into it and puts it in place of OUT (an existing OUT is
-// replaced only then); a run that fails before leaves OUT untouched, and the
-// destructor removes the staging folder. (A run killed by a signal cannot: the
-// next run on OUT removes such folders once their process is gone.)
+// there) and makes the staging folder OUT.tmp-<pid>-XXXXXX at once, so that a
+// place it cannot write fails before a long run and the run's log (log_path())
+// has a home. commit() writes every report file into it and puts it in place of
+// OUT (an existing OUT is replaced only then); a run that fails before leaves
+// OUT untouched, and the staging folder (a data::TempDir) goes with the object.
+// (A run killed by a signal cannot remove it: the next run on OUT removes such
+// folders once their process is gone.)
 class SparsityReportDir {
  public:
   SparsityReportDir(const std::string& out_dir, bool overwrite);
-  ~SparsityReportDir();
-  SparsityReportDir(const SparsityReportDir&) = delete;
-  SparsityReportDir& operator=(const SparsityReportDir&) = delete;
   std::string log_path() const;  // metrics.jsonl in the staging folder
   void commit(const SparsityAnalysis& analysis, const SparsityRunInfo& info);
 
  private:
-  std::string out_, staging_;
-  bool committed_ = false;
+  std::string out_;
+  data::TempDir staging_;
 };
 
 // The report at once (SparsityReportDir, then commit).
