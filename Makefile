@@ -13,10 +13,21 @@ OPT      ?= -O3 -march=native
 # -Wno-dangling-reference: GCC 13 flags every fmt::join(temporary, ...) and
 # check(..., ShapeText{...}) whose temporaries live to the end of the call's
 # full expression (false positives, 55 in one build; GCC 12 ignores the flag).
+# -fno-math-errno: no math function sets errno (nothing here reads it), so
+# that sqrt is one instruction and loops over it vectorise.
 CXXFLAGS ?= $(OPT) -g -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-stringop-overflow -Wno-dangling-reference \
-            -fopenmp
+            -fopenmp -fno-math-errno
 CPPFLAGS += -I. -MMD -MP
 LDLIBS   += -lopenblas -lfmt -ljpeg -lz -lpthread -fopenmp
+
+# glibc's vector math library (libmvec), for the CPU kernels' `omp simd`
+# loops over exp, erf, log1p, ... (engine/ops/vector_math.h says why it is
+# declared there). Found by a link; without it the loops call the scalar
+# functions.
+ifeq ($(shell echo "int main() {}" | $(CXX) -x c++ - -o /dev/null -lmvec >/dev/null 2>&1 && echo 1),1)
+  CPPFLAGS += -DENGINE_LIBMVEC
+  LDLIBS   += -lmvec
+endif
 
 # Libraries unpacked into a prefix (the GPU machine has no Debian packages:
 # bench/device_env.sh unpacks carried .debs and sets DEPS_PREFIX).

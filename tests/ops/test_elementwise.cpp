@@ -1,4 +1,8 @@
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
+#include <vector>
 
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/view/view.h"
@@ -19,6 +23,56 @@ TEST(Elementwise, ForwardMatchesScalarMath) {
   Tensor signs = Tensor::from_vector<float>({-2.5f, -0.5f, 0.0f, 0.75f, 3.0f}, {5});
   EXPECT_EQ(relu(signs).to_floats(), (std::vector<float>{0, 0, 0, 0.75f, 3}));
   EXPECT_EQ(abs(signs).to_floats(), (std::vector<float>{2.5f, 0.5f, 0, 0.75f, 3}));
+}
+
+// The float32 functions against the same formulas in double, on a tensor
+// large enough for the CPU's threads and vector lanes (libmvec, see
+// engine/ops/vector_math.h) and of an odd size, so that loop remainders run
+// too: within 8 float32 ulps of the value, plus, for gelu and silu, whose
+// float32 formula cancels (1 + erf(x) for x << 0), a rounding of the input's
+// size; infinite where the value is beyond float32's range, and possibly 0
+// where it is below the smallest normal float (sigmoid(-100) = 1 / (1 + inf)).
+TEST(Elementwise, Float32FunctionsMatchDoubleToAFewUlps) {
+  Rng rng(12);
+  std::vector<float> inputs(40'003);
+  for (float& v : inputs) v = static_cast<float>(rng.uniform(-15.0, 15.0));
+  inputs[0] = -100.0f;  // far tails
+  inputs[1] = 100.0f;
+  const Tensor x = Tensor::from_vector(inputs, {static_cast<int64_t>(inputs.size())});
+  const double inv_sqrt2 = 1.0 / std::sqrt(2.0);
+  auto sigmoid_of = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+  struct Case {
+    const char* name;
+    Tensor (*op)(const Tensor&);
+    std::function<double(double)> want;
+    bool cancels;
+  };
+  const std::vector<Case> cases = {
+      {"exp", exp, [](double v) { return std::exp(v); }, false},
+      {"tanh", tanh, [](double v) { return std::tanh(v); }, false},
+      {"sigmoid", sigmoid, sigmoid_of, false},
+      {"gelu", gelu, [&](double v) { return 0.5 * v * (1.0 + std::erf(v * inv_sqrt2)); }, true},
+      {"silu", silu, [&](double v) { return v * sigmoid_of(v); }, true},
+      {"softplus", softplus, [](double v) { return std::max(v, 0.0) + std::log1p(std::exp(-std::abs(v))); }, false},
+  };
+  for (const Case& c : cases) {
+    const std::vector<float> got = c.op(x).to_floats();
+    int bad = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const double want = c.want(inputs[i]);
+      bool ok;
+      if (std::abs(want) > std::numeric_limits<float>::max()) {
+        ok = std::isinf(got[i]);
+      } else {
+        const double ulp = std::ldexp(1.0, std::max(std::ilogb(want == 0 ? 1e-38 : want), -126) - 23);
+        const double tolerance = 8 * ulp + (c.cancels ? std::ldexp(std::abs(inputs[i]), -22) : 0.0) +
+                                 std::numeric_limits<float>::min();  // (subnormal values may come out as 0)
+        ok = std::abs(got[i] - want) <= tolerance;
+      }
+      if (!ok && bad++ < 3) ADD_FAILURE() << c.name << "(" << inputs[i] << ") = " << got[i] << ", want " << want;
+    }
+    EXPECT_EQ(bad, 0) << c.name;
+  }
 }
 
 TEST(Elementwise, GreaterEqualIsAStepWithoutGradient) {

@@ -16,6 +16,7 @@
 
 #include "engine/ops/attention/attention_kernels.h"
 #include "engine/ops/strided.h"
+#include "engine/ops/vector_math.h"
 
 namespace engine {
 
@@ -177,10 +178,13 @@ void forward_head(const Head<T>& h, const Rows<T>& out, T* lse, Scratch<T>& scra
         lse[i0 + r] = max;
         continue;
       }
+      T row_total = 0;
+#pragma omp simd reduction(+ : row_total)
       for (int64_t j = 0; j < n; ++j) {
         pr[j] = std::exp(pr[j] - max);  // 0 for a dropped key
-        total[r] += pr[j];
+        row_total += pr[j];
       }
+      total[r] = row_total;
       lse[i0 + r] = max + std::log(total[r]);
     }
     block_product(rows, d, n, p, ld, h.v.data, h.v.ld, out.row(i0), out.ld, false);
@@ -227,8 +231,10 @@ void backward_head(const Head<T>& h, const T* lse, const HeadGrads<T>& g, Scratc
       const T* out_i = g.out.row(i);
       T delta = 0;
       for (int64_t c = 0; c < d; ++c) delta += dout_i[c] * out_i[c];
+      const T shift = live ? lse[i] : T(0);  // (no key: the scores are all -inf, exp gives 0)
+#pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
-        pr[j] = live ? std::exp(pr[j] - lse[i]) : T(0);
+        pr[j] = std::exp(pr[j] - shift);
         dsr[j] = h.scale * pr[j] * (dsr[j] - delta);
       }
     }

@@ -122,17 +122,6 @@ __global__ void silu_gated_sum_backward_kernel_impl(const T* a, const T* b, cons
   });
 }
 
-// body(std::integral_constant<Enum, op>{}): the run-time op as a template
-// argument, for enums whose values are 0 .. Count - 1.
-template <typename Enum, typename Body, int... I>
-void with_op(Enum op, Body&& body, std::integer_sequence<int, I...>) {
-  ((static_cast<int>(op) == I ? body(std::integral_constant<Enum, static_cast<Enum>(I)>{}) : void()), ...);
-}
-template <typename Enum, int Count, typename Body>
-void with_op(Enum op, Body&& body) {
-  with_op(op, body, std::make_integer_sequence<int, Count>{});
-}
-
 // Whether every defined operand is 16-byte aligned (they are contiguous and
 // of out's shape when asked).
 bool dense_aligned(std::initializer_list<const Tensor*> operands) {

@@ -4,6 +4,7 @@
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/strided.h"
+#include "engine/ops/vector_math.h"
 
 namespace engine {
 
@@ -14,61 +15,67 @@ using namespace elementwise_math;
 void binary_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   dispatch_float(out.dtype(), "binary", [&](auto tag) {
     using T = decltype(tag);
-    const T* pa = static_cast<const T*>(a.raw_data());
-    const T* pb = static_cast<const T*>(b.raw_data());
-    T* po = static_cast<T*>(out.raw_data());
     const Shape out_strides = contiguous_strides(out.shape());
-    for_each_row<3>(out.shape(), {&a.strides(), &b.strides(), &out_strides},
-                    [&](const auto& offsets, const auto& inner, int64_t length) {
-                      const T* ra = pa + offsets[0];
-                      const T* rb = pb + offsets[1];
-                      T* ro = po + offsets[2];
-                      if (inner[0] == 1 && inner[1] == 1) {  // the common, vectorisable case
-                        for (int64_t i = 0; i < length; ++i) ro[i] = apply_binary(op, ra[i], rb[i]);
-                      } else {
-                        for (int64_t i = 0; i < length; ++i)
-                          ro[i] = apply_binary(op, ra[i * inner[0]], rb[i * inner[1]]);
-                      }
-                    },
-                    /*parallel=*/true);
+    with_op<BinaryOp, kBinaryOps>(op, [&](auto kOp) {
+      const T* pa = static_cast<const T*>(a.raw_data());
+      const T* pb = static_cast<const T*>(b.raw_data());
+      T* po = static_cast<T*>(out.raw_data());
+      for_each_row<3>(out.shape(), {&a.strides(), &b.strides(), &out_strides},
+                      [&](const auto& offsets, const auto& inner, int64_t length) {
+                        const T* ra = pa + offsets[0];
+                        const T* rb = pb + offsets[1];
+                        T* ro = po + offsets[2];
+                        if (inner[0] == 1 && inner[1] == 1) {  // the common, vectorisable case
+                          for (int64_t i = 0; i < length; ++i) ro[i] = apply_binary(kOp(), ra[i], rb[i]);
+                        } else {
+                          for (int64_t i = 0; i < length; ++i)
+                            ro[i] = apply_binary(kOp(), ra[i * inner[0]], rb[i * inner[1]]);
+                        }
+                      },
+                      /*parallel=*/true);
+    });
   });
 }
 
 void unary_cpu(UnaryOp op, const Tensor& x, const Tensor& out) {
   dispatch_float(x.dtype(), "unary", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.raw_data());
-    T* po = static_cast<T*>(out.raw_data());
     const int64_t n = x.numel();
-#pragma omp parallel for if (n >= kParallelElements)
-    for (int64_t i = 0; i < n; ++i) po[i] = apply_unary(op, px[i]);
+    with_op<UnaryOp, kUnaryOps>(op, [&](auto kOp) {
+      const T* px = static_cast<const T*>(x.raw_data());
+      T* po = static_cast<T*>(out.raw_data());
+#pragma omp parallel for simd if (n >= kParallelElements)
+      for (int64_t i = 0; i < n; ++i) po[i] = apply_unary(kOp(), px[i]);
+    });
   });
 }
 
 void unary_backward_cpu(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& dx) {
   dispatch_float(x.dtype(), "unary_backward", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.raw_data());
-    const T* py = static_cast<const T*>(y.raw_data());
-    const T* pdy = static_cast<const T*>(dy.raw_data());
-    T* pdx = static_cast<T*>(dx.raw_data());
     const int64_t n = x.numel();
-#pragma omp parallel for if (n >= kParallelElements)
-    for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * unary_derivative(op, px[i], py[i]);
+    with_op<UnaryOp, kUnaryOps>(op, [&](auto kOp) {
+      const T* px = static_cast<const T*>(x.raw_data());
+      const T* py = static_cast<const T*>(y.raw_data());
+      const T* pdy = static_cast<const T*>(dy.raw_data());
+      T* pdx = static_cast<T*>(dx.raw_data());
+#pragma omp parallel for simd if (n >= kParallelElements)
+      for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * unary_derivative(kOp(), px[i], py[i]);
+    });
   });
 }
 
 void scalar_cpu(ScalarOp op, const Tensor& x, double scalar, const Tensor& out) {
   dispatch_float(x.dtype(), "scalar", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.raw_data());
-    T* po = static_cast<T*>(out.raw_data());
     const T s = static_cast<T>(scalar);
     const int64_t n = x.numel();
-#pragma omp parallel for if (n >= kParallelElements)
-    for (int64_t i = 0; i < n; ++i) {
-      po[i] = apply_scalar(op, px[i], s);
-    }
+    with_op<ScalarOp, kScalarOps>(op, [&](auto kOp) {
+      const T* px = static_cast<const T*>(x.raw_data());
+      T* po = static_cast<T*>(out.raw_data());
+#pragma omp parallel for simd if (n >= kParallelElements)
+      for (int64_t i = 0; i < n; ++i) po[i] = apply_scalar(kOp(), px[i], s);
+    });
   });
 }
 
@@ -86,7 +93,7 @@ void silu_gated_sum_cpu(const Tensor& a, const Tensor& b, const Tensor& z, const
     const T* pz = data_or_null<const T>(z);
     T* po = data_or_null<T>(out);
     const int64_t n = a.numel();
-#pragma omp parallel for if (n >= kParallelElements)
+#pragma omp parallel for simd if (n >= kParallelElements)
     for (int64_t i = 0; i < n; ++i) po[i] = silu_gate(sum_at(pa, pb, i), pz[i]);
   });
 }
@@ -102,7 +109,7 @@ void silu_gated_sum_backward_cpu(const Tensor& a, const Tensor& b, const Tensor&
     T* pdsum = data_or_null<T>(dsum);
     T* pdz = data_or_null<T>(dz);
     const int64_t n = a.numel();
-#pragma omp parallel for if (n >= kParallelElements)
+#pragma omp parallel for simd if (n >= kParallelElements)
     for (int64_t i = 0; i < n; ++i) {
       T grad_sum, grad_z;
       silu_gate_backward(sum_at(pa, pb, i), pz[i], pg[i], grad_sum, grad_z);

@@ -4,6 +4,8 @@
 // in std's float and double overloads, on the device CUDA's.
 #pragma once
 #include <cmath>
+#include <type_traits>
+#include <utility>
 
 #include "engine/ops/elementwise/elementwise_kernels.h"
 
@@ -19,11 +21,24 @@ namespace elementwise_math {
 using std::erf;
 using std::exp;
 using std::fabs;
+using std::fmax;
 using std::log;
 using std::log1p;
 using std::pow;
 using std::sqrt;
 using std::tanh;
+
+// body(std::integral_constant<Enum, op>{}): the run-time op as a template
+// argument, for enums whose values are 0 .. Count - 1. A kernel's loop then
+// holds one formula, which both compilers inline (and GCC vectorises).
+template <typename Enum, typename Body, int... I>
+void with_op(Enum op, Body&& body, std::integer_sequence<int, I...>) {
+  ((static_cast<int>(op) == I ? body(std::integral_constant<Enum, static_cast<Enum>(I)>{}) : void()), ...);
+}
+template <typename Enum, int Count, typename Body>
+void with_op(Enum op, Body&& body) {
+  with_op(op, body, std::make_integer_sequence<int, Count>{});
+}
 
 template <typename T>
 ENGINE_HOST_DEVICE T apply_binary(BinaryOp op, T a, T b) {
@@ -61,7 +76,7 @@ ENGINE_HOST_DEVICE T apply_unary(UnaryOp op, T x) {
     case UnaryOp::Sigmoid: return sigmoid(x);
     case UnaryOp::Gelu: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));  // exact (erf) GELU
     case UnaryOp::Silu: return x * sigmoid(x);
-    case UnaryOp::Softplus: return x > T(20) ? x : log1p(exp(x));  // no overflow for large x
+    case UnaryOp::Softplus: return fmax(x, T(0)) + log1p(exp(-fabs(x)));  // log1p(exp(x)), which overflows
     case UnaryOp::Relu: return x > T(0) ? x : T(0);
     case UnaryOp::Abs: return fabs(x);
     case UnaryOp::Reciprocal: return T(1) / x;

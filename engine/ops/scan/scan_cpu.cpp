@@ -12,6 +12,7 @@
 #include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/scan/scan_kernels.h"
 #include "engine/ops/strided.h"
+#include "engine/ops/vector_math.h"
 
 namespace engine {
 
@@ -55,10 +56,13 @@ void linear_scan_cpu(const Tensor& a, const Tensor& b, const Tensor& h, bool rev
     T* ph = data_or_null<T>(h);
     for_each_channel_block(batch, channels, a.numel(), [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t base = n * length * channels;
-      for (int64_t k = 0; k < length; ++k) {
+      const int64_t first = base + order.at(0) * channels;
+      std::copy(pb + first + c0, pb + first + c1, ph + first + c0);  // h_0 = b_0 (the state before is 0)
+      for (int64_t k = 1; k < length; ++k) {
         const int64_t at = base + order.at(k) * channels;
-        const T* prev = k > 0 ? ph + base + order.at(k - 1) * channels : nullptr;
-        for (int64_t c = c0; c < c1; ++c) ph[at + c] = (prev ? pa[at + c] * prev[c] : T(0)) + pb[at + c];
+        const T* prev = ph + base + order.at(k - 1) * channels;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) ph[at + c] = pa[at + c] * prev[c] + pb[at + c];
       }
     });
   });
@@ -78,14 +82,23 @@ void linear_scan_backward_cpu(const Tensor& a, const Tensor& h, const Tensor& g,
     // db holds dL/dh_t, built from the last step back: dh_t = g_t + a_next * dh_next.
     for_each_channel_block(batch, channels, a.numel(), [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t base = n * length * channels;
+      // The loops below have no branches, so that they vectorise: the last
+      // step (no next) and the first (no previous state) are their own.
       for (int64_t k = length - 1; k >= 0; --k) {
         const int64_t at = base + order.at(k) * channels;
-        const int64_t next = k + 1 < length ? base + order.at(k + 1) * channels : -1;
-        const T* prev = k > 0 ? ph + base + order.at(k - 1) * channels : nullptr;
-        for (int64_t c = c0; c < c1; ++c) {
-          const T dh = pg[at + c] + (next >= 0 ? pa[next + c] * pdb[next + c] : T(0));
-          pdb[at + c] = dh;
-          pda[at + c] = prev ? dh * prev[c] : T(0);
+        if (k + 1 < length) {
+          const int64_t next = base + order.at(k + 1) * channels;
+#pragma omp simd
+          for (int64_t c = c0; c < c1; ++c) pdb[at + c] = pg[at + c] + pa[next + c] * pdb[next + c];
+        } else {
+          std::copy(pg + at + c0, pg + at + c1, pdb + at + c0);
+        }
+        if (k > 0) {
+          const T* prev = ph + base + order.at(k - 1) * channels;
+#pragma omp simd
+          for (int64_t c = c0; c < c1; ++c) pda[at + c] = pdb[at + c] * prev[c];
+        } else {
+          std::fill(pda + at + c0, pda + at + c1, T(0));
         }
       }
     });
@@ -105,11 +118,13 @@ struct SelectiveScanCpu {
   int64_t row_stride;  // between Bm's (and Cm's) rows: S, or more in a wider tensor
   SequenceOrder order;
   std::vector<T> a_from_log;  // A = -exp(A_log) when the inputs hold A_log (A points here)
+  std::vector<T> zero_state;  // [S] zeros: the state before the first step
 
   SelectiveScanCpu(const SelectiveScanInputs& in, bool reverse)
       : x(data_or_null<const T>(in.x)), dt(data_or_null<const T>(in.dt)), A(data_or_null<const T>(in.A)), Bm(data_or_null<const T>(in.Bm)),
         Cm(data_or_null<const T>(in.Cm)), D(data_or_null<const T>(in.D)), batch(in.x.shape()[0]), length(in.x.shape()[1]),
-        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.row_stride()), order{length, reverse} {
+        channels(in.x.shape()[2]), state(in.A.shape()[1]), row_stride(in.row_stride()), order{length, reverse},
+        zero_state(static_cast<size_t>(state), T(0)) {
     if (!in.a_is_log) return;
     a_from_log.resize(static_cast<size_t>(channels * state));
     for (size_t i = 0; i < a_from_log.size(); ++i) a_from_log[i] = -std::exp(A[i]);
@@ -121,23 +136,27 @@ struct SelectiveScanCpu {
   int64_t seq_index(int64_t b, int64_t t, int64_t c) const { return (b * length + t) * channels + c; }
   int64_t state_row(int64_t b, int64_t t) const { return (b * length + t) * row_stride; }
 
-  // next = exp(dt_t A) * prev + dt_t Bm_t x_t for channel c (prev null: zero
-  // state; next may alias prev).
+  // next = exp(dt_t A) * prev + dt_t Bm_t x_t for channel c (next may alias
+  // prev). The states' loops run in vector lanes (`omp simd`, with glibc's
+  // vector exp where vector_math.h declares it).
   void advance(int64_t b, int64_t t, int64_t c, const T* prev, T* next) const {
     const int64_t i = seq_index(b, t, c);
     const T step = dt[i], input = step * x[i];
     const T* a = A + c * state;
     const T* bt = Bm + state_row(b, t);
-    for (int64_t s = 0; s < state; ++s) next[s] = (prev ? std::exp(step * a[s]) * prev[s] : T(0)) + input * bt[s];
+#pragma omp simd
+    for (int64_t s = 0; s < state; ++s) next[s] = std::exp(step * a[s]) * prev[s] + input * bt[s];
   }
 
   // y for channel c of batch b, keeping the state in h ([S] scratch).
   void forward(int64_t b, int64_t c, T* h, T* y) const {
+    std::fill(h, h + state, T(0));
     for (int64_t k = 0; k < length; ++k) {
       const int64_t t = order.at(k), i = seq_index(b, t, c);
-      advance(b, t, c, k > 0 ? h : nullptr, h);
+      advance(b, t, c, h, h);
       const T* ct = Cm + state_row(b, t);
       T out = D[c] * x[i];
+#pragma omp simd reduction(+ : out)
       for (int64_t s = 0; s < state; ++s) out += ct[s] * h[s];
       y[i] = out;
     }
@@ -150,7 +169,7 @@ struct SelectiveScanCpu {
   void backward(int64_t b, int64_t c, const T* dy, T* dx, T* ddt, T* dBm, T* dCm, T* dA, T& dD, T* states,
                 T* dh) const {
     for (int64_t k = 0; k < length; ++k) {
-      advance(b, order.at(k), c, k > 0 ? states + (k - 1) * state : nullptr, states + k * state);
+      advance(b, order.at(k), c, k > 0 ? states + (k - 1) * state : zero_state.data(), states + k * state);
     }
     std::fill(dh, dh + state, T(0));
     const T* a = A + c * state;
@@ -160,19 +179,18 @@ struct SelectiveScanCpu {
       const T* bt = Bm + state_row(b, t);
       const T* ct = Cm + state_row(b, t);
       const T* h = states + k * state;
-      const T* prev = k > 0 ? h - state : nullptr;
+      const T* prev = k > 0 ? h - state : zero_state.data();
       T* dbt = dBm + t * state;
       T* dct = dCm + t * state;
       T dx_sum = D[c] * g, ddt_sum = 0;
+#pragma omp simd reduction(+ : dx_sum, ddt_sum)
       for (int64_t s = 0; s < state; ++s) {
         dct[s] += g * h[s];
         dh[s] += g * ct[s];  // dh[s] is now the full dL/dh_t[s]
         const T decay = std::exp(step * a[s]);
-        if (prev) {
-          const T d_exponent = dh[s] * prev[s] * decay;  // dL/d(dt_t A[s])
-          dA[s] += d_exponent * step;
-          ddt_sum += d_exponent * a[s];
-        }
+        const T d_exponent = dh[s] * prev[s] * decay;  // dL/d(dt_t A[s]) (0 at the first step)
+        dA[s] += d_exponent * step;
+        ddt_sum += d_exponent * a[s];
         ddt_sum += dh[s] * bt[s] * input;
         dbt[s] += dh[s] * step * input;
         dx_sum += dh[s] * step * bt[s];
@@ -271,10 +289,9 @@ void depthwise_conv1d_cpu(const Tensor& x, const Tensor& weight, const Tensor& b
           for (int64_t c = c0; c < c1; ++c) out[c] += pw[c * taps + j] * in[c];
         }
         if (!silu) continue;
-        for (int64_t c = c0; c < c1; ++c) {
-          if (ppre) ppre[at + c] = out[c];
-          out[c] = elementwise_math::apply_unary(UnaryOp::Silu, out[c]);
-        }
+        if (ppre) std::copy(out + c0, out + c1, ppre + at + c0);
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) out[c] = elementwise_math::apply_unary(UnaryOp::Silu, out[c]);
       }
     });
   });

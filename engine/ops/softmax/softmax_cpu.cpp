@@ -5,6 +5,7 @@
 
 #include "engine/ops/rows.h"
 #include "engine/ops/softmax/softmax_kernels.h"
+#include "engine/ops/vector_math.h"
 
 namespace engine {
 
@@ -15,6 +16,7 @@ void softmax_row(SoftmaxKind kind, const T* x, T* y, int64_t cols) {
   // Subtracting the row max keeps exp() from overflowing for large logits.
   const T max = *std::max_element(x, x + cols);
   T total = 0;
+#pragma omp simd reduction(+ : total)
   for (int64_t i = 0; i < cols; ++i) {
     y[i] = std::exp(x[i] - max);
     total += y[i];
@@ -38,6 +40,7 @@ void softmax_backward_row(SoftmaxKind kind, const T* y, const T* dy, T* dx, int6
     for (int64_t i = 0; i < cols; ++i) dx[i] = y[i] * (dy[i] - total);
   } else {
     for (int64_t i = 0; i < cols; ++i) total += dy[i];
+#pragma omp simd
     for (int64_t i = 0; i < cols; ++i) dx[i] = dy[i] - std::exp(y[i]) * total;
   }
 }

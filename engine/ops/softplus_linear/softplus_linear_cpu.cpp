@@ -1,8 +1,9 @@
-// CPU reference kernels of softplus_linear: plain loops over rows (OpenMP),
-// float32 and float64.
+// CPU reference kernels of softplus_linear: plain loops over rows (OpenMP,
+// the softplus in vector lanes), float32 and float64.
 #include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/softplus_linear/softplus_linear_kernels.h"
 #include "engine/ops/strided.h"
+#include "engine/ops/vector_math.h"
 
 namespace engine {
 
@@ -19,11 +20,14 @@ void softplus_linear_cpu(const Tensor& x, const Tensor& weight, const Tensor& bi
 #pragma omp parallel for if (m * n * k >= kParallelElements)
     for (int64_t i = 0; i < m; ++i) {
       const T* row = px + i * stride;
+      T* out = py + i * n;
       for (int64_t j = 0; j < n; ++j) {
         T pre = pb ? pb[j] : T(0);
         for (int64_t c = 0; c < k; ++c) pre += row[c] * pw[j * k + c];
-        py[i * n + j] = elementwise_math::apply_unary(UnaryOp::Softplus, pre);
+        out[j] = pre;
       }
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) out[j] = elementwise_math::apply_unary(UnaryOp::Softplus, out[j]);
     }
   });
 }
@@ -35,7 +39,7 @@ void softplus_grad_cpu(const Tensor& y, const Tensor& dy, const Tensor& d_pre) {
     const T* pg = data_or_null<const T>(dy);
     T* pd = data_or_null<T>(d_pre);
     const int64_t count = y.numel();
-#pragma omp parallel for if (count >= kParallelElements)
+#pragma omp parallel for simd if (count >= kParallelElements)
     for (int64_t i = 0; i < count; ++i) pd[i] = pg[i] * softplus_math::derivative_from_output(py[i]);
   });
 }
