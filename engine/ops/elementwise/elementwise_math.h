@@ -21,7 +21,6 @@ namespace elementwise_math {
 using std::erf;
 using std::exp;
 using std::fabs;
-using std::fmax;
 using std::log;
 using std::log1p;
 using std::pow;
@@ -76,7 +75,7 @@ ENGINE_HOST_DEVICE T apply_unary(UnaryOp op, T x) {
     case UnaryOp::Sigmoid: return sigmoid(x);
     case UnaryOp::Gelu: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));  // exact (erf) GELU
     case UnaryOp::Silu: return x * sigmoid(x);
-    case UnaryOp::Softplus: return fmax(x, T(0)) + log1p(exp(-fabs(x)));  // log1p(exp(x)), which overflows
+    case UnaryOp::Softplus: return (x > T(0) ? x : T(0)) + log1p(exp(-fabs(x)));  // log1p(exp(x)), which overflows
     case UnaryOp::Relu: return x > T(0) ? x : T(0);
     case UnaryOp::Abs: return fabs(x);
     case UnaryOp::Reciprocal: return T(1) / x;

@@ -1,5 +1,8 @@
-// CPU reference kernels of softplus_linear: plain loops over rows (OpenMP,
-// the softplus in vector lanes), float32 and float64.
+// CPU reference kernels of softplus_linear: plain loops over rows (OpenMP),
+// each in vector lanes over the row's outputs, float32 and float64.
+#include <algorithm>
+#include <vector>
+
 #include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/softplus_linear/softplus_linear_kernels.h"
 #include "engine/ops/strided.h"
@@ -9,6 +12,9 @@ namespace engine {
 
 namespace {
 
+// Row by row: the outputs start from the bias and take one input at a time
+// (the contract's order of additions), from weight transposed to [K, N] so
+// that each step is one contiguous vector loop over the row's outputs.
 void softplus_linear_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y) {
   dispatch_float(y.dtype(), "softplus_linear", [&](auto tag) {
     using T = decltype(tag);
@@ -17,14 +23,25 @@ void softplus_linear_cpu(const Tensor& x, const Tensor& weight, const Tensor& bi
     const T* pw = data_or_null<const T>(weight);
     const T* pb = data_or_null<const T>(bias);
     T* py = data_or_null<T>(y);
+    std::vector<T> weight_t(static_cast<size_t>(k * n));
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t c = 0; c < k; ++c) weight_t[c * n + j] = pw[j * k + c];
+    }
+    const T* pwt = weight_t.data();
 #pragma omp parallel for if (m * n * k >= kParallelElements)
     for (int64_t i = 0; i < m; ++i) {
       const T* row = px + i * stride;
       T* out = py + i * n;
-      for (int64_t j = 0; j < n; ++j) {
-        T pre = pb ? pb[j] : T(0);
-        for (int64_t c = 0; c < k; ++c) pre += row[c] * pw[j * k + c];
-        out[j] = pre;
+      if (pb) {
+        std::copy(pb, pb + n, out);
+      } else {
+        std::fill(out, out + n, T(0));
+      }
+      for (int64_t c = 0; c < k; ++c) {
+        const T input = row[c];
+        const T* w = pwt + c * n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) out[j] += input * w[j];
       }
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) out[j] = elementwise_math::apply_unary(UnaryOp::Softplus, out[j]);
