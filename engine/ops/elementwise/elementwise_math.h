@@ -61,6 +61,18 @@ ENGINE_HOST_DEVICE T silu_derivative(T x, T s) {
   return s * (T(1) + x * (T(1) - s));
 }
 
+// max(x, 0), as each compiler does best: one FMNMX on the GPU (a compare and
+// select there measured 20% slower in softplus_linear on an H200); on the
+// host a select, which GCC vectorises (it does not vectorise fmaxf).
+template <typename T>
+ENGINE_HOST_DEVICE T positive_part(T x) {
+#ifdef __CUDA_ARCH__
+  return fmax(x, T(0));
+#else
+  return x > T(0) ? x : T(0);
+#endif
+}
+
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
@@ -75,7 +87,7 @@ ENGINE_HOST_DEVICE T apply_unary(UnaryOp op, T x) {
     case UnaryOp::Sigmoid: return sigmoid(x);
     case UnaryOp::Gelu: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));  // exact (erf) GELU
     case UnaryOp::Silu: return x * sigmoid(x);
-    case UnaryOp::Softplus: return (x > T(0) ? x : T(0)) + log1p(exp(-fabs(x)));  // log1p(exp(x)), which overflows
+    case UnaryOp::Softplus: return positive_part(x) + log1p(exp(-fabs(x)));  // log1p(exp(x)), which overflows
     case UnaryOp::Relu: return x > T(0) ? x : T(0);
     case UnaryOp::Abs: return fabs(x);
     case UnaryOp::Reciprocal: return T(1) / x;
