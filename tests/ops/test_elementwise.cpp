@@ -127,6 +127,8 @@ TEST(Elementwise, UnaryGradients) {
     expect_gradients_match([f](const auto& in) { return f(in[0]); }, {x});
   }
   expect_gradients_match([](const auto& in) { return pow(in[0], 2.5); }, {positive});
+  expect_gradients_match([](const auto& in) { return pow(in[0], 2.0); }, {x});  // the square's own path
+  expect_gradients_match([](const auto& in) { return pow(in[0], 3.0); }, {x});  // its backward squares
   expect_gradients_match([](const auto& in) { return in[0] * 3.0 + 1.5; }, {x});
   expect_gradients_match([](const auto& in) { return 2.0 / in[0]; }, {positive});
 }

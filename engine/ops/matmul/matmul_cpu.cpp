@@ -8,6 +8,7 @@
 #include "engine/ops/elementwise/elementwise_math.h"
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/strided.h"
+#include "engine/ops/vector_math.h"
 
 namespace engine {
 
@@ -83,7 +84,7 @@ void linear_backward_cpu(const LinearOperands& saved, const Tensor& pre, const T
       scaled = Tensor::empty({m, n}, dy.dtype(), dy.device());
       const T* pp = static_cast<const T*>(pre.raw_data());
       T* ps = static_cast<T*>(scaled.raw_data());
-#pragma omp parallel for if (m * n >= kParallelElements)
+#pragma omp parallel for simd if (m * n >= kParallelElements)
       for (int64_t i = 0; i < m * n; ++i) {
         ps[i] = g[i] * elementwise_math::unary_derivative(UnaryOp::Gelu, pp[i], T(0));
       }
