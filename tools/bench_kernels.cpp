@@ -19,7 +19,9 @@
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/matmul/matmul_kernels.h"
 #include "engine/ops/ops.h"
+#include "engine/ops/rows.h"
 #include "engine/ops/scan/scan_kernels.h"
+#include "engine/ops/softmax/softmax_kernels.h"
 #include "engine/ops/softplus_linear/softplus_linear_kernels.h"
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
@@ -184,6 +186,12 @@ void core_ops(KernelBench& bench) {
   bench.memory("layer_norm fwd", tokens, bytes_of(tokens, 2), [&] { layer_norm(x, gamma, beta, 1e-6); });
   Tensor scores = bench.uniform(probs);
   bench.memory("softmax", probs, bytes_of(probs, 2), [&] { softmax(scores); });
+  // Its backward reads y and dy and writes dx.
+  const Tensor probs_y = last_dim_rows(softmax(scores)), probs_dy = last_dim_rows(bench.uniform(probs));
+  const Tensor probs_dx = last_dim_rows(bench.empty(probs));
+  bench.memory("softmax bwd", probs, bytes_of(probs, 3), [&] {
+    softmax_backward_kernel.get(bench.device())(SoftmaxKind::Softmax, probs_y, probs_dy, probs_dx);
+  });
 
   // Fused attention over the same heads (q, k, v [256, 6, 197, 64]), never
   // materialising the probabilities above. FLOPs are the convention of the

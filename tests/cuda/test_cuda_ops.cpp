@@ -241,8 +241,16 @@ TEST_P(CudaOps, SoftmaxAndLogSoftmax) {
   expect_same("log_softmax", [](const auto& in) { return log_softmax(in[0]); }, {x});
   expect_same("softmax of transposed", [](const auto& in) { return softmax(transpose(in[0], 0, 1)); }, {x});
   expect_same("long rows", [](const auto& in) { return log_softmax(in[0]); }, {uniform({3, 3000}, -4.0, 4.0)});
-  // Enough short rows for one warp per row (launch_rows).
-  expect_same("many short rows", [](const auto& in) { return softmax(in[0]); }, {uniform({4200, 65}, -6.0, 6.0)});
+  // Rows up to 1,024 elements sit in a warp's registers, 1 to 32 per lane:
+  // every width, a full last lane (1,024) and the first generic length (1,025).
+  for (int64_t cols : {10, 65, 197, 300, 1024, 1025}) {
+    const Tensor rows = uniform({7, cols}, -6.0, 6.0);
+    expect_same(fmt::format("softmax, rows of {}", cols), [](const auto& in) { return softmax(in[0]); }, {rows});
+    expect_same(fmt::format("log_softmax, rows of {}", cols), [](const auto& in) { return log_softmax(in[0]); },
+                {rows});
+  }
+  // More rows than the grid has warps (65,535 blocks of 4): warps take several.
+  expect_same("many short rows", [](const auto& in) { return softmax(in[0]); }, {uniform({262300, 3}, -6.0, 6.0)});
 }
 
 TEST_P(CudaOps, LayerNorm) {
