@@ -206,7 +206,7 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
       options.log->write({{"images", result.images},
                           {"top1", running_top1},
                           {"top5", static_cast<double>(top5) / result.images},
-                          {"images_per_second", result.images / std::max(bar.elapsed_seconds(), 1e-9)}});
+                          {"images_per_second", per_second(result.images, bar.elapsed_seconds())}});
     }
   }
   result.seconds = bar.elapsed_seconds();
@@ -214,7 +214,7 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
   check(result.images > 0, "evaluation saw no images");
   result.top1 = static_cast<double>(top1) / result.images;
   result.top5 = static_cast<double>(top5) / result.images;
-  result.images_per_second = result.images / std::max(result.seconds, 1e-9);
+  result.images_per_second = per_second(result.images, result.seconds);
   result.bad_images = loader.bad_images();
   std::sort(result.predictions.begin(), result.predictions.end());
   return result;

@@ -133,7 +133,7 @@ MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Data
                   {"lr", optimizer->lr()}});
     }
   }
-  result.images_per_second = seconds > 0 ? spec.epochs * steps_per_epoch * spec.batch_size / seconds : 0.0;
+  result.images_per_second = per_second(spec.epochs * steps_per_epoch * spec.batch_size, seconds);
   return result;
 }
 

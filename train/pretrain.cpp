@@ -390,7 +390,7 @@ class Pretrainer {
     train_seconds_ += bar.elapsed_seconds();
     train_images_ += images;
     log_.write({{"phase", "epoch"}, {"epoch", epoch + 1}, {"step", step_}, {"train_loss", mean_loss},
-                {"images_per_second", images / std::max(bar.elapsed_seconds(), 1e-9)}, {"complete", complete}});
+                {"images_per_second", per_second(images, bar.elapsed_seconds())}, {"complete", complete}});
   }
 
   // Evaluation and checkpoint when due; false when this invocation should stop.
@@ -423,7 +423,7 @@ class Pretrainer {
                           {"final_top1", finished ? last_top1_ : json()},
                           {"last_top1", last_top1_},
                           {"best_top1", best_top1_},
-                          {"images_per_second", train_images_ / std::max(train_seconds_, 1e-9)},
+                          {"images_per_second", per_second(train_images_, train_seconds_)},
                           {"train_seconds", train_seconds_},
                           {"wall_seconds", wall_seconds_before_ + seconds_since(start_)},
                           {"parameters", model_->num_parameters()},

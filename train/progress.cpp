@@ -25,8 +25,7 @@ double ProgressBar::elapsed_seconds() const {
 }
 
 double ProgressBar::rate() const {
-  const double elapsed = elapsed_seconds();
-  return elapsed > 0 ? done_ / elapsed : 0.0;
+  return per_second(static_cast<double>(done_), elapsed_seconds());
 }
 
 void ProgressBar::update(int64_t count, const std::string& status) {

@@ -8,6 +8,10 @@
 
 namespace engine {
 
+// count / seconds, and 0 before any time has passed: every img/s of the bars,
+// logs and results (the logs count their images whether or not a bar is shown).
+inline double per_second(double count, double seconds) { return seconds > 0 ? count / seconds : 0.0; }
+
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total, std::string unit = "img");
@@ -15,7 +19,7 @@ class ProgressBar {
   void update(int64_t count, const std::string& status = "");
   void finish(const std::string& status = "");
   double elapsed_seconds() const;
-  double rate() const;  // items per second so far
+  double rate() const;  // items per second so far (of the items passed to update())
 
  private:
   void draw(bool final);

@@ -223,7 +223,7 @@ double analyze_dataset(SparsityAnalysis& analysis, const data::Dataset& dataset,
     done += take;
     if (options.progress) bar.update(take);
     if (options.log) {
-      options.log->write({{"images", done}, {"images_per_second", done / std::max(bar.elapsed_seconds(), 1e-9)}});
+      options.log->write({{"images", done}, {"images_per_second", per_second(done, bar.elapsed_seconds())}});
     }
   }
   if (options.progress) bar.finish();
@@ -251,7 +251,7 @@ Json sparsity_json(const SparsityAnalysis& analysis, const SparsityRunInfo& info
           {"tokens", analysis.config().num_tokens()},
           {"heads", stats.heads()},
           {"seconds", info.seconds},
-          {"images_per_second", info.seconds > 0 ? analysis.images() / info.seconds : 0.0},
+          {"images_per_second", per_second(analysis.images(), info.seconds)},
           {"definitions", "docs/SPARSITY.md"},
           {"layers", std::move(layers)},
           {"ranking", analysis.ranking()}};
