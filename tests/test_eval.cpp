@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <set>
+#include <string>
+#include <thread>
 
 #include "data/archive.h"
 #include "data/files.h"
@@ -142,6 +145,24 @@ TEST(Eval, NanLogitsScoreNothingAndTiesGoToTheFirstClass) {
   // The true logit tied with a later class only: still top-1.
   const LogitsFn tied_later = logits_from_labels(8, [](int64_t label, float* row) { row[label] = row[7] = 1.0f; });
   EXPECT_DOUBLE_EQ(evaluate_classifier(tied_later, dataset, raw_pixels(), quiet(0)).top1, 1.0);
+}
+
+TEST(Eval, LatenciesTimeTheModelsInTurnsAfterAWarmUpRound) {
+  std::string calls;
+  // Sleeps give lower bounds only: a median can be no shorter than its model's sleep.
+  auto model = [&calls](char name, int sleep_ms) -> LogitsFn {
+    return [&calls, name, sleep_ms](const Tensor& images) {
+      calls += name;
+      std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+      return images;
+    };
+  };
+  const Tensor images = Tensor::from_vector(std::vector<float>{1.0f, 2.0f}, {1, 2});
+  const std::vector<double> ms = latencies_ms({model('a', 2), model('b', 6)}, images, 3);
+  EXPECT_EQ(calls, "abababab") << "one untimed round, then 3 timed rounds, the models taking turns";
+  ASSERT_EQ(ms.size(), 2u);
+  EXPECT_GE(ms[0], 2.0);
+  EXPECT_GE(ms[1], 6.0);
 }
 
 TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {

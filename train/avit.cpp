@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <numeric>
+#include <utility>
 
 #include "data/open_dataset.h"
 #include "engine/ops/ops.h"
@@ -139,13 +140,18 @@ json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const Av
           {"retention", meter.retention()}, {"mean_retention", meter.mean_retention()}};
 }
 
-// Median latency at every configured batch, on real test images.
-json latency_report(const LogitsFn& logits_of, const Tensor& images, const AvitSettings& s) {
-  json report = json::object();
+// Median latencies of the dense teacher and the A-ViT at every configured
+// batch, on real test images, the two taking turns: {"b<N>": ms} each.
+std::pair<json, json> latency_reports(VisionTransformer& dense, VisionTransformer& avit, const Tensor& images,
+                                      const AvitSettings& s) {
+  json dense_report = json::object(), avit_report = json::object();
   for (int64_t batch : s.latency_batches) {
-    report[fmt::format("b{}", batch)] = latency_ms(logits_of, narrow(images, 0, 0, batch), s.latency_repeats);
+    const std::vector<double> ms = latencies_ms({inference_logits(dense), inference_logits(avit)},
+                                                narrow(images, 0, 0, batch), s.latency_repeats);
+    dense_report[fmt::format("b{}", batch)] = ms[0];
+    avit_report[fmt::format("b{}", batch)] = ms[1];
   }
-  return report;
+  return {dense_report, avit_report};
 }
 
 // OUT/depth_map_img<k>.png: the image, then N_k (layers a patch passes through)
@@ -201,8 +207,7 @@ json run_avit(const AvitSettings& s) {
 
   const int64_t largest = *std::max_element(s.latency_batches.begin(), s.latency_batches.end());
   const Tensor images = timing_images(test_set, model->config.preprocess, largest, s.device);
-  json dense_latency = latency_report(inference_logits(*teacher), images, s);
-  json avit_latency = latency_report(inference_logits(*model), images, s);
+  const auto [dense_latency, avit_latency] = latency_reports(*teacher, *model, images, s);
   json speedup = json::object();
   for (const auto& [batch, ms] : dense_latency.items()) speedup[batch] = ms.get<double>() / avit_latency[batch].get<double>();
   avit["latency_ms"] = avit_latency;

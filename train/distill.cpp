@@ -333,10 +333,8 @@ int64_t max_batch(const std::vector<int64_t>& batches) {
   return batches.empty() ? 1 : *std::max_element(batches.begin(), batches.end());
 }
 
-// Top-1 and friends on the test set; with `timed`, also the latency at each
-// of s.latency_batches (the experiments that compare only accuracy skip it).
-json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label,
-                  bool timed = true) {
+// Top-1 and friends on the test set.
+json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label) {
   fmt::print("evaluating the {}\n", label);
   const LogitsFn logits_of = inference_logits(model);
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
@@ -351,19 +349,35 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
                  {"eval_images", eval.images}, {"gflops", gflops},
                  {"mean_retention", meter ? meter->mean_retention() : 1.0}};
   if (meter) report["retention"] = meter->retention();
-  if (!timed) return report;
-  const Tensor images = timing_images(test, model.config.preprocess, max_batch(s.latency_batches), s.device);
-  // On a GPU, also the forward replayed as one graph: the GPU's time alone
+  return report;
+}
+
+// Adds latency_ms_b<N> (and on a GPU graph_latency_ms_b<N>) at each of
+// s.latency_batches to reports[i], the report of models[i]. The models are
+// timed together, taking turns, so a teacher and its hybrid are compared
+// under the same conditions.
+void add_latencies(const std::vector<VisionTransformer*>& models, const std::vector<json*>& reports,
+                   const data::Dataset& test, const DistillSettings& s) {
+  fmt::print("timing {} model(s) at batch {}\n", models.size(), join_indices(s.latency_batches, ", "));
+  std::vector<LogitsFn> forwards;
+  // The forward replayed as one graph as well, on a GPU: the GPU's time alone
   // (not for an A-ViT, whose compacted forward reads its decisions on the host).
-  const bool graphs = s.device.is_cuda() && !model.config.halting;
+  bool graphs = s.device.is_cuda();
+  for (VisionTransformer* model : models) {
+    forwards.push_back(inference_logits(*model));
+    graphs = graphs && !model->config.halting;
+  }
+  const Tensor images = timing_images(test, models.front()->config.preprocess, max_batch(s.latency_batches), s.device);
   for (int64_t batch : s.latency_batches) {
     const Tensor batch_images = narrow(images, 0, 0, batch);
-    report[fmt::format("latency_ms_b{}", batch)] = latency_ms(logits_of, batch_images, s.latency_repeats);
-    if (graphs) {
-      report[fmt::format("graph_latency_ms_b{}", batch)] = graph_latency_ms(logits_of, batch_images, s.latency_repeats);
+    const std::vector<double> eager = latencies_ms(forwards, batch_images, s.latency_repeats);
+    const std::vector<double> replayed = graphs ? graph_latencies_ms(forwards, batch_images, s.latency_repeats)
+                                                : std::vector<double>{};
+    for (size_t i = 0; i < models.size(); ++i) {
+      (*reports[i])[fmt::format("latency_ms_b{}", batch)] = eager[i];
+      if (graphs) (*reports[i])[fmt::format("graph_latency_ms_b{}", batch)] = replayed[i];
     }
   }
-  return report;
 }
 
 // ------------------------------------------------------------------ runs
@@ -450,7 +464,7 @@ json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, 
     VisionTransformer* teacher = teachers[t].get();
     const LayerSparsity sparsity = measure_sparsity(*teacher, *datasets.train, s);
     if (layers.empty()) layers = select_layers(s.layers, teacher->config.depth, sparsity.ranking);
-    const json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
+    json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
     const double teacher_top1 = teacher_report["top1"];
     std::vector<int64_t> all(sparsity.k90.size());
     std::iota(all.begin(), all.end(), 0);
@@ -460,15 +474,15 @@ json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, 
                 {"teacher_top1", teacher_top1},
                 {"mean_retention", teacher_report["mean_retention"]},
                 {"k90", mean_over(sparsity.k90, layers)},
-                {"k90_all_layers", mean_over(sparsity.k90, all)},
-                {"teacher_report", teacher_report}};
+                {"k90_all_layers", mean_over(sparsity.k90, all)}};
     SeededRuns runs;
     for (uint64_t seed : s.seeds) {
       auto hybrid = distilled_hybrid(*teacher, level.path, layers, datasets, s, seed, log);
-      // Latency does not depend on the seed: the first seed's hybrid is timed.
-      const bool first = runs.top1.empty();
-      const json hybrid_report = model_report(*hybrid, *datasets.test, s, "hybrid", first);
-      if (first) {
+      json hybrid_report = model_report(*hybrid, *datasets.test, s, "hybrid");
+      // Latency does not depend on the seed: the first seed's hybrid is timed, with the teacher.
+      if (runs.top1.empty()) {
+        add_latencies({teacher, hybrid.get()}, {&teacher_report, &hybrid_report}, *datasets.test, s);
+        row["teacher_report"] = teacher_report;
         row["hybrid_report"] = hybrid_report;
         row["hybrid_mean_retention"] = hybrid_report["mean_retention"];
       }
@@ -545,7 +559,8 @@ json run_distill(const DistillSettings& s) {
                            {"images", s.sparsity_images}};
   }
   json teacher_report = model_report(*teacher, *datasets.test, s, "teacher");
-  results["teacher"] = teacher_report;
+  // The group-wise experiment compares accuracy only: its hybrids are not timed.
+  if (groupwise) add_latencies({teacher}, {&teacher_report}, *datasets.test, s);
   const double teacher_top1 = teacher_report["top1"];
 
   std::vector<std::vector<int64_t>> groups = groupwise ? parse_groups(s.groups, depth, sparsity.ranking)
@@ -560,11 +575,11 @@ json run_distill(const DistillSettings& s) {
     for (uint64_t seed : s.seeds) {
       fmt::print("group {}/{}: replacing layer(s) {} with {} (seed {})\n", g + 1, groups.size(), name, s.mixer, seed);
       auto hybrid = distilled_hybrid(*teacher, s.teacher, layers, datasets, s, seed, log);
-      // The group-wise experiment compares accuracy only: its hybrids are not timed.
-      json report = model_report(*hybrid, *datasets.test, s, "hybrid", /*timed=*/!groupwise);
+      json report = model_report(*hybrid, *datasets.test, s, "hybrid");
       const double top1 = report["top1"];
       runs.add(seed, top1, 100.0 * (teacher_top1 - top1), "drop");
       if (!groupwise) {  // single: one seed
+        add_latencies({teacher, hybrid.get()}, {&teacher_report, &report}, *datasets.test, s);
         results["student"] = report;
         results["replaced_layers"] = layers;
         save_vit(*hybrid, (fs::path(s.out_dir) / "hybrid").string());
@@ -578,6 +593,7 @@ json run_distill(const DistillSettings& s) {
     log.write({{"phase", "group"}, {"group", group}});
     group_results.push_back(group);
   }
+  results["teacher"] = teacher_report;
   results["groups"] = group_results;
   results["spearman_rho"] = nullptr;
   if (groupwise) write_rank_correlation(s, group_results, results);

@@ -128,34 +128,48 @@ Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess,
 
 namespace {
 
-// Median wall time (ms) of `repeats` calls of run(), each waited for, after one untimed call.
-double median_wall_ms(Device device, const std::function<void()>& run, int64_t repeats) {
-  std::vector<double> times;
-  for (int64_t r = 0; r <= repeats; ++r) {
-    device_synchronize(device);
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    device_synchronize(device);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (r > 0) times.push_back(ms);  // run 0 warms caches and allocators
+// Each run's median wall time (ms) over `repeats` rounds in which the runs
+// take turns, each call waited for, after one untimed round (caches, allocators).
+std::vector<double> median_wall_ms(Device device, const std::vector<std::function<void()>>& runs, int64_t repeats) {
+  std::vector<std::vector<double>> times(runs.size());
+  for (int64_t round = 0; round <= repeats; ++round) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      device_synchronize(device);
+      const auto start = std::chrono::steady_clock::now();
+      runs[i]();
+      device_synchronize(device);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      if (round > 0) times[i].push_back(ms);
+    }
   }
-  std::sort(times.begin(), times.end());
-  const size_t half = times.size() / 2;
-  return times.size() % 2 == 1 ? times[half] : (times[half - 1] + times[half]) / 2;
+  std::vector<double> medians;
+  for (std::vector<double>& t : times) {
+    std::sort(t.begin(), t.end());
+    const size_t half = t.size() / 2;
+    medians.push_back(t.size() % 2 == 1 ? t[half] : (t[half - 1] + t[half]) / 2);
+  }
+  return medians;
 }
 
 }  // namespace
 
-double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats) {
+std::vector<double> latencies_ms(const std::vector<LogitsFn>& models, const Tensor& images, int64_t repeats) {
   NoGradGuard no_grad;
-  return median_wall_ms(images.device(), [&] { logits_of(images); }, repeats);
+  std::vector<std::function<void()>> runs;
+  for (const LogitsFn& logits_of : models) runs.push_back([&] { logits_of(images); });
+  return median_wall_ms(images.device(), runs, repeats);
 }
 
-double graph_latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats) {
+std::vector<double> graph_latencies_ms(const std::vector<LogitsFn>& models, const Tensor& images, int64_t repeats) {
   NoGradGuard no_grad;
-  logits_of(images);  // first calls (GEMM plans, workspaces) stay out of the capture
-  DeviceGraph forward(images.device(), [&] { logits_of(images); });
-  return median_wall_ms(images.device(), [&] { forward.replay(); }, repeats);
+  std::vector<std::unique_ptr<DeviceGraph>> graphs;
+  std::vector<std::function<void()>> runs;
+  for (const LogitsFn& logits_of : models) {
+    logits_of(images);  // first calls (GEMM plans, workspaces) stay out of the capture
+    graphs.push_back(std::make_unique<DeviceGraph>(images.device(), [&] { logits_of(images); }));
+    runs.push_back([graph = graphs.back().get()] { graph->replay(); });
+  }
+  return median_wall_ms(images.device(), runs, repeats);
 }
 
 void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset) {

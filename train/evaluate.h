@@ -73,13 +73,16 @@ Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, 
 // images, repeated from the start when the dataset holds fewer.
 Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
 
-// Median wall time (ms) of `repeats` forwards of `images`, after one warm-up run.
-double latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
-// The same for the forward captured once as a DeviceGraph (GPU only) and
+// Each model's median wall time (ms) for a forward of `images`, over
+// `repeats` rounds after one untimed round. The models take turns within a
+// round (A, B, A, B, ...), so that a machine whose speed drifts (a shared VM,
+// a GPU's clocks) slows the models it compares alike.
+std::vector<double> latencies_ms(const std::vector<LogitsFn>& models, const Tensor& images, int64_t repeats);
+// The same for each forward captured once as a DeviceGraph (GPU only) and
 // replayed: the GPU's time alone, without the host's cost of issuing each op.
-// The forward must be a fixed sequence of GPU work (not A-ViT's compacted one,
-// which reads the halting decisions on the host).
-double graph_latency_ms(const LogitsFn& logits_of, const Tensor& images, int64_t repeats);
+// The forwards must be fixed sequences of GPU work (not A-ViT's compacted
+// one, which reads the halting decisions on the host).
+std::vector<double> graph_latencies_ms(const std::vector<LogitsFn>& models, const Tensor& images, int64_t repeats);
 
 // Fails, naming both counts and the folder, when the dataset has more classes
 // than the model's head: its labels past the head would fail, or score, late.
