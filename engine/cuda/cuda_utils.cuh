@@ -387,6 +387,8 @@ __device__ __forceinline__ void store_pack(T* at, const Pack<T, V>& p) {
 }
 
 // Whether p is aligned for a vector access of `bytes`.
-inline bool aligned_for(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+__host__ __device__ inline bool aligned_for(const void* p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
 
 }  // namespace engine

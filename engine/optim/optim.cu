@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "engine/cuda/cuda_utils.cuh"
@@ -88,18 +89,49 @@ struct AdamWShared {
   T beta1, beta2, one_minus_beta1, one_minus_beta2, bias_correction2_sqrt, eps;
 };
 
+// One element's update, in the CPU kernel's order of operations.
+template <typename T>
+__device__ __forceinline__ void adamw_update(T& p, T g, T& m, T& v, const AdamWEntry<T>& e, const AdamWShared<T>& s) {
+  m = s.beta1 * m + s.one_minus_beta1 * g;
+  v = s.beta2 * v + s.one_minus_beta2 * g * g;
+  const T denom = sqrt(v) / s.bias_correction2_sqrt + s.eps;
+  p = p * e.decay - e.step_size * m / denom;
+}
+
+// Block b updates chunk b: float32 in 16-byte accesses where the four
+// tensors allow them (chunks start at multiples of kChunk, so the tensors'
+// own alignment decides), then any tail, or everything, one element at a time.
 template <typename T>
 __global__ void adamw_step_kernel_impl(const AdamWEntry<T>* entries, const Chunk* chunks, AdamWShared<T> s) {
   const Chunk chunk = chunks[blockIdx.x];
   const AdamWEntry<T> e = entries[chunk.tensor];
-  for (int64_t i = chunk.start + threadIdx.x; i < chunk.start + chunk.length; i += blockDim.x) {
-    const T g = e.g[i];
-    const T m = s.beta1 * e.m[i] + s.one_minus_beta1 * g;
-    const T v = s.beta2 * e.v[i] + s.one_minus_beta2 * g * g;
+  const int64_t end = chunk.start + chunk.length;
+  int64_t scalar_start = chunk.start;
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t at = chunk.start;
+    const size_t bytes = sizeof(Pack<T, 4>);
+    if (aligned_for(e.p + at, bytes) && aligned_for(e.g + at, bytes) && aligned_for(e.m + at, bytes) &&
+        aligned_for(e.v + at, bytes)) {
+      const int64_t packs = chunk.length / 4;
+      for (int64_t k = threadIdx.x; k < packs; k += blockDim.x) {
+        const int64_t i = at + 4 * k;
+        Pack<T, 4> p = load_pack<T, 4>(e.p + i), m = load_pack<T, 4>(e.m + i), v = load_pack<T, 4>(e.v + i);
+        const Pack<T, 4> g = load_pack<T, 4>(e.g + i);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) adamw_update(p.v[j], g.v[j], m.v[j], v.v[j], e, s);
+        store_pack(e.p + i, p);
+        store_pack(e.m + i, m);
+        store_pack(e.v + i, v);
+      }
+      scalar_start = at + 4 * packs;
+    }
+  }
+  for (int64_t i = scalar_start + threadIdx.x; i < end; i += blockDim.x) {
+    T p = e.p[i], m = e.m[i], v = e.v[i];
+    adamw_update(p, e.g[i], m, v, e, s);
+    e.p[i] = p;
     e.m[i] = m;
     e.v[i] = v;
-    const T denom = sqrt(v) / s.bias_correction2_sqrt + s.eps;
-    e.p[i] = e.p[i] * e.decay - e.step_size * m / denom;
   }
 }
 
