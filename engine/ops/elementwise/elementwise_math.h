@@ -109,8 +109,9 @@ ENGINE_HOST_DEVICE T unary_derivative(UnaryOp op, T x, T y) {
       return T(0.5) * (T(1) + erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp(T(-0.5) * x * x);
     case UnaryOp::Silu: return silu_derivative(x, sigmoid(x));
     case UnaryOp::Softplus: return sigmoid(x);
-    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
-    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    // Comparisons as numbers, not branches, so that the loops over them vectorise.
+    case UnaryOp::Relu: return T(x > T(0));
+    case UnaryOp::Abs: return T(x > T(0)) - T(x < T(0));
     case UnaryOp::Reciprocal: return -y * y;
   }
   return T(0);
