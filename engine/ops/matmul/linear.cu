@@ -96,6 +96,23 @@ struct LtGemm {
   int64_t ldd = 0;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   void* bias = nullptr;  // BIAS: the bias [m], read; BGRADB: the bias gradient [n], written
+
+  // The product's shape and operands (no transposes, no epilogue: set those after).
+  static LtGemm of(int64_t m, int64_t n, int64_t k, cudaDataType_t operand_type, const void* a, int64_t lda,
+                   const void* b, int64_t ldb, float* d, int64_t ldd) {
+    LtGemm g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.operand_type = operand_type;
+    g.a = a;
+    g.lda = lda;
+    g.b = b;
+    g.ldb = ldb;
+    g.d = d;
+    g.ldd = ldd;
+    return g;
+  }
 };
 
 bool uses_bias(cublasLtEpilogue_t epilogue) {
@@ -367,19 +384,9 @@ LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const 
       // to float32 exactly); also the backward's.
       operands = bf16 ? LinearOperands{x.to(DType::BF16), weight.to(DType::BF16)}
                       : LinearOperands{x.to(DType::F32), weight};
-      LtGemm g;
+      LtGemm g = LtGemm::of(n, m, k, bf16 ? CUDA_R_16BF : CUDA_R_32F, operands.weight.raw_data(), k,
+                            operands.x.raw_data(), k, mutable_data_of<float>(out), n);
       g.trans_a = CUBLAS_OP_T;
-      g.trans_b = CUBLAS_OP_N;
-      g.m = n;
-      g.n = m;
-      g.k = k;
-      g.operand_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-      g.a = operands.weight.raw_data();
-      g.lda = k;
-      g.b = operands.x.raw_data();
-      g.ldb = k;
-      g.d = mutable_data_of<float>(out);
-      g.ldd = n;
       const bool fuse_bias = bias.defined() && epilogue_vector_ok(bias.raw_data());
       if (fuse_bias) {
         g.epilogue = CUBLASLT_EPILOGUE_BIAS;
@@ -462,17 +469,8 @@ void linear_backward_cuda(const LinearOperands& saved, const Tensor& pre, const 
       bool done = false;
       if (is_float && cublaslt_enabled()) {
         const Tensor w_op = lt_operand(saved.weight, bf16);
-        LtGemm lt;
-        lt.m = k;
-        lt.n = m;
-        lt.k = n;
-        lt.operand_type = operand_type;
-        lt.a = w_op.raw_data();
-        lt.lda = k;
-        lt.b = g_data;
-        lt.ldb = n;
-        lt.d = mutable_data_of<float>(dx);
-        lt.ldd = k;
+        const LtGemm lt =
+            LtGemm::of(k, m, n, operand_type, w_op.raw_data(), k, g_data, n, mutable_data_of<float>(dx), k);
         done = lt_matmul(device, lt);
       }
       if (!done) cublas_gemm(plain(g_float()), plain(cublas_operand(saved.weight, dy.dtype())), dx);
@@ -481,18 +479,9 @@ void linear_backward_cuda(const LinearOperands& saved, const Tensor& pre, const 
       bool done = false;
       if (is_float && cublaslt_enabled()) {
         const Tensor x_op = lt_operand(saved.x, bf16);
-        LtGemm lt;
+        LtGemm lt =
+            LtGemm::of(k, n, m, operand_type, x_op.raw_data(), k, g_data, n, mutable_data_of<float>(dweight), k);
         lt.trans_b = CUBLAS_OP_T;
-        lt.m = k;
-        lt.n = n;
-        lt.k = m;
-        lt.operand_type = operand_type;
-        lt.a = x_op.raw_data();
-        lt.lda = k;
-        lt.b = g_data;
-        lt.ldb = n;
-        lt.d = mutable_data_of<float>(dweight);
-        lt.ldd = k;
         if (dbias.defined() && !db_done && epilogue_vector_ok(dbias.raw_data())) {
           lt.epilogue = CUBLASLT_EPILOGUE_BGRADB;
           lt.bias = dbias.raw_data();
@@ -521,17 +510,7 @@ Tensor gelu_epilogue_probe(const Tensor& x) {
   for (int64_t j = 0; j < n; ++j) b.data<float>()[j * k] = 1.0f;
   const Tensor a16 = a.to(DType::BF16).to(x.device()), b16 = b.to(DType::BF16).to(x.device());
   Tensor d = Tensor::empty({n, m}, DType::F32, x.device());  // column-major [m, n]
-  LtGemm g;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.operand_type = CUDA_R_16BF;
-  g.a = a16.raw_data();
-  g.lda = m;
-  g.b = b16.raw_data();
-  g.ldb = k;
-  g.d = mutable_data_of<float>(d);
-  g.ldd = m;
+  LtGemm g = LtGemm::of(m, n, k, CUDA_R_16BF, a16.raw_data(), m, b16.raw_data(), k, mutable_data_of<float>(d), m);
   g.epilogue = CUBLASLT_EPILOGUE_GELU;
   if (!lt_matmul(x.device().index, g)) return Tensor();
   return make_view(d, {m}, {1}, d.offset());  // column 0
