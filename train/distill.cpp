@@ -355,9 +355,13 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
 // Adds latency_ms_b<N> (and on a GPU graph_latency_ms_b<N>) at each of
 // s.latency_batches to reports[i], the report of models[i]. The models are
 // timed together, taking turns, so a teacher and its hybrid are compared
-// under the same conditions.
+// under the same conditions; they share the first one's preprocessing (a
+// hybrid is made from its teacher). With an A-ViT among them, none gets
+// graph timings, so that the columns compare like with like.
 void add_latencies(const std::vector<VisionTransformer*>& models, const std::vector<json*>& reports,
                    const data::Dataset& test, const DistillSettings& s) {
+  check(models.size() == reports.size() && !models.empty(), "add_latencies: {} models, {} reports", models.size(),
+        reports.size());
   fmt::print("timing {} model(s) at batch {}\n", models.size(), join_indices(s.latency_batches, ", "));
   std::vector<LogitsFn> forwards;
   // The forward replayed as one graph as well, on a GPU: the GPU's time alone

@@ -131,6 +131,7 @@ namespace {
 // Each run's median wall time (ms) over `repeats` rounds in which the runs
 // take turns, each call waited for, after one untimed round (caches, allocators).
 std::vector<double> median_wall_ms(Device device, const std::vector<std::function<void()>>& runs, int64_t repeats) {
+  check(repeats >= 1, "latency: {} repeats (at least 1 is needed for a median)", repeats);
   std::vector<std::vector<double>> times(runs.size());
   for (int64_t round = 0; round <= repeats; ++round) {
     for (size_t i = 0; i < runs.size(); ++i) {
@@ -156,7 +157,7 @@ std::vector<double> median_wall_ms(Device device, const std::vector<std::functio
 std::vector<double> latencies_ms(const std::vector<LogitsFn>& models, const Tensor& images, int64_t repeats) {
   NoGradGuard no_grad;
   std::vector<std::function<void()>> runs;
-  for (const LogitsFn& logits_of : models) runs.push_back([&] { logits_of(images); });
+  for (const LogitsFn& logits_of : models) runs.push_back([&forward = logits_of, &images] { forward(images); });
   return median_wall_ms(images.device(), runs, repeats);
 }
 
@@ -166,7 +167,7 @@ std::vector<double> graph_latencies_ms(const std::vector<LogitsFn>& models, cons
   std::vector<std::function<void()>> runs;
   for (const LogitsFn& logits_of : models) {
     logits_of(images);  // first calls (GEMM plans, workspaces) stay out of the capture
-    graphs.push_back(std::make_unique<DeviceGraph>(images.device(), [&] { logits_of(images); }));
+    graphs.push_back(std::make_unique<DeviceGraph>(images.device(), [&logits_of, &images] { logits_of(images); }));
     runs.push_back([graph = graphs.back().get()] { graph->replay(); });
   }
   return median_wall_ms(images.device(), runs, repeats);

@@ -9,7 +9,8 @@
 namespace engine {
 
 // count / seconds, and 0 before any time has passed: every img/s of the bars,
-// logs and results (the logs count their images whether or not a bar is shown).
+// logs and results. The logs pass their own image counts, not bar.rate(),
+// which counts only what a shown bar was given.
 inline double per_second(double count, double seconds) { return seconds > 0 ? count / seconds : 0.0; }
 
 class ProgressBar {

@@ -70,8 +70,8 @@ void launch_1d(int64_t n, void (*kernel)(Params...), Args... args) {
 
 // Runs a one-block-per-row kernel over rows of `length` elements: the kernel
 // loops over rows with block_stride(rows) and within a row with
-// thread_stride(length). Many short rows (attention's softmax, a ViT's
-// layernorm: hundreds of elements, 10^4 to 10^5 rows) get one warp each, whose
+// thread_stride(length). Many short rows (sums over a ViT's channels, a
+// float64 layernorm: hundreds of elements, 10^4 to 10^5 rows) get one warp each, whose
 // reductions are shuffles alone; otherwise the block is just wide enough for
 // the row (whole warps, at most kThreads), and reductions go through shared
 // memory with two barriers.

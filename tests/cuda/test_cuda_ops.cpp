@@ -243,11 +243,20 @@ TEST_P(CudaOps, SoftmaxAndLogSoftmax) {
   expect_same("long rows", [](const auto& in) { return log_softmax(in[0]); }, {uniform({3, 3000}, -4.0, 4.0)});
   // Rows up to 1,024 elements sit in a warp's registers, 1 to 32 per lane:
   // every width, a full last lane (1,024) and the first generic length (1,025).
-  for (int64_t cols : {10, 65, 197, 300, 1024, 1025}) {
+  for (int64_t cols : {10, 40, 65, 197, 300, 1024, 1025}) {
     const Tensor rows = uniform({7, cols}, -6.0, 6.0);
     expect_same(fmt::format("softmax, rows of {}", cols), [](const auto& in) { return softmax(in[0]); }, {rows});
     expect_same(fmt::format("log_softmax, rows of {}", cols), [](const auto& in) { return log_softmax(in[0]); },
                 {rows});
+  }
+  // Masked entries (-inf, as attention's masked keys) get probability 0, in registers and generic.
+  for (int64_t cols : {197, 1500}) {
+    std::vector<uint8_t> every_seventh(static_cast<size_t>(5 * cols));
+    for (size_t i = 3; i < every_seventh.size(); i += 7) every_seventh[i] = 1;
+    const Tensor mask = Tensor::from_vector(every_seventh, {5, cols});
+    expect_same(fmt::format("softmax with masked entries, rows of {}", cols),
+                [&mask](const auto& in) { return softmax(masked_fill(in[0], mask.to(in[0].device()), -INFINITY)); },
+                {uniform({5, cols}, -6.0, 6.0)});
   }
   // More rows than the grid has warps (65,535 blocks of 4): warps take several.
   expect_same("many short rows", [](const auto& in) { return softmax(in[0]); }, {uniform({262300, 3}, -6.0, 6.0)});
@@ -367,6 +376,11 @@ void expect_optimizer_matches(const char* what, DType dtype,
     cpu_params.push_back(p.clone().set_requires_grad(true).set_name("p" + std::to_string(cpu_params.size())));
     gpu_params.push_back(p.to(gpu()).set_requires_grad(true).set_name(cpu_params.back().name()));
   }
+  // One starting an element into its storage: on the GPU no chunk of it is 16-byte aligned.
+  const Tensor unaligned = Tensor::uniform({30002}, rng, -1.0, 1.0, dtype);
+  cpu_params.push_back(narrow(unaligned, 0, 1, 30001).clone().set_requires_grad(true).set_name("p_unaligned"));
+  gpu_params.push_back(
+      narrow(unaligned.to(gpu()), 0, 1, 30001).detach().set_requires_grad(true).set_name("p_unaligned"));
   auto cpu_opt = make(decay_groups(cpu_params, 0.05));
   auto gpu_opt = make(decay_groups(gpu_params, 0.05));
   for (int step = 0; step < 3; ++step) {

@@ -62,14 +62,20 @@ __global__ void __launch_bounds__(kRowWarpsPerBlock * 32)
     T total = 0;
     if (kind == SoftmaxKind::Softmax) {
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) total += (v[j] = exp(v[j] - max));
+      for (int j = 0; j < kPerLane; ++j) {
+        v[j] = exp(v[j] - max);
+        total += v[j];
+      }
       const T inv = T(1) / warp_all_reduce(total, SumOp{});
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) v[j] *= inv;
     } else {
       // (x - max) - log(total), as on the CPU: keeps precision for a large max.
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) total += exp(v[j] -= max);
+      for (int j = 0; j < kPerLane; ++j) {
+        v[j] -= max;
+        total += exp(v[j]);
+      }
       const T log_total = log(warp_all_reduce(total, SumOp{}));
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) v[j] -= log_total;
@@ -112,6 +118,7 @@ bool fits_register_rows(int64_t cols) { return cols <= 32 * kMaxColumnsPerLane; 
 
 template <typename... Params, typename... Args>
 void launch_register_rows(int64_t rows, void (*kernel)(Params...), Args... args) {
+  if (rows <= 0) return;
   const int64_t blocks = std::min((rows + kRowWarpsPerBlock - 1) / kRowWarpsPerBlock, kMaxBlocks);
   kernel<<<static_cast<unsigned>(blocks), kRowWarpsPerBlock * 32, 0, current_stream()>>>(args...);
   CUDA_CHECK_LAUNCH();
@@ -163,8 +170,9 @@ void softmax_forward_cuda(SoftmaxKind kind, const Tensor& x, const Tensor& y) {
                          cols);
     }
     with_columns_per_lane(cols, [&](auto per_lane) {
-      launch_register_rows(rows, softmax_forward_register_rows<T, per_lane()>, kind, data_of<T>(x),
-                           mutable_data_of<T>(y), rows, cols);
+      constexpr int kPerLane = decltype(per_lane)::value;
+      launch_register_rows(rows, softmax_forward_register_rows<T, kPerLane>, kind, data_of<T>(x), mutable_data_of<T>(y),
+                           rows, cols);
     });
   });
 }
@@ -179,7 +187,8 @@ void softmax_backward_cuda(SoftmaxKind kind, const Tensor& y, const Tensor& dy, 
                          mutable_data_of<T>(dx), rows, cols);
     }
     with_columns_per_lane(cols, [&](auto per_lane) {
-      launch_register_rows(rows, softmax_backward_register_rows<T, per_lane()>, kind, data_of<T>(y), data_of<T>(dy),
+      constexpr int kPerLane = decltype(per_lane)::value;
+      launch_register_rows(rows, softmax_backward_register_rows<T, kPerLane>, kind, data_of<T>(y), data_of<T>(dy),
                            mutable_data_of<T>(dx), rows, cols);
     });
   });
