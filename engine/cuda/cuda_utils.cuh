@@ -113,6 +113,21 @@ __device__ inline StrideRange block_stride(int64_t rows) { return {blockIdx.x, r
 // Every index in [0, n) once across the threads of this block.
 __device__ inline StrideRange thread_stride(int64_t n) { return {threadIdx.x, n, blockDim.x}; }
 
+// Warp rows: one warp per row, kRowWarps warps per block (an SM runs at most
+// 32 blocks, so blocks of one warp would leave it half empty). Warp k of
+// block i takes rows i kRowWarps + k, then onwards by the grid's warps: a
+// fixed split of the rows for a given grid.
+constexpr int kRowWarps = 4;
+// The blocks that give each of `rows` rows a warp, at most `cap`.
+inline unsigned row_blocks(int64_t rows, int64_t cap) {
+  return static_cast<unsigned>(std::min((rows + kRowWarps - 1) / kRowWarps, cap));
+}
+// This warp's rows.
+__device__ inline StrideRange warp_row_stride(int64_t rows) {
+  return {static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / 32, rows,
+          static_cast<int64_t>(gridDim.x) * kRowWarps};
+}
+
 // ---------------------------------------------------------------- block reductions
 
 // __shfl_xor_sync for any trivially copyable value (a float, a double, or a

@@ -94,7 +94,6 @@ __global__ void layer_norm_param_partials_kernel(const T* x, const T* mean, cons
 
 // ---------------------------------------------------------------- register rows
 
-constexpr int kRowWarps = 4;         // rows (warps) in flight per block
 constexpr int kMaxRowPacks = 8;      // float4s per lane: rows of up to 32 * 4 * 8 = 1024 elements
 constexpr int kMaxRowBlocks = 1024;  // blocks (so partial-sum rows) of the backward, whatever the row count
 
@@ -173,8 +172,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   RowSlice<Packs> weight, bias;
   weight.load_or_ones(w, cols);
   if (b != nullptr) bias.load(b, cols);  // else unused
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * kRowWarps;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / 32; r < rows; r += warps) {
+  for (int64_t r : warp_row_stride(rows)) {
     RowSlice<Packs> row;
     row.load(x + r * cols, cols);
     const float2 m = row_moments(row, cols, eps);
@@ -221,8 +219,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
                                     int cols) {
   RowSlice<Packs> weight, sum_w{}, sum_b{};
   weight.load_or_ones(w, cols);
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * kRowWarps;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / 32; r < rows; r += warps) {
+  for (int64_t r : warp_row_stride(rows)) {
     RowSlice<Packs> xhat, g;
     xhat.load(x + r * cols, cols);
     g.load(dy + r * cols, cols);
@@ -270,10 +267,6 @@ void with_row_packs(int packs, Body&& body, std::integer_sequence<int, P...>) {
 template <typename Body>
 void with_row_packs(int packs, Body&& body) {
   with_row_packs(packs, body, std::make_integer_sequence<int, kMaxRowPacks>{});
-}
-
-unsigned row_blocks(int64_t rows, int64_t cap) {
-  return static_cast<unsigned>(std::min((rows + kRowWarps - 1) / kRowWarps, cap));
 }
 
 template <typename Out>

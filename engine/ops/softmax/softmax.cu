@@ -3,9 +3,8 @@
 //  * register rows (rows of at most 1,024 elements: attention's probabilities,
 //    a classifier's logits): one warp per row, lane l holding columns l + 32 j
 //    in registers. The row is read once and written once, its exponentials
-//    are computed once, and the reductions are shuffles. Blocks hold 4 such
-//    warps: an SM runs at most 32 blocks, so blocks of one warp would leave
-//    it half empty.
+//    are computed once, and the reductions are shuffles (warp rows, as in
+//    cuda_utils.cuh: kRowWarps rows per block).
 //  * generic (longer rows): one block per row (launch_rows), block
 //    reductions for the row's max and sums, the row read from memory per pass.
 #include <type_traits>
@@ -19,14 +18,7 @@ namespace {
 
 // ---------------------------------------------------------------- register rows
 
-constexpr int kRowWarpsPerBlock = 4;
 constexpr int kMaxColumnsPerLane = 32;
-
-// This warp's rows: r, r + (all the grid's warps), ... below rows.
-__device__ inline StrideRange warp_row_stride(int64_t rows) {
-  return {static_cast<int64_t>(blockIdx.x) * kRowWarpsPerBlock + threadIdx.x / 32, rows,
-          static_cast<int64_t>(gridDim.x) * kRowWarpsPerBlock};
-}
 
 // Columns lane + 32 j of a row into v[j]; `pad` past the row's end.
 template <typename T, int kPerLane>
@@ -50,7 +42,7 @@ __device__ void store_lane_columns(const T (&v)[kPerLane], int64_t cols, T* row)
 }
 
 template <typename T, int kPerLane>
-__global__ void __launch_bounds__(kRowWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kRowWarps * 32)
     softmax_forward_register_rows(SoftmaxKind kind, const T* x, T* y, int64_t rows, int64_t cols) {
   for (int64_t r : warp_row_stride(rows)) {
     T v[kPerLane];
@@ -85,7 +77,7 @@ __global__ void __launch_bounds__(kRowWarpsPerBlock * 32)
 }
 
 template <typename T, int kPerLane>
-__global__ void __launch_bounds__(kRowWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kRowWarps * 32)
     softmax_backward_register_rows(SoftmaxKind kind, const T* y, const T* dy, T* dx, int64_t rows, int64_t cols) {
   const bool plain = kind == SoftmaxKind::Softmax;
   for (int64_t r : warp_row_stride(rows)) {
@@ -119,8 +111,7 @@ bool fits_register_rows(int64_t cols) { return cols <= 32 * kMaxColumnsPerLane; 
 template <typename... Params, typename... Args>
 void launch_register_rows(int64_t rows, void (*kernel)(Params...), Args... args) {
   if (rows <= 0) return;
-  const int64_t blocks = std::min((rows + kRowWarpsPerBlock - 1) / kRowWarpsPerBlock, kMaxBlocks);
-  kernel<<<static_cast<unsigned>(blocks), kRowWarpsPerBlock * 32, 0, current_stream()>>>(args...);
+  kernel<<<row_blocks(rows, kMaxBlocks), kRowWarps * 32, 0, current_stream()>>>(args...);
   CUDA_CHECK_LAUNCH();
 }
 
