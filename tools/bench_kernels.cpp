@@ -266,6 +266,15 @@ void scans(KernelBench& bench) {
     bench.memory("linear_scan bwd" + dir, blc, bytes_of(blc, 5),
                  [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); });
   }
+  // And at the default job's gated_rnn (width 96 on the CIFAR ViT-Ti's 65
+  // tokens, batch 256): too few sequences to stream one thread each, so the
+  // kernels cut them into spans of time.
+  const Shape cifar = {256, 65, 96};
+  Tensor ca = bench.uniform(cifar, 0.5, 0.99), cb = bench.uniform(cifar), cg = bench.uniform(cifar);
+  Tensor ch = bench.empty(cifar), cda = bench.empty(cifar), cdb = bench.empty(cifar);
+  bench.memory("linear_scan fwd", cifar, bytes_of(cifar, 3), [&] { linear_scan_kernel.get(device)(ca, cb, ch, false); });
+  bench.memory("linear_scan bwd", cifar, bytes_of(cifar, 5),
+               [&] { linear_scan_backward_kernel.get(device)(ca, ch, cg, cda, cdb, false); });
 
   // Selective scan at a ViT-S-sized Mamba: x [128, 197, 384], state 16.
   const Shape x_shape = {B, L, CS}, rows = {B, L, S};

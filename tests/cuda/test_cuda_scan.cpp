@@ -111,12 +111,14 @@ std::string describe(const char* op, const Shape& shape, DType dtype, bool rever
 TEST(CudaScan, LinearScanMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(11);
-  // L = 1; shorter than the 32 lanes; a multiple of 32; 197 (ViT) over 33
-  // channels (more warps than one block); chunks of 32 steps per lane.
-  // The last three have enough sequences (B x C) for the thread-per-channel-group
-  // kernel, with groups of 4, 2 and 1 channels (C = 520, 1002, 999).
-  const std::vector<Shape> shapes = {{1, 1, 1},   {2, 1, 3},     {2, 7, 5},      {1, 64, 4},   {3, 197, 33},
-                                     {2, 1024, 3}, {64, 9, 520}, {33, 11, 1002}, {40, 13, 999}};
+  // Few sequences (B x C / pack width) are cut into spans of time, one thread
+  // each: L = 1; 12 sequences of 40 steps in 2 spans; the default job's
+  // gated_rnn at batch 256 and 1 (4 spans); 99 sequences of 197 steps (16
+  // spans); 6 of 1024 steps (32 spans). Then enough sequences for one thread
+  // each, with packs of 4, 2 and 1 channels (C = 520, 1002, 999).
+  const std::vector<Shape> shapes = {{1, 1, 1},    {2, 1, 3},     {2, 7, 5},      {1, 64, 4},   {4, 40, 6},
+                                     {256, 65, 96}, {1, 65, 96},  {3, 197, 33},   {2, 1024, 3}, {64, 9, 520},
+                                     {33, 11, 1002}, {40, 13, 999}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool reverse : {false, true}) {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds and runs the host emulation of the CUDA selective-scan and conv kernels against
+# Builds and runs the host emulation of the CUDA scan-family kernels against
 # the CPU reference. Needs the engine's CPU objects: `make CUDA=0 BUILD=build-host`
 # (only engine/ is linked). Usage: tools_dev/scan_emu/run.sh [SCAN_CU] [--quick]
 #   SCAN_CU: the scan.cu to emulate (default engine/ops/scan/scan.cu; e.g. an

@@ -1,12 +1,12 @@
-// Runs the CUDA selective-scan kernels (engine/ops/scan/scan.cu, rewritten by
+// Runs the CUDA scan-family kernels (engine/ops/scan/scan.cu, rewritten by
 // gen.py and compiled for the host against emu_runtime.h) on CPU tensors and
-// compares them with the CPU reference (SelectiveScanCpu in scan_cpu.cpp):
-// the forward y and every gradient of the backward, over a grid of shapes,
-// both directions, float32 and float64; likewise depthwise_conv1d's forward
-// and backward (dx, dweight, dbias). Also checks that two emulated backward runs agree bit for bit.
+// compares them with the CPU reference (scan_cpu.cpp): the selective scan's
+// forward y and every gradient of its backward, over a grid of shapes, both
+// directions, float32 and float64; likewise linear_scan's forward and
+// backward and depthwise_conv1d's forward and backward (dx, dweight, dbias). Also checks that two emulated backward runs agree bit for bit.
 // Build and run with run.sh.
 //
-// Usage: scan_bwd_emu [--quick] [--conv | --selective]   (exit status 1 on any mismatch)
+// Usage: scan_bwd_emu [--quick] [--linear | --conv | --selective]   (exit status 1 on any mismatch)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -230,15 +230,65 @@ bool run_conv(bool quick, Rng& rng) {
   return stats.failures == 0;
 }
 
+// linear_scan: the CUDA forward and backward against the CPU reference over
+// shapes that take every number of spans (1 to 32: few sequences are cut into
+// spans of time) and pack widths 1, 2 and 4; outputs start as NaN.
+bool run_linear(bool quick, Rng& rng) {
+  int cases = 0, failures = 0;
+  Worst worst[2][3];  // [dtype][h, da, db]
+  const char* names[3] = {"h", "da", "db"};
+  const std::vector<Shape> shapes = {{1, 1, 1},    {2, 7, 5},     {1, 64, 4},   {3, 197, 33}, {2, 1024, 3},
+                                     {1, 300, 96}, {64, 9, 520},  {256, 65, 96}, {1, 65, 96}, {4, 40, 6}};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Shape& shape : shapes) {
+      for (bool reverse : {false, true}) {
+        if (quick && reverse != (shape[1] % 2 == 1)) continue;
+        const std::string label = "[linear B=" + std::to_string(shape[0]) + " L=" + std::to_string(shape[1]) +
+                                  " C=" + std::to_string(shape[2]) + (reverse ? " reverse" : " forward") +
+                                  (dtype == DType::F64 ? " f64]" : " f32]");
+        const double tol = dtype == DType::F64 ? 1e-10 : 1e-4;
+        const Tensor a = Tensor::uniform(shape, rng, 0.02, 0.98, dtype), b = Tensor::uniform(shape, rng, -1, 1, dtype);
+        const Tensor g = Tensor::uniform(shape, rng, -1, 1, dtype);
+        Tensor h_cpu = Tensor::empty(shape, dtype), da_cpu = Tensor::empty(shape, dtype), db_cpu = Tensor::empty(shape, dtype);
+        Tensor h_emu = nan_like(h_cpu), da_emu = nan_like(h_cpu), db_emu = nan_like(h_cpu);
+        engine::linear_scan_kernel.cpu(a, b, h_cpu, reverse);
+        engine::linear_scan_kernel.cuda(a, b, h_emu, reverse);
+        engine::linear_scan_backward_kernel.cpu(a, h_cpu, g, da_cpu, db_cpu, reverse);
+        engine::linear_scan_backward_kernel.cuda(a, h_cpu, g, da_emu, db_emu, reverse);
+        const int d = dtype == DType::F64;
+        bool ok = compare(h_emu, h_cpu, tol, worst[d][0], label, names[0]);
+        ok = compare(da_emu, da_cpu, tol, worst[d][1], label, names[1]) && ok;
+        ok = compare(db_emu, db_cpu, tol, worst[d][2], label, names[2]) && ok;
+        ++cases;
+        if (!ok) {
+          ++failures;
+          std::printf("FAIL %s\n", label.c_str());
+        }
+      }
+    }
+  }
+  for (int d = 0; d < 2; ++d) {
+    std::printf("linear %s worst max|emulated - cpu| / max|cpu|:\n", d ? "float64" : "float32");
+    for (int i = 0; i < 3; ++i) std::printf("  %-3s %.3e  %s\n", names[i], worst[d][i].rel, worst[d][i].where.c_str());
+  }
+  std::printf("linear: %d passed, %d failed\n", cases - failures, failures);
+  return failures == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
-  // A last argument --conv or --selective runs only that family.
-  const std::string only = argc > 1 ? argv[argc - 1] : "";
+  // A last argument --linear, --conv or --selective runs only that family.
+  const std::string last = argc > 1 ? argv[argc - 1] : "";
+  const bool one_family = last == "--linear" || last == "--conv" || last == "--selective";
+  auto runs = [&](const char* family) { return !one_family || last == family; };
+  Rng linear_rng(5);
+  const bool linear_ok = !runs("--linear") || run_linear(quick, linear_rng);
+  if (last == "--linear") return linear_ok ? 0 : 1;
   Rng conv_rng(77);
-  const bool conv_ok = only == "--selective" || run_conv(quick, conv_rng);
-  if (only == "--conv") return conv_ok ? 0 : 1;
+  const bool conv_ok = !runs("--conv") || run_conv(quick, conv_rng);
+  if (last == "--conv") return conv_ok ? 0 : 1;
   Rng rng(2024);
   Stats stats;
   const std::vector<int64_t> Bs = {1, 3}, Ls = {1, 7, 8, 9, 33}, Cs = {5, 32, 40, 70}, Ss = {1, 16, 20, 33};
@@ -271,5 +321,5 @@ int main(int argc, char** argv) {
   std::printf("emulated shuffles %llu, barriers %llu\n",
               static_cast<unsigned long long>(emu::state().shuffles), static_cast<unsigned long long>(emu::state().barriers));
   std::printf("%d passed, %d failed\n", stats.cases - stats.failures, stats.failures);
-  return stats.failures == 0 && conv_ok ? 0 : 1;
+  return stats.failures == 0 && conv_ok && linear_ok ? 0 : 1;
 }

@@ -12,9 +12,10 @@
 //                        one 16-byte access each), walking time in tiles of
 //                        kTile steps whose loads are all issued before any is
 //                        used, so a thread keeps kTile loads in flight. When
-//                        there are too few sequences to fill the GPU, one warp
-//                        per sequence instead: lanes take contiguous chunks of
-//                        time, chained by a shuffle scan of affine maps.
+//                        there are too few sequences for enough loads in
+//                        flight, each is cut into spans of time, one thread
+//                        each, chained through the spans' affine maps in
+//                        shared memory.
 //   selective_scan       a channel's states in groups of 16 (one pass per
 //                        group when S is larger), each group split over two
 //                        neighbouring lanes of 8 states. The forward's block
@@ -199,98 +200,100 @@ __device__ __forceinline__ void recurrence_step(Pack<T, V>& state, const Pack<T,
   for (int i = 0; i < V; ++i) state.v[i] = coef.v[i] * state.v[i] + input.v[i];
 }
 
-// One thread per group of V channels of one batch row; consecutive threads
-// take consecutive groups. Time goes in tiles: the tile's loads first, then
-// the dependent chain, then the stores.
-template <typename Rec>
-__global__ void linear_scan_thread_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
-  using T = typename Rec::value_type;
-  constexpr int V = Rec::width;
-  const int64_t groups = channels / V, group = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (group >= batch * groups) return;
-  const int64_t n = group / groups, c = group % groups * V;
-  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
-  Pack<T, V> state = zero_pack<T, V>();
-  for (int64_t j0 = 0; j0 < length; j0 += kTile) {
+// A chunk of steps maps its incoming state s to A * s + H (A the product of
+// its coefs, H its result from a zero state).
+template <typename T, int V>
+struct AffineMap {
+  Pack<T, V> A, H;
+};
+
+// Walks steps [begin, end) in tiles: the tile's loads first, then
+// step(j, loaded) on each in order, so a thread keeps kTile loads in flight.
+template <typename Rec, typename Step>
+__device__ __forceinline__ void walk_steps(const Rec& rec, int64_t begin, int64_t end, const Step& step) {
+  for (int64_t j0 = begin; j0 < end; j0 += kTile) {
     typename Rec::Loaded tile[kTile];
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
-      if (j0 + u < length) tile[u] = rec.load(j0 + u);
+      if (j0 + u < end) tile[u] = rec.load(j0 + u);
     }
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
-      if (j0 + u < length) {
-        recurrence_step(state, tile[u].coef, tile[u].input);
-        rec.emit(j0 + u, state, tile[u]);
-      }
+      if (j0 + u < end) step(j0 + u, tile[u]);
     }
   }
 }
 
-// One warp per (batch, channel) sequence, for few, long sequences. Lane i owns
-// the contiguous steps [i * chunk, (i + 1) * chunk). A chunk maps its incoming
-// state s to A * s + H (A the product of its coefs, H its result from a zero
-// state); composing chunk 1 then chunk 2 gives (A2 * A1, A2 * H1 + H2), an
-// associative operator, so an inclusive shuffle scan over the lanes gives
-// lane i the state after chunk i, and lane i's carry is lane i-1's. Each lane
-// then replays its chunk from the carry (the CPU's recurrence) and emits.
-template <typename Rec>
-__global__ void linear_scan_warp_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse) {
-  using T = typename Rec::value_type;
-  const int64_t warps_per_block = blockDim.x / kWarpSize;
-  const int64_t sequence = blockIdx.x * warps_per_block + threadIdx.x / kWarpSize;
-  if (sequence >= batch * channels) return;  // the whole warp leaves together
-  const int64_t n = sequence / channels, c = sequence % channels;
-  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
+constexpr int kLinearScanBlock = 256;
 
-  const int lane = threadIdx.x % kWarpSize;
-  const int64_t chunk = (length + kWarpSize - 1) / kWarpSize;
-  const int64_t begin = std::min(length, lane * chunk), end = std::min(length, begin + chunk);
-  T A = T(1), H = T(0);  // empty chunks (short sequences) are the identity map
-  for (int64_t j = begin; j < end; ++j) {
-    const auto in = rec.load(j);
-    A = in.coef.v[0] * A;
-    H = in.coef.v[0] * H + in.input.v[0];
-  }
+// One thread per (group of V neighbouring channels of one batch row, span of
+// time). A block holds kLinearScanBlock / spans channel groups, consecutive
+// (a warp's access to one step is contiguous runs), times `spans` spans of
+// ceil(length / spans) consecutive steps. With one span a thread walks the
+// whole sequence. With more (too few sequences to keep enough loads in
+// flight), each thread first walks its span for the span's map, the block
+// shares the maps in shared memory, and each thread composes the maps of the
+// spans before its own into its incoming state, then walks its span again
+// (reading what the first walk brought into L2) and emits.
+template <typename Rec>
+__global__ void __launch_bounds__(kLinearScanBlock)
+    linear_scan_span_kernel(Rec rec, int64_t batch, int64_t length, int64_t channels, bool reverse, int spans) {
+  using T = typename Rec::value_type;
+  constexpr int V = Rec::width;
+  __shared__ AffineMap<T, V> span_maps[kLinearScanBlock];
+  const int groups_per_block = kLinearScanBlock / spans;
+  const int local = threadIdx.x % groups_per_block, span = threadIdx.x / groups_per_block;
+  const int64_t groups = channels / V, group = blockIdx.x * static_cast<int64_t>(groups_per_block) + local;
+  const bool valid = group < batch * groups;  // the others still take part in the barrier
+  const int64_t n = group / groups, c = group % groups * V;
+  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
+  const int64_t span_steps = (length + spans - 1) / spans;
+  const int64_t begin = std::min(length, span * span_steps), end = valid ? std::min(length, begin + span_steps) : 0;
+
+  Pack<T, V> state = zero_pack<T, V>();
+  if (spans > 1) {
+    AffineMap<T, V> map{zero_pack<T, V>(), zero_pack<T, V>()};
 #pragma unroll
-  for (int offset = 1; offset < kWarpSize; offset *= 2) {
-    const T A_before = __shfl_up_sync(kFullMask, A, offset);
-    const T H_before = __shfl_up_sync(kFullMask, H, offset);
-    if (lane >= offset) {  // (A, H) <- this lane's map after the earlier one
-      H = A * H_before + H;
-      A = A * A_before;
+    for (int i = 0; i < V; ++i) map.A.v[i] = T(1);  // an empty span is the identity
+    walk_steps(rec, begin, end, [&](int64_t, const typename Rec::Loaded& in) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) map.A.v[i] *= in.coef.v[i];
+      recurrence_step(map.H, in.coef, in.input);
+    });
+    span_maps[threadIdx.x] = map;
+    __syncthreads();
+    for (int earlier = 0; earlier < span; ++earlier) {
+      const AffineMap<T, V>& m = span_maps[earlier * groups_per_block + local];
+      recurrence_step(state, m.A, m.H);
     }
   }
-  Pack<T, 1> state{__shfl_up_sync(kFullMask, H, 1)};
-  if (lane == 0) state.v[0] = T(0);
-  for (int64_t j = begin; j < end; ++j) {
-    const auto in = rec.load(j);
+  walk_steps(rec, begin, end, [&](int64_t j, const typename Rec::Loaded& in) {
     recurrence_step(state, in.coef, in.input);
     rec.emit(j, state, in);
-  }
+  });
 }
 
-// Sequences from which one thread per channel group keeps every SM busy.
-constexpr int64_t kThreadScanMinSequences = 32768;
-constexpr int kThreadScanBlock = 256;
-constexpr int kWarpScanWarpsPerBlock = 8;
+// Threads (one chain of steps each) from which a scan keeps enough loads in
+// flight to stream at the copy's rate; fewer sequences are cut into spans.
+constexpr int64_t kLinearScanMinThreads = 16384;
+
+// Spans per sequence: doubled while the threads are too few, up to 32 and
+// while a span keeps at least a tile of steps.
+int linear_scan_spans(int64_t sequences, int64_t length) {
+  int spans = 1;
+  while (spans < 32 && sequences * spans < kLinearScanMinThreads && length >= 2 * spans * kTile) spans *= 2;
+  return spans;
+}
 
 // make_rec(std::integral_constant<int, V>) builds the recurrence for packs of V.
 template <typename T, typename MakeRec>
 void launch_linear_scan(const Tensor& a, int width, bool reverse, const MakeRec& make_rec) {
   const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
-  if (batch * channels < kThreadScanMinSequences) {
-    auto rec = make_rec(std::integral_constant<int, 1>{});
-    linear_scan_warp_kernel<<<blocks_for(batch * channels, kWarpScanWarpsPerBlock),
-                              kWarpScanWarpsPerBlock * kWarpSize, 0, current_stream()>>>(rec, batch, length,
-                                                                                          channels, reverse);
-    CUDA_CHECK_LAUNCH();
-    return;
-  }
   with_pack_width<T>(width, [&](auto V) {
-    auto rec = make_rec(V);
-    linear_scan_thread_kernel<<<blocks_for(batch * channels / V, kThreadScanBlock), kThreadScanBlock, 0,
-                                current_stream()>>>(rec, batch, length, channels, reverse);
+    const int64_t sequences = batch * channels / V;
+    const int spans = linear_scan_spans(sequences, length);
+    linear_scan_span_kernel<<<blocks_for(sequences, kLinearScanBlock / spans), kLinearScanBlock, 0, current_stream()>>>(
+        make_rec(V), batch, length, channels, reverse, spans);
     CUDA_CHECK_LAUNCH();
   });
 }
