@@ -275,6 +275,13 @@ void scans(KernelBench& bench) {
   bench.memory("linear_scan fwd", cifar, bytes_of(cifar, 3), [&] { linear_scan_kernel.get(device)(ca, cb, ch, false); });
   bench.memory("linear_scan bwd", cifar, bytes_of(cifar, 5),
                [&] { linear_scan_backward_kernel.get(device)(ca, ch, cg, cda, cdb, false); });
+  // The mixer's own op: the gate inside, u and the gate's logits read in
+  // place from its [256, 65, 3 x 96] projection.
+  const Tensor projection = bench.uniform({256, 65, 3 * 96});
+  const GatedScanInputs gated{narrow(projection, 2, 0, 96), narrow(projection, 2, 96, 96), Tensor()};
+  bench.memory("gated_scan fwd", cifar, bytes_of(cifar, 3), [&] { gated_scan_kernel.get(device)(gated, ch, false); });
+  bench.memory("gated_scan bwd", cifar, bytes_of(cifar, 6),
+               [&] { gated_scan_backward_kernel.get(device)(gated, ch, cg, cda, cdb, false); });
 
   // Selective scan at a ViT-S-sized Mamba: x [128, 197, 384], state 16.
   const Shape x_shape = {B, L, CS}, rows = {B, L, S};

@@ -34,17 +34,12 @@ GatedRnn::GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng)
 }
 
 Tensor GatedRnn::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
+  // u, the gate's logits and z: slices of one projection, which the scans read in place.
   std::vector<Tensor> uag = split(in_proj_.forward(x), {width_, width_, width_}, -1);
-  Tensor a = sigmoid(uag[1]);
-  Tensor b = (1.0 - a) * uag[0];
-  if (ctx.active.defined()) {
-    // Halted tokens become identity steps (a = 1, b = 0): the state passes them unchanged.
-    Tensor keep = unsqueeze(ctx.active.detach(), -1);
-    a = 1.0 - (1.0 - a) * keep;
-    b = b * keep;
-  }
-  const Tensor h_fwd = linear_scan(a, b, /*reverse=*/false);
-  const Tensor h_bwd = bidirectional_ ? linear_scan(a, b, /*reverse=*/true) : Tensor();
+  // Halted tokens become identity steps (a = 1, no input): the state passes them unchanged.
+  const Tensor keep = ctx.active.defined() ? ctx.active.detach() : Tensor();
+  const Tensor h_fwd = gated_scan(uag[0], uag[1], keep, /*reverse=*/false);
+  const Tensor h_bwd = bidirectional_ ? gated_scan(uag[0], uag[1], keep, /*reverse=*/true) : Tensor();
   return out_proj_.forward(silu_gated_sum(h_fwd, h_bwd, uag[2]));
 }
 

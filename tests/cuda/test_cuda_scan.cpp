@@ -1,4 +1,4 @@
-// The scan family on CUDA against the CPU reference: linear_scan,
+// The scan family on CUDA against the CPU reference: linear_scan, gated_scan,
 // selective_scan and depthwise_conv1d, both directions, float32 and float64,
 // forward outputs and the gradient of every input (backward of a random
 // weighted sum on each device), bit-identical results when the same CUDA
@@ -112,11 +112,13 @@ TEST(CudaScan, LinearScanMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(11);
   // Few sequences (B x C / pack width) are cut into spans of time, one thread
-  // each: L = 1; 12 sequences of 40 steps in 2 spans; the default job's
-  // gated_rnn at batch 256 and 1 (4 spans); 99 sequences of 197 steps (16
-  // spans); 6 of 1024 steps (32 spans). Then enough sequences for one thread
-  // each, with packs of 4, 2 and 1 channels (C = 520, 1002, 999).
-  const std::vector<Shape> shapes = {{1, 1, 1},    {2, 1, 3},     {2, 7, 5},      {1, 64, 4},   {4, 40, 6},
+  // each, and take narrower packs: L = 1; 512 sequences of 20 steps in 2
+  // spans; 24 of 40 steps in 4; 4 of 64 in 8; the default job's gated_rnn at
+  // batch 256 (packs of 4 channels, 4 spans) and 1 (single channels, 4
+  // spans); 99 sequences of 197 steps (16 spans); 6 of 1024 steps (32 spans).
+  // Then enough sequences for one thread each, with packs of 2 and 1 channels
+  // (C = 520 and 1002, 999).
+  const std::vector<Shape> shapes = {{1, 1, 1},    {2, 1, 3},     {2, 7, 5},      {1, 64, 4},   {8, 20, 64}, {4, 40, 6},
                                      {256, 65, 96}, {1, 65, 96},  {3, 197, 33},   {2, 1024, 3}, {64, 9, 520},
                                      {33, 11, 1002}, {40, 13, 999}};
   for (DType dtype : {DType::F32, DType::F64}) {
@@ -125,6 +127,39 @@ TEST(CudaScan, LinearScanMatchesCpu) {
         const Inputs in = {leaf(shape, rng, 0.02, 0.98, dtype), leaf(shape, rng, -1.0, 1.0, dtype)};
         compare_with_cpu([reverse](const Inputs& v) { return linear_scan(v[0], v[1], reverse); }, in, rng,
                          describe("linear_scan", shape, dtype, reverse));
+      }
+    }
+  }
+}
+
+// gated_scan reading u and gate in place from one [B, L, 3 C] projection (the
+// mixer's layout: row stride 3 C) or from contiguous tensors, with and without
+// a halting mask; the shapes take 1 to 32 spans and packs of 4, 2 and 1
+// channels (C = 96, 6, 33).
+TEST(CudaScan, GatedScanMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(14);
+  const std::vector<Shape> shapes = {{1, 1, 1},   {2, 7, 5},   {4, 40, 6},  {256, 65, 96},
+                                     {1, 65, 96}, {3, 197, 33}, {2, 1024, 3}, {64, 9, 520}};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (const Shape& shape : shapes) {
+      const int64_t B = shape[0], L = shape[1], C = shape[2];
+      std::vector<double> mask(B * L);
+      for (size_t i = 0; i < mask.size(); ++i) mask[i] = i % 5 == 2 ? 0.0 : 1.0;
+      const Tensor keep = Tensor::from_vector(mask, {B, L}).to(dtype);
+      for (bool reverse : {false, true}) {
+        for (bool masked : {false, true}) {
+          auto keep_on = [=](const Tensor& like) { return masked ? keep.to(like.device()) : Tensor(); };
+          const std::string extra = masked ? " masked" : "";
+          compare_with_cpu(
+              [=](const Inputs& v) {
+                return gated_scan(narrow(v[0], 2, 0, C), narrow(v[0], 2, C, C), keep_on(v[0]), reverse);
+              },
+              {leaf({B, L, 3 * C}, rng, -2.0, 2.0, dtype)}, rng, describe("gated_scan (slices)", shape, dtype, reverse, extra));
+          compare_with_cpu([=](const Inputs& v) { return gated_scan(v[0], v[1], keep_on(v[0]), reverse); },
+                           {leaf(shape, rng, -1.0, 1.0, dtype), leaf(shape, rng, -2.0, 2.0, dtype)}, rng,
+                           describe("gated_scan", shape, dtype, reverse, extra));
+        }
       }
     }
   }

@@ -1,4 +1,4 @@
-// The scan family: linear_scan, selective_scan and depthwise_conv1d against
+// The scan family: linear_scan, gated_scan, selective_scan and depthwise_conv1d against
 // plain loops and compositions of other ops, numerical gradients in float64
 // (both directions), and thread-count independent backward reductions.
 #include <omp.h>
@@ -120,6 +120,62 @@ TEST(Scan, LinearGradients) {
   Tensor a = random_leaf({4, 2, 3}, rng, 0.05, 0.95), b = random_leaf({4, 2, 3}, rng);
   expect_gradients_match(
       [](const auto& in) { return linear_scan(transpose(in[0], 0, 1), transpose(in[1], 0, 1), false); }, {a, b});
+}
+
+// gated_scan as the gated_rnn mixer wrote it before the op existed: sigmoid,
+// the halting mask, the products and linear_scan.
+Tensor composed_gated_scan(const Tensor& u, const Tensor& gate, const Tensor& keep, bool reverse) {
+  Tensor a = sigmoid(gate);
+  Tensor b = (1.0 - a) * u;
+  if (keep.defined()) {
+    const Tensor k = unsqueeze(keep, -1);
+    a = 1.0 - (1.0 - a) * k;
+    b = b * k;
+  }
+  return linear_scan(a, b, reverse);
+}
+
+// Slices u and gate of one [B, L, 3 C] projection (read in place) or
+// contiguous tensors; with or without a 0/1 mask that halts some tokens.
+TEST(Scan, GatedIsTheComposedRecurrence) {
+  Rng rng(12);
+  const int64_t B = 2, L = 6, C = 3;
+  std::vector<float> mask(B * L);
+  for (size_t i = 0; i < mask.size(); ++i) mask[i] = (i * 7 + 3) % 4 == 0 ? 0.f : 1.f;  // some halted steps
+  const Tensor keep = Tensor::from_vector(mask, {B, L}).to(DType::F64);
+  const Tensor projection = random_leaf({B, L, 3 * C}, rng, -2.0, 2.0);
+  auto sliced = [&](const testing::Fn& scan) {
+    return [scan, C](const std::vector<Tensor>& v) { return scan({narrow(v[0], 2, 0, C), narrow(v[0], 2, C, C)}); };
+  };
+  for (bool reverse : {false, true}) {
+    for (const Tensor& k : {Tensor(), keep}) {
+      const testing::Fn fused = [=](const std::vector<Tensor>& v) { return gated_scan(v[0], v[1], k, reverse); };
+      const testing::Fn composed = [=](const std::vector<Tensor>& v) {
+        return composed_gated_scan(v[0], v[1], k, reverse);
+      };
+      expect_same_function(sliced(fused), sliced(composed), {projection}, rng);
+      expect_same_function(fused, composed, {random_leaf({B, L, C}, rng), random_leaf({B, L, C}, rng, -2.0, 2.0)},
+                           rng);
+    }
+  }
+  // A halted step passes the state on: h equals the previous step's.
+  const Tensor h = gated_scan(random_leaf({B, L, C}, rng), random_leaf({B, L, C}, rng), keep, false);
+  const std::vector<double> v = h.to_doubles();
+  for (int64_t i = 0; i < B * L; ++i) {
+    if (mask[i] != 0.f || i % L == 0) continue;
+    for (int64_t c = 0; c < C; ++c) EXPECT_EQ(v[i * C + c], v[(i - 1) * C + c]) << "step " << i;
+  }
+}
+
+TEST(Scan, GatedGradients) {
+  Rng rng(13);
+  const Tensor keep = Tensor::from_vector(std::vector<double>{1, 0, 1, 1, 0, 1, 1, 1, 1, 0}, {2, 5});
+  for (bool reverse : {false, true}) {
+    for (const Tensor& k : {Tensor(), keep}) {
+      expect_gradients_match([&](const auto& in) { return gated_scan(in[0], in[1], k, reverse); },
+                             {random_leaf({2, 5, 3}, rng), random_leaf({2, 5, 3}, rng, -2.0, 2.0)});
+    }
+  }
 }
 
 TEST(Scan, SelectiveMatchesLoop) {
@@ -266,6 +322,8 @@ TEST(Scan, Errors) {
   expect_error_mentioning([&] { linear_scan(seq, Tensor::zeros({2, 3, 5}), false); }, {"linear_scan", "[2, 3, 4]"});
   expect_error_mentioning([&] { linear_scan(Tensor::zeros({3, 4}), Tensor::zeros({3, 4}), false); }, {"[B, L, C]"});
   expect_error_mentioning([&] { linear_scan(seq, seq.to(DType::F64), false); }, {"float64"});
+  expect_error_mentioning([&] { gated_scan(seq, seq, Tensor::zeros({2, 4}), false); }, {"gated_scan", "keep", "[2, 3]"});
+  expect_error_mentioning([&] { gated_scan(seq, Tensor::zeros({2, 3, 5}), Tensor(), false); }, {"gate", "[2, 3, 4]"});
   Tensor A = Tensor::zeros({4, 2}), Bm = Tensor::zeros({2, 3, 2}), D = Tensor::zeros({4});
   expect_error_mentioning([&] { selective_scan(seq, seq, Tensor::zeros({3, 2}), Bm, Bm, D, false); }, {"A", "C = 4"});
   expect_error_mentioning([&] { selective_scan(seq, seq, A, Tensor::zeros({2, 3, 3}), Bm, D, false); },

@@ -16,6 +16,7 @@
 
 #include EMU_SCAN_CU  // the generated copy of engine/ops/scan/scan.cu
 
+#include "engine/ops/view/view.h"
 #include "engine/random.h"
 
 // The two runtime functions that cuda_utils.cuh declares (engine/cuda/runtime.cu
@@ -230,14 +231,41 @@ bool run_conv(bool quick, Rng& rng) {
   return stats.failures == 0;
 }
 
-// linear_scan: the CUDA forward and backward against the CPU reference over
-// shapes that take every number of spans (1 to 32: few sequences are cut into
-// spans of time) and pack widths 1, 2 and 4; outputs start as NaN.
+// gated_scan on the same shapes: u and gate sliced from one [B, L, 3 C]
+// tensor (read in place), a halting mask on every other case.
+bool run_gated_case(const Shape& shape, bool reverse, DType dtype, Rng& rng, double tol, const std::string& linear_label) {
+  const int64_t B = shape[0], L = shape[1], C = shape[2];
+  const bool masked = (B + L + C + reverse) % 2 == 0;
+  const std::string label = "gated " + linear_label + (masked ? " masked" : "");
+  const Tensor projection = Tensor::uniform({B, L, 3 * C}, rng, -2, 2, dtype);
+  std::vector<double> mask(B * L);
+  for (size_t i = 0; i < mask.size(); ++i) mask[i] = i % 3 == 1 ? 0.0 : 1.0;
+  const engine::GatedScanInputs in{engine::narrow(projection, 2, 0, C), engine::narrow(projection, 2, C, C),
+                                   masked ? Tensor::from_vector(mask, {B, L}).to(dtype) : Tensor()};
+  const Tensor g = Tensor::uniform(shape, rng, -1, 1, dtype);
+  Tensor h_cpu = Tensor::empty(shape, dtype), du_cpu = Tensor::empty(shape, dtype), dg_cpu = Tensor::empty(shape, dtype);
+  Tensor h_emu = nan_like(h_cpu), du_emu = nan_like(h_cpu), dg_emu = nan_like(h_cpu);
+  engine::gated_scan_kernel.cpu(in, h_cpu, reverse);
+  engine::gated_scan_kernel.cuda(in, h_emu, reverse);
+  engine::gated_scan_backward_kernel.cpu(in, h_cpu, g, du_cpu, dg_cpu, reverse);
+  engine::gated_scan_backward_kernel.cuda(in, h_cpu, g, du_emu, dg_emu, reverse);
+  Worst worst;
+  bool ok = compare(h_emu, h_cpu, tol, worst, label, "h");
+  ok = compare(du_emu, du_cpu, tol, worst, label, "du") && ok;
+  ok = compare(dg_emu, dg_cpu, tol, worst, label, "dgate") && ok;
+  if (!ok) std::printf("FAIL %s\n", label.c_str());
+  return ok;
+}
+
+// linear_scan and gated_scan: the CUDA forward and backward against the CPU
+// reference over shapes that take every number of spans (1 to 32: few
+// sequences are cut into spans of time) and pack widths 1, 2 and 4; outputs
+// start as NaN.
 bool run_linear(bool quick, Rng& rng) {
   int cases = 0, failures = 0;
   Worst worst[2][3];  // [dtype][h, da, db]
   const char* names[3] = {"h", "da", "db"};
-  const std::vector<Shape> shapes = {{1, 1, 1},    {2, 7, 5},     {1, 64, 4},   {3, 197, 33}, {2, 1024, 3},
+  const std::vector<Shape> shapes = {{1, 1, 1},    {2, 7, 5},     {1, 64, 4},   {8, 20, 64},  {3, 197, 33}, {2, 1024, 3},
                                      {1, 300, 96}, {64, 9, 520},  {256, 65, 96}, {1, 65, 96}, {4, 40, 6}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
@@ -264,6 +292,8 @@ bool run_linear(bool quick, Rng& rng) {
           ++failures;
           std::printf("FAIL %s\n", label.c_str());
         }
+        ++cases;
+        if (!run_gated_case(shape, reverse, dtype, rng, tol, label)) ++failures;
       }
     }
   }

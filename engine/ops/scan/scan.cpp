@@ -15,17 +15,20 @@ Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguou
 
 Tensor zeros_like(const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype(), t.device()); }
 
-// Bm and Cm [B, L, S] as the selective kernels read them: in place when both
-// are rows of S contiguous elements at one stride r >= S (strides [L r, r, 1],
-// e.g. slices of x_proj's output, which would otherwise be copied at every
-// call), else contiguous copies.
-std::pair<Tensor, Tensor> state_rows(const Tensor& Bm, const Tensor& Cm) {
+// Two [B, L, N] inputs as the kernels read them: in place when both are rows
+// of N contiguous elements at one stride r >= N (strides [L r, r, 1], e.g.
+// slices of one projection's output, which would otherwise be copied at every
+// call), else contiguous copies. The selective scan's Bm and Cm, gated_scan's
+// u and gate.
+std::pair<Tensor, Tensor> shared_rows(const Tensor& first, const Tensor& second) {
   auto uniform_rows = [](const Tensor& t) {
     const Shape& st = t.strides();
     return st[2] == 1 && st[1] >= t.size(2) && st[0] == t.size(1) * st[1];
   };
-  if (uniform_rows(Bm) && uniform_rows(Cm) && Bm.strides() == Cm.strides()) return {Bm.detach(), Cm.detach()};
-  return {kernel_input(Bm), kernel_input(Cm)};
+  if (uniform_rows(first) && uniform_rows(second) && first.strides() == second.strides()) {
+    return {first.detach(), second.detach()};
+  }
+  return {kernel_input(first), kernel_input(second)};
 }
 
 void check_sequence(const char* op, const char* what, const Tensor& t) {
@@ -62,6 +65,26 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse) {
   return h;
 }
 
+Tensor gated_scan(const Tensor& u, const Tensor& gate, const Tensor& keep, bool reverse) {
+  check_sequence("gated_scan", "u", u);
+  check_shape("gated_scan", "gate", gate, u.shape());
+  if (keep.defined()) check_shape("gated_scan", "keep", keep, {u.size(0), u.size(1)});
+  check_alike("gated_scan", {u, gate, keep});
+  const auto [u_rows, gate_rows] = shared_rows(u, gate);
+  const GatedScanInputs in{u_rows, gate_rows, kernel_input(keep)};
+  Tensor h = Tensor::empty(u.shape(), u.dtype(), u.device());
+  if (h.numel() > 0) gated_scan_kernel.get(u.device())(in, h, reverse);
+  // keep is a mask, not learned: it gets no gradient.
+  record("gated_scan", h, {u, gate}, [in, h_saved = h.detach(), reverse](const Tensor& g) {
+    // The kernels write every element.
+    Tensor du = Tensor::empty(h_saved.shape(), h_saved.dtype(), h_saved.device());
+    Tensor dgate = Tensor::empty(h_saved.shape(), h_saved.dtype(), h_saved.device());
+    if (du.numel() > 0) gated_scan_backward_kernel.get(g.device())(in, h_saved, g.contiguous(), du, dgate, reverse);
+    return std::vector<Tensor>{du, dgate};
+  });
+  return h;
+}
+
 namespace {
 
 // selective_scan, and with a_is_log selective_scan_log_a: the kernels take
@@ -77,7 +100,7 @@ Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Ten
   check_shape(op, "Cm", Cm, {batch, length, state});
   check_shape(op, "D", D, {channels});
   check_alike(op, {x, dt, A, Bm, Cm, D});
-  const auto [Bm_rows, Cm_rows] = state_rows(Bm, Cm);
+  const auto [Bm_rows, Cm_rows] = shared_rows(Bm, Cm);
   const SelectiveScanInputs in{kernel_input(x), kernel_input(dt), kernel_input(A), Bm_rows,
                                Cm_rows,         kernel_input(D),  a_is_log};
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());

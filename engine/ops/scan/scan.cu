@@ -1,9 +1,12 @@
 // CUDA kernels of the scan family: the contracts are in scan_kernels.h and the
 // reference semantics in scan_cpu.cpp, which these kernels mirror term for
-// term, so the two devices agree to rounding. Tensors arrive contiguous,
-// [batch, length, channels]; element (n, t, c) is at (n * length + t) * channels + c.
+// term, so the two devices agree to rounding (gated_scan's float sigmoid to
+// ~1e-6, see gate_sigmoid). Tensors arrive contiguous, [batch, length,
+// channels]; element (n, t, c) is at (n * length + t) * channels + c (the
+// selective scan's Bm and Cm and gated_scan's u and gate may be rows of a
+// wider tensor).
 //
-// All three families are memory-bound streams over [B, L, C] whose inner
+// All the families are memory-bound streams over [B, L, C] whose inner
 // dimension (channels) is contiguous, so every kernel gives consecutive
 // threads consecutive channels (a warp's access to one time step is one
 // contiguous run) and keeps the sequential dependency inside a thread:
@@ -15,7 +18,9 @@
 //                        there are too few sequences for enough loads in
 //                        flight, each is cut into spans of time, one thread
 //                        each, chained through the spans' affine maps in
-//                        shared memory.
+//                        shared memory, and take narrower packs.
+//   gated_scan           the same kernel, computing each step's coefficient
+//                        and input from u and the gate's logits as it goes.
 //   selective_scan       a channel's states in groups of 16 (one pass per
 //                        group when S is larger), each group split over two
 //                        neighbouring lanes of 8 states. The forward's block
@@ -45,6 +50,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/elementwise/elementwise_math.h"
@@ -137,26 +143,38 @@ struct SequenceView {
 };
 
 // A recurrence state_j = coef(j) * state_{j-1} + input(j), state_{-1} = 0,
-// over steps j = 0..length-1, vectorised over V channels. load(j) fetches
-// everything step j needs (so a tile's loads can be issued together) and
+// over steps j = 0..length-1, vectorised over V channels. start(...) places
+// it at a thread's channel group; load(j) fetches everything step j needs and
+// does nothing else (so a tile's loads are issued together, ahead of any
+// arithmetic and its branches); terms(loaded) gives the step's coef and input;
 // emit(j, state, loaded) writes its results.
+template <typename T, int V>
+struct StepTerms {
+  Pack<T, V> coef, input;
+};
+
+// A channel group's place in contiguous [B, L, C] tensors.
+struct ContiguousSequence {
+  SequenceView seq;
+  __device__ void start(int64_t n, int64_t c, int64_t length, int64_t channels, bool reverse) {
+    seq = SequenceView{n * length * channels + c, channels, length, reverse};
+  }
+};
 
 // Forward: step j is scan step j: h = a * h_prev + b.
 template <typename T, int V>
-struct LinearForwardRec {
+struct LinearForwardRec : ContiguousSequence {
   using value_type = T;
   static constexpr int width = V;
-  struct Loaded {
-    Pack<T, V> coef, input;
-  };
+  using Loaded = StepTerms<T, V>;
   const T* a;
   const T* b;
   T* h;
-  SequenceView seq;
   __device__ Loaded load(int64_t j) const {
     const int64_t at = seq.at_step(j);
     return {load_pack<T, V>(a + at), load_pack<T, V>(b + at)};
   }
+  __device__ static StepTerms<T, V> terms(const Loaded& in) { return in; }
   __device__ void emit(int64_t j, const Pack<T, V>& state, const Loaded&) const {
     store_pack(h + seq.at_step(j), state);
   }
@@ -167,7 +185,7 @@ struct LinearForwardRec {
 // multiplies the zero initial state, 0 keeps that exact). Emits db_k = dh_k
 // and da_k = dh_k * h_{k-1} (h_{-1} = 0), h being the forward output.
 template <typename T, int V>
-struct LinearBackwardRec {
+struct LinearBackwardRec : ContiguousSequence {
   using value_type = T;
   static constexpr int width = V;
   struct Loaded {
@@ -178,12 +196,12 @@ struct LinearBackwardRec {
   const T* g;
   T* da;
   T* db;
-  SequenceView seq;
   __device__ Loaded load(int64_t j) const {
     const int64_t k = seq.length - 1 - j;
     return {k + 1 < seq.length ? load_pack<T, V>(a + seq.at_step(k + 1)) : zero_pack<T, V>(),
             load_pack<T, V>(g + seq.at_step(k)), k > 0 ? load_pack<T, V>(h + seq.at_step(k - 1)) : zero_pack<T, V>()};
   }
+  __device__ static StepTerms<T, V> terms(const Loaded& in) { return {in.coef, in.input}; }
   __device__ void emit(int64_t j, const Pack<T, V>& dh, const Loaded& in) const {
     const int64_t at = seq.at_step(seq.length - 1 - j);
     Pack<T, V> grad_a;
@@ -191,6 +209,100 @@ struct LinearBackwardRec {
     for (int i = 0; i < V; ++i) grad_a.v[i] = dh.v[i] * in.h_prev.v[i];
     store_pack(db + at, dh);
     store_pack(da + at, grad_a);
+  }
+};
+
+// gated_scan's inputs at a channel group: u and gate rows at their own
+// stride, keep one value per step (or none); outputs contiguous.
+template <typename T, int V>
+struct GatedInputs : ContiguousSequence {
+  // Scan step k's inputs as loaded.
+  struct Raw {
+    Pack<T, V> u, gate;
+    T keep;
+  };
+  const T* u;
+  const T* gate;
+  const T* keep;  // null: no mask
+  int64_t row_stride;
+  SequenceView rows, keeps;
+  __device__ void start(int64_t n, int64_t c, int64_t length, int64_t channels, bool reverse) {
+    ContiguousSequence::start(n, c, length, channels, reverse);
+    rows = SequenceView{n * length * row_stride + c, row_stride, length, reverse};
+    keeps = SequenceView{n * length, 1, length, reverse};
+  }
+  __device__ Raw raw_at(int64_t k) const {
+    return {load_pack<T, V>(u + rows.at_step(k)), load_pack<T, V>(gate + rows.at_step(k)),
+            keep ? keep[keeps.at_step(k)] : T(1)};
+  }
+  __device__ StepGate<T> gate_of(const Raw& in, int i) const { return step_gate(in.gate.v[i], in.keep, keep != nullptr); }
+};
+
+// gated_scan's forward: step j is scan step j, h = a h_prev + w u.
+template <typename T, int V>
+struct GatedForwardRec : GatedInputs<T, V> {
+  using value_type = T;
+  static constexpr int width = V;
+  using Loaded = typename GatedInputs<T, V>::Raw;
+  T* h;
+  __device__ Loaded load(int64_t j) const { return this->raw_at(j); }
+  __device__ StepTerms<T, V> terms(const Loaded& in) const {
+    StepTerms<T, V> out;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const StepGate<T> step = this->gate_of(in, i);
+      out.coef.v[i] = step.a, out.input.v[i] = step.w * in.u.v[i];
+    }
+    return out;
+  }
+  __device__ void emit(int64_t j, const Pack<T, V>& state, const Loaded&) const {
+    store_pack(h + this->seq.at_step(j), state);
+  }
+};
+
+// gated_scan's backward: step j is scan step k = L-1-j, the state dL/dh_k =
+// g_k + a_{k+1} dL/dh_{k+1} (a_{k+1} = 0 past the last step, as in
+// LinearBackwardRec). Emits du_k = dh_k w_k and
+// dgate_k = dh_k (h_{k-1} - u_k) keep_k s_k (1 - s_k).
+template <typename T, int V>
+struct GatedBackwardRec : GatedInputs<T, V> {
+  using value_type = T;
+  static constexpr int width = V;
+  using Raw = typename GatedInputs<T, V>::Raw;
+  struct Loaded {
+    Raw here, next;  // scan steps k and k + 1 (a zero gate past the last step)
+    Pack<T, V> grad, h_prev;
+    bool last;
+  };
+  const T* h;
+  const T* g;
+  T* du;
+  T* dgate;
+  __device__ Loaded load(int64_t j) const {
+    const int64_t k = this->seq.length - 1 - j;
+    const bool last = k + 1 == this->seq.length;
+    return {this->raw_at(k), last ? Raw{} : this->raw_at(k + 1), load_pack<T, V>(g + this->seq.at_step(k)),
+            k > 0 ? load_pack<T, V>(h + this->seq.at_step(k - 1)) : zero_pack<T, V>(), last};
+  }
+  __device__ StepTerms<T, V> terms(const Loaded& in) const {
+    StepTerms<T, V> out{zero_pack<T, V>(), in.grad};
+    if (!in.last) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) out.coef.v[i] = this->gate_of(in.next, i).a;
+    }
+    return out;
+  }
+  __device__ void emit(int64_t j, const Pack<T, V>& dh, const Loaded& in) const {
+    const int64_t at = this->seq.at_step(this->seq.length - 1 - j);
+    Pack<T, V> grad_u, grad_gate;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const StepGate<T> step = this->gate_of(in.here, i);
+      grad_u.v[i] = dh.v[i] * step.w;
+      grad_gate.v[i] = dh.v[i] * (in.h_prev.v[i] - in.here.u.v[i]) * in.here.keep * step.s * (T(1) - step.s);
+    }
+    store_pack(du + at, grad_u);
+    store_pack(dgate + at, grad_gate);
   }
 };
 
@@ -246,7 +358,7 @@ __global__ void __launch_bounds__(kLinearScanBlock)
   const int64_t groups = channels / V, group = blockIdx.x * static_cast<int64_t>(groups_per_block) + local;
   const bool valid = group < batch * groups;  // the others still take part in the barrier
   const int64_t n = group / groups, c = group % groups * V;
-  rec.seq = SequenceView{n * length * channels + c, channels, length, reverse};
+  rec.start(n, c, length, channels, reverse);
   const int64_t span_steps = (length + spans - 1) / spans;
   const int64_t begin = std::min(length, span * span_steps), end = valid ? std::min(length, begin + span_steps) : 0;
 
@@ -256,9 +368,10 @@ __global__ void __launch_bounds__(kLinearScanBlock)
 #pragma unroll
     for (int i = 0; i < V; ++i) map.A.v[i] = T(1);  // an empty span is the identity
     walk_steps(rec, begin, end, [&](int64_t, const typename Rec::Loaded& in) {
+      const StepTerms<T, V> step = rec.terms(in);
 #pragma unroll
-      for (int i = 0; i < V; ++i) map.A.v[i] *= in.coef.v[i];
-      recurrence_step(map.H, in.coef, in.input);
+      for (int i = 0; i < V; ++i) map.A.v[i] *= step.coef.v[i];
+      recurrence_step(map.H, step.coef, step.input);
     });
     span_maps[threadIdx.x] = map;
     __syncthreads();
@@ -268,7 +381,8 @@ __global__ void __launch_bounds__(kLinearScanBlock)
     }
   }
   walk_steps(rec, begin, end, [&](int64_t j, const typename Rec::Loaded& in) {
-    recurrence_step(state, in.coef, in.input);
+    const StepTerms<T, V> step = rec.terms(in);
+    recurrence_step(state, step.coef, step.input);
     rec.emit(j, state, in);
   });
 }
@@ -285,11 +399,24 @@ int linear_scan_spans(int64_t sequences, int64_t length) {
   return spans;
 }
 
-// make_rec(std::integral_constant<int, V>) builds the recurrence for packs of V.
+// The widest pack up to `widest` that still gives kLinearScanMinThreads
+// threads, else 1: a short scan over few sequences (batch 1) then has more
+// threads with less serial work each (H200, the gated_rnn hybrid at batch 1,
+// graph replays: 0.528 -> 0.517 ms).
+int linear_scan_width(int widest, int64_t batch, int64_t length, int64_t channels) {
+  for (int width = widest; width > 1; width /= 2) {
+    const int64_t sequences = batch * channels / width;
+    if (sequences * linear_scan_spans(sequences, length) >= kLinearScanMinThreads) return width;
+  }
+  return 1;
+}
+
+// make_rec(std::integral_constant<int, V>) builds the recurrence for packs of
+// V (at most `width`, which the tensors allow).
 template <typename T, typename MakeRec>
 void launch_linear_scan(const Tensor& a, int width, bool reverse, const MakeRec& make_rec) {
   const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
-  with_pack_width<T>(width, [&](auto V) {
+  with_pack_width<T>(linear_scan_width(width, batch, length, channels), [&](auto V) {
     const int64_t sequences = batch * channels / V;
     const int spans = linear_scan_spans(sequences, length);
     linear_scan_span_kernel<<<blocks_for(sequences, kLinearScanBlock / spans), kLinearScanBlock, 0, current_stream()>>>(
@@ -304,7 +431,7 @@ void linear_scan_cuda(const Tensor& a, const Tensor& b, const Tensor& h, bool re
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &b, &h});
     launch_linear_scan<T>(a, width, reverse, [&](auto V) {
-      return LinearForwardRec<T, decltype(V)::value>{data_or_null<const T>(a), data_or_null<const T>(b), data_or_null<T>(h), {}};
+      return LinearForwardRec<T, decltype(V)::value>{{}, data_or_null<const T>(a), data_or_null<const T>(b), data_or_null<T>(h)};
     });
   });
 }
@@ -316,8 +443,46 @@ void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &h, &g, &da, &db});
     launch_linear_scan<T>(a, width, reverse, [&](auto V) {
-      return LinearBackwardRec<T, decltype(V)::value>{data_or_null<const T>(a), data_or_null<const T>(h), data_or_null<const T>(g),
-                                     data_or_null<T>(da),      data_or_null<T>(db),      {}};
+      return LinearBackwardRec<T, decltype(V)::value>{
+          {}, data_or_null<const T>(a), data_or_null<const T>(h), data_or_null<const T>(g), data_or_null<T>(da),
+          data_or_null<T>(db)};
+    });
+  });
+}
+
+// gated_scan's packs must also divide u's and gate's row stride.
+template <typename T>
+int gated_pack_width(const GatedScanInputs& in, std::initializer_list<const Tensor*> outputs) {
+  const int64_t channels = in.u.shape()[2];
+  const int width = pack_width<T>(std::gcd(channels, in.row_stride()), {&in.u, &in.gate});
+  return std::min(width, pack_width<T>(channels, outputs));
+}
+
+template <typename T, int V>
+GatedInputs<T, V> gated_inputs(const GatedScanInputs& in) {
+  return {{}, data_or_null<const T>(in.u), data_or_null<const T>(in.gate), data_or_null<const T>(in.keep),
+          in.row_stride(), {}, {}};
+}
+
+void gated_scan_cuda(const GatedScanInputs& in, const Tensor& h, bool reverse) {
+  DeviceGuard guard(h);
+  dispatch_float(h.dtype(), "gated_scan", [&](auto tag) {
+    using T = decltype(tag);
+    launch_linear_scan<T>(h, gated_pack_width<T>(in, {&h}), reverse, [&](auto V) {
+      return GatedForwardRec<T, decltype(V)::value>{gated_inputs<T, decltype(V)::value>(in), data_or_null<T>(h)};
+    });
+  });
+}
+
+void gated_scan_backward_cuda(const GatedScanInputs& in, const Tensor& h, const Tensor& g, const Tensor& du,
+                              const Tensor& dgate, bool reverse) {
+  DeviceGuard guard(h);
+  dispatch_float(h.dtype(), "gated_scan_backward", [&](auto tag) {
+    using T = decltype(tag);
+    launch_linear_scan<T>(h, gated_pack_width<T>(in, {&h, &g, &du, &dgate}), reverse, [&](auto V) {
+      return GatedBackwardRec<T, decltype(V)::value>{gated_inputs<T, decltype(V)::value>(in), data_or_null<const T>(h),
+                                                     data_or_null<const T>(g), data_or_null<T>(du),
+                                                     data_or_null<T>(dgate)};
     });
   });
 }
@@ -1589,6 +1754,8 @@ void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const
 static const bool registered = [] {
   linear_scan_kernel.cuda = &linear_scan_cuda;
   linear_scan_backward_kernel.cuda = &linear_scan_backward_cuda;
+  gated_scan_kernel.cuda = &gated_scan_cuda;
+  gated_scan_backward_kernel.cuda = &gated_scan_backward_cuda;
   selective_scan_kernel.cuda = &selective_scan_cuda;
   selective_scan_backward_kernel.cuda = &selective_scan_backward_cuda;
   depthwise_conv1d_kernel.cuda = &depthwise_conv1d_cuda;

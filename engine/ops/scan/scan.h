@@ -11,6 +11,16 @@ namespace engine {
 // (reverse: h_t = a_t * h_{t+1} + b_t from t = L - 1 down). a, b [B, L, C].
 Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse);
 
+// The gated_rnn mixer's recurrence with its gate inside, per batch and channel:
+//   h_t = a_t h_{t-1} + (1 - a_t) u_t,   a_t = sigmoid(gate_t)
+// u, gate [B, L, C] (read in place when both are slices of one wider tensor,
+// e.g. the mixer's input projection); keep [B, L] or undefined: a halting
+// mask, a_t = 1 - (1 - sigmoid(gate_t)) keep_t and input weight
+// (1 - sigmoid(gate_t)) keep_t, so that keep_t = 0 passes the state on
+// unchanged (keep gets no gradient). One pass where sigmoid, 1 - a, the
+// products and linear_scan would be five.
+Tensor gated_scan(const Tensor& u, const Tensor& gate, const Tensor& keep, bool reverse);
+
 // Mamba's selective scan (S6), per batch and channel c, with a state of S:
 //   h_t[c, s] = exp(dt_t[c] A[c, s]) h_{t-1}[c, s] + dt_t[c] Bm_t[s] x_t[c]
 //   y_t[c]    = sum_s Cm_t[s] h_t[c, s] + D[c] x_t[c]

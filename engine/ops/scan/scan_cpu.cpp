@@ -105,6 +105,84 @@ void linear_scan_backward_cpu(const Tensor& a, const Tensor& h, const Tensor& g,
   });
 }
 
+// ----------------------------------------------------------------- gated_scan
+
+// Where gated_scan's tensors keep batch n's rows: u and gate at a row stride
+// of their own, h and the gradients contiguous, keep one value per step.
+template <typename T>
+struct GatedScanCpu {
+  const T *u, *gate, *keep;
+  int64_t length, channels, row_stride;
+  SequenceOrder order;
+  std::vector<T> zero_row;  // the state before the first step
+
+  GatedScanCpu(const GatedScanInputs& in, const Tensor& h, bool reverse)
+      : u(data_or_null<const T>(in.u)), gate(data_or_null<const T>(in.gate)), keep(data_or_null<const T>(in.keep)),
+        length(h.shape()[1]), channels(h.shape()[2]), row_stride(in.row_stride()), order{length, reverse},
+        zero_row(static_cast<size_t>(channels), T(0)) {}
+  int64_t input_row(int64_t n, int64_t k) const { return (n * length + order.at(k)) * row_stride; }
+  int64_t output_row(int64_t n, int64_t k) const { return (n * length + order.at(k)) * channels; }
+  T keep_at(int64_t n, int64_t k) const { return keep ? keep[n * length + order.at(k)] : T(1); }
+};
+
+void gated_scan_cpu(const GatedScanInputs& in, const Tensor& h, bool reverse) {
+  dispatch_float(h.dtype(), "gated_scan", [&](auto tag) {
+    using T = decltype(tag);
+    const GatedScanCpu<T> scan(in, h, reverse);
+    const bool has_keep = scan.keep != nullptr;
+    T* ph = data_or_null<T>(h);
+    for_each_channel_block(h.shape()[0], scan.channels, h.numel(), [&](int64_t n, int64_t c0, int64_t c1) {
+      for (int64_t k = 0; k < scan.length; ++k) {
+        const T* u = scan.u + scan.input_row(n, k);
+        const T* gate = scan.gate + scan.input_row(n, k);
+        const T* prev = k > 0 ? ph + scan.output_row(n, k - 1) : scan.zero_row.data();
+        T* out = ph + scan.output_row(n, k);
+        const T keep = scan.keep_at(n, k);
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) {
+          const StepGate<T> step = step_gate(gate[c], keep, has_keep);
+          out[c] = step.a * prev[c] + step.w * u[c];
+        }
+      }
+    });
+  });
+}
+
+// Walks back from the last step with dL/dh of every channel in `dh` and the
+// next step's coefficient in `a_next` (0 past the last step).
+void gated_scan_backward_cpu(const GatedScanInputs& in, const Tensor& h, const Tensor& g, const Tensor& du,
+                             const Tensor& dgate, bool reverse) {
+  dispatch_float(h.dtype(), "gated_scan_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const GatedScanCpu<T> scan(in, h, reverse);
+    const bool has_keep = scan.keep != nullptr;
+    const T* ph = data_or_null<const T>(h);
+    const T* pg = data_or_null<const T>(g);
+    T* pdu = data_or_null<T>(du);
+    T* pdgate = data_or_null<T>(dgate);
+    for_each_channel_block(h.shape()[0], scan.channels, h.numel(), [&](int64_t n, int64_t c0, int64_t c1) {
+      std::vector<T> dh_row(static_cast<size_t>(c1 - c0), T(0)), a_row(static_cast<size_t>(c1 - c0), T(0));
+      T* dh = dh_row.data() - c0;
+      T* a_next = a_row.data() - c0;
+      for (int64_t k = scan.length - 1; k >= 0; --k) {
+        const T* u = scan.u + scan.input_row(n, k);
+        const T* gate = scan.gate + scan.input_row(n, k);
+        const T* prev = k > 0 ? ph + scan.output_row(n, k - 1) : scan.zero_row.data();
+        const int64_t at = scan.output_row(n, k);
+        const T keep = scan.keep_at(n, k);
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) {
+          const StepGate<T> step = step_gate(gate[c], keep, has_keep);
+          dh[c] = pg[at + c] + a_next[c] * dh[c];
+          pdu[at + c] = dh[c] * step.w;
+          pdgate[at + c] = dh[c] * (prev[c] - u[c]) * keep * step.s * (T(1) - step.s);
+          a_next[c] = step.a;
+        }
+      }
+    });
+  });
+}
+
 // ------------------------------------------------------------- selective_scan
 
 // Channels per backward task: the task owns [L, S] partial sums of dBm and dCm.
@@ -338,6 +416,9 @@ void depthwise_conv1d_backward_cpu(const Tensor& x, const Tensor& weight, const 
 KernelSlot<LinearScanKernel> linear_scan_kernel{"linear_scan", &linear_scan_cpu, nullptr};
 KernelSlot<LinearScanBackwardKernel> linear_scan_backward_kernel{"linear_scan_backward", &linear_scan_backward_cpu,
                                                                  nullptr};
+KernelSlot<GatedScanKernel> gated_scan_kernel{"gated_scan", &gated_scan_cpu, nullptr};
+KernelSlot<GatedScanBackwardKernel> gated_scan_backward_kernel{"gated_scan_backward", &gated_scan_backward_cpu,
+                                                               nullptr};
 KernelSlot<SelectiveScanKernel> selective_scan_kernel{"selective_scan", &selective_scan_cpu, nullptr};
 KernelSlot<SelectiveScanBackwardKernel> selective_scan_backward_kernel{"selective_scan_backward",
                                                                        &selective_scan_backward_cpu, nullptr};
