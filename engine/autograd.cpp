@@ -31,21 +31,48 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(const char* name, Tensor& output, const std::vector<Tensor>& inputs, BackwardFn backward) {
-  if (!needs_grad(inputs)) return;
+namespace {
+
+std::shared_ptr<Node> make_node(const char* name, const std::vector<Tensor>& inputs, int outputs,
+                                OutputsBackwardFn backward) {
   auto node = std::make_shared<Node>();
   node->name = name;
+  node->outputs = outputs;
   node->backward = std::move(backward);
   for (const Tensor& input : inputs) {
     Edge edge;
     if (input.defined() && input.requires_grad()) {
-      if (input.grad_fn()) edge.node = input.grad_fn();
-      else edge.leaf = input.impl_ptr();
+      if (input.grad_fn()) {
+        edge.node = input.grad_fn();
+        edge.output = input.impl()->grad_output;
+      } else {
+        edge.leaf = input.impl_ptr();
+      }
     }
     node->inputs.push_back(std::move(edge));
   }
-  output.impl()->grad_fn = std::move(node);
+  return node;
+}
+
+void attach(Tensor& output, const std::shared_ptr<Node>& node, int index) {
+  output.impl()->grad_fn = node;
+  output.impl()->grad_output = index;
   output.impl()->requires_grad = true;
+}
+
+}  // namespace
+
+void record(const char* name, Tensor& output, const std::vector<Tensor>& inputs, BackwardFn backward) {
+  if (!needs_grad(inputs)) return;
+  auto one_output = [backward = std::move(backward)](const std::vector<Tensor>& grads) { return backward(grads[0]); };
+  attach(output, make_node(name, inputs, 1, std::move(one_output)), 0);
+}
+
+void record_outputs(const char* name, std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                    OutputsBackwardFn backward) {
+  if (!needs_grad(inputs)) return;
+  const auto node = make_node(name, inputs, static_cast<int>(outputs.size()), std::move(backward));
+  for (size_t i = 0; i < outputs.size(); ++i) attach(outputs[i], node, static_cast<int>(i));
 }
 
 namespace {
@@ -91,19 +118,26 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     accumulate_into_leaf(root.impl(), seed);
     return;
   }
-  std::unordered_map<Node*, Tensor> pending{{root.grad_fn().get(), seed}};
+  // The gradients that reached each node so far, one slot per output.
+  std::unordered_map<Node*, std::vector<Tensor>> pending;
+  auto slot = [&pending](Node* node, int output) -> Tensor& {
+    std::vector<Tensor>& grads = pending[node];
+    grads.resize(static_cast<size_t>(node->outputs));
+    return grads[static_cast<size_t>(output)];
+  };
+  slot(root.grad_fn().get(), root.impl()->grad_output) = seed;
   for (Node* node : order_nodes(root.grad_fn().get())) {
     auto found = pending.find(node);
     if (found == pending.end()) continue;  // no gradient flowed here
-    Tensor grad_output = std::move(found->second);
+    const std::vector<Tensor> grad_outputs = std::move(found->second);
     pending.erase(found);
-    std::vector<Tensor> grads = node->backward(grad_output);
+    std::vector<Tensor> grads = node->backward(grad_outputs);
     check(grads.size() == node->inputs.size(), "autograd: op '{}' returned {} gradients for {} inputs",
           node->name, grads.size(), node->inputs.size());
     for (size_t i = 0; i < grads.size(); ++i) {
       const Edge& edge = node->inputs[i];
       if (!grads[i].defined()) continue;
-      if (edge.node) accumulate(pending[edge.node.get()], grads[i]);
+      if (edge.node) accumulate(slot(edge.node.get(), edge.output), grads[i]);
       else if (edge.leaf) accumulate_into_leaf(edge.leaf.get(), grads[i]);
     }
   }

@@ -1,6 +1,8 @@
 #include "engine/tensor.h"
 
+#include <atomic>
 #include <cstring>
+#include <limits>
 
 #include "engine/autograd.h"
 #include "engine/ops/copy/copy_kernels.h"
@@ -28,6 +30,13 @@ Shape contiguous_strides(const Shape& shape) {
 
 // ---------------------------------------------------------------- creation
 
+namespace {
+std::atomic<bool> g_poison_empty{false};
+}  // namespace
+
+void set_poison_empty(bool on) { g_poison_empty.store(on, std::memory_order_relaxed); }
+bool poison_empty() { return g_poison_empty.load(std::memory_order_relaxed); }
+
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t s : shape) check(s >= 0, "cannot create a tensor of shape {}", ShapeText{shape});
   auto impl = std::make_shared<TensorImpl>();
@@ -35,7 +44,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
-  return Tensor(std::move(impl));
+  Tensor t(std::move(impl));
+  if (poison_empty() && is_floating(dtype) && t.numel() > 0) {
+    fill_kernel.get(device)(t, std::numeric_limits<double>::quiet_NaN());
+  }
+  return t;
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }

@@ -121,8 +121,16 @@ struct TensorImpl {
   bool requires_grad = false;
   Tensor grad;
   std::shared_ptr<Node> grad_fn;
+  int grad_output = 0;  // which of grad_fn's outputs this tensor is
   std::string name;
 };
+
+// A check for tests: while on, Tensor::empty fills floating-point tensors with
+// NaN, so that an op which leaves part of its output unwritten (an empty
+// buffer that a kernel was supposed to cover) gives NaN instead of stale
+// memory that happens to pass. The test binary turns it on for every test.
+void set_poison_empty(bool on);
+bool poison_empty();
 
 // Tensors with names (parameters, checkpoint contents), in a stable order.
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;

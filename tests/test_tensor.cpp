@@ -23,6 +23,18 @@ TEST(Tensor, CreationAndMetadata) {
   EXPECT_THROW(t.data<double>(), Error);
 }
 
+// The test binary runs with set_poison_empty(true) (tests/test_main.cpp):
+// fresh floating-point tensors hold NaN until written; zeros and full are
+// written, and integer tensors are left alone.
+TEST(Tensor, PoisonedEmptyTensorsHoldNaN) {
+  ASSERT_TRUE(poison_empty());
+  for (float v : Tensor::empty({5}).to_floats()) EXPECT_TRUE(std::isnan(v));
+  for (double v : Tensor::empty({3}, DType::F64).to_doubles()) EXPECT_TRUE(std::isnan(v));
+  EXPECT_EQ(Tensor::zeros({4}).to_floats(), std::vector<float>(4, 0.0f));
+  EXPECT_EQ(Tensor::full({2}, 3.0, DType::BF16).to_floats(), std::vector<float>(2, 3.0f));
+  EXPECT_EQ(Tensor::empty({0}).numel(), 0);
+}
+
 TEST(Tensor, DtypeConversionsRoundTrip) {
   Rng rng(1);
   Tensor x = Tensor::randn({64}, rng);

@@ -1,3 +1,4 @@
+#include "engine/autograd.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/view/view.h"
 #include "tests/ops/op_test.h"
@@ -116,6 +117,26 @@ TEST(Index, ConcatAndSplitGradients) {
         return concat({p[2], p[0] * p[0]}, 2);
       },
       {a});
+}
+
+// split records one node for all its pieces (autograd's several-output
+// path): each piece keeps its index through later views, and a piece used
+// twice sums its gradients before the node writes them into one buffer.
+TEST(Index, SplitIsOneNodeWhosePiecesKeepTheirIndex) {
+  Rng rng(17);
+  Tensor a = random_leaf({2, 3, 6}, rng);
+  expect_gradients_match(
+      [](const auto& in) {
+        std::vector<Tensor> p = split(in[0] * 2.0, {1, 3, 2}, 2);  // from a non-leaf
+        return concat({p[1] * p[0], reshape(transpose(p[2], 1, 2), {2, 3, 2}), p[0]}, 2);
+      },
+      {a});
+  std::vector<Tensor> p = split(a * 1.0, {1, 3, 2}, 2);
+  ASSERT_TRUE(p[0].grad_fn());
+  EXPECT_EQ(p[0].grad_fn(), p[2].grad_fn());
+  EXPECT_EQ(p[0].grad_fn()->name, "split");
+  EXPECT_EQ(p[0].grad_fn()->outputs, 3);
+  EXPECT_EQ(p[2].impl()->grad_output, 2);
 }
 
 TEST(Index, ConcatAndSplitShapeErrors) {

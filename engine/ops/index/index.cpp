@@ -2,6 +2,8 @@
 // kernels, concat/split through views; backward beside each forward.
 #include "engine/ops/index/index.h"
 
+#include <algorithm>
+
 #include "engine/autograd.h"
 #include "engine/ops/copy/copy.h"
 #include "engine/ops/elementwise/elementwise.h"
@@ -106,11 +108,27 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   check(non_negative && total == x.size(dim), "split: sizes {} do not add up to size {} of dim {} of {}",
         ShapeText{sizes}, x.size(dim), dim, ShapeText{x.shape()});
   std::vector<Tensor> pieces;
-  int64_t start = 0;
-  for (int64_t s : sizes) {
-    pieces.push_back(narrow(x, dim, start, s));  // narrow records its own backward
-    start += s;
+  {
+    NoGradGuard one_node;  // the pieces share the one node recorded below, not a narrow each
+    int64_t start = 0;
+    for (int64_t s : sizes) {
+      pieces.push_back(narrow(x, dim, start, s));
+      start += s;
+    }
   }
+  // The gradient is one buffer with each piece's gradient in its window
+  // (zeros first if some piece got none), written once. As narrows, each
+  // piece would pad its gradient to x's shape, and the paddings be summed.
+  record_outputs("split", pieces, {x},
+                 [shape = x.shape(), dtype = x.dtype(), device = x.device(), sizes, dim](const std::vector<Tensor>& g) {
+                   const bool every_piece = std::all_of(g.begin(), g.end(), [](const Tensor& t) { return t.defined(); });
+                   Tensor full = every_piece ? Tensor::empty(shape, dtype, device) : Tensor::zeros(shape, dtype, device);
+                   const std::vector<Tensor> windows = split(full, sizes, dim);
+                   for (size_t i = 0; i < windows.size(); ++i) {
+                     if (g[i].defined()) copy_into(windows[i], g[i]);
+                   }
+                   return std::vector<Tensor>{full};
+                 });
   return pieces;
 }
 

@@ -13,7 +13,10 @@ namespace {
 // What the kernels read: a contiguous tensor without history.
 Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
 
-Tensor zeros_like(const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype(), t.device()); }
+// Gradients that the backward kernels write in full, every element (zeros
+// would cost a pass over memory that the kernel then overwrites; the tests
+// run with fresh tensors poisoned, see set_poison_empty).
+Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 
 // Two [B, L, N] inputs as the kernels read them: in place when both are rows
 // of N contiguous elements at one stride r >= N (strides [L r, r, 1], e.g.
@@ -58,7 +61,7 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse) {
   Tensor h = Tensor::empty(a.shape(), a.dtype(), a.device());
   if (h.numel() > 0) linear_scan_kernel.get(a.device())(a_in, kernel_input(b), h, reverse);
   record("linear_scan", h, {a, b}, [a_in, h_saved = h.detach(), reverse](const Tensor& g) {
-    Tensor da = zeros_like(a_in), db = zeros_like(a_in);
+    Tensor da = empty_like(a_in), db = empty_like(a_in);
     if (da.numel() > 0) linear_scan_backward_kernel.get(g.device())(a_in, h_saved, g.contiguous(), da, db, reverse);
     return std::vector<Tensor>{da, db};
   });
@@ -76,9 +79,7 @@ Tensor gated_scan(const Tensor& u, const Tensor& gate, const Tensor& keep, bool 
   if (h.numel() > 0) gated_scan_kernel.get(u.device())(in, h, reverse);
   // keep is a mask, not learned: it gets no gradient.
   record("gated_scan", h, {u, gate}, [in, h_saved = h.detach(), reverse](const Tensor& g) {
-    // The kernels write every element.
-    Tensor du = Tensor::empty(h_saved.shape(), h_saved.dtype(), h_saved.device());
-    Tensor dgate = Tensor::empty(h_saved.shape(), h_saved.dtype(), h_saved.device());
+    Tensor du = empty_like(h_saved), dgate = empty_like(h_saved);
     if (du.numel() > 0) gated_scan_backward_kernel.get(g.device())(in, h_saved, g.contiguous(), du, dgate, reverse);
     return std::vector<Tensor>{du, dgate};
   });
@@ -110,8 +111,8 @@ Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Ten
   Tensor saved;
   if (y.numel() > 0) saved = selective_scan_kernel.get(x.device())(in, y, save_states, reverse);
   record(op, y, {x, dt, A, Bm, Cm, D}, [in, saved, reverse](const Tensor& g) {
-    const SelectiveScanGrads grads{zeros_like(in.x),  zeros_like(in.dt), zeros_like(in.A),
-                                   zeros_like(in.Bm), zeros_like(in.Cm), zeros_like(in.D)};
+    const SelectiveScanGrads grads{empty_like(in.x),  empty_like(in.dt), empty_like(in.A),
+                                   empty_like(in.Bm), empty_like(in.Cm), empty_like(in.D)};
     if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, saved, g.contiguous(), grads, reverse);
     const Tensor dA = in.a_is_log ? mul(grads.dA, neg(exp(in.A))) : grads.dA;
     return std::vector<Tensor>{grads.dx, grads.ddt, dA, grads.dBm, grads.dCm, grads.dD};
@@ -154,8 +155,8 @@ Tensor conv_op(const char* op, const Tensor& x, const Tensor& weight, const Tens
   record(op, y, {x, weight, bias},
          [x_in, w_in, with_bias = bias.defined(), pad_left, reverse, pre, post = silu ? y.detach() : Tensor()](
              const Tensor& g) {
-           Tensor dx = zeros_like(x_in), dweight = zeros_like(w_in);
-           Tensor dbias = with_bias ? Tensor::zeros({w_in.size(0)}, g.dtype(), g.device()) : Tensor();
+           Tensor dx = empty_like(x_in), dweight = empty_like(w_in);
+           Tensor dbias = with_bias ? Tensor::empty({w_in.size(0)}, g.dtype(), g.device()) : Tensor();
            if (g.numel() > 0) {
              Tensor dconv = g.contiguous();
              if (pre.defined()) {
