@@ -100,12 +100,24 @@ void accumulate(Tensor& slot, const Tensor& grad) {
   slot = slot.defined() ? add(slot, grad) : grad;
 }
 
+// True when nothing but `grad` itself can reach its memory: no other handle
+// on the tensor (the backward pass's own list holds this one) or on its
+// storage, and the tensor covers all of that storage, contiguously.
+bool sole_owner(const Tensor& grad) {
+  return grad.impl_ptr().use_count() == 1 && grad.storage().use_count() == 1 && grad.is_contiguous() &&
+         grad.offset() == 0 && grad.storage()->nbytes() == grad.nbytes();
+}
+
 void accumulate_into_leaf(TensorImpl* leaf, const Tensor& grad) {
   check(grad.shape() == leaf->shape, "autograd: gradient {} does not match leaf '{}' of shape {}",
         ShapeText{grad.shape()}, leaf->name, ShapeText{leaf->shape});
-  // A fresh buffer, so later in-place optimizer maths never aliases op outputs.
-  Tensor owned = leaf->grad.defined() ? add(leaf->grad, grad) : grad.clone();
-  leaf->grad = owned;
+  // The leaf's gradient must be a buffer of its own, so that the optimizer's
+  // in-place maths never write into an op's output or a saved tensor. A fresh
+  // gradient that nothing else holds is one already (most are: each weight's
+  // GEMM output); a shared one (add's backward hands the same tensor to both
+  // inputs) is copied. (A kernel and an allocation per parameter and step.)
+  if (leaf->grad.defined()) leaf->grad = add(leaf->grad, grad);
+  else leaf->grad = sole_owner(grad) ? grad.detach() : grad.clone();
 }
 
 }  // namespace

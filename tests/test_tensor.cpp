@@ -96,6 +96,23 @@ TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
   EXPECT_FALSE(x.grad().defined());
 }
 
+// Leaves' gradients are buffers of their own even where the backward hands
+// one tensor to several inputs (add: the same gradient for both) or keeps it
+// (the seed): the optimizer updates them in place.
+TEST(Autograd, LeafGradientsAreBuffersOfTheirOwn) {
+  Tensor a = Tensor::from_vector<float>({1, 2}, {2}).set_requires_grad();
+  Tensor b = Tensor::from_vector<float>({3, 4}, {2}).set_requires_grad();
+  Tensor c = Tensor::from_vector<float>({5, 6}, {2}).set_requires_grad();
+  const Tensor seed = Tensor::from_vector<float>({1, 10}, {2});
+  (a + b + c * 2.0).backward(seed);
+  EXPECT_FALSE(a.grad().same_storage(b.grad()));
+  EXPECT_FALSE(a.grad().same_storage(seed));
+  a.grad().data<float>()[0] = 100.0f;
+  EXPECT_EQ(b.grad().to_floats(), (std::vector<float>{1, 10}));
+  EXPECT_EQ(seed.to_floats(), (std::vector<float>{1, 10}));
+  EXPECT_EQ(c.grad().to_floats(), (std::vector<float>{2, 20}));
+}
+
 TEST(Autograd, BackwardOfNonScalarNeedsSeed) {
   Tensor x = Tensor::ones({2}).set_requires_grad();
   Tensor y = x * 2.0;
