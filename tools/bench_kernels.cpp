@@ -18,6 +18,7 @@
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/matmul/matmul_kernels.h"
+#include "engine/ops/norm/layernorm_kernels.h"
 #include "engine/ops/ops.h"
 #include "engine/ops/rows.h"
 #include "engine/ops/scan/scan_kernels.h"
@@ -184,6 +185,26 @@ void core_ops(KernelBench& bench) {
     silu_gated_sum_backward_kernel.get(bench.device())(h_fwd, h_bwd, z, dgate, dsum, dz);
   });
   bench.memory("layer_norm fwd", tokens, bytes_of(tokens, 2), [&] { layer_norm(x, gamma, beta, 1e-6); });
+  // The backward with the weight and bias gradients (per-block partial sums,
+  // then their column sums): reads x and dy, writes dx. Also at the CIFAR
+  // ViT-Ti's tokens, where the column sums are a larger share.
+  for (const Shape& shape : {tokens, Shape{256, 65, 192}}) {
+    const int64_t rows = shape[0] * shape[1], cols = shape[2];
+    const Tensor in = bench.uniform({rows, cols}), dy = bench.uniform({rows, cols}), weight = bench.uniform({cols});
+    const Tensor mean = bench.empty({rows}), rstd = bench.empty({rows}), dx = bench.empty({rows, cols});
+    const Tensor dweight = bench.empty({cols}), dbias = bench.empty({cols});
+    layer_norm_forward_kernel.get(bench.device())(in, weight, bench.uniform({cols}), 1e-6, bench.empty({rows, cols}),
+                                                  mean, rstd);
+    bench.memory("layer_norm bwd", shape, bytes_of(shape, 3), [&] {
+      layer_norm_backward_kernel.get(bench.device())(in, weight, mean, rstd, dy, dx, dweight, dbias);
+    });
+  }
+  // A slice of a projection's columns made contiguous (gated_rnn's z from its
+  // [.., 3 x 96] projection; a split's gradient windows are the same copy).
+  const Shape slice = {256, 65, 96};
+  const Tensor projection = bench.uniform({256, 65, 288});
+  bench.memory("copy of a column slice", slice, bytes_of(slice, 2),
+               [&] { narrow(projection, 2, 192, 96).contiguous(); });
   Tensor scores = bench.uniform(probs);
   bench.memory("softmax", probs, bytes_of(probs, 2), [&] { softmax(scores); });
   // Its backward reads y and dy and writes dx.

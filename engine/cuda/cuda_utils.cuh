@@ -343,6 +343,17 @@ struct StridedLayout {
   }
 };
 
+// Picks 32-bit division for a layout whose positions all fit 31 bits.
+template <int K>
+void set_dividers(StridedLayout<K>& layout) {
+  int64_t positions = 1;
+  for (int d = 0; d < layout.dims; ++d) positions *= layout.sizes[d];
+  layout.narrow = positions > 0 && positions < (int64_t{1} << 31);  // (no launch for an empty tensor)
+  if (layout.narrow) {
+    for (int d = 0; d < layout.dims; ++d) layout.dividers[d] = FastDivider(static_cast<uint32_t>(layout.sizes[d]));
+  }
+}
+
 // The layout of `shape` with the given strides per tensor. Size-1 dimensions
 // are dropped and neighbours that step uniformly in every tensor are merged
 // (a contiguous tensor becomes one dimension), which saves divisions and lets
@@ -366,12 +377,7 @@ StridedLayout<K> make_layout(const Shape& shape, const std::array<const Shape*, 
     for (int k = 0; k < K; ++k) layout.strides[k][layout.dims] = (*strides[k])[d];
     ++layout.dims;
   }
-  int64_t positions = 1;
-  for (int d = 0; d < layout.dims; ++d) positions *= layout.sizes[d];
-  layout.narrow = positions > 0 && positions < (int64_t{1} << 31);  // (no launch for an empty tensor)
-  if (layout.narrow) {
-    for (int d = 0; d < layout.dims; ++d) layout.dividers[d] = FastDivider(static_cast<uint32_t>(layout.sizes[d]));
-  }
+  set_dividers(layout);
   return layout;
 }
 

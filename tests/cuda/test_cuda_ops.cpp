@@ -485,6 +485,33 @@ TEST(CudaCopy, AwkwardSizesAndAlignmentsMatchTheCpu) {
   }
 }
 
+// Slices whose rows are contiguous (a projection's columns, a gradient's
+// window) copy in packs of 4 when the row length, the strides and both
+// addresses allow it; otherwise element by element. Both against the CPU.
+TEST(CudaCopy, SlicesWithContiguousRowsMatchTheCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  Rng rng(12);
+  const Tensor x = Tensor::uniform({5, 7, 36}, rng, -1.0, 1.0, DType::F32), gx = x.to(gpu());
+  struct Slice {
+    int64_t start, length;
+  };
+  for (const Slice s : {Slice{8, 12}, Slice{0, 36}, Slice{2, 12}, Slice{8, 10}, Slice{32, 4}}) {
+    const std::string what = fmt::format("columns [{}, {})", s.start, s.start + s.length);
+    expect_matches(narrow(gx, 2, s.start, s.length).contiguous(), narrow(x, 2, s.start, s.length).contiguous(), 0.0,
+                   what);
+    expect_matches(narrow(permute(gx, {1, 0, 2}), 2, s.start, s.length).to(DType::BF16),
+                   narrow(permute(x, {1, 0, 2}), 2, s.start, s.length).to(DType::BF16), 0.0,
+                   what + " of a permutation, to bfloat16");
+    expect_matches(narrow(gx, 2, s.start, s.length).to(DType::F64), narrow(x, 2, s.start, s.length).to(DType::F64), 0.0,
+                   what + " to float64");
+    const Tensor part = Tensor::uniform({5, 7, s.length}, rng, -1.0, 1.0, DType::F32);
+    Tensor cpu_dst = Tensor::zeros({5, 7, 36}), gpu_dst = Tensor::zeros({5, 7, 36}, DType::F32, gpu());
+    copy_into(narrow(cpu_dst, 2, s.start, s.length), part);
+    copy_into(narrow(gpu_dst, 2, s.start, s.length), part.to(gpu()));
+    expect_matches(gpu_dst, cpu_dst, 0.0, what + " as a destination");
+  }
+}
+
 TEST(CudaCopy, FillAndCopyIntoAWindow) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
   for (DType dtype : {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I32, DType::I64, DType::U8}) {

@@ -1,4 +1,5 @@
 // CUDA kernels of the copy family: strided copy with dtype conversion, and fill.
+#include <optional>
 #include <type_traits>
 
 #include "engine/cuda/cuda_utils.cuh"
@@ -37,15 +38,19 @@ __global__ void copy_kernel_impl(StridedLayout<2> layout, const From* src, To* d
 // and one vector store.
 constexpr int kVector = 4;
 
+// Copies the pack at src to dst, converting each element.
+template <typename From, typename To>
+__device__ __forceinline__ void copy_pack(const From* src, To* dst) {
+  const Pack<From, kVector> in = load_pack<From, kVector>(src);
+  Pack<To, kVector> out;
+#pragma unroll
+  for (int j = 0; j < kVector; ++j) out.v[j] = convert_on_device<To>(in.v[j]);
+  store_pack(dst, out);
+}
+
 template <typename From, typename To>
 __global__ void copy_dense_kernel(const From* src, To* dst, int64_t n) {
-  for (int64_t i : grid_stride(n / kVector)) {
-    const Pack<From, kVector> in = load_pack<From, kVector>(src + i * kVector);
-    Pack<To, kVector> out;
-#pragma unroll
-    for (int j = 0; j < kVector; ++j) out.v[j] = convert_on_device<To>(in.v[j]);
-    store_pack(dst + i * kVector, out);
-  }
+  for (int64_t i : grid_stride(n / kVector)) copy_pack(src + i * kVector, dst + i * kVector);
   for (int64_t i : grid_stride(n % kVector)) {  // the tail
     const int64_t at = n / kVector * kVector + i;
     dst[at] = convert_on_device<To>(src[at]);
@@ -54,6 +59,36 @@ __global__ void copy_dense_kernel(const From* src, To* dst, int64_t n) {
 
 bool dense_in_same_order(const StridedLayout<2>& layout) {
   return layout.dims == 0 || (layout.dims == 1 && layout.strides[0][0] == 1 && layout.strides[1][0] == 1);
+}
+
+// Strided, but with the innermost dimension contiguous in both tensors (a
+// slice of a projection's columns, a window of a gradient): the same walk in
+// packs of kVector elements, with sizes and strides counted in packs.
+template <typename From, typename To>
+__global__ void copy_packs_kernel(StridedLayout<2> packs, const From* src, To* dst, int64_t n) {
+  for (int64_t i : grid_stride(n)) {
+    const Offsets<2> at = packs.offsets(i);
+    copy_pack(src + at.at[0] * kVector, dst + at.at[1] * kVector);
+  }
+}
+
+// `layout` counted in packs of kVector elements, when its innermost dimension
+// is contiguous in both tensors and every size, stride and address allows it.
+std::optional<StridedLayout<2>> in_packs(StridedLayout<2> layout, const void* src, size_t src_bytes, const void* dst,
+                                         size_t dst_bytes) {
+  const int inner = layout.dims - 1;
+  if (inner < 1 || layout.sizes[inner] % kVector != 0) return std::nullopt;
+  if (!aligned_for(src, src_bytes * kVector) || !aligned_for(dst, dst_bytes * kVector)) return std::nullopt;
+  for (int k = 0; k < 2; ++k) {
+    if (layout.strides[k][inner] != 1) return std::nullopt;
+    for (int d = 0; d < inner; ++d) {
+      if (layout.strides[k][d] % kVector != 0) return std::nullopt;
+      layout.strides[k][d] /= kVector;
+    }
+  }
+  layout.sizes[inner] /= kVector;
+  set_dividers(layout);
+  return layout;
 }
 
 void copy_cuda(const Tensor& src, const Tensor& dst) {
@@ -69,6 +104,8 @@ void copy_cuda(const Tensor& src, const Tensor& dst) {
       if (dense_in_same_order(layout) && aligned_for(from, sizeof(From) * kVector) &&
           aligned_for(to, sizeof(To) * kVector)) {
         launch_1d((n + kVector - 1) / kVector, copy_dense_kernel<From, To>, from, to, n);
+      } else if (const auto packs = in_packs(layout, from, sizeof(From), to, sizeof(To))) {
+        launch_1d(n / kVector, copy_packs_kernel<From, To>, *packs, from, to, n / kVector);
       } else {
         launch_1d(n, copy_kernel_impl<From, To>, layout, from, to, n);
       }

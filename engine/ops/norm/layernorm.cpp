@@ -50,9 +50,14 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   record("layer_norm", out, {x, weight, bias},
          [input, w, mean, rstd, cols, weight_grad, bias_grad, x_shape = x.shape()](const Tensor& g) {
            Tensor dx = Tensor::empty(x_shape, g.dtype(), g.device());
-           // Zeros, so that an empty input still gets (zero) parameter gradients.
-           Tensor dweight = weight_grad ? Tensor::zeros({cols}, g.dtype(), g.device()) : Tensor();
-           Tensor dbias = bias_grad ? Tensor::zeros({cols}, g.dtype(), g.device()) : Tensor();
+           // The kernels write the parameter gradients in full; an empty input
+           // gets zeros.
+           auto param_grad = [&](bool wanted) {
+             if (!wanted) return Tensor();
+             return dx.numel() > 0 ? Tensor::empty({cols}, g.dtype(), g.device())
+                                   : Tensor::zeros({cols}, g.dtype(), g.device());
+           };
+           Tensor dweight = param_grad(weight_grad), dbias = param_grad(bias_grad);
            if (dx.numel() > 0) {
              layer_norm_backward_kernel.get(g.device())(input, w, mean, rstd, last_dim_rows(g.contiguous()),
                                                         last_dim_rows(dx), dweight, dbias);
