@@ -328,15 +328,6 @@ __global__ void linear_grad_kernel(const T* dy, const T* pre, int64_t rows, int6
   }
 }
 
-template <typename T>
-__global__ void column_total_kernel(const T* partial, int64_t chunks, int64_t cols, T* out) {
-  for (int64_t col : grid_stride(cols)) {
-    T sum = 0;
-    for (int64_t c = 0; c < chunks; ++c) sum += partial[c * cols + col];
-    out[col] = sum;
-  }
-}
-
 // Runs linear_grad_kernel over dy [rows, cols]; db (if defined) gets the column sums.
 template <typename T>
 void linear_grad_pass(const Tensor& dy, const Tensor& pre, T* g, __nv_bfloat16* g16, const Tensor& db) {
@@ -354,7 +345,7 @@ void linear_grad_pass(const Tensor& dy, const Tensor& pre, T* g, __nv_bfloat16* 
                                                                            g, g16, partial_data);
   }
   CUDA_CHECK_LAUNCH();
-  if (db.defined()) launch_1d(cols, column_total_kernel<T>, partial_data, chunks, cols, mutable_data_of<T>(db));
+  if (db.defined()) sum_partial_rows(partial_data, 1, chunks, cols, mutable_data_of<T>(db));
 }
 
 // ---------------------------------------------------------------- the kernels
