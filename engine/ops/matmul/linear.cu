@@ -283,8 +283,9 @@ __global__ void add_bias_kernel(T* out, const T* bias, int64_t rows, int64_t col
 }
 
 // The column sums of g [rows, cols] run per chunk of rows, in a fixed order:
-// a block covers kColumns columns of one chunk, its kLanes rows of threads
-// stepping through the chunk, then partial[chunk, col] = the lanes' sum.
+// a block covers kColumns threads of V columns each of one chunk, its kLanes
+// rows of threads stepping through the chunk, then partial[chunk, col] = the
+// lanes' sum.
 constexpr int kColumns = 32, kLanes = 8;
 
 int64_t chunk_rows(int64_t rows) {
@@ -296,35 +297,52 @@ int64_t chunk_rows(int64_t rows) {
 // One pass over dy [rows, cols] (and pre): g = dy * gelu'(pre) (kGelu) or dy,
 // written in float (g, may be null) and bfloat16 (g16, may be null), and its
 // partial column sums (partial, may be null). dy * f'(pre) is the gelu op's
-// backward formula, so g equals what the unfused ops compute.
-template <typename T, bool kGelu>
+// backward formula, so g equals what the unfused ops compute. V columns a
+// thread, as 16-byte accesses when the rows allow (V > 1 needs cols % V == 0).
+// (H200, fc1 of the CIFAR ViT-Ti, [16640, 768] float: 70.9 us scalar, 53.9 us
+// with V = 4, against 39.4 us for a copy that reads two tensors and writes one.)
+template <typename T, bool kGelu, int V>
 __global__ void linear_grad_kernel(const T* dy, const T* pre, int64_t rows, int64_t cols, int64_t chunk, T* g,
                                    __nv_bfloat16* g16, T* partial) {
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumns + threadIdx.x;
+  const int64_t col = (static_cast<int64_t>(blockIdx.x) * kColumns + threadIdx.x) * V;
   const int64_t first = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t last = first + chunk < rows ? first + chunk : rows;
-  T total = 0;
+  Pack<T, V> total = zero_pack<T, V>();
   if (col < cols) {
-#pragma unroll 4  // independent loads in flight; only the running total is a chain
+#pragma unroll 4  // independent loads in flight; only the running totals are chains
     for (int64_t row = first + threadIdx.y; row < last; row += kLanes) {
       const int64_t i = row * cols + col;
-      T value = dy[i];
-      if constexpr (kGelu) value = value * elementwise_math::unary_derivative(UnaryOp::Gelu, pre[i], T(0));
-      if (g != nullptr) g[i] = value;
-      if constexpr (std::is_same_v<T, float>) {
-        if (g16 != nullptr) g16[i] = __float2bfloat16(value);  // round to nearest even, as .to(BF16)
+      Pack<T, V> value = load_pack<T, V>(dy + i);
+      if constexpr (kGelu) {
+        const Pack<T, V> x = load_pack<T, V>(pre + i);
+#pragma unroll
+        for (int j = 0; j < V; ++j) value.v[j] *= elementwise_math::unary_derivative(UnaryOp::Gelu, x.v[j], T(0));
       }
-      total += value;
+      if (g != nullptr) store_pack(g + i, value);
+      if constexpr (std::is_same_v<T, float>) {
+        if (g16 != nullptr) {  // round to nearest even, as .to(BF16)
+          Pack<__nv_bfloat16, V> rounded;
+#pragma unroll
+          for (int j = 0; j < V; ++j) rounded.v[j] = __float2bfloat16(value.v[j]);
+          store_pack(g16 + i, rounded);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < V; ++j) total.v[j] += value.v[j];
     }
   }
   if (partial == nullptr) return;  // the same for the whole block
-  __shared__ T lanes[kLanes][kColumns + 1];
-  lanes[threadIdx.y][threadIdx.x] = total;
+  __shared__ T lanes[kLanes][kColumns * V + 1];
+#pragma unroll
+  for (int j = 0; j < V; ++j) lanes[threadIdx.y][threadIdx.x * V + j] = total.v[j];
   __syncthreads();
   if (threadIdx.y == 0 && col < cols) {
-    T sum = 0;
-    for (int lane = 0; lane < kLanes; ++lane) sum += lanes[lane][threadIdx.x];
-    partial[blockIdx.y * cols + col] = sum;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      T sum = 0;
+      for (int lane = 0; lane < kLanes; ++lane) sum += lanes[lane][threadIdx.x * V + j];
+      partial[blockIdx.y * cols + col + j] = sum;
+    }
   }
 }
 
@@ -335,16 +353,24 @@ void linear_grad_pass(const Tensor& dy, const Tensor& pre, T* g, __nv_bfloat16* 
   const int64_t chunk = chunk_rows(rows), chunks = (rows + chunk - 1) / chunk;
   Tensor partial = db.defined() ? Tensor::empty({chunks, cols}, dy.dtype(), dy.device()) : Tensor();
   T* partial_data = partial.defined() ? mutable_data_of<T>(partial) : nullptr;
-  const dim3 blocks(static_cast<unsigned>((cols + kColumns - 1) / kColumns), static_cast<unsigned>(chunks));
-  const dim3 threads(kColumns, kLanes);
-  if (pre.defined()) {
-    linear_grad_kernel<T, true><<<blocks, threads, 0, current_stream()>>>(data_of<T>(dy), data_of<T>(pre), rows, cols,
-                                                                          chunk, g, g16, partial_data);
-  } else {
-    linear_grad_kernel<T, false><<<blocks, threads, 0, current_stream()>>>(data_of<T>(dy), nullptr, rows, cols, chunk,
-                                                                           g, g16, partial_data);
-  }
-  CUDA_CHECK_LAUNCH();
+  const T* pre_data = pre.defined() ? data_of<T>(pre) : nullptr;
+  auto launch = [&](auto gelu, auto width) {
+    constexpr int V = decltype(width)::value;
+    const dim3 blocks(static_cast<unsigned>((cols + kColumns * V - 1) / (kColumns * V)), static_cast<unsigned>(chunks));
+    linear_grad_kernel<T, decltype(gelu)::value, V><<<blocks, dim3(kColumns, kLanes), 0, current_stream()>>>(
+        data_of<T>(dy), pre_data, rows, cols, chunk, g, g16, partial_data);
+    CUDA_CHECK_LAUNCH();
+  };
+  // 16-byte accesses when every row starts aligned (g16: V bfloat16s, 8 bytes).
+  constexpr int kV = 16 / sizeof(T);
+  const bool packs = cols % kV == 0 && aligned_for(data_of<T>(dy), 16) && aligned_for(pre_data, 16) &&
+                     aligned_for(g, 16) && aligned_for(g16, 2 * kV) && aligned_for(partial_data, 16);
+  using Gelu = std::true_type;
+  using Plain = std::false_type;
+  using Wide = std::integral_constant<int, kV>;
+  using Single = std::integral_constant<int, 1>;
+  if (pre.defined()) packs ? launch(Gelu{}, Wide{}) : launch(Gelu{}, Single{});
+  else packs ? launch(Plain{}, Wide{}) : launch(Plain{}, Single{});
   if (db.defined()) sum_partial_rows(partial_data, 1, chunks, cols, mutable_data_of<T>(db));
 }
 
