@@ -1,10 +1,7 @@
-// Scratch probe: column sums of a [rows, n] partials matrix (the layer norm's
-// and linear's parameter gradients), variants of the engine's split kernel.
-#include <algorithm>
-#include <cstdio>
-#include <vector>
-#include <cuda_runtime.h>
-#define CK(x) do { auto e = (x); if (e != 0) { printf("%s failed %d line %d\n", #x, (int)e, __LINE__); exit(1);} } while (0)
+// Column sums of a [rows, n] matrix of partial sums (the layer norm's and
+// linear's parameter gradients): layouts of the engine's split kernel
+// (sum_partial_rows), time per call in a graph of 100 back-to-back calls.
+#include "probe_common.cuh"
 
 template <int Warps, int Unroll>
 __global__ void __launch_bounds__(Warps * 32) split_sum(const float* part, int rows, int n, float* out) {
@@ -51,23 +48,6 @@ __global__ void column_total(const float* partial, int chunks, int cols, float* 
     for (int c = 0; c < chunks; ++c) sum += partial[(size_t)c * cols + col];
     out[col] = sum;
   }
-}
-
-template <typename F>
-double per_call_us(cudaStream_t s, F run, int calls) {
-  cudaGraph_t g; cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
-  for (int c = 0; c < calls; ++c) run();
-  CK(cudaStreamEndCapture(s, &g)); CK(cudaGraphInstantiate(&ge, g, 0));
-  for (int r = 0; r < 2; ++r) CK(cudaGraphLaunch(ge, s));
-  cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  std::vector<float> ms;
-  for (int r = 0; r < 5; ++r) {
-    CK(cudaEventRecord(a, s)); CK(cudaGraphLaunch(ge, s)); CK(cudaEventRecord(b, s)); CK(cudaEventSynchronize(b));
-    float t; cudaEventElapsedTime(&t, a, b); ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[2] / calls * 1000;
 }
 
 int main() {

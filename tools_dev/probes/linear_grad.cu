@@ -1,10 +1,7 @@
-// Scratch probe: the fused GELU-backward pass of linear_gelu's backward,
-// g = dy * gelu'(pre) with per-chunk column sums, scalar vs 4-wide.
-#include <algorithm>
-#include <cstdio>
-#include <vector>
-#include <cuda_runtime.h>
-#define CK(x) do { auto e = (x); if (e != 0) { printf("%s failed %d line %d\n", #x, (int)e, __LINE__); exit(1);} } while (0)
+// linear_gelu's backward pass, g = dy * gelu'(pre) with per-chunk column sums,
+// with 1 or 4 columns a thread, against a copy that reads two tensors and
+// writes one; time per call in a graph of 20 back-to-back calls.
+#include "probe_common.cuh"
 
 __device__ __forceinline__ float gelu_grad(float x) {
   return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143268f * expf(-0.5f * x * x);
@@ -67,19 +64,6 @@ __global__ void copy3(const float4* a, const float4* b, float4* c, size_t n) {
   }
 }
 
-template <typename F>
-double time_us(cudaStream_t s, F run) {
-  for (int i = 0; i < 3; ++i) run();
-  cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  std::vector<float> ms;
-  for (int r = 0; r < 7; ++r) {
-    CK(cudaEventRecord(a, s)); for (int i = 0; i < 20; ++i) run(); CK(cudaEventRecord(b, s)); CK(cudaEventSynchronize(b));
-    float t; cudaEventElapsedTime(&t, a, b); ms.push_back(t / 20);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[3] * 1000;
-}
-
 int main() {
   cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const size_t maxn = 50432ull * 1536;
@@ -92,12 +76,12 @@ int main() {
     const int chunk = 256, chunks = (sh.rows + chunk - 1) / chunk;
     const size_t n = (size_t)sh.rows * sh.cols;
     const double bytes = 3.0 * n * 4;
-    double t_copy = time_us(s, [&] { copy3<<<132 * 16, 256, 0, s>>>((const float4*)dy, (const float4*)pre, (float4*)g, n / 4); });
-    double t_a = time_us(s, [&] { scalar_pass<32, 8, 4><<<dim3(sh.cols / 32, chunks), dim3(32, 8), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); });
-    double t_d = time_us(s, [&] { scalar_pass<32, 8, 8><<<dim3(sh.cols / 32, chunks), dim3(32, 8), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); });
-    double t_b = time_us(s, [&] { vector_pass<8, 32, 4><<<dim3(sh.cols / 32, chunks), dim3(8, 32), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); });
-    double t_c = time_us(s, [&] { vector_pass<32, 8, 4><<<dim3(sh.cols / 128, chunks), dim3(32, 8), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); });
-    double t_e = time_us(s, [&] { vector_pass<16, 16, 4><<<dim3(sh.cols / 64, chunks), dim3(16, 16), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); });
+    double t_copy = per_call_us(s, [&] { copy3<<<132 * 16, 256, 0, s>>>((const float4*)dy, (const float4*)pre, (float4*)g, n / 4); }, 20);
+    double t_a = per_call_us(s, [&] { scalar_pass<32, 8, 4><<<dim3(sh.cols / 32, chunks), dim3(32, 8), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); }, 20);
+    double t_d = per_call_us(s, [&] { scalar_pass<32, 8, 8><<<dim3(sh.cols / 32, chunks), dim3(32, 8), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); }, 20);
+    double t_b = per_call_us(s, [&] { vector_pass<8, 32, 4><<<dim3(sh.cols / 32, chunks), dim3(8, 32), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); }, 20);
+    double t_c = per_call_us(s, [&] { vector_pass<32, 8, 4><<<dim3(sh.cols / 128, chunks), dim3(32, 8), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); }, 20);
+    double t_e = per_call_us(s, [&] { vector_pass<16, 16, 4><<<dim3(sh.cols / 64, chunks), dim3(16, 16), 0, s>>>(dy, pre, sh.rows, sh.cols, chunk, g, partial); }, 20);
     printf("[%d x %d]: read2+write1 copy %.1f us (%.0f GB/s) | scalar 32x8 u4 %.1f (%.0f%%)  scalar u8 %.1f (%.0f%%)  vec4 8x32 %.1f (%.0f%%)  vec4 32x8 %.1f (%.0f%%)  vec4 16x16 %.1f (%.0f%%)\n",
            sh.rows, sh.cols, t_copy, bytes / t_copy / 1e3, t_a, 100 * t_copy / t_a, t_d, 100 * t_copy / t_d, t_b, 100 * t_copy / t_b,
            t_c, 100 * t_copy / t_c, t_e, 100 * t_copy / t_e);

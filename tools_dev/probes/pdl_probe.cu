@@ -1,11 +1,9 @@
-// Scratch probe: time per dependent kernel in a CUDA graph, with and without
-// programmatic dependent launch (PDL). Not part of the engine.
-#include <algorithm>
-#include <cstdio>
-#include <vector>
-#include <cuda_runtime.h>
+// Time per dependent kernel in a CUDA graph, with and without programmatic
+// dependent launch (PDL): a wait at the top of each kernel, and an early
+// trigger; then a cuBLAS GEMM (a batch-1 qkv) followed by an element-wise kernel.
 #include <cublas_v2.h>
-#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e)); exit(1);} } while (0)
+
+#include "probe_common.cuh"
 
 template <int Mode>  // 0 plain, 1 wait at top, 2 trigger then wait at top
 __global__ void step(float* buf, int n) {
@@ -25,25 +23,10 @@ void launch(cudaStream_t s, float* buf, int n, int blocks, int threads, bool pdl
   CK(cudaLaunchKernelEx(&cfg, step<Mode>, buf, n));
 }
 
-template <typename F>
-double time_graph(cudaStream_t s, F body, int kernels) {
-  cudaGraph_t g; cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
-  body();
-  CK(cudaStreamEndCapture(s, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ge, s));
-  cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  std::vector<float> ms;
-  for (int r = 0; r < 7; ++r) {
-    CK(cudaEventRecord(a, s));
-    for (int i = 0; i < 10; ++i) CK(cudaGraphLaunch(ge, s));
-    CK(cudaEventRecord(b, s)); CK(cudaEventSynchronize(b));
-    float t; cudaEventElapsedTime(&t, a, b); ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
-  return ms[3] / 10 / kernels * 1000.0;  // us per kernel
+// Microseconds per kernel of body(), which launches `kernels` kernels.
+template <typename Body>
+double per_kernel_us(cudaStream_t s, Body body, int kernels) {
+  return per_call_us(s, body, 1) / kernels;
 }
 
 int main() {
@@ -57,16 +40,16 @@ int main() {
   const int K = 200;
   struct Shape { int elems, blocks, threads; } shapes[] = {{128, 1, 128}, {65 * 192, 48, 256}, {65 * 768, 132, 256}, {256 * 65 * 192, 1024, 256}};
   for (auto sh : shapes) {
-    double plain = time_graph(s, [&] { for (int i = 0; i < K; ++i) launch<0>(s, buf, sh.elems, sh.blocks, sh.threads, false); }, K);
-    double wait = time_graph(s, [&] { for (int i = 0; i < K; ++i) launch<1>(s, buf, sh.elems, sh.blocks, sh.threads, true); }, K);
-    double trig = time_graph(s, [&] { for (int i = 0; i < K; ++i) launch<2>(s, buf, sh.elems, sh.blocks, sh.threads, true); }, K);
+    double plain = per_kernel_us(s, [&] { for (int i = 0; i < K; ++i) launch<0>(s, buf, sh.elems, sh.blocks, sh.threads, false); }, K);
+    double wait = per_kernel_us(s, [&] { for (int i = 0; i < K; ++i) launch<1>(s, buf, sh.elems, sh.blocks, sh.threads, true); }, K);
+    double trig = per_kernel_us(s, [&] { for (int i = 0; i < K; ++i) launch<2>(s, buf, sh.elems, sh.blocks, sh.threads, true); }, K);
     printf("elementwise elems=%d blocks=%d: plain %.2f us, pdl+wait %.2f us, pdl+trigger+wait %.2f us per kernel\n", sh.elems, sh.blocks, plain, wait, trig);
   }
   // GEMM (65 x 576 x 192, a b1 qkv) followed by one element-wise kernel, repeated.
   const float one = 1, zero = 0;
   auto gemm = [&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 576, 65, 192, &one, B, 576, A, 192, &zero, C, 576); };
   for (int mode = 0; mode < 3; ++mode) {
-    double t = time_graph(s, [&] {
+    double t = per_kernel_us(s, [&] {
       for (int i = 0; i < K / 2; ++i) {
         gemm();
         if (mode == 0) launch<0>(s, C, 65 * 576, 48, 256, false);
@@ -76,7 +59,7 @@ int main() {
     }, K);
     printf("gemm+elementwise pairs mode %d: %.2f us per kernel\n", mode, t);
   }
-  double gemms = time_graph(s, [&] { for (int i = 0; i < K; ++i) gemm(); }, K);
+  double gemms = per_kernel_us(s, [&] { for (int i = 0; i < K; ++i) gemm(); }, K);
   printf("gemm chain: %.2f us per gemm\n", gemms);
   int v; cublasGetVersion(h, &v); int rt; cudaRuntimeGetVersion(&rt); int dr; cudaDriverGetVersion(&dr);
   printf("cublas %d runtime %d driver %d\n", v, rt, dr);

@@ -1,12 +1,9 @@
-// Scratch probe: a small-M float32 GEMM with bias (out = x W^T + b) against
-// cuBLASLt's heuristic pick, time per call in a graph of 100 back-to-back calls.
-#include <algorithm>
-#include <cstdio>
+// Small-M float32 GEMMs with bias (out = x W^T + b, M = 65: the CIFAR ViT-Ti
+// at batch 1) as shared-memory tiles, against cuBLASLt's heuristic pick; time
+// per call in a graph of 100 back-to-back calls.
 #include <cmath>
-#include <vector>
-#include <cuda_runtime.h>
-#include <cublasLt.h>
-#define CK(x) do { auto e = (x); if (e != 0) { printf("%s failed %d line %d\n", #x, (int)e, __LINE__); exit(1);} } while (0)
+
+#include "probe_common.cuh"
 
 // Block: TM rows x TN cols of out; 256 threads, each RM x RN outputs. K in chunks of KC through shared memory.
 template <int TM, int TN, int KC>
@@ -44,24 +41,6 @@ __global__ void __launch_bounds__(256) small_gemm(const float* __restrict__ x, c
     }
 }
 
-template <typename F>
-double per_call_us(cudaStream_t s, F run, int calls) {
-  cudaGraph_t g; cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
-  for (int c = 0; c < calls; ++c) run();
-  CK(cudaStreamEndCapture(s, &g)); CK(cudaGraphInstantiate(&ge, g, 0));
-  for (int r = 0; r < 2; ++r) CK(cudaGraphLaunch(ge, s));
-  cudaEvent_t a, bb; cudaEventCreate(&a); cudaEventCreate(&bb);
-  std::vector<float> ms;
-  for (int r = 0; r < 5; ++r) {
-    CK(cudaEventRecord(a, s)); CK(cudaGraphLaunch(ge, s)); CK(cudaEventRecord(bb, s)); CK(cudaEventSynchronize(bb));
-    float t; cudaEventElapsedTime(&t, a, bb); ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
-  return ms[2] / calls * 1000;
-}
-
 template <int TM, int TN, int KC>
 void launch(cudaStream_t s, const float* x, const float* w, const float* b, float* o, int M, int N, int K) {
   dim3 grid((N + TN - 1) / TN, (M + TM - 1) / TM);
@@ -93,24 +72,9 @@ int main() {
       cudaFree(bias); CK(cudaMalloc(&bias, sh.N * 4)); CK(cudaMemset(bias, 0, sh.N * 4));
       cudaFree(d); cudaFree(o); CK(cudaMalloc(&d, sh.M * sh.N * 4)); CK(cudaMalloc(&o, sh.M * sh.N * 4));
     }
-    cublasLtMatmulDesc_t desc; CK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    int32_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    CK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    CK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
-    CK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    CK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-    cublasLtMatrixLayout_t la, lb, ld;
-    CK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, sh.K, sh.N, sh.K));
-    CK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, sh.K, sh.M, sh.K));
-    CK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, sh.N, sh.M, sh.N));
-    cublasLtMatmulPreference_t pref; CK(cublasLtMatmulPreferenceCreate(&pref));
-    uint64_t wsb = ws_bytes;
-    CK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
-    cublasLtMatmulHeuristicResult_t res; int found = 0;
-    CK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &res, &found));
-    const float one = 1, zero = 0;
-    auto lt_run = [&] { cublasLtMatmul(lt, desc, &one, w, la, x, lb, &zero, d, ld, d, ld, &res.algo, ws, ws_bytes, s); };
+    const LtLinear linear(sh.M, sh.N, sh.K, bias, ws_bytes);
+    const cublasLtMatmulAlgo_t algo = linear.algorithms(lt, 1).at(0).algo;
+    auto lt_run = [&] { linear.run(lt, algo, w, x, d, ws, ws_bytes, s); };
     const double t_lt = per_call_us(s, lt_run, 100);
     const double t_a = per_call_us(s, [&] { launch<32, 32, 32>(s, x, w, bias, o, sh.M, sh.N, sh.K); }, 100);
     const double t_b = per_call_us(s, [&] { launch<16, 32, 32>(s, x, w, bias, o, sh.M, sh.N, sh.K); }, 100);
