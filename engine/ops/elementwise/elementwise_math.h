@@ -88,7 +88,7 @@ ENGINE_HOST_DEVICE T apply_unary(UnaryOp op, T x) {
     case UnaryOp::Gelu: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));  // exact (erf) GELU
     case UnaryOp::Silu: return x * sigmoid(x);
     case UnaryOp::Softplus: return positive_part(x) + log1p(exp(-fabs(x)));  // log1p(exp(x)) without overflow
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Relu: return positive_part(x);
     case UnaryOp::Abs: return fabs(x);
     case UnaryOp::Reciprocal: return T(1) / x;
   }
