@@ -82,9 +82,11 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
   // contiguous. (The halves of one [.., 2 d_inner] output are strided views,
   // which the conv of each direction and silu would each copy: three copies
   // of [B, N, d_inner]. H200, the CIFAR ViT-Ti with 4 mamba blocks at batch
-  // 256, graph replays: 6.75 -> 6.59 ms.)
-  const Tensor xi = linear(x, narrow(in_proj_.weight, 0, 0, d_inner_));
-  const Tensor z = linear(x, narrow(in_proj_.weight, 0, d_inner_, d_inner_));
+  // 256, graph replays: 6.75 -> 6.59 ms.) The weight's halves come from one
+  // split, whose backward writes both halves' gradients into one buffer.
+  const std::vector<Tensor> halves = split(in_proj_.weight, {d_inner_, d_inner_}, 0);
+  const Tensor xi = linear(x, halves[0]);
+  const Tensor z = linear(x, halves[1]);
   Tensor y_fwd, y_bwd;
   auto forward_pass = [&] { y_fwd = directions_[0].forward(xi, /*reverse=*/false, ctx.active); };
   if (directions_.size() == 1) {
