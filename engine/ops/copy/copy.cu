@@ -74,11 +74,13 @@ __global__ void copy_packs_kernel(StridedLayout<2> packs, const From* src, To* d
 
 // `layout` counted in packs of kVector elements, when its innermost dimension
 // is contiguous in both tensors and every size, stride and address allows it.
-std::optional<StridedLayout<2>> in_packs(StridedLayout<2> layout, const void* src, size_t src_bytes, const void* dst,
-                                         size_t dst_bytes) {
+std::optional<StridedLayout<2>> in_packs(StridedLayout<2> layout, const void* src, size_t src_element_size,
+                                         const void* dst, size_t dst_element_size) {
   const int inner = layout.dims - 1;
   if (inner < 1 || layout.sizes[inner] % kVector != 0) return std::nullopt;
-  if (!aligned_for(src, src_bytes * kVector) || !aligned_for(dst, dst_bytes * kVector)) return std::nullopt;
+  if (!aligned_for(src, src_element_size * kVector) || !aligned_for(dst, dst_element_size * kVector)) {
+    return std::nullopt;
+  }
   for (int k = 0; k < 2; ++k) {
     if (layout.strides[k][inner] != 1) return std::nullopt;
     for (int d = 0; d < inner; ++d) {
