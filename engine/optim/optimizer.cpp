@@ -233,7 +233,7 @@ class StatefulOptimizer : public Optimizer {
       }
       check(found->second.shape() == slot.param.shape(), "{} load_state: entry '{}' has shape {} (parameter: {})",
             kind_, name, ShapeText{found->second.shape()}, ShapeText{slot.param.shape()});
-      Tensor buffer = Tensor::empty(slot.param.shape(), slot.param.dtype(), slot.param.device());
+      Tensor buffer = Tensor::empty_like(slot.param);
       copy_into(buffer, found->second.to(slot.param.device()));
       buffers.push_back(buffer);
       entries.erase(found);

@@ -48,7 +48,7 @@ struct Stats {
 const char* kNames[7] = {"y", "dx", "ddt", "dA", "dBm", "dCm", "dD"};
 
 Tensor nan_like(const Tensor& t) {
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  Tensor out = Tensor::empty_like(t);
   std::memset(out.raw_data(), 0xff, out.numel() * engine::dtype_size(out.dtype()));
   return out;
 }

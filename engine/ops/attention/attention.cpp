@@ -100,16 +100,16 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double
   in.v = kernel_input(v);
   in.key_active = kernel_mask(key_active);
   in.scale = scale;
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor out = Tensor::empty_like(q);
   Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, q.dtype(), q.device());
   if (out.numel() > 0) attention_forward_kernel.get(q.device())(in, out, lse);
   count_flops(in.q, 2);
   // The backward keeps the inputs, the output (detached: no reference cycle)
   // and the log-sum-exp, [B, H, N]: never the [N, N] probabilities.
   record(kOp, out, {q, k, v}, [in, out_saved = out.detach(), lse](const Tensor& g) {
-    Tensor dq = Tensor::empty(in.q.shape(), in.q.dtype(), in.q.device());
-    Tensor dk = Tensor::empty(in.q.shape(), in.q.dtype(), in.q.device());
-    Tensor dv = Tensor::empty(in.q.shape(), in.q.dtype(), in.q.device());
+    Tensor dq = Tensor::empty_like(in.q);
+    Tensor dk = Tensor::empty_like(in.q);
+    Tensor dv = Tensor::empty_like(in.q);
     if (dq.numel() > 0) attention_backward_kernel.get(g.device())(in, out_saved, lse, g.contiguous(), dq, dk, dv);
     count_flops(in.q, 4);
     return std::vector<Tensor>{dq, dk, dv};

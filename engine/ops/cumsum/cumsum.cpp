@@ -12,7 +12,7 @@ namespace {
 // A new tensor: the (reverse) inclusive scan of x along dim, without autograd.
 Tensor scan(const Tensor& x, int64_t dim, bool reverse) {
   Tensor input = x.detach().contiguous();
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor out = Tensor::empty_like(x);
   if (out.numel() == 0) return out;
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < dim; ++d) outer *= x.shape()[d];

@@ -87,7 +87,7 @@ namespace {
 
 Tensor scalar_op(ScalarOp op, const Tensor& x, double scalar) {
   Tensor input = x.contiguous();
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor out = Tensor::empty_like(x);
   scalar_kernel.get(x.device())(op, input, scalar, out);
   return out;
 }
@@ -124,10 +124,10 @@ namespace {
 // y = f(x); backward: dx = dy * f'(x) through the unary_backward kernel.
 Tensor unary(UnaryOp op, const Tensor& x, const char* name) {
   Tensor input = x.contiguous();
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor out = Tensor::empty_like(x);
   unary_kernel.get(x.device())(op, input, out);
   record(name, out, {x}, [op, input = input.detach(), y = out.detach()](const Tensor& g) {
-    Tensor dx = Tensor::empty(input.shape(), input.dtype(), input.device());
+    Tensor dx = Tensor::empty_like(input);
     unary_backward_kernel.get(input.device())(op, input, y, g.contiguous(), dx);
     return std::vector<Tensor>{dx};
   });
@@ -178,11 +178,11 @@ Tensor kernel_operand(const Tensor& t) { return t.defined() ? t.contiguous().det
 Tensor silu_gated_sum(const Tensor& a, const Tensor& b, const Tensor& z) {
   check_silu_gated_sum_inputs(a, b, z);
   Tensor ka = kernel_operand(a), kb = kernel_operand(b), kz = kernel_operand(z);
-  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  Tensor out = Tensor::empty_like(a);
   silu_gated_sum_kernel.get(a.device())(ka, kb, kz, out);
   const bool wants_sum = a.requires_grad() || (b.defined() && b.requires_grad());
   record(kSiluGatedSum, out, {a, b, z}, [ka, kb, kz, wants_sum, wants_z = z.requires_grad()](const Tensor& g) {
-    auto empty_if = [&](bool wanted) { return wanted ? Tensor::empty(ka.shape(), ka.dtype(), ka.device()) : Tensor(); };
+    auto empty_if = [&](bool wanted) { return wanted ? Tensor::empty_like(ka) : Tensor(); };
     Tensor dsum = empty_if(wants_sum), dz = empty_if(wants_z);
     silu_gated_sum_backward_kernel.get(ka.device())(ka, kb, kz, g.contiguous(), dsum, dz);
     // a and b get the same gradient; autograd never writes into it, so one

@@ -37,7 +37,7 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& labels, double smo
   Tensor lse = Tensor::empty({rows}, x.dtype(), x.device());
   if (rows > 0) cross_entropy_forward_kernel.get(x.device())(x, y, smoothing, losses, lse);
   record("cross_entropy", losses, {logits}, [x, y, smoothing, lse](const Tensor& g) {
-    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    Tensor dx = Tensor::empty_like(x);
     if (dx.numel() > 0) cross_entropy_backward_kernel.get(x.device())(x, y, smoothing, lse, g.contiguous(), dx);
     return std::vector<Tensor>{dx};
   });

@@ -159,7 +159,7 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const Tensor& pre = f.out;
   const bool keep_pre = needs_grad({&x, &weight, &bias});
   // Without a backward the pre-activation is not needed: GELU in place.
-  Tensor y2 = keep_pre ? Tensor::empty(pre.shape(), pre.dtype(), pre.device()) : pre;
+  Tensor y2 = keep_pre ? Tensor::empty_like(pre) : pre;
   if (pre.numel() > 0) unary_kernel.get(pre.device())(UnaryOp::Gelu, pre, y2);
   Tensor out = reshape(y2, in.out_shape);
   if (!keep_pre) return out;

@@ -442,7 +442,7 @@ Tensor gelu_operand_cuda(const Tensor& pre) {
   DeviceGuard guard(pre);
   const bool bf16 = linear_operand_dtype(pre) == DType::BF16;
   if (!bf16 || !aligned_for(pre.raw_data(), 16)) {  // (pre is a fresh GEMM output: aligned)
-    Tensor activation = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+    Tensor activation = Tensor::empty_like(pre);
     unary_kernel.get(pre.device())(UnaryOp::Gelu, pre, activation);
     return bf16 ? activation.to(DType::BF16) : activation;
   }

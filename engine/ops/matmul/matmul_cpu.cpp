@@ -116,7 +116,7 @@ void linear_backward_cpu(const LinearOperands& saved, const Tensor& pre, const T
 }
 
 Tensor gelu_operand_cpu(const Tensor& pre) {
-  Tensor out = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+  Tensor out = Tensor::empty_like(pre);
   unary_kernel.get(pre.device())(UnaryOp::Gelu, pre, out);
   return out;
 }

@@ -13,11 +13,6 @@ namespace {
 // What the kernels read: a contiguous tensor without history.
 Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
 
-// Gradients that the backward kernels write in full, every element (zeros
-// would cost a pass over memory that the kernel then overwrites; the tests
-// run with fresh tensors poisoned, see set_poison_empty).
-Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
-
 // Two [B, L, N] inputs as the kernels read them: in place when both are rows
 // of N contiguous elements at one stride r >= N (strides [L r, r, 1], e.g.
 // slices of one projection's output, which would otherwise be copied at every
@@ -58,10 +53,12 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, bool reverse) {
   check_shape("linear_scan", "b", b, a.shape());
   check_alike("linear_scan", {a, b});
   Tensor a_in = kernel_input(a);
-  Tensor h = Tensor::empty(a.shape(), a.dtype(), a.device());
+  Tensor h = Tensor::empty_like(a);
   if (h.numel() > 0) linear_scan_kernel.get(a.device())(a_in, kernel_input(b), h, reverse);
   record("linear_scan", h, {a, b}, [a_in, h_saved = h.detach(), reverse](const Tensor& g) {
-    Tensor da = empty_like(a_in), db = empty_like(a_in);
+    // Empty, not zeros, here and in the other backwards: the kernels write
+    // every element (the tests run with fresh tensors poisoned).
+    Tensor da = Tensor::empty_like(a_in), db = Tensor::empty_like(a_in);
     if (da.numel() > 0) linear_scan_backward_kernel.get(g.device())(a_in, h_saved, g.contiguous(), da, db, reverse);
     return std::vector<Tensor>{da, db};
   });
@@ -75,11 +72,11 @@ Tensor gated_scan(const Tensor& u, const Tensor& gate, const Tensor& keep, bool 
   check_alike("gated_scan", {u, gate, keep});
   const auto [u_rows, gate_rows] = shared_rows(u, gate);
   const GatedScanInputs in{u_rows, gate_rows, kernel_input(keep)};
-  Tensor h = Tensor::empty(u.shape(), u.dtype(), u.device());
+  Tensor h = Tensor::empty_like(u);
   if (h.numel() > 0) gated_scan_kernel.get(u.device())(in, h, reverse);
   // keep is a mask, not learned: it gets no gradient.
   record("gated_scan", h, {u, gate}, [in, h_saved = h.detach(), reverse](const Tensor& g) {
-    Tensor du = empty_like(h_saved), dgate = empty_like(h_saved);
+    Tensor du = Tensor::empty_like(h_saved), dgate = Tensor::empty_like(h_saved);
     if (du.numel() > 0) gated_scan_backward_kernel.get(g.device())(in, h_saved, g.contiguous(), du, dgate, reverse);
     return std::vector<Tensor>{du, dgate};
   });
@@ -104,15 +101,15 @@ Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Ten
   const auto [Bm_rows, Cm_rows] = shared_rows(Bm, Cm);
   const SelectiveScanInputs in{kernel_input(x), kernel_input(dt), kernel_input(A), Bm_rows,
                                Cm_rows,         kernel_input(D),  a_is_log};
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor y = Tensor::empty_like(x);
   // The backward keeps the inputs and what the forward saves to restart from
   // (on the GPU, every 8th state), and recomputes the states in between.
   const bool save_states = needs_grad({x, dt, A, Bm, Cm, D});
   Tensor saved;
   if (y.numel() > 0) saved = selective_scan_kernel.get(x.device())(in, y, save_states, reverse);
   record(op, y, {x, dt, A, Bm, Cm, D}, [in, saved, reverse](const Tensor& g) {
-    const SelectiveScanGrads grads{empty_like(in.x),  empty_like(in.dt), empty_like(in.A),
-                                   empty_like(in.Bm), empty_like(in.Cm), empty_like(in.D)};
+    const SelectiveScanGrads grads{Tensor::empty_like(in.x),  Tensor::empty_like(in.dt), Tensor::empty_like(in.A),
+                                   Tensor::empty_like(in.Bm), Tensor::empty_like(in.Cm), Tensor::empty_like(in.D)};
     if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, saved, g.contiguous(), grads, reverse);
     const Tensor dA = in.a_is_log ? mul(grads.dA, neg(exp(in.A))) : grads.dA;
     return std::vector<Tensor>{grads.dx, grads.ddt, dA, grads.dBm, grads.dCm, grads.dD};
@@ -146,21 +143,21 @@ Tensor conv_op(const char* op, const Tensor& x, const Tensor& weight, const Tens
   check(pad_left >= 0 && pad_left < taps, "{}: pad_left must be in [0, {}), got {}", op, taps, pad_left);
   check_alike(op, {x, weight, bias});
   Tensor x_in = kernel_input(x), w_in = kernel_input(weight);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor y = Tensor::empty_like(x);
   const bool keep_pre = silu && needs_grad({x, weight, bias});
-  const Tensor pre = keep_pre ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+  const Tensor pre = keep_pre ? Tensor::empty_like(x) : Tensor();
   if (y.numel() > 0) {
     depthwise_conv1d_kernel.get(x.device())(x_in, w_in, kernel_input(bias), y, pad_left, reverse, silu, pre);
   }
   record(op, y, {x, weight, bias},
          [x_in, w_in, with_bias = bias.defined(), pad_left, reverse, pre, post = silu ? y.detach() : Tensor()](
              const Tensor& g) {
-           Tensor dx = empty_like(x_in), dweight = empty_like(w_in);
+           Tensor dx = Tensor::empty_like(x_in), dweight = Tensor::empty_like(w_in);
            Tensor dbias = with_bias ? Tensor::empty({w_in.size(0)}, g.dtype(), g.device()) : Tensor();
            if (g.numel() > 0) {
              Tensor dconv = g.contiguous();
              if (pre.defined()) {
-               dconv = Tensor::empty(g.shape(), g.dtype(), g.device());
+               dconv = Tensor::empty_like(g);
                unary_backward_kernel.get(g.device())(UnaryOp::Silu, pre, post, g.contiguous(), dconv);
              }
              depthwise_conv1d_backward_kernel.get(g.device())(x_in, w_in, dconv, dx, dweight, dbias, pad_left,

@@ -1330,7 +1330,7 @@ void selective_backward_launch(const SelectiveScanInputs& in, Tensor saved, cons
         "selective_scan (cuda): length {} is beyond the backward's step counters or a batch row of [{}, {}] beyond "
         "32-bit offsets", L, L, R);
   if (!saved.defined()) {
-    const Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device());  // (not needed)
+    const Tensor y = Tensor::empty_like(in.x);  // (not needed)
     saved = selective_forward_launch<T>(in, y, /*save_states=*/true, reverse);
   }
   check(saved.numel() == checkpoint_elements(B, L, C, S) && saved.dtype() == in.x.dtype(),

@@ -12,11 +12,11 @@ namespace {
 Tensor softmax_op(SoftmaxKind kind, const Tensor& x, const char* name) {
   check(x.dim() >= 1, "{}: needs at least one dimension, got {}", name, x);
   Tensor input = x.detach().contiguous();
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor out = Tensor::empty_like(x);
   if (out.numel() > 0) softmax_forward_kernel.get(x.device())(kind, last_dim_rows(input), last_dim_rows(out));
   // Both backward formulas need only the output (detached: no reference cycle).
   record(name, out, {x}, [kind, y = out.detach()](const Tensor& g) {
-    Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
+    Tensor dx = Tensor::empty_like(y);
     if (dx.numel() > 0) {
       softmax_backward_kernel.get(y.device())(kind, last_dim_rows(y), last_dim_rows(g.contiguous()),
                                               last_dim_rows(dx));
