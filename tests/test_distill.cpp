@@ -9,6 +9,7 @@
 #include "data/archive.h"
 #include "data/files.h"
 #include "data/image.h"
+#include "engine/device.h"
 #include "engine/ops/ops.h"
 #include "models/vit_checkpoint.h"
 #include "tests/expect_error.h"
@@ -127,6 +128,9 @@ TEST(Distill, BadInputsLeaveAnEarlierRunAsItWas) {
   s.layers = "sparsest:40";                         // the fixture has 3 blocks
   testing::expect_error_mentioning([&] { run_distill(s); }, {"sparsest:40", "1..3"});
   s.layers = "sparsest:2";
+  s.precision = "bf16";  // on the CPU
+  testing::expect_error_mentioning([&] { run_distill(s); }, {"precision bf16 needs a GPU", "device cpu"});
+  s.precision = "fp32";
   s.data = images + "/missing";
   EXPECT_THROW(run_distill(s), Error);
   std::ifstream log(out + "/metrics.jsonl");
@@ -268,6 +272,40 @@ TEST(Distill, BudgetSettingsAreChecked) {
         settings("[teacher]\nconfig = c.json\n[experiment]\nkind = teacher_sparsity_sweep\nteachers = a:x;b:y\n");
       },
       {"[teacher] config", "teacher_sparsity_sweep"});
+}
+
+TEST(Distill, PrecisionSettingIsChecked) {
+  auto settings = [](const std::string& run) {
+    return DistillSettings::from_config(
+        Config::parse("[teacher]\nmodel = m\n[data]\npath = x\n[run]\ndevice = cpu\n" + run, "precision.ini"));
+  };
+  EXPECT_EQ(settings("").precision, "fp32");
+  EXPECT_EQ(settings("precision = bf16\n").precision, "bf16");  // refused when the run starts, on the CPU
+  testing::expect_error_mentioning([&] { settings("precision = fp16\n"); }, {"precision.ini", "fp16", "bf16"});
+}
+
+// The pipeline in the GPU's mixed precision: the students still learn, the
+// results say which precision ran, and the layer ranking is float32's.
+TEST(CudaDistill, Bf16RunReducesTheLossAndRanksLayersAsFloat32) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img"));
+  const std::string out = testing::scratch_path("engine_distill_bf16");
+  DistillSettings s = tiny_settings(images, out);
+  s.device = Device::cuda();
+  s.layers = "sparsest:2";
+  const nlohmann::json fp32 = run_distill(s);
+  s.precision = "bf16";
+  const nlohmann::json bf16 = run_distill(s);
+
+  const std::vector<double> losses = distill_losses(out + "/metrics.jsonl");
+  ASSERT_GE(losses.size(), 2u);
+  EXPECT_LT(losses.back(), 0.7 * losses.front()) << "distillation in bf16 did not reduce the loss";
+  EXPECT_EQ(bf16["precision"], "bf16");
+  EXPECT_EQ(fp32["precision"], "fp32");
+  EXPECT_EQ(bf16["sparsity"]["ranking"], fp32["sparsity"]["ranking"]);
+  EXPECT_EQ(bf16["replaced_layers"], fp32["replaced_layers"]);
 }
 
 // Two 2x2 images: fewer than a batch of 4.

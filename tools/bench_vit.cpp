@@ -107,11 +107,7 @@ int bench_main(int argc, char** argv) {
   const Device device = Device::parse(flags.get("device"));
   const int64_t batch = flags.get_int_at_least("batch", 1);
   const int steps = static_cast<int>(flags.get_int_at_least("steps", 1));
-  const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision")));
-  // bf16 is the GEMMs' mixed precision on a GPU; the CPU computes in float32 whatever the setting.
-  check(flags.get("precision") == "fp32" || device.is_cuda(),
-        "--precision {} needs a GPU (device {} computes in float32); use --precision fp32", flags.get("precision"),
-        device.str());
+  const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision"), device));
   const Replacement replacement{flags.get("mixer"), flags.get_int_list("replace")};
   check(!replacement.blocks.empty() || replacement.mixer == "attention",
         "--mixer {} needs --replace (the blocks that get it)", replacement.mixer);

@@ -1,11 +1,12 @@
 // ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
-//                 [--limit N] [--predictions FILE] [--out results.json] [--log metrics.jsonl]
+//                 [--precision fp32|bf16] [--limit N] [--predictions FILE] [--out results.json] [--log metrics.jsonl]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
 // synset list, or any other folder such as the CIFAR-10 test JPEGs) or on CIFAR-10's
 // official binary batches (--data cifar-10-binary.tar.gz --subdir test). An A-ViT checkpoint
 // is evaluated with halting, tokens really dropped, and its token retention reported.
 #include "data/open_dataset.h"
 #include "engine/cli.h"
+#include "engine/ops/matmul/matmul.h"
 #include "engine/safetensors.h"
 #include "models/vit_checkpoint.h"
 #include "train/evaluate.h"
@@ -24,6 +25,7 @@ int eval_main(int argc, char** argv) {
                {"synsets", "class list, line i = class i (ImageNet: the 1000 sorted synsets)", ""},
                {"batch", "batch size", "256"},
                {"device", "cpu, cuda or auto", "auto"},
+               {"precision", "fp32, or bf16: GEMMs and attention in bfloat16 with float32 sums (GPU only)", "fp32"},
                {"limit", "evaluate only N images, spread evenly over the set (0 = all)", "0"},
                {"workers", "loader threads", "2"},
                {"skip-bad-images", "skip undecodable images (counted) instead of failing", "", true},
@@ -33,6 +35,7 @@ int eval_main(int argc, char** argv) {
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.get("model").empty() && !flags.get("data").empty(), "--model and --data are required (see --help)");
   const Device device = Device::parse(flags.get("device"));
+  const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision"), device));
   EvalOptions options;
   options.batch_size = flags.get_int_at_least("batch", 1);
   options.limit = flags.get_int_at_least("limit", 0);
@@ -80,7 +83,8 @@ int eval_main(int argc, char** argv) {
                           {"seconds", result.seconds},
                           {"bad_images", result.bad_images},
                           {"batch_size", options.batch_size},
-                          {"device", device.str()}};
+                          {"device", device.str()},
+                          {"precision", flags.get("precision")}};
     if (meter) {
       out["retention"] = meter->retention();
       out["mean_retention"] = meter->mean_retention();

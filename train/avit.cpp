@@ -182,6 +182,7 @@ std::vector<std::string> write_depth_maps(VisionTransformer& model, const data::
 }  // namespace
 
 json run_avit(const AvitSettings& s) {
+  const GemmPrecisionGuard gemm_precision(parse_gemm_precision(s.precision, s.device));
   // Every input is checked before the output folder is touched.
   const auto train_opened = data::open_dataset(s.data, s.train_subdir);
   const auto test_opened = data::open_dataset(s.data, s.test_subdir);
@@ -222,7 +223,7 @@ json run_avit(const AvitSettings& s) {
        {{"gamma", s.halting.gamma}, {"beta", s.halting.beta}, {"eps", s.halting.eps}, {"alpha_p", s.alpha_p},
         {"alpha_d", s.alpha_d}, {"target_depth", s.target_depth}, {"prior_std", s.prior_std},
         {"budget_images", s.budget_images}, {"lr", s.lr}, {"kl_weight", s.kl_weight}, {"seed", s.seed},
-        {"device", s.device.str()}}},
+        {"device", s.device.str()}, {"precision", s.precision}}},
       {"checkpoint", (fs::path(s.out_dir) / "avit").string()}};
   write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
   return results;

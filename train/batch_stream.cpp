@@ -28,6 +28,7 @@ void DataSettings::read_data_settings(const Config& c) {
   batch_size = c.get_int_at_least("data", "batch_size", batch_size, 1);
   workers = static_cast<int>(c.get_int_at_least("data", "workers", workers, 0));
   device = Device::parse(c.get_string("run", "device", "auto"));
+  precision = c.get_choice("run", "precision", precision, {"fp32", "bf16"});
 }
 
 std::vector<int64_t> read_latency_batches(const Config& c, const std::vector<int64_t>& def) {

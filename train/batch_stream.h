@@ -14,7 +14,7 @@
 
 namespace engine {
 
-// [data] path, train_subdir, test_subdir, test_limit, batch_size, workers; [run] device.
+// [data] path, train_subdir, test_subdir, test_limit, batch_size, workers; [run] device, precision.
 struct DataSettings {
   std::string data;  // dataset folder or archive: ImageFolder or CIFAR-10 binary (data/open_dataset.h)
   std::string train_subdir, test_subdir;
@@ -22,6 +22,7 @@ struct DataSettings {
   int64_t batch_size = 64;
   int workers = 2;
   Device device = Device::cpu();
+  std::string precision = "fp32";  // fp32 | bf16: the GEMMs' mixed precision, on a GPU (engine/ops/matmul/matmul.h)
 
   void read_data_settings(const Config& config);  // [data] path is required
   EvalOptions eval_options() const;                // test_limit, batch_size * 4 (at most 256), workers, device

@@ -177,6 +177,9 @@ struct LayerSparsity {
 };
 
 LayerSparsity measure_sparsity(VisionTransformer& teacher, const data::Dataset& train, const DistillSettings& s) {
+  // In float32 whatever [run] precision says: the layers chosen from the
+  // ranking must not depend on it, so that runs in both precisions compare.
+  const GemmPrecisionGuard float32(GemmPrecision::Float32);
   SparsityAnalysis analysis(teacher, /*heatmap_images=*/0);
   SparsityRunOptions options;
   options.num_images = s.sparsity_images;
@@ -503,7 +506,7 @@ json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, 
                     scatter_svg(points, "teacher's mean token retention", "teacher - hybrid top-1 (points)"));
   json results = {{"experiment", "teacher_sparsity_sweep"}, {"mixer", s.mixer}, {"layers", layers},
                   {"budget_images", s.budget_images}, {"finetune_images", s.finetune_images},
-                  {"seeds", s.seeds}, {"device", s.device.str()}, {"levels", levels},
+                  {"seeds", s.seeds}, {"device", s.device.str()}, {"precision", s.precision}, {"levels", levels},
                   {"plot", "gap_vs_retention.svg"}};
   write_json_atomic((fs::path(s.out_dir) / "results.json").string(), results);
   return results;
@@ -544,6 +547,7 @@ void write_rank_correlation(const DistillSettings& s, const json& groups, json& 
 }  // namespace
 
 json run_distill(const DistillSettings& s) {
+  const GemmPrecisionGuard gemm_precision(parse_gemm_precision(s.precision, s.device));
   Datasets datasets = open_datasets(s);
   const Teachers teachers = load_checked_teachers(s, datasets);
   prepare_out_dir(s.out_dir, s.overwrite);  // only now: a bad input leaves an old run as it was
@@ -557,7 +561,8 @@ json run_distill(const DistillSettings& s) {
   LayerSparsity sparsity;
   if (ranking_needed) sparsity = measure_sparsity(*teacher, *datasets.train, s);
   json results = {{"mixer", s.mixer}, {"budget_images", s.budget_images},
-                  {"finetune_images", s.finetune_images}, {"seeds", s.seeds}, {"device", s.device.str()}};
+                  {"finetune_images", s.finetune_images}, {"seeds", s.seeds}, {"device", s.device.str()},
+                  {"precision", s.precision}};
   if (ranking_needed) {
     results["sparsity"] = {{"k90", sparsity.k90}, {"entropy", sparsity.entropy}, {"ranking", sparsity.ranking},
                            {"images", s.sparsity_images}};

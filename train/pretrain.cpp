@@ -139,14 +139,6 @@ json PretrainSettings::identity() const {
           {"run.precision", precision}};
 }
 
-void check_precision_supported(const std::string& precision, Device device) {
-  // bf16 is the GEMMs' mixed precision (engine/ops/matmul/matmul.h), which
-  // only the CUDA backend has; the CPU computes in float32.
-  check(precision == "fp32" || device.is_cuda(),
-        "[run] precision = {} needs a GPU (device = {} computes in float32); use precision = fp32", precision,
-        device.str());
-}
-
 // ---------------------------------------------------------------- the run
 
 namespace {
@@ -459,8 +451,7 @@ class Pretrainer {
 }  // namespace
 
 json run_pretrain(const PretrainSettings& settings) {
-  check_precision_supported(settings.precision, settings.device);
-  const GemmPrecisionGuard gemm_precision(parse_gemm_precision(settings.precision));
+  const GemmPrecisionGuard gemm_precision(parse_gemm_precision(settings.precision, settings.device));
   return Pretrainer(settings).run();
 }
 

@@ -77,7 +77,4 @@ struct PretrainSettings {
 // run short: run again with resume = true to continue).
 nlohmann::json run_pretrain(const PretrainSettings& settings);
 
-// Errors unless the engine can train in `precision` on `device`.
-void check_precision_supported(const std::string& precision, Device device);
-
 }  // namespace engine

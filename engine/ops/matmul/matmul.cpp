@@ -106,4 +106,11 @@ GemmPrecision parse_gemm_precision(const std::string& name) {
   fail("precision '{}' is not one of: fp32, bf16", name);
 }
 
+GemmPrecision parse_gemm_precision(const std::string& name, Device device) {
+  const GemmPrecision precision = parse_gemm_precision(name);
+  check(precision == GemmPrecision::Float32 || device.is_cuda(),
+        "precision {} needs a GPU (device {} computes in float32); use fp32", name, device.str());
+  return precision;
+}
+
 }  // namespace engine

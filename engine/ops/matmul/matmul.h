@@ -55,6 +55,9 @@ void set_gemm_precision(GemmPrecision precision);
 GemmPrecision gemm_precision();
 // "fp32" or "bf16"; anything else is an error naming the value.
 GemmPrecision parse_gemm_precision(const std::string& name);
+// The same, for GEMMs on `device`: bf16 there needs CUDA (the CPU kernels
+// compute in float32 whatever the mode), else an error naming both.
+GemmPrecision parse_gemm_precision(const std::string& name, Device device);
 
 // Sets the GEMM precision for a scope (tests, tools), restoring the previous one.
 class GemmPrecisionGuard {
