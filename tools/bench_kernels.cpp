@@ -205,6 +205,11 @@ void core_ops(KernelBench& bench) {
   const Tensor projection = bench.uniform({256, 65, 288});
   bench.memory("copy of a column slice", slice, bytes_of(slice, 2),
                [&] { narrow(projection, 2, 192, 96).contiguous(); });
+  // A loss's mean over every element (the distillation's MSE at batch 128):
+  // one row, cut into chunks over the GPU.
+  const Shape loss_terms = {128, 65, 192};
+  const Tensor terms = bench.uniform(loss_terms);
+  bench.memory("sum of all elements", loss_terms, bytes_of(loss_terms, 1), [&] { sum(terms); });
   Tensor scores = bench.uniform(probs);
   bench.memory("softmax", probs, bytes_of(probs, 2), [&] { softmax(scores); });
   // Its backward reads y and dy and writes dx.

@@ -210,6 +210,11 @@ std::vector<Tensor> student_parameters(Students& students, const std::vector<int
   return params;
 }
 
+// The steps whose losses are logged (and shown): reading a loss waits for the
+// GPU, so the other steps leave it alone and the host queues the next step's
+// work while the GPU runs this one.
+bool is_log_step(int64_t step, int64_t steps) { return step % 10 == 0 || step + 1 == steps; }
+
 // Step 3: every chosen layer's student learns the teacher's attention branch.
 Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& layers, const data::Dataset& train,
                         const DistillSettings& s, uint64_t seed, MetricsLog& log) {
@@ -239,7 +244,7 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
       else teacher.forward_tokens(images, {}, &trace);
     }
     Tensor total;
-    json layer_losses = json::object();
+    std::vector<Tensor> layer_losses;
     for (size_t k = 0; k < layers.size(); ++k) {
       const BlockTrace& block = trace.blocks[layers[k]];
       // An A-ViT teacher: the student learns the retained tokens only, and
@@ -249,19 +254,23 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
       if (!halting.active.empty()) ctx.active = halting.active[layers[k]];
       Tensor loss = distill_loss(avit_mix(*students[k], block.mixer_input, ctx), block.mixer_output, s.cosine_weight,
                                  ctx.active);
-      layer_losses[std::to_string(layers[k])] = loss.item<double>();
+      layer_losses.push_back(loss);
       total = total.defined() ? total + loss : loss;
     }
     optimizer->zero_grad();
     total.backward();
     optimizer->set_lr(schedule.lr_at(step));
     optimizer->step();
-    const double mean_loss = total.item<double>() / layers.size();
-    bar.update(s.batch_size, fmt::format("loss {:.4f}", mean_loss));
-    if (step % 10 == 0 || step + 1 == steps) {
+    std::string status;
+    if (is_log_step(step, steps)) {
+      json per_layer = json::object();
+      for (size_t k = 0; k < layers.size(); ++k) per_layer[std::to_string(layers[k])] = layer_losses[k].item<double>();
+      const double mean_loss = total.item<double>() / layers.size();
       log.write({{"phase", "distill"}, {"step", step}, {"lr", optimizer->lr()}, {"loss", mean_loss},
-                 {"layer_loss", layer_losses}});
+                 {"layer_loss", per_layer}});
+      status = fmt::format("loss {:.4f}", mean_loss);
     }
+    bar.update(s.batch_size, status);  // an empty status keeps the last one shown
   }
   bar.finish();
   for (Tensor& p : params) p.set_requires_grad(false);
@@ -321,10 +330,13 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
     loss.backward();
     optimizer->set_lr(schedule.lr_at(step));
     optimizer->step();
-    bar.update(s.batch_size, fmt::format("loss {:.4f}", loss.item<double>()));
-    if (step % 10 == 0 || step + 1 == steps) {
-      log.write({{"phase", "finetune"}, {"step", step}, {"lr", optimizer->lr()}, {"loss", loss.item<double>()}});
+    std::string status;
+    if (is_log_step(step, steps)) {
+      const double value = loss.item<double>();
+      log.write({{"phase", "finetune"}, {"step", step}, {"lr", optimizer->lr()}, {"loss", value}});
+      status = fmt::format("loss {:.4f}", value);
     }
+    bar.update(s.batch_size, status);
   }
   bar.finish();
   for (Tensor& p : params) p.set_requires_grad(false);

@@ -164,6 +164,8 @@ TEST_P(CudaOps, SumMeanMax) {
   // A long row: the float32 sum accumulates in double on both devices.
   expect_same("long sum", [](const auto& in) { return sum(in[0], {1}); }, {uniform({3, 100000})});
   expect_same("many short rows", [](const auto& in) { return sum(in[0], {1}); }, {uniform({5000, 3})});
+  // One row cut into chunks that do not divide it (a loss's mean).
+  expect_same("mean of everything", [](const auto& in) { return mean(in[0]); }, {uniform({64, 65, 31})});
 }
 
 TEST_P(CudaOps, ArgmaxTakesTheFirstOfTiedMaxima) {

@@ -1,5 +1,8 @@
 // CUDA kernels of the reduce family: one block per row of the [rows, length]
-// matrix, each thread folding a strided slice of the row, then a block reduction.
+// matrix, each thread folding a strided slice of the row, then a block
+// reduction. Sums over rows too few to fill the GPU (a loss's mean over every
+// element is one row) cut each row into chunks, a block each, and add the
+// chunks' partial sums in a second pass.
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/reduce/reduce_kernels.h"
 
@@ -8,16 +11,44 @@ namespace engine {
 namespace {
 
 // Sums accumulate in double, for float32 too, as on the CPU: long float32 rows
-// stay accurate (the summation order differs from the CPU's, the precision does not).
-template <typename T>
-__global__ void sum_rows_kernel(const T* x, T* out, int64_t rows, int64_t length) {
-  for (int64_t r : block_stride(rows)) {
-    const T* row = x + r * length;
+// stay accurate (the summation order differs from the CPU's, the precision does
+// not). Block b sums chunk b % chunks of row b / chunks into out[b]; the chunks
+// are ceil(length / chunks) long (the last one shorter), so the partial sums
+// are the same for a given shape, whatever the grid.
+template <typename In, typename Out>
+__global__ void sum_rows_kernel(const In* x, Out* out, int64_t rows, int64_t length, int64_t chunks) {
+  const int64_t chunk = (length + chunks - 1) / chunks;
+  for (int64_t b : block_stride(rows * chunks)) {
+    const int64_t begin = (b % chunks) * chunk;
+    const In* part = x + (b / chunks) * length + begin;
     double total = 0.0;
-    for (int64_t i : thread_stride(length)) total += row[i];
+    for (int64_t i : thread_stride(std::min(chunk, length - begin))) total += part[i];
     total = block_sum(total);
-    if (threadIdx.x == 0) out[r] = static_cast<T>(total);
+    if (threadIdx.x == 0) out[b] = static_cast<Out>(total);
   }
+}
+
+// Chunks per row: enough blocks to keep every SM streaming (an H200 has 132),
+// none shorter than kMinChunk elements, whose sum is worth a block.
+constexpr int64_t kSumBlocks = 1024;
+constexpr int64_t kMinChunk = 8192;
+int64_t chunks_per_row(int64_t rows, int64_t length) {
+  if (rows >= kSumBlocks / 4) return 1;
+  return std::max<int64_t>(1, std::min((kSumBlocks + rows - 1) / rows, length / kMinChunk));
+}
+
+template <typename T>
+void sum_rows(const Tensor& x, const Tensor& out, int64_t rows, int64_t length) {
+  const int64_t chunks = chunks_per_row(rows, length);
+  if (chunks == 1) {
+    launch_rows(rows, length, sum_rows_kernel<T, T>, data_of<T>(x), mutable_data_of<T>(out), rows, length, int64_t{1});
+    return;
+  }
+  const Tensor partial = Tensor::empty({rows * chunks}, DType::F64, x.device());
+  launch_rows(rows * chunks, (length + chunks - 1) / chunks, sum_rows_kernel<T, double>, data_of<T>(x),
+              mutable_data_of<double>(partial), rows, length, chunks);
+  launch_rows(rows, chunks, sum_rows_kernel<double, T>, data_of<double>(partial), mutable_data_of<T>(out), rows,
+              chunks, int64_t{1});
 }
 
 // A candidate maximum and where it is; identity: index past any real one.
@@ -58,7 +89,7 @@ void reduce_cuda(ReduceOp op, const Tensor& x, const Tensor& out, const Tensor& 
   dispatch_float(x.dtype(), "reduce", [&](auto tag) {
     using T = decltype(tag);
     if (op == ReduceOp::Sum) {
-      launch_rows(rows, length, sum_rows_kernel<T>, data_of<T>(x), mutable_data_of<T>(out), rows, length);
+      sum_rows<T>(x, out, rows, length);
     } else {
       launch_rows(rows, length, max_rows_kernel<T>, data_of<T>(x), mutable_data_of<T>(out),
                   mutable_data_of<int64_t>(indices), rows, length);
