@@ -10,7 +10,8 @@
 # checkpoint) after PRETRAIN_MINUTES (default 8.5) so that it fits one 10-minute device call;
 # pretrain_resume continues it for another PRETRAIN_MINUTES (run it in later calls until
 # OUT/pretrain/results.json says "finished": true). PRETRAIN_EPOCHS (default 100) sets the length.
-# PRECISION=bf16 runs eval and the distillation steps in the GPU's mixed precision (default: fp32).
+# PRECISION=fp32|bf16 sets eval's and the distillation steps' precision (default: eval fp32, the
+# distillation steps their config's).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu}
@@ -18,7 +19,7 @@ shift || true
 steps=${*:-eval sparsity distill}
 shared=${ENGINE_SHARED_DIR:-../shared}
 mkdir -p "$out"
-run_precision=",run.precision=${PRECISION:-fp32}"
+run_precision=${PRECISION:+",run.precision=$PRECISION"}
 
 for step in $steps; do
   echo "==== $step"
