@@ -86,7 +86,7 @@ Tensor gated_scan(const Tensor& u, const Tensor& gate, const Tensor& keep, bool 
 namespace {
 
 // selective_scan, and with a_is_log selective_scan_log_a: the kernels take
-// A_log and return dL/dA, which the backward turns into dL/dA_log = dL/dA * A.
+// A_log and return dL/dA_log.
 Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& Bm,
                     const Tensor& Cm, const Tensor& D, bool reverse, bool a_is_log) {
   check_sequence(op, "x", x);
@@ -111,8 +111,7 @@ Tensor selective_op(const char* op, const Tensor& x, const Tensor& dt, const Ten
     const SelectiveScanGrads grads{Tensor::empty_like(in.x),  Tensor::empty_like(in.dt), Tensor::empty_like(in.A),
                                    Tensor::empty_like(in.Bm), Tensor::empty_like(in.Cm), Tensor::empty_like(in.D)};
     if (g.numel() > 0) selective_scan_backward_kernel.get(g.device())(in, saved, g.contiguous(), grads, reverse);
-    const Tensor dA = in.a_is_log ? mul(grads.dA, neg(exp(in.A))) : grads.dA;
-    return std::vector<Tensor>{grads.dx, grads.ddt, dA, grads.dBm, grads.dCm, grads.dD};
+    return std::vector<Tensor>{grads.dx, grads.ddt, grads.dA, grads.dBm, grads.dCm, grads.dD};
   });
   return y;
 }

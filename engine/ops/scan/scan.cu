@@ -903,7 +903,7 @@ struct SelectiveBackwardOut {
   T *dx, *ddt;     // written by the first group, added to by later ones
   T* dB_part;      // [B, L, blocks, S]: dBm summed over the 64 channels of each block of a batch row
   T* dC_part;      // [B, L, blocks, S]: likewise dCm
-  T* dA_part;      // [B, C, S]: dA of each (batch, channel)
+  T* dA_part;      // [B, C, S]: dA (dA_log with a_is_log) of each (batch, channel)
   T* dD_part;      // [B, C] (first group)
   const T* saved;  // the state entering every tile (LaneCheckpoints)
   int64_t blocks;  // blocks per batch row: ceil(C / 64)
@@ -1284,7 +1284,10 @@ __global__ void __launch_bounds__(kSelectiveBackwardThreads, kSelectiveBackwardB
 #pragma unroll
     for (int i = 0; i < kChannelStates; ++i) {
       if (first_state + i < p.group_size()) {
-        q.dA_part[task * p.state + p.group_begin + first_state + i] = dA[e * kChannelStates + i];
+        // With A_log: dL/dA_log = dL/dA * A, applied before the batch's sum (linear).
+        const int s = e * kChannelStates + i;
+        q.dA_part[task * p.state + p.group_begin + first_state + i] =
+            p.a_is_log ? dA[s] * decay_exponent_unscale(a[s]) : dA[s];
       }
     }
     if (p.first_group() && quad == e) q.dD_part[task] = dD[e];

@@ -336,7 +336,11 @@ void selective_scan_backward_cpu(const SelectiveScanInputs& in, const Tensor& /*
       sum_rows(&dB_part[b * blocks * rows], blocks, rows, data_or_null<T>(grads.dBm) + b * rows);
       sum_rows(&dC_part[b * blocks * rows], blocks, rows, data_or_null<T>(grads.dCm) + b * rows);
     }
-    sum_rows(dA_part.data(), batch, channels * state, data_or_null<T>(grads.dA));
+    T* dA = data_or_null<T>(grads.dA);
+    sum_rows(dA_part.data(), batch, channels * state, dA);
+    if (in.a_is_log) {  // dL/dA_log = dL/dA * A
+      for (int64_t i = 0; i < channels * state; ++i) dA[i] *= scan.A[i];
+    }
     sum_rows(dD_part.data(), batch, channels, data_or_null<T>(grads.dD));
   });
 }

@@ -83,7 +83,8 @@ ENGINE_HOST_DEVICE StepGate<T> step_gate(T gate, T keep, bool has_keep) {
 // each) may be further apart than S, by the same stride for both: Bm.strides()
 // = Cm.strides() = [L r, r, 1] (views of x_proj's wider output, read in place).
 // With a_is_log, the tensor A holds Mamba's A_log and the scan's A is
-// -exp(A_log), computed by the kernels as they load it (dA stays dL/dA).
+// -exp(A_log), computed by the kernels as they load it; the gradient dA is
+// then dL/dA_log = dL/dA * A.
 struct SelectiveScanInputs {
   Tensor x, dt, A, Bm, Cm, D;
   bool a_is_log = false;
