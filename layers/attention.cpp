@@ -31,7 +31,7 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng)
   check(heads > 0 && dim % heads == 0, "attention: dim {} is not divisible by {} heads", dim, heads);
 }
 
-Tensor Attention::forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) {
+Tensor Attention::attend(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs, const Tensor& residual) {
   const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
   const int64_t head_dim = dim / heads_;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
@@ -41,7 +41,7 @@ Tensor Attention::forward(const Tensor& x, const ForwardContext& ctx, Tensor* at
     // reads q, k and v straight from the projection's [B, N, 3D] output and
     // writes the context token-major, [B, N, D], the projection's input (and
     // its backward writes d(qkv) directly): no layout copies either way.
-    return proj_.forward(fused_attention_packed(qkv_.forward(x), heads_, scale, ctx.active));
+    return proj_.forward(fused_attention_packed(qkv_.forward(x), heads_, scale, ctx.active), residual);
   }
   // [B, N, 3D] -> [3, B, H, N, d]: q, k, v for every head. One copy here makes
   // q, k and v contiguous, so the GEMMs below read them in place (k as a
@@ -56,7 +56,7 @@ Tensor Attention::forward(const Tensor& x, const ForwardContext& ctx, Tensor* at
   Tensor probs = softmax(scores);
   if (attn_probs) *attn_probs = probs;
   Tensor context = matmul(probs, v);  // [B, H, N, d]
-  return proj_.forward(reshape(transpose(context, 1, 2), {batch, tokens, dim}));
+  return proj_.forward(reshape(transpose(context, 1, 2), {batch, tokens, dim}), residual);
 }
 
 void Attention::visit(const std::string& prefix, const ParamVisitor& fn) {

@@ -14,12 +14,19 @@ class Attention : public TokenMixer {
  public:
   Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng);
   std::string kind() const override { return "attention"; }
-  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override {
+    return attend(x, ctx, attn_probs, Tensor());
+  }
+  Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) override {
+    return attend(x, ctx, nullptr, residual);
+  }
   bool input_feeds_linear() const override { return true; }  // x only enters the qkv projection
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
   int64_t heads() const { return heads_; }
 
  private:
+  // The branch output, plus residual when given (added by proj's GEMM).
+  Tensor attend(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs, const Tensor& residual);
   int64_t heads_;
   Linear qkv_, proj_;
 };

@@ -6,14 +6,23 @@
 namespace engine {
 
 namespace {
+bool drops_paths(double drop_rate, const ForwardContext& ctx) { return ctx.training && drop_rate != 0.0; }
+
 Tensor residual_branch(const Tensor& branch, double drop_rate, const ForwardContext& ctx) {
-  if (!ctx.training || drop_rate == 0.0) return branch;
+  if (!drops_paths(drop_rate, ctx)) return branch;
   check(ctx.rng != nullptr, "training forward with drop-path needs an Rng in the ForwardContext");
   return drop_path(branch, drop_rate, true, *ctx.rng);
 }
 }  // namespace
 
 Tensor Block::forward(const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
+  if (trace == nullptr && !drops_paths(drop_path_rate, ctx)) {
+    // Both residual adds inside the branches' last GEMMs (the mixer's output
+    // projection, fc2), where the mixers support it (TokenMixer::forward_plus).
+    const Tensor normed = mixer->input_feeds_linear() ? norm1.forward_for_linear(x) : norm1.forward(x);
+    const Tensor h = mixer->forward_plus(normed, x, ctx);
+    return mlp.forward(norm2.forward_for_linear(h), h);
+  }
   return forward_with(
       x, [&](const Tensor& normed, Tensor* probs) { return mixer->forward(normed, ctx, probs); }, ctx, trace,
       trace == nullptr && mixer->input_feeds_linear());
@@ -25,7 +34,10 @@ Tensor Block::forward_with(const Tensor& x, const MixFn& mix, const ForwardConte
   Tensor probs;
   Tensor mixed = mix(normed, trace && trace->want_probs ? &probs : nullptr);
   Tensor h = add(x, residual_branch(mixed, drop_path_rate, ctx));
-  Tensor out = add(h, residual_branch(mlp.forward(norm2.forward_for_linear(h)), drop_path_rate, ctx));
+  // Without drop-path (inference, or a rate of 0) fc2's GEMM adds the residual itself.
+  const Tensor mlp_input = norm2.forward_for_linear(h);
+  Tensor out = drops_paths(drop_path_rate, ctx) ? add(h, residual_branch(mlp.forward(mlp_input), drop_path_rate, ctx))
+                                                : mlp.forward(mlp_input, h);
   if (trace) {
     trace->input = x;
     trace->mixer_input = normed;

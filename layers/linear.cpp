@@ -9,7 +9,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& r
   if (with_bias) bias = Tensor::zeros({out_features});
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x, const Tensor& residual) const { return linear(x, weight, bias, residual); }
 
 void Linear::visit(const std::string& prefix, const ParamVisitor& fn) {
   fn(join_name(prefix, "weight"), weight);

@@ -10,7 +10,8 @@ struct Linear {
 
   Linear() = default;
   Linear(int64_t in_features, int64_t out_features, bool with_bias, Rng& rng);
-  Tensor forward(const Tensor& x) const;
+  // residual, when given, is added to the output inside the GEMM (matmul.h).
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
   void visit(const std::string& prefix, const ParamVisitor& fn);
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }

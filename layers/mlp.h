@@ -9,7 +9,8 @@ struct Mlp {
 
   Mlp() = default;
   Mlp(int64_t dim, int64_t hidden, Rng& rng) : fc1(dim, hidden, true, rng), fc2(hidden, dim, true, rng) {}
-  Tensor forward(const Tensor& x) const;
+  // residual, when given, is added to the output inside fc2's GEMM.
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
   void visit(const std::string& prefix, const ParamVisitor& fn);
 };
 

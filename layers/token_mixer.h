@@ -6,6 +6,7 @@
 #pragma once
 #include <string>
 
+#include "engine/ops/elementwise/elementwise.h"
 #include "layers/module.h"
 
 namespace engine {
@@ -17,6 +18,11 @@ class TokenMixer {
   // When attn_probs is non-null and the mixer has attention probabilities, it
   // stores them there ([B, heads, N, N], softmax output).
   virtual Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) = 0;
+  // residual + forward(x, ctx, nullptr): the block's residual add, which a
+  // mixer that ends in a linear layer does inside that layer's GEMM.
+  virtual Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) {
+    return add(residual, forward(x, ctx, nullptr));
+  }
   virtual void visit(const std::string& prefix, const ParamVisitor& fn) = 0;
   // True when the mixer uses its input only as the x of linear layers: the
   // block may then hand it over already as their GEMM operand (bfloat16 on a

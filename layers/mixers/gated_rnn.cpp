@@ -33,14 +33,14 @@ GatedRnn::GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng)
   copy_into(narrow(in_proj_.bias, 0, width, width), gate_bias(width, rng));
 }
 
-Tensor GatedRnn::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
+Tensor GatedRnn::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const {
   // u, the gate's logits and z: slices of one projection, which the scans read in place.
   std::vector<Tensor> uag = split(in_proj_.forward(x), {width_, width_, width_}, -1);
   // Halted tokens become identity steps (a = 1, no input): the state passes them unchanged.
   const Tensor keep = ctx.active.defined() ? ctx.active.detach() : Tensor();
   const Tensor h_fwd = gated_scan(uag[0], uag[1], keep, /*reverse=*/false);
   const Tensor h_bwd = bidirectional_ ? gated_scan(uag[0], uag[1], keep, /*reverse=*/true) : Tensor();
-  return out_proj_.forward(silu_gated_sum(h_fwd, h_bwd, uag[2]));
+  return out_proj_.forward(silu_gated_sum(h_fwd, h_bwd, uag[2]), residual);
 }
 
 void GatedRnn::visit(const std::string& prefix, const ParamVisitor& fn) {

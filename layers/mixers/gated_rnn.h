@@ -20,10 +20,15 @@ class GatedRnn : public TokenMixer {
  public:
   GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng);
   std::string kind() const override { return "gated_rnn"; }
-  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor*) override { return mix(x, ctx, Tensor()); }
+  Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) override {
+    return mix(x, ctx, residual);
+  }
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
 
  private:
+  // The branch output, plus residual when given (added by out_proj's GEMM).
+  Tensor mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const;
   int64_t width_;
   bool bidirectional_;
   Linear in_proj_, out_proj_;

@@ -77,7 +77,7 @@ Mamba::Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool 
   out_proj_ = Linear(d_inner_, dim, false, rng);
 }
 
-Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
+Tensor Mamba::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const {
   // in_proj as two GEMMs, one per half of its rows: xi and z each come out
   // contiguous. (The halves of one [.., 2 d_inner] output are strided views,
   // which the conv of each direction and silu would each copy: three copies
@@ -98,7 +98,7 @@ Tensor Mamba::forward(const Tensor& x, const ForwardContext& ctx, Tensor*) {
     run_branches(x.device(), forward_pass,
                  [&] { y_bwd = directions_[1].forward(xi, /*reverse=*/true, ctx.active); });
   }
-  return out_proj_.forward(silu_gated_sum(y_fwd, y_bwd, z));
+  return out_proj_.forward(silu_gated_sum(y_fwd, y_bwd, z), residual);
 }
 
 void Mamba::visit(const std::string& prefix, const ParamVisitor& fn) {

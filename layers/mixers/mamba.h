@@ -26,12 +26,17 @@ class Mamba : public TokenMixer {
  public:
   Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool bidirectional, Rng& rng);
   std::string kind() const override { return "mamba"; }
-  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, Tensor*) override { return mix(x, ctx, Tensor()); }
+  Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) override {
+    return mix(x, ctx, residual);
+  }
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
   // Halted tokens are identity steps of the scan, but the conv before it reads them.
   bool skips_halted_tokens() const override { return directions_[0].conv1d.taps() == 1; }
 
  private:
+  // The branch output, plus residual when given (added by out_proj's GEMM).
+  Tensor mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const;
   // The parameters of one scan direction.
   struct Direction {
     DepthwiseConv1d conv1d;

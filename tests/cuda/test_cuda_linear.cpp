@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/caching_allocator.h"
@@ -269,6 +270,53 @@ TEST_F(CudaLinear, FusedMlpMatchesTheTwoOpsBitForBit) {
       for (size_t i = 0; i < fused.size(); ++i) {
         EXPECT_EQ(fused[i], two_ops[i]) << "result " << i << (lt ? " cuBLASLt" : " cuBLAS")
                                         << (precision == GemmPrecision::BFloat16 ? " bf16" : " fp32");
+      }
+    }
+  }
+}
+
+// A residual added by the GEMM (cuBLASLt's C matrix, or a copy and an
+// accumulating cuBLAS GEMM) gives what linear + add give, up to the order of
+// the bias and residual additions, and passes the gradient through to the
+// residual: in both precisions, with a residual at an odd address (a row
+// slice of 5 floats), and through fused_mlp's fc2.
+TEST_F(CudaLinear, ResidualIsAddedByTheGemm) {
+  Rng rng(25);
+  const Tensor x = Tensor::uniform({3, 17, 40}, rng, -1, 1).to(gpu());
+  const Tensor w = Tensor::uniform({5, 40}, rng, -0.5, 0.5).to(gpu()), b = Tensor::uniform({5}, rng, -1, 1).to(gpu());
+  const Tensor w2 = Tensor::uniform({5, 24}, rng, -0.5, 0.5).to(gpu());
+  const Tensor w1 = Tensor::uniform({24, 40}, rng, -0.5, 0.5).to(gpu()), b1 = Tensor::uniform({24}, rng, -1, 1).to(gpu());
+  // Rows 1.. of a [52, 5] tensor: contiguous, 20 bytes into its storage.
+  const Tensor residual = reshape(narrow(Tensor::uniform({52, 5}, rng, -1, 1).to(gpu()), 0, 1, 51), {3, 17, 5});
+  const Tensor weights = Tensor::uniform({3, 17, 5}, rng, 0.5, 1.5).to(gpu());
+  using Fn = std::function<Tensor(const std::vector<Tensor>&, bool)>;
+  const Fn linear_op = [](const std::vector<Tensor>& in, bool fused) {
+    return fused ? linear(in[0], in[1], in[2], in[3]) : add(linear(in[0], in[1], in[2]), in[3]);
+  };
+  const Fn mlp_op = [&](const std::vector<Tensor>& in, bool fused) {
+    return fused ? fused_mlp(in[0], w1, b1, in[1], in[2], in[3]) : add(fused_mlp(in[0], w1, b1, in[1], in[2]), in[3]);
+  };
+  for (bool lt : {true, false}) {
+    const CublasLtGuard cublaslt(lt);
+    for (GemmPrecision precision : {GemmPrecision::Float32, GemmPrecision::BFloat16}) {
+      const GemmPrecisionGuard guard(precision);
+      for (const auto& [name, op, weight] : {std::tuple{"linear", linear_op, w}, std::tuple{"fused_mlp", mlp_op, w2}}) {
+        const std::string what = fmt::format("{}{}{}", name, lt ? " cuBLASLt" : " cuBLAS",
+                                             precision == GemmPrecision::BFloat16 ? " bf16" : " fp32");
+        std::vector<std::vector<Tensor>> results;
+        for (bool fused : {true, false}) {
+          std::vector<Tensor> leaves;
+          for (const Tensor& t : {x, weight, b, residual}) {
+            leaves.push_back(t.clone().set_requires_grad(true));
+          }
+          Tensor out = op(leaves, fused);
+          sum(mul(out, weights)).backward();
+          results.push_back({out.detach(), leaves[0].grad(), leaves[1].grad(), leaves[2].grad(), leaves[3].grad()});
+        }
+        for (size_t i = 0; i < results[0].size(); ++i) {
+          expect_matches(results[0][i], results[1][i], 1e-5, what + " result " + std::to_string(i));
+        }
+        expect_matches(results[0][4], weights, 0.0, what + ": the residual's gradient");
       }
     }
   }

@@ -45,7 +45,19 @@ TEST(Linear, ForwardIsBitIdenticalToTheComposite) {
     EXPECT_EQ(linear(x, w).to_floats(), composite_linear(x, w, Tensor()).to_floats());
     EXPECT_EQ(linear_gelu(x, w, b).to_floats(), gelu(composite_linear(x, w, b)).to_floats());
     EXPECT_EQ(linear_gelu(x, w).to_floats(), gelu(composite_linear(x, w, Tensor())).to_floats());
+    const Tensor residual = Tensor::uniform(linear(x, w).shape(), rng, -1, 1);
+    EXPECT_EQ(linear(x, w, b, residual).to_floats(), add(composite_linear(x, w, b), residual).to_floats());
+    EXPECT_EQ(linear(x, w, Tensor(), residual).to_floats(), add(composite_linear(x, w, Tensor()), residual).to_floats());
   }
+}
+
+TEST(Linear, ResidualMustMatchTheOutput) {
+  Rng rng(18);
+  const Tensor x = Tensor::uniform({2, 3, 5}, rng, -1, 1), w = Tensor::uniform({4, 5}, rng, -1, 1);
+  testing::expect_error_mentioning([&] { linear(x, w, Tensor(), Tensor::zeros({2, 3, 5})); },
+                                   {"linear: residual", "[2, 3, 4]"});
+  testing::expect_error_mentioning([&] { linear(x, w, Tensor(), Tensor::zeros({2, 3, 4}, DType::F64)); },
+                                   {"linear: residual"});
 }
 
 TEST(Linear, GradientsMatchTheCompositeInFloat32) {
@@ -66,6 +78,8 @@ TEST(Linear, GradcheckFloat64) {
   Tensor x = random_leaf({2, 3, 5}, rng), w = random_leaf({4, 5}, rng), b = random_leaf({4}, rng);
   expect_gradients_match([](const auto& in) { return linear(in[0], in[1], in[2]); }, {x, w, b});
   expect_gradients_match([](const auto& in) { return linear(in[0], in[1]); }, {x, w});
+  Tensor residual = random_leaf({2, 3, 4}, rng);
+  expect_gradients_match([](const auto& in) { return linear(in[0], in[1], in[2], in[3]); }, {x, w, b, residual});
   // Pre-activations over [-3, 3], where GELU bends.
   Tensor x2 = random_leaf({2, 3, 5}, rng, -2, 2), b2 = random_leaf({4}, rng, -1, 1);
   expect_gradients_match([](const auto& in) { return linear_gelu(in[0], in[1], in[2]); }, {x2, w, b2});
@@ -118,6 +132,9 @@ TEST(Linear, FusedMlpGradcheckFloat64) {
                          {x, w1, b1, w2, b2});
   expect_gradients_match([](const auto& in) { return fused_mlp(in[0], in[1], Tensor(), in[2], Tensor()); },
                          {x, w1, w2});
+  Tensor residual = random_leaf({2, 3, 4}, rng);
+  expect_gradients_match([](const auto& in) { return fused_mlp(in[0], in[1], in[2], in[3], in[4], in[5]); },
+                         {x, w1, b1, w2, b2, residual});
 }
 
 TEST(Linear, GradientsOnlyWhereAsked) {
@@ -159,8 +176,8 @@ class RoundingLinearKernels {
 
  private:
   static LinearOperands rounding_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& out) {
-    return real_forward_(rounded(x), rounded(weight), bias, out);
+                                         const Tensor& residual, const Tensor& out) {
+    return real_forward_(rounded(x), rounded(weight), bias, residual, out);
   }
   static void counting_backward(const LinearOperands& saved, const Tensor& pre, const Tensor& dy, const Tensor& dx,
                                 const Tensor& dweight, const Tensor& dbias) {

@@ -39,6 +39,7 @@ namespace {
 // [M, K] matrix, the weight and bias contiguous, all without history.
 struct LinearInputs {
   Tensor x2, weight, bias;
+  Tensor residual2;  // [M, N], added to the output (undefined: none)
   int64_t m = 0, n = 0, k = 0;
   Shape out_shape;  // x's leading dims + [N]
 };
@@ -71,13 +72,24 @@ LinearInputs prepare(const char* op, const Tensor& x, const Tensor& weight, cons
   return in;
 }
 
+// A residual for an op's output of out_shape (in the weight's dtype, on its
+// device) as the kernels read it: [M, N], contiguous; undefined stays so.
+Tensor residual_rows(const char* op, const Tensor& residual, const Shape& out_shape, const Tensor& weight) {
+  if (!residual.defined()) return Tensor();
+  check(residual.shape() == out_shape && residual.dtype() == weight.dtype() && residual.device() == weight.device(),
+        "{}: residual {} does not match the output's shape {} ({} on {})", op, residual, ShapeText{out_shape},
+        dtype_name(weight.dtype()), weight.device());
+  return reshape(residual.detach(), {shape_numel(Shape(out_shape.begin(), out_shape.end() - 1)), out_shape.back()})
+      .contiguous();
+}
+
 // The forward's result and the operands its backward reads.
 struct Forward {
   Tensor out;  // [M, N]
   LinearOperands operands;
 };
 
-// x @ weight^T + bias as a fresh [M, N] tensor in the weight's dtype.
+// x @ weight^T + bias (+ residual) as a fresh [M, N] tensor in the weight's dtype.
 Forward forward_gemm(const LinearInputs& in) {
   const Device device = in.x2.device();
   const DType dtype = in.weight.dtype();
@@ -85,11 +97,11 @@ Forward forward_gemm(const LinearInputs& in) {
   if (in.m == 0 || in.n == 0) {
     f.out = Tensor::empty({in.m, in.n}, dtype, device);
   } else if (in.k == 0) {  // an empty sum: the bias alone
-    Tensor zeros = Tensor::zeros({in.m, in.n}, dtype, device);
-    f.out = in.bias.defined() ? add(zeros, in.bias) : zeros;
+    Tensor sum = in.residual2.defined() ? in.residual2.clone() : Tensor::zeros({in.m, in.n}, dtype, device);
+    f.out = in.bias.defined() ? add(sum, in.bias) : sum;
   } else {
     f.out = Tensor::empty({in.m, in.n}, dtype, device);
-    f.operands = linear_forward_kernel.get(device)(in.x2, in.weight, in.bias, f.out);
+    f.operands = linear_forward_kernel.get(device)(in.x2, in.weight, in.bias, in.residual2, f.out);
     add_gemm_flops(2 * in.m * in.n * in.k);
   }
   return f;
@@ -137,16 +149,19 @@ std::vector<Tensor> backward(const LinearOperands& saved, const Tensor& pre, con
 
 }  // namespace
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  const LinearInputs in = prepare("linear", x, weight, bias);
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual) {
+  LinearInputs in = prepare("linear", x, weight, bias);
+  in.residual2 = residual_rows("linear", residual, in.out_shape, weight);
   const Forward f = forward_gemm(in);
   Tensor out = reshape(f.out, in.out_shape);
   const bool want_x = x.requires_grad(), want_weight = weight.requires_grad();
   const bool want_bias = bias.defined() && bias.requires_grad();
-  record("linear", out, {x, weight, bias},
+  record("linear", out, {x, weight, bias, residual},
          [saved = saved_for_backward(f.operands, want_weight), x_shape = x.shape(), want_x, want_weight,
           want_bias](const Tensor& g) {
-           return backward(saved, Tensor(), g, x_shape, want_x, want_weight, want_bias);
+           std::vector<Tensor> grads = backward(saved, Tensor(), g, x_shape, want_x, want_weight, want_bias);
+           grads.push_back(g);  // the residual's: passed through (ignored when it has none)
+           return grads;
          });
   return out;
 }
@@ -172,32 +187,34 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 }
 
 Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bias, const Tensor& fc2_weight,
-                 const Tensor& fc2_bias) {
+                 const Tensor& fc2_bias, const Tensor& residual) {
   const LinearInputs in1 = prepare("fused_mlp (fc1)", x, fc1_weight, fc1_bias);
   check(is_floating(fc1_weight.dtype()), "fused_mlp: needs floating-point weights, got {}",
         dtype_name(fc1_weight.dtype()));
   const Forward f1 = forward_gemm(in1);
   const Tensor& pre = f1.out;  // [M, H]
   const Tensor hidden = gelu_operand_kernel.get(pre.device())(pre);
-  const LinearInputs in2 = prepare("fused_mlp (fc2)", hidden, fc2_weight, fc2_bias);
-  const Forward f2 = forward_gemm(in2);
+  LinearInputs in2 = prepare("fused_mlp (fc2)", hidden, fc2_weight, fc2_bias);
   Shape out_shape = in1.out_shape;  // x's leading dims + [fc2's outputs]
   out_shape.back() = in2.n;
+  in2.residual2 = residual_rows("fused_mlp", residual, out_shape, fc2_weight);
+  const Forward f2 = forward_gemm(in2);
   Tensor out = reshape(f2.out, out_shape);
-  if (!needs_grad({&x, &fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias})) return out;
+  if (!needs_grad({&x, &fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias, &residual})) return out;
   const bool want_x = x.requires_grad(), want_w1 = fc1_weight.requires_grad(), want_w2 = fc2_weight.requires_grad();
   const bool want_b1 = fc1_bias.defined() && fc1_bias.requires_grad();
   const bool want_b2 = fc2_bias.defined() && fc2_bias.requires_grad();
   const bool want_hidden = want_x || want_w1 || want_b1;  // d(hidden) only feeds fc1's gradients
-  record("fused_mlp", out, {x, fc1_weight, fc1_bias, fc2_weight, fc2_bias},
+  record("fused_mlp", out, {x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual},
          [saved1 = want_hidden ? saved_for_backward(f1.operands, want_w1) : LinearOperands{},
           saved2 = saved_for_backward(f2.operands, want_w2),
           pre = want_hidden ? pre : Tensor(), x_shape = x.shape(), hidden_shape = pre.shape(), want_x, want_w1,
           want_b1, want_w2, want_b2, want_hidden](const Tensor& g) {
+           // The residual's gradient is g, passed through (ignored when it has none).
            std::vector<Tensor> fc2 = backward(saved2, Tensor(), g, hidden_shape, want_hidden, want_w2, want_b2);
-           if (!want_hidden) return std::vector<Tensor>{Tensor(), Tensor(), Tensor(), fc2[1], fc2[2]};
+           if (!want_hidden) return std::vector<Tensor>{Tensor(), Tensor(), Tensor(), fc2[1], fc2[2], g};
            std::vector<Tensor> fc1 = backward(saved1, pre, fc2[0], x_shape, want_x, want_w1, want_b1);
-           return std::vector<Tensor>{fc1[0], fc1[1], fc1[2], fc2[1], fc2[2]};
+           return std::vector<Tensor>{fc1[0], fc1[1], fc1[2], fc2[1], fc2[2], g};
          });
   return out;
 }

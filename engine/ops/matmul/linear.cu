@@ -59,6 +59,7 @@
 
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/cuda/device_handles.cuh"
+#include "engine/ops/copy/copy.h"
 #include "engine/ops/copy/copy_kernels.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/elementwise/elementwise_math.h"
@@ -82,8 +83,8 @@ cublasLtHandle_t lt_handle(int device) {
   return handles.get(device);
 }
 
-// One column-major GEMM, D [m, n] = op(A) [m, k] op(B) [k, n], float32 D
-// (and bias), A and B float32 or bfloat16, float32 accumulation.
+// One column-major GEMM, D [m, n] = op(A) [m, k] op(B) [k, n] (+ C), float32
+// D, C (and bias), A and B float32 or bfloat16, float32 accumulation.
 struct LtGemm {
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
   int64_t m = 0, n = 0, k = 0;
@@ -94,6 +95,7 @@ struct LtGemm {
   int64_t ldb = 0;
   float* d = nullptr;
   int64_t ldd = 0;
+  const float* c = nullptr;  // added to the product (beta = 1) when set; laid out as D
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   void* bias = nullptr;  // BIAS: the bias [m], read; BGRADB: the bias gradient [n], written
 
@@ -142,7 +144,7 @@ struct LtPlan {
   size_t workspace = 0;
 };
 
-using PlanKey = std::array<int64_t, 15>;
+using PlanKey = std::array<int64_t, 16>;
 
 PlanKey plan_key(int device, const LtGemm& g) {
   return {device,
@@ -159,6 +161,7 @@ PlanKey plan_key(int device, const LtGemm& g) {
           alignment_of(g.a),
           alignment_of(g.b),
           alignment_of(g.d),
+          g.c ? alignment_of(g.c) : 0,
           uses_bias(g.epilogue) ? alignment_of(g.bias) : 0};
 }
 
@@ -202,7 +205,8 @@ LtPlan make_plan(int device, const LtGemm& g) {
   // the actual alignments (part of the plan's key).
   set_preference(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(alignment_of(g.a)));
   set_preference(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(alignment_of(g.b)));
-  set_preference(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(alignment_of(g.d)));
+  set_preference(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                 static_cast<uint32_t>(alignment_of(g.c ? g.c : g.d)));
   set_preference(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(alignment_of(g.d)));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
@@ -240,9 +244,10 @@ bool lt_matmul(int device, const LtGemm& g) {
   const Tensor workspace = plan.workspace > 0
                                ? Tensor::empty({static_cast<int64_t>(plan.workspace)}, DType::U8, Device::cuda(device))
                                : Tensor();
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = g.c ? 1.0f : 0.0f;
   const cublasStatus_t status =
-      cublasLtMatmul(lt_handle(device), plan.desc, &alpha, g.a, plan.a, g.b, plan.b, &beta, g.d, plan.d, g.d, plan.d,
+      cublasLtMatmul(lt_handle(device), plan.desc, &alpha, g.a, plan.a, g.b, plan.b, &beta, g.c ? g.c : g.d, plan.d,
+                     g.d, plan.d,
                      &plan.algo, workspace.defined() ? workspace.raw_data() : nullptr, plan.workspace,
                      current_stream());
   if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE ||
@@ -269,10 +274,11 @@ bool lt_matmul(int device, const LtGemm& g) {
 GemmOperand plain(const Tensor& t) { return {t, false, t.shape()[0], t.shape()[1], t.shape()[1], 0}; }
 GemmOperand transposed(const Tensor& t) { return {t, true, t.shape()[1], t.shape()[0], t.shape()[1], 0}; }
 
-// c [M, N] = op(a) op(b) by the cuBLAS GEMM kernel (which applies the GEMM precision itself).
-void cublas_gemm(const GemmOperand& a, const GemmOperand& b, const Tensor& c) {
+// c [M, N] = op(a) op(b) (+ c with accumulate) by the cuBLAS GEMM kernel
+// (which applies the GEMM precision itself).
+void cublas_gemm(const GemmOperand& a, const GemmOperand& b, const Tensor& c, bool accumulate = false) {
   gemm_kernel.cuda(a, b, make_view(c, {1, c.shape()[0], c.shape()[1]}, {c.numel(), c.shape()[1], 1}, c.offset()), 1,
-                   1.0, 0.0);
+                   1.0, accumulate ? 1.0 : 0.0);
 }
 
 // ---------------------------------------------------------------- fused elementwise passes
@@ -388,7 +394,8 @@ Tensor lt_operand(const Tensor& saved, bool bf16) { return saved.to(bf16 ? DType
 // the GEMM kernel's bf16 mode rounds it again to itself.
 Tensor cublas_operand(const Tensor& saved, DType dtype) { return saved.to(dtype); }
 
-LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual,
+                                   const Tensor& out) {
   DeviceGuard guard(out);
   const int device = out.device().index;
   const int64_t m = x.shape()[0], k = x.shape()[1], n = weight.shape()[0];
@@ -404,6 +411,7 @@ LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const 
       LtGemm g = LtGemm::of(n, m, k, bf16 ? CUDA_R_16BF : CUDA_R_32F, operands.weight.raw_data(), k,
                             operands.x.raw_data(), k, mutable_data_of<float>(out), n);
       g.trans_a = CUBLAS_OP_T;
+      g.c = data_or_null<const float>(residual);
       const bool fuse_bias = bias.defined() && epilogue_vector_ok(bias.raw_data());
       if (fuse_bias) {
         g.epilogue = CUBLASLT_EPILOGUE_BIAS;
@@ -416,7 +424,8 @@ LinearOperands linear_forward_cuda(const Tensor& x, const Tensor& weight, const 
         return;
       }
     }
-    cublas_gemm(plain(cublas_operand(x, out.dtype())), transposed(weight), out);
+    if (residual.defined()) copy_into(out, residual);
+    cublas_gemm(plain(cublas_operand(x, out.dtype())), transposed(weight), out, /*accumulate=*/residual.defined());
     if (bias.defined()) launch_1d(m * n, add_bias_kernel<T>, mutable_data_of<T>(out), data_of<T>(bias), m, n);
   });
   return operands;

@@ -11,11 +11,14 @@ namespace engine {
 // a [M, K] @ b [K, N].
 Tensor matmul(const Tensor& a, const Tensor& b);
 
-// x [..., in] @ weight[out, in]^T + bias[out]  (PyTorch's nn.Linear layout).
+// x [..., in] @ weight[out, in]^T + bias[out]  (PyTorch's nn.Linear layout),
+// plus residual [..., out] when given (a transformer block's residual stream).
 // One fused op (engine/ops/matmul/linear.cpp): on CUDA the bias is added by
-// the GEMM itself (the cuBLASLt BIAS epilogue) and the backward computes
-// d(bias) with the weight gradient's GEMM (BGRADB) or in one fused pass.
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// the GEMM itself (the cuBLASLt BIAS epilogue), and so is the residual (read
+// as the GEMM's C matrix), and the backward computes d(bias) with the weight
+// gradient's GEMM (BGRADB) or in one fused pass.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              const Tensor& residual = Tensor());
 
 // gelu(linear(x, weight, bias)) with the exact (erf) GELU, as one op: the
 // transformer MLP's fc1 + activation. The pre-activation is kept for the
@@ -28,8 +31,9 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = T
 // saves is the hidden activation: the GELU writes fc2's GEMM operand directly
 // (on CUDA in bf16 mode, the bfloat16 rounding fc2 would otherwise make from a
 // float32 copy), and only that and the pre-activation are kept.
+// With a residual, fc2 adds it as linear does.
 Tensor fused_mlp(const Tensor& x, const Tensor& fc1_weight, const Tensor& fc1_bias, const Tensor& fc2_weight,
-                 const Tensor& fc2_bias);
+                 const Tensor& fc2_bias, const Tensor& residual = Tensor());
 
 // The dtype in which the linear kernels read a float32 x as their GEMM
 // operand on x's device: bfloat16 on a GPU in the bf16 mode (cuBLASLt path),

@@ -52,21 +52,27 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
   }
 }
 
-// The same BLAS call and then the same float addition as matmul(x,
-// weight^T) followed by add(., bias), so the result is identical to theirs.
+// The same BLAS call and then the same float additions as matmul(x,
+// weight^T) followed by add(., bias) and add(., residual), so the result is
+// identical to theirs.
 // The backward reads the operands as they are.
-LinearOperands linear_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+LinearOperands linear_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual,
+                                  const Tensor& out) {
   const int64_t m = x.shape()[0], k = x.shape()[1], n = weight.shape()[0];
   dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
     T* po = static_cast<T*>(out.raw_data());
     blas_gemm<T>(false, true, m, n, k, static_cast<const T*>(x.raw_data()), k,
                  static_cast<const T*>(weight.raw_data()), k, po);
-    if (!bias.defined()) return;
-    const T* pb = static_cast<const T*>(bias.raw_data());
+    const T* pb = data_or_null<const T>(bias);
+    const T* pr = data_or_null<const T>(residual);
+    if (!pb && !pr) return;
 #pragma omp parallel for if (m * n >= kParallelElements)
     for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) po[i * n + j] += pb[j];
+      for (int64_t j = 0; j < n; ++j) {
+        if (pb) po[i * n + j] += pb[j];
+        if (pr) po[i * n + j] += pr[i * n + j];
+      }
     }
   });
   return {x, weight};

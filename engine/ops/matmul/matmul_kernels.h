@@ -35,14 +35,17 @@ struct LinearOperands {
   Tensor x, weight;
 };
 
-// out [M, N] = x [M, K] @ weight [N, K]^T + bias [N] (bias may be undefined).
-// All contiguous, one dtype (out the weight's), except that on CUDA x may be
-// the bfloat16 operand of float32 weights (linear_operand_dtype); M, N, K > 0
-// (the op handles empty sizes).
+// out [M, N] = x [M, K] @ weight [N, K]^T + bias [N] + residual [M, N]
+// (bias and residual may be undefined; residual is not out). All contiguous,
+// one dtype (out the weight's), except that on CUDA x may be the bfloat16
+// operand of float32 weights (linear_operand_dtype); M, N, K > 0 (the op
+// handles empty sizes).
 // Returns the operands for the backward (see LinearOperands).
-// CUDA: one cuBLASLt matmul whose BIAS epilogue adds the bias.
+// CUDA: one cuBLASLt matmul whose BIAS epilogue adds the bias and which reads
+// the residual as its C matrix (beta = 1): a block's residual add costs no
+// pass of its own.
 using LinearForwardKernel = LinearOperands (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                               const Tensor& out);
+                                               const Tensor& residual, const Tensor& out);
 
 // The gradients of out = f(x @ weight^T + bias) given dy = d(loss)/d(out)
 // [M, N], where f is the identity (pre undefined) or the exact GELU applied to
