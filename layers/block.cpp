@@ -18,10 +18,13 @@ Tensor residual_branch(const Tensor& branch, double drop_rate, const ForwardCont
 Tensor Block::forward(const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
   if (trace == nullptr && !drops_paths(drop_path_rate, ctx)) {
     // Both residual adds inside the branches' last GEMMs (the mixer's output
-    // projection, fc2), where the mixers support it (TokenMixer::forward_plus).
-    const Tensor normed = mixer->input_feeds_linear() ? norm1.forward_for_linear(x) : norm1.forward(x);
-    const Tensor h = mixer->forward_plus(normed, x, ctx);
-    return mlp.forward(norm2.forward_for_linear(h), h);
+    // projection, fc2; TokenMixer::forward_plus), and in the backward the
+    // stream's two gradients summed by the norms' kernels: the stream enters
+    // each branch through its norm, which passes it on to the add.
+    const std::vector<Tensor> stream_and_normed = norm1.forward_passing_input(x, mixer->input_feeds_linear());
+    const Tensor h = mixer->forward_plus(stream_and_normed[1], stream_and_normed[0], ctx);
+    const std::vector<Tensor> h_and_normed = norm2.forward_passing_input(h, /*for_linear=*/true);
+    return mlp.forward(h_and_normed[1], h_and_normed[0]);
   }
   return forward_with(
       x, [&](const Tensor& normed, Tensor* probs) { return mixer->forward(normed, ctx, probs); }, ctx, trace,

@@ -13,6 +13,10 @@ Tensor LayerNorm::forward_for_linear(const Tensor& x) const {
   return layer_norm(x, weight, bias, eps, linear_operand_dtype(x));
 }
 
+std::vector<Tensor> LayerNorm::forward_passing_input(const Tensor& x, bool for_linear) const {
+  return layer_norm_passing_input(x, weight, bias, eps, for_linear ? linear_operand_dtype(x) : x.dtype());
+}
+
 void LayerNorm::visit(const std::string& prefix, const ParamVisitor& fn) {
   fn(join_name(prefix, "weight"), weight);
   fn(join_name(prefix, "bias"), bias);

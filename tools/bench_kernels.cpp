@@ -196,7 +196,7 @@ void core_ops(KernelBench& bench) {
     layer_norm_forward_kernel.get(bench.device())(in, weight, bench.uniform({cols}), 1e-6, bench.empty({rows, cols}),
                                                   mean, rstd);
     bench.memory("layer_norm bwd", shape, bytes_of(shape, 3), [&] {
-      layer_norm_backward_kernel.get(bench.device())(in, weight, mean, rstd, dy, dx, dweight, dbias);
+      layer_norm_backward_kernel.get(bench.device())(in, weight, mean, rstd, dy, Tensor(), dx, dweight, dbias);
     });
   }
   // A slice of a projection's columns made contiguous (gated_rnn's z from its

@@ -268,6 +268,14 @@ TEST_P(CudaOps, LayerNorm) {
   // 300 rows: several chunks of row partials for dweight / dbias.
   Tensor x = add(uniform({300, 192}), 3.0), w = uniform({192}), b = uniform({192});
   expect_same("affine", [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-5); }, {x, w, b});
+  // x passed on too: its gradient through the passed-on copy is added by the
+  // backward kernels (register rows, and the general version's 33 columns).
+  for (const Shape& shape : {Shape{300, 192}, Shape{40, 33}}) {
+    expect_same("passing the input on", [](const auto& in) {
+      const std::vector<Tensor> out = layer_norm_passing_input(in[0], in[1], in[2], 1e-5, in[0].dtype());
+      return add(mul(out[0], 0.7), out[1]);
+    }, {uniform(shape), uniform({shape[1]}), uniform({shape[1]})});
+  }
   // Without an affine weight, dx is a small difference of row sums: measured 1.1e-5 relative.
   expect_same("no affine", [](const auto& in) { return layer_norm(in[0], Tensor(), Tensor(), 1e-6); }, {x}, 4.0);
   expect_same("weight only, transposed input",

@@ -51,6 +51,34 @@ TEST(LayerNorm, Gradients) {
                          {xt, w, b});
 }
 
+// The residual stream's norm: x passed on next to layer_norm(x), the two
+// gradients of x summed by the norm's backward. The same values as the
+// composite that uses x twice, and gradients that match the numerical ones,
+// with gradients reaching either output alone or both.
+TEST(LayerNorm, PassingInputSumsBothGradients) {
+  Rng rng(23);
+  Tensor x = random_leaf({2, 3, 5}, rng, -2.0, 2.0), w = random_leaf({5}, rng, 0.5, 1.5), b = random_leaf({5}, rng);
+  auto both = [](const auto& in) {
+    const std::vector<Tensor> out = layer_norm_passing_input(in[0], in[1], in[2], 1e-5, DType::F64);
+    return add(mul(out[0], 0.7), mul(out[1], out[1]));
+  };
+  auto composite = [](const auto& in) {
+    return add(mul(in[0], 0.7), mul(layer_norm(in[0], in[1], in[2], 1e-5), layer_norm(in[0], in[1], in[2], 1e-5)));
+  };
+  expect_close(both(std::vector<Tensor>{x, w, b}).detach(), composite(std::vector<Tensor>{x, w, b}).detach(), 1e-12);
+  expect_gradients_match(both, {x, w, b});
+  expect_gradients_match(
+      [](const auto& in) { return mul(layer_norm_passing_input(in[0], in[1], in[2], 1e-5, DType::F64)[1], 2.0); },
+      {x, w, b});
+  const Tensor w_const = w.detach(), b_const = b.detach();
+  expect_gradients_match(
+      [&](const auto& in) { return mul(layer_norm_passing_input(in[0], w_const, b_const, 1e-5, DType::F64)[0], 2.0); },
+      {x});
+  // The passed-on x is x's memory, not a copy.
+  const std::vector<Tensor> out = layer_norm_passing_input(x, w, b, 1e-5, DType::F64);
+  EXPECT_EQ(out[0].raw_data(), x.raw_data());
+}
+
 // Big enough that rows are split across threads and the per-thread partial
 // sums of dweight / dbias get combined.
 TEST(LayerNorm, ParallelPathMatchesCompositeOps) {

@@ -50,8 +50,8 @@ __global__ void layer_norm_forward_kernel_impl(const T* x, const T* w, const T* 
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) per row, g = dy * weight.
 template <typename T>
-__global__ void layer_norm_dx_kernel(const T* x, const T* w, const T* mean, const T* rstd, const T* dy, T* dx,
-                                     int64_t rows, int64_t cols) {
+__global__ void layer_norm_dx_kernel(const T* x, const T* w, const T* mean, const T* rstd, const T* dy,
+                                     const T* dx_other, T* dx, int64_t rows, int64_t cols) {
   for (int64_t r : block_stride(rows)) {
     const int64_t at = r * cols;
     const T m = mean[r], rs = rstd[r];
@@ -65,7 +65,7 @@ __global__ void layer_norm_dx_kernel(const T* x, const T* w, const T* mean, cons
     const T mean_g = block_sum(sum_g) / T(cols), mean_gx = block_sum(sum_gx) / T(cols);
     for (int64_t i : thread_stride(cols)) {
       const T xhat = (x[at + i] - m) * rs;
-      dx[at + i] = rs * (dy[at + i] * (w ? w[i] : T(1)) - mean_g - xhat * mean_gx);
+      dx[at + i] = rs * (dy[at + i] * (w ? w[i] : T(1)) - mean_g - xhat * mean_gx) + (dx_other ? dx_other[at + i] : T(0));
     }
   }
 }
@@ -208,15 +208,15 @@ __device__ void block_column_sums(const RowSlice<Packs>& mine, int cols, float* 
   }
 }
 
-// dx per row as layer_norm_dx_kernel, plus this block's partial sums of
+// dx per row as layer_norm_dx_kernel (plus dx_other, when given), and this block's partial sums of
 // dy * xhat (partial_w) and dy (partial_b) over its rows, one [cols] row per
 // block (either may be null). Warp k of block i handles rows i kRowWarps + k,
 // advancing by the grid's warps: a fixed split of the rows for a given grid.
 template <int Packs>
 __global__ void __launch_bounds__(kRowWarps * 32)
     layer_norm_backward_rows_kernel(const float* x, const float* w, const float* mean, const float* rstd,
-                                    const float* dy, float* dx, float* partial_w, float* partial_b, int64_t rows,
-                                    int cols) {
+                                    const float* dy, const float* dx_other, float* dx, float* partial_w,
+                                    float* partial_b, int64_t rows, int cols) {
   RowSlice<Packs> weight, sum_w{}, sum_b{};
   weight.load_or_ones(w, cols);
   for (int64_t r : warp_row_stride(rows)) {
@@ -238,6 +238,10 @@ __global__ void __launch_bounds__(kRowWarps * 32)
     const float mean_g = warp_all_reduce(total_g, SumOp{}) / cols;
     const float mean_gx = warp_all_reduce(total_gx, SumOp{}) / cols;
     g.for_each(cols, [&](float& v, int j, int k) { v = rs * (v - mean_g - element(xhat.v[j], k) * mean_gx); });
+    if (dx_other != nullptr) {  // xhat's registers are free again
+      xhat.load(dx_other + r * cols, cols);
+      g.for_each(cols, [&](float& v, int j, int k) { v += element(xhat.v[j], k); });
+    }
     g.store(dx + r * cols, cols);
   }
   if (partial_w != nullptr) block_column_sums(sum_w, cols, partial_w + static_cast<int64_t>(blockIdx.x) * cols);
@@ -316,15 +320,16 @@ void sum_partials_into(const Tensor& partials, const Tensor& grad) {
 }
 
 void layer_norm_backward_rows(int packs, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                              const Tensor& rstd, const Tensor& dy, const Tensor& dx, const Tensor& dweight,
-                              const Tensor& dbias) {
+                              const Tensor& rstd, const Tensor& dy, const Tensor& dx_other, const Tensor& dx,
+                              const Tensor& dweight, const Tensor& dbias) {
   const int64_t rows = x.shape()[0], cols = x.shape()[1];
   const unsigned blocks = row_blocks(rows, kMaxRowBlocks);
   const Tensor partial_w = partials_for(dweight, blocks, cols, x), partial_b = partials_for(dbias, blocks, cols, x);
   with_row_packs(packs, [&](auto p) {
     layer_norm_backward_rows_kernel<p()><<<blocks, kRowWarps * 32, 0, current_stream()>>>(
         data_of<float>(x), data_or_null<const float>(weight), data_of<float>(mean), data_of<float>(rstd),
-        data_of<float>(dy), mutable_data_of<float>(dx), data_or_null<float>(partial_w),
+        data_of<float>(dy), data_or_null<const float>(dx_other), mutable_data_of<float>(dx),
+        data_or_null<float>(partial_w),
         data_or_null<float>(partial_b), rows, static_cast<int>(cols));
     CUDA_CHECK_LAUNCH();
   });
@@ -337,17 +342,18 @@ void layer_norm_backward_rows(int packs, const Tensor& x, const Tensor& weight, 
 constexpr int64_t kMaxChunks = 128;
 
 void layer_norm_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
-                              const Tensor& dy, const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+                              const Tensor& dy, const Tensor& dx_other, const Tensor& dx, const Tensor& dweight,
+                              const Tensor& dbias) {
   DeviceGuard guard(dx);
   const int64_t rows = x.shape()[0], cols = x.shape()[1];
   if (rows == 0) return;  // (dweight and dbias, if wanted, come zeroed)
-  if (const int packs = row_packs(x, {&weight, &dy, &dx})) {
-    return layer_norm_backward_rows(packs, x, weight, mean, rstd, dy, dx, dweight, dbias);
+  if (const int packs = row_packs(x, {&weight, &dy, &dx_other, &dx})) {
+    return layer_norm_backward_rows(packs, x, weight, mean, rstd, dy, dx_other, dx, dweight, dbias);
   }
   dispatch_float(x.dtype(), "layer_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     launch_rows(rows, cols, layer_norm_dx_kernel<T>, data_of<T>(x), data_or_null<const T>(weight), data_of<T>(mean),
-                data_of<T>(rstd), data_of<T>(dy), mutable_data_of<T>(dx), rows, cols);
+                data_of<T>(rstd), data_of<T>(dy), data_or_null<const T>(dx_other), mutable_data_of<T>(dx), rows, cols);
     if (!dweight.defined() && !dbias.defined()) return;
     const int64_t rows_per_chunk = (rows + kMaxChunks - 1) / kMaxChunks;
     const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;

@@ -42,8 +42,8 @@ void layer_norm_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor&
 
 // dx for one row; adds dy * xhat and dy into sum_w / sum_b when they are not null.
 template <typename T>
-void layer_norm_backward_row(const T* x, const T* w, T mean, T rstd, const T* dy, T* dx, T* sum_w, T* sum_b,
-                             int64_t cols) {
+void layer_norm_backward_row(const T* x, const T* w, T mean, T rstd, const T* dy, const T* dx_other, T* dx,
+                             T* sum_w, T* sum_b, int64_t cols) {
   T sum_g = 0, sum_gx = 0;
   for (int64_t i = 0; i < cols; ++i) {
     const T xhat = (x[i] - mean) * rstd;
@@ -57,6 +57,7 @@ void layer_norm_backward_row(const T* x, const T* w, T mean, T rstd, const T* dy
   for (int64_t i = 0; i < cols; ++i) {
     const T xhat = (x[i] - mean) * rstd;
     dx[i] = rstd * (dy[i] * (w ? w[i] : T(1)) - mean_g - xhat * mean_gx);
+    if (dx_other) dx[i] += dx_other[i];
   }
 }
 
@@ -71,7 +72,8 @@ void sum_partials(const std::vector<T>& partials, int64_t cols, T* out) {
 }
 
 void layer_norm_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
-                             const Tensor& dy, const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+                             const Tensor& dy, const Tensor& dx_other, const Tensor& dx, const Tensor& dweight,
+                             const Tensor& dbias) {
   dispatch_float(x.dtype(), "layer_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t rows = x.shape()[0], cols = x.shape()[1];
@@ -80,6 +82,7 @@ void layer_norm_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor
     const T* pmean = data_or_null<T>(mean);
     const T* prstd = data_or_null<T>(rstd);
     const T* pdy = data_or_null<T>(dy);
+    const T* pother = data_or_null<T>(dx_other);
     T* pdx = data_or_null<T>(dx);
     // dweight and dbias are column sums over all rows: each thread sums its
     // own rows into a private slice, then the slices are added up.
@@ -94,7 +97,8 @@ void layer_norm_backward_cpu(const Tensor& x, const Tensor& weight, const Tensor
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t at = r * cols;
-        layer_norm_backward_row(px + at, pw, pmean[r], prstd[r], pdy + at, pdx + at, sum_w, sum_b, cols);
+        layer_norm_backward_row(px + at, pw, pmean[r], prstd[r], pdy + at, pother ? pother + at : nullptr, pdx + at,
+                                sum_w, sum_b, cols);
       }
     }
     sum_partials(partial_w, cols, data_or_null<T>(dweight));

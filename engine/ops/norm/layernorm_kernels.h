@@ -13,12 +13,13 @@ namespace engine {
 using LayerNormForwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                                         const Tensor& y, const Tensor& mean, const Tensor& rstd);
 // With xhat = (x - mean) * rstd and g = dy * weight (dy without weight):
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))   per row
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) [+ dx_other]   per row
 //   dweight = sum over rows of dy * xhat, dbias = sum over rows of dy.
-// dx: [rows, cols]; dweight, dbias: [cols], each undefined when not wanted.
+// dx, dx_other: [rows, cols] (dx_other, x's gradient from its other consumers,
+// may be undefined); dweight, dbias: [cols], each undefined when not wanted.
 using LayerNormBackwardKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                         const Tensor& rstd, const Tensor& dy, const Tensor& dx,
-                                         const Tensor& dweight, const Tensor& dbias);
+                                         const Tensor& rstd, const Tensor& dy, const Tensor& dx_other,
+                                         const Tensor& dx, const Tensor& dweight, const Tensor& dbias);
 
 extern KernelSlot<LayerNormForwardKernel> layer_norm_forward_kernel;
 extern KernelSlot<LayerNormBackwardKernel> layer_norm_backward_kernel;
