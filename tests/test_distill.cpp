@@ -304,6 +304,7 @@ TEST(CudaDistill, Bf16RunReducesTheLossAndRanksLayersAsFloat32) {
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << "distillation in bf16 did not reduce the loss";
   EXPECT_EQ(bf16["precision"], "bf16");
   EXPECT_EQ(fp32["precision"], "fp32");
+  EXPECT_EQ(bf16["sparsity"]["k90"], fp32["sparsity"]["k90"]);  // measured in float32 both times
   EXPECT_EQ(bf16["sparsity"]["ranking"], fp32["sparsity"]["ranking"]);
   EXPECT_EQ(bf16["replaced_layers"], fp32["replaced_layers"]);
 }

@@ -39,12 +39,16 @@ TEST(VitParity, TimmForwardAndGradients) {
   EXPECT_EQ(model->config.num_heads, 4);  // from the safetensors __metadata__
 
   for (auto& [name, p] : model->named_parameters()) p.set_requires_grad(true);
-  for (bool want_probs : {true, false}) {
-    SCOPED_TRACE(want_probs ? "attention probabilities materialised" : "fused attention");
+  // Traced with the probabilities, traced without them (fused attention),
+  // and untraced (also the residual adds inside the GEMMs and the stream's
+  // gradients summed by the norms: Block::forward's own path).
+  for (int mode : {0, 1, 2}) {
+    const bool want_probs = mode == 0, traced = mode < 2;
+    SCOPED_TRACE(want_probs ? "attention probabilities materialised" : traced ? "fused attention" : "untraced");
     for (auto& [name, p] : model->named_parameters()) p.zero_grad();
     ForwardTrace trace;
     trace.want_probs = want_probs;
-    Tensor logits = model->forward(io.get("input"), {}, &trace);
+    Tensor logits = model->forward(io.get("input"), {}, traced ? &trace : nullptr);
     expect_matches(logits, io.get("logits"), 1e-5, "logits");
     for (size_t i = 0; i < trace.blocks.size(); ++i) {
       expect_matches(trace.blocks[i].output, io.get(fmt::format("blocks.{}.out", i)), 1e-5, "block out");

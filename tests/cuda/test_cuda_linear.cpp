@@ -285,9 +285,11 @@ TEST_F(CudaLinear, ResidualIsAddedByTheGemm) {
   const Tensor x = Tensor::uniform({3, 17, 40}, rng, -1, 1).to(gpu());
   const Tensor w = Tensor::uniform({5, 40}, rng, -0.5, 0.5).to(gpu()), b = Tensor::uniform({5}, rng, -1, 1).to(gpu());
   const Tensor w2 = Tensor::uniform({5, 24}, rng, -0.5, 0.5).to(gpu());
-  const Tensor w1 = Tensor::uniform({24, 40}, rng, -0.5, 0.5).to(gpu()), b1 = Tensor::uniform({24}, rng, -1, 1).to(gpu());
-  // Rows 1.. of a [52, 5] tensor: contiguous, 20 bytes into its storage.
-  const Tensor residual = reshape(narrow(Tensor::uniform({52, 5}, rng, -1, 1).to(gpu()), 0, 1, 51), {3, 17, 5});
+  const Tensor w1 = Tensor::uniform({24, 40}, rng, -0.5, 0.5).to(gpu());
+  const Tensor b1 = Tensor::uniform({24}, rng, -1, 1).to(gpu());
+  // The residual: rows 1.. of a [52, 5] leaf, contiguous, 20 bytes into its storage.
+  const Tensor padded = Tensor::uniform({52, 5}, rng, -1, 1).to(gpu());
+  auto rows_from_1 = [](const Tensor& t) { return reshape(narrow(t, 0, 1, 51), {3, 17, 5}); };
   const Tensor weights = Tensor::uniform({3, 17, 5}, rng, 0.5, 1.5).to(gpu());
   using Fn = std::function<Tensor(const std::vector<Tensor>&, bool)>;
   const Fn linear_op = [](const std::vector<Tensor>& in, bool fused) {
@@ -306,12 +308,13 @@ TEST_F(CudaLinear, ResidualIsAddedByTheGemm) {
         std::vector<std::vector<Tensor>> results;
         for (bool fused : {true, false}) {
           std::vector<Tensor> leaves;
-          for (const Tensor& t : {x, weight, b, residual}) {
-            leaves.push_back(t.clone().set_requires_grad(true));
-          }
+          for (const Tensor& t : {x, weight, b}) leaves.push_back(t.clone().set_requires_grad(true));
+          const Tensor padded_leaf = padded.clone().set_requires_grad(true);
+          leaves.push_back(rows_from_1(padded_leaf));
           Tensor out = op(leaves, fused);
           sum(mul(out, weights)).backward();
-          results.push_back({out.detach(), leaves[0].grad(), leaves[1].grad(), leaves[2].grad(), leaves[3].grad()});
+          results.push_back({out.detach(), leaves[0].grad(), leaves[1].grad(), leaves[2].grad(),
+                             rows_from_1(padded_leaf.grad())});
         }
         for (size_t i = 0; i < results[0].size(); ++i) {
           expect_matches(results[0][i], results[1][i], 1e-5, what + " result " + std::to_string(i));
@@ -369,13 +372,21 @@ TEST_F(CudaLinear, LayerNormWritesTheLinearsBf16Operand) {
 }
 
 // A ViT without a trace hands LN1 and LN2 outputs to the linears as bf16
-// operands; with a trace LN1's output stays float32 (the trace keeps it):
-// the logits and every parameter gradient are the same bits either way.
+// operands, adds both residuals inside the GEMMs and sums the stream's
+// gradients in the norms' backward; with a trace LN1's output stays float32
+// (the trace keeps it) and the mixer's residual is a separate add. The same
+// logits and parameter gradients either way, up to the order of those
+// float32 additions (biases made non-zero, so that the order matters).
 TEST_F(CudaLinear, VitWithAndWithoutTraceAgreeInBf16Mode) {
   const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
   VisionTransformer model(vit_preset("vit_cifar_tiny_patch4_32"), 3);
-  model.to(gpu());
   Rng rng(26);
+  for (auto& [name, p] : model.named_parameters()) {
+    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+      copy_into(p, Tensor::uniform(p.shape(), rng, -0.1, 0.1));
+    }
+  }
+  model.to(gpu());
   const Tensor images = Tensor::uniform({4, 3, 32, 32}, rng, -1, 1).to(gpu());
   auto run_vit = [&](bool traced) {
     for (auto& [name, p] : model.named_parameters()) {
@@ -385,13 +396,14 @@ TEST_F(CudaLinear, VitWithAndWithoutTraceAgreeInBf16Mode) {
     ForwardTrace trace;
     Tensor logits = model.forward(images, {}, traced ? &trace : nullptr);
     sum(mul(logits, logits)).backward();
-    std::vector<std::vector<float>> results{logits.to_floats()};
-    for (auto& [name, p] : model.named_parameters()) results.push_back(p.grad().to_floats());
+    std::vector<Tensor> results{logits.detach()};
+    for (auto& [name, p] : model.named_parameters()) results.push_back(p.grad());
     return results;
   };
   const auto plain = run_vit(false), traced = run_vit(true);
   ASSERT_EQ(plain.size(), traced.size());
-  for (size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(plain[i], traced[i]) << "result " << i;
+  // A float32 rounding difference can flip a later bfloat16 rounding: bf16's tolerance.
+  for (size_t i = 0; i < plain.size(); ++i) expect_matches(plain[i], traced[i], 2e-2, "result " + std::to_string(i));
 }
 
 // Operands that start inside their storage, so at addresses aligned to only

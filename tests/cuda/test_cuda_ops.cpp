@@ -164,8 +164,9 @@ TEST_P(CudaOps, SumMeanMax) {
   // A long row: the float32 sum accumulates in double on both devices.
   expect_same("long sum", [](const auto& in) { return sum(in[0], {1}); }, {uniform({3, 100000})});
   expect_same("many short rows", [](const auto& in) { return sum(in[0], {1}); }, {uniform({5000, 3})});
-  // One row cut into chunks that do not divide it (a loss's mean).
+  // One row cut into chunks that do not divide it (a loss's mean), and no rows at all.
   expect_same("mean of everything", [](const auto& in) { return mean(in[0]); }, {uniform({64, 65, 31})});
+  expect_same("long rows, none of them", [](const auto& in) { return sum(in[0], {1}); }, {uniform({0, 100000})});
 }
 
 TEST_P(CudaOps, ArgmaxTakesTheFirstOfTiedMaxima) {
@@ -605,6 +606,16 @@ TEST(CudaVit, TimmFixtureForwardAndGradients) {
     ++checked;
   }
   EXPECT_EQ(checked, 4 + 12 * 3 + 2 + 2);  // cls, pos, patch w/b; 12 per block; norm; head
+
+  // Untraced: Block::forward's own path (fused attention, the residual adds
+  // inside the GEMMs, the stream's gradients summed by the norms).
+  for (auto& [name, p] : model->named_parameters()) p.zero_grad();
+  Tensor untraced = model->forward(io.get("input").to(gpu()));
+  expect_matches(untraced, io.get("logits"), 1e-5, "untraced logits");
+  cross_entropy(untraced, io.get("labels").to(gpu())).backward();
+  for (auto& [name, p] : model->named_parameters()) {
+    expect_matches(p.grad(), io.get("grad." + name), 1e-4, "untraced grad " + name);
+  }
 }
 
 }  // namespace

@@ -47,7 +47,8 @@ TEST(Linear, ForwardIsBitIdenticalToTheComposite) {
     EXPECT_EQ(linear_gelu(x, w).to_floats(), gelu(composite_linear(x, w, Tensor())).to_floats());
     const Tensor residual = Tensor::uniform(linear(x, w).shape(), rng, -1, 1);
     EXPECT_EQ(linear(x, w, b, residual).to_floats(), add(composite_linear(x, w, b), residual).to_floats());
-    EXPECT_EQ(linear(x, w, Tensor(), residual).to_floats(), add(composite_linear(x, w, Tensor()), residual).to_floats());
+    EXPECT_EQ(linear(x, w, Tensor(), residual).to_floats(),
+              add(composite_linear(x, w, Tensor()), residual).to_floats());
   }
 }
 

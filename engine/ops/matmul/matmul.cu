@@ -64,7 +64,8 @@ void gemm_cuda(const GemmOperand& a, const GemmOperand& b, const Tensor& c, int6
     T* pc = mutable_data_of<T>(c);
     if (k == 0) {
       // An empty inner dimension: C = beta C. cuBLAS would reject the leading
-      // dimensions of the empty operands, so do it here (beta is 0 in every caller).
+      // dimensions of the empty operands, so do it here (beta is 0 in every
+      // caller that can get here: linear's accumulating GEMM never has K = 0).
       check(beta == 0.0, "matmul: an empty inner dimension with beta != 0 is not supported on CUDA");
       fill_kernel.get(c.device())(c, 0.0);
       return;

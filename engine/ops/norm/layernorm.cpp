@@ -55,6 +55,8 @@ Normalized normalize(const Tensor& x, const Tensor& weight, const Tensor& bias, 
 // {dx, dweight, dbias} for the output's gradient g; dx_other (undefined, or
 // shaped like x) is x's gradient from elsewhere, added in the same pass.
 std::vector<Tensor> normalize_backward(const Normalized& n, const Tensor& g, const Tensor& dx_other) {
+  check(!dx_other.defined() || (dx_other.shape() == g.shape() && dx_other.dtype() == g.dtype()),
+        "layer_norm: the passed-on input's gradient {} does not match {}", dx_other, g);
   const int64_t cols = n.input.shape()[1];
   Tensor dx = Tensor::empty(g.shape(), g.dtype(), g.device());
   // The kernels write the parameter gradients in full; an empty input gets zeros.

@@ -65,7 +65,8 @@ __global__ void layer_norm_dx_kernel(const T* x, const T* w, const T* mean, cons
     const T mean_g = block_sum(sum_g) / T(cols), mean_gx = block_sum(sum_gx) / T(cols);
     for (int64_t i : thread_stride(cols)) {
       const T xhat = (x[at + i] - m) * rs;
-      dx[at + i] = rs * (dy[at + i] * (w ? w[i] : T(1)) - mean_g - xhat * mean_gx) + (dx_other ? dx_other[at + i] : T(0));
+      const T other = dx_other ? dx_other[at + i] : T(0);
+      dx[at + i] = rs * (dy[at + i] * (w ? w[i] : T(1)) - mean_g - xhat * mean_gx) + other;
     }
   }
 }

@@ -39,6 +39,7 @@ int64_t chunks_per_row(int64_t rows, int64_t length) {
 
 template <typename T>
 void sum_rows(const Tensor& x, const Tensor& out, int64_t rows, int64_t length) {
+  if (rows == 0) return;
   const int64_t chunks = chunks_per_row(rows, length);
   if (chunks == 1) {
     launch_rows(rows, length, sum_rows_kernel<T, T>, data_of<T>(x), mutable_data_of<T>(out), rows, length, int64_t{1});
