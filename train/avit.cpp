@@ -112,8 +112,7 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
     loss.total.backward();
     optimizer->set_lr(schedule.lr_at(step));
     optimizer->step();
-    const bool report = step % 10 == 0 || step + 1 == steps;
-    if (!report) {
+    if (!is_log_step(step, steps)) {
       bar.update(s.batch_size);
       continue;
     }

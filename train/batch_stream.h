@@ -44,6 +44,11 @@ class BatchStream {
   int64_t epoch_ = 0;
 };
 
+// The steps (of `steps`) whose losses are logged and shown: every 10th and the
+// last. Reading a loss waits for the GPU, so the other steps leave it alone
+// and the host queues the next step's work while the GPU runs this one.
+inline bool is_log_step(int64_t step, int64_t steps) { return step % 10 == 0 || step + 1 == steps; }
+
 // Warmup over warmup_fraction of `steps`, then cosine decay to 0.
 WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fraction);
 

@@ -210,11 +210,6 @@ std::vector<Tensor> student_parameters(Students& students, const std::vector<int
   return params;
 }
 
-// The steps whose losses are logged (and shown): reading a loss waits for the
-// GPU, so the other steps leave it alone and the host queues the next step's
-// work while the GPU runs this one.
-bool is_log_step(int64_t step, int64_t steps) { return step % 10 == 0 || step + 1 == steps; }
-
 // Step 3: every chosen layer's student learns the teacher's attention branch.
 Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& layers, const data::Dataset& train,
                         const DistillSettings& s, uint64_t seed, MetricsLog& log) {
