@@ -247,8 +247,7 @@ bool lt_matmul(int device, const LtGemm& g) {
   const float alpha = 1.0f, beta = g.c ? 1.0f : 0.0f;
   const cublasStatus_t status =
       cublasLtMatmul(lt_handle(device), plan.desc, &alpha, g.a, plan.a, g.b, plan.b, &beta, g.c ? g.c : g.d, plan.d,
-                     g.d, plan.d,
-                     &plan.algo, workspace.defined() ? workspace.raw_data() : nullptr, plan.workspace,
+                     g.d, plan.d, &plan.algo, workspace.defined() ? workspace.raw_data() : nullptr, plan.workspace,
                      current_stream());
   if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE ||
       status == CUBLAS_STATUS_ARCH_MISMATCH) {

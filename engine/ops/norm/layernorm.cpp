@@ -21,14 +21,15 @@ void check_affine_param(const Tensor& param, const char* what, const Tensor& x) 
 
 Tensor contiguous_if_defined(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
 
-// The forward's output and what its backward reads.
+// What the backward reads of the forward.
 struct Normalized {
-  Tensor out;
   Tensor input, weight, mean, rstd;  // [rows, cols] x, [cols] weight (or undefined), [rows] statistics
   bool weight_grad = false, bias_grad = false;
 };
 
-Normalized normalize(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype) {
+// The forward: returns y, and fills n for the backward.
+Tensor normalize(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype,
+                 Normalized& n) {
   check(x.dim() >= 1, "layer_norm: needs at least one dimension, got {}", x);
   check(out_dtype == x.dtype() || (out_dtype == DType::BF16 && x.dtype() == DType::F32 && x.device().is_cuda()),
         "layer_norm: cannot write {} for {} (only x's dtype, or bfloat16 for float32 on a GPU)",
@@ -36,20 +37,19 @@ Normalized normalize(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   check(eps >= 0.0, "layer_norm: eps must be non-negative, got {}", eps);
   check_affine_param(weight, "weight", x);
   check_affine_param(bias, "bias", x);
-  Normalized n;
   n.input = last_dim_rows(x.detach().contiguous());
   n.weight = contiguous_if_defined(weight);
   const int64_t rows = n.input.shape()[0];
-  n.out = Tensor::empty(x.shape(), out_dtype, x.device());
+  Tensor out = Tensor::empty(x.shape(), out_dtype, x.device());
   n.mean = Tensor::empty({rows}, x.dtype(), x.device());
   n.rstd = Tensor::empty({rows}, x.dtype(), x.device());
-  if (n.out.numel() > 0) {
+  if (out.numel() > 0) {
     layer_norm_forward_kernel.get(x.device())(n.input, n.weight, contiguous_if_defined(bias), eps,
-                                              last_dim_rows(n.out), n.mean, n.rstd);
+                                              last_dim_rows(out), n.mean, n.rstd);
   }
   n.weight_grad = weight.defined() && weight.requires_grad();
   n.bias_grad = bias.defined() && bias.requires_grad();
-  return n;
+  return out;
 }
 
 // {dx, dweight, dbias} for the output's gradient g; dx_other (undefined, or
@@ -80,9 +80,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype) {
-  Normalized n = normalize(x, weight, bias, eps, out_dtype);
-  Tensor out = n.out;
-  n.out = Tensor();  // (the backward does not read it)
+  Normalized n;
+  Tensor out = normalize(x, weight, bias, eps, out_dtype, n);
   record("layer_norm", out, {x, weight, bias},
          [n](const Tensor& g) { return normalize_backward(n, g, Tensor()); });
   return out;
@@ -90,9 +89,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 
 std::vector<Tensor> layer_norm_passing_input(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                                              DType out_dtype) {
-  Normalized n = normalize(x, weight, bias, eps, out_dtype);
-  std::vector<Tensor> outputs{x.detach(), n.out};
-  n.out = Tensor();
+  Normalized n;
+  std::vector<Tensor> outputs{x.detach(), normalize(x, weight, bias, eps, out_dtype, n)};
   record_outputs("layer_norm_passing_input", outputs, {x, weight, bias},
                  [n](const std::vector<Tensor>& grads) {
                    const Tensor &passed = grads[0], &normed = grads[1];
