@@ -15,6 +15,7 @@
 #include "engine/cli.h"
 #include "engine/config.h"
 #include "engine/ops/attention/attention_kernels.h"
+#include "engine/ops/attention_stats/attention_stats.h"
 #include "engine/ops/elementwise/elementwise_kernels.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/matmul/matmul_kernels.h"
@@ -218,6 +219,15 @@ void core_ops(KernelBench& bench) {
   bench.memory("softmax bwd", probs, bytes_of(probs, 3), [&] {
     softmax_backward_kernel.get(bench.device())(SoftmaxKind::Softmax, probs_y, probs_dy, probs_dx);
   });
+  // The sparsity statistics of attention rows (each row sorted): ViT-S/16's
+  // [256, 6, 197, 197] above and the CIFAR ViT-Ti's [256, 3, 65, 65]. Bytes:
+  // the probabilities read once (the per-head sums written are negligible).
+  const Tensor vit_s_probs = reshape(softmax(scores), {256, 6, 197, 197});
+  bench.memory("attention_row_stat_sums", vit_s_probs.shape(), bytes_of(vit_s_probs.shape(), 1),
+               [&] { attention_row_stat_sums(vit_s_probs, Tensor(), 0); });
+  const Tensor cifar_probs = softmax(bench.uniform({256, 3, 65, 65}));
+  bench.memory("attention_row_stat_sums", cifar_probs.shape(), bytes_of(cifar_probs.shape(), 1),
+               [&] { attention_row_stat_sums(cifar_probs, Tensor(), 0); });
 
   // Fused attention over the same heads (q, k, v [256, 6, 197, 64]), never
   // materialising the probabilities above. FLOPs are the convention of the

@@ -42,7 +42,7 @@ struct SparsityMetrics {
 double row_entropy(const std::vector<double>& row);
 int64_t row_k_for_mass(std::vector<double> row, double mass);
 double row_top_mass(std::vector<double> row, int64_t k);  // sum of the k largest
-double row_gini(std::vector<double> row);
+double row_gini(const std::vector<double>& row);
 double row_below_fraction(const std::vector<double>& row, double threshold);
 // All metrics of one row: a SparsityMetrics with rows = 1.
 SparsityMetrics row_metrics(std::vector<double> row);

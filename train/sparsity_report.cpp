@@ -145,20 +145,22 @@ void SparsityAnalysis::add_batch(const Tensor& images, const std::vector<std::st
     HaltingTrace halting;
     avit_forward_tokens(model_, images.to(model_.device()), {}, &halting, &trace);
     masks.clear();
-    for (const Tensor& active : halting.active) masks.push_back(active.to(Device::cpu()).to(DType::U8));
+    for (const Tensor& active : halting.active) masks.push_back(active.to(DType::U8));
   } else {
     model_.forward_tokens(images.to(model_.device()), {}, &trace);
   }
 
+  // The statistics are computed where the probabilities are (on a GPU, only
+  // their per-head sums come to the host); the pictures copy them.
   std::vector<Tensor> probs(depth);
   for (int64_t i = 0; i < depth; ++i) {
     probs[i] = trace.blocks[i].attn_probs;
     check(probs[i].defined(), "sparsity: block {} has no attention probabilities (mixer '{}')", i,
           model_.blocks[i].mixer->kind());
-    probs[i] = probs[i].to(Device::cpu());
     stats_.add(i, probs[i], masks.empty() ? Tensor() : masks[i]);
   }
   if (static_cast<int64_t>(heatmaps_.size()) < heatmap_images_) {
+    for (Tensor& p : probs) p = p.to(Device::cpu());
     const Tensor cpu_images = images.to(Device::cpu()).to(DType::F32).contiguous();
     for (int64_t b = 0; b < batch && static_cast<int64_t>(heatmaps_.size()) < heatmap_images_; ++b) {
       keep_heatmap(cpu_images, b, names.empty() ? fmt::format("image {}", images_ + b) : names[b], probs, masks);

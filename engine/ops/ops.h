@@ -2,6 +2,7 @@
 #pragma once
 #include "engine/autograd.h"
 #include "engine/ops/attention/attention.h"
+#include "engine/ops/attention_stats/attention_stats.h"
 #include "engine/ops/conv/patch_embed.h"
 #include "engine/ops/copy/copy.h"
 #include "engine/ops/cumsum/cumsum.h"
