@@ -22,9 +22,11 @@ namespace {
 struct PaddedLayout {
   int64_t batch = 0, width = 0;
   bool identity = false;  // every image has K tokens: the packed order is the padded order
+  // The index lists stay on the host: index_select checks them there and
+  // uploads them without waiting for the GPU.
   Tensor to_padded;       // [B * K]: the token each slot reads (zeroed where `active` is 0)
   Tensor to_packed;       // [T]: the slot of each token
-  Tensor active;          // [B, K]: 1 = a token, 0 = padding or a halted token
+  Tensor active;          // [B, K] on the tokens' device: 1 = a token, 0 = padding or a halted token
 };
 
 // The mixer over tokens [T, D]: laid out per image (padding zeroed and marked
@@ -67,10 +69,10 @@ std::optional<PaddedLayout> kept_first(const Tensor& active) {
     }
   }
   if (std::all_of(slot_active.begin(), slot_active.end(), [](float f) { return f != 0.0f; })) return std::nullopt;
-  const Device device = active.device();
-  layout.to_padded = Tensor::from_vector(order, {layout.batch * layout.width}).to(device);
-  layout.to_packed = Tensor::from_vector(back, {layout.batch * layout.width}).to(device);
-  layout.active = Tensor::from_vector(slot_active, {layout.batch, layout.width}).to(active.dtype()).to(device);
+  layout.to_padded = Tensor::from_vector(order, {layout.batch * layout.width});
+  layout.to_packed = Tensor::from_vector(back, {layout.batch * layout.width});
+  layout.active =
+      Tensor::from_vector(slot_active, {layout.batch, layout.width}).to(active.dtype()).to(active.device());
   return layout;
 }
 
@@ -164,21 +166,21 @@ PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Devic
     }
     first += count[b];
   }
-  layout.to_padded = Tensor::from_vector(to_padded, {static_cast<int64_t>(to_padded.size())}).to(device);
-  layout.to_packed = Tensor::from_vector(to_packed, {static_cast<int64_t>(to_packed.size())}).to(device);
+  layout.to_padded = Tensor::from_vector(to_padded, {static_cast<int64_t>(to_padded.size())});
+  layout.to_packed = Tensor::from_vector(to_packed, {static_cast<int64_t>(to_packed.size())});
   layout.active = Tensor::from_vector(active, {layout.batch, layout.width}).to(dtype).to(device);
   return layout;
 }
 
-// Indices (into the packed tokens) of the first `per_image` tokens of every image.
-Tensor leading_tokens(const std::vector<int64_t>& count, int64_t per_image, Device device) {
+// Indices (into the packed tokens, on the host) of the first `per_image` tokens of every image.
+Tensor leading_tokens(const std::vector<int64_t>& count, int64_t per_image) {
   std::vector<int64_t> index;
   int64_t first = 0;
   for (int64_t c : count) {
     for (int64_t j = 0; j < per_image; ++j) index.push_back(first + j);
     first += c;
   }
-  return Tensor::from_vector(index, {static_cast<int64_t>(index.size())}).to(device);
+  return Tensor::from_vector(index, {static_cast<int64_t>(index.size())});
 }
 
 // The forced scores of packed tokens: 0 for each image's prefix tokens.
@@ -205,7 +207,7 @@ void drop_halted(PackedTokens& tokens) {
     c = static_cast<int64_t>(kept.size() - before);
   }
   if (static_cast<int64_t>(kept.size()) == first) return;
-  const Tensor index = Tensor::from_vector(kept, {static_cast<int64_t>(kept.size())}).to(tokens.x.device());
+  const Tensor index = Tensor::from_vector(kept, {static_cast<int64_t>(kept.size())});
   tokens.x = index_select(tokens.x, 0, index);
   tokens.state.cumulative = index_select(tokens.state.cumulative, 0, index);
   tokens.state.active = Tensor::ones({index.size(0)}, tokens.x.dtype(), tokens.x.device());
@@ -236,7 +238,7 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
       packed.state = advance_halting(packed.state, forced, halting.eps);
     }
   }
-  Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix, packed.x.device()));
+  Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix));
   return model.head_forward(model.final_norm(reshape(heads, {batch, prefix, dim})));
 }
 

@@ -322,6 +322,31 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   }
 }
 
+// On a GPU both paths give the CPU's logits and drop the same tokens: the
+// compacted path's index lists are built on the host and uploaded without
+// waiting, the masked path's kept-first layout likewise. Skips without a GPU.
+TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  VitConfig config = tiny_avit_config();
+  config.mixers = {"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8"};
+  auto model = tiny_avit(3, config);
+  Rng rng(7);
+  jitter_mixers(*model, {1, 2, 3}, rng);
+  NoGradGuard no_grad;
+  const Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
+  std::vector<int64_t> cpu_tokens, gpu_tokens;
+  const Tensor compact = avit_forward_compact(*model, images, &cpu_tokens);
+  const Tensor masked = avit_forward(*model, images);
+  ASSERT_LT(cpu_tokens[2], 6 * 17) << "no token halted before the mixers";
+  model->to(Device::cuda());
+  const Tensor gpu_images = images.to(Device::cuda());
+  const Tensor gpu_compact = avit_forward_compact(*model, gpu_images, &gpu_tokens);
+  EXPECT_TRUE(gpu_compact.device().is_cuda());
+  EXPECT_EQ(gpu_tokens, cpu_tokens);
+  expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+  expect_close(avit_forward(*model, gpu_images).to(Device::cpu()), masked, 1e-4);
+}
+
 TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {
   auto model = tiny_avit(5);
   model->visit([&](const std::string&, Tensor& p) { p = p.to(DType::F64).detach(); });

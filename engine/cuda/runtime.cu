@@ -1,6 +1,9 @@
 // CUDA runtime glue: device discovery, memory (a caching allocator per GPU)
 // and copies. Compiled whenever nvcc is present; a machine without a GPU (or
 // driver) reports zero devices, so CUDA-enabled binaries still run on the CPU.
+#include <cstring>
+#include <deque>
+#include <mutex>
 #include <vector>
 
 #include "engine/caching_allocator.h"
@@ -115,6 +118,94 @@ double cuda_time_ms(int index, const std::function<void()>& run) {
   return ms;
 }
 
+namespace {
+
+// Small host-to-device copies (index lists, masks, scalars) without waiting
+// for the GPU. The source is first copied into a ring of pinned host memory,
+// from which the GPU copy runs asynchronously; the caller's buffer is free at
+// once. A stretch of the ring is written again only after the event recorded
+// behind the copies that read it has completed. One ring per GPU (an event
+// belongs to its device); copies are rarely large enough to wait on it.
+class PinnedStaging {
+ public:
+  static constexpr size_t kRingBytes = size_t{16} << 20;
+  static constexpr size_t kMaxCopyBytes = size_t{1} << 20;  // larger copies wait instead
+  static constexpr size_t kAlign = 256;
+
+  // Queues the copy of src to dst on the current stream (dst on the current device).
+  void copy_to_device(void* dst, const void* src, size_t nbytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (ring_ == nullptr) cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, 0), "cudaHostAlloc");
+    const size_t size = (nbytes + kAlign - 1) / kAlign * kAlign;
+    // A copy that does not fit before the ring's end starts again at 0, and
+    // the skipped tail counts as claimed: the stretches in flight lie in ring
+    // order from `head_` on, so the oldest are the ones to wait for.
+    const size_t begin = head_ + size <= kRingBytes ? head_ : 0;
+    const size_t claimed_end = begin + size;
+    while (!in_flight_.empty() && overlaps(in_flight_.front(), begin == 0 && head_ > 0, begin, claimed_end)) {
+      cuda_check(cudaEventSynchronize(in_flight_.front().done), "cudaEventSynchronize");
+      retire_front();
+    }
+    std::memcpy(ring_ + begin, src, nbytes);
+    cuda_check(cudaMemcpyAsync(dst, ring_ + begin, nbytes, cudaMemcpyHostToDevice, current_stream()),
+               "cudaMemcpyAsync");
+    const cudaEvent_t done = take_event();
+    cuda_check(cudaEventRecord(done, current_stream()), "cudaEventRecord");
+    in_flight_.push_back({begin, claimed_end, done});
+    head_ = claimed_end;
+  }
+
+ private:
+  struct Stretch {
+    size_t begin, end;
+    cudaEvent_t done;
+  };
+
+  // Whether a stretch in flight lies in the new claim: [begin, end), plus the
+  // tail [head_, kRingBytes) when the claim wrapped around.
+  bool overlaps(const Stretch& s, bool wrapped, size_t begin, size_t end) const {
+    const bool in_claim = s.begin < end && begin < s.end;
+    return in_claim || (wrapped && s.end > head_);
+  }
+
+  cudaEvent_t take_event() {
+    cudaEvent_t event;
+    if (!free_events_.empty()) {
+      event = free_events_.back();
+      free_events_.pop_back();
+    } else {
+      cuda_check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
+    }
+    return event;
+  }
+
+  void retire_front() {
+    free_events_.push_back(in_flight_.front().done);
+    in_flight_.pop_front();
+  }
+
+  std::mutex mutex_;
+  char* ring_ = nullptr;
+  size_t head_ = 0;
+  std::deque<Stretch> in_flight_;
+  std::vector<cudaEvent_t> free_events_;
+};
+
+PinnedStaging& pinned_staging(int index) {
+  static std::vector<PinnedStaging>& rings = *new std::vector<PinnedStaging>(cuda_device_count());
+  return rings.at(static_cast<size_t>(index));
+}
+
+// While a DeviceGraph captures, a copy must not go through the ring: the graph
+// would read the ring again at every replay, long after the stretch was reused.
+bool stream_is_capturing() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cuda_check(cudaStreamIsCapturing(current_stream(), &status), "cudaStreamIsCapturing");
+  return status != cudaStreamCaptureStatusNone;
+}
+
+}  // namespace
+
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
     // Between two GPUs (explicit moves only): ordered after all work queued on either.
@@ -125,11 +216,15 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
                               : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                                     : cudaMemcpyDeviceToDevice;
   DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
+  if (kind == cudaMemcpyHostToDevice && nbytes <= PinnedStaging::kMaxCopyBytes && !stream_is_capturing()) {
+    pinned_staging(dst_device.index).copy_to_device(dst, src, nbytes);
+    return;
+  }
   cuda_check(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()), "cudaMemcpyAsync");
   // A device-to-host copy must be complete before the caller reads the data.
-  // A host-to-device copy from pageable memory is not promised to have read
-  // the source when cudaMemcpyAsync returns, and the host caching allocator
-  // may hand that buffer out again at once: wait for it too.
+  // A larger host-to-device copy (or one in a capture) from pageable memory is
+  // not promised to have read the source when cudaMemcpyAsync returns, and the
+  // host caching allocator may hand that buffer out again at once: wait for it too.
   if (kind != cudaMemcpyDeviceToDevice) cuda_check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize");
 }
 

@@ -6,7 +6,10 @@
 
 namespace engine {
 
-// out[..., i, ...] = x[..., index[i], ...] along dim; index int64 [K].
+// out[..., i, ...] = x[..., index[i], ...] along dim; index int64 [K]. The
+// index is validated on the host: one given on x's GPU is read back for that
+// (the host waits for the GPU); one given on the CPU is checked there and
+// copied to x's device without waiting, the way for indices built on the host.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 // PyTorch gather: index has x's rank; out[i][j] = x[i][index[i][j]] for dim 1, etc.
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);

@@ -1,0 +1,74 @@
+// Host-to-device copies that do not wait for the GPU, and the index lists
+// that use them: small uploads go through a ring of pinned memory
+// (engine/cuda/runtime.cu), so a copy queued behind slow GPU work must still
+// deliver what the host held when it was made, also once the ring has come
+// round to a stretch whose copy has not run yet; index_select takes an
+// index built on the host, checked there. Skips itself without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/ops/ops.h"
+#include "engine/random.h"
+#include "tests/cuda/cuda_expect.h"
+#include "tests/expect_error.h"
+
+namespace engine {
+namespace {
+
+// Queues a few hundred milliseconds of GPU work, so that copies queued
+// after it are still waiting when the host reuses their staging memory.
+Tensor slow_gpu_work(Rng& rng) {
+  Tensor a = Tensor::uniform({4096, 4096}, rng, -1, 1).to(Device::cuda());
+  for (int i = 0; i < 80; ++i) a = matmul(a, a) * 0.01;
+  return a;
+}
+
+TEST(CudaUploads, SmallCopiesQueuedBehindTheGpuKeepTheirValues) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(21);
+  // 40 copies of just under 1 MB (the most the ring stages), at sizes that are
+  // not multiples of its alignment: 2.5 times round the 16 MB ring while the
+  // first copies still wait behind the GPU work; then two larger copies,
+  // which wait for the GPU instead.
+  std::vector<Tensor> hosts, expected, devices;
+  for (int i = 0; i < 42; ++i) {
+    const int64_t n = i < 40 ? 262144 - 7 * i : 300000 + i;
+    hosts.push_back(Tensor::uniform({n}, rng, -1, 1));
+    expected.push_back(hosts.back().clone());
+  }
+  const Tensor busy = slow_gpu_work(rng);
+  for (Tensor& host : hosts) {
+    devices.push_back(host.to(Device::cuda()));
+    std::fill(host.data<float>(), host.data<float>() + host.numel(), 7.0f);  // free once to() returns
+  }
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    expect_matches(devices[i].to(Device::cpu()), expected[i], 0.0, "upload " + std::to_string(i));
+  }
+  EXPECT_TRUE(std::isfinite(sum(busy).item<double>()));
+}
+
+TEST(CudaUploads, IndexSelectTakesAHostIndexCheckedOnTheHost) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(22);
+  Tensor x = Tensor::uniform({6, 5}, rng, -1, 1);
+  const Tensor index = Tensor::from_vector<int64_t>({5, 0, 0, 3}, {4});
+  Tensor x_gpu = x.to(Device::cuda());
+  x.set_requires_grad(true);
+  x_gpu.set_requires_grad(true);
+  const Tensor weights = Tensor::uniform({4, 5}, rng, -1, 1);
+  const Tensor out = index_select(x, 0, index), out_gpu = index_select(x_gpu, 0, index);
+  EXPECT_TRUE(out_gpu.device().is_cuda());
+  expect_matches(out_gpu.to(Device::cpu()), out, 0.0, "rows picked by a host index");
+  sum(out * weights).backward();
+  sum(out_gpu * weights.to(Device::cuda())).backward();
+  expect_matches(x_gpu.grad().to(Device::cpu()), x.grad(), 1e-6, "gradient, with a repeated row");
+  testing::expect_error_mentioning(
+      [&] { index_select(x_gpu, 0, Tensor::from_vector<int64_t>({1, 6}, {2})); }, {"index 6", "size 6"});
+}
+
+}  // namespace
+}  // namespace engine
