@@ -131,11 +131,14 @@ class PinnedStaging {
   static constexpr size_t kRingBytes = size_t{16} << 20;
   static constexpr size_t kMaxCopyBytes = size_t{1} << 20;  // larger copies wait instead
   static constexpr size_t kAlign = 256;
+  static_assert(kMaxCopyBytes <= kRingBytes, "a staged copy must fit the ring");
 
   // Queues the copy of src to dst on the current stream (dst on the current device).
   void copy_to_device(void* dst, const void* src, size_t nbytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (ring_ == nullptr) cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, 0), "cudaHostAlloc");
+    if (ring_ == nullptr) {
+      cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, cudaHostAllocPortable), "cudaHostAlloc");
+    }
     const size_t size = (nbytes + kAlign - 1) / kAlign * kAlign;
     // A copy that does not fit before the ring's end starts again at 0, and
     // the skipped tail counts as claimed: the stretches in flight lie in ring
@@ -207,6 +210,7 @@ bool stream_is_capturing() {
 }  // namespace
 
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+  if (nbytes == 0) return;  // (an empty stretch would break the ring's order of stretches)
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
     // Between two GPUs (explicit moves only): ordered after all work queued on either.
     cuda_check(cudaMemcpyPeer(dst, dst_device.index, src, src_device.index, nbytes), "cudaMemcpyPeer");

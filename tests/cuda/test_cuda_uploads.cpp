@@ -19,29 +19,32 @@
 namespace engine {
 namespace {
 
-// Queues a few hundred milliseconds of GPU work, so that copies queued
-// after it are still waiting when the host reuses their staging memory.
-Tensor slow_gpu_work(Rng& rng) {
-  Tensor a = Tensor::uniform({4096, 4096}, rng, -1, 1).to(Device::cuda());
-  for (int i = 0; i < 80; ++i) a = matmul(a, a) * 0.01;
-  return a;
+// Queues a few milliseconds of GPU work: copies queued after it are still
+// waiting when the host comes to reuse their staging memory.
+Tensor slow_gpu_work(const Tensor& a) {
+  Tensor out = a;
+  for (int i = 0; i < 4; ++i) out = matmul(out, a) * 0.01;
+  return out;
 }
 
 TEST(CudaUploads, SmallCopiesQueuedBehindTheGpuKeepTheirValues) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(21);
   // 40 copies of just under 1 MB (the most the ring stages), at sizes that are
-  // not multiples of its alignment: 2.5 times round the 16 MB ring while the
-  // first copies still wait behind the GPU work; then two larger copies,
-  // which wait for the GPU instead.
+  // not multiples of its alignment, each queued behind its own GPU work: 2.5
+  // times round the 16 MB ring, so every stretch the ring comes back to still
+  // has its copy waiting behind the GPU. Then two larger copies, which wait
+  // for the GPU instead.
   std::vector<Tensor> hosts, expected, devices;
   for (int i = 0; i < 42; ++i) {
     const int64_t n = i < 40 ? 262144 - 7 * i : 300000 + i;
     hosts.push_back(Tensor::uniform({n}, rng, -1, 1));
     expected.push_back(hosts.back().clone());
   }
-  const Tensor busy = slow_gpu_work(rng);
+  const Tensor work = Tensor::uniform({4096, 4096}, rng, -1, 1).to(Device::cuda());
+  Tensor busy;
   for (Tensor& host : hosts) {
+    busy = slow_gpu_work(work);
     devices.push_back(host.to(Device::cuda()));
     std::fill(host.data<float>(), host.data<float>() + host.numel(), 7.0f);  // free once to() returns
   }

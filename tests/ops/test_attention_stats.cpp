@@ -104,6 +104,8 @@ TEST(AttentionStats, ArgumentErrorsNameTheProblem) {
       [] { attention_row_stat_sums(probs(), Tensor::from_vector(std::vector<uint8_t>{1, 1, 1}, {1, 3}), 0); },
       {"keep mask", "[1, 3]"});
   expect_error_mentioning([] { attention_row_stat_sums(probs(), Tensor(), 3); }, {"class token 3", "3 tokens"});
+  expect_error_mentioning([] { attention_row_stat_sums(Tensor::zeros({1, 1, 2, 2}, DType::I64), Tensor(), 0); },
+                          {"floating point", "int64"});
 }
 
 }  // namespace

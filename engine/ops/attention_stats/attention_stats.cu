@@ -170,15 +170,16 @@ template <int... kWidths>
 void launch_row_stat_sums(std::integer_sequence<int, kWidths...>, const Tensor& probs, const Tensor& keep,
                           int64_t cls_token, const Tensor& sums) {
   const bool launched = (launch_if_fits<kWidths>(probs, keep, cls_token, sums) || ...);
-  check(launched,
-        "attention_row_stat_sums: rows of {} tokens are longer than the CUDA kernel sorts ({}); compute the "
-        "statistics on the CPU",
-        probs.size(2), kRowStatsMaxTokensCuda);
+  // (attention_row_stat_sums gives longer rows to the CPU kernel.)
+  check(launched, "attention_row_stat_sums: the CUDA kernel sorts rows of up to {} tokens, got {}",
+        kRowStatsMaxTokensCuda, probs.size(2));
 }
 
 void row_stat_sums_cuda(const Tensor& probs, const Tensor& keep, int64_t cls_token, const Tensor& sums) {
   DeviceGuard guard(probs);
-  check(probs.size(0) * probs.size(1) <= INT32_MAX, "attention_row_stat_sums: {} has too many rows", probs);
+  check(probs.size(0) * probs.size(1) <= INT32_MAX,
+        "attention_row_stat_sums: {} has {} (image, head) pairs, more than the {} blocks of one launch", probs,
+        probs.size(0) * probs.size(1), INT32_MAX);
   launch_row_stat_sums(ItemWidths{}, probs, keep, cls_token, sums);
 }
 

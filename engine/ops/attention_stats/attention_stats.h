@@ -37,11 +37,12 @@ int64_t k_for_mass_sorted(const double* p, int64_t n, double mass);
 // All statistics of the row p[0..n), sorted descending (kRowCount = 1).
 RowStats sorted_row_stats(const double* p, int64_t n);
 
-// The most tokens the CUDA kernel sorts in a warp (the CPU kernel has no limit).
+// The most tokens the CUDA kernel sorts in a warp; the op gives longer rows
+// to the CPU kernel (the probabilities copied to the host).
 constexpr int64_t kRowStatsMaxTokensCuda = 2048;
 
-// probs: the softmax attention [B, H, N, N] of one layer (any float dtype,
-// read as float32). keep_mask: uint8 [B, N], non-zero = kept (A-ViT halting),
+// probs: the softmax attention [B, H, N, N] of one layer (any floating-point
+// dtype, read as float32). keep_mask: uint8 [B, N], non-zero = kept (A-ViT halting),
 // or undefined (all kept). Only rows of kept queries count and only kept key
 // columns are read, renormalised to sum to 1 when some were dropped, so a
 // row's n is its image's number of kept tokens.
