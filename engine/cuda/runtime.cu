@@ -2,7 +2,6 @@
 // and copies. Compiled whenever nvcc is present; a machine without a GPU (or
 // driver) reports zero devices, so CUDA-enabled binaries still run on the CPU.
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <vector>
 
@@ -10,6 +9,7 @@
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/staging_ring.h"
 
 namespace engine {
 
@@ -124,8 +124,8 @@ namespace {
 // for the GPU. The source is first copied into a ring of pinned host memory,
 // from which the GPU copy runs asynchronously; the caller's buffer is free at
 // once. A stretch of the ring is written again only after the event recorded
-// behind the copies that read it has completed. One ring per GPU (an event
-// belongs to its device); copies are rarely large enough to wait on it.
+// behind its copy has completed (the bookkeeping: engine/staging_ring.h). One
+// ring per GPU (an event belongs to its device); copies rarely wait on it.
 class PinnedStaging {
  public:
   static constexpr size_t kRingBytes = size_t{16} << 20;
@@ -139,38 +139,19 @@ class PinnedStaging {
     if (ring_ == nullptr) {
       cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, cudaHostAllocPortable), "cudaHostAlloc");
     }
-    const size_t size = (nbytes + kAlign - 1) / kAlign * kAlign;
-    // A copy that does not fit before the ring's end starts again at 0, and
-    // the skipped tail counts as claimed: the stretches in flight lie in ring
-    // order from `head_` on, so the oldest are the ones to wait for.
-    const size_t begin = head_ + size <= kRingBytes ? head_ : 0;
-    const size_t claimed_end = begin + size;
-    while (!in_flight_.empty() && overlaps(in_flight_.front(), begin == 0 && head_ > 0, begin, claimed_end)) {
-      cuda_check(cudaEventSynchronize(in_flight_.front().done), "cudaEventSynchronize");
-      retire_front();
-    }
+    const size_t begin = stretches_.claim((nbytes + kAlign - 1) / kAlign * kAlign, [&](cudaEvent_t done) {
+      cuda_check(cudaEventSynchronize(done), "cudaEventSynchronize");
+      free_events_.push_back(done);
+    });
     std::memcpy(ring_ + begin, src, nbytes);
     cuda_check(cudaMemcpyAsync(dst, ring_ + begin, nbytes, cudaMemcpyHostToDevice, current_stream()),
                "cudaMemcpyAsync");
     const cudaEvent_t done = take_event();
     cuda_check(cudaEventRecord(done, current_stream()), "cudaEventRecord");
-    in_flight_.push_back({begin, claimed_end, done});
-    head_ = claimed_end;
+    stretches_.commit(done);
   }
 
  private:
-  struct Stretch {
-    size_t begin, end;
-    cudaEvent_t done;
-  };
-
-  // Whether a stretch in flight lies in the new claim: [begin, end), plus the
-  // tail [head_, kRingBytes) when the claim wrapped around.
-  bool overlaps(const Stretch& s, bool wrapped, size_t begin, size_t end) const {
-    const bool in_claim = s.begin < end && begin < s.end;
-    return in_claim || (wrapped && s.end > head_);
-  }
-
   cudaEvent_t take_event() {
     cudaEvent_t event;
     if (!free_events_.empty()) {
@@ -182,15 +163,9 @@ class PinnedStaging {
     return event;
   }
 
-  void retire_front() {
-    free_events_.push_back(in_flight_.front().done);
-    in_flight_.pop_front();
-  }
-
   std::mutex mutex_;
   char* ring_ = nullptr;
-  size_t head_ = 0;
-  std::deque<Stretch> in_flight_;
+  StagingRing<cudaEvent_t> stretches_{kRingBytes};
   std::vector<cudaEvent_t> free_events_;
 };
 
@@ -210,7 +185,7 @@ bool stream_is_capturing() {
 }  // namespace
 
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
-  if (nbytes == 0) return;  // (an empty stretch would break the ring's order of stretches)
+  if (nbytes == 0) return;
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
     // Between two GPUs (explicit moves only): ordered after all work queued on either.
     cuda_check(cudaMemcpyPeer(dst, dst_device.index, src, src_device.index, nbytes), "cudaMemcpyPeer");
