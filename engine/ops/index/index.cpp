@@ -15,9 +15,11 @@ namespace engine {
 
 namespace {
 
-void check_index_tensor(const Tensor& index, const Tensor& x, const char* op) {
+// An int64 index on x's device, or (host_allowed) on the host.
+void check_index_tensor(const Tensor& index, const Tensor& x, const char* op, bool host_allowed = false) {
   check(index.dtype() == DType::I64, "{}: index must be int64, got {}", op, dtype_name(index.dtype()));
-  check(index.device() == x.device(), "{}: index on {}, input on {}", op, index.device(), x.device());
+  check(index.device() == x.device() || (host_allowed && index.device().is_cpu()), "{}: index on {}, input on {}",
+        op, index.device(), x.device());
 }
 
 // Kernels trust their indices, so they are checked here, on the host (one
@@ -51,15 +53,11 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& host_or_device_i
   dim = wrap_dim(dim, x.dim());
   check(host_or_device_index.dim() == 1, "index_select: index must be 1-D, got shape {}",
         ShapeText{host_or_device_index.shape()});
-  const bool on_host = host_or_device_index.device().is_cpu();
-  check(host_or_device_index.dtype() == DType::I64, "index_select: index must be int64, got {}",
-        dtype_name(host_or_device_index.dtype()));
-  check(on_host || host_or_device_index.device() == x.device(), "index_select: index on {}, input on {}",
-        host_or_device_index.device(), x.device());
+  check_index_tensor(host_or_device_index, x, "index_select", /*host_allowed=*/true);
   // An index on the host is checked there, before it moves to x's device (a
   // small upload, which does not wait for the GPU): no read-back.
   check_index_values(host_or_device_index, x.size(dim), dim, "index_select");
-  const Tensor index = on_host ? host_or_device_index.to(x.device()) : host_or_device_index;
+  const Tensor index = host_or_device_index.to(x.device());
   // index_select is a gather whose index is broadcast along every other dim:
   // a stride-0 view of the 1-D index, no copy.
   Shape shape = x.shape();
