@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "engine/caching_allocator.h"
 #include "engine/error.h"
@@ -106,6 +107,26 @@ void run_branches(Device device, const std::function<void()>& first, const std::
   first();
   second();
 }
+
+std::unique_ptr<PendingDownload::State> cuda_download(const void* src, int index, size_t nbytes);
+
+namespace {
+
+// The CPU's download: the bytes, copied when asked for.
+struct HostDownload final : PendingDownload::State {
+  HostDownload(const void* src, size_t nbytes)
+      : bytes(static_cast<const char*>(src), static_cast<const char*>(src) + nbytes) {}
+  const void* wait() override { return bytes.data(); }
+  std::vector<char> bytes;
+};
+
+}  // namespace
+
+PendingDownload::PendingDownload(const void* src, Device src_device, size_t nbytes)
+    : state_(src_device.is_cuda() ? cuda_download(src, src_device.index, nbytes)
+                                  : std::make_unique<HostDownload>(src, nbytes)) {}
+
+const void* PendingDownload::wait() { return state_->wait(); }
 
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (nbytes == 0) return;

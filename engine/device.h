@@ -45,6 +45,27 @@ double device_time_ms(Device device, const std::function<void()>& run);
 // Copies nbytes between any two devices (host<->device, device<->device).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 
+// A device-to-host copy that the host does not wait for as it asks: on a GPU
+// the copy is queued behind the work already on the stream and lands in
+// pinned memory, and wait() blocks until it has; on the CPU the bytes are
+// copied at once. For results the host needs a little later (A-ViT's halting
+// decisions of the block before last), so that the GPU keeps working while the
+// host waits for them. The source may be freed at once (stream order keeps its
+// memory until the copy has read it). Not inside a DeviceGraph capture.
+class PendingDownload {
+ public:
+  PendingDownload(const void* src, Device src_device, size_t nbytes);
+  const void* wait();  // the bytes, valid while this object lives
+
+  struct State {  // one per kind of device: device.cpp (CPU), engine/cuda/runtime.cu
+    virtual ~State() = default;  // a copy still in flight is waited for
+    virtual const void* wait() = 0;
+  };
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 // Runs two pieces of work that do not depend on each other: neither may read
 // what the other writes. On a GPU, `second` is queued on a side stream that
 // forks from the current stream before it and joins it again after it, so

@@ -32,31 +32,40 @@ Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng)
 }
 
 Tensor Attention::attend(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs, const Tensor& residual) {
-  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+  return proj_.forward(mix_heads(qkv_.forward(x), ctx, attn_probs), residual);
+}
+
+Tensor Attention::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) {
+  ctx.active = layout.active;
+  // A padding slot's q, k and v need no zeroing: it is masked as a key, and its row is dropped.
+  return proj_.forward(layout.unpad(mix_heads(layout.pad(qkv_.forward(x)), ctx, nullptr)));
+}
+
+Tensor Attention::mix_heads(const Tensor& qkv, const ForwardContext& ctx, Tensor* attn_probs) {
+  const int64_t batch = qkv.size(0), tokens = qkv.size(1), dim = qkv.size(2) / 3;
   const int64_t head_dim = dim / heads_;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  // (x may be the projection's bfloat16 operand: the computation's dtype is the weights'.)
-  if (attn_probs == nullptr && fused_attention_supported(x.device(), qkv_.weight.dtype(), head_dim)) {
+  // (The block may hand x over as the projection's bfloat16 operand: the computation's dtype is the weights'.)
+  if (attn_probs == nullptr && fused_attention_supported(qkv.device(), qkv_.weight.dtype(), head_dim)) {
     // Nobody needs the probabilities: the fused op never materialises them,
     // reads q, k and v straight from the projection's [B, N, 3D] output and
     // writes the context token-major, [B, N, D], the projection's input (and
     // its backward writes d(qkv) directly): no layout copies either way.
-    return proj_.forward(fused_attention_packed(qkv_.forward(x), heads_, scale, ctx.active), residual);
+    return fused_attention_packed(qkv, heads_, scale, ctx.active);
   }
   // [B, N, 3D] -> [3, B, H, N, d]: q, k, v for every head. One copy here makes
   // q, k and v contiguous, so the GEMMs below read them in place (k as a
   // transposed operand).
-  Tensor qkv =
-      permute(reshape(qkv_.forward(x), {batch, tokens, 3, heads_, head_dim}), {2, 0, 3, 1, 4}).contiguous();
-  Tensor q = select(qkv, 0, 0);
-  Tensor k = select(qkv, 0, 1);
-  Tensor v = select(qkv, 0, 2);
+  Tensor heads = permute(reshape(qkv, {batch, tokens, 3, heads_, head_dim}), {2, 0, 3, 1, 4}).contiguous();
+  Tensor q = select(heads, 0, 0);
+  Tensor k = select(heads, 0, 1);
+  Tensor v = select(heads, 0, 2);
   Tensor scores = matmul(mul(q, scale), transpose(k, -2, -1));  // [B, H, N, N]
   if (ctx.active.defined()) scores = mask_halted_keys(scores, ctx.active);
   Tensor probs = softmax(scores);
   if (attn_probs) *attn_probs = probs;
   Tensor context = matmul(probs, v);  // [B, H, N, d]
-  return proj_.forward(reshape(transpose(context, 1, 2), {batch, tokens, dim}), residual);
+  return reshape(transpose(context, 1, 2), {batch, tokens, dim});
 }
 
 void Attention::visit(const std::string& prefix, const ParamVisitor& fn) {

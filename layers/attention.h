@@ -20,6 +20,8 @@ class Attention : public TokenMixer {
   Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) override {
     return attend(x, ctx, nullptr, residual);
   }
+  // The projections run on the packed tokens; only q, k and v are padded.
+  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) override;
   bool input_feeds_linear() const override { return true; }  // x only enters the qkv projection
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
   int64_t heads() const { return heads_; }
@@ -27,6 +29,8 @@ class Attention : public TokenMixer {
  private:
   // The branch output, plus residual when given (added by proj's GEMM).
   Tensor attend(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs, const Tensor& residual);
+  // qkv [B, N, 3D] -> the heads' context [B, N, D], proj's input.
+  Tensor mix_heads(const Tensor& qkv, const ForwardContext& ctx, Tensor* attn_probs);
   int64_t heads_;
   Linear qkv_, proj_;
 };

@@ -1,6 +1,7 @@
 #include "models/avit.h"
 
 #include <algorithm>
+#include <deque>
 #include <numeric>
 #include <optional>
 
@@ -15,36 +16,6 @@ const HaltingConfig& halting_config(const VisionTransformer& model) {
 }
 
 namespace {
-
-// Tokens [T, D] laid out per image in a [B, K] batch, and back: the compacted
-// path's packed tokens padded to the largest count (padded_layout), or the
-// masked path's tokens with each image's kept ones first (kept_first).
-struct PaddedLayout {
-  int64_t batch = 0, width = 0;
-  bool identity = false;  // every image has K tokens: the packed order is the padded order
-  // The index lists stay on the host: index_select checks them there and
-  // uploads them without waiting for the GPU.
-  Tensor to_padded;       // [B * K]: the token each slot reads (zeroed where `active` is 0)
-  Tensor to_packed;       // [T]: the slot of each token
-  Tensor active;          // [B, K] on the tokens' device: 1 = a token, 0 = padding or a halted token
-};
-
-// The mixer over tokens [T, D]: laid out per image (padding zeroed and marked
-// halted in ctx.active), mixed, returned to the tokens' order.
-Tensor mix_packed(TokenMixer& mixer, const Tensor& normed, const PaddedLayout& layout, ForwardContext ctx = {},
-                  Tensor* probs = nullptr) {
-  const int64_t batch = layout.batch, width = layout.width, dim = normed.size(-1);
-  if (layout.identity) return reshape(mixer.forward(reshape(normed, {batch, width, dim}), ctx, probs), {-1, dim});
-  ctx.active = layout.active;
-  // The padding is zeroed, not merely masked: a conv (mamba's reverse one, the
-  // 'same' conv mixer) reads the slots after an image's last token, where the
-  // image alone would read the conv's zero padding. An image's result then does
-  // not depend on the other images of its batch.
-  Tensor padded =
-      mul(reshape(index_select(normed, 0, layout.to_padded), {batch, width, dim}), unsqueeze(layout.active, -1));
-  Tensor mixed = reshape(mixer.forward(padded, ctx, probs), {batch * width, dim});
-  return index_select(mixed, 0, layout.to_packed);
-}
 
 // The masked path's [B, N] tokens (rows of the [B * N, D] view) with each
 // image's kept tokens first, in token order, and its halted ones after them.
@@ -96,7 +67,7 @@ Tensor avit_mix(TokenMixer& mixer, const Tensor& normed, const ForwardContext& c
   const std::optional<PaddedLayout> layout = kept_first(ctx.active);
   if (!layout) return mixer.forward(normed, ctx, probs);
   const int64_t dim = normed.size(2);
-  return reshape(mix_packed(mixer, reshape(normed, {-1, dim}), *layout, ctx, probs), normed.shape());
+  return reshape(mixer.forward_packed(reshape(normed, {-1, dim}), *layout, ctx), normed.shape());
 }
 
 Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx,
@@ -134,14 +105,15 @@ Tensor avit_forward(VisionTransformer& model, const Tensor& images, const Forwar
 
 namespace {
 
-// The compacted batch: every image's active tokens packed into one sequence
-// [T, D], image by image in token order (the prefix tokens, which never halt,
-// first in each image's group). Per-token work (norms, MLP, halting) runs on
-// the T tokens; only the mixer needs the images apart.
+// The compacted batch: every image's tokens still running packed into one
+// sequence [T, D], image by image in token order (the prefix tokens, which
+// never halt, first in each image's group). Per-token work (norms, MLP,
+// halting) runs on the T tokens; only the mixer needs the images apart.
 struct PackedTokens {
   Tensor x;                    // [T, D]
   HaltingState state;          // [T] each
   std::vector<int64_t> count;  // per image: its tokens in x
+  std::vector<int64_t> origin; // per token: its place b * N + n in the batch
 };
 
 // Where the packed tokens sit in a [B, K] batch padded to the largest count
@@ -172,6 +144,16 @@ PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Devic
   return layout;
 }
 
+// The layout's slots marked halted where their token has halted too: the
+// flags [T] of packed tokens among which some halted after the last
+// compaction (they stay in the tensors, masked, until the next one).
+void mark_halted_slots(PaddedLayout& layout, const Tensor& token_active) {
+  const Tensor slots =
+      layout.identity ? token_active : index_select(token_active, 0, layout.to_padded);
+  const Tensor flags = reshape(slots, {layout.batch, layout.width});
+  layout.active = layout.identity ? flags : mul(layout.active, flags);
+}
+
 // Indices (into the packed tokens, on the host) of the first `per_image` tokens of every image.
 Tensor leading_tokens(const std::vector<int64_t>& count, int64_t per_image) {
   std::vector<int64_t> index;
@@ -192,30 +174,84 @@ Tensor packed_forced_scores(const Tensor& scores, const std::vector<int64_t>& co
   return mul(scores, Tensor::from_vector(can_halt, scores.shape()).to(scores.dtype()).to(scores.device()));
 }
 
-// Removes the tokens that halted (their state is no longer active).
-void drop_halted(PackedTokens& tokens) {
-  const Tensor active = tokens.state.active.to(Device::cpu()).to(DType::F32).contiguous();
-  const float* flags = active.data<float>();
-  std::vector<int64_t> kept;
+// The halting decisions on their way to the host: after every block the
+// packed tokens' flags start downloading (PendingDownload), and the host reads
+// them when it compacts. Waiting for the newest flags before each block would
+// leave the GPU idle while the host then queues the block; reading those of
+// the block before (which landed while the GPU ran the last block) keeps it
+// busy, at the price of carrying the tokens that halted since for one more
+// block, masked.
+class HaltingDecisions {
+ public:
+  explicit HaltingDecisions(int64_t tokens) : halted_(static_cast<size_t>(tokens), false) {}
+
+  void start_download(const Tensor& active, const std::vector<int64_t>& origin) {
+    const Tensor flags = active.to(DType::F32).contiguous();
+    in_flight_.push_back({PendingDownload(flags.raw_data(), flags.device(), origin.size() * sizeof(float)), origin});
+  }
+  // Reads the downloads until at most `left_in_flight` remain.
+  void read_until(size_t left_in_flight) {
+    while (in_flight_.size() > left_in_flight) {
+      InFlight& next = in_flight_.front();
+      const auto* flags = static_cast<const float*>(next.flags.wait());
+      int64_t active = 0;
+      for (size_t i = 0; i < next.origin.size(); ++i) {
+        if (flags[i] == 0.0f) halted_[static_cast<size_t>(next.origin[i])] = true;
+        active += flags[i] != 0.0f;
+      }
+      active_counts_.push_back(active);
+      in_flight_.pop_front();
+    }
+  }
+  size_t in_flight() const { return in_flight_.size(); }
+  bool halted(int64_t origin) const { return halted_[static_cast<size_t>(origin)]; }
+  // Per download read, in order: how many tokens were still active.
+  const std::vector<int64_t>& active_counts() const { return active_counts_; }
+
+ private:
+  struct InFlight {
+    PendingDownload flags;        // float per packed token
+    std::vector<int64_t> origin;  // the packing they were taken in
+  };
+  std::deque<InFlight> in_flight_;
+  std::vector<bool> halted_;  // per token of the batch, as far as read
+  std::vector<int64_t> active_counts_;
+};
+
+// Removes the tokens known to have halted, if they are at least an eighth of
+// those present (fewer are cheaper to carry, masked, than a compaction and
+// the padding it brings) or `all` asks for it. Returns whether tokens known
+// to have halted are still present.
+bool drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, bool all) {
+  const int64_t present = static_cast<int64_t>(tokens.origin.size());
+  const int64_t halted = std::count_if(tokens.origin.begin(), tokens.origin.end(),
+                                       [&](int64_t origin) { return decisions.halted(origin); });
+  if (halted == 0) return false;
+  if (!all && 8 * halted < present) return true;
+  std::vector<int64_t> kept, origin;
   int64_t first = 0;
   for (int64_t& c : tokens.count) {
     const size_t before = kept.size();
-    for (int64_t j = 0; j < c; ++j) {
-      if (flags[first + j] != 0.0f) kept.push_back(first + j);
+    for (int64_t j = first; j < first + c; ++j) {
+      if (decisions.halted(tokens.origin[j])) continue;
+      kept.push_back(j);
+      origin.push_back(tokens.origin[j]);
     }
     first += c;
     c = static_cast<int64_t>(kept.size() - before);
   }
-  if (static_cast<int64_t>(kept.size()) == first) return;
   const Tensor index = Tensor::from_vector(kept, {static_cast<int64_t>(kept.size())});
   tokens.x = index_select(tokens.x, 0, index);
   tokens.state.cumulative = index_select(tokens.state.cumulative, 0, index);
-  tokens.state.active = Tensor::ones({index.size(0)}, tokens.x.dtype(), tokens.x.device());
+  tokens.state.active = index_select(tokens.state.active, 0, index);
+  tokens.origin = std::move(origin);
+  return false;
 }
 
 }  // namespace
 
-Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std::vector<int64_t>* active_tokens) {
+Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std::vector<int64_t>* active_tokens,
+                            CompactionSync sync) {
   NoGradGuard no_grad;
   const HaltingConfig& halting = halting_config(model);
   const int64_t prefix = model.config.num_prefix_tokens(), depth = model.config.depth;
@@ -224,22 +260,40 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   const HaltingState start = start_halting(1, batch * tokens, embedded.dtype(), embedded.device());
   PackedTokens packed{reshape(embedded, {batch * tokens, dim}),
                       {reshape(start.active, {-1}), reshape(start.cumulative, {-1})},
-                      std::vector<int64_t>(static_cast<size_t>(batch), tokens)};
-  if (active_tokens) active_tokens->assign(model.blocks.size(), 0);
+                      std::vector<int64_t>(static_cast<size_t>(batch), tokens),
+                      std::vector<int64_t>(static_cast<size_t>(batch * tokens))};
+  std::iota(packed.origin.begin(), packed.origin.end(), int64_t{0});
+  if (sync == CompactionSync::by_device) {
+    sync = embedded.device().is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
+  }
+  HaltingDecisions decisions(batch * tokens);
   for (int64_t l = 0; l < depth; ++l) {
-    if (l > 0) drop_halted(packed);
-    if (active_tokens) (*active_tokens)[l] = std::accumulate(packed.count.begin(), packed.count.end(), int64_t{0});
-    const PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
     TokenMixer& mixer = *model.blocks[l].mixer;
-    packed.x = model.blocks[l].forward_with(
-        packed.x, [&](const Tensor& normed, Tensor*) { return mix_packed(mixer, normed, layout); }, {});
+    // A mixer that reads its neighbours by position needs the halted tokens gone.
+    const bool needs_halted_gone = !mixer.skips_halted_tokens();
+    decisions.read_until(sync == CompactionSync::block_before_last && !needs_halted_gone ? 1 : 0);
+    const bool holds_halted = drop_halted(packed, decisions, needs_halted_gone) || decisions.in_flight() > 0;
+    PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
+    if (holds_halted) mark_halted_slots(layout, packed.state.active);
+    Tensor out = model.blocks[l].forward_with(
+        packed.x, [&](const Tensor& normed, Tensor*) { return mixer.forward_packed(normed, layout, {}); }, {});
+    // Tokens that halted since the last compaction keep their state, as on the masked path.
+    packed.x = holds_halted ? where(reshape(packed.state.active.to(DType::U8), {-1, 1}), out, packed.x) : out;
     if (l + 1 < depth) {
       Tensor forced = packed_forced_scores(halting_scores(packed.x, halting), packed.count, prefix);
       packed.state = advance_halting(packed.state, forced, halting.eps);
+      decisions.start_download(packed.state.active, packed.origin);
     }
   }
   Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix));
-  return model.head_forward(model.final_norm(reshape(heads, {batch, prefix, dim})));
+  Tensor logits = model.head_forward(model.final_norm(reshape(heads, {batch, prefix, dim})));
+  if (active_tokens) {
+    decisions.read_until(0);
+    active_tokens->assign(1, batch * tokens);
+    const std::vector<int64_t>& after = decisions.active_counts();
+    active_tokens->insert(active_tokens->end(), after.begin(), after.end());
+  }
+  return logits;
 }
 
 }  // namespace engine

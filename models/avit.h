@@ -5,7 +5,8 @@
 //   after block l a halted token's state is frozen (x <- where(active, block(x), x))
 //   and halted tokens are masked as attention keys (ForwardContext::active).
 // * the compacted path (inference): halted tokens are removed between blocks,
-//   so later blocks really run on fewer tokens. The active tokens of all images
+//   so later blocks really run on fewer tokens (on a GPU, one block after they
+//   halt: CompactionSync). The active tokens of all images
 //   are packed into one sequence [T, D] for the per-token work (norms, MLP,
 //   halting scores); for the mixer they are laid out per image, padded to the
 //   batch's largest count with zero tokens marked halted (at batch 1, or when
@@ -54,10 +55,25 @@ Tensor avit_mix(TokenMixer& mixer, const Tensor& normed, const ForwardContext& c
 Tensor avit_forward(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx = {},
                     HaltingTrace* halting = nullptr);
 
+// When the compacted path removes the tokens that halted. Their flags are
+// copied to the host after every block (the shapes of what follows depend on
+// them). Waiting for the last block's flags removes every halted token at
+// once, but leaves the GPU idle while the host then queues the next block;
+// using those of the block before last, which reached the host while the GPU
+// ran the last block, keeps it busy: the tokens that halted at the last block
+// stay one block longer, masked (a mixer that reads its neighbours by
+// position waits for the last flags anyway). The logits are the same.
+enum class CompactionSync {
+  last_block,
+  block_before_last,
+  by_device,  // block_before_last on a GPU, last_block on the CPU
+};
+
 // Compacted path (no gradient): logits [B, classes]. active_tokens, if given,
-// receives per layer the number of tokens entering it, summed over the images
-// (padding not counted).
+// receives per layer the number of tokens entering it still active, summed
+// over the images (padding and tokens carried masked not counted).
 Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images,
-                            std::vector<int64_t>* active_tokens = nullptr);
+                            std::vector<int64_t>* active_tokens = nullptr,
+                            CompactionSync sync = CompactionSync::by_device);
 
 }  // namespace engine

@@ -272,13 +272,19 @@ void expect_paths_agree(VisionTransformer& model, const Tensor& images) {
   EXPECT_NE(std::vector<double>(depths.begin(), depths.begin() + tokens),
             std::vector<double>(depths.begin() + tokens, depths.begin() + 2 * tokens));
 
-  std::vector<int64_t> active_tokens;
-  expect_close(avit_forward_compact(model, images, &active_tokens), masked, 1e-5);
-  for (int64_t l = 0; l < model.config.depth; ++l) {
-    EXPECT_NEAR(active_tokens[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
-  }
-  for (int64_t b = 0; b < batch; ++b) {
-    expect_close(avit_forward_compact(model, narrow(images, 0, b, 1)), narrow(masked, 0, b, 1), 1e-5);
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    SCOPED_TRACE(sync == CompactionSync::last_block ? "compacting after the last block's flags"
+                                                     : "compacting after the flags of the block before last");
+    std::vector<int64_t> active_tokens;
+    expect_close(avit_forward_compact(model, images, &active_tokens, sync), masked, 1e-5);
+    ASSERT_EQ(active_tokens.size(), static_cast<size_t>(model.config.depth));
+    for (int64_t l = 0; l < model.config.depth; ++l) {
+      EXPECT_NEAR(active_tokens[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      expect_close(avit_forward_compact(model, narrow(images, 0, b, 1), nullptr, sync), narrow(masked, 0, b, 1),
+                   1e-5);
+    }
   }
   // Halting changes the result: the dense forward differs.
   EXPECT_GT(max_abs_difference(model.forward(images), masked), 1e-4);
@@ -314,17 +320,22 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   jitter_mixers(*model, {2, 3}, rng);
   NoGradGuard no_grad;
   Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
-  std::vector<int64_t> active_tokens;
-  Tensor batched = avit_forward_compact(*model, images, &active_tokens);
-  ASSERT_LT(active_tokens[2], 6 * 17) << "no token halted before the mixers: nothing is padded";
-  for (int64_t b = 0; b < 6; ++b) {
-    expect_close(narrow(batched, 0, b, 1), avit_forward_compact(*model, narrow(images, 0, b, 1)), 1e-6);
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    std::vector<int64_t> active_tokens;
+    Tensor batched = avit_forward_compact(*model, images, &active_tokens, sync);
+    ASSERT_LT(active_tokens[2], 6 * 17) << "no token halted before the mixers: nothing is padded";
+    for (int64_t b = 0; b < 6; ++b) {
+      expect_close(narrow(batched, 0, b, 1), avit_forward_compact(*model, narrow(images, 0, b, 1), nullptr, sync),
+                   1e-6);
+    }
   }
 }
 
 // On a GPU both paths give the CPU's logits and drop the same tokens: the
 // compacted path's index lists are built on the host and uploaded without
-// waiting, the masked path's kept-first layout likewise. Skips without a GPU.
+// waiting, from halting flags downloaded without waiting (read one block
+// later, or at once), the masked path's kept-first layout likewise. Skips
+// without a GPU.
 TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   VitConfig config = tiny_avit_config();
@@ -340,10 +351,12 @@ TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   ASSERT_LT(cpu_tokens[2], 6 * 17) << "no token halted before the mixers";
   model->to(Device::cuda());
   const Tensor gpu_images = images.to(Device::cuda());
-  const Tensor gpu_compact = avit_forward_compact(*model, gpu_images, &gpu_tokens);
-  EXPECT_TRUE(gpu_compact.device().is_cuda());
-  EXPECT_EQ(gpu_tokens, cpu_tokens);
-  expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    const Tensor gpu_compact = avit_forward_compact(*model, gpu_images, &gpu_tokens, sync);
+    EXPECT_TRUE(gpu_compact.device().is_cuda());
+    EXPECT_EQ(gpu_tokens, cpu_tokens);
+    expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+  }
   expect_close(avit_forward(*model, gpu_images).to(Device::cpu()), masked, 1e-4);
 }
 

@@ -207,6 +207,69 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
   if (kind != cudaMemcpyDeviceToDevice) cuda_check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize");
 }
 
+// ------------------------------------------------------------------ downloads
+
+namespace {
+
+void* raw_pinned_alloc(size_t nbytes) {
+  void* ptr = nullptr;
+  if (cudaHostAlloc(&ptr, nbytes, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return ptr;
+}
+void raw_pinned_free(void* ptr) { cudaFreeHost(ptr); }
+
+// Pinned buffers for downloads, cached: cudaHostAlloc costs far more than the
+// small copies they serve. Portable memory serves every GPU.
+CachingAllocator& pinned_allocator() {
+  static auto* allocator = new CachingAllocator(raw_pinned_alloc, raw_pinned_free, size_t{64} << 20);
+  return *allocator;
+}
+
+// A GPU's download: the copy into a pinned buffer and the event behind it.
+class DeviceDownload final : public PendingDownload::State {
+ public:
+  DeviceDownload(const void* src, int index, size_t nbytes) {
+    DeviceGuard guard(index);
+    check(!stream_is_capturing(), "a download from cuda:{} inside a graph capture (it would wait for the host)",
+          index);
+    if (nbytes == 0) return;
+    host_ = pinned_allocator().allocate(nbytes);
+    check(host_ != nullptr, "out of pinned host memory allocating {} bytes", nbytes);
+    cuda_check(cudaEventCreateWithFlags(&landed_, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaMemcpyAsync(host_, src, nbytes, cudaMemcpyDeviceToHost, current_stream()), "cudaMemcpyAsync");
+    cuda_check(cudaEventRecord(landed_, current_stream()), "cudaEventRecord");
+  }
+  ~DeviceDownload() override {
+    // The buffer goes back to the cache: the copy must not write it any more.
+    // (Errors here are sticky ones that the next check reports.)
+    if (landed_ != nullptr) {
+      cudaEventSynchronize(landed_);
+      cudaEventDestroy(landed_);
+    }
+    if (host_ != nullptr) pinned_allocator().release(host_);
+  }
+  DeviceDownload(const DeviceDownload&) = delete;
+  DeviceDownload& operator=(const DeviceDownload&) = delete;
+
+  const void* wait() override {
+    if (landed_ != nullptr) cuda_check(cudaEventSynchronize(landed_), "cudaEventSynchronize (download)");
+    return host_;
+  }
+
+ private:
+  void* host_ = nullptr;
+  cudaEvent_t landed_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<PendingDownload::State> cuda_download(const void* src, int index, size_t nbytes) {
+  return std::make_unique<DeviceDownload>(src, index, nbytes);
+}
+
 // ------------------------------------------------------------------ branches
 
 namespace {

@@ -21,6 +21,9 @@ double cuda_time_ms(int, const std::function<void()>&) {
 void cuda_copy(void*, Device, const void*, Device, size_t) {
   fail("CUDA copy requested, but this binary was built without CUDA");
 }
+std::unique_ptr<PendingDownload::State> cuda_download(const void*, int, size_t) {
+  fail("a CUDA download was requested, but this binary was built without CUDA");
+}
 void cuda_run_branches(int, const std::function<void()>&, const std::function<void()>&) {
   fail("CUDA work was requested, but this binary was built without CUDA");
 }

@@ -1,9 +1,10 @@
-// Host-to-device copies that do not wait for the GPU, and the index lists
-// that use them: small uploads go through a ring of pinned memory
-// (engine/cuda/runtime.cu), so a copy queued behind slow GPU work must still
-// deliver what the host held when it was made, also once the ring has come
-// round to a stretch whose copy has not run yet; index_select takes an
-// index built on the host, checked there. Skips itself without a GPU.
+// Copies that do not wait for the GPU, and the index lists that use them:
+// small uploads go through a ring of pinned memory (engine/cuda/runtime.cu),
+// so a copy queued behind slow GPU work must still deliver what the host held
+// when it was made, also once the ring has come round to a stretch whose copy
+// has not run yet; index_select takes an index built on the host, checked
+// there; a PendingDownload delivers what the GPU work before it wrote, though
+// its source is freed at once. Skips itself without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -52,6 +53,32 @@ TEST(CudaUploads, SmallCopiesQueuedBehindTheGpuKeepTheirValues) {
     expect_matches(devices[i].to(Device::cpu()), expected[i], 0.0, "upload " + std::to_string(i));
   }
   EXPECT_TRUE(std::isfinite(sum(busy).item<double>()));
+}
+
+// Downloads queued behind GPU work, each source freed as soon as its download
+// is queued (its memory goes to the next results): each must still read what
+// the work before it wrote.
+TEST(CudaUploads, PendingDownloadsReadWhatTheWorkBeforeThemWrote) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(23);
+  const Tensor work = Tensor::uniform({4096, 4096}, rng, -1, 1).to(Device::cuda());
+  const Tensor start = Tensor::uniform({1000}, rng, -1, 1);
+  std::vector<PendingDownload> downloads;
+  std::vector<Tensor> expected;
+  Tensor value = start.to(Device::cuda());
+  for (int i = 0; i < 6; ++i) {
+    Tensor busy = slow_gpu_work(work);
+    // value <- value * 2 + 1 after the slow work (the sum of busy times 0 keeps it in order).
+    value = value * 2.0 + 1.0 + sum(busy) * 0.0;
+    const Tensor source = value.contiguous();
+    downloads.emplace_back(source.raw_data(), source.device(), source.numel() * sizeof(float));
+    expected.push_back(i == 0 ? start * 2.0 + 1.0 : expected.back() * 2.0 + 1.0);
+  }
+  for (size_t i = 0; i < downloads.size(); ++i) {
+    const auto* bytes = static_cast<const float*>(downloads[i].wait());
+    const Tensor landed = Tensor::from_vector(std::vector<float>(bytes, bytes + 1000), {1000});
+    expect_matches(landed, expected[i], 1e-6, "download " + std::to_string(i));
+  }
 }
 
 TEST(CudaUploads, IndexSelectTakesAHostIndexCheckedOnTheHost) {
