@@ -4,6 +4,7 @@
 #include <deque>
 #include <numeric>
 #include <optional>
+#include <tuple>
 
 #include "engine/ops/ops.h"
 
@@ -110,11 +111,21 @@ namespace {
 // never halt, first in each image's group). Per-token work (norms, MLP,
 // halting) runs on the T tokens; only the mixer needs the images apart.
 struct PackedTokens {
-  Tensor x;                    // [T, D]
-  HaltingState state;          // [T] each
-  std::vector<int64_t> count;  // per image: its tokens in x
-  std::vector<int64_t> origin; // per token: its place b * N + n in the batch
+  Tensor x;                     // [T, D]
+  HaltingState state;           // [T] each
+  Tensor can_halt;              // [T]: 0 for each image's prefix tokens, else 1
+  std::vector<int64_t> count;   // per image: its tokens in x
+  std::vector<int64_t> origin;  // per token: its place b * N + n in the batch
 };
+
+// PackedTokens::can_halt for images of `count` tokens.
+Tensor can_halt_mask(const std::vector<int64_t>& count, int64_t prefix, DType dtype, Device device) {
+  std::vector<float> can_halt;
+  for (int64_t c : count) {
+    for (int64_t j = 0; j < c; ++j) can_halt.push_back(j < prefix ? 0.0f : 1.0f);
+  }
+  return Tensor::from_vector(can_halt, {static_cast<int64_t>(can_halt.size())}).to(dtype).to(device);
+}
 
 // Where the packed tokens sit in a [B, K] batch padded to the largest count
 // (padding slots read the image's first token, zeroed).
@@ -165,15 +176,6 @@ Tensor leading_tokens(const std::vector<int64_t>& count, int64_t per_image) {
   return Tensor::from_vector(index, {static_cast<int64_t>(index.size())});
 }
 
-// The forced scores of packed tokens: 0 for each image's prefix tokens.
-Tensor packed_forced_scores(const Tensor& scores, const std::vector<int64_t>& count, int64_t prefix) {
-  std::vector<float> can_halt;
-  for (int64_t c : count) {
-    for (int64_t j = 0; j < c; ++j) can_halt.push_back(j < prefix ? 0.0f : 1.0f);
-  }
-  return mul(scores, Tensor::from_vector(can_halt, scores.shape()).to(scores.dtype()).to(scores.device()));
-}
-
 // The halting decisions on their way to the host: after every block the
 // packed tokens' flags start downloading (PendingDownload), and the host reads
 // them when it compacts. Waiting for the newest flags before each block would
@@ -218,16 +220,14 @@ class HaltingDecisions {
   std::vector<int64_t> active_counts_;
 };
 
-// Removes the tokens known to have halted, if they are at least an eighth of
-// those present (fewer are cheaper to carry, masked, than a compaction and
-// the padding it brings) or `all` asks for it. Returns whether tokens known
-// to have halted are still present.
-bool drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, bool all) {
-  const int64_t present = static_cast<int64_t>(tokens.origin.size());
-  const int64_t halted = std::count_if(tokens.origin.begin(), tokens.origin.end(),
-                                       [&](int64_t origin) { return decisions.halted(origin); });
-  if (halted == 0) return false;
-  if (!all && 8 * halted < present) return true;
+// How many of the packed tokens are known to have halted.
+int64_t known_halted(const PackedTokens& tokens, const HaltingDecisions& decisions) {
+  return std::count_if(tokens.origin.begin(), tokens.origin.end(),
+                       [&](int64_t origin) { return decisions.halted(origin); });
+}
+
+// Removes the tokens known to have halted.
+void drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, int64_t prefix) {
   std::vector<int64_t> kept, origin;
   int64_t first = 0;
   for (int64_t& c : tokens.count) {
@@ -244,8 +244,8 @@ bool drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, bool a
   tokens.x = index_select(tokens.x, 0, index);
   tokens.state.cumulative = index_select(tokens.state.cumulative, 0, index);
   tokens.state.active = index_select(tokens.state.active, 0, index);
+  tokens.can_halt = can_halt_mask(tokens.count, prefix, tokens.x.dtype(), tokens.x.device());
   tokens.origin = std::move(origin);
-  return false;
 }
 
 }  // namespace
@@ -260,28 +260,40 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   const HaltingState start = start_halting(1, batch * tokens, embedded.dtype(), embedded.device());
   PackedTokens packed{reshape(embedded, {batch * tokens, dim}),
                       {reshape(start.active, {-1}), reshape(start.cumulative, {-1})},
+                      Tensor(),
                       std::vector<int64_t>(static_cast<size_t>(batch), tokens),
                       std::vector<int64_t>(static_cast<size_t>(batch * tokens))};
+  packed.can_halt = can_halt_mask(packed.count, prefix, embedded.dtype(), embedded.device());
   std::iota(packed.origin.begin(), packed.origin.end(), int64_t{0});
   if (sync == CompactionSync::by_device) {
     sync = embedded.device().is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
   }
   HaltingDecisions decisions(batch * tokens);
+  PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
   for (int64_t l = 0; l < depth; ++l) {
     TokenMixer& mixer = *model.blocks[l].mixer;
     // A mixer that reads its neighbours by position needs the halted tokens gone.
     const bool needs_halted_gone = !mixer.skips_halted_tokens();
     decisions.read_until(sync == CompactionSync::block_before_last && !needs_halted_gone ? 1 : 0);
-    const bool holds_halted = drop_halted(packed, decisions, needs_halted_gone) || decisions.in_flight() > 0;
-    PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
-    if (holds_halted) mark_halted_slots(layout, packed.state.active);
-    Tensor out = model.blocks[l].forward_with(
-        packed.x, [&](const Tensor& normed, Tensor*) { return mixer.forward_packed(normed, layout, {}); }, {});
-    // Tokens that halted since the last compaction keep their state, as on the masked path.
-    packed.x = holds_halted ? where(reshape(packed.state.active.to(DType::U8), {-1, 1}), out, packed.x) : out;
+    // A few halted tokens (fewer than an eighth of those present) are cheaper
+    // to carry, masked, than a compaction and the padding it brings.
+    const int64_t halted = known_halted(packed, decisions);
+    const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= static_cast<int64_t>(packed.origin.size()));
+    if (compact) {
+      drop_halted(packed, decisions, prefix);
+      layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
+    }
+    PaddedLayout block_layout = layout;
+    if ((halted > 0 && !compact) || decisions.in_flight() > 0) mark_halted_slots(block_layout, packed.state.active);
+    // Halted tokens still present are not frozen, as the masked path freezes
+    // them: nothing reads them any more (the mixers mask or skip them, the
+    // head reads the prefix tokens) and the next compaction drops them.
+    packed.x = model.blocks[l].forward_with(
+        packed.x, [&](const Tensor& normed, Tensor*) { return mixer.forward_packed(normed, block_layout, {}); }, {});
     if (l + 1 < depth) {
-      Tensor forced = packed_forced_scores(halting_scores(packed.x, halting), packed.count, prefix);
-      packed.state = advance_halting(packed.state, forced, halting.eps);
+      std::tie(packed.state.cumulative, packed.state.active) =
+          halting_step(packed.x, packed.can_halt, packed.state.cumulative, packed.state.active, halting.gamma,
+                       halting.beta, halting.eps);
       decisions.start_download(packed.state.active, packed.origin);
     }
   }

@@ -5,13 +5,15 @@
 //   after block l a halted token's state is frozen (x <- where(active, block(x), x))
 //   and halted tokens are masked as attention keys (ForwardContext::active).
 // * the compacted path (inference): halted tokens are removed between blocks,
-//   so later blocks really run on fewer tokens (on a GPU, one block after they
-//   halt: CompactionSync). The active tokens of all images
+//   so later blocks really run on fewer tokens (on a GPU one block after they
+//   halt, see CompactionSync; and only once they are an eighth of the tokens
+//   present: until then they are carried, masked). The tokens of all images
 //   are packed into one sequence [T, D] for the per-token work (norms, MLP,
-//   halting scores); for the mixer they are laid out per image, padded to the
-//   batch's largest count with zero tokens marked halted (at batch 1, or when
+//   halting: halting_step); for the mixer they are laid out per image, padded
+//   to the batch's largest count with slots marked halted (at batch 1, or when
 //   every image keeps as many tokens, there is no padding), so an image's
-//   logits do not depend on its batch.
+//   logits do not depend on its batch. Attention pads only q, k and v, its
+//   projections run on the packed tokens (TokenMixer::forward_packed).
 //
 // They compute the same logits (to rounding) with every mixer. Attention,
 // gated_rnn, mamba's scan and the per-token mixers treat a halted token as

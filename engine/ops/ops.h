@@ -8,6 +8,7 @@
 #include "engine/ops/cumsum/cumsum.h"
 #include "engine/ops/dropout/dropout.h"
 #include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/halting/halting.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/loss/loss.h"
 #include "engine/ops/matmul/matmul.h"
