@@ -229,6 +229,14 @@ void core_ops(KernelBench& bench) {
   bench.memory("attention_row_stat_sums", cifar_probs.shape(), bytes_of(cifar_probs.shape(), 1),
                [&] { attention_row_stat_sums(cifar_probs, Tensor(), 0); });
 
+  // A-ViT's halting layer at the CIFAR ViT's batch of 256 x 65 tokens
+  // ([T, 192] block outputs). Bytes: channel 0 of each row (one float of the
+  // 32-byte sector read), three [T] inputs and two [T] outputs.
+  const int64_t halting_tokens = 256 * 65;
+  const Tensor halting_rows = bench.uniform({halting_tokens, 192}), halting_state = bench.uniform({halting_tokens});
+  bench.memory("halting_step", halting_rows.shape(), bytes_of({halting_tokens}, 6),
+               [&] { halting_step(halting_rows, halting_state, halting_state, halting_state, 10.0, -30.0, 0.01); });
+
   // Fused attention over the same heads (q, k, v [256, 6, 197, 64]), never
   // materialising the probabilities above. FLOPs are the convention of the
   // FlashAttention papers: the forward's two GEMMs, 4 B H N^2 d (S = Q K^T,
