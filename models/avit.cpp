@@ -128,7 +128,7 @@ Tensor can_halt_mask(const std::vector<int64_t>& count, int64_t prefix, DType dt
 }
 
 // Where the packed tokens sit in a [B, K] batch padded to the largest count
-// (padding slots read the image's first token, zeroed).
+// (a padding slot reads its image's first token).
 PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Device device) {
   PaddedLayout layout;
   layout.batch = static_cast<int64_t>(count.size());
@@ -248,6 +248,25 @@ void drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, int64_
   tokens.origin = std::move(origin);
 }
 
+// Before a block: removes the tokens known to have halted if they are worth a
+// compaction (then `layout` follows), and returns the block's layout, whose
+// slots mark the halted tokens still present. A few halted tokens (fewer than
+// an eighth of those present) are cheaper to carry, masked, than a compaction
+// and the padding it brings; a mixer that reads its neighbours by position
+// (needs_halted_gone) gets them all removed.
+PaddedLayout prepare_block(PackedTokens& packed, const HaltingDecisions& decisions, PaddedLayout& layout,
+                           bool needs_halted_gone, int64_t prefix) {
+  const int64_t halted = known_halted(packed, decisions);
+  const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= static_cast<int64_t>(packed.origin.size()));
+  if (compact) {
+    drop_halted(packed, decisions, prefix);
+    layout = padded_layout(packed.count, packed.x.dtype(), packed.x.device());
+  }
+  PaddedLayout block_layout = layout;
+  if ((halted > 0 && !compact) || decisions.in_flight() > 0) mark_halted_slots(block_layout, packed.state.active);
+  return block_layout;
+}
+
 }  // namespace
 
 Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std::vector<int64_t>* active_tokens,
@@ -275,16 +294,7 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
     // A mixer that reads its neighbours by position needs the halted tokens gone.
     const bool needs_halted_gone = !mixer.skips_halted_tokens();
     decisions.read_until(sync == CompactionSync::block_before_last && !needs_halted_gone ? 1 : 0);
-    // A few halted tokens (fewer than an eighth of those present) are cheaper
-    // to carry, masked, than a compaction and the padding it brings.
-    const int64_t halted = known_halted(packed, decisions);
-    const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= static_cast<int64_t>(packed.origin.size()));
-    if (compact) {
-      drop_halted(packed, decisions, prefix);
-      layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
-    }
-    PaddedLayout block_layout = layout;
-    if ((halted > 0 && !compact) || decisions.in_flight() > 0) mark_halted_slots(block_layout, packed.state.active);
+    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone, prefix);
     // Halted tokens still present are not frozen, as the masked path freezes
     // them: nothing reads them any more (the mixers mask or skip them, the
     // head reads the prefix tokens) and the next compaction drops them.
