@@ -45,7 +45,7 @@ Tensor Attention::mix_heads(const Tensor& qkv, const ForwardContext& ctx, Tensor
   const int64_t batch = qkv.size(0), tokens = qkv.size(1), dim = qkv.size(2) / 3;
   const int64_t head_dim = dim / heads_;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  // (The block may hand x over as the projection's bfloat16 operand: the computation's dtype is the weights'.)
+  // (The computation's dtype is the weights': the block may have handed x to qkv_ as a bfloat16 operand.)
   if (attn_probs == nullptr && fused_attention_supported(qkv.device(), qkv_.weight.dtype(), head_dim)) {
     // Nobody needs the probabilities: the fused op never materialises them,
     // reads q, k and v straight from the projection's [B, N, 3D] output and
