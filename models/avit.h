@@ -12,8 +12,8 @@
 //   halting: halting_step); for the mixer they are laid out per image, padded
 //   to the batch's largest count with slots marked halted (at batch 1, or when
 //   every image keeps as many tokens, there is no padding), so an image's
-//   logits do not depend on its batch. Attention pads only q, k and v, its
-//   projections run on the packed tokens (TokenMixer::forward_packed).
+//   logits do not depend on its batch. Attention and gated_rnn run their
+//   projections on the packed tokens (TokenMixer::forward_packed).
 //
 // They compute the same logits (to rounding) with every mixer. Attention,
 // gated_rnn, mamba's scan and the per-token mixers treat a halted token as

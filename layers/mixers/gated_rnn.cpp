@@ -34,13 +34,22 @@ GatedRnn::GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng)
 }
 
 Tensor GatedRnn::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const {
+  return out_proj_.forward(scan_and_gate(in_proj_.forward(x), ctx), residual);
+}
+
+Tensor GatedRnn::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) {
+  ctx.active = layout.active;
+  return out_proj_.forward(layout.unpad(scan_and_gate(layout.pad(in_proj_.forward(x)), ctx)));
+}
+
+Tensor GatedRnn::scan_and_gate(const Tensor& projected, const ForwardContext& ctx) const {
   // u, the gate's logits and z: slices of one projection, which the scans read in place.
-  std::vector<Tensor> uag = split(in_proj_.forward(x), {width_, width_, width_}, -1);
+  std::vector<Tensor> uag = split(projected, {width_, width_, width_}, -1);
   // Halted tokens become identity steps (a = 1, no input): the state passes them unchanged.
   const Tensor keep = ctx.active.defined() ? ctx.active.detach() : Tensor();
   const Tensor h_fwd = gated_scan(uag[0], uag[1], keep, /*reverse=*/false);
   const Tensor h_bwd = bidirectional_ ? gated_scan(uag[0], uag[1], keep, /*reverse=*/true) : Tensor();
-  return out_proj_.forward(silu_gated_sum(h_fwd, h_bwd, uag[2]), residual);
+  return silu_gated_sum(h_fwd, h_bwd, uag[2]);
 }
 
 void GatedRnn::visit(const std::string& prefix, const ParamVisitor& fn) {
