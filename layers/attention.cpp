@@ -35,10 +35,11 @@ Tensor Attention::attend(const Tensor& x, const ForwardContext& ctx, Tensor* att
   return proj_.forward(mix_heads(qkv_.forward(x), ctx, attn_probs), residual);
 }
 
-Tensor Attention::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) {
+Tensor Attention::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                                 const Tensor& residual) {
   ctx.active = layout.active;
   // A padding slot's q, k and v need no zeroing: it is masked as a key, and its row is dropped.
-  return proj_.forward(layout.unpad(mix_heads(layout.pad(qkv_.forward(x)), ctx, nullptr)));
+  return proj_.forward(layout.unpad(mix_heads(layout.pad(qkv_.forward(x)), ctx, nullptr)), residual);
 }
 
 Tensor Attention::mix_heads(const Tensor& qkv, const ForwardContext& ctx, Tensor* attn_probs) {

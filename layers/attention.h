@@ -21,7 +21,8 @@ class Attention : public TokenMixer {
     return attend(x, ctx, nullptr, residual);
   }
   // The projections run on the packed tokens; only q, k and v are padded.
-  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) override;
+  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                        const Tensor& residual) override;
   bool input_feeds_linear() const override { return true; }  // x only enters the qkv projection
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
   int64_t heads() const { return heads_; }

@@ -51,6 +51,12 @@ Tensor Block::forward_with(const Tensor& x, const MixFn& mix, const ForwardConte
   return out;
 }
 
+Tensor Block::forward_packed(const Tensor& x, const PaddedLayout& layout) {
+  const Tensor normed = mixer->input_feeds_linear() ? norm1.forward_for_linear(x) : norm1.forward(x);
+  const Tensor h = mixer->forward_packed(normed, layout, {}, x);
+  return mlp.forward(norm2.forward_for_linear(h), h);
+}
+
 void Block::visit(const std::string& prefix, const ParamVisitor& fn) {
   norm1.visit(join_name(prefix, "norm1"), fn);
   mixer->visit(join_name(prefix, "attn"), fn);

@@ -36,6 +36,10 @@ struct Block {
   // keeps LN1(x)). LN2(h) always goes to the MLP so.
   Tensor forward_with(const Tensor& x, const MixFn& mix, const ForwardContext& ctx, BlockTrace* trace = nullptr,
                       bool mixer_input_for_linear = false);
+  // Inference on tokens packed from images of different lengths, [T, D]
+  // (A-ViT's compacted path): the mixer through TokenMixer::forward_packed,
+  // both residual adds inside the branches' last GEMMs where they can be.
+  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout);
   void visit(const std::string& prefix, const ParamVisitor& fn);
 };
 

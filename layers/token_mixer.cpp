@@ -4,7 +4,8 @@
 
 namespace engine {
 
-Tensor TokenMixer::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) {
+Tensor TokenMixer::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                                  const Tensor& residual) {
   ctx.active = layout.active;
   Tensor padded = layout.pad(x);
   // The padding is zeroed, not merely masked: a conv (mamba's reverse one, the
@@ -12,7 +13,8 @@ Tensor TokenMixer::forward_packed(const Tensor& x, const PaddedLayout& layout, F
   // image alone would read the conv's zero padding. An image's result then
   // does not depend on the other images of its batch.
   if (!layout.identity) padded = mul(padded, unsqueeze(layout.active, -1));
-  return layout.unpad(forward(padded, ctx, nullptr));
+  const Tensor mixed = layout.unpad(forward(padded, ctx, nullptr));
+  return residual.defined() ? add(residual, mixed) : mixed;
 }
 
 }  // namespace engine

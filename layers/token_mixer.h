@@ -26,10 +26,12 @@ class TokenMixer {
   }
   // The mixer on tokens packed from images of different lengths, [T, D] ->
   // [T, D] (A-ViT's compacted path), laid out per image by `layout`, whose
-  // padding and halted tokens ctx.active marks. The default pads, mixes the
-  // [B, K, D] batch and unpads; a mixer whose per-token projections come first
-  // and last may run them on the T tokens and pad only what mixes.
-  virtual Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx);
+  // `active` marks padding and halted tokens; plus residual when defined. The
+  // default pads, mixes the [B, K, D] batch and unpads; a mixer whose
+  // per-token projections come first and last may run them on the T tokens
+  // and pad only what mixes.
+  virtual Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                                const Tensor& residual);
   virtual void visit(const std::string& prefix, const ParamVisitor& fn) = 0;
   // True when the mixer uses its input only as the x of linear layers: the
   // block may then hand it over already as their GEMM operand (bfloat16 on a

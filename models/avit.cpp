@@ -68,7 +68,7 @@ Tensor avit_mix(TokenMixer& mixer, const Tensor& normed, const ForwardContext& c
   const std::optional<PaddedLayout> layout = kept_first(ctx.active);
   if (!layout) return mixer.forward(normed, ctx, probs);
   const int64_t dim = normed.size(2);
-  return reshape(mixer.forward_packed(reshape(normed, {-1, dim}), *layout, ctx), normed.shape());
+  return reshape(mixer.forward_packed(reshape(normed, {-1, dim}), *layout, ctx, Tensor()), normed.shape());
 }
 
 Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const ForwardContext& ctx,
@@ -290,16 +290,14 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   HaltingDecisions decisions(batch * tokens);
   PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
   for (int64_t l = 0; l < depth; ++l) {
-    TokenMixer& mixer = *model.blocks[l].mixer;
     // A mixer that reads its neighbours by position needs the halted tokens gone.
-    const bool needs_halted_gone = !mixer.skips_halted_tokens();
+    const bool needs_halted_gone = !model.blocks[l].mixer->skips_halted_tokens();
     decisions.read_until(sync == CompactionSync::block_before_last && !needs_halted_gone ? 1 : 0);
     const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone, prefix);
     // Halted tokens still present are not frozen, as the masked path freezes
     // them: nothing reads them any more (the mixers mask or skip them, the
     // head reads the prefix tokens) and the next compaction drops them.
-    packed.x = model.blocks[l].forward_with(
-        packed.x, [&](const Tensor& normed, Tensor*) { return mixer.forward_packed(normed, block_layout, {}); }, {});
+    packed.x = model.blocks[l].forward_packed(packed.x, block_layout);
     if (l + 1 < depth) {
       std::tie(packed.state.cumulative, packed.state.active) =
           halting_step(packed.x, packed.can_halt, packed.state.cumulative, packed.state.active, halting.gamma,

@@ -358,6 +358,13 @@ TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
     expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
   }
   expect_close(avit_forward(*model, gpu_images).to(Device::cpu()), masked, 1e-4);
+  // With bfloat16 GEMMs, where the block hands LN1's output to attention's
+  // projection as its bfloat16 operand: the same logits to bfloat16's rounding.
+  GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    const Tensor bf16_compact = avit_forward_compact(*model, gpu_images, nullptr, sync).to(Device::cpu());
+    EXPECT_LT(max_abs_difference(bf16_compact, compact), 0.05 * max_abs_difference(compact, Tensor::zeros(compact.shape())));
+  }
 }
 
 TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {

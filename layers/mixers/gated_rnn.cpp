@@ -37,9 +37,10 @@ Tensor GatedRnn::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& r
   return out_proj_.forward(scan_and_gate(in_proj_.forward(x), ctx), residual);
 }
 
-Tensor GatedRnn::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) {
+Tensor GatedRnn::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                                const Tensor& residual) {
   ctx.active = layout.active;
-  return out_proj_.forward(layout.unpad(scan_and_gate(layout.pad(in_proj_.forward(x)), ctx)));
+  return out_proj_.forward(layout.unpad(scan_and_gate(layout.pad(in_proj_.forward(x)), ctx)), residual);
 }
 
 Tensor GatedRnn::scan_and_gate(const Tensor& projected, const ForwardContext& ctx) const {

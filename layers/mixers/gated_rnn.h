@@ -26,7 +26,8 @@ class GatedRnn : public TokenMixer {
   }
   // The projections run on the packed tokens; only the scans see the padding
   // (identity steps, as halted tokens are).
-  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx) override;
+  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                        const Tensor& residual) override;
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
 
  private:
