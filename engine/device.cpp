@@ -112,7 +112,7 @@ std::unique_ptr<PendingDownload::State> cuda_download(const void* src, int index
 
 namespace {
 
-// The CPU's download: the bytes, copied when asked for.
+// The CPU's download: the bytes, copied at once.
 struct HostDownload final : PendingDownload::State {
   HostDownload(const void* src, size_t nbytes)
       : bytes(static_cast<const char*>(src), static_cast<const char*>(src) + nbytes) {}

@@ -227,7 +227,7 @@ int64_t known_halted(const PackedTokens& tokens, const HaltingDecisions& decisio
 }
 
 // Removes the tokens known to have halted.
-void drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, int64_t prefix) {
+void drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions) {
   std::vector<int64_t> kept, origin;
   int64_t first = 0;
   for (int64_t& c : tokens.count) {
@@ -244,25 +244,26 @@ void drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions, int64_
   tokens.x = index_select(tokens.x, 0, index);
   tokens.state.cumulative = index_select(tokens.state.cumulative, 0, index);
   tokens.state.active = index_select(tokens.state.active, 0, index);
-  tokens.can_halt = can_halt_mask(tokens.count, prefix, tokens.x.dtype(), tokens.x.device());
+  tokens.can_halt = index_select(tokens.can_halt, 0, index);
   tokens.origin = std::move(origin);
 }
 
 // Before a block: removes the tokens known to have halted if they are worth a
-// compaction (then `layout` follows), and returns the block's layout, whose
-// slots mark the halted tokens still present. A few halted tokens (fewer than
+// compaction (then compacted_layout, the layout of the packed tokens, follows),
+// and returns the block's layout, whose slots also mark the halted tokens still
+// present. A few halted tokens (fewer than
 // an eighth of those present) are cheaper to carry, masked, than a compaction
 // and the padding it brings; a mixer that reads its neighbours by position
 // (needs_halted_gone) gets them all removed.
-PaddedLayout prepare_block(PackedTokens& packed, const HaltingDecisions& decisions, PaddedLayout& layout,
-                           bool needs_halted_gone, int64_t prefix) {
+PaddedLayout prepare_block(PackedTokens& packed, const HaltingDecisions& decisions, PaddedLayout& compacted_layout,
+                           bool needs_halted_gone) {
   const int64_t halted = known_halted(packed, decisions);
   const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= static_cast<int64_t>(packed.origin.size()));
   if (compact) {
-    drop_halted(packed, decisions, prefix);
-    layout = padded_layout(packed.count, packed.x.dtype(), packed.x.device());
+    drop_halted(packed, decisions);
+    compacted_layout = padded_layout(packed.count, packed.x.dtype(), packed.x.device());
   }
-  PaddedLayout block_layout = layout;
+  PaddedLayout block_layout = compacted_layout;
   if ((halted > 0 && !compact) || decisions.in_flight() > 0) mark_halted_slots(block_layout, packed.state.active);
   return block_layout;
 }
@@ -293,10 +294,10 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
     // A mixer that reads its neighbours by position needs the halted tokens gone.
     const bool needs_halted_gone = !model.blocks[l].mixer->skips_halted_tokens();
     decisions.read_until(sync == CompactionSync::block_before_last && !needs_halted_gone ? 1 : 0);
-    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone, prefix);
-    // Halted tokens still present are not frozen, as the masked path freezes
-    // them: nothing reads them any more (the mixers mask or skip them, the
-    // head reads the prefix tokens) and the next compaction drops them.
+    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone);
+    // Halted tokens still present are not frozen, unlike on the masked path:
+    // nothing reads them any more (the mixers mask or skip them, the head
+    // reads the prefix tokens) and a later compaction drops them.
     packed.x = model.blocks[l].forward_packed(packed.x, block_layout);
     if (l + 1 < depth) {
       std::tie(packed.state.cumulative, packed.state.active) =

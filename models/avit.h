@@ -59,8 +59,8 @@ Tensor avit_forward(VisionTransformer& model, const Tensor& images, const Forwar
 
 // When the compacted path removes the tokens that halted. Their flags are
 // copied to the host after every block (the shapes of what follows depend on
-// them). Waiting for the last block's flags removes every halted token at
-// once, but leaves the GPU idle while the host then queues the next block;
+// them). Waiting for the last block's flags tells the host every halted
+// token, but leaves the GPU idle while it then queues the next block;
 // using those of the block before last, which reached the host while the GPU
 // ran the last block, keeps it busy: the tokens that halted at the last block
 // stay one block longer, masked (a mixer that reads its neighbours by

@@ -50,7 +50,9 @@ using LogitsFn = std::function<Tensor(const Tensor& images)>;
 LogitsFn inference_logits(VisionTransformer& model);
 
 // Wraps an A-ViT's compacted forward (tokens really dropped), counting the
-// tokens that enter each layer over every batch it runs. The model must outlive it.
+// active tokens that enter each layer over every batch it runs (halted tokens
+// that the path carries, masked, for a block or so are not counted). The model
+// must outlive it.
 class RetentionMeter {
  public:
   explicit RetentionMeter(VisionTransformer& model);

@@ -238,19 +238,16 @@ class DeviceDownload final : public PendingDownload::State {
     if (nbytes == 0) return;
     host_ = pinned_allocator().allocate(nbytes);
     check(host_ != nullptr, "out of pinned host memory allocating {} bytes", nbytes);
-    cuda_check(cudaEventCreateWithFlags(&landed_, cudaEventDisableTiming), "cudaEventCreate");
-    cuda_check(cudaMemcpyAsync(host_, src, nbytes, cudaMemcpyDeviceToHost, current_stream()), "cudaMemcpyAsync");
-    cuda_check(cudaEventRecord(landed_, current_stream()), "cudaEventRecord");
-  }
-  ~DeviceDownload() override {
-    // The buffer goes back to the cache: the copy must not write it any more.
-    // (Errors here are sticky ones that the next check reports.)
-    if (landed_ != nullptr) {
-      cudaEventSynchronize(landed_);
-      cudaEventDestroy(landed_);
+    try {
+      cuda_check(cudaEventCreateWithFlags(&landed_, cudaEventDisableTiming), "cudaEventCreate");
+      cuda_check(cudaMemcpyAsync(host_, src, nbytes, cudaMemcpyDeviceToHost, current_stream()), "cudaMemcpyAsync");
+      cuda_check(cudaEventRecord(landed_, current_stream()), "cudaEventRecord");
+    } catch (...) {
+      release();  // (no destructor runs for an object whose constructor throws)
+      throw;
     }
-    if (host_ != nullptr) pinned_allocator().release(host_);
   }
+  ~DeviceDownload() override { release(); }
   DeviceDownload(const DeviceDownload&) = delete;
   DeviceDownload& operator=(const DeviceDownload&) = delete;
 
@@ -260,6 +257,16 @@ class DeviceDownload final : public PendingDownload::State {
   }
 
  private:
+  // The buffer goes back to the cache: the copy must not write it any more.
+  // (Errors here are sticky ones that the next check reports.)
+  void release() noexcept {
+    if (landed_ != nullptr) {
+      cudaEventSynchronize(landed_);
+      cudaEventDestroy(landed_);
+    }
+    if (host_ != nullptr) pinned_allocator().release(host_);
+  }
+
   void* host_ = nullptr;
   cudaEvent_t landed_ = nullptr;
 };

@@ -55,9 +55,9 @@ TEST(CudaUploads, SmallCopiesQueuedBehindTheGpuKeepTheirValues) {
   EXPECT_TRUE(std::isfinite(sum(busy).item<double>()));
 }
 
-// Downloads queued behind GPU work, each source freed as soon as its download
-// is queued (its memory goes to the next results): each must still read what
-// the work before it wrote.
+// Downloads queued behind GPU work, each source freed one step later, while
+// its download may still wait behind the GPU (its memory goes to the results
+// after it): each must still read what the work before it wrote.
 TEST(CudaUploads, PendingDownloadsReadWhatTheWorkBeforeThemWrote) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(23);

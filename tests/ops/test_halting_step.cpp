@@ -57,7 +57,7 @@ TEST(HaltingStep, MatchesTheComposition) {
   }
 }
 
-TEST(HaltingStep, ReadsChannelZeroOfStridedRows) {
+TEST(HaltingStep, ReadsChannelZeroOfStridedRowsAndColumns) {
   Rng rng(62);
   const StepInputs in = random_inputs(50, 3, DType::F32, rng);
   const Tensor wide = Tensor::uniform({50, 7}, rng, -1, 1);
@@ -68,6 +68,13 @@ TEST(HaltingStep, ReadsChannelZeroOfStridedRows) {
       halting_step(in.x, in.can_halt, in.cumulative, in.active, kConfig.gamma, kConfig.beta, kConfig.eps);
   EXPECT_EQ(cumulative.to_doubles(), dense_cumulative.to_doubles());
   EXPECT_EQ(active.to_doubles(), dense_active.to_doubles());
+  // Columns at a stride (a transposed view) are made contiguous first.
+  const Tensor columns = transpose(transpose(in.x, 0, 1).contiguous(), 0, 1);
+  ASSERT_NE(columns.strides()[1], 1);
+  const auto [cumulative_t, active_t] =
+      halting_step(columns, in.can_halt, in.cumulative, in.active, kConfig.gamma, kConfig.beta, kConfig.eps);
+  EXPECT_EQ(cumulative_t.to_doubles(), dense_cumulative.to_doubles());
+  EXPECT_EQ(active_t.to_doubles(), dense_active.to_doubles());
 }
 
 TEST(HaltingStep, RejectsMismatchedTokens) {

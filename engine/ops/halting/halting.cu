@@ -2,7 +2,7 @@
 // the launch, not the work, is what it costs).
 #include "engine/cuda/cuda_utils.cuh"
 #include "engine/ops/halting/halting_kernels.h"
-#include "engine/ops/halting/halting_step.h"
+#include "engine/ops/halting/halting_token.h"
 
 namespace engine {
 

@@ -1,6 +1,6 @@
 // CPU reference kernel of halting_step.
 #include "engine/ops/halting/halting_kernels.h"
-#include "engine/ops/halting/halting_step.h"
+#include "engine/ops/halting/halting_token.h"
 
 namespace engine {
 
