@@ -120,6 +120,18 @@ double cuda_time_ms(int index, const std::function<void()>& run) {
 
 namespace {
 
+// Pinned (page-locked) host memory, portable to every GPU, for the copies
+// below that do not wait; nullptr when there is none left.
+void* raw_pinned_alloc(size_t nbytes) {
+  void* ptr = nullptr;
+  if (cudaHostAlloc(&ptr, nbytes, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return ptr;
+}
+void raw_pinned_free(void* ptr) { cudaFreeHost(ptr); }
+
 // Small host-to-device copies (index lists, masks, scalars) without waiting
 // for the GPU. The source is first copied into a ring of pinned host memory,
 // from which the GPU copy runs asynchronously; the caller's buffer is free at
@@ -137,7 +149,8 @@ class PinnedStaging {
   void copy_to_device(void* dst, const void* src, size_t nbytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (ring_ == nullptr) {
-      cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, cudaHostAllocPortable), "cudaHostAlloc");
+      ring_ = static_cast<char*>(raw_pinned_alloc(kRingBytes));
+      check(ring_ != nullptr, "out of pinned host memory allocating the {}-byte staging ring", kRingBytes);
     }
     const size_t begin = stretches_.claim((nbytes + kAlign - 1) / kAlign * kAlign, [&](cudaEvent_t done) {
       cuda_check(cudaEventSynchronize(done), "cudaEventSynchronize");
@@ -210,16 +223,6 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
 // ------------------------------------------------------------------ downloads
 
 namespace {
-
-void* raw_pinned_alloc(size_t nbytes) {
-  void* ptr = nullptr;
-  if (cudaHostAlloc(&ptr, nbytes, cudaHostAllocPortable) != cudaSuccess) {
-    cudaGetLastError();
-    return nullptr;
-  }
-  return ptr;
-}
-void raw_pinned_free(void* ptr) { cudaFreeHost(ptr); }
 
 // Pinned buffers for downloads, cached: cudaHostAlloc costs far more than the
 // small copies they serve. Portable memory serves every GPU.
