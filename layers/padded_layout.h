@@ -3,6 +3,7 @@
 // out per image for a token mixer: each image's tokens first, in order,
 // padded to the longest image's count K.
 #pragma once
+#include "engine/ops/index/index.h"
 #include "engine/tensor.h"
 
 namespace engine {
@@ -10,12 +11,11 @@ namespace engine {
 struct PaddedLayout {
   int64_t batch = 0, width = 0;
   bool identity = false;  // every image has K tokens: the packed order is the padded order
-  // The index lists stay on the host: index_select checks them there and
-  // uploads them without waiting for the GPU.
-  Tensor to_padded;  // [B * K]: the token each slot reads (any, in a slot that `active` marks 0)
-  Tensor to_packed;  // [T]: the slot of each token
-  Tensor active;     // [B, K] on the tokens' device: 1 = a token, 0 = padding or a halted token;
-                     // undefined: every slot holds a running token
+  // Checked and uploaded once: every block pads and unpads by them.
+  DeviceIndex to_padded;  // [B * K]: the token each slot reads (any, in a slot that `active` marks 0)
+  DeviceIndex to_packed;  // [T]: the slot of each token
+  Tensor active;           // [B, K] on the tokens' device: 1 = a token, 0 = padding or a halted token;
+                           // undefined: every slot holds a running token
 
   Tensor pad(const Tensor& packed) const;    // [T, C] -> [B, K, C]
   Tensor unpad(const Tensor& padded) const;  // [B, K, C] -> [T, C]

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <tuple>
@@ -41,8 +42,8 @@ std::optional<PaddedLayout> kept_first(const Tensor& active) {
     }
   }
   if (std::all_of(slot_active.begin(), slot_active.end(), [](float f) { return f != 0.0f; })) return std::nullopt;
-  layout.to_padded = Tensor::from_vector(order, {layout.batch * layout.width});
-  layout.to_packed = Tensor::from_vector(back, {layout.batch * layout.width});
+  layout.to_padded = DeviceIndex(Tensor::from_vector(order, {layout.batch * layout.width}), active.device());
+  layout.to_packed = DeviceIndex(Tensor::from_vector(back, {layout.batch * layout.width}), active.device());
   layout.active =
       Tensor::from_vector(slot_active, {layout.batch, layout.width}).to(active.dtype()).to(active.device());
   return layout;
@@ -111,11 +112,14 @@ namespace {
 // never halt, first in each image's group). Per-token work (norms, MLP,
 // halting) runs on the T tokens; only the mixer needs the images apart.
 struct PackedTokens {
-  Tensor x;                     // [T, D]
-  HaltingState state;           // [T] each
-  Tensor can_halt;              // [T]: 0 for each image's prefix tokens, else 1
-  std::vector<int64_t> count;   // per image: its tokens in x
-  std::vector<int64_t> origin;  // per token: its place b * N + n in the batch
+  Tensor x;                    // [T, D]
+  HaltingState state;          // [T] each
+  Tensor can_halt;             // [T]: 0 for each image's prefix tokens, else 1
+  std::vector<int64_t> count;  // per image: its tokens in x
+  // Per token: its place b * N + n in the batch. Shared with the downloads
+  // taken in this packing; a compaction makes a new list.
+  std::shared_ptr<const std::vector<int64_t>> origin;
+  int64_t size() const { return static_cast<int64_t>(origin->size()); }
 };
 
 // PackedTokens::can_halt for images of `count` tokens.
@@ -149,8 +153,8 @@ PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Devic
     }
     first += count[b];
   }
-  layout.to_padded = Tensor::from_vector(to_padded, {static_cast<int64_t>(to_padded.size())});
-  layout.to_packed = Tensor::from_vector(to_packed, {static_cast<int64_t>(to_packed.size())});
+  layout.to_padded = DeviceIndex(Tensor::from_vector(to_padded, {static_cast<int64_t>(to_padded.size())}), device);
+  layout.to_packed = DeviceIndex(Tensor::from_vector(to_packed, {static_cast<int64_t>(to_packed.size())}), device);
   layout.active = Tensor::from_vector(active, {layout.batch, layout.width}).to(dtype).to(device);
   return layout;
 }
@@ -187,84 +191,93 @@ class HaltingDecisions {
  public:
   explicit HaltingDecisions(int64_t tokens) : halted_(static_cast<size_t>(tokens), false) {}
 
-  void start_download(const Tensor& active, const std::vector<int64_t>& origin) {
+  void start_download(const Tensor& active, std::shared_ptr<const std::vector<int64_t>> origin) {
     const Tensor flags = active.to(DType::F32).contiguous();
-    in_flight_.push_back({PendingDownload(flags.raw_data(), flags.device(), origin.size() * sizeof(float)), origin});
+    PendingDownload download(flags.raw_data(), flags.device(), origin->size() * sizeof(float));
+    in_flight_.push_back({std::move(download), std::move(origin)});
   }
   // Reads the downloads until at most `left_in_flight` remain.
   void read_until(size_t left_in_flight) {
     while (in_flight_.size() > left_in_flight) {
       InFlight& next = in_flight_.front();
       const auto* flags = static_cast<const float*>(next.flags.wait());
+      const std::vector<int64_t>& origin = *next.origin;
       int64_t active = 0;
-      for (size_t i = 0; i < next.origin.size(); ++i) {
-        if (flags[i] == 0.0f) halted_[static_cast<size_t>(next.origin[i])] = true;
-        active += flags[i] != 0.0f;
+      for (size_t i = 0; i < origin.size(); ++i) {
+        if (flags[i] != 0.0f) {
+          ++active;
+        } else if (!halted_[static_cast<size_t>(origin[i])]) {
+          halted_[static_cast<size_t>(origin[i])] = true;
+          ++halted_present_;
+        }
       }
       active_counts_.push_back(active);
       in_flight_.pop_front();
     }
   }
-  size_t in_flight() const { return in_flight_.size(); }
   bool halted(int64_t origin) const { return halted_[static_cast<size_t>(origin)]; }
+  // How many tokens known to have halted are still packed: those learnt since
+  // the last compaction (which removed every one known then).
+  int64_t halted_present() const { return halted_present_; }
+  void compacted() { halted_present_ = 0; }
   // Per download read, in order: how many tokens were still active.
   const std::vector<int64_t>& active_counts() const { return active_counts_; }
 
  private:
   struct InFlight {
-    PendingDownload flags;        // float per packed token
-    std::vector<int64_t> origin;  // the packing they were taken in
+    PendingDownload flags;                               // float per packed token
+    std::shared_ptr<const std::vector<int64_t>> origin;  // the packing they were taken in
   };
   std::deque<InFlight> in_flight_;
   std::vector<bool> halted_;  // per token of the batch, as far as read
+  int64_t halted_present_ = 0;
   std::vector<int64_t> active_counts_;
 };
 
-// How many of the packed tokens are known to have halted.
-int64_t known_halted(const PackedTokens& tokens, const HaltingDecisions& decisions) {
-  return std::count_if(tokens.origin.begin(), tokens.origin.end(),
-                       [&](int64_t origin) { return decisions.halted(origin); });
-}
-
-// Removes the tokens known to have halted.
-void drop_halted(PackedTokens& tokens, const HaltingDecisions& decisions) {
-  std::vector<int64_t> kept, origin;
+// Removes the tokens known to have halted: one index, checked and uploaded
+// once, for every per-token tensor.
+void drop_halted(PackedTokens& tokens, HaltingDecisions& decisions) {
+  std::vector<int64_t> kept;
+  auto origin = std::make_shared<std::vector<int64_t>>();
   int64_t first = 0;
   for (int64_t& c : tokens.count) {
     const size_t before = kept.size();
     for (int64_t j = first; j < first + c; ++j) {
-      if (decisions.halted(tokens.origin[j])) continue;
+      const int64_t place = (*tokens.origin)[static_cast<size_t>(j)];
+      if (decisions.halted(place)) continue;
       kept.push_back(j);
-      origin.push_back(tokens.origin[j]);
+      origin->push_back(place);
     }
     first += c;
     c = static_cast<int64_t>(kept.size() - before);
   }
-  const Tensor index = Tensor::from_vector(kept, {static_cast<int64_t>(kept.size())});
+  const DeviceIndex index(Tensor::from_vector(kept, {static_cast<int64_t>(kept.size())}), tokens.x.device());
   tokens.x = index_select(tokens.x, 0, index);
   tokens.state.cumulative = index_select(tokens.state.cumulative, 0, index);
   tokens.state.active = index_select(tokens.state.active, 0, index);
   tokens.can_halt = index_select(tokens.can_halt, 0, index);
   tokens.origin = std::move(origin);
+  decisions.compacted();
 }
 
 // Before a block: removes the tokens known to have halted if they are worth a
 // compaction (then compacted_layout, the layout of the packed tokens, follows),
 // and returns the block's layout, whose slots also mark the halted tokens still
-// present. A few halted tokens (fewer than
-// an eighth of those present) are cheaper to carry, masked, than a compaction
-// and the padding it brings; a mixer that reads its neighbours by position
-// (needs_halted_gone) gets them all removed.
-PaddedLayout prepare_block(PackedTokens& packed, const HaltingDecisions& decisions, PaddedLayout& compacted_layout,
-                           bool needs_halted_gone) {
-  const int64_t halted = known_halted(packed, decisions);
-  const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= static_cast<int64_t>(packed.origin.size()));
+// present: those the host knows of and, when the flags of the block just
+// before are not read yet (flags_unread), any that halted there. A few halted
+// tokens (fewer than an eighth of those present) are cheaper to carry, masked,
+// than a compaction and the padding it brings; a mixer that reads its
+// neighbours by position (needs_halted_gone) gets them all removed.
+PaddedLayout prepare_block(PackedTokens& packed, HaltingDecisions& decisions, PaddedLayout& compacted_layout,
+                           bool needs_halted_gone, bool flags_unread) {
+  const int64_t halted = decisions.halted_present();
+  const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= packed.size());
   if (compact) {
     drop_halted(packed, decisions);
     compacted_layout = padded_layout(packed.count, packed.x.dtype(), packed.x.device());
   }
   PaddedLayout block_layout = compacted_layout;
-  if ((halted > 0 && !compact) || decisions.in_flight() > 0) mark_halted_slots(block_layout, packed.state.active);
+  if ((halted > 0 && !compact) || flags_unread) mark_halted_slots(block_layout, packed.state.active);
   return block_layout;
 }
 
@@ -282,19 +295,25 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
                       {reshape(start.active, {-1}), reshape(start.cumulative, {-1})},
                       Tensor(),
                       std::vector<int64_t>(static_cast<size_t>(batch), tokens),
-                      std::vector<int64_t>(static_cast<size_t>(batch * tokens))};
+                      nullptr};
   packed.can_halt = can_halt_mask(packed.count, prefix, embedded.dtype(), embedded.device());
-  std::iota(packed.origin.begin(), packed.origin.end(), int64_t{0});
+  auto origin = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(batch * tokens));
+  std::iota(origin->begin(), origin->end(), int64_t{0});
+  packed.origin = std::move(origin);
   if (sync == CompactionSync::by_device) {
     sync = embedded.device().is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
   }
+  // A block whose mixer reads its neighbours by position needs every halted token gone.
+  auto reads_newest_flags = [&](int64_t l) {
+    return sync == CompactionSync::last_block || !model.blocks[l].mixer->skips_halted_tokens();
+  };
   HaltingDecisions decisions(batch * tokens);
   PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
   for (int64_t l = 0; l < depth; ++l) {
-    // A mixer that reads its neighbours by position needs the halted tokens gone.
-    const bool needs_halted_gone = !model.blocks[l].mixer->skips_halted_tokens();
-    decisions.read_until(sync == CompactionSync::block_before_last && !needs_halted_gone ? 1 : 0);
-    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone);
+    const bool newest = reads_newest_flags(l);
+    decisions.read_until(newest ? 0 : 1);
+    const PaddedLayout block_layout =
+        prepare_block(packed, decisions, layout, !model.blocks[l].mixer->skips_halted_tokens(), l > 0 && !newest);
     // Halted tokens still present are not frozen, unlike on the masked path:
     // nothing reads them any more (the mixers mask or skip them, the head
     // reads the prefix tokens) and a later compaction drops them.
@@ -303,7 +322,10 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
       std::tie(packed.state.cumulative, packed.state.active) =
           halting_step(packed.x, packed.can_halt, packed.state.cumulative, packed.state.active, halting.gamma,
                        halting.beta, halting.eps);
-      decisions.start_download(packed.state.active, packed.origin);
+      // The flags of the block before last are read only by a last block
+      // that waits for the newest, or for the counts.
+      const bool read = l + 2 < depth || reads_newest_flags(l + 1) || active_tokens != nullptr;
+      if (read) decisions.start_download(packed.state.active, packed.origin);
     }
   }
   Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix));

@@ -132,6 +132,41 @@ void* raw_pinned_alloc(size_t nbytes) {
 }
 void raw_pinned_free(void* ptr) { cudaFreeHost(ptr); }
 
+// Events without timing, kept for reuse (the staging ring's copies and the
+// downloads take one each): creating and destroying one per copy costs the
+// host more than the small copy does. One pool per GPU: an event belongs to
+// its device.
+class EventPool {
+ public:
+  cudaEvent_t take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        const cudaEvent_t event = free_.back();
+        free_.pop_back();
+        return event;
+      }
+    }
+    cudaEvent_t event = nullptr;
+    cuda_check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
+    return event;
+  }
+  // Back to the pool once nothing waits on it any more (a later record resets it).
+  void give(cudaEvent_t event) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(event);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<cudaEvent_t> free_;
+};
+
+EventPool& event_pool(int index) {
+  static std::vector<EventPool>& pools = *new std::vector<EventPool>(cuda_device_count());
+  return pools.at(static_cast<size_t>(index));
+}
+
 // Small host-to-device copies (index lists, masks, scalars) without waiting
 // for the GPU. The source is first copied into a ring of pinned host memory,
 // from which the GPU copy runs asynchronously; the caller's buffer is free at
@@ -145,8 +180,8 @@ class PinnedStaging {
   static constexpr size_t kAlign = 256;
   static_assert(kMaxCopyBytes <= kRingBytes, "a staged copy must fit the ring");
 
-  // Queues the copy of src to dst on the current stream (dst on the current device).
-  void copy_to_device(void* dst, const void* src, size_t nbytes) {
+  // Queues the copy of src to dst on the current stream (dst on GPU `index`, the current device).
+  void copy_to_device(int index, void* dst, const void* src, size_t nbytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (ring_ == nullptr) {
       ring_ = static_cast<char*>(raw_pinned_alloc(kRingBytes));
@@ -154,32 +189,20 @@ class PinnedStaging {
     }
     const size_t begin = stretches_.claim((nbytes + kAlign - 1) / kAlign * kAlign, [&](cudaEvent_t done) {
       cuda_check(cudaEventSynchronize(done), "cudaEventSynchronize");
-      free_events_.push_back(done);
+      event_pool(index).give(done);
     });
     std::memcpy(ring_ + begin, src, nbytes);
     cuda_check(cudaMemcpyAsync(dst, ring_ + begin, nbytes, cudaMemcpyHostToDevice, current_stream()),
                "cudaMemcpyAsync");
-    const cudaEvent_t done = take_event();
+    const cudaEvent_t done = event_pool(index).take();
     cuda_check(cudaEventRecord(done, current_stream()), "cudaEventRecord");
     stretches_.commit(done);
   }
 
  private:
-  cudaEvent_t take_event() {
-    cudaEvent_t event;
-    if (!free_events_.empty()) {
-      event = free_events_.back();
-      free_events_.pop_back();
-    } else {
-      cuda_check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
-    }
-    return event;
-  }
-
   std::mutex mutex_;
   char* ring_ = nullptr;
   StagingRing<cudaEvent_t> stretches_{kRingBytes};
-  std::vector<cudaEvent_t> free_events_;
 };
 
 PinnedStaging& pinned_staging(int index) {
@@ -209,7 +232,7 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
                                                     : cudaMemcpyDeviceToDevice;
   DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
   if (kind == cudaMemcpyHostToDevice && nbytes <= PinnedStaging::kMaxCopyBytes && !stream_is_capturing()) {
-    pinned_staging(dst_device.index).copy_to_device(dst, src, nbytes);
+    pinned_staging(dst_device.index).copy_to_device(dst_device.index, dst, src, nbytes);
     return;
   }
   cuda_check(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()), "cudaMemcpyAsync");
@@ -234,7 +257,7 @@ CachingAllocator& pinned_allocator() {
 // A GPU's download: the copy into a pinned buffer and the event behind it.
 class DeviceDownload final : public PendingDownload::State {
  public:
-  DeviceDownload(const void* src, int index, size_t nbytes) {
+  DeviceDownload(const void* src, int index, size_t nbytes) : index_(index) {
     DeviceGuard guard(index);
     check(!stream_is_capturing(), "a download from cuda:{} inside a graph capture (it would wait for the host)",
           index);
@@ -242,7 +265,7 @@ class DeviceDownload final : public PendingDownload::State {
     host_ = pinned_allocator().allocate(nbytes);
     check(host_ != nullptr, "out of pinned host memory allocating {} bytes", nbytes);
     try {
-      cuda_check(cudaEventCreateWithFlags(&landed_, cudaEventDisableTiming), "cudaEventCreate");
+      landed_ = event_pool(index).take();
       cuda_check(cudaMemcpyAsync(host_, src, nbytes, cudaMemcpyDeviceToHost, current_stream()), "cudaMemcpyAsync");
       cuda_check(cudaEventRecord(landed_, current_stream()), "cudaEventRecord");
     } catch (...) {
@@ -265,11 +288,12 @@ class DeviceDownload final : public PendingDownload::State {
   void release() noexcept {
     if (landed_ != nullptr) {
       cudaEventSynchronize(landed_);
-      cudaEventDestroy(landed_);
+      event_pool(index_).give(landed_);
     }
     if (host_ != nullptr) pinned_allocator().release(host_);
   }
 
+  int index_;
   void* host_ = nullptr;
   cudaEvent_t landed_ = nullptr;
 };

@@ -100,5 +100,19 @@ TEST(CudaUploads, IndexSelectTakesAHostIndexCheckedOnTheHost) {
       [&] { index_select(x_gpu, 0, Tensor::from_vector<int64_t>({1, 6}, {2})); }, {"index 6", "size 6"});
 }
 
+TEST(CudaUploads, DeviceIndexIsUploadedOnceForSeveralTensors) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  Rng rng(23);
+  const Tensor host = Tensor::from_vector<int64_t>({5, 0, 0, 3}, {4});
+  const DeviceIndex index(host, Device::cuda());
+  EXPECT_TRUE(index.tensor().device().is_cuda());
+  const Tensor x = Tensor::uniform({6, 5}, rng, -1, 1), y = Tensor::uniform({7}, rng, -1, 1);
+  expect_matches(index_select(x.to(Device::cuda()), 0, index).to(Device::cpu()), index_select(x, 0, host), 0.0,
+                 "rows of a matrix");
+  expect_matches(index_select(y.to(Device::cuda()), 0, index).to(Device::cpu()), index_select(y, 0, host), 0.0,
+                 "entries of a vector");
+  testing::expect_error_mentioning([&] { index_select(x, 0, index); }, {"index on cuda", "input on cpu"});
+}
+
 }  // namespace
 }  // namespace engine

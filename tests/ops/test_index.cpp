@@ -87,6 +87,26 @@ TEST(Index, OutOfRangeIndicesAreErrors) {
   EXPECT_THROW(index_select(x, 0, Tensor::zeros({1}, DType::F32)), Error);  // not int64
 }
 
+TEST(Index, DeviceIndexSelectsAsItsHostIndexForEveryTensor) {
+  Rng rng(13);
+  const Tensor host = indices({4, 0, 4, 2}, {4});  // a duplicate
+  const DeviceIndex index(host, Device::cpu());
+  EXPECT_EQ(index.bound(), 5);
+  Tensor x = random_leaf({6, 3}, rng), rows = random_leaf({5}, rng);
+  expect_close(index_select(x, 0, index), index_select(x, 0, host), 0);
+  expect_close(index_select(rows, 0, index), index_select(rows, 0, host), 0);
+  expect_close(index_select(transpose(x, 0, 1), 1, index), index_select(transpose(x, 0, 1), 1, host), 0);
+  expect_gradients_match([&](const auto& in) { return index_select(in[0], 0, index); }, {x});
+}
+
+TEST(Index, DeviceIndexErrors) {
+  expect_error_mentioning([] { DeviceIndex(indices({1, -2}, {2}), Device::cpu()); }, {"negative entry -2"});
+  expect_error_mentioning([] { DeviceIndex(Tensor::zeros({2}, DType::F32), Device::cpu()); }, {"int64"});
+  const DeviceIndex index(indices({0, 4}, {2}), Device::cpu());
+  expect_error_mentioning([&] { index_select(arange_float({3, 4}), 0, index); }, {"index 4", "size 3"});
+  expect_error_mentioning([] { index_select(arange_float({3}), 0, DeviceIndex()); }, {"empty DeviceIndex"});
+}
+
 TEST(Index, ConcatAndSplitValues) {
   Tensor a = arange_float({2, 3});
   Tensor b = add(arange_float({2, 1}), 10.0);

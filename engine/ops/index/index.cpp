@@ -47,6 +47,17 @@ Tensor gather_recorded(const char* name, const Tensor& x, int64_t dim, const Ten
   return out;
 }
 
+// index_select once the index is checked and on x's device: a gather whose
+// index is broadcast along every other dim, through a stride-0 view of the
+// 1-D index (no copy).
+Tensor select_rows(const Tensor& x, int64_t dim, const Tensor& index) {
+  Shape shape = x.shape();
+  shape[dim] = index.numel();
+  Shape strides(x.dim(), 0);
+  strides[dim] = index.strides()[0];
+  return gather_recorded("index_select", x, dim, make_view(index, shape, strides, index.offset()));
+}
+
 }  // namespace
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& host_or_device_index) {
@@ -57,14 +68,27 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& host_or_device_i
   // An index on the host is checked there, before it moves to x's device (a
   // small upload, which does not wait for the GPU): no read-back.
   check_index_values(host_or_device_index, x.size(dim), dim, "index_select");
-  const Tensor index = host_or_device_index.to(x.device());
-  // index_select is a gather whose index is broadcast along every other dim:
-  // a stride-0 view of the 1-D index, no copy.
-  Shape shape = x.shape();
-  shape[dim] = index.numel();
-  Shape strides(x.dim(), 0);
-  strides[dim] = index.strides()[0];
-  return gather_recorded("index_select", x, dim, make_view(index, shape, strides, index.offset()));
+  return select_rows(x, dim, host_or_device_index.to(x.device()));
+}
+
+DeviceIndex::DeviceIndex(const Tensor& host_index, Device device) {
+  check(host_index.dim() == 1 && host_index.dtype() == DType::I64 && host_index.device().is_cpu(),
+        "DeviceIndex: needs a 1-D int64 index on the host, got {}", host_index);
+  const std::vector<int64_t> entries = host_index.to_ints();
+  for (int64_t i : entries) {
+    check(i >= 0, "DeviceIndex: negative entry {}", i);
+    bound_ = std::max(bound_, i + 1);
+  }
+  index_ = host_index.to(device);
+}
+
+Tensor index_select(const Tensor& x, int64_t dim, const DeviceIndex& index) {
+  dim = wrap_dim(dim, x.dim());
+  check(index.defined(), "index_select: an empty DeviceIndex");
+  check_index_tensor(index.tensor(), x, "index_select");
+  check(index.bound() <= x.size(dim), "index_select: index {} out of range for size {} of dim {}",
+        index.bound() - 1, x.size(dim), dim);
+  return select_rows(x, dim, index.tensor());
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
