@@ -191,10 +191,11 @@ class HaltingDecisions {
  public:
   explicit HaltingDecisions(int64_t tokens) : halted_(static_cast<size_t>(tokens), false) {}
 
-  void start_download(const Tensor& active, std::shared_ptr<const std::vector<int64_t>> origin) {
+  // The flags after `block`, for the packing `origin`.
+  void start_download(int64_t block, const Tensor& active, std::shared_ptr<const std::vector<int64_t>> origin) {
     const Tensor flags = active.to(DType::F32).contiguous();
     PendingDownload download(flags.raw_data(), flags.device(), origin->size() * sizeof(float));
-    in_flight_.push_back({std::move(download), std::move(origin)});
+    in_flight_.push_back({block, std::move(download), std::move(origin)});
   }
   // Reads the downloads until at most `left_in_flight` remain.
   void read_until(size_t left_in_flight) {
@@ -212,6 +213,7 @@ class HaltingDecisions {
         }
       }
       active_counts_.push_back(active);
+      last_block_read_ = next.block;
       in_flight_.pop_front();
     }
   }
@@ -220,17 +222,23 @@ class HaltingDecisions {
   // the last compaction (which removed every one known then).
   int64_t halted_present() const { return halted_present_; }
   void compacted() { halted_present_ = 0; }
+  // The block whose flags the host read last (-1: none yet). A token halted
+  // since is still flagged halted in every later download: halted tokens stay
+  // packed, flags 0, until a compaction removes them.
+  int64_t last_block_read() const { return last_block_read_; }
   // Per download read, in order: how many tokens were still active.
   const std::vector<int64_t>& active_counts() const { return active_counts_; }
 
  private:
   struct InFlight {
+    int64_t block;
     PendingDownload flags;                               // float per packed token
     std::shared_ptr<const std::vector<int64_t>> origin;  // the packing they were taken in
   };
   std::deque<InFlight> in_flight_;
   std::vector<bool> halted_;  // per token of the batch, as far as read
   int64_t halted_present_ = 0;
+  int64_t last_block_read_ = -1;
   std::vector<int64_t> active_counts_;
 };
 
@@ -260,6 +268,12 @@ void drop_halted(PackedTokens& tokens, HaltingDecisions& decisions) {
   decisions.compacted();
 }
 
+// On a GPU a block takes about the same time for any number of tokens up to
+// a few hundred (a wave of small tiles), so below that a compaction would cost
+// the host its ops and save the GPU nothing: batch 1 never compacts there.
+// On the CPU the work follows the token count down to one.
+int64_t min_tokens_to_compact(Device device) { return device.is_cuda() ? 256 : 0; }
+
 // Before a block: removes the tokens known to have halted if they are worth a
 // compaction (then compacted_layout, the layout of the packed tokens, follows),
 // and returns the block's layout, whose slots also mark the halted tokens still
@@ -271,7 +285,8 @@ void drop_halted(PackedTokens& tokens, HaltingDecisions& decisions) {
 PaddedLayout prepare_block(PackedTokens& packed, HaltingDecisions& decisions, PaddedLayout& compacted_layout,
                            bool needs_halted_gone, bool flags_unread) {
   const int64_t halted = decisions.halted_present();
-  const bool compact = halted > 0 && (needs_halted_gone || 8 * halted >= packed.size());
+  const bool worth_it = 8 * halted >= packed.size() && packed.size() >= min_tokens_to_compact(packed.x.device());
+  const bool compact = halted > 0 && (needs_halted_gone || worth_it);
   if (compact) {
     drop_halted(packed, decisions);
     compacted_layout = padded_layout(packed.count, packed.x.dtype(), packed.x.device());
@@ -304,16 +319,26 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
     sync = embedded.device().is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
   }
   // A block whose mixer reads its neighbours by position needs every halted token gone.
-  auto reads_newest_flags = [&](int64_t l) {
-    return sync == CompactionSync::last_block || !model.blocks[l].mixer->skips_halted_tokens();
+  auto needs_halted_gone = [&](int64_t l) { return !model.blocks[l].mixer->skips_halted_tokens(); };
+  auto reads_newest_flags = [&](int64_t l) { return sync == CompactionSync::last_block || needs_halted_gone(l); };
+  // Whether the flags after block l can lead to a compaction: the block that
+  // reads them (the next one when it waits for the newest flags, else the one
+  // after) or a later one may compact.
+  auto flags_may_compact = [&](int64_t l) {
+    const int64_t reader = reads_newest_flags(l + 1) ? l + 1 : l + 2;
+    if (reader >= depth) return false;
+    if (packed.size() >= min_tokens_to_compact(packed.x.device())) return true;
+    for (int64_t j = reader; j < depth; ++j) {
+      if (needs_halted_gone(j)) return true;
+    }
+    return false;
   };
   HaltingDecisions decisions(batch * tokens);
   PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
   for (int64_t l = 0; l < depth; ++l) {
-    const bool newest = reads_newest_flags(l);
-    decisions.read_until(newest ? 0 : 1);
-    const PaddedLayout block_layout =
-        prepare_block(packed, decisions, layout, !model.blocks[l].mixer->skips_halted_tokens(), l > 0 && !newest);
+    decisions.read_until(reads_newest_flags(l) ? 0 : 1);
+    const bool flags_unread = l > 0 && decisions.last_block_read() != l - 1;
+    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone(l), flags_unread);
     // Halted tokens still present are not frozen, unlike on the masked path:
     // nothing reads them any more (the mixers mask or skip them, the head
     // reads the prefix tokens) and a later compaction drops them.
@@ -322,10 +347,9 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
       std::tie(packed.state.cumulative, packed.state.active) =
           halting_step(packed.x, packed.can_halt, packed.state.cumulative, packed.state.active, halting.gamma,
                        halting.beta, halting.eps);
-      // The flags of the block before last are read only by a last block
-      // that waits for the newest, or for the counts.
-      const bool read = l + 2 < depth || reads_newest_flags(l + 1) || active_tokens != nullptr;
-      if (read) decisions.start_download(packed.state.active, packed.origin);
+      if (flags_may_compact(l) || active_tokens != nullptr) {
+        decisions.start_download(l, packed.state.active, packed.origin);
+      }
     }
   }
   Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix));

@@ -383,6 +383,30 @@ TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   }
 }
 
+// A GPU compacts only batches of at least a few hundred tokens (smaller ones
+// take its kernels as long): 16 images of 17 tokens, attention and gated_rnn
+// blocks, whose halted tokens are removed only when worth it, give the CPU's
+// logits and counts. Skips without a GPU.
+TEST(CudaAvit, LargeBatchesCompactAsOnTheCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  VitConfig config = tiny_avit_config();
+  config.mixers = {"attention", "gated_rnn:width=8", "attention", "gated_rnn:width=8"};
+  auto model = tiny_avit(3, config);
+  Rng rng(8);
+  jitter_mixers(*model, {1, 3}, rng);
+  NoGradGuard no_grad;
+  const Tensor images = Tensor::randn({16, 3, 8, 8}, rng);
+  std::vector<int64_t> cpu_tokens, gpu_tokens;
+  const Tensor compact = avit_forward_compact(*model, images, &cpu_tokens);
+  ASSERT_LE(8 * cpu_tokens[2], 7 * 16 * 17) << "fewer than an eighth of the tokens halted by block 1: no compaction";
+  model->to(Device::cuda());
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    const Tensor gpu_compact = avit_forward_compact(*model, images.to(Device::cuda()), &gpu_tokens, sync);
+    EXPECT_EQ(gpu_tokens, cpu_tokens);
+    expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+  }
+}
+
 TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {
   auto model = tiny_avit(5);
   model->visit([&](const std::string&, Tensor& p) { p = p.to(DType::F64).detach(); });
