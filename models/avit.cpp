@@ -268,24 +268,24 @@ void drop_halted(PackedTokens& tokens, HaltingDecisions& decisions) {
   decisions.compacted();
 }
 
-// On a GPU a block takes about the same time for any number of tokens up to
-// a few hundred (a wave of small tiles), so below that a compaction would cost
-// the host its ops and save the GPU nothing: batch 1 never compacts there.
-// On the CPU the work follows the token count down to one.
-int64_t min_tokens_to_compact(Device device) { return device.is_cuda() ? 256 : 0; }
+// CompactionPolicy::min_halted, with 0 resolved by the device.
+int64_t min_halted_to_compact(const VisionTransformer& model, const CompactionPolicy& policy, Device device) {
+  if (policy.min_halted > 0) return policy.min_halted;
+  if (!device.is_cuda()) return 1;
+  const double dim = static_cast<double>(model.config.embed_dim), hidden = static_cast<double>(model.config.mlp_hidden);
+  const double flops_per_token = 2 * (4 * dim * dim + 2 * dim * hidden);  // qkv, proj, fc1, fc2
+  return std::max<int64_t>(1, std::llround(1e9 / flops_per_token));
+}
 
 // Before a block: removes the tokens known to have halted if they are worth a
 // compaction (then compacted_layout, the layout of the packed tokens, follows),
 // and returns the block's layout, whose slots also mark the halted tokens still
 // present: those the host knows of and, when the flags of the block just
-// before are not read yet (flags_unread), any that halted there. A few halted
-// tokens (fewer than an eighth of those present) are cheaper to carry, masked,
-// than a compaction and the padding it brings; a mixer that reads its
-// neighbours by position (needs_halted_gone) gets them all removed.
+// before are not read yet (flags_unread), any that halted there.
 PaddedLayout prepare_block(PackedTokens& packed, HaltingDecisions& decisions, PaddedLayout& compacted_layout,
-                           bool needs_halted_gone, bool flags_unread) {
+                           int64_t min_halted, bool needs_halted_gone, bool flags_unread) {
   const int64_t halted = decisions.halted_present();
-  const bool worth_it = 8 * halted >= packed.size() && packed.size() >= min_tokens_to_compact(packed.x.device());
+  const bool worth_it = 8 * halted >= packed.size() && halted >= min_halted;
   const bool compact = halted > 0 && (needs_halted_gone || worth_it);
   if (compact) {
     drop_halted(packed, decisions);
@@ -299,7 +299,7 @@ PaddedLayout prepare_block(PackedTokens& packed, HaltingDecisions& decisions, Pa
 }  // namespace
 
 Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std::vector<int64_t>* active_tokens,
-                            CompactionSync sync) {
+                            CompactionPolicy policy) {
   NoGradGuard no_grad;
   const HaltingConfig& halting = halting_config(model);
   const int64_t prefix = model.config.num_prefix_tokens(), depth = model.config.depth;
@@ -315,9 +315,11 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   auto origin = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(batch * tokens));
   std::iota(origin->begin(), origin->end(), int64_t{0});
   packed.origin = std::move(origin);
+  CompactionSync sync = policy.sync;
   if (sync == CompactionSync::by_device) {
     sync = embedded.device().is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
   }
+  const int64_t min_halted = min_halted_to_compact(model, policy, embedded.device());
   // A block whose mixer reads its neighbours by position needs every halted token gone.
   auto needs_halted_gone = [&](int64_t l) { return !model.blocks[l].mixer->skips_halted_tokens(); };
   auto reads_newest_flags = [&](int64_t l) { return sync == CompactionSync::last_block || needs_halted_gone(l); };
@@ -327,7 +329,7 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   auto flags_may_compact = [&](int64_t l) {
     const int64_t reader = reads_newest_flags(l + 1) ? l + 1 : l + 2;
     if (reader >= depth) return false;
-    if (packed.size() >= min_tokens_to_compact(packed.x.device())) return true;
+    if (packed.size() - batch * prefix >= min_halted) return true;  // prefix tokens never halt
     for (int64_t j = reader; j < depth; ++j) {
       if (needs_halted_gone(j)) return true;
     }
@@ -338,7 +340,8 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   for (int64_t l = 0; l < depth; ++l) {
     decisions.read_until(reads_newest_flags(l) ? 0 : 1);
     const bool flags_unread = l > 0 && decisions.last_block_read() != l - 1;
-    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, needs_halted_gone(l), flags_unread);
+    const PaddedLayout block_layout =
+        prepare_block(packed, decisions, layout, min_halted, needs_halted_gone(l), flags_unread);
     // Halted tokens still present are not frozen, unlike on the masked path:
     // nothing reads them any more (the mixers mask or skip them, the head
     // reads the prefix tokens) and a later compaction drops them.

@@ -58,24 +58,40 @@ Tensor avit_forward(VisionTransformer& model, const Tensor& images, const Forwar
                     HaltingTrace* halting = nullptr);
 
 // When the compacted path removes the tokens that halted. Their flags are
-// copied to the host after every block (the shapes of what follows depend on
-// them). Waiting for the last block's flags tells the host every halted
-// token, but leaves the GPU idle while it then queues the next block;
-// using those of the block before last, which reached the host while the GPU
-// ran the last block, keeps it busy: the tokens that halted at the last block
-// stay one block longer, masked (a mixer that reads its neighbours by
-// position waits for the last flags anyway). The logits are the same.
+// copied to the host after a block when a compaction may read them (the
+// shapes of what follows depend on them). Waiting for the last block's flags
+// tells the host every halted token, but leaves the GPU idle while it then
+// queues the next block; using those of the block before last, which reached
+// the host while the GPU ran the last block, keeps it busy: the tokens that
+// halted at the last block stay one block longer, masked (a mixer that reads
+// its neighbours by position waits for the last flags anyway). The logits are
+// the same.
 enum class CompactionSync {
   last_block,
   block_before_last,
   by_device,  // block_before_last on a GPU, last_block on the CPU
 };
 
+// When halted tokens are worth removing. Until then they are carried, masked:
+// a compaction costs the host an upload, a gather per per-token tensor and a
+// new layout, and saves every later block the halted tokens' work. They are
+// removed once they are at least an eighth of the tokens present and at least
+// min_halted (a mixer that reads its neighbours by position gets them all
+// removed).
+struct CompactionPolicy {
+  CompactionSync sync = CompactionSync::by_device;
+  // 0: by device. On the CPU 1: the work follows the token count down to one
+  // token. On a GPU as many as carry about a GFLOP of a block's projections
+  // and MLP (1,130 tokens of the CIFAR ViT-Ti, 70 of a ViT-B): below that the
+  // GPU's time hardly depends on them, and the host's time to issue the
+  // compaction is what counts (bench/RESULTS.md "v16").
+  int64_t min_halted = 0;
+};
+
 // Compacted path (no gradient): logits [B, classes]. active_tokens, if given,
 // receives per layer the number of tokens entering it still active, summed
 // over the images (padding and tokens carried masked not counted).
 Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images,
-                            std::vector<int64_t>* active_tokens = nullptr,
-                            CompactionSync sync = CompactionSync::by_device);
+                            std::vector<int64_t>* active_tokens = nullptr, CompactionPolicy policy = {});
 
 }  // namespace engine

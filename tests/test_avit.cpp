@@ -272,18 +272,24 @@ void expect_paths_agree(VisionTransformer& model, const Tensor& images) {
   EXPECT_NE(std::vector<double>(depths.begin(), depths.begin() + tokens),
             std::vector<double>(depths.begin() + tokens, depths.begin() + 2 * tokens));
 
-  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    SCOPED_TRACE(sync == CompactionSync::last_block ? "compacting after the last block's flags"
-                                                     : "compacting after the flags of the block before last");
-    std::vector<int64_t> active_tokens;
-    expect_close(avit_forward_compact(model, images, &active_tokens, sync), masked, 1e-5);
-    ASSERT_EQ(active_tokens.size(), static_cast<size_t>(model.config.depth));
-    for (int64_t l = 0; l < model.config.depth; ++l) {
-      EXPECT_NEAR(active_tokens[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
-    }
-    for (int64_t b = 0; b < batch; ++b) {
-      expect_close(avit_forward_compact(model, narrow(images, 0, b, 1), nullptr, sync), narrow(masked, 0, b, 1),
-                   1e-5);
+  // Halted tokens removed as soon as any are known (the CPU's default), or
+  // never unless a mixer needs them gone: carried, masked, to the end.
+  for (const int64_t min_halted : {int64_t{1}, batch * tokens}) {
+    for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+      SCOPED_TRACE(fmt::format("{}, at least {} halted tokens per compaction",
+                               sync == CompactionSync::last_block ? "the last block's flags"
+                                                                  : "the flags of the block before last",
+                               min_halted));
+      std::vector<int64_t> active_tokens;
+      expect_close(avit_forward_compact(model, images, &active_tokens, {sync, min_halted}), masked, 1e-5);
+      ASSERT_EQ(active_tokens.size(), static_cast<size_t>(model.config.depth));
+      for (int64_t l = 0; l < model.config.depth; ++l) {
+        EXPECT_NEAR(active_tokens[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
+      }
+      for (int64_t b = 0; b < batch; ++b) {
+        expect_close(avit_forward_compact(model, narrow(images, 0, b, 1), nullptr, {sync, min_halted}),
+                     narrow(masked, 0, b, 1), 1e-5);
+      }
     }
   }
   // Halting changes the result: the dense forward differs.
@@ -337,10 +343,10 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
     std::vector<int64_t> active_tokens;
-    Tensor batched = avit_forward_compact(*model, images, &active_tokens, sync);
+    Tensor batched = avit_forward_compact(*model, images, &active_tokens, {sync});
     ASSERT_LT(active_tokens[2], 6 * 17) << "no token halted before the mixers: nothing is padded";
     for (int64_t b = 0; b < 6; ++b) {
-      expect_close(narrow(batched, 0, b, 1), avit_forward_compact(*model, narrow(images, 0, b, 1), nullptr, sync),
+      expect_close(narrow(batched, 0, b, 1), avit_forward_compact(*model, narrow(images, 0, b, 1), nullptr, {sync}),
                    1e-6);
     }
   }
@@ -367,7 +373,7 @@ TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   model->to(Device::cuda());
   const Tensor gpu_images = images.to(Device::cuda());
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    const Tensor gpu_compact = avit_forward_compact(*model, gpu_images, &gpu_tokens, sync);
+    const Tensor gpu_compact = avit_forward_compact(*model, gpu_images, &gpu_tokens, {sync});
     EXPECT_TRUE(gpu_compact.device().is_cuda());
     EXPECT_EQ(gpu_tokens, cpu_tokens);
     expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
@@ -377,17 +383,17 @@ TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   // projection as its bfloat16 operand: the same logits to bfloat16's rounding.
   GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    const Tensor bf16_compact = avit_forward_compact(*model, gpu_images, nullptr, sync).to(Device::cpu());
+    const Tensor bf16_compact = avit_forward_compact(*model, gpu_images, nullptr, {sync}).to(Device::cpu());
     const double scale = max_abs_difference(compact, Tensor::zeros(compact.shape()));
     EXPECT_LT(max_abs_difference(bf16_compact, compact), 0.05 * scale);
   }
 }
 
-// A GPU compacts only batches of at least a few hundred tokens (smaller ones
-// take its kernels as long): 16 images of 17 tokens, attention and gated_rnn
-// blocks, whose halted tokens are removed only when worth it, give the CPU's
-// logits and counts. Skips without a GPU.
-TEST(CudaAvit, LargeBatchesCompactAsOnTheCpu) {
+// A GPU removes halted tokens only when they carry enough work (by default
+// more than this tiny model ever has, so it carries them all, masked) or when
+// told to remove as few as the CPU does. Either way: the CPU's logits and
+// counts. Attention and gated_rnn blocks, 16 images. Skips without a GPU.
+TEST(CudaAvit, CarryingOrCompactingGivesTheCpuLogits) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   VitConfig config = tiny_avit_config();
   config.mixers = {"attention", "gated_rnn:width=8", "attention", "gated_rnn:width=8"};
@@ -401,9 +407,12 @@ TEST(CudaAvit, LargeBatchesCompactAsOnTheCpu) {
   ASSERT_LE(8 * cpu_tokens[2], 7 * 16 * 17) << "fewer than an eighth of the tokens halted by block 1: no compaction";
   model->to(Device::cuda());
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    const Tensor gpu_compact = avit_forward_compact(*model, images.to(Device::cuda()), &gpu_tokens, sync);
-    EXPECT_EQ(gpu_tokens, cpu_tokens);
-    expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+    for (int64_t min_halted : {0, 1}) {
+      const Tensor gpu_compact =
+          avit_forward_compact(*model, images.to(Device::cuda()), &gpu_tokens, {sync, min_halted});
+      EXPECT_EQ(gpu_tokens, cpu_tokens);
+      expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+    }
   }
 }
 
