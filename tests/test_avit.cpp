@@ -247,14 +247,19 @@ std::unique_ptr<VisionTransformer> tiny_avit(uint64_t seed, const VitConfig& con
   return model;
 }
 
-// At init the sequential mixers' outputs are ~1e-4: jitter their parameters to O(1).
-void jitter_mixers(VisionTransformer& model, const std::vector<int64_t>& layers, Rng& rng) {
+// tiny_avit(3, config) whose blocks other than attention get their mixers'
+// parameters jittered to O(1) (at init their outputs are ~1e-4), block by
+// block, from `rng`.
+std::unique_ptr<VisionTransformer> tiny_hybrid_avit(const VitConfig& config, Rng& rng) {
+  auto model = tiny_avit(3, config);
   NoGradGuard no_grad;
-  for (int64_t l : layers) {
-    model.blocks[l].mixer->visit("", [&](const std::string&, Tensor& p) {
+  for (Block& block : model->blocks) {
+    if (block.mixer->kind() == "attention") continue;
+    block.mixer->visit("", [&](const std::string&, Tensor& p) {
       copy_into(p, add(p, Tensor::uniform(p.shape(), rng, -0.5, 0.5)));
     });
   }
+  return model;
 }
 
 // The masked path (training) and the compacted one (inference) give the same
@@ -307,9 +312,8 @@ TEST(Avit, MaskedAndCompactedLogitsAgree) {
 TEST(Avit, MaskedAndCompactedLogitsAgreeWithSequentialMixers) {
   VitConfig config = tiny_avit_config();
   config.mixers = {"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8"};
-  auto model = tiny_avit(3, config);
   Rng rng(4);
-  jitter_mixers(*model, {1, 2, 3}, rng);
+  auto model = tiny_hybrid_avit(config, rng);
   expect_paths_agree(*model, Tensor::randn({6, 3, 8, 8}, rng));
 }
 
@@ -322,9 +326,8 @@ TEST(Avit, MaskedAndCompactedLogitsAgreeWhileCarryingHaltedTokens) {
   config.halting = HaltingConfig{1.0, -1.0, 0.01};
   config.mixers = {"attention", "attention", "attention", "conv",
                    "attention", "gated_rnn:width=8", "attention", "attention"};
-  auto model = tiny_avit(3, config);
   Rng rng(4);
-  jitter_mixers(*model, {3, 5}, rng);
+  auto model = tiny_hybrid_avit(config, rng);
   expect_paths_agree(*model, Tensor::randn({6, 3, 8, 8}, rng));
 }
 
@@ -336,9 +339,8 @@ TEST(Avit, MaskedAndCompactedLogitsAgreeWhileCarryingHaltedTokens) {
 TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   VitConfig config = tiny_avit_config();
   config.mixers = {"attention", "attention", "mamba:d_state=4", "conv"};
-  auto model = tiny_avit(3, config);
   Rng rng(5);
-  jitter_mixers(*model, {2, 3}, rng);
+  auto model = tiny_hybrid_avit(config, rng);
   NoGradGuard no_grad;
   Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
@@ -352,6 +354,38 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   }
 }
 
+// A tiny A-ViT with these mixers (tiny_hybrid_avit) and `count` random images, drawn from `seed`.
+std::pair<std::unique_ptr<VisionTransformer>, Tensor> gpu_case(const std::vector<std::string>& mixers, uint64_t seed,
+                                                               int64_t count) {
+  VitConfig config = tiny_avit_config();
+  config.mixers = mixers;
+  Rng rng(seed);
+  auto model = tiny_hybrid_avit(config, rng);
+  return {std::move(model), Tensor::randn({count, 3, 8, 8}, rng)};
+}
+
+// The compacted path on a GPU (model moved there) against the CPU's, the
+// logits and the tokens counted per layer, under both timings and both
+// policies: halted tokens removed when they carry enough work (by default more
+// than a tiny model ever has, so a GPU carries them, masked, unless a mixer
+// needs them gone) or as soon as any are known, as the CPU does. Returns the
+// CPU's logits.
+Tensor expect_gpu_compacted_path_matches_cpu(VisionTransformer& model, const Tensor& images) {
+  std::vector<int64_t> cpu_tokens, gpu_tokens;
+  const Tensor compact = avit_forward_compact(model, images, &cpu_tokens);
+  model.to(Device::cuda());
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    for (int64_t min_halted : {0, 1}) {
+      const Tensor gpu_compact =
+          avit_forward_compact(model, images.to(Device::cuda()), &gpu_tokens, {sync, min_halted});
+      EXPECT_TRUE(gpu_compact.device().is_cuda());
+      EXPECT_EQ(gpu_tokens, cpu_tokens);
+      expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+    }
+  }
+  return compact;
+}
+
 // On a GPU both paths give the CPU's logits and drop the same tokens: the
 // compacted path's index lists are built on the host and uploaded without
 // waiting, from halting flags downloaded without waiting (read one block
@@ -359,25 +393,11 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
 // without a GPU.
 TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   if (cuda_device_count() == 0) GTEST_SKIP();
-  VitConfig config = tiny_avit_config();
-  config.mixers = {"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8"};
-  auto model = tiny_avit(3, config);
-  Rng rng(7);
-  jitter_mixers(*model, {1, 2, 3}, rng);
   NoGradGuard no_grad;
-  const Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
-  std::vector<int64_t> cpu_tokens, gpu_tokens;
-  const Tensor compact = avit_forward_compact(*model, images, &cpu_tokens);
+  auto [model, images] = gpu_case({"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8"}, 7, 6);
   const Tensor masked = avit_forward(*model, images);
-  ASSERT_LT(cpu_tokens[2], 6 * 17) << "no token halted before the mixers";
-  model->to(Device::cuda());
+  const Tensor compact = expect_gpu_compacted_path_matches_cpu(*model, images);
   const Tensor gpu_images = images.to(Device::cuda());
-  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    const Tensor gpu_compact = avit_forward_compact(*model, gpu_images, &gpu_tokens, {sync});
-    EXPECT_TRUE(gpu_compact.device().is_cuda());
-    EXPECT_EQ(gpu_tokens, cpu_tokens);
-    expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
-  }
   expect_close(avit_forward(*model, gpu_images).to(Device::cpu()), masked, 1e-4);
   // With bfloat16 GEMMs, where the block hands LN1's output to attention's
   // projection as its bfloat16 operand: the same logits to bfloat16's rounding.
@@ -389,31 +409,17 @@ TEST(CudaAvit, BothPathsMatchTheCpuWithSequentialMixers) {
   }
 }
 
-// A GPU removes halted tokens only when they carry enough work (by default
-// more than this tiny model ever has, so it carries them all, masked) or when
-// told to remove as few as the CPU does. Either way: the CPU's logits and
-// counts. Attention and gated_rnn blocks, 16 images. Skips without a GPU.
+// Attention and gated_rnn blocks only, 16 images: with the default policy a
+// GPU never compacts here, and with min_halted 1 it compacts as the CPU does
+// (enough tokens halt by block 1). Skips without a GPU.
 TEST(CudaAvit, CarryingOrCompactingGivesTheCpuLogits) {
   if (cuda_device_count() == 0) GTEST_SKIP();
-  VitConfig config = tiny_avit_config();
-  config.mixers = {"attention", "gated_rnn:width=8", "attention", "gated_rnn:width=8"};
-  auto model = tiny_avit(3, config);
-  Rng rng(8);
-  jitter_mixers(*model, {1, 3}, rng);
   NoGradGuard no_grad;
-  const Tensor images = Tensor::randn({16, 3, 8, 8}, rng);
-  std::vector<int64_t> cpu_tokens, gpu_tokens;
-  const Tensor compact = avit_forward_compact(*model, images, &cpu_tokens);
+  auto [model, images] = gpu_case({"attention", "gated_rnn:width=8", "attention", "gated_rnn:width=8"}, 8, 16);
+  std::vector<int64_t> cpu_tokens;
+  avit_forward_compact(*model, images, &cpu_tokens);
   ASSERT_LE(8 * cpu_tokens[2], 7 * 16 * 17) << "fewer than an eighth of the tokens halted by block 1: no compaction";
-  model->to(Device::cuda());
-  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    for (int64_t min_halted : {0, 1}) {
-      const Tensor gpu_compact =
-          avit_forward_compact(*model, images.to(Device::cuda()), &gpu_tokens, {sync, min_halted});
-      EXPECT_EQ(gpu_tokens, cpu_tokens);
-      expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
-    }
-  }
+  expect_gpu_compacted_path_matches_cpu(*model, images);
 }
 
 TEST(Avit, GradientsFlowThroughTheHaltingPathInFloat64) {
