@@ -114,7 +114,7 @@ MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Data
     double loss_sum = 0.0;
     for (int64_t b = 0; b < steps_per_epoch; ++b) {
       std::vector<int64_t> batch(order.begin() + b * spec.batch_size, order.begin() + (b + 1) * spec.batch_size);
-      Tensor indices = Tensor::from_vector(batch, {spec.batch_size});
+      const DeviceIndex indices(Tensor::from_vector(batch, {spec.batch_size}), train_data.images.device());
       Tensor loss = cross_entropy(model.forward(index_select(train_data.images, 0, indices)),
                                   index_select(train_data.labels, 0, indices));
       optimizer->zero_grad();
