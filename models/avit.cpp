@@ -1,6 +1,7 @@
 #include "models/avit.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <memory>
 #include <numeric>
@@ -180,13 +181,10 @@ Tensor leading_tokens(const std::vector<int64_t>& count, int64_t per_image) {
   return Tensor::from_vector(index, {static_cast<int64_t>(index.size())});
 }
 
-// The halting decisions on their way to the host: after every block the
-// packed tokens' flags start downloading (PendingDownload), and the host reads
-// them when it compacts. Waiting for the newest flags before each block would
-// leave the GPU idle while the host then queues the block; reading those of
-// the block before (which landed while the GPU ran the last block) keeps it
-// busy, at the price of carrying the tokens that halted since for one more
-// block, masked.
+// The halting decisions on their way to the host: after a block the packed
+// tokens' flags start downloading (PendingDownload) when a compaction may
+// read them (FlagSchedule), and before each block the host reads those that
+// the schedule says it needs.
 class HaltingDecisions {
  public:
   explicit HaltingDecisions(int64_t tokens) : halted_(static_cast<size_t>(tokens), false) {}
@@ -197,9 +195,9 @@ class HaltingDecisions {
     PendingDownload download(flags.raw_data(), flags.device(), origin->size() * sizeof(float));
     in_flight_.push_back({block, std::move(download), std::move(origin)});
   }
-  // Reads the downloads until at most `left_in_flight` remain.
-  void read_until(size_t left_in_flight) {
-    while (in_flight_.size() > left_in_flight) {
+  // Reads the downloads of blocks up to `last_block`, waiting for them to land.
+  void read_through(int64_t last_block) {
+    while (!in_flight_.empty() && in_flight_.front().block <= last_block) {
       InFlight& next = in_flight_.front();
       const auto* flags = static_cast<const float*>(next.flags.wait());
       const std::vector<int64_t>& origin = *next.origin;
@@ -268,14 +266,47 @@ void drop_halted(PackedTokens& tokens, HaltingDecisions& decisions) {
   decisions.compacted();
 }
 
-// CompactionPolicy::min_halted, with 0 resolved by the device.
-int64_t min_halted_to_compact(const VisionTransformer& model, const CompactionPolicy& policy, Device device) {
-  if (policy.min_halted > 0) return policy.min_halted;
-  if (!device.is_cuda()) return 1;
-  const double dim = static_cast<double>(model.config.embed_dim), hidden = static_cast<double>(model.config.mlp_hidden);
-  const double flops_per_token = 2 * (4 * dim * dim + 2 * dim * hidden);  // qkv, proj, fc1, fc2
-  return std::max<int64_t>(1, std::llround(1e9 / flops_per_token));
-}
+// Which halting flags the host needs when: CompactionPolicy's rules for one
+// model on one device.
+class FlagSchedule {
+ public:
+  FlagSchedule(const VisionTransformer& model, const CompactionPolicy& policy, Device device)
+      : model_(model), sync_(policy.sync), min_halted_(policy.min_halted) {
+    if (sync_ == CompactionSync::by_device) {
+      sync_ = device.is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
+    }
+    if (min_halted_ == 0) min_halted_ = device.is_cuda() ? tokens_per_gflop(model.config) : 1;
+  }
+
+  int64_t min_halted() const { return min_halted_; }
+  // A block whose mixer reads its neighbours by position needs every halted token gone.
+  bool needs_halted_gone(int64_t block) const { return !model_.blocks[block].mixer->skips_halted_tokens(); }
+  // The last block whose flags the host reads before `block`: the one just
+  // before when `block` waits for the newest flags, else the one before that.
+  int64_t read_through(int64_t block) const { return block - (reads_newest_flags(block) ? 1 : 2); }
+  // Whether to download the flags after `block`, of which `may_halt` tokens
+  // could have halted: only if the block that reads them may compact. (A
+  // block that needs halted tokens gone reads the flags just before it, and
+  // those flag every halted token still packed.)
+  bool download_after(int64_t block, int64_t may_halt) const {
+    const int64_t reader = reads_newest_flags(block + 1) ? block + 1 : block + 2;
+    return reader < model_.config.depth && (may_halt >= min_halted_ || needs_halted_gone(block + 1));
+  }
+
+ private:
+  bool reads_newest_flags(int64_t block) const {
+    return sync_ == CompactionSync::last_block || needs_halted_gone(block);
+  }
+  // The tokens whose qkv, proj, fc1 and fc2 take a GFLOP.
+  static int64_t tokens_per_gflop(const VitConfig& config) {
+    const double dim = static_cast<double>(config.embed_dim), hidden = static_cast<double>(config.mlp_hidden);
+    return std::max<int64_t>(1, std::llround(1e9 / (2 * (4 * dim * dim + 2 * dim * hidden))));
+  }
+
+  const VisionTransformer& model_;
+  CompactionSync sync_;
+  int64_t min_halted_;
+};
 
 // Before a block: removes the tokens known to have halted if they are worth a
 // compaction (then compacted_layout, the layout of the packed tokens, follows),
@@ -298,7 +329,7 @@ PaddedLayout prepare_block(PackedTokens& packed, HaltingDecisions& decisions, Pa
 
 }  // namespace
 
-Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std::vector<int64_t>* active_tokens,
+Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, CompactTrace* trace,
                             CompactionPolicy policy) {
   NoGradGuard no_grad;
   const HaltingConfig& halting = halting_config(model);
@@ -315,33 +346,16 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
   auto origin = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(batch * tokens));
   std::iota(origin->begin(), origin->end(), int64_t{0});
   packed.origin = std::move(origin);
-  CompactionSync sync = policy.sync;
-  if (sync == CompactionSync::by_device) {
-    sync = embedded.device().is_cuda() ? CompactionSync::block_before_last : CompactionSync::last_block;
-  }
-  const int64_t min_halted = min_halted_to_compact(model, policy, embedded.device());
-  // A block whose mixer reads its neighbours by position needs every halted token gone.
-  auto needs_halted_gone = [&](int64_t l) { return !model.blocks[l].mixer->skips_halted_tokens(); };
-  auto reads_newest_flags = [&](int64_t l) { return sync == CompactionSync::last_block || needs_halted_gone(l); };
-  // Whether the flags after block l can lead to a compaction: the block that
-  // reads them (the next one when it waits for the newest flags, else the one
-  // after) or a later one may compact.
-  auto flags_may_compact = [&](int64_t l) {
-    const int64_t reader = reads_newest_flags(l + 1) ? l + 1 : l + 2;
-    if (reader >= depth) return false;
-    if (packed.size() - batch * prefix >= min_halted) return true;  // prefix tokens never halt
-    for (int64_t j = reader; j < depth; ++j) {
-      if (needs_halted_gone(j)) return true;
-    }
-    return false;
-  };
+  const FlagSchedule schedule(model, policy, embedded.device());
   HaltingDecisions decisions(batch * tokens);
   PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
+  if (trace) *trace = CompactTrace{};
   for (int64_t l = 0; l < depth; ++l) {
-    decisions.read_until(reads_newest_flags(l) ? 0 : 1);
+    decisions.read_through(schedule.read_through(l));
     const bool flags_unread = l > 0 && decisions.last_block_read() != l - 1;
-    const PaddedLayout block_layout =
-        prepare_block(packed, decisions, layout, min_halted, needs_halted_gone(l), flags_unread);
+    const PaddedLayout block_layout = prepare_block(packed, decisions, layout, schedule.min_halted(),
+                                                    schedule.needs_halted_gone(l), flags_unread);
+    if (trace) trace->present.push_back(packed.size());
     // Halted tokens still present are not frozen, unlike on the masked path:
     // nothing reads them any more (the mixers mask or skip them, the head
     // reads the prefix tokens) and a later compaction drops them.
@@ -350,18 +364,19 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, std:
       std::tie(packed.state.cumulative, packed.state.active) =
           halting_step(packed.x, packed.can_halt, packed.state.cumulative, packed.state.active, halting.gamma,
                        halting.beta, halting.eps);
-      if (flags_may_compact(l) || active_tokens != nullptr) {
+      // (Prefix tokens never halt.)
+      if (trace || schedule.download_after(l, packed.size() - batch * prefix)) {
         decisions.start_download(l, packed.state.active, packed.origin);
       }
     }
   }
   Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix));
   Tensor logits = model.head_forward(model.final_norm(reshape(heads, {batch, prefix, dim})));
-  if (active_tokens) {
-    decisions.read_until(0);
-    active_tokens->assign(1, batch * tokens);
+  if (trace) {
+    decisions.read_through(depth);
+    trace->active.assign(1, batch * tokens);
     const std::vector<int64_t>& after = decisions.active_counts();
-    active_tokens->insert(active_tokens->end(), after.begin(), after.end());
+    trace->active.insert(trace->active.end(), after.begin(), after.end());
   }
   return logits;
 }

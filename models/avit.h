@@ -81,17 +81,24 @@ enum class CompactionSync {
 struct CompactionPolicy {
   CompactionSync sync = CompactionSync::by_device;
   // 0: by device. On the CPU 1: the work follows the token count down to one
-  // token. On a GPU as many as carry about a GFLOP of a block's projections
-  // and MLP (1,130 tokens of the CIFAR ViT-Ti, 70 of a ViT-B): below that the
+  // token. On a GPU as many as carry about a GFLOP of an attention block's
+  // projections and MLP (1,130 tokens of the CIFAR ViT-Ti, 70 of a ViT-B; the
+  // same count for blocks with other mixers): below that the
   // GPU's time hardly depends on them, and the host's time to issue the
   // compaction is what counts (bench/RESULTS.md "v16").
   int64_t min_halted = 0;
 };
 
-// Compacted path (no gradient): logits [B, classes]. active_tokens, if given,
-// receives per layer the number of tokens entering it still active, summed
-// over the images (padding and tokens carried masked not counted).
-Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images,
-                            std::vector<int64_t>* active_tokens = nullptr, CompactionPolicy policy = {});
+// What the compacted path reports per layer, summed over the images, when
+// asked (asking makes it download every block's flags; its logits and
+// compactions stay the same).
+struct CompactTrace {
+  std::vector<int64_t> active;   // tokens entering the layer still active
+  std::vector<int64_t> present;  // tokens it ran on: the active ones and the halted ones carried (no padding)
+};
+
+// Compacted path (no gradient): logits [B, classes].
+Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, CompactTrace* trace = nullptr,
+                            CompactionPolicy policy = {});
 
 }  // namespace engine

@@ -285,11 +285,15 @@ void expect_paths_agree(VisionTransformer& model, const Tensor& images) {
                                sync == CompactionSync::last_block ? "the last block's flags"
                                                                   : "the flags of the block before last",
                                min_halted));
-      std::vector<int64_t> active_tokens;
-      expect_close(avit_forward_compact(model, images, &active_tokens, {sync, min_halted}), masked, 1e-5);
-      ASSERT_EQ(active_tokens.size(), static_cast<size_t>(model.config.depth));
+      CompactTrace trace;
+      expect_close(avit_forward_compact(model, images, &trace, {sync, min_halted}), masked, 1e-5);
+      // Without a trace only the flags that a compaction may read come home.
+      expect_close(avit_forward_compact(model, images, nullptr, {sync, min_halted}), masked, 1e-5);
+      ASSERT_EQ(trace.active.size(), static_cast<size_t>(model.config.depth));
+      ASSERT_EQ(trace.present.size(), static_cast<size_t>(model.config.depth));
       for (int64_t l = 0; l < model.config.depth; ++l) {
-        EXPECT_NEAR(active_tokens[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
+        EXPECT_NEAR(trace.active[l], retention[l] * batch * tokens, 1e-3) << "layer " << l;
+        EXPECT_GE(trace.present[l], trace.active[l]) << "layer " << l;
       }
       for (int64_t b = 0; b < batch; ++b) {
         expect_close(avit_forward_compact(model, narrow(images, 0, b, 1), nullptr, {sync, min_halted}),
@@ -299,6 +303,34 @@ void expect_paths_agree(VisionTransformer& model, const Tensor& images) {
   }
   // Halting changes the result: the dense forward differs.
   EXPECT_GT(max_abs_difference(model.forward(images), masked), 1e-4);
+}
+
+// The tokens each block runs on follow CompactionPolicy: the halted tokens
+// known from the flags that the timing reads (the last block's on the CPU's
+// timing, the block before last's on the GPU's) are removed once at least
+// min_halted have halted, and never when min_halted is every token.
+TEST(Avit, CompactionsFollowThePolicy) {
+  auto model = tiny_avit(3);
+  Rng rng(4);
+  NoGradGuard no_grad;
+  const Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
+  auto run = [&](CompactionSync sync, int64_t min_halted) {
+    CompactTrace trace;
+    avit_forward_compact(*model, images, &trace, {sync, min_halted});
+    return trace;
+  };
+  const CompactTrace newest = run(CompactionSync::last_block, 1);
+  const std::vector<int64_t>& active = newest.active;
+  const int64_t all = 6 * 17;
+  ASSERT_TRUE(active[1] == all && active[2] < all && active[3] < active[2]) << "tokens halt after blocks 1 and 2";
+  EXPECT_EQ(newest.present, active);
+  EXPECT_EQ(run(CompactionSync::block_before_last, 1).present, (std::vector<int64_t>{all, all, all, active[2]}));
+  // More than had halted after block 1, fewer than after block 2.
+  const int64_t between = all - (active[2] + active[3]) / 2;
+  EXPECT_EQ(run(CompactionSync::last_block, between).present, (std::vector<int64_t>{all, all, all, active[3]}));
+  for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
+    EXPECT_EQ(run(sync, all).present, std::vector<int64_t>(4, all));
+  }
 }
 
 TEST(Avit, MaskedAndCompactedLogitsAgree) {
@@ -344,9 +376,9 @@ TEST(Avit, CompactedLogitsDoNotDependOnTheBatch) {
   NoGradGuard no_grad;
   Tensor images = Tensor::randn({6, 3, 8, 8}, rng);
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
-    std::vector<int64_t> active_tokens;
-    Tensor batched = avit_forward_compact(*model, images, &active_tokens, {sync});
-    ASSERT_LT(active_tokens[2], 6 * 17) << "no token halted before the mixers: nothing is padded";
+    CompactTrace trace;
+    Tensor batched = avit_forward_compact(*model, images, &trace, {sync});
+    ASSERT_LT(trace.active[2], 6 * 17) << "no token halted before the mixers: nothing is padded";
     for (int64_t b = 0; b < 6; ++b) {
       expect_close(narrow(batched, 0, b, 1), avit_forward_compact(*model, narrow(images, 0, b, 1), nullptr, {sync}),
                    1e-6);
@@ -371,16 +403,25 @@ std::pair<std::unique_ptr<VisionTransformer>, Tensor> gpu_case(const std::vector
 // needs them gone) or as soon as any are known, as the CPU does. Returns the
 // CPU's logits.
 Tensor expect_gpu_compacted_path_matches_cpu(VisionTransformer& model, const Tensor& images) {
-  std::vector<int64_t> cpu_tokens, gpu_tokens;
-  const Tensor compact = avit_forward_compact(model, images, &cpu_tokens);
+  CompactTrace cpu;
+  const Tensor compact = avit_forward_compact(model, images, &cpu);
   model.to(Device::cuda());
+  const Tensor gpu_images = images.to(Device::cuda());
   for (CompactionSync sync : {CompactionSync::last_block, CompactionSync::block_before_last}) {
     for (int64_t min_halted : {0, 1}) {
-      const Tensor gpu_compact =
-          avit_forward_compact(model, images.to(Device::cuda()), &gpu_tokens, {sync, min_halted});
+      SCOPED_TRACE(fmt::format("sync {}, min_halted {}", static_cast<int>(sync), min_halted));
+      CompactTrace gpu;
+      const Tensor gpu_compact = avit_forward_compact(model, gpu_images, &gpu, {sync, min_halted});
       EXPECT_TRUE(gpu_compact.device().is_cuda());
-      EXPECT_EQ(gpu_tokens, cpu_tokens);
+      EXPECT_EQ(gpu.active, cpu.active);
+      // The CPU's policy (the newest flags, any halted token removed): the same compactions.
+      if (sync == CompactionSync::last_block && min_halted == 1) {
+        EXPECT_EQ(gpu.present, cpu.present);
+      }
       expect_close(gpu_compact.to(Device::cpu()), compact, 1e-4);
+      // Without a trace only the flags that a compaction may read come home.
+      expect_close(avit_forward_compact(model, gpu_images, nullptr, {sync, min_halted}).to(Device::cpu()), compact,
+                   1e-4);
     }
   }
   return compact;
@@ -416,9 +457,9 @@ TEST(CudaAvit, CarryingOrCompactingGivesTheCpuLogits) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   NoGradGuard no_grad;
   auto [model, images] = gpu_case({"attention", "gated_rnn:width=8", "attention", "gated_rnn:width=8"}, 8, 16);
-  std::vector<int64_t> cpu_tokens;
-  avit_forward_compact(*model, images, &cpu_tokens);
-  ASSERT_LE(8 * cpu_tokens[2], 7 * 16 * 17) << "fewer than an eighth of the tokens halted by block 1: no compaction";
+  CompactTrace cpu;
+  avit_forward_compact(*model, images, &cpu);
+  ASSERT_LE(8 * cpu.active[2], 7 * 16 * 17) << "fewer than an eighth of the tokens halted by block 1: no compaction";
   expect_gpu_compacted_path_matches_cpu(*model, images);
 }
 

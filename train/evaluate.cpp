@@ -87,9 +87,9 @@ RetentionMeter::RetentionMeter(VisionTransformer& model) : model_(model), active
 
 LogitsFn RetentionMeter::logits() {
   return [this](const Tensor& images) {
-    std::vector<int64_t> active;
-    Tensor logits = avit_forward_compact(model_, images, &active);
-    for (size_t l = 0; l < active.size(); ++l) active_[l] += active[l];
+    CompactTrace trace;
+    Tensor logits = avit_forward_compact(model_, images, &trace);
+    for (size_t l = 0; l < trace.active.size(); ++l) active_[l] += trace.active[l];
     tokens_ += images.size(0) * model_.config.num_tokens();
     return logits;
   };

@@ -3,6 +3,7 @@
 // driver) reports zero devices, so CUDA-enabled binaries still run on the CPU.
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "engine/caching_allocator.h"
@@ -151,10 +152,15 @@ class EventPool {
     cuda_check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
     return event;
   }
-  // Back to the pool once nothing waits on it any more (a later record resets it).
-  void give(cudaEvent_t event) {
+  // Back to the pool once nothing waits on it any more (a later record resets
+  // it). No throw: DeviceDownload's release calls it.
+  void give(cudaEvent_t event) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    free_.push_back(event);
+    try {
+      free_.push_back(event);
+    } catch (const std::bad_alloc&) {
+      cudaEventDestroy(event);
+    }
   }
 
  private:

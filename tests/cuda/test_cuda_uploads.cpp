@@ -100,7 +100,7 @@ TEST(CudaUploads, IndexSelectTakesAHostIndexCheckedOnTheHost) {
       [&] { index_select(x_gpu, 0, Tensor::from_vector<int64_t>({1, 6}, {2})); }, {"index 6", "size 6"});
 }
 
-TEST(CudaUploads, DeviceIndexIsUploadedOnceForSeveralTensors) {
+TEST(CudaUploads, DeviceIndexSelectsOnTheGpuForSeveralTensors) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(23);
   const Tensor host = Tensor::from_vector<int64_t>({5, 0, 0, 3}, {4});
@@ -112,6 +112,8 @@ TEST(CudaUploads, DeviceIndexIsUploadedOnceForSeveralTensors) {
   expect_matches(index_select(y.to(Device::cuda()), 0, index).to(Device::cpu()), index_select(y, 0, host), 0.0,
                  "entries of a vector");
   testing::expect_error_mentioning([&] { index_select(x, 0, index); }, {"index on cuda", "input on cpu"});
+  testing::expect_error_mentioning([&] { DeviceIndex(host.to(Device::cuda()), Device::cuda()); },
+                                   {"on the host"});
 }
 
 }  // namespace

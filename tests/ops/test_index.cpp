@@ -104,7 +104,13 @@ TEST(Index, DeviceIndexErrors) {
   expect_error_mentioning([] { DeviceIndex(Tensor::zeros({2}, DType::F32), Device::cpu()); }, {"int64"});
   const DeviceIndex index(indices({0, 4}, {2}), Device::cpu());
   expect_error_mentioning([&] { index_select(arange_float({3, 4}), 0, index); }, {"index 4", "size 3"});
-  expect_error_mentioning([] { index_select(arange_float({3}), 0, DeviceIndex()); }, {"empty DeviceIndex"});
+  expect_error_mentioning([] { index_select(arange_float({3}), 0, DeviceIndex()); }, {"undefined DeviceIndex"});
+  expect_error_mentioning([] { DeviceIndex(indices({0, 1, 2, 3}, {2, 2}), Device::cpu()); }, {"1-D int64"});
+  // A copy: changing the caller's index later cannot reach past the checked bound.
+  Tensor host = indices({0, 1}, {2});
+  const DeviceIndex copied(host, Device::cpu());
+  host.data<int64_t>()[1] = 9;
+  expect_close(index_select(arange_float({3}), 0, copied), arange_float({2}), 0);
 }
 
 TEST(Index, ConcatAndSplitValues) {

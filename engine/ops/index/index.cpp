@@ -79,12 +79,13 @@ DeviceIndex::DeviceIndex(const Tensor& host_index, Device device) {
     check(i >= 0, "DeviceIndex: negative entry {}", i);
     bound_ = std::max(bound_, i + 1);
   }
-  index_ = host_index.to(device);
+  // A copy on the CPU too: the caller's tensor may change after the check.
+  index_ = device.is_cpu() ? host_index.clone() : host_index.to(device);
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const DeviceIndex& index) {
   dim = wrap_dim(dim, x.dim());
-  check(index.defined(), "index_select: an empty DeviceIndex");
+  check(index.defined(), "index_select: an undefined DeviceIndex (default-constructed)");
   check_index_tensor(index.tensor(), x, "index_select");
   check(index.bound() <= x.size(dim), "index_select: index {} out of range for size {} of dim {}",
         index.bound() - 1, x.size(dim), dim);

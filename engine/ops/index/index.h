@@ -19,7 +19,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 class DeviceIndex {
  public:
   DeviceIndex() = default;
-  DeviceIndex(const Tensor& host_index, Device device);  // an error for a negative entry
+  // A copy of host_index on `device`; an error for a negative entry.
+  DeviceIndex(const Tensor& host_index, Device device);
   bool defined() const { return index_.defined(); }
   const Tensor& tensor() const { return index_; }  // [K] int64 on the device
   int64_t bound() const { return bound_; }          // 1 + the largest entry (0 when empty)
