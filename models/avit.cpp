@@ -349,7 +349,11 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, Comp
   const FlagSchedule schedule(model, policy, embedded.device());
   HaltingDecisions decisions(batch * tokens);
   PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
-  if (trace) *trace = CompactTrace{};
+  const bool count_active = trace && trace->count_active;
+  if (trace) {
+    trace->active.clear();
+    trace->present.clear();
+  }
   for (int64_t l = 0; l < depth; ++l) {
     decisions.read_through(schedule.read_through(l));
     const bool flags_unread = l > 0 && decisions.last_block_read() != l - 1;
@@ -365,14 +369,14 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, Comp
           halting_step(packed.x, packed.can_halt, packed.state.cumulative, packed.state.active, halting.gamma,
                        halting.beta, halting.eps);
       // (Prefix tokens never halt.)
-      if (trace || schedule.download_after(l, packed.size() - batch * prefix)) {
+      if (count_active || schedule.download_after(l, packed.size() - batch * prefix)) {
         decisions.start_download(l, packed.state.active, packed.origin);
       }
     }
   }
   Tensor heads = index_select(packed.x, 0, leading_tokens(packed.count, prefix));
   Tensor logits = model.head_forward(model.final_norm(reshape(heads, {batch, prefix, dim})));
-  if (trace) {
+  if (count_active) {
     decisions.read_through(depth);
     trace->active.assign(1, batch * tokens);
     const std::vector<int64_t>& after = decisions.active_counts();

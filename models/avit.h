@@ -90,10 +90,12 @@ struct CompactionPolicy {
 };
 
 // What the compacted path reports per layer, summed over the images, when
-// asked (asking makes it download every block's flags; its logits and
-// compactions stay the same).
+// asked. Counting the active tokens makes it download every block's flags
+// (its logits and compactions stay the same); without, it downloads only the
+// flags that a compaction may read, as when no trace is asked for.
 struct CompactTrace {
-  std::vector<int64_t> active;   // tokens entering the layer still active
+  bool count_active = true;
+  std::vector<int64_t> active;   // tokens entering the layer still active (if counted)
   std::vector<int64_t> present;  // tokens it ran on: the active ones and the halted ones carried (no padding)
 };
 
