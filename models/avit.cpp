@@ -284,13 +284,15 @@ class FlagSchedule {
   // The last block whose flags the host reads before `block`: the one just
   // before when `block` waits for the newest flags, else the one before that.
   int64_t read_through(int64_t block) const { return block - (reads_newest_flags(block) ? 1 : 2); }
-  // Whether to download the flags after `block`, of which `may_halt` tokens
-  // could have halted: only if the block that reads them may compact. (A
-  // block that needs halted tokens gone reads the flags just before it, and
-  // those flag every halted token still packed.)
+  // Whether to download the flags after `block` (not the last), of which
+  // `may_halt` tokens could have halted: only if the block that reads them
+  // may compact. A block that needs halted tokens gone reads the flags just
+  // before it, which flag every halted token still packed, and no earlier ones.
   bool download_after(int64_t block, int64_t may_halt) const {
-    const int64_t reader = reads_newest_flags(block + 1) ? block + 1 : block + 2;
-    return reader < model_.config.depth && (may_halt >= min_halted_ || needs_halted_gone(block + 1));
+    if (needs_halted_gone(block + 1)) return true;
+    const int64_t reader = read_through(block + 1) == block ? block + 1 : block + 2;
+    if (reader >= model_.config.depth || needs_halted_gone(reader)) return false;
+    return may_halt >= min_halted_;
   }
 
  private:
