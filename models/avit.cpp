@@ -290,7 +290,7 @@ class FlagSchedule {
   // before it, which flag every halted token still packed, and no earlier ones.
   bool download_after(int64_t block, int64_t may_halt) const {
     if (needs_halted_gone(block + 1)) return true;
-    const int64_t reader = read_through(block + 1) == block ? block + 1 : block + 2;
+    const int64_t reader = reads_newest_flags(block + 1) ? block + 1 : block + 2;
     if (reader >= model_.config.depth || needs_halted_gone(reader)) return false;
     return may_halt >= min_halted_;
   }
