@@ -165,6 +165,33 @@ TEST(Eval, LatenciesTimeTheModelsInTurnsAfterAWarmUpRound) {
   EXPECT_GE(ms[1], 6.0);
 }
 
+TEST(Eval, TimeModelsGivesEveryModelATimeAtEveryBatchSize) {
+  VitConfig config;
+  config.img_size = 4;
+  config.patch_size = 2;
+  config.embed_dim = 8;
+  config.depth = 1;
+  config.num_heads = 2;
+  config.mlp_hidden = 16;
+  config.num_classes = 3;
+  config.preprocess = raw_pixels();
+  config.preprocess.input_size = 4;
+  VisionTransformer teacher(config, 1), student(config, 2);
+  const SortedByClass dataset(1, 2);  // 2 images: batch 3 repeats the first
+  const LatencyTable table = time_models({&teacher, &student}, dataset, {1, 3}, 2, Device::cpu());
+  EXPECT_EQ(table.batches, (std::vector<int64_t>{1, 3}));
+  ASSERT_EQ(table.eager_ms.size(), 2u);
+  for (const std::vector<double>& row : table.eager_ms) {
+    ASSERT_EQ(row.size(), 2u);
+    for (double ms : row) EXPECT_GT(ms, 0.0);
+  }
+  EXPECT_TRUE(table.graph_ms.empty()) << "graph replays are for GPUs";
+  const nlohmann::json student_ms = table.by_batch(table.eager_ms[1]);
+  EXPECT_EQ(student_ms.size(), 2u);
+  EXPECT_DOUBLE_EQ(student_ms.at("b3").get<double>(), table.eager_ms[1][1]);
+  EXPECT_THROW(table.by_batch({1.0}), Error);
+}
+
 TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {
   const SortedByClass dataset(4, 3);  // 12 images, batches of 4
   // Right on the first 6 images only (classes 0 and 1): the running top-1 falls after them.

@@ -40,6 +40,18 @@ TEST(LayerGroups, SpearmanRho) {
   // Ties take average ranks: x ranks 1.5,1.5,3 ; y ranks 1,2,3 -> Pearson of ranks = 0.8660254.
   EXPECT_NEAR(spearman_rho({1, 1, 2}, {1, 2, 3}), std::sqrt(3.0) / 2, 1e-9);
   EXPECT_TRUE(std::isnan(spearman_rho({1, 1}, {1, 2})));
+  // Two groups' mean drops over 3 seeds (points; a teacher with 8,091 of
+  // 10,000 right, hybrids with 8,062, 8,051, 8,038 and 8,061, 8,045, 8,045)
+  // whose exact means are equal, though their floating-point means are not:
+  // still a tie.
+  const double teacher = 0.8091;
+  auto mean_drop = [&](std::vector<double> top1) {
+    for (double& t : top1) t = (teacher - t) * 100;
+    return spread_of(top1).mean;
+  };
+  const double tied_a = mean_drop({0.8062, 0.8051, 0.8038}), tied_b = mean_drop({0.8061, 0.8045, 0.8045});
+  ASSERT_NE(tied_a, tied_b) << "the case needs means that differ by rounding";
+  EXPECT_NEAR(spearman_rho({30, 31, 32}, {tied_a, tied_b, 0.91}), std::sqrt(3.0) / 2, 1e-9);
 }
 
 // The permutation p-value against the exact one: every pairing of 6 points enumerated.

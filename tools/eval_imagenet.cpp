@@ -1,9 +1,15 @@
 // ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
 //                 [--precision fp32|bf16] [--limit N] [--predictions FILE] [--out results.json] [--log metrics.jsonl]
+//                 [--latency 1,256 [--latency-repeats N]]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
 // synset list, or any other folder such as the CIFAR-10 test JPEGs) or on CIFAR-10's
 // official binary batches (--data cifar-10-binary.tar.gz --subdir test). An A-ViT checkpoint
 // is evaluated with halting, tokens really dropped, and its token retention reported.
+// --latency times the forward at the given batch sizes (the median over repeated
+// calls, each waited for; on a GPU also replayed as one CUDA graph).
+#include <algorithm>
+#include <optional>
+
 #include "data/open_dataset.h"
 #include "engine/cli.h"
 #include "engine/ops/matmul/matmul.h"
@@ -31,7 +37,9 @@ int eval_main(int argc, char** argv) {
                {"skip-bad-images", "skip undecodable images (counted) instead of failing", "", true},
                {"predictions", "write '<relative path> <predicted index>' lines here", ""},
                {"out", "results JSON", ""},
-               {"log", "JSONL log, one line per batch: images so far, running top-1/top-5, img/s", ""}});
+               {"log", "JSONL log, one line per batch: images so far, running top-1/top-5, img/s", ""},
+               {"latency", "batch sizes to time the forward at, e.g. 1,256 (none: no timing)", ""},
+               {"latency-repeats", "timed calls per batch size (their median is reported)", "20"}});
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.get("model").empty() && !flags.get("data").empty(), "--model and --data are required (see --help)");
   const Device device = Device::parse(flags.get("device"));
@@ -42,6 +50,9 @@ int eval_main(int argc, char** argv) {
   options.num_workers = static_cast<int>(flags.get_int_at_least("workers", 0));
   options.skip_bad_images = flags.get_bool("skip-bad-images");
   options.device = device;
+  const std::vector<int64_t> latency_batches = flags.get_int_list("latency");
+  for (int64_t batch : latency_batches) check(batch >= 1, "--latency {}: batch sizes must be at least 1", batch);
+  const int64_t latency_repeats = flags.get_int_at_least("latency-repeats", 1);
   VitLoadOptions load_options;
   load_options.config_path = flags.get("config");
   auto model = load_vit(flags.get("model"), load_options);
@@ -62,12 +73,26 @@ int eval_main(int argc, char** argv) {
   // An A-ViT (engine.halting in its config.json) runs with tokens really dropped.
   std::unique_ptr<RetentionMeter> meter;
   if (model->config.halting) meter = std::make_unique<RetentionMeter>(*model);
+  const int64_t flops_before = gemm_flops_so_far();
   EvalResult result = evaluate_classifier(meter ? meter->logits() : inference_logits(*model), dataset,
                                           model->config.preprocess, options);
+  // GEMM FLOPs per image, averaged over the images (an A-ViT's depend on them).
+  const double images = static_cast<double>(std::max<int64_t>(result.images, 1));
+  const double gflops = static_cast<double>(gemm_flops_so_far() - flops_before) / images / 1e9;
   fmt::print("top-1 {:.2f}%  top-5 {:.2f}%  {} images  {:.1f} img/s{}\n", 100 * result.top1, 100 * result.top5,
              result.images, result.images_per_second,
              result.bad_images ? fmt::format("  ({} undecodable images skipped)", result.bad_images) : "");
+  fmt::print("{:.4f} GFLOPs per image in GEMMs\n", gflops);
   if (meter) fmt::print("A-ViT: {:.1f}% of the tokens enter a layer on average\n", 100 * meter->mean_retention());
+  std::optional<LatencyTable> latency;
+  if (!latency_batches.empty()) {
+    latency = time_models({model.get()}, dataset, latency_batches, latency_repeats, device);
+    for (size_t b = 0; b < latency_batches.size(); ++b) {
+      const std::string graph =
+          latency->graph_ms.empty() ? "" : fmt::format(" ({:.3f} ms replayed as a graph)", latency->graph_ms[0][b]);
+      fmt::print("latency at batch {}: {:.3f} ms{}\n", latency_batches[b], latency->eager_ms[0][b], graph);
+    }
+  }
   if (!flags.get("predictions").empty()) {
     std::string lines;
     for (const auto& [name, predicted] : result.predictions) lines += fmt::format("{} {}\n", name, predicted);
@@ -80,6 +105,8 @@ int eval_main(int argc, char** argv) {
                           {"top1", result.top1},
                           {"top5", result.top5},
                           {"images_per_second", result.images_per_second},
+                          {"params", model->num_parameters()},
+                          {"gflops", gflops},
                           {"seconds", result.seconds},
                           {"bad_images", result.bad_images},
                           {"batch_size", options.batch_size},
@@ -88,6 +115,11 @@ int eval_main(int argc, char** argv) {
     if (meter) {
       out["retention"] = meter->retention();
       out["mean_retention"] = meter->mean_retention();
+    }
+    if (latency) {
+      out["latency_ms"] = latency->by_batch(latency->eager_ms[0]);
+      if (!latency->graph_ms.empty()) out["graph_latency_ms"] = latency->by_batch(latency->graph_ms[0]);
+      out["latency_repeats"] = latency_repeats;
     }
     write_json_atomic(flags.get("out"), out);
   }

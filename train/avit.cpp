@@ -139,18 +139,20 @@ json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const Av
           {"retention", meter.retention()}, {"mean_retention", meter.mean_retention()}};
 }
 
-// Median latencies of the dense teacher and the A-ViT at every configured
-// batch, on real test images, the two taking turns: {"b<N>": ms} each.
-std::pair<json, json> latency_reports(VisionTransformer& dense, VisionTransformer& avit, const Tensor& images,
-                                      const AvitSettings& s) {
-  json dense_report = json::object(), avit_report = json::object();
+// The mean share of tokens entering a layer in each timed batch (the first
+// images of timing_images, as time_models takes them): {"b<N>": share}. An
+// A-ViT's speed depends on it.
+json timed_retention(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
+  const int64_t largest = *std::max_element(s.latency_batches.begin(), s.latency_batches.end());
+  const Tensor images = timing_images(test, model.config.preprocess, largest, s.device);
+  NoGradGuard no_grad;
+  json shares = json::object();
   for (int64_t batch : s.latency_batches) {
-    const std::vector<double> ms = latencies_ms({inference_logits(dense), inference_logits(avit)},
-                                                narrow(images, 0, 0, batch), s.latency_repeats);
-    dense_report[fmt::format("b{}", batch)] = ms[0];
-    avit_report[fmt::format("b{}", batch)] = ms[1];
+    RetentionMeter meter(model);
+    meter.logits()(narrow(images, 0, 0, batch));
+    shares[fmt::format("b{}", batch)] = meter.mean_retention();
   }
-  return {dense_report, avit_report};
+  return shares;
 }
 
 // OUT/depth_map_img<k>.png: the image, then N_k (layers a patch passes through)
@@ -205,12 +207,15 @@ json run_avit(const AvitSettings& s) {
   fmt::print("evaluating the A-ViT (tokens dropped)\n");
   json avit = evaluate_avit(*model, test_set, s);
 
-  const int64_t largest = *std::max_element(s.latency_batches.begin(), s.latency_batches.end());
-  const Tensor images = timing_images(test_set, model->config.preprocess, largest, s.device);
-  const auto [dense_latency, avit_latency] = latency_reports(*teacher, *model, images, s);
+  // Median latencies at every configured batch, the two models taking turns.
+  const LatencyTable latency = time_models({teacher.get(), model.get()}, test_set, s.latency_batches,
+                                           s.latency_repeats, s.device);
+  const json dense_latency = latency.by_batch(latency.eager_ms[0]);
+  const json avit_latency = latency.by_batch(latency.eager_ms[1]);
   json speedup = json::object();
   for (const auto& [batch, ms] : dense_latency.items()) speedup[batch] = ms.get<double>() / avit_latency[batch].get<double>();
   avit["latency_ms"] = avit_latency;
+  avit["latency_mean_retention"] = timed_retention(*model, test_set, s);
 
   save_vit(*model, (fs::path(s.out_dir) / "avit").string());
   json results = {

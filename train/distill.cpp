@@ -339,10 +339,6 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
 
 // ------------------------------------------------------------------ evaluation
 
-int64_t max_batch(const std::vector<int64_t>& batches) {
-  return batches.empty() ? 1 : *std::max_element(batches.begin(), batches.end());
-}
-
 // Top-1 and friends on the test set.
 json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label) {
   fmt::print("evaluating the {}\n", label);
@@ -365,31 +361,16 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
 // Adds latency_ms_b<N> (and on a GPU graph_latency_ms_b<N>) at each of
 // s.latency_batches to reports[i], the report of models[i]. The models are
 // timed together, taking turns, so a teacher and its hybrid are compared
-// under the same conditions; they share the first one's preprocessing (a
-// hybrid is made from its teacher). With an A-ViT among them, none gets
-// graph timings, so that the columns compare like with like.
+// under the same conditions (time_models).
 void add_latencies(const std::vector<VisionTransformer*>& models, const std::vector<json*>& reports,
                    const data::Dataset& test, const DistillSettings& s) {
-  check(models.size() == reports.size() && !models.empty(), "add_latencies: {} models, {} reports", models.size(),
-        reports.size());
-  fmt::print("timing {} model(s) at batch {}\n", models.size(), join_indices(s.latency_batches, ", "));
-  std::vector<LogitsFn> forwards;
-  // The forward replayed as one graph as well, on a GPU: the GPU's time alone
-  // (not for an A-ViT, whose compacted forward reads its decisions on the host).
-  bool graphs = s.device.is_cuda();
-  for (VisionTransformer* model : models) {
-    forwards.push_back(inference_logits(*model));
-    graphs = graphs && !model->config.halting;
-  }
-  const Tensor images = timing_images(test, models.front()->config.preprocess, max_batch(s.latency_batches), s.device);
-  for (int64_t batch : s.latency_batches) {
-    const Tensor batch_images = narrow(images, 0, 0, batch);
-    const std::vector<double> eager = latencies_ms(forwards, batch_images, s.latency_repeats);
-    const std::vector<double> replayed = graphs ? graph_latencies_ms(forwards, batch_images, s.latency_repeats)
-                                                : std::vector<double>{};
-    for (size_t i = 0; i < models.size(); ++i) {
-      (*reports[i])[fmt::format("latency_ms_b{}", batch)] = eager[i];
-      if (graphs) (*reports[i])[fmt::format("graph_latency_ms_b{}", batch)] = replayed[i];
+  check(models.size() == reports.size(), "add_latencies: {} models, {} reports", models.size(), reports.size());
+  const LatencyTable table = time_models(models, test, s.latency_batches, s.latency_repeats, s.device);
+  for (size_t i = 0; i < models.size(); ++i) {
+    for (size_t b = 0; b < table.batches.size(); ++b) {
+      json& report = *reports[i];
+      report[fmt::format("latency_ms_b{}", table.batches[b])] = table.eager_ms[i][b];
+      if (!table.graph_ms.empty()) report[fmt::format("graph_latency_ms_b{}", table.batches[b])] = table.graph_ms[i][b];
     }
   }
 }

@@ -121,7 +121,11 @@ Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, 
 }
 
 Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device) {
-  const Tensor images = first_images(dataset, preprocess, count, device);
+  // Spread over the set: an ImageFolder lists its items class by class, and
+  // an A-ViT's speed depends on the images.
+  const size_t wanted = static_cast<size_t>(std::max<int64_t>(count, 1));
+  const data::Subset spread(dataset, data::evenly_spaced_items(dataset.size(), std::min(wanted, dataset.size())));
+  const Tensor images = first_images(spread, preprocess, count, device);
   std::vector<Tensor> copies(static_cast<size_t>((count + images.size(0) - 1) / images.size(0)), images);
   return copies.size() == 1 ? images : narrow(concat(copies, 0), 0, 0, count);
 }
@@ -171,6 +175,41 @@ std::vector<double> graph_latencies_ms(const std::vector<LogitsFn>& models, cons
     runs.push_back([graph = graphs.back().get()] { graph->replay(); });
   }
   return median_wall_ms(images.device(), runs, repeats);
+}
+
+nlohmann::json LatencyTable::by_batch(const std::vector<double>& ms) const {
+  check(ms.size() == batches.size(), "LatencyTable: {} times for {} batch sizes", ms.size(), batches.size());
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t i = 0; i < batches.size(); ++i) out[fmt::format("b{}", batches[i])] = ms[i];
+  return out;
+}
+
+LatencyTable time_models(const std::vector<VisionTransformer*>& models, const data::Dataset& dataset,
+                         const std::vector<int64_t>& batches, int64_t repeats, Device device) {
+  check(!models.empty() && !batches.empty(), "time_models: {} models at {} batch sizes", models.size(),
+        batches.size());
+  std::vector<LogitsFn> forwards;
+  bool graphs = device.is_cuda();
+  for (VisionTransformer* model : models) {
+    forwards.push_back(inference_logits(*model));
+    graphs = graphs && !model->config.halting;
+  }
+  const int64_t largest = *std::max_element(batches.begin(), batches.end());
+  const Tensor images = timing_images(dataset, models.front()->config.preprocess, largest, device);
+  LatencyTable table{batches, std::vector<std::vector<double>>(models.size()), {}};
+  if (graphs) table.graph_ms.resize(models.size());
+  for (int64_t batch : batches) {
+    fmt::print("timing {} model(s) at batch {}\n", models.size(), batch);
+    const Tensor batch_images = narrow(images, 0, 0, batch);
+    const std::vector<double> eager = latencies_ms(forwards, batch_images, repeats);
+    const std::vector<double> replayed = graphs ? graph_latencies_ms(forwards, batch_images, repeats)
+                                                : std::vector<double>{};
+    for (size_t i = 0; i < models.size(); ++i) {
+      table.eager_ms[i].push_back(eager[i]);
+      if (graphs) table.graph_ms[i].push_back(replayed[i]);
+    }
+  }
+  return table;
 }
 
 void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset) {

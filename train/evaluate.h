@@ -71,8 +71,9 @@ class RetentionMeter {
 // (A-ViT's speed depends on the images) and for pictures.
 Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
 
-// A batch of exactly `count` images for timing at that batch size: the first
-// images, repeated from the start when the dataset holds fewer.
+// A batch of exactly `count` images for timing at that batch size: images
+// spread evenly over the dataset (as EvalOptions::limit picks them), repeated
+// from the start when the dataset holds fewer.
 Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
 
 // Each model's median wall time (ms) for a forward of `images`, over
@@ -85,6 +86,26 @@ std::vector<double> latencies_ms(const std::vector<LogitsFn>& models, const Tens
 // The forwards must be fixed sequences of GPU work (not A-ViT's compacted
 // one, which reads the halting decisions on the host).
 std::vector<double> graph_latencies_ms(const std::vector<LogitsFn>& models, const Tensor& images, int64_t repeats);
+
+// Models timed at several batch sizes by the two functions above.
+struct LatencyTable {
+  std::vector<int64_t> batches;
+  std::vector<std::vector<double>> eager_ms;  // [model][batch]: latencies_ms
+  std::vector<std::vector<double>> graph_ms;  // [model][batch]: graph_latencies_ms, or empty
+
+  // {"b<N>": ms, ...} for one model's row of eager_ms or graph_ms.
+  nlohmann::json by_batch(const std::vector<double>& ms) const;
+};
+
+// Each model's median latency (`repeats` rounds, the models taking turns) at
+// every batch size, on the first images of `dataset` through the first
+// model's preprocessing (so the models should share it, as a hybrid or an
+// A-ViT shares its teacher's). On a GPU the forwards are also replayed as
+// graphs, unless a model halts tokens: A-ViT's compacted forward reads its
+// decisions on the host, and leaving out every model's graph timings keeps
+// the columns comparable.
+LatencyTable time_models(const std::vector<VisionTransformer*>& models, const data::Dataset& dataset,
+                         const std::vector<int64_t>& batches, int64_t repeats, Device device);
 
 // Fails, naming both counts and the folder, when the dataset has more classes
 // than the model's head: its labels past the head would fail, or score, late.

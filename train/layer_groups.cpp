@@ -117,6 +117,12 @@ std::vector<std::vector<int64_t>> parse_groups(const std::string& spec, int64_t 
 
 namespace {
 
+// Values that differ only by rounding: a group's drop is a mean over seeds,
+// and two groups with the same exact mean can come out an ulp or two apart.
+bool equal_but_for_rounding(double a, double b) {
+  return std::abs(a - b) <= 1e-12 * std::max(std::abs(a), std::abs(b));
+}
+
 std::vector<double> average_ranks(const std::vector<double>& values) {
   std::vector<size_t> order(values.size());
   std::iota(order.begin(), order.end(), 0);
@@ -124,7 +130,7 @@ std::vector<double> average_ranks(const std::vector<double>& values) {
   std::vector<double> ranks(values.size());
   for (size_t i = 0; i < order.size();) {
     size_t j = i;
-    while (j + 1 < order.size() && values[order[j + 1]] == values[order[i]]) ++j;
+    while (j + 1 < order.size() && equal_but_for_rounding(values[order[j + 1]], values[order[i]])) ++j;
     for (size_t k = i; k <= j; ++k) ranks[order[k]] = (i + j) / 2.0 + 1.0;  // ties share the mean rank
     i = j + 1;
   }
