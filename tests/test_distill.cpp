@@ -27,6 +27,38 @@ namespace fs = std::filesystem;
 // Halting settings under which the fixture ViT halts tokens at every depth.
 constexpr double kFixtureGamma = 1.0, kFixtureBeta = 0.5;
 
+void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+
+TEST(OutputFolder, HoldsOneRunAtATimeAndLeavesOtherFilesAlone) {
+  const fs::path out = testing::scratch_path("output_folder_rules");
+  fs::remove_all(out);
+  fs::create_directories(out / "hybrid");
+  write_text(out / "hybrid" / "config.json", "{}");
+  write_text(out / "metrics.jsonl", "{}\n");
+  write_text(out / "depth_map_img3.png", "png");
+  write_text(out / "notes.txt", "mine");
+  const std::vector<std::string> outputs = {"results.json", "metrics.jsonl", "hybrid", "depth_map_img*"};
+
+  // A folder with a run's outputs, even without results.json (another tool's
+  // log, or a run stopped early), is not overwritten unasked.
+  testing::expect_error_mentioning([&] { prepare_out_dir(out.string(), false, outputs); },
+                                   {out.string(), "overwrite"});
+  EXPECT_TRUE(fs::exists(out / "metrics.jsonl") && fs::exists(out / "hybrid" / "config.json"));
+
+  // Overwriting removes every output of the earlier run at the start, and nothing else.
+  prepare_out_dir(out.string(), true, outputs);
+  EXPECT_FALSE(fs::exists(out / "metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(out / "hybrid"));
+  EXPECT_FALSE(fs::exists(out / "depth_map_img3.png"));
+  EXPECT_TRUE(fs::exists(out / "notes.txt"));
+  prepare_out_dir(out.string(), false, outputs);  // now nothing is in the way
+
+  testing::expect_error_mentioning([&] { prepare_out_dir((out / "notes.txt").string(), true, outputs); },
+                                   {"notes.txt", "not a folder"});
+  testing::expect_error_mentioning([&] { prepare_out_dir("", true, outputs); }, {"[output] dir"});
+  fs::remove_all(out);
+}
+
 TEST(Distill, LossIsVarianceNormalisedMse) {
   Tensor target = Tensor::from_vector<double>({1, 3, 5, 7}, {1, 2, 2});  // variance 5
   Tensor prediction = Tensor::from_vector<double>({2, 3, 5, 5}, {1, 2, 2});
@@ -131,6 +163,9 @@ TEST(Distill, BadInputsLeaveAnEarlierRunAsItWas) {
   s.precision = "bf16";  // on the CPU
   testing::expect_error_mentioning([&] { run_distill(s); }, {"precision bf16 needs a GPU", "device cpu"});
   s.precision = "fp32";
+  s.mixer = "gated_rnn:width=-1";  // a value that only the mixer itself checks
+  testing::expect_error_mentioning([&] { run_distill(s); }, {"width"});
+  s.mixer = "gated_rnn:width=16";
   s.data = images + "/missing";
   EXPECT_THROW(run_distill(s), Error);
   std::ifstream log(out + "/metrics.jsonl");

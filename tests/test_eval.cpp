@@ -18,6 +18,7 @@
 #include "data/image_folder.h"
 #include "data/transforms.h"
 #include "models/vit_checkpoint.h"
+#include "tests/expect_error.h"
 #include "tests/shared_data.h"
 #include "train/evaluate.h"
 
@@ -190,6 +191,37 @@ TEST(Eval, TimeModelsGivesEveryModelATimeAtEveryBatchSize) {
   EXPECT_EQ(student_ms.size(), 2u);
   EXPECT_DOUBLE_EQ(student_ms.at("b3").get<double>(), table.eager_ms[1][1]);
   EXPECT_THROW(table.by_batch({1.0}), Error);
+}
+
+// A dataset that is only its class names (what check_labels_fit reads).
+class NamedClasses : public data::LabeledDataset {
+ public:
+  explicit NamedClasses(std::vector<std::string> names) : names_(std::move(names)) {}
+  size_t size() const override { return 0; }
+  int num_classes() const override { return static_cast<int>(names_.size()); }
+  data::Sample get(size_t) const override { return {}; }
+  int64_t label(size_t) const override { return 0; }
+  std::string name(size_t) const override { return ""; }
+  const std::vector<std::string>& classes() const override { return names_; }
+  const std::string& root() const override { return root_; }
+
+ private:
+  std::vector<std::string> names_;
+  std::string root_ = "folder";
+};
+
+TEST(Eval, ClassNamesMustKeepTheModelsLabels) {
+  VitConfig model;
+  model.num_classes = 3;
+  model.label_names = {"airplane", "automobile", "bird"};
+  check_labels_fit(model, NamedClasses({"airplane", "automobile"}));
+  check_labels_fit(model, NamedClasses({"n01440764", "n01443537"}));  // names the model does not list
+  // The first class folder missing: every label would be off by one.
+  testing::expect_error_mentioning([&] { check_labels_fit(model, NamedClasses({"automobile", "bird"})); },
+                                   {"folder", "'automobile' is label 0 here but label 1"});
+  testing::expect_error_mentioning(
+      [&] { check_labels_fit(model, NamedClasses({"airplane", "automobile", "bird", "cat"})); },
+      {"4 classes", "head has 3"});
 }
 
 TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {

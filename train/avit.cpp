@@ -197,7 +197,7 @@ json run_avit(const AvitSettings& s) {
   auto model = load_teacher(s);
   model->config.halting = s.halting;
   model->config.validate();
-  prepare_out_dir(s.out_dir, s.overwrite);
+  prepare_out_dir(s.out_dir, s.overwrite, {"results.json", "metrics.jsonl", "avit", "depth_map_img*"});
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
 
   fmt::print("evaluating the dense teacher\n");

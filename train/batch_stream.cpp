@@ -74,10 +74,35 @@ WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fract
   return schedule;
 }
 
-void prepare_out_dir(const std::string& out_dir, bool overwrite) {
+namespace {
+
+// A name in `outputs`, or one starting with an entry that ends in '*'.
+bool is_run_output(const std::string& name, const std::vector<std::string>& outputs) {
+  for (const std::string& output : outputs) {
+    const bool prefix = !output.empty() && output.back() == '*';
+    if (prefix ? name.rfind(output.substr(0, output.size() - 1), 0) == 0 : name == output) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs) {
   namespace fs = std::filesystem;
-  if (fs::exists(fs::path(out_dir) / "results.json")) {
-    check(overwrite, "output folder '{}' already holds results.json (set [output] overwrite = true)", out_dir);
+  check(!out_dir.empty(), "[output] dir is empty: name the folder for the run's outputs");
+  check(!fs::exists(out_dir) || fs::is_directory(out_dir), "[output] dir = '{}' is not a folder", out_dir);
+  std::vector<fs::path> found;
+  if (fs::exists(out_dir)) {
+    for (const fs::directory_entry& entry : fs::directory_iterator(out_dir)) {
+      if (is_run_output(entry.path().filename().string(), outputs)) found.push_back(entry.path());
+    }
+  }
+  for (const fs::path& path : found) {
+    check(overwrite, "output folder '{}' already holds a run's {} (set [output] overwrite = true to replace it)",
+          out_dir, path.filename().string());
+    // Removed now rather than replaced at the end, so that a run that fails
+    // or is stopped leaves no earlier results beside its own partial log.
+    fs::remove_all(path);
   }
   fs::create_directories(out_dir);
 }

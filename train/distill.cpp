@@ -435,6 +435,10 @@ Teachers load_checked_teachers(const DistillSettings& s, const Datasets& dataset
     const VitConfig& config = teachers.back()->config;
     check_labels_fit(config, *datasets.train);
     check_labels_fit(config, *datasets.test);
+    // One student built now, so that a bad value in the spec (a width of 0)
+    // fails before any work rather than after the sparsity analysis.
+    Rng rng(0);
+    make_mixer(config.mixer_spec(s.mixer), config.embed_dim, rng);
     std::vector<int64_t> any_ranking(static_cast<size_t>(config.depth));
     std::iota(any_ranking.begin(), any_ranking.end(), 0);
     if (s.experiment == "groupwise") parse_groups(s.groups, config.depth, any_ranking);
@@ -538,7 +542,9 @@ json run_distill(const DistillSettings& s) {
   const GemmPrecisionGuard gemm_precision(parse_gemm_precision(s.precision, s.device));
   Datasets datasets = open_datasets(s);
   const Teachers teachers = load_checked_teachers(s, datasets);
-  prepare_out_dir(s.out_dir, s.overwrite);  // only now: a bad input leaves an old run as it was
+  // Only now: a bad input leaves an old run as it was.
+  prepare_out_dir(s.out_dir, s.overwrite,
+                  {"results.json", "metrics.jsonl", "hybrid", "drop_vs_k90.svg", "gap_vs_retention.svg"});
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, teachers, log);
   VisionTransformer* teacher = teachers.front().get();

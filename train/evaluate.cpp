@@ -216,6 +216,19 @@ void check_labels_fit(const VitConfig& model, const data::LabeledDataset& datase
   check(static_cast<int64_t>(dataset.num_classes()) <= model.num_classes,
         "{} has {} classes but the model's head has {}: is it the right data (or model)?", dataset.root(),
         dataset.num_classes(), model.num_classes);
+  // A class named in the model's label_names must have the same index here:
+  // with a class folder missing, every later class would be scored against
+  // its neighbour's logit. (Names the model does not list, such as ImageNet
+  // synsets against readable names, cannot be checked.)
+  const std::vector<std::string>& classes = dataset.classes();
+  for (size_t label = 0; label < classes.size(); ++label) {
+    const auto named = std::find(model.label_names.begin(), model.label_names.end(), classes[label]);
+    if (named == model.label_names.end()) continue;
+    const auto model_label = named - model.label_names.begin();
+    check(model_label == static_cast<std::ptrdiff_t>(label),
+          "{}: class '{}' is label {} here but label {} in the model's label_names: is a class missing, or "
+          "the class list in another order?", dataset.root(), classes[label], label, model_label);
+  }
 }
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& full, const Preprocess& preprocess,
