@@ -5,6 +5,7 @@
 #include "data/idx.h"
 #include "engine/cli.h"
 #include "engine/config.h"
+#include "train/batch_stream.h"
 #include "train/metrics.h"
 #include "train/mlp_classifier.h"
 
@@ -21,16 +22,16 @@ static int train_mlp_main(int argc, char** argv) {
   const std::string data_dir = config.get_string("data", "dir", "/usr/share/datasets/fashion-mnist");
   MlpTrainSpec spec = read_mlp_train_spec(config);
   const std::string out_dir = config.get_string("output", "dir", "runs/mlp");
+  const bool overwrite = config.get_bool("output", "overwrite", false);
   config.check_all_used();
   check(std::filesystem::exists(data_dir),
         "data dir '{}' not found: install Debian's dataset-fashion-mnist (make install-deps) or download "
         "Fashion-MNIST from https://github.com/zalandoresearch/fashion-mnist and set [data] dir",
         data_dir);
-  check(!std::filesystem::exists(out_dir) || std::filesystem::is_directory(out_dir),
-        "{}: [output] dir = {} is a file, not a folder", config.source(), out_dir);
 
   auto train = data::IdxDataset::from_dir(data_dir, data::Split::Train);
   auto test = data::IdxDataset::from_dir(data_dir, data::Split::Test);
+  prepare_out_dir(out_dir, overwrite, {"results.json", "metrics.jsonl"});  // after the inputs: a bad one keeps an old run
   spec.metrics_path = out_dir + "/metrics.jsonl";  // train_mlp_classifier creates the folder
   MlpTrainResult result = train_mlp_classifier(train, test, spec);
   write_json_atomic(out_dir + "/results.json", {{"test_accuracy", result.test_accuracy},
