@@ -26,7 +26,11 @@ static int vit_forward_main(int argc, char** argv) {
 
   SafetensorsFile input_file = SafetensorsFile::open(input_path);
   check(input_file.contains("input"), "{}: no tensor named 'input'", input_path);
-  Tensor input = input_file.get("input").to(DType::F32).to(device);
+  Tensor input = input_file.get("input");
+  // Integers would be raw pixels, not the normalised floats the model takes.
+  check(is_floating(input.dtype()), "{}: 'input' is {}; expected normalised floating-point pixels", input_path,
+        dtype_name(input.dtype()));
+  input = input.to(DType::F32).to(device);
 
   NoGradGuard no_grad;
   ForwardTrace trace;
