@@ -30,6 +30,13 @@ size_t checked_pixel_count(int height, int width, int channels) {
                 channels);
   return static_cast<size_t>(height) * width * channels;
 }
+
+void check_pixel_limit(int width, int height, const std::string& name) {
+  engine::check(static_cast<uint64_t>(width) * static_cast<uint64_t>(height) <= kMaxImagePixels,
+                "cannot decode image '{}': its header claims {}x{} pixels, more than the {} allowed "
+                "(a decompression bomb?)",
+                name, width, height, kMaxImagePixels);
+}
 }  // namespace
 
 Image::Image(int height, int width, int channels)
@@ -47,6 +54,10 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& name) {
                 "cannot decode image '{}': {} bytes is too large", name, size);
   if (is_jpeg(bytes, size)) return decode_jpeg(bytes, size, name);
   int width = 0, height = 0, channels_in_file = 0;
+  // The header alone: a decompression bomb is refused before stb allocates for it.
+  if (stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &channels_in_file)) {
+    check_pixel_limit(width, height, name);
+  }
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> decoded(
       stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &channels_in_file, 3),
       &stbi_image_free);

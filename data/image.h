@@ -31,9 +31,17 @@ struct Image {
   }
 };
 
+// Decoding refuses an image whose header claims more pixels than this, before
+// allocating anything for it: a corrupt or malicious file of a few hundred
+// bytes can claim 65500x65500 and have ~13 GB allocated for it. The limit is
+// PIL's: it refuses images of over twice its MAX_IMAGE_PIXELS (89,478,485) with
+// a DecompressionBombError, so whatever PIL decodes still decodes here.
+constexpr uint64_t kMaxImagePixels = 2 * uint64_t{89'478'485};
+
 // Decodes a JPEG / PNG / BMP / GIF (first frame) file to 3-channel RGB (grey is replicated,
 // alpha dropped, CMYK converted, as PIL's convert("RGB") does). A missing, truncated or
-// undecodable file -> engine::Error naming the path and stb's reason.
+// undecodable file, or one of over kMaxImagePixels -> engine::Error naming the path and
+// the reason.
 Image decode_image(const std::string& path);
 
 // Same for bytes already in memory; `name` is used in error messages.

@@ -1,9 +1,11 @@
 #include "data/jpeg.h"
 
+#include <cinttypes>
 #include <csetjmp>
 #include <cstdio>
 
 #include <jpeglib.h>
+#include <jerror.h>  // JWRN_JPEG_EOF
 
 #include "engine/error.h"
 
@@ -25,7 +27,18 @@ void on_error(j_common_ptr cinfo) {
   std::longjmp(manager->jump, 1);
 }
 
-void on_warning(j_common_ptr, int) {}  // corrupt-data warnings: decode what is there, as PIL does
+// Warnings (msg_level -1; higher levels are trace messages) are corrupt data
+// that libjpeg decodes through, and so does PIL: extraneous bytes before a
+// marker, a damaged entropy segment. The one PIL refuses ("image file is
+// truncated") is the data ending before the EOI marker: libjpeg warns
+// JWRN_JPEG_EOF and fills the missing rows with grey, which must not pass for
+// a good image.
+void on_warning(j_common_ptr cinfo, int msg_level) {
+  if (msg_level != -1 || cinfo->err->msg_code != JWRN_JPEG_EOF) return;
+  auto* manager = reinterpret_cast<ErrorManager*>(cinfo->err);
+  std::snprintf(manager->message, sizeof manager->message, "the file is truncated (its data ends too early)");
+  std::longjmp(manager->jump, 1);
+}
 
 // Adobe CMYK JPEGs store inverted ink values; this is PIL's conversion of them.
 void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, int width) {
@@ -52,6 +65,13 @@ bool decode_into(const uint8_t* bytes, size_t size, Image* image, ErrorManager& 
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
+  // Refused before jpeg_start_decompress and the Image allocate for it (see kMaxImagePixels).
+  if (static_cast<uint64_t>(cinfo.image_width) * cinfo.image_height > kMaxImagePixels) {
+    std::snprintf(manager.message, sizeof manager.message,
+                  "its header claims %ux%u pixels, more than the %" PRIu64 " allowed (a decompression bomb?)",
+                  cinfo.image_width, cinfo.image_height, kMaxImagePixels);
+    std::longjmp(manager.jump, 1);
+  }
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
   jpeg_start_decompress(&cinfo);

@@ -2,7 +2,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>  // before jpeglib.h, which uses FILE
+#include <cstdlib>
 #include <filesystem>
+
+#include <jpeglib.h>
 
 #include "data/archive.h"
 #include "data/files.h"
@@ -15,6 +19,48 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
+
+// A baseline JPEG of a colour pattern, encoded here with libjpeg.
+std::vector<uint8_t> encode_jpeg(int height, int width) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr error;
+  cinfo.err = jpeg_std_error(&error);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = width;
+  cinfo.image_height = height;
+  cinfo.input_components = 3;
+  cinfo.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_start_compress(&cinfo, TRUE);
+  std::vector<uint8_t> row(3 * width);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    for (int i = 0; i < 3 * width; ++i) row[i] = static_cast<uint8_t>((i * 7 + cinfo.next_scanline * 5) % 256);
+    JSAMPROW rows = row.data();
+    jpeg_write_scanlines(&cinfo, &rows, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::vector<uint8_t> bytes(buffer, buffer + size);
+  std::free(buffer);
+  return bytes;
+}
+
+// Where the first marker FF <code> starts.
+size_t marker_position(const std::vector<uint8_t>& bytes, uint8_t code) {
+  for (size_t i = 0; i + 1 < bytes.size(); ++i) {
+    if (bytes[i] == 0xFF && bytes[i + 1] == code) return i;
+  }
+  ADD_FAILURE() << "no marker FF " << int{code};
+  return 0;
+}
+
+void put_big_endian_u16(std::vector<uint8_t>& bytes, size_t at, uint16_t value) {
+  bytes[at] = static_cast<uint8_t>(value >> 8);
+  bytes[at + 1] = static_cast<uint8_t>(value);
+}
 
 class DataImage : public ::testing::Test {
  protected:
@@ -38,6 +84,47 @@ TEST_F(DataImage, DecodesRealCifarJpeg) {
   write_file(path("garbage.jpg"), "this is not an image at all");
   EXPECT_THAT([&] { decode_image(path("garbage.jpg")); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("garbage.jpg")), HasSubstr("unknown image type"))));
+}
+
+// As in PIL: data that ends before the image does is an error, while other corrupt
+// data (extraneous bytes before a marker) decodes.
+TEST_F(DataImage, JpegCutInItsScanDataIsTruncated) {
+  const std::vector<uint8_t> jpeg = encode_jpeg(64, 64);
+  const Image reference = decode_image(jpeg.data(), jpeg.size(), "whole.jpg");
+  EXPECT_EQ(reference.height, 64);
+
+  const size_t start_of_scan = marker_position(jpeg, 0xDA);
+  const size_t end_of_image = jpeg.size() - 2;  // the EOI marker FF D9
+  ASSERT_GT(end_of_image, start_of_scan + 100);  // the cut below falls well inside the scan data
+  const std::vector<uint8_t> cut(jpeg.begin(), jpeg.begin() + (start_of_scan + end_of_image) / 2);
+  write_file(path("cut.jpg"), cut.data(), cut.size());
+  EXPECT_THAT([&] { decode_image(path("cut.jpg")); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("cut.jpg")), HasSubstr("truncated"))));
+
+  std::vector<uint8_t> junk_before_eoi = jpeg;
+  junk_before_eoi.insert(junk_before_eoi.begin() + end_of_image, {0x12, 0x34, 0x56});
+  EXPECT_EQ(decode_image(junk_before_eoi.data(), junk_before_eoi.size(), "junk.jpg").pixels, reference.pixels);
+}
+
+// Small files whose headers claim far more pixels than kMaxImagePixels fail before
+// anything is allocated for them (13 GB for the JPEG, 1.2 GB for the PNG).
+TEST_F(DataImage, DecompressionBombsAreRefusedBeforeDecoding) {
+  std::vector<uint8_t> jpeg = encode_jpeg(16, 16);
+  const size_t frame = marker_position(jpeg, 0xC0);  // SOF0: FF C0, length, precision, height, width
+  put_big_endian_u16(jpeg, frame + 5, 65500);
+  put_big_endian_u16(jpeg, frame + 7, 65500);
+  write_file(path("bomb.jpg"), jpeg.data(), jpeg.size());
+  EXPECT_THAT([&] { decode_image(path("bomb.jpg")); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("bomb.jpg")), HasSubstr("65500x65500"))));
+
+  write_png(Image(2, 2, 1), path("bomb.png"));
+  std::vector<uint8_t> png = read_file(path("bomb.png"));
+  // IHDR's width and height are big-endian uint32s at bytes 16 and 20; stb ignores the CRC.
+  put_big_endian_u16(png, 18, 20000);
+  put_big_endian_u16(png, 22, 20000);
+  write_file(path("bomb.png"), png.data(), png.size());
+  EXPECT_THAT([&] { decode_image(path("bomb.png")); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("bomb.png")), HasSubstr("20000x20000"))));
 }
 
 TEST_F(DataImage, PngRoundTripIsExactAndGreyBecomesRgb) {
