@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <functional>
 #include <numeric>
+#include <string>
+#include <vector>
 
 #include "engine/error.h"
 
@@ -57,6 +59,38 @@ IdxArray read_idx(const std::string& path, size_t expected_dims) {
   return array;
 }
 
+// "3, 5-199": the classes in `missing` (ascending), runs written as ranges.
+std::string describe_classes(const std::vector<int>& missing) {
+  std::string text;
+  for (size_t first = 0; first < missing.size();) {
+    size_t last = first;
+    while (last + 1 < missing.size() && missing[last + 1] == missing[last] + 1) ++last;
+    if (!text.empty()) text += ", ";
+    text += std::to_string(missing[first]);
+    if (last > first) text += "-" + std::to_string(missing[last]);
+    first = last + 1;
+  }
+  return text;
+}
+
+// The class count is the largest label + 1, so one corrupt label byte (200 in
+// Fashion-MNIST) would silently give the model 201 outputs. MNIST-style label
+// files hold examples of every class from their smallest label to their
+// largest (EMNIST letters start at 1, hence not from 0), so a class between
+// them with no example means a corrupt label: an error naming the file.
+void check_no_missing_classes(const std::vector<uint8_t>& labels, const std::string& path) {
+  const auto [smallest, largest] = std::minmax_element(labels.begin(), labels.end());
+  std::vector<bool> present(*largest + 1);
+  for (uint8_t label : labels) present[label] = true;
+  std::vector<int> missing;
+  for (int c = *smallest; c <= *largest; ++c) {
+    if (!present[c]) missing.push_back(c);
+  }
+  engine::check(missing.empty(),
+                "IDX labels '{}': the labels run from {} to {} but classes {} have no example (corrupt labels?)",
+                path, *smallest, *largest, describe_classes(missing));
+}
+
 }  // namespace
 
 IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels_path)
@@ -70,6 +104,7 @@ IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels
   width_ = static_cast<int>(images.dims[2]);
   pixels_ = std::move(images.values);
   labels_ = std::move(labels.values);
+  check_no_missing_classes(labels_, labels_path);
   num_classes_ = *std::max_element(labels_.begin(), labels_.end()) + 1;
 }
 

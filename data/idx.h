@@ -10,8 +10,9 @@ namespace data {
 
 class IdxDataset : public Dataset {
  public:
-  // Bad magic numbers, a size that disagrees with the header, or different image and label
-  // counts are errors naming the file. num_classes() is the largest label + 1.
+  // Bad magic numbers, a size that disagrees with the header, different image and label
+  // counts, or a class with no example between the smallest and the largest label (a
+  // corrupt label) are errors naming the file. num_classes() is the largest label + 1.
   IdxDataset(const std::string& images_path, const std::string& labels_path);
 
   // dir/{train,t10k}-images-idx3-ubyte and -labels-idx1-ubyte, with or without .gz, as

@@ -197,12 +197,12 @@ TEST(DataIdx, PlainFilesAndCorruptFiles) {
   std::vector<uint8_t> image_bytes = idx_header(3, {2, 2, 3});
   for (int i = 0; i < 12; ++i) image_bytes.push_back(static_cast<uint8_t>(i));
   std::vector<uint8_t> label_bytes = idx_header(1, {2});
-  label_bytes.insert(label_bytes.end(), {4, 1});
+  label_bytes.insert(label_bytes.end(), {4, 3});
   write_file(images, image_bytes.data(), image_bytes.size());
   write_file(labels, label_bytes.data(), label_bytes.size());
 
   const IdxDataset idx(images, labels);
-  EXPECT_EQ(idx.num_classes(), 5);
+  EXPECT_EQ(idx.num_classes(), 5);  // classes need not start at 0 (EMNIST letters start at 1)
   EXPECT_EQ(idx.get(1).image.pixels, (std::vector<uint8_t>{6, 7, 8, 9, 10, 11}));
 
   EXPECT_THAT([&] { IdxDataset(labels, labels); },
@@ -213,6 +213,27 @@ TEST(DataIdx, PlainFilesAndCorruptFiles) {
   write_file(images, "\x1f\x8b garbage that claims to be gzip");
   EXPECT_THAT([&] { IdxDataset(images, labels); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(images), HasSubstr("unknown compression method"))));
+}
+
+// One corrupt label byte (200 among Fashion-MNIST's 0-9) would make 201 classes.
+TEST(DataIdx, AClassMissingBetweenTheSmallestAndLargestLabelIsAnError) {
+  TempDir dir;
+  const std::string images = dir.path() + "/images", labels = dir.path() + "/labels";
+  std::vector<uint8_t> image_bytes = idx_header(3, {6, 1, 1});
+  image_bytes.resize(image_bytes.size() + 6);
+  write_file(images, image_bytes.data(), image_bytes.size());
+  const auto write_labels = [&](const std::vector<uint8_t>& values) {
+    std::vector<uint8_t> bytes = idx_header(1, {6});
+    bytes.insert(bytes.end(), values.begin(), values.end());
+    write_file(labels, bytes.data(), bytes.size());
+  };
+
+  write_labels({0, 1, 2, 200, 4, 1});
+  EXPECT_THAT([&] { IdxDataset(images, labels); },
+              ThrowsMessage<engine::Error>(
+                  AllOf(HasSubstr(labels), HasSubstr("from 0 to 200 but classes 3, 5-199 have no example"))));
+  write_labels({0, 1, 2, 3, 4, 1});
+  EXPECT_EQ(IdxDataset(images, labels).num_classes(), 5);
 }
 
 }  // namespace

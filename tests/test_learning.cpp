@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "data/dataset.h"
 #include "data/idx.h"
 #include "engine/config.h"
 #include "tests/expect_error.h"
@@ -63,6 +64,40 @@ TEST(Learning, MlpLearnsFashionMnist) {
   // Chance is 10%; a linear model reaches ~80%. 2 epochs on 12k images give ~82-84%.
   EXPECT_GE(result.test_accuracy, 0.80);
   EXPECT_LT(result.train_loss, 0.6);
+}
+
+// Images of one size (zeros) with the given labels.
+class TinyDataset : public data::Dataset {
+ public:
+  TinyDataset(int height, int width, std::vector<int64_t> labels, int num_classes)
+      : height_(height), width_(width), labels_(std::move(labels)), num_classes_(num_classes) {}
+  size_t size() const override { return labels_.size(); }
+  int num_classes() const override { return num_classes_; }
+  data::Sample get(size_t i) const override { return {data::Image(height_, width_, 1), labels_.at(i)}; }
+  int64_t label(size_t i) const override { return labels_.at(i); }
+  std::string name(size_t i) const override { return "tiny-" + std::to_string(height_) + "#" + std::to_string(i); }
+
+ private:
+  int height_, width_;
+  std::vector<int64_t> labels_;
+  int num_classes_;
+};
+
+TEST(Learning, MlpRefusesATestSetThatDoesNotMatchTheTrainSet) {
+  const TinyDataset train(28, 28, {0, 1, 2, 1}, 3);
+  MlpTrainSpec spec;
+  spec.hidden = 4;
+  spec.epochs = 1;
+  spec.batch_size = 2;
+  spec.progress = false;
+  EXPECT_NO_THROW(train_mlp_classifier(train, TinyDataset(28, 28, {2, 0}, 3), spec));
+
+  // 14x56 has as many pixels as 28x28, so only the size itself tells them apart.
+  EXPECT_EQ(error_of([&] { train_mlp_classifier(train, TinyDataset(14, 56, {0, 1}, 2), spec); }),
+            "test image tiny-14#0 is 14x56x1 (height x width x channels), but the train images (tiny-28#0) are "
+            "28x28x1");
+  EXPECT_EQ(error_of([&] { train_mlp_classifier(train, TinyDataset(28, 28, {0, 1, 3}, 4), spec); }),
+            "test image tiny-28#2 has label 3, not one of the train set's 3 classes (0-2)");
 }
 
 }  // namespace

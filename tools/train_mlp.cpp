@@ -31,6 +31,9 @@ static int train_mlp_main(int argc, char** argv) {
 
   auto train = data::IdxDataset::from_dir(data_dir, data::Split::Train);
   auto test = data::IdxDataset::from_dir(data_dir, data::Split::Test);
+  fmt::print("{}: {} train and {} test images of {}x{}, {} classes\n", data_dir, train.size(), test.size(),
+             train.height(), train.width(), train.num_classes());
+  check_test_matches_train(train, test);
   prepare_out_dir(out_dir, overwrite, {"results.json", "metrics.jsonl"});  // after the inputs: a bad one keeps an old run
   spec.metrics_path = out_dir + "/metrics.jsonl";  // train_mlp_classifier creates the folder
   MlpTrainResult result = train_mlp_classifier(train, test, spec);

@@ -46,6 +46,20 @@ FlatImages flatten_dataset(const data::Dataset& dataset, int64_t limit, double m
   return {Tensor::from_vector(pixels, {n, features}), Tensor::from_vector(labels, {n})};
 }
 
+void check_test_matches_train(const data::Dataset& train, const data::Dataset& test) {
+  const data::Image train_image = train.get(0).image, test_image = test.get(0).image;
+  check(test_image.height == train_image.height && test_image.width == train_image.width &&
+            test_image.channels == train_image.channels,
+        "test image {} is {}x{}x{} (height x width x channels), but the train images ({}) are {}x{}x{}",
+        test.name(0), test_image.height, test_image.width, test_image.channels, train.name(0), train_image.height,
+        train_image.width, train_image.channels);
+  for (size_t i = 0; i < test.size(); ++i) {
+    check(test.label(i) >= 0 && test.label(i) < train.num_classes(),
+          "test image {} has label {}, not one of the train set's {} classes (0-{})", test.name(i), test.label(i),
+          train.num_classes(), train.num_classes() - 1);
+  }
+}
+
 namespace {
 
 struct Mlp2 {
@@ -83,7 +97,8 @@ MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Data
   // dataset of 8-bit images trains fine with them.
   const double mean = 0.2860, stddev = 0.3530;
   FlatImages train_data = flatten_dataset(train, spec.train_limit, mean, stddev);
-  FlatImages test_data = flatten_dataset(test, spec.test_limit, mean, stddev);
+  FlatImages test_data = flatten_dataset(test, spec.test_limit, mean, stddev);  // both non-empty
+  check_test_matches_train(train, test);
   const int64_t n = train_data.images.size(0), features = train_data.images.size(1);
 
   Rng rng(spec.seed);

@@ -46,6 +46,13 @@ MlpTrainSpec read_mlp_train_spec(const Config& config);
 
 FlatImages flatten_dataset(const data::Dataset& dataset, int64_t limit, double mean, double stddev);
 
+// The model's input and output sizes come from the train set: test images of
+// another size, or test labels that are not one of its classes, would give a
+// meaningless accuracy (or none), so they are errors naming the test item.
+// (train_mlp_classifier checks this too; a tool calls it before it touches
+// its output folder.)
+void check_test_matches_train(const data::Dataset& train, const data::Dataset& test);
+
 MlpTrainResult train_mlp_classifier(const data::Dataset& train, const data::Dataset& test, const MlpTrainSpec& spec);
 
 }  // namespace engine
