@@ -338,11 +338,45 @@ void write_bytes(std::FILE* file, const void* data, size_t nbytes, const std::st
   check(std::fwrite(data, 1, nbytes, file) == nbytes, "cannot write {}: {}", path, std::strerror(errno));
 }
 
-// Writes through `body` into `path`.tmp.<pid> in the same folder, syncs it to
-// disk and renames it over `path`, so readers see the old file or the complete
-// new one, never a partial one. On failure the temporary file is removed.
+// What a file of this mode is, for an error message.
+const char* special_file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a folder";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "a special file";
+}
+
+bool is_symlink(const std::string& path) {
+  struct stat info;
+  return ::lstat(path.c_str(), &info) == 0 && S_ISLNK(info.st_mode);
+}
+
+// The file that writing `path` replaces: `path` itself, or the file that a
+// symbolic link there leads to (the rename would otherwise replace the link,
+// leaving its target stale). Anything but a regular file (a folder, FIFO,
+// device, socket) is refused: the rename would replace it, not write into it.
+std::string write_target(const std::string& path) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0) {
+    // A missing file is created; other errors (no permission) show when it is opened.
+    if (errno == ENOENT && is_symlink(path)) {
+      fail("cannot write {}: it is a symbolic link to the missing {}", path, fs::read_symlink(path).string());
+    }
+    return path;
+  }
+  check(S_ISREG(info.st_mode), "cannot write {}: it is {}, not a regular file", path,
+        special_file_kind(info.st_mode));
+  return is_symlink(path) ? fs::canonical(path).string() : path;
+}
+
+// Writes through `body` into <file>.tmp.<pid> in the folder of the file that
+// `path` names (see write_target), syncs it to disk and renames it over that
+// file, so readers see the old file or the complete new one, never a partial
+// one. On failure the temporary file is removed.
 void write_atomically(const std::string& path, const std::function<void(std::FILE*)>& body) {
-  std::string temp = fmt::format("{}.tmp.{}", path, ::getpid());
+  const std::string target = write_target(path);
+  std::string temp = fmt::format("{}.tmp.{}", target, ::getpid());
   std::FILE* file = std::fopen(temp.c_str(), "wb");
   check(file != nullptr, "cannot write {}: {}", path, std::strerror(errno));
   try {
@@ -355,7 +389,7 @@ void write_atomically(const std::string& path, const std::function<void(std::FIL
     throw;
   }
   bool closed = std::fclose(file) == 0;
-  if (!closed || std::rename(temp.c_str(), path.c_str()) != 0) {
+  if (!closed || std::rename(temp.c_str(), target.c_str()) != 0) {
     int error = errno;
     std::remove(temp.c_str());
     fail("cannot write {}: {}", path, std::strerror(error));

@@ -1,5 +1,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -357,7 +358,7 @@ TEST_F(SafetensorsTest, FailedSavesThrowAndLeaveNoTempFile) {
               }),
               HasSubstr(missing_dir));
 
-  // The rename onto an existing directory fails after the temp file was written.
+  // An existing folder is not replaced.
   fs::create_directory(file("occupied"));
   EXPECT_THAT(error_of([&] {
                 save_safetensors(file("occupied"), {{"x", Tensor::ones({2})}});
@@ -381,6 +382,31 @@ TEST_F(SafetensorsTest, WriteFileAtomic) {
   EXPECT_EQ(read_bytes(path), "{}");
   EXPECT_THAT(error_of([&] { write_file_atomic(file("nope/out.json"), "{}"); }),
               HasSubstr(file("nope/out.json")));
+}
+
+TEST_F(SafetensorsTest, WriteFileAtomicWritesThroughASymbolicLink) {
+  fs::create_directory(file("real"));
+  const std::string target = file("real/out.json"), link = file("out.json");
+  write_file_atomic(target, "old");
+  fs::create_symlink("real/out.json", link);
+  write_file_atomic(link, "new");
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_EQ(read_bytes(target), "new");
+  // The temporary file went next to the target and is gone.
+  EXPECT_EQ(std::distance(fs::directory_iterator(file("real")), fs::directory_iterator()), 1);
+}
+
+TEST_F(SafetensorsTest, WriteFileAtomicRefusesWhatIsNotARegularFile) {
+  const std::string fifo = file("results.json");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  EXPECT_EQ(error_of([&] { write_file_atomic(fifo, "{}"); }),
+            "cannot write " + fifo + ": it is a FIFO, not a regular file");
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  const std::string dangling = file("dangling.json");
+  fs::create_symlink("missing.json", dangling);
+  EXPECT_EQ(error_of([&] { write_file_atomic(dangling, "{}"); }),
+            "cannot write " + dangling + ": it is a symbolic link to the missing missing.json");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 2);
 }
 
 }  // namespace
