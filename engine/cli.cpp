@@ -31,6 +31,13 @@ const FlagSpec& Flags::spec(const std::string& name) const {
   fail("unknown flag --{}{}", name, near.empty() ? std::string(" (see --help)") : fmt::format("; did you mean --{}?", near));
 }
 
+void Flags::store(const FlagSpec& s, const std::string& value) {
+  auto [slot, first] = values_.emplace(s.name, value);
+  if (first) return;
+  check(s.repeatable, "flag --{} given twice ('{}', then '{}'); give it once", s.name, slot->second, value);
+  slot->second += "," + value;
+}
+
 bool Flags::parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -51,13 +58,12 @@ bool Flags::parse(int argc, char** argv) {
     }
     const FlagSpec& s = spec(name);
     if (s.is_switch) {
-      values_[name] = inline_value ? value : "true";
-    } else if (inline_value) {
-      values_[name] = value;
-    } else {
+      value = inline_value ? value : "true";
+    } else if (!inline_value) {
       check(i + 1 < argc, "flag --{} needs a value", name);
-      values_[name] = argv[++i];
+      value = argv[++i];
     }
+    store(s, value);
   }
   const bool variadic = !positional_names_.empty() && positional_names_.back().size() > 3 &&
                         positional_names_.back().compare(positional_names_.back().size() - 3, 3, "...") == 0;
@@ -122,8 +128,9 @@ bool Flags::get_bool(const std::string& name) const {
 std::string Flags::help_text() const {
   std::string text = fmt::format("usage: {}\n", usage_);
   for (const FlagSpec& s : specs_) {
-    text += fmt::format("  --{:<16} {}{}\n", s.name + (s.is_switch ? "" : " X"), s.help,
-                        s.default_value.empty() ? "" : fmt::format(" (default {})", s.default_value));
+    text += fmt::format("  --{:<16} {}{}{}\n", s.name + (s.is_switch ? "" : " X"), s.help,
+                        s.default_value.empty() ? "" : fmt::format(" (default {})", s.default_value),
+                        s.repeatable ? " (repeatable)" : "");
   }
   return text;
 }

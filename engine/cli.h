@@ -13,6 +13,10 @@ struct FlagSpec {
   std::string help;
   std::string default_value;  // "" and !is_switch: optional with no default
   bool is_switch = false;   // takes no value ("true" when present)
+  // May be given more than once: the values accumulate, joined by commas (as
+  // --set takes them). Any other flag given twice is an error, since the
+  // first value would silently be lost.
+  bool repeatable = false;
 };
 
 class Flags {
@@ -37,6 +41,8 @@ class Flags {
 
  private:
   const FlagSpec& spec(const std::string& name) const;
+  // Records a flag's value; fails on a second value of a flag not repeatable.
+  void store(const FlagSpec& s, const std::string& value);
   std::string usage_;
   std::vector<FlagSpec> specs_;
   std::vector<std::string> positional_names_;

@@ -315,6 +315,25 @@ TEST(Flags, IntAtLeastNamesTheFlagAndTheValueBelowTheMinimum) {
   EXPECT_EQ(defaults.get_int_at_least("repeats", 1), 20);
 }
 
+TEST(Flags, RepeatedSetAccumulatesItsAssignments) {
+  char tool[] = "tool", set[] = "--set", typo[] = "distill.lrr=0.1", dir[] = "--set=output.dir=x,eval.batches=1,2";
+  char* argv[] = {tool, set, typo, dir};
+  Flags flags("tool", {{"set", "overrides", "", /*is_switch=*/false, /*repeatable=*/true}});
+  ASSERT_TRUE(flags.parse(4, argv));
+  EXPECT_THAT(split_overrides(flags.get("set")), ElementsAre("distill.lrr=0.1", "output.dir=x", "eval.batches=1,2"));
+}
+
+TEST(Flags, AnyOtherFlagGivenTwiceIsAnErrorNamingIt) {
+  char tool[] = "tool", first[] = "--out=a.json", flag[] = "--out", second[] = "b.json", verbose[] = "--verbose";
+  char* values[] = {tool, first, flag, second};
+  Flags flags("tool", {{"out", "results file", ""}, {"verbose", "talk", "", /*is_switch=*/true}});
+  EXPECT_EQ(error_of([&] { flags.parse(4, values); }),
+            "flag --out given twice ('a.json', then 'b.json'); give it once");
+  char* switches[] = {tool, verbose, verbose};
+  Flags again("tool", {{"verbose", "talk", "", /*is_switch=*/true}});
+  EXPECT_THAT(error_of([&] { again.parse(3, switches); }), HasSubstr("flag --verbose given twice"));
+}
+
 TEST(PrepareOutputFile, CreatesTheMissingFoldersOfThePath) {
   const std::string path = scratch_path("prepare_output/runs/deeper/eval.json");
   prepare_output_file("out", path);

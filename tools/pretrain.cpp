@@ -10,7 +10,8 @@ namespace {
 
 int pretrain_main(int argc, char** argv) {
   Flags flags("pretrain CONFIG.ini [section.key=value ...] [--set section.key=value,...]",
-              {{"set", "override config values: --set train.epochs=10[,run.device=cuda]", ""}},
+              {{"set", "override config values: --set train.epochs=10[,run.device=cuda]", "",
+                /*is_switch=*/false, /*repeatable=*/true}},
               {"CONFIG", "OVERRIDES..."});
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.positional().empty(), "expected a config file (see --help)");

@@ -27,7 +27,8 @@ void print_summary(const nlohmann::json& r) {
 
 int avit_main(int argc, char** argv) {
   Flags flags("train_avit CONFIG.ini [--set section.key=value]",
-              {{"set", "override config values: --set halting.target_depth=6[,train.budget_images=4096]", ""}},
+              {{"set", "override config values: --set halting.target_depth=6[,train.budget_images=4096]", "",
+                /*is_switch=*/false, /*repeatable=*/true}},
               {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");

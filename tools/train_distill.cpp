@@ -88,7 +88,8 @@ void print_table(const nlohmann::json& results) {
 
 int distill_main(int argc, char** argv) {
   Flags flags("train_distill CONFIG.ini [--set section.key=value]",
-              {{"set", "override config values: --set distill.budget_images=1000[,student.mixer=mamba]", ""}},
+              {{"set", "override config values: --set distill.budget_images=1000[,student.mixer=mamba]", "",
+                /*is_switch=*/false, /*repeatable=*/true}},
               {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");

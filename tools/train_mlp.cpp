@@ -13,7 +13,8 @@ using namespace engine;
 
 static int train_mlp_main(int argc, char** argv) {
   Flags flags("train_mlp CONFIG.ini [--set section.key=value,...]",
-              {{"set", "override config values: --set train.epochs=1[,model.hidden=64]", ""}}, {"CONFIG"});
+              {{"set", "override config values: --set train.epochs=1[,model.hidden=64]", "",
+                /*is_switch=*/false, /*repeatable=*/true}}, {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");
   Config config = Config::load(flags.positional()[0]);
