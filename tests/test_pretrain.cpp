@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <functional>
 
 #include "data/files.h"
 #include "data/image.h"
@@ -171,6 +172,54 @@ TEST_F(PretrainTest, ResumedRunIsBitIdenticalToAStraightRun) {
               AllOf(HasSubstr("train.lr = 0.01 (checkpoint: 0.003)"), HasSubstr("overwrite = true")));
 }
 
+// Rewrites the progress saved in train state `file` with edit(progress), as a
+// damaged or hand-edited file would hold it.
+void edit_saved_progress(const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
+  const SafetensorsFile state = SafetensorsFile::open(file);
+  Metadata metadata = state.metadata();
+  nlohmann::json progress = nlohmann::json::parse(metadata.at("progress"));
+  edit(progress);
+  metadata["progress"] = progress.dump();
+  NamedTensors tensors;
+  for (const std::string& name : state.names()) tensors.emplace_back(name, state.get(name));
+  save_safetensors(file, tensors, metadata);
+}
+
+TEST_F(PretrainTest, ResumingFromADamagedTrainStateNamesTheFileAndTheKeyAndWritesNothing) {
+  run(out("damaged"), {"run.stop_after_steps=3"});
+  const std::string state = out("damaged") + "/checkpoint/train_state.safetensors", intact = out("intact_state");
+  fs::copy_file(state, intact);
+  const std::vector<uint8_t> results = data::read_file(out("damaged") + "/results.json");
+  const std::vector<uint8_t> metrics = data::read_file(out("damaged") + "/metrics.jsonl");
+  auto resume_error = [&](const std::function<void(nlohmann::json&)>& damage) {
+    fs::copy_file(intact, state, fs::copy_options::overwrite_existing);
+    edit_saved_progress(state, damage);
+    return error_of([&] { run(out("damaged"), {"output.resume=true"}); });
+  };
+  const std::string prefix = "cannot resume from " + state + ": ";
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p.erase("step"); }), prefix + "its progress has no 'step'");
+  // 2 epochs of 4 steps: 0 to 8 are steps of this run.
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["step"] = "3"; }),
+            prefix + "progress 'step' = \"3\" is not an integer in [0, 8]");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["step"] = -5; }),
+            prefix + "progress 'step' = -5 is not an integer in [0, 8]");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["step"] = 200000; }),
+            prefix + "progress 'step' = 200000 is not an integer in [0, 8]");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["step"] = 3.5; }),
+            prefix + "progress 'step' = 3.5 is not an integer in [0, 8]");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["last_top1"] = "high"; }),
+            prefix + "progress 'last_top1' = \"high\" is neither null nor a number in [0, 1]");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["wall_seconds"] = -1; }),
+            prefix + "progress 'wall_seconds' = -1 is not a number of seconds >= 0");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["identity"] = 7; }),
+            prefix + "progress 'identity' = 7 is not a JSON object");
+  EXPECT_EQ(data::read_file(out("damaged") + "/results.json"), results);
+  EXPECT_EQ(data::read_file(out("damaged") + "/metrics.jsonl"), metrics);
+  // The intact state still resumes.
+  fs::copy_file(intact, state, fs::copy_options::overwrite_existing);
+  EXPECT_TRUE(run(out("damaged"), {"output.resume=true"})["finished"].get<bool>());
+}
+
 TEST_F(PretrainTest, RefusesToOverwriteAnExistingRun) {
   run(out("once"), {"train.epochs=2", "run.stop_after_steps=1"});
   const auto before = fs::last_write_time(out("once") + "/results.json");
@@ -241,6 +290,10 @@ TEST(PretrainCheckpoint, TrainStateRoundTripsTheOptimizerAndProgress) {
   save_safetensors(dir.path() + "/other.safetensors", {{"x", Tensor::ones({2})}});
   EXPECT_THAT(error_of([&] { load_train_state(dir.path() + "/other.safetensors", *target.optimizer); }),
               AllOf(HasSubstr("other.safetensors"), HasSubstr("not a training state")));
+  // Progress that is not a JSON object.
+  save_train_state(path, *source.optimizer, nlohmann::json::array({3}));
+  EXPECT_EQ(error_of([&] { load_train_state(path, *target.optimizer); }),
+            path + ": metadata 'progress' is [3], not a JSON object");
 }
 
 TEST(PretrainCheckpoint, InterruptedWriteLeavesThePreviousCheckpoint) {

@@ -59,26 +59,31 @@ nlohmann::json load_train_state(const std::string& path, Optimizer& optimizer) {
   check(progress != metadata.end(), "{}: metadata has no 'progress' entry", path);
   NamedTensors state;
   for (const std::string& name : file.names()) state.emplace_back(name, file.get(name));
+  nlohmann::json parsed;
   try {
     optimizer.load_state(state);
-    return nlohmann::json::parse(progress->second);
+    parsed = nlohmann::json::parse(progress->second);
   } catch (const std::exception& e) {
     fail("{}: {}", path, e.what());
   }
+  check(parsed.is_object(), "{}: metadata 'progress' is {}, not a JSON object", path, progress->second);
+  return parsed;
 }
 
 void save_checkpoint(const std::string& dir, VisionTransformer& model, const Optimizer& optimizer,
                      const nlohmann::json& progress) {
   write_directory_atomically(dir, [&](const std::string& staging) {
     save_vit(model, staging);
-    save_train_state((fs::path(staging) / kStateFile).string(), optimizer, progress);
+    save_train_state(train_state_file(staging), optimizer, progress);
   });
 }
+
+std::string train_state_file(const std::string& dir) { return (fs::path(dir) / kStateFile).string(); }
 
 nlohmann::json load_checkpoint_into(const std::string& dir, VisionTransformer& model, Optimizer& optimizer) {
   const std::string model_file = (fs::path(dir) / "model.safetensors").string();
   load_parameters(model, load_checkpoint(model_file).tensors, model_file);
-  return load_train_state((fs::path(dir) / kStateFile).string(), optimizer);
+  return load_train_state(train_state_file(dir), optimizer);
 }
 
 }  // namespace engine

@@ -34,8 +34,12 @@ std::string find_complete_directory(const std::string& dir);
 void save_train_state(const std::string& path, const Optimizer& optimizer, const nlohmann::json& progress);
 
 // Restores the optimizer from `path` (Optimizer::load_state validates names and
-// shapes) and returns the progress JSON. Errors name the file.
+// shapes) and returns the progress JSON object (its fields are the caller's to
+// check). Errors name the file.
 nlohmann::json load_train_state(const std::string& path, Optimizer& optimizer);
+
+// The train_state.safetensors in checkpoint folder `dir`.
+std::string train_state_file(const std::string& dir);
 
 // Writes model + config.json + train_state.safetensors into `dir`, atomically.
 void save_checkpoint(const std::string& dir, VisionTransformer& model, const Optimizer& optimizer,

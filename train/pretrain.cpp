@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <memory>
 
 #include "data/loader.h"
@@ -203,6 +204,57 @@ void check_same_identity(const json& saved, const json& current, const std::stri
         "(restore them, or set [output] overwrite = true to start afresh)", checkpoint, fmt::join(differences, "; "));
 }
 
+// The progress saved in a checkpoint's train state, read key by key. The file
+// may be damaged or edited by hand: a missing key, or a value of the wrong
+// type or out of range, is an error naming the file and the key, raised before
+// the resumed run writes anything.
+class SavedProgress {
+ public:
+  SavedProgress(json progress, std::string file) : progress_(std::move(progress)), file_(std::move(file)) {}
+
+  const json& object(const std::string& key) const {
+    const json& value = field(key);
+    check(value.is_object(), "cannot resume from {}: progress '{}' = {} is not a JSON object", file_, key,
+          value.dump());
+    return value;
+  }
+
+  // An integer in [0, max]. (nlohmann reads a non-negative one as unsigned,
+  // one built in memory may be signed.)
+  int64_t count(const std::string& key, int64_t max) const {
+    const json& value = field(key);
+    const bool non_negative = value.is_number_unsigned() || (value.is_number_integer() && value.get<int64_t>() >= 0);
+    check(non_negative && value.get<uint64_t>() <= static_cast<uint64_t>(max),
+          "cannot resume from {}: progress '{}' = {} is not an integer in [0, {}]", file_, key, value.dump(), max);
+    return value.get<int64_t>();
+  }
+
+  double seconds(const std::string& key) const {
+    const json& value = field(key);
+    check(value.is_number() && value.get<double>() >= 0, "cannot resume from {}: progress '{}' = {} is not a "
+          "number of seconds >= 0", file_, key, value.dump());
+    return value.get<double>();
+  }
+
+  // An accuracy in [0, 1], or null before the first evaluation.
+  json accuracy(const std::string& key) const {
+    const json& value = field(key);
+    check(value.is_null() || (value.is_number() && value.get<double>() >= 0 && value.get<double>() <= 1),
+          "cannot resume from {}: progress '{}' = {} is neither null nor a number in [0, 1]", file_, key,
+          value.dump());
+    return value;
+  }
+
+ private:
+  const json& field(const std::string& key) const {
+    check(progress_.contains(key), "cannot resume from {}: its progress has no '{}'", file_, key);
+    return progress_.at(key);
+  }
+
+  json progress_;
+  std::string file_;
+};
+
 class Pretrainer {
  public:
   explicit Pretrainer(const PretrainSettings& s)
@@ -303,17 +355,19 @@ class Pretrainer {
   }
 
   void restore() {
-    const json saved = load_checkpoint_into(resume_from_, *model_, *optimizer_);
-    check_same_identity(saved.at("identity"), s_.identity(), resume_from_);
-    check(saved.at("steps_per_epoch") == steps_per_epoch_,
+    const SavedProgress saved(load_checkpoint_into(resume_from_, *model_, *optimizer_),
+                              train_state_file(resume_from_));
+    check_same_identity(saved.object("identity"), s_.identity(), resume_from_);
+    const int64_t saved_steps_per_epoch = saved.count("steps_per_epoch", std::numeric_limits<int64_t>::max());
+    check(saved_steps_per_epoch == steps_per_epoch_,
           "cannot resume from {}: it has {} steps per epoch, this training set gives {} (different data?)",
-          resume_from_, saved.at("steps_per_epoch").dump(), steps_per_epoch_);
-    step_ = saved.at("step");
-    last_top1_ = saved.at("last_top1");
-    best_top1_ = saved.at("best_top1");
-    train_seconds_ = saved.at("train_seconds");
-    train_images_ = saved.at("train_images");
-    wall_seconds_before_ = saved.at("wall_seconds");
+          resume_from_, saved_steps_per_epoch, steps_per_epoch_);
+    step_ = saved.count("step", total_steps());
+    last_top1_ = saved.accuracy("last_top1");
+    best_top1_ = saved.accuracy("best_top1");
+    train_seconds_ = saved.seconds("train_seconds");
+    train_images_ = saved.count("train_images", std::numeric_limits<int64_t>::max());
+    wall_seconds_before_ = saved.seconds("wall_seconds");
     fmt::print("resumed from {} at step {} (epoch {})\n", resume_from_, step_, step_ / steps_per_epoch_);
     log_.write({{"phase", "resume"}, {"step", step_}, {"checkpoint", resume_from_}});
   }
