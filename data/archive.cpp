@@ -136,9 +136,7 @@ std::string extract_archive_once(const std::string& archive, const std::string& 
   TempDir partial(cache_dir, "." + target.filename().string() + ".partial-");
   run_tar(archive, {"-xf", fs::absolute(archive).string(), "-C", partial.path(), "--no-same-owner"});
   write_file((fs::path(partial.path()) / kDoneMarker).string(), identity);
-  // mkdtemp made it private (0700); the finished cache should be as readable as a normal folder.
-  fs::permissions(partial.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                      fs::perms::others_read | fs::perms::others_exec);
+  partial.use_usual_permissions();  // the finished cache is as readable as a normal folder
   move_into_place(partial, target, identity, archive);
   return target.string();
 }

@@ -1,5 +1,8 @@
 #include "data/files.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -57,6 +60,19 @@ TempDir::TempDir(const std::string& parent, const std::string& prefix) {
   engine::check(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory in '{}': {}",
                 base.string(), std::strerror(errno));
   path_ = pattern;
+}
+
+void TempDir::use_usual_permissions() const {
+  // The umask can only be read by setting it, which races with other threads
+  // that create files; a probe folder shows the mode mkdir gives instead.
+  const std::string probe = path_ + "/.mode-probe";
+  engine::check(::mkdir(probe.c_str(), 0777) == 0, "cannot set the permissions of '{}': {}", path_,
+                std::strerror(errno));
+  struct stat info;
+  const bool probed = ::stat(probe.c_str(), &info) == 0;
+  ::rmdir(probe.c_str());
+  engine::check(probed && ::chmod(path_.c_str(), info.st_mode & 07777) == 0, "cannot set the permissions of '{}': {}",
+                path_, std::strerror(errno));
 }
 
 TempDir::~TempDir() {

@@ -25,6 +25,10 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
 
   const std::string& path() const { return path_; }
+  // Gives the directory the mode that a plain mkdir would (0777 less the
+  // umask, e.g. 0755), for one that becomes a lasting output: mkdtemp makes
+  // it private (0700).
+  void use_usual_permissions() const;
   // Keeps the directory on disk; path() is empty afterwards.
   std::string release();
 

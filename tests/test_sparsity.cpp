@@ -2,6 +2,7 @@
 // images and heads, the whole analysis against an independent implementation on
 // the PyTorch fixture's attention probabilities, and the report folder.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <omp.h>
 
@@ -394,6 +395,18 @@ TEST_F(SparsityTool, WritesTheReportAndNeverHalfOverwrites) {
   }
   EXPECT_EQ(read(other + "/mine.txt"), "keep me");
   EXPECT_EQ(read(file), "keep me too");
+}
+
+TEST_F(SparsityTool, TheReportFolderHasTheModeOfAPlainFolder) {
+  // Staged in a mkdtemp folder (0700), the report ends as readable as mkdir makes folders: 0777 less the umask.
+  const std::string out = dir_.path() + "/report";
+  for (const mode_t mask : {mode_t{022}, mode_t{027}}) {
+    const mode_t old_mask = ::umask(mask);
+    write_sparsity_report(*analysis_, {}, out, /*overwrite=*/true);
+    ::umask(old_mask);
+    EXPECT_EQ(fs::status(out).permissions(), fs::perms(0777 & ~mask)) << std::oct << mask;
+  }
+  EXPECT_FALSE(fs::exists(out + "/.mode-probe"));
 }
 
 // Random images of one size, for a run through analyze_dataset.

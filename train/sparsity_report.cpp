@@ -295,6 +295,7 @@ std::string SparsityReportDir::log_path() const { return (fs::path(staging_.path
 
 void SparsityReportDir::commit(const SparsityAnalysis& analysis, const SparsityRunInfo& info) {
   write_report_files(analysis, info, staging_.path());
+  staging_.use_usual_permissions();  // as readable as the folders that the other tools write
   const fs::path out = out_;
   if (fs::exists(out)) {
     // Replace: move the old folder aside, put the new one in place, then delete the old.
