@@ -7,6 +7,7 @@
 #include "data/files.h"
 #include "data/jpeg.h"
 #include "engine/error.h"
+#include "engine/safetensors.h"
 
 // The stb implementations are compiled here, file-local (see image.h). Newer
 // compilers (GCC 13) warn inside them (unused static functions, partly
@@ -71,9 +72,15 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& name) {
 void write_png(const Image& image, const std::string& path) {
   engine::check(image.channels == 1 || image.channels == 3,
                 "write_png '{}': {} channels (expected 1 or 3)", path, image.channels);
-  int ok = stbi_write_png(path.c_str(), image.width, image.height, image.channels,
-                          image.pixels.data(), image.width * image.channels);
-  engine::check(ok != 0, "cannot write PNG '{}'", path);
+  // Encoded in memory, then written atomically, as every other output is.
+  std::string png;
+  const auto append = [](void* context, void* bytes, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(bytes), static_cast<size_t>(size));
+  };
+  const int ok = stbi_write_png_to_func(append, &png, image.width, image.height, image.channels,
+                                        image.pixels.data(), image.width * image.channels);
+  engine::check(ok != 0, "cannot encode PNG '{}'", path);
+  engine::write_file_atomic(path, png);
 }
 
 }  // namespace data

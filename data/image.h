@@ -47,7 +47,7 @@ Image decode_image(const std::string& path);
 // Same for bytes already in memory; `name` is used in error messages.
 Image decode_image(const uint8_t* bytes, size_t size, const std::string& name);
 
-// Writes a lossless PNG (1 or 3 channels); used for debugging dumps and test fixtures.
+// Writes a lossless PNG (1 or 3 channels) atomically: the pictures of the reports, test fixtures.
 void write_png(const Image& image, const std::string& path);
 
 }  // namespace data
