@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch + timm latency anchor for `./eval_imagenet --latency`, on the same card in the same call.
 
-Builds timm's VisionTransformer from a checkpoint folder's config.json (as
-bench/torch_eval_cifar10.py does), loads its weights, and times the float32
+Builds timm's VisionTransformer from a checkpoint folder's config.json with
+bench/torch_eval_cifar10.py's load_model, and times the float32
 inference forward at each batch size the way the engine's latencies_ms does:
 each call between two device synchronisations, wall clock, one untimed round,
 then the median of `repeats` calls. Also times the forward captured once as a
@@ -13,24 +13,13 @@ usage: python3 bench/torch_latency.py MODEL_DIR --batches 1,8,32,64,256 --repeat
 """
 import argparse
 import json
-import os
 import statistics
 import time
 
 import timm
 import torch
-from safetensors.torch import load_file
 
-
-def load_model(model_dir):
-    config = json.load(open(os.path.join(model_dir, "config.json")))
-    model = timm.models.vision_transformer.VisionTransformer(**config["model_args"])
-    index = json.load(open(os.path.join(model_dir, "model.safetensors.index.json")))
-    state = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        state.update(load_file(os.path.join(model_dir, shard)))
-    model.load_state_dict(state)
-    return model.eval().cuda(), config["model_args"]["img_size"]
+from torch_eval_cifar10 import load_model  # the checkpoint folder as timm's VisionTransformer
 
 
 def median_wall_ms(run, repeats):
@@ -67,7 +56,9 @@ def main():
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model, size = load_model(args.model_dir)
+    model, _ = load_model(args.model_dir)
+    model = model.cuda()
+    size = model.patch_embed.img_size[0]
     rows = []
     with torch.inference_mode():
         for batch in [int(b) for b in args.batches.split(",")]:
