@@ -1,5 +1,7 @@
 #include "models/vit.h"
 
+#include <cmath>
+
 #include "engine/ops/ops.h"
 #include "layers/mixers/factory.h"
 
@@ -12,22 +14,41 @@ MixerSpec VitConfig::mixer_spec(const std::string& text) const {
   return parse_mixer_spec(text, defaults);
 }
 
-void VitConfig::validate() const {
+void Preprocess::validate(const std::string& source) const {
+  check(input_size > 0, "{}: preprocessing input_size {} must be positive", source, input_size);
+  // At most 1: a larger crop_pct resizes the image below the crop, which timm
+  // pads but the engine's center crop refuses.
+  check(std::isfinite(crop_pct) && crop_pct > 0 && crop_pct <= 1,
+        "{}: preprocessing crop_pct {} must be in (0, 1]", source, crop_pct);
+  check(interpolation == "bilinear" || interpolation == "bicubic",
+        "{}: preprocessing interpolation '{}' is not supported (bilinear or bicubic)", source, interpolation);
+  for (int channel = 0; channel < 3; ++channel) {
+    check(std::isfinite(mean[channel]), "{}: preprocessing mean [{}] = {} must be finite", source, channel,
+          mean[channel]);
+    check(std::isfinite(std[channel]) && std[channel] > 0,
+          "{}: preprocessing std [{}] = {} must be finite and positive", source, channel, std[channel]);
+  }
+}
+
+void VitConfig::validate(const std::string& source) const {
   check(patch_size > 0 && img_size > 0 && img_size % patch_size == 0,
-        "model config: img_size {} must be a positive multiple of patch_size {}", img_size, patch_size);
+        "{}: img_size {} must be a positive multiple of patch_size {}", source, img_size, patch_size);
   check(embed_dim > 0 && num_heads > 0 && embed_dim % num_heads == 0,
-        "model config: embed_dim {} must be divisible by num_heads {}", embed_dim, num_heads);
+        "{}: embed_dim {} must be divisible by num_heads {}", source, embed_dim, num_heads);
   check(depth > 0 && mlp_hidden > 0 && num_classes > 0 && in_chans > 0,
-        "model config: depth {}, mlp_hidden {}, num_classes {}, in_chans {} must be positive", depth, mlp_hidden,
+        "{}: depth {}, mlp_hidden {}, num_classes {}, in_chans {} must be positive", source, depth, mlp_hidden,
         num_classes, in_chans);
-  check(global_pool == "token" || global_pool == "avg", "model config: global_pool '{}' (expected token or avg)",
+  check(global_pool == "token" || global_pool == "avg", "{}: global_pool '{}' (expected token or avg)", source,
         global_pool);
-  check(global_pool != "token" || class_token, "model config: global_pool = token needs a class token");
-  check(mixers.empty() || static_cast<int64_t>(mixers.size()) == depth,
-        "model config: {} mixer kinds listed for {} blocks", mixers.size(), depth);
+  check(global_pool != "token" || class_token, "{}: global_pool = token needs a class token", source);
+  check(mixers.empty() || static_cast<int64_t>(mixers.size()) == depth, "{}: {} mixer kinds listed for {} blocks",
+        source, mixers.size(), depth);
+  check(label_names.empty() || static_cast<int64_t>(label_names.size()) == num_classes,
+        "{}: {} label_names for {} classes", source, label_names.size(), num_classes);
+  preprocess.validate(source);
   if (halting) {
-    halting->validate("model config");
-    check(global_pool == "token", "model config: halting (A-ViT) needs global_pool = token, got '{}'", global_pool);
+    halting->validate(source);
+    check(global_pool == "token", "{}: halting (A-ViT) needs global_pool = token, got '{}'", source, global_pool);
   }
 }
 

@@ -22,6 +22,8 @@ struct Preprocess {
   std::string interpolation = "bicubic";  // bicubic | bilinear
   double mean[3] = {0.485, 0.456, 0.406};
   double std[3] = {0.229, 0.224, 0.225};
+
+  void validate(const std::string& source) const;  // errors name `source` and the bad key
 };
 
 struct VitConfig {
@@ -57,7 +59,8 @@ struct VitConfig {
   // A block's mixer spec read with this model's heads and qkv_bias as the
   // defaults (what building and loading a block use).
   MixerSpec mixer_spec(const std::string& text) const;
-  void validate() const;  // errors name the bad field
+  // Errors name `source` (the config file, for a loaded model) and the bad field.
+  void validate(const std::string& source = "model config") const;
 };
 
 // Named architectures (timm's names): vit_tiny_patch16_224, vit_small_patch16_224,

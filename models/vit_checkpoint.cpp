@@ -183,6 +183,13 @@ T value_or(const json& j, const std::string& key, const T& fallback, const std::
   return j.contains(key) ? value_of<T>(j, key, source) : fallback;
 }
 
+// j[key], which must be a JSON object (a section such as model_args).
+const json& object_at(const json& j, const char* key, const std::string& source) {
+  const json& section = j.at(key);
+  check(section.is_object(), "{}: config key '{}' must be a JSON object, got {}", source, key, section.dump());
+  return section;
+}
+
 // j as an integer (T = int64_t) or a number (T = double): a JSON number, or a
 // string holding exactly one, as safetensors __metadata__ values are strings.
 // Anything else is an error naming the key.
@@ -219,6 +226,21 @@ bool as_bool(const json& j, const char* key, const std::string& source) {
   check(s == "True" || s == "False" || s == "true" || s == "false", "{}: config key '{}' is not a boolean: {}",
         source, key, s);
   return s == "True" || s == "true";
+}
+
+// The model_args keys apply_timm_args reads.
+const std::set<std::string>& timm_arg_keys() {
+  static const std::set<std::string> keys = {
+      "img_size",  "patch_size", "in_chans",    "embed_dim",      "depth",       "num_heads", "num_classes",
+      "mlp_ratio", "qkv_bias",   "class_token", "no_embed_class", "global_pool", "fc_norm"};
+  return keys;
+}
+
+// Whether safetensors __metadata__ describes the architecture: torch and timm
+// write {"format": "pt"} into every file, which says nothing about it.
+bool holds_timm_args(const Metadata& metadata) {
+  return std::any_of(metadata.begin(), metadata.end(),
+                     [](const auto& entry) { return timm_arg_keys().count(entry.first) > 0; });
 }
 
 // timm model_args (also the flat string form in safetensors __metadata__).
@@ -281,7 +303,7 @@ void apply_hf_config(const json& j, VitConfig& c, const std::string& source) {
   c.in_chans = value_or(j, "num_channels", c.in_chans, source);
   c.ln_eps = value_or(j, "layer_norm_eps", 1e-12, source);  // HF's default
   c.qkv_bias = value_or(j, "qkv_bias", c.qkv_bias, source);
-  if (j.contains("id2label")) c.num_classes = static_cast<int64_t>(j["id2label"].size());
+  if (j.contains("id2label")) c.num_classes = static_cast<int64_t>(object_at(j, "id2label", source).size());
   // ViTImageProcessor: resize straight to the input size, mean = std = 0.5.
   c.preprocess.input_size = c.img_size;
   c.preprocess.crop_pct = 1.0;
@@ -290,6 +312,8 @@ void apply_hf_config(const json& j, VitConfig& c, const std::string& source) {
 }
 
 json read_json_file(const std::string& path) {
+  std::error_code ignored;  // an unreadable path is reported by the open below
+  check(!fs::is_directory(path, ignored), "config file '{}' is a directory, not a JSON file", path);
   std::ifstream in(path);
   check(in.good(), "cannot open config file '{}'", path);
   try {
@@ -313,20 +337,21 @@ HaltingConfig halting_from_json(const json& j, const std::string& source) {
 }
 
 void apply_config_json(const json& j, VitConfig& c, const std::string& source) {
+  check(j.is_object(), "{}: a config must be a JSON object, got {}", source, j.type_name());
   const std::string model_type = value_or(j, "model_type", std::string(), source);
   if (model_type == "vit" || model_type == "deit" || j.contains("hidden_size")) {
     apply_hf_config(j, c, source);
     return;
   }
-  if (j.contains("model_args")) apply_timm_args(j["model_args"], c, source);
+  if (j.contains("model_args")) apply_timm_args(object_at(j, "model_args", source), c, source);
   c.num_classes = value_or(j, "num_classes", c.num_classes, source);
   if (!j.contains("model_args")) c.global_pool = value_or(j, "global_pool", c.global_pool, source);
   c.preprocess.input_size = c.img_size;
-  if (j.contains("pretrained_cfg")) apply_pretrained_cfg(j["pretrained_cfg"], c, source);
+  if (j.contains("pretrained_cfg")) apply_pretrained_cfg(object_at(j, "pretrained_cfg", source), c, source);
   c.label_names = value_or(j, "label_names", c.label_names, source);
   // Settings timm's model_args cannot hold (timm would reject unknown keys).
   if (j.contains("engine")) {
-    const json& e = j["engine"];
+    const json& e = object_at(j, "engine", source);
     c.mixers = value_or(e, "mixers", c.mixers, source);
     c.ln_eps = value_or(e, "ln_eps", c.ln_eps, source);
     c.distilled = value_or(e, "distilled", c.distilled, source);
@@ -334,34 +359,63 @@ void apply_config_json(const json& j, VitConfig& c, const std::string& source) {
   }
 }
 
+// Applies the first config there is (see vit_checkpoint.h) to c; returns its
+// name for errors.
+std::string apply_config_source(const Checkpoint& checkpoint, const VitLoadOptions& options, VitConfig& c) {
+  const std::string beside = (fs::path(checkpoint.directory) / "config.json").string();
+  if (!options.config_path.empty() || fs::exists(beside)) {
+    const std::string path = options.config_path.empty() ? beside : options.config_path;
+    apply_config_json(read_json_file(path), c, path);
+    return path;
+  }
+  if (holds_timm_args(checkpoint.metadata)) {
+    const std::string source = checkpoint.source + " __metadata__";
+    apply_timm_args(json(checkpoint.metadata), c, source);
+    c.preprocess.input_size = c.img_size;
+    return source;
+  }
+  // Not an error (a bare timm checkpoint has none), but the defaults change the
+  // numbers a model gives, so say so.
+  fmt::print(stderr,
+             "note: no config.json beside {}: architecture inferred from the tensor shapes, and timm's ImageNet "
+             "preprocessing assumed (mean/std, crop_pct {}, {}); give a config.json (--config, [teacher] config) "
+             "to set them\n",
+             checkpoint.source, c.preprocess.crop_pct, c.preprocess.interpolation);
+  return checkpoint.source;
+}
+
+// The sizes that the checkpoint's tensor shapes fix must be the config's, checked
+// before the model is built: a config claiming depth 100000000 would otherwise
+// allocate that many blocks before load_parameters compares any shape.
+void check_sizes_match_checkpoint(const VitConfig& config, const VitConfig& from_shapes, const std::string& source,
+                                  const std::string& checkpoint_source) {
+  const std::pair<const char*, int64_t VitConfig::*> sizes[] = {
+      {"depth", &VitConfig::depth},
+      {"embed_dim", &VitConfig::embed_dim},
+      {"num_classes", &VitConfig::num_classes},
+      {"in_chans", &VitConfig::in_chans},
+      {"patch_size", &VitConfig::patch_size},
+      {"mlp hidden width (embed_dim * mlp_ratio)", &VitConfig::mlp_hidden},
+  };
+  for (const auto& [key, field] : sizes) {
+    check(config.*field == from_shapes.*field, "{}: {} = {}, but the checkpoint {} has {}", source, key,
+          config.*field, checkpoint_source, from_shapes.*field);
+  }
+}
+
 }  // namespace
 
 VitConfig resolve_vit_config(const Checkpoint& checkpoint, const NamedTensors& timm_tensors,
                              const VitLoadOptions& options) {
-  VitConfig c = infer_config(timm_tensors, checkpoint.source);
-  const std::string beside = (fs::path(checkpoint.directory) / "config.json").string();
-  if (!options.config_path.empty()) {
-    apply_config_json(read_json_file(options.config_path), c, options.config_path);
-  } else if (fs::exists(beside)) {
-    apply_config_json(read_json_file(beside), c, beside);
-  } else if (!checkpoint.metadata.empty()) {
-    json args(checkpoint.metadata);
-    apply_timm_args(args, c, checkpoint.source + " __metadata__");
-    c.preprocess.input_size = c.img_size;
-  } else {
-    // Not an error (a bare timm checkpoint has none), but the defaults change the
-    // numbers a model gives, so say so.
-    fmt::print(stderr,
-               "note: no config.json beside {}: architecture inferred from the tensor shapes, and timm's ImageNet "
-               "preprocessing assumed (mean/std, crop_pct {}, {}); give a config.json (--config, [teacher] config) "
-               "to set them\n",
-               checkpoint.source, c.preprocess.crop_pct, c.preprocess.interpolation);
-  }
+  const VitConfig from_shapes = infer_config(timm_tensors, checkpoint.source);
+  VitConfig c = from_shapes;
+  const std::string source = apply_config_source(checkpoint, options, c);
   if (options.img_size > 0) {
     c.img_size = options.img_size;
     c.preprocess.input_size = options.img_size;
   }
-  c.validate();
+  check_sizes_match_checkpoint(c, from_shapes, source, checkpoint.source);
+  c.validate(source);
   return c;
 }
 

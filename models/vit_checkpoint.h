@@ -3,8 +3,9 @@
 //
 // The architecture comes from, in order: an explicit config file; config.json
 // beside the checkpoint (timm model_args/pretrained_cfg, or a HF ViTConfig);
-// the safetensors __metadata__; else it is inferred from tensor shapes (the
-// head count then defaults to embed_dim / 64, the ViT convention).
+// the safetensors __metadata__ when it holds model_args keys; else it is
+// inferred from tensor shapes (the head count then defaults to embed_dim / 64,
+// the ViT convention), with a note on stderr.
 #pragma once
 #include <memory>
 #include <string>
@@ -25,6 +26,8 @@ struct VitLoadOptions {
 // list tensors that fit no known naming scheme.
 NamedTensors to_timm_names(const NamedTensors& tensors, const std::string& source);
 
+// Errors name the config's source: a bad value, or a size (depth, embed_dim,
+// num_classes, ...) other than the tensors' shapes give.
 VitConfig resolve_vit_config(const Checkpoint& checkpoint, const NamedTensors& timm_tensors,
                              const VitLoadOptions& options);
 

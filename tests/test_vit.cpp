@@ -241,33 +241,151 @@ TEST(VitCheckpoint, PosEmbedResampling) {
   std::filesystem::remove_all(dir);
 }
 
+// small_config() saved to a scratch folder (model.safetensors, whose
+// __metadata__ is torch's {"format": "pt"}, and config.json) for tests that
+// edit its config; removed at the end of the scope.
+struct SavedSmallVit {
+  std::string dir;
+  nlohmann::json config;  // config.json as saved
+
+  explicit SavedSmallVit(const std::string& name) : dir(testing::scratch_path(name)) {
+    std::filesystem::remove_all(dir);
+    VisionTransformer model(small_config(), 5);
+    save_vit(model, dir);
+    std::ifstream(config_path()) >> config;
+  }
+  ~SavedSmallVit() { std::filesystem::remove_all(dir); }
+
+  std::string config_path() const { return dir + "/config.json"; }
+
+  // The error of loading the model with config.json holding `text`.
+  std::string error_with_text(const std::string& text) const {
+    std::ofstream(config_path()) << text;
+    return testing::error_of([&] { load_vit(dir); });
+  }
+
+  // The error of loading the model with `edit` applied to its config.json.
+  std::string error_with(const std::function<void(nlohmann::json&)>& edit) const {
+    nlohmann::json edited = config;
+    edit(edited);
+    return error_with_text(edited.dump());
+  }
+};
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
 // A config.json value of the wrong type or length is an error naming its key
 // (not a JSON library exception, nor a read past the end of a short array).
 TEST(VitCheckpoint, BadConfigValuesNameTheKey) {
-  VisionTransformer model(small_config(), 5);
-  const std::string dir = testing::scratch_path("engine_vit_bad_config");
-  std::filesystem::remove_all(dir);
-  save_vit(model, dir);
-  nlohmann::json saved;
-  std::ifstream(dir + "/config.json") >> saved;
-  // The error of loading the model with `edit` applied to its config.json.
-  auto error_with = [&](const std::function<void(nlohmann::json&)>& edit) {
-    nlohmann::json config = saved;
-    edit(config);
-    std::ofstream(dir + "/config.json") << config.dump();
-    return testing::error_of([&] { load_vit(dir); });
-  };
-  using ::testing::HasSubstr;
-  EXPECT_THAT(error_with([](nlohmann::json& c) { c["pretrained_cfg"]["mean"] = nlohmann::json::array({0.5}); }),
+  const SavedSmallVit saved("engine_vit_bad_config");
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["pretrained_cfg"]["mean"] = nlohmann::json::array({0.5}); }),
               HasSubstr("config key 'mean' holds 1 values, expected 3"));
-  EXPECT_THAT(error_with([](nlohmann::json& c) { c["num_classes"] = "5"; }), HasSubstr("config key 'num_classes'"));
-  EXPECT_THAT(error_with([](nlohmann::json& c) { c["engine"]["mixers"] = "attention"; }),
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["num_classes"] = "5"; }),
+              HasSubstr("config key 'num_classes'"));
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["engine"]["mixers"] = "attention"; }),
               HasSubstr("config key 'mixers'"));
-  EXPECT_THAT(error_with([](nlohmann::json& c) { c["model_args"]["depth"] = "two"; }),
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["model_args"]["depth"] = "two"; }),
               HasSubstr("config key 'depth' is not an integer: \"two\""));
-  EXPECT_THAT(error_with([](nlohmann::json& c) { c["model_args"]["depth"] = "2 blocks"; }),
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["model_args"]["depth"] = "2 blocks"; }),
               HasSubstr("config key 'depth' is not an integer"));
-  std::filesystem::remove_all(dir);
+}
+
+// A config.json or section of another JSON type is an error, not a section
+// skipped (which would leave the inferred architecture and default preprocessing).
+TEST(VitCheckpoint, ConfigAndItsSectionsMustBeJsonObjects) {
+  const SavedSmallVit saved("engine_vit_config_not_object");
+  const std::string path = saved.config_path();
+  EXPECT_THAT(saved.error_with_text("[1,2,3]"),
+              AllOf(HasSubstr(path), HasSubstr("a config must be a JSON object, got array")));
+  for (const char* section : {"model_args", "pretrained_cfg", "engine"}) {
+    EXPECT_THAT(saved.error_with([&](nlohmann::json& c) { c[section] = 5; }),
+                AllOf(HasSubstr(path), HasSubstr(fmt::format("config key '{}' must be a JSON object, got 5", section))))
+        << section;
+  }
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["pretrained_cfg"] = "x"; }),
+              AllOf(HasSubstr(path), HasSubstr("config key 'pretrained_cfg' must be a JSON object, got \"x\"")));
+  // A Hugging Face config's id2label: the size of a string is not a class count.
+  EXPECT_THAT(saved.error_with_text(R"({"model_type": "vit", "id2label": "x"})"),
+              AllOf(HasSubstr(path), HasSubstr("config key 'id2label' must be a JSON object")));
+}
+
+TEST(VitCheckpoint, ConfigThatIsADirectoryIsNamed) {
+  const SavedSmallVit saved("engine_vit_config_directory");
+  VitLoadOptions options;
+  options.config_path = saved.dir;
+  EXPECT_THAT(testing::error_of([&] { load_vit(saved.dir, options); }),
+              HasSubstr("config file '" + saved.dir + "' is a directory"));
+  std::filesystem::remove(saved.config_path());
+  std::filesystem::create_directory(saved.config_path());
+  EXPECT_THAT(testing::error_of([&] { load_vit(saved.dir); }),
+              HasSubstr("config file '" + saved.config_path() + "' is a directory"));
+}
+
+// Preprocessing values that would silently spoil every prediction (std 0
+// divides by zero) or fail later without the file's name.
+TEST(VitCheckpoint, BadPreprocessingValuesNameTheFileAndKey) {
+  const SavedSmallVit saved("engine_vit_bad_preprocessing");
+  const std::string path = saved.config_path();
+  auto error_with_pretrained = [&](const char* key, const nlohmann::json& value) {
+    return saved.error_with([&](nlohmann::json& c) { c["pretrained_cfg"][key] = value; });
+  };
+  const std::pair<std::pair<const char*, nlohmann::json>, std::string> cases[] = {
+      {{"std", {0, 0, 0}}, "std [0] = 0 must be finite and positive"},
+      {{"std", {0.2, 0.2, -0.1}}, "std [2] = -0.1 must be finite and positive"},
+      {{"crop_pct", 0}, "crop_pct 0 must be in (0, 1]"},
+      {{"crop_pct", 1.5}, "crop_pct 1.5 must be in (0, 1]"},
+      {{"interpolation", "nearest"}, "interpolation 'nearest' is not supported"},
+      {{"input_size", {3, 0, 0}}, "input_size 0 must be positive"},
+      {{"label_names", {"a", "b", "c"}}, "3 label_names for 5 classes"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    EXPECT_THAT(error_with_pretrained(edit.first, edit.second), AllOf(HasSubstr(path), HasSubstr(expected)))
+        << edit.first << " = " << edit.second.dump();
+  }
+  // JSON holds no NaN; a config made in code can.
+  VitConfig nan_mean = small_config();
+  nan_mean.preprocess.mean[1] = std::nan("");
+  EXPECT_THAT(testing::error_of([&] { nan_mean.validate("made in code"); }),
+              HasSubstr("made in code: preprocessing mean [1] = nan must be finite"));
+}
+
+// Sizes the tensors fix are compared before the model is built, so a config
+// claiming a huge model is an error naming the key, not a failed allocation.
+TEST(VitCheckpoint, ConfigSizesMustMatchTheCheckpointBeforeBuilding) {
+  const SavedSmallVit saved("engine_vit_absurd_sizes");
+  const std::string path = saved.config_path();
+  // Without engine.mixers (timm's config.json has none), whose length would stop a bad depth.
+  auto timm_config_of_depth_1e8 = [](nlohmann::json& c) {
+    c["engine"].erase("mixers");
+    c["model_args"]["depth"] = 100000000;
+  };
+  EXPECT_THAT(saved.error_with(timm_config_of_depth_1e8),
+              AllOf(HasSubstr(path), HasSubstr("depth = 100000000, but the checkpoint"),
+                    HasSubstr("model.safetensors has 2")));
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["num_classes"] = 1e11; }),
+              AllOf(HasSubstr(path), HasSubstr("num_classes = 100000000000, but the checkpoint"),
+                    HasSubstr("model.safetensors has 5")));
+}
+
+// torch writes {"format": "pt"} into every safetensors file; that says nothing
+// of the architecture, so without config.json the guess is noted. Metadata
+// holding model_args keys is used instead, and needs no note.
+TEST(VitCheckpoint, InferredConfigIsNotedUnlessMetadataDescribesTheModel) {
+  const SavedSmallVit saved("engine_vit_no_config");
+  std::filesystem::remove(saved.config_path());
+  ASSERT_EQ(load_checkpoint(saved.dir).metadata, (Metadata{{"format", "pt"}}));
+  ::testing::internal::CaptureStderr();
+  auto inferred = load_vit(saved.dir);
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(), HasSubstr("note: no config.json beside"));
+  EXPECT_EQ(inferred->config.num_heads, 1);  // embed_dim 32 / 64, at least 1
+
+  Checkpoint described = load_checkpoint(saved.dir);
+  described.metadata["num_heads"] = "2";
+  ::testing::internal::CaptureStderr();
+  const VitConfig config = resolve_vit_config(described, described.tensors, {});
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(config.num_heads, 2);
 }
 
 TEST(VitCheckpoint, HalfPrecisionCheckpointsLoad) {
