@@ -11,6 +11,7 @@
 #include "models/avit.h"
 #include "models/vit_checkpoint.h"
 #include "train/batch_stream.h"
+#include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
 #include "train/progress.h"
@@ -197,7 +198,7 @@ json run_avit(const AvitSettings& s) {
   auto model = load_teacher(s);
   model->config.halting = s.halting;
   model->config.validate();
-  prepare_out_dir(s.out_dir, s.overwrite, {"results.json", "metrics.jsonl", "avit", "depth_map_img*"});
+  prepare_out_dir(s.out_dir, s.overwrite, {"results.json", "metrics.jsonl", "avit*", "depth_map_img*"});
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
 
   fmt::print("evaluating the dense teacher\n");
@@ -217,7 +218,8 @@ json run_avit(const AvitSettings& s) {
   avit["latency_ms"] = avit_latency;
   avit["latency_mean_retention"] = timed_retention(*model, test_set, s);
 
-  save_vit(*model, (fs::path(s.out_dir) / "avit").string());
+  write_directory_atomically((fs::path(s.out_dir) / "avit").string(),
+                             [&](const std::string& staging) { save_vit(*model, staging); });
   json results = {
       {"teacher", {{"path", s.teacher}, {"top1", dense.top1}, {"top5", dense.top5}, {"latency_ms", dense_latency}}},
       {"avit", avit},

@@ -14,6 +14,7 @@
 #include "models/avit.h"
 #include "models/vit_checkpoint.h"
 #include "train/batch_stream.h"
+#include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/layer_groups.h"
 #include "train/metrics.h"
@@ -544,7 +545,7 @@ json run_distill(const DistillSettings& s) {
   const Teachers teachers = load_checked_teachers(s, datasets);
   // Only now: a bad input leaves an old run as it was.
   prepare_out_dir(s.out_dir, s.overwrite,
-                  {"results.json", "metrics.jsonl", "hybrid", "drop_vs_k90.svg", "gap_vs_retention.svg"});
+                  {"results.json", "metrics.jsonl", "hybrid*", "drop_vs_k90.svg", "gap_vs_retention.svg"});
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, teachers, log);
   VisionTransformer* teacher = teachers.front().get();
@@ -585,7 +586,9 @@ json run_distill(const DistillSettings& s) {
         add_latencies({teacher, hybrid.get()}, {&teacher_report, &report}, *datasets.test, s);
         results["student"] = report;
         results["replaced_layers"] = layers;
-        save_vit(*hybrid, (fs::path(s.out_dir) / "hybrid").string());
+        // As one folder: never a config.json of one model beside another's weights.
+        write_directory_atomically((fs::path(s.out_dir) / "hybrid").string(),
+                                   [&](const std::string& staging) { save_vit(*hybrid, staging); });
       }
     }
     runs.summarize(group, "top1", "drop");
