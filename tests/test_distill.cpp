@@ -37,6 +37,7 @@ TEST(OutputFolder, HoldsOneRunAtATimeAndLeavesOtherFilesAlone) {
   write_text(out / "metrics.jsonl", "{}\n");
   write_text(out / "depth_map_img3.png", "png");
   write_text(out / "notes.txt", "mine");
+  fs::create_directories(out / "hybrid_kept");  // another run's, as its own name says
   const std::vector<std::string> outputs = {"results.json", "metrics.jsonl", "hybrid", "depth_map_img*"};
 
   // A folder with a run's outputs, even without results.json (another tool's
@@ -45,12 +46,19 @@ TEST(OutputFolder, HoldsOneRunAtATimeAndLeavesOtherFilesAlone) {
                                    {out.string(), "overwrite"});
   EXPECT_TRUE(fs::exists(out / "metrics.jsonl") && fs::exists(out / "hybrid" / "config.json"));
 
+  // A teacher inside an output that overwriting would remove (it is read again later).
+  testing::expect_error_mentioning(
+      [&] { prepare_out_dir(out.string(), true, outputs, {(out / "hybrid").string()}); },
+      {(out / "hybrid").string(), "replace before reading it"});
+  EXPECT_TRUE(fs::exists(out / "hybrid" / "config.json"));
+
   // Overwriting removes every output of the earlier run at the start, and nothing else.
-  prepare_out_dir(out.string(), true, outputs);
+  prepare_out_dir(out.string(), true, outputs, {(out / "hybrid_kept").string()});
   EXPECT_FALSE(fs::exists(out / "metrics.jsonl"));
   EXPECT_FALSE(fs::exists(out / "hybrid"));
   EXPECT_FALSE(fs::exists(out / "depth_map_img3.png"));
   EXPECT_TRUE(fs::exists(out / "notes.txt"));
+  EXPECT_TRUE(fs::exists(out / "hybrid_kept"));
   prepare_out_dir(out.string(), false, outputs);  // now nothing is in the way
 
   testing::expect_error_mentioning([&] { prepare_out_dir((out / "notes.txt").string(), true, outputs); },

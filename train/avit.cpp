@@ -140,17 +140,15 @@ json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const Av
           {"retention", meter.retention()}, {"mean_retention", meter.mean_retention()}};
 }
 
-// The mean share of tokens entering a layer in each timed batch (the first
-// images of timing_images, as time_models takes them): {"b<N>": share}. An
-// A-ViT's speed depends on it.
+// The mean share of tokens entering a layer in each timed batch (the
+// timing_images that time_models takes): {"b<N>": share}. An A-ViT's speed
+// depends on it.
 json timed_retention(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
-  const int64_t largest = *std::max_element(s.latency_batches.begin(), s.latency_batches.end());
-  const Tensor images = timing_images(test, model.config.preprocess, largest, s.device);
   NoGradGuard no_grad;
   json shares = json::object();
   for (int64_t batch : s.latency_batches) {
     RetentionMeter meter(model);
-    meter.logits()(narrow(images, 0, 0, batch));
+    meter.logits()(timing_images(test, model.config.preprocess, batch, s.device));
     shares[fmt::format("b{}", batch)] = meter.mean_retention();
   }
   return shares;
@@ -198,7 +196,8 @@ json run_avit(const AvitSettings& s) {
   auto model = load_teacher(s);
   model->config.halting = s.halting;
   model->config.validate();
-  prepare_out_dir(s.out_dir, s.overwrite, {"results.json", "metrics.jsonl", "avit*", "depth_map_img*"});
+  prepare_out_dir(s.out_dir, s.overwrite,
+                  {"results.json", "metrics.jsonl", "avit", "avit.partial", "avit.previous", "depth_map_img*"});
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
 
   fmt::print("evaluating the dense teacher\n");

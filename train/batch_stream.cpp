@@ -85,11 +85,20 @@ bool is_run_output(const std::string& name, const std::vector<std::string>& outp
   return false;
 }
 
+// Whether `path` is `folder` or lies inside it.
+bool lies_in(const std::filesystem::path& path, const std::filesystem::path& folder) {
+  const std::filesystem::path inner = std::filesystem::weakly_canonical(path);
+  const std::filesystem::path outer = std::filesystem::weakly_canonical(folder);
+  return std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end()).first == outer.end();
+}
+
 }  // namespace
 
-void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs) {
+void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs,
+                     const std::vector<std::string>& inputs) {
   namespace fs = std::filesystem;
   check(!out_dir.empty(), "[output] dir is empty: name the folder for the run's outputs");
+  check(!fs::is_symlink(out_dir) || fs::exists(out_dir), "[output] dir = '{}' is a link to nothing", out_dir);
   check(!fs::exists(out_dir) || fs::is_directory(out_dir), "[output] dir = '{}' is not a folder", out_dir);
   std::vector<fs::path> found;
   if (fs::exists(out_dir)) {
@@ -98,6 +107,10 @@ void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vect
     }
   }
   for (const fs::path& path : found) {
+    for (const std::string& input : inputs) {
+      check(input.empty() || !lies_in(input, path), "{} is an earlier run's output in [output] dir = '{}', which this "
+            "run would replace before reading it: choose another output folder", input, out_dir);
+    }
     check(overwrite, "output folder '{}' already holds a run's {} (set [output] overwrite = true to replace it)",
           out_dir, path.filename().string());
     // Removed now rather than replaced at the end, so that a run that fails

@@ -55,7 +55,9 @@ WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fract
 // Makes out_dir ready for a run that writes `outputs` there (names; an entry
 // ending in '*' matches every name that starts with the rest). Fails when the
 // folder already holds any of them and overwrite is off; with overwrite on,
-// removes them. Creates out_dir.
-void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs);
+// removes them. Creates out_dir. `inputs` are paths the run reads later (a
+// teacher it loads again): one inside an output to remove is an error.
+void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs,
+                     const std::vector<std::string>& inputs = {});
 
 }  // namespace engine

@@ -424,14 +424,17 @@ using Teachers = std::vector<std::unique_ptr<VisionTransformer>>;
 // long phase: a head for the data's classes, and a layer choice (or groups)
 // that fits its depth (any ranking serves: only the syntax and the ranges
 // matter here).
+// The checkpoints of the run's teachers: the sweep's levels in order, else the one.
+std::vector<std::string> teacher_paths(const DistillSettings& s) {
+  if (s.experiment != "teacher_sparsity_sweep") return {s.teacher};
+  std::vector<std::string> paths;
+  for (const NamedTeacher& level : parse_teachers(s.teachers)) paths.push_back(level.path);
+  return paths;
+}
+
 Teachers load_checked_teachers(const DistillSettings& s, const Datasets& datasets) {
-  std::vector<std::string> paths = {s.teacher};
-  if (s.experiment == "teacher_sparsity_sweep") {
-    paths.clear();
-    for (const NamedTeacher& level : parse_teachers(s.teachers)) paths.push_back(level.path);
-  }
   Teachers teachers;
-  for (const std::string& path : paths) {
+  for (const std::string& path : teacher_paths(s)) {
     teachers.push_back(load_teacher(path, s));
     const VitConfig& config = teachers.back()->config;
     check_labels_fit(config, *datasets.train);
@@ -543,9 +546,14 @@ json run_distill(const DistillSettings& s) {
   const GemmPrecisionGuard gemm_precision(parse_gemm_precision(s.precision, s.device));
   Datasets datasets = open_datasets(s);
   const Teachers teachers = load_checked_teachers(s, datasets);
-  // Only now: a bad input leaves an old run as it was.
+  // Only now: a bad input leaves an old run as it was. (The teachers are read
+  // again for every splice, so none may lie in what is removed.)
+  std::vector<std::string> inputs = teacher_paths(s);
+  inputs.push_back(s.teacher_config);
   prepare_out_dir(s.out_dir, s.overwrite,
-                  {"results.json", "metrics.jsonl", "hybrid*", "drop_vs_k90.svg", "gap_vs_retention.svg"});
+                  {"results.json", "metrics.jsonl", "hybrid", "hybrid.partial", "hybrid.previous", "drop_vs_k90.svg",
+                   "gap_vs_retention.svg"},
+                  inputs);
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, teachers, log);
   VisionTransformer* teacher = teachers.front().get();
