@@ -166,6 +166,19 @@ TEST(Eval, LatenciesTimeTheModelsInTurnsAfterAWarmUpRound) {
   EXPECT_GE(ms[1], 6.0);
 }
 
+TEST(Eval, TimingImagesAreSpreadOverAClassSortedDataset) {
+  const SortedByClass dataset(4, 5);  // each image filled with its class
+  auto classes_in = [&](int64_t count) {
+    const Tensor images = timing_images(dataset, raw_pixels(), count, Device::cpu()).contiguous();
+    std::vector<int64_t> classes;
+    for (int64_t b = 0; b < count; ++b) classes.push_back(std::lround(images.data<float>()[b * 12]));
+    return classes;
+  };
+  EXPECT_EQ(classes_in(4), (std::vector<int64_t>{0, 1, 2, 3})) << "the first 4 would all be class 0";
+  EXPECT_EQ(classes_in(2), (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(classes_in(22).size(), 22u) << "more than the dataset holds: repeated from the start";
+}
+
 TEST(Eval, TimeModelsGivesEveryModelATimeAtEveryBatchSize) {
   VitConfig config;
   config.img_size = 4;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <unordered_map>
 
 #include "data/subset.h"
 #include "data/transforms.h"
@@ -194,13 +195,13 @@ LatencyTable time_models(const std::vector<VisionTransformer*>& models, const da
     forwards.push_back(inference_logits(*model));
     graphs = graphs && !model->config.halting;
   }
-  const int64_t largest = *std::max_element(batches.begin(), batches.end());
-  const Tensor images = timing_images(dataset, models.front()->config.preprocess, largest, device);
   LatencyTable table{batches, std::vector<std::vector<double>>(models.size()), {}};
   if (graphs) table.graph_ms.resize(models.size());
   for (int64_t batch : batches) {
     fmt::print("timing {} model(s) at batch {}\n", models.size(), batch);
-    const Tensor batch_images = narrow(images, 0, 0, batch);
+    // Spread over the set at every batch size: the first images of a larger
+    // spread batch would be one class again.
+    const Tensor batch_images = timing_images(dataset, models.front()->config.preprocess, batch, device);
     const std::vector<double> eager = latencies_ms(forwards, batch_images, repeats);
     const std::vector<double> replayed = graphs ? graph_latencies_ms(forwards, batch_images, repeats)
                                                 : std::vector<double>{};
@@ -220,12 +221,14 @@ void check_labels_fit(const VitConfig& model, const data::LabeledDataset& datase
   // with a class folder missing, every later class would be scored against
   // its neighbour's logit. (Names the model does not list, such as ImageNet
   // synsets against readable names, cannot be checked.)
+  std::unordered_map<std::string, size_t> model_labels;  // (ImageNet-21k has 21,843 classes)
+  for (size_t i = 0; i < model.label_names.size(); ++i) model_labels.emplace(model.label_names[i], i);
   const std::vector<std::string>& classes = dataset.classes();
   for (size_t label = 0; label < classes.size(); ++label) {
-    const auto named = std::find(model.label_names.begin(), model.label_names.end(), classes[label]);
-    if (named == model.label_names.end()) continue;
-    const auto model_label = named - model.label_names.begin();
-    check(model_label == static_cast<std::ptrdiff_t>(label),
+    const auto named = model_labels.find(classes[label]);
+    if (named == model_labels.end()) continue;
+    const size_t model_label = named->second;
+    check(model_label == label,
           "{}: class '{}' is label {} here but label {} in the model's label_names: is a class missing, or "
           "the class list in another order?", dataset.root(), classes[label], label, model_label);
   }

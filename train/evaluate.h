@@ -67,8 +67,8 @@ class RetentionMeter {
 };
 
 // The first `count` images of a dataset (fewer if it is smaller) through the
-// eval transform, as one [count, C, H, W] batch on `device`: inputs for timing
-// (A-ViT's speed depends on the images) and for pictures.
+// eval transform, as one [count, C, H, W] batch on `device`: inputs for
+// pictures, and (of a spread subset) for timing_images.
 Tensor first_images(const data::Dataset& dataset, const Preprocess& preprocess, int64_t count, Device device);
 
 // A batch of exactly `count` images for timing at that batch size: images
@@ -98,8 +98,8 @@ struct LatencyTable {
 };
 
 // Each model's median latency (`repeats` rounds, the models taking turns) at
-// every batch size, on the first images of `dataset` through the first
-// model's preprocessing (so the models should share it, as a hybrid or an
+// every batch size, on timing_images of `dataset` through the first model's
+// preprocessing (so the models should share it, as a hybrid or an
 // A-ViT shares its teacher's). On a GPU the forwards are also replayed as
 // graphs, unless a model halts tokens: A-ViT's compacted forward reads its
 // decisions on the host, and leaving out every model's graph timings keeps
@@ -109,6 +109,8 @@ LatencyTable time_models(const std::vector<VisionTransformer*>& models, const da
 
 // Fails, naming both counts and the folder, when the dataset has more classes
 // than the model's head: its labels past the head would fail, or score, late.
+// Also fails when a class that the model's label_names list has another index
+// in the dataset (a class folder missing, or the class list in another order).
 void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset);
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
