@@ -52,6 +52,10 @@ TEST(LayerGroups, SpearmanRho) {
   const double tied_a = mean_drop({0.8062, 0.8051, 0.8038}), tied_b = mean_drop({0.8061, 0.8045, 0.8045});
   ASSERT_NE(tied_a, tied_b) << "the case needs means that differ by rounding";
   EXPECT_NEAR(spearman_rho({30, 31, 32}, {tied_a, tied_b, 0.91}), std::sqrt(3.0) / 2, 1e-9);
+  // The same near a mean drop of 0, where the rounding is large against the mean itself.
+  const double near_zero_a = mean_drop({0.8023, 0.8131, 0.8120}), near_zero_b = mean_drop({0.8128, 0.8094, 0.8052});
+  ASSERT_NE(near_zero_a, near_zero_b);
+  EXPECT_NEAR(spearman_rho({30, 31, 32}, {near_zero_a, near_zero_b, 0.91}), std::sqrt(3.0) / 2, 1e-9);
 }
 
 // The permutation p-value against the exact one: every pairing of 6 points enumerated.

@@ -118,9 +118,10 @@ std::vector<std::vector<int64_t>> parse_groups(const std::string& spec, int64_t 
 namespace {
 
 // Values that differ only by rounding: a group's drop is a mean over seeds,
-// and two groups with the same exact mean can come out an ulp or two apart.
+// and two groups with the same exact mean can come out a few ulps of its
+// terms apart, which near a mean of 0 is far more than an ulp of the mean.
 bool equal_but_for_rounding(double a, double b) {
-  return std::abs(a - b) <= 1e-12 * std::max(std::abs(a), std::abs(b));
+  return std::abs(a - b) <= 1e-12 * std::max({1.0, std::abs(a), std::abs(b)});
 }
 
 std::vector<double> average_ranks(const std::vector<double>& values) {
