@@ -93,7 +93,7 @@ void check_no_missing_classes(const std::vector<uint8_t>& labels, const std::str
 
 }  // namespace
 
-IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels_path)
+IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels_path, bool every_class_present)
     : images_name_(std::filesystem::path(images_path).filename().string()) {
   IdxArray images = read_idx(images_path, 3);
   IdxArray labels = read_idx(labels_path, 1);
@@ -104,7 +104,7 @@ IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels
   width_ = static_cast<int>(images.dims[2]);
   pixels_ = std::move(images.values);
   labels_ = std::move(labels.values);
-  check_no_missing_classes(labels_, labels_path);
+  if (every_class_present) check_no_missing_classes(labels_, labels_path);
   num_classes_ = *std::max_element(labels_.begin(), labels_.end()) + 1;
 }
 
@@ -116,7 +116,7 @@ IdxDataset IdxDataset::from_dir(const std::string& dir, Split split) {
     const std::filesystem::path gz = plain.string() + ".gz";
     return (std::filesystem::exists(gz) ? gz : plain).string();
   };
-  return IdxDataset(find("images-idx3"), find("labels-idx1"));
+  return IdxDataset(find("images-idx3"), find("labels-idx1"), /*every_class_present=*/split == Split::Train);
 }
 
 void IdxDataset::check_index(size_t i) const {

@@ -11,9 +11,11 @@ namespace data {
 class IdxDataset : public Dataset {
  public:
   // Bad magic numbers, a size that disagrees with the header, different image and label
-  // counts, or a class with no example between the smallest and the largest label (a
-  // corrupt label) are errors naming the file. num_classes() is the largest label + 1.
-  IdxDataset(const std::string& images_path, const std::string& labels_path);
+  // counts, or (with every_class_present, as for a train set) a class with no example
+  // between the smallest and the largest label (a corrupt label) are errors naming the
+  // file. A test set may be a subset; its labels are checked against the train set's
+  // classes (check_test_matches_train). num_classes() is the largest label + 1.
+  IdxDataset(const std::string& images_path, const std::string& labels_path, bool every_class_present = true);
 
   // dir/{train,t10k}-images-idx3-ubyte and -labels-idx1-ubyte, with or without .gz, as
   // MNIST and Fashion-MNIST ship them (Debian: /usr/share/datasets/fashion-mnist).

@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <csetjmp>
 #include <cstdio>
+#include <new>
 
 #include <jpeglib.h>
 #include <jerror.h>  // JWRN_JPEG_EOF
@@ -19,6 +20,10 @@ struct ErrorManager {
   jpeg_error_mgr base;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
+  // The row buffer of CMYK images, kept here rather than in a local of
+  // decode_into(): a local changed after setjmp has no defined value after the
+  // longjmp back, so the jump could not free it.
+  uint8_t* row_buffer = nullptr;
 };
 
 void on_error(j_common_ptr cinfo) {
@@ -48,6 +53,21 @@ void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, int width) {
   }
 }
 
+// The decoded image and the row buffer (manager.row_buffer); false, with the
+// message, when memory runs out. (A function of its own: an exception must
+// not leave decode_into() without destroying libjpeg's state.)
+bool allocate_output(const jpeg_decompress_struct& cinfo, Image* image, ErrorManager& manager) {
+  try {
+    *image = Image(static_cast<int>(cinfo.output_height), static_cast<int>(cinfo.output_width), 3);
+    manager.row_buffer = new uint8_t[static_cast<size_t>(cinfo.output_width) * cinfo.output_components];
+  } catch (const std::bad_alloc&) {
+    std::snprintf(manager.message, sizeof manager.message, "out of memory for its %ux%u pixels", cinfo.output_width,
+                  cinfo.output_height);
+    return false;
+  }
+  return true;
+}
+
 // Plain C-style function: no C++ objects with destructors live across the
 // setjmp, so the longjmp out of libjpeg is well defined. Returns false and
 // fills manager.message on failure; `image` is sized here.
@@ -56,10 +76,9 @@ bool decode_into(const uint8_t* bytes, size_t size, Image* image, ErrorManager& 
   cinfo.err = jpeg_std_error(&manager.base);
   manager.base.error_exit = on_error;
   manager.base.emit_message = on_warning;
-  uint8_t* row_buffer = nullptr;
   if (setjmp(manager.jump)) {
     jpeg_destroy_decompress(&cinfo);
-    delete[] row_buffer;
+    delete[] manager.row_buffer;
     return false;
   }
   jpeg_create_decompress(&cinfo);
@@ -75,18 +94,20 @@ bool decode_into(const uint8_t* bytes, size_t size, Image* image, ErrorManager& 
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
   jpeg_start_decompress(&cinfo);
-  *image = Image(static_cast<int>(cinfo.output_height), static_cast<int>(cinfo.output_width), 3);
-  const size_t row_bytes = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
-  row_buffer = new uint8_t[row_bytes];
+  if (!allocate_output(cinfo, image, manager)) {
+    jpeg_destroy_decompress(&cinfo);
+    delete[] manager.row_buffer;
+    return false;
+  }
   while (cinfo.output_scanline < cinfo.output_height) {
     uint8_t* out = image->pixels.data() + static_cast<size_t>(cinfo.output_scanline) * cinfo.output_width * 3;
-    JSAMPROW row = cmyk ? row_buffer : out;
+    JSAMPROW row = cmyk ? manager.row_buffer : out;
     jpeg_read_scanlines(&cinfo, &row, 1);
-    if (cmyk) cmyk_to_rgb(row_buffer, out, static_cast<int>(cinfo.output_width));
+    if (cmyk) cmyk_to_rgb(manager.row_buffer, out, static_cast<int>(cinfo.output_width));
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
-  delete[] row_buffer;
+  delete[] manager.row_buffer;
   return true;
 }
 
