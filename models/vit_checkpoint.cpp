@@ -401,6 +401,13 @@ void check_sizes_match_checkpoint(const VitConfig& config, const VitConfig& from
     check(config.*field == from_shapes.*field, "{}: {} = {}, but the checkpoint {} has {}", source, key,
           config.*field, checkpoint_source, from_shapes.*field);
   }
+  // img_size may differ, since the position embeddings are resampled, but
+  // within reason: 16 times the patches is 4 times the side.
+  constexpr int64_t kMaxPatchGrowth = 16;
+  check(config.num_patches() <= kMaxPatchGrowth * from_shapes.num_patches(),
+        "{}: img_size = {} gives {} patches, more than {} times the {} of the checkpoint {} (img_size {})", source,
+        config.img_size, config.num_patches(), kMaxPatchGrowth, from_shapes.num_patches(), checkpoint_source,
+        from_shapes.img_size);
 }
 
 }  // namespace

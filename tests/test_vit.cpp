@@ -366,6 +366,9 @@ TEST(VitCheckpoint, ConfigSizesMustMatchTheCheckpointBeforeBuilding) {
   EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["num_classes"] = 1e11; }),
               AllOf(HasSubstr(path), HasSubstr("num_classes = 100000000000, but the checkpoint"),
                     HasSubstr("model.safetensors has 5")));
+  // A larger image is allowed (the position embeddings are resampled), a vast one is not.
+  EXPECT_THAT(saved.error_with([](nlohmann::json& c) { c["model_args"]["img_size"] = 10000000; }),
+              AllOf(HasSubstr(path), HasSubstr("img_size = 10000000 gives"), HasSubstr("more than 16 times")));
 }
 
 // torch writes {"format": "pt"} into every safetensors file; that says nothing
