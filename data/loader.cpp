@@ -16,7 +16,9 @@ DataLoader::DataLoader(const Dataset& dataset, Transform transform, LoaderOption
     : dataset_(dataset), transform_(std::move(transform)), options_(options) {
   engine::check(static_cast<bool>(transform_), "DataLoader: no transform given");
   engine::check(options_.batch_size > 0, "DataLoader: batch_size must be positive");
-  engine::check(options_.num_workers >= 0, "DataLoader: num_workers must be >= 0, got {}", options_.num_workers);
+  // (The cap: a typo such as 100000 would fail in thread creation, mid-epoch and without the number.)
+  engine::check(options_.num_workers >= 0 && options_.num_workers <= 256,
+                "{} loader workers (threads): the number must be between 0 and 256", options_.num_workers);
   engine::check(options_.prefetch_batches >= 1, "DataLoader: prefetch_batches must be >= 1, got {}",
                 options_.prefetch_batches);
   engine::check(options_.channels > 0 && options_.height > 0 && options_.width > 0,

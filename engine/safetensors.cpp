@@ -361,7 +361,8 @@ std::string write_target(const std::string& path) {
   if (::stat(path.c_str(), &info) != 0) {
     // A missing file is created; other errors (no permission) show when it is opened.
     if (errno == ENOENT && is_symlink(path)) {
-      fail("cannot write {}: it is a symbolic link to the missing {}", path, fs::read_symlink(path).string());
+      const fs::path target = fs::absolute(fs::path(path).parent_path() / fs::read_symlink(path));
+      fail("cannot write {}: it is a symbolic link to the missing {}", path, target.lexically_normal().string());
     }
     return path;
   }

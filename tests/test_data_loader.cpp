@@ -214,6 +214,9 @@ TEST(DataLoader, RejectsBadOptions) {
   no_shape.height = 0;
   EXPECT_THROW(DataLoader(dataset, noisy_transform, no_shape), engine::Error);
   EXPECT_THROW(DataLoader(dataset, nullptr, small_options(1)), engine::Error);
+  EXPECT_THAT([&] { DataLoader(dataset, noisy_transform, small_options(100000)); },
+              ::testing::ThrowsMessage<engine::Error>(
+                  ::testing::AllOf(::testing::HasSubstr("100000 loader workers"), ::testing::HasSubstr("256"))));
   DataLoader loader(dataset, noisy_transform, small_options(1));
   Batch batch;
   EXPECT_THROW(loader.next(batch), engine::Error);  // no start_epoch yet
