@@ -7,7 +7,6 @@
 // is evaluated with halting, tokens really dropped, and its token retention reported.
 // --latency times the forward at the given batch sizes (the median over repeated
 // calls, each waited for; on a GPU also replayed as one CUDA graph).
-#include <algorithm>
 #include <optional>
 
 #include "data/open_dataset.h"
@@ -73,16 +72,12 @@ int eval_main(int argc, char** argv) {
   // An A-ViT (engine.halting in its config.json) runs with tokens really dropped.
   std::unique_ptr<RetentionMeter> meter;
   if (model->config.halting) meter = std::make_unique<RetentionMeter>(*model);
-  const int64_t flops_before = gemm_flops_so_far();
   EvalResult result = evaluate_classifier(meter ? meter->logits() : inference_logits(*model), dataset,
                                           model->config.preprocess, options);
-  // GEMM FLOPs per image, averaged over the images (an A-ViT's depend on them).
-  const double images = static_cast<double>(std::max<int64_t>(result.images, 1));
-  const double gflops = static_cast<double>(gemm_flops_so_far() - flops_before) / images / 1e9;
   fmt::print("top-1 {:.2f}%  top-5 {:.2f}%  {} images  {:.1f} img/s{}\n", 100 * result.top1, 100 * result.top5,
              result.images, result.images_per_second,
              result.bad_images ? fmt::format("  ({} undecodable images skipped)", result.bad_images) : "");
-  fmt::print("{:.4f} GFLOPs per image in GEMMs\n", gflops);
+  fmt::print("{:.4f} GFLOPs per image in GEMMs\n", result.gflops);
   if (meter) fmt::print("A-ViT: {:.1f}% of the tokens enter a layer on average\n", 100 * meter->mean_retention());
   std::optional<LatencyTable> latency;
   if (!latency_batches.empty()) {
@@ -106,7 +101,7 @@ int eval_main(int argc, char** argv) {
                           {"top5", result.top5},
                           {"images_per_second", result.images_per_second},
                           {"params", model->num_parameters()},
-                          {"gflops", gflops},
+                          {"gflops", result.gflops},
                           {"seconds", result.seconds},
                           {"bad_images", result.bad_images},
                           {"batch_size", options.batch_size},

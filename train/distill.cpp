@@ -347,13 +347,10 @@ json model_report(VisionTransformer& model, const data::Dataset& test, const Dis
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
   std::unique_ptr<RetentionMeter> meter;
   if (model.config.halting) meter = std::make_unique<RetentionMeter>(model);
-  const int64_t flops_before = gemm_flops_so_far();
   EvalResult eval =
       evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, s.eval_options());
-  // GEMM FLOPs per image, averaged over the test images (an A-ViT's depend on them).
-  const double gflops = static_cast<double>(gemm_flops_so_far() - flops_before) / eval.images / 1e9;
   json report = {{"top1", eval.top1},         {"top5", eval.top5},   {"params", model.num_parameters()},
-                 {"eval_images", eval.images}, {"gflops", gflops},
+                 {"eval_images", eval.images}, {"gflops", eval.gflops},
                  {"mean_retention", meter ? meter->mean_retention() : 1.0}};
   if (meter) report["retention"] = meter->retention();
   return report;
@@ -419,11 +416,6 @@ double mean_over(const std::vector<double>& values, const std::vector<int64_t>& 
 
 using Teachers = std::vector<std::unique_ptr<VisionTransformer>>;
 
-// The run's teachers (the sweep's levels in order, else the one), each loaded
-// once and checked for what the run would otherwise meet only after its first
-// long phase: a head for the data's classes, and a layer choice (or groups)
-// that fits its depth (any ranking serves: only the syntax and the ranges
-// matter here).
 // The checkpoints of the run's teachers: the sweep's levels in order, else the one.
 std::vector<std::string> teacher_paths(const DistillSettings& s) {
   if (s.experiment != "teacher_sparsity_sweep") return {s.teacher};
@@ -432,6 +424,11 @@ std::vector<std::string> teacher_paths(const DistillSettings& s) {
   return paths;
 }
 
+// The run's teachers (the sweep's levels in order, else the one), each loaded
+// once and checked for what the run would otherwise meet only after its first
+// long phase: a head for the data's classes, and a layer choice (or groups)
+// that fits its depth (any ranking serves: only the syntax and the ranges
+// matter here).
 Teachers load_checked_teachers(const DistillSettings& s, const Datasets& datasets) {
   Teachers teachers;
   for (const std::string& path : teacher_paths(s)) {

@@ -9,6 +9,7 @@
 #include "data/subset.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
+#include "engine/ops/matmul/matmul.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/view/view.h"
 #include "models/avit.h"
@@ -253,6 +254,7 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
 
   NoGradGuard no_grad;
   EvalResult result;
+  const int64_t flops_before = gemm_flops_so_far();
   int64_t top1 = 0, top5 = 0;
   ProgressBar bar("eval", static_cast<int64_t>(dataset.size()));
   for (data::Batch batch; loader.next(batch);) {
@@ -285,6 +287,7 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
   result.top1 = static_cast<double>(top1) / result.images;
   result.top5 = static_cast<double>(top5) / result.images;
   result.images_per_second = per_second(result.images, result.seconds);
+  result.gflops = static_cast<double>(gemm_flops_so_far() - flops_before) / static_cast<double>(result.images) / 1e9;
   result.bad_images = loader.bad_images();
   std::sort(result.predictions.begin(), result.predictions.end());
   return result;

@@ -40,6 +40,7 @@ struct EvalResult {
   double images_per_second = 0.0;
   double seconds = 0.0;
   size_t bad_images = 0;
+  double gflops = 0.0;  // GEMM FLOPs per image, averaged over the images (an A-ViT's depend on them)
   std::vector<std::pair<std::string, int64_t>> predictions;  // (item name, predicted class), sorted by name
 };
 
