@@ -95,7 +95,7 @@ bool lies_in(const std::filesystem::path& path, const std::filesystem::path& fol
 }  // namespace
 
 void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs,
-                     const std::vector<std::string>& inputs) {
+                     const std::vector<std::string>& inputs, bool resumable) {
   namespace fs = std::filesystem;
   check(!out_dir.empty(), "[output] dir is empty: name the folder for the run's outputs");
   check(!fs::is_symlink(out_dir) || fs::exists(out_dir), "[output] dir = '{}' is a link to nothing", out_dir);
@@ -111,8 +111,8 @@ void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vect
       check(input.empty() || !lies_in(input, path), "{} is an earlier run's output in [output] dir = '{}', which this "
             "run would replace before reading it: choose another output folder", input, out_dir);
     }
-    check(overwrite, "output folder '{}' already holds a run's {} (set [output] overwrite = true to replace it)",
-          out_dir, path.filename().string());
+    check(overwrite, "output folder '{}' already holds a run's {} (set [output] {}overwrite = true to replace it)",
+          out_dir, path.filename().string(), resumable ? "resume = true to continue it or " : "");
     // Removed now rather than replaced at the end, so that a run that fails
     // or is stopped leaves no earlier results beside its own partial log.
     fs::remove_all(path);

@@ -57,7 +57,8 @@ WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fract
 // folder already holds any of them and overwrite is off; with overwrite on,
 // removes them. Creates out_dir. `inputs` are paths the run reads later (a
 // teacher it loads again): one inside an output to remove is an error.
+// `resumable`: the refusal also tells how to continue the earlier run.
 void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs,
-                     const std::vector<std::string>& inputs = {});
+                     const std::vector<std::string>& inputs = {}, bool resumable = false);
 
 }  // namespace engine

@@ -13,6 +13,7 @@
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
 #include "models/vit_checkpoint.h"
+#include "train/batch_stream.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
@@ -173,23 +174,18 @@ class Split {
 // The checkpoint to resume from ("" for a fresh start), after enforcing the
 // overwrite / resume rules on the output folder.
 std::string prepare_out_dir(const PretrainSettings& s) {
-  const fs::path out(s.out_dir);
-  const std::string checkpoint = (out / kCheckpointFolder).string();
+  const std::string checkpoint = (fs::path(s.out_dir) / kCheckpointFolder).string();
   if (s.resume) {
+    check(!fs::exists(s.out_dir) || fs::is_directory(s.out_dir), "[output] dir = '{}' is not a folder", s.out_dir);
     const std::string found = find_complete_directory(checkpoint);
     if (found.empty()) fmt::print("resume: no checkpoint in {} yet, starting afresh\n", s.out_dir);
-    fs::create_directories(out);
+    fs::create_directories(s.out_dir);
     return found;
   }
-  const std::vector<fs::path> outputs = {out / "results.json", out / "metrics.jsonl", checkpoint,
-                                         checkpoint + ".previous", checkpoint + ".partial"};
-  for (const fs::path& path : outputs) {
-    if (!fs::exists(path)) continue;
-    check(s.overwrite, "output folder '{}' already holds a run ({}): set [output] resume = true to continue it "
-          "or overwrite = true to replace it", s.out_dir, path.filename().string());
-    fs::remove_all(path);
-  }
-  fs::create_directories(out);
+  engine::prepare_out_dir(s.out_dir, s.overwrite,
+                          {"results.json", "metrics.jsonl", kCheckpointFolder, std::string(kCheckpointFolder) + ".previous",
+                           std::string(kCheckpointFolder) + ".partial"},
+                          {}, /*resumable=*/true);
   return "";
 }
 
