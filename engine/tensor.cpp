@@ -114,6 +114,14 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
   return Tensor(std::move(impl));
 }
 
+Tensor with_canonical_unit_strides(const Tensor& t) {
+  Shape strides = t.strides();
+  for (size_t d = strides.size(); d-- > 0;) {
+    if (t.shape()[d] == 1) strides[d] = d + 1 < strides.size() ? strides[d + 1] * t.shape()[d + 1] : 1;
+  }
+  return make_view(t, t.shape(), strides, t.offset());
+}
+
 void check_same_shape(const Tensor& a, const Tensor& b, const char* what) {
   check(a.shape() == b.shape(), "{}: shapes {} and {} differ", what, ShapeText{a.shape()}, ShapeText{b.shape()});
 }

@@ -140,6 +140,13 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // A view sharing `base`'s storage, with no autograd history; ops wrap it.
 Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
 
+// t (as a view without history, for a kernel's input) with every size-1
+// dim's stride set to stride[d + 1] * size[d + 1] (1 for the last dim), the
+// stride a contiguous layout gives it. Such a stride never moves an address,
+// so unsqueeze and is_contiguous() leave any value there, but a kernel that
+// reads a dim's stride as its row or batch stride needs this one.
+Tensor with_canonical_unit_strides(const Tensor& t);
+
 // Checks that two shapes are equal, naming `what` in the error.
 void check_same_shape(const Tensor& a, const Tensor& b, const char* what);
 

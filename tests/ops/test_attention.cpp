@@ -252,34 +252,40 @@ TEST(Attention, LayerFusedPathMatchesProbabilityPath) {
 
 TEST(Attention, LayerFusedPathGradientsMatchProbabilityPath) {
   // The packed path's backward (d(qkv) straight from the kernels) against the
-  // materialising path's: the gradients of x and of every parameter.
-  Rng rng(30);
-  Attention attention(96, 3, true, rng);
-  std::vector<Tensor> params;
-  attention.visit("", [&](const std::string&, Tensor& p) {
-    p.set_requires_grad(true);
-    params.push_back(p);
-  });
-  Tensor x = Tensor::randn({2, 65, 96}, rng);
-  x.set_requires_grad(true);
-  Tensor w = Tensor::uniform({2, 65, 96}, rng, -1.0, 1.0);
-  ForwardContext ctx;
-  ctx.active = random_mask(2, 65, rng);
-  std::vector<std::vector<Tensor>> grads;
-  for (bool fused : {true, false}) {
-    Tensor probs;
-    sum(mul(attention.forward(x, ctx, fused ? nullptr : &probs), w)).backward();
-    grads.push_back({x.grad()});
-    x.zero_grad();
-    for (Tensor& p : params) {
-      grads.back().push_back(p.grad());
-      p.zero_grad();
+  // materialising path's: the gradients of x and of every parameter. With one
+  // head, the gradient reaching the probability path's batched matmuls has a
+  // size-1 head dim whose stride is not the batch's (a review found the GEMM
+  // taking it for the batch stride).
+  for (int64_t heads : {3, 1}) {
+    SCOPED_TRACE(heads);
+    Rng rng(30);
+    Attention attention(96, heads, true, rng);
+    std::vector<Tensor> params;
+    attention.visit("", [&](const std::string&, Tensor& p) {
+      p.set_requires_grad(true);
+      params.push_back(p);
+    });
+    Tensor x = Tensor::randn({2, 65, 96}, rng);
+    x.set_requires_grad(true);
+    Tensor w = Tensor::uniform({2, 65, 96}, rng, -1.0, 1.0);
+    ForwardContext ctx;
+    ctx.active = random_mask(2, 65, rng);
+    std::vector<std::vector<Tensor>> grads;
+    for (bool fused : {true, false}) {
+      Tensor probs;
+      sum(mul(attention.forward(x, ctx, fused ? nullptr : &probs), w)).backward();
+      grads.push_back({x.grad()});
+      x.zero_grad();
+      for (Tensor& p : params) {
+        grads.back().push_back(p.grad());
+        p.zero_grad();
+      }
     }
-  }
-  for (size_t i = 0; i < grads[0].size(); ++i) {
-    SCOPED_TRACE(i == 0 ? std::string("x") : "parameter " + std::to_string(i - 1));
-    ASSERT_TRUE(grads[0][i].defined() && grads[1][i].defined());
-    expect_close(grads[0][i], grads[1][i], 1e-4);
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      SCOPED_TRACE(i == 0 ? std::string("x") : "parameter " + std::to_string(i - 1));
+      ASSERT_TRUE(grads[0][i].defined() && grads[1][i].defined());
+      expect_close(grads[0][i], grads[1][i], 1e-4);
+    }
   }
 }
 

@@ -252,6 +252,25 @@ TEST(Scan, SelectiveReadsStateRowsInPlace) {
   }
 }
 
+// Sequences of length 1 made by unsqueeze: the size-1 length dim has stride
+// 1, not the row stride, and the scans must still find each batch row's
+// elements (a review found gated_scan reading batch 1's u and gate, and the
+// selective scan its Bm and Cm, one element after batch 0's).
+TEST(Scan, LengthOneSequencesFromUnsqueeze) {
+  Rng rng(11);
+  const int64_t B = 2, C = 8, S = 4;
+  const Tensor u = Tensor::randn({B, C}, rng, DType::F64), gate = Tensor::randn({B, C}, rng, DType::F64);
+  for (bool reverse : {false, true}) {
+    expect_close(gated_scan(unsqueeze(u, 1), unsqueeze(gate, 1), Tensor(), reverse),
+                 gated_scan(unsqueeze(u, 1).clone(), unsqueeze(gate, 1).clone(), Tensor(), reverse), 0.0);
+  }
+  std::vector<Tensor> in = selective_inputs(B, 1, C, S, rng);
+  const Tensor bm = Tensor::randn({B, S}, rng, DType::F64), cm = Tensor::randn({B, S}, rng, DType::F64);
+  expect_close(selective_scan(in[0], in[1], in[2], unsqueeze(bm, 1), unsqueeze(cm, 1), in[5], false),
+               selective_scan(in[0], in[1], in[2], unsqueeze(bm, 1).clone(), unsqueeze(cm, 1).clone(), in[5], false),
+               0.0);
+}
+
 // The parameter gradients are reduced over batch and channels; the result
 // must not depend on how many threads computed the partial sums.
 TEST(Scan, SelectiveBackwardIndependentOfThreads) {

@@ -51,6 +51,18 @@ TEST(Reduce, ValuesAndGradients) {
   expect_gradients_match([](const auto& in) { return sum(transpose(in[0], 0, 1), {2}); }, {y});
 }
 
+// max propagates NaN: the first NaN of a row is its maximum (the CUDA kernel
+// must agree: tests/cuda/test_cuda_ops.cpp).
+TEST(Reduce, MaxOfRowsWithNans) {
+  const float nan = std::nanf("");
+  Tensor x = Tensor::from_vector<float>({nan, 1, 1, nan, nan, nan, 2, 3, -1, nan}, {5, 2});
+  MaxResult m = max(x, 1);
+  EXPECT_EQ(m.indices.to_ints(), (std::vector<int64_t>{0, 1, 0, 1, 1}));
+  const std::vector<float> values = m.values.to_floats();
+  for (int r : {0, 1, 2, 4}) EXPECT_TRUE(std::isnan(values[r])) << "row " << r;
+  EXPECT_EQ(values[3], 3.0f);
+}
+
 TEST(Matmul, MatchesNaiveProduct) {
   Rng rng(8);
   Tensor a = Tensor::randn({3, 4}, rng);
@@ -66,6 +78,20 @@ TEST(Matmul, MatchesNaiveProduct) {
   // A transposed view goes to BLAS as a transposed operand and gives the same result.
   expect_close(matmul(transpose(b, 0, 1).contiguous(), transpose(a, 0, 1)), transpose(c, 0, 1).contiguous(), 1e-5);
   EXPECT_THROW(matmul(a, a), Error);
+}
+
+TEST(Matmul, SizeOneBatchDimsWithAnyStride) {
+  // unsqueeze gives the new size-1 dim stride 1; the batch of matrices is
+  // still the outer dim's, every 12 (a) or 20 (b) elements.
+  Rng rng(10);
+  Tensor a = Tensor::randn({2, 3, 4}, rng);
+  Tensor b = Tensor::randn({2, 4, 5}, rng);
+  Tensor expected = matmul(a, b);
+  expect_close(matmul(unsqueeze(a, 1), unsqueeze(b, 1)), unsqueeze(expected, 1).contiguous(), 1e-6);
+  expect_close(matmul(unsqueeze(a, 0), unsqueeze(b, 0)), unsqueeze(expected, 0).contiguous(), 1e-6);
+  // A row vector whose row stride (size-1 dim) is neither 1 nor its width.
+  Tensor row = make_view(a, {2, 1, 4}, {12, 5, 1}, 0);
+  expect_close(matmul(row, b), matmul(row.clone(), b), 1e-6);
 }
 
 TEST(Matmul, Gradients) {

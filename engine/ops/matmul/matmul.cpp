@@ -13,10 +13,28 @@ namespace {
 std::atomic<int64_t> g_gemm_flops{0};
 std::atomic<GemmPrecision> g_gemm_precision{GemmPrecision::Float32};
 
+// The stride between consecutive matrices of x's batch dims (all but the last
+// two) taken as one, or -1 when they do not collapse to one stride. Size-1
+// dims are skipped: their stride is arbitrary (unsqueeze leaves 1 there).
+int64_t collapsed_batch_stride(const Tensor& x) {
+  int64_t stride = 0, span = 0;  // span: where the next outer batch dim must step
+  bool found = false;
+  for (int64_t d = x.dim() - 3; d >= 0; --d) {
+    if (x.shape()[d] == 1) continue;
+    if (!found) {
+      stride = x.strides()[d];
+    } else if (x.strides()[d] != span) {
+      return -1;
+    }
+    found = true;
+    span = x.strides()[d] * x.shape()[d];
+  }
+  return stride;
+}
+
 // Describes the last two dims of t as a GEMM operand, copying only when the
-// layout is neither row-major nor a transposed row-major matrix.
-// Leading dims form the batch; they must collapse to a single stride
-// (contiguous() guarantees it).
+// layout is neither row-major nor a transposed row-major matrix, or the batch
+// dims do not collapse to a single stride.
 GemmOperand operand(const Tensor& t) {
   const int64_t rank = t.dim();
   auto try_layout = [&](const Tensor& x, GemmOperand* op) {
@@ -34,15 +52,14 @@ GemmOperand operand(const Tensor& t) {
     } else {
       return false;
     }
-    // Batch dims must collapse to one stride (always true for contiguous batches).
-    op->batch_stride = rank > 2 ? x.strides()[rank - 3] : 0;
-    for (int64_t d = rank - 3; d > 0; --d) {
-      if (x.shape()[d] != 1 && x.strides()[d - 1] != x.strides()[d] * x.shape()[d]) return false;
-    }
-    return true;
+    op->batch_stride = collapsed_batch_stride(x);
+    return op->batch_stride >= 0;
   };
   GemmOperand op;
-  if (!try_layout(t, &op)) try_layout(t.contiguous(), &op);
+  if (!try_layout(t, &op)) {
+    const bool fits = try_layout(with_canonical_unit_strides(t.contiguous()), &op);
+    check(fits, "matmul: internal error: a contiguous {} is not a GEMM operand", t);
+  }
   return op;
 }
 

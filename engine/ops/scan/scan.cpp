@@ -10,8 +10,12 @@ namespace engine {
 
 namespace {
 
-// What the kernels read: a contiguous tensor without history.
-Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
+// What the kernels read: a contiguous tensor without history, whose size-1
+// dims have the strides the kernels assume (a sequence of length 1 from
+// unsqueeze has an arbitrary row stride).
+Tensor kernel_input(const Tensor& t) {
+  return t.defined() ? with_canonical_unit_strides(t.detach().contiguous()) : Tensor();
+}
 
 // Two [B, L, N] inputs as the kernels read them: in place when both are rows
 // of N contiguous elements at one stride r >= N (strides [L r, r, 1], e.g.
