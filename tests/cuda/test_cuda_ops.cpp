@@ -179,6 +179,29 @@ TEST_P(CudaOps, ArgmaxTakesTheFirstOfTiedMaxima) {
   expect_same("max with ties", [](const auto& in) { return max(in[0], 1).values; }, {x});
 }
 
+// A NaN is a row's maximum, the first one winning, as on the CPU; an all-NaN
+// row used to give index INT64_MAX, and its backward wrote out of bounds.
+TEST_P(CudaOps, MaxPropagatesNans) {
+  const double nan = std::nan("");
+  std::vector<double> values(6 * 300, 0.5);
+  values[0 * 300 + 7] = nan;                                  // one NaN
+  for (int64_t i = 0; i < 300; ++i) values[1 * 300 + i] = nan;  // all NaN
+  values[2 * 300 + 299] = nan;                                 // the last element
+  values[3 * 300 + 40] = 9.0;                                  // no NaN
+  values[4 * 300 + 5] = 9.0, values[4 * 300 + 250] = nan;      // a number, then a NaN
+  values[5 * 300 + 120] = nan, values[5 * 300 + 30] = nan;     // two NaNs
+  Tensor x = Tensor::from_vector(values, {6, 300}).to(dtype());
+  x.set_requires_grad(true);
+  Tensor gx = x.detach().to(gpu());
+  gx.set_requires_grad(true);
+  MaxResult cpu = max(x, 1), cuda = max(gx, 1);
+  EXPECT_EQ(cuda.indices.to_ints(), (std::vector<int64_t>{7, 0, 299, 40, 250, 30}));
+  EXPECT_EQ(cuda.indices.to_ints(), cpu.indices.to_ints());
+  sum(cuda.values).backward();
+  sum(cpu.values).backward();
+  EXPECT_EQ(gx.grad().to_doubles(), x.grad().to_doubles());
+}
+
 TEST_P(CudaOps, Matmul) {
   Tensor a = uniform({7, 5}), b = uniform({5, 6}), at = uniform({5, 7}), bt = uniform({6, 5});
   expect_same("2-D", [](const auto& in) { return matmul(in[0], in[1]); }, {a, b});

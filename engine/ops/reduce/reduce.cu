@@ -59,12 +59,15 @@ struct ArgMax {
   int64_t index;
 };
 
-// The larger value; on a tie the lower index, so the first occurrence wins as
-// on the CPU (NaNs: unspecified).
+// The larger value, a NaN being larger than any number (max propagates NaN,
+// as on the CPU); on a tie (NaNs tie) the lower index, so the first
+// occurrence wins as on the CPU.
 struct ArgMaxOp {
   template <typename T>
   __device__ ArgMax<T> operator()(const ArgMax<T>& a, const ArgMax<T>& b) const {
-    if (b.value > a.value || (b.value == a.value && b.index < a.index)) return b;
+    const bool a_nan = isnan(a.value), b_nan = isnan(b.value);
+    const bool tie = b.value == a.value || (a_nan && b_nan);
+    if ((b.value > a.value || (b_nan && !a_nan)) || (tie && b.index < a.index)) return b;
     return a;
   }
 };

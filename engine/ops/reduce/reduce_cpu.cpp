@@ -1,6 +1,8 @@
 // CPU reference kernels of the reduce family.
 #include "engine/ops/reduce/reduce_kernels.h"
 
+#include <cmath>
+
 namespace engine {
 
 namespace {
@@ -19,9 +21,11 @@ void reduce_cpu(ReduceOp op, const Tensor& x, const Tensor& out, const Tensor& i
         for (int64_t i = 0; i < length; ++i) total += row[i];
         po[r] = static_cast<T>(total);
       } else {
+        // The first maximum; a NaN counts as larger than any number, so the
+        // first NaN wins (max propagates NaN).
         int64_t best = 0;
-        for (int64_t i = 1; i < length; ++i) {
-          if (row[i] > row[best]) best = i;
+        for (int64_t i = 1; i < length && !std::isnan(row[best]); ++i) {
+          if (row[i] > row[best] || std::isnan(row[i])) best = i;
         }
         po[r] = row[best];
         static_cast<int64_t*>(indices.raw_data())[r] = best;
