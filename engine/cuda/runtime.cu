@@ -216,8 +216,7 @@ PinnedStaging& pinned_staging(int index) {
   return rings.at(static_cast<size_t>(index));
 }
 
-// While a DeviceGraph captures, a copy must not go through the ring: the graph
-// would read the ring again at every replay, long after the stretch was reused.
+// Whether a DeviceGraph is capturing this thread's work.
 bool stream_is_capturing() {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   cuda_check(cudaStreamIsCapturing(current_stream(), &status), "cudaStreamIsCapturing");
@@ -236,16 +235,22 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
   const cudaMemcpyKind kind = dst_device.is_cpu() ? cudaMemcpyDeviceToHost
                               : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                                     : cudaMemcpyDeviceToDevice;
-  DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
-  if (kind == cudaMemcpyHostToDevice && nbytes <= PinnedStaging::kMaxCopyBytes && !stream_is_capturing()) {
+  const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  DeviceGuard guard(device);
+  // Both directions wait for the stream below, which a capture forbids (and a
+  // graph would read the host's memory again at every replay).
+  check(kind == cudaMemcpyDeviceToDevice || !stream_is_capturing(),
+        "a copy of {} bytes between the host and cuda:{} inside a graph capture (a graph cannot wait for the host)",
+        nbytes, device);
+  if (kind == cudaMemcpyHostToDevice && nbytes <= PinnedStaging::kMaxCopyBytes) {
     pinned_staging(dst_device.index).copy_to_device(dst_device.index, dst, src, nbytes);
     return;
   }
   cuda_check(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()), "cudaMemcpyAsync");
   // A device-to-host copy must be complete before the caller reads the data.
-  // A larger host-to-device copy (or one in a capture) from pageable memory is
-  // not promised to have read the source when cudaMemcpyAsync returns, and the
-  // host caching allocator may hand that buffer out again at once: wait for it too.
+  // A larger host-to-device copy from pageable memory is not promised to have
+  // read the source when cudaMemcpyAsync returns, and the host caching
+  // allocator may hand that buffer out again at once: wait for it too.
   if (kind != cudaMemcpyDeviceToDevice) cuda_check(cudaStreamSynchronize(current_stream()), "cudaStreamSynchronize");
 }
 
