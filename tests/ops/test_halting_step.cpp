@@ -5,6 +5,9 @@
 // halted among them.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <vector>
+
 #include "engine/ops/ops.h"
 #include "layers/halting.h"
 #include "tests/cuda/cuda_expect.h"
@@ -85,6 +88,32 @@ TEST(HaltingStep, RejectsMismatchedTokens) {
       {"halting_step", "[10]", "[9]"});
   expect_error_mentioning([&] { halting_step(reshape(in.x, {-1}), in.can_halt, in.cumulative, in.active, 1, 0, 0.01); },
                           {"halting_step", "[T, D]"});
+}
+
+// A cumulative score of exactly 1 - eps halts the token (>=, as advance_halting's
+// greater_equal), one ulp below it does not: random inputs never land on the
+// threshold, so the comparison's boundary is checked here by hand.
+TEST(HaltingStep, HaltsAtExactlyTheThreshold) {
+  const double eps = kConfig.eps;
+  // Tokens: at the threshold, one ulp below it, and below it plus a score that reaches past it.
+  const std::vector<double> at_f64 = {1.0 - eps, std::nextafter(1.0 - eps, 0.0), 0.5};
+  const float threshold_f32 = static_cast<float>(1.0 - eps);
+  const std::vector<double> at_f32 = {threshold_f32, std::nextafter(threshold_f32, 0.0f), 0.5};
+  for (DType dtype : {DType::F32, DType::F64}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    StepInputs in;
+    // Channel 0 of token 2 gives sigmoid(4 * 2 - 0.5) > 0.99: 0.5 + score > 1 - eps.
+    in.x = Tensor::from_vector(std::vector<double>{0.3, -1, -0.7, 2, 2, 0.1}, {3, 2}).to(dtype);
+    in.can_halt = Tensor::from_vector(std::vector<double>{0, 0, 1}, {3}).to(dtype);
+    in.cumulative = Tensor::from_vector(dtype == DType::F32 ? at_f32 : at_f64, {3}).to(dtype);
+    in.active = Tensor::from_vector(std::vector<double>{1, 1, 1}, {3}).to(dtype);
+    const auto [cumulative, active] =
+        halting_step(in.x, in.can_halt, in.cumulative, in.active, kConfig.gamma, kConfig.beta, kConfig.eps);
+    EXPECT_EQ(active.to_doubles(), (std::vector<double>{0, 1, 0}));
+    EXPECT_EQ(cumulative.to_doubles()[0], in.cumulative.to_doubles()[0]);  // no score added (can_halt 0)
+    const HaltingState expected = composed_step(in, kConfig);
+    EXPECT_EQ(active.to_doubles(), reshape(expected.active, {-1}).to_doubles());
+  }
 }
 
 // Skips without a GPU.
