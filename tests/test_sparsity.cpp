@@ -330,6 +330,21 @@ TEST_F(SparsityTool, AnalysisOfTheModelMatchesFixtureProbabilities) {
   EXPECT_NEAR(maps.layers[2][5], expected, 1e-6);
 }
 
+// The ranking lists the layers from the sparsest (smallest k90) to the densest,
+// ties by lower index: the order "sparsest:K" takes its layers from.
+TEST_F(SparsityTool, RankingIsSparsestFirst) {
+  const std::vector<int64_t> ranking = analysis_->ranking();
+  ASSERT_EQ(ranking.size(), 3u);
+  std::vector<double> k90;
+  for (int64_t layer : ranking) k90.push_back(analysis_->stats().layer(layer).k90);
+  EXPECT_LT(k90.front(), k90.back()) << "the fixture's layers need different k90s";
+  for (size_t i = 0; i + 1 < ranking.size(); ++i) {
+    EXPECT_TRUE(k90[i] < k90[i + 1] || (k90[i] == k90[i + 1] && ranking[i] < ranking[i + 1]))
+        << "position " << i << ": layer " << ranking[i] << " (k90 " << k90[i] << ") before layer " << ranking[i + 1]
+        << " (k90 " << k90[i + 1] << ")";
+  }
+}
+
 TEST_F(SparsityTool, KeepMasksReachTheStatisticsAndTheHeatmaps) {
   std::vector<uint8_t> keep(2 * 65, 1);
   keep[5] = keep[65 + 5] = 0;  // token 5 (patch 4) halted in both images
