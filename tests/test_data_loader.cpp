@@ -131,6 +131,31 @@ TEST(DataLoader, EachEpochIsADifferentPermutation) {
   EXPECT_EQ(indices_of(load_epoch(sequential, 3)), std::vector<size_t>(all.begin(), all.begin() + 49));
 }
 
+// Augmentations are redrawn every epoch: a sample's RNG stream depends on the
+// epoch as well as on the sample, so no image repeats its crop or flip from
+// one epoch to the next. Within an epoch the streams differ between samples.
+TEST(DataLoader, EachEpochRedrawsEverySamplesAugmentation) {
+  const CountingDataset dataset(20);
+  LoaderOptions options = small_options(2);
+  options.shuffle = false;
+  DataLoader loader(dataset, noisy_transform, options);
+  // The noise of item i's first value, in each epoch (pixel value i removed).
+  auto first_noise = [&](int64_t epoch) {
+    std::vector<float> noise(dataset.size());
+    for (const Batch& batch : load_epoch(loader, epoch)) {
+      const size_t row = static_cast<size_t>(batch.c) * batch.h * batch.w;
+      for (int r = 0; r < batch.n; ++r) {
+        noise[batch.indices[r]] = batch.images[r * row] - static_cast<float>(batch.indices[r]);
+      }
+    }
+    return noise;
+  };
+  const std::vector<float> epoch0 = first_noise(0), epoch1 = first_noise(1);
+  EXPECT_EQ(first_noise(0), epoch0);  // the same epoch draws the same values again
+  for (size_t i = 0; i < dataset.size(); ++i) EXPECT_NE(epoch0[i], epoch1[i]) << "item " << i;
+  EXPECT_EQ(std::set<float>(epoch0.begin(), epoch0.end()).size(), dataset.size());
+}
+
 TEST(DataLoader, StartingMidEpochYieldsTheRemainingBatchesUnchanged) {
   const CountingDataset dataset(50);
   DataLoader loader(dataset, noisy_transform, small_options(2));
