@@ -172,6 +172,21 @@ TEST_F(PretrainTest, ResumedRunIsBitIdenticalToAStraightRun) {
               AllOf(HasSubstr("train.lr = 0.01 (checkpoint: 0.003)"), HasSubstr("overwrite = true")));
 }
 
+// Step s trains at the schedule's lr_at(s): with a warmup from warmup_lr = 0,
+// the first step's update is zero whatever the base lr, so two runs stopped
+// after it hold the same model; a warmup from warmup_lr > 0 moves it.
+TEST_F(PretrainTest, FirstStepTrainsAtTheWarmupStartLr) {
+  run(out("zero"), {"train.warmup_lr=0", "run.stop_after_steps=1"});
+  run(out("zero_other_lr"), {"train.warmup_lr=0", "train.lr=0.01", "run.stop_after_steps=1"});
+  run(out("nonzero"), {"train.warmup_lr=0.001", "run.stop_after_steps=1"});
+  const std::string model = "/checkpoint/model.safetensors";
+  expect_identical_files(out("zero") + model, out("zero_other_lr") + model);
+  const auto zero = tensors_of(out("zero") + model), moved = tensors_of(out("nonzero") + model);
+  int64_t changed = 0;
+  for (const auto& [name, tensor] : zero) changed += !same_bytes(tensor, moved.at(name));
+  EXPECT_GT(changed, 0);
+}
+
 // Rewrites the progress saved in train state `file` with edit(progress), as a
 // damaged or hand-edited file would hold it.
 void edit_saved_progress(const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
