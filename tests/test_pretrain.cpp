@@ -187,6 +187,28 @@ TEST_F(PretrainTest, FirstStepTrainsAtTheWarmupStartLr) {
   EXPECT_GT(changed, 0);
 }
 
+// The loss settings reach the training step: label smoothing and gradient
+// clipping each change the model that two steps train.
+TEST_F(PretrainTest, LabelSmoothingAndClippingChangeTheTrainedModel) {
+  const std::vector<std::string> plain = {"run.stop_after_steps=2", "train.label_smoothing=0", "train.clip_grad_norm=0"};
+  auto with = [&](const std::string& assignment) {
+    std::vector<std::string> overrides = plain;
+    overrides.push_back(assignment);
+    return overrides;
+  };
+  run(out("plain"), plain);
+  run(out("smoothed"), with("train.label_smoothing=0.3"));
+  run(out("clipped"), with("train.clip_grad_norm=0.0001"));
+  const std::string model = "/checkpoint/model.safetensors";
+  const auto reference = tensors_of(out("plain") + model);
+  for (const char* name : {"smoothed", "clipped"}) {
+    const auto trained = tensors_of(out(name) + model);
+    int64_t changed = 0;
+    for (const auto& [param, tensor] : reference) changed += !same_bytes(tensor, trained.at(param));
+    EXPECT_GT(changed, 0) << name << " trained the same model as plain";
+  }
+}
+
 // Rewrites the progress saved in train state `file` with edit(progress), as a
 // damaged or hand-edited file would hold it.
 void edit_saved_progress(const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
