@@ -33,12 +33,16 @@ std::string lower(std::string s) {
   return s;
 }
 
-// A comment starts at '#' or ';' at the start of a line or after whitespace,
-// so values such as "http://host/#frag" or "a;b" are kept whole.
+// A whole line is a comment when it starts with '#' or ';'. After a value only
+// '#' preceded by whitespace starts one: ';' separates list items (groups =
+// 0 ; 5), so taking it for a comment would drop items silently, while "#"
+// after a space is never list content. Values such as "http://host/#frag"
+// are kept whole.
 std::string strip_comment(const std::string& line) {
-  for (size_t i = 0; i < line.size(); ++i) {
-    const bool starts_word = i == 0 || std::isspace(static_cast<unsigned char>(line[i - 1]));
-    if ((line[i] == '#' || line[i] == ';') && starts_word) return line.substr(0, i);
+  const size_t first = line.find_first_not_of(" \t");
+  if (first != std::string::npos && (line[first] == '#' || line[first] == ';')) return "";
+  for (size_t i = 1; i < line.size(); ++i) {
+    if (line[i] == '#' && std::isspace(static_cast<unsigned char>(line[i - 1]))) return line.substr(0, i);
   }
   return line;
 }

@@ -1,8 +1,9 @@
 // INI configuration with typed getters and strict validation.
 //
 //   [train]            # sections; keys before any section live in section ""
-//   lr = 3e-4          ; comments start with # or ; (whole line, or after
-//   layers = 4, 8, 16  # whitespace following a value)
+//   ; a whole-line comment starts with ; or #
+//   lr = 3e-4          # after a value only # (after whitespace) starts one:
+//   groups = 0 ; 5     # ';' is list content here, never a comment
 //
 // Every getter records the key it was asked for, so that after a program has
 // read everything it understands, check_all_used() can reject typos in the

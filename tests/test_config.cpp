@@ -27,7 +27,8 @@ using testing::scratch_path;
 namespace fs = std::filesystem;
 
 const char* kText = R"(# model settings
-name = tiny   ; keys before any section belong to section ""
+name = tiny   # keys before any section belong to section ""
+; a whole-line comment
 
 [model]
 layers = 4
@@ -88,9 +89,18 @@ TEST(Config, BoolSpellingsAreCaseInsensitive) {
 }
 
 TEST(Config, CommentsAndBlankLinesAreIgnored) {
-  const Config c = Config::parse("\n  # a\n; b\n[s] # header comment\nk = v ; note\n\n");
+  const Config c = Config::parse("\n  # a\n; b\n  ; c = 1\n[s] # header comment\nk = v # note\n\n");
   EXPECT_EQ(c.get_string("s", "k"), "v");
   EXPECT_NO_THROW(c.check_all_used());  // nothing else was parsed as a key
+}
+
+// ';' separates list items ([experiment] groups, teachers): after a value it
+// is content, so no item can vanish as a comment; only '#' comments there.
+TEST(Config, SemicolonAfterAValueIsKept) {
+  const Config c = Config::parse("[e]\ngroups = 0 ; 99\nteachers = a:x ;b:y # two\nurl = http://h/#frag\n");
+  EXPECT_EQ(c.get_string("e", "groups"), "0 ; 99");
+  EXPECT_EQ(c.get_string("e", "teachers"), "a:x ;b:y");
+  EXPECT_EQ(c.get_string("e", "url"), "http://h/#frag");
 }
 
 TEST(Config, BadIntegerNamesLineKeyValueAndType) {
