@@ -215,6 +215,13 @@ std::string Config::where(int line) const {
   return line == 0 ? "<override>" : fmt::format("{}:{}", source_, line);
 }
 
+std::string Config::where(const std::string& section, const std::string& key) const {
+  const auto s = sections_.find(section);
+  if (s == sections_.end()) return source_;
+  const auto e = s->second.entries.find(key);
+  return e == s->second.entries.end() ? source_ : where(e->second.line);
+}
+
 void Config::bad_value(const std::string& section, const std::string& key, const Entry& entry,
                        const std::string& problem) const {
   fail("{}: [{}] {} = '{}' {}", where(entry.line), section, key, entry.value, problem);

@@ -65,6 +65,9 @@ class Config {
   void check_all_used() const;
 
   const std::string& source() const { return source_; }
+  // Where a key was set, for errors the caller raises: "file:line",
+  // "<override>", or the file when the key is not set (its default is used).
+  std::string where(const std::string& section, const std::string& key) const;
 
  private:
   struct Entry {

@@ -655,6 +655,13 @@ TEST(AvitTrain, ConfigErrorsNameTheKey) {
   Config typo = Config::parse(base + "[halting]\nalpha_q = 1\n", "avit.ini");
   AvitSettings::from_config(typo);
   EXPECT_ERROR(typo.check_all_used(), "alpha_q");
+  Config device = Config::parse(base + "[run]\ndevice = gpu\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(device), "avit.ini:6: [run] device: unknown device 'gpu'");
+  // Trained in whole batches: a remainder would go untrained, unrecorded.
+  Config budget = Config::parse(base + "[data]\nbatch_size = 32\n[train]\nbudget_images = 95\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(budget),
+               "avit.ini:8: [train] budget_images = 95 is not a whole number of batches ([data] batch_size = 32): "
+               "use 64 or 96");
 }
 
 }  // namespace

@@ -234,6 +234,17 @@ TEST(Config, SetFlagSplitsAssignmentsButKeepsListValuesWhole) {
   EXPECT_EQ(c.get_int_list("eval", "latency_batches", {}), (std::vector<int64_t>{1, 64, 256}));
 }
 
+TEST(Config, WhereNamesTheLineTheOverrideOrTheFile) {
+  Config c = Config::parse("[train]\nlr = 0.1\nsteps = 3\n", "config.ini");
+  c.apply_override("train.steps=4");
+  EXPECT_EQ(c.where("train", "lr"), "config.ini:2");
+  EXPECT_EQ(c.where("train", "steps"), "<override>");
+  EXPECT_EQ(c.where("train", "epochs"), "config.ini");  // not set: its default applies
+  EXPECT_EQ(c.where("eval", "lr"), "config.ini");
+  // where() is not a read: an unread section is still reported.
+  EXPECT_THAT(error_of([&] { c.check_all_used(); }), HasSubstr("unknown section [train]"));
+}
+
 TEST(Config, OverridesReplaceOrAddValuesAndAreReportedAsOverride) {
   Config c = Config::parse("[train]\nlr = 0.1\n", "config.ini");
   c.apply_override("train.lr=0.5");

@@ -298,23 +298,71 @@ TEST(Distill, ShippedConfigsAreValid) {
   }
 }
 
+// A budget is trained in whole batches: one that is not a multiple of the
+// batch would leave its remainder untrained while results.json records it.
 TEST(Distill, BudgetSettingsAreChecked) {
-  auto settings = [](const std::string& extra) {
-    return DistillSettings::from_config(Config::parse(
-        "[teacher]\nmodel = m\n[data]\npath = x\nbatch_size = 64\n" + extra, "budget.ini"));
+  auto settings = [](const std::string& extra, const std::string& overrides = "") {
+    Config c = Config::parse("[teacher]\nmodel = m\n[data]\npath = x\nbatch_size = 64\n" + extra, "budget.ini");
+    if (!overrides.empty()) c.apply_override(overrides);
+    return DistillSettings::from_config(c);
   };
-  EXPECT_EQ(settings("[distill]\nbudget_images = 64\n[finetune]\nbudget_images = 0\n").finetune_images, 0);
+  const DistillSettings whole = settings("[distill]\nbudget_images = 128\n[finetune]\nbudget_images = 0\n");
+  EXPECT_EQ(whole.budget_images, 128);
+  EXPECT_EQ(whole.finetune_images, 0);
+  EXPECT_EQ(settings("").budget_images % 64, 0);  // the default fits the default batch
   testing::expect_error_mentioning([&] { settings("[distill]\nbudget_images = 63\n"); },
-                                   {"budget.ini", "[distill] budget_images (63)", "batch_size = 64"});
+                                   {"budget.ini:7", "[distill] budget_images = 63", "batch_size = 64", "use 64"});
+  testing::expect_error_mentioning([&] { settings("[distill]\nbudget_images = 100\n"); },
+                                   {"[distill] budget_images = 100", "batch_size = 64", "use 64 or 128"});
+  testing::expect_error_mentioning([&] { settings("", "distill.budget_images=95"); },
+                                   {"<override>", "[distill] budget_images = 95"});
   testing::expect_error_mentioning([&] { settings("[finetune]\nbudget_images = 10\n"); },
-                                   {"[finetune] budget_images (10)", "batch_size = 64"});
+                                   {"[finetune] budget_images = 10", "batch_size = 64"});
+  testing::expect_error_mentioning([&] { settings("[finetune]\nbudget_images = 96\n"); },
+                                   {"[finetune] budget_images = 96", "use 64 or 128"});
   testing::expect_error_mentioning([&] { settings("[finetune]\nbudget_images = -64\n"); },
-                                   {"[finetune] budget_images (-64)"});
-  testing::expect_error_mentioning(
-      [&] {
-        settings("[teacher]\nconfig = c.json\n[experiment]\nkind = teacher_sparsity_sweep\nteachers = a:x;b:y\n");
-      },
-      {"[teacher] config", "teacher_sparsity_sweep"});
+                                   {"[finetune] budget_images = '-64'", ">= 0"});
+}
+
+// A key that the chosen experiment does not read is an error, not ignored:
+// (kind, the key's section and line) -> the error names the key and the kind.
+TEST(Distill, KeysOfAnotherExperimentAreRefused) {
+  struct Case {
+    std::string kind, setting, key;
+  };
+  const std::string teachers = "teachers = a:x;b:y\n";
+  const Case cases[] = {
+      {"single", "[experiment]\ngroups = 0;1\n", "[experiment] groups"},
+      {"single", "[experiment]\nteachers = a:x;b:y\n", "[experiment] teachers"},
+      {"groupwise", "[experiment]\nteachers = a:x;b:y\n", "[experiment] teachers"},
+      {"groupwise", "[layers]\nselect = 0,1\n", "[layers] select"},
+      {"teacher_sparsity_sweep", "[experiment]\ngroups = 0;1\n", "[experiment] groups"},
+      {"teacher_sparsity_sweep", "[teacher]\nmodel = m\n", "[teacher] model"},
+      {"teacher_sparsity_sweep", "[teacher]\nconfig = c.json\n", "[teacher] config"},
+  };
+  for (const Case& c : cases) {
+    const bool sweep = c.kind == "teacher_sparsity_sweep";
+    const std::string text = "[data]\npath = x\n" + c.setting + "[experiment]\nkind = " + c.kind + "\n" +
+                             (sweep ? teachers : "") + (sweep ? "" : "[teacher]\nmodel = m\n");
+    Config config = Config::parse(text, "kind.ini");
+    testing::expect_error_mentioning([&] { DistillSettings::from_config(config); },
+                                     {"kind.ini:", c.key, "kind = " + c.kind});
+  }
+  // Each key is accepted by the kinds that read it.
+  EXPECT_EQ(DistillSettings::from_config(Config::parse(
+                "[teacher]\nmodel = m\n[data]\npath = x\n[experiment]\nkind = groupwise\ngroups = 0;1\n"))
+                .groups,
+            "0;1");
+  EXPECT_EQ(DistillSettings::from_config(Config::parse(
+                "[data]\npath = x\n[layers]\nselect = 0\n[experiment]\nkind = teacher_sparsity_sweep\n" + teachers))
+                .layers,
+            "0");
+}
+
+TEST(Distill, DeviceSettingErrorNamesTheKey) {
+  Config config = Config::parse("[teacher]\nmodel = m\n[data]\npath = x\n[run]\ndevice = gpu\n", "device.ini");
+  testing::expect_error_mentioning([&] { DistillSettings::from_config(config); },
+                                   {"device.ini:6: [run] device", "unknown device 'gpu'"});
 }
 
 TEST(Distill, PrecisionSettingIsChecked) {

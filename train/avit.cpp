@@ -35,7 +35,7 @@ AvitSettings AvitSettings::from_config(const Config& c) {
   s.alpha_d = c.get_double_in("halting", "alpha_d", s.alpha_d, 0.0, INFINITY);
   s.target_depth = c.get_double_above("halting", "target_depth", s.target_depth, 0.0);  // <= depth: run_avit
   s.prior_std = c.get_double_above("halting", "prior_std", s.prior_std, 0.0);
-  s.budget_images = c.get_int("train", "budget_images", s.budget_images);
+  s.budget_images = s.read_budget(c, "train", s.budget_images);
   s.lr = c.get_double_above("train", "lr", s.lr, 0.0);
   s.weight_decay = c.get_double_in("train", "weight_decay", s.weight_decay, 0.0, INFINITY);
   s.warmup_fraction = c.get_double_in("train", "warmup_fraction", s.warmup_fraction, 0.0, 1.0);
@@ -47,9 +47,6 @@ AvitSettings AvitSettings::from_config(const Config& c) {
   s.depth_maps = c.get_int_at_least("output", "depth_maps", s.depth_maps, 0);
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);
-  check(s.budget_images >= s.batch_size,
-        "{}: [train] budget_images ({}) must be at least [data] batch_size ({})", c.source(),
-        s.budget_images, s.batch_size);
   return s;
 }
 

@@ -34,7 +34,7 @@ struct AvitSettings : DataSettings {
   double target_depth = 8.0;   // centre of the Gaussian prior, in layers (1..depth)
   double prior_std = 1.0;
   // optimisation
-  int64_t budget_images = 2048;
+  int64_t budget_images = 2048;  // a whole number of batches (from_config checks)
   double lr = 1e-4;
   double weight_decay = 0.05;
   double warmup_fraction = 0.05;

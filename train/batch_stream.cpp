@@ -27,8 +27,26 @@ void DataSettings::read_data_settings(const Config& c) {
   test_limit = c.get_int_at_least("data", "test_limit", 0, 0);
   batch_size = c.get_int_at_least("data", "batch_size", batch_size, 1);
   workers = static_cast<int>(c.get_int_at_least("data", "workers", workers, 0));
-  device = Device::parse(c.get_string("run", "device", "auto"));
+  const std::string device_name = c.get_string("run", "device", "auto");
+  try {
+    device = Device::parse(device_name);
+  } catch (const Error& e) {
+    fail("{}: [run] device: {}", c.where("run", "device"), e.what());
+  }
   precision = c.get_choice("run", "precision", precision, {"fp32", "bf16"});
+}
+
+int64_t DataSettings::read_budget(const Config& c, const std::string& section, int64_t def,
+                                  bool zero_allowed) const {
+  const int64_t images = c.get_int_at_least(section, "budget_images", def, zero_allowed ? 0 : 1);
+  // The loops run whole batches: a remainder would go untrained while
+  // results.json records the budget as given.
+  const int64_t below = images / batch_size * batch_size;
+  check(images % batch_size == 0,
+        "{}: [{}] budget_images = {} is not a whole number of batches ([data] batch_size = {}): use {}{}",
+        c.where(section, "budget_images"), section, images, batch_size,
+        below > 0 ? fmt::format("{} or ", below) : "", below + batch_size);
+  return images;
 }
 
 std::vector<int64_t> read_latency_batches(const Config& c, const std::vector<int64_t>& def) {

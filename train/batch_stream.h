@@ -26,6 +26,10 @@ struct DataSettings {
 
   void read_data_settings(const Config& config);  // [data] path is required
   EvalOptions eval_options() const;                // test_limit, batch_size * 4 (at most 256), workers, device
+  // [section] budget_images, a training budget spent in whole batches of
+  // batch_size (read_data_settings first): anything but a positive multiple
+  // of it (or 0 when zero_allowed) is an error naming both values.
+  int64_t read_budget(const Config& config, const std::string& section, int64_t def, bool zero_allowed = false) const;
 };
 
 // [eval] latency_batches: a non-empty list of batch sizes, each at least 1.

@@ -80,6 +80,32 @@ void read_seeds(const Config& c, DistillSettings* s) {
   }
 }
 
+// Keys that only some experiments read. Set for another kind, such a key would
+// be ignored without a word (a forgotten `kind = groupwise` runs a single
+// replacement instead), so it is an error.
+struct KindSpecificKey {
+  const char* section;
+  const char* key;
+  std::vector<std::string> kinds;  // the experiments that read it
+  const char* instead;             // what the others use
+};
+
+void refuse_keys_of_other_kinds(const Config& c, const std::string& kind) {
+  static const KindSpecificKey keys[] = {
+      {"experiment", "groups", {"groupwise"}, "the layers of [layers] select"},
+      {"experiment", "teachers", {"teacher_sparsity_sweep"}, "the one [teacher] model"},
+      {"layers", "select", {"single", "teacher_sparsity_sweep"}, "the layer groups of [experiment] groups"},
+      {"teacher", "model", {"single", "groupwise"}, "the teachers of [experiment] teachers"},
+      {"teacher", "config", {"single", "groupwise"}, "each teacher's own config.json"},
+  };
+  for (const KindSpecificKey& k : keys) {
+    const bool read = std::find(k.kinds.begin(), k.kinds.end(), kind) != k.kinds.end();
+    check(read || !c.has(k.section, k.key),
+          "{}: [{}] {} is not used by [experiment] kind = {}, which takes {}: remove it or change the kind",
+          c.where(k.section, k.key), k.section, k.key, kind, k.instead);
+  }
+}
+
 }  // namespace
 
 DistillSettings DistillSettings::from_config(const Config& c) {
@@ -91,12 +117,12 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.sparsity_images = c.get_int_at_least("layers", "sparsity_images", s.sparsity_images, 1);
   s.mixer = c.get_string("student", "mixer", s.mixer);
   parse_mixer_spec(s.mixer);  // fails early, naming the kinds and keys it knows
-  s.budget_images = c.get_int("distill", "budget_images", s.budget_images);
+  s.budget_images = s.read_budget(c, "distill", s.budget_images);
   s.lr = c.get_double_above("distill", "lr", s.lr, 0.0);
   s.weight_decay = c.get_double_in("distill", "weight_decay", s.weight_decay, 0.0, INFINITY);
   s.cosine_weight = c.get_double_in("distill", "cosine_weight", s.cosine_weight, 0.0, INFINITY);
   s.warmup_fraction = c.get_double_in("distill", "warmup_fraction", s.warmup_fraction, 0.0, 1.0);
-  s.finetune_images = c.get_int("finetune", "budget_images", s.finetune_images);
+  s.finetune_images = s.read_budget(c, "finetune", s.finetune_images, /*zero_allowed=*/true);
   s.finetune_lr = c.get_double_above("finetune", "lr", s.finetune_lr, 0.0);
   s.temperature = c.get_double_above("finetune", "temperature", s.temperature, 0.0);
   s.kl_weight = c.get_double_in("finetune", "kl_weight", s.kl_weight, 0.0, INFINITY);
@@ -105,6 +131,7 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.latency_batches = read_latency_batches(c, s.latency_batches);
   s.experiment =
       c.get_choice("experiment", "kind", s.experiment, {"single", "groupwise", "teacher_sparsity_sweep"});
+  refuse_keys_of_other_kinds(c, s.experiment);
   s.groups = c.get_string("experiment", "groups", s.groups);
   read_seeds(c, &s);
   s.teachers = c.get_string("experiment", "teachers", "");
@@ -117,17 +144,6 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   }
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);
-  // Budgets are spent in whole batches (floor(budget / batch_size) steps), the
-  // same number in every run compared; a budget under one batch would train nothing.
-  check(s.budget_images >= s.batch_size,
-        "{}: [distill] budget_images ({}) must be at least one batch ([data] batch_size = {})", c.source(),
-        s.budget_images, s.batch_size);
-  check(s.finetune_images == 0 || s.finetune_images >= s.batch_size,
-        "{}: [finetune] budget_images ({}) must be 0 (no fine-tune) or at least one batch ([data] batch_size = {})",
-        c.source(), s.finetune_images, s.batch_size);
-  check(s.teacher_config.empty() || s.experiment != "teacher_sparsity_sweep",
-        "{}: [teacher] config applies to one teacher; teacher_sparsity_sweep reads each teacher's own config.json",
-        c.source());
   return s;
 }
 

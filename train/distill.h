@@ -34,7 +34,7 @@ struct DistillSettings : DataSettings {
   int64_t sparsity_images = 256;
   // students: a mixer spec, kind[:key=value,...] (layers/mixers/factory.h)
   std::string mixer = "gated_rnn";
-  int64_t budget_images = 20000;  // spent in whole batches: floor(budget / batch_size) steps
+  int64_t budget_images = 20480;  // a whole number of batches (from_config checks): budget / batch_size steps
   double lr = 1e-3;
   double weight_decay = 0.01;
   double cosine_weight = 0.0;
@@ -45,7 +45,7 @@ struct DistillSettings : DataSettings {
   // result; single takes one. Config: [distill] seed = N or seeds = N, M, ...
   std::vector<uint64_t> seeds = {0};
   // end-to-end fine-tune of the hybrid (0 images: off)
-  int64_t finetune_images = 0;
+  int64_t finetune_images = 0;  // a whole number of batches, as budget_images
   double finetune_lr = 1e-4;
   double temperature = 2.0;
   double kl_weight = 1.0;
