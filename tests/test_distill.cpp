@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "data/archive.h"
 #include "data/files.h"
@@ -205,6 +206,20 @@ TEST(Distill, GroupwiseReportsEveryGroupAndRho) {
   EXPECT_FALSE(results.contains("spearman_rho_per_seed"));
 }
 
+// "<run> <seed> <phase> <step>" of every distill and fine-tune record, where
+// <run> is the record's `run_key` (group or level).
+std::multiset<std::string> run_records(const std::string& metrics_path, const char* run_key) {
+  std::multiset<std::string> records;
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json r = nlohmann::json::parse(line);
+    if (r["phase"] != "distill" && r["phase"] != "finetune") continue;
+    records.insert(fmt::format("{} {} {} {}", r.value(run_key, "?"), r.value("seed", -1),
+                               r["phase"].get<std::string>(), r["step"].get<int64_t>()));
+  }
+  return records;
+}
+
 // Several seeds: each group is run once per seed, each run as the same seed
 // alone would give, and the group reports their mean and spread.
 TEST(Distill, GroupwiseRepeatsEveryGroupPerSeed) {
@@ -215,8 +230,15 @@ TEST(Distill, GroupwiseRepeatsEveryGroupPerSeed) {
   s.experiment = "groupwise";
   s.groups = "0;2";
   s.budget_images = 32;
+  s.finetune_images = 16;
   s.seeds = {3, 4};
   const nlohmann::json results = run_distill(s);
+  // 2 groups x 2 seeds x (distill steps 0 and 3, fine-tune steps 0 and 1), each record naming its run.
+  EXPECT_EQ(run_records(s.out_dir + "/metrics.jsonl", "group"),
+            (std::multiset<std::string>{"0 3 distill 0", "0 3 distill 3", "0 3 finetune 0", "0 3 finetune 1",
+                                        "0 4 distill 0", "0 4 distill 3", "0 4 finetune 0", "0 4 finetune 1",
+                                        "2 3 distill 0", "2 3 distill 3", "2 3 finetune 0", "2 3 finetune 1",
+                                        "2 4 distill 0", "2 4 distill 3", "2 4 finetune 0", "2 4 finetune 1"}));
   s.seeds = {4};
   s.out_dir = testing::scratch_path("engine_distill_seed4");
   const nlohmann::json alone = run_distill(s);
@@ -277,6 +299,15 @@ TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
     EXPECT_TRUE(level["hybrid_report"].contains("latency_ms_b1"));  // the first seed's hybrid is timed
   }
   EXPECT_TRUE(fs::exists(out + "/gap_vs_retention.svg"));
+  // Every teacher and seed: distill steps 0..3 logged at 0 and 3, the one fine-tune step at 0.
+  std::multiset<std::string> expected;
+  for (const char* level : {"dense", "avit"}) {
+    for (int seed : {0, 1}) {
+      for (const char* record : {"distill 0", "distill 3", "finetune 0"})
+        expected.insert(fmt::format("{} {} {}", level, seed, record));
+    }
+  }
+  EXPECT_EQ(run_records(out + "/metrics.jsonl", "level"), expected);
 }
 
 TEST(Distill, SweepSettingsAreChecked) {

@@ -216,6 +216,19 @@ LayerSparsity measure_sparsity(VisionTransformer& teacher, const data::Dataset& 
 
 using Students = std::vector<std::unique_ptr<TokenMixer>>;
 
+// The log of one run (a group of layers or a sweep's teacher, and a seed):
+// groupwise and sweep runs each count their steps from 0 again, so every
+// record names its run.
+struct RunLog {
+  MetricsLog& log;
+  json run;  // {"group": "3,4", "seed": 0} or {"level": "avit_a", "seed": 0}
+
+  void write(json record) const {
+    record.update(run);
+    log.write(record);
+  }
+};
+
 std::vector<Tensor> student_parameters(Students& students, const std::vector<int64_t>& layers) {
   std::vector<Tensor> params;
   for (size_t k = 0; k < students.size(); ++k) {
@@ -229,7 +242,7 @@ std::vector<Tensor> student_parameters(Students& students, const std::vector<int
 
 // Step 3: every chosen layer's student learns the teacher's attention branch.
 Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& layers, const data::Dataset& train,
-                        const DistillSettings& s, uint64_t seed, MetricsLog& log) {
+                        const DistillSettings& s, uint64_t seed, const RunLog& log) {
   Rng rng(seed);
   Students students;
   for (size_t k = 0; k < layers.size(); ++k) {
@@ -316,7 +329,7 @@ Tensor training_logits(VisionTransformer& model, const Tensor& images) {
 
 // Step 5: CE + temperature-scaled KL to the teacher's logits.
 void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::vector<int64_t>& layers,
-              const data::Dataset& train, const DistillSettings& s, uint64_t seed, MetricsLog& log) {
+              const data::Dataset& train, const DistillSettings& s, uint64_t seed, const RunLog& log) {
   std::vector<Tensor> params;
   for (auto& [name, p] : hybrid.named_parameters()) {
     const bool in_student = std::any_of(layers.begin(), layers.end(), [&](int64_t i) {
@@ -395,7 +408,7 @@ void add_latencies(const std::vector<VisionTransformer*>& models, const std::vec
 // (loaded from teacher_path), spliced in, and fine-tuned if asked.
 std::unique_ptr<VisionTransformer> distilled_hybrid(VisionTransformer& teacher, const std::string& teacher_path,
                                                     const std::vector<int64_t>& layers, const Datasets& datasets,
-                                                    const DistillSettings& s, uint64_t seed, MetricsLog& log) {
+                                                    const DistillSettings& s, uint64_t seed, const RunLog& log) {
   auto hybrid = splice(teacher_path, s, layers, distill_layers(teacher, layers, *datasets.train, s, seed, log));
   if (s.finetune_images > 0) finetune(*hybrid, teacher, layers, *datasets.train, s, seed, log);
   return hybrid;
@@ -493,7 +506,8 @@ json teacher_sparsity_sweep(const DistillSettings& s, const Datasets& datasets, 
                 {"k90_all_layers", mean_over(sparsity.k90, all)}};
     SeededRuns runs;
     for (uint64_t seed : s.seeds) {
-      auto hybrid = distilled_hybrid(*teacher, level.path, layers, datasets, s, seed, log);
+      const RunLog run_log{log, {{"level", level.name}, {"seed", seed}}};
+      auto hybrid = distilled_hybrid(*teacher, level.path, layers, datasets, s, seed, run_log);
       json hybrid_report = model_report(*hybrid, *datasets.test, s, "hybrid");
       // Latency does not depend on the seed: the first seed's hybrid is timed, with the teacher.
       if (runs.top1.empty()) {
@@ -599,7 +613,8 @@ json run_distill(const DistillSettings& s) {
     SeededRuns runs;
     for (uint64_t seed : s.seeds) {
       fmt::print("group {}/{}: replacing layer(s) {} with {} (seed {})\n", g + 1, groups.size(), name, s.mixer, seed);
-      auto hybrid = distilled_hybrid(*teacher, s.teacher, layers, datasets, s, seed, log);
+      const RunLog run_log{log, {{"group", name}, {"seed", seed}}};
+      auto hybrid = distilled_hybrid(*teacher, s.teacher, layers, datasets, s, seed, run_log);
       json report = model_report(*hybrid, *datasets.test, s, "hybrid");
       const double top1 = report["top1"];
       runs.add(seed, top1, 100.0 * (teacher_top1 - top1), "drop");
