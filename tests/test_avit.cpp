@@ -664,5 +664,46 @@ TEST(AvitTrain, ConfigErrorsNameTheKey) {
                "use 64 or 96");
 }
 
+// ------------------------------------------------------------------ ./vit_forward
+
+// An A-ViT's traced forward halts tokens: its logits are those of the
+// compacted path (./eval_imagenet's), not the dense forward's.
+TEST(Avit, TracedForwardRunsWithHalting) {
+  VitConfig config = tiny_avit_config();
+  config.halting->beta = 0.5;  // most tokens halt early: the logits differ clearly from the dense ones
+  auto model = tiny_avit(3, config);
+  Rng rng(4);
+  const Tensor images = Tensor::randn({3, 3, 8, 8}, rng);
+  const NamedTensors outputs = traced_forward(*model, images);
+  auto output = [&](const std::string& name) {
+    for (const auto& [key, tensor] : outputs)
+      if (key == name) return tensor;
+    ADD_FAILURE() << "no output " << name;
+    return Tensor();
+  };
+  NoGradGuard no_grad;
+  expect_close(output("logits"), avit_forward_compact(*model, images), 1e-5);
+  // (The random model's logits are small: 1e-4 is ten times the paths' agreement above.)
+  EXPECT_GT(max_abs_difference(output("logits"), model->forward(images)), 1e-4);
+  // Tokens halted before the last block keep their state through it.
+  const Tensor active = output("blocks.3.active");
+  ASSERT_EQ(active.shape(), (Shape{3, 17}));
+  const std::vector<double> kept = active.to_doubles();
+  const std::vector<double> before = output("blocks.2.out").to_doubles(), after = output("blocks.3.out").to_doubles();
+  int halted = 0;
+  for (size_t t = 0; t < kept.size(); ++t) {
+    if (kept[t] != 0.0) continue;
+    ++halted;
+    for (size_t d = 0; d < 16; ++d) EXPECT_EQ(after[t * 16 + d], before[t * 16 + d]) << "token " << t;
+  }
+  EXPECT_GT(halted, 0);
+  EXPECT_EQ(output("blocks.3.attn_probs").shape(), (Shape{3, 2, 17, 17}));
+  // A dense model's trace is its forward's, with no halting flags.
+  model->config.halting.reset();
+  const NamedTensors dense = traced_forward(*model, images);
+  expect_close(dense.front().second, model->forward(images), 1e-6);
+  EXPECT_EQ(dense.size(), 1u + 2 * 4);  // logits, then out and attn_probs per block
+}
+
 }  // namespace
 }  // namespace engine

@@ -1,9 +1,10 @@
 // ./vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [--device cpu|cuda]
 // Reads `input` [B,3,H,W] (already normalised) and writes float32 `logits`,
-// `blocks.{i}.out` and `blocks.{i}.attn_probs`.
-#include "engine/autograd.h"
+// `blocks.{i}.out` and `blocks.{i}.attn_probs`; an A-ViT checkpoint runs with
+// halting and adds `blocks.{i}.active` (train/avit.h, traced_forward).
 #include "engine/cli.h"
 #include "models/vit_checkpoint.h"
+#include "train/avit.h"
 
 using namespace engine;
 
@@ -32,18 +33,7 @@ static int vit_forward_main(int argc, char** argv) {
         dtype_name(input.dtype()));
   input = input.to(DType::F32).to(device);
 
-  NoGradGuard no_grad;
-  ForwardTrace trace;
-  trace.want_probs = true;
-  Tensor logits = model->forward(input, {}, &trace);
-  NamedTensors outputs{{"logits", logits}};
-  for (size_t i = 0; i < trace.blocks.size(); ++i) {
-    outputs.emplace_back(fmt::format("blocks.{}.out", i), trace.blocks[i].output);
-    if (trace.blocks[i].attn_probs.defined()) {
-      outputs.emplace_back(fmt::format("blocks.{}.attn_probs", i), trace.blocks[i].attn_probs);
-    }
-  }
-  save_safetensors(output_path, outputs);
+  save_safetensors(output_path, traced_forward(*model, input));
   return 0;
 }
 
