@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "data/open_dataset.h"
+#include "data/subset.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/optimizer.h"
 #include "models/avit.h"
@@ -153,10 +154,14 @@ json timed_retention(VisionTransformer& model, const data::Dataset& test, const 
 
 // OUT/depth_map_img<k>.png: the image, then N_k (layers a patch passes through)
 // per patch, yellow = all layers.
-std::vector<std::string> write_depth_maps(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
-  std::vector<std::string> files;
-  if (s.depth_maps == 0) return files;
-  const Tensor images = first_images(test, model.config.preprocess, s.depth_maps, s.device);
+// Returns [{"file", "image"}, ...]: each map's file and the test image it shows.
+json write_depth_maps(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
+  json maps = json::array();
+  if (s.depth_maps == 0) return maps;
+  // Spread over the set, as the timed images: an ImageFolder lists its items
+  // class by class, so the first few would all show one class.
+  const data::Subset spread(test, data::evenly_spaced_items(test.size(), static_cast<size_t>(s.depth_maps)));
+  const Tensor images = first_images(spread, model.config.preprocess, s.depth_maps, s.device);
   HaltingTrace trace;
   {
     NoGradGuard no_grad;
@@ -168,12 +173,13 @@ std::vector<std::string> write_depth_maps(VisionTransformer& model, const data::
   for (int64_t b = 0; b < images.size(0); ++b) {
     const float* row = depths.data<float>() + b * tokens + prefix;
     const std::vector<float> map(row, row + (tokens - prefix));
-    files.push_back(fmt::format("depth_map_img{}.png", b));
+    const std::string file = fmt::format("depth_map_img{}.png", b);
     data::write_png(image_with_maps(to_rgb_image(cpu_images, b, model.config.preprocess), {map},
                                     model.config.grid(), static_cast<double>(model.config.depth)),
-                    (fs::path(s.out_dir) / files.back()).string());
+                    (fs::path(s.out_dir) / file).string());
+    maps.push_back({{"file", file}, {"image", spread.name(static_cast<size_t>(b))}});
   }
-  return files;
+  return maps;
 }
 
 }  // namespace

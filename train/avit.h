@@ -9,8 +9,9 @@
 // Then: top-1 and per-layer token retention of the A-ViT with tokens really
 // dropped (compacted path) against the dense teacher, latency of both at each
 // latency batch (median of repeats, real test images spread over the set) with
-// the A-ViT's mean retention in each timed batch, halting-depth maps
-// (OUT/depth_map_img<k>.png: the image next to N_k per patch), OUT/results.json,
+// the A-ViT's mean retention in each timed batch, halting-depth maps of test
+// images spread over the set (OUT/depth_map_img<k>.png: the image next to N_k
+// per patch), OUT/results.json,
 // OUT/metrics.jsonl and the checkpoint OUT/avit/ (timm names; config.json
 // carries engine.halting).
 #pragma once
