@@ -387,4 +387,28 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, Comp
   return logits;
 }
 
+NamedTensors traced_forward(VisionTransformer& model, const Tensor& input) {
+  NoGradGuard no_grad;
+  ForwardTrace trace;
+  trace.want_probs = true;
+  HaltingTrace halting;
+  const bool halts = model.config.halting.has_value();
+  const Tensor logits = halts ? model.head_forward(avit_forward_tokens(model, input, {}, &halting, &trace))
+                              : model.forward(input, {}, &trace);
+  NamedTensors outputs{{"logits", logits}};
+  for (size_t i = 0; i < trace.blocks.size(); ++i) {
+    const BlockTrace& block = trace.blocks[i];
+    Tensor out = block.output;
+    if (halts) {
+      // The block also ran on the halted tokens, but the masked path keeps their state.
+      const Tensor& active = halting.active[i];
+      out = where(reshape(active.to(DType::U8), {active.size(0), active.size(1), 1}), out, block.input);
+      outputs.emplace_back(fmt::format("blocks.{}.active", i), active.to(DType::F32));
+    }
+    outputs.emplace_back(fmt::format("blocks.{}.out", i), out);
+    if (block.attn_probs.defined()) outputs.emplace_back(fmt::format("blocks.{}.attn_probs", i), block.attn_probs);
+  }
+  return outputs;
+}
+
 }  // namespace engine

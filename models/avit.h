@@ -103,4 +103,12 @@ struct CompactTrace {
 Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, CompactTrace* trace = nullptr,
                             CompactionPolicy policy = {});
 
+// What ./vit_forward writes for `input` [B, C, H, W]: "logits" and per block
+// "blocks.{i}.out" and (for attention) "blocks.{i}.attn_probs". An A-ViT
+// (config.halting set) runs with halting, on the masked path, whose logits are
+// the ones ./eval_imagenet gets with tokens dropped: a halted token's output
+// stays its state when it halted, it gets no attention as a key, and
+// "blocks.{i}.active" [B, N] (1 or 0) marks the tokens entering block i active.
+NamedTensors traced_forward(VisionTransformer& model, const Tensor& input);
+
 }  // namespace engine

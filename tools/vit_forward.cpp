@@ -1,10 +1,10 @@
 // ./vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [--device cpu|cuda]
 // Reads `input` [B,3,H,W] (already normalised) and writes float32 `logits`,
 // `blocks.{i}.out` and `blocks.{i}.attn_probs`; an A-ViT checkpoint runs with
-// halting and adds `blocks.{i}.active` (train/avit.h, traced_forward).
+// halting and adds `blocks.{i}.active` (models/avit.h, traced_forward).
 #include "engine/cli.h"
+#include "models/avit.h"
 #include "models/vit_checkpoint.h"
-#include "train/avit.h"
 
 using namespace engine;
 
