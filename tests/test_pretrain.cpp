@@ -1,10 +1,11 @@
 // ./pretrain on tiny synthetic folders: training lowers the loss, a run cut
-// short and resumed ends bit-identical to an uninterrupted one, checkpoints
-// survive an interrupted write, outputs are not overwritten by accident, and
-// configuration errors name the key and value.
+// short (or killed) and resumed ends bit-identical to an uninterrupted one and
+// leaves the same log, checkpoints survive an interrupted write, outputs are
+// not overwritten by accident, and configuration errors name the key and value.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <cstring>
 #include <fstream>
@@ -124,15 +125,37 @@ void expect_identical_files(const std::string& a, const std::string& b) {
   }
 }
 
-// The metrics log's per-epoch records.
-std::vector<nlohmann::json> epoch_records(const std::string& metrics_path) {
+// The metrics log's records of `phase` ("" for all).
+std::vector<nlohmann::json> log_records(const std::string& metrics_path, const std::string& phase = "") {
   std::vector<nlohmann::json> records;
   std::ifstream in(metrics_path);
   for (std::string line; std::getline(in, line);) {
     const nlohmann::json record = nlohmann::json::parse(line);
-    if (record["phase"] == "epoch") records.push_back(record);
+    if (phase.empty() || record["phase"] == phase) records.push_back(record);
   }
   return records;
+}
+
+std::vector<nlohmann::json> epoch_records(const std::string& metrics_path) {
+  return log_records(metrics_path, "epoch");
+}
+
+// The log records of run folder `dir`, without what differs between two runs
+// computing the same numbers: timings and the run's folder.
+std::vector<nlohmann::json> untimed_records(const std::string& dir, const std::string& phase = "") {
+  std::vector<nlohmann::json> records = log_records(dir + "/metrics.jsonl", phase);
+  for (nlohmann::json& record : records) {
+    for (const char* key : {"time", "images_per_second", "dir", "checkpoint"}) record.erase(key);
+  }
+  return records;
+}
+
+void expect_time_never_goes_back(const std::string& metrics_path) {
+  double last = 0;
+  for (const nlohmann::json& record : log_records(metrics_path)) {
+    EXPECT_GE(record["time"].get<double>(), last) << record.dump();
+    last = record["time"].get<double>();
+  }
 }
 
 TEST_F(PretrainTest, TrainingLowersTheLossAndWritesALoadableModel) {
@@ -209,6 +232,66 @@ TEST_F(PretrainTest, LabelSmoothingAndClippingChangeTheTrainedModel) {
   }
 }
 
+// Killed after its checkpoint at the end of epoch 1, the run has logged two
+// more steps, an epoch record and a checkpoint that its resume must not keep.
+TEST_F(PretrainTest, ResumeAfterACrashDropsWhatWasLoggedAfterTheCheckpoint) {
+  run(out("straight"), {"run.log_every_steps=1"});
+  run(out("crashed"), {"run.log_every_steps=1", "run.stop_after_steps=4"});
+  // The crash: the log runs on to step 6 while the checkpoint stays at step 4.
+  fs::copy(out("crashed") + "/checkpoint", out("step4"), fs::copy_options::recursive);
+  run(out("crashed"), {"run.log_every_steps=1", "run.stop_after_steps=2", "output.resume=true"});
+  fs::remove_all(out("crashed") + "/checkpoint");
+  fs::rename(out("step4"), out("crashed") + "/checkpoint");
+  EXPECT_TRUE(run(out("crashed"), {"run.log_every_steps=1", "output.resume=true"})["finished"].get<bool>());
+
+  // The straight run's log, with the resume after the checkpoint of step 4.
+  std::vector<nlohmann::json> expected = untimed_records(out("straight"));
+  const nlohmann::json checkpoint_at_4 = {{"phase", "checkpoint"}, {"step", 4}};
+  const auto checkpoint = std::find(expected.begin(), expected.end(), checkpoint_at_4);
+  ASSERT_NE(checkpoint, expected.end());
+  expected.insert(checkpoint + 1, nlohmann::json{{"phase", "resume"}, {"step", 4}});
+  EXPECT_EQ(untimed_records(out("crashed")), expected);
+  expect_time_never_goes_back(out("crashed") + "/metrics.jsonl");
+
+  // A log shorter than the checkpoint's is refused, and left as it is.
+  const std::string log = out("crashed") + "/metrics.jsonl";
+  const int64_t bytes = static_cast<int64_t>(fs::file_size(log));
+  fs::resize_file(log, 10);
+  EXPECT_EQ(error_of([&] { run(out("crashed"), {"output.resume=true"}); }),
+            fmt::format("cannot continue metrics log '{}' from byte {}: it has only 10 bytes", log, bytes));
+  EXPECT_EQ(fs::file_size(log), 10u);
+  fs::remove(log);
+  EXPECT_EQ(error_of([&] { run(out("crashed"), {"output.resume=true"}); }),
+            fmt::format("cannot continue metrics log '{}' from byte {}: there is no such file", log, bytes));
+}
+
+// An epoch cut short logs a partial record; the resumed run's closing record,
+// its train lines and its clock are the uninterrupted run's.
+TEST_F(PretrainTest, EpochCutShortAndResumedLogsWhatAnUninterruptedOneLogs) {
+  run(out("straight"), {"run.log_every_steps=1"});
+  run(out("pieces"), {"run.log_every_steps=1", "run.stop_after_steps=3"});
+  run(out("pieces"), {"run.log_every_steps=1", "run.stop_after_steps=3", "output.resume=true"});
+  run(out("pieces"), {"run.log_every_steps=1", "output.resume=true"});
+
+  EXPECT_EQ(untimed_records(out("pieces"), "train"), untimed_records(out("straight"), "train"));
+  std::vector<nlohmann::json> complete, partial;
+  for (const nlohmann::json& record : untimed_records(out("pieces"), "epoch")) {
+    (record["complete"].get<bool>() ? complete : partial).push_back(record);
+  }
+  EXPECT_EQ(complete, untimed_records(out("straight"), "epoch"));
+  // A partial record averages the epoch's steps so far: 1-3, then 5-6.
+  const std::vector<nlohmann::json> train = untimed_records(out("straight"), "train");
+  auto mean_loss = [&](int first, int last) {
+    double sum = 0;
+    for (int step = first; step <= last; ++step) sum += train[step - 1]["loss"].get<double>();
+    return sum / (last - first + 1);
+  };
+  ASSERT_EQ(partial.size(), 2u);
+  EXPECT_DOUBLE_EQ(partial[0]["train_loss"].get<double>(), mean_loss(1, 3));
+  EXPECT_DOUBLE_EQ(partial[1]["train_loss"].get<double>(), mean_loss(5, 6));
+  expect_time_never_goes_back(out("pieces") + "/metrics.jsonl");
+}
+
 // Rewrites the progress saved in train state `file` with edit(progress), as a
 // damaged or hand-edited file would hold it.
 void edit_saved_progress(const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
@@ -234,7 +317,11 @@ TEST_F(PretrainTest, ResumingFromADamagedTrainStateNamesTheFileAndTheKeyAndWrite
     return error_of([&] { run(out("damaged"), {"output.resume=true"}); });
   };
   const std::string prefix = "cannot resume from " + state + ": ";
-  EXPECT_EQ(resume_error([](nlohmann::json& p) { p.erase("step"); }), prefix + "its progress has no 'step'");
+  const std::string older =
+      " (damaged, or saved by an older ./pretrain: set [output] overwrite = true to start afresh)";
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p.erase("step"); }), prefix + "its progress has no 'step'" + older);
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p.erase("log_bytes"); }),
+            prefix + "its progress has no 'log_bytes'" + older);
   // 2 epochs of 4 steps: 0 to 8 are steps of this run.
   EXPECT_EQ(resume_error([](nlohmann::json& p) { p["step"] = "3"; }),
             prefix + "progress 'step' = \"3\" is not an integer in [0, 8]");
@@ -248,6 +335,8 @@ TEST_F(PretrainTest, ResumingFromADamagedTrainStateNamesTheFileAndTheKeyAndWrite
             prefix + "progress 'last_top1' = \"high\" is neither null nor a number in [0, 1]");
   EXPECT_EQ(resume_error([](nlohmann::json& p) { p["wall_seconds"] = -1; }),
             prefix + "progress 'wall_seconds' = -1 is not a number of seconds >= 0");
+  EXPECT_EQ(resume_error([](nlohmann::json& p) { p["epoch_loss_sum"] = "1.5"; }),
+            prefix + "progress 'epoch_loss_sum' = \"1.5\" is neither null nor a number");
   EXPECT_EQ(resume_error([](nlohmann::json& p) { p["identity"] = 7; }),
             prefix + "progress 'identity' = 7 is not a JSON object");
   EXPECT_EQ(data::read_file(out("damaged") + "/results.json"), results);

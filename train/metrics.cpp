@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 #include "engine/error.h"
 #include "engine/safetensors.h"
@@ -10,24 +11,49 @@
 namespace engine {
 
 namespace {
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+std::FILE* open_log(const std::string& path, const char* mode) {
+  std::FILE* file = std::fopen(path.c_str(), mode);
+  check(file != nullptr, "cannot write metrics log '{}': {}", path, std::strerror(errno));
+  return file;
+}
+
+// Opens `path` for appending after cutting it back to `bytes`, which it must have at least.
+std::FILE* continue_log(const std::string& path, int64_t bytes) {
+  namespace fs = std::filesystem;
+  check(fs::is_regular_file(path), "cannot continue metrics log '{}' from byte {}: there is no such file", path,
+        bytes);
+  const auto size = static_cast<int64_t>(fs::file_size(path));
+  check(size >= bytes, "cannot continue metrics log '{}' from byte {}: it has only {} bytes", path, bytes, size);
+  fs::resize_file(path, static_cast<uintmax_t>(bytes));
+  return open_log(path, "a");
+}
+
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path, bool append)
-    : file_(std::fopen(path.c_str(), append ? "a" : "w")), start_(now_seconds()) {
-  check(file_ != nullptr, "cannot write metrics log '{}': {}", path, std::strerror(errno));
-}
+MetricsLog::MetricsLog(const std::string& path) : file_(open_log(path, "w")), start_(now_seconds()), bytes_(0) {}
+
+MetricsLog::MetricsLog(const std::string& path, const LogPosition& at)
+    : file_(continue_log(path, at.bytes)),
+      start_(now_seconds() - at.seconds),
+      bytes_(at.bytes) {}
 
 MetricsLog::~MetricsLog() { std::fclose(file_); }
 
 void MetricsLog::write(const nlohmann::json& record) {
   nlohmann::json line = record;
   line["time"] = now_seconds() - start_;
-  std::fputs((line.dump() + "\n").c_str(), file_);
+  const std::string text = line.dump() + "\n";
+  std::fputs(text.c_str(), file_);
   std::fflush(file_);
+  bytes_ += static_cast<int64_t>(text.size());
 }
+
+LogPosition MetricsLog::position() const { return {bytes_, now_seconds() - start_}; }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value) {
   write_file_atomic(path, value.dump(2) + "\n");

@@ -2,6 +2,7 @@
 // goes, so a crashed run keeps its history) and a results JSON written
 // atomically at the end.
 #pragma once
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -9,19 +10,31 @@
 
 namespace engine {
 
+// How far a metrics log has got: its length and the "time" its clock reads.
+struct LogPosition {
+  int64_t bytes = 0;
+  double seconds = 0;
+};
+
 class MetricsLog {
  public:
-  // Truncates the file, or appends to it (a resumed run continues its log);
-  // an error names the path.
-  explicit MetricsLog(const std::string& path, bool append = false);
+  // Starts the log afresh, truncating the file; an error names the path.
+  explicit MetricsLog(const std::string& path);
+  // Continues the log from `at` (saved by an earlier run's position()): cuts
+  // the file back to at.bytes, dropping lines a crashed run wrote after that,
+  // and carries its clock on from at.seconds. A missing or shorter file is an
+  // error naming the path.
+  MetricsLog(const std::string& path, const LogPosition& at);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
-  void write(const nlohmann::json& record);  // adds "time" (seconds since start)
+  void write(const nlohmann::json& record);  // adds "time" (seconds on the log's clock)
+  LogPosition position() const;              // every line written is flushed
 
  private:
   std::FILE* file_;
-  double start_;
+  double start_;  // when the clock read 0
+  int64_t bytes_;
 };
 
 // Pretty-printed JSON, written atomically (temp file + rename).

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 
 #include "data/loader.h"
 #include "data/open_dataset.h"
@@ -232,6 +233,15 @@ class SavedProgress {
     return value.get<double>();
   }
 
+  // A sum of losses: a number, or null for NaN or infinity (which JSON cannot
+  // hold: a diverged run's are saved as null).
+  double loss_sum(const std::string& key) const {
+    const json& value = field(key);
+    check(value.is_null() || value.is_number(), "cannot resume from {}: progress '{}' = {} is neither null nor a "
+          "number", file_, key, value.dump());
+    return value.is_null() ? std::numeric_limits<double>::quiet_NaN() : value.get<double>();
+  }
+
   // An accuracy in [0, 1], or null before the first evaluation.
   json accuracy(const std::string& key) const {
     const json& value = field(key);
@@ -243,7 +253,8 @@ class SavedProgress {
 
  private:
   const json& field(const std::string& key) const {
-    check(progress_.contains(key), "cannot resume from {}: its progress has no '{}'", file_, key);
+    check(progress_.contains(key), "cannot resume from {}: its progress has no '{}' (damaged, or saved by an "
+          "older ./pretrain: set [output] overwrite = true to start afresh)", file_, key);
     return progress_.at(key);
   }
 
@@ -264,9 +275,15 @@ class Pretrainer {
         steps_per_epoch_(steps_per_epoch()),
         schedule_(make_schedule()),
         loader_(train_.dataset(), crop_flip_transform(model_->config.preprocess, s.crop_padding), loader_options()),
-        resume_from_(prepare_out_dir(s)),
-        log_((fs::path(s.out_dir) / "metrics.jsonl").string(), /*append=*/!resume_from_.empty()) {
-    if (!resume_from_.empty()) restore();
+        resume_from_(prepare_out_dir(s)) {
+    const std::string metrics = (fs::path(s.out_dir) / "metrics.jsonl").string();
+    if (resume_from_.empty()) {
+      log_.emplace(metrics);
+    } else {
+      log_.emplace(metrics, restore());
+      fmt::print("resumed from {} at step {} (epoch {})\n", resume_from_, step_, step_ / steps_per_epoch_);
+      log_->write({{"phase", "resume"}, {"step", step_}, {"checkpoint", resume_from_}});
+    }
   }
 
   json run() {
@@ -338,6 +355,7 @@ class Pretrainer {
   // ------------------------------------------------------------ checkpoints
 
   json progress() const {
+    const LogPosition log = log_->position();
     return {{"step", step_},
             {"epoch", step_ / steps_per_epoch_},  // epoch and batch_in_epoch: for people reading the file
             {"batch_in_epoch", step_ % steps_per_epoch_},
@@ -347,10 +365,15 @@ class Pretrainer {
             {"train_seconds", train_seconds_},
             {"train_images", train_images_},
             {"wall_seconds", wall_seconds_before_ + seconds_since(start_)},
+            {"epoch_loss_sum", epoch_loss_sum_},
+            {"log_bytes", log.bytes},
+            {"log_seconds", log.seconds},
             {"identity", s_.identity()}};
   }
 
-  void restore() {
+  // Loads the checkpoint and its progress; returns where the log stood when
+  // it was saved, for the log to continue from there.
+  LogPosition restore() {
     const SavedProgress saved(load_checkpoint_into(resume_from_, *model_, *optimizer_),
                               train_state_file(resume_from_));
     check_same_identity(saved.object("identity"), s_.identity(), resume_from_);
@@ -364,14 +387,17 @@ class Pretrainer {
     train_seconds_ = saved.seconds("train_seconds");
     train_images_ = saved.count("train_images", std::numeric_limits<int64_t>::max());
     wall_seconds_before_ = saved.seconds("wall_seconds");
-    fmt::print("resumed from {} at step {} (epoch {})\n", resume_from_, step_, step_ / steps_per_epoch_);
-    log_.write({{"phase", "resume"}, {"step", step_}, {"checkpoint", resume_from_}});
+    epoch_loss_sum_ = saved.loss_sum("epoch_loss_sum");
+    return {saved.count("log_bytes", std::numeric_limits<int64_t>::max()), saved.seconds("log_seconds")};
   }
 
+  // The checkpoint's line is logged first so that the log length saved with
+  // it includes the line: a resume keeps it and cuts off only what a crashed
+  // run logged after it (or, if this save never completes, the line too).
   void save_checkpoint_now() {
     const std::string dir = (fs::path(s_.out_dir) / kCheckpointFolder).string();
+    log_->write({{"phase", "checkpoint"}, {"step", step_}, {"dir", dir}});
     save_checkpoint(dir, *model_, *optimizer_, progress());
-    log_.write({{"phase", "checkpoint"}, {"step", step_}, {"dir", dir}});
   }
 
   // ------------------------------------------------------------ training
@@ -408,31 +434,38 @@ class Pretrainer {
     loader_.start_epoch(epoch, static_cast<size_t>(first_batch));
     ProgressBar bar(fmt::format("epoch {}/{}", epoch + 1, s_.epochs),
                     (steps_per_epoch_ - first_batch) * s_.batch_size);
-    double loss_sum = 0;
-    int64_t steps = 0;
+    int64_t steps = 0;  // in this invocation
     bool stopped = false;
     for (data::Batch batch; !stopped && loader_.next(batch);) {
       const double lr = schedule_.lr_at(step_);
       const double loss = train_step(batch);
-      loss_sum += loss;
+      epoch_loss_sum_ += loss;
       ++steps;
       bar.update(batch.n, fmt::format("loss {:.4f} lr {:.2e}", loss, lr));
       if (step_ % s_.log_every_steps == 0) {
-        log_.write({{"phase", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr}, {"loss", loss}});
+        log_->write({{"phase", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr}, {"loss", loss}});
       }
       stopped = step_ % steps_per_epoch_ != 0 && stop_requested();
     }
-    record_epoch(epoch, bar, loss_sum / std::max<int64_t>(steps, 1), steps * s_.batch_size, !stopped);
-    if (stopped) save_checkpoint_now();
+    record_epoch(epoch, bar, steps * s_.batch_size, !stopped);
+    if (stopped) {
+      save_checkpoint_now();
+    } else {
+      epoch_loss_sum_ = 0;  // the next epoch's sum starts here
+    }
     return !stopped;
   }
 
-  void record_epoch(int64_t epoch, ProgressBar& bar, double mean_loss, int64_t images, bool complete) {
+  // The epoch's mean loss over its steps so far, earlier invocations' too (so
+  // a resumed epoch logs what an uninterrupted one does), and the speed of
+  // this invocation's `images`.
+  void record_epoch(int64_t epoch, ProgressBar& bar, int64_t images, bool complete) {
+    const double mean_loss = epoch_loss_sum_ / std::max<int64_t>(step_ - epoch * steps_per_epoch_, 1);
     bar.finish(fmt::format("loss {:.4f}", mean_loss));
     train_seconds_ += bar.elapsed_seconds();
     train_images_ += images;
-    log_.write({{"phase", "epoch"}, {"epoch", epoch + 1}, {"step", step_}, {"train_loss", mean_loss},
-                {"images_per_second", per_second(images, bar.elapsed_seconds())}, {"complete", complete}});
+    log_->write({{"phase", "epoch"}, {"epoch", epoch + 1}, {"step", step_}, {"train_loss", mean_loss},
+                 {"images_per_second", per_second(images, bar.elapsed_seconds())}, {"complete", complete}});
   }
 
   // Evaluation and checkpoint when due; false when this invocation should stop.
@@ -453,8 +486,8 @@ class Pretrainer {
                                                   test_.dataset(), model_->config.preprocess, options);
     last_top1_ = result.top1;
     best_top1_ = best_top1_.is_null() ? result.top1 : std::max(best_top1_.get<double>(), result.top1);
-    log_.write({{"phase", "eval"}, {"epoch", epoch + 1}, {"step", step_}, {"top1", result.top1},
-                {"top5", result.top5}, {"images", result.images}});
+    log_->write({{"phase", "eval"}, {"epoch", epoch + 1}, {"step", step_}, {"top1", result.top1},
+                 {"top5", result.top5}, {"images", result.images}});
   }
 
   json write_results(bool finished) {
@@ -485,16 +518,17 @@ class Pretrainer {
   const int64_t steps_per_epoch_;
   const WarmupCosineSchedule schedule_;
   data::DataLoader loader_;
-  // Last but the log: an old run is replaced only once everything above (the
-  // data, the model, the batch size) has been checked.
+  // Last: an old run is replaced only once everything above (the data, the
+  // model, the batch size) has been checked.
   const std::string resume_from_;
-  MetricsLog log_;
+  std::optional<MetricsLog> log_;  // opened once a resume has read where it stood
   // Progress, saved in every checkpoint.
   int64_t step_ = 0;
   json last_top1_, best_top1_;  // null until the first evaluation
   double train_seconds_ = 0;
   int64_t train_images_ = 0;
   double wall_seconds_before_ = 0;  // spent by earlier invocations of a resumed run
+  double epoch_loss_sum_ = 0;       // over the current epoch's steps so far
   int64_t steps_this_run_ = 0;
 };
 

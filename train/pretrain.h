@@ -71,10 +71,13 @@ struct PretrainSettings {
 };
 
 // Trains (or resumes), evaluating and checkpointing on the way, and writes
-// OUT/metrics.jsonl (appended to on resume), OUT/checkpoint/ and
-// OUT/results.json: final and best top-1, train images/s, wall time, epochs,
-// and "finished" (false when time_limit_minutes or stop_after_steps cut the
-// run short: run again with resume = true to continue).
+// OUT/metrics.jsonl, OUT/checkpoint/ and OUT/results.json: final and best
+// top-1, train images/s, wall time, epochs, and "finished" (false when
+// time_limit_minutes or stop_after_steps cut the run short: run again with
+// resume = true to continue). A resume cuts the log back to its length at the
+// checkpoint (dropping what a crashed run logged after it; a log shorter than
+// that is an error) and appends to it, and its "time" carries on, so the log
+// reads as the uninterrupted run's would.
 nlohmann::json run_pretrain(const PretrainSettings& settings);
 
 }  // namespace engine
