@@ -451,6 +451,17 @@ TEST(PretrainCheckpoint, InterruptedWriteLeavesThePreviousCheckpoint) {
   EXPECT_EQ(find_complete_directory(dir.path() + "/none"), "");
 }
 
+// The shipped configs read without an unknown key, and resume as the README
+// says (tests run from the repository root).
+TEST(PretrainConfig, ShippedConfigsAreValidAndResumable) {
+  for (const char* path : {"configs/pretrain_tiny.ini", "configs/pretrain_cifar10.ini"}) {
+    Config config = Config::load(path);
+    config.apply_override("output.resume=true");
+    EXPECT_TRUE(PretrainSettings::from_config(config).resume) << path;
+    config.check_all_used();
+  }
+}
+
 TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
   auto settings_error = [&](const std::vector<std::string>& overrides) {
     return error_of([&] { PretrainSettings::from_config(config(out("bad"), overrides)); });
