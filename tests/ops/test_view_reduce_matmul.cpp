@@ -92,6 +92,9 @@ TEST(Matmul, SizeOneBatchDimsWithAnyStride) {
   // A row vector whose row stride (size-1 dim) is neither 1 nor its width.
   Tensor row = make_view(a, {2, 1, 4}, {12, 5, 1}, 0);
   expect_close(matmul(row, b), matmul(row.clone(), b), 1e-6);
+  // Empty operands (k = 0: a product of zeros; m = 0: nothing to compute).
+  expect_close(matmul(Tensor::zeros({3, 0}), Tensor::zeros({0, 4})), Tensor::zeros({3, 4}), 0.0);
+  EXPECT_EQ(matmul(Tensor::zeros({2, 0, 4}), b).shape(), (Shape{2, 0, 5}));
 }
 
 TEST(Matmul, Gradients) {

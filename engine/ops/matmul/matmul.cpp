@@ -43,6 +43,12 @@ GemmOperand operand(const Tensor& t) {
     op->tensor = x;
     op->rows = rows;
     op->cols = cols;
+    if (x.numel() == 0) {  // never read: an empty inner dimension fills C, an empty C returns first
+      op->transposed = false;
+      op->leading_dim = std::max<int64_t>(cols, 1);
+      op->batch_stride = 0;
+      return true;
+    }
     if (col_stride == 1 && row_stride >= std::max<int64_t>(cols, 1)) {
       op->transposed = false;
       op->leading_dim = row_stride;
