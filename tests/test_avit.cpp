@@ -619,6 +619,16 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
 
   const std::vector<double> ponder = logged(s.out_dir + "/metrics.jsonl", "ponder");
   const std::vector<double> kept = logged(s.out_dir + "/metrics.jsonl", "mean_retention");
+  // The logged loss is the objective with each weight on its own term (train/avit.h).
+  const std::vector<double> loss = logged(s.out_dir + "/metrics.jsonl", "loss");
+  const std::vector<double> ce = logged(s.out_dir + "/metrics.jsonl", "ce");
+  const std::vector<double> prior = logged(s.out_dir + "/metrics.jsonl", "prior_kl");
+  const std::vector<double> distill = logged(s.out_dir + "/metrics.jsonl", "distill_kl");  // kl_weight 1 by default
+  ASSERT_EQ(distill.size(), loss.size());
+  for (size_t i = 0; i < loss.size(); ++i) {
+    const double objective = ce[i] + s.alpha_p * ponder[i] + s.alpha_d * prior[i] + s.kl_weight * distill[i];
+    EXPECT_NEAR(loss[i], objective, 1e-5 * std::max(1.0, loss[i]));
+  }
   ASSERT_GE(ponder.size(), 2u);
   EXPECT_LT(ponder.back(), ponder.front() - 0.1) << "training did not lower the ponder loss";
   EXPECT_LT(kept.back(), kept.front()) << "training did not lower the retention";

@@ -156,6 +156,39 @@ TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
   EXPECT_EQ(replaced, 2);
 }
 
+// The fine-tune's logged loss is CE + kl_weight KL, the KL taken at the
+// configured temperature: the same first batch gives another KL at another
+// temperature (a fine-tune that ignored it went unnoticed). The T^2 factor
+// keeps the KL of nearly equal logits nearly the same at any T: here 4% apart.
+TEST(Distill, FinetuneLossUsesTheTemperatureAndKlWeight) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  const std::string images = testing::make_image_folder(testing::scratch_path("engine_distill_img"));
+  std::vector<nlohmann::json> first_records;
+  for (double temperature : {1.0, 4.0}) {
+    const std::string out = testing::scratch_path(fmt::format("engine_distill_t{}", temperature));
+    DistillSettings s = tiny_settings(images, out);
+    s.layers = "1";
+    s.budget_images = 8;
+    s.finetune_images = 8;
+    s.temperature = temperature;
+    s.kl_weight = 0.7;
+    run_distill(s);
+    std::ifstream in(out + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json record = nlohmann::json::parse(line);
+      if (record["phase"] == "finetune") first_records.push_back(record);
+    }
+  }
+  ASSERT_EQ(first_records.size(), 2u);
+  for (const nlohmann::json& r : first_records) {
+    EXPECT_NEAR(r["loss"].get<double>(), r["ce"].get<double>() + 0.7 * r["kl"].get<double>(), 1e-5);
+  }
+  EXPECT_EQ(first_records[0]["ce"], first_records[1]["ce"]);
+  const double kl_t1 = first_records[0]["kl"].get<double>(), kl_t4 = first_records[1]["kl"].get<double>();
+  EXPECT_GT(std::abs(kl_t1 - kl_t4), 0.01 * std::max(kl_t1, kl_t4)) << kl_t1 << " at T = 1, " << kl_t4 << " at T = 4";
+}
+
 TEST(Distill, BadInputsLeaveAnEarlierRunAsItWas) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");

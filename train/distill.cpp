@@ -350,7 +350,9 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
       teacher_logits = training_logits(teacher, images);
     }
     Tensor logits = training_logits(hybrid, images);
-    Tensor loss = cross_entropy(logits, labels) + kl_div_with_temperature(logits, teacher_logits, s.temperature) * s.kl_weight;
+    const Tensor ce = cross_entropy(logits, labels);
+    const Tensor kl = kl_div_with_temperature(logits, teacher_logits, s.temperature);
+    Tensor loss = ce + kl * s.kl_weight;
     optimizer->zero_grad();
     loss.backward();
     optimizer->set_lr(schedule.lr_at(step));
@@ -358,7 +360,12 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
     std::string status;
     if (is_log_step(step, steps)) {
       const double value = loss.item<double>();
-      log.write({{"phase", "finetune"}, {"step", step}, {"lr", optimizer->lr()}, {"loss", value}});
+      log.write({{"phase", "finetune"},
+                 {"step", step},
+                 {"lr", optimizer->lr()},
+                 {"loss", value},
+                 {"ce", ce.item<double>()},
+                 {"kl", kl.item<double>()}});
       status = fmt::format("loss {:.4f}", value);
     }
     bar.update(s.batch_size, status);
