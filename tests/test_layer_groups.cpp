@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "tests/expect_error.h"
 #include "train/layer_groups.h"
 
 namespace engine {
@@ -30,6 +31,9 @@ TEST(LayerGroups, ParseGroups) {
   auto by_sparsity = parse_groups("by_sparsity:4", 12, kRanking);
   EXPECT_EQ(by_sparsity, (std::vector<std::vector<int64_t>>{{2, 7, 9}, {0, 1, 3}, {4, 5, 6}, {8, 10, 11}}));
   EXPECT_THROW(parse_groups("3-1", 12, {}), Error);
+  // The same group twice (3 and 3-3 are one group); overlapping groups are fine.
+  testing::expect_error_mentioning([] { parse_groups("0-2;3;3-3", 12, {}); }, {"group 3 ('3-3') repeats group 2"});
+  EXPECT_EQ(parse_groups("0-2;2-3", 12, {}).size(), 2u);
 }
 
 TEST(LayerGroups, SpearmanRho) {

@@ -110,6 +110,11 @@ std::vector<std::vector<int64_t>> parse_groups(const std::string& spec, int64_t 
       for (int64_t i = first; i <= last; ++i) group.push_back(i);
     }
     groups.push_back(checked_sorted(group, depth, spec));
+    // A repeated group would count twice in Spearman's rho.
+    for (size_t earlier = 0; earlier + 1 < groups.size(); ++earlier) {
+      check(groups[earlier] != groups.back(), "group spec '{}': group {} ('{}') repeats group {}", spec, groups.size(),
+            part, earlier + 1);
+    }
   }
   check(!groups.empty(), "group spec '{}' has no group", spec);
   return groups;
