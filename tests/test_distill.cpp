@@ -267,7 +267,7 @@ TEST(Distill, GroupwiseRepeatsEveryGroupPerSeed) {
   s.seeds = {3, 4};
   const nlohmann::json results = run_distill(s);
   // 2 groups x 2 seeds x (distill steps 0 and 3, fine-tune steps 0 and 1), each record naming its run.
-  EXPECT_EQ(run_records(s.out_dir + "/metrics.jsonl", "group"),
+  EXPECT_EQ(run_records(s.out_dir + "/metrics.jsonl", "layers"),
             (std::multiset<std::string>{"0 3 distill 0", "0 3 distill 3", "0 3 finetune 0", "0 3 finetune 1",
                                         "0 4 distill 0", "0 4 distill 3", "0 4 finetune 0", "0 4 finetune 1",
                                         "2 3 distill 0", "2 3 distill 3", "2 3 finetune 0", "2 3 finetune 1",
@@ -374,6 +374,13 @@ TEST(Distill, BudgetSettingsAreChecked) {
   EXPECT_EQ(whole.budget_images, 128);
   EXPECT_EQ(whole.finetune_images, 0);
   EXPECT_EQ(settings("").budget_images % 64, 0);  // the default fits the default batch
+  // and any other: rounded down to whole batches, at least one.
+  for (int64_t batch : {96, 30000}) {
+    const Config c = Config::parse(fmt::format("[teacher]\nmodel = m\n[data]\npath = x\nbatch_size = {}\n", batch));
+    const DistillSettings s = DistillSettings::from_config(c);
+    EXPECT_EQ(s.budget_images, batch == 96 ? 20448 : 30000);
+    EXPECT_EQ(s.finetune_images % batch, 0);
+  }
   testing::expect_error_mentioning([&] { settings("[distill]\nbudget_images = 63\n"); },
                                    {"budget.ini:7", "[distill] budget_images = 63", "batch_size = 64", "use 64"});
   testing::expect_error_mentioning([&] { settings("[distill]\nbudget_images = 100\n"); },

@@ -237,6 +237,15 @@ TEST(Eval, ClassNamesMustKeepTheModelsLabels) {
       {"4 classes", "head has 3"});
 }
 
+// A line the disk does not take is an error naming the log, not a log that
+// silently ends (/dev/full refuses every write with ENOSPC).
+TEST(Eval, MetricsLogWriteFailureIsAnError) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  MetricsLog log("/dev/full");
+  testing::expect_error_mentioning([&] { log.write({{"phase", "train"}, {"step", 0}}); },
+                                   {"cannot write metrics log '/dev/full'", "No space left"});
+}
+
 TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {
   const SortedByClass dataset(4, 3);  // 12 images, batches of 4
   // Right on the first 6 images only (classes 0 and 1): the running top-1 falls after them.

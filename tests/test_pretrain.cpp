@@ -457,7 +457,7 @@ TEST(PretrainConfig, ShippedConfigsAreValidAndResumable) {
   for (const char* path : {"configs/pretrain_tiny.ini", "configs/pretrain_cifar10.ini"}) {
     Config config = Config::load(path);
     config.apply_override("output.resume=true");
-    EXPECT_TRUE(PretrainSettings::from_config(config).resume) << path;
+    EXPECT_FALSE(PretrainSettings::from_config(config).overwrite) << path;  // (with resume: an error)
     config.check_all_used();
   }
 }

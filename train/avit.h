@@ -35,7 +35,7 @@ struct AvitSettings : DataSettings {
   double target_depth = 8.0;   // centre of the Gaussian prior, in layers (1..depth)
   double prior_std = 1.0;
   // optimisation
-  int64_t budget_images = 2048;  // a whole number of batches (from_config checks)
+  int64_t budget_images = 2048;  // whole batches (from_config checks a value set, rounds this default)
   double lr = 1e-4;
   double weight_decay = 0.05;
   double warmup_fraction = 0.05;

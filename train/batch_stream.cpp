@@ -38,9 +38,11 @@ void DataSettings::read_data_settings(const Config& c) {
 
 int64_t DataSettings::read_budget(const Config& c, const std::string& section, int64_t def,
                                   bool zero_allowed) const {
-  const int64_t images = c.get_int_at_least(section, "budget_images", def, zero_allowed ? 0 : 1);
   // The loops run whole batches: a remainder would go untrained while
-  // results.json records the budget as given.
+  // results.json records the budget as given. The built-in default is
+  // rounded down to whole batches (at least one); a value set must be whole.
+  const int64_t whole_default = def == 0 ? 0 : std::max(batch_size, def / batch_size * batch_size);
+  const int64_t images = c.get_int_at_least(section, "budget_images", whole_default, zero_allowed ? 0 : 1);
   const int64_t below = images / batch_size * batch_size;
   check(images % batch_size == 0,
         "{}: [{}] budget_images = {} is not a whole number of batches ([data] batch_size = {}): use {}{}",
@@ -112,12 +114,17 @@ bool lies_in(const std::filesystem::path& path, const std::filesystem::path& fol
 
 }  // namespace
 
-void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs,
-                     const std::vector<std::string>& inputs, bool resumable) {
+void check_out_dir(const std::string& out_dir) {
   namespace fs = std::filesystem;
   check(!out_dir.empty(), "[output] dir is empty: name the folder for the run's outputs");
   check(!fs::is_symlink(out_dir) || fs::exists(out_dir), "[output] dir = '{}' is a link to nothing", out_dir);
   check(!fs::exists(out_dir) || fs::is_directory(out_dir), "[output] dir = '{}' is not a folder", out_dir);
+}
+
+void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vector<std::string>& outputs,
+                     const std::vector<std::string>& inputs, bool resumable) {
+  namespace fs = std::filesystem;
+  check_out_dir(out_dir);
   std::vector<fs::path> found;
   if (fs::exists(out_dir)) {
     for (const fs::directory_entry& entry : fs::directory_iterator(out_dir)) {

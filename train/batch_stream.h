@@ -56,6 +56,9 @@ inline bool is_log_step(int64_t step, int64_t steps) { return step % 10 == 0 || 
 // Warmup over warmup_fraction of `steps`, then cosine decay to 0.
 WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fraction);
 
+// Refuses an [output] dir that is empty, a link to nothing, or not a folder.
+void check_out_dir(const std::string& out_dir);
+
 // Makes out_dir ready for a run that writes `outputs` there (names; an entry
 // ending in '*' matches every name that starts with the rest). Fails when the
 // folder already holds any of them and overwrite is off; with overwrite on,

@@ -221,7 +221,7 @@ using Students = std::vector<std::unique_ptr<TokenMixer>>;
 // record names its run.
 struct RunLog {
   MetricsLog& log;
-  json run;  // {"group": "3,4", "seed": 0} or {"level": "avit_a", "seed": 0}
+  json run;  // {"layers": "3,4", "seed": 0} or {"level": "avit_a", "seed": 0}
 
   void write(json record) const {
     record.update(run);
@@ -620,7 +620,7 @@ json run_distill(const DistillSettings& s) {
     SeededRuns runs;
     for (uint64_t seed : s.seeds) {
       fmt::print("group {}/{}: replacing layer(s) {} with {} (seed {})\n", g + 1, groups.size(), name, s.mixer, seed);
-      const RunLog run_log{log, {{"group", name}, {"seed", seed}}};
+      const RunLog run_log{log, {{"layers", name}, {"seed", seed}}};
       auto hybrid = distilled_hybrid(*teacher, s.teacher, layers, datasets, s, seed, run_log);
       json report = model_report(*hybrid, *datasets.test, s, "hybrid");
       const double top1 = report["top1"];

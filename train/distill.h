@@ -34,7 +34,7 @@ struct DistillSettings : DataSettings {
   int64_t sparsity_images = 256;
   // students: a mixer spec, kind[:key=value,...] (layers/mixers/factory.h)
   std::string mixer = "gated_rnn";
-  int64_t budget_images = 20480;  // a whole number of batches (from_config checks): budget / batch_size steps
+  int64_t budget_images = 20480;  // whole batches (from_config checks a value set, rounds this default): budget / batch_size steps
   double lr = 1e-3;
   double weight_decay = 0.01;
   double cosine_weight = 0.0;

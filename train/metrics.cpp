@@ -35,10 +35,12 @@ std::FILE* continue_log(const std::string& path, int64_t bytes) {
 
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path) : file_(open_log(path, "w")), start_(now_seconds()), bytes_(0) {}
+MetricsLog::MetricsLog(const std::string& path)
+    : path_(path), file_(open_log(path, "w")), start_(now_seconds()), bytes_(0) {}
 
 MetricsLog::MetricsLog(const std::string& path, const LogPosition& at)
-    : file_(continue_log(path, at.bytes)),
+    : path_(path),
+      file_(continue_log(path, at.bytes)),
       start_(now_seconds() - at.seconds),
       bytes_(at.bytes) {}
 
@@ -48,8 +50,8 @@ void MetricsLog::write(const nlohmann::json& record) {
   nlohmann::json line = record;
   line["time"] = now_seconds() - start_;
   const std::string text = line.dump() + "\n";
-  std::fputs(text.c_str(), file_);
-  std::fflush(file_);
+  const bool written = std::fputs(text.c_str(), file_) >= 0 && std::fflush(file_) == 0;
+  check(written, "cannot write metrics log '{}': {}", path_, std::strerror(errno));
   bytes_ += static_cast<int64_t>(text.size());
 }
 

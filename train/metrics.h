@@ -28,10 +28,13 @@ class MetricsLog {
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
-  void write(const nlohmann::json& record);  // adds "time" (seconds on the log's clock)
+  // Adds "time" (seconds on the log's clock); a failed write (a full disk) is
+  // an error naming the path.
+  void write(const nlohmann::json& record);
   LogPosition position() const;              // every line written is flushed
 
  private:
+  std::string path_;
   std::FILE* file_;
   double start_;  // when the clock read 0
   int64_t bytes_;

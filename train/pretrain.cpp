@@ -174,19 +174,19 @@ class Split {
 
 // The checkpoint to resume from ("" for a fresh start), after enforcing the
 // overwrite / resume rules on the output folder.
-std::string prepare_out_dir(const PretrainSettings& s) {
+std::string prepare_run_folder(const PretrainSettings& s) {
   const std::string checkpoint = (fs::path(s.out_dir) / kCheckpointFolder).string();
   if (s.resume) {
-    check(!fs::exists(s.out_dir) || fs::is_directory(s.out_dir), "[output] dir = '{}' is not a folder", s.out_dir);
+    check_out_dir(s.out_dir);
     const std::string found = find_complete_directory(checkpoint);
     if (found.empty()) fmt::print("resume: no checkpoint in {} yet, starting afresh\n", s.out_dir);
     fs::create_directories(s.out_dir);
     return found;
   }
-  engine::prepare_out_dir(s.out_dir, s.overwrite,
-                          {"results.json", "metrics.jsonl", kCheckpointFolder, std::string(kCheckpointFolder) + ".previous",
-                           std::string(kCheckpointFolder) + ".partial"},
-                          {}, /*resumable=*/true);
+  const std::string folder = kCheckpointFolder;
+  prepare_out_dir(s.out_dir, s.overwrite,
+                  {"results.json", "metrics.jsonl", folder, folder + ".previous", folder + ".partial"}, {},
+                  /*resumable=*/true);
   return "";
 }
 
@@ -275,7 +275,7 @@ class Pretrainer {
         steps_per_epoch_(steps_per_epoch()),
         schedule_(make_schedule()),
         loader_(train_.dataset(), crop_flip_transform(model_->config.preprocess, s.crop_padding), loader_options()),
-        resume_from_(prepare_out_dir(s)) {
+        resume_from_(prepare_run_folder(s)) {
     const std::string metrics = (fs::path(s.out_dir) / "metrics.jsonl").string();
     if (resume_from_.empty()) {
       log_.emplace(metrics);
@@ -511,7 +511,7 @@ class Pretrainer {
 
   const PretrainSettings& s_;
   const std::chrono::steady_clock::time_point start_;
-  const Split train_, test_;  // opened before prepare_out_dir, so a bad data path deletes nothing
+  const Split train_, test_;  // opened before prepare_run_folder, so a bad data path deletes nothing
   std::unique_ptr<VisionTransformer> model_;
   std::vector<Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;

@@ -237,8 +237,9 @@ void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device,
                                                     : cudaMemcpyDeviceToDevice;
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
   DeviceGuard guard(device);
-  // Both directions wait for the stream below, which a capture forbids (and a
-  // graph would read the host's memory again at every replay).
+  // Refused in a capture: a download and a large upload wait for the stream,
+  // which a capture forbids, and a small upload's graph node would read its
+  // staging stretch again at every replay, long after the ring reused it.
   check(kind == cudaMemcpyDeviceToDevice || !stream_is_capturing(),
         "a copy of {} bytes between the host and cuda:{} inside a graph capture (a graph cannot wait for the host)",
         nbytes, device);

@@ -92,6 +92,13 @@ TEST(Matmul, SizeOneBatchDimsWithAnyStride) {
   // A row vector whose row stride (size-1 dim) is neither 1 nor its width.
   Tensor row = make_view(a, {2, 1, 4}, {12, 5, 1}, 0);
   expect_close(matmul(row, b), matmul(row.clone(), b), 1e-6);
+  // Batch dims broadcast by expand (stride 0), alone or beside a real one.
+  Tensor one = Tensor::randn({1, 3, 4}, rng), four = Tensor::randn({2, 3, 3, 4}, rng);
+  expect_close(matmul(expand(one, {2, 3, 4}), b), matmul(expand(one, {2, 3, 4}).clone(), b), 1e-6);
+  for (const Tensor& shared : {Tensor::randn({1, 1, 3, 4}, rng), Tensor::randn({1, 3, 3, 4}, rng)}) {
+    const Tensor spread = expand(shared, {2, 3, 3, 4});  // batch strides (0, 0), then (0, 12)
+    expect_close(matmul(four, transpose(spread, 2, 3)), matmul(four, transpose(spread.clone(), 2, 3)), 1e-6);
+  }
   // Empty operands (k = 0: a product of zeros; m = 0: nothing to compute).
   expect_close(matmul(Tensor::zeros({3, 0}), Tensor::zeros({0, 4})), Tensor::zeros({3, 4}), 0.0);
   EXPECT_EQ(matmul(Tensor::zeros({2, 0, 4}), b).shape(), (Shape{2, 0, 5}));
