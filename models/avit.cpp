@@ -50,6 +50,13 @@ std::optional<PaddedLayout> kept_first(const Tensor& active) {
   return layout;
 }
 
+// A block's output where its tokens were active ([B, N] flags), its input
+// where they had halted: halted tokens keep their state (no update and, the
+// flags being constants, no gradient through them).
+Tensor keep_halted_state(const Tensor& active, const Tensor& out, const Tensor& in) {
+  return where(reshape(active.to(DType::U8), {active.size(0), active.size(1), 1}), out, in);
+}
+
 // One block of the masked path. A mixer that skips halted tokens by itself
 // keeps Block::forward (and its LN1-as-GEMM-operand shortcut).
 Tensor masked_block(Block& block, const Tensor& x, const ForwardContext& ctx, BlockTrace* trace) {
@@ -89,8 +96,7 @@ Tensor avit_forward_tokens(VisionTransformer& model, const Tensor& images, const
     ForwardContext layer_ctx = ctx;
     layer_ctx.active = state.active;
     Tensor out = masked_block(model.blocks[l], x, layer_ctx, trace ? &trace->blocks[l] : nullptr);
-    // Halted tokens keep their state: no update and (masks being constants) no gradient through them.
-    x = where(reshape(state.active.to(DType::U8), {batch, tokens, 1}), out, x);
+    x = keep_halted_state(state.active, out, x);
     Tensor raw = halting_scores(x, config);
     Tensor scores = forced_scores(raw, l, depth, prefix);
     record.active.push_back(state.active);
@@ -400,10 +406,9 @@ NamedTensors traced_forward(VisionTransformer& model, const Tensor& input) {
     const BlockTrace& block = trace.blocks[i];
     Tensor out = block.output;
     if (halts) {
-      // The block also ran on the halted tokens, but the masked path keeps their state.
-      const Tensor& active = halting.active[i];
-      out = where(reshape(active.to(DType::U8), {active.size(0), active.size(1), 1}), out, block.input);
-      outputs.emplace_back(fmt::format("blocks.{}.active", i), active.to(DType::F32));
+      // (The trace holds what the block computed for the halted tokens too.)
+      out = keep_halted_state(halting.active[i], out, block.input);
+      outputs.emplace_back(fmt::format("blocks.{}.active", i), halting.active[i].to(DType::F32));
     }
     outputs.emplace_back(fmt::format("blocks.{}.out", i), out);
     if (block.attn_probs.defined()) outputs.emplace_back(fmt::format("blocks.{}.attn_probs", i), block.attn_probs);
