@@ -472,10 +472,11 @@ TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
               HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
   EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}),
               HasSubstr("[train] label_smoothing = '1.5' must be in [0, 1)"));
-  EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("[run] device"), HasSubstr("'gpu'")));
+  EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("<override>: [run] device"), HasSubstr("'gpu'")));
   EXPECT_THAT(settings_error({"run.precision=fp8"}), AllOf(HasSubstr("precision"), HasSubstr("fp8")));
   EXPECT_THAT(settings_error({"data.mean=0.5,0.5"}), HasSubstr("[data] mean has 2 values"));
-  EXPECT_THAT(settings_error({"model.preset=vit_huge"}), AllOf(HasSubstr("[model] preset"), HasSubstr("vit_huge")));
+  EXPECT_THAT(settings_error({"model.preset=vit_huge"}),
+              AllOf(HasSubstr("<override>: [model] preset"), HasSubstr("vit_huge")));
   EXPECT_THAT(settings_error({"model.num_heads=3"}), AllOf(HasSubstr("[model]"), HasSubstr("num_heads 3")));
   EXPECT_THAT(settings_error({"data.crop_padding=8"}), HasSubstr("[data] crop_padding = 8"));
   EXPECT_THAT(error_of([&] { run(out("bad"), {"run.precision=bf16"}); }),

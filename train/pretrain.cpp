@@ -29,13 +29,16 @@ using nlohmann::json;
 
 namespace {
 
-// Runs read(), prefixing an error with the file and the setting it came from.
+// Runs read(), prefixing an error with where the setting came from (file:line,
+// <override>, or the file) and its name; an empty key names the whole section.
 template <typename Read>
-auto in_context(const Config& c, const char* setting, Read read) -> decltype(read()) {
+auto in_context(const Config& c, const std::string& section, const std::string& key, Read read)
+    -> decltype(read()) {
   try {
     return read();
   } catch (const Error& e) {
-    fail("{}: {}: {}", c.source(), setting, e.what());
+    if (key.empty()) fail("{}: [{}]: {}", c.source(), section, e.what());
+    fail("{}: [{}] {}: {}", c.where(section, key), section, key, e.what());
   }
 }
 
@@ -51,7 +54,7 @@ void read_channel_stats(const Config& c, const char* key, double (&stats)[3]) {
 // at the preset's ratio unless mlp_ratio is given.
 VitConfig read_model(const Config& c) {
   const std::string preset = c.get_string("model", "preset", "vit_cifar_tiny_patch4_32");
-  VitConfig m = in_context(c, "[model] preset", [&] { return vit_preset(preset); });
+  VitConfig m = in_context(c, "model", "preset", [&] { return vit_preset(preset); });
   const double mlp_ratio = c.get_double("model", "mlp_ratio", static_cast<double>(m.mlp_hidden) / m.embed_dim);
   m.img_size = c.get_int_at_least("model", "img_size", m.img_size, 1);
   m.patch_size = c.get_int_at_least("model", "patch_size", m.patch_size, 1);
@@ -71,7 +74,7 @@ VitConfig read_model(const Config& c) {
   read_channel_stats(c, "std", m.preprocess.std);
   VitConfig probe = m;
   probe.num_classes = 1;  // checked against the data later
-  in_context(c, "[model]", [&] { probe.validate(); });
+  in_context(c, "model", "", [&] { probe.validate(); });
   return m;
 }
 
@@ -106,7 +109,7 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
   s.eval_every_epochs = c.get_int_at_least("eval", "every_epochs", s.eval_every_epochs, 1);
   s.eval_batch_size = c.get_int_at_least("eval", "batch_size", s.eval_batch_size, 1);
   const std::string device = c.get_string("run", "device", "auto");
-  s.device = in_context(c, "[run] device", [&] { return Device::parse(device); });
+  s.device = in_context(c, "run", "device", [&] { return Device::parse(device); });
   s.precision = c.get_choice("run", "precision", s.precision, {"fp32", "bf16"});
   s.time_limit_minutes = c.get_double_in("run", "time_limit_minutes", 0.0, 0.0, INFINITY);
   s.stop_after_steps = c.get_int_at_least("run", "stop_after_steps", 0, 0);
