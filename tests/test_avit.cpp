@@ -634,6 +634,10 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   EXPECT_LT(kept.back(), kept.front()) << "training did not lower the retention";
   const auto& avit = results["avit"];
   ASSERT_EQ(avit["retention"].size(), 3u);
+  // The same parameters; fewer GEMM FLOPs per image with tokens dropped.
+  EXPECT_EQ(avit["params"], results["teacher"]["params"]);
+  EXPECT_GT(avit["gflops"].get<double>(), 0.0);
+  EXPECT_LT(avit["gflops"].get<double>(), results["teacher"]["gflops"].get<double>());
   EXPECT_EQ(avit["retention"][0].get<double>(), 1.0);
   EXPECT_LT(avit["mean_retention"].get<double>(), 1.0);
   EXPECT_TRUE(avit["latency_ms"].contains("b4"));

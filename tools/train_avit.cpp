@@ -13,12 +13,13 @@ void print_summary(const nlohmann::json& r) {
   const nlohmann::json& avit = r["avit"];
   fmt::print("\ntokens entering each layer (%):");
   for (double kept : avit["retention"]) fmt::print(" {:.1f}", 100 * kept);
-  fmt::print("\n{:<8} {:>8} {:>10}", "model", "top-1", "retained");
+  fmt::print("\n{:<8} {:>8} {:>10} {:>8}", "model", "top-1", "retained", "GFLOPs");
   for (const auto& [batch, ms] : r["teacher"]["latency_ms"].items()) fmt::print(" {:>10}", "ms @ " + batch);
-  fmt::print("\n{:<8} {:>7.2f}% {:>9.1f}%", "dense", 100 * r["teacher"]["top1"].get<double>(), 100.0);
+  fmt::print("\n{:<8} {:>7.2f}% {:>9.1f}% {:>8.3f}", "dense", 100 * r["teacher"]["top1"].get<double>(), 100.0,
+             r["teacher"]["gflops"].get<double>());
   for (const auto& [batch, ms] : r["teacher"]["latency_ms"].items()) fmt::print(" {:>10.2f}", ms.get<double>());
-  fmt::print("\n{:<8} {:>7.2f}% {:>9.1f}%", "A-ViT", 100 * avit["top1"].get<double>(),
-             100 * avit["mean_retention"].get<double>());
+  fmt::print("\n{:<8} {:>7.2f}% {:>9.1f}% {:>8.3f}", "A-ViT", 100 * avit["top1"].get<double>(),
+             100 * avit["mean_retention"].get<double>(), avit["gflops"].get<double>());
   for (const auto& [batch, ms] : avit["latency_ms"].items()) fmt::print(" {:>10.2f}", ms.get<double>());
   fmt::print("\nspeed-up (tokens dropped):");
   for (const auto& [batch, x] : r["speedup"].items()) fmt::print(" {} {:.2f}x", batch, x.get<double>());

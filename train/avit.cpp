@@ -134,8 +134,15 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
 json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
   RetentionMeter meter(model);
   EvalResult eval = evaluate_classifier(meter.logits(), test, model.config.preprocess, s.eval_options());
-  return {{"top1", eval.top1}, {"top5", eval.top5}, {"eval_images", eval.images},
-          {"retention", meter.retention()}, {"mean_retention", meter.mean_retention()}};
+  // (gflops: the GEMM FLOPs per image of the evaluation, fewer than the dense
+  // model's by the tokens dropped.)
+  return {{"top1", eval.top1},
+          {"top5", eval.top5},
+          {"eval_images", eval.images},
+          {"params", model.num_parameters()},
+          {"gflops", eval.gflops},
+          {"retention", meter.retention()},
+          {"mean_retention", meter.mean_retention()}};
 }
 
 // The mean share of tokens entering a layer in each timed batch (the
@@ -223,7 +230,13 @@ json run_avit(const AvitSettings& s) {
   write_directory_atomically((fs::path(s.out_dir) / "avit").string(),
                              [&](const std::string& staging) { save_vit(*model, staging); });
   json results = {
-      {"teacher", {{"path", s.teacher}, {"top1", dense.top1}, {"top5", dense.top5}, {"latency_ms", dense_latency}}},
+      {"teacher",
+       {{"path", s.teacher},
+        {"top1", dense.top1},
+        {"top5", dense.top5},
+        {"params", teacher->num_parameters()},
+        {"gflops", dense.gflops},
+        {"latency_ms", dense_latency}}},
       {"avit", avit},
       {"speedup", speedup},
       {"depth_maps", write_depth_maps(*model, test_set, s)},
