@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "engine/config.h"
 #include "engine/error.h"
@@ -32,10 +33,10 @@ const FlagSpec& Flags::spec(const std::string& name) const {
 }
 
 void Flags::store(const FlagSpec& s, const std::string& value) {
-  auto [slot, first] = values_.emplace(s.name, value);
-  if (first) return;
-  check(s.repeatable, "flag --{} given twice ('{}', then '{}'); give it once", s.name, slot->second, value);
-  slot->second += "," + value;
+  std::vector<std::string>& given = values_[s.name];
+  check(given.empty() || s.repeatable, "flag --{} given twice ('{}', then '{}'); give it once", s.name, given.front(),
+        value);
+  given.push_back(value);
 }
 
 bool Flags::parse(int argc, char** argv) {
@@ -76,9 +77,15 @@ bool Flags::has(const std::string& name) const { return values_.count(name) || !
 
 std::string Flags::get(const std::string& name) const {
   auto found = values_.find(name);
-  if (found != values_.end()) return found->second;
+  if (found != values_.end()) return fmt::format("{}", fmt::join(found->second, ","));
   const FlagSpec& s = spec(name);
   return s.is_switch && s.default_value.empty() ? "false" : s.default_value;
+}
+
+std::vector<std::string> Flags::occurrences(const std::string& name) const {
+  spec(name);  // (an unknown name is an error)
+  auto found = values_.find(name);
+  return found == values_.end() ? std::vector<std::string>{} : found->second;
 }
 
 namespace {
@@ -166,6 +173,16 @@ std::vector<std::string> split_overrides(const std::string& text) {
     start = comma + 1;
   }
   return parts;
+}
+
+FlagSpec config_override_flag(const std::string& example) {
+  return {"set", "override config values: --set " + example, "", /*is_switch=*/false, /*repeatable=*/true};
+}
+
+void apply_config_overrides(const Flags& flags, Config& config) {
+  for (const std::string& given : flags.occurrences("set")) {
+    for (const std::string& assignment : split_overrides(given)) config.apply_override(assignment);
+  }
 }
 
 void prepare_output_file(const std::string& flag, const std::string& path) {

@@ -29,7 +29,9 @@ class Flags {
   bool parse(int argc, char** argv);
 
   bool has(const std::string& name) const;  // given on the command line or defaulted
-  std::string get(const std::string& name) const;
+  std::string get(const std::string& name) const;  // a repeatable flag's values joined by commas
+  // Each value a repeatable flag was given, in order (none: not given).
+  std::vector<std::string> occurrences(const std::string& name) const;
   int64_t get_int(const std::string& name) const;
   // get_int that fails, naming the flag and the value, below `min`.
   int64_t get_int_at_least(const std::string& name, int64_t min) const;
@@ -46,7 +48,7 @@ class Flags {
   std::string usage_;
   std::vector<FlagSpec> specs_;
   std::vector<std::string> positional_names_;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> values_;  // more than one: a repeatable flag
   std::vector<std::string> positional_;
 };
 
@@ -54,6 +56,16 @@ class Flags {
 // tools). A comma followed by anything but "section.key=" continues the value:
 // "d.seeds=0,1,2,r.device=cuda" -> {"d.seeds=0,1,2", "r.device=cuda"}.
 std::vector<std::string> split_overrides(const std::string& text);
+
+class Config;
+// The config-driven tools' --set flag: repeatable, its values split by
+// split_overrides. `example` shows an assignment or two, e.g.
+// "train.epochs=10[,run.device=cuda]".
+FlagSpec config_override_flag(const std::string& example);
+// Applies every --set assignment to `config`, in the order given. Each --set
+// starts with an assignment: a value there is never taken for the rest of
+// the previous --set's list.
+void apply_config_overrides(const Flags& flags, Config& config);
 
 // For an output file named by --`flag`: creates its missing parent folders and
 // fails, naming the flag and the path, when it cannot be written there (the

@@ -339,9 +339,20 @@ TEST(Flags, IntAtLeastNamesTheFlagAndTheValueBelowTheMinimum) {
 TEST(Flags, RepeatedSetAccumulatesItsAssignments) {
   char tool[] = "tool", set[] = "--set", typo[] = "distill.lrr=0.1", dir[] = "--set=output.dir=x,eval.batches=1,2";
   char* argv[] = {tool, set, typo, dir};
-  Flags flags("tool", {{"set", "overrides", "", /*is_switch=*/false, /*repeatable=*/true}});
+  Flags flags("tool", {config_override_flag("a.b=1")});
   ASSERT_TRUE(flags.parse(4, argv));
   EXPECT_THAT(split_overrides(flags.get("set")), ElementsAre("distill.lrr=0.1", "output.dir=x", "eval.batches=1,2"));
+  Config config = Config::parse("[output]\ndir = y\n");
+  apply_config_overrides(flags, config);
+  EXPECT_EQ(config.get_string("output", "dir", ""), "x");
+  EXPECT_EQ(config.get_int_list("eval", "batches", {}), (std::vector<int64_t>{1, 2}));
+  // A --set of its own is never the rest of the previous one's list: "--set
+  // output.dir=y --set 2" used to set dir to "y,2".
+  char dir_y[] = "output.dir=y", two[] = "2";
+  char* stray[] = {tool, set, dir_y, set, two};
+  Flags strayed("tool", {config_override_flag("a.b=1")});
+  ASSERT_TRUE(strayed.parse(5, stray));
+  testing::expect_error_mentioning([&] { apply_config_overrides(strayed, config); }, {"'2'"});
 }
 
 TEST(Flags, AnyOtherFlagGivenTwiceIsAnErrorNamingIt) {

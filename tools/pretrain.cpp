@@ -10,14 +10,13 @@ namespace {
 
 int pretrain_main(int argc, char** argv) {
   Flags flags("pretrain CONFIG.ini [section.key=value ...] [--set section.key=value,...]",
-              {{"set", "override config values: --set train.epochs=10[,run.device=cuda]", "",
-                /*is_switch=*/false, /*repeatable=*/true}},
+              {config_override_flag("train.epochs=10[,run.device=cuda]")},
               {"CONFIG", "OVERRIDES..."});
   if (!flags.parse(argc, argv)) return 0;
   check(!flags.positional().empty(), "expected a config file (see --help)");
   Config config = Config::load(flags.positional()[0]);
   for (size_t i = 1; i < flags.positional().size(); ++i) config.apply_override(flags.positional()[i]);
-  for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
+  apply_config_overrides(flags, config);
   const PretrainSettings settings = PretrainSettings::from_config(config);
   config.check_all_used();
   const nlohmann::json r = run_pretrain(settings);

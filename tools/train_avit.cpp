@@ -28,13 +28,12 @@ void print_summary(const nlohmann::json& r) {
 
 int avit_main(int argc, char** argv) {
   Flags flags("train_avit CONFIG.ini [--set section.key=value]",
-              {{"set", "override config values: --set halting.target_depth=6[,train.budget_images=4096]", "",
-                /*is_switch=*/false, /*repeatable=*/true}},
+              {config_override_flag("halting.target_depth=6[,train.budget_images=4096]")},
               {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");
   Config config = Config::load(flags.positional()[0]);
-  for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
+  apply_config_overrides(flags, config);
   AvitSettings settings = AvitSettings::from_config(config);
   config.check_all_used();
   nlohmann::json results = run_avit(settings);

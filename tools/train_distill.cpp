@@ -88,13 +88,12 @@ void print_table(const nlohmann::json& results) {
 
 int distill_main(int argc, char** argv) {
   Flags flags("train_distill CONFIG.ini [--set section.key=value]",
-              {{"set", "override config values: --set distill.budget_images=1000[,student.mixer=mamba]", "",
-                /*is_switch=*/false, /*repeatable=*/true}},
+              {config_override_flag("distill.budget_images=1000[,student.mixer=mamba]")},
               {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");
   Config config = Config::load(flags.positional()[0]);
-  for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
+  apply_config_overrides(flags, config);
   DistillSettings settings = DistillSettings::from_config(config);
   config.check_all_used();
   nlohmann::json results = run_distill(settings);

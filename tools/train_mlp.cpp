@@ -13,12 +13,11 @@ using namespace engine;
 
 static int train_mlp_main(int argc, char** argv) {
   Flags flags("train_mlp CONFIG.ini [--set section.key=value,...]",
-              {{"set", "override config values: --set train.epochs=1[,model.hidden=64]", "",
-                /*is_switch=*/false, /*repeatable=*/true}}, {"CONFIG"});
+              {config_override_flag("train.epochs=1[,model.hidden=64]")}, {"CONFIG"});
   if (!flags.parse(argc, argv)) return 0;
   check(flags.positional().size() == 1, "expected a config file (see --help)");
   Config config = Config::load(flags.positional()[0]);
-  for (const std::string& assignment : split_overrides(flags.get("set"))) config.apply_override(assignment);
+  apply_config_overrides(flags, config);
 
   const std::string data_dir = config.get_string("data", "dir", "/usr/share/datasets/fashion-mnist");
   MlpTrainSpec spec = read_mlp_train_spec(config);
