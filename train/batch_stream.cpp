@@ -27,13 +27,17 @@ void DataSettings::read_data_settings(const Config& c) {
   test_limit = c.get_int_at_least("data", "test_limit", 0, 0);
   batch_size = c.get_int_at_least("data", "batch_size", batch_size, 1);
   workers = static_cast<int>(c.get_int_at_least("data", "workers", workers, 0));
-  const std::string device_name = c.get_string("run", "device", "auto");
+  device = read_device(c);
+  precision = c.get_choice("run", "precision", precision, {"fp32", "bf16"});
+}
+
+Device read_device(const Config& c) {
+  const std::string name = c.get_string("run", "device", "auto");
   try {
-    device = Device::parse(device_name);
+    return Device::parse(name);
   } catch (const Error& e) {
     fail("{}: [run] device: {}", c.where("run", "device"), e.what());
   }
-  precision = c.get_choice("run", "precision", precision, {"fp32", "bf16"});
 }
 
 int64_t DataSettings::read_budget(const Config& c, const std::string& section, int64_t def,

@@ -32,6 +32,9 @@ struct DataSettings {
   int64_t read_budget(const Config& config, const std::string& section, int64_t def, bool zero_allowed = false) const;
 };
 
+// [run] device (default auto); a bad name is an error naming where it was set.
+Device read_device(const Config& config);
+
 // [eval] latency_batches: a non-empty list of batch sizes, each at least 1.
 std::vector<int64_t> read_latency_batches(const Config& config, const std::vector<int64_t>& def);
 

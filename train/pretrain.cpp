@@ -108,8 +108,7 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
   s.seed = static_cast<uint64_t>(c.get_int_at_least("train", "seed", 0, 0));
   s.eval_every_epochs = c.get_int_at_least("eval", "every_epochs", s.eval_every_epochs, 1);
   s.eval_batch_size = c.get_int_at_least("eval", "batch_size", s.eval_batch_size, 1);
-  const std::string device = c.get_string("run", "device", "auto");
-  s.device = in_context(c, "run", "device", [&] { return Device::parse(device); });
+  s.device = read_device(c);
   s.precision = c.get_choice("run", "precision", s.precision, {"fp32", "bf16"});
   s.time_limit_minutes = c.get_double_in("run", "time_limit_minutes", 0.0, 0.0, INFINITY);
   s.stop_after_steps = c.get_int_at_least("run", "stop_after_steps", 0, 0);
