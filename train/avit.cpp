@@ -206,8 +206,9 @@ json run_avit(const AvitSettings& s) {
   auto model = load_teacher(s);
   model->config.halting = s.halting;
   model->config.validate();
-  prepare_out_dir(s.out_dir, s.overwrite,
-                  {"results.json", "metrics.jsonl", "avit", "avit.partial", "avit.previous", "depth_map_img*"});
+  std::vector<std::string> outputs = atomic_directory_names("avit");
+  outputs.insert(outputs.end(), {"results.json", "metrics.jsonl", "depth_map_img*"});
+  prepare_out_dir(s.out_dir, s.overwrite, outputs);
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
 
   fmt::print("evaluating the dense teacher\n");

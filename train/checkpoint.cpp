@@ -13,6 +13,8 @@ namespace {
 
 constexpr const char* kStateFile = "train_state.safetensors";
 constexpr const char* kStateFormat = "engine.train_state.v1";
+constexpr const char* kStaging = ".partial";   // the folder being written
+constexpr const char* kPrevious = ".previous";  // the last complete one, while the new one moves in
 
 // Sibling folders of `dir`, named by suffix ("runs/x/checkpoint" -> "runs/x/checkpoint.previous").
 fs::path sibling(const std::string& dir, const char* suffix) {
@@ -25,8 +27,8 @@ fs::path sibling(const std::string& dir, const char* suffix) {
 
 void write_directory_atomically(const std::string& dir, const std::function<void(const std::string&)>& write) {
   const fs::path target = sibling(dir, "");
-  const fs::path staging = sibling(dir, ".partial");
-  const fs::path previous = sibling(dir, ".previous");
+  const fs::path staging = sibling(dir, kStaging);
+  const fs::path previous = sibling(dir, kPrevious);
   fs::remove_all(staging);  // left by a save that failed or was killed
   fs::create_directories(staging);
   write(staging.string());
@@ -38,8 +40,12 @@ void write_directory_atomically(const std::string& dir, const std::function<void
   fs::remove_all(previous);
 }
 
+std::vector<std::string> atomic_directory_names(const std::string& name) {
+  return {name, name + kStaging, name + kPrevious};
+}
+
 std::string find_complete_directory(const std::string& dir) {
-  for (const fs::path& candidate : {sibling(dir, ""), sibling(dir, ".previous")}) {
+  for (const fs::path& candidate : {sibling(dir, ""), sibling(dir, kPrevious)}) {
     if (fs::is_directory(candidate)) return candidate.string();
   }
   return "";

@@ -11,6 +11,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +26,11 @@ namespace engine {
 // complete version survives in `dir` or, between the two renames, in
 // dir + ".previous" (find_complete_directory looks there).
 void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& staging)>& write);
+
+// The names that write_directory_atomically(folder + "/" + name) can leave in
+// folder: name and its staging siblings (the outputs a run lists for
+// prepare_out_dir).
+std::vector<std::string> atomic_directory_names(const std::string& name);
 
 // The last complete version that write_directory_atomically left: `dir`, else
 // dir + ".previous", else "" when there is none.

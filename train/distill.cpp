@@ -584,10 +584,9 @@ json run_distill(const DistillSettings& s) {
   // again for every splice, so none may lie in what is removed.)
   std::vector<std::string> inputs = teacher_paths(s);
   inputs.push_back(s.teacher_config);
-  prepare_out_dir(s.out_dir, s.overwrite,
-                  {"results.json", "metrics.jsonl", "hybrid", "hybrid.partial", "hybrid.previous", "drop_vs_k90.svg",
-                   "gap_vs_retention.svg"},
-                  inputs);
+  std::vector<std::string> outputs = atomic_directory_names("hybrid");
+  outputs.insert(outputs.end(), {"results.json", "metrics.jsonl", "drop_vs_k90.svg", "gap_vs_retention.svg"});
+  prepare_out_dir(s.out_dir, s.overwrite, outputs, inputs);
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
   if (s.experiment == "teacher_sparsity_sweep") return teacher_sparsity_sweep(s, datasets, teachers, log);
   VisionTransformer* teacher = teachers.front().get();

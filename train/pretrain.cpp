@@ -185,10 +185,9 @@ std::string prepare_run_folder(const PretrainSettings& s) {
     fs::create_directories(s.out_dir);
     return found;
   }
-  const std::string folder = kCheckpointFolder;
-  prepare_out_dir(s.out_dir, s.overwrite,
-                  {"results.json", "metrics.jsonl", folder, folder + ".previous", folder + ".partial"}, {},
-                  /*resumable=*/true);
+  std::vector<std::string> outputs = atomic_directory_names(kCheckpointFolder);
+  outputs.insert(outputs.end(), {"results.json", "metrics.jsonl"});
+  prepare_out_dir(s.out_dir, s.overwrite, outputs, {}, /*resumable=*/true);
   return "";
 }
 
