@@ -126,7 +126,7 @@ Tensor timing_images(const data::Dataset& dataset, const Preprocess& preprocess,
   // Spread over the set: an ImageFolder lists its items class by class, and
   // an A-ViT's speed depends on the images.
   const size_t wanted = static_cast<size_t>(std::max<int64_t>(count, 1));
-  const data::Subset spread(dataset, data::evenly_spaced_items(dataset.size(), std::min(wanted, dataset.size())));
+  const data::Subset spread(dataset, data::evenly_spaced_items(dataset.size(), wanted));  // (at most all of it)
   const Tensor images = first_images(spread, preprocess, count, device);
   std::vector<Tensor> copies(static_cast<size_t>((count + images.size(0) - 1) / images.size(0)), images);
   return copies.size() == 1 ? images : narrow(concat(copies, 0), 0, 0, count);
