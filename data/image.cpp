@@ -33,7 +33,7 @@ size_t checked_pixel_count(int height, int width, int channels) {
 }
 
 void check_pixel_limit(int width, int height, const std::string& name) {
-  engine::check(static_cast<uint64_t>(width) * static_cast<uint64_t>(height) <= kMaxImagePixels,
+  engine::check(within_pixel_limit(static_cast<uint64_t>(width), static_cast<uint64_t>(height)),
                 "cannot decode image '{}': its header claims {}x{} pixels, more than the {} allowed "
                 "(a decompression bomb?)",
                 name, width, height, kMaxImagePixels);

@@ -37,6 +37,7 @@ struct Image {
 // PIL's: it refuses images of over twice its MAX_IMAGE_PIXELS (89,478,485) with
 // a DecompressionBombError, so whatever PIL decodes still decodes here.
 constexpr uint64_t kMaxImagePixels = 2 * uint64_t{89'478'485};
+inline bool within_pixel_limit(uint64_t width, uint64_t height) { return width * height <= kMaxImagePixels; }
 
 // Decodes a JPEG / PNG / BMP / GIF (first frame) file to 3-channel RGB (grey is replicated,
 // alpha dropped, CMYK converted, as PIL's convert("RGB") does). A missing, truncated or

@@ -84,8 +84,10 @@ bool decode_into(const uint8_t* bytes, size_t size, Image* image, ErrorManager& 
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
-  // Refused before jpeg_start_decompress and the Image allocate for it (see kMaxImagePixels).
-  if (static_cast<uint64_t>(cinfo.image_width) * cinfo.image_height > kMaxImagePixels) {
+  // Refused before jpeg_start_decompress and the Image allocate for it (see
+  // kMaxImagePixels; the message is written here, as libjpeg errors are, to
+  // leave through the longjmp with nothing to destroy).
+  if (!within_pixel_limit(cinfo.image_width, cinfo.image_height)) {
     std::snprintf(manager.message, sizeof manager.message,
                   "its header claims %ux%u pixels, more than the %" PRIu64 " allowed (a decompression bomb?)",
                   cinfo.image_width, cinfo.image_height, kMaxImagePixels);
