@@ -15,8 +15,9 @@ namespace engine {
 // a setting changed on it (cublasSetStream, say) is seen by every thread.
 // That is sound here because one thread queues a device's work, and each call
 // sets the stream it queues on (current_stream(): run_branches may make it a
-// side stream). cuBLASLt calls take their workspace from the caching
-// allocator, which run_branches keeps from being shared by the two streams.
+// side stream). cuBLAS and cuBLASLt calls take their workspace from the
+// caching allocator, which run_branches keeps from being shared by the two
+// streams.
 //
 // Lifetime: a handle lives until the process exits and is never destroyed:
 // a static destructor could run after the CUDA runtime has shut down, and the

@@ -114,5 +114,29 @@ TEST(CudaBranches, GiveTheSequentialResultsEagerAndInAGraph) {
   expect_matches(out_b, expected_b, 0.0, "graph, second branch");
 }
 
+// cuBLAS GEMMs on both streams at once: long inner dimensions and small
+// outputs, which cuBLAS splits over its workspace. With one workspace for both
+// streams (the handle's default after cublasSetStream) the branches' partial
+// sums could mix; each call now brings its own.
+TEST(CudaBranches, CublasGemmsOnBothStreamsGiveTheSequentialResults) {
+  if (cuda_device_count() == 0) GTEST_SKIP();
+  NoGradGuard no_grad;
+  Rng rng(35);
+  const Tensor a = random_on_gpu({4, 48, 32768}, rng), b = random_on_gpu({4, 32768, 40}, rng);
+  const Tensor c = random_on_gpu({4, 40, 32768}, rng), d = random_on_gpu({4, 32768, 48}, rng);
+  auto products = [](const Tensor& x, const Tensor& y) {
+    std::vector<Tensor> out;
+    for (int i = 0; i < 8; ++i) out.push_back(matmul(x, y));
+    return out;
+  };
+  const Tensor expected_ab = matmul(a, b), expected_cd = matmul(c, d);
+  std::vector<Tensor> got_ab, got_cd;
+  run_branches(Device::cuda(), [&] { got_ab = products(a, b); }, [&] { got_cd = products(c, d); });
+  for (size_t i = 0; i < got_ab.size(); ++i) {
+    expect_matches(got_ab[i], expected_ab, 1e-5, "first branch, product " + std::to_string(i));
+    expect_matches(got_cd[i], expected_cd, 1e-5, "second branch, product " + std::to_string(i));
+  }
+}
+
 }  // namespace
 }  // namespace engine

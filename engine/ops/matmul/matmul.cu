@@ -21,14 +21,27 @@ void cublas_check(cublasStatus_t status, const char* what) {
   check(status == CUBLAS_STATUS_SUCCESS, "cuBLAS error in {}: {}", what, cublasGetStatusString(status));
 }
 
-// The GPU's handle (see DeviceHandles), bound to the current stream. The
-// default math mode keeps float32 GEMMs in full float32 (no TF32), like the CPU.
-cublasHandle_t cublas_handle(int device) {
+// The GPU's handle (see DeviceHandles) bound to the current stream, with a
+// workspace of this call's own. cublasSetStream puts the handle back on
+// cuBLAS's default workspace, one buffer whichever stream a kernel runs on,
+// and run_branches may queue GEMMs on two streams at once; a workspace from
+// the caching allocator is never shared by work the two streams run together
+// (as cuBLASLt's, engine/ops/matmul/linear.cu). The default math mode keeps
+// float32 GEMMs in full float32 (no TF32), like the CPU.
+struct BoundCublas {
+  cublasHandle_t handle;
+  Tensor workspace;  // held until the GEMM is queued; stream order keeps the next owner's work after it
+};
+
+constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;  // what NVIDIA advises for Hopper
+
+BoundCublas bind_cublas(int device) {
   static DeviceHandles<cublasHandle_t> handles(
       "cuBLAS", [](cublasHandle_t* handle) { cublas_check(cublasCreate(handle), "cublasCreate"); });
-  const cublasHandle_t handle = handles.get(device);
-  cublas_check(cublasSetStream(handle, current_stream()), "cublasSetStream");
-  return handle;
+  BoundCublas bound{handles.get(device), Tensor::empty({kWorkspaceBytes}, DType::U8, Device::cuda(device))};
+  cublas_check(cublasSetStream(bound.handle, current_stream()), "cublasSetStream");
+  cublas_check(cublasSetWorkspace(bound.handle, bound.workspace.raw_data(), kWorkspaceBytes), "cublasSetWorkspace");
+  return bound;
 }
 
 cublasOperation_t cublas_op(const GemmOperand& operand) { return operand.transposed ? CUBLAS_OP_T : CUBLAS_OP_N; }
@@ -71,7 +84,8 @@ void gemm_cuda(const GemmOperand& a, const GemmOperand& b, const Tensor& c, int6
       return;
     }
     const T alpha_t = static_cast<T>(alpha), beta_t = static_cast<T>(beta);
-    cublasHandle_t handle = cublas_handle(c.device().index);
+    const BoundCublas cublas = bind_cublas(c.device().index);
+    const cublasHandle_t handle = cublas.handle;
     // Column-major C^T [n, m] = op(B)^T [n, k] x op(A)^T [k, m], ldc = n.
     if constexpr (std::is_same_v<T, float>) {
       if (gemm_precision() == GemmPrecision::BFloat16) {
