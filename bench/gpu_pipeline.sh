@@ -2,7 +2,8 @@
 # The pipeline on a GPU machine, for the numbers in bench/RESULTS.md: the
 # CIFAR-10 evaluation, the full sparsity analysis and the distillation job,
 # each timed. Expects ENGINE_SHARED_DIR (models/, data/) and a built tree;
-# writes logs and a tarball of the outputs into $1 (default runs/gpu).
+# each step's tool writes its outputs under $1 (default runs/gpu); the steps'
+# output and times go to stdout.
 #   bench/gpu_pipeline.sh OUT [steps...]   steps: eval sparsity distill distill_mamba groupwise
 #                                           groupwise_mamba
 #                                           pretrain pretrain_resume

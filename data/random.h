@@ -33,9 +33,6 @@ inline int64_t uniform_int(std::mt19937_64& rng, int64_t lo, int64_t hi) {
   return lo + static_cast<int64_t>(x % n);
 }
 
-// True with probability p.
-inline bool bernoulli(std::mt19937_64& rng, double p) { return uniform01(rng) < p; }
-
 // Fisher-Yates.
 template <typename T>
 void shuffle(std::vector<T>& items, std::mt19937_64& rng) {

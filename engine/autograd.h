@@ -41,7 +41,6 @@ struct Node {
 
 // Grad mode is per thread; NoGradGuard turns it off for a scope (evaluation,
 // optimizer updates, teacher forwards).
-bool grad_mode_enabled();
 class NoGradGuard {
  public:
   NoGradGuard();

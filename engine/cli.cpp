@@ -114,17 +114,6 @@ std::vector<int64_t> Flags::get_int_list(const std::string& name) const {
   return values;
 }
 
-double Flags::get_double(const std::string& name) const {
-  const std::string text = get(name);
-  try {
-    size_t used = 0;
-    double value = std::stod(text, &used);
-    if (used == text.size()) return value;
-  } catch (const std::exception&) {
-  }
-  fail("flag --{}: '{}' is not a number", name, text);
-}
-
 bool Flags::get_bool(const std::string& name) const {
   const std::string text = get(name);
   if (text == "true" || text == "1" || text == "yes") return true;

@@ -36,7 +36,6 @@ class Flags {
   // get_int that fails, naming the flag and the value, below `min`.
   int64_t get_int_at_least(const std::string& name, int64_t min) const;
   std::vector<int64_t> get_int_list(const std::string& name) const;  // "2,3,4" (empty: none)
-  double get_double(const std::string& name) const;
   bool get_bool(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }
   std::string help_text() const;

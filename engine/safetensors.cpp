@@ -200,8 +200,6 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   return file;
 }
 
-const std::string& SafetensorsFile::path() const { return state_->path; }
-
 std::vector<std::string> SafetensorsFile::names() const {
   std::vector<std::string> names;
   for (const Entry& entry : state_->entries) names.push_back(entry.name);

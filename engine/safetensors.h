@@ -26,7 +26,6 @@ class SafetensorsFile {
   // the file and, where it applies, the tensor.
   static SafetensorsFile open(const std::string& path);
 
-  const std::string& path() const;
   std::vector<std::string> names() const;  // in file (offset) order
   bool contains(const std::string& name) const;
   Tensor get(const std::string& name) const;

@@ -83,7 +83,7 @@ struct CompactionPolicy {
   // 0: by device. On the CPU 1 (the eighth alone decides): the work follows
   // the token count down to one token. On a GPU as many as carry about a
   // GFLOP of an attention block's projections and MLP (1,130 tokens of the
-  // CIFAR ViT-Ti, 70 of a ViT-B; the same count for blocks with other
+  // CIFAR ViT-Ti, 71 of a ViT-B; the same count for blocks with other
   // mixers): below that the GPU's time hardly depends on them, and the host's
   // time to issue the compaction is what counts (bench/RESULTS.md "v16").
   int64_t min_halted = 0;

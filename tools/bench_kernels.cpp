@@ -1,4 +1,4 @@
-// ./bench_kernels [--device cuda|cpu] [--out FILE.json] [--repeats N] [--only gemm,mlp,core,scan,softplus_linear]
+// ./bench_kernels [--device auto|cpu|cuda] [--out FILE.json] [--repeats N] [--only gemm,mlp,core,scan,softplus_linear]
 // The kernel audit: for each kernel, its shape, the median time over repeated
 // runs (after warm-up, timed on the device: CUDA events on a GPU), and either
 // the achieved GB/s, counted as the fewest bytes it must move (every input

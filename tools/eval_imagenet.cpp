@@ -1,5 +1,6 @@
-// ./eval_imagenet --model PATH --data DIR [--synsets FILE] [--batch N] [--device cpu|cuda]
-//                 [--precision fp32|bf16] [--limit N] [--predictions FILE] [--out results.json] [--log metrics.jsonl]
+// ./eval_imagenet --model PATH [--config FILE] --data DIR [--subdir DIR] [--synsets FILE] [--batch N]
+//                 [--device auto|cpu|cuda] [--precision fp32|bf16] [--limit N] [--workers N] [--skip-bad-images]
+//                 [--predictions FILE] [--out results.json] [--log metrics.jsonl]
 //                 [--latency 1,256 [--latency-repeats N]]
 // Top-1/top-5 of a checkpoint on an ImageFolder (ImageNet val/<synset>/*.JPEG with a
 // synset list, or any other folder such as the CIFAR-10 test JPEGs) or on CIFAR-10's

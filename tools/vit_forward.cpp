@@ -1,4 +1,4 @@
-// ./vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [--device cpu|cuda]
+// ./vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [--device auto|cpu|cuda] [--config FILE]
 // Reads `input` [B,3,H,W] (already normalised) and writes float32 `logits`,
 // `blocks.{i}.out` and `blocks.{i}.attn_probs`; an A-ViT checkpoint runs with
 // halting and adds `blocks.{i}.active` (models/avit.h, traced_forward).

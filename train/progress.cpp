@@ -16,8 +16,8 @@ std::string format_duration(double seconds) {
 }
 }  // namespace
 
-ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total), tty_(isatty(fileno(stderr)) != 0),
+ProgressBar::ProgressBar(std::string label, int64_t total)
+    : label_(std::move(label)), total_(total), tty_(isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
 
 double ProgressBar::elapsed_seconds() const {
@@ -53,8 +53,8 @@ void ProgressBar::draw(bool final) {
   const int filled = static_cast<int>(fraction * width);
   const std::string bar = std::string(filled, '#') + std::string(width - filled, '-');
   const std::string line =
-      fmt::format("{} [{}] {:3.0f}% {}/{} {:.0f} {}/s {} eta {} {}", label_, bar, 100 * fraction, done_, total_, r,
-                  unit_, format_duration(elapsed_seconds()), format_duration(eta), status_);
+      fmt::format("{} [{}] {:3.0f}% {}/{} {:.0f} img/s {} eta {} {}", label_, bar, 100 * fraction, done_, total_, r,
+                  format_duration(elapsed_seconds()), format_duration(eta), status_);
   std::fflush(stdout);  // keep the tool's own stdout lines in order with the bar
   if (tty_) fmt::print(stderr, "\r{}\033[K{}", line, final ? "\n" : "");
   else fmt::print(stderr, "{}\n", line);

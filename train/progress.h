@@ -15,7 +15,7 @@ inline double per_second(double count, double seconds) { return seconds > 0 ? co
 
 class ProgressBar {
  public:
-  ProgressBar(std::string label, int64_t total, std::string unit = "img");
+  ProgressBar(std::string label, int64_t total);  // counts images
   // Advance by `count` items; `status` is appended (e.g. "loss 0.412").
   void update(int64_t count, const std::string& status = "");
   void finish(const std::string& status = "");
@@ -24,7 +24,7 @@ class ProgressBar {
 
  private:
   void draw(bool final);
-  std::string label_, unit_, status_;
+  std::string label_, status_;
   int64_t total_, done_ = 0;
   bool tty_;
   std::chrono::steady_clock::time_point start_, last_draw_;

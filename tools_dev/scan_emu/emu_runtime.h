@@ -41,7 +41,7 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
-enum class ShuffleKind : int { kNone, kXor, kIdx, kUp, kDown, kSyncWarp };
+enum class ShuffleKind : int { kNone, kXor, kIdx, kUp, kSyncWarp };
 
 struct Fiber {
   ucontext_t context;
@@ -306,13 +306,6 @@ T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {
   return ::emu::exchange(mask, var, ::emu::ShuffleKind::kUp, width, [&](int lane) {
     const int src = lane - static_cast<int>(delta);
     return src >= lane / width * width ? src : lane;
-  });
-}
-template <typename T>
-T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {
-  return ::emu::exchange(mask, var, ::emu::ShuffleKind::kDown, width, [&](int lane) {
-    const int src = lane + static_cast<int>(delta);
-    return src < (lane / width + 1) * width ? src : lane;
   });
 }
 inline unsigned __umulhi(unsigned a, unsigned b) { return static_cast<unsigned>((uint64_t{a} * b) >> 32); }

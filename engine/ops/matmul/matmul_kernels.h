@@ -72,7 +72,7 @@ extern KernelSlot<GeluOperandKernel> gelu_operand_kernel;
 // Adds to gemm_flops_so_far() (the fused linear counts its GEMMs itself).
 void add_gemm_flops(int64_t flops);
 
-// How the CUDA linears ran, for tests and benchmarks (process totals).
+// How the CUDA linears ran, for the tests (process totals).
 struct LinearPathCounters {
   std::atomic<int64_t> lt_matmuls{0};        // cuBLASLt matmuls run
   std::atomic<int64_t> lt_bias{0};           // ... of which with the BIAS epilogue

@@ -15,7 +15,7 @@ namespace engine {
 // or float64; M, N > 0 and 1 <= K <= kSoftplusLinearMaxInputs.
 using SoftplusLinearKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& y);
 // The backward's first step: d_pre = dy * softplus'(pre), from the forward's
-// output y (softplus_derivative_from_output). All contiguous, one shape and dtype.
+// output y (softplus_math::derivative_from_output). All contiguous, one shape and dtype.
 using SoftplusGradKernel = void (*)(const Tensor& y, const Tensor& dy, const Tensor& d_pre);
 
 extern KernelSlot<SoftplusLinearKernel> softplus_linear_kernel;

@@ -48,19 +48,6 @@ Tensor reshape(const Tensor& x, const Shape& requested) {
   return out;
 }
 
-Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
-  const int64_t rank = x.dim();
-  if (rank == 0) return reshape(x, {1});
-  start_dim = wrap_dim(start_dim, rank);
-  end_dim = wrap_dim(end_dim, rank);
-  Shape shape(x.shape().begin(), x.shape().begin() + start_dim);
-  int64_t merged = 1;
-  for (int64_t d = start_dim; d <= end_dim; ++d) merged *= x.shape()[d];
-  shape.push_back(merged);
-  shape.insert(shape.end(), x.shape().begin() + end_dim + 1, x.shape().end());
-  return reshape(x, shape);
-}
-
 Tensor permute(const Tensor& x, const std::vector<int64_t>& order) {
   const int64_t rank = x.dim();
   check(static_cast<int64_t>(order.size()) == rank, "permute: {} dims given for a rank-{} tensor",

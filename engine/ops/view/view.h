@@ -9,7 +9,6 @@
 namespace engine {
 
 Tensor reshape(const Tensor& x, const Shape& shape);  // one entry may be -1
-Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
 Tensor permute(const Tensor& x, const std::vector<int64_t>& order);
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);  // a slice along dim
