@@ -115,9 +115,10 @@ TEST(CudaBranches, GiveTheSequentialResultsEagerAndInAGraph) {
 }
 
 // cuBLAS GEMMs on both streams at once: long inner dimensions and small
-// outputs, which cuBLAS splits over its workspace. With one workspace for both
-// streams (the handle's default after cublasSetStream) the branches' partial
-// sums could mix; each call now brings its own.
+// outputs, which cuBLAS may split over its workspace. Each call brings its own
+// workspace, held until the GEMM is queued; one shared by both streams, or one
+// handed back too early, could mix the branches' partial sums. (The binding
+// before, on the handle's default workspace, passed this too on an H200.)
 TEST(CudaBranches, CublasGemmsOnBothStreamsGiveTheSequentialResults) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   NoGradGuard no_grad;
