@@ -49,7 +49,8 @@ void run_tar(const std::string& archive, std::vector<std::string> args) {
   argv.push_back(nullptr);
 
   int pipe_fds[2];
-  engine::check(pipe(pipe_fds) == 0, "extracting '{}': pipe failed: {}", archive, std::strerror(errno));
+  const int pipe_error = pipe(pipe_fds) == 0 ? 0 : errno;
+  engine::check(pipe_error == 0, "extracting '{}': pipe failed: {}", archive, std::strerror(pipe_error));
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);

@@ -57,8 +57,8 @@ void write_file(const std::string& path, const std::string& text) {
 TempDir::TempDir(const std::string& parent, const std::string& prefix) {
   fs::path base = parent.empty() ? fs::temp_directory_path() : fs::path(parent);
   std::string pattern = (base / (prefix + "XXXXXX")).string();
-  engine::check(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory in '{}': {}",
-                base.string(), std::strerror(errno));
+  const int error = mkdtemp(pattern.data()) != nullptr ? 0 : errno;
+  engine::check(error == 0, "cannot create a temporary directory in '{}': {}", base.string(), std::strerror(error));
   path_ = pattern;
 }
 
@@ -66,13 +66,13 @@ void TempDir::use_usual_permissions() const {
   // The umask can only be read by setting it, which races with other threads
   // that create files; a probe folder shows the mode mkdir gives instead.
   const std::string probe = path_ + "/.mode-probe";
-  engine::check(::mkdir(probe.c_str(), 0777) == 0, "cannot set the permissions of '{}': {}", path_,
-                std::strerror(errno));
+  const int mkdir_error = ::mkdir(probe.c_str(), 0777) == 0 ? 0 : errno;
+  engine::check(mkdir_error == 0, "cannot set the permissions of '{}': {}", path_, std::strerror(mkdir_error));
   struct stat info;
-  const bool probed = ::stat(probe.c_str(), &info) == 0;
-  ::rmdir(probe.c_str());
-  engine::check(probed && ::chmod(path_.c_str(), info.st_mode & 07777) == 0, "cannot set the permissions of '{}': {}",
-                path_, std::strerror(errno));
+  int error = ::stat(probe.c_str(), &info) == 0 ? 0 : errno;
+  ::rmdir(probe.c_str());  // (may set errno: the stat's is kept above)
+  if (error == 0 && ::chmod(path_.c_str(), info.st_mode & 07777) != 0) error = errno;
+  engine::check(error == 0, "cannot set the permissions of '{}': {}", path_, std::strerror(error));
 }
 
 TempDir::~TempDir() {

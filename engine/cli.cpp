@@ -182,7 +182,8 @@ void prepare_output_file(const std::string& flag, const std::string& path) {
   std::error_code error;
   fs::create_directories(folder, error);
   check(!error, "flag --{}: cannot create the folder of '{}': {}", flag, path, error.message());
-  check(access(folder.c_str(), W_OK) == 0, "flag --{}: cannot write '{}': {}", flag, path, std::strerror(errno));
+  const int access_error = access(folder.c_str(), W_OK) == 0 ? 0 : errno;
+  check(access_error == 0, "flag --{}: cannot write '{}': {}", flag, path, std::strerror(access_error));
 }
 
 namespace {

@@ -333,7 +333,8 @@ namespace {
 
 void write_bytes(std::FILE* file, const void* data, size_t nbytes, const std::string& path) {
   if (nbytes == 0) return;
-  check(std::fwrite(data, 1, nbytes, file) == nbytes, "cannot write {}: {}", path, std::strerror(errno));
+  const int error = std::fwrite(data, 1, nbytes, file) == nbytes ? 0 : errno;
+  check(error == 0, "cannot write {}: {}", path, std::strerror(error));
 }
 
 // What a file of this mode is, for an error message.
@@ -380,8 +381,8 @@ void write_atomically(const std::string& path, const std::function<void(std::FIL
   check(file != nullptr, "cannot write {}: {}", path, std::strerror(errno));
   try {
     body(file);
-    check(std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0, "cannot write {}: {}", path,
-          std::strerror(errno));
+    const int error = std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0 ? 0 : errno;
+    check(error == 0, "cannot write {}: {}", path, std::strerror(error));
   } catch (...) {
     std::fclose(file);
     std::remove(temp.c_str());

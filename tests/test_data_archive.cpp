@@ -2,14 +2,20 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "data/archive.h"
 #include "data/files.h"
 #include "engine/error.h"
+#include "tests/scoped_limit.h"
 #include "tests/shared_data.h"
 
 namespace data {
@@ -20,6 +26,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 using engine::testing::ScopedEnv;
+using engine::testing::ScopedLimit;
 
 // Names of the entries of `dir` (to spot leftover temporary folders).
 std::vector<std::string> entries(const std::string& dir) {
@@ -153,6 +160,21 @@ TEST(DataArchive, FailuresNameTheArchive) {
               ThrowsMessage<engine::Error>(HasSubstr("unsupported")));
   EXPECT_THAT([&] { extract_archive_once(dir.path() + "/missing.tar", dir.path()); },
               ThrowsMessage<engine::Error>(HasSubstr(dir.path() + "/missing.tar")));
+}
+
+TEST(DataArchive, APipeThatCannotBeMadeGivesItsReason) {
+  TempDir dir;
+  const std::string archive = make_tiny_archive(dir.path());
+  const int lowest_free = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  ScopedLimit no_more_files(RLIMIT_NOFILE, static_cast<rlim_t>(lowest_free));
+  EXPECT_THAT(
+      [&] {
+        errno = ENOENT;  // stale: not the reason
+        extract_members(archive, dir.path(), {"tiny/hello.txt"});
+      },
+      ThrowsMessage<engine::Error>(AllOf(HasSubstr(archive), HasSubstr(std::strerror(EMFILE)))));
 }
 
 TEST(DataArchive, DataAndCacheDirsFollowTheEnvironment) {

@@ -2,8 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdio>  // before jpeglib.h, which uses FILE
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include <jpeglib.h>
@@ -163,6 +165,25 @@ TEST(DataFiles, TempDirIsRemovedUnlessReleased) {
   EXPECT_FALSE(std::filesystem::exists(removed));
   EXPECT_TRUE(std::filesystem::is_directory(kept));
   std::filesystem::remove_all(kept);
+}
+
+// The reason is the failing call's, not a stale errno (set to ENOENT first).
+TEST(DataFiles, TempDirErrorsGiveTheReasonOfTheFailingCall) {
+  TempDir dir;
+  write_file(dir.path() + "/file", "x");
+  EXPECT_THAT(
+      [&] {
+        errno = ENOENT;
+        TempDir inside(dir.path() + "/file");
+      },
+      ThrowsMessage<engine::Error>(AllOf(HasSubstr(dir.path() + "/file"), HasSubstr(std::strerror(ENOTDIR)))));
+  write_file(dir.path() + "/.mode-probe", "x");
+  EXPECT_THAT(
+      [&] {
+        errno = ENOENT;
+        dir.use_usual_permissions();
+      },
+      ThrowsMessage<engine::Error>(AllOf(HasSubstr(dir.path()), HasSubstr(std::strerror(EEXIST)))));
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -15,11 +17,13 @@
 #include "engine/random.h"
 #include "engine/safetensors.h"
 #include "tests/expect_error.h"
+#include "tests/scoped_limit.h"
 
 namespace engine {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using testing::error_of;
 
@@ -373,6 +377,19 @@ TEST_F(SafetensorsTest, FailedSavesThrowAndLeaveNoTempFile) {
   std::vector<std::string> left;
   for (const auto& entry : fs::directory_iterator(dir_)) left.push_back(entry.path().filename().string());
   EXPECT_EQ(left, std::vector<std::string>{"occupied"});
+}
+
+// A write that the file-size limit stops fails with that reason (EFBIG), not
+// the ENOENT that finding no file to replace left in errno.
+TEST_F(SafetensorsTest, AFailedWriteGivesItsReason) {
+  const std::string path = file("big.safetensors");
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  {
+    testing::ScopedLimit small_files(RLIMIT_FSIZE, 4096);
+    EXPECT_THAT(error_of([&] { save_safetensors(path, {{"x", Tensor::ones({1 << 16})}}); }),
+                AllOf(HasSubstr(path), HasSubstr(std::strerror(EFBIG))));
+  }
+  std::signal(SIGXFSZ, old_handler);
 }
 
 TEST_F(SafetensorsTest, WriteFileAtomic) {
