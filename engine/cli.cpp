@@ -116,9 +116,9 @@ std::vector<int64_t> Flags::get_int_list(const std::string& name) const {
 
 bool Flags::get_bool(const std::string& name) const {
   const std::string text = get(name);
-  if (text == "true" || text == "1" || text == "yes") return true;
-  if (text == "false" || text == "0" || text == "no") return false;
-  fail("flag --{}: '{}' is not a boolean", name, text);
+  bool value = false;
+  if (const char* why = parse_bool(text, value)) fail("flag --{}: '{}' {}", name, text, why);
+  return value;
 }
 
 std::string Flags::help_text() const {

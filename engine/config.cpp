@@ -128,6 +128,15 @@ std::vector<std::string> split_list(const std::string& value) {
   return items;
 }
 
+const char* parse_bool(const std::string& text, bool& out) {
+  const std::string v = lower(text);
+  const bool is_true = v == "true" || v == "yes" || v == "on" || v == "1";
+  if (!is_true && v != "false" && v != "no" && v != "off" && v != "0")
+    return "is not a boolean (expected true/false, yes/no, on/off or 1/0)";
+  out = is_true;
+  return nullptr;
+}
+
 std::string nearest_name(const std::string& word, const std::vector<std::string>& candidates) {
   if (word.empty()) return "";
   // A typo is a couple of edits, more for long words, but never a rewrite of
@@ -207,8 +216,27 @@ const Config::Entry* Config::find(const std::string& section, const std::string&
 
 const Config::Entry& Config::require(const std::string& section, const std::string& key) const {
   const Entry* e = find(section, key);
-  check(e != nullptr, "missing key [{}] {} in {}", section, key, source_);
+  if (e == nullptr) fail_missing(section, key);
   return *e;
+}
+
+void Config::fail_missing(const std::string& section, const std::string& key) const {
+  fail("missing key [{}] {} in {}{}", section, key, source_, typo_hint(section, key));
+}
+
+// " (is 'modle' at cfg.ini:5 a typo?)" when a key of `section` that no getter
+// has asked for is a near miss of `key`, else "".
+std::string Config::typo_hint(const std::string& section, const std::string& key) const {
+  const auto s = sections_.find(section);
+  if (s == sections_.end()) return "";
+  const std::set<std::string>& asked = asked_[section];
+  std::vector<std::string> unasked;
+  for (const auto& [name, entry] : s->second.entries) {
+    if (asked.count(name) == 0) unasked.push_back(name);
+  }
+  const std::string near = nearest_name(key, unasked);
+  if (near.empty()) return "";
+  return fmt::format(" (is '{}' at {} a typo?)", near, where(s->second.entries.at(near).line));
 }
 
 std::string Config::where(int line) const {
@@ -242,10 +270,9 @@ double Config::to_double(const std::string& section, const std::string& key,
 }
 
 bool Config::to_bool(const std::string& section, const std::string& key, const Entry& e) const {
-  const std::string v = lower(e.value);
-  if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
-  if (v == "false" || v == "no" || v == "off" || v == "0") return false;
-  bad_value(section, key, e, "is not a boolean (expected true/false, yes/no, on/off or 1/0)");
+  bool value = false;
+  if (const char* why = parse_bool(e.value, value)) bad_value(section, key, e, why);
+  return value;
 }
 
 bool Config::has(const std::string& section, const std::string& key) const {

@@ -64,6 +64,12 @@ class Config {
   // suggestion of the nearest name that was asked for, if one is close.
   void check_all_used() const;
 
+  // Throws "missing key [section] key in <file>", with a hint when a key of
+  // that section no getter has asked for is a near miss ("is 'modle' at
+  // <file>:5 a typo?"). The getters without a default call it; callers call it
+  // for keys that only some settings require.
+  [[noreturn]] void fail_missing(const std::string& section, const std::string& key) const;
+
   const std::string& source() const { return source_; }
   // Where a key was set, for errors the caller raises: "file:line",
   // "<override>", or the file when the key is not set (its default is used).
@@ -82,6 +88,7 @@ class Config {
   const Entry* find(const std::string& section, const std::string& key) const;
   const Entry& require(const std::string& section, const std::string& key) const;
   std::string where(int line) const;
+  std::string typo_hint(const std::string& section, const std::string& key) const;
   [[noreturn]] void bad_value(const std::string& section, const std::string& key,
                               const Entry& entry, const std::string& problem) const;
   int64_t to_int(const std::string& section, const std::string& key, const Entry& e) const;
@@ -98,6 +105,11 @@ class Config {
 
 // "a, b,,c " -> {"a", "b", "c"}: comma-separated items, trimmed, empty ones dropped.
 std::vector<std::string> split_list(const std::string& value);
+
+// true/false, yes/no, on/off, 1/0, case-insensitive (config values and switch
+// flags). Returns nullptr on success, else why `text` is not a boolean,
+// phrased to follow the quoted value.
+const char* parse_bool(const std::string& text, bool& out);
 
 // The candidate closest to `word` by edit distance, or "" if none is close
 // enough to be a plausible typo. Shared with CLI flag parsing.

@@ -667,7 +667,12 @@ TEST(AvitTrain, ShippedConfigsAreValid) {
 TEST(AvitTrain, ConfigErrorsNameTheKey) {
   const std::string base = "[teacher]\nmodel = m\n[data]\npath = d\n";
   Config bad_eps = Config::parse(base + "[halting]\neps = 1.5\n", "avit.ini");
-  EXPECT_ERROR(AvitSettings::from_config(bad_eps), "avit.ini [halting]: halting eps must be in (0, 1), got 1.5");
+  EXPECT_ERROR(AvitSettings::from_config(bad_eps), "avit.ini:6 [halting]: halting eps must be in (0, 1), got 1.5");
+  Config overridden_eps = Config::parse(base, "avit.ini");
+  overridden_eps.apply_override("halting.eps=0");
+  EXPECT_ERROR(AvitSettings::from_config(overridden_eps), "<override> [halting]: halting eps must be in (0, 1), got 0");
+  Config bad_gamma = Config::parse(base + "[halting]\ngamma = 0\n", "avit.ini");
+  EXPECT_ERROR(AvitSettings::from_config(bad_gamma), "avit.ini:6: [halting] gamma = '0' must be > 0");
   Config bad_std = Config::parse(base + "[halting]\nprior_std = 0\n", "avit.ini");
   EXPECT_ERROR(AvitSettings::from_config(bad_std), "[halting] prior_std = '0' must be > 0");
   Config typo = Config::parse(base + "[halting]\nalpha_q = 1\n", "avit.ini");

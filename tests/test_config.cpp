@@ -176,6 +176,19 @@ TEST(Config, MissingRequiredKeyNamesSectionKeyAndFile) {
   EXPECT_THAT(error_of([&] { c.get_bool("train", "fp16"); }), HasSubstr("[train] fp16"));
 }
 
+TEST(Config, MissingRequiredKeyPointsAtAnUnreadNearMiss) {
+  Config c = Config::parse("[teacher]\nmodle = m\nconfig = c.json\n[data]\npth = d\n", "config.ini");
+  EXPECT_EQ(error_of([&] { c.get_string("teacher", "model"); }),
+            "missing key [teacher] model in config.ini (is 'modle' at config.ini:2 a typo?)");
+  c.apply_override("data.pth=e");
+  EXPECT_EQ(error_of([&] { c.get_string("data", "path"); }),
+            "missing key [data] path in config.ini (is 'pth' at <override> a typo?)");
+  // A key that a getter read is not a typo; nor is a key far from the name.
+  c.get_string("data", "pth", "");
+  EXPECT_EQ(error_of([&] { c.get_string("data", "path"); }), "missing key [data] path in config.ini");
+  EXPECT_EQ(error_of([&] { c.fail_missing("teacher", "weights"); }), "missing key [teacher] weights in config.ini");
+}
+
 TEST(Config, MalformedLinesAreRejectedWithLineAndText) {
   EXPECT_THAT(error_of([] { Config::parse("[a]\nx = 1\njust words\n", "config.ini"); }),
               AllOf(HasSubstr("config.ini:3:"), HasSubstr("'just words'")));
@@ -334,6 +347,17 @@ TEST(Flags, IntAtLeastNamesTheFlagAndTheValueBelowTheMinimum) {
   Flags defaults("tool", {{"repeats", "calls", "20"}});
   ASSERT_TRUE(defaults.parse(1, argv));
   EXPECT_EQ(defaults.get_int_at_least("repeats", 1), 20);
+}
+
+TEST(Flags, SwitchesTakeTheBooleansThatConfigKeysTake) {
+  char tool[] = "tool", upper[] = "--skip=True", off[] = "--keep=off", bad[] = "--strict=maybe";
+  Flags flags("tool", {{"skip", "", "", true}, {"keep", "", "", true}, {"strict", "", "", true}});
+  char* argv[] = {tool, upper, off, bad};
+  ASSERT_TRUE(flags.parse(4, argv));
+  EXPECT_TRUE(flags.get_bool("skip"));
+  EXPECT_FALSE(flags.get_bool("keep"));
+  EXPECT_EQ(error_of([&] { flags.get_bool("strict"); }),
+            "flag --strict: 'maybe' is not a boolean (expected true/false, yes/no, on/off or 1/0)");
 }
 
 TEST(Flags, RepeatedSetAccumulatesItsAssignments) {

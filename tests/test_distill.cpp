@@ -349,6 +349,9 @@ TEST(Distill, SweepSettingsAreChecked) {
   testing::expect_error_mentioning([&] { DistillSettings::from_config(config); }, {"'dense' is not name:path"});
   Config single = Config::parse("[data]\npath = x\n", "single.ini");
   testing::expect_error_mentioning([&] { DistillSettings::from_config(single); }, {"single.ini", "[teacher]"});
+  Config typo = Config::parse("[teacher]\nmodle = m\n[data]\npath = x\n", "typo.ini");
+  testing::expect_error_mentioning([&] { DistillSettings::from_config(typo); },
+                                   {"missing key [teacher] model in typo.ini (is 'modle' at typo.ini:2 a typo?)"});
 }
 
 // The shipped ./train_distill configs read without an unknown key (tests run
@@ -512,6 +515,19 @@ TEST(Distill, SeedSettingsAreChecked) {
   testing::expect_error_mentioning([&] { settings("seeds = 1, 1", "groupwise"); }, {"1 is listed twice"});
   testing::expect_error_mentioning([&] { settings("seeds = -3", "groupwise"); }, {"-3 is negative"});
   testing::expect_error_mentioning([&] { settings("seed = -1", "single"); }, {"seed = -1 is negative"});
+}
+
+// A bad value given by --set is named as an override, not as the file's.
+TEST(Distill, ErrorsNameTheOverrideThatSetTheValue) {
+  auto overridden = [](const std::string& assignment) {
+    Config c = Config::parse("[teacher]\nmodel = m\n[data]\npath = x\n", "file.ini");
+    c.apply_override(assignment);
+    DistillSettings::from_config(c);
+  };
+  testing::expect_error_mentioning([&] { overridden("distill.seed=-1"); }, {"<override>: [distill] seed = -1"});
+  testing::expect_error_mentioning([&] { overridden("distill.seeds=-2"); }, {"<override>: [distill] seeds: -2"});
+  testing::expect_error_mentioning([&] { overridden("eval.latency_batches=0"); },
+                                   {"<override>: [eval] latency_batches = '0'"});
 }
 
 }  // namespace

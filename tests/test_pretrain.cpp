@@ -469,16 +469,18 @@ TEST_F(PretrainTest, ConfigErrorsNameTheKeyAndValue) {
   // A value from an override is named as one (not as the file's).
   EXPECT_THAT(settings_error({"train.epochs=0"}), HasSubstr("<override>: [train] epochs = '0' must be >= 1"));
   EXPECT_THAT(settings_error({"train.warmup_epochs=2"}),
-              HasSubstr("warmup_epochs = 2 must be smaller than epochs = 2"));
+              HasSubstr("<override>: [train] warmup_epochs = 2 must be smaller than epochs = 2"));
+  EXPECT_THAT(settings_error({"output.resume=true", "output.overwrite=true"}),
+              HasSubstr("<override>: [output] overwrite and resume are both true"));
   EXPECT_THAT(settings_error({"train.label_smoothing=1.5"}),
               HasSubstr("[train] label_smoothing = '1.5' must be in [0, 1)"));
   EXPECT_THAT(settings_error({"run.device=gpu"}), AllOf(HasSubstr("<override>: [run] device"), HasSubstr("'gpu'")));
   EXPECT_THAT(settings_error({"run.precision=fp8"}), AllOf(HasSubstr("precision"), HasSubstr("fp8")));
-  EXPECT_THAT(settings_error({"data.mean=0.5,0.5"}), HasSubstr("[data] mean has 2 values"));
+  EXPECT_THAT(settings_error({"data.mean=0.5,0.5"}), HasSubstr("<override>: [data] mean has 2 values"));
   EXPECT_THAT(settings_error({"model.preset=vit_huge"}),
               AllOf(HasSubstr("<override>: [model] preset"), HasSubstr("vit_huge")));
   EXPECT_THAT(settings_error({"model.num_heads=3"}), AllOf(HasSubstr("[model]"), HasSubstr("num_heads 3")));
-  EXPECT_THAT(settings_error({"data.crop_padding=8"}), HasSubstr("[data] crop_padding = 8"));
+  EXPECT_THAT(settings_error({"data.crop_padding=8"}), HasSubstr("<override>: [data] crop_padding = 8"));
   EXPECT_THAT(error_of([&] { run(out("bad"), {"run.precision=bf16"}); }),
               HasSubstr("precision bf16 needs a GPU (device cpu"));
   EXPECT_THAT(error_of([&] { run(out("bad"), {"train.epoch=3"}); }), HasSubstr("did you mean 'epochs'"));

@@ -36,8 +36,9 @@ static int vit_init_main(int argc, char** argv) {
   VitConfig config = vit_preset(flags.get("preset"));
   const int64_t num_classes = flags.get_int_at_least("num-classes", 0);
   if (num_classes > 0) config.num_classes = num_classes;
+  const auto seed = static_cast<uint64_t>(flags.get_int_at_least("seed", 0));
   check_out_dir(flags.get("out"), flags.get_bool("overwrite"));
-  VisionTransformer model(config, static_cast<uint64_t>(flags.get_int("seed")));
+  VisionTransformer model(config, seed);
   save_vit(model, flags.get("out"));
   fmt::print("wrote {} ({} parameters) to {}\n", flags.get("preset"), model.num_parameters(), flags.get("out"));
   return 0;

@@ -28,10 +28,10 @@ AvitSettings AvitSettings::from_config(const Config& c) {
   s.teacher = c.get_string("teacher", "model");
   s.teacher_config = c.get_string("teacher", "config", "");
   s.read_data_settings(c);
-  s.halting.gamma = c.get_double("halting", "gamma", s.halting.gamma);
-  s.halting.beta = c.get_double("halting", "beta", s.halting.beta);
+  s.halting.gamma = c.get_double_above("halting", "gamma", s.halting.gamma, 0.0);
+  s.halting.beta = c.get_double("halting", "beta", s.halting.beta);  // finite: the parser rejects nan and inf
   s.halting.eps = c.get_double("halting", "eps", s.halting.eps);
-  s.halting.validate(c.source() + " [halting]");
+  s.halting.validate(c.where("halting", "eps") + " [halting]");  // eps in (0, 1), all that is left to check
   s.alpha_p = c.get_double_in("halting", "alpha_p", s.alpha_p, 0.0, INFINITY);
   s.alpha_d = c.get_double_in("halting", "alpha_d", s.alpha_d, 0.0, INFINITY);
   s.target_depth = c.get_double_above("halting", "target_depth", s.target_depth, 0.0);  // <= depth: run_avit

@@ -58,8 +58,8 @@ int64_t DataSettings::read_budget(const Config& c, const std::string& section, i
 std::vector<int64_t> read_latency_batches(const Config& c, const std::vector<int64_t>& def) {
   const std::vector<int64_t> batches = c.get_int_list("eval", "latency_batches", def);
   const bool valid = !batches.empty() && std::all_of(batches.begin(), batches.end(), [](int64_t b) { return b >= 1; });
-  check(valid, "{}: [eval] latency_batches = '{}' must list batch sizes of at least 1", c.source(),
-        c.get_string("eval", "latency_batches", ""));
+  check(valid, "{}: [eval] latency_batches = '{}' must list batch sizes of at least 1",
+        c.where("eval", "latency_batches"), c.get_string("eval", "latency_batches", ""));
   return batches;
 }
 

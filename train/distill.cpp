@@ -62,20 +62,21 @@ void read_seeds(const Config& c, DistillSettings* s) {
   const bool experiment_repeats = s->experiment != "single";
   if (seeds.empty()) {
     const int64_t seed = c.get_int("distill", "seed", 0);
-    check(seed >= 0, "{}: [distill] seed = {} is negative", c.source(), seed);
+    check(seed >= 0, "{}: [distill] seed = {} is negative", c.where("distill", "seed"), seed);
     s->seeds = {static_cast<uint64_t>(seed)};
     return;
   }
-  check(!c.has("distill", "seed"), "{}: [distill] has both 'seed' and 'seeds'; keep one", c.source());
+  check(!c.has("distill", "seed"), "{}: [distill] has both 'seed' and 'seeds'; keep one",
+        c.where("distill", "seeds"));
   check(seeds.size() == 1 || experiment_repeats,
         "{}: [distill] seeds = {} lists several seeds, which only experiments groupwise and "
         "teacher_sparsity_sweep repeat; [experiment] kind = single takes one",
-        c.source(), c.get_string("distill", "seeds"));
+        c.where("distill", "seeds"), c.get_string("distill", "seeds"));
   s->seeds.clear();
   for (int64_t seed : seeds) {
-    check(seed >= 0, "{}: [distill] seeds: {} is negative", c.source(), seed);
+    check(seed >= 0, "{}: [distill] seeds: {} is negative", c.where("distill", "seeds"), seed);
     check(std::find(s->seeds.begin(), s->seeds.end(), static_cast<uint64_t>(seed)) == s->seeds.end(),
-          "{}: [distill] seeds: {} is listed twice", c.source(), seed);
+          "{}: [distill] seeds: {} is listed twice", c.where("distill", "seeds"), seed);
     s->seeds.push_back(static_cast<uint64_t>(seed));
   }
 }
@@ -137,10 +138,10 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.teachers = c.get_string("experiment", "teachers", "");
   if (s.experiment == "teacher_sparsity_sweep") {
     check(!s.teachers.empty(), "{}: experiment teacher_sparsity_sweep needs [experiment] teachers = name:path;...",
-          c.source());
+          c.where("experiment", "kind"));
     parse_teachers(s.teachers);  // fails early on a malformed list
   } else {
-    check(!s.teacher.empty(), "{}: missing key 'model' in [teacher]", c.source());
+    if (s.teacher.empty()) c.fail_missing("teacher", "model");
   }
   s.out_dir = c.get_string("output", "dir", s.out_dir);
   s.overwrite = c.get_bool("output", "overwrite", false);

@@ -45,7 +45,7 @@ auto in_context(const Config& c, const std::string& section, const std::string& 
 // [data] mean / std: three numbers.
 void read_channel_stats(const Config& c, const char* key, double (&stats)[3]) {
   const std::vector<double> values = c.get_double_list("data", key, {stats[0], stats[1], stats[2]});
-  check(values.size() == 3, "{}: [data] {} has {} values (needs 3, one per RGB channel)", c.source(), key,
+  check(values.size() == 3, "{}: [data] {} has {} values (needs 3, one per RGB channel)", c.where("data", key), key,
         values.size());
   for (int i = 0; i < 3; ++i) stats[i] = values[i];
 }
@@ -90,7 +90,7 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
   s.test_limit = c.get_int_at_least("data", "test_limit", 0, 0);
   s.crop_padding = static_cast<int>(c.get_int_at_least("data", "crop_padding", s.crop_padding, 0));
   check(s.crop_padding < s.model.img_size, "{}: [data] crop_padding = {} must be smaller than the image size {}",
-        c.source(), s.crop_padding, s.model.img_size);
+        c.where("data", "crop_padding"), s.crop_padding, s.model.img_size);
   s.workers = static_cast<int>(c.get_int_at_least("data", "workers", s.workers, 0));
   s.epochs = c.get_int_at_least("train", "epochs", s.epochs, 1);
   s.batch_size = c.get_int_at_least("train", "batch_size", s.batch_size, 1);
@@ -98,8 +98,8 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
   s.min_lr = c.get_double_in("train", "min_lr", s.min_lr, 0.0, INFINITY);
   s.warmup_lr = c.get_double_in("train", "warmup_lr", s.warmup_lr, 0.0, INFINITY);
   s.warmup_epochs = c.get_int_at_least("train", "warmup_epochs", s.warmup_epochs, 0);
-  check(s.warmup_epochs < s.epochs, "{}: [train] warmup_epochs = {} must be smaller than epochs = {}", c.source(),
-        s.warmup_epochs, s.epochs);
+  check(s.warmup_epochs < s.epochs, "{}: [train] warmup_epochs = {} must be smaller than epochs = {}",
+        c.where("train", "warmup_epochs"), s.warmup_epochs, s.epochs);
   s.weight_decay = c.get_double_in("train", "weight_decay", s.weight_decay, 0.0, INFINITY);
   s.beta1 = c.get_double_in("train", "beta1", s.beta1, 0.0, 1.0);
   s.beta2 = c.get_double_in("train", "beta2", s.beta2, 0.0, 1.0);
@@ -117,7 +117,8 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
   s.checkpoint_every_epochs = c.get_int_at_least("output", "checkpoint_every_epochs", s.checkpoint_every_epochs, 1);
   s.overwrite = c.get_bool("output", "overwrite", false);
   s.resume = c.get_bool("output", "resume", false);
-  check(!(s.overwrite && s.resume), "{}: [output] overwrite and resume are both true: choose one", c.source());
+  check(!(s.overwrite && s.resume), "{}: [output] overwrite and resume are both true: choose one",
+        c.where("output", "resume"));
   return s;
 }
 
