@@ -68,6 +68,24 @@ TEST(OutputFolder, HoldsOneRunAtATimeAndLeavesOtherFilesAlone) {
   fs::remove_all(out);
 }
 
+// Every check comes before any removal, whatever order the folder lists its
+// entries in: a refused run leaves all of the earlier one.
+TEST(OutputFolder, RefusalRemovesNothing) {
+  const fs::path out = testing::scratch_path("output_folder_refusal");
+  fs::remove_all(out);
+  fs::create_directories(out / "hybrid");
+  std::vector<fs::path> earlier = {out / "hybrid" / "config.json", out / "metrics.jsonl", out / "results.json"};
+  for (int i = 0; i < 16; ++i) earlier.push_back(out / fmt::format("depth_map_img{}.png", i));
+  for (const fs::path& file : earlier) write_text(file, file.filename().string());
+  const std::vector<std::string> outputs = {"results.json", "metrics.jsonl", "hybrid", "depth_map_img*"};
+
+  testing::expect_error_mentioning(
+      [&] { prepare_out_dir(out.string(), true, outputs, {(out / "hybrid").string()}); },
+      {(out / "hybrid").string(), "replace before reading it"});
+  for (const fs::path& file : earlier) EXPECT_TRUE(fs::exists(file)) << file << " was removed";
+  fs::remove_all(out);
+}
+
 TEST(Distill, LossIsVarianceNormalisedMse) {
   Tensor target = Tensor::from_vector<double>({1, 3, 5, 7}, {1, 2, 2});  // variance 5
   Tensor prediction = Tensor::from_vector<double>({2, 3, 5, 5}, {1, 2, 2});

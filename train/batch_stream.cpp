@@ -135,6 +135,7 @@ void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vect
       if (is_run_output(entry.path().filename().string(), outputs)) found.push_back(entry.path());
     }
   }
+  // Every check before any removal: a refused run leaves the earlier one whole.
   for (const fs::path& path : found) {
     for (const std::string& input : inputs) {
       check(input.empty() || !lies_in(input, path), "{} is an earlier run's output in [output] dir = '{}', which this "
@@ -142,10 +143,10 @@ void prepare_out_dir(const std::string& out_dir, bool overwrite, const std::vect
     }
     check(overwrite, "output folder '{}' already holds a run's {} (set [output] {}overwrite = true to replace it)",
           out_dir, path.filename().string(), resumable ? "resume = true to continue it or " : "");
-    // Removed now rather than replaced at the end, so that a run that fails
-    // or is stopped leaves no earlier results beside its own partial log.
-    fs::remove_all(path);
   }
+  // Removed now rather than replaced at the end, so that a run that fails
+  // or is stopped leaves no earlier results beside its own partial log.
+  for (const fs::path& path : found) fs::remove_all(path);
   fs::create_directories(out_dir);
 }
 
