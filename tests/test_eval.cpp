@@ -246,6 +246,33 @@ TEST(Eval, MetricsLogWriteFailureIsAnError) {
                                    {"cannot write metrics log '/dev/full'", "No space left"});
 }
 
+// A run that fails before its first record leaves no log (an empty one would
+// stand in the way of the next run), while a path it could never write is an
+// error from the start.
+TEST(Eval, MetricsLogFileAppearsWithItsFirstRecord) {
+  namespace fs = std::filesystem;
+  data::TempDir dir;
+  const std::string path = dir.path() + "/metrics.jsonl";
+  { MetricsLog unused(path); }
+  EXPECT_FALSE(fs::exists(path));
+  Rng rng(11);
+  const int64_t step = 1 + rng.integer(1000);
+  {
+    MetricsLog log(path);
+    log.write({{"step", step}});
+    EXPECT_TRUE(fs::exists(path));
+  }
+  std::ifstream in(path);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(nlohmann::json::parse(line)["step"], step);
+  EXPECT_FALSE(std::getline(in, line));
+  const std::string nowhere = dir.path() + "/missing/metrics.jsonl";
+  testing::expect_error_mentioning([&] { MetricsLog log(nowhere); },
+                                   {"cannot write metrics log '" + nowhere + "'", "No such file"});
+  testing::expect_error_mentioning([&] { MetricsLog log(dir.path()); }, {dir.path(), "is a folder"});
+}
+
 TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {
   const SortedByClass dataset(4, 3);  // 12 images, batches of 4
   // Right on the first 6 images only (classes 0 and 1): the running top-1 falls after them.

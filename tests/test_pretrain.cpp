@@ -366,6 +366,18 @@ TEST_F(PretrainTest, RefusesToOverwriteAnExistingRun) {
   EXPECT_TRUE(epochs[0]["complete"].get<bool>());
 }
 
+// A run that fails on its data before logging anything leaves no metrics.jsonl
+// behind: the folder takes the next run without overwrite = true.
+TEST_F(PretrainTest, RunFailingOnItsDataLeavesNoLog) {
+  const std::string image = images_.path() + "/train/bright_bottom/5.png";
+  const std::vector<uint8_t> intact = data::read_file(image);
+  data::write_file(image, "not an image");
+  EXPECT_THAT(error_of([&] { run(out("bad_data")); }), HasSubstr("5.png"));
+  EXPECT_FALSE(fs::exists(out("bad_data") + "/metrics.jsonl"));
+  data::write_file(image, intact.data(), intact.size());
+  EXPECT_TRUE(run(out("bad_data"), {"train.epochs=1", "train.warmup_epochs=0"})["finished"].get<bool>());
+}
+
 // A model and an AdamW over its parameters after `steps` updates on random data.
 struct Trained {
   std::unique_ptr<VisionTransformer> model;

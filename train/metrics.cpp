@@ -5,6 +5,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "engine/error.h"
 #include "engine/safetensors.h"
 
@@ -22,6 +24,15 @@ std::FILE* open_log(const std::string& path, const char* mode) {
   return file;
 }
 
+// Fails, naming `path`, unless a log could be written there: an existing file
+// must be writable, else its folder.
+void check_writable(const std::string& path) {
+  namespace fs = std::filesystem;
+  check(!fs::is_directory(path), "cannot write metrics log '{}': it is a folder", path);
+  const fs::path target = fs::exists(path) ? fs::path(path) : fs::absolute(path).parent_path();
+  check(access(target.c_str(), W_OK) == 0, "cannot write metrics log '{}': {}", path, std::strerror(errno));
+}
+
 // Opens `path` for appending after cutting it back to `bytes`, which it must have at least.
 std::FILE* continue_log(const std::string& path, int64_t bytes) {
   namespace fs = std::filesystem;
@@ -35,8 +46,9 @@ std::FILE* continue_log(const std::string& path, int64_t bytes) {
 
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path)
-    : path_(path), file_(open_log(path, "w")), start_(now_seconds()), bytes_(0) {}
+MetricsLog::MetricsLog(const std::string& path) : path_(path), file_(nullptr), start_(now_seconds()), bytes_(0) {
+  check_writable(path);
+}
 
 MetricsLog::MetricsLog(const std::string& path, const LogPosition& at)
     : path_(path),
@@ -44,12 +56,15 @@ MetricsLog::MetricsLog(const std::string& path, const LogPosition& at)
       start_(now_seconds() - at.seconds),
       bytes_(at.bytes) {}
 
-MetricsLog::~MetricsLog() { std::fclose(file_); }
+MetricsLog::~MetricsLog() {
+  if (file_ != nullptr) std::fclose(file_);
+}
 
 void MetricsLog::write(const nlohmann::json& record) {
   nlohmann::json line = record;
   line["time"] = now_seconds() - start_;
   const std::string text = line.dump() + "\n";
+  if (file_ == nullptr) file_ = open_log(path_, "w");
   const bool written = std::fputs(text.c_str(), file_) >= 0 && std::fflush(file_) == 0;
   check(written, "cannot write metrics log '{}': {}", path_, std::strerror(errno));
   bytes_ += static_cast<int64_t>(text.size());

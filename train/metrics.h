@@ -18,7 +18,9 @@ struct LogPosition {
 
 class MetricsLog {
  public:
-  // Starts the log afresh, truncating the file; an error names the path.
+  // Starts the log afresh. The file is created (or truncated) by the first
+  // write, so a run that fails before logging anything leaves none behind;
+  // a path that cannot be written is an error now, naming it.
   explicit MetricsLog(const std::string& path);
   // Continues the log from `at` (saved by an earlier run's position()): cuts
   // the file back to at.bytes, dropping lines a crashed run wrote after that,
@@ -35,7 +37,7 @@ class MetricsLog {
 
  private:
   std::string path_;
-  std::FILE* file_;
+  std::FILE* file_;  // null until the first write of a fresh log
   double start_;  // when the clock read 0
   int64_t bytes_;
 };
