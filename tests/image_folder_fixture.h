@@ -1,7 +1,8 @@
-// A small ImageFolder for end-to-end tests of the training tools: train/ and
-// test/ splits made of the 50 real ImageNet sample JPEGs in ../shared, labelled
-// "even" and "odd" by position, stored as 48 x 40 PNGs (decoding the full-size
-// JPEGs at every epoch would dominate the tests' time).
+// Inputs for end-to-end tests of the training tools. A small ImageFolder:
+// train/ and test/ splits made of the 50 real ImageNet sample JPEGs in
+// ../shared, labelled "even" and "odd" by position, stored as 48 x 40 PNGs
+// (decoding the full-size JPEGs at every epoch would dominate the tests'
+// time). A teacher that halts tokens.
 #pragma once
 #include <filesystem>
 #include <string>
@@ -9,6 +10,7 @@
 #include "data/archive.h"
 #include "data/image.h"
 #include "data/transforms.h"
+#include "models/vit_checkpoint.h"
 #include "tests/shared_data.h"
 
 namespace engine::testing {
@@ -29,6 +31,15 @@ inline std::string make_image_folder(const std::string& root) {
     ++index;
   }
   return root;
+}
+
+// The fixture ViT saved in `dir` as an A-ViT whose tokens halt at every depth.
+inline std::string save_avit_teacher(const std::string& dir) {
+  auto model = load_vit(shared_path("fixtures/timm_vit_tiny.safetensors"));
+  model->config.halting = HaltingConfig{1.0, 0.5, 0.01};
+  std::filesystem::remove_all(dir);
+  save_vit(*model, dir);
+  return dir;
 }
 
 }  // namespace engine::testing

@@ -593,28 +593,39 @@ std::vector<double> logged(const std::string& metrics_path, const char* key) {
   return values;
 }
 
-TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
-  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
-  REQUIRE_SHARED("data/imagenet-sample.tar");
-  namespace fs = std::filesystem;
+// One batch of training from `teacher` on the small image folder, timed at batch 1, without depth maps.
+AvitSettings tiny_settings(const std::string& teacher, const std::string& out_dir) {
   AvitSettings s;
-  s.teacher = testing::shared_path("fixtures/timm_vit_tiny.safetensors");
+  s.teacher = teacher;
   s.data = testing::make_image_folder(testing::scratch_path("engine_avit_images"));
   s.train_subdir = "train";
   s.test_subdir = "test";
   s.batch_size = 8;
   s.workers = 1;
+  s.target_depth = 2.0;  // of the fixture's 3 blocks
+  s.budget_images = 8;
+  s.latency_repeats = 1;
+  s.latency_batches = {1};
+  s.depth_maps = 0;
+  s.out_dir = out_dir;
+  s.overwrite = true;
+  return s;
+}
+
+TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  namespace fs = std::filesystem;
+  AvitSettings s = tiny_settings(testing::shared_path("fixtures/timm_vit_tiny.safetensors"),
+                                 testing::scratch_path("engine_avit_out"));
   s.halting = HaltingConfig{1.0, -1.0, 0.01};
   s.alpha_p = 0.1;
   s.alpha_d = 0.01;
   s.target_depth = 1.0;
   s.budget_images = 160;
   s.lr = 3e-3;
-  s.latency_repeats = 1;
   s.latency_batches = {1, 4};
   s.depth_maps = 2;
-  s.out_dir = testing::scratch_path("engine_avit_out");
-  s.overwrite = true;
   nlohmann::json results = run_avit(s);
 
   const std::vector<double> ponder = logged(s.out_dir + "/metrics.jsonl", "ponder");
@@ -640,6 +651,7 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   EXPECT_LT(avit["gflops"].get<double>(), results["teacher"]["gflops"].get<double>());
   EXPECT_EQ(avit["retention"][0].get<double>(), 1.0);
   EXPECT_LT(avit["mean_retention"].get<double>(), 1.0);
+  EXPECT_EQ(results["teacher"]["mean_retention"].get<double>(), 1.0);  // a dense teacher
   EXPECT_TRUE(avit["latency_ms"].contains("b4"));
   EXPECT_TRUE(results["speedup"].contains("b1"));
   // The maps show images spread over the test set: here one of each class (the folder lists them class by class).
@@ -650,6 +662,33 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   auto saved = load_vit(s.out_dir + "/avit");
   ASSERT_TRUE(saved->config.halting.has_value());
   EXPECT_EQ(saved->config.halting->beta, -1.0);
+}
+
+// A teacher that is itself an A-ViT is evaluated as one: its row reports the
+// share of tokens it keeps, not a dense model's 100%.
+TEST(AvitTrain, HaltingTeacherReportsItsRetention) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  const std::string teacher = testing::save_avit_teacher(testing::scratch_path("engine_avit_halting_teacher"));
+  nlohmann::json results = run_avit(tiny_settings(teacher, testing::scratch_path("engine_avit_from_avit")));
+  EXPECT_LT(results["teacher"]["mean_retention"].get<double>(), 0.95);
+  EXPECT_GT(results["teacher"]["mean_retention"].get<double>(), 0.3);
+  EXPECT_EQ(results["teacher"]["path"], teacher);
+}
+
+// With overwrite on, a teacher saved by an earlier run in the same folder is
+// refused, as train_distill refuses it, and stays where it was.
+TEST(AvitTrain, TeacherInsideTheOutputsItWouldReplaceIsRefused) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  namespace fs = std::filesystem;
+  const std::string out = testing::scratch_path("engine_avit_own_teacher");
+  fs::remove_all(out);
+  const std::string teacher = testing::save_avit_teacher(out + "/avit");
+  testing::expect_error_mentioning([&] { run_avit(tiny_settings(teacher, out)); },
+                                   {teacher + " is an earlier run's output", "replace before reading it"});
+  EXPECT_TRUE(fs::exists(teacher + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(teacher + "/config.json"));
 }
 
 // The shipped A-ViT and sweep configs read without an unknown key (tests run from the repository root).

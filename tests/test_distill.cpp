@@ -25,9 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Halting settings under which the fixture ViT halts tokens at every depth.
-constexpr double kFixtureGamma = 1.0, kFixtureBeta = 0.5;
-
 void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST(OutputFolder, HoldsOneRunAtATimeAndLeavesOtherFilesAlone) {
@@ -309,15 +306,6 @@ TEST(Distill, GroupwiseRepeatsEveryGroupPerSeed) {
   EXPECT_EQ(results["seeds"], nlohmann::json({3, 4}));
 }
 
-// The fixture ViT saved as an A-ViT whose tokens halt at different depths.
-std::string avit_teacher(const std::string& dir) {
-  auto model = load_vit(testing::shared_path("fixtures/timm_vit_tiny.safetensors"));
-  model->config.halting = HaltingConfig{kFixtureGamma, kFixtureBeta, 0.01};
-  fs::remove_all(dir);
-  save_vit(*model, dir);
-  return dir;
-}
-
 TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
@@ -325,7 +313,8 @@ TEST(Distill, TeacherSparsitySweepWithAnAvitTeacher) {
   const std::string out = testing::scratch_path("engine_distill_sweep");
   DistillSettings s = tiny_settings(images, out);
   s.experiment = "teacher_sparsity_sweep";
-  s.teachers = "dense:" + s.teacher + "; avit:" + avit_teacher(testing::scratch_path("engine_avit_teacher"));
+  const std::string avit_teacher = testing::save_avit_teacher(testing::scratch_path("engine_avit_teacher"));
+  s.teachers = "dense:" + s.teacher + "; avit:" + avit_teacher;
   s.layers = "sparsest:1";
   s.budget_images = 32;
   s.finetune_images = 8;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <utility>
 
 #include "data/open_dataset.h"
@@ -145,6 +146,21 @@ json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const Av
           {"mean_retention", meter.mean_retention()}};
 }
 
+// The teacher's top-1 and mean share of tokens entering a layer: 1 for a
+// dense ViT, less for one that is itself an A-ViT (its compacted path).
+json evaluate_teacher(VisionTransformer& teacher, const data::Dataset& test, const AvitSettings& s) {
+  std::optional<RetentionMeter> meter;
+  if (teacher.config.halting) meter.emplace(teacher);
+  const EvalResult eval = evaluate_classifier(meter ? meter->logits() : inference_logits(teacher), test,
+                                              teacher.config.preprocess, s.eval_options());
+  return {{"path", s.teacher},
+          {"top1", eval.top1},
+          {"top5", eval.top5},
+          {"params", teacher.num_parameters()},
+          {"gflops", eval.gflops},
+          {"mean_retention", meter ? meter->mean_retention() : 1.0}};
+}
+
 // The mean share of tokens entering a layer in each timed batch (the
 // timing_images that time_models takes): {"b<N>": share}. An A-ViT's speed
 // depends on it.
@@ -208,12 +224,13 @@ json run_avit(const AvitSettings& s) {
   model->config.validate();
   std::vector<std::string> outputs = atomic_directory_names("avit");
   outputs.insert(outputs.end(), {"results.json", "metrics.jsonl", "depth_map_img*"});
-  prepare_out_dir(s.out_dir, s.overwrite, outputs);
+  // As in train_distill, no input may lie in an output that overwriting
+  // removes: the teacher's folder (results.json names it), the data (read later).
+  prepare_out_dir(s.out_dir, s.overwrite, outputs, {s.teacher, s.teacher_config, s.data});
   MetricsLog log((fs::path(s.out_dir) / "metrics.jsonl").string());
 
-  fmt::print("evaluating the dense teacher\n");
-  EvalResult dense = evaluate_classifier(inference_logits(*teacher), test_set, teacher->config.preprocess,
-                                         s.eval_options());
+  fmt::print("evaluating the teacher\n");
+  json teacher_report = evaluate_teacher(*teacher, test_set, s);
   train(*model, *teacher, train_set, s, log);
   fmt::print("evaluating the A-ViT (tokens dropped)\n");
   json avit = evaluate_avit(*model, test_set, s);
@@ -221,23 +238,19 @@ json run_avit(const AvitSettings& s) {
   // Median latencies at every configured batch, the two models taking turns.
   const LatencyTable latency = time_models({teacher.get(), model.get()}, test_set, s.latency_batches,
                                            s.latency_repeats, s.device);
-  const json dense_latency = latency.by_batch(latency.eager_ms[0]);
+  teacher_report["latency_ms"] = latency.by_batch(latency.eager_ms[0]);
   const json avit_latency = latency.by_batch(latency.eager_ms[1]);
   json speedup = json::object();
-  for (const auto& [batch, ms] : dense_latency.items()) speedup[batch] = ms.get<double>() / avit_latency[batch].get<double>();
+  for (const auto& [batch, ms] : teacher_report["latency_ms"].items()) {
+    speedup[batch] = ms.get<double>() / avit_latency[batch].get<double>();
+  }
   avit["latency_ms"] = avit_latency;
   avit["latency_mean_retention"] = timed_retention(*model, test_set, s);
 
   write_directory_atomically((fs::path(s.out_dir) / "avit").string(),
                              [&](const std::string& staging) { save_vit(*model, staging); });
   json results = {
-      {"teacher",
-       {{"path", s.teacher},
-        {"top1", dense.top1},
-        {"top5", dense.top5},
-        {"params", teacher->num_parameters()},
-        {"gflops", dense.gflops},
-        {"latency_ms", dense_latency}}},
+      {"teacher", teacher_report},
       {"avit", avit},
       {"speedup", speedup},
       {"depth_maps", write_depth_maps(*model, test_set, s)},

@@ -7,7 +7,8 @@
 // (layers/halting.h defines ponder and the distribution), AdamW over every
 // parameter with warmup + cosine. The dense teacher is the starting checkpoint.
 // Then: top-1 and per-layer token retention of the A-ViT with tokens really
-// dropped (compacted path) against the dense teacher, latency of both at each
+// dropped (compacted path) against the teacher (its mean retention too: below
+// 1 when the teacher is itself an A-ViT), latency of both at each
 // latency batch (median of repeats, real test images spread over the set) with
 // the A-ViT's mean retention in each timed batch, halting-depth maps of test
 // images spread over the set (OUT/depth_map_img<k>.png: the image next to N_k
