@@ -195,6 +195,20 @@ TEST_F(PretrainTest, ResumedRunIsBitIdenticalToAStraightRun) {
               AllOf(HasSubstr("train.lr = 0.01 (checkpoint: 0.003)"), HasSubstr("overwrite = true")));
 }
 
+// A changed architecture is a changed setting, named as one, before any tensor
+// is loaded; the earlier run stays as it was.
+TEST_F(PretrainTest, ResumeWithAnotherArchitectureNamesTheSetting) {
+  run(out("arch"), {"run.stop_after_steps=1"});
+  const std::vector<uint8_t> metrics = data::read_file(out("arch") + "/metrics.jsonl");
+  EXPECT_THAT(error_of([&] { run(out("arch"), {"output.resume=true", "model.depth=3"}); }),
+              AllOf(HasSubstr("settings differ from the checkpoint's: model.depth = 3 (checkpoint: 2)"),
+                    HasSubstr("overwrite = true")));
+  EXPECT_THAT(error_of([&] { run(out("arch"), {"output.resume=true", "model.embed_dim=32"}); }),
+              AllOf(HasSubstr("settings differ from the checkpoint's: model.embed_dim = 32 (checkpoint: 16)"),
+                    ::testing::Not(HasSubstr("shape"))));
+  EXPECT_EQ(data::read_file(out("arch") + "/metrics.jsonl"), metrics);
+}
+
 // Step s trains at the schedule's lr_at(s): with a warmup from warmup_lr = 0,
 // the first step's update is zero whatever the base lr, so two runs stopped
 // after it hold the same model; a warmup from warmup_lr > 0 moves it.

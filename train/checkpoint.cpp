@@ -55,25 +55,41 @@ void save_train_state(const std::string& path, const Optimizer& optimizer, const
   save_safetensors(path, optimizer.state(), {{"format", kStateFormat}, {"progress", progress.dump()}});
 }
 
-nlohmann::json load_train_state(const std::string& path, Optimizer& optimizer) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
+namespace {
+
+// The progress JSON object that train state `file` (read from `path`) holds.
+nlohmann::json progress_of(const SafetensorsFile& file, const std::string& path) {
   const Metadata& metadata = file.metadata();
   const auto format = metadata.find("format");
   check(format != metadata.end() && format->second == kStateFormat,
         "{}: not a training state (metadata 'format' should be '{}')", path, kStateFormat);
   const auto progress = metadata.find("progress");
   check(progress != metadata.end(), "{}: metadata has no 'progress' entry", path);
-  NamedTensors state;
-  for (const std::string& name : file.names()) state.emplace_back(name, file.get(name));
   nlohmann::json parsed;
   try {
-    optimizer.load_state(state);
     parsed = nlohmann::json::parse(progress->second);
   } catch (const std::exception& e) {
     fail("{}: {}", path, e.what());
   }
   check(parsed.is_object(), "{}: metadata 'progress' is {}, not a JSON object", path, progress->second);
   return parsed;
+}
+
+}  // namespace
+
+nlohmann::json read_train_progress(const std::string& path) { return progress_of(SafetensorsFile::open(path), path); }
+
+nlohmann::json load_train_state(const std::string& path, Optimizer& optimizer) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  nlohmann::json progress = progress_of(file, path);
+  NamedTensors state;
+  for (const std::string& name : file.names()) state.emplace_back(name, file.get(name));
+  try {
+    optimizer.load_state(state);
+  } catch (const std::exception& e) {
+    fail("{}: {}", path, e.what());
+  }
+  return progress;
 }
 
 void save_checkpoint(const std::string& dir, VisionTransformer& model, const Optimizer& optimizer,

@@ -39,6 +39,10 @@ std::string find_complete_directory(const std::string& dir);
 // train_state.safetensors on its own (save_checkpoint writes it with the model).
 void save_train_state(const std::string& path, const Optimizer& optimizer, const nlohmann::json& progress);
 
+// The progress JSON object in train state file `path`, read without restoring
+// anything (to check a checkpoint's settings before loading it). Errors name the file.
+nlohmann::json read_train_progress(const std::string& path);
+
 // Restores the optimizer from `path` (Optimizer::load_state validates names and
 // shapes) and returns the progress JSON object (its fields are the caller's to
 // check). Errors name the file.

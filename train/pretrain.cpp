@@ -123,26 +123,28 @@ PretrainSettings PretrainSettings::from_config(const Config& c) {
 }
 
 json PretrainSettings::identity() const {
-  return {{"model", vit_config_json(model)["model_args"]},
-          {"model.drop_path_rate", model.drop_path_rate},
-          {"data.mean", model.preprocess.mean},
-          {"data.std", model.preprocess.std},
-          {"data.train_subdir", train_subdir},
-          {"data.train_limit", train_limit},
-          {"data.crop_padding", crop_padding},
-          {"train.epochs", epochs},
-          {"train.batch_size", batch_size},
-          {"train.lr", lr},
-          {"train.min_lr", min_lr},
-          {"train.warmup_lr", warmup_lr},
-          {"train.warmup_epochs", warmup_epochs},
-          {"train.weight_decay", weight_decay},
-          {"train.beta1", beta1},
-          {"train.beta2", beta2},
-          {"train.label_smoothing", label_smoothing},
-          {"train.clip_grad_norm", clip_grad_norm},
-          {"train.seed", seed},
-          {"run.precision", precision}};
+  json settings = {{"model.drop_path_rate", model.drop_path_rate},
+                   {"data.mean", model.preprocess.mean},
+                   {"data.std", model.preprocess.std},
+                   {"data.train_subdir", train_subdir},
+                   {"data.train_limit", train_limit},
+                   {"data.crop_padding", crop_padding},
+                   {"train.epochs", epochs},
+                   {"train.batch_size", batch_size},
+                   {"train.lr", lr},
+                   {"train.min_lr", min_lr},
+                   {"train.warmup_lr", warmup_lr},
+                   {"train.warmup_epochs", warmup_epochs},
+                   {"train.weight_decay", weight_decay},
+                   {"train.beta1", beta1},
+                   {"train.beta2", beta2},
+                   {"train.label_smoothing", label_smoothing},
+                   {"train.clip_grad_norm", clip_grad_norm},
+                   {"train.seed", seed},
+                   {"run.precision", precision}};
+  const json architecture = vit_config_json(model)["model_args"];
+  for (const auto& [key, value] : architecture.items()) settings["model." + key] = value;
+  return settings;
 }
 
 // ---------------------------------------------------------------- the run
@@ -376,9 +378,12 @@ class Pretrainer {
   // Loads the checkpoint and its progress; returns where the log stood when
   // it was saved, for the log to continue from there.
   LogPosition restore() {
-    const SavedProgress saved(load_checkpoint_into(resume_from_, *model_, *optimizer_),
-                              train_state_file(resume_from_));
-    check_same_identity(saved.object("identity"), s_.identity(), resume_from_);
+    const std::string state_file = train_state_file(resume_from_);
+    // The settings before the weights: a changed architecture is named as
+    // such, not as tensors that do not fit.
+    const SavedProgress settings(read_train_progress(state_file), state_file);
+    check_same_identity(settings.object("identity"), s_.identity(), resume_from_);
+    const SavedProgress saved(load_checkpoint_into(resume_from_, *model_, *optimizer_), state_file);
     const int64_t saved_steps_per_epoch = saved.count("steps_per_epoch", std::numeric_limits<int64_t>::max());
     check(saved_steps_per_epoch == steps_per_epoch_,
           "cannot resume from {}: it has {} steps per epoch, this training set gives {} (different data?)",

@@ -66,7 +66,7 @@ struct PretrainSettings {
   // The settings a resumed run must share with the checkpoint (everything that
   // changes the numbers; not the device, workers, limits on this invocation,
   // evaluation or output cadence, nor where the data lives), as
-  // "section.key" -> value.
+  // "section.key" -> value; the architecture as "model.<timm model_args key>".
   nlohmann::json identity() const;
 };
 
