@@ -313,6 +313,9 @@ Checkpoint load_checkpoint(const std::string& path) {
     fs::path single = fs::path(path) / "model.safetensors";
     fs::path index = fs::path(path) / "model.safetensors.index.json";
     Checkpoint checkpoint;
+    check(!path_exists(single) || !path_exists(index),
+          "checkpoint directory {} holds two checkpoints, {} and {}: remove the one that is not wanted", path,
+          single.filename().string(), index.filename().string());
     if (path_exists(single)) {
       checkpoint = load_single(single.string());
     } else if (path_exists(index)) {

@@ -343,6 +343,17 @@ TEST_F(SafetensorsTest, DirectoryWithoutCheckpointListsWhatWasLookedFor) {
   EXPECT_THAT(message, HasSubstr("model.safetensors.index.json"));
 }
 
+TEST_F(SafetensorsTest, DirectoryWithTwoCheckpointsIsRefused) {
+  // A single-file checkpoint written over a sharded one must not be loaded silently in its place, nor the reverse.
+  save_safetensors(file("model.safetensors"), {{"a", Tensor::ones({2})}});
+  save_safetensors(file("s1.safetensors"), {{"a", Tensor::zeros({2})}});
+  write_index(file("model.safetensors.index.json"), {{"a", "s1.safetensors"}});
+  std::string message = error_of([&] { load_checkpoint(dir_.string()); });
+  EXPECT_THAT(message, HasSubstr(dir_.string()));
+  EXPECT_THAT(message, HasSubstr("model.safetensors and"));
+  EXPECT_THAT(message, HasSubstr("model.safetensors.index.json"));
+}
+
 // ---------------------------------------------------------------- writing
 
 TEST_F(SafetensorsTest, SavingOverAFileReplacesItFully) {
