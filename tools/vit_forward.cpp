@@ -19,6 +19,7 @@ static int vit_forward_main(int argc, char** argv) {
   const std::string& input_path = flags.positional()[1];
   const std::string& output_path = flags.positional()[2];
   const Device device = Device::parse(flags.get("device"));
+  prepare_output_file("OUTPUT", output_path);  // before the forward pass, not after it
 
   VitLoadOptions options;
   options.config_path = flags.get("config");
