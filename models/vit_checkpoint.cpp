@@ -377,10 +377,11 @@ std::string apply_config_source(const Checkpoint& checkpoint, const VitLoadOptio
   // Not an error (a bare timm checkpoint has none), but the defaults change the
   // numbers a model gives, so say so.
   fmt::print(stderr,
-             "note: no config.json beside {}: architecture inferred from the tensor shapes, and timm's ImageNet "
-             "preprocessing assumed (mean/std, crop_pct {}, {}); give a config.json (--config, [teacher] config) "
-             "to set them\n",
-             checkpoint.source, c.preprocess.crop_pct, c.preprocess.interpolation);
+             "note: no config.json beside {}: architecture inferred from the tensor shapes, assuming what they do "
+             "not fix (num_heads {}, ln_eps {}, global_pool '{}'), and timm's ImageNet preprocessing assumed "
+             "(mean/std, crop_pct {}, {}); pass a config.json (--config, [teacher] config) to set them\n",
+             checkpoint.source, c.num_heads, c.ln_eps, c.global_pool, c.preprocess.crop_pct,
+             c.preprocess.interpolation);
   return checkpoint.source;
 }
 
