@@ -6,11 +6,15 @@
 // backward, AdamW), the median over timed rounds after warm-up, each round
 // timed on the device (CUDA events on a GPU); on a GPU also the inference
 // forward replayed as one DeviceGraph, the GPU's time without the host's cost
-// of issuing each op (0 on the CPU). bench/torch_vit_bench.py times
-// PyTorch + timm on the same shapes for the ratios in bench/RESULTS.md.
+// of issuing each op (null on the CPU, which has no graphs).
+// bench/torch_vit_bench.py times PyTorch + timm on the same shapes for the
+// ratios in bench/RESULTS.md.
 // --mixer and --replace time a hybrid (./train_distill's student) instead:
 // the listed blocks' attention replaced by that mixer (speed does not depend
 // on the weights, so no training is needed).
+#include <algorithm>
+#include <optional>
+
 #include "engine/autograd.h"
 #include "engine/bench_timing.h"
 #include "engine/cli.h"
@@ -27,20 +31,38 @@ namespace {
 struct VitTiming {
   std::string model;
   int64_t params = 0;
-  double infer_img_s = 0, graph_infer_img_s = 0, train_img_s = 0;
+  int64_t img_size = 0;
+  double infer_img_s = 0, train_img_s = 0;
+  std::optional<double> graph_infer_img_s = std::nullopt;  // none on the CPU
 };
 
-// The blocks of `replace` get `mixer`; the others keep attention.
+// The blocks of `replace` get `mixer`; the others keep attention (none listed:
+// the plain ViT, and no mixer).
 struct Replacement {
   std::string mixer;
   std::vector<int64_t> blocks;
 };
 
+// --mixer and --replace: both or neither, each block listed once.
+Replacement parse_replacement(const Flags& flags) {
+  const Replacement replacement{flags.get("mixer"), flags.get_int_list("replace")};
+  check(!replacement.blocks.empty() || replacement.mixer.empty(), "--mixer {} needs --replace (the blocks that get it)",
+        replacement.mixer);
+  check(replacement.blocks.empty() || !replacement.mixer.empty(), "--replace {} needs --mixer (what those blocks get)",
+        flags.get("replace"));
+  std::vector<int64_t> sorted = replacement.blocks;
+  std::sort(sorted.begin(), sorted.end());
+  const auto repeated = std::adjacent_find(sorted.begin(), sorted.end());
+  check(repeated == sorted.end(), "--replace {}: block {} is listed twice", flags.get("replace"), *repeated);
+  return replacement;
+}
+
 // The preset as timed: its image size (0: the preset's) and mixers; a block
-// outside the model is an error.
+// outside the model, or an image size it cannot take, is an error.
 VitConfig bench_config(const std::string& preset, const Replacement& replacement, int64_t img_size) {
   VitConfig config = vit_preset(preset);
   if (img_size > 0) config.img_size = img_size;  // more tokens: (img_size / patch)^2 + 1
+  config.validate(fmt::format("--img-size {} for {}", img_size, preset));
   config.mixers.assign(config.depth, "attention");
   for (int64_t block : replacement.blocks) {
     check(block >= 0 && block < config.depth, "--replace: block {} is not in {}'s 0..{}", block, preset,
@@ -59,7 +81,7 @@ VitTiming time_model(const std::string& preset, const VitConfig& config, Device 
   for (int64_t i = 0; i < batch; ++i) labels.data<int64_t>()[i] = i % config.num_classes;
   labels = labels.to(device);
 
-  VitTiming timing{preset, model.num_parameters()};
+  VitTiming timing{preset, model.num_parameters(), config.img_size};
   // Progress on stderr: each phase is 2 warm-up calls and 3 rounds of `steps` (minutes on a CPU).
   auto phase = [&](const char* name) { fmt::print(stderr, "{}: timing {} ({} calls)\n", preset, name, 3 * steps + 2); };
   phase("inference");
@@ -99,7 +121,7 @@ int bench_main(int argc, char** argv) {
                                     {"precision",
                                      "fp32, or bf16 on a GPU (GEMM operands in bfloat16, float32 accumulation)",
                                      "fp32"},
-                                    {"mixer", "the mixer spec of the --replace blocks (needs --replace)", "attention"},
+                                    {"mixer", "the mixer spec of the --replace blocks (needs --replace)", ""},
                                     {"replace", "comma-separated blocks given --mixer (none: the plain ViT)", ""},
                                     {"img-size", "input size in pixels (0: the preset's)", "0"},
                                     {"out", "results JSON", "bench_vit.json"}});
@@ -108,9 +130,7 @@ int bench_main(int argc, char** argv) {
   const int64_t batch = flags.get_int_at_least("batch", 1);
   const int steps = static_cast<int>(flags.get_int_at_least("steps", 1));
   const GemmPrecisionGuard precision(parse_gemm_precision(flags.get("precision"), device));
-  const Replacement replacement{flags.get("mixer"), flags.get_int_list("replace")};
-  check(!replacement.blocks.empty() || replacement.mixer == "attention",
-        "--mixer {} needs --replace (the blocks that get it)", replacement.mixer);
+  const Replacement replacement = parse_replacement(flags);
   const int64_t img_size = flags.get_int_at_least("img-size", 0);
   std::vector<std::pair<std::string, VitConfig>> models;  // all built before any timing: a bad name fails first
   for (const std::string& preset : split_list(flags.get("models"))) {
@@ -120,17 +140,19 @@ int bench_main(int argc, char** argv) {
   prepare_output_file("out", flags.get("out"));
 
   nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
-                           {"mixer", replacement.mixer}, {"replace", replacement.blocks}, {"img_size", img_size},
+                           {"mixer", replacement.mixer}, {"replace", replacement.blocks},
                            {"models", nlohmann::json::array()}};
   fmt::print("{:<26} {:>12} {:>14} {:>14} {:>14}\n", "model", "params", "infer img/s", "graph img/s", "train img/s");
   for (const auto& [preset, config] : models) {
     const VitTiming t = time_model(preset, config, device, batch, steps);
-    fmt::print("{:<26} {:>12} {:>14.0f} {:>14.0f} {:>14.0f}\n", t.model, t.params, t.infer_img_s, t.graph_infer_img_s,
-               t.train_img_s);
+    fmt::print("{:<26} {:>12} {:>14.0f} {:>14} {:>14.0f}\n", t.model, t.params, t.infer_img_s,
+               t.graph_infer_img_s ? fmt::format("{:.0f}", *t.graph_infer_img_s) : "-", t.train_img_s);
+    const nlohmann::json graph_img_s = t.graph_infer_img_s ? nlohmann::json(*t.graph_infer_img_s) : nullptr;
     report["models"].push_back({{"model", t.model},
                                 {"params", t.params},
+                                {"img_size", t.img_size},
                                 {"infer_img_s", t.infer_img_s},
-                                {"graph_infer_img_s", t.graph_infer_img_s},
+                                {"graph_infer_img_s", graph_img_s},
                                 {"train_img_s", t.train_img_s}});
   }
   write_json_atomic(flags.get("out"), report);
