@@ -59,6 +59,17 @@ std::unique_ptr<LabeledDataset> open_cifar_binary(const std::string& dir, Split 
   return dataset;
 }
 
+// The class list as given, else (a relative path not found there) inside the
+// dataset's root, as subdir is: e.g. imagenet-sample/synsets.txt in the archive.
+std::string resolve_class_list(const std::string& class_list, const std::string& root) {
+  std::error_code ec;
+  if (class_list.empty() || fs::exists(class_list, ec) || fs::path(class_list).is_absolute()) return class_list;
+  const fs::path inside = fs::path(root) / class_list;
+  engine::check(fs::exists(inside, ec), "class list '{}' does not exist, neither as given nor inside '{}'{}",
+                class_list, root, entries_of(inside.parent_path()));
+  return inside.string();
+}
+
 }  // namespace
 
 std::string find_cifar_binary_dir(const std::string& dir) {
@@ -80,6 +91,7 @@ std::unique_ptr<LabeledDataset> open_dataset(const std::string& data, const std:
   const std::string root = is_file ? extract_archive_once(data, default_cache_dir()) : data;
   const std::string sub = without_trailing_slashes(subdir);
   const fs::path path = sub.empty() ? fs::path(root) : fs::path(root) / sub;
+  const std::string classes = resolve_class_list(class_list, root);
 
   if (fs::is_directory(path, ec)) {
     const std::string cifar = find_cifar_binary_dir(path.string());
@@ -89,14 +101,14 @@ std::unique_ptr<LabeledDataset> open_dataset(const std::string& data, const std:
                    "(--subdir, or [data] subdir / train_subdir / test_subdir)",
                    cifar, prefix, prefix);
     }
-    return std::make_unique<ImageFolder>(path.string(), class_list);
+    return std::make_unique<ImageFolder>(path.string(), classes);
   }
 
   // Not a folder: the split of CIFAR-10 binary batches, or a mistake.
   const std::string split = sub.empty() ? "" : fs::path(sub).filename().string();
   if (split == "train" || split == "test") {
     const std::string cifar = find_cifar_binary_dir(path.parent_path().string());
-    if (!cifar.empty()) return open_cifar_binary(cifar, split == "train" ? Split::Train : Split::Test, class_list);
+    if (!cifar.empty()) return open_cifar_binary(cifar, split == "train" ? Split::Train : Split::Test, classes);
   }
   engine::fail("data folder '{}' does not exist{}", path.string(), entries_of(path.parent_path()));
 }

@@ -19,6 +19,9 @@ namespace data {
 //  * otherwise an ImageFolder of data/subdir, e.g. cifar10/test/<class>/*.jpg, with the
 //    optional `class_list` (ImageNet's synsets, see image_folder.h).
 //
+// A relative `class_list` that does not exist as given is looked for inside `data` (the
+// unpacked archive), as `subdir` is: --synsets imagenet-sample/synsets.txt.
+//
 // Both forms give CIFAR-10's images the same label indices (its classes in sorted order).
 // With the binary form a class list, if given, must name its 10 classes in order. A
 // missing folder, a binary folder without a split, a missing or malformed batch file: an

@@ -275,5 +275,27 @@ TEST(DataOpenDataset, OpensAnImageFolderAsBefore) {
                   AllOf(HasSubstr(root.path() + "/splt' does not exist"), HasSubstr("split/"))));
 }
 
+// A relative class list not found as given is read from inside the unpacked archive, as the
+// subdir is (ImageNet samples ship their synsets.txt beside val/).
+TEST(DataOpenDataset, FindsARelativeClassListInsideTheArchive) {
+  TempDir root;
+  fs::create_directories(root.path() + "/sample/val/b");
+  write_png(Image(2, 2, 3), root.path() + "/sample/val/b/y.png");
+  write_file(root.path() + "/sample/classes.txt", "z\nb\n");
+  const std::string archive = root.path() + "/sample.tar";
+  const std::string command = "tar -cf '" + archive + "' -C '" + root.path() + "' sample";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  ScopedEnv cache("ENGINE_CACHE_DIR", root.path() + "/cache");
+  ASSERT_FALSE(fs::exists("sample/classes.txt"));
+
+  const auto folder = open_dataset(archive, "sample/val", "sample/classes.txt");
+  EXPECT_EQ(folder->classes(), (std::vector<std::string>{"z", "b"}));
+  EXPECT_EQ(folder->label(0), 1);
+  EXPECT_THAT([&] { open_dataset(archive, "sample/val", "sample/synsets.txt"); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr("'sample/synsets.txt' does not exist"),
+                                                 HasSubstr(root.path() + "/cache/sample"),
+                                                 HasSubstr("classes.txt"))));
+}
+
 }  // namespace
 }  // namespace data

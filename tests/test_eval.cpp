@@ -1,5 +1,6 @@
 // Evaluation end to end on real ImageNet images: decode, resize, crop,
 // normalise, synset label mapping, top-k bookkeeping, predictions.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -227,8 +228,15 @@ TEST(Eval, ClassNamesMustKeepTheModelsLabels) {
   VitConfig model;
   model.num_classes = 3;
   model.label_names = {"airplane", "automobile", "bird"};
+  ::testing::internal::CaptureStderr();
   check_labels_fit(model, NamedClasses({"airplane", "automobile"}));
-  check_labels_fit(model, NamedClasses({"n01440764", "n01443537"}));  // names the model does not list
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "") << "every class is checked by name";
+  // Names the model does not list, fewer than its head: ImageNet synset folders without the synset list.
+  ::testing::internal::CaptureStderr();
+  check_labels_fit(model, NamedClasses({"n01440764", "n01443537"}));
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(),
+              ::testing::AllOf(::testing::HasSubstr("warning: folder has 2 classes but the model's head has 3"),
+                               ::testing::HasSubstr("--synsets")));
   // The first class folder missing: every label would be off by one.
   testing::expect_error_mentioning([&] { check_labels_fit(model, NamedClasses({"automobile", "bird"})); },
                                    {"folder", "'automobile' is label 0 here but label 1"});

@@ -225,6 +225,7 @@ void check_labels_fit(const VitConfig& model, const data::LabeledDataset& datase
   std::unordered_map<std::string, size_t> model_labels;  // (ImageNet-21k has 21,843 classes)
   for (size_t i = 0; i < model.label_names.size(); ++i) model_labels.emplace(model.label_names[i], i);
   const std::vector<std::string>& classes = dataset.classes();
+  size_t named_classes = 0;
   for (size_t label = 0; label < classes.size(); ++label) {
     const auto named = model_labels.find(classes[label]);
     if (named == model_labels.end()) continue;
@@ -232,6 +233,16 @@ void check_labels_fit(const VitConfig& model, const data::LabeledDataset& datase
     check(model_label == label,
           "{}: class '{}' is label {} here but label {} in the model's label_names: is a class missing, or "
           "the class list in another order?", dataset.root(), classes[label], label, model_label);
+    ++named_classes;
+  }
+  // Fewer classes than the head, and not all checked by name: ImageNet synset
+  // folders without the synset list are labelled 0..N-1 in sorted order.
+  if (static_cast<int64_t>(classes.size()) < model.num_classes && named_classes < classes.size()) {
+    fmt::print(stderr,
+               "warning: {} has {} classes but the model's head has {}: they are scored as the model's classes "
+               "0..{}, which means nothing unless they are those; give the full class list (eval_imagenet "
+               "--synsets, e.g. ImageNet's 1000 sorted synsets)\n",
+               dataset.root(), classes.size(), model.num_classes, classes.size() - 1);
   }
 }
 

@@ -112,6 +112,8 @@ LatencyTable time_models(const std::vector<VisionTransformer*>& models, const da
 // than the model's head: its labels past the head would fail, or score, late.
 // Also fails when a class that the model's label_names list has another index
 // in the dataset (a class folder missing, or the class list in another order).
+// Warns on stderr when the dataset has fewer classes than the head and not all
+// of them are in label_names: without a class list its labels are a guess.
 void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset);
 
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
