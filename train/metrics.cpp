@@ -30,7 +30,8 @@ void check_writable(const std::string& path) {
   namespace fs = std::filesystem;
   check(!fs::is_directory(path), "cannot write metrics log '{}': it is a folder", path);
   const fs::path target = fs::exists(path) ? fs::path(path) : fs::absolute(path).parent_path();
-  check(access(target.c_str(), W_OK) == 0, "cannot write metrics log '{}': {}", path, std::strerror(errno));
+  const int error = access(target.c_str(), W_OK) == 0 ? 0 : errno;
+  check(error == 0, "cannot write metrics log '{}': {}", path, std::strerror(error));
 }
 
 // Opens `path` for appending after cutting it back to `bytes`, which it must have at least.
