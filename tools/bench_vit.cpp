@@ -140,7 +140,8 @@ int bench_main(int argc, char** argv) {
   prepare_output_file("out", flags.get("out"));
 
   nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
-                           {"mixer", replacement.mixer}, {"replace", replacement.blocks},
+                           {"mixer", replacement.blocks.empty() ? "attention" : replacement.mixer},
+                           {"replace", replacement.blocks},
                            {"models", nlohmann::json::array()}};
   fmt::print("{:<26} {:>12} {:>14} {:>14} {:>14}\n", "model", "params", "infer img/s", "graph img/s", "train img/s");
   for (const auto& [preset, config] : models) {
