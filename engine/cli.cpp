@@ -174,16 +174,16 @@ void apply_config_overrides(const Flags& flags, Config& config) {
   }
 }
 
-void prepare_output_file(const std::string& flag, const std::string& path) {
+void prepare_output_file(const std::string& name, const std::string& path) {
   namespace fs = std::filesystem;
-  check(!path.empty(), "flag --{}: empty path", flag);
-  check(!fs::is_directory(path), "flag --{}: '{}' is a folder, not a file", flag, path);
+  check(!path.empty(), "{}: empty path", name);
+  check(!fs::is_directory(path), "{}: '{}' is a folder, not a file", name, path);
   const fs::path folder = fs::absolute(path).parent_path();
   std::error_code error;
   fs::create_directories(folder, error);
-  check(!error, "flag --{}: cannot create the folder of '{}': {}", flag, path, error.message());
+  check(!error, "{}: cannot create the folder of '{}': {}", name, path, error.message());
   const int access_error = access(folder.c_str(), W_OK) == 0 ? 0 : errno;
-  check(access_error == 0, "flag --{}: cannot write '{}': {}", flag, path, std::strerror(access_error));
+  check(access_error == 0, "{}: cannot write '{}': {}", name, path, std::strerror(access_error));
 }
 
 namespace {

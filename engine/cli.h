@@ -66,11 +66,12 @@ FlagSpec config_override_flag(const std::string& example);
 // the previous --set's list.
 void apply_config_overrides(const Flags& flags, Config& config);
 
-// For an output file named by --`flag`: creates its missing parent folders and
-// fails, naming the flag and the path, when it cannot be written there (the
-// path is a folder, a parent is a file, the folder is read-only). A tool calls
-// it before its long work, not when it writes the file at the end.
-void prepare_output_file(const std::string& flag, const std::string& path);
+// For an output file: creates its missing parent folders and fails, naming the
+// output (`name`: how the user gave it, "flag --out" or a positional "OUTPUT")
+// and the path, when it cannot be written there (the path is a folder, a
+// parent is a file, the folder is read-only). A tool calls it before its long
+// work, not when it writes the file at the end.
+void prepare_output_file(const std::string& name, const std::string& path);
 
 // Runs body() and turns an engine::Error, or a std::filesystem error (which
 // names its path), into one message on stderr and exit code 1 (a tool's main

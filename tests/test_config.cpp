@@ -392,19 +392,19 @@ TEST(Flags, AnyOtherFlagGivenTwiceIsAnErrorNamingIt) {
 
 TEST(PrepareOutputFile, CreatesTheMissingFoldersOfThePath) {
   const std::string path = scratch_path("prepare_output/runs/deeper/eval.json");
-  prepare_output_file("out", path);
+  prepare_output_file("flag --out", path);
   EXPECT_TRUE(fs::is_directory(fs::path(path).parent_path()));
   EXPECT_FALSE(fs::exists(path));  // only the folders: the tool writes the file
 }
 
-TEST(PrepareOutputFile, FailsNamingTheFlagWhenThePathCannotBeAFile) {
+TEST(PrepareOutputFile, FailsNamingTheOutputWhenThePathCannotBeAFile) {
   const std::string folder = scratch_path("prepare_output_bad");
   fs::create_directories(folder);
   std::ofstream(folder + "/plain_file") << "x";
-  EXPECT_THAT(error_of([&] { prepare_output_file("out", folder); }),
+  EXPECT_THAT(error_of([&] { prepare_output_file("flag --out", folder); }),
               AllOf(HasSubstr("flag --out"), HasSubstr(folder), HasSubstr("is a folder")));
-  EXPECT_THAT(error_of([&] { prepare_output_file("predictions", folder + "/plain_file/p.txt"); }),
-              AllOf(HasSubstr("flag --predictions"), HasSubstr(folder + "/plain_file/p.txt")));
+  EXPECT_THAT(error_of([&] { prepare_output_file("OUTPUT", folder + "/plain_file/p.txt"); }),
+              AllOf(HasSubstr("OUTPUT: cannot create the folder"), HasSubstr(folder + "/plain_file/p.txt")));
 }
 
 int throws_filesystem_error(int, char**) {

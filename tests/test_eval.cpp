@@ -275,6 +275,9 @@ TEST(Eval, MetricsLogFileAppearsWithItsFirstRecord) {
   ASSERT_TRUE(std::getline(in, line));
   EXPECT_EQ(nlohmann::json::parse(line)["step"], step);
   EXPECT_FALSE(std::getline(in, line));
+  // An earlier log there is emptied at once, not left to pass for this run's.
+  { MetricsLog unused(path); }
+  EXPECT_EQ(fs::file_size(path), 0u);
   const std::string nowhere = dir.path() + "/missing/metrics.jsonl";
   testing::expect_error_mentioning([&] { MetricsLog log(nowhere); },
                                    {"cannot write metrics log '" + nowhere + "'", "No such file"});

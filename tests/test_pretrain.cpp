@@ -319,6 +319,26 @@ void edit_saved_progress(const std::string& file, const std::function<void(nlohm
   save_safetensors(file, tensors, metadata);
 }
 
+// A checkpoint that kept its architecture in one "model" object (saved before
+// the [model] keys were compared one by one) still resumes, and a changed
+// architecture is still named by its key.
+TEST_F(PretrainTest, ResumesACheckpointWithItsArchitectureInOneObject) {
+  run(out("one_object"), {"run.stop_after_steps=1"});
+  edit_saved_progress(out("one_object") + "/checkpoint/train_state.safetensors", [](nlohmann::json& progress) {
+    nlohmann::json& identity = progress["identity"];
+    nlohmann::json model = nlohmann::json::object();
+    for (const std::string key : {"depth", "embed_dim", "num_heads"}) {
+      ASSERT_TRUE(identity.contains("model." + key)) << key;
+      model[key] = identity["model." + key];
+      identity.erase("model." + key);
+    }
+    identity["model"] = model;
+  });
+  EXPECT_THAT(error_of([&] { run(out("one_object"), {"output.resume=true", "model.depth=3"}); }),
+              HasSubstr("settings differ from the checkpoint's: model.depth = 3 (checkpoint: 2)"));
+  run(out("one_object"), {"output.resume=true", "run.stop_after_steps=2"});
+}
+
 TEST_F(PretrainTest, ResumingFromADamagedTrainStateNamesTheFileAndTheKeyAndWritesNothing) {
   run(out("damaged"), {"run.stop_after_steps=3"});
   const std::string state = out("damaged") + "/checkpoint/train_state.safetensors", intact = out("intact_state");

@@ -126,11 +126,17 @@ void ceilings(KernelBench& bench) {
   bench.mark_ceiling();
 }
 
-// The GEMMs of a ViT-S block at batch 256 (M = 256 x 197 tokens), both precisions.
+// The label of rows run in the bf16 GEMM mode, which the CPU computes in float32.
+std::string bf16_mode_tag(const KernelBench& bench) { return bench.device().is_cuda() ? " bf16" : " fp32"; }
+
+// The GEMMs of a ViT-S block at batch 256 (M = 256 x 197 tokens), in both
+// precisions on a GPU (on the CPU the bf16 rows would repeat the fp32 ones).
 void gemms(KernelBench& bench) {
   const int64_t m = 256 * 197, d = 384;
   Tensor x = bench.uniform({m, d}), w_qkv = bench.uniform({3 * d, d}), w_fc1 = bench.uniform({4 * d, d});
-  for (GemmPrecision precision : {GemmPrecision::Float32, GemmPrecision::BFloat16}) {
+  std::vector<GemmPrecision> precisions = {GemmPrecision::Float32};
+  if (bench.device().is_cuda()) precisions.push_back(GemmPrecision::BFloat16);
+  for (GemmPrecision precision : precisions) {
     const GemmPrecisionGuard guard(precision);
     const std::string tag = precision == GemmPrecision::BFloat16 ? " bf16" : " fp32";
     bench.compute("linear qkv" + tag, fmt::format("[{}, {}] x [{}, {}]^T", m, d, 3 * d, d), 2.0 * m * d * 3 * d,
@@ -151,15 +157,15 @@ void fused_mlp(KernelBench& bench) {
   Tensor x = bench.uniform({m, d}), w = bench.uniform({hidden, d}, -0.05, 0.05), b = bench.uniform({hidden});
   Tensor w_t = transpose(w, 0, 1);
   const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
-  const std::string shape = fmt::format("[{}, {}] x [{}, {}]^T", m, d, hidden, d);
+  const std::string tag = bf16_mode_tag(bench), shape = fmt::format("[{}, {}] x [{}, {}]^T", m, d, hidden, d);
   const double flops = 2.0 * m * d * hidden;
-  bench.compute("fc1+bias+GELU fwd unfused bf16", shape, flops, [&] { gelu(add(matmul(x, w_t), b)); });
-  bench.compute("fc1+bias+GELU fwd fused bf16", shape, flops, [&] { linear_gelu(x, w, b); });
+  bench.compute("fc1+bias+GELU fwd unfused" + tag, shape, flops, [&] { gelu(add(matmul(x, w_t), b)); });
+  bench.compute("fc1+bias+GELU fwd fused" + tag, shape, flops, [&] { linear_gelu(x, w, b); });
 
   // The backward from a saved pre-activation and an incoming gradient dy.
   Tensor pre = add(matmul(x, w_t), b), y = gelu(pre), dy = bench.uniform({m, hidden});
   Tensor dpre = bench.empty({m, hidden});
-  bench.compute("fc1+bias+GELU bwd unfused bf16", shape, 2 * flops, [&] {
+  bench.compute("fc1+bias+GELU bwd unfused" + tag, shape, 2 * flops, [&] {
     unary_backward_kernel.get(device)(UnaryOp::Gelu, pre, y, dy, dpre);
     sum(dpre, {0});
     matmul(dpre, w);
@@ -167,7 +173,7 @@ void fused_mlp(KernelBench& bench) {
   });
   Tensor dx = bench.empty({m, d}), dw = bench.empty({hidden, d}), db = bench.empty({hidden});
   const LinearOperands saved{x.to(DType::BF16), w.to(DType::BF16)};  // as the forward keeps them in this mode
-  bench.compute("fc1+bias+GELU bwd fused bf16", shape, 2 * flops,
+  bench.compute("fc1+bias+GELU bwd fused" + tag, shape, 2 * flops,
                 [&] { linear_backward_kernel.get(device)(saved, pre, dy, dx, dw, db); });
 }
 
@@ -273,8 +279,8 @@ void core_ops(KernelBench& bench) {
   });
   // The same four in bf16 mode: on CUDA the tensor-core kernels
   // (attention_mma.cu: bf16 operands, float32 accumulation and outputs), same
-  // FLOP counts. (On the CPU, bf16 mode changes nothing.)
-  {
+  // FLOP counts. (On the CPU, bf16 mode changes nothing: no rows.)
+  if (bench.device().is_cuda()) {
     GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
     bench.compute("fused_attention fwd bf16", shape_str(heads), attention_flops,
                   [&] { attention_forward_kernel.get(bench.device())(in, out, lse); });
@@ -477,7 +483,7 @@ int bench_main(int argc, char** argv) {
     check(std::find(known.begin(), known.end(), name) != known.end(), "--only: unknown family '{}' ({})", name,
           fmt::join(known, ", "));
   }
-  prepare_output_file("out", flags.get("out"));
+  prepare_output_file("flag --out", flags.get("out"));
   ceilings(bench);
   for (const auto& [name, run] : families) {
     if (chosen("all") || chosen(name)) run(bench);

@@ -53,7 +53,7 @@ Replacement parse_replacement(const Flags& flags) {
   std::vector<int64_t> sorted = replacement.blocks;
   std::sort(sorted.begin(), sorted.end());
   const auto repeated = std::adjacent_find(sorted.begin(), sorted.end());
-  check(repeated == sorted.end(), "--replace {}: block {} is listed twice", flags.get("replace"), *repeated);
+  if (repeated != sorted.end()) fail("--replace {}: block {} is listed twice", flags.get("replace"), *repeated);
   return replacement;
 }
 
@@ -137,7 +137,7 @@ int bench_main(int argc, char** argv) {
     models.emplace_back(preset, bench_config(preset, replacement, img_size));
   }
   check(!models.empty(), "--models '{}' names no model", flags.get("models"));
-  prepare_output_file("out", flags.get("out"));
+  prepare_output_file("flag --out", flags.get("out"));
 
   nlohmann::json report = {{"device", device.str()}, {"batch", batch}, {"precision", flags.get("precision")},
                            {"mixer", replacement.blocks.empty() ? "attention" : replacement.mixer},

@@ -61,7 +61,7 @@ int eval_main(int argc, char** argv) {
   const data::LabeledDataset& dataset = *opened;
   check_labels_fit(model->config, dataset);
   for (const char* output : {"predictions", "out", "log"}) {
-    if (!flags.get(output).empty()) prepare_output_file(output, flags.get(output));
+    if (!flags.get(output).empty()) prepare_output_file(fmt::format("flag --{}", output), flags.get(output));
   }
   std::unique_ptr<MetricsLog> log;
   if (!flags.get("log").empty()) log = std::make_unique<MetricsLog>(flags.get("log"));

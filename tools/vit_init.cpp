@@ -1,21 +1,20 @@
 // ./vit_init --preset NAME --out DIR [--num-classes N] [--seed S] [--overwrite]
 // Writes a randomly initialised ViT (timm-style init) as DIR/model.safetensors +
 // DIR/config.json, loadable by every tool here and by timm. DIR must be new or
-// empty unless --overwrite, which first removes the checkpoint there (a sharded
-// one too), so that no loader finds two.
+// empty unless --overwrite, which replaces the checkpoint there (a sharded one
+// too, once the new one is written), so that no loader finds two.
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "engine/cli.h"
 #include "models/vit_checkpoint.h"
-#include "train/batch_stream.h"
 
 using namespace engine;
 
 namespace {
-
-// A model folder's checkpoint files, single-file or sharded (model-00001-of-00002.safetensors, ...).
-const std::vector<std::string> kCheckpointFiles = {"model.safetensors", "model.safetensors.index.json", "model-*",
-                                                   "config.json"};
 
 // A model folder is not replaced by accident: only a new or empty one, or with --overwrite.
 void check_replaceable(const std::string& out, bool overwrite) {
@@ -26,6 +25,23 @@ void check_replaceable(const std::string& out, bool overwrite) {
         "--out '{}' already exists and is not empty: choose another folder, or pass --overwrite to replace the "
         "checkpoint in it",
         out);
+}
+
+// Removes a sharded checkpoint that `out` held before: its index and the shard
+// files the index names, nothing else. Called after the new model.safetensors
+// is written (atomically), so a failed write leaves the old checkpoint whole.
+void remove_earlier_sharded_checkpoint(const std::string& out) {
+  namespace fs = std::filesystem;
+  const fs::path index = fs::path(out) / "model.safetensors.index.json";
+  if (!fs::exists(index)) return;
+  const nlohmann::json root = nlohmann::json::parse(std::ifstream(index), nullptr, /*allow_exceptions=*/false);
+  check(root.is_object() && root.contains("weight_map") && root["weight_map"].is_object(),
+        "wrote {}, but the earlier {} is not a checkpoint index (no 'weight_map'): remove it and its shards by hand",
+        (fs::path(out) / "model.safetensors").string(), index.string());
+  std::set<std::string> shards;
+  for (const auto& [name, shard] : root["weight_map"].items()) shards.insert(shard.get<std::string>());
+  fs::remove(index);
+  for (const std::string& shard : shards) fs::remove(fs::path(out) / fs::path(shard).filename());
 }
 
 }  // namespace
@@ -45,8 +61,8 @@ static int vit_init_main(int argc, char** argv) {
   const auto seed = static_cast<uint64_t>(flags.get_int_at_least("seed", 0));
   check_replaceable(flags.get("out"), flags.get_bool("overwrite"));
   VisionTransformer model(config, seed);
-  prepare_out_dir(flags.get("out"), /*overwrite=*/true, kCheckpointFiles);  // checked above
   save_vit(model, flags.get("out"));
+  remove_earlier_sharded_checkpoint(flags.get("out"));
   fmt::print("wrote {} ({} parameters) to {}\n", flags.get("preset"), model.num_parameters(), flags.get("out"));
   return 0;
 }

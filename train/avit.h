@@ -5,7 +5,7 @@
 //   CE(logits, labels) + kl_weight * T^2 KL(teacher || student at temperature T)
 //   + alpha_p * ponder + alpha_d * KL(Gaussian depth prior || halting distribution)
 // (layers/halting.h defines ponder and the distribution), AdamW over every
-// parameter with warmup + cosine. The dense teacher is the starting checkpoint.
+// parameter with warmup + cosine. The teacher is the starting checkpoint.
 // Then: top-1 and per-layer token retention of the A-ViT with tokens really
 // dropped (compacted path) against the teacher (its mean retention too: below
 // 1 when the teacher is itself an A-ViT), latency of both at each

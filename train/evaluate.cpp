@@ -240,8 +240,8 @@ void check_labels_fit(const VitConfig& model, const data::LabeledDataset& datase
   if (static_cast<int64_t>(classes.size()) < model.num_classes && named_classes < classes.size()) {
     fmt::print(stderr,
                "warning: {} has {} classes but the model's head has {}: they are scored as the model's classes "
-               "0..{}, which means nothing unless they are those; give the full class list (eval_imagenet "
-               "--synsets, e.g. ImageNet's 1000 sorted synsets)\n",
+               "0..{}, which means nothing unless they are those; give the full class list where the tool takes "
+               "one (--synsets of eval_imagenet and analyze_sparsity, e.g. ImageNet's 1000 sorted synsets)\n",
                dataset.root(), classes.size(), model.num_classes, classes.size() - 1);
   }
 }
@@ -293,13 +293,19 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
     }
   }
   result.seconds = bar.elapsed_seconds();
-  if (options.progress) bar.finish();
+  result.bad_images = loader.bad_images();
+  // Skipped images never reach the bar: say why it stops short of 100%.
+  if (options.progress) {
+    bar.finish(result.bad_images > 0 ? fmt::format("top-1 {:.2f}%, {} undecodable skipped",
+                                                   100.0 * top1 / std::max<int64_t>(1, result.images),
+                                                   result.bad_images)
+                                     : "");
+  }
   check(result.images > 0, "evaluation saw no images");
   result.top1 = static_cast<double>(top1) / result.images;
   result.top5 = static_cast<double>(top5) / result.images;
   result.images_per_second = per_second(result.images, result.seconds);
   result.gflops = static_cast<double>(gemm_flops_so_far() - flops_before) / static_cast<double>(result.images) / 1e9;
-  result.bad_images = loader.bad_images();
   std::sort(result.predictions.begin(), result.predictions.end());
   return result;
 }

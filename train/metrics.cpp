@@ -49,6 +49,9 @@ std::FILE* continue_log(const std::string& path, int64_t bytes) {
 
 MetricsLog::MetricsLog(const std::string& path) : path_(path), file_(nullptr), start_(now_seconds()), bytes_(0) {
   check_writable(path);
+  // An earlier log at this path (eval_imagenet --log) is emptied now: it must
+  // not pass for this run's if the run fails before its first record.
+  if (std::filesystem::exists(path)) file_ = open_log(path, "w");
 }
 
 MetricsLog::MetricsLog(const std::string& path, const LogPosition& at)

@@ -18,9 +18,10 @@ struct LogPosition {
 
 class MetricsLog {
  public:
-  // Starts the log afresh. The file is created (or truncated) by the first
-  // write, so a run that fails before logging anything leaves none behind;
-  // a path that cannot be written is an error now, naming it.
+  // Starts the log afresh: an existing file is emptied now, a missing one is
+  // created by the first write (so a run that fails before logging anything
+  // leaves no new file behind); a path that cannot be written is an error now,
+  // naming it.
   explicit MetricsLog(const std::string& path);
   // Continues the log from `at` (saved by an earlier run's position()): cuts
   // the file back to at.bytes, dropping lines a crashed run wrote after that,

@@ -195,7 +195,18 @@ std::string prepare_run_folder(const PretrainSettings& s) {
 }
 
 // Names every setting that differs from the checkpoint's.
-void check_same_identity(const json& saved, const json& current, const std::string& checkpoint) {
+// A checkpoint's settings with its architecture as one "model.<key>" entry per
+// key: checkpoints saved before those were compared one by one kept them in
+// one "model" object.
+json with_flat_model_keys(json saved) {
+  if (!saved.contains("model") || !saved["model"].is_object()) return saved;
+  for (const auto& [key, value] : saved["model"].items()) saved["model." + key] = value;
+  saved.erase("model");
+  return saved;
+}
+
+void check_same_identity(const json& saved_identity, const json& current, const std::string& checkpoint) {
+  const json saved = with_flat_model_keys(saved_identity);
   std::vector<std::string> differences;
   for (const auto& [key, value] : current.items()) {
     const json old = saved.contains(key) ? saved[key] : json();

@@ -134,8 +134,6 @@ int64_t alignment_of(const void* pointer) {
 // offset gets the separate bias kernel instead.
 bool epilogue_vector_ok(const void* pointer) { return alignment_of(pointer) >= 16; }
 
-constexpr uint64_t kMaxWorkspaceBytes = uint64_t{32} << 20;  // what Hopper's kernels ask for at most
-
 struct LtPlan {
   bool usable = false;
   cublasLtMatmulDesc_t desc = nullptr;
@@ -200,7 +198,7 @@ LtPlan make_plan(int device, const LtGemm& g) {
 
   cublasLtMatmulPreference_t preference = nullptr;
   lt_check(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
-  set_preference(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, kMaxWorkspaceBytes);
+  set_preference(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kGemmWorkspaceBytes));
   // Tensors can start anywhere in their storage: only algorithms that accept
   // the actual alignments (part of the plan's key).
   set_preference(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(alignment_of(g.a)));

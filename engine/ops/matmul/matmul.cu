@@ -33,14 +33,13 @@ struct BoundCublas {
   Tensor workspace;  // held until the GEMM is queued; stream order keeps the next owner's work after it
 };
 
-constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;  // what NVIDIA advises for Hopper
-
 BoundCublas bind_cublas(int device) {
   static DeviceHandles<cublasHandle_t> handles(
       "cuBLAS", [](cublasHandle_t* handle) { cublas_check(cublasCreate(handle), "cublasCreate"); });
-  BoundCublas bound{handles.get(device), Tensor::empty({kWorkspaceBytes}, DType::U8, Device::cuda(device))};
+  BoundCublas bound{handles.get(device), Tensor::empty({kGemmWorkspaceBytes}, DType::U8, Device::cuda(device))};
   cublas_check(cublasSetStream(bound.handle, current_stream()), "cublasSetStream");
-  cublas_check(cublasSetWorkspace(bound.handle, bound.workspace.raw_data(), kWorkspaceBytes), "cublasSetWorkspace");
+  cublas_check(cublasSetWorkspace(bound.handle, bound.workspace.raw_data(), kGemmWorkspaceBytes),
+               "cublasSetWorkspace");
   return bound;
 }
 

@@ -65,6 +65,10 @@ using LinearBackwardKernel = void (*)(const LinearOperands& saved, const Tensor&
 // own roundings.
 using GeluOperandKernel = Tensor (*)(const Tensor& pre);
 
+// The workspace a CUDA GEMM gets from the caching allocator, per call (cuBLAS)
+// or at most (cuBLASLt's heuristics): what NVIDIA advises for Hopper.
+constexpr int64_t kGemmWorkspaceBytes = int64_t{32} << 20;
+
 extern KernelSlot<LinearForwardKernel> linear_forward_kernel;
 extern KernelSlot<LinearBackwardKernel> linear_backward_kernel;
 extern KernelSlot<GeluOperandKernel> gelu_operand_kernel;
