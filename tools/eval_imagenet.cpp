@@ -71,15 +71,15 @@ int eval_main(int argc, char** argv) {
              device.str(), options.limit > 0 ? std::min<int64_t>(options.limit, dataset.size()) : dataset.size(),
              dataset.root());
   // An A-ViT (engine.halting in its config.json) runs with tokens really dropped.
-  std::unique_ptr<RetentionMeter> meter;
-  if (model->config.halting) meter = std::make_unique<RetentionMeter>(*model);
-  EvalResult result = evaluate_classifier(meter ? meter->logits() : inference_logits(*model), dataset,
-                                          model->config.preprocess, options);
+  const ModelEvaluation evaluation = evaluate_model(*model, dataset, options);
+  const EvalResult& result = evaluation.result;
   fmt::print("top-1 {:.2f}%  top-5 {:.2f}%  {} images  {:.1f} img/s{}\n", 100 * result.top1, 100 * result.top5,
              result.images, result.images_per_second,
              result.bad_images ? fmt::format("  ({} undecodable images skipped)", result.bad_images) : "");
   fmt::print("{:.4f} GFLOPs per image in GEMMs\n", result.gflops);
-  if (meter) fmt::print("A-ViT: {:.1f}% of the tokens enter a layer on average\n", 100 * meter->mean_retention());
+  if (model->config.halting) {
+    fmt::print("A-ViT: {:.1f}% of the tokens enter a layer on average\n", 100 * evaluation.mean_retention);
+  }
   std::optional<LatencyTable> latency;
   if (!latency_batches.empty()) {
     latency = time_models({model.get()}, dataset, latency_batches, latency_repeats, device);
@@ -108,9 +108,9 @@ int eval_main(int argc, char** argv) {
                           {"batch_size", options.batch_size},
                           {"device", device.str()},
                           {"precision", flags.get("precision")}};
-    if (meter) {
-      out["retention"] = meter->retention();
-      out["mean_retention"] = meter->mean_retention();
+    if (model->config.halting) {
+      out["retention"] = evaluation.retention;
+      out["mean_retention"] = evaluation.mean_retention;
     }
     if (latency) {
       out["latency_ms"] = latency->by_batch(latency->eager_ms[0]);

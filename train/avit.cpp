@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <numeric>
-#include <optional>
 #include <utility>
 
 #include "data/open_dataset.h"
@@ -133,8 +132,8 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
 
 // Top-1 with tokens really dropped, and the fraction of tokens entering each layer.
 json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
-  RetentionMeter meter(model);
-  EvalResult eval = evaluate_classifier(meter.logits(), test, model.config.preprocess, s.eval_options());
+  const ModelEvaluation evaluation = evaluate_model(model, test, s.eval_options());
+  const EvalResult& eval = evaluation.result;
   // (gflops: the GEMM FLOPs per image of the evaluation, fewer than the dense
   // model's by the tokens dropped.)
   return {{"top1", eval.top1},
@@ -142,23 +141,20 @@ json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const Av
           {"eval_images", eval.images},
           {"params", model.num_parameters()},
           {"gflops", eval.gflops},
-          {"retention", meter.retention()},
-          {"mean_retention", meter.mean_retention()}};
+          {"retention", evaluation.retention},
+          {"mean_retention", evaluation.mean_retention}};
 }
 
 // The teacher's top-1 and mean share of tokens entering a layer: 1 for a
 // dense ViT, less for one that is itself an A-ViT (its compacted path).
 json evaluate_teacher(VisionTransformer& teacher, const data::Dataset& test, const AvitSettings& s) {
-  std::optional<RetentionMeter> meter;
-  if (teacher.config.halting) meter.emplace(teacher);
-  const EvalResult eval = evaluate_classifier(meter ? meter->logits() : inference_logits(teacher), test,
-                                              teacher.config.preprocess, s.eval_options());
+  const ModelEvaluation evaluation = evaluate_model(teacher, test, s.eval_options());
   return {{"path", s.teacher},
-          {"top1", eval.top1},
-          {"top5", eval.top5},
+          {"top1", evaluation.result.top1},
+          {"top5", evaluation.result.top5},
           {"params", teacher.num_parameters()},
-          {"gflops", eval.gflops},
-          {"mean_retention", meter ? meter->mean_retention() : 1.0}};
+          {"gflops", evaluation.result.gflops},
+          {"mean_retention", evaluation.mean_retention}};
 }
 
 // The mean share of tokens entering a layer in each timed batch (the

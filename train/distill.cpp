@@ -380,16 +380,13 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
 // Top-1 and friends on the test set.
 json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label) {
   fmt::print("evaluating the {}\n", label);
-  const LogitsFn logits_of = inference_logits(model);
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
-  std::unique_ptr<RetentionMeter> meter;
-  if (model.config.halting) meter = std::make_unique<RetentionMeter>(model);
-  EvalResult eval =
-      evaluate_classifier(meter ? meter->logits() : logits_of, test, model.config.preprocess, s.eval_options());
+  const ModelEvaluation evaluation = evaluate_model(model, test, s.eval_options());
+  const EvalResult& eval = evaluation.result;
   json report = {{"top1", eval.top1},         {"top5", eval.top5},   {"params", model.num_parameters()},
                  {"eval_images", eval.images}, {"gflops", eval.gflops},
-                 {"mean_retention", meter ? meter->mean_retention() : 1.0}};
-  if (meter) report["retention"] = meter->retention();
+                 {"mean_retention", evaluation.mean_retention}};
+  if (model.config.halting) report["retention"] = evaluation.retention;
   return report;
 }
 

@@ -214,6 +214,15 @@ LatencyTable time_models(const std::vector<VisionTransformer*>& models, const da
   return table;
 }
 
+ModelEvaluation evaluate_model(VisionTransformer& model, const data::Dataset& dataset, const EvalOptions& options) {
+  if (!model.config.halting) {
+    return {evaluate_classifier(inference_logits(model), dataset, model.config.preprocess, options), {}, 1.0};
+  }
+  RetentionMeter meter(model);
+  EvalResult result = evaluate_classifier(meter.logits(), dataset, model.config.preprocess, options);
+  return {std::move(result), meter.retention(), meter.mean_retention()};
+}
+
 void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset) {
   check(static_cast<int64_t>(dataset.num_classes()) <= model.num_classes,
         "{} has {} classes but the model's head has {}: is it the right data (or model)?", dataset.root(),

@@ -119,4 +119,14 @@ void check_labels_fit(const VitConfig& model, const data::LabeledDataset& datase
 EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& dataset, const Preprocess& preprocess,
                                const EvalOptions& options);
 
+// A model evaluated as the tools report it: an A-ViT (config.halting set)
+// with its tokens really dropped, counting the share of tokens entering each
+// layer (RetentionMeter); a dense ViT keeps them all.
+struct ModelEvaluation {
+  EvalResult result;
+  std::vector<double> retention;  // per layer; empty for a dense ViT
+  double mean_retention = 1.0;
+};
+ModelEvaluation evaluate_model(VisionTransformer& model, const data::Dataset& dataset, const EvalOptions& options);
+
 }  // namespace engine
