@@ -45,11 +45,21 @@ void on_warning(j_common_ptr cinfo, int msg_level) {
   std::longjmp(manager->jump, 1);
 }
 
-// Adobe CMYK JPEGs store inverted ink values; this is PIL's conversion of them.
-void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, int width) {
+// a * b / 255, rounded to nearest, in integers: PIL's MULDIV255.
+int muldiv255(int a, int b) {
+  const int t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
+}
+
+// Adobe CMYK JPEGs store inverted inks (stored = 255 - ink); this is PIL's
+// conversion of them, with its rounding: channel = (255 - k) - (c (255 - k)) / 255.
+void cmyk_to_rgb(const uint8_t* stored, uint8_t* rgb, int width) {
   for (int x = 0; x < width; ++x) {
-    const int k = cmyk[4 * x + 3];
-    for (int c = 0; c < 3; ++c) rgb[3 * x + c] = static_cast<uint8_t>(cmyk[4 * x + c] * k / 255);
+    const int not_k = stored[4 * x + 3];
+    for (int c = 0; c < 3; ++c) {
+      const int ink = 255 - stored[4 * x + c];
+      rgb[3 * x + c] = static_cast<uint8_t>(not_k - muldiv255(ink, not_k));
+    }
   }
 }
 

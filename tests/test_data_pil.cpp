@@ -129,6 +129,16 @@ TEST_F(DataPilReference, CifarDecodeIsCloseToPil) {
   }
 }
 
+// An Adobe CMYK JPEG (inks stored inverted) to RGB as PIL converts it, with
+// its rounding: bit-exact.
+TEST_F(DataPilReference, CmykDecodeIsBitExact) {
+  const auto& item = reference_["cmyk"];
+  const Image decoded = decode_image(kReferenceDir + item["jpeg"].get<std::string>());
+  const Difference d = compare(decoded, reference_png(item["png"]));
+  report(item["jpeg"], d);
+  EXPECT_EQ(d.max, 0);
+}
+
 TEST_F(DataPilReference, ImagenetDecodeIsCloseToPil) {
   const int patch = reference_["patch"];
   for (const auto& item : reference_["imagenet"]) {

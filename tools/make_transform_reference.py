@@ -9,6 +9,8 @@ Contents (reference.json + small lossless PNGs):
 - synthetic: a noisy test pattern (the same formula is in the C++ test, so no decoding is
   involved) resized to several sizes with BILINEAR and BICUBIC: checks resize alone.
 - cifar: PIL's RGB decode of the first few CIFAR-10 test JPEGs (32x32, stored whole).
+- cmyk: an Adobe CMYK JPEG as PIL writes it (random inks, stored inverted) and PIL's RGB
+  decoding of it (its own conversion, with its rounding).
 - imagenet: for a few imagenet-sample images, 16x16 patches of PIL's RGB decode, and of the
   timm eval pipeline (shorter side to 256 bicubic / 248 bilinear, center crop 224) with the
   per-channel mean of the whole crop. Patches of one result are stacked vertically in one PNG.
@@ -111,6 +113,15 @@ def cifar_cases(archive, out_dir):
     return cases
 
 
+def cmyk_case(out_dir):
+    rng = np.random.default_rng(7)
+    inks = rng.integers(0, 256, size=(40, 48, 4), dtype=np.uint8)
+    jpeg = os.path.join(out_dir, "cmyk_random.jpg")
+    Image.frombytes("CMYK", (48, 40), inks.tobytes()).save(jpeg, quality=95)
+    save_png(np.asarray(Image.open(jpeg).convert("RGB")), os.path.join(out_dir, "cmyk_random_decoded.png"))
+    return {"jpeg": "cmyk_random.jpg", "png": "cmyk_random_decoded.png"}
+
+
 def imagenet_case(archive, name, out_dir):
     img = Image.open(io.BytesIO(read_member(archive, name))).convert("RGB")
     decoded = np.asarray(img)
@@ -145,6 +156,7 @@ def main():
         "patch": PATCH,
         "synthetic": synthetic_cases(args.out),
         "cifar": cifar_cases(os.path.join(data_dir, "cifar10-jpeg.tar.xz"), args.out),
+        "cmyk": cmyk_case(args.out),
         "imagenet": [imagenet_case(imagenet_tar, name, args.out) for name in IMAGENET_FILES],
     }
     with open(os.path.join(args.out, "reference.json"), "w") as f:
