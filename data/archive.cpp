@@ -1,6 +1,8 @@
 #include "data/archive.h"
 
+#include <fcntl.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,6 +123,41 @@ void move_into_place(TempDir& partial, const fs::path& target, const std::string
   }
 }
 
+// An exclusive flock on `path` (created if missing) while it lives: the
+// extractions of one archive into one cache take turns, across threads and
+// processes. Its descriptor is inheritable on purpose: the tar that an
+// extraction spawns holds the lock too, so after a process is killed
+// mid-extraction the next one waits until the orphaned tar has stopped
+// writing, then deletes what it left (remove_leftovers).
+class ExtractionLock {
+ public:
+  explicit ExtractionLock(const fs::path& path) : fd_(open(path.c_str(), O_RDWR | O_CREAT, 0644)) {
+    int error = fd_ >= 0 ? 0 : errno;
+    while (error == 0 && flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) error = errno;
+    }
+    if (error != 0 && fd_ >= 0) close(fd_);
+    engine::check(error == 0, "cannot lock the cache with '{}': {}", path.string(), std::strerror(error));
+  }
+  ~ExtractionLock() { close(fd_); }
+  ExtractionLock(const ExtractionLock&) = delete;
+  ExtractionLock& operator=(const ExtractionLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+// Deletes the ".<stem>.partial-*" and ".<stem>.stale-*" folders of `target`
+// that an interrupted extraction left. Called under the lock, under which every
+// extraction makes and removes its own, so none belongs to a live one.
+void remove_leftovers(const fs::path& target) {
+  const std::string stem = "." + target.filename().string();
+  for (const fs::directory_entry& entry : fs::directory_iterator(target.parent_path())) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(stem + ".partial-", 0) == 0 || name.rfind(stem + ".stale-", 0) == 0) fs::remove_all(entry.path());
+  }
+}
+
 }  // namespace
 
 const char* where_to_get_data() { return kWhereToGetData; }
@@ -134,6 +171,9 @@ std::string extract_archive_once(const std::string& archive, const std::string& 
   std::error_code ec;
   fs::create_directories(cache_dir, ec);
   engine::check(!ec, "cannot create cache directory '{}': {}", cache_dir, ec.message());
+  const ExtractionLock lock(fs::path(cache_dir) / ("." + target.filename().string() + ".lock"));
+  if (marker_of(target) == identity) return target.string();  // extracted while this one waited
+  remove_leftovers(target);
   TempDir partial(cache_dir, "." + target.filename().string() + ".partial-");
   run_tar(archive, {"-xf", fs::absolute(archive).string(), "-C", partial.path(), "--no-same-owner"});
   write_file((fs::path(partial.path()) / kDoneMarker).string(), identity);

@@ -13,12 +13,13 @@ namespace data {
 // replaces the stale copy (a marker of any other form, such as an older version's, is
 // stale too). The archive is unpacked (by the system tar) into a fresh temporary folder
 // inside cache_dir, the marker is written last, and the folder is renamed into place (a
-// stale copy is first moved aside and deleted), so an interrupted or concurrent extraction
-// never leaves a folder that looks complete: a concurrent caller that loses the race drops
-// its copy and uses the winner's. An interrupted run leaves a ".<stem>.partial-*" or
-// ".<stem>.stale-*" folder that is never used and may be deleted. A failing tar is an error
-// with its message, and leaves the cache as it was. A folder in the way without a marker is
-// an error naming it, and is left alone.
+// stale copy is first moved aside and deleted), so an interrupted extraction never leaves a
+// folder that looks complete. Extractions of one archive into one cache take turns under a
+// lock (an flock on cache_dir/.<stem>.lock, which stays): a caller that waited uses the copy
+// the one before it made. An interrupted run leaves a ".<stem>.partial-*" or
+// ".<stem>.stale-*" folder, never used and deleted by the next extraction. A failing tar is
+// an error with its message, and leaves the cache as it was. A folder in the way without a
+// marker is an error naming it, and is left alone.
 std::string extract_archive_once(const std::string& archive, const std::string& cache_dir);
 
 // Extracts only the named members (paths inside the archive) into dest_dir, which must

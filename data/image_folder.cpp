@@ -26,9 +26,11 @@ std::vector<std::string> sorted_entries(const fs::path& dir, bool want_directori
   for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     const bool is_dir = entry.is_directory();
-    if (name[0] != '.' && is_dir == want_directories && (is_dir || is_image_file(entry.path()))) {
-      names.push_back(name);
-    }
+    if (name[0] == '.' || is_dir != want_directories || (!is_dir && !is_image_file(entry.path()))) continue;
+    // A pipe named like an image would block its reader for good.
+    engine::check(is_dir || entry.is_regular_file(), "ImageFolder: '{}' is not a regular file (a pipe, a device or "
+                  "a broken link?)", entry.path().string());
+    names.push_back(name);
   }
   std::sort(names.begin(), names.end());
   return names;

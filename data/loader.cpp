@@ -35,6 +35,7 @@ size_t DataLoader::num_batches() const {
 
 void DataLoader::start_epoch(int64_t epoch, size_t first_batch) {
   stop_workers();
+  started_ = false;  // until the workers run: next() must not wait on an epoch that failed to start
   engine::check(first_batch <= num_batches(), "DataLoader: first batch {} is past the epoch's {} batches",
                 first_batch, num_batches());
   epoch_seed_ = mix_seed(options_.seed, static_cast<uint64_t>(epoch));
@@ -46,8 +47,8 @@ void DataLoader::start_epoch(int64_t epoch, size_t first_batch) {
   }
   next_to_claim_ = first_batch;
   next_to_yield_ = first_batch;
-  started_ = true;
   for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back(&DataLoader::worker_loop, this);
+  started_ = true;
 }
 
 bool DataLoader::next(Batch& batch) {

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -95,6 +97,23 @@ TEST(DataImageFolder, ErrorsNameTheProblem) {
               ThrowsMessage<engine::Error>(AllOf(HasSubstr("'stranger'"), HasSubstr(list))));
   write_file(list, "a\nb\na\n");
   EXPECT_THAT([&] { read_class_list(list); }, ThrowsMessage<engine::Error>(AllOf(HasSubstr(list), HasSubstr("twice"))));
+}
+
+// A pipe named like an image (reading it would block for good) and a broken
+// link are refused by name when the folder is listed.
+TEST(DataImageFolder, AnImageNameThatIsNoRegularFileIsRefused) {
+  TempDir root;
+  fs::create_directories(root.path() + "/cat");
+  write_tagged_image(root.path() + "/cat/a.png", 3);
+  ASSERT_EQ(mkfifo((root.path() + "/cat/pipe.jpg").c_str(), 0644), 0);
+  EXPECT_THAT([&] { ImageFolder{root.path()}; },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(root.path() + "/cat/pipe.jpg"), HasSubstr("regular"))));
+  fs::remove(root.path() + "/cat/pipe.jpg");
+  fs::create_symlink(root.path() + "/cat/gone.png", root.path() + "/cat/link.png");
+  EXPECT_THAT([&] { ImageFolder{root.path()}; },
+              ThrowsMessage<engine::Error>(HasSubstr(root.path() + "/cat/link.png")));
+  fs::remove(root.path() + "/cat/link.png");
+  EXPECT_EQ(ImageFolder{root.path()}.size(), 1u);
 }
 
 // A fresh scratch folder for one test.

@@ -223,6 +223,19 @@ TEST(DataLoader, TransformErrorsReachTheConsumerInOrder) {
   EXPECT_THAT([&] { loader.next(batch); }, ThrowsMessage<engine::Error>(HasSubstr("item 20")));
 }
 
+// An epoch that failed to start (first batch past its end) leaves no epoch to
+// read: next() is refused rather than yielding the abandoned epoch's batches
+// (or, with workers, waiting for batches no worker will make).
+TEST(DataLoader, NextAfterAFailedStartIsRefused) {
+  const CountingDataset dataset(20);
+  DataLoader loader(dataset, noisy_transform, small_options(0));
+  loader.start_epoch(0);
+  Batch batch;
+  ASSERT_TRUE(loader.next(batch));
+  EXPECT_THROW(loader.start_epoch(1, 99), engine::Error);
+  EXPECT_THAT([&] { loader.next(batch); }, ThrowsMessage<engine::Error>(HasSubstr("before start_epoch")));
+}
+
 TEST(DataLoader, AbandoningAnEpochShutsDownCleanly) {
   const CountingDataset dataset(1000);
   DataLoader loader(dataset, noisy_transform, small_options(3));
