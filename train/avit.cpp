@@ -132,29 +132,15 @@ void train(VisionTransformer& model, VisionTransformer& teacher, const data::Dat
 
 // Top-1 with tokens really dropped, and the fraction of tokens entering each layer.
 json evaluate_avit(VisionTransformer& model, const data::Dataset& test, const AvitSettings& s) {
-  const ModelEvaluation evaluation = evaluate_model(model, test, s.eval_options());
-  const EvalResult& eval = evaluation.result;
-  // (gflops: the GEMM FLOPs per image of the evaluation, fewer than the dense
-  // model's by the tokens dropped.)
-  return {{"top1", eval.top1},
-          {"top5", eval.top5},
-          {"eval_images", eval.images},
-          {"params", model.num_parameters()},
-          {"gflops", eval.gflops},
-          {"retention", evaluation.retention},
-          {"mean_retention", evaluation.mean_retention}};
+  return evaluation_report(evaluate_model(model, test, s.eval_options()), model);
 }
 
-// The teacher's top-1 and mean share of tokens entering a layer: 1 for a
-// dense ViT, less for one that is itself an A-ViT (its compacted path).
+// The teacher's report, with its path: mean retention 1 for a dense ViT, less
+// for one that is itself an A-ViT (its compacted path).
 json evaluate_teacher(VisionTransformer& teacher, const data::Dataset& test, const AvitSettings& s) {
-  const ModelEvaluation evaluation = evaluate_model(teacher, test, s.eval_options());
-  return {{"path", s.teacher},
-          {"top1", evaluation.result.top1},
-          {"top5", evaluation.result.top5},
-          {"params", teacher.num_parameters()},
-          {"gflops", evaluation.result.gflops},
-          {"mean_retention", evaluation.mean_retention}};
+  json report = evaluation_report(evaluate_model(teacher, test, s.eval_options()), teacher);
+  report["path"] = s.teacher;
+  return report;
 }
 
 // The mean share of tokens entering a layer in each timed batch (the

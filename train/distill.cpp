@@ -381,13 +381,7 @@ void finetune(VisionTransformer& hybrid, VisionTransformer& teacher, const std::
 json model_report(VisionTransformer& model, const data::Dataset& test, const DistillSettings& s, const char* label) {
   fmt::print("evaluating the {}\n", label);
   // An A-ViT is evaluated with tokens really dropped, counting the tokens kept.
-  const ModelEvaluation evaluation = evaluate_model(model, test, s.eval_options());
-  const EvalResult& eval = evaluation.result;
-  json report = {{"top1", eval.top1},         {"top5", eval.top5},   {"params", model.num_parameters()},
-                 {"eval_images", eval.images}, {"gflops", eval.gflops},
-                 {"mean_retention", evaluation.mean_retention}};
-  if (model.config.halting) report["retention"] = evaluation.retention;
-  return report;
+  return evaluation_report(evaluate_model(model, test, s.eval_options()), model);
 }
 
 // Adds latency_ms_b<N> (and on a GPU graph_latency_ms_b<N>) at each of

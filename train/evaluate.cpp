@@ -223,6 +223,15 @@ ModelEvaluation evaluate_model(VisionTransformer& model, const data::Dataset& da
   return {std::move(result), meter.retention(), meter.mean_retention()};
 }
 
+nlohmann::json evaluation_report(const ModelEvaluation& evaluation, VisionTransformer& model) {
+  const EvalResult& eval = evaluation.result;
+  nlohmann::json report = {{"top1", eval.top1},         {"top5", eval.top5},   {"params", model.num_parameters()},
+                           {"eval_images", eval.images}, {"gflops", eval.gflops},
+                           {"mean_retention", evaluation.mean_retention}};
+  if (model.config.halting) report["retention"] = evaluation.retention;
+  return report;
+}
+
 void check_labels_fit(const VitConfig& model, const data::LabeledDataset& dataset) {
   check(static_cast<int64_t>(dataset.num_classes()) <= model.num_classes,
         "{} has {} classes but the model's head has {}: is it the right data (or model)?", dataset.root(),

@@ -128,5 +128,9 @@ struct ModelEvaluation {
   double mean_retention = 1.0;
 };
 ModelEvaluation evaluate_model(VisionTransformer& model, const data::Dataset& dataset, const EvalOptions& options);
+// The keys the tools' results.json give a model they evaluated: top1, top5,
+// eval_images, params, gflops (GEMM FLOPs per image: an A-ViT's fewer by the
+// tokens it dropped), mean_retention, and for an A-ViT its per-layer retention.
+nlohmann::json evaluation_report(const ModelEvaluation& evaluation, VisionTransformer& model);
 
 }  // namespace engine
