@@ -392,9 +392,9 @@ class Pretrainer {
     const std::string state_file = train_state_file(resume_from_);
     // The settings before the weights: a changed architecture is named as
     // such, not as tensors that do not fit.
-    const SavedProgress settings(read_train_progress(state_file), state_file);
-    check_same_identity(settings.object("identity"), s_.identity(), resume_from_);
-    const SavedProgress saved(load_checkpoint_into(resume_from_, *model_, *optimizer_), state_file);
+    const SavedProgress saved(read_train_progress(state_file), state_file);
+    check_same_identity(saved.object("identity"), s_.identity(), resume_from_);
+    load_checkpoint_into(resume_from_, *model_, *optimizer_);  // (returns the same progress again)
     const int64_t saved_steps_per_epoch = saved.count("steps_per_epoch", std::numeric_limits<int64_t>::max());
     check(saved_steps_per_epoch == steps_per_epoch_,
           "cannot resume from {}: it has {} steps per epoch, this training set gives {} (different data?)",
