@@ -91,6 +91,12 @@ std::string archive_identity(const std::string& archive) {
                      fs::file_size(archive), fs::last_write_time(archive).time_since_epoch().count());
 }
 
+// The hidden name of a sibling of cache folder `target` for `use`
+// (".partial-", ".stale-", ".lock"): "cache/tiny" -> ".tiny.lock". The
+// temporary ones (".partial-", ".stale-") are name prefixes, as TempDir and
+// remove_leftovers take them.
+std::string sibling_name(const fs::path& target, const char* use) { return "." + target.filename().string() + use; }
+
 // The marker's text in `dir`, or "" where there is none.
 std::string marker_of(const fs::path& dir) {
   std::ifstream in(dir / kDoneMarker, std::ios::binary);
@@ -116,7 +122,7 @@ void move_into_place(TempDir& partial, const fs::path& target, const std::string
                   "cannot move the extracted '{}' to '{}': {} (delete '{}' if it is a leftover)", archive,
                   target.string(), ec.message(), target.string());
     // rename replaces an empty folder: the stale copy lands in `stale`, deleted with it.
-    TempDir stale(target.parent_path().string(), "." + target.filename().string() + ".stale-");
+    TempDir stale(target.parent_path().string(), sibling_name(target, ".stale-"));
     fs::rename(target, stale.path(), ec);
     engine::check(!ec || !fs::exists(target), "cannot replace the stale cache '{}' of '{}': {}", target.string(),
                   archive, ec.message());
@@ -151,10 +157,11 @@ class ExtractionLock {
 // that an interrupted extraction left. Called under the lock, under which every
 // extraction makes and removes its own, so none belongs to a live one.
 void remove_leftovers(const fs::path& target) {
-  const std::string stem = "." + target.filename().string();
   for (const fs::directory_entry& entry : fs::directory_iterator(target.parent_path())) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind(stem + ".partial-", 0) == 0 || name.rfind(stem + ".stale-", 0) == 0) fs::remove_all(entry.path());
+    for (const char* use : {".partial-", ".stale-"}) {
+      if (name.rfind(sibling_name(target, use), 0) == 0) fs::remove_all(entry.path());
+    }
   }
 }
 
@@ -171,10 +178,10 @@ std::string extract_archive_once(const std::string& archive, const std::string& 
   std::error_code ec;
   fs::create_directories(cache_dir, ec);
   engine::check(!ec, "cannot create cache directory '{}': {}", cache_dir, ec.message());
-  const ExtractionLock lock(fs::path(cache_dir) / ("." + target.filename().string() + ".lock"));
+  const ExtractionLock lock(fs::path(cache_dir) / sibling_name(target, ".lock"));
   if (marker_of(target) == identity) return target.string();  // extracted while this one waited
   remove_leftovers(target);
-  TempDir partial(cache_dir, "." + target.filename().string() + ".partial-");
+  TempDir partial(cache_dir, sibling_name(target, ".partial-"));
   run_tar(archive, {"-xf", fs::absolute(archive).string(), "-C", partial.path(), "--no-same-owner"});
   write_file((fs::path(partial.path()) / kDoneMarker).string(), identity);
   partial.use_usual_permissions();  // the finished cache is as readable as a normal folder
