@@ -97,6 +97,9 @@ class KernelBench {
 
 double bytes_of(const Shape& shape, int tensors) { return 4.0 * tensors * shape_numel(shape); }
 
+// The label of rows run in the bf16 GEMM mode, which the CPU computes in float32.
+std::string bf16_mode_tag(const KernelBench& bench) { return bench.device().is_cuda() ? " bf16" : " fp32"; }
+
 // The ceilings, measured first: a 1 GiB device-to-device copy (bytes read +
 // written); on a GPU the float32 FMA rate and the rate of hardware
 // exponentials; and a large GEMM with bf16 operands (fp32 on the CPU). The
@@ -120,14 +123,11 @@ void ceilings(KernelBench& bench) {
   }
   const int64_t n = gpu ? 8192 : 1024;
   Tensor a = bench.uniform({n, n}), b = bench.uniform({n, n});
-  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);  // the CPU computes in float32 in either mode
-  bench.compute(gpu ? "GEMM bf16 (ceiling)" : "GEMM fp32 (ceiling)", fmt::format("{0}x{0}x{0}", n), 2.0 * n * n * n,
+  const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
+  bench.compute("GEMM" + bf16_mode_tag(bench) + " (ceiling)", fmt::format("{0}x{0}x{0}", n), 2.0 * n * n * n,
                 [&] { matmul(a, b); });
   bench.mark_ceiling();
 }
-
-// The label of rows run in the bf16 GEMM mode, which the CPU computes in float32.
-std::string bf16_mode_tag(const KernelBench& bench) { return bench.device().is_cuda() ? " bf16" : " fp32"; }
 
 // The GEMMs of a ViT-S block at batch 256 (M = 256 x 197 tokens), in both
 // precisions on a GPU (on the CPU the bf16 rows would repeat the fp32 ones).
