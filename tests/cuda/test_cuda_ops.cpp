@@ -386,6 +386,109 @@ TEST_P(CudaOps, Cumsum) {
   expect_same("cumsum of transposed", [](const auto& in) { return cumsum(transpose(in[0], 0, 2), 1); }, {x});
 }
 
+// ---------------------------------------------------------------- awkward shapes (review)
+// Sizes that are 1, below a warp, or not a multiple of a kernel's vector or
+// tile width, and views that start off the 16-byte alignment that the
+// vectorised versions need (they must fall back, not fault or misread).
+
+TEST_P(CudaOps, CumsumAwkwardShapes) {
+  // Length 1, one line, lines longer than a block, a dim of 1 between others.
+  for (const Shape& shape : {Shape{1}, Shape{1, 1, 1}, Shape{2, 1, 7}, Shape{1, 300}, Shape{300, 1}, Shape{3, 1, 257}}) {
+    for (int64_t dim = 0; dim < static_cast<int64_t>(shape.size()); ++dim) {
+      expect_same(fmt::format("cumsum of {} along {}", shape_str(shape), dim),
+                  [dim](const auto& in) { return cumsum(in[0], dim); }, {uniform(shape)});
+    }
+  }
+  // A misaligned view (one element into its storage).
+  expect_same("cumsum of a misaligned view",
+              [](const auto& in) { return cumsum(reshape(narrow(in[0], 0, 1, 35), {5, 7}), 1); }, {uniform({36})});
+}
+
+TEST_P(CudaOps, SoftmaxAwkwardShapes) {
+  // One column (a lane holding one element, 31 lanes of padding), one row,
+  // widths just past a power of two in the register version.
+  for (const Shape& shape : {Shape{1, 1}, Shape{5, 1}, Shape{1, 2}, Shape{1, 33}, Shape{3, 129}, Shape{1, 1025}}) {
+    const Tensor x = uniform(shape, -6.0, 6.0);
+    expect_same("softmax " + shape_str(shape), [](const auto& in) { return softmax(in[0]); }, {x});
+    expect_same("log_softmax " + shape_str(shape), [](const auto& in) { return log_softmax(in[0]); }, {x});
+  }
+  // Rows that start one element into the storage (the register rows read element by element anyway).
+  expect_same("softmax of a misaligned view",
+              [](const auto& in) { return softmax(reshape(narrow(in[0], 0, 1, 7 * 37), {7, 37})); },
+              {uniform({7 * 37 + 1}, -6.0, 6.0)});
+}
+
+TEST_P(CudaOps, LayerNormAwkwardShapes) {
+  // float32 rows of a multiple of 4 up to 1024 take the register version only
+  // when x, the weight and the bias start on 16 bytes: views one element in
+  // must take the generic version, for x and for the weight.
+  const int64_t rows = 9, cols = 192;
+  expect_same("layer_norm of a misaligned x",
+              [rows, cols](const auto& in) {
+                return layer_norm(reshape(narrow(in[0], 0, 1, rows * cols), {rows, cols}), in[1], in[2], 1e-5);
+              },
+              {uniform({rows * cols + 1}), uniform({cols}), uniform({cols})}, 4.0);
+  expect_same("layer_norm with a misaligned weight",
+              [cols](const auto& in) { return layer_norm(in[0], narrow(in[1], 0, 1, cols), in[2], 1e-5); },
+              {uniform({rows, cols}), uniform({cols + 1}), uniform({cols})}, 4.0);
+  // One row; rows of 4 (a lane's single float4, most lanes past the row); one
+  // column (variance 0); 7 and 33 columns (not float4s).
+  for (const Shape& shape : {Shape{1, 192}, Shape{5, 4}, Shape{6, 1}, Shape{1, 7}, Shape{3, 33}}) {
+    expect_same("layer_norm " + shape_str(shape),
+                [](const auto& in) { return layer_norm(in[0], in[1], in[2], 1e-5); },
+                {uniform(shape), uniform({shape[1]}), uniform({shape[1]})}, 4.0);
+  }
+}
+
+TEST_P(CudaOps, ReductionsAwkwardShapes) {
+  // Rows of 1, a single element, rows just past a warp and a block, and one
+  // row cut into two chunks of unequal length.
+  for (const Shape& shape : {Shape{1, 1}, Shape{7, 1}, Shape{1, 33}, Shape{3, 257}, Shape{1, 16385}}) {
+    const Tensor x = uniform(shape);
+    expect_same("sum " + shape_str(shape), [](const auto& in) { return sum(in[0], {1}); }, {x});
+    expect_same("max " + shape_str(shape), [](const auto& in) { return max(in[0], 1).values; }, {x});
+    expect_same("argmax " + shape_str(shape), [](const auto& in) { return argmax(in[0], 1); }, {x});
+    expect_same("mean of all " + shape_str(shape), [](const auto& in) { return mean(in[0]); }, {x});
+  }
+}
+
+TEST_P(CudaOps, CrossEntropyAwkwardShapes) {
+  // One class, one row, and classes just past a warp.
+  expect_same("cross_entropy, one class", [](const auto& in) { return cross_entropy(in[0], in[1], 0.1); },
+              {uniform({3, 1}), Tensor::from_vector<int64_t>({0, 0, 0}, {3})});
+  expect_same("cross_entropy, one row", [](const auto& in) { return cross_entropy(in[0], in[1]); },
+              {uniform({1, 33}), Tensor::from_vector<int64_t>({32}, {1})});
+}
+
+TEST_P(CudaOps, PatchConvolutionAwkwardShapes) {
+  // Patch rows that the 16-byte version would take (patch and width a
+  // multiple of 16 bytes of elements), but from an image starting one element
+  // into its storage: the element-by-element version must take them.
+  const Shape image = {2, 3, 8, 16};
+  const int64_t n = shape_numel(image);
+  expect_same("patch 4 of a misaligned image",
+              [image, n](const auto& in) { return patch_conv2d(reshape(narrow(in[0], 0, 1, n), image), in[1], in[2]); },
+              {uniform({n + 1}), uniform({5, 3, 4, 4}), uniform({5})});
+  // Patch 1 and 2, one image of one channel, one patch per image.
+  expect_same("patch 1", [](const auto& in) { return patch_conv2d(in[0], in[1], in[2]); },
+              {uniform({1, 1, 3, 5}), uniform({2, 1, 1, 1}), uniform({2})});
+  expect_same("patch 2", [](const auto& in) { return patch_conv2d(in[0], in[1], in[2]); },
+              {uniform({2, 3, 4, 6}), uniform({3, 3, 2, 2}), uniform({3})});
+  expect_same("one patch per image", [](const auto& in) { return patch_conv2d(in[0], in[1], Tensor()); },
+              {uniform({3, 2, 8, 8}), uniform({4, 2, 8, 8})});
+}
+
+TEST_P(CudaOps, IndexOpsAwkwardShapes) {
+  // A single index, a dim of size 1, and an index longer than the input.
+  Tensor x = uniform({1, 5, 1});
+  expect_same("index_select of one row", [](const auto& in) { return index_select(in[0], 1, in[1]); },
+              {x, Tensor::from_vector<int64_t>({3}, {1})});
+  expect_same("index_select along a dim of 1", [](const auto& in) { return index_select(in[0], 2, in[1]); },
+              {x, Tensor::from_vector<int64_t>({0, 0, 0, 0, 0, 0, 0}, {7})});
+  expect_same("gather along a dim of 1", [](const auto& in) { return gather(in[0], 0, in[1]); },
+              {x, Tensor::from_vector<int64_t>({0, 0, 0}, {1, 3, 1})});
+}
+
 TEST_P(CudaOps, Dropout) {
   // The mask is drawn on the host: the same seed gives the same mask on both devices.
   expect_same("dropout", [](const auto& in) {
