@@ -17,6 +17,7 @@
 
 #include "data/files.h"
 #include "engine/error.h"
+#include "engine/os_error.h"
 
 extern char** environ;
 
@@ -51,8 +52,7 @@ void run_tar(const std::string& archive, std::vector<std::string> args) {
   argv.push_back(nullptr);
 
   int pipe_fds[2];
-  const int pipe_error = pipe(pipe_fds) == 0 ? 0 : errno;
-  engine::check(pipe_error == 0, "extracting '{}': pipe failed: {}", archive, std::strerror(pipe_error));
+  if (pipe(pipe_fds) != 0) engine::fail_os_error(errno, "cannot make a pipe to extract", archive);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
@@ -69,7 +69,7 @@ void run_tar(const std::string& archive, std::vector<std::string> args) {
     if (got > 0) stderr_text.append(buffer.data(), static_cast<size_t>(got));
   }
   close(pipe_fds[0]);
-  engine::check(spawn_error == 0, "extracting '{}': cannot run tar: {}", archive, std::strerror(spawn_error));
+  engine::check_os_error(spawn_error, "cannot run tar to extract", archive);
 
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -143,7 +143,7 @@ class ExtractionLock {
       if (errno != EINTR) error = errno;
     }
     if (error != 0 && fd_ >= 0) close(fd_);
-    engine::check(error == 0, "cannot lock the cache with '{}': {}", path.string(), std::strerror(error));
+    engine::check_os_error(error, "cannot lock the cache with", path.string());
   }
   ~ExtractionLock() { close(fd_); }
   ExtractionLock(const ExtractionLock&) = delete;

@@ -6,12 +6,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <system_error>
 
 #include "engine/error.h"
+#include "engine/os_error.h"
 
 namespace data {
 namespace fs = std::filesystem;
@@ -24,7 +24,7 @@ using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
 FilePtr open_or_fail(const std::string& path, const char* mode) {
   FilePtr file(std::fopen(path.c_str(), mode));
-  engine::check(file != nullptr, "cannot open '{}': {}", path, std::strerror(errno));
+  if (file == nullptr) engine::fail_os_error(errno, "cannot open", path);
   return file;
 }
 }  // namespace
@@ -39,15 +39,15 @@ std::vector<uint8_t> read_file(const std::string& path) {
   while ((got = std::fread(chunk, 1, sizeof chunk, file.get())) > 0) {
     bytes.insert(bytes.end(), chunk, chunk + got);
   }
-  engine::check(!std::ferror(file.get()), "error reading '{}': {}", path, std::strerror(errno));
+  if (std::ferror(file.get())) engine::fail_os_error(errno, "error reading", path);
   return bytes;
 }
 
 void write_file(const std::string& path, const void* bytes, size_t size) {
   FilePtr file = open_or_fail(path, "wb");
-  bool ok = std::fwrite(bytes, 1, size, file.get()) == size;
-  ok = std::fclose(file.release()) == 0 && ok;
-  engine::check(ok, "error writing '{}': {}", path, std::strerror(errno));
+  int error = std::fwrite(bytes, 1, size, file.get()) == size ? 0 : errno;
+  if (std::fclose(file.release()) != 0 && error == 0) error = errno;
+  engine::check_os_error(error, "error writing", path);
 }
 
 void write_file(const std::string& path, const std::string& text) {
@@ -58,7 +58,7 @@ TempDir::TempDir(const std::string& parent, const std::string& prefix) {
   fs::path base = parent.empty() ? fs::temp_directory_path() : fs::path(parent);
   std::string pattern = (base / (prefix + "XXXXXX")).string();
   const int error = mkdtemp(pattern.data()) != nullptr ? 0 : errno;
-  engine::check(error == 0, "cannot create a temporary directory in '{}': {}", base.string(), std::strerror(error));
+  engine::check_os_error(error, "cannot create a temporary directory in", base.string());
   path_ = pattern;
 }
 
@@ -67,12 +67,12 @@ void TempDir::use_usual_permissions() const {
   // that create files; a probe folder shows the mode mkdir gives instead.
   const std::string probe = path_ + "/.mode-probe";
   const int mkdir_error = ::mkdir(probe.c_str(), 0777) == 0 ? 0 : errno;
-  engine::check(mkdir_error == 0, "cannot set the permissions of '{}': {}", path_, std::strerror(mkdir_error));
+  engine::check_os_error(mkdir_error, "cannot set the permissions of", path_);
   struct stat info;
   int error = ::stat(probe.c_str(), &info) == 0 ? 0 : errno;
   ::rmdir(probe.c_str());  // (may set errno: the stat's is kept above)
   if (error == 0 && ::chmod(path_.c_str(), info.st_mode & 07777) != 0) error = errno;
-  engine::check(error == 0, "cannot set the permissions of '{}': {}", path_, std::strerror(error));
+  engine::check_os_error(error, "cannot set the permissions of", path_);
 }
 
 TempDir::~TempDir() {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <numeric>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/os_error.h"
 
 namespace data {
 namespace {
@@ -19,7 +19,7 @@ namespace {
 // Reads a gzip file, or a plain one (zlib passes uncompressed data through).
 std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
   gzFile file = gzopen(path.c_str(), "rb");
-  engine::check(file != nullptr, "cannot open '{}': {}", path, std::strerror(errno));
+  if (file == nullptr) engine::fail_os_error(errno, "cannot open", path);
   std::vector<uint8_t> bytes;
   uint8_t chunk[1 << 16];
   int got;

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <utility>
 
@@ -16,6 +16,7 @@
 
 #include "engine/config.h"
 #include "engine/error.h"
+#include "engine/os_error.h"
 
 namespace engine {
 
@@ -183,7 +184,7 @@ void prepare_output_file(const std::string& name, const std::string& path) {
   fs::create_directories(folder, error);
   check(!error, "{}: cannot create the folder of '{}': {}", name, path, error.message());
   const int access_error = access(folder.c_str(), W_OK) == 0 ? 0 : errno;
-  check(access_error == 0, "{}: cannot write '{}': {}", name, path, std::strerror(access_error));
+  if (access_error != 0) fail_os_error(access_error, fmt::format("{}: cannot write", name), path);
 }
 
 namespace {

@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -17,6 +16,7 @@
 #include <utility>
 
 #include "engine/error.h"
+#include "engine/os_error.h"
 
 namespace engine {
 namespace {
@@ -156,7 +156,7 @@ Config Config::load(const std::string& path) {
   check(!std::filesystem::is_directory(path), "cannot read config file '{}': is a directory",
         path);
   std::ifstream in(path, std::ios::binary);
-  check(in.is_open(), "cannot open config file '{}': {}", path, std::strerror(errno));
+  if (!in.is_open()) fail_os_error(errno, "cannot open config file", path);
   std::ostringstream text;
   text << in.rdbuf();
   check(!in.bad(), "cannot read config file '{}'", path);

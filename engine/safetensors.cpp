@@ -18,6 +18,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "engine/os_error.h"
+
 namespace engine {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -37,7 +39,7 @@ struct Mapping {
 
 std::shared_ptr<Mapping> map_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  check(fd >= 0, "safetensors file {}: cannot open: {}", path, std::strerror(errno));
+  if (fd < 0) fail_os_error(errno, "cannot open safetensors file", path);
   struct stat info;
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     ::close(fd);
@@ -49,9 +51,9 @@ std::shared_ptr<Mapping> map_file(const std::string& path) {
     fail("safetensors file {}: {} bytes, shorter than the 8-byte header length", path, size);
   }
   void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int mmap_errno = errno;
+  const int mmap_error = addr == MAP_FAILED ? errno : 0;
   ::close(fd);  // the mapping stays valid without the descriptor
-  check(addr != MAP_FAILED, "safetensors file {}: mmap failed: {}", path, std::strerror(mmap_errno));
+  check_os_error(mmap_error, "cannot memory-map safetensors file", path);
   auto mapping = std::make_shared<Mapping>();
   mapping->bytes = static_cast<const uint8_t*>(addr);
   mapping->size = size;
@@ -336,8 +338,7 @@ namespace {
 
 void write_bytes(std::FILE* file, const void* data, size_t nbytes, const std::string& path) {
   if (nbytes == 0) return;
-  const int error = std::fwrite(data, 1, nbytes, file) == nbytes ? 0 : errno;
-  check(error == 0, "cannot write {}: {}", path, std::strerror(error));
+  if (std::fwrite(data, 1, nbytes, file) != nbytes) fail_os_error(errno, "cannot write", path);
 }
 
 // What a file of this mode is, for an error message.
@@ -381,11 +382,10 @@ void write_atomically(const std::string& path, const std::function<void(std::FIL
   const std::string target = write_target(path);
   std::string temp = fmt::format("{}.tmp.{}", target, ::getpid());
   std::FILE* file = std::fopen(temp.c_str(), "wb");
-  check(file != nullptr, "cannot write {}: {}", path, std::strerror(errno));
+  if (file == nullptr) fail_os_error(errno, "cannot write", path);
   try {
     body(file);
-    const int error = std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0 ? 0 : errno;
-    check(error == 0, "cannot write {}: {}", path, std::strerror(error));
+    if (std::fflush(file) != 0 || ::fsync(::fileno(file)) != 0) fail_os_error(errno, "cannot write", path);
   } catch (...) {
     std::fclose(file);
     std::remove(temp.c_str());
@@ -393,9 +393,9 @@ void write_atomically(const std::string& path, const std::function<void(std::FIL
   }
   bool closed = std::fclose(file) == 0;
   if (!closed || std::rename(temp.c_str(), target.c_str()) != 0) {
-    int error = errno;
+    const int error = errno;
     std::remove(temp.c_str());
-    fail("cannot write {}: {}", path, std::strerror(error));
+    fail_os_error(error, "cannot write", path);
   }
 }
 

@@ -2,12 +2,12 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 
 #include <unistd.h>
 
 #include "engine/error.h"
+#include "engine/os_error.h"
 #include "engine/safetensors.h"
 
 namespace engine {
@@ -20,7 +20,7 @@ double now_seconds() {
 
 std::FILE* open_log(const std::string& path, const char* mode) {
   std::FILE* file = std::fopen(path.c_str(), mode);
-  check(file != nullptr, "cannot write metrics log '{}': {}", path, std::strerror(errno));
+  if (file == nullptr) fail_os_error(errno, "cannot write metrics log", path);
   return file;
 }
 
@@ -30,8 +30,7 @@ void check_writable(const std::string& path) {
   namespace fs = std::filesystem;
   check(!fs::is_directory(path), "cannot write metrics log '{}': it is a folder", path);
   const fs::path target = fs::exists(path) ? fs::path(path) : fs::absolute(path).parent_path();
-  const int error = access(target.c_str(), W_OK) == 0 ? 0 : errno;
-  check(error == 0, "cannot write metrics log '{}': {}", path, std::strerror(error));
+  if (access(target.c_str(), W_OK) != 0) fail_os_error(errno, "cannot write metrics log", path);
 }
 
 // Opens `path` for appending after cutting it back to `bytes`, which it must have at least.
@@ -70,7 +69,7 @@ void MetricsLog::write(const nlohmann::json& record) {
   const std::string text = line.dump() + "\n";
   if (file_ == nullptr) file_ = open_log(path_, "w");
   const bool written = std::fputs(text.c_str(), file_) >= 0 && std::fflush(file_) == 0;
-  check(written, "cannot write metrics log '{}': {}", path_, std::strerror(errno));
+  if (!written) fail_os_error(errno, "cannot write metrics log", path_);
   bytes_ += static_cast<int64_t>(text.size());
 }
 
