@@ -268,6 +268,22 @@ json read_json_file(const std::string& path) {
   return root;
 }
 
+}  // namespace
+
+std::map<std::string, std::string> read_weight_map(const std::string& index_path) {
+  const json root = read_json_file(index_path);
+  check(root.is_object() && root.contains("weight_map") && root["weight_map"].is_object(),
+        "checkpoint index {}: no 'weight_map' object", index_path);
+  std::map<std::string, std::string> shard_of;
+  for (const auto& [name, shard] : root["weight_map"].items()) {
+    check(shard.is_string(), "checkpoint index {}: shard of tensor '{}' must be a string", index_path, name);
+    shard_of.emplace(name, shard.get<std::string>());
+  }
+  return shard_of;
+}
+
+namespace {
+
 Checkpoint load_single(const std::string& path) {
   SafetensorsFile file = SafetensorsFile::open(path);
   Checkpoint checkpoint{path, folder_of(path), {}, file.metadata()};
@@ -275,19 +291,13 @@ Checkpoint load_single(const std::string& path) {
   return checkpoint;
 }
 
-// Hugging Face sharded layout: {"metadata": {...}, "weight_map": {"name": "shard file"}},
-// shard files relative to the index. Tensors come in weight_map (name) order.
+// Hugging Face sharded layout (see read_weight_map). Tensors come in
+// weight_map (name) order.
 Checkpoint load_sharded(const std::string& index_path) {
-  json root = read_json_file(index_path);
-  check(root.is_object() && root.contains("weight_map") && root["weight_map"].is_object(),
-        "checkpoint index {}: no 'weight_map' object", index_path);
   Checkpoint checkpoint{index_path, folder_of(index_path), {}, {}};
-
   std::map<std::string, SafetensorsFile> shards;  // each opened once
-  for (const auto& [name, shard_value] : root["weight_map"].items()) {
-    check(shard_value.is_string(), "checkpoint index {}: shard of tensor '{}' must be a string", index_path,
-          name);
-    std::string shard_path = (fs::path(checkpoint.directory) / shard_value.get<std::string>()).string();
+  for (const auto& [name, shard_file] : read_weight_map(index_path)) {
+    std::string shard_path = (fs::path(checkpoint.directory) / shard_file).string();
     auto shard = shards.find(shard_path);
     if (shard == shards.end()) {
       check(path_exists(shard_path), "checkpoint index {}: shard file {} (for tensor '{}') does not exist",

@@ -50,6 +50,12 @@ struct Checkpoint {
 };
 Checkpoint load_checkpoint(const std::string& path);
 
+// The "weight_map" of a sharded checkpoint's index (model.safetensors.index.json,
+// {"metadata": {...}, "weight_map": {"tensor name": "shard file"}}): each
+// tensor's shard file, relative to the index's folder, in name order. A bad
+// index is an engine::Error naming it.
+std::map<std::string, std::string> read_weight_map(const std::string& index_path);
+
 // Writes tensors (any device/dtype, made contiguous on the host) to `path`
 // atomically: a temporary file in the same folder, fsync, rename.
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});

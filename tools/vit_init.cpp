@@ -3,13 +3,11 @@
 // DIR/config.json, loadable by every tool here and by timm. DIR must be new or
 // empty unless --overwrite, which replaces the checkpoint there (a sharded one
 // too, once the new one is written), so that no loader finds two.
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 #include "engine/cli.h"
+#include "engine/safetensors.h"
 #include "models/vit_checkpoint.h"
 
 using namespace engine;
@@ -27,6 +25,18 @@ void check_replaceable(const std::string& out, bool overwrite) {
         out);
 }
 
+// The shard files that the index of an earlier sharded checkpoint names. A bad
+// index fails, saying that the new checkpoint is written and what is left to remove.
+std::set<std::string> earlier_shard_files(const std::string& index, const std::string& written) {
+  try {
+    std::set<std::string> shards;
+    for (const auto& [name, shard] : read_weight_map(index)) shards.insert(shard);
+    return shards;
+  } catch (const Error& error) {
+    fail("wrote {}, but {}; remove that index and its shards by hand", written, error.what());
+  }
+}
+
 // Removes a sharded checkpoint that `out` held before: its index and the shard
 // files the index names, nothing else. Called after the new model.safetensors
 // is written (atomically), so a failed write leaves the old checkpoint whole.
@@ -34,12 +44,8 @@ void remove_earlier_sharded_checkpoint(const std::string& out) {
   namespace fs = std::filesystem;
   const fs::path index = fs::path(out) / "model.safetensors.index.json";
   if (!fs::exists(index)) return;
-  const nlohmann::json root = nlohmann::json::parse(std::ifstream(index), nullptr, /*allow_exceptions=*/false);
-  check(root.is_object() && root.contains("weight_map") && root["weight_map"].is_object(),
-        "wrote {}, but the earlier {} is not a checkpoint index (no 'weight_map'): remove it and its shards by hand",
-        (fs::path(out) / "model.safetensors").string(), index.string());
-  std::set<std::string> shards;
-  for (const auto& [name, shard] : root["weight_map"].items()) shards.insert(shard.get<std::string>());
+  const std::set<std::string> shards =
+      earlier_shard_files(index.string(), (fs::path(out) / "model.safetensors").string());
   fs::remove(index);
   for (const std::string& shard : shards) fs::remove(fs::path(out) / fs::path(shard).filename());
 }

@@ -1,0 +1,46 @@
+// read_weight_map: the index of a sharded checkpoint (model.safetensors.index.json).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "data/files.h"
+#include "engine/safetensors.h"
+#include "tests/expect_error.h"
+
+namespace engine {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::error_of;
+
+class WeightMapTest : public ::testing::Test {
+ protected:
+  std::string index_with(const std::string& json) {
+    data::write_file(index_, json);
+    return index_;
+  }
+
+  data::TempDir dir_;
+  std::string index_ = dir_.path() + "/model.safetensors.index.json";
+};
+
+TEST_F(WeightMapTest, GivesEachTensorsShardFile) {
+  const std::string index =
+      index_with(R"({"metadata": {"total_size": 8}, "weight_map": {"b": "s2.safetensors", "a": "s1.safetensors"}})");
+  EXPECT_EQ(read_weight_map(index),
+            (std::map<std::string, std::string>{{"a", "s1.safetensors"}, {"b", "s2.safetensors"}}));
+}
+
+TEST_F(WeightMapTest, ABadIndexIsAnErrorNamingIt) {
+  EXPECT_THAT(error_of([&] { read_weight_map(index_with(R"({"metadata": {}})")); }),
+              HasSubstr("checkpoint index " + index_ + ": no 'weight_map' object"));
+  EXPECT_THAT(error_of([&] { read_weight_map(index_with(R"({"weight_map": {"a": 1}})")); }),
+              HasSubstr("checkpoint index " + index_ + ": shard of tensor 'a' must be a string"));
+  EXPECT_THAT(error_of([&] { read_weight_map(index_with("{")); }),
+              HasSubstr("checkpoint index " + index_ + ": not valid JSON"));
+}
+
+}  // namespace
+}  // namespace engine
