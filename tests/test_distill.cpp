@@ -2,6 +2,7 @@
 // tiny teacher (the timm fixture) and a small folder of real images.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -164,11 +165,15 @@ TEST(Distill, EndToEndReducesTheLossAndWritesAHybrid) {
   EXPECT_GT(results["student"]["gflops"].get<double>(), 0.0);
   EXPECT_LT(results["student"]["gflops"].get<double>(), results["teacher"]["gflops"].get<double>());
   EXPECT_TRUE(results["student"].contains("latency_ms_b1"));
-  // The saved hybrid loads back with its mixers.
+  // The saved hybrid loads back with its mixers, each in the block it replaced.
   auto hybrid = load_vit(out + "/hybrid");
-  int replaced = 0;
-  for (const std::string& mixer : hybrid->config.mixers) replaced += mixer != "attention";
-  EXPECT_EQ(replaced, 2);
+  const std::vector<int64_t> replaced = results["replaced_layers"];
+  ASSERT_EQ(hybrid->config.mixers.size(), static_cast<size_t>(hybrid->config.depth));
+  for (int64_t i = 0; i < hybrid->config.depth; ++i) {
+    const bool student = std::count(replaced.begin(), replaced.end(), i) > 0;
+    EXPECT_EQ(hybrid->config.mixers[i], student ? s.mixer : "attention") << "block " << i;
+    EXPECT_EQ(hybrid->blocks[i].mixer->kind(), student ? "gated_rnn" : "attention") << "block " << i;
+  }
 }
 
 // The fine-tune's logged loss is CE + kl_weight KL, the KL taken at the
@@ -535,6 +540,22 @@ TEST(Distill, ErrorsNameTheOverrideThatSetTheValue) {
   testing::expect_error_mentioning([&] { overridden("distill.seeds=-2"); }, {"<override>: [distill] seeds: -2"});
   testing::expect_error_mentioning([&] { overridden("eval.latency_batches=0"); },
                                    {"<override>: [eval] latency_batches = '0'"});
+}
+
+// train_distill's schedule for a run of `steps` optimizer steps (0 .. steps - 1):
+// a linear warmup from 0 over the first warmup_fraction of them, the full lr
+// at the first step after it, then a cosine that stays above 0 to the run's
+// last step (which still learns).
+TEST(Distill, WarmupCosineScheduleOfARun) {
+  const WarmupCosineSchedule schedule = warmup_cosine(0.1, 10, 0.2);  // 2 warmup steps
+  EXPECT_DOUBLE_EQ(schedule.lr_at(0), 0.0);
+  EXPECT_DOUBLE_EQ(schedule.lr_at(1), 0.05);
+  EXPECT_DOUBLE_EQ(schedule.lr_at(2), 0.1);
+  EXPECT_NEAR(schedule.lr_at(6), 0.05 * (1 + std::cos(M_PI * 4 / 9)), 1e-12);
+  EXPECT_NEAR(schedule.lr_at(9), 0.05 * (1 + std::cos(M_PI * 7 / 9)), 1e-12);
+  EXPECT_GT(schedule.lr_at(9), 0.0);
+  // No warmup: the full lr from the first step.
+  EXPECT_DOUBLE_EQ(warmup_cosine(0.1, 10, 0.0).lr_at(0), 0.1);
 }
 
 }  // namespace

@@ -335,5 +335,25 @@ TEST(Eval, CropFlipTransformComposesCropFlipAndNormalise) {
   EXPECT_THROW(crop_flip_transform(p, 8), Error);
 }
 
+// Top-5 counts the ranks 0-4: a true logit below exactly 4 others is in the
+// top 5, below 5 others it is not (and neither is top-1).
+TEST(Eval, TopFiveHoldsTheTrueClassBelowFourOthersButNotBelowFive) {
+  const SortedByClass dataset(4, 3);
+  for (int above : {4, 5}) {
+    SCOPED_TRACE(fmt::format("{} larger logits", above));
+    const LogitsFn ranked = logits_from_labels(10, [above](int64_t label, float* row) {
+      row[label] = 0.5f;
+      for (int c = 9, placed = 0; placed < above; --c) {
+        if (c == label) continue;
+        row[c] = 1.0f + static_cast<float>(c);
+        ++placed;
+      }
+    });
+    const EvalResult result = evaluate_classifier(ranked, dataset, raw_pixels(), quiet(0));
+    EXPECT_DOUBLE_EQ(result.top1, 0.0);
+    EXPECT_DOUBLE_EQ(result.top5, above < 5 ? 1.0 : 0.0);
+  }
+}
+
 }  // namespace
 }  // namespace engine

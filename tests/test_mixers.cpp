@@ -226,5 +226,171 @@ TEST(Mixer, SpecErrors) {
   expect_error_mentioning([&] { make_mixer(parse_mixer_spec("mlp:width=-3"), 8, rng); }, {"width", "-3"});
 }
 
+// ------------------------------------------------------------------ references
+// Each sequence mixer against its definition written out in loops over one
+// image's [L, C] rows in float64 (scan.h's recurrences, PyTorch's Conv1d),
+// from the mixer's own named parameters: which projection half is the gate,
+// which direction runs reversed, what is summed and gated.
+
+using Rows = std::vector<double>;  // [L, C] row-major
+
+// y [L, out] = x [L, in] w^T + b.
+Rows ref_linear(const Rows& x, int64_t in, const Rows& w, const Rows* b) {
+  const int64_t length = static_cast<int64_t>(x.size()) / in, out = static_cast<int64_t>(w.size()) / in;
+  Rows y(static_cast<size_t>(length * out));
+  for (int64_t t = 0; t < length; ++t)
+    for (int64_t o = 0; o < out; ++o) {
+      double v = b ? (*b)[o] : 0.0;
+      for (int64_t i = 0; i < in; ++i) v += w[o * in + i] * x[t * in + i];
+      y[t * out + o] = v;
+    }
+  return y;
+}
+
+// Columns [first, first + count) of x [L, width].
+Rows columns(const Rows& x, int64_t width, int64_t first, int64_t count) {
+  Rows y;
+  for (size_t t = 0; t < x.size() / width; ++t)
+    for (int64_t c = 0; c < count; ++c) y.push_back(x[t * width + first + c]);
+  return y;
+}
+
+Rows flip(const Rows& x, int64_t width) {
+  Rows y;
+  for (int64_t t = static_cast<int64_t>(x.size()) / width - 1; t >= 0; --t)
+    for (int64_t c = 0; c < width; ++c) y.push_back(x[t * width + c]);
+  return y;
+}
+
+double silu(double v) { return v / (1 + std::exp(-v)); }
+double sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
+
+// PyTorch's depthwise Conv1d (cross-correlation), zero padded: pad_left zeros before the sequence.
+Rows ref_conv(const Rows& x, int64_t channels, const Rows& w, const Rows& b, int64_t pad_left) {
+  const int64_t length = static_cast<int64_t>(x.size()) / channels, taps = static_cast<int64_t>(w.size()) / channels;
+  Rows y(x.size());
+  for (int64_t t = 0; t < length; ++t)
+    for (int64_t c = 0; c < channels; ++c) {
+      double v = b[c];
+      for (int64_t j = 0; j < taps; ++j) {
+        const int64_t s = t + j - pad_left;
+        if (s >= 0 && s < length) v += w[c * taps + j] * x[s * channels + c];
+      }
+      y[t * channels + c] = v;
+    }
+  return y;
+}
+
+std::map<std::string, Rows> values_of(TokenMixer& mixer) {
+  std::map<std::string, Rows> values;
+  for (const auto& [name, p] : parameters(mixer)) values[name.substr(5)] = p.to_doubles();  // without "attn."
+  return values;
+}
+
+// One Mamba direction (suffix "" or "_b") over xi [L, C], forward in time.
+Rows ref_mamba_direction(std::map<std::string, Rows>& v, const std::string& suffix, const Rows& xi, int64_t channels) {
+  const Rows& conv_w = v["conv1d" + suffix + ".weight"];
+  const int64_t taps = static_cast<int64_t>(conv_w.size()) / channels;
+  Rows xc = ref_conv(xi, channels, conv_w, v["conv1d" + suffix + ".bias"], taps - 1);
+  for (double& e : xc) e = silu(e);
+  const Rows& a_log = v["A" + suffix + "_log"];
+  const int64_t states = static_cast<int64_t>(a_log.size()) / channels;
+  const Rows& dt_w = v["dt_proj" + suffix + ".weight"];
+  const int64_t rank = static_cast<int64_t>(dt_w.size()) / channels, width = rank + 2 * states;
+  const Rows x_dbl = ref_linear(xc, channels, v["x_proj" + suffix + ".weight"], nullptr);
+  Rows dt = ref_linear(columns(x_dbl, width, 0, rank), rank, dt_w, &v["dt_proj" + suffix + ".bias"]);
+  for (double& e : dt) e = std::log1p(std::exp(e));  // softplus
+  const Rows& d = v["D" + suffix];
+  const int64_t length = static_cast<int64_t>(xi.size()) / channels;
+  Rows h(static_cast<size_t>(channels * states), 0.0), y(xi.size());
+  for (int64_t t = 0; t < length; ++t)
+    for (int64_t c = 0; c < channels; ++c) {
+      const double step = dt[t * channels + c], input = xc[t * channels + c];
+      double out = d[c] * input;
+      for (int64_t s = 0; s < states; ++s) {
+        double& state = h[c * states + s];
+        state = std::exp(-step * std::exp(a_log[c * states + s])) * state + step * x_dbl[t * width + rank + s] * input;
+        out += x_dbl[t * width + rank + states + s] * state;
+      }
+      y[t * channels + c] = out;
+    }
+  return y;
+}
+
+// gated_rnn's scan over u and the gate's logits [L, W], forward in time.
+Rows ref_gated_scan(const Rows& u, const Rows& gate, int64_t width) {
+  Rows h(u.size()), state(static_cast<size_t>(width), 0.0);
+  for (size_t i = 0; i < u.size(); ++i) {
+    const double a = sigmoid(gate[i]);
+    double& s = state[i % width];
+    s = a * s + (1 - a) * u[i];
+    h[i] = s;
+  }
+  return h;
+}
+
+// The mixer's output for one image x [L, dim].
+Rows ref_mixer(const std::string& kind, bool bidirectional, std::map<std::string, Rows>& v, const Rows& x, int64_t dim) {
+  Rows gated;
+  if (kind == "conv") {
+    const int64_t taps = static_cast<int64_t>(v["conv.weight"].size()) / dim;
+    const Rows mixed = ref_conv(x, dim, v["conv.weight"], v["conv.bias"], bidirectional ? taps / 2 : taps - 1);
+    return ref_linear(mixed, dim, v["proj.weight"], &v["proj.bias"]);
+  }
+  if (kind == "gated_rnn") {
+    const Rows& in_w = v["in_proj.weight"];
+    const int64_t width = static_cast<int64_t>(in_w.size()) / dim / 3;
+    const Rows p = ref_linear(x, dim, in_w, &v["in_proj.bias"]);
+    const Rows u = columns(p, 3 * width, 0, width), gate = columns(p, 3 * width, width, width);
+    const Rows z = columns(p, 3 * width, 2 * width, width);
+    Rows h = ref_gated_scan(u, gate, width);
+    if (bidirectional) {
+      const Rows back = flip(ref_gated_scan(flip(u, width), flip(gate, width), width), width);
+      for (size_t i = 0; i < h.size(); ++i) h[i] += back[i];
+    }
+    for (size_t i = 0; i < h.size(); ++i) h[i] *= silu(z[i]);
+    return ref_linear(h, width, v["out_proj.weight"], &v["out_proj.bias"]);
+  }
+  // mamba
+  const Rows& in_w = v["in_proj.weight"];
+  const int64_t inner = static_cast<int64_t>(in_w.size()) / dim / 2;
+  const Rows p = ref_linear(x, dim, in_w, nullptr);
+  const Rows xi = columns(p, 2 * inner, 0, inner), z = columns(p, 2 * inner, inner, inner);
+  Rows y = ref_mamba_direction(v, "", xi, inner);
+  if (bidirectional) {
+    const Rows back = flip(ref_mamba_direction(v, "_b", flip(xi, inner), inner), inner);
+    for (size_t i = 0; i < y.size(); ++i) y[i] += back[i];
+  }
+  for (size_t i = 0; i < y.size(); ++i) y[i] *= silu(z[i]);
+  return ref_linear(y, inner, v["out_proj.weight"], nullptr);
+}
+
+TEST(Mixer, SequenceMixersMatchTheirDefinitions) {
+  const int64_t batch = 2, length = 6, dim = 8;
+  Rng rng(7);
+  const Tensor x = Tensor::randn({batch, length, dim}, rng, DType::F64);
+  const std::vector<double> xs = x.to_doubles();
+  for (const std::string& kind : kSequenceMixers) {
+    for (const bool bidirectional : {true, false}) {
+      const std::string spec = kind + (kind == "mamba" ? ":d_state=4," : ":") +
+                               (bidirectional ? "direction=bidirectional" : "direction=forward");
+      SCOPED_TRACE(spec);
+      auto mixer = build(spec, dim);
+      to_f64(*mixer, &rng);  // off the init: unit D, zero biases, the same A in every channel
+      std::map<std::string, Rows> values = values_of(*mixer);
+      const std::vector<double> actual = run(*mixer, x).to_doubles();
+      ASSERT_EQ(actual.size(), xs.size());
+      for (int64_t b = 0; b < batch; ++b) {
+        const Rows image(xs.begin() + b * length * dim, xs.begin() + (b + 1) * length * dim);
+        const Rows expected = ref_mixer(kind, bidirectional, values, image, dim);
+        for (int64_t i = 0; i < length * dim; ++i) {
+          ASSERT_NEAR(actual[b * length * dim + i], expected[i], 1e-9 * std::max(1.0, std::abs(expected[i])))
+              << "image " << b << " token " << i / dim << " channel " << i % dim;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace engine

@@ -408,5 +408,144 @@ TEST(VitCheckpoint, HalfPrecisionCheckpointsLoad) {
   }
 }
 
+// The model's forward against one composed here from the ops, step by step as
+// timm writes it: prefix tokens (class, then distillation) before the patches,
+// position embeddings (before or after the prefix), pre-norm blocks with both
+// residuals, every norm at the config's ln_eps, the final norm or the
+// fc_norm of the averaged patch tokens, and the head(s). A hybrid (attention
+// and gated_rnn blocks), every parameter moved off its init, and an ln_eps
+// far from the default, so that a norm built with another eps shows.
+Tensor reference_tokens(VisionTransformer& m, const Tensor& images, std::vector<BlockTrace>* blocks) {
+  const VitConfig& c = m.config;
+  auto ln = [&](const LayerNorm& n, const Tensor& t) { return layer_norm(t, n.weight, n.bias, c.ln_eps); };
+  const int64_t batch = images.size(0), dim = c.embed_dim;
+  Tensor patches = m.patch_embed.forward(images);
+  if (c.no_embed_class) patches = add(patches, m.pos_embed);
+  std::vector<Tensor> parts;
+  if (c.class_token) parts.push_back(expand(m.cls_token, {batch, 1, dim}));
+  if (c.distilled) parts.push_back(expand(m.dist_token, {batch, 1, dim}));
+  parts.push_back(patches);
+  Tensor x = concat(parts, 1);
+  if (!c.no_embed_class) x = add(x, m.pos_embed);
+  for (Block& block : m.blocks) {
+    BlockTrace trace;
+    trace.input = x;
+    trace.mixer_input = ln(block.norm1, x);
+    trace.mixer_output = block.mixer->forward(trace.mixer_input, {}, nullptr);
+    const Tensor h = add(x, trace.mixer_output);
+    const Mlp& mlp = block.mlp;
+    x = add(h, linear(gelu(linear(ln(block.norm2, h), mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias));
+    trace.output = x;
+    blocks->push_back(trace);
+  }
+  return x;
+}
+
+Tensor reference_logits(VisionTransformer& m, const Tensor& images, std::vector<BlockTrace>* blocks) {
+  const VitConfig& c = m.config;
+  auto ln = [&](const LayerNorm& n, const Tensor& t) { return layer_norm(t, n.weight, n.bias, c.ln_eps); };
+  Tensor x = reference_tokens(m, images, blocks);
+  if (!c.fc_norm) x = ln(m.norm, x);
+  if (c.global_pool == "avg") {
+    const int64_t prefix = (c.class_token ? 1 : 0) + (c.distilled ? 1 : 0);
+    Tensor pooled = mean(narrow(x, 1, prefix, x.size(1) - prefix), {1});
+    if (c.fc_norm) pooled = ln(m.fc_norm, pooled);
+    return linear(pooled, m.head.weight, m.head.bias);
+  }
+  Tensor logits = linear(select(x, 1, 0), m.head.weight, m.head.bias);
+  if (!c.distilled) return logits;
+  return mul(add(logits, linear(select(x, 1, 1), m.head_dist.weight, m.head_dist.bias)), 0.5);
+}
+
+void expect_reference_forward(VitConfig config) {
+  config.ln_eps = 0.25;
+  config.mixers = {"attention", "gated_rnn:width=8"};
+  VisionTransformer model(config, 3);
+  NoGradGuard no_grad;
+  Rng jitter(12);
+  model.visit([&](const std::string&, Tensor& p) { copy_into(p, add(p, Tensor::uniform(p.shape(), jitter, -0.3, 0.3))); });
+  Rng rng(5);
+  const Tensor images = Tensor::randn({2, 3, 16, 16}, rng);
+  std::vector<BlockTrace> expected;
+  const Tensor reference = reference_logits(model, images, &expected);
+  testing::expect_close(model.forward(images), reference, 1e-5);
+  // The traced path (Block::forward_with), which train_distill reads: the
+  // same logits, and each block's mixer input (LN1 of the stream), mixer
+  // output and output.
+  ForwardTrace trace;
+  testing::expect_close(model.forward(images, {}, &trace), reference, 1e-5);
+  ASSERT_EQ(trace.blocks.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    SCOPED_TRACE(fmt::format("block {}", i));
+    testing::expect_close(trace.blocks[i].input, expected[i].input, 1e-5);
+    testing::expect_close(trace.blocks[i].mixer_input, expected[i].mixer_input, 1e-5);
+    testing::expect_close(trace.blocks[i].mixer_output, expected[i].mixer_output, 1e-5);
+    testing::expect_close(trace.blocks[i].output, expected[i].output, 1e-5);
+  }
+}
+
+TEST(VitReference, ClassTokenPool) { expect_reference_forward(small_config()); }
+
+TEST(VitReference, DistilledClassAndDistillationTokens) {
+  VitConfig c = small_config();
+  c.distilled = true;
+  expect_reference_forward(c);
+}
+
+TEST(VitReference, AvgPoolWithFcNormAfterThePrefixTokens) {
+  VitConfig c = small_config();
+  c.global_pool = "avg";
+  c.fc_norm = true;
+  expect_reference_forward(c);
+}
+
+TEST(VitReference, AvgPoolWithoutClassToken) {
+  VitConfig c = small_config();
+  c.class_token = false;
+  c.global_pool = "avg";
+  expect_reference_forward(c);
+}
+
+TEST(VitReference, PosEmbedOnThePatchesOnly) {
+  VitConfig c = small_config();
+  c.no_embed_class = true;
+  expect_reference_forward(c);
+}
+
+// Stochastic depth grows linearly over the blocks, from 0 at the first to
+// the configured rate at the last (timm's rule).
+TEST(VitReference, DropPathRateGrowsLinearlyToTheLastBlock) {
+  VitConfig c = small_config();
+  c.depth = 5;
+  c.drop_path_rate = 0.2;
+  VisionTransformer model(c, 1);
+  for (int64_t i = 0; i < 5; ++i) EXPECT_NEAR(model.blocks[i].drop_path_rate, 0.05 * i, 1e-12) << "block " << i;
+}
+
+// A hybrid (a block of another mixer) at an ln_eps far from the default:
+// config.json must name each block's mixer and the eps, or the loaded model
+// computes other logits.
+TEST(VitCheckpoint, RoundTripHybridWithItsLnEps) {
+  VitConfig c = small_config();
+  c.ln_eps = 0.25;
+  c.mixers = {"gated_rnn:width=8", "attention"};
+  expect_round_trip(c);
+}
+
+// Hugging Face's ViTConfig defaults layer_norm_eps to 1e-12 (timm: 1e-6): an
+// HF config.json that leaves it out means HF's.
+TEST(VitCheckpoint, HfConfigWithoutLayerNormEpsTakesTheHfDefault) {
+  REQUIRE_SHARED("fixtures/hf_vit_tiny_config.json");
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(shared_path("fixtures/hf_vit_tiny_config.json")));
+  ASSERT_TRUE(config.contains("layer_norm_eps"));
+  config.erase("layer_norm_eps");
+  const std::string path = testing::scratch_path("hf_config_without_eps.json");
+  std::filesystem::create_directories(testing::scratch_root());
+  std::ofstream(path) << config.dump();
+  VitLoadOptions options;
+  options.config_path = path;
+  EXPECT_DOUBLE_EQ(load_vit(shared_path("fixtures/hf_vit_tiny.safetensors"), options)->config.ln_eps, 1e-12);
+}
+
 }  // namespace
 }  // namespace engine
