@@ -199,6 +199,11 @@ TEST(Distill, FinetuneLossUsesTheTemperatureAndKlWeight) {
       const nlohmann::json record = nlohmann::json::parse(line);
       if (record["phase"] == "finetune") first_records.push_back(record);
     }
+    // Layer 1 alone replaced (the end-to-end run's sparsest:2 picks layers 0
+    // and 1 of the 3-block teacher): config.json names the student's mixer
+    // at block 1, not at the first entry.
+    EXPECT_EQ(load_vit(out + "/hybrid")->config.mixers,
+              (std::vector<std::string>{"attention", s.mixer, "attention"}));
   }
   ASSERT_EQ(first_records.size(), 2u);
   for (const nlohmann::json& r : first_records) {
