@@ -93,6 +93,8 @@ void BatchStream::next(Tensor* images, Tensor* labels) {
 WarmupCosineSchedule warmup_cosine(double lr, int64_t steps, double warmup_fraction) {
   WarmupCosineSchedule schedule;
   schedule.base_lr = lr;
+  // The cosine ends one step past the run: warmup_fraction = 1 (every step a
+  // warmup step) is then still a schedule (warmup_steps < total_steps).
   schedule.total_steps = std::max<int64_t>(steps, 1) + 1;
   schedule.warmup_steps = static_cast<int64_t>(warmup_fraction * steps);
   return schedule;
