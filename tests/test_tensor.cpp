@@ -113,6 +113,17 @@ TEST(Autograd, LeafGradientsAreBuffersOfTheirOwn) {
   EXPECT_EQ(c.grad().to_floats(), (std::vector<float>{2, 20}));
 }
 
+// A dtype conversion's gradient goes back in the source dtype: a float32 leaf
+// used in float64 maths gets a float32 gradient (the optimizer updates it in
+// the parameter's own dtype), the two uses' gradients added up.
+TEST(Autograd, DtypeConversionGradientHasTheSourceDtype) {
+  Tensor x = Tensor::from_vector<float>({1.5f, -2.0f, 0.25f}, {3}).set_requires_grad();
+  const Tensor w = Tensor::from_vector<double>({2.0, -3.0, 0.5}, {3});
+  sum(x.to(DType::F64) * x.to(DType::F64) * w).backward();  // d/dx = 2 x w
+  ASSERT_EQ(x.grad().dtype(), DType::F32);
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{6.0, 12.0, 0.25}));
+}
+
 TEST(Autograd, BackwardOfNonScalarNeedsSeed) {
   Tensor x = Tensor::ones({2}).set_requires_grad();
   Tensor y = x * 2.0;
