@@ -63,6 +63,30 @@ TEST(Reduce, MaxOfRowsWithNans) {
   EXPECT_EQ(values[3], 3.0f);
 }
 
+// Ties: the first maximum of a row is its argmax (as in PyTorch; the CUDA
+// kernel must agree), and the gradient goes to it alone.
+TEST(Reduce, MaxOfRowsWithTiesPicksTheFirst) {
+  Tensor x = Tensor::from_vector<double>({2, 5, 5, 1, 3, 3, 3, -1, 7, 5, 7, 7}, {3, 4});
+  x.set_requires_grad(true);
+  MaxResult m = max(x, 1);
+  EXPECT_EQ(m.indices.to_ints(), (std::vector<int64_t>{1, 0, 0}));
+  EXPECT_EQ(m.values.to_doubles(), (std::vector<double>{5, 3, 7}));
+  sum(m.values * Tensor::from_vector<double>({1, 2, 3}, {3})).backward();
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{0, 1, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0}));
+  EXPECT_EQ(argmax(x, 0).to_ints(), (std::vector<int64_t>{2, 0, 2, 2}));  // down the columns; column 1 ties at 5
+}
+
+// Float32 sums accumulate in double: in float32 arithmetic 2^24 plus a
+// thousand ones stays 2^24 (each 1 is half a unit in the last place, rounded
+// off to even), in double it is exact.
+TEST(Reduce, Float32SumsAccumulateInDouble) {
+  std::vector<float> values(1001, 1.0f);
+  values[0] = 16777216.0f;
+  const Tensor x = Tensor::from_vector(values, {1001});
+  EXPECT_EQ(sum(x).item<float>(), 16778216.0f);
+  EXPECT_EQ(sum(expand(x, {2, 1001}), {1}).to_floats(), (std::vector<float>{16778216.0f, 16778216.0f}));
+}
+
 TEST(Matmul, MatchesNaiveProduct) {
   Rng rng(8);
   Tensor a = Tensor::randn({3, 4}, rng);
