@@ -74,6 +74,22 @@ TEST(Linear, GradientsMatchTheCompositeInFloat32) {
   for (size_t i = 0; i < 3; ++i) expect_close(actual[i], expected[i], 1e-5);
 }
 
+// More outputs than the CPU kernel's bias-gradient blocks of 64 columns: the
+// second, partial block sums its own columns (the tests above have at most 24
+// outputs, and the fused MLP's 96 are checked only against the same kernel).
+TEST(Linear, BiasGradientPastOneColumnBlock) {
+  Rng rng(13);
+  Tensor x = Tensor::uniform({9, 7}, rng, -1, 1, DType::F64), w = Tensor::uniform({100, 7}, rng, -0.5, 0.5, DType::F64);
+  Tensor b = Tensor::uniform({100}, rng, -1, 1, DType::F64);
+  std::vector<Tensor> expected = gradients_of([](const auto& in) { return composite_linear(in[0], in[1], in[2]); },
+                                              {x, w, b});
+  std::vector<Tensor> actual = gradients_of([](const auto& in) { return linear(in[0], in[1], in[2]); }, {x, w, b});
+  for (size_t i = 0; i < 3; ++i) expect_close(actual[i], expected[i], 1e-12);
+  expected = gradients_of([](const auto& in) { return gelu(composite_linear(in[0], in[1], in[2])); }, {x, w, b});
+  actual = gradients_of([](const auto& in) { return linear_gelu(in[0], in[1], in[2]); }, {x, w, b});
+  for (size_t i = 0; i < 3; ++i) expect_close(actual[i], expected[i], 1e-12);
+}
+
 TEST(Linear, GradcheckFloat64) {
   Rng rng(13);
   Tensor x = random_leaf({2, 3, 5}, rng), w = random_leaf({4, 5}, rng), b = random_leaf({4}, rng);
