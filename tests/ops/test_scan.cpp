@@ -212,6 +212,16 @@ TEST(Scan, SelectiveGradients) {
   }
 }
 
+// More channels than a CPU backward task's block of 16: dBm and dCm, shared
+// by all channels, sum the partials of every block (the shapes above fit in
+// one block, and SelectiveBackwardIndependentOfThreads compares the kernel
+// with itself).
+TEST(Scan, SelectiveGradientsAcrossChannelBlocks) {
+  Rng rng(8);
+  const std::vector<Tensor> in = selective_inputs(2, 3, 35, 2, rng);
+  expect_gradients_match([](const auto& v) { return run_selective(v, false); }, in);
+}
+
 // A given as Mamba's A_log (A = -exp(A_log), computed by the kernels) is the
 // scan of neg(exp(A_log)): the same y and gradients, and the numerical ones.
 TEST(Scan, SelectiveTakesALog) {
