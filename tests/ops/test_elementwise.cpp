@@ -133,6 +133,20 @@ TEST(Elementwise, UnaryGradients) {
   expect_gradients_match([](const auto& in) { return 2.0 / in[0]; }, {positive});
 }
 
+// At their kinks relu and abs take PyTorch's subgradients, relu'(0) = 0 and
+// abs'(0) = sign(0) = 0 (the gradient checks above keep away from 0).
+TEST(Elementwise, ReluAndAbsGradientsAtZeroAreZero) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    for (auto f : {relu, abs}) {
+      Tensor x = Tensor::from_vector<double>({-1.5, 0.0, 2.0}, {3}).to(dtype);
+      x.set_requires_grad(true);
+      f(x).backward(Tensor::from_vector<double>({1, 2, 3}, {3}).to(dtype));
+      const double at_negative = f == relu ? 0.0 : -1.0;
+      EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{at_negative, 0, 3})) << dtype_name(dtype);
+    }
+  }
+}
+
 TEST(Elementwise, GradientThroughNonContiguousView) {
   Rng rng(3);
   Tensor a = random_leaf({4, 3}, rng);
