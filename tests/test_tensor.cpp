@@ -6,6 +6,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/reduce/reduce.h"
+#include "engine/ops/view/view.h"
 #include "engine/random.h"
 
 namespace engine {
@@ -26,6 +27,21 @@ TEST(Tensor, CreationAndMetadata) {
 // The test binary runs with set_poison_empty(true) (tests/test_main.cpp):
 // fresh floating-point tensors hold NaN until written; zeros and full are
 // written, and integer tensors are left alone.
+// The stride of a size-1 dimension never matters: views that differ from a
+// contiguous layout only there are contiguous, so that contiguous() and
+// reshape keep sharing memory instead of copying.
+TEST(Tensor, SizeOneDimensionsDoNotBreakContiguity) {
+  Rng rng(2);
+  const Tensor x = Tensor::uniform({3, 4}, rng, -1, 1);
+  const Tensor odd_stride = make_view(x, {1, 3, 4}, {99, 4, 1}, 0);
+  for (const Tensor& view : {unsqueeze(x, 1), unsqueeze(x, 2), narrow(x, 0, 1, 1), odd_stride}) {
+    EXPECT_TRUE(view.is_contiguous()) << shape_str(view.shape()) << " strides " << shape_str(view.strides());
+    EXPECT_EQ(view.contiguous().raw_data(), view.raw_data());
+    EXPECT_EQ(reshape(view, {-1}).raw_data(), view.raw_data());
+  }
+  EXPECT_FALSE(transpose(x, 0, 1).is_contiguous());
+}
+
 TEST(Tensor, PoisonedEmptyTensorsHoldNaN) {
   ASSERT_TRUE(poison_empty());
   for (float v : Tensor::empty({5}).to_floats()) EXPECT_TRUE(std::isnan(v));
