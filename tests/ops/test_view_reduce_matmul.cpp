@@ -14,6 +14,7 @@ TEST(View, ViewsShareStorageAndIndexCorrectly) {
   EXPECT_EQ(t.contiguous().to_floats(), (std::vector<float>{0, 3, 1, 4, 2, 5}));
   EXPECT_EQ(narrow(x, 1, 1, 2).to_floats(), (std::vector<float>{1, 2, 4, 5}));
   EXPECT_EQ(select(x, 0, 1).to_floats(), (std::vector<float>{3, 4, 5}));
+  EXPECT_EQ(select(x, 1, -1).to_floats(), (std::vector<float>{2, 5}));  // a negative index counts from the end
   EXPECT_EQ(expand(Tensor::from_vector<float>({7, 8}, {2, 1}), {2, 3}).to_floats(),
             (std::vector<float>{7, 7, 7, 8, 8, 8}));
   EXPECT_EQ(reshape(x, {3, -1}).shape(), (Shape{3, 2}));
