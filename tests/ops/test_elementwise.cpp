@@ -205,6 +205,12 @@ TEST(SiluGatedSum, GradientsOnlyForInputsThatRequireThem) {
   silu_gated_sum(a_const, b, z_leaf).backward(Tensor::ones({6}, DType::F64));
   EXPECT_FALSE(a_const.grad().defined());
   expect_close(z_leaf.grad(), (a_const + b) * sigmoid(z_leaf) * (1.0 + z_leaf * (1.0 - sigmoid(z_leaf))), 1e-12);
+
+  // b alone: the sum's gradient is still computed, for b.
+  Tensor b_leaf = random_leaf({6}, rng);
+  silu_gated_sum(a_const, b_leaf, z).backward(Tensor::ones({6}, DType::F64));
+  ASSERT_TRUE(b_leaf.grad().defined());
+  expect_close(b_leaf.grad(), silu(z), 1e-12);
 }
 
 TEST(SiluGatedSum, MismatchedInputsAreNamedInTheError) {
