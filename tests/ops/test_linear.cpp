@@ -253,6 +253,10 @@ TEST(Linear, EmptySizes) {
   ASSERT_TRUE(b.grad().defined());
   EXPECT_EQ(b.grad().shape(), (Shape{3}));
   EXPECT_EQ(w.grad().shape(), (Shape{3, 0}));
+  // With a residual: bias + residual, and the residual's gradient passed through.
+  Tensor residual = random_leaf({4, 3}, rng);
+  expect_close(linear(x.detach(), w.detach(), b.detach(), residual.detach()), residual.detach() + b.detach(), 1e-12);
+  expect_gradients_match([](const auto& in) { return linear(in[0], in[1], in[2], in[3]); }, {x, w, b, residual});
   Tensor none = linear(Tensor::zeros({0, 5}, DType::F64), Tensor::zeros({3, 5}, DType::F64));
   EXPECT_EQ(none.shape(), (Shape{0, 3}));
 }
