@@ -110,6 +110,10 @@ bool sole_owner(const Tensor& grad) {
 void accumulate_into_leaf(TensorImpl* leaf, const Tensor& grad) {
   check(grad.shape() == leaf->shape, "autograd: gradient {} does not match leaf '{}' of shape {}",
         ShapeText{grad.shape()}, leaf->name, ShapeText{leaf->shape});
+  // Caught here, at the op whose backward got it wrong, rather than by the
+  // optimizer steps later.
+  check(grad.dtype() == leaf->dtype, "autograd: {} gradient for {} leaf '{}'", dtype_name(grad.dtype()),
+        dtype_name(leaf->dtype), leaf->name);
   // The leaf's gradient must be a buffer of its own, so that the optimizer's
   // in-place maths never write into an op's output or a saved tensor. A fresh
   // gradient that nothing else holds is one already (most are: each weight's
@@ -124,6 +128,8 @@ void accumulate_into_leaf(TensorImpl* leaf, const Tensor& grad) {
 void run_backward(const Tensor& root, const Tensor& seed) {
   check(root.requires_grad(), "backward() called on a tensor that does not require grad");
   check_same_shape(root, seed, "backward seed");
+  check(seed.dtype() == root.dtype(), "backward seed: {}, for a {} tensor", dtype_name(seed.dtype()),
+        dtype_name(root.dtype()));
   NoGradGuard no_grad;  // the backward pass itself is not recorded
   if (!root.grad_fn()) {
     accumulate_into_leaf(root.impl(), seed);

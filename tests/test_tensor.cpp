@@ -1,3 +1,4 @@
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +12,9 @@
 
 namespace engine {
 namespace {
+
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 
 TEST(Tensor, CreationAndMetadata) {
   Tensor t = Tensor::full({2, 3}, 1.5);
@@ -138,6 +142,19 @@ TEST(Autograd, DtypeConversionGradientHasTheSourceDtype) {
   sum(x.to(DType::F64) * x.to(DType::F64) * w).backward();  // d/dx = 2 x w
   ASSERT_EQ(x.grad().dtype(), DType::F32);
   EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{6.0, 12.0, 0.25}));
+}
+
+// An op whose backward returns a gradient in another dtype than its input's
+// is stopped where the gradient reaches the leaf, naming the leaf; and a seed
+// must have its root's dtype.
+TEST(Autograd, GradientsOfAnotherDtypeAreRefused) {
+  Tensor w = Tensor::from_vector<float>({0.5f, -1.0f}, {2}).set_requires_grad();
+  w.set_name("w");
+  Tensor y = w.detach().clone();
+  record("wrong_dtype_backward", y, {w}, [](const Tensor& grad) { return std::vector<Tensor>{grad.to(DType::F64)}; });
+  EXPECT_THAT([&] { sum(y).backward(); }, ThrowsMessage<Error>(HasSubstr("float64 gradient for float32 leaf 'w'")));
+  EXPECT_THAT([&] { w.backward(Tensor::ones({2}, DType::F64)); },
+              ThrowsMessage<Error>(HasSubstr("backward seed: float64, for a float32 tensor")));
 }
 
 TEST(Autograd, BackwardOfNonScalarNeedsSeed) {
