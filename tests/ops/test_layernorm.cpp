@@ -34,6 +34,23 @@ TEST(LayerNorm, ForwardMatchesNaiveLoop) {
   }
 }
 
+// Rows whose variance is below eps, where a norm that drops or misplaces eps
+// gives other values (the rows above hide it under the float tolerance): a
+// constant row maps to the bias, a narrow one to (x - mean) /
+// sqrt(var + eps).
+TEST(LayerNorm, EpsRulesRowsOfSmallSpread) {
+  const double eps = 1e-3;
+  Tensor x = Tensor::from_vector<double>({0.7, 0.7, 0.7, 0.7, 0.00, 0.01, 0.02, 0.03}, {2, 4});
+  Tensor w = Tensor::from_vector<double>({1.5, -1, 2, 0.5}, {4});
+  Tensor b = Tensor::from_vector<double>({0.25, 1, -2, 3}, {4});
+  const std::vector<double> y = layer_norm(x, w, b, eps).to_doubles();
+  const double var = 1.25e-4;  // of {0, 0.01, 0.02, 0.03}, around 0.015
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(y[i], b.to_doubles()[i], 1e-12) << i;
+    EXPECT_NEAR(y[4 + i], (0.01 * i - 0.015) / std::sqrt(var + eps) * w.to_doubles()[i] + b.to_doubles()[i], 1e-12) << i;
+  }
+}
+
 TEST(LayerNorm, Gradients) {
   Rng rng(21);
   Tensor x = random_leaf({3, 5}, rng, -2.0, 2.0);
