@@ -1,7 +1,10 @@
 // Exact properties of the transforms (their agreement with PIL is in test_data_pil.cpp).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <map>
 #include <set>
+#include <vector>
 
 #include "data/random.h"
 #include "data/transforms.h"
@@ -194,6 +197,140 @@ TEST(DataRandom, DrawsStayInRangeAndShuffleIsAPermutation) {
   shuffle(items, rng);
   EXPECT_EQ(std::set<int>(items.begin(), items.end()).size(), 10u);
   EXPECT_NE(mix_seed(1, 2), mix_seed(2, 1));
+}
+
+// Every output pixel is the mirrored column of the same row (an even height, so no middle
+// row hides a vertical flip or a 180-degree turn, which also give the image back when done
+// twice).
+TEST(DataTransforms, HflipMovesEveryPixelToTheMirroredColumnOfItsRow) {
+  for (int channels : {1, 3}) {
+    const Image image = random_image(4, 7, channels, 20 + channels);
+    const Image flipped = hflip(image);
+    ASSERT_EQ(flipped.height, 4);
+    ASSERT_EQ(flipped.width, 7);
+    ASSERT_EQ(flipped.channels, channels);
+    for (int y = 0; y < 4; ++y) {
+      for (int x = 0; x < 7; ++x) {
+        for (int c = 0; c < channels; ++c) {
+          ASSERT_EQ(flipped.at(y, x, c), image.at(y, 6 - x, c)) << y << "," << x << "," << c;
+        }
+      }
+    }
+  }
+}
+
+// On a wide image rows reflect within the height and columns within the width: a 2x4
+// image padded by 1 (numpy "reflect"), whose 4x4 windows are written out by hand.
+TEST(DataTransforms, ReflectPadOfANonSquareImage) {
+  Image image(2, 4, 1);
+  image.pixels = {1, 2, 3, 4,
+                  5, 6, 7, 8};
+  const std::vector<uint8_t> padded = {6, 5, 6, 7, 8, 7,
+                                       2, 1, 2, 3, 4, 3,
+                                       6, 5, 6, 7, 8, 7,
+                                       2, 1, 2, 3, 4, 3};
+  std::set<std::vector<uint8_t>> windows;  // top is always 0 (4 padded rows), left 0, 1 or 2
+  for (int left = 0; left < 3; ++left) {
+    std::vector<uint8_t> window;
+    for (int y = 0; y < 4; ++y) {
+      for (int x = 0; x < 4; ++x) window.push_back(padded[y * 6 + left + x]);
+    }
+    windows.insert(window);
+  }
+  std::mt19937_64 rng(3);
+  std::set<std::vector<uint8_t>> seen;
+  for (int i = 0; i < 60; ++i) {
+    const Image out = random_crop_reflect_pad(image, 4, 1, rng);
+    ASSERT_EQ(windows.count(out.pixels), 1u);
+    seen.insert(out.pixels);
+  }
+  EXPECT_EQ(seen.size(), windows.size());
+}
+
+// torchvision's RandomResizedCrop.get_params written out with the same portable draws
+// (data/random.h): area fraction uniform in `scale`, aspect ratio log-uniform in `ratio`,
+// w = round(sqrt(area * ratio)), h = round(sqrt(area / ratio)), then top and left
+// (top drawn first); after 10 misses, the whole image cut to the nearest allowed ratio.
+struct CropBox {
+  int top, left, height, width;
+};
+
+CropBox torchvision_crop_box(int height, int width, std::mt19937_64& rng, std::pair<double, double> scale,
+                             std::pair<double, double> ratio) {
+  const double area = static_cast<double>(height) * width;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * uniform(rng, scale.first, scale.second);
+    const double log_ratio = uniform(rng, std::log(ratio.first), std::log(ratio.second));
+    const double aspect = std::exp(log_ratio);
+    const int w = static_cast<int>(std::nearbyint(std::sqrt(target_area * aspect)));
+    const int h = static_cast<int>(std::nearbyint(std::sqrt(target_area / aspect)));
+    if (0 < w && w <= width && 0 < h && h <= height) {
+      const int top = static_cast<int>(uniform_int(rng, 0, height - h));
+      const int left = static_cast<int>(uniform_int(rng, 0, width - w));
+      return {top, left, h, w};
+    }
+  }
+  const double in_ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (in_ratio < ratio.first) h = static_cast<int>(std::nearbyint(w / ratio.first));
+  if (in_ratio > ratio.second) w = static_cast<int>(std::nearbyint(h * ratio.second));
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+TEST(DataTransforms, RandomResizedCropTakesTorchvisionsBox) {
+  const Image image = random_image(40, 60, 3, 11);
+  const std::pair<double, double> default_scale{0.08, 1.0}, default_ratio{3.0 / 4.0, 4.0 / 3.0};
+  std::set<int> widths, heights;
+  for (auto [scale, ratio] : {std::pair{default_scale, default_ratio}, std::pair{std::pair{0.2, 0.5}, std::pair{0.5, 2.0}}}) {
+    for (uint64_t seed = 0; seed < 40; ++seed) {
+      std::mt19937_64 rng(seed), reference_rng(seed);
+      const CropBox box = torchvision_crop_box(40, 60, reference_rng, scale, ratio);
+      widths.insert(box.width);
+      heights.insert(box.height);
+      const Image out = random_resized_crop(image, 12, rng, Interp::Bilinear, scale, ratio);
+      const Image expected = resize(crop(image, box.top, box.left, box.height, box.width), 12, 12, Interp::Bilinear);
+      ASSERT_EQ(out.pixels, expected.pixels) << "seed " << seed << ": box top " << box.top << " left " << box.left
+                                             << " " << box.height << "x" << box.width;
+      EXPECT_EQ(rng(), reference_rng()) << "seed " << seed << ": a different number of draws";
+    }
+  }
+  EXPECT_GT(widths.size(), 10u);  // the boxes do vary
+  EXPECT_GT(heights.size(), 10u);
+}
+
+// ToTensor then Normalize in float32, bit for bit, for every pixel value: x / 255 rounded to
+// float, minus the mean, over the std (not, say, (x - 255 mean) / (255 std), which differs
+// in the last bits).
+TEST(DataTransforms, NormalizedChwIsBitExactForEveryPixelValue) {
+  Image image(16, 16, 3);
+  for (int p = 0; p < 256; ++p) {
+    for (int c = 0; c < 3; ++c) image.pixels[p * 3 + c] = static_cast<uint8_t>((p + 85 * c) % 256);
+  }
+  const float mean[3] = {0.485f, 0.456f, 0.406f};
+  const float std[3] = {0.229f, 0.224f, 0.225f};
+  std::vector<float> out(3 * 256);
+  to_normalized_chw(image, mean, std, out.data());
+  for (int c = 0; c < 3; ++c) {
+    for (int p = 0; p < 256; ++p) {
+      const float unit = static_cast<float>(image.pixels[p * 3 + c]) / 255.0f;  // ToTensor
+      const float expected = (unit - mean[c]) / std[c];                         // Normalize
+      ASSERT_EQ(out[c * 256 + p], expected) << "channel " << c << " value " << int{image.pixels[p * 3 + c]};
+    }
+  }
+}
+
+// Fisher-Yates reaches every permutation, including those that leave items in place
+// (Sattolo's variant, one index short, gives only the two cycles of three items).
+TEST(DataRandom, ShuffleReachesEveryPermutation) {
+  std::mt19937_64 rng(12);
+  std::map<std::vector<int>, int> counts;
+  for (int i = 0; i < 600; ++i) {
+    std::vector<int> items = {0, 1, 2};
+    shuffle(items, rng);
+    ++counts[items];
+  }
+  ASSERT_EQ(counts.size(), 6u);
+  for (const auto& [permutation, count] : counts) EXPECT_GT(count, 50) << permutation[0] << permutation[1] << permutation[2];
 }
 
 }  // namespace
