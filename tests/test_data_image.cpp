@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>  // before jpeglib.h, which uses FILE
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <random>
 
 #include <jpeglib.h>
 
@@ -184,6 +186,97 @@ TEST(DataFiles, TempDirErrorsGiveTheReasonOfTheFailingCall) {
         dir.use_usual_permissions();
       },
       ThrowsMessage<engine::Error>(AllOf(HasSubstr(dir.path()), HasSubstr(std::strerror(EEXIST)))));
+}
+
+// A JPEG of `components` random samples a pixel (stored as `stored_space`), encoded here
+// with libjpeg at quality 100.
+std::vector<uint8_t> encode_random_jpeg(int height, int width, int components, J_COLOR_SPACE in_space,
+                                        J_COLOR_SPACE stored_space, uint64_t seed) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr error;
+  cinfo.err = jpeg_std_error(&error);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = width;
+  cinfo.image_height = height;
+  cinfo.input_components = components;
+  cinfo.in_color_space = in_space;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_colorspace(&cinfo, stored_space);
+  jpeg_set_quality(&cinfo, 100, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> row(static_cast<size_t>(components) * width);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    for (uint8_t& v : row) v = static_cast<uint8_t>(rng());
+    JSAMPROW rows = row.data();
+    jpeg_write_scanlines(&cinfo, &rows, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::vector<uint8_t> bytes(buffer, buffer + size);
+  std::free(buffer);
+  return bytes;
+}
+
+// The file's samples as libjpeg gives them in `out_space` (its own conversions, no RGB
+// forcing): the independent reference for decode_image.
+std::vector<uint8_t> libjpeg_samples(const std::vector<uint8_t>& jpeg, J_COLOR_SPACE out_space, int* components) {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr error;
+  cinfo.err = jpeg_std_error(&error);
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, jpeg.data(), static_cast<unsigned long>(jpeg.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  cinfo.out_color_space = out_space;
+  jpeg_start_decompress(&cinfo);
+  *components = cinfo.output_components;
+  const size_t row_size = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
+  std::vector<uint8_t> samples(row_size * cinfo.output_height);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = samples.data() + cinfo.output_scanline * row_size;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return samples;
+}
+
+// A greyscale JPEG becomes RGB with R = G = B = its grey level, as PIL's convert("RGB").
+TEST(DataJpeg, GreyscaleBecomesRgbWithEqualChannels) {
+  const std::vector<uint8_t> jpeg = encode_random_jpeg(9, 13, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 5);
+  int components = 0;
+  const std::vector<uint8_t> grey = libjpeg_samples(jpeg, JCS_GRAYSCALE, &components);
+  ASSERT_EQ(components, 1);
+  const Image image = decode_image(jpeg.data(), jpeg.size(), "grey.jpg");
+  ASSERT_EQ(image.height, 9);
+  ASSERT_EQ(image.width, 13);
+  ASSERT_EQ(image.channels, 3);
+  std::vector<uint8_t> expected;
+  for (uint8_t g : grey) expected.insert(expected.end(), {g, g, g});
+  EXPECT_EQ(image.pixels, expected);
+}
+
+// Adobe CMYK JPEGs, stored as CMYK or (Photoshop's usual) YCCK, store inverted inks: with
+// s = 255 - ink, PIL gives channel = round(s_channel * s_k / 255).
+TEST(DataJpeg, CmykAndYcckJpegsUsePilsConversion) {
+  for (J_COLOR_SPACE stored : {JCS_CMYK, JCS_YCCK}) {
+    const std::vector<uint8_t> jpeg = encode_random_jpeg(8, 11, 4, JCS_CMYK, stored, 6);
+    int components = 0;
+    const std::vector<uint8_t> cmyk = libjpeg_samples(jpeg, JCS_CMYK, &components);
+    ASSERT_EQ(components, 4);
+    const Image image = decode_image(jpeg.data(), jpeg.size(), "cmyk.jpg");
+    ASSERT_EQ(image.height, 8);
+    ASSERT_EQ(image.width, 11);
+    ASSERT_EQ(image.channels, 3);
+    std::vector<uint8_t> expected;
+    for (size_t p = 0; p < cmyk.size(); p += 4) {
+      for (int c = 0; c < 3; ++c) expected.push_back(static_cast<uint8_t>(std::lround(cmyk[p + c] * cmyk[p + 3] / 255.0)));
+    }
+    EXPECT_EQ(image.pixels, expected) << (stored == JCS_YCCK ? "YCCK" : "CMYK");
+  }
 }
 
 }  // namespace
