@@ -5,8 +5,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "data/archive.h"
 #include "data/files.h"
@@ -255,6 +257,117 @@ TEST(DataIdx, AClassMissingBetweenTheSmallestAndLargestLabelIsAnError) {
   EXPECT_EQ(IdxDataset(images, labels, /*every_class_present=*/false).num_classes(), 201);
   write_labels({0, 1, 2, 3, 4, 1});
   EXPECT_EQ(IdxDataset(images, labels).num_classes(), 5);
+}
+
+// A class list edited on Windows (CRLF line ends), with stray spaces and blank lines, names
+// the same classes: "b\r" is no class of its own, so the folders keep their listed labels.
+TEST(DataImageFolder, AClassListWithWindowsLineEndsGivesTheListedLabels) {
+  TempDir root;
+  for (const char* dir : {"a", "b"}) fs::create_directory(root.path() + "/" + dir);
+  write_tagged_image(root.path() + "/a/x.png", 1);
+  write_tagged_image(root.path() + "/b/y.png", 2);
+  const std::string list = root.path() + "/classes.txt";
+  write_file(list, "  c\r\n\r\nb \r\n\ta\r\n");
+  const ImageFolder folder(root.path(), list);
+  EXPECT_THAT(folder.classes(), ElementsAre("c", "b", "a"));
+  ASSERT_EQ(folder.size(), 2u);
+  EXPECT_EQ(folder.label(0), 2);  // a/x.png
+  EXPECT_EQ(folder.label(1), 1);  // b/y.png
+  EXPECT_EQ(folder.get(0).image.pixels[0], 1);
+}
+
+// Images of height 2 and width 3, each a different run of random bytes: the shape comes
+// from the header's dimensions in order, and item i is the i-th block of 6 bytes.
+TEST(DataIdx, NonSquareImagesKeepTheirShapeAndBytes) {
+  TempDir dir;
+  const std::string images = dir.path() + "/images", labels = dir.path() + "/labels";
+  std::mt19937_64 rng(17);
+  std::vector<uint8_t> pixels(3 * 2 * 3);
+  for (uint8_t& p : pixels) p = static_cast<uint8_t>(rng() | 1);
+  std::vector<uint8_t> image_bytes = idx_header(3, {3, 2, 3});
+  image_bytes.insert(image_bytes.end(), pixels.begin(), pixels.end());
+  std::vector<uint8_t> label_bytes = idx_header(1, {3});
+  label_bytes.insert(label_bytes.end(), {2, 0, 1});
+  write_file(images, image_bytes.data(), image_bytes.size());
+  write_file(labels, label_bytes.data(), label_bytes.size());
+
+  const IdxDataset idx(images, labels);
+  EXPECT_EQ(idx.height(), 2);
+  EXPECT_EQ(idx.width(), 3);
+  for (size_t i = 0; i < 3; ++i) {
+    const Sample sample = idx.get(i);
+    EXPECT_EQ(sample.image.height, 2);
+    EXPECT_EQ(sample.image.width, 3);
+    EXPECT_EQ(sample.image.channels, 1);
+    EXPECT_EQ(sample.image.pixels, std::vector<uint8_t>(pixels.begin() + 6 * i, pixels.begin() + 6 * (i + 1)));
+    EXPECT_EQ(sample.label, label_bytes[8 + i]);
+  }
+}
+
+// More labels than images, and values that are not unsigned bytes (type 0x0D: float32),
+// are errors naming the files.
+TEST(DataIdx, CountMismatchAndOtherValueTypesAreErrors) {
+  TempDir dir;
+  const std::string images = dir.path() + "/images", labels = dir.path() + "/labels";
+  std::vector<uint8_t> image_bytes = idx_header(3, {2, 1, 1});
+  image_bytes.insert(image_bytes.end(), {7, 9});
+  std::vector<uint8_t> label_bytes = idx_header(1, {3});
+  label_bytes.insert(label_bytes.end(), {0, 1, 0});
+  write_file(images, image_bytes.data(), image_bytes.size());
+  write_file(labels, label_bytes.data(), label_bytes.size());
+  EXPECT_THAT([&] { IdxDataset(images, labels); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(images), HasSubstr("2 images"), HasSubstr(labels),
+                                                 HasSubstr("3 labels"))));
+
+  label_bytes = idx_header(1, {2});
+  label_bytes.insert(label_bytes.end(), {0, 1});
+  write_file(labels, label_bytes.data(), label_bytes.size());
+  EXPECT_EQ(IdxDataset(images, labels).size(), 2u);
+  std::vector<uint8_t> floats = idx_header(3, {2, 1, 1});
+  floats[2] = 0x0D;
+  floats.resize(floats.size() + 2 * 4, 0x3f);
+  write_file(images, floats.data(), floats.size());
+  EXPECT_THAT([&] { IdxDataset(images, labels); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(images), HasSubstr("magic"))));
+}
+
+// Files come in sorted (byte) order whatever order the directory lists them in: 40 files
+// written in a shuffled order.
+TEST(DataImageFolder, FilesAreSortedByName) {
+  TempDir root;
+  fs::create_directory(root.path() + "/c");
+  std::vector<std::string> names;
+  for (int k = 0; k < 40; ++k) names.push_back(fmt::format("{:02d}_{}.png", (k * 17) % 40, k % 3 == 0 ? "Z" : "a"));
+  std::mt19937_64 rng(5);
+  std::shuffle(names.begin(), names.end(), rng);
+  for (const std::string& name : names) write_tagged_image(root.path() + "/c/" + name, 1);
+  const ImageFolder folder(root.path());
+  std::vector<std::string> expected;
+  for (const std::string& name : names) expected.push_back("c/" + name);
+  std::sort(expected.begin(), expected.end());
+  std::vector<std::string> got;
+  for (size_t i = 0; i < folder.size(); ++i) got.push_back(folder.name(i));
+  EXPECT_EQ(got, expected);
+}
+
+// from_dir checks that every class is present in the train split only: a test split may
+// hold a subset (labels 0 and 2 here), the same labels as a train split are an error.
+TEST(DataIdx, FromDirLetsOnlyTheTestSplitMissAClass) {
+  TempDir dir;
+  for (const char* prefix : {"train", "t10k"}) {
+    std::vector<uint8_t> image_bytes = idx_header(3, {3, 1, 2});
+    image_bytes.insert(image_bytes.end(), {1, 2, 3, 4, 5, 6});
+    std::vector<uint8_t> label_bytes = idx_header(1, {3});
+    label_bytes.insert(label_bytes.end(), {2, 0, 2});
+    write_file(dir.path() + "/" + prefix + "-images-idx3-ubyte", image_bytes.data(), image_bytes.size());
+    write_file(dir.path() + "/" + prefix + "-labels-idx1-ubyte", label_bytes.data(), label_bytes.size());
+  }
+  const IdxDataset test = IdxDataset::from_dir(dir.path(), Split::Test);
+  EXPECT_EQ(test.size(), 3u);
+  EXPECT_EQ(test.num_classes(), 3);
+  EXPECT_EQ(test.name(1), "t10k-images-idx3-ubyte#1");
+  EXPECT_THAT([&] { IdxDataset::from_dir(dir.path(), Split::Train); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr("train-labels-idx1-ubyte"), HasSubstr("classes 1 have no example"))));
 }
 
 }  // namespace
