@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "data/files.h"
 #include "data/image_folder.h"
@@ -258,6 +261,147 @@ TEST(DataLoader, RejectsBadOptions) {
   DataLoader loader(dataset, noisy_transform, small_options(1));
   Batch batch;
   EXPECT_THROW(loader.next(batch), engine::Error);  // no start_epoch yet
+}
+
+// The noise of each item's first value in one epoch, by dataset index.
+std::vector<float> first_noise_by_item(DataLoader& loader, int64_t epoch, size_t size) {
+  std::vector<float> noise(size, -1.0f);
+  for (const Batch& batch : load_epoch(loader, epoch)) {
+    const size_t row = static_cast<size_t>(batch.c) * batch.h * batch.w;
+    for (int r = 0; r < batch.n; ++r) noise.at(batch.indices[r]) = batch.images[r * row] - static_cast<float>(batch.indices[r]);
+  }
+  return noise;
+}
+
+// The seed decides both the order and the augmentations: two seeds give two runs.
+TEST(DataLoader, TheSeedChangesTheOrderAndTheAugmentations) {
+  const CountingDataset dataset(40);
+  LoaderOptions options = small_options(2);
+  DataLoader a(dataset, noisy_transform, options), again(dataset, noisy_transform, options);
+  options.seed = 43;
+  DataLoader b(dataset, noisy_transform, options);
+  EXPECT_EQ(indices_of(load_epoch(again, 0)), indices_of(load_epoch(a, 0)));
+  EXPECT_NE(indices_of(load_epoch(b, 0)), indices_of(load_epoch(a, 0)));
+  const std::vector<float> noise_a = first_noise_by_item(a, 0, 40), noise_b = first_noise_by_item(b, 0, 40);
+  for (size_t i = 0; i < 40; ++i) EXPECT_NE(noise_a[i], noise_b[i]) << "item " << i;
+}
+
+// An item's augmentation stream is keyed by (seed, epoch, item), not by where the shuffle
+// put it: with shuffling on or off, and at any batch size, item i draws the same numbers.
+TEST(DataLoader, AnItemsAugmentationDoesNotDependOnItsPosition) {
+  const CountingDataset dataset(30);
+  LoaderOptions shuffled = small_options(2);
+  LoaderOptions in_order = small_options(0);
+  in_order.shuffle = false;
+  in_order.batch_size = 4;
+  DataLoader a(dataset, noisy_transform, shuffled), b(dataset, noisy_transform, in_order);
+  for (int64_t epoch : {0, 3}) {
+    const std::vector<float> noise_a = first_noise_by_item(a, epoch, 30);
+    ASSERT_NE(indices_of(load_epoch(a, epoch)), indices_of(load_epoch(b, epoch)));  // the positions differ
+    EXPECT_EQ(noise_a, first_noise_by_item(b, epoch, 30)) << "epoch " << epoch;
+  }
+}
+
+// Counts the items loaded.
+class CountedDataset : public CountingDataset {
+ public:
+  using CountingDataset::CountingDataset;
+  Sample get(size_t i) const override {
+    ++loaded;
+    return CountingDataset::get(i);
+  }
+  mutable std::atomic<size_t> loaded{0};
+};
+
+// Workers stay at most prefetch_batches ahead of the consumer (memory stays bounded): an
+// upper bound, so waiting longer can only make a loader that ignores it fail.
+TEST(DataLoader, WorkersLoadAtMostPrefetchBatchesAhead) {
+  const CountedDataset dataset(400);
+  LoaderOptions options = small_options(3);
+  options.batch_size = 4;
+  options.prefetch_batches = 2;
+  DataLoader loader(dataset, noisy_transform, options);
+  loader.start_epoch(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LE(dataset.loaded.load(), 2u * 4u);
+  Batch batch;
+  ASSERT_TRUE(loader.next(batch));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LE(dataset.loaded.load(), 3u * 4u);
+  EXPECT_GE(dataset.loaded.load(), 4u);
+}
+
+// Images are tagged by their file (pixel value 10 * (k + 1)); with corrupt files skipped
+// in between, every row still holds the image of the index reported for it.
+TEST(DataLoader, RowsAfterASkippedImageHoldTheirOwnImages) {
+  TempDir root;
+  std::filesystem::create_directory(root.path() + "/cls");
+  for (int k = 0; k < 9; ++k) {
+    Image image(2, 2, 3);
+    std::fill(image.pixels.begin(), image.pixels.end(), static_cast<uint8_t>(10 * (k + 1)));
+    write_png(image, root.path() + "/cls/" + std::to_string(k) + ".png");
+  }
+  for (const char* bad : {"/cls/2_bad.jpg", "/cls/5_bad.jpg"}) write_file(root.path() + bad, "\xff\xd8\xff garbage");
+  const ImageFolder folder(root.path());
+  ASSERT_EQ(folder.size(), 11u);
+  LoaderOptions options = small_options(2);
+  options.batch_size = 3;
+  options.skip_bad_images = true;
+  DataLoader loader(folder, noisy_transform, options);
+  size_t rows = 0;
+  for (const Batch& batch : load_epoch(loader, 0)) {
+    ASSERT_EQ(batch.images.size(), static_cast<size_t>(batch.n) * 12);
+    for (int r = 0; r < batch.n; ++r) {
+      const std::string name = folder.name(batch.indices[r]);  // "cls/<k>.png"
+      const float tag = 10.0f * (std::stoi(name.substr(4)) + 1);
+      for (int p = 0; p < 12; ++p) {
+        const float value = batch.images[r * 12 + p];
+        ASSERT_TRUE(value >= tag && value < tag + 1) << name << " in row " << r << " holds " << value;
+      }
+      ++rows;
+    }
+  }
+  EXPECT_EQ(rows, 9u);
+  EXPECT_EQ(loader.bad_images(), 2u);
+}
+
+// The first batch's items load slowly, so a later batch is ready first: batches are still
+// yielded in order.
+class SlowStartDataset : public CountingDataset {
+ public:
+  using CountingDataset::CountingDataset;
+  Sample get(size_t i) const override {
+    if (i < 3) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return CountingDataset::get(i);
+  }
+};
+
+TEST(DataLoader, ALaterBatchReadyFirstWaitsForItsTurn) {
+  const SlowStartDataset dataset(12);
+  LoaderOptions options = small_options(3);
+  options.shuffle = false;
+  options.batch_size = 3;
+  DataLoader loader(dataset, noisy_transform, options);
+  const std::vector<Batch> batches = load_epoch(loader, 0);
+  ASSERT_EQ(batches.size(), 4u);
+  for (size_t b = 0; b < 4; ++b) {
+    EXPECT_THAT(batches[b].indices, ElementsAre(3 * b, 3 * b + 1, 3 * b + 2)) << "batch " << b;
+    expect_rows_hold_their_items(batches[b]);
+  }
+}
+
+// A resumed epoch does not load the batches it skips: only those it yields.
+TEST(DataLoader, ResumingMidEpochLoadsOnlyTheRemainingBatches) {
+  const CountedDataset dataset(40);
+  LoaderOptions options = small_options(2);
+  options.batch_size = 4;
+  options.prefetch_batches = 2;
+  DataLoader loader(dataset, noisy_transform, options);
+  loader.start_epoch(0, 7);
+  size_t yielded = 0;
+  for (Batch batch; loader.next(batch);) yielded += batch.n;
+  EXPECT_EQ(yielded, 12u);
+  EXPECT_EQ(dataset.loaded.load(), 12u);
 }
 
 }  // namespace
