@@ -228,5 +228,63 @@ TEST(DataArchive, DataAndCacheDirsFollowTheEnvironment) {
   EXPECT_EQ(default_cache_dir(), "./.cache/data");
 }
 
+// A copy that keeps the modification time (cp -p, rsync -t) of a different archive: the
+// size alone tells it apart.
+TEST(DataArchive, AnArchiveOfAnotherSizeWithTheSameTimeIsExtractedAgain) {
+  TempDir dir;
+  const std::string archive = make_archive(dir.path() + "/tiny.tar", "old.txt", "old");
+  const std::string cache_dir = dir.path() + "/cache";
+  const std::string path = extract_archive_once(archive, cache_dir);
+  const auto modified = fs::last_write_time(archive);
+  const auto size = fs::file_size(archive);
+
+  make_archive(archive, "new.txt", std::string(30000, 'n'));
+  fs::last_write_time(archive, modified);
+  ASSERT_NE(fs::file_size(archive), size);
+  EXPECT_EQ(extract_archive_once(archive, cache_dir), path);
+  EXPECT_TRUE(fs::exists(path + "/tiny/new.txt"));
+  EXPECT_FALSE(fs::exists(path + "/tiny/old.txt"));
+}
+
+// Two archives of the same name, size and modification time in different folders: the
+// path alone tells them apart.
+TEST(DataArchive, ArchivesAlikeButForTheirFolderGetTheirOwnContents) {
+  TempDir dir;
+  const std::string first = make_archive(dir.path() + "/a/tiny.tar", "first.txt", "1");
+  const std::string second = make_archive(dir.path() + "/b/tiny.tar", "other.txt", "2");
+  fs::last_write_time(second, fs::last_write_time(first));
+  ASSERT_EQ(fs::file_size(first), fs::file_size(second));  // a plain tar of one small file: 10240 bytes
+  const std::string cache_dir = dir.path() + "/cache";
+  const std::string path = extract_archive_once(first, cache_dir);
+  EXPECT_TRUE(fs::exists(path + "/tiny/first.txt"));
+  EXPECT_EQ(extract_archive_once(second, cache_dir), path);
+  EXPECT_TRUE(fs::exists(path + "/tiny/other.txt"));
+  EXPECT_FALSE(fs::exists(path + "/tiny/first.txt"));
+}
+
+// The cache folder gets the mode a plain mkdir gives (mkdtemp's 0700 would hide a shared
+// cache from other users).
+TEST(DataArchive, TheCacheFolderHasTheUsualPermissions) {
+  TempDir dir;
+  const std::string archive = make_tiny_archive(dir.path());
+  const std::string cache_dir = dir.path() + "/cache";
+  const std::string path = extract_archive_once(archive, cache_dir);
+  fs::create_directory(dir.path() + "/plain");
+  EXPECT_EQ(fs::status(path).permissions(), fs::status(dir.path() + "/plain").permissions());
+}
+
+// Every documented suffix names the cache folder after the archive without it.
+TEST(DataArchive, EverySupportedSuffixIsExtracted) {
+  TempDir dir;
+  for (const char* suffix : {".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz"}) {
+    const std::string archive = make_archive(dir.path() + "/in/tiny" + std::string(suffix), "hello.txt", suffix);
+    const std::string cache_dir = dir.path() + "/cache" + suffix;
+    const std::string path = extract_archive_once(archive, cache_dir);
+    EXPECT_EQ(path, cache_dir + "/tiny") << suffix;
+    EXPECT_EQ(read_text(path + "/tiny/hello.txt"), suffix);
+    fs::remove(archive);
+  }
+}
+
 }  // namespace
 }  // namespace data
