@@ -30,7 +30,8 @@ Tensor gate_bias(int64_t width, Rng& rng) {
 GatedRnn::GatedRnn(int64_t dim, int64_t width, bool bidirectional, Rng& rng)
     : width_(positive("gated_rnn: width", width)), bidirectional_(bidirectional), in_proj_(dim, 3 * width_, true, rng),
       out_proj_(width_, dim, true, rng) {
-  copy_into(narrow(in_proj_.bias, 0, width, width), gate_bias(width, rng));
+  // in_proj's bias on r (rows width .. 2 width) is the gate bias.
+  copy_into(narrow(in_proj_.bias, 0, width_, width_), gate_bias(width_, rng));
 }
 
 Tensor GatedRnn::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const {
@@ -44,13 +45,14 @@ Tensor GatedRnn::forward_packed(const Tensor& x, const PaddedLayout& layout, For
 }
 
 Tensor GatedRnn::scan_and_gate(const Tensor& projected, const ForwardContext& ctx) const {
-  // u, the gate's logits and z: slices of one projection, which the scans read in place.
-  std::vector<Tensor> uag = split(projected, {width_, width_, width_}, -1);
+  // u, r (the gate's logits) and g: slices of one projection, which the scans read in place.
+  const std::vector<Tensor> urg = split(projected, {width_, width_, width_}, -1);
+  const Tensor &u = urg[0], &r = urg[1], &g = urg[2];
   // Halted tokens become identity steps (a = 1, no input): the state passes them unchanged.
   const Tensor keep = ctx.active.defined() ? ctx.active.detach() : Tensor();
-  const Tensor h_fwd = gated_scan(uag[0], uag[1], keep, /*reverse=*/false);
-  const Tensor h_bwd = bidirectional_ ? gated_scan(uag[0], uag[1], keep, /*reverse=*/true) : Tensor();
-  return silu_gated_sum(h_fwd, h_bwd, uag[2]);
+  const Tensor h_fwd = gated_scan(u, r, keep, /*reverse=*/false);
+  const Tensor h_bwd = bidirectional_ ? gated_scan(u, r, keep, /*reverse=*/true) : Tensor();
+  return silu_gated_sum(h_fwd, h_bwd, g);
 }
 
 void GatedRnn::visit(const std::string& prefix, const ParamVisitor& fn) {

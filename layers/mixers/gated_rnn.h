@@ -24,8 +24,8 @@ class GatedRnn : public TokenMixer {
   Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) override {
     return mix(x, ctx, residual);
   }
-  // The projections run on the packed tokens; only the scans see the padding
-  // (identity steps, as halted tokens are).
+  // The projections run on the packed tokens; only the scans and the gate see
+  // the padding (identity steps of the scans, as halted tokens are).
   Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
                         const Tensor& residual) override;
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
@@ -33,7 +33,7 @@ class GatedRnn : public TokenMixer {
  private:
   // The branch output, plus residual when given (added by out_proj's GEMM).
   Tensor mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const;
-  // in_proj's output [B, N, 3E] -> silu(g) * h [B, N, E], out_proj's input.
+  // in_proj's output (u, r, g) [B, N, 3E] -> silu(g) * (h_fwd + h_bwd) [B, N, E], out_proj's input.
   Tensor scan_and_gate(const Tensor& projected, const ForwardContext& ctx) const;
   int64_t width_;
   bool bidirectional_;
