@@ -24,7 +24,7 @@ struct ForwardContext {
   Tensor active;
 };
 
-// "blocks.3." + "attn" style name joining; an empty prefix adds nothing.
+// join_name("blocks.3", "attn") is "blocks.3.attn"; an empty prefix adds nothing.
 inline std::string join_name(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }

@@ -45,6 +45,7 @@ struct VitConfig {
   double drop_path_rate = 0.0;
   // One entry per block: the token mixer spec (layers/mixers/factory.h), e.g.
   // "attention" for a plain ViT block or "gated_rnn:width=96" in a hybrid.
+  // Empty: attention in every block (the constructor fills it in).
   std::vector<std::string> mixers;
   std::vector<std::string> label_names;
   Preprocess preprocess;

@@ -1,6 +1,6 @@
-// Bidirectional selective state-space mixer (Mamba's S6 block, Vision Mamba
-// "v1" style), with d_inner = expand * D, state size S, conv taps K and
-// dt_rank R = ceil(D / 16):
+// Selective state-space mixer (Mamba's S6 block, Vision Mamba "v1" style,
+// bidirectional by default), with d_inner = expand * D, state size S, conv
+// taps K and dt_rank R = ceil(D / 16):
 //   xi, z = in_proj(x)                                    (D -> 2 d_inner, no bias)
 //   per direction (forward; backward too when bidirectional):
 //     xc = silu(conv1d(xi))                               depthwise, causal in the scan direction (one kernel)
@@ -8,7 +8,8 @@
 //     dt = softplus(dt_proj(dt_low))                      (R -> d_inner; one op, softplus_linear)
 //     y_dir = selective_scan_log_a(xc, dt, A_log, Bm, Cm, D)  (A = -exp(A_log), computed by the scan)
 //   out = out_proj((y_fwd + y_bwd) * silu(z))             (d_inner -> D, no bias)
-// Each direction has its own conv1d, x_proj, dt_proj, A_log and D.
+// The parameter D [d_inner] (Mamba's name) is the scan's skip weight, y += D * xc,
+// not the width D. Each direction has its own conv1d, x_proj, dt_proj, A_log and D.
 // Parameters under the block's "attn" prefix use Vision Mamba's names (the
 // backward direction's carry a "_b"): in_proj.weight, conv1d.{weight [d_inner, 1, K],
 // bias}, x_proj.weight, dt_proj.{weight, bias}, A_log [d_inner, S], D [d_inner],
