@@ -9,6 +9,7 @@
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/softmax/softmax.h"
 #include "engine/ops/view/view.h"
+#include "layers/mixers/checks.h"
 
 namespace engine {
 
@@ -27,8 +28,8 @@ Tensor mask_halted_keys(const Tensor& scores, const Tensor& active) {
 }  // namespace
 
 Attention::Attention(int64_t dim, int64_t heads, bool qkv_bias, Rng& rng)
-    : heads_(heads), qkv_(dim, 3 * dim, qkv_bias, rng), proj_(dim, dim, true, rng) {
-  check(heads > 0 && dim % heads == 0, "attention: dim {} is not divisible by {} heads", dim, heads);
+    : heads_(positive("attention: heads", heads)), qkv_(dim, 3 * dim, qkv_bias, rng), proj_(dim, dim, true, rng) {
+  check(dim % heads == 0, "attention: dim {} is not divisible by {} heads", dim, heads);
 }
 
 Tensor Attention::attend(const Tensor& x, const ForwardContext& ctx, Tensor* attn_probs, const Tensor& residual) {

@@ -105,10 +105,7 @@ MixerSpec parse_mixer_spec(const std::string& text, const MixerSpec& defaults) {
 }
 
 std::unique_ptr<TokenMixer> make_mixer(const MixerSpec& spec, int64_t dim, Rng& rng) {
-  if (spec.kind == "attention") {
-    check(spec.heads > 0, "token mixer 'attention' needs heads > 0, got {}", spec.heads);
-    return std::make_unique<Attention>(dim, spec.heads, spec.qkv_bias, rng);
-  }
+  if (spec.kind == "attention") return std::make_unique<Attention>(dim, spec.heads, spec.qkv_bias, rng);
   if (spec.kind == "gated_rnn") {
     return std::make_unique<GatedRnn>(dim, or_default(spec.width, std::max<int64_t>(1, dim / 2)), spec.bidirectional,
                                       rng);
