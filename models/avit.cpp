@@ -138,6 +138,21 @@ Tensor can_halt_mask(const std::vector<int64_t>& count, int64_t prefix, DType dt
   return Tensor::from_vector(can_halt, {static_cast<int64_t>(can_halt.size())}).to(dtype).to(device);
 }
 
+// Every token of the embedded batch [B, N, D], packed image by image, all running.
+PackedTokens pack_all(const Tensor& embedded, int64_t prefix) {
+  const int64_t batch = embedded.size(0), tokens = embedded.size(1);
+  PackedTokens packed;
+  packed.x = reshape(embedded, {batch * tokens, embedded.size(2)});
+  const HaltingState start = start_halting(1, batch * tokens, embedded.dtype(), embedded.device());
+  packed.state = {reshape(start.active, {-1}), reshape(start.cumulative, {-1})};
+  packed.count.assign(static_cast<size_t>(batch), tokens);
+  packed.can_halt = can_halt_mask(packed.count, prefix, embedded.dtype(), embedded.device());
+  auto origin = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(batch * tokens));
+  std::iota(origin->begin(), origin->end(), int64_t{0});
+  packed.origin = std::move(origin);
+  return packed;
+}
+
 // Where the packed tokens sit in a [B, K] batch padded to the largest count
 // (a padding slot reads its image's first token).
 PaddedLayout padded_layout(const std::vector<int64_t>& count, DType dtype, Device device) {
@@ -344,16 +359,7 @@ Tensor avit_forward_compact(VisionTransformer& model, const Tensor& images, Comp
   const int64_t prefix = model.config.num_prefix_tokens(), depth = model.config.depth;
   Tensor embedded = model.embed(images);
   const int64_t batch = embedded.size(0), tokens = embedded.size(1), dim = embedded.size(2);
-  const HaltingState start = start_halting(1, batch * tokens, embedded.dtype(), embedded.device());
-  PackedTokens packed{reshape(embedded, {batch * tokens, dim}),
-                      {reshape(start.active, {-1}), reshape(start.cumulative, {-1})},
-                      Tensor(),
-                      std::vector<int64_t>(static_cast<size_t>(batch), tokens),
-                      nullptr};
-  packed.can_halt = can_halt_mask(packed.count, prefix, embedded.dtype(), embedded.device());
-  auto origin = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(batch * tokens));
-  std::iota(origin->begin(), origin->end(), int64_t{0});
-  packed.origin = std::move(origin);
+  PackedTokens packed = pack_all(embedded, prefix);
   const FlagSchedule schedule(model, policy, embedded.device());
   HaltingDecisions decisions(batch * tokens);
   PaddedLayout layout = padded_layout(packed.count, embedded.dtype(), embedded.device());
