@@ -41,6 +41,9 @@ void VitConfig::validate(const std::string& source) const {
   check(global_pool == "token" || global_pool == "avg", "{}: global_pool '{}' (expected token or avg)", source,
         global_pool);
   check(global_pool != "token" || class_token, "{}: global_pool = token needs a class token", source);
+  // As timm's VisionTransformerDistilled: the distillation head reads the distillation token.
+  check(!distilled || global_pool == "token", "{}: distilled (DeiT's distillation head) needs global_pool = token, got '{}'",
+        source, global_pool);
   check(mixers.empty() || static_cast<int64_t>(mixers.size()) == depth, "{}: {} mixer kinds listed for {} blocks",
         source, mixers.size(), depth);
   check(label_names.empty() || static_cast<int64_t>(label_names.size()) == num_classes,
