@@ -30,6 +30,22 @@ void Preprocess::validate(const std::string& source) const {
   }
 }
 
+namespace {
+
+// Parses every block's mixer spec, so that a bad one fails here, naming the
+// config and the block, rather than when the blocks are built.
+void check_mixer_specs(const VitConfig& config, const std::string& source) {
+  for (size_t i = 0; i < config.mixers.size(); ++i) {
+    try {
+      config.mixer_spec(config.mixers[i]);
+    } catch (const Error& e) {
+      fail("{}: mixers[{}]: {}", source, i, e.what());
+    }
+  }
+}
+
+}  // namespace
+
 void VitConfig::validate(const std::string& source) const {
   check(patch_size > 0 && img_size > 0 && img_size % patch_size == 0,
         "{}: img_size {} must be a positive multiple of patch_size {}", source, img_size, patch_size);
@@ -42,10 +58,15 @@ void VitConfig::validate(const std::string& source) const {
         global_pool);
   check(global_pool != "token" || class_token, "{}: global_pool = token needs a class token", source);
   // As timm's VisionTransformerDistilled: the distillation head reads the distillation token.
-  check(!distilled || global_pool == "token", "{}: distilled (DeiT's distillation head) needs global_pool = token, got '{}'",
-        source, global_pool);
+  check(!distilled || global_pool == "token",
+        "{}: distilled (DeiT's distillation head) needs global_pool = token, got '{}'", source, global_pool);
+  check(std::isfinite(ln_eps) && ln_eps >= 0, "{}: ln_eps {} must be finite and non-negative", source, ln_eps);
+  // The last block drops its branches at the full rate.
+  check(drop_path_rate >= 0 && drop_path_rate < 1, "{}: drop_path_rate {} must be in [0, 1)", source,
+        drop_path_rate);
   check(mixers.empty() || static_cast<int64_t>(mixers.size()) == depth, "{}: {} mixer kinds listed for {} blocks",
         source, mixers.size(), depth);
+  check_mixer_specs(*this, source);
   check(label_names.empty() || static_cast<int64_t>(label_names.size()) == num_classes,
         "{}: {} label_names for {} classes", source, label_names.size(), num_classes);
   preprocess.validate(source);

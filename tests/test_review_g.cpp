@@ -1,7 +1,9 @@
 // Review of layers/ and models/: config values that used to pass validation
-// and misbehave later (each now one error naming the value), and the
+// and fail later, or not at all (each now one error naming the value), and the
 // attention mixer's check of its head count.
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "layers/mixers/factory.h"
 #include "models/vit.h"
@@ -35,6 +37,33 @@ TEST(ReviewG, DistilledModelNeedsClassTokenPooling) {
   c.fc_norm = true;
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "distilled", "global_pool", "'avg'"});
   expect_error_mentioning([&] { VisionTransformer model(c); }, {"distilled", "global_pool"});
+}
+
+TEST(ReviewG, LayerNormEpsMustBeFiniteAndNonNegative) {
+  VitConfig c = tiny_config();
+  c.ln_eps = -1e-6;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "ln_eps", "-1e-06"});
+  c.ln_eps = std::nan("");
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "ln_eps", "nan"});
+}
+
+TEST(ReviewG, DropPathRateMustBeBelowOne) {
+  VitConfig c = tiny_config();
+  c.drop_path_rate = 1.0;  // the last block's rate: every sample of its branches dropped
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "drop_path_rate", "[0, 1)"});
+  c.drop_path_rate = -0.1;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "drop_path_rate", "-0.1"});
+}
+
+// A bad mixer spec in a config file used to fail only when the blocks were
+// built, with the parser's message alone: no file, no block.
+TEST(ReviewG, MixerSpecErrorsNameTheSourceAndTheBlock) {
+  VitConfig c = tiny_config();
+  c.mixers = {"attention", "gru:width=8"};
+  expect_error_mentioning([&] { c.validate("cfg.json"); },
+                          {"cfg.json", "mixers[1]", "unknown token mixer 'gru'", "gated_rnn"});
+  c.mixers = {"gated_rnn:depth=3", "attention"};
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "mixers[0]", "'depth'"});
 }
 
 TEST(ReviewG, AttentionHeadCountErrorsNameTheValue) {
