@@ -25,11 +25,11 @@ class TokenMixer {
     return add(residual, forward(x, ctx, nullptr));
   }
   // The mixer on tokens packed from images of different lengths, [T, D] ->
-  // [T, D] (A-ViT's compacted path), laid out per image by `layout`, whose
-  // `active` marks padding and halted tokens; plus residual when defined. The
-  // default pads, mixes the [B, K, D] batch and unpads; a mixer whose
-  // per-token projections come first and last may run them on the T tokens
-  // and pad only what mixes.
+  // [T, D] (A-ViT's compacted path, and avit_mix's kept-first layout), laid
+  // out per image by `layout`, whose `active` marks padding and halted
+  // tokens; plus residual when defined. The default pads, mixes the
+  // [B, K, D] batch and unpads; a mixer whose per-token projections come
+  // first and last may run them on the T tokens and pad only what mixes.
   virtual Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
                                 const Tensor& residual);
   virtual void visit(const std::string& prefix, const ParamVisitor& fn) = 0;
