@@ -15,12 +15,17 @@ DepthwiseConv1d::DepthwiseConv1d(int64_t channels, int64_t taps, Rng& rng) {
   bias = Tensor::uniform({channels}, rng, -bound, bound);
 }
 
+namespace {
+// PyTorch's weight layout [C, 1, K] as the ops take it, [C, K] (a view).
+Tensor filters(const Tensor& weight) { return reshape(weight, {weight.size(0), weight.size(2)}); }
+}  // namespace
+
 Tensor DepthwiseConv1d::forward(const Tensor& x, int64_t pad_left, bool reverse) const {
-  return depthwise_conv1d(x, reshape(weight, {weight.size(0), taps()}), bias, pad_left, reverse);
+  return depthwise_conv1d(x, filters(weight), bias, pad_left, reverse);
 }
 
 Tensor DepthwiseConv1d::forward_silu(const Tensor& x, int64_t pad_left, bool reverse) const {
-  return depthwise_conv1d_silu(x, reshape(weight, {weight.size(0), taps()}), bias, pad_left, reverse);
+  return depthwise_conv1d_silu(x, filters(weight), bias, pad_left, reverse);
 }
 
 void DepthwiseConv1d::visit(const std::string& prefix, const ParamVisitor& fn) {
