@@ -1,6 +1,7 @@
 #include "models/vit.h"
 
 #include <cmath>
+#include <utility>
 
 #include "engine/ops/ops.h"
 #include "layers/mixers/factory.h"
@@ -47,13 +48,14 @@ void check_mixer_specs(const VitConfig& config, const std::string& source) {
 }  // namespace
 
 void VitConfig::validate(const std::string& source) const {
-  check(patch_size > 0 && img_size > 0 && img_size % patch_size == 0,
-        "{}: img_size {} must be a positive multiple of patch_size {}", source, img_size, patch_size);
-  check(embed_dim > 0 && num_heads > 0 && embed_dim % num_heads == 0,
-        "{}: embed_dim {} must be divisible by num_heads {}", source, embed_dim, num_heads);
-  check(depth > 0 && mlp_hidden > 0 && num_classes > 0 && in_chans > 0,
-        "{}: depth {}, mlp_hidden {}, num_classes {}, in_chans {} must be positive", source, depth, mlp_hidden,
-        num_classes, in_chans);
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"img_size", img_size}, {"patch_size", patch_size}, {"in_chans", in_chans},     {"embed_dim", embed_dim},
+      {"depth", depth},       {"num_heads", num_heads},   {"mlp_hidden", mlp_hidden}, {"num_classes", num_classes},
+  };
+  for (const auto& [key, value] : sizes) check(value > 0, "{}: {} {} must be positive", source, key, value);
+  check(img_size % patch_size == 0, "{}: img_size {} must be a multiple of patch_size {}", source, img_size,
+        patch_size);
+  check(embed_dim % num_heads == 0, "{}: embed_dim {} must be divisible by num_heads {}", source, embed_dim, num_heads);
   check(global_pool == "token" || global_pool == "avg", "{}: global_pool '{}' (expected token or avg)", source,
         global_pool);
   check(global_pool != "token" || class_token, "{}: global_pool = token needs a class token", source);

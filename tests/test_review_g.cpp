@@ -27,6 +27,22 @@ TEST(ReviewG, DistilledModelNeedsClassTokenPooling) {
   expect_error_mentioning([&] { VisionTransformer model(c); }, {"distilled", "global_pool"});
 }
 
+// embed_dim 0 used to be reported as "must be divisible by num_heads 12" (0 is).
+TEST(ReviewG, SizeErrorsNameTheSizeThatIsNotPositive) {
+  VitConfig c;  // ViT-B defaults, valid
+  c.embed_dim = 0;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: embed_dim 0 must be positive"});
+  c = VitConfig{};
+  c.num_heads = -2;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: num_heads -2 must be positive"});
+  c = VitConfig{};
+  c.patch_size = 0;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: patch_size 0 must be positive"});
+  c = VitConfig{};
+  c.patch_size = 15;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"img_size 224 must be a multiple of patch_size 15"});
+}
+
 TEST(ReviewG, LayerNormEpsMustBeFiniteAndNonNegative) {
   VitConfig c;  // ViT-B defaults, valid
   c.ln_eps = -1e-6;
