@@ -130,6 +130,13 @@ const Tensor* find_tensor(const NamedTensors& tensors, const std::string& name) 
   return nullptr;
 }
 
+// The side of a square grid of n > 0 patches; 0 when n patches form none.
+int64_t grid_side(int64_t patches) {
+  if (patches <= 0) return 0;
+  const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(patches))));
+  return side * side == patches ? side : 0;
+}
+
 // Architecture from tensor shapes alone.
 VitConfig infer_config(const NamedTensors& t, const std::string& source) {
   auto need = [&](const std::string& name) -> const Tensor& {
@@ -153,16 +160,12 @@ VitConfig infer_config(const NamedTensors& t, const std::string& source) {
   c.fc_norm = find_tensor(t, "fc_norm.weight") != nullptr;
   c.global_pool = c.fc_norm || !c.class_token ? "avg" : "token";
   const int64_t pos_tokens = need("pos_embed").size(1);
-  auto is_square = [](int64_t n) {
-    const auto r = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
-    return r * r == n;
-  };
   const int64_t prefix = c.num_prefix_tokens();
-  c.no_embed_class = prefix > 0 && is_square(pos_tokens) && !is_square(pos_tokens - prefix);
-  const int64_t patches = c.no_embed_class ? pos_tokens : pos_tokens - prefix;
-  check(is_square(patches), "{}: pos_embed has {} tokens, which is not a square patch grid (+{} prefix tokens)",
-        source, pos_tokens, prefix);
-  c.img_size = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(patches)))) * c.patch_size;
+  c.no_embed_class = prefix > 0 && grid_side(pos_tokens) > 0 && grid_side(pos_tokens - prefix) == 0;
+  const int64_t side = grid_side(c.no_embed_class ? pos_tokens : pos_tokens - prefix);
+  check(side > 0, "{}: pos_embed has {} tokens, which is not a square patch grid (+{} prefix tokens)", source,
+        pos_tokens, prefix);
+  c.img_size = side * c.patch_size;
   c.preprocess.input_size = c.img_size;
   return c;
 }
@@ -465,8 +468,8 @@ std::vector<double> resize_axis(const std::vector<double>& src, int64_t rows, in
 Tensor resample_pos_embed(const Tensor& pos_embed, int64_t prefix_tokens, int64_t new_grid) {
   const int64_t dim = pos_embed.size(2);
   const int64_t old_patches = pos_embed.size(1) - prefix_tokens;
-  const auto old_grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(old_patches))));
-  check(old_grid * old_grid == old_patches, "pos_embed of {} patch tokens is not a square grid", old_patches);
+  const int64_t old_grid = grid_side(old_patches);
+  check(old_grid > 0, "pos_embed of {} patch tokens is not a square grid", old_patches);
   std::vector<double> values = pos_embed.to_doubles();
   std::vector<double> prefix(values.begin(), values.begin() + prefix_tokens * dim);
   std::vector<double> grid(values.begin() + prefix_tokens * dim, values.end());  // [gh, gw, D]
@@ -492,8 +495,11 @@ void load_parameters(VisionTransformer& model, const NamedTensors& tensors, cons
     }
     used.insert(name);
     Tensor value = *found->second;
-    if (name == "pos_embed" && value.shape() != param.shape() && value.dim() == 3 && value.size(2) == param.size(2)) {
-      const int64_t prefix = model.config.no_embed_class ? 0 : model.config.num_prefix_tokens();
+    // A pos_embed for another grid is resampled; one that fits no grid after
+    // the model's prefix tokens is reported with the other mis-shaped tensors.
+    const int64_t prefix = model.config.no_embed_class ? 0 : model.config.num_prefix_tokens();
+    if (name == "pos_embed" && value.shape() != param.shape() && value.dim() == 3 && value.size(2) == param.size(2) &&
+        grid_side(value.size(1) - prefix) > 0) {
       value = resample_pos_embed(value, prefix, model.config.grid());
     }
     if (value.shape() != param.shape()) {

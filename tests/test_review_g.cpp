@@ -1,12 +1,14 @@
 // Review of layers/ and models/: config values that used to pass validation
-// and fail later, or not at all (each now one error naming the value), and the
-// attention mixer's check of its head count.
+// and fail later, or not at all (each now one error naming the value), a
+// checkpoint's pos_embed among load_parameters' misfits, and the attention
+// mixer's check of its head count.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "layers/mixers/factory.h"
 #include "models/vit.h"
+#include "models/vit_checkpoint.h"
 #include "tests/expect_error.h"
 
 namespace engine {
@@ -69,6 +71,23 @@ TEST(ReviewG, MixerSpecErrorsNameTheSourceAndTheBlock) {
                           {"cfg.json", "mixers[1]", "unknown token mixer 'gru'", "gated_rnn"});
   c.mixers = {"gated_rnn:depth=3", "attention"};
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "mixers[0]", "'depth'"});
+}
+
+// load_parameters promises one error listing every misfit. A pos_embed whose
+// rows after the model's prefix tokens form no square grid (here a class-token
+// checkpoint, 1 + 64 rows, for a distilled model, 2 prefix tokens) used to stop
+// it with "pos_embed of 63 patch tokens is not a square grid", from the
+// resampling, naming neither the checkpoint nor the missing dist_token.
+TEST(ReviewG, PosEmbedForAnotherPrefixIsListedWithTheOtherMisfits) {
+  VitConfig plain = vit_preset("vit_cifar_tiny_patch4_32");
+  plain.depth = 1;
+  VisionTransformer saved(plain);
+  VitConfig distilled = plain;
+  distilled.distilled = true;
+  VisionTransformer model(distilled);
+  expect_error_mentioning([&] { load_parameters(model, saved.named_parameters(), "ckpt"); },
+                          {"ckpt: checkpoint does not fit the model", "missing: [dist_token, head_dist.weight",
+                           "wrong shape: [pos_embed (checkpoint [1, 65, 192], model [1, 66, 192])]"});
 }
 
 TEST(ReviewG, AttentionHeadCountErrorsNameTheValue) {
