@@ -1,6 +1,7 @@
 // The attention branch of a transformer block, as an interface: multi-head
 // self-attention is one implementation; the sequential mixers (linear
-// recurrences, selective scans) that replace it are others. Input and output
+// recurrences, selective scans) that replace it and the baselines (per-token
+// MLP, token conv, identity) are others (layers/mixers/). Input and output
 // are [B, N, D] (the block's LN1 output in, the branch output before the
 // residual add out).
 #pragma once
