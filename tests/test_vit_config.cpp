@@ -1,7 +1,7 @@
-// Review of layers/ and models/: config values that used to pass validation
-// and fail later, or not at all (each now one error naming the value), a
-// checkpoint's pos_embed among load_parameters' misfits, and the attention
-// mixer's check of its head count.
+// VitConfig::validate and checkpoint loading refuse what would fail later or
+// not at all, each with one error naming the value: sizes, ln_eps,
+// drop_path_rate, mixer specs, DeiT pooling; a checkpoint's pos_embed among
+// load_parameters' misfits; the attention mixer's head count.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,7 +20,7 @@ using testing::expect_error_mentioning;
 // distillation head reads the distillation token. With average pooling the
 // engine used to build the head and never call it (its weights untrained,
 // the logits without DeiT's mean of the two heads).
-TEST(ReviewG, DistilledModelNeedsClassTokenPooling) {
+TEST(VitConfigValidation, DistilledModelNeedsClassTokenPooling) {
   VitConfig c;  // ViT-B defaults, valid; the constructor fails in validate(), building nothing
   c.distilled = true;
   c.global_pool = "avg";
@@ -30,7 +30,7 @@ TEST(ReviewG, DistilledModelNeedsClassTokenPooling) {
 }
 
 // embed_dim 0 used to be reported as "must be divisible by num_heads 12" (0 is).
-TEST(ReviewG, SizeErrorsNameTheSizeThatIsNotPositive) {
+TEST(VitConfigValidation, SizeErrorsNameTheSizeThatIsNotPositive) {
   VitConfig c;  // ViT-B defaults, valid
   c.embed_dim = 0;
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: embed_dim 0 must be positive"});
@@ -45,7 +45,7 @@ TEST(ReviewG, SizeErrorsNameTheSizeThatIsNotPositive) {
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"img_size 224 must be a multiple of patch_size 15"});
 }
 
-TEST(ReviewG, LayerNormEpsMustBeFiniteAndNonNegative) {
+TEST(VitConfigValidation, LayerNormEpsMustBeFiniteAndNonNegative) {
   VitConfig c;  // ViT-B defaults, valid
   c.ln_eps = -1e-6;
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "ln_eps", "-1e-06"});
@@ -53,7 +53,7 @@ TEST(ReviewG, LayerNormEpsMustBeFiniteAndNonNegative) {
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "ln_eps", "nan"});
 }
 
-TEST(ReviewG, DropPathRateMustBeBelowOne) {
+TEST(VitConfigValidation, DropPathRateMustBeBelowOne) {
   VitConfig c;  // ViT-B defaults, valid
   c.drop_path_rate = 1.0;  // the last block's rate: every sample of its branches dropped
   expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json", "drop_path_rate", "[0, 1)"});
@@ -63,7 +63,7 @@ TEST(ReviewG, DropPathRateMustBeBelowOne) {
 
 // A bad mixer spec in a config file used to fail only when the blocks were
 // built, with the parser's message alone: no file, no block.
-TEST(ReviewG, MixerSpecErrorsNameTheSourceAndTheBlock) {
+TEST(VitConfigValidation, MixerSpecErrorsNameTheSourceAndTheBlock) {
   VitConfig c;  // ViT-B defaults, valid
   c.depth = 2;
   c.mixers = {"attention", "gru:width=8"};
@@ -78,7 +78,7 @@ TEST(ReviewG, MixerSpecErrorsNameTheSourceAndTheBlock) {
 // checkpoint, 1 + 64 rows, for a distilled model, 2 prefix tokens) used to stop
 // it with "pos_embed of 63 patch tokens is not a square grid", from the
 // resampling, naming neither the checkpoint nor the missing dist_token.
-TEST(ReviewG, PosEmbedForAnotherPrefixIsListedWithTheOtherMisfits) {
+TEST(VitConfigValidation, PosEmbedForAnotherPrefixIsListedWithTheOtherMisfits) {
   VitConfig plain = vit_preset("vit_cifar_tiny_patch4_32");
   plain.depth = 1;
   VisionTransformer saved(plain);
@@ -90,7 +90,7 @@ TEST(ReviewG, PosEmbedForAnotherPrefixIsListedWithTheOtherMisfits) {
                            "wrong shape: [pos_embed (checkpoint [1, 65, 192], model [1, 66, 192])]"});
 }
 
-TEST(ReviewG, AttentionHeadCountErrorsNameTheValue) {
+TEST(VitConfigValidation, AttentionHeadCountErrorsNameTheValue) {
   Rng rng(1);
   MixerSpec spec;
   spec.heads = 0;
