@@ -117,6 +117,38 @@ TEST(Distill, KeepMaskRestrictsTheLossToRetainedTokens) {
   testing::expect_gradients_match([&](const auto& in) { return distill_loss(in[0], target, 0.3, keep); }, {leaf});
 }
 
+// A student's loss on an A-ViT teacher's block: per image the student run on
+// the kept tokens alone (the halted ones absent, not merely unscored) and the
+// loss over the kept tokens only, gathered into one sequence here. Students
+// jittered so that their outputs are O(1), one scan that skips halted tokens
+// itself and one conv over tokens.
+TEST(Distill, StudentLossOfAnAvitTeacherSeesAndScoresTheRunningTokensOnly) {
+  for (const std::string spec : {"gated_rnn:width=8", "conv"}) {
+    Rng rng(7);
+    auto student = make_mixer(parse_mixer_spec(spec), 8, rng);
+    student->visit("", [&](const std::string&, Tensor& p) { p = add(p, Tensor::uniform(p.shape(), rng, -0.5, 0.5)); });
+    BlockTrace block;
+    block.mixer_input = Tensor::randn({2, 6, 8}, rng);
+    block.mixer_output = Tensor::randn({2, 6, 8}, rng);
+    const Tensor active = Tensor::from_vector<float>({1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1}, {2, 6});
+    const std::vector<std::vector<int64_t>> kept = {{0, 2, 3, 5}, {0, 1, 4, 5}};
+    NoGradGuard no_grad;
+    std::vector<Tensor> predictions, targets;
+    for (int64_t b = 0; b < 2; ++b) {
+      const Tensor index = Tensor::from_vector(kept[b], {4});
+      predictions.push_back(student->forward(index_select(narrow(block.mixer_input, 0, b, 1), 1, index), {}, nullptr));
+      targets.push_back(index_select(narrow(block.mixer_output, 0, b, 1), 1, index));
+    }
+    const double expected = distill_loss(concat(predictions, 1), concat(targets, 1), 0.3).item<double>();
+    EXPECT_NEAR(student_loss(*student, block, 0.3, active).item<double>(), expected, 1e-5 * expected) << spec;
+    // Without a mask: the student on every token, every token scored.
+    EXPECT_NEAR(student_loss(*student, block, 0.3).item<double>(),
+                distill_loss(student->forward(block.mixer_input, {}, nullptr), block.mixer_output, 0.3).item<double>(),
+                1e-6)
+        << spec;
+  }
+}
+
 DistillSettings tiny_settings(const std::string& images, const std::string& out) {
   DistillSettings s;
   s.teacher = testing::shared_path("fixtures/timm_vit_tiny.safetensors");

@@ -175,6 +175,12 @@ Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosin
   return loss + (1.0 - cosine) * cosine_weight;
 }
 
+Tensor student_loss(TokenMixer& student, const BlockTrace& block, double cosine_weight, const Tensor& active) {
+  ForwardContext ctx;
+  ctx.active = active;
+  return distill_loss(avit_mix(student, block.mixer_input, ctx), block.mixer_output, cosine_weight, active);
+}
+
 namespace {
 
 // ------------------------------------------------------------------ data
@@ -276,10 +282,8 @@ Students distill_layers(VisionTransformer& teacher, const std::vector<int64_t>& 
       // An A-ViT teacher: the student learns the retained tokens only, and
       // treats the halted ones as absent (avit_mix), as the hybrid's
       // compacted inference does.
-      ForwardContext ctx;
-      if (!halting.active.empty()) ctx.active = halting.active[layers[k]];
-      Tensor loss = distill_loss(avit_mix(*students[k], block.mixer_input, ctx), block.mixer_output, s.cosine_weight,
-                                 ctx.active);
+      const Tensor active = halting.active.empty() ? Tensor() : halting.active[layers[k]];
+      Tensor loss = student_loss(*students[k], block, s.cosine_weight, active);
       layer_losses.push_back(loss);
       total = total.defined() ? total + loss : loss;
     }

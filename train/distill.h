@@ -76,4 +76,12 @@ nlohmann::json run_distill(const DistillSettings& settings);
 Tensor distill_loss(const Tensor& prediction, const Tensor& target, double cosine_weight,
                     const Tensor& keep = Tensor());
 
+// A student's loss on one traced teacher block: the student reads the block's
+// mixer input (LN1(x)) and is compared with its mixer output (distill_loss).
+// With `active` ([B, N] 0/1, an A-ViT teacher's tokens entering the block)
+// the halted tokens are absent for the student (avit_mix, as on the hybrid's
+// compacted path) and count in no mean of the loss.
+Tensor student_loss(TokenMixer& student, const BlockTrace& block, double cosine_weight,
+                    const Tensor& active = Tensor());
+
 }  // namespace engine
