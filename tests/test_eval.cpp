@@ -1,5 +1,6 @@
 // Evaluation end to end on real ImageNet images: decode, resize, crop,
 // normalise, synset label mapping, top-k bookkeeping, predictions.
+#include <memory>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -353,6 +354,52 @@ TEST(Eval, TopFiveHoldsTheTrueClassBelowFourOthersButNotBelowFive) {
     EXPECT_DOUBLE_EQ(result.top1, 0.0);
     EXPECT_DOUBLE_EQ(result.top5, above < 5 ? 1.0 : 0.0);
   }
+}
+
+// The time reported is each model's median over the timed rounds, not its mean
+// nor one end of the middle pair: one model's calls sleep 1, 1, 40 and 120 ms
+// (after an untimed 0 ms warm-up), whose median is 20.5 ms (mean 40.5, upper
+// middle 40); another's 1, 50 and 2 ms, median 2 ms (mean 17.7).
+TEST(Eval, LatencyIsTheMedianOfTheTimedRounds) {
+  auto scheduled = [](std::vector<int> sleeps_ms) -> LogitsFn {
+    auto call = std::make_shared<size_t>(0);
+    return [call, sleeps_ms](const Tensor& images) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(sleeps_ms.at((*call)++)));
+      return images;
+    };
+  };
+  const Tensor images = Tensor::from_vector(std::vector<float>{1.0f, 2.0f}, {1, 2});
+  const std::vector<double> even = latencies_ms({scheduled({0, 1, 1, 40, 120})}, images, 4);
+  ASSERT_EQ(even.size(), 1u);
+  EXPECT_GE(even[0], 20.5);
+  EXPECT_LT(even[0], 36.0) << "not the median of 4 rounds";
+  const std::vector<double> odd = latencies_ms({scheduled({0, 1, 50, 2})}, images, 3);
+  EXPECT_GE(odd[0], 2.0);
+  EXPECT_LT(odd[0], 14.0) << "not the median of 3 rounds";
+}
+
+// The GEMM GFLOPs per image of a plain ViT, worked out from its shapes (4 x 4
+// images of 2 x 2 patches: 4 patches and a class token, width 8, MLP 16, 3
+// classes): the patch embedding 2 * 4 * 12 * 8 = 768; the block's qkv
+// 2 * 5 * 8 * 24 = 1920, proj 640, fc1 and fc2 1280 each, q k^T and p v
+// 2 * 2 * 5 * 5 * 8 = 800; the head on the class token 2 * 8 * 3 = 48:
+// 6736 in all, whatever the batch (here 4 then 2 images).
+TEST(Eval, GflopsAreTheGemmFlopsPerImage) {
+  VitConfig config;
+  config.img_size = 4;
+  config.patch_size = 2;
+  config.embed_dim = 8;
+  config.depth = 1;
+  config.num_heads = 2;
+  config.mlp_hidden = 16;
+  config.num_classes = 3;
+  config.preprocess = raw_pixels();
+  config.preprocess.input_size = 4;
+  VisionTransformer model(config, 1);
+  const SortedByClass dataset(3, 2);
+  const EvalResult result = evaluate_classifier(inference_logits(model), dataset, config.preprocess, quiet(0));
+  ASSERT_EQ(result.images, 6);
+  EXPECT_NEAR(result.gflops, 6736e-9, 1e-15);
 }
 
 }  // namespace
