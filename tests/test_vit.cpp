@@ -547,5 +547,35 @@ TEST(VitCheckpoint, HfConfigWithoutLayerNormEpsTakesTheHfDefault) {
   EXPECT_DOUBLE_EQ(load_vit(shared_path("fixtures/hf_vit_tiny.safetensors"), options)->config.ln_eps, 1e-12);
 }
 
+// num_parameters against the parameter count worked out from the config:
+// patch embedding, prefix tokens, position embedding, per block two norms,
+// qkv (its bias optional), proj, fc1, fc2; the final norm (or fc_norm) and the
+// head(s).
+int64_t parameters_of(const VitConfig& c) {
+  const int64_t d = c.embed_dim, h = c.mlp_hidden, k = c.num_classes;
+  const int64_t positions = c.no_embed_class ? c.num_patches() : c.num_tokens();
+  const int64_t block = 2 * 2 * d + (3 * d * d + (c.qkv_bias ? 3 * d : 0)) + (d * d + d) + (d * h + h) + (h * d + d);
+  return c.in_chans * c.patch_size * c.patch_size * d + d + c.num_prefix_tokens() * d + positions * d +
+         c.depth * block + 2 * d + (c.distilled ? 2 : 1) * (d * k + k);
+}
+
+TEST(VitParameters, CountMatchesTheArchitecture) {
+  VitConfig plain = small_config();
+  ASSERT_EQ(parameters_of(plain), 19461);  // worked by hand for the small config
+  VitConfig distilled = small_config();
+  distilled.distilled = true;
+  distilled.qkv_bias = false;
+  VitConfig pooled = small_config();
+  pooled.class_token = false;
+  pooled.global_pool = "avg";
+  pooled.fc_norm = true;
+  pooled.depth = 3;
+  for (const VitConfig& config : {plain, distilled, pooled}) {
+    VisionTransformer model(config, 1);
+    EXPECT_EQ(model.num_parameters(), parameters_of(config))
+        << "distilled " << config.distilled << ", class token " << config.class_token;
+  }
+}
+
 }  // namespace
 }  // namespace engine
