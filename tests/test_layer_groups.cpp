@@ -93,5 +93,21 @@ TEST(LayerGroups, SpreadIsTheMeanAndTheSampleStandardDeviation) {
   EXPECT_THROW(spread_of({}), Error);
 }
 
+// A count that does not divide the depth: the groups take the ranking in runs
+// of depth * g / count, sizes 2, 2, 3, 2, 3 for 5 groups of 12 layers, every
+// layer in exactly one group.
+TEST(LayerGroups, BySparsitySplitsAnUnevenDepthWithoutLosingLayers) {
+  const auto groups = parse_groups("by_sparsity:5", 12, kRanking);
+  EXPECT_EQ(groups, (std::vector<std::vector<int64_t>>{{2, 7}, {0, 9}, {1, 3, 4}, {5, 6}, {8, 10, 11}}));
+  std::vector<int64_t> all;
+  for (const auto& group : groups) all.insert(all.end(), group.begin(), group.end());
+  std::sort(all.begin(), all.end());
+  for (int64_t i = 0; i < 12; ++i) EXPECT_EQ(all.at(i), i);
+  // One group per layer in ranking order, and one group of all.
+  const auto each = parse_groups("by_sparsity:12", 12, kRanking);
+  for (size_t g = 0; g < 12; ++g) EXPECT_EQ(each[g], std::vector<int64_t>{kRanking[g]});
+  EXPECT_EQ(parse_groups("by_sparsity:1", 12, kRanking).front().size(), 12u);
+}
+
 }  // namespace
 }  // namespace engine
