@@ -1,6 +1,7 @@
 // Attention sparsity: each metric on hand-made rows, keep masks, averaging over
 // images and heads, the whole analysis against an independent implementation on
 // the PyTorch fixture's attention probabilities, and the report folder.
+#include <set>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -494,6 +495,39 @@ TEST_F(SparsityTool, StagesTheReportFolderBeforeTheRunAndKeepsItsLog) {
   const std::string file = dir_.path() + "/a-file";
   data::write_file(file, "x");
   testing::expect_error_mentioning([&] { SparsityReportDir report(file + "/report", false); }, {file});
+}
+
+// sparsity.json holds each layer's, each head's and each class-token row
+// set's own statistics (the folder test above checks their keys only).
+TEST_F(SparsityTool, ReportHoldsEachHeadsAndTheClassRowsOwnStatistics) {
+  const std::string out = dir_.path() + "/report";
+  write_sparsity_report(*analysis_, {"fixture", "input", "cpu", 0.5}, out, false);
+  const auto json = nlohmann::json::parse(read(out + "/sparsity.json"));
+  const SparsityAccumulator& stats = analysis_->stats();
+  auto expect_fields = [](const nlohmann::json& j, const SparsityMetrics& m, const std::string& what) {
+    EXPECT_EQ(j.at("rows").get<int64_t>(), m.rows) << what;
+    for (const auto& [name, field] : SparsityMetrics::fields()) {
+      EXPECT_DOUBLE_EQ(j.at(name).get<double>(), m.*field) << what << ": " << name;
+    }
+  };
+  std::set<double> head_entropies;
+  ASSERT_EQ(json["layers"].size(), 3u);
+  for (int64_t i = 0; i < 3; ++i) {
+    const auto& layer = json["layers"][i];
+    EXPECT_EQ(layer["index"], i);
+    expect_fields(layer, stats.layer(i), fmt::format("layer {}", i));
+    expect_fields(layer["cls"], stats.cls(i), fmt::format("layer {} cls", i));
+    ASSERT_EQ(layer["heads"].size(), 4u);
+    for (int64_t h = 0; h < 4; ++h) {
+      EXPECT_EQ(layer["heads"][h]["index"], h);
+      expect_fields(layer["heads"][h], stats.head(i, h), fmt::format("layer {} head {}", i, h));
+      expect_fields(layer["heads"][h]["cls"], stats.cls_head(i, h), fmt::format("layer {} head {} cls", i, h));
+      head_entropies.insert(stats.head(i, h).entropy);
+    }
+    // The class rows differ from the layer's (else the check above could not tell them apart).
+    EXPECT_NE(stats.cls(i).entropy, stats.layer(i).entropy);
+  }
+  EXPECT_EQ(head_entropies.size(), 12u) << "the fixture's heads need different statistics";
 }
 
 }  // namespace
