@@ -19,6 +19,7 @@
 #include "tests/image_folder_fixture.h"
 #include "train/avit.h"
 #include "train/distill.h"
+#include "train/evaluate.h"
 #include "train/sparsity_report.h"
 
 namespace engine {
@@ -664,6 +665,36 @@ TEST(AvitTrain, EndToEndLowersPonderAndRetention) {
   EXPECT_EQ(saved->config.halting->beta, -1.0);
 }
 
+// The depth prior the training pulls towards is centred on target_depth
+// (counted from 1). Scores of sigmoid(-40) leave every token running to the
+// forced last layer and make the halting distribution uniform (each layer's
+// mass is the 1e-12 floor), so the logged prior KL is KL(prior || uniform):
+// here a prior centred on layer 2 of 3, worked out from its definition.
+TEST(AvitTrain, PriorKlIsTakenAgainstTheTargetDepthPrior) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  AvitSettings s = tiny_settings(testing::shared_path("fixtures/timm_vit_tiny.safetensors"),
+                                 testing::scratch_path("engine_avit_prior"));
+  s.halting = HaltingConfig{1e-6, -40.0, 0.01};
+  s.target_depth = 2.0;
+  s.prior_std = 0.8;
+  run_avit(s);
+  std::vector<double> prior;
+  double total = 0;
+  for (int layer = 1; layer <= 3; ++layer) {
+    prior.push_back(std::exp(-0.5 * std::pow((layer - 2.0) / 0.8, 2)));
+    total += prior.back();
+  }
+  double kl = 0;
+  for (double p : prior) kl += p / total * std::log(p / total * 3.0);
+  const std::vector<double> logged_kl = logged(s.out_dir + "/metrics.jsonl", "prior_kl");
+  ASSERT_EQ(logged_kl.size(), 1u);
+  EXPECT_NEAR(logged_kl[0], kl, 1e-4);
+  // Every token passes all 3 layers with a remainder of 1.
+  EXPECT_NEAR(logged(s.out_dir + "/metrics.jsonl", "ponder")[0], 4.0, 1e-6);
+  EXPECT_NEAR(logged(s.out_dir + "/metrics.jsonl", "mean_retention")[0], 1.0, 1e-12);
+}
+
 // A teacher that is itself an A-ViT is evaluated as one: its row reports the
 // share of tokens it keeps, not a dense model's 100%.
 TEST(AvitTrain, HaltingTeacherReportsItsRetention) {
@@ -765,6 +796,37 @@ TEST(Avit, TracedForwardRunsWithHalting) {
   const NamedTensors dense = traced_forward(*model, images);
   expect_close(dense.front().second, model->forward(images), 1e-6);
   EXPECT_EQ(dense.size(), 1u + 2 * 4);  // logits, then out and attn_probs per block
+}
+
+// The evaluation's retention (RetentionMeter, on the compacted path) is the
+// masked path's layer_retention: per layer the share of all B * N tokens,
+// class token included, entering it; over two batches of different sizes, the
+// token-weighted mean; mean_retention their mean over layers.
+TEST(Avit, RetentionMeterCountsWhatTheMaskedPathKeeps) {
+  auto model = tiny_avit(3);
+  Rng rng(4);
+  const Tensor first = Tensor::randn({6, 3, 8, 8}, rng), second = Tensor::randn({2, 3, 8, 8}, rng);
+  std::vector<double> expected(4, 0.0);
+  for (const Tensor& images : {first, second}) {
+    HaltingTrace trace;
+    NoGradGuard no_grad;
+    avit_forward(*model, images, {}, &trace);
+    const std::vector<double> kept = layer_retention(trace);
+    for (size_t l = 0; l < 4; ++l) expected[l] += kept[l] * images.size(0) / 8.0;
+  }
+  ASSERT_LT(expected[3], expected[1]) << "tokens must halt for the check to mean anything";
+  RetentionMeter meter(*model);
+  const LogitsFn logits = meter.logits();
+  logits(first);
+  logits(second);
+  const std::vector<double> retention = meter.retention();
+  ASSERT_EQ(retention.size(), 4u);
+  double mean = 0;
+  for (size_t l = 0; l < 4; ++l) {
+    EXPECT_NEAR(retention[l], expected[l], 1e-6) << "layer " << l;  // (float32 means; a token is 1/136)
+    mean += expected[l] / 4;
+  }
+  EXPECT_NEAR(meter.mean_retention(), mean, 1e-6);
 }
 
 }  // namespace
