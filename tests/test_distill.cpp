@@ -11,8 +11,10 @@
 #include "data/archive.h"
 #include "data/files.h"
 #include "data/image.h"
+#include "data/open_dataset.h"
 #include "engine/device.h"
 #include "engine/ops/ops.h"
+#include "models/avit.h"
 #include "models/vit_checkpoint.h"
 #include "tests/expect_error.h"
 #include "tests/gradcheck.h"
@@ -20,6 +22,7 @@
 #include "tests/shared_data.h"
 #include "train/batch_stream.h"
 #include "train/distill.h"
+#include "train/evaluate.h"
 
 namespace engine {
 namespace {
@@ -593,6 +596,64 @@ TEST(Distill, WarmupCosineScheduleOfARun) {
   EXPECT_GT(schedule.lr_at(9), 0.0);
   // No warmup: the full lr from the first step.
   EXPECT_DOUBLE_EQ(warmup_cosine(0.1, 10, 0.0).lr_at(0), 0.1);
+}
+
+// The training loop hands each student its own layer's halting mask: every
+// image of the folder is one uniform colour, so every batch (crops and flips
+// included) is that image 8 times, and the first logged loss of a student of
+// layer 2 is recomputed here from the teacher's trace and the saved student
+// (after one step at lr 1e-9, its initial state to ~1e-9). Another layer's
+// mask, or none, logs another number.
+TEST(Distill, AvitTeacherStudentGetsItsLayersHaltingMask) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  namespace fs = std::filesystem;
+  data::Image picture(40, 48, 3);
+  for (int y = 0; y < 40; ++y) {
+    for (int x = 0; x < 48; ++x) picture.at(y, x, 0) = 200, picture.at(y, x, 1) = 90, picture.at(y, x, 2) = 30;
+  }
+  const std::string images = testing::scratch_path("engine_distill_uniform");
+  fs::remove_all(images);
+  for (const char* split : {"train", "test"}) {
+    for (const char* cls : {"even", "odd"}) {
+      fs::create_directories(fs::path(images) / split / cls);
+      for (int i = 0; i < 4; ++i) data::write_png(picture, fmt::format("{}/{}/{}/{}.png", images, split, cls, i));
+    }
+  }
+  DistillSettings s = tiny_settings(images, testing::scratch_path("engine_distill_running"));
+  s.teacher = testing::save_avit_teacher(testing::scratch_path("engine_distill_running_teacher"));
+  s.layers = "2";
+  s.budget_images = 8;
+  s.lr = 1e-9;
+  s.cosine_weight = 0.3;
+  run_distill(s);
+  double logged = -1;
+  {
+    std::ifstream in(s.out_dir + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json record = nlohmann::json::parse(line);
+      if (record["phase"] == "distill" && record["step"] == 0) logged = record["layer_loss"]["2"];
+    }
+  }
+  ASSERT_GT(logged, 0.0);
+
+  auto teacher = load_vit(s.teacher);
+  auto hybrid = load_vit(s.out_dir + "/hybrid");
+  const auto train_set = data::open_dataset(images, "train");
+  const Tensor batch = first_images(*train_set, teacher->config.preprocess, 1, Device::cpu());
+  NoGradGuard no_grad;
+  ForwardTrace trace;
+  trace.last_block = 2;
+  HaltingTrace halting;
+  avit_forward_tokens(*teacher, batch, {}, &halting, &trace);
+  auto loss_with = [&](const Tensor& active) {
+    return student_loss(*hybrid->blocks[2].mixer, trace.blocks[2], 0.3, active).item<double>();
+  };
+  const double expected = loss_with(halting.active[2]);
+  EXPECT_NEAR(logged, expected, 1e-5 * expected);  // (they agree to ~4e-7)
+  // Layer 1's mask (or none) gives a loss ~1% off: far outside that tolerance.
+  ASSERT_NE(halting.active[1].to_doubles(), halting.active[2].to_doubles());
+  EXPECT_GT(std::abs(loss_with(halting.active[1]) - expected), 1e-3 * expected);
+  EXPECT_GT(std::abs(loss_with(Tensor()) - expected), 1e-3 * expected);
 }
 
 }  // namespace
