@@ -695,6 +695,27 @@ TEST(AvitTrain, PriorKlIsTakenAgainstTheTargetDepthPrior) {
   EXPECT_NEAR(logged(s.out_dir + "/metrics.jsonl", "mean_retention")[0], 1.0, 1e-12);
 }
 
+// The distillation term is taken at the configured temperature: the same first
+// batch through the same halting model gives the same CE and another KL at
+// another temperature (a KL at T = 1 whatever the setting went unnoticed).
+TEST(AvitTrain, DistillationKlUsesTheTemperature) {
+  REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
+  REQUIRE_SHARED("data/imagenet-sample.tar");
+  AvitSettings s = tiny_settings(testing::shared_path("fixtures/timm_vit_tiny.safetensors"), "");
+  s.halting = HaltingConfig{1.0, 0.5, 0.01};  // tokens halt: the logits move off the dense teacher's
+  std::vector<double> ce, kl;
+  for (double temperature : {1.0, 4.0}) {
+    s.out_dir = testing::scratch_path(fmt::format("engine_avit_t{}", temperature));
+    s.temperature = temperature;
+    run_avit(s);
+    ce.push_back(logged(s.out_dir + "/metrics.jsonl", "ce").at(0));
+    kl.push_back(logged(s.out_dir + "/metrics.jsonl", "distill_kl").at(0));
+  }
+  EXPECT_EQ(ce[0], ce[1]);
+  EXPECT_GT(kl[0], 0.0);
+  EXPECT_GT(std::abs(kl[0] - kl[1]), 0.01 * std::max(kl[0], kl[1])) << kl[0] << " at T = 1, " << kl[1] << " at T = 4";
+}
+
 // A teacher that is itself an A-ViT is evaluated as one: its row reports the
 // share of tokens it keeps, not a dense model's 100%.
 TEST(AvitTrain, HaltingTeacherReportsItsRetention) {
