@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/open_dataset.h"
+#include "data/subset.h"
 #include "engine/ops/ops.h"
 #include "layers/attention.h"
 #include "layers/halting.h"
@@ -20,6 +22,7 @@
 #include "train/avit.h"
 #include "train/distill.h"
 #include "train/evaluate.h"
+#include "train/sparsity_pictures.h"
 #include "train/sparsity_report.h"
 
 namespace engine {
@@ -698,7 +701,8 @@ TEST(AvitTrain, PriorKlIsTakenAgainstTheTargetDepthPrior) {
 // The distillation term is taken at the configured temperature: the same first
 // batch through the same halting model gives the same CE and another KL at
 // another temperature (a KL at T = 1 whatever the setting went unnoticed).
-TEST(AvitTrain, DistillationKlUsesTheTemperature) {
+// The same runs check a depth map's contents (two tests would take two more runs).
+TEST(AvitTrain, DistillationKlUsesTheTemperatureAndDepthMapsShowThePatches) {
   REQUIRE_SHARED("fixtures/timm_vit_tiny.safetensors");
   REQUIRE_SHARED("data/imagenet-sample.tar");
   AvitSettings s = tiny_settings(testing::shared_path("fixtures/timm_vit_tiny.safetensors"), "");
@@ -707,6 +711,7 @@ TEST(AvitTrain, DistillationKlUsesTheTemperature) {
   for (double temperature : {1.0, 4.0}) {
     s.out_dir = testing::scratch_path(fmt::format("engine_avit_t{}", temperature));
     s.temperature = temperature;
+    s.depth_maps = temperature == 1.0 ? 1 : 0;
     run_avit(s);
     ce.push_back(logged(s.out_dir + "/metrics.jsonl", "ce").at(0));
     kl.push_back(logged(s.out_dir + "/metrics.jsonl", "distill_kl").at(0));
@@ -714,6 +719,31 @@ TEST(AvitTrain, DistillationKlUsesTheTemperature) {
   EXPECT_EQ(ce[0], ce[1]);
   EXPECT_GT(kl[0], 0.0);
   EXPECT_GT(std::abs(kl[0] - kl[1]), 0.01 * std::max(kl[0], kl[1])) << kl[0] << " at T = 1, " << kl[1] << " at T = 4";
+
+  // The first run's depth map (of the test set's first image) shows each
+  // patch's depth, the class token's left out: rendered here from the saved
+  // A-ViT's halting depths at tokens 1..N - 1.
+  const std::string out = testing::scratch_path("engine_avit_t1");
+  auto model = load_vit(out + "/avit");
+  const auto test_set = data::open_dataset(s.data, s.test_subdir);
+  const data::Subset first(*test_set, data::evenly_spaced_items(test_set->size(), 1));
+  const Tensor image = first_images(first, model->config.preprocess, 1, Device::cpu());
+  HaltingTrace trace;
+  {
+    NoGradGuard no_grad;
+    avit_forward(*model, image, {}, &trace);
+  }
+  const std::vector<double> depths = halting_depths(trace).to_doubles();
+  ASSERT_EQ(depths.size(), 65u);
+  const std::vector<float> map(depths.begin() + 1, depths.end());
+  ASSERT_NE(*std::min_element(map.begin(), map.end()), *std::max_element(map.begin(), map.end()))
+      << "the patches need different depths";
+  const data::Image expected =
+      image_with_maps(to_rgb_image(image, 0, model->config.preprocess), {map}, model->config.grid(), 3.0);
+  const data::Image written = data::decode_image(out + "/depth_map_img0.png");
+  ASSERT_EQ(written.height, expected.height);
+  ASSERT_EQ(written.width, expected.width);
+  EXPECT_TRUE(written.pixels == expected.pixels) << "the depth map is not the patches' depths";
 }
 
 // A teacher that is itself an A-ViT is evaluated as one: its row reports the
