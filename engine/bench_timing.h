@@ -2,10 +2,15 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "engine/device.h"
 
 namespace engine {
+
+// The median of `values` (the mean of the middle two for an even count);
+// at least one value.
+double median(std::vector<double> values);
 
 // After `warmup` untimed calls, the median over `rounds` of the per-call time
 // (ms) of `calls` back-to-back calls of `run`, each round timed on the device

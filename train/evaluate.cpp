@@ -5,10 +5,12 @@
 #include <cmath>
 #include <memory>
 #include <unordered_map>
+#include <utility>
 
 #include "data/subset.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
+#include "engine/bench_timing.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/view/view.h"
@@ -150,11 +152,7 @@ std::vector<double> median_wall_ms(Device device, const std::vector<std::functio
     }
   }
   std::vector<double> medians;
-  for (std::vector<double>& t : times) {
-    std::sort(t.begin(), t.end());
-    const size_t half = t.size() / 2;
-    medians.push_back(t.size() % 2 == 1 ? t[half] : (t[half - 1] + t[half]) / 2);
-  }
+  for (std::vector<double>& t : times) medians.push_back(median(std::move(t)));
   return medians;
 }
 
