@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include <jpeglib.h>
@@ -24,8 +25,16 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
-// A baseline JPEG of a colour pattern, encoded here with libjpeg.
-std::vector<uint8_t> encode_jpeg(int height, int width) {
+// A JPEG encoded here with libjpeg: `components` samples a pixel given in
+// `in_space`, stored as `stored_space`; fill_row(scanline, row) writes each row's samples.
+struct JpegLayout {
+  int height, width, components;
+  J_COLOR_SPACE in_space, stored_space;
+  int quality;
+};
+
+std::vector<uint8_t> encode_jpeg_rows(const JpegLayout& layout,
+                                      const std::function<void(int, std::vector<uint8_t>&)>& fill_row) {
   jpeg_compress_struct cinfo;
   jpeg_error_mgr error;
   cinfo.err = jpeg_std_error(&error);
@@ -33,15 +42,17 @@ std::vector<uint8_t> encode_jpeg(int height, int width) {
   unsigned char* buffer = nullptr;
   unsigned long size = 0;
   jpeg_mem_dest(&cinfo, &buffer, &size);
-  cinfo.image_width = width;
-  cinfo.image_height = height;
-  cinfo.input_components = 3;
-  cinfo.in_color_space = JCS_RGB;
+  cinfo.image_width = layout.width;
+  cinfo.image_height = layout.height;
+  cinfo.input_components = layout.components;
+  cinfo.in_color_space = layout.in_space;
   jpeg_set_defaults(&cinfo);
+  jpeg_set_colorspace(&cinfo, layout.stored_space);
+  jpeg_set_quality(&cinfo, layout.quality, TRUE);
   jpeg_start_compress(&cinfo, TRUE);
-  std::vector<uint8_t> row(3 * width);
+  std::vector<uint8_t> row(static_cast<size_t>(layout.components) * layout.width);
   while (cinfo.next_scanline < cinfo.image_height) {
-    for (int i = 0; i < 3 * width; ++i) row[i] = static_cast<uint8_t>((i * 7 + cinfo.next_scanline * 5) % 256);
+    fill_row(static_cast<int>(cinfo.next_scanline), row);
     JSAMPROW rows = row.data();
     jpeg_write_scanlines(&cinfo, &rows, 1);
   }
@@ -50,6 +61,13 @@ std::vector<uint8_t> encode_jpeg(int height, int width) {
   std::vector<uint8_t> bytes(buffer, buffer + size);
   std::free(buffer);
   return bytes;
+}
+
+// A baseline JPEG of a colour pattern (libjpeg's defaults: YCbCr, quality 75).
+std::vector<uint8_t> encode_jpeg(int height, int width) {
+  return encode_jpeg_rows({height, width, 3, JCS_RGB, JCS_YCbCr, 75}, [](int scanline, std::vector<uint8_t>& row) {
+    for (size_t i = 0; i < row.size(); ++i) row[i] = static_cast<uint8_t>((i * 7 + scanline * 5) % 256);
+  });
 }
 
 // Where the first marker FF <code> starts.
@@ -188,37 +206,13 @@ TEST(DataFiles, TempDirErrorsGiveTheReasonOfTheFailingCall) {
       ThrowsMessage<engine::Error>(AllOf(HasSubstr(dir.path()), HasSubstr(std::strerror(EEXIST)))));
 }
 
-// A JPEG of `components` random samples a pixel (stored as `stored_space`), encoded here
-// with libjpeg at quality 100.
+// A JPEG of `components` random samples a pixel (stored as `stored_space`) at quality 100.
 std::vector<uint8_t> encode_random_jpeg(int height, int width, int components, J_COLOR_SPACE in_space,
                                         J_COLOR_SPACE stored_space, uint64_t seed) {
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr error;
-  cinfo.err = jpeg_std_error(&error);
-  jpeg_create_compress(&cinfo);
-  unsigned char* buffer = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&cinfo, &buffer, &size);
-  cinfo.image_width = width;
-  cinfo.image_height = height;
-  cinfo.input_components = components;
-  cinfo.in_color_space = in_space;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_colorspace(&cinfo, stored_space);
-  jpeg_set_quality(&cinfo, 100, TRUE);
-  jpeg_start_compress(&cinfo, TRUE);
   std::mt19937_64 rng(seed);
-  std::vector<uint8_t> row(static_cast<size_t>(components) * width);
-  while (cinfo.next_scanline < cinfo.image_height) {
+  return encode_jpeg_rows({height, width, components, in_space, stored_space, 100}, [&](int, std::vector<uint8_t>& row) {
     for (uint8_t& v : row) v = static_cast<uint8_t>(rng());
-    JSAMPROW rows = row.data();
-    jpeg_write_scanlines(&cinfo, &rows, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
-  std::vector<uint8_t> bytes(buffer, buffer + size);
-  std::free(buffer);
-  return bytes;
+  });
 }
 
 // The file's samples as libjpeg gives them in `out_space` (its own conversions, no RGB

@@ -181,7 +181,9 @@ TEST(Eval, TimingImagesAreSpreadOverAClassSortedDataset) {
   EXPECT_EQ(classes_in(22).size(), 22u) << "more than the dataset holds: repeated from the start";
 }
 
-TEST(Eval, TimeModelsGivesEveryModelATimeAtEveryBatchSize) {
+// A one-block ViT of 4 x 4 images in 2 x 2 patches (width 8, 2 heads, MLP 16,
+// 3 classes) that reads raw pixels.
+VitConfig tiny_vit_config() {
   VitConfig config;
   config.img_size = 4;
   config.patch_size = 2;
@@ -192,6 +194,11 @@ TEST(Eval, TimeModelsGivesEveryModelATimeAtEveryBatchSize) {
   config.num_classes = 3;
   config.preprocess = raw_pixels();
   config.preprocess.input_size = 4;
+  return config;
+}
+
+TEST(Eval, TimeModelsGivesEveryModelATimeAtEveryBatchSize) {
+  const VitConfig config = tiny_vit_config();
   VisionTransformer teacher(config, 1), student(config, 2);
   const SortedByClass dataset(1, 2);  // 2 images: batch 3 repeats the first
   const LatencyTable table = time_models({&teacher, &student}, dataset, {1, 3}, 2, Device::cpu());
@@ -373,16 +380,7 @@ TEST(Eval, LatencyMedianIsTheMiddleValueOrTheMeanOfTheMiddlePair) {
 // 2 * 2 * 5 * 5 * 8 = 800; the head on the class token 2 * 8 * 3 = 48:
 // 6736 in all, whatever the batch (here 4 then 2 images).
 TEST(Eval, GflopsAreTheGemmFlopsPerImage) {
-  VitConfig config;
-  config.img_size = 4;
-  config.patch_size = 2;
-  config.embed_dim = 8;
-  config.depth = 1;
-  config.num_heads = 2;
-  config.mlp_hidden = 16;
-  config.num_classes = 3;
-  config.preprocess = raw_pixels();
-  config.preprocess.input_size = 4;
+  const VitConfig config = tiny_vit_config();
   VisionTransformer model(config, 1);
   const SortedByClass dataset(3, 2);
   const EvalResult result = evaluate_classifier(inference_logits(model), dataset, config.preprocess, quiet(0));
