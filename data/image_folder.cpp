@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
+#include <string_view>
 
 #include "engine/error.h"
+#include "engine/os_error.h"
 
 namespace data {
 namespace fs = std::filesystem;
@@ -42,13 +45,23 @@ std::string trim(const std::string& s) {
   return begin == std::string::npos ? "" : s.substr(begin, s.find_last_not_of(space) - begin + 1);
 }
 
+// Skips the UTF-8 byte-order mark that Windows editors write at the start of
+// a text file, which would otherwise become part of the first class name.
+void skip_utf8_bom(std::istream& in) {
+  char start[3];
+  if (in.read(start, 3) && std::string_view(start, 3) == "\xEF\xBB\xBF") return;
+  in.clear();
+  in.seekg(0);
+}
+
 }  // namespace
 
 std::vector<std::string> read_class_list(const std::string& path) {
   std::ifstream in(path);
-  engine::check(in.good(), "cannot open class list '{}'", path);
+  if (!in.good()) engine::fail_os_error(errno, "cannot open class list", path);
   std::vector<std::string> classes;
   std::set<std::string> seen;
+  skip_utf8_bom(in);
   for (std::string line; std::getline(in, line);) {
     line = trim(line);
     if (line.empty()) continue;

@@ -261,13 +261,14 @@ TEST(DataIdx, AClassMissingBetweenTheSmallestAndLargestLabelIsAnError) {
 
 // A class list edited on Windows (CRLF line ends), with stray spaces and blank lines, names
 // the same classes: "b\r" is no class of its own, so the folders keep their listed labels.
-TEST(DataImageFolder, AClassListWithWindowsLineEndsGivesTheListedLabels) {
+// As a Windows editor saves it: a UTF-8 byte-order mark first, CRLF line ends.
+TEST(DataImageFolder, AClassListFromWindowsGivesTheListedLabels) {
   TempDir root;
   for (const char* dir : {"a", "b"}) fs::create_directory(root.path() + "/" + dir);
   write_tagged_image(root.path() + "/a/x.png", 1);
   write_tagged_image(root.path() + "/b/y.png", 2);
   const std::string list = root.path() + "/classes.txt";
-  write_file(list, "  c\r\n\r\nb \r\n\ta\r\n");
+  write_file(list, "\xEF\xBB\xBF  c\r\n\r\nb \r\n\ta\r\n");
   const ImageFolder folder(root.path(), list);
   EXPECT_THAT(folder.classes(), ElementsAre("c", "b", "a"));
   ASSERT_EQ(folder.size(), 2u);
