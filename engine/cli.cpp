@@ -184,7 +184,7 @@ void prepare_output_file(const std::string& name, const std::string& path) {
   fs::create_directories(folder, error);
   check(!error, "{}: cannot create the folder of '{}': {}", name, path, error.message());
   const int access_error = access(folder.c_str(), W_OK) == 0 ? 0 : errno;
-  if (access_error != 0) fail_os_error(access_error, fmt::format("{}: cannot write", name), path);
+  check_os_error(access_error, fmt::format("{}: cannot write", name), path);
 }
 
 namespace {

@@ -486,6 +486,7 @@ void load_parameters(VisionTransformer& model, const NamedTensors& tensors, cons
   for (const auto& [name, t] : tensors) available[name] = &t;
   std::vector<std::string> missing, wrong_shape;
   std::set<std::string> used;
+  const int64_t pos_embed_prefix = model.config.no_embed_class ? 0 : model.config.num_prefix_tokens();
   NoGradGuard no_grad;
   model.visit([&](const std::string& name, Tensor& param) {
     auto found = available.find(name);
@@ -497,10 +498,9 @@ void load_parameters(VisionTransformer& model, const NamedTensors& tensors, cons
     Tensor value = *found->second;
     // A pos_embed for another grid is resampled; one that fits no grid after
     // the model's prefix tokens is reported with the other mis-shaped tensors.
-    const int64_t prefix = model.config.no_embed_class ? 0 : model.config.num_prefix_tokens();
     if (name == "pos_embed" && value.shape() != param.shape() && value.dim() == 3 && value.size(2) == param.size(2) &&
-        grid_side(value.size(1) - prefix) > 0) {
-      value = resample_pos_embed(value, prefix, model.config.grid());
+        grid_side(value.size(1) - pos_embed_prefix) > 0) {
+      value = resample_pos_embed(value, pos_embed_prefix, model.config.grid());
     }
     if (value.shape() != param.shape()) {
       wrong_shape.push_back(fmt::format("{} (checkpoint {}, model {})", name, shape_str(value.shape()),
