@@ -105,6 +105,34 @@ TEST(DataTransforms, HflipMirrorsAndTwiceIsIdentity) {
   expect_same(hflip(flipped), image);
 }
 
+// Every size x size window of a one-channel `padded` image of rows x cols.
+std::set<std::vector<uint8_t>> square_windows(const std::vector<uint8_t>& padded, int rows, int cols, int size) {
+  std::set<std::vector<uint8_t>> windows;
+  for (int top = 0; top + size <= rows; ++top) {
+    for (int left = 0; left + size <= cols; ++left) {
+      std::vector<uint8_t> window;
+      for (int y = 0; y < size; ++y) {
+        for (int x = 0; x < size; ++x) window.push_back(padded[(top + y) * cols + left + x]);
+      }
+      windows.insert(window);
+    }
+  }
+  return windows;
+}
+
+// `draws` size x size random crops of `image` reflect-padded by `pad`: each is
+// one of `windows`, and together they reach every one.
+void expect_crops_are_the_windows(const Image& image, int size, int pad,
+                                  const std::set<std::vector<uint8_t>>& windows, int draws, std::mt19937_64& rng) {
+  std::set<std::vector<uint8_t>> seen;
+  for (int i = 0; i < draws; ++i) {
+    const Image out = random_crop_reflect_pad(image, size, pad, rng);
+    ASSERT_EQ(windows.count(out.pixels), 1u);
+    seen.insert(out.pixels);
+  }
+  EXPECT_EQ(seen.size(), windows.size());
+}
+
 // Reflect padding mirrors around the edge pixel without repeating it (numpy "reflect").
 TEST(DataTransforms, ReflectPadOfHandMadeImage) {
   Image image(3, 3, 1);
@@ -120,23 +148,7 @@ TEST(DataTransforms, ReflectPadOfHandMadeImage) {
   EXPECT_EQ(random_crop_reflect_pad(image, 5, 1, rng).pixels, padded);  // the only 5x5 window
 
   // A 3x3 crop is one of the 9 windows of `padded`, each reachable.
-  std::set<std::vector<uint8_t>> windows;
-  for (int top = 0; top < 3; ++top) {
-    for (int left = 0; left < 3; ++left) {
-      std::vector<uint8_t> window;
-      for (int y = 0; y < 3; ++y) {
-        for (int x = 0; x < 3; ++x) window.push_back(padded[(top + y) * 5 + left + x]);
-      }
-      windows.insert(window);
-    }
-  }
-  std::set<std::vector<uint8_t>> seen;
-  for (int i = 0; i < 200; ++i) {
-    const Image out = random_crop_reflect_pad(image, 3, 1, rng);
-    ASSERT_EQ(windows.count(out.pixels), 1u);
-    seen.insert(out.pixels);
-  }
-  EXPECT_EQ(seen.size(), windows.size());
+  expect_crops_are_the_windows(image, 3, 1, square_windows(padded, 5, 5, 3), 200, rng);
   EXPECT_THROW(random_crop_reflect_pad(image, 3, 3, rng), engine::Error);  // pad must be < side
 }
 
@@ -229,22 +241,9 @@ TEST(DataTransforms, ReflectPadOfANonSquareImage) {
                                        2, 1, 2, 3, 4, 3,
                                        6, 5, 6, 7, 8, 7,
                                        2, 1, 2, 3, 4, 3};
-  std::set<std::vector<uint8_t>> windows;  // top is always 0 (4 padded rows), left 0, 1 or 2
-  for (int left = 0; left < 3; ++left) {
-    std::vector<uint8_t> window;
-    for (int y = 0; y < 4; ++y) {
-      for (int x = 0; x < 4; ++x) window.push_back(padded[y * 6 + left + x]);
-    }
-    windows.insert(window);
-  }
   std::mt19937_64 rng(3);
-  std::set<std::vector<uint8_t>> seen;
-  for (int i = 0; i < 60; ++i) {
-    const Image out = random_crop_reflect_pad(image, 4, 1, rng);
-    ASSERT_EQ(windows.count(out.pixels), 1u);
-    seen.insert(out.pixels);
-  }
-  EXPECT_EQ(seen.size(), windows.size());
+  // 4x4 windows: top is always 0 (4 padded rows), left 0, 1 or 2.
+  expect_crops_are_the_windows(image, 4, 1, square_windows(padded, 4, 6, 4), 60, rng);
 }
 
 // torchvision's RandomResizedCrop.get_params written out with the same portable draws
