@@ -74,6 +74,11 @@ TEST(Mixer, IdentityOutputsZeros) {
   Tensor out = run(*mixer, Tensor::randn({2, 3, 8}, rng));
   EXPECT_EQ(out.to_doubles(), std::vector<double>(48, 0.0));
   EXPECT_EQ(count_parameters(*mixer), 0);
+  // In a block: the residual unchanged, x ignored; packed tokens alone give zeros.
+  const Tensor x = Tensor::randn({5, 8}, rng), residual = Tensor::randn({5, 8}, rng);
+  EXPECT_EQ(mixer->forward_plus(x, residual, {}).to_doubles(), residual.to_doubles());
+  EXPECT_EQ(mixer->forward_packed(x, PaddedLayout{}, {}, residual).to_doubles(), residual.to_doubles());
+  EXPECT_EQ(mixer->forward_packed(x, PaddedLayout{}, {}, Tensor()).to_doubles(), std::vector<double>(40, 0.0));
 }
 
 // The replacements must be cheaper than the attention they replace. Mamba's
@@ -216,6 +221,7 @@ TEST(Mixer, SpecErrors) {
   expect_error_mentioning([] { parse_mixer_spec("mamba:d_state=big"); }, {"d_state", "integer", "big"});
   expect_error_mentioning([] { parse_mixer_spec("mamba:direction=backward"); }, {"bidirectional or forward"});
   expect_error_mentioning([] { parse_mixer_spec("mamba:expand"); }, {"key=value"});
+  expect_error_mentioning([] { parse_mixer_spec("gated_rnn:width=64, width=96"); }, {"width", "twice"});
   Rng rng(6);
   expect_error_mentioning([&] { make_mixer(parse_mixer_spec("attention"), 8, rng); }, {"heads"});
   expect_error_mentioning([&] { make_mixer(parse_mixer_spec("conv:conv_kernel=4"), 8, rng); }, {"odd", "4"});

@@ -89,6 +89,7 @@ MixerSpec parse_mixer_spec(const std::string& text, const MixerSpec& defaults) {
   if (entry == table.end()) fail_unknown_kind(spec.kind);
   if (colon == std::string::npos) return spec;
   std::string options = text.substr(colon + 1);
+  std::vector<std::string> seen;  // a key given twice is a typo, not "the last one wins"
   for (size_t start = 0; start <= options.size();) {
     const size_t end = std::min(options.find(',', start), options.size());
     const std::string item = trim(options.substr(start, end - start));
@@ -99,6 +100,8 @@ MixerSpec parse_mixer_spec(const std::string& text, const MixerSpec& defaults) {
     const bool applies = std::find(entry->keys.begin(), entry->keys.end(), key) != entry->keys.end();
     check(applies, "mixer spec '{}': '{}' is not an option of {} (its options: {})", text, key, spec.kind,
           entry->keys.empty() ? "none" : fmt::format("{}", fmt::join(entry->keys, ", ")));
+    check(std::find(seen.begin(), seen.end(), key) == seen.end(), "mixer spec '{}': {} is given twice", text, key);
+    seen.push_back(key);
     set_option(spec, text, key, value);
   }
   return spec;
