@@ -354,7 +354,8 @@ TEST(Avit, MaskedAndCompactedLogitsAgree) {
 // (then only the flags a compaction reads are downloaded), and the tokens
 // each block runs on do not depend on whether the active ones are counted.
 TEST(Avit, RandomHybridsAgreeUnderEveryPolicy) {
-  const std::vector<std::string> kinds = {"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8"};
+  const std::vector<std::string> kinds = {"attention", "conv", "mamba:d_state=4", "gated_rnn:width=8", "mlp:width=8",
+                                          "identity"};
   Rng draws(21);
   for (int trial = 0; trial < 12; ++trial) {
     VitConfig config = tiny_avit_config();

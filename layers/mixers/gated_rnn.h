@@ -29,6 +29,7 @@ class GatedRnn : public TokenMixer {
   Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
                         const Tensor& residual) override;
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
+  bool input_feeds_linear() const override { return true; }  // x only enters in_proj
 
  private:
   // The branch output, plus residual when given (added by out_proj's GEMM).

@@ -78,6 +78,21 @@ Mamba::Mamba(int64_t dim, int64_t d_state, int64_t expand, int64_t d_conv, bool 
 }
 
 Tensor Mamba::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const {
+  const std::vector<Tensor> xz = project(x);
+  return out_proj_.forward(scan_and_gate(xz[0], xz[1], ctx.active), residual);
+}
+
+Tensor Mamba::forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext,
+                             const Tensor& residual) {
+  const std::vector<Tensor> xz = project(x);
+  Tensor xi = layout.pad(xz[0]);
+  // Zeroed padding and halted tokens, as TokenMixer::forward_packed zeroes x
+  // (in_proj has no bias): the convs read the slots after an image's last token.
+  if (layout.active.defined()) xi = mul(xi, unsqueeze(layout.active, -1));
+  return out_proj_.forward(layout.unpad(scan_and_gate(xi, layout.pad(xz[1]), layout.active)), residual);
+}
+
+std::vector<Tensor> Mamba::project(const Tensor& x) const {
   // in_proj as two GEMMs, one per half of its rows: xi and z each come out
   // contiguous. (The halves of one [.., 2 d_inner] output are strided views,
   // which the conv of each direction and silu would each copy: three copies
@@ -85,20 +100,22 @@ Tensor Mamba::mix(const Tensor& x, const ForwardContext& ctx, const Tensor& resi
   // 256, graph replays: 6.75 -> 6.59 ms.) The weight's halves come from one
   // split, whose backward writes both halves' gradients into one buffer.
   const std::vector<Tensor> halves = split(in_proj_.weight, {d_inner_, d_inner_}, 0);
-  const Tensor xi = linear(x, halves[0]);
-  const Tensor z = linear(x, halves[1]);
+  return {linear(x, halves[0]), linear(x, halves[1])};
+}
+
+Tensor Mamba::scan_and_gate(const Tensor& xi, const Tensor& z, const Tensor& active) const {
   Tensor y_fwd, y_bwd;
-  auto forward_pass = [&] { y_fwd = directions_[0].forward(xi, /*reverse=*/false, ctx.active); };
+  auto forward_pass = [&] { y_fwd = directions_[0].forward(xi, /*reverse=*/false, active); };
   if (directions_.size() == 1) {
     forward_pass();
   } else {
     // The directions' 4 kernels each are independent: on a GPU they overlap
     // (at batch 1, where every kernel is short, the block's time is its
     // chain of dependent kernels).
-    run_branches(x.device(), forward_pass,
-                 [&] { y_bwd = directions_[1].forward(xi, /*reverse=*/true, ctx.active); });
+    run_branches(xi.device(), forward_pass,
+                 [&] { y_bwd = directions_[1].forward(xi, /*reverse=*/true, active); });
   }
-  return out_proj_.forward(silu_gated_sum(y_fwd, y_bwd, z), residual);
+  return silu_gated_sum(y_fwd, y_bwd, z);
 }
 
 void Mamba::visit(const std::string& prefix, const ParamVisitor& fn) {

@@ -31,13 +31,21 @@ class Mamba : public TokenMixer {
   Tensor forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext& ctx) override {
     return mix(x, ctx, residual);
   }
+  // in_proj runs on the packed tokens; the convs and scans on the padded layout.
+  Tensor forward_packed(const Tensor& x, const PaddedLayout& layout, ForwardContext ctx,
+                        const Tensor& residual) override;
   void visit(const std::string& prefix, const ParamVisitor& fn) override;
+  bool input_feeds_linear() const override { return true; }  // x only enters in_proj
   // Halted tokens are identity steps of the scan, but the conv before it reads them.
   bool skips_halted_tokens() const override { return directions_[0].conv1d.taps() == 1; }
 
  private:
   // The branch output, plus residual when given (added by out_proj's GEMM).
   Tensor mix(const Tensor& x, const ForwardContext& ctx, const Tensor& residual) const;
+  // in_proj: {xi, z}, each [.., d_inner].
+  std::vector<Tensor> project(const Tensor& x) const;
+  // The directions' scans of xi [B, N, d_inner], summed and gated by silu(z): out_proj's input.
+  Tensor scan_and_gate(const Tensor& xi, const Tensor& z, const Tensor& active) const;
   // The parameters of one scan direction.
   struct Direction {
     DepthwiseConv1d conv1d;

@@ -9,4 +9,12 @@ MlpMixer::MlpMixer(int64_t dim, int64_t hidden, Rng& rng)
 
 Tensor MlpMixer::forward(const Tensor& x, const ForwardContext&, Tensor*) { return mlp_.forward(x); }
 
+Tensor MlpMixer::forward_plus(const Tensor& x, const Tensor& residual, const ForwardContext&) {
+  return mlp_.forward(x, residual);
+}
+
+Tensor MlpMixer::forward_packed(const Tensor& x, const PaddedLayout&, ForwardContext, const Tensor& residual) {
+  return mlp_.forward(x, residual);
+}
+
 }  // namespace engine

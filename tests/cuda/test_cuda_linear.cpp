@@ -372,38 +372,49 @@ TEST_F(CudaLinear, LayerNormWritesTheLinearsBf16Operand) {
 }
 
 // A ViT without a trace hands LN1 and LN2 outputs to the linears as bf16
-// operands, adds both residuals inside the GEMMs and sums the stream's
-// gradients in the norms' backward; with a trace LN1's output stays float32
-// (the trace keeps it) and the mixer's residual is a separate add. The same
-// logits and parameter gradients either way, up to the order of those
-// float32 additions (biases made non-zero, so that the order matters).
+// operands (LN1's only to a mixer whose input feeds linears alone: attention,
+// gated_rnn, mamba, mlp), adds both residuals inside the GEMMs and sums the
+// stream's gradients in the norms' backward; with a trace LN1's output stays
+// float32 (the trace keeps it) and the mixer's residual is a separate add.
+// The same logits and parameter gradients either way, up to the order of
+// those float32 additions (biases made non-zero, so that the order matters);
+// for the ViT and for a hybrid with every kind of mixer.
 TEST_F(CudaLinear, VitWithAndWithoutTraceAgreeInBf16Mode) {
   const GemmPrecisionGuard bf16(GemmPrecision::BFloat16);
-  VisionTransformer model(vit_preset("vit_cifar_tiny_patch4_32"), 3);
-  Rng rng(26);
-  for (auto& [name, p] : model.named_parameters()) {
-    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
-      copy_into(p, Tensor::uniform(p.shape(), rng, -0.1, 0.1));
+  VitConfig hybrid = vit_preset("vit_cifar_tiny_patch4_32");
+  hybrid.mixers.assign(hybrid.depth, "attention");
+  const std::vector<std::string> kinds = {"gated_rnn", "mamba", "mlp", "identity", "conv"};
+  for (size_t i = 0; i < kinds.size(); ++i) hybrid.mixers[2 + 2 * i] = kinds[i];
+  for (const VitConfig& config : {vit_preset("vit_cifar_tiny_patch4_32"), hybrid}) {
+    VisionTransformer model(config, 3);
+    Rng rng(26);
+    for (auto& [name, p] : model.named_parameters()) {
+      if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+        copy_into(p, Tensor::uniform(p.shape(), rng, -0.1, 0.1));
+      }
+    }
+    model.to(gpu());
+    const Tensor images = Tensor::uniform({4, 3, 32, 32}, rng, -1, 1).to(gpu());
+    auto run_vit = [&](bool traced) {
+      for (auto& [name, p] : model.named_parameters()) {
+        p.set_requires_grad(true);
+        p.zero_grad();
+      }
+      ForwardTrace trace;
+      Tensor logits = model.forward(images, {}, traced ? &trace : nullptr);
+      sum(mul(logits, logits)).backward();
+      std::vector<Tensor> results{logits.detach()};
+      for (auto& [name, p] : model.named_parameters()) results.push_back(p.grad());
+      return results;
+    };
+    const auto plain = run_vit(false), traced = run_vit(true);
+    ASSERT_EQ(plain.size(), traced.size());
+    // A float32 rounding difference can flip a later bfloat16 rounding: bf16's tolerance.
+    const std::string label = config.mixers.empty() ? "ViT" : "hybrid";
+    for (size_t i = 0; i < plain.size(); ++i) {
+      expect_matches(plain[i], traced[i], 2e-2, label + " result " + std::to_string(i));
     }
   }
-  model.to(gpu());
-  const Tensor images = Tensor::uniform({4, 3, 32, 32}, rng, -1, 1).to(gpu());
-  auto run_vit = [&](bool traced) {
-    for (auto& [name, p] : model.named_parameters()) {
-      p.set_requires_grad(true);
-      p.zero_grad();
-    }
-    ForwardTrace trace;
-    Tensor logits = model.forward(images, {}, traced ? &trace : nullptr);
-    sum(mul(logits, logits)).backward();
-    std::vector<Tensor> results{logits.detach()};
-    for (auto& [name, p] : model.named_parameters()) results.push_back(p.grad());
-    return results;
-  };
-  const auto plain = run_vit(false), traced = run_vit(true);
-  ASSERT_EQ(plain.size(), traced.size());
-  // A float32 rounding difference can flip a later bfloat16 rounding: bf16's tolerance.
-  for (size_t i = 0; i < plain.size(); ++i) expect_matches(plain[i], traced[i], 2e-2, "result " + std::to_string(i));
 }
 
 // Operands that start inside their storage, so at addresses aligned to only
