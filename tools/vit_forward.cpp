@@ -8,6 +8,27 @@
 
 using namespace engine;
 
+namespace {
+
+// The file's `input`: normalised float pixels, at least one image of the
+// model's size. A bad one is an error naming the file.
+Tensor read_input(const std::string& path, const VitConfig& config) {
+  SafetensorsFile file = SafetensorsFile::open(path);
+  check(file.contains("input"), "{}: no tensor named 'input'", path);
+  Tensor input = file.get("input");
+  // Integers would be raw pixels, not the normalised floats the model takes.
+  check(is_floating(input.dtype()), "{}: 'input' is {}; expected normalised floating-point pixels", path,
+        dtype_name(input.dtype()));
+  const Shape image = {config.in_chans, config.img_size, config.img_size};
+  const bool batch_of_images =
+      input.dim() == 4 && input.size(0) >= 1 && Shape(input.shape().begin() + 1, input.shape().end()) == image;
+  check(batch_of_images, "{}: 'input' is {}; the model takes [B, {}, {}, {}] with B >= 1", path, ShapeText{input.shape()},
+        config.in_chans, config.img_size, config.img_size);
+  return input.to(DType::F32);
+}
+
+}  // namespace
+
 static int vit_forward_main(int argc, char** argv) {
   Flags flags("vit_forward CHECKPOINT INPUT.safetensors OUTPUT.safetensors [flags]",
               {{"device", "cpu, cuda or auto", "auto"},
@@ -26,14 +47,7 @@ static int vit_forward_main(int argc, char** argv) {
   auto model = load_vit(checkpoint, options);
   model->to(device);
 
-  SafetensorsFile input_file = SafetensorsFile::open(input_path);
-  check(input_file.contains("input"), "{}: no tensor named 'input'", input_path);
-  Tensor input = input_file.get("input");
-  // Integers would be raw pixels, not the normalised floats the model takes.
-  check(is_floating(input.dtype()), "{}: 'input' is {}; expected normalised floating-point pixels", input_path,
-        dtype_name(input.dtype()));
-  input = input.to(DType::F32).to(device);
-
+  const Tensor input = read_input(input_path, model->config).to(device);
   save_safetensors(output_path, traced_forward(*model, input));
   return 0;
 }
