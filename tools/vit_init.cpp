@@ -66,6 +66,7 @@ static int vit_init_main(int argc, char** argv) {
   if (num_classes > 0) config.num_classes = num_classes;
   const auto seed = static_cast<uint64_t>(flags.get_int_at_least("seed", 0));
   check_replaceable(flags.get("out"), flags.get_bool("overwrite"));
+  prepare_output_file("flag --out", (std::filesystem::path(flags.get("out")) / "model.safetensors").string());
   VisionTransformer model(config, seed);
   save_vit(model, flags.get("out"));
   remove_earlier_sharded_checkpoint(flags.get("out"));
