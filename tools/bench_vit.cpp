@@ -58,7 +58,8 @@ Replacement parse_replacement(const Flags& flags) {
 }
 
 // The preset as timed: its image size (0: the preset's) and mixers; a block
-// outside the model, or an image size it cannot take, is an error.
+// outside the model, an image size it cannot take, or a bad mixer spec is an
+// error naming the flag.
 VitConfig bench_config(const std::string& preset, const Replacement& replacement, int64_t img_size) {
   VitConfig config = vit_preset(preset);
   if (img_size > 0) config.img_size = img_size;  // more tokens: (img_size / patch)^2 + 1
@@ -69,6 +70,7 @@ VitConfig bench_config(const std::string& preset, const Replacement& replacement
           config.depth - 1);
     config.mixers[block] = replacement.mixer;
   }
+  if (!replacement.blocks.empty()) config.validate(fmt::format("--mixer {} in {}", replacement.mixer, preset));
   return config;
 }
 
