@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/error.h"
+
 namespace engine {
 
 class Config {
@@ -102,6 +104,21 @@ class Config {
   std::map<std::string, Section> sections_;
   mutable std::map<std::string, std::set<std::string>> asked_;  // section -> keys
 };
+
+// Runs read(), a check of a setting's value that Config cannot make itself (a
+// preset name, a mixer spec), prefixing the engine::Error it raises with where
+// the setting came from (file:line, <override>, or the file) and its name; an
+// empty key names the whole section.
+template <typename Read>
+auto in_context(const Config& c, const std::string& section, const std::string& key, Read read)
+    -> decltype(read()) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    if (key.empty()) fail("{}: [{}]: {}", c.source(), section, e.what());
+    fail("{}: [{}] {}: {}", c.where(section, key), section, key, e.what());
+  }
+}
 
 // "a, b,,c " -> {"a", "b", "c"}: comma-separated items, trimmed, empty ones dropped.
 std::vector<std::string> split_list(const std::string& value);

@@ -491,6 +491,16 @@ TEST(Distill, DeviceSettingErrorNamesTheKey) {
                                    {"device.ini:6: [run] device", "unknown device 'gpu'"});
 }
 
+// A spec that parse_mixer_spec refuses names [student] mixer and where it was set.
+TEST(Distill, MixerSettingErrorNamesTheKey) {
+  for (const char* spec : {"gated_rn", "gated_rnn:widht=96"}) {
+    Config config = Config::parse(fmt::format("[teacher]\nmodel = m\n[data]\npath = x\n[student]\nmixer = {}\n", spec),
+                                  "mixer.ini");
+    testing::expect_error_mentioning([&] { DistillSettings::from_config(config); },
+                                     {"mixer.ini:6: [student] mixer", spec});
+  }
+}
+
 TEST(Distill, PrecisionSettingIsChecked) {
   auto settings = [](const std::string& run) {
     return DistillSettings::from_config(

@@ -33,11 +33,7 @@ void DataSettings::read_data_settings(const Config& c) {
 
 Device read_device(const Config& c) {
   const std::string name = c.get_string("run", "device", "auto");
-  try {
-    return Device::parse(name);
-  } catch (const Error& e) {
-    fail("{}: [run] device: {}", c.where("run", "device"), e.what());
-  }
+  return in_context(c, "run", "device", [&] { return Device::parse(name); });
 }
 
 int64_t DataSettings::read_budget(const Config& c, const std::string& section, int64_t def,

@@ -117,7 +117,8 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.layers = c.get_string("layers", "select", s.layers);
   s.sparsity_images = c.get_int_at_least("layers", "sparsity_images", s.sparsity_images, 1);
   s.mixer = c.get_string("student", "mixer", s.mixer);
-  parse_mixer_spec(s.mixer);  // fails early, naming the kinds and keys it knows
+  // Fails early, naming the kinds and keys it knows.
+  in_context(c, "student", "mixer", [&] { parse_mixer_spec(s.mixer); });
   s.budget_images = s.read_budget(c, "distill", s.budget_images);
   s.lr = c.get_double_above("distill", "lr", s.lr, 0.0);
   s.weight_decay = c.get_double_in("distill", "weight_decay", s.weight_decay, 0.0, INFINITY);

@@ -29,19 +29,6 @@ using nlohmann::json;
 
 namespace {
 
-// Runs read(), prefixing an error with where the setting came from (file:line,
-// <override>, or the file) and its name; an empty key names the whole section.
-template <typename Read>
-auto in_context(const Config& c, const std::string& section, const std::string& key, Read read)
-    -> decltype(read()) {
-  try {
-    return read();
-  } catch (const Error& e) {
-    if (key.empty()) fail("{}: [{}]: {}", c.source(), section, e.what());
-    fail("{}: [{}] {}: {}", c.where(section, key), section, key, e.what());
-  }
-}
-
 // [data] mean / std: three numbers.
 void read_channel_stats(const Config& c, const char* key, double (&stats)[3]) {
   const std::vector<double> values = c.get_double_list("data", key, {stats[0], stats[1], stats[2]});
