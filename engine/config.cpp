@@ -225,10 +225,11 @@ void Config::fail_missing(const std::string& section, const std::string& key) co
 }
 
 // " (is 'modle' at cfg.ini:5 a typo?)" when a key of `section` that no getter
-// has asked for is a near miss of `key`, else "".
+// has asked for is a near miss of `key`; for a section the file lacks, the
+// same for a section that no getter has asked about; else "".
 std::string Config::typo_hint(const std::string& section, const std::string& key) const {
   const auto s = sections_.find(section);
-  if (s == sections_.end()) return "";
+  if (s == sections_.end()) return section_typo_hint(section);
   const std::set<std::string>& asked = asked_[section];
   std::vector<std::string> unasked;
   for (const auto& [name, entry] : s->second.entries) {
@@ -237,6 +238,16 @@ std::string Config::typo_hint(const std::string& section, const std::string& key
   const std::string near = nearest_name(key, unasked);
   if (near.empty()) return "";
   return fmt::format(" (is '{}' at {} a typo?)", near, where(s->second.entries.at(near).line));
+}
+
+std::string Config::section_typo_hint(const std::string& section) const {
+  std::vector<std::string> unasked;
+  for (const auto& [name, sec] : sections_) {
+    if (!name.empty() && asked_.count(name) == 0) unasked.push_back(name);
+  }
+  const std::string near = nearest_name(section, unasked);
+  if (near.empty()) return "";
+  return fmt::format(" (is [{}] at {} a typo?)", near, where(sections_.at(near).line));
 }
 
 std::string Config::where(int line) const {

@@ -91,6 +91,7 @@ class Config {
   const Entry& require(const std::string& section, const std::string& key) const;
   std::string where(int line) const;
   std::string typo_hint(const std::string& section, const std::string& key) const;
+  std::string section_typo_hint(const std::string& section) const;
   [[noreturn]] void bad_value(const std::string& section, const std::string& key,
                               const Entry& entry, const std::string& problem) const;
   int64_t to_int(const std::string& section, const std::string& key, const Entry& e) const;

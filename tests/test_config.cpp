@@ -189,6 +189,17 @@ TEST(Config, MissingRequiredKeyPointsAtAnUnreadNearMiss) {
   EXPECT_EQ(error_of([&] { c.fail_missing("teacher", "weights"); }), "missing key [teacher] weights in config.ini");
 }
 
+// A required key of a section the file lacks: the near miss is the section's name.
+TEST(Config, MissingRequiredKeyPointsAtAnUnreadNearMissSection) {
+  Config c = Config::parse("[data]\npath = d\n[tacher]\nmodel = m\n", "config.ini");
+  c.get_string("data", "path");
+  EXPECT_EQ(error_of([&] { c.get_string("teacher", "model"); }),
+            "missing key [teacher] model in config.ini (is [tacher] at config.ini:3 a typo?)");
+  // A section that a getter read is not a typo; nor is a section far from the name.
+  EXPECT_EQ(error_of([&] { c.get_string("dat", "path"); }), "missing key [dat] path in config.ini");
+  EXPECT_EQ(error_of([&] { c.get_string("output", "dir"); }), "missing key [output] dir in config.ini");
+}
+
 TEST(Config, MalformedLinesAreRejectedWithLineAndText) {
   EXPECT_THAT(error_of([] { Config::parse("[a]\nx = 1\njust words\n", "config.ini"); }),
               AllOf(HasSubstr("config.ini:3:"), HasSubstr("'just words'")));
