@@ -1,5 +1,6 @@
 # Build: `make` (libraries, tools in the repo root, test binary), `make test`
-# (CPU suite), `make test-gpu` (CUDA suite, on a machine with a GPU),
+# (CPU suite, then `make test-cli`: the tools' command lines on tiny inputs),
+# `make test-gpu` (CUDA suite, on a machine with a GPU),
 # `make CUDA=0` to skip the CUDA sources even when nvcc is present.
 
 CXX      ?= g++
@@ -60,7 +61,7 @@ endif
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/engine_tests
 
-.PHONY: all test test-gpu deps install-deps clean
+.PHONY: all test test-cli test-gpu deps install-deps clean
 all: deps $(TOOLS) $(TEST_BIN)
 
 # Each dependency checked by a header it provides, with the Debian package to install.
@@ -109,8 +110,14 @@ $(BUILD)/%.cu.o: %.cu
 # CPU suite: everything except the Cuda* tests (those need a GPU). Idle OpenMP
 # and OpenBLAS threads sleep, as in the tools (engine/cli.cpp): 13 s -> 7 s on 2 cores.
 SLEEPING_WORKERS = OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-4}
-test: $(TEST_BIN)
+# Then the tools themselves, run on tiny inputs (tests/cli/run_cli_tests.sh).
+CLI_TESTS = tests/cli/run_cli_tests.sh
+test: $(TEST_BIN) $(TOOLS)
 	$(SLEEPING_WORKERS) $(TEST_BIN) --gtest_filter='-Cuda*:*/Cuda*' --gtest_brief=1
+	$(CLI_TESTS)
+
+test-cli: $(TOOLS)
+	$(CLI_TESTS)
 
 test-gpu: $(TEST_BIN)
 	$(TEST_BIN) --gtest_filter='Cuda*:*/Cuda*'
