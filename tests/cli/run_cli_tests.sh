@@ -118,6 +118,8 @@ check error "flag --batch: 'abc' is not an integer" - bench_vit --batch abc
 check error "flag --repeats: 0 must be >= 1" - bench_kernels --repeats 0
 check error "--only: unknown family 'gem'" - bench_kernels --only gem
 check error "--mixer lstm in vit_small_patch16_224" - bench_vit --device cpu --mixer lstm --replace 2
+check error "mixer spec 'gated_rnn:width=8,width=16': width is given twice" - bench_vit --device cpu \
+  --mixer gated_rnn:width=8,width=16 --replace 2
 check error "unknown model preset 'vit_tiny'" model vit_init --preset vit_tiny --out model
 check error "expected a config file" - train_distill
 check error "cannot open config file 'missing.ini'" - pretrain missing.ini
