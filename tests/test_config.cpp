@@ -116,18 +116,21 @@ TEST(Config, BadIntegerNamesLineKeyValueAndType) {
 
 TEST(Config, BadFloatNamesLineKeyValueAndType) {
   const Config c =
-      Config::parse("[train]\nlr = abc\nv = 1.2.3\nn = nan\nh = 1e999\n", "config.ini");
+      Config::parse("[train]\nlr = abc\nv = 1.2.3\nn = nan\nh = 1e999\ni = -inf\n", "config.ini");
   EXPECT_EQ(error_of([&] { c.get_double("train", "lr"); }),
             "config.ini:2: [train] lr = 'abc' is not a number (expected float)");
   EXPECT_THAT(error_of([&] { c.get_double("train", "v", 0); }),
               AllOf(HasSubstr("config.ini:3:"), HasSubstr("'1.2.3'"), HasSubstr("expected float")));
   EXPECT_THAT(error_of([&] { c.get_double("train", "n", 0); }), HasSubstr("'nan' is not a finite"));
+  EXPECT_THAT(error_of([&] { c.get_double("train", "i", 0); }), HasSubstr("'-inf' is not a finite"));
   EXPECT_THAT(error_of([&] { c.get_double("train", "h", 0); }), HasSubstr("out of range"));
 }
 
 TEST(Config, RangeCheckedGettersNameTheLineKeyValueAndRange) {
-  Config c = Config::parse("[train]\nbatch = 0\nlr = -0.5\nwarmup = 1.0\nok = 3\n", "r.ini");
+  Config c = Config::parse("[train]\nbatch = 0\nlr = -0.5\nwarmup = 1.0\nok = 3\nstart = 0.0\n", "r.ini");
   EXPECT_EQ(c.get_int_at_least("train", "ok", 1, 1), 3);
+  EXPECT_EQ(c.get_int_at_least("train", "ok", 1, 3), 3);  // the bounds that are included
+  EXPECT_EQ(c.get_double_in("train", "start", 0.5, 0.0, 1.0), 0.0);
   EXPECT_EQ(c.get_int_at_least("train", "absent", 7, 1), 7);  // a default is not checked
   EXPECT_EQ(error_of([&] { c.get_int_at_least("train", "batch", 1, 1); }),
             "r.ini:2: [train] batch = '0' must be >= 1");
@@ -174,6 +177,7 @@ TEST(Config, MissingRequiredKeyNamesSectionKeyAndFile) {
   EXPECT_THAT(error_of([&] { c.get_int("train", "steps"); }), HasSubstr("[train] steps"));
   EXPECT_THAT(error_of([&] { c.get_double("train", "lr"); }), HasSubstr("[train] lr"));
   EXPECT_THAT(error_of([&] { c.get_bool("train", "fp16"); }), HasSubstr("[train] fp16"));
+  EXPECT_EQ(error_of([&] { c.get_string("eval", "data"); }), "missing key [eval] data in config.ini");
 }
 
 TEST(Config, MissingRequiredKeyPointsAtAnUnreadNearMiss) {
@@ -209,6 +213,9 @@ TEST(Config, MalformedLinesAreRejectedWithLineAndText) {
   EXPECT_THAT(error_of([] { Config::parse("= 3\n", "c"); }), HasSubstr("c:1: malformed"));
   EXPECT_THAT(error_of([] { Config::parse("two words = 3\n", "c"); }), HasSubstr("c:1: malformed"));
   EXPECT_THAT(error_of([] { Config::parse("[a.b]\n", "c"); }), HasSubstr("c:1: malformed"));
+  EXPECT_THAT(error_of([] { Config::parse("[a=b]\n", "c"); }), HasSubstr("c:1: malformed"));
+  EXPECT_THAT(error_of([] { Config::parse("[[a]]\n", "c"); }), HasSubstr("c:1: malformed"));
+  EXPECT_THAT(error_of([] { Config::parse("[a]\nx[0] = 1\n", "c"); }), HasSubstr("c:2: malformed"));
 }
 
 TEST(Config, DuplicateKeyNamesBothLines) {
@@ -237,6 +244,10 @@ TEST(Config, UnknownSectionSuggestsNearestAskedSection) {
   c.get_int("model", "w", 0);
   EXPECT_EQ(error_of([&] { c.check_all_used(); }),
             "config.ini:1: unknown section [trian]; did you mean [train]?");
+  // A section opened again is reported at its first header.
+  const Config reopened = Config::parse("[trian]\nlr = 1\n[model]\nw = 2\n[trian]\nwd = 0\n", "config.ini");
+  reopened.get_int("model", "w", 0);
+  EXPECT_EQ(error_of([&] { reopened.check_all_used(); }), "config.ini:1: unknown section [trian]");
 }
 
 TEST(Config, RootKeysAreCheckedToo) {
@@ -317,6 +328,7 @@ TEST(NearestName, SuggestsOnlyPlausibleTypos) {
   EXPECT_EQ(nearest_name("lx", {"lr"}), "lr");
   EXPECT_EQ(nearest_name("lr", {"bs"}), "");  // two edits replace the whole word
   EXPECT_EQ(nearest_name("optimizer", {"scheduler"}), "");
+  EXPECT_EQ(nearest_name("num_workers", {"workers"}), "");  // 4 edits; 11 letters allow 3
   EXPECT_EQ(nearest_name("", {"a"}), "");
   EXPECT_EQ(nearest_name("abc", {}), "");
 }
