@@ -3,7 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -264,6 +269,9 @@ TEST(Config, SetFlagSplitsAssignmentsButKeepsListValuesWhole) {
   EXPECT_EQ(split_overrides(",eval.latency_batches=1,256,"), (std::vector<std::string>{"eval.latency_batches=1,256"}));
   // A value with '=' in it is still a value: only "section.key=" starts an assignment.
   EXPECT_EQ(split_overrides("data.path=a=b,x=y"), (std::vector<std::string>{"data.path=a=b,x=y"}));
+  // Blanks after the comma, and '-' in names (config names may hold one), still start one.
+  EXPECT_EQ(split_overrides("a.b=1, c.d=2,my-run.num-workers=3"),
+            (std::vector<std::string>{"a.b=1", " c.d=2", "my-run.num-workers=3"}));
   Config c = Config::parse("[eval]\nlatency_batches = 1\n", "config.ini");
   for (const std::string& assignment : split_overrides("eval.latency_batches=1,64,256")) c.apply_override(assignment);
   EXPECT_EQ(c.get_int_list("eval", "latency_batches", {}), (std::vector<int64_t>{1, 64, 256}));
@@ -344,7 +352,7 @@ TEST(Flags, OnlyAVariadicLastPositionalTakesExtraArguments) {
 }
 
 TEST(Flags, IntListsParseEachItemAndNameTheFlagOnError) {
-  char tool[] = "tool", good[] = "--blocks= 2, 3 ,11", bad[] = "--blocks=2,x";
+  char tool[] = "tool", good[] = "--blocks= 2, 3 ,11", bad[] = "--blocks=2,3x";
   const std::vector<FlagSpec> specs = {{"blocks", "a list", ""}};
   Flags flags("tool", specs);
   char* with_good[] = {tool, good};
@@ -357,7 +365,7 @@ TEST(Flags, IntListsParseEachItemAndNameTheFlagOnError) {
   Flags wrong("tool", specs);
   char* with_bad[] = {tool, bad};
   ASSERT_TRUE(wrong.parse(2, with_bad));
-  EXPECT_EQ(error_of([&] { wrong.get_int_list("blocks"); }), "flag --blocks: 'x' is not an integer");
+  EXPECT_EQ(error_of([&] { wrong.get_int_list("blocks"); }), "flag --blocks: '3x' is not an integer");
 }
 
 TEST(Flags, IntAtLeastNamesTheFlagAndTheValueBelowTheMinimum) {
@@ -370,6 +378,7 @@ TEST(Flags, IntAtLeastNamesTheFlagAndTheValueBelowTheMinimum) {
   Flags defaults("tool", {{"repeats", "calls", "20"}});
   ASSERT_TRUE(defaults.parse(1, argv));
   EXPECT_EQ(defaults.get_int_at_least("repeats", 1), 20);
+  EXPECT_EQ(defaults.get_int_at_least("repeats", 20), 20);  // the minimum itself is allowed
 }
 
 TEST(Flags, SwitchesTakeTheBooleansThatConfigKeysTake) {
@@ -402,6 +411,55 @@ TEST(Flags, RepeatedSetAccumulatesItsAssignments) {
   testing::expect_error_mentioning([&] { apply_config_overrides(strayed, config); }, {"'2'"});
 }
 
+TEST(Flags, AnUnknownFlagSuggestsTheNearestKnownOne) {
+  char tool[] = "tool", typo[] = "--ouptut=x", unknown[] = "--zzz";
+  Flags flags("tool", {{"output", "results file", ""}, {"device", "where to run", "cpu"}});
+  char* with_typo[] = {tool, typo};
+  EXPECT_EQ(error_of([&] { flags.parse(2, with_typo); }), "unknown flag --ouptut; did you mean --output?");
+  char* with_unknown[] = {tool, unknown};
+  EXPECT_EQ(error_of([&] { flags.parse(2, with_unknown); }), "unknown flag --zzz (see --help)");
+  EXPECT_EQ(error_of([&] { flags.occurrences("devic"); }), "unknown flag --devic; did you mean --device?");
+}
+
+TEST(Flags, AFlagWithoutItsValueIsAnError) {
+  char tool[] = "tool", out[] = "--out";
+  char* argv[] = {tool, out, nullptr};
+  Flags flags("tool", {{"out", "results file", ""}});
+  EXPECT_EQ(error_of([&] { flags.parse(2, argv); }), "flag --out needs a value");
+}
+
+TEST(Flags, AFlagNotGivenHasItsDefaultAndASwitchIsOff) {
+  char tool[] = "tool";
+  char* argv[] = {tool};
+  Flags flags("tool", {{"out", "results file", ""}, {"device", "where to run", "cpu"}, {"verbose", "talk", "", true}});
+  ASSERT_TRUE(flags.parse(1, argv));
+  EXPECT_FALSE(flags.has("out"));
+  EXPECT_EQ(flags.get("out"), "");
+  EXPECT_TRUE(flags.has("device"));
+  EXPECT_EQ(flags.get("device"), "cpu");
+  EXPECT_FALSE(flags.has("verbose"));
+  EXPECT_FALSE(flags.get_bool("verbose"));
+}
+
+TEST(Flags, HelpListsEveryFlagWithItsValueDefaultAndRepetition) {
+  Flags flags("tool [options] MODEL",
+              {{"out", "results file", ""}, {"device", "where to run", "cpu"}, {"verbose", "talk", "", true},
+               config_override_flag("a.b=1")},
+              {"MODEL"});
+  const std::string help =
+      "usage: tool [options] MODEL\n"
+      "  --out X            results file\n"
+      "  --device X         where to run (default cpu)\n"
+      "  --verbose          talk\n"
+      "  --set X            override config values: --set a.b=1 (repeatable)\n";
+  EXPECT_EQ(flags.help_text(), help);
+  char tool[] = "tool", short_help[] = "-h";
+  char* argv[] = {tool, short_help, nullptr};
+  ::testing::internal::CaptureStdout();
+  EXPECT_FALSE(flags.parse(2, argv));
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(), help);
+}
+
 TEST(Flags, AnyOtherFlagGivenTwiceIsAnErrorNamingIt) {
   char tool[] = "tool", first[] = "--out=a.json", flag[] = "--out", second[] = "b.json", verbose[] = "--verbose";
   char* values[] = {tool, first, flag, second};
@@ -428,6 +486,26 @@ TEST(PrepareOutputFile, FailsNamingTheOutputWhenThePathCannotBeAFile) {
               AllOf(HasSubstr("flag --out"), HasSubstr(folder), HasSubstr("is a folder")));
   EXPECT_THAT(error_of([&] { prepare_output_file("OUTPUT", folder + "/plain_file/p.txt"); }),
               AllOf(HasSubstr("OUTPUT: cannot create the folder"), HasSubstr(folder + "/plain_file/p.txt")));
+  EXPECT_EQ(error_of([] { prepare_output_file("flag --out", ""); }), "flag --out: empty path");
+}
+
+// Root may write into any folder: the child that tries drops to the user
+// nobody first.
+TEST(PrepareOutputFile, FailsNamingTheOutputWhenTheFolderIsReadOnly) {
+  const std::string folder = scratch_path("prepare_output_read_only");
+  fs::create_directories(folder);
+  fs::permissions(folder, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+                  fs::perm_options::remove);
+  const std::string output = folder + "/eval.json";
+  EXPECT_EXIT(
+      {
+        if (::geteuid() == 0 && ::setuid(65534) != 0) std::_Exit(2);
+        std::fputs(error_of([&] { prepare_output_file("flag --out", output); }).c_str(), stderr);
+        std::_Exit(1);
+      },
+      ::testing::ExitedWithCode(1),
+      "^flag --out: cannot write '.*/prepare_output_read_only/eval\\.json': Permission denied$");
+  fs::permissions(folder, fs::perms::owner_all);
 }
 
 int throws_filesystem_error(int, char**) {
@@ -435,15 +513,26 @@ int throws_filesystem_error(int, char**) {
                              std::make_error_code(std::errc::not_a_directory));
 }
 
-TEST(RunTool, PrintsAFilesystemErrorAsAnInputErrorNamingThePath) {
+int throws_engine_error(int, char**) { fail("[train] lr = 'x' is not a number"); }
+
+// What run_tool("tool", body) prints on stderr; it must return 1.
+std::string stderr_of_failing_tool(int (*body)(int, char**)) {
   // run_tool re-executes itself when either is unset.
   const testing::ScopedEnv omp("OMP_WAIT_POLICY", "passive"), openblas("OPENBLAS_THREAD_TIMEOUT", "4");
   char tool[] = "tool";
   char* argv[] = {tool, nullptr};
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(run_tool("tool", throws_filesystem_error, 1, argv), 1);
-  const std::string printed = ::testing::internal::GetCapturedStderr();
-  EXPECT_THAT(printed, AllOf(HasSubstr("tool: error: "), HasSubstr("runs/file/x"), Not(HasSubstr("unexpected"))));
+  EXPECT_EQ(run_tool("tool", body, 1, argv), 1);
+  return ::testing::internal::GetCapturedStderr();
+}
+
+TEST(RunTool, PrintsAFilesystemErrorAsAnInputErrorNamingThePath) {
+  EXPECT_THAT(stderr_of_failing_tool(throws_filesystem_error),
+              AllOf(HasSubstr("tool: error: "), HasSubstr("runs/file/x"), Not(HasSubstr("unexpected"))));
+}
+
+TEST(RunTool, PrintsAnEngineErrorOnOneLine) {
+  EXPECT_EQ(stderr_of_failing_tool(throws_engine_error), "tool: error: [train] lr = 'x' is not a number\n");
 }
 
 TEST(DeviceParse, RejectsAGpuIndexThatIsNotANumberNamingTheText) {
