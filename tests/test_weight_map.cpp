@@ -2,6 +2,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <string>
 
@@ -36,10 +38,18 @@ TEST_F(WeightMapTest, GivesEachTensorsShardFile) {
 TEST_F(WeightMapTest, ABadIndexIsAnErrorNamingIt) {
   EXPECT_THAT(error_of([&] { read_weight_map(index_with(R"({"metadata": {}})")); }),
               HasSubstr("checkpoint index " + index_ + ": no 'weight_map' object"));
+  EXPECT_THAT(error_of([&] { read_weight_map(index_with(R"({"weight_map": ["s1.safetensors"]})")); }),
+              HasSubstr("checkpoint index " + index_ + ": no 'weight_map' object"));
   EXPECT_THAT(error_of([&] { read_weight_map(index_with(R"({"weight_map": {"a": 1}})")); }),
               HasSubstr("checkpoint index " + index_ + ": shard of tensor 'a' must be a string"));
   EXPECT_THAT(error_of([&] { read_weight_map(index_with("{")); }),
               HasSubstr("checkpoint index " + index_ + ": not valid JSON"));
+}
+
+TEST_F(WeightMapTest, AMissingIndexNamesItAndTheReason) {
+  const std::string missing = dir_.path() + "/missing.index.json";
+  EXPECT_EQ(error_of([&] { read_weight_map(missing); }),
+            "cannot open checkpoint index '" + missing + "': " + std::strerror(ENOENT));
 }
 
 }  // namespace
