@@ -210,7 +210,8 @@ TEST_F(SafetensorsTest, RejectsTruncatedFiles) {
   EXPECT_THAT(message, HasSubstr("'weight'"));
 
   write_bytes(file("tiny.safetensors"), bytes.substr(0, 5));
-  EXPECT_THAT(open_error(file("tiny.safetensors")), HasSubstr(file("tiny.safetensors")));
+  EXPECT_EQ(open_error(file("tiny.safetensors")),
+            "safetensors file " + file("tiny.safetensors") + ": 5 bytes, shorter than the 8-byte header length");
 
   write_bytes(file("no_header.safetensors"), bytes.substr(0, 20));
   EXPECT_THAT(open_error(file("no_header.safetensors")), HasSubstr("exceeds the file size"));
@@ -219,12 +220,19 @@ TEST_F(SafetensorsTest, RejectsTruncatedFiles) {
 TEST_F(SafetensorsTest, RejectsBadHeaderLengths) {
   std::string header = std::string("{") + kGoodEntry + "}";
   for (uint64_t length :
-       {uint64_t(0xFFFFFFFFFFFF), uint64_t(1) << 63, UINT64_MAX - 1, uint64_t(header.size() + 100)}) {
+       {uint64_t(0xFFFFFFFFFFFF), uint64_t(1) << 63, UINT64_MAX - 1, uint64_t(header.size() + 100),
+        uint64_t(header.size() + 16 + 1)}) {  // (the last: one byte past the end)
     write_raw(file("len.safetensors"), header, std::string(16, '\0'), length);
     std::string message = open_error(file("len.safetensors"));
     EXPECT_THAT(message, HasSubstr(file("len.safetensors")));
     EXPECT_THAT(message, HasSubstr("exceeds the file size"));
   }
+}
+
+TEST_F(SafetensorsTest, RejectsWhatIsNotAnExistingRegularFile) {
+  EXPECT_EQ(open_error(file("missing.safetensors")),
+            "cannot open safetensors file '" + file("missing.safetensors") + "': " + std::strerror(ENOENT));
+  EXPECT_EQ(open_error(dir_.string()), "safetensors file " + dir_.string() + ": not a regular file");
 }
 
 TEST_F(SafetensorsTest, RejectsHeadersThatAreNotJsonObjects) {
@@ -246,17 +254,22 @@ TEST_F(SafetensorsTest, RejectsMalformedEntries) {
       {R"({"dtype":"F8","shape":[2],"data_offsets":[0,2]})", "unknown dtype 'F8'"},
       {R"({"dtype":"F32","shape":[2,3],"data_offsets":[0,16]})",
        "data_offsets span 16 bytes but F32[2, 3] needs 24"},
+      {R"({"dtype":"F32","shape":[2],"data_offsets":[0,16]})", "data_offsets span 16 bytes but F32[2] needs 8"},
       {R"({"dtype":"F32","shape":[4],"data_offsets":[8,24]})", "beyond the 16-byte data section"},
       {R"({"dtype":"F32","shape":[0],"data_offsets":[8,4]})", "begin after end"},
       {R"({"dtype":"F32","shape":[4]})", "missing 'data_offsets'"},
       {R"({"shape":[4],"data_offsets":[0,16]})", "missing 'dtype'"},
       {R"({"dtype":"F32","data_offsets":[0,16]})", "missing 'shape'"},
       {R"({"dtype":"F32","shape":[-4],"data_offsets":[0,16]})", "negative or too large dimension"},
+      // 2^63 is no int64_t; with a 0 beside it the tensor would need no bytes at all.
+      {R"({"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]})", "negative or too large dimension"},
       {R"({"dtype":"F32","shape":"4","data_offsets":[0,16]})", "shape must be an array"},
       {R"({"dtype":"F32","shape":[4.0],"data_offsets":[0,16]})", "non-integer"},
       {R"({"dtype":32,"shape":[4],"data_offsets":[0,16]})", "dtype must be a string"},
       {R"({"dtype":"F32","shape":[4],"data_offsets":[0]})", "data_offsets must be two"},
       {R"({"dtype":"F32","shape":[4],"data_offsets":[-1,16]})", "data_offsets must be two"},
+      {R"({"dtype":"F32","shape":[4],"data_offsets":[0,16.0]})", "data_offsets must be two"},
+      {R"({"dtype":"F32","shape":[4],"data_offsets":[0,16,16]})", "data_offsets must be two"},
       {R"({"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]})", "is too large"},
       {R"([1, 2])", "entry must be an object"},
   };
@@ -384,6 +397,10 @@ TEST_F(SafetensorsTest, FailedSavesThrowAndLeaveNoTempFile) {
                 save_safetensors(file("d.safetensors"), {{"x", Tensor::ones({1})}, {"x", Tensor::ones({1})}});
               }),
               HasSubstr("duplicate tensor name 'x'"));
+  EXPECT_THAT(error_of([&] { save_safetensors(file("m.safetensors"), {{"__metadata__", Tensor::ones({1})}}); }),
+              HasSubstr("'__metadata__' is reserved"));
+  EXPECT_THAT(error_of([&] { save_safetensors(file("u.safetensors"), {{"x", Tensor()}}); }),
+              HasSubstr("tensor 'x' is undefined"));
 
   std::vector<std::string> left;
   for (const auto& entry : fs::directory_iterator(dir_)) left.push_back(entry.path().filename().string());
@@ -391,9 +408,12 @@ TEST_F(SafetensorsTest, FailedSavesThrowAndLeaveNoTempFile) {
 }
 
 // A write that the file-size limit stops fails with that reason (EFBIG), not
-// the ENOENT that finding no file to replace left in errno.
-TEST_F(SafetensorsTest, AFailedWriteGivesItsReason) {
+// the ENOENT that finding no file to replace left in errno; the file it was to
+// replace is left as it was, and no temporary file is left beside it.
+TEST_F(SafetensorsTest, AFailedWriteGivesItsReasonAndKeepsTheOldFile) {
   const std::string path = file("big.safetensors");
+  const Tensor old = Tensor::from_vector<float>({1.5f, -2.0f, 3.25f}, {3});
+  save_safetensors(path, {{"x", old}});
   const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
   {
     testing::ScopedLimit small_files(RLIMIT_FSIZE, 4096);
@@ -401,6 +421,8 @@ TEST_F(SafetensorsTest, AFailedWriteGivesItsReason) {
                 AllOf(HasSubstr(path), HasSubstr(std::strerror(EFBIG))));
   }
   std::signal(SIGXFSZ, old_handler);
+  expect_same_bits(SafetensorsFile::open(path).get("x"), old);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
 }
 
 TEST_F(SafetensorsTest, WriteFileAtomic) {
