@@ -97,14 +97,18 @@ Shape parse_shape(const std::string& path, const std::string& name, const json& 
   return shape;
 }
 
-// Byte size of a tensor, or an error if numel * element size overflows.
+// Byte size of a tensor, or an error if numel * element size overflows an
+// int64_t. A dimension of 0 is counted as 1 there: it makes the tensor empty,
+// but the strides of the other dimensions still have to fit.
 uint64_t checked_nbytes(const std::string& path, const std::string& name, const Shape& shape, DType dtype) {
-  uint64_t bytes = dtype_size(dtype);
+  int64_t bytes = static_cast<int64_t>(dtype_size(dtype));
+  bool empty = false;
   for (int64_t dim : shape) {
-    check(!__builtin_mul_overflow(bytes, static_cast<uint64_t>(dim), &bytes),
+    check(!__builtin_mul_overflow(bytes, std::max<int64_t>(dim, 1), &bytes),
           "safetensors file {}: tensor '{}': shape {} is too large", path, name, ShapeText{shape});
+    empty = empty || dim == 0;
   }
-  return bytes;
+  return empty ? 0 : static_cast<uint64_t>(bytes);
 }
 
 Entry parse_entry(const std::string& path, const std::string& name, const json& value, uint64_t data_size) {

@@ -271,6 +271,8 @@ TEST_F(SafetensorsTest, RejectsMalformedEntries) {
       {R"({"dtype":"F32","shape":[4],"data_offsets":[0,16.0]})", "data_offsets must be two"},
       {R"({"dtype":"F32","shape":[4],"data_offsets":[0,16,16]})", "data_offsets must be two"},
       {R"({"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]})", "is too large"},
+      // No bytes, yet 2^63 elements in the other dimensions: their strides would overflow.
+      {R"({"dtype":"U8","shape":[0,4611686018427387904,2],"data_offsets":[0,0]})", "is too large"},
       {R"([1, 2])", "entry must be an object"},
   };
   for (const BadEntry& bad : cases) {
