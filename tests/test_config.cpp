@@ -94,7 +94,7 @@ TEST(Config, BoolSpellingsAreCaseInsensitive) {
 }
 
 TEST(Config, CommentsAndBlankLinesAreIgnored) {
-  const Config c = Config::parse("\n  # a\n; b\n  ; c = 1\n[s] # header comment\nk = v # note\n\n");
+  const Config c = Config::parse("\n  # a\n; b\n  ; c = 1\n[ s ] # header comment\nk = v # note\n\n");
   EXPECT_EQ(c.get_string("s", "k"), "v");
   EXPECT_NO_THROW(c.check_all_used());  // nothing else was parsed as a key
 }

@@ -296,6 +296,8 @@ TEST_F(SafetensorsTest, RejectsOverlappingTensors) {
 TEST_F(SafetensorsTest, RejectsBadMetadata) {
   write_raw(file("meta.safetensors"), R"({"__metadata__":{"epochs":3}})", "");
   EXPECT_THAT(open_error(file("meta.safetensors")), HasSubstr("__metadata__ 'epochs' must be a string"));
+  write_raw(file("meta.safetensors"), R"({"__metadata__":["pt"]})", "");
+  EXPECT_THAT(open_error(file("meta.safetensors")), HasSubstr("__metadata__ must be an object"));
 }
 
 TEST_F(SafetensorsTest, MissingKeysNameTheKeyAndSource) {
@@ -306,6 +308,8 @@ TEST_F(SafetensorsTest, MissingKeysNameTheKeyAndSource) {
 
   Checkpoint checkpoint = load_checkpoint(file("a.safetensors"));
   EXPECT_EQ(checkpoint.directory, dir_.string());
+  EXPECT_TRUE(checkpoint.contains("x"));
+  EXPECT_FALSE(checkpoint.contains("y"));
   EXPECT_THAT(error_of([&] { checkpoint.get("y"); }), HasSubstr(file("a.safetensors") + ": no tensor 'y'"));
 }
 
