@@ -1,14 +1,19 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/reduce/reduce.h"
 #include "engine/ops/view/view.h"
 #include "engine/random.h"
+#include "tests/expect_error.h"
 
 namespace engine {
 namespace {
@@ -53,6 +58,85 @@ TEST(Tensor, PoisonedEmptyTensorsHoldNaN) {
   EXPECT_EQ(Tensor::zeros({4}).to_floats(), std::vector<float>(4, 0.0f));
   EXPECT_EQ(Tensor::full({2}, 3.0, DType::BF16).to_floats(), std::vector<float>(2, 3.0f));
   EXPECT_EQ(Tensor::empty({0}).numel(), 0);
+}
+
+// Shapes: size() counts a negative dim from the end, and a dim out of range
+// on either side is an error naming it and the shape.
+TEST(Tensor, SizeCountsNegativeDimsFromTheEnd) {
+  const Tensor t = Tensor::empty({2, 3, 4});
+  EXPECT_EQ(t.size(0), 2);
+  EXPECT_EQ(t.size(2), 4);
+  EXPECT_EQ(t.size(-1), 4);
+  EXPECT_EQ(t.size(-3), 2);
+  for (int64_t d : {3, -4}) {
+    testing::expect_error_mentioning([&] { t.size(d); }, {"dimension " + std::to_string(d), "[2, 3, 4]"});
+  }
+}
+
+// A value count, element count or shape that does not fit is an error naming
+// the shapes (and the op).
+TEST(Tensor, ShapeMismatchesNameTheShapes) {
+  testing::expect_error_mentioning([] { Tensor::from_vector<float>({1, 2, 3}, {2}); }, {"3 values", "[2]"});
+  testing::expect_error_mentioning([] { Tensor::from_vector<float>({1}, {2}); }, {"1 values", "[2]"});
+  testing::expect_error_mentioning([] { Tensor::from_vector<float>({1, 2}, {2}).item<float>(); }, {"item()", "[2]"});
+  testing::expect_error_mentioning([] { check_same_shape(Tensor::empty({2, 3}), Tensor::empty({3, 2}), "my_op"); },
+                                   {"my_op", "[2, 3]", "[3, 2]"});
+}
+
+// randn and uniform draw from the distribution asked for, not a default one.
+TEST(Tensor, RandomTensorsFollowTheirDistribution) {
+  Rng rng(3);
+  const std::vector<double> u = Tensor::uniform({4000}, rng, 2.0, 3.0, DType::F64).to_doubles();
+  const auto [u_min, u_max] = std::minmax_element(u.begin(), u.end());
+  EXPECT_GE(*u_min, 2.0);
+  EXPECT_LT(*u_min, 2.01);
+  EXPECT_LT(*u_max, 3.0);
+  EXPECT_GT(*u_max, 2.99);
+  const std::vector<double> n = Tensor::randn({4000}, rng, DType::F64, 0.5).to_doubles();
+  const double mean = std::accumulate(n.begin(), n.end(), 0.0) / n.size();
+  double variance = 0;
+  for (double v : n) variance += (v - mean) * (v - mean) / n.size();
+  EXPECT_NEAR(mean, 0.0, 0.05);
+  EXPECT_NEAR(std::sqrt(variance), 0.5, 0.05);
+}
+
+// A seed picks the stream: two Rngs of one seed draw the same numbers, of
+// two seeds different ones; normal() is centred on its mean.
+TEST(Rng, SeedsPickTheStream) {
+  Rng a(7), b(7), c(8);
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t from_a = a.next();
+    EXPECT_EQ(b.next(), from_a);
+    EXPECT_NE(c.next(), from_a);
+  }
+  double sum = 0;
+  for (int i = 0; i < 2000; ++i) sum += a.normal(5.0, 0.5);
+  EXPECT_NEAR(sum / 2000, 5.0, 0.05);
+}
+
+// A view of borrowed bytes (a memory-mapped file) starts at its offset, and
+// must end within them.
+TEST(Tensor, FromStorageViewsTheBytesFromItsOffset) {
+  auto values = std::make_shared<std::vector<float>>(std::vector<float>{0.5f, 1.5f, -2.0f, 4.0f, 8.0f});
+  auto storage = std::make_shared<Storage>(values->data(), values->size() * sizeof(float), Device::cpu(), values);
+  const Tensor tail = Tensor::from_storage(storage, {2, 2}, DType::F32, 1);
+  EXPECT_EQ(tail.to_floats(), (std::vector<float>{1.5f, -2.0f, 4.0f, 8.0f}));
+  testing::expect_error_mentioning([&] { Tensor::from_storage(storage, {2, 2}, DType::F32, 2); },
+                                   {"[2, 2]", "offset 2", "20 bytes"});
+}
+
+// Each size-1 dim gets the stride of the dims after it as a contiguous layout
+// would, counted from the last: [2, 1, 1, 3] -> 3, 3, 3, 1 whatever the view had.
+TEST(Tensor, CanonicalUnitStridesAreThoseOfTheDimsAfter) {
+  Rng rng(4);
+  const Tensor x = Tensor::uniform({2, 3}, rng, -1, 1);
+  const Tensor row = make_view(x, {2, 1, 1, 3}, {3, 99, 77, 1}, 0);
+  EXPECT_EQ(with_canonical_unit_strides(row).strides(), (Shape{3, 3, 3, 1}));
+  const Tensor column = make_view(x, {1, 3, 1}, {5, 1, 7}, 3);  // x's second row, as a column
+  const Tensor canonical = with_canonical_unit_strides(column);
+  EXPECT_EQ(canonical.strides(), (Shape{3, 1, 1}));
+  EXPECT_EQ(canonical.to_floats(), column.to_floats());
+  EXPECT_EQ(canonical.raw_data(), column.raw_data());
 }
 
 TEST(Tensor, DtypeConversionsRoundTrip) {
@@ -155,6 +239,14 @@ TEST(Autograd, GradientsOfAnotherDtypeAreRefused) {
   EXPECT_THAT([&] { sum(y).backward(); }, ThrowsMessage<Error>(HasSubstr("float64 gradient for float32 leaf 'w'")));
   EXPECT_THAT([&] { w.backward(Tensor::ones({2}, DType::F64)); },
               ThrowsMessage<Error>(HasSubstr("backward seed: float64, for a float32 tensor")));
+}
+
+// Only floating-point leaves can become parameters.
+TEST(Autograd, RequiresGradNeedsAFloatingPointLeaf) {
+  testing::expect_error_mentioning([] { Tensor::arange(3).set_requires_grad(); }, {"int64"});
+  Tensor x = Tensor::ones({2}).set_requires_grad();
+  Tensor y = x * 2.0;
+  testing::expect_error_mentioning([&] { y.set_requires_grad(); }, {"non-leaf"});
 }
 
 TEST(Autograd, BackwardOfNonScalarNeedsSeed) {
