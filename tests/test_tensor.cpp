@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -167,6 +169,68 @@ TEST(Tensor, HalfPrecisionEdgeCases) {
   EXPECT_EQ(float_to_bf16(1.0f), 0x3F80);
   EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
   EXPECT_EQ(f16_to_float(float_to_f16(-2.5f)), -2.5f);
+}
+
+// The dtype table: each dtype's element size is its C++ type's, and its
+// names are those messages and safetensors files use.
+TEST(Dtype, SizesAndNamesOfEveryDtype) {
+  const std::vector<std::tuple<DType, const char*, const char*, bool>> table = {
+      {DType::F32, "float32", "F32", true},    {DType::F64, "float64", "F64", true},
+      {DType::BF16, "bfloat16", "BF16", true}, {DType::F16, "float16", "F16", true},
+      {DType::I32, "int32", "I32", false},     {DType::I64, "int64", "I64", false},
+      {DType::U8, "uint8", "U8", false}};
+  for (const auto& [dtype, name, file_name, floating] : table) {
+    dispatch_any(dtype, [&, dtype = dtype, name = name](auto zero) {
+      EXPECT_EQ(DTypeOf<decltype(zero)>::value, dtype) << name;
+      EXPECT_EQ(dtype_size(dtype), sizeof(zero)) << name;
+    });
+    EXPECT_STREQ(dtype_name(dtype), name);
+    EXPECT_STREQ(safetensors_dtype_name(dtype), file_name);
+    EXPECT_EQ(is_floating(dtype), floating) << name;
+    DType parsed = dtype == DType::U8 ? DType::F32 : DType::U8;
+    EXPECT_TRUE(parse_safetensors_dtype(file_name, &parsed)) << file_name;
+    EXPECT_EQ(parsed, dtype) << file_name;
+  }
+  DType untouched = DType::F32;
+  for (const char* unknown : {"F3", "F32x", "f32", "BF", "F8", ""}) {
+    EXPECT_FALSE(parse_safetensors_dtype(unknown, &untouched)) << unknown;
+  }
+  EXPECT_EQ(untouched, DType::F32);
+}
+
+// Halfway between two neighbours, both 16-bit formats round to the even one,
+// half's subnormals (multiples of 2^-24) too; the sign of a subnormal stays.
+TEST(Tensor, SixteenBitFloatsRoundTiesToEven) {
+  const auto times_2_to = [](double n, int exponent) { return static_cast<float>(std::ldexp(n, exponent)); };
+  EXPECT_EQ(float_to_bf16(1 + times_2_to(1, -8)), 0x3F80);  // bfloat16's unit at 1 is 2^-7: down to even
+  EXPECT_EQ(float_to_bf16(1 + times_2_to(3, -8)), 0x3F82);  // up to even
+  EXPECT_EQ(float_to_bf16(1 + times_2_to(3, -9)), 0x3F81);  // past halfway: up
+  EXPECT_EQ(float_to_f16(1 + times_2_to(1, -11)), 0x3C00);  // half's unit at 1 is 2^-10
+  EXPECT_EQ(float_to_f16(1 + times_2_to(3, -11)), 0x3C02);
+  EXPECT_EQ(float_to_f16(times_2_to(1.5, -24)), 0x0002);    // subnormal ties
+  EXPECT_EQ(float_to_f16(times_2_to(2.5, -24)), 0x0002);
+  EXPECT_EQ(float_to_f16(times_2_to(-3, -16)), 0x8300);     // 3/4 of the smallest normal, 2^-14
+  EXPECT_EQ(f16_to_float(0x8300), times_2_to(-3, -16));
+  EXPECT_EQ(float_to_f16(65519.0f), 0x7BFF);          // below halfway to 2^16: the largest half
+  EXPECT_EQ(float_to_f16(65520.0f), 0x7C00);          // halfway: to even, which is infinity
+}
+
+// NaN stays NaN, whichever of its bits are set (bfloat16 drops the low 16,
+// and rounding must not carry a full mantissa into the exponent or sign);
+// infinities stay infinite.
+TEST(Tensor, SixteenBitFloatsKeepNaNAndInfinity) {
+  for (uint32_t bits : {0x7F800001u, 0x7FFFFFFFu, 0xFFFFFFFFu, 0x7FC00000u}) {
+    float nan;
+    std::memcpy(&nan, &bits, sizeof nan);
+    EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(nan)))) << std::hex << bits;
+    EXPECT_TRUE(std::isnan(f16_to_float(float_to_f16(nan)))) << std::hex << bits;
+  }
+  EXPECT_TRUE(std::isnan(f16_to_float(0x7E00)));
+  EXPECT_TRUE(std::isnan(f16_to_float(0x7C01)));
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(float_to_bf16(-inf), 0xFF80);
+  EXPECT_EQ(float_to_f16(-inf), 0xFC00);
+  EXPECT_EQ(f16_to_float(0xFC00), -inf);
 }
 
 TEST(Device, ParseAndErrors) {
