@@ -240,7 +240,29 @@ TEST(Device, ParseAndErrors) {
   if (cuda_device_count() == 0) {
     EXPECT_THROW(Device::parse("cuda"), Error);
   }
-  EXPECT_THROW(Device::parse("tpu"), Error);
+  testing::expect_error_mentioning([] { Device::parse("tpu"); }, {"unknown device 'tpu'"});
+  testing::expect_error_mentioning([] { Device::parse("xcuda:0"); }, {"unknown device 'xcuda:0'"});
+  EXPECT_EQ(Device::cuda(1).str(), "cuda:1");
+  EXPECT_EQ(fmt::format("{}", Device::cpu()), "cpu");
+}
+
+// Host tensors start on a 64-byte boundary (AVX-512 loads, whole cache
+// lines), whatever their size; all are live at once, so no two share a block.
+TEST(Device, HostMemoryIsAlignedTo64Bytes) {
+  std::vector<Tensor> tensors;
+  for (int64_t n = 1; n < (1 << 22); n = n * 3 + 1) tensors.push_back(Tensor::empty({n}, DType::U8));
+  for (const Tensor& t : tensors) EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u) << t.numel();
+}
+
+// On the CPU, run_branches runs the first piece of work, then the second;
+// device_time_ms runs its work once.
+TEST(Device, CpuRunsBranchesInOrderAndTimesOneRun) {
+  std::string order;
+  run_branches(Device::cpu(), [&] { order += "first "; }, [&] { order += "second"; });
+  EXPECT_EQ(order, "first second");
+  int runs = 0;
+  EXPECT_GE(device_time_ms(Device::cpu(), [&] { ++runs; }), 0.0);
+  EXPECT_EQ(runs, 1);
 }
 
 TEST(Autograd, NoGradScopeRecordsNothing) {
