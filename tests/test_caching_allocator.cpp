@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include "engine/caching_allocator.h"
 #include "engine/error.h"
@@ -15,8 +16,21 @@ void counting_free(void* p) {
   std::free(p);
 }
 
+// A system with room for two blocks, whatever their size.
+int g_blocks_left = 0;
+void* two_block_alloc(size_t n) {
+  if (g_blocks_left == 0) return nullptr;
+  --g_blocks_left;
+  return std::malloc(n);
+}
+void two_block_free(void* p) {
+  ++g_blocks_left;
+  std::free(p);
+}
+
 TEST(CachingAllocator, ReusesFreedBlocksOfTheSameSize) {
   CachingAllocator allocator(counting_alloc, counting_free, 1 << 20);
+  EXPECT_EQ(allocator.allocate(0), nullptr);  // needs no block
   void* a = allocator.allocate(1000);
   allocator.release(a);
   void* b = allocator.allocate(900);  // rounds to the same 1024-byte class
@@ -42,6 +56,22 @@ TEST(CachingAllocator, CapReturnsBlocksToTheSystem) {
   allocator.flush();
   EXPECT_EQ(g_system_frees, 2);
   EXPECT_EQ(allocator.stats().cached_bytes, 0u);
+}
+
+// When the system is out of memory, the cached blocks go back to it and the
+// allocation is tried once more; nullptr only when that fails too.
+TEST(CachingAllocator, FlushesTheCacheWhenTheSystemIsOutOfMemory) {
+  g_blocks_left = 2;
+  CachingAllocator allocator(two_block_alloc, two_block_free, 1 << 20);
+  void* cached = allocator.allocate(3000);
+  void* live = allocator.allocate(5000);
+  allocator.release(cached);
+  void* other_size = allocator.allocate(700);
+  EXPECT_NE(other_size, nullptr);
+  EXPECT_EQ(allocator.stats().cached_bytes, 0u);
+  EXPECT_EQ(allocator.allocate(3000), nullptr);
+  allocator.release(live);
+  allocator.release(other_size);
 }
 
 TEST(CachingAllocator, RoundingBoundsWaste) {
@@ -84,6 +114,32 @@ TEST(CachingAllocator, HeldBlocksStayOutOfTheCacheUntilGivenBack) {
   for (void* p : {after, first, kept}) allocator.release(p);
 }
 
+// After a capture, released blocks are cached again as usual; a second
+// capture never takes the first's blocks (its graph still replays into
+// them), and blocks given back count as cached.
+TEST(CachingAllocator, EachCaptureKeepsItsOwnBlocks) {
+  CachingAllocator allocator(counting_alloc, counting_free, 1 << 20);
+  allocator.begin_holding();
+  void* first_graphs = allocator.allocate(3000);
+  allocator.release(first_graphs);
+  const CachingAllocator::Held first = allocator.end_holding();
+  EXPECT_EQ(first.blocks, std::vector<void*>{first_graphs});
+  void* eager = allocator.allocate(700);
+  allocator.release(eager);
+  EXPECT_EQ(allocator.stats().cached_bytes, CachingAllocator::rounded(700));
+  EXPECT_EQ(allocator.allocate(700), eager);
+  allocator.begin_holding();
+  void* second_graphs = allocator.allocate(3000);
+  ASSERT_NE(second_graphs, first_graphs);
+  allocator.release(second_graphs);
+  const CachingAllocator::Held second = allocator.end_holding();
+  EXPECT_EQ(second.blocks, std::vector<void*>{second_graphs});
+  allocator.release_held(first.blocks);
+  allocator.release_held(second.blocks);
+  EXPECT_EQ(allocator.stats().cached_bytes, 2 * CachingAllocator::rounded(3000));
+  allocator.release(eager);
+}
+
 // run_branches: a block released by one stream's work is not handed to the
 // other's until the streams have joined (end_deferring), then as usual.
 TEST(CachingAllocator, DeferredReleasesWaitForTheEnd) {
@@ -101,6 +157,24 @@ TEST(CachingAllocator, DeferredReleasesWaitForTheEnd) {
   EXPECT_EQ(allocator.allocate(3000), released);
   EXPECT_THROW(allocator.end_deferring(), Error);
   for (void* p : {released, other, another}) allocator.release(p);
+}
+
+// A deferred block is released once, at the end of its own branches: the
+// next run of branches does not release it again while it is in use.
+TEST(CachingAllocator, DeferredBlocksAreReleasedOnce) {
+  CachingAllocator allocator(counting_alloc, counting_free, 1 << 20);
+  allocator.begin_deferring();
+  void* block = allocator.allocate(3000);
+  allocator.release(block);
+  allocator.end_deferring();
+  void* reused = allocator.allocate(3000);
+  ASSERT_EQ(reused, block);
+  allocator.begin_deferring();
+  allocator.end_deferring();
+  void* fresh = allocator.allocate(3000);
+  ASSERT_NE(fresh, reused) << "a block in use was handed out again";
+  allocator.release(reused);
+  allocator.release(fresh);
 }
 
 // Branches inside a graph capture: a deferred block ends up held for the graph.
