@@ -28,12 +28,22 @@ void random_run(size_t capacity, size_t max_size, int count, uint64_t seed) {
   int last_waited = -1;
   for (int i = 0; i < count; ++i) {
     const size_t size = 1 + static_cast<size_t>(rng.integer(static_cast<int64_t>(max_size)));
+    const size_t head = copies.empty() ? 0 : copies.back().end;
+    std::vector<int> waited;
     const size_t begin = ring.claim(size, [&](int event) {
       EXPECT_GT(event, last_waited) << "waits must come oldest first";
       last_waited = event;
       copies[static_cast<size_t>(event)].in_flight = false;
+      waited.push_back(event);
     });
     ASSERT_LE(begin + size, capacity) << "claim " << i;
+    for (int event : waited) {  // only for copies that the claim overwrites or skips over
+      const Copy& c = copies[static_cast<size_t>(event)];
+      const bool overwritten = c.begin < begin + size && begin < c.end;
+      const bool skipped = begin < head && c.begin >= head;
+      EXPECT_TRUE(overwritten || skipped) << "claim " << i << " [" << begin << ", " << begin + size
+                                          << ") waited for copy " << event << " [" << c.begin << ", " << c.end << ")";
+    }
     for (size_t j = 0; j < copies.size(); ++j) {
       const Copy& c = copies[j];
       ASSERT_FALSE(c.in_flight && c.begin < begin + size && begin < c.end)
