@@ -373,6 +373,13 @@ TEST(Eval, LatencyMedianIsTheMiddleValueOrTheMeanOfTheMiddlePair) {
   EXPECT_THROW(median({}), Error);
 }
 
+// median_time_ms: `warmup` untimed calls, then `rounds` rounds of `calls` calls.
+TEST(Eval, MedianTimeRunsTheWarmupAndEveryRound) {
+  int runs = 0;
+  EXPECT_GE(median_time_ms(Device::cpu(), [&] { ++runs; }, 4, 3, 2), 0.0);
+  EXPECT_EQ(runs, 2 + 3 * 4);
+}
+
 // The GEMM GFLOPs per image of a plain ViT, worked out from its shapes (4 x 4
 // images of 2 x 2 patches: 4 patches and a class token, width 8, MLP 16, 3
 // classes): the patch embedding 2 * 4 * 12 * 8 = 768; the block's qkv
