@@ -148,10 +148,8 @@ VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed) : conf
 }
 
 Tensor VisionTransformer::embed(const Tensor& images) {
-  check(images.dim() == 4 && images.size(1) == config.in_chans && images.size(2) == config.img_size &&
-            images.size(3) == config.img_size,
-        "model expects images [B, {}, {}, {}], got {}", config.in_chans, config.img_size, config.img_size,
-        ShapeText{images.shape()});
+  check(config.takes_images(images.shape()), "model expects images [B, {}, {}, {}], got {}", config.in_chans,
+        config.img_size, config.img_size, ShapeText{images.shape()});
   const int64_t batch = images.size(0), dim = config.embed_dim;
   Tensor x = patch_embed.forward(images);  // [B, Np, D]
   if (config.no_embed_class) x = add(x, pos_embed);

@@ -57,6 +57,10 @@ struct VitConfig {
   int64_t num_patches() const { return grid() * grid(); }
   int64_t num_prefix_tokens() const { return (class_token ? 1 : 0) + (distilled ? 1 : 0); }
   int64_t num_tokens() const { return num_patches() + num_prefix_tokens(); }
+  // True for a batch of images the model takes: [B, in_chans, img_size, img_size].
+  bool takes_images(const Shape& shape) const {
+    return shape.size() == 4 && shape[1] == in_chans && shape[2] == img_size && shape[3] == img_size;
+  }
   // A block's mixer spec read with this model's heads and qkv_bias as the
   // defaults (what building and loading a block use).
   MixerSpec mixer_spec(const std::string& text) const;

@@ -19,11 +19,9 @@ Tensor read_input(const std::string& path, const VitConfig& config) {
   // Integers would be raw pixels, not the normalised floats the model takes.
   check(is_floating(input.dtype()), "{}: 'input' is {}; expected normalised floating-point pixels", path,
         dtype_name(input.dtype()));
-  const Shape image = {config.in_chans, config.img_size, config.img_size};
-  const bool batch_of_images =
-      input.dim() == 4 && input.size(0) >= 1 && Shape(input.shape().begin() + 1, input.shape().end()) == image;
-  check(batch_of_images, "{}: 'input' is {}; the model takes [B, {}, {}, {}] with B >= 1", path,
-        ShapeText{input.shape()}, config.in_chans, config.img_size, config.img_size);
+  check(config.takes_images(input.shape()) && input.size(0) >= 1,
+        "{}: 'input' is {}; the model takes [B, {}, {}, {}] with B >= 1", path, ShapeText{input.shape()},
+        config.in_chans, config.img_size, config.img_size);
   return input.to(DType::F32);
 }
 
