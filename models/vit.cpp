@@ -34,14 +34,24 @@ void Preprocess::validate(const std::string& source) const {
 namespace {
 
 // Parses every block's mixer spec, so that a bad one fails here, naming the
-// config and the block, rather than when the blocks are built.
+// config and the block, rather than when the blocks are built. Only attention
+// blocks split embed_dim into heads (each may name its own count), so a model
+// without any needs no num_heads that divides it.
 void check_mixer_specs(const VitConfig& config, const std::string& source) {
+  if (config.mixers.empty()) {
+    check(config.embed_dim % config.num_heads == 0, "{}: embed_dim {} must be divisible by num_heads {}", source,
+          config.embed_dim, config.num_heads);
+  }
   for (size_t i = 0; i < config.mixers.size(); ++i) {
+    MixerSpec spec;
     try {
-      config.mixer_spec(config.mixers[i]);
+      spec = config.mixer_spec(config.mixers[i]);
     } catch (const Error& e) {
       fail("{}: mixers[{}]: {}", source, i, e.what());
     }
+    check(spec.kind != "attention" || (spec.heads > 0 && config.embed_dim % spec.heads == 0),
+          "{}: mixers[{}] '{}': its heads ({}) must be positive and divide embed_dim {}", source, i,
+          config.mixers[i], spec.heads, config.embed_dim);
   }
 }
 
@@ -55,7 +65,6 @@ void VitConfig::validate(const std::string& source) const {
   for (const auto& [key, value] : sizes) check(value > 0, "{}: {} {} must be positive", source, key, value);
   check(img_size % patch_size == 0, "{}: img_size {} must be a multiple of patch_size {}", source, img_size,
         patch_size);
-  check(embed_dim % num_heads == 0, "{}: embed_dim {} must be divisible by num_heads {}", source, embed_dim, num_heads);
   check(global_pool == "token" || global_pool == "avg", "{}: global_pool '{}' (expected token or avg)", source,
         global_pool);
   check(global_pool != "token" || class_token, "{}: global_pool = token needs a class token", source);

@@ -90,6 +90,30 @@ TEST(VitConfigValidation, PosEmbedForAnotherPrefixIsListedWithTheOtherMisfits) {
                            "wrong shape: [pos_embed (checkpoint [1, 65, 192], model [1, 66, 192])]"});
 }
 
+// num_heads used to have to divide embed_dim even when no block was attention,
+// and an attention block's own head count was checked only when it was built.
+TEST(VitConfigValidation, HeadCountsMustDivideEmbedDimOnlyWhereABlockIsAttention) {
+  VitConfig c;  // ViT-B defaults, valid
+  c.depth = 2;
+  c.num_heads = 5;
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: embed_dim 768 must be divisible by num_heads 5"});
+  c.mixers = {"attention", "gated_rnn"};
+  expect_error_mentioning([&] { c.validate("cfg.json"); },
+                          {"cfg.json: mixers[0] 'attention': its heads (5) must be positive and divide embed_dim 768"});
+  c.mixers = {"gated_rnn", "attention:heads=12"};
+  c.validate("cfg.json");
+  c.mixers = {"attention:heads=0", "mlp"};
+  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: mixers[0]", "its heads (0)"});
+  c.mixers = {"mamba", "conv"};
+  c.validate("cfg.json");
+  c.embed_dim = 64;
+  c.mlp_hidden = 128;
+  c.img_size = 32;
+  c.patch_size = 16;
+  VisionTransformer model(c);
+  EXPECT_EQ(model.config.mixers, (std::vector<std::string>{"mamba", "conv"}));
+}
+
 TEST(VitConfigValidation, AttentionHeadCountErrorsNameTheValue) {
   Rng rng(1);
   MixerSpec spec;
