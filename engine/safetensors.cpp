@@ -265,6 +265,7 @@ std::string folder_of(const std::string& file) {
 json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in.is_open()) fail_os_error(errno, "cannot open checkpoint index", path);
+  check(!fs::is_directory(path), "checkpoint index {} is a folder, not a JSON file", path);
   std::stringstream text;
   text << in.rdbuf();
   json root = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);

@@ -92,7 +92,7 @@ Tensor Tensor::uniform(const Shape& shape, Rng& rng, double low, double high, DT
 }
 
 Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype, int64_t offset) {
-  check(static_cast<size_t>(offset + shape_numel(shape)) * dtype_size(dtype) <= storage->nbytes(),
+  check(offset >= 0 && static_cast<size_t>(offset + shape_numel(shape)) * dtype_size(dtype) <= storage->nbytes(),
         "from_storage: shape {} at offset {} exceeds a storage of {} bytes", ShapeText{shape}, offset,
         storage->nbytes());
   auto impl = std::make_shared<TensorImpl>();

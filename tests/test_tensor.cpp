@@ -125,6 +125,8 @@ TEST(Tensor, FromStorageViewsTheBytesFromItsOffset) {
   EXPECT_EQ(tail.to_floats(), (std::vector<float>{1.5f, -2.0f, 4.0f, 8.0f}));
   testing::expect_error_mentioning([&] { Tensor::from_storage(storage, {2, 2}, DType::F32, 2); },
                                    {"[2, 2]", "offset 2", "20 bytes"});
+  testing::expect_error_mentioning([&] { Tensor::from_storage(storage, {2}, DType::F32, -1); },
+                                   {"[2]", "offset -1", "20 bytes"});
 }
 
 // Each size-1 dim gets the stride of the dims after it as a contiguous layout

@@ -52,5 +52,11 @@ TEST_F(WeightMapTest, AMissingIndexNamesItAndTheReason) {
             "cannot open checkpoint index '" + missing + "': " + std::strerror(ENOENT));
 }
 
+// A folder opens as a stream on Linux and read as empty text: "not valid JSON".
+TEST_F(WeightMapTest, AFolderGivenAsTheIndexIsNamedAsOne) {
+  EXPECT_EQ(error_of([&] { read_weight_map(dir_.path()); }),
+            "checkpoint index " + dir_.path() + " is a folder, not a JSON file");
+}
+
 }  // namespace
 }  // namespace engine
