@@ -107,17 +107,29 @@ class Config {
 };
 
 // Runs read(), a check of a setting's value that Config cannot make itself (a
-// preset name, a mixer spec), prefixing the engine::Error it raises with where
-// the setting came from (file:line, <override>, or the file) and its name; an
-// empty key names the whole section.
+// mixer spec; a layer choice against the depth of a checkpoint loaded later),
+// prefixing the engine::Error it raises with where the setting came from, as
+// Config::where tells it (file:line, <override>, or the file), and its name.
 template <typename Read>
-auto in_context(const Config& c, const std::string& section, const std::string& key, Read read)
+auto in_context(const std::string& where, const std::string& section, const std::string& key, Read read)
     -> decltype(read()) {
   try {
     return read();
   } catch (const Error& e) {
-    if (key.empty()) fail("{}: [{}]: {}", c.source(), section, e.what());
-    fail("{}: [{}] {}: {}", c.where(section, key), section, key, e.what());
+    fail("{}: [{}] {}: {}", where, section, key, e.what());
+  }
+}
+
+// The same, asking c where the setting came from; an empty key names the
+// whole section (a preset's).
+template <typename Read>
+auto in_context(const Config& c, const std::string& section, const std::string& key, Read read)
+    -> decltype(read()) {
+  if (!key.empty()) return in_context(c.where(section, key), section, key, read);
+  try {
+    return read();
+  } catch (const Error& e) {
+    fail("{}: [{}]: {}", c.source(), section, e.what());
   }
 }
 

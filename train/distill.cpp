@@ -115,8 +115,10 @@ DistillSettings DistillSettings::from_config(const Config& c) {
   s.teacher_config = c.get_string("teacher", "config", "");
   s.read_data_settings(c);
   s.layers = c.get_string("layers", "select", s.layers);
+  s.layers_where = c.where("layers", "select");
   s.sparsity_images = c.get_int_at_least("layers", "sparsity_images", s.sparsity_images, 1);
   s.mixer = c.get_string("student", "mixer", s.mixer);
+  s.mixer_where = c.where("student", "mixer");
   // Fails early, naming the kinds and keys it knows.
   in_context(c, "student", "mixer", [&] { parse_mixer_spec(s.mixer); });
   s.budget_images = s.read_budget(c, "distill", s.budget_images);
@@ -135,6 +137,7 @@ DistillSettings DistillSettings::from_config(const Config& c) {
       c.get_choice("experiment", "kind", s.experiment, {"single", "groupwise", "teacher_sparsity_sweep"});
   refuse_keys_of_other_kinds(c, s.experiment);
   s.groups = c.get_string("experiment", "groups", s.groups);
+  s.groups_where = c.where("experiment", "groups");
   read_seeds(c, &s);
   s.teachers = c.get_string("experiment", "teachers", "");
   if (s.experiment == "teacher_sparsity_sweep") {
@@ -472,11 +475,15 @@ Teachers load_checked_teachers(const DistillSettings& s, const Datasets& dataset
     // One student built now, so that a bad value in the spec (a width of 0)
     // fails before any work rather than after the sparsity analysis.
     Rng rng(0);
-    make_mixer(config.mixer_spec(s.mixer), config.embed_dim, rng);
+    in_context(s.mixer_where, "student", "mixer",
+               [&] { make_mixer(config.mixer_spec(s.mixer), config.embed_dim, rng); });
     std::vector<int64_t> any_ranking(static_cast<size_t>(config.depth));
     std::iota(any_ranking.begin(), any_ranking.end(), 0);
-    if (s.experiment == "groupwise") parse_groups(s.groups, config.depth, any_ranking);
-    else select_layers(s.layers, config.depth, any_ranking);
+    if (s.experiment == "groupwise") {
+      in_context(s.groups_where, "experiment", "groups", [&] { parse_groups(s.groups, config.depth, any_ranking); });
+    } else {
+      in_context(s.layers_where, "layers", "select", [&] { select_layers(s.layers, config.depth, any_ranking); });
+    }
   }
   return teachers;
 }

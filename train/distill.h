@@ -59,6 +59,9 @@ struct DistillSettings : DataSettings {
   std::string teachers;  // teacher_sparsity_sweep: name:path;name:path;...
   std::string out_dir = "runs/distill";
   bool overwrite = false;
+  // Where mixer, layers and groups were set (Config::where), for the errors of
+  // checks that need the teacher's depth and width.
+  std::string mixer_where, layers_where, groups_where;
 
   // Reads every key (unknown keys are reported by Config::check_all_used).
   static DistillSettings from_config(const Config& config);

@@ -261,6 +261,12 @@ EOF
     train_distill distill.ini --set student.mixer=lstm
   check error "unknown key 'budget_imags' in [distill]; did you mean 'budget_images'?" distill_run \
     train_distill distill.ini --set distill.budget_imags=10
+  # (checked once the teacher is loaded: the width against its own, the layers against its depth)
+  check error "<override>: [student] mixer: gated_rnn: width must be positive, got -3" distill_run \
+    train_distill distill.ini --set student.mixer=gated_rnn:width=-3
+  sed 's/^select = sparsest:1$/select = sparsest:99/' distill.ini >too_many_layers.ini
+  check error "too_many_layers.ini:10: [layers] select: layer spec 'sparsest:99': count must be in 1.." distill_run \
+    train_distill too_many_layers.ini
   check ok "results: distill_run/results.json" - train_distill distill.ini
   check error "output folder 'distill_run' already holds a run's metrics.jsonl" - train_distill distill.ini
   check error "output folder 'avit_run' already holds a run's avit" - \
