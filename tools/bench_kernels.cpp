@@ -366,9 +366,9 @@ void scans(KernelBench& bench) {
   bench.memory("depthwise_conv1d bwd K=4", x_shape, bytes_of(x_shape, 3),
                [&] { depthwise_conv1d_backward_kernel.get(device)(in.x, w, dy, dx, dw, dbias, 3, false); });
   // Wider kernels ('same', as the bidirectional conv mixer pads them): K = 7,
-  // 9 and 15 take the fused backward's 8-, 12- and 16-tap windows; K = 17 is
-  // past them, the general path (dx pass + dweight walk). Same bytes.
-  for (int64_t taps : {7, 9, 15, 17}) {
+  // 9 and 15 take the fused backward's 8-, 12- and 16-tap windows; K = 17 and
+  // 31 two passes of it (1 + 16 and 15 + 16 taps). Same bytes.
+  for (int64_t taps : {7, 9, 15, 17, 31}) {
     Tensor wk = bench.uniform({CS, taps}), dwk = bench.empty({CS, taps});
     bench.memory(fmt::format("depthwise_conv1d bwd K={}", taps), x_shape, bytes_of(x_shape, 3), [&] {
       depthwise_conv1d_backward_kernel.get(device)(in.x, wk, dy, dx, dwk, dbias, (taps - 1) / 2, false);

@@ -291,11 +291,14 @@ TEST(CudaScan, DepthwiseConv1dMatchesCpu) {
                                    {{3, 70, 130}, 2, {0, 1}},
                                    {{2, 33, 129}, 1, {0}},
                                    // Its 8-, 12- and 16-tap windows with 5, 9 and 16 taps;
-                                   // 17 taps: the general path.
+                                   // more: passes of 16 taps after the last block's
+                                   // (17 = 1 + 16, 40 = 8 + 16 + 16; 45 taps over 41 steps).
                                    {{2, 41, 70}, 5, {2, 4}},
                                    {{2, 41, 70}, 9, {0, 4, 8}},
                                    {{2, 41, 70}, 16, {0, 15}},
-                                   {{2, 41, 70}, 17, {0, 8, 16}}};
+                                   {{2, 41, 70}, 17, {0, 8, 16}},
+                                   {{2, 70, 33}, 40, {0, 19, 39}},
+                                   {{3, 41, 2}, 45, {0, 22, 44}}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Case& cs : cases) {
       for (int64_t pad : cs.pads) {

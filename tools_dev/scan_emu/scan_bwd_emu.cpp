@@ -145,7 +145,7 @@ void run_case(int64_t B, int64_t L, int64_t C, int64_t S, bool reverse, bool a_i
 }
 
 // depthwise_conv1d: the CUDA forward and backward (the fused kernel's 4-, 8-,
-// 12- and 16-tap windows, the general path beyond 16 taps) against the CPU
+// 12- and 16-tap windows, and its passes of 16 taps beyond 16) against the CPU
 // reference; outputs start as NaN, and two backward runs must agree bit for bit.
 struct ConvStats {
   int cases = 0, failures = 0;
@@ -189,10 +189,11 @@ void run_conv_case(int64_t B, int64_t L, int64_t C, int64_t K, int64_t pad, bool
   count_case(ok, label, stats);
 }
 
-// Every K up to 9 with every pad, and K = 12, 16 and 17 with the first, the
-// middle and the last pad (the fused backward's 4-tap window for K <= 4, its
-// 8-tap window for 5 <= K <= 8, its 12-tap window for 9 and 12, its 16-tap
-// window for 16, the general path for 17; the forward's tap blocks), both directions, with and without bias;
+// Every K up to 9 with every pad, and K = 12, 16, 17, 33 and 40 with the
+// first, the middle and the last pad (the fused backward's 4-tap window for
+// K <= 4, its 8-tap window for 5 <= K <= 8, its 12-tap window for 9 and 12,
+// its 16-tap window for 16; 17, 33 and 40 in passes of 1 + 16, 1 + 16 + 16
+// and 8 + 16 + 16 taps; the forward's tap blocks), both directions, with and without bias;
 // C = 6 and 130 take channel pairs (the 4-tap window), C = 1 single channels.
 // Returns true when every case passed.
 bool run_conv(bool quick, Rng& rng) {
@@ -201,7 +202,7 @@ bool run_conv(bool quick, Rng& rng) {
     for (int64_t B : {1, 3}) {
       for (int64_t L : {1, 5, 8, 9, 31, 70}) {
         for (int64_t C : {1, 6, 41, 130}) {
-          for (int64_t K : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17}) {
+          for (int64_t K : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 33, 40}) {
             for (int64_t pad = 0; pad < K; ++pad) {
               if (K > 9 && pad != 0 && pad != (K - 1) / 2 && pad != K - 1) continue;
               for (bool reverse : {false, true}) {

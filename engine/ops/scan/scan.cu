@@ -40,12 +40,11 @@
 //                        at the tile's end; no atomics anywhere, so the
 //                        results are bit-reproducible.
 //   depthwise_conv1d     one thread per (V channels, tile of kTile outputs). The
-//                        backward with up to 16 taps is one fused pass: a thread
-//                        walks a quarter of a sequence with a sliding window of
-//                        dy, writing dx and summing dweight and dbias, which are
-//                        then reduced over the block and the batch in a fixed
-//                        order. More taps: dx by the forward kernel with the taps
-//                        flipped, dweight and dbias by per-batch partial sums.
+//                        backward is one fused pass per block of up to 16 taps:
+//                        a thread walks a quarter of a sequence with a sliding
+//                        window of dy, writing (or adding to) dx and summing
+//                        dweight and dbias, which are then reduced over the
+//                        block and the batch in a fixed order.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -1387,10 +1386,8 @@ void selective_scan_backward_cuda(const SelectiveScanInputs& in, const Tensor& s
 
 // The convolution along the sequence, vectorised over V channels, one thread
 // per (batch n, tile of kTile output steps, channel group):
-//   y_k = bias + sum_j w[c, tap(j)] x_{k + j - pad_left},  tap(j) = j, or K-1-j when flip_taps.
-// With flipped taps and pad_left' = K-1-pad_left it is the gradient of the
-// input, dx_m = sum_j w[c, j] dy_{m - j + pad_left}, with the terms in the
-// CPU's order. Taps go in blocks of kTapBlock: the block's weights and the
+//   y_k = bias + sum_j w[c, j] x_{k + j - pad_left}.
+// Taps go in blocks of kTapBlock: the block's weights and the
 // kTile + kTapBlock - 1 inputs that the tile's outputs read are loaded into
 // registers once (each input is read once per tap block, not once per tap).
 constexpr int kTapBlock = 4;  // Mamba's convolution: one block
@@ -1401,7 +1398,7 @@ constexpr int kConvThreads = 256;
 template <typename T, int V>
 __global__ void __launch_bounds__(kConvThreads, 2)
     conv_forward_kernel(const T* x, const T* w, const T* bias, T* y, int64_t batch, int64_t length, int64_t channels,
-                        int64_t taps, int64_t pad_left, bool reverse, bool flip_taps, bool silu, T* pre) {
+                        int64_t taps, int64_t pad_left, bool reverse, bool silu, T* pre) {
   constexpr int kWindow = kTile + kTapBlock - 1;
   const int64_t groups = channels / V, tiles = (length + kTile - 1) / kTile;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -1423,9 +1420,8 @@ __global__ void __launch_bounds__(kConvThreads, 2)
     T weight[kTapBlock][V];
 #pragma unroll
     for (int j = 0; j < kTapBlock; ++j) {
-      const int64_t tap = flip_taps ? taps - 1 - (j0 + j) : j0 + j;
 #pragma unroll
-      for (int i = 0; i < V; ++i) weight[j][i] = j0 + j < taps ? w[(c + i) * taps + tap] : T(0);
+      for (int i = 0; i < V; ++i) weight[j][i] = j0 + j < taps ? w[(c + i) * taps + j0 + j] : T(0);
     }
 #pragma unroll
     for (int u = 0; u < kTile; ++u) {
@@ -1450,51 +1446,16 @@ __global__ void __launch_bounds__(kConvThreads, 2)
   }
 }
 
-template <typename T>
-void launch_conv(const T* x, const T* w, const T* bias, T* y, int width, const Tensor& shape_of, int64_t taps,
-                 int64_t pad_left, bool reverse, bool flip_taps, bool silu = false, T* pre = nullptr) {
-  const int64_t batch = shape_of.shape()[0], length = shape_of.shape()[1], channels = shape_of.shape()[2];
-  with_pack_width<T>(width, [&](auto V) {
-    const int64_t threads = batch * ((length + kTile - 1) / kTile) * (channels / V);
-    conv_forward_kernel<T, decltype(V)::value><<<blocks_for(threads, kConvThreads), kConvThreads, 0, current_stream()>>>(
-        x, w, bias, y, batch, length, channels, taps, pad_left, reverse, flip_taps, silu, pre);
-    CUDA_CHECK_LAUNCH();
-  });
-}
 
-// Per-batch partials, one thread per (n, tap j, c) walking the sequence:
-// dw_part[n, c, j] = sum_k dy_k x_{k + j - pad_left}; the j = 0 threads also
-// write db_part[n, c] = sum_k dy_k (when there is a bias). (Measured faster
-// than chunking the sequence over more threads with taps in registers.) The
-// addresses are walked (one add of the ±C step per step) and the loop is
-// unrolled so that several steps' loads are in flight together.
-template <typename T>
-__global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part, T* db_part, int64_t batch,
-                                            int64_t length, int64_t channels, int64_t taps, int64_t pad_left,
-                                            bool reverse) {
-  for (int64_t idx : grid_stride(batch * taps * channels)) {
-    const int64_t c = idx % channels, j = idx / channels % taps, n = idx / (channels * taps);
-    const int64_t stride = reverse ? -channels : channels;
-    const int64_t first = n * length * channels + c + (reverse ? (length - 1) * channels : 0);
-    const int64_t shift = j - pad_left;  // dy step k meets x step k + shift
-    T acc = T(0), acc_bias = T(0);
-    int64_t g_at = first, x_at = first + shift * stride;
-#pragma unroll 8
-    for (int64_t k = 0; k < length; ++k, g_at += stride, x_at += stride) {
-      const T g = dy[g_at];
-      acc_bias += g;
-      const int64_t src = k + shift;
-      if (src >= 0 && src < length) acc += g * x[x_at];
-    }
-    dw_part[(n * channels + c) * taps + j] = acc;
-    if (db_part && j == 0) db_part[n * channels + c] = acc_bias;
-  }
-}
-
-// The fused backward for up to kConvFusedMaxTaps taps: one pass over x and dy
-// writes dx and per-block partial sums of dweight and dbias. The kernel holds
-// a window of K taps (K = 4, Mamba's convolution, 8, 12 or 16, the conv mixer's
-// wider kernels; the host takes the smallest that holds `taps`). A thread takes V
+// The backward: one pass over x and dy per block of up to 16 taps writes dx
+// and per-block partial sums of dweight and dbias. The kernel holds a window
+// of K taps (K = 4, Mamba's convolution, 8, 12 or 16, the conv mixer's wider
+// kernels; the host takes the smallest that holds the block's taps). A
+// convolution of more than 16 taps runs in blocks from its last taps down:
+// the pass of taps tap0.. is the same convolution with pad_left - tap0 (which
+// may be negative), and each pass after the first adds its dx terms to what
+// the earlier ones wrote (kAddToDx), so that dx keeps the CPU's order of
+// terms. Only the pass of tap 0 sums dbias. A thread takes V
 // neighbouring channels of batch n over one chunk of the sequence
 // (kConvBwdChunks chunks, each a multiple of kTile steps), walking it in tiles
 // of kTile scan steps m whose loads (dy_{m + pad} and x_m) are issued
@@ -1507,11 +1468,11 @@ __global__ void conv_dweight_partial_kernel(const T* x, const T* dy, T* dw_part,
 // window for the first chunk), which is when dbias adds it. Taps past
 // `taps` have zero weights (their dx terms are exact zeros) and their dw is
 // not written. Steps past the sequence load zeros (x_m = 0 and dy_k = 0 for
-// k >= L), so they add nothing and only the dx stores are predicated.
+// k >= L, k < 0), so they add nothing and only the dx stores are predicated.
 // The block's four chunks of the same channels are summed in shared memory in
 // chunk order; the per-batch rows are summed by conv_column_sum_kernel: a
 // fixed order throughout, no atomics.
-constexpr int kConvFusedMaxTaps = 16;
+constexpr int kConvTapBlock = 16;  // the widest window
 constexpr int kConvBwdChunks = 4;
 constexpr int kConvBwdThreads = 256;
 constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel groups per block
@@ -1522,20 +1483,28 @@ constexpr int kConvBwdGroups = kConvBwdThreads / kConvBwdChunks;  // channel gro
 // 8-tap window would take 108 registers (and spill at 3 blocks), while 4
 // blocks of single channels keep as many bytes in flight as 2 blocks of pairs,
 // in twice the warps. Float: 64 registers for 8 taps (4 blocks), 76 for 12
-// and 80 for 16 (3 blocks). Double: 108, 128 and 168 (2, 2 and 1 blocks).
-// shared_sums takes at most 25.5 KiB (16 taps, double).
-template <typename T, int V, int K>
+// and 80 for 16 (3 blocks); a 16-tap pass that adds to dx holds dx's tile too
+// and would spill at 3 blocks (2). Double: 108, 128 and 168 (2, 2 and 1
+// blocks). shared_sums takes at most 25.5 KiB (16 taps, double).
+template <typename T, int V, int K, bool kAddToDx>
 constexpr int conv_bwd_blocks_per_sm() {
   constexpr bool single_floats = V * sizeof(T) == sizeof(float);
   if (K <= 4) return 3;
   if (K <= 8) return single_floats ? 4 : 2;
   if (K <= 12) return single_floats ? 3 : 2;
-  return single_floats ? 3 : 1;
+  if (!single_floats) return 1;
+  return kAddToDx ? 2 : 3;
 }
 
-template <typename T, int V, int K>
-__global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, K>()) conv_backward_fused_kernel(
-    const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, int taps, int pad_left,
+// The taps this pass takes: tap0 .. tap0 + count - 1 of `total` (the row
+// length of the weights and of the partial sums' dweight columns).
+struct TapBlock {
+  int tap0, count, total;
+};
+
+template <typename T, int V, int K, bool kAddToDx>
+__global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, K, kAddToDx>()) conv_backward_fused_kernel(
+    const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, TapBlock taps, int pad_left,
     bool reverse, int chunk_steps, bool with_bias) {
   __shared__ T shared_sums[kConvBwdChunks - 1][K + 1][V][kConvBwdGroups];
   const int groups = channels / V;
@@ -1556,7 +1525,7 @@ __global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, 
 #pragma unroll
   for (int j = 0; j < K; ++j) {
 #pragma unroll
-    for (int i = 0; i < V; ++i) weight[j][i] = valid && j < taps ? w[(c + i) * taps + j] : T(0);
+    for (int i = 0; i < V; ++i) weight[j][i] = valid && j < taps.count ? w[(c + i) * taps.total + taps.tap0 + j] : T(0);
   }
   T dw[K][V], db[V];
 #pragma unroll
@@ -1573,25 +1542,32 @@ __global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, 
   for (int i = 0; i + 1 < K; ++i) {
     const int k = m_begin + pad_left - (K - 1) + i;
     win[i + 1] = m_begin < m_end && k >= 0 && k < length ? load_pack<T, V>(gb + at(k)) : zero_pack<T, V>();
-    // The first chunk's opening window holds dy_0 .. dy_{pad - 1}, which no step brings in.
-    if (chunk == 0) {
+  }
+  // dbias (summed by the pass of tap 0, whose pad is not negative): the first
+  // chunk adds dy_0 .. dy_{pad - 1}, which no step brings in.
+  if (chunk == 0 && valid && with_bias && taps.tap0 == 0) {
+    for (int k = 0; k < pad_left && k < length; ++k) {
+      const Pack<T, V> g = load_pack<T, V>(gb + at(k));
 #pragma unroll
-      for (int v = 0; v < V; ++v) db[v] += win[i + 1].v[v];
+      for (int v = 0; v < V; ++v) db[v] += g.v[v];
     }
   }
   for (int m0 = m_begin; m0 < m_end; m0 += kTile) {
-    Pack<T, V> g[kTile], xv[kTile];
-    if (m0 + pad_left + kTile <= length) {  // the whole tile inside: no predicates
+    Pack<T, V> g[kTile], xv[kTile], earlier[kTile];  // earlier: dx so far (kAddToDx)
+    const int k0 = m0 + pad_left;
+    if (k0 >= 0 && k0 + kTile <= length && m0 + kTile <= length) {  // the whole tile inside: no predicates
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
-        g[u] = load_pack<T, V>(gb + at(m0 + pad_left + u));
+        g[u] = load_pack<T, V>(gb + at(k0 + u));
         xv[u] = load_pack<T, V>(xb + at(m0 + u));
+        if constexpr (kAddToDx) earlier[u] = load_pack<T, V>(dxb + at(m0 + u));
       }
     } else {
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
-        g[u] = m0 + pad_left + u < length ? load_pack<T, V>(gb + at(m0 + pad_left + u)) : zero_pack<T, V>();
+        g[u] = k0 + u >= 0 && k0 + u < length ? load_pack<T, V>(gb + at(k0 + u)) : zero_pack<T, V>();
         xv[u] = m0 + u < length ? load_pack<T, V>(xb + at(m0 + u)) : zero_pack<T, V>();
+        if constexpr (kAddToDx) earlier[u] = m0 + u < length ? load_pack<T, V>(dxb + at(m0 + u)) : zero_pack<T, V>();
       }
     }
 #pragma unroll
@@ -1602,7 +1578,7 @@ __global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, 
       Pack<T, V> grad;
 #pragma unroll
       for (int v = 0; v < V; ++v) {
-        T sum = T(0);
+        T sum = kAddToDx ? earlier[u].v[v] : T(0);
 #pragma unroll
         for (int j = K - 1; j >= 0; --j) sum += weight[j][v] * win[K - 1 - j].v[v];
         grad.v[v] = sum;
@@ -1624,8 +1600,8 @@ __global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, 
   }
   __syncthreads();
   if (chunk > 0 || !valid) return;
-  const int64_t columns = static_cast<int64_t>(channels) * taps + (with_bias ? channels : 0);
-  T* row = part + n * columns;
+  const int64_t weight_columns = static_cast<int64_t>(channels) * taps.total;
+  T* row = part + n * (weight_columns + (with_bias ? channels : 0));
 #pragma unroll
   for (int v = 0; v < V; ++v) {
 #pragma unroll
@@ -1633,13 +1609,13 @@ __global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, 
       T total = dw[j][v];
 #pragma unroll
       for (int r = 0; r + 1 < kConvBwdChunks; ++r) total += shared_sums[r][j][v][local];
-      if (j < taps) row[(c + v) * taps + j] = total;
+      if (j < taps.count) row[(c + v) * taps.total + taps.tap0 + j] = total;
     }
-    if (with_bias) {
+    if (with_bias && taps.tap0 == 0) {
       T total = db[v];
 #pragma unroll
       for (int r = 0; r + 1 < kConvBwdChunks; ++r) total += shared_sums[r][K][v][local];
-      row[static_cast<int64_t>(channels) * taps + c + v] = total;
+      row[weight_columns + c + v] = total;
     }
   }
 }
@@ -1678,75 +1654,85 @@ void depthwise_conv1d_cuda(const Tensor& x, const Tensor& weight, const Tensor& 
   DeviceGuard guard(x);
   dispatch_float(x.dtype(), "depthwise_conv1d", [&](auto tag) {
     using T = decltype(tag);
-    const int width = pack_width<T>(x.shape()[2], {&x, &y, &bias, &pre});
-    launch_conv<T>(data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(bias),
-                   data_or_null<T>(y), width, x, weight.shape()[1], pad_left, reverse, /*flip_taps=*/false, silu,
-                   data_or_null<T>(pre));
+    const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2];
+    with_pack_width<T>(pack_width<T>(channels, {&x, &y, &bias, &pre}), [&](auto V) {
+      const int64_t threads = batch * ((length + kTile - 1) / kTile) * (channels / V);
+      conv_forward_kernel<T, decltype(V)::value>
+          <<<blocks_for(threads, kConvThreads), kConvThreads, 0, current_stream()>>>(
+              data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(bias),
+              data_or_null<T>(y), batch, length, channels, weight.shape()[1], pad_left, reverse, silu,
+              data_or_null<T>(pre));
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
-// Writes dx and the per-batch rows of dweight (and dbias) partial sums into
-// part: the fused kernel with the smallest window that holds the taps.
 template <int K>
 using TapWindow = std::integral_constant<int, K>;
 
+// Writes dx and the per-batch rows of dweight (and dbias) partial sums into
+// part: one pass of the fused kernel per block of taps, the last block
+// (kConvTapBlock taps or fewer) first, each in the smallest window that holds it.
 template <typename T>
 void conv_backward_fused(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx, const Tensor& part,
                          int64_t pad_left, bool reverse, bool with_bias) {
   const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
   check(batch <= 65535, "depthwise_conv1d (cuda): batch {} is above the grid's limit of 65535", batch);
+  check(length * channels <= INT32_MAX - kTile * channels,
+        "depthwise_conv1d (cuda): {} steps of {} channels are above the backward's 32-bit offsets", length, channels);
   const int chunk_steps = static_cast<int>((length + kConvBwdChunks * kTile - 1) / (kConvBwdChunks * kTile) * kTile);
-  auto launch = [&](auto V, auto K) {
+  auto launch = [&](auto V, auto K, auto add_to_dx, TapBlock block) {
     constexpr int kV = decltype(V)::value;
     const dim3 grid(blocks_for(channels / kV, kConvBwdGroups), static_cast<unsigned>(batch));
-    conv_backward_fused_kernel<T, kV, decltype(K)::value><<<grid, kConvBwdThreads, 0, current_stream()>>>(
-        data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(dy), data_or_null<T>(dx),
-        data_or_null<T>(part), static_cast<int>(length), static_cast<int>(channels), static_cast<int>(taps),
-        static_cast<int>(pad_left), reverse, chunk_steps, with_bias);
+    conv_backward_fused_kernel<T, kV, decltype(K)::value, decltype(add_to_dx)::value>
+        <<<grid, kConvBwdThreads, 0, current_stream()>>>(
+            data_or_null<const T>(x), data_or_null<const T>(weight), data_or_null<const T>(dy), data_or_null<T>(dx),
+            data_or_null<T>(part), static_cast<int>(length), static_cast<int>(channels), block,
+            static_cast<int>(pad_left - block.tap0), reverse, chunk_steps, with_bias);
     CUDA_CHECK_LAUNCH();
   };
   using One = std::integral_constant<int, 1>;
   using Pair = std::integral_constant<int, 2>;
-  // The smallest window that holds the taps; the wider ones take single
-  // channels (see conv_bwd_blocks_per_sm).
-  static_assert(kConvFusedMaxTaps == 16, "the widest window");
-  if (taps > 12) return launch(One{}, TapWindow<16>{});
-  if (taps > 8) return launch(One{}, TapWindow<12>{});
-  if (taps > 4) return launch(One{}, TapWindow<8>{});
-  // Mamba's convolution: pairs of channels (8-byte accesses) when they fit (4 would take too many registers).
-  if constexpr (std::is_same_v<T, float>) {
-    if (pack_width<T>(channels, {&x, &dy, &dx}) >= 2) return launch(Pair{}, TapWindow<4>{});
+  const int total = static_cast<int>(taps), last_tap0 = (total - 1) / kConvTapBlock * kConvTapBlock;
+  // The last block writes dx, in the smallest window that holds it; the wider
+  // windows take single channels (see conv_bwd_blocks_per_sm).
+  using WriteDx = std::false_type;
+  using AddToDx = std::true_type;
+  const auto write_last_block = [&] {
+    const WriteDx write;
+    const TapBlock last{last_tap0, total - last_tap0, total};
+    static_assert(kConvTapBlock == 16, "the widest window");
+    if (last.count > 12) return launch(One{}, TapWindow<16>{}, write, last);
+    if (last.count > 8) return launch(One{}, TapWindow<12>{}, write, last);
+    if (last.count > 4) return launch(One{}, TapWindow<8>{}, write, last);
+    // Mamba's convolution: pairs of channels (8-byte accesses) when they fit (4 would take too many registers).
+    if constexpr (std::is_same_v<T, float>) {
+      if (pack_width<T>(channels, {&x, &dy, &dx}) >= 2) return launch(Pair{}, TapWindow<4>{}, write, last);
+    }
+    launch(One{}, TapWindow<4>{}, write, last);
+  };
+  write_last_block();
+  // Then the full blocks before it, down to tap 0, each adding to dx.
+  for (int tap0 = last_tap0 - kConvTapBlock; tap0 >= 0; tap0 -= kConvTapBlock) {
+    launch(One{}, TapWindow<kConvTapBlock>{}, AddToDx{}, TapBlock{tap0, kConvTapBlock, total});
   }
-  launch(One{}, TapWindow<4>{});
 }
 
+// One fused pass per block of taps (dx and per-batch partials), then one column sum.
 void depthwise_conv1d_backward_cuda(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor& dx,
                                     const Tensor& dweight, const Tensor& dbias, int64_t pad_left, bool reverse) {
   DeviceGuard guard(x);
   dispatch_float(x.dtype(), "depthwise_conv1d_backward", [&](auto tag) {
     using T = decltype(tag);
-    const int64_t batch = x.shape()[0], length = x.shape()[1], channels = x.shape()[2], taps = weight.shape()[1];
-    if (taps <= kConvFusedMaxTaps && length * channels <= INT32_MAX - kTile * channels) {
-      // One fused pass (dx and per-batch partials), then one column sum.
-      const bool with_bias = dbias.defined();
-      const int64_t columns = channels * taps + (with_bias ? channels : 0);
-      Tensor part = scratch(batch * columns, x);
-      conv_backward_fused<T>(x, weight, dy, dx, part, pad_left, reverse, with_bias);
-      conv_column_sum_kernel<T><<<blocks_for(columns, kWarpSize), kWarpSize * kColumnSumSlices, 0, current_stream()>>>(
-          data_or_null<const T>(part), batch, columns, channels * taps, data_or_null<T>(dweight),
-          data_or_null<T>(dbias));
-      CUDA_CHECK_LAUNCH();
-      return;
-    }
-    launch_conv<T>(data_or_null<const T>(dy), data_or_null<const T>(weight), nullptr, data_or_null<T>(dx),
-                   pack_width<T>(channels, {&dy, &dx}), x, taps, taps - 1 - pad_left, reverse, true);
-    Tensor dw_part = scratch(batch * channels * taps, x);
-    Tensor db_part = dbias.defined() ? scratch(batch * channels, x) : Tensor();
-    launch_1d(batch * taps * channels, conv_dweight_partial_kernel<T>, data_or_null<const T>(x),
-              data_or_null<const T>(dy), data_or_null<T>(dw_part), data_or_null<T>(db_part), batch, length, channels,
-              taps, pad_left, reverse);
-    sum_partial_rows(data_or_null<const T>(dw_part), 1, batch, channels * taps, data_or_null<T>(dweight));
-    if (dbias.defined()) sum_partial_rows(data_or_null<const T>(db_part), 1, batch, channels, data_or_null<T>(dbias));
+    const int64_t batch = x.shape()[0], channels = x.shape()[2], taps = weight.shape()[1];
+    const bool with_bias = dbias.defined();
+    const int64_t columns = channels * taps + (with_bias ? channels : 0);
+    Tensor part = scratch(batch * columns, x);
+    conv_backward_fused<T>(x, weight, dy, dx, part, pad_left, reverse, with_bias);
+    conv_column_sum_kernel<T><<<blocks_for(columns, kWarpSize), kWarpSize * kColumnSumSlices, 0, current_stream()>>>(
+        data_or_null<const T>(part), batch, columns, channels * taps, data_or_null<T>(dweight),
+        data_or_null<T>(dbias));
+    CUDA_CHECK_LAUNCH();
   });
 }
 
