@@ -1446,7 +1446,6 @@ __global__ void __launch_bounds__(kConvThreads, 2)
   }
 }
 
-
 // The backward: one pass over x and dy per block of up to 16 taps writes dx
 // and per-block partial sums of dweight and dbias. The kernel holds a window
 // of K taps (K = 4, Mamba's convolution, 8, 12 or 16, the conv mixer's wider
@@ -1464,10 +1463,10 @@ __global__ void __launch_bounds__(kConvThreads, 2)
 //   dx_m      = sum_j w[c, j] dy_{m - j + pad} = sum_j w[c, j] win[K - 1 - j]
 //               (j from the last tap down: the CPU's order of terms)
 //   dw_j     += x_m dy_{m - j + pad}
-// and each dy_k enters the window once (k = m + pad, plus the chunk's first
-// window for the first chunk), which is when dbias adds it. Taps past
-// `taps` have zero weights (their dx terms are exact zeros) and their dw is
-// not written. Steps past the sequence load zeros (x_m = 0 and dy_k = 0 for
+// and each dy_k enters the window once, at step m = k - pad, which is when
+// dbias adds it (the first chunk adds the k < pad before its first step).
+// Taps past the block's have zero weights (their dx terms are exact zeros)
+// and their dw is not written. Steps past the sequence load zeros (x_m = 0 and dy_k = 0 for
 // k >= L, k < 0), so they add nothing and only the dx stores are predicated.
 // The block's four chunks of the same channels are summed in shared memory in
 // chunk order; the per-batch rows are summed by conv_column_sum_kernel: a
