@@ -96,7 +96,8 @@ TEST(VitConfigValidation, HeadCountsMustDivideEmbedDimOnlyWhereABlockIsAttention
   VitConfig c;  // ViT-B defaults, valid
   c.depth = 2;
   c.num_heads = 5;
-  expect_error_mentioning([&] { c.validate("cfg.json"); }, {"cfg.json: embed_dim 768 must be divisible by num_heads 5"});
+  expect_error_mentioning([&] { c.validate("cfg.json"); },
+                          {"cfg.json: embed_dim 768 must be divisible by num_heads 5"});
   c.mixers = {"attention", "gated_rnn"};
   expect_error_mentioning([&] { c.validate("cfg.json"); },
                           {"cfg.json: mixers[0] 'attention': its heads (5) must be positive and divide embed_dim 768"});

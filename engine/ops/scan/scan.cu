@@ -1502,9 +1502,9 @@ struct TapBlock {
 };
 
 template <typename T, int V, int K, bool kAddToDx>
-__global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, K, kAddToDx>()) conv_backward_fused_kernel(
-    const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels, TapBlock taps, int pad_left,
-    bool reverse, int chunk_steps, bool with_bias) {
+__global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, K, kAddToDx>())
+    conv_backward_fused_kernel(const T* x, const T* w, const T* dy, T* dx, T* part, int length, int channels,
+                               TapBlock taps, int pad_left, bool reverse, int chunk_steps, bool with_bias) {
   __shared__ T shared_sums[kConvBwdChunks - 1][K + 1][V][kConvBwdGroups];
   const int groups = channels / V;
   const int local = threadIdx.x % kConvBwdGroups, chunk = threadIdx.x / kConvBwdGroups;
@@ -1524,7 +1524,9 @@ __global__ void __launch_bounds__(kConvBwdThreads, conv_bwd_blocks_per_sm<T, V, 
 #pragma unroll
   for (int j = 0; j < K; ++j) {
 #pragma unroll
-    for (int i = 0; i < V; ++i) weight[j][i] = valid && j < taps.count ? w[(c + i) * taps.total + taps.tap0 + j] : T(0);
+    for (int i = 0; i < V; ++i) {
+      weight[j][i] = valid && j < taps.count ? w[(c + i) * taps.total + taps.tap0 + j] : T(0);
+    }
   }
   T dw[K][V], db[V];
 #pragma unroll
