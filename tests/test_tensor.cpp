@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/elementwise/elementwise.h"
+#include "engine/ops/index/index.h"
 #include "engine/ops/reduce/reduce.h"
 #include "engine/ops/view/view.h"
 #include "engine/random.h"
@@ -273,10 +275,36 @@ TEST(Autograd, NoGradScopeRecordsNothing) {
     NoGradGuard guard;
     Tensor y = x * 2.0;
     EXPECT_FALSE(y.requires_grad());
+    { NoGradGuard nested; }
+    EXPECT_FALSE((x * 2.0).requires_grad()) << "a nested scope's end turned grad mode back on";
   }
   Tensor y = x * 2.0;
   EXPECT_TRUE(y.requires_grad());
   EXPECT_FALSE(y.detach().requires_grad());
+}
+
+// Both forms (ops use the pointer list to decide what to save for backward):
+// undefined inputs (an absent bias) and constants do not count.
+TEST(Autograd, NeedsGradWhenAnInputRequiresGradInGradMode) {
+  const Tensor w = Tensor::ones({2}).set_requires_grad();
+  const Tensor constant = Tensor::ones({2});
+  const Tensor absent;
+  EXPECT_TRUE(needs_grad({&absent, &constant, &w}));
+  EXPECT_TRUE(needs_grad(std::vector<Tensor>{absent, constant, w}));
+  EXPECT_FALSE(needs_grad({&absent, &constant}));
+  EXPECT_FALSE(needs_grad(std::vector<Tensor>{absent, constant}));
+  NoGradGuard guard;
+  EXPECT_FALSE(needs_grad({&w}));
+  EXPECT_FALSE(needs_grad(std::vector<Tensor>{w}));
+}
+
+// Only tensors that require grad get one: a constant operand gets none.
+TEST(Autograd, ConstantsGetNoGradient) {
+  Tensor x = Tensor::from_vector<double>({1, 2}, {2}).set_requires_grad();
+  const Tensor constant = Tensor::from_vector<double>({3, -4}, {2});
+  sum(x * constant).backward();
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{3, -4}));
+  EXPECT_FALSE(constant.grad().defined());
 }
 
 TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
@@ -335,6 +363,109 @@ TEST(Autograd, RequiresGradNeedsAFloatingPointLeaf) {
   Tensor x = Tensor::ones({2}).set_requires_grad();
   Tensor y = x * 2.0;
   testing::expect_error_mentioning([&] { y.set_requires_grad(); }, {"non-leaf"});
+}
+
+// A tensor used twice: its op's backward runs once, with both uses' gradients
+// summed, after both uses' backwards.
+TEST(Autograd, EachBackwardRunsOnceWithTheSummedGradient) {
+  Tensor x = Tensor::from_vector<double>({1, 2}, {2}).set_requires_grad();
+  Tensor y = x.detach().clone();
+  std::vector<std::vector<double>> seen;
+  record("counted", y, {x}, [&seen](const Tensor& grad) {
+    seen.push_back(grad.to_doubles());
+    return std::vector<Tensor>{grad * 10.0};
+  });
+  sum(y * 2.0 + y * Tensor::from_vector<double>({3, -1}, {2})).backward();
+  EXPECT_EQ(seen, (std::vector<std::vector<double>>{{5, 1}}));
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{50, 10}));
+}
+
+// An op may give no gradient for an input (an undefined Tensor); the pass
+// goes on with the other branches, whatever their order.
+TEST(Autograd, AnInputWithoutGradientDoesNotStopThePass) {
+  for (size_t blocked : {0, 1}) {
+    SCOPED_TRACE(blocked);
+    Tensor x = Tensor::from_vector<double>({1, 2}, {2}).set_requires_grad();
+    const Tensor doubled = x * 2.0, tripled = x * 3.0;
+    Tensor y = doubled.detach().clone();
+    record("one_sided", y, {doubled, tripled}, [blocked](const Tensor& grad) {
+      std::vector<Tensor> grads{grad, grad};
+      grads[blocked] = Tensor();
+      return grads;
+    });
+    sum(y).backward();
+    const double expected = blocked == 0 ? 3 : 2;
+    EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{expected, expected}));
+  }
+}
+
+// A piece of a split as the root: the seed is that piece's gradient.
+TEST(Autograd, BackwardFromOneOutputOfAMultiOutputOp) {
+  Tensor x = Tensor::from_vector<double>({1, 2, 3}, {3}).set_requires_grad();
+  const std::vector<Tensor> pieces = split(x, {1, 2}, 0);
+  pieces[1].backward(Tensor::from_vector<double>({5, 7}, {2}));
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{0, 5, 7}));
+}
+
+// The backward pass records nothing: gradients are plain tensors, even where
+// they were computed from tensors that require grad (x's from w) and summed
+// over two passes.
+TEST(Autograd, GradientsHaveNoHistory) {
+  Tensor x = Tensor::from_vector<double>({1, 2}, {2}).set_requires_grad();
+  Tensor w = Tensor::from_vector<double>({3, 4}, {2}).set_requires_grad();
+  sum(x * w).backward();
+  sum(x * w).backward();
+  EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{6, 8}));
+  EXPECT_FALSE(x.grad().requires_grad());
+  EXPECT_FALSE(x.grad().grad_fn());
+}
+
+// Leaves' gradients are contiguous buffers of exactly their size, sharing
+// memory with nothing: not a view of the caller's seed (reshape's backward),
+// nor a transposed or narrowed view of a temporary.
+TEST(Autograd, LeafGradientsAreCompactContiguousBuffers) {
+  Tensor x = Tensor::from_vector<float>({1, 2, 3, 4}, {4}).set_requires_grad();
+  const Tensor seed = Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2});
+  reshape(x, {2, 2}).backward(seed);
+  EXPECT_FALSE(x.grad().same_storage(seed));
+
+  const std::vector<std::function<Tensor()>> views_of_temporaries{
+      [] { return transpose(Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2}), 0, 1); },
+      [] { return narrow(Tensor::from_vector<float>({1, 3, 2, 4, 5, 6}, {3, 2}), 0, 0, 2); }};
+  for (const auto& view : views_of_temporaries) {
+    Tensor w = Tensor::zeros({2, 2}).set_requires_grad();
+    Tensor y = w.detach().clone();
+    record("view_of_temporary", y, {w}, [&view](const Tensor&) { return std::vector<Tensor>{view()}; });
+    sum(y).backward();
+    EXPECT_EQ(w.grad().to_floats(), (std::vector<float>{1, 3, 2, 4}));
+    EXPECT_TRUE(w.grad().is_contiguous());
+    EXPECT_EQ(w.grad().storage()->nbytes(), w.grad().nbytes());
+  }
+}
+
+// Misuse is caught where it happens, naming what is wrong: a root that
+// requires no grad, a seed of another shape, an op's backward that returns a
+// gradient of another shape than its input's or too many gradients.
+TEST(Autograd, BadBackwardsAreRefused) {
+  const Tensor constant = Tensor::ones({1});
+  testing::expect_error_mentioning([&] { constant.backward(); }, {"does not require grad"});
+  EXPECT_FALSE(constant.grad().defined());
+
+  Tensor w = Tensor::from_vector<float>({0.5f, -1.0f}, {2}).set_requires_grad();
+  w.set_name("w");
+  testing::expect_error_mentioning([&] { (w * 2.0).backward(Tensor::ones({3})); }, {"backward seed", "[3]", "[2]"});
+  testing::expect_error_mentioning([&] { w.backward(Tensor::ones({1, 2})); }, {"backward seed", "[1, 2]"});
+
+  Tensor wrong_shape = w.detach().clone();
+  record("wrong_shape_backward", wrong_shape, {w},
+         [](const Tensor&) { return std::vector<Tensor>{Tensor::ones({3})}; });
+  testing::expect_error_mentioning([&] { sum(wrong_shape).backward(); }, {"gradient [3]", "leaf 'w' of shape [2]"});
+
+  Tensor too_many = w.detach().clone();
+  record("too_many_gradients", too_many, {w}, [](const Tensor& grad) { return std::vector<Tensor>{grad, grad}; });
+  testing::expect_error_mentioning([&] { sum(too_many).backward(); },
+                                   {"op 'too_many_gradients' returned 2 gradients for 1 inputs"});
+  EXPECT_FALSE(w.grad().defined());
 }
 
 TEST(Autograd, BackwardOfNonScalarNeedsSeed) {
