@@ -132,7 +132,9 @@ void run_backward(const Tensor& root, const Tensor& seed) {
         dtype_name(root.dtype()));
   NoGradGuard no_grad;  // the backward pass itself is not recorded
   if (!root.grad_fn()) {
-    accumulate_into_leaf(root.impl(), seed);
+    // The caller still holds the seed, and sole_owner() would take its one
+    // handle for the backward pass's own: the leaf gets a copy.
+    accumulate_into_leaf(root.impl(), seed.clone());
     return;
   }
   // The gradients that reached each node so far, one slot per output.

@@ -407,6 +407,15 @@ TEST(Autograd, BackwardFromOneOutputOfAMultiOutputOp) {
   EXPECT_EQ(x.grad().to_doubles(), (std::vector<double>{0, 5, 7}));
 }
 
+// A leaf as the root: its gradient is the seed, in a buffer of its own.
+TEST(Autograd, BackwardOfALeafIsTheSeed) {
+  Tensor x = Tensor::from_vector<float>({1, 2}, {2}).set_requires_grad();
+  const Tensor seed = Tensor::from_vector<float>({3, -4}, {2});
+  x.backward(seed);
+  EXPECT_EQ(x.grad().to_floats(), (std::vector<float>{3, -4}));
+  EXPECT_FALSE(x.grad().same_storage(seed));
+}
+
 // The backward pass records nothing: gradients are plain tensors, even where
 // they were computed from tensors that require grad (x's from w) and summed
 // over two passes.
