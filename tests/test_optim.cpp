@@ -9,6 +9,7 @@
 
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/reduce/reduce.h"
+#include "engine/ops/view/view.h"
 #include "engine/optim/optimizer.h"
 #include "tests/expect_error.h"
 
@@ -79,6 +80,7 @@ TEST(OptimSgd, RejectsBadOptions) {
   Tensor p = param({1.0}, "w");
   EXPECT_THAT(error_of([&] { make_sgd({{{p}}}, {0.1, 0.0, true}); }), HasSubstr("nesterov"));
   EXPECT_THAT(error_of([&] { make_sgd({{{p}}}, {-0.1}); }), HasSubstr("lr"));
+  EXPECT_THAT(error_of([&] { make_sgd({{{p}}}, {0.1, -0.5}); }), HasSubstr("momentum -0.5"));
   EXPECT_THAT(error_of([&] { make_sgd({{{p, p}}}, {0.1}); }), HasSubstr("'w' appears more than once"));
 }
 
@@ -141,6 +143,19 @@ TEST(OptimAdamW, GroupLrIsOptimizerLrTimesLrScale) {
   expect_values(q, {0.9282622664929544, -2.0715070268641633});
 }
 
+TEST(OptimAdamW, RejectsBadOptions) {
+  Tensor p = param({1.0}, "w");
+  const struct {
+    AdamWOptions options;
+    const char* message;
+  } cases[] = {
+      {{-0.1, 0.9, 0.999, 1e-8}, "lr -0.1"},       {{0.1, 1.0, 0.999, 1e-8}, "beta1 1 must be in [0, 1)"},
+      {{0.1, -0.5, 0.999, 1e-8}, "beta1 -0.5"},    {{0.1, 0.9, 1.0, 1e-8}, "beta2 1 must be in [0, 1)"},
+      {{0.1, 0.9, -0.5, 1e-8}, "beta2 -0.5"},      {{0.1, 0.9, 0.999, -1e-8}, "eps -1e-08"},
+  };
+  for (const auto& c : cases) EXPECT_THAT(error_of([&] { make_adamw({{{p}}}, c.options); }), HasSubstr(c.message));
+}
+
 // ---------------------------------------------------------------- groups
 
 TEST(OptimGroups, ParamsWithoutGradAreUntouched) {
@@ -161,6 +176,43 @@ TEST(OptimGroups, ParamsWithoutGradAreUntouched) {
     const std::vector<double> before = with_grad.to_doubles();
     optimizer->step();
     expect_values(with_grad, before, 0.0);
+  }
+}
+
+std::unique_ptr<Optimizer> make_either(bool adam, std::vector<ParamGroup> groups) {
+  return adam ? make_adamw(std::move(groups), kAdamW) : make_sgd(std::move(groups), {0.1, 0.9});
+}
+
+TEST(OptimGroups, BadGroupsAndParametersAreRefused) {
+  for (bool adam : {false, true}) {
+    SCOPED_TRACE(adam ? "AdamW" : "SGD");
+    Tensor w = param({1.0, -2.0}, "w");
+    EXPECT_THAT(error_of([&] { make_either(adam, {{{w}}, {{}, -0.1}}); }), HasSubstr("group 1 has weight_decay -0.1"));
+    EXPECT_THAT(error_of([&] { make_either(adam, {{{w}, 0.1, -1.0}}); }), HasSubstr("group 0 has lr_scale -1"));
+    Tensor half = Tensor::zeros({2}, DType::F16).set_name("half");
+    EXPECT_THAT(error_of([&] { make_either(adam, {{{half}}}); }), HasSubstr("'half' is float16"));
+    Tensor strided = transpose(Tensor::zeros({2, 3}, DType::F64), 0, 1).set_name("strided");
+    EXPECT_THAT(error_of([&] { make_either(adam, {{{strided}}}); }), HasSubstr("'strided' is not contiguous"));
+  }
+}
+
+TEST(OptimGroups, BadGradientsAreRefusedNamingTheParameter) {
+  for (bool adam : {false, true}) {
+    SCOPED_TRACE(adam ? "AdamW" : "SGD");
+    const std::vector<double> values{1.0, -2.0, 0.5, 3.0};
+    Tensor w = Tensor::from_vector(values, {2, 2}).set_requires_grad().set_name("w");
+    auto optimizer = make_either(adam, {{{w}, 0.1}});
+    const Tensor good = Tensor::from_vector<double>({0.5, 0.25, -1.0, 2.0}, {2, 2});
+    const std::pair<Tensor, const char*> bad_grads[] = {
+        {Tensor::zeros({4}, DType::F64), "gradient of parameter 'w' has shape [4] (parameter: [2, 2])"},
+        {good.to(DType::F32), "gradient of parameter 'w' is"},
+        {transpose(good, 0, 1), "gradient of parameter 'w' is not contiguous"},
+    };
+    for (const auto& [grad, message] : bad_grads) {
+      w.set_grad(grad);
+      EXPECT_THAT(error_of([&] { optimizer->step(); }), HasSubstr(message));
+      expect_values(w, values, 0.0);
+    }
   }
 }
 
@@ -233,6 +285,16 @@ TEST(ClipGradNorm, MixedDtypesShareOneNorm) {
   expect_values(b.grad(), {12.0 * factor}, 1e-6);
 }
 
+TEST(ClipGradNorm, BadInputsAreRefused) {
+  Tensor a = param({1.0, 1.0});
+  give_grad(a, {3.0, 4.0});
+  EXPECT_THAT(error_of([&] { clip_grad_norm({a}, -1.0); }), HasSubstr("max_norm -1"));
+  Tensor w = Tensor::zeros({2, 2}, DType::F64).set_requires_grad().set_name("w");
+  w.set_grad(transpose(Tensor::from_vector<double>({3, 4, 0, 12}, {2, 2}), 0, 1));
+  EXPECT_THAT(error_of([&] { clip_grad_norm({a, w}, 1.0); }), HasSubstr("parameter 'w' is not contiguous"));
+  expect_values(a.grad(), {3.0, 4.0}, 0.0);
+}
+
 // Squares of 3e20 and 4e20 overflow float32: the sum must be kept in double.
 TEST(ClipGradNorm, AccumulatesFloat32GradsInDouble) {
   Tensor a = Tensor::zeros({2}, DType::F32);
@@ -266,6 +328,7 @@ TEST(ScheduleWarmupCosine, BadSettingsNameTheSetting) {
   EXPECT_THAT(error_of([] { WarmupCosineSchedule{1.0, 0.0, 0.0, -1, 10}.validate(); }), HasSubstr("warmup_steps"));
   EXPECT_THAT(error_of([] { WarmupCosineSchedule{-1.0, 0.0, 0.0, 0, 10}.validate(); }), HasSubstr("base_lr"));
   EXPECT_THAT(error_of([] { WarmupCosineSchedule{1.0, -0.1, 0.0, 0, 10}.validate(); }), HasSubstr("min_lr"));
+  EXPECT_THAT(error_of([] { WarmupCosineSchedule{1.0, 0.0, -0.1, 0, 10}.validate(); }), HasSubstr("warmup_start_lr"));
   EXPECT_THAT(error_of([] { WarmupCosineSchedule{}.lr_at(-1); }), HasSubstr("step -1"));
 }
 
@@ -315,9 +378,12 @@ void expect_round_trip(const OptimizerFactory& factory, const std::vector<std::s
 
   step_on_quadratic(*original, params, 2);
   auto restored = factory({{{resumed[0], param({5.0}, "frozen")}, 0.1}, {{resumed[1]}, 0.0}});
+  const NamedTensors saved_copy = deep_copy(saved);
   restored->load_state(saved);
   step_on_quadratic(*restored, resumed, 2);
   for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(resumed[i].to_doubles(), params[i].to_doubles());
+  // load_state copied the tensors it was given: the steps since left them alone.
+  for (size_t i = 0; i < saved.size(); ++i) EXPECT_EQ(saved[i].second.to_doubles(), saved_copy[i].second.to_doubles());
 }
 
 TEST(OptimState, AdamWRoundTripContinuesIdentically) {
@@ -353,10 +419,48 @@ TEST(OptimState, ErrorsNameTheEntryOrParameter) {
   unknown.emplace_back("v.exp_avg", Tensor::zeros({1}, DType::F64));
   EXPECT_THAT(error_of([&] { adamw->load_state(unknown); }), HasSubstr("'v.exp_avg'"));
 
+  NamedTensors step_of_two = without("step");
+  step_of_two.emplace_back("step", Tensor::from_vector<int64_t>({1, 1}, {2}));
+  EXPECT_THAT(error_of([&] { adamw->load_state(step_of_two); }), HasSubstr("entry 'step' has shape [2]"));
+  NamedTensors negative_step = without("step");
+  negative_step.emplace_back("step", Tensor::from_vector<int64_t>({-1}, {}));
+  EXPECT_THAT(error_of([&] { adamw->load_state(negative_step); }), HasSubstr("entry 'step' is -1"));
+
   Tensor unnamed = param({1.0});
   EXPECT_THAT(error_of([&] { make_sgd({{{params[0], unnamed}}}, {})->state(); }), HasSubstr("has no name"));
   Tensor twin = param({1.0}, "w");
   EXPECT_THAT(error_of([&] { make_sgd({{{params[0], twin}}}, {})->state(); }), HasSubstr("named 'w'"));
+}
+
+// A refused checkpoint leaves the optimizer as it was, its step count too: it
+// goes on as a twin that never saw it.
+TEST(OptimState, RefusedLoadChangesNothing) {
+  std::vector<Tensor> params = fresh_params({{1.0, 2.0}, {3.0}});
+  std::vector<Tensor> twins = fresh_params({{1.0, 2.0}, {3.0}});
+  auto adamw = make_adamw({{params}}, kAdamW);
+  auto untroubled = make_adamw({{twins}}, kAdamW);
+  step_on_quadratic(*adamw, params, 1);
+  step_on_quadratic(*untroubled, twins, 1);
+  NamedTensors bad;  // a later step, and w's state without its second moment
+  for (const auto& [name, tensor] : adamw->state()) {
+    if (name == "step") bad.emplace_back(name, Tensor::from_vector<int64_t>({7}, {}));
+    else if (name != "w.exp_avg_sq") bad.emplace_back(name, tensor.clone() * 2.0);
+  }
+  EXPECT_THAT(error_of([&] { adamw->load_state(bad); }), HasSubstr("missing entry 'w.exp_avg_sq'"));
+  step_on_quadratic(*adamw, params, 2);
+  step_on_quadratic(*untroubled, twins, 2);
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(params[i].to_doubles(), twins[i].to_doubles());
+}
+
+// SGD without momentum keeps no per-parameter state, only the step count.
+TEST(OptimState, PlainSgdStateIsTheStepCount) {
+  std::vector<Tensor> params = fresh_params({{1.0, 2.0}, {3.0}});
+  auto sgd = make_sgd({{params}}, {0.1});
+  step_on_quadratic(*sgd, params, 2);
+  const NamedTensors state = sgd->state();
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_EQ(state[0].first, "step");
+  EXPECT_EQ(state[0].second.item<int64_t>(), 2);
 }
 
 // ---------------------------------------------------------------- convergence
