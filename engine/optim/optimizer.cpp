@@ -117,12 +117,17 @@ class StatefulOptimizer : public Optimizer {
  public:
   void step() override {
     NoGradGuard no_grad;
+    // Every gradient checked before anything changes: a refused step leaves
+    // the step count and the state as they were.
+    for (const Slot& slot : slots_) {
+      const Tensor grad = slot.param.grad();
+      if (grad.defined()) check_grad(slot.param, grad, slot.label, kind_);
+    }
     ++step_;
     std::vector<ParamUpdate> updates;
     for (Slot& slot : slots_) {
       const Tensor grad = slot.param.grad();
       if (!grad.defined()) continue;
-      check_grad(slot.param, grad, slot.label, kind_);
       const bool first_update = slot.buffers.empty();
       if (first_update) create_buffers(slot);
       const ParamGroup& group = groups_[slot.group];
