@@ -109,5 +109,55 @@ TEST(LayerGroups, BySparsitySplitsAnUnevenDepthWithoutLosingLayers) {
   EXPECT_EQ(parse_groups("by_sparsity:1", 12, kRanking).front().size(), 12u);
 }
 
+// Entries may carry spaces and a separator may be doubled or trail; anything
+// else that is not an index in 0..depth-1 is an error naming the spec.
+TEST(LayerGroups, SpecsTakeSpacesAndEmptyEntriesButNothingElse) {
+  EXPECT_EQ(select_layers("5 , 3,,", 12, {}), (std::vector<int64_t>{3, 5}));
+  EXPECT_EQ(parse_groups(" 0-2 ;; 4 ;", 12, {}), (std::vector<std::vector<int64_t>>{{0, 1, 2}, {4}}));
+  testing::expect_error_mentioning([] { select_layers("3x", 12, {}); }, {"'3x'", "'3x' is not a layer index"});
+  testing::expect_error_mentioning([] { select_layers("4,-1", 12, {}); }, {"'4,-1'", "layer -1 is outside 0..11"});
+  testing::expect_error_mentioning([] { select_layers(" , ", 12, {}); }, {"' , ' selects no layer"});
+  testing::expect_error_mentioning([] { parse_groups(";", 12, {}); }, {"';' has no group"});
+  testing::expect_error_mentioning([] { parse_groups("1-12", 12, {}); }, {"layer 12 is outside 0..11"});
+  // A repeat of the very first group is found too.
+  testing::expect_error_mentioning([] { parse_groups("3;0-1;3-3", 12, {}); }, {"group 3 ('3-3') repeats group 1"});
+}
+
+// "sparsest:K" and "by_sparsity:G" need a count in 1..depth and a ranking of
+// exactly the model's layers.
+TEST(LayerGroups, RankedSpecsNeedACountAndAWholeRanking) {
+  EXPECT_TRUE(needs_ranking("by_sparsity:3"));
+  EXPECT_FALSE(needs_ranking("each"));
+  EXPECT_FALSE(needs_ranking("all"));
+  testing::expect_error_mentioning([] { select_layers("sparsest:0", 12, kRanking); },
+                                   {"'sparsest:0'", "count must be in 1..12"});
+  testing::expect_error_mentioning([] { parse_groups("by_sparsity:0", 12, kRanking); },
+                                   {"'by_sparsity:0'", "count must be in 1..12"});
+  std::vector<int64_t> longer = kRanking;
+  longer.push_back(12);
+  testing::expect_error_mentioning([&] { select_layers("sparsest:2", 12, longer); },
+                                   {"needs a sparsity ranking of all 12 layers"});
+  testing::expect_error_mentioning([&] { parse_groups("by_sparsity:2", 12, longer); },
+                                   {"needs a sparsity ranking of all 12 layers"});
+}
+
+// Only values that differ by rounding tie: 1 and 1 + 1e-9 are two values.
+// Ranks x 1, 2, 3 against y 2, 3, 1: rho = 1 - 6 (1 + 1 + 4) / (3 (9 - 1)) = -0.5
+// (as a tie, y's ranks 2.5, 2.5, 1 would give -sqrt(3) / 2).
+TEST(LayerGroups, SpearmanTiesOnlyRoundingAndNeedsPairs) {
+  EXPECT_NEAR(spearman_rho({1, 2, 3}, {1.0, 1.0 + 1e-9, 0.5}), -0.5, 1e-12);
+  testing::expect_error_mentioning([] { spearman_rho({1, 2}, {1, 2, 3}); }, {"2 and 3 values"});
+}
+
+// The p-value is two-sided, counts the observed pairing (so with no
+// permutations it is 1), and its permutations are drawn from the seed.
+TEST(LayerGroups, SpearmanPermutationPIsTwoSidedAndSeeded) {
+  EXPECT_NEAR(spearman_permutation_p({1, 2, 3, 4}, {40, 30, 20, 10}, 200000, 3), 2.0 / 24, 0.003);
+  EXPECT_EQ(spearman_permutation_p({1, 2, 3, 4}, {40, 30, 20, 10}, 0), 1.0);
+  const std::vector<double> x = {0.3, 1.2, 2.5, 0.9, 4.1, 3.3}, y = {1.0, 0.2, 2.2, 0.1, 3.9, 1.7};
+  EXPECT_EQ(spearman_permutation_p(x, y, 999, 5), spearman_permutation_p(x, y, 999, 5));
+  EXPECT_NE(spearman_permutation_p(x, y, 999, 5), spearman_permutation_p(x, y, 999, 6));
+}
+
 }  // namespace
 }  // namespace engine
