@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <numeric>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -98,6 +99,18 @@ TEST(SparsityRow, HandComputedRow) {
   EXPECT_NEAR(m.topk10_mass, 0.45, 1e-12);  // ceil(4 / 10) = 1 token
   EXPECT_NEAR(m.gini, 0.365, 1e-12);
   EXPECT_NEAR(m.below_tenth_uniform, 0.25, 1e-12);
+}
+
+// The edges of the per-row helpers: k past the row takes all of it, "below"
+// is strict, an empty row has nothing below.
+TEST(SparsityRow, TopMassPastTheRowAndStrictlyBelow) {
+  const std::vector<double> row = {0.2, 0.05, 0.75};
+  EXPECT_NEAR(row_top_mass(row, 5), 1.0, 1e-12);
+  EXPECT_NEAR(row_top_mass(row, int64_t{1} << 20), 1.0, 1e-12);
+  EXPECT_NEAR(row_top_mass(row, 0), 0.0, 1e-12);
+  EXPECT_EQ(row_below_fraction(row, 0.05), 0.0);             // 0.05 is not below 0.05
+  EXPECT_NEAR(row_below_fraction(row, 0.2 + 1e-9), 2.0 / 3, 1e-12);
+  EXPECT_EQ(row_below_fraction({}, 0.1), 0.0);
 }
 
 // ---- the accumulator ----
@@ -193,6 +206,24 @@ TEST(SparsityAccumulator, SameSumsForAnyThreadCount) {
   };
   const SparsityMetrics one = layer_with_threads(1), many = layer_with_threads(3);
   for (const auto& [name, field] : SparsityMetrics::fields()) EXPECT_EQ(one.*field, many.*field) << name;
+}
+
+// A layer that saw no rows reports zeros (JSON has no NaN), and every
+// out-of-range layer or head, or a shape that is not [B, H, N, N], is an error.
+TEST(SparsityAccumulator, EmptyLayersAreZeroAndBadIndicesAreErrors) {
+  SparsityAccumulator acc(2, 2);
+  acc.add(0, probs_tensor({{0.5, 0.5}, {1, 0}, {0.25, 0.75}, {0.5, 0.5}}, 1, 2));
+  for (const SparsityMetrics& empty : {acc.layer(1), acc.cls(1), acc.head(1, 0), acc.cls_head(1, 1)}) {
+    EXPECT_EQ(empty.rows, 0);
+    for (const auto& [name, field] : SparsityMetrics::fields()) EXPECT_EQ(empty.*field, 0.0) << name;
+  }
+  testing::expect_error_mentioning([&] { acc.layer(2); }, {"layer 2 is out of range (2 layers)"});
+  testing::expect_error_mentioning([&] { acc.cls(-1); }, {"layer -1 is out of range"});
+  testing::expect_error_mentioning([&] { acc.head(0, 2); }, {"no layer 0 head 2"});
+  testing::expect_error_mentioning([&] { acc.cls_head(2, 0); }, {"no layer 2 head 0"});
+  testing::expect_error_mentioning([&] { acc.add(0, Tensor::zeros({1, 2, 2, 3})); }, {"[B, 2, N, N]", "[1, 2, 2, 3]"});
+  testing::expect_error_mentioning([] { SparsityAccumulator(0, 2); }, {"at least one layer and head", "0 and 2"});
+  testing::expect_error_mentioning([] { SparsityAccumulator(3, 0); }, {"at least one layer and head", "3 and 0"});
 }
 
 // ---- against the PyTorch fixture ----
@@ -528,6 +559,101 @@ TEST_F(SparsityTool, ReportHoldsEachHeadsAndTheClassRowsOwnStatistics) {
     EXPECT_NE(stats.cls(i).entropy, stats.layer(i).entropy);
   }
   EXPECT_EQ(head_entropies.size(), 12u) << "the fixture's heads need different statistics";
+}
+
+// sparsity.csv's rows hold what they are labelled with: layer, head, the
+// row set, then the statistics of that head (or of all heads), in the
+// header's order.
+TEST_F(SparsityTool, CsvRowsHoldTheirOwnLayerAndHeadsStatistics) {
+  const std::vector<std::string> lines = [] {
+    std::vector<std::string> out;
+    std::stringstream csv(sparsity_csv(*analysis_));
+    for (std::string line; std::getline(csv, line);) out.push_back(line);
+    return out;
+  }();
+  const auto cells = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::stringstream row(line);
+    for (std::string cell; std::getline(row, cell, ',');) out.push_back(cell);
+    return out;
+  };
+  const std::vector<std::string> header = cells(lines.at(0));
+  ASSERT_EQ(header.size(), 4 + SparsityMetrics::fields().size());
+  const SparsityAccumulator& stats = analysis_->stats();
+  const auto expect_row = [&](const std::string& layer, const std::string& head, const std::string& rows_of,
+                              const SparsityMetrics& m) {
+    const std::string label = layer + "," + head + "," + rows_of + ",";
+    const auto line = std::find_if(lines.begin(), lines.end(), [&](const std::string& l) { return l.rfind(label, 0) == 0; });
+    ASSERT_NE(line, lines.end()) << label;
+    const std::vector<std::string> row = cells(*line);
+    ASSERT_EQ(row.size(), header.size()) << label;
+    EXPECT_EQ(std::stoll(row[3]), m.rows) << label;
+    for (size_t f = 0; f < SparsityMetrics::fields().size(); ++f) {
+      const auto& [name, field] = SparsityMetrics::fields()[f];
+      EXPECT_EQ(header[4 + f], name);
+      EXPECT_DOUBLE_EQ(std::stod(row[4 + f]), m.*field) << label << name;
+    }
+  };
+  expect_row("2", "all", "all", stats.layer(2));
+  expect_row("2", "all", "cls", stats.cls(2));
+  expect_row("1", "3", "all", stats.head(1, 3));
+  expect_row("0", "2", "cls", stats.cls_head(0, 2));
+}
+
+// num_images takes that many images, cutting the last batch short; the
+// heatmaps stop at their count within a batch, and images without names are
+// numbered across batches.
+TEST_F(SparsityTool, NumImagesAndHeatmapCountsAreKept) {
+  SparsityAnalysis analysis(*model_, 1);
+  SparsityRunOptions options;
+  options.num_images = 3;
+  options.batch_size = 2;
+  options.num_workers = 0;
+  options.progress = false;
+  analyze_dataset(analysis, RandomImages(5, static_cast<int>(model_->config.preprocess.input_size)), options);
+  EXPECT_EQ(analysis.images(), 3);
+  EXPECT_EQ(analysis.stats().layer(0).rows, 3 * 4 * 65);
+  EXPECT_EQ(analysis.heatmaps().size(), 1u);
+
+  SparsityAnalysis unnamed(*model_, 3);
+  unnamed.add_batch(io_->get("input"));
+  unnamed.add_batch(io_->get("input"));
+  ASSERT_EQ(unnamed.heatmaps().size(), 3u);
+  EXPECT_EQ(unnamed.heatmaps()[2].name, "image 2");
+}
+
+// --overwrite may also replace an empty folder (made beforehand for the report).
+TEST_F(SparsityTool, OverwriteReplacesAnEmptyFolder) {
+  const std::string out = dir_.path() + "/report";
+  fs::create_directories(out);
+  write_sparsity_report(*analysis_, {}, out, true);
+  EXPECT_TRUE(fs::exists(out + "/sparsity.json"));
+}
+
+// Layers that tie on k90 keep their order in the ranking, also past the 16
+// elements below which std::sort happens to keep it: a 20-layer ViT whose
+// queries and keys are all 0 attends uniformly in every layer.
+TEST(SparsityRanking, TiedLayersKeepTheirOrder) {
+  VitConfig config;
+  config.img_size = 4;
+  config.patch_size = 2;
+  config.embed_dim = 8;
+  config.depth = 20;
+  config.num_heads = 2;
+  config.mlp_hidden = 8;
+  config.num_classes = 2;
+  VisionTransformer model(config, 3);
+  for (auto& [name, p] : model.named_parameters()) {
+    if (name.find(".attn.qkv.") != std::string::npos) std::fill(p.data<float>(), p.data<float>() + p.numel(), 0.0f);
+  }
+  SparsityAnalysis analysis(model, 0);
+  Rng rng(2);
+  analysis.add_batch(Tensor::randn({1, 3, 4, 4}, rng));
+  EXPECT_EQ(analysis.stats().layer(0).k90, 5);  // ceil(0.9 * 5 tokens)
+  EXPECT_EQ(analysis.stats().layer(19).k90, 5);
+  std::vector<int64_t> identity(20);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_EQ(analysis.ranking(), identity);
 }
 
 }  // namespace
