@@ -343,6 +343,31 @@ TEST(Eval, CropFlipTransformComposesCropFlipAndNormalise) {
   EXPECT_THROW(crop_flip_transform(p, 8), Error);
 }
 
+// Without padding there is no crop (nothing drawn for it): the eval view,
+// flipped by the sample's first draw.
+TEST(Eval, CropFlipTransformWithoutPaddingOnlyFlips) {
+  Preprocess p;
+  p.input_size = 8;
+  p.crop_pct = 1.0;
+  Rng pixels(6);
+  data::Image image(8, 8, 3);
+  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, stddev[3] = {0.229f, 0.224f, 0.225f};
+  const data::Transform transform = crop_flip_transform(p, 0);
+  std::vector<float> got(3 * 8 * 8), expected(3 * 8 * 8);
+  int flips = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    std::mt19937_64 rng(seed), reference_rng(seed);
+    transform(image, got.data(), rng);
+    const bool flip = reference_rng() & 1;
+    data::to_normalized_chw(flip ? data::hflip(image) : image, mean, stddev, expected.data());
+    EXPECT_EQ(got, expected) << "seed " << seed;
+    flips += flip;
+  }
+  EXPECT_GT(flips, 0);
+  EXPECT_LT(flips, 8);
+}
+
 // Top-5 counts the ranks 0-4: a true logit below exactly 4 others is in the
 // top 5, below 5 others it is not (and neither is top-1).
 TEST(Eval, TopFiveHoldsTheTrueClassBelowFourOthersButNotBelowFive) {
@@ -393,6 +418,74 @@ TEST(Eval, GflopsAreTheGemmFlopsPerImage) {
   const EvalResult result = evaluate_classifier(inference_logits(model), dataset, config.preprocess, quiet(0));
   ASSERT_EQ(result.images, 6);
   EXPECT_NEAR(result.gflops, 6736e-9, 1e-15);
+}
+
+// A label past the model's head is an error naming the image, not a read
+// past the logits row.
+TEST(Eval, ALabelOutsideTheHeadIsAnErrorNamingTheImage) {
+  const SortedByClass dataset(5, 1);  // labels 0..4
+  const LogitsFn four = logits_from_labels(4, [](int64_t label, float* row) { row[label % 4] = 1.0f; });
+  testing::expect_error_mentioning([&] { evaluate_classifier(four, dataset, raw_pixels(), quiet(0)); },
+                                   {"4/04", "label 4 is outside the model's 4 classes"});
+}
+
+// limit = 1 is one image; a dataset with none is an error, not a NaN accuracy.
+TEST(Eval, ALimitOfOneIsOneImageAndNoImagesIsAnError) {
+  const LogitsFn perfect = logits_from_labels(4, [](int64_t label, float* row) { row[label] = 1.0f; });
+  EXPECT_EQ(evaluate_classifier(perfect, SortedByClass(4, 5), raw_pixels(), quiet(1)).images, 1);
+  testing::expect_error_mentioning([&] { evaluate_classifier(perfect, SortedByClass(0, 1), raw_pixels(), quiet(0)); },
+                                   {"saw no images"});
+}
+
+// The untimed round stays out of the median: a model that is quick only on
+// its first call has the slow calls' time (a lower bound, as sleeps give).
+TEST(Eval, LatencyLeavesTheWarmUpCallOut) {
+  int calls = 0;
+  const LogitsFn slow_after_first = [&calls](const Tensor& images) {
+    if (calls++ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return images;
+  };
+  const Tensor images = Tensor::from_vector(std::vector<float>{1.0f}, {1, 1});
+  EXPECT_GE(latencies_ms({slow_after_first}, images, 1).at(0), 20.0);
+  EXPECT_EQ(calls, 2);
+  testing::expect_error_mentioning([&] { latencies_ms({slow_after_first}, images, 0); }, {"0 repeats"});
+}
+
+// The eval transform: resize with the model's interpolation and center crop,
+// normalise; with random_flip, a flip drawn from the sample's RNG.
+TEST(Eval, EvalTransformResizesWithTheModelsInterpolationAndFlipsOnlyWhenAsked) {
+  Preprocess p;
+  p.input_size = 6;
+  p.crop_pct = 0.75;  // resize to 8, crop 6
+  Rng pixels(5);
+  data::Image image(12, 10, 3);
+  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, stddev[3] = {0.229f, 0.224f, 0.225f};
+  std::vector<float> got(3 * 6 * 6), expected(3 * 6 * 6);
+  std::set<std::vector<float>> views;
+  for (const char* interpolation : {"bilinear", "bicubic"}) {
+    p.interpolation = interpolation;
+    const data::Interp interp = p.interpolation == "bilinear" ? data::Interp::Bilinear : data::Interp::Bicubic;
+    const data::Image view = data::resize_and_center_crop(image, 6, 0.75, interp);
+    int flips = 0;
+    for (uint64_t seed = 0; seed < 8; ++seed) {
+      std::mt19937_64 plain_rng(seed), rng(seed), reference_rng(seed);
+      eval_transform(p)(image, got.data(), plain_rng);
+      data::to_normalized_chw(view, mean, stddev, expected.data());
+      EXPECT_EQ(got, expected) << interpolation << " seed " << seed;
+      views.insert(got);
+      eval_transform(p, /*random_flip=*/true)(image, got.data(), rng);
+      const bool flip = reference_rng() & 1;
+      data::to_normalized_chw(flip ? data::hflip(view) : view, mean, stddev, expected.data());
+      EXPECT_EQ(got, expected) << interpolation << " flipped, seed " << seed;
+      flips += flip;
+    }
+    EXPECT_GT(flips, 0);
+    EXPECT_LT(flips, 8);
+  }
+  EXPECT_EQ(views.size(), 2u) << "bilinear and bicubic should differ on this image";
+  p.interpolation = "nearest";
+  testing::expect_error_mentioning([&] { eval_transform(p); }, {"'nearest'"});
 }
 
 }  // namespace
