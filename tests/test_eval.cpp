@@ -145,6 +145,19 @@ TEST(Eval, NanLogitsScoreNothingAndTiesGoToTheFirstClass) {
   EXPECT_DOUBLE_EQ(result.top1, 0.25);  // the 3 images of class 0 of 12
   EXPECT_DOUBLE_EQ(result.top5, 1.0);   // classes 0-3 rank 0-3
   for (const auto& [name, predicted] : result.predictions) EXPECT_EQ(predicted, 0) << name;
+  // One other class's logit NaN: the row counts as diverged, and the
+  // prediction is that class (the first NaN, as argmax) rather than the
+  // maximum of the others (top-1 and top-5 used to count the true class).
+  const LogitsFn one_nan = logits_from_labels(8, [](int64_t label, float* row) {
+    row[label] = 1.0f;
+    row[(label + 3) % 8] = NAN;
+  });
+  result = evaluate_classifier(one_nan, dataset, raw_pixels(), quiet(0));
+  EXPECT_EQ(result.top1, 0.0);
+  EXPECT_EQ(result.top5, 0.0);
+  std::set<int64_t> predicted_classes;
+  for (const auto& [name, predicted] : result.predictions) predicted_classes.insert(predicted);
+  EXPECT_EQ(predicted_classes, (std::set<int64_t>{3, 4, 5, 6}));
   // The true logit tied with a later class only: still top-1.
   const LogitsFn tied_later = logits_from_labels(8, [](int64_t label, float* row) { row[label] = row[7] = 1.0f; });
   EXPECT_DOUBLE_EQ(evaluate_classifier(tied_later, dataset, raw_pixels(), quiet(0)).top1, 1.0);

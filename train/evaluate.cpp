@@ -22,14 +22,26 @@ namespace engine {
 namespace {
 
 // Rank of the true label among the logits row: 0 = top-1. A tie goes to the
-// lower class, as the predicted class (the first maximum) does, and a NaN
-// true logit ranks last: a diverged model must not score.
+// lower class, as the predicted class does, and a row holding a NaN ranks it
+// last: a diverged model must not score, whichever logit diverged.
 int64_t rank_of(const float* row, int64_t classes, int64_t label) {
   const float own = row[label];
-  if (std::isnan(own)) return classes;
   int64_t rank = 0;
-  for (int64_t c = 0; c < classes; ++c) rank += row[c] > own || (row[c] == own && c < label);
+  for (int64_t c = 0; c < classes; ++c) {
+    if (std::isnan(row[c])) return classes;
+    rank += row[c] > own || (row[c] == own && c < label);
+  }
   return rank;
+}
+
+// The predicted class: the first maximum, or the first NaN (as argmax).
+int64_t predicted_class(const float* row, int64_t classes) {
+  int64_t best = 0;
+  for (int64_t c = 0; c < classes; ++c) {
+    if (std::isnan(row[c])) return c;
+    if (row[c] > row[best]) best = c;
+  }
+  return best;
 }
 
 }  // namespace
@@ -296,7 +308,7 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
       const int64_t rank = rank_of(row, classes, batch.labels[i]);
       top1 += rank == 0;
       top5 += rank < 5;
-      result.predictions.emplace_back(dataset.name(batch.indices[i]), std::max_element(row, row + classes) - row);
+      result.predictions.emplace_back(dataset.name(batch.indices[i]), predicted_class(row, classes));
     }
     result.images += batch.n;
     const double running_top1 = static_cast<double>(top1) / result.images;
