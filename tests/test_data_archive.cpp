@@ -182,12 +182,43 @@ TEST(DataArchive, FailuresNameTheArchive) {
   const std::string bad = dir.path() + "/broken.tar.gz";
   write_file(bad, "not a tar file");
   EXPECT_THAT([&] { extract_archive_once(bad, dir.path() + "/cache"); },
-              ThrowsMessage<engine::Error>(AllOf(HasSubstr(bad), HasSubstr("tar"))));
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(bad), HasSubstr("with tar failed"),
+                                                 HasSubstr("not in gzip format"))));  // tar's own words
   EXPECT_TRUE(entries(dir.path() + "/cache").empty());  // no partial folder left behind
   EXPECT_THAT([&] { extract_archive_once(dir.path() + "/data.zip", dir.path()); },
               ThrowsMessage<engine::Error>(HasSubstr("unsupported")));
+  // A name that is only a suffix leaves no name for its cache folder.
+  const std::string no_stem = make_archive(dir.path() + "/.tar", "hello.txt", "hello");
+  EXPECT_THAT([&] { extract_archive_once(no_stem, dir.path() + "/cache"); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(no_stem), HasSubstr("unsupported"))));
   EXPECT_THAT([&] { extract_archive_once(dir.path() + "/missing.tar", dir.path()); },
               ThrowsMessage<engine::Error>(HasSubstr(dir.path() + "/missing.tar")));
+}
+
+TEST(DataArchive, ExtractsTheNamedMembersIntoAnExistingFolder) {
+  TempDir dir;
+  const std::string archive = make_archive(dir.path() + "/tiny.tar", "hello.txt", "hello");
+  extract_members(archive, dir.path(), {"tiny/hello.txt"});
+  EXPECT_EQ(read_text(dir.path() + "/tiny/hello.txt"), "hello");
+  EXPECT_THAT([&] { extract_members(archive, dir.path() + "/nope", {"tiny/hello.txt"}); },
+              ThrowsMessage<engine::Error>(
+                  AllOf(HasSubstr(archive), HasSubstr("'" + dir.path() + "/nope' is not a directory"))));
+  EXPECT_THAT([&] { extract_members(archive, dir.path(), {"tiny/absent.txt"}); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(archive), HasSubstr("tiny/absent.txt"))));
+}
+
+// Without a tar to run, nothing is taken as extracted: the error names the archive and why.
+TEST(DataArchive, NoTarToRunIsAnError) {
+  TempDir dir;
+  const std::string archive = make_tiny_archive(dir.path());
+  const std::string cache = dir.path() + "/cache";
+  {
+    ScopedEnv no_tar("PATH", dir.path() + "/no-programs-here");
+    EXPECT_THAT([&] { extract_archive_once(archive, cache); },
+                ThrowsMessage<engine::Error>(AllOf(HasSubstr("cannot run tar"), HasSubstr(archive),
+                                                   HasSubstr(std::strerror(ENOENT)))));
+  }
+  EXPECT_TRUE(entries(cache).empty());
 }
 
 TEST(DataArchive, APipeThatCannotBeMadeGivesItsReason) {
@@ -216,9 +247,25 @@ TEST(DataArchive, DataAndCacheDirsFollowTheEnvironment) {
                                                    HasSubstr("https://image-net.org"))));
   }
   {
+    ScopedEnv env("ENGINE_DATA_DIR", dir.path() + "/typo");
+    EXPECT_THAT([] { default_data_dir(); },
+                ThrowsMessage<engine::Error>(
+                    HasSubstr("ENGINE_DATA_DIR='" + dir.path() + "/typo' is not a directory")));
+  }
+  {
     ScopedEnv data("ENGINE_DATA_DIR", "");
     ScopedEnv shared("ENGINE_SHARED_DIR", dir.path() + "/nowhere");
     EXPECT_THAT([] { default_data_dir(); }, ThrowsMessage<engine::Error>(HasSubstr(dir.path() + "/nowhere/data")));
+  }
+  {
+    ScopedEnv data("ENGINE_DATA_DIR", "");
+    ScopedEnv shared("ENGINE_SHARED_DIR", "");  // unset: ../shared, beside the repository
+    if (fs::is_directory("../shared/data")) {
+      EXPECT_EQ(default_data_dir(), "../shared/data");
+    } else {
+      EXPECT_THAT([] { default_data_dir(); },
+                  ThrowsMessage<engine::Error>(HasSubstr("'../shared/data' does not exist")));
+    }
   }
   {
     ScopedEnv env("ENGINE_CACHE_DIR", dir.path() + "/cache");

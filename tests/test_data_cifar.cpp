@@ -131,6 +131,7 @@ TEST_F(DataCifarBinaryFiles, OpensTheTestSplitOfTheBatchFolder) {
   EXPECT_EQ(cifar.name(4), "test_batch.bin#4");
   expect_records(cifar, test_);
   EXPECT_EQ(cifar.label(1), 8);
+  EXPECT_THAT([&] { cifar.get(7); }, ThrowsMessage<engine::Error>(HasSubstr("index 7 out of range (size 7)")));
 }
 
 TEST_F(DataCifarBinaryFiles, OpensTheTrainSplitThroughItsParentFolder) {
@@ -234,6 +235,10 @@ TEST_F(DataCifarBinaryFiles, BadInputIsOneErrorNamingTheFile) {
   fs::remove(dir_ + "/data_batch_4.bin");
   EXPECT_THAT([&] { open_dataset(dir_, "train"); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(dir_ + "/data_batch_4.bin"), HasSubstr("missing"))));
+  // With every batch gone, batches.meta.txt still marks the folder as CIFAR-10's.
+  for (const std::string& batch : CifarBinary::batch_files(Split::Train)) fs::remove(dir_ + "/" + batch);
+  EXPECT_THAT([&] { open_dataset(root_.path(), "test"); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(test_batch + "' is missing"))));
 }
 
 TEST_F(DataCifarBinaryFiles, BadClassNamesOrPathsAreErrorsNamingThem) {
@@ -245,12 +250,15 @@ TEST_F(DataCifarBinaryFiles, BadClassNamesOrPathsAreErrorsNamingThem) {
   write_file(meta, "airplane\nautomobile\nbird\n");
   EXPECT_THAT([&] { open_dataset(dir_, "test"); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(meta), HasSubstr("3 names, expected 10"))));
+  write_file(meta, std::string(kMeta) + "extra\n");
+  EXPECT_THAT([&] { open_dataset(dir_, "test"); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(meta), HasSubstr("11 names, expected 10"))));
   fs::remove(meta);  // without it, the official names
   EXPECT_EQ(open_dataset(dir_, "test")->classes(), CifarBinary::official_classes());
 
   EXPECT_THAT([&] { open_dataset(dir_ + "/test_batch.bin", "test"); },
               ThrowsMessage<engine::Error>(
-                  AllOf(HasSubstr(dir_ + "/test_batch.bin"), HasSubstr("cifar-10-batches-bin/"))));
+                  AllOf(HasSubstr(dir_ + "/test_batch.bin"), HasSubstr("is a single file"))));
   EXPECT_THAT([&] { open_dataset(root_.path() + "/nowhere", "test"); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(root_.path() + "/nowhere"),
                                                  HasSubstr("https://www.cs.toronto.edu/~kriz/cifar.html"))));
@@ -270,9 +278,14 @@ TEST(DataOpenDataset, OpensAnImageFolderAsBefore) {
   const std::string list = root.path() + "/list.txt";
   write_file(list, "z\nb\na\n");
   EXPECT_EQ(open_dataset(root.path(), "split", list)->label(0), 2);
+  // A relative class list found as given (from the working folder) is read from there.
+  EXPECT_EQ(open_dataset(root.path(), "split", fs::relative(list).string())->label(0), 2);
+  // A mistyped split lists what the folder holds, sorted, hidden entries left out.
+  for (const char* file : {"z.txt", "a.txt", ".hidden"}) write_file(root.path() + "/" + file, "");
   EXPECT_THAT([&] { open_dataset(root.path(), "splt"); },
-              ThrowsMessage<engine::Error>(
-                  AllOf(HasSubstr(root.path() + "/splt' does not exist"), HasSubstr("split/"))));
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(root.path() + "/splt' does not exist"),
+                                                 HasSubstr("holds: a.txt list.txt split/ z.txt)"))));
+  EXPECT_THAT([] { open_dataset("", ""); }, ThrowsMessage<engine::Error>(HasSubstr("no dataset given (--data")));
 }
 
 // A relative class list not found as given is read from inside the unpacked archive, as the

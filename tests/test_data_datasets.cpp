@@ -16,6 +16,7 @@
 #include "data/image_folder.h"
 #include "data/subset.h"
 #include "engine/error.h"
+#include "tests/expect_error.h"
 #include "tests/shared_data.h"
 
 namespace data {
@@ -45,6 +46,8 @@ TEST(DataImageFolder, SortsClassesAndFilesAndFiltersExtensions) {
   write_tagged_image(root.path() + "/b_dog/x.JPG", 3);
   write_file(root.path() + "/a_cat/notes.txt", "not an image");
   write_file(root.path() + "/README", "files in the root are not classes");
+  write_tagged_image(root.path() + "/stray.png", 4);  // nor are images there
+  fs::create_directory(root.path() + "/a_cat/nested.png");  // a folder in a class is no image
 
   const ImageFolder folder(root.path());
   EXPECT_THAT(folder.classes(), ElementsAre("a_cat", "b_dog"));
@@ -58,6 +61,7 @@ TEST(DataImageFolder, SortsClassesAndFilesAndFiltersExtensions) {
   const Sample sample = folder.get(2);
   EXPECT_EQ(sample.label, 1);
   EXPECT_EQ(sample.image.pixels[0], 3);
+  EXPECT_THAT([&] { folder.label(3); }, ThrowsMessage<engine::Error>(HasSubstr("index 3 out of range (size 3)")));
 }
 
 TEST(DataSubset, EvenlySpacedItemsCoverASortedFolder) {
@@ -99,6 +103,9 @@ TEST(DataImageFolder, ErrorsNameTheProblem) {
               ThrowsMessage<engine::Error>(AllOf(HasSubstr("'stranger'"), HasSubstr(list))));
   write_file(list, "a\nb\na\n");
   EXPECT_THAT([&] { read_class_list(list); }, ThrowsMessage<engine::Error>(AllOf(HasSubstr(list), HasSubstr("twice"))));
+  write_file(list, "\n  \r\n");
+  EXPECT_THAT([&] { read_class_list(list); },
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(list), HasSubstr("is empty"))));
 }
 
 // A pipe named like an image (reading it would block for good) and a broken
@@ -234,6 +241,46 @@ TEST(DataIdx, PlainFilesAndCorruptFiles) {
   write_file(images, "\x1f\x8b garbage that claims to be gzip");
   EXPECT_THAT([&] { IdxDataset(images, labels); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(images), HasSubstr("unknown compression method"))));
+}
+
+// The header must be exactly 0, 0, 0x08, the number of dimensions and each dimension (big
+// endian), followed by exactly as many bytes as they promise; anything else is an error naming
+// the file.
+TEST(DataIdx, AHeaderOrSizeOffByAnyByteIsAnError) {
+  TempDir dir;
+  const std::string images = dir.path() + "/images", labels = dir.path() + "/labels";
+  std::vector<uint8_t> label_bytes = idx_header(1, {2});
+  label_bytes.insert(label_bytes.end(), {1, 0});
+  write_file(labels, label_bytes.data(), label_bytes.size());
+  std::vector<uint8_t> image_bytes = idx_header(3, {2, 1, 1});
+  image_bytes.insert(image_bytes.end(), {7, 9});
+  const auto images_error = [&](const std::vector<uint8_t>& bytes) {
+    write_file(images, bytes.data(), bytes.size());
+    return engine::testing::error_of([&] { IdxDataset(images, labels); });
+  };
+  const std::string bad_magic = "'" + images + "' is not an IDX file of unsigned bytes with 3 dimensions";
+
+  std::vector<uint8_t> bytes = image_bytes;
+  bytes[0] = 1;
+  EXPECT_THAT(images_error(bytes), HasSubstr(bad_magic));
+  EXPECT_THAT(images_error({image_bytes.begin(), image_bytes.begin() + 8}), HasSubstr(bad_magic));  // cut in the header
+  bytes = image_bytes;
+  bytes.push_back(5);  // a byte more than promised
+  EXPECT_THAT(images_error(bytes), HasSubstr("'" + images + "': header promises 2 bytes of data, found 3"));
+  bytes = idx_header(3, {0x01000001, 1, 1});  // the most significant byte of a dimension counts too
+  bytes.push_back(7);
+  EXPECT_THAT(images_error(bytes), HasSubstr("promises 16777217 bytes of data, found 1"));
+  // An images file (3 dimensions) given as the labels.
+  write_file(images, image_bytes.data(), image_bytes.size());
+  EXPECT_THAT([&] { IdxDataset(images, images); },
+              ThrowsMessage<engine::Error>(
+                  HasSubstr("'" + images + "' is not an IDX file of unsigned bytes with 1 dimensions")));
+  const IdxDataset idx(images, labels);
+  EXPECT_EQ(idx.get(1).image.pixels, std::vector<uint8_t>{9});
+  EXPECT_THAT([&] { idx.get(2); }, ThrowsMessage<engine::Error>(HasSubstr("index 2 out of range (size 2)")));
+  label_bytes = idx_header(1, {0});
+  write_file(labels, label_bytes.data(), label_bytes.size());
+  EXPECT_THAT(images_error(idx_header(3, {0, 1, 1})), HasSubstr("'" + images + "' holds no images"));
 }
 
 // One corrupt label byte (200 among Fashion-MNIST's 0-9) would make 201 classes.

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <tuple>
 
 #include <jpeglib.h>
 
@@ -147,6 +148,9 @@ TEST_F(DataImage, DecompressionBombsAreRefusedBeforeDecoding) {
   write_file(path("bomb.png"), png.data(), png.size());
   EXPECT_THAT([&] { decode_image(path("bomb.png")); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("bomb.png")), HasSubstr("20000x20000"))));
+  // The limit itself is allowed, as in PIL.
+  EXPECT_TRUE(within_pixel_limit(kMaxImagePixels / 2, 2));
+  EXPECT_FALSE(within_pixel_limit(kMaxImagePixels / 2 + 1, 2));
 }
 
 TEST_F(DataImage, PngRoundTripIsExactAndGreyBecomesRgb) {
@@ -161,6 +165,12 @@ TEST_F(DataImage, PngRoundTripIsExactAndGreyBecomesRgb) {
   const Image decoded = decode_image(path("grey.png"));
   EXPECT_EQ(decoded.channels, 3);
   EXPECT_EQ(decoded.pixels, (std::vector<uint8_t>{0, 0, 0, 100, 100, 100, 200, 200, 200, 255, 255, 255}));
+
+  // Other channel counts are refused, and nothing is written.
+  EXPECT_THAT([&] { write_png(Image(2, 2, 4), path("rgba.png")); },
+              ThrowsMessage<engine::Error>(
+                  AllOf(HasSubstr(path("rgba.png")), HasSubstr("4 channels (expected 1 or 3)"))));
+  EXPECT_FALSE(std::filesystem::exists(path("rgba.png")));
 }
 
 TEST_F(DataImage, MissingAndEmptyFilesAreErrorsNamingThem) {
@@ -168,7 +178,7 @@ TEST_F(DataImage, MissingAndEmptyFilesAreErrorsNamingThem) {
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("missing.jpg")), HasSubstr("No such file"))));
   write_file(path("empty.png"), "");
   EXPECT_THAT([&] { decode_image(path("empty.png")); },
-              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("empty.png")), HasSubstr("empty"))));
+              ThrowsMessage<engine::Error>(AllOf(HasSubstr(path("empty.png")), HasSubstr("the file is empty"))));
   EXPECT_THAT([&] { decode_image(dir_.path()); },
               ThrowsMessage<engine::Error>(AllOf(HasSubstr(dir_.path()), HasSubstr("directory"))));
 }
@@ -182,9 +192,35 @@ TEST(DataFiles, TempDirIsRemovedUnlessReleased) {
     kept = b.release();
     EXPECT_TRUE(b.path().empty());
   }
+  EXPECT_EQ(std::filesystem::path(removed).parent_path(), std::filesystem::temp_directory_path());
   EXPECT_FALSE(std::filesystem::exists(removed));
   EXPECT_TRUE(std::filesystem::is_directory(kept));
   std::filesystem::remove_all(kept);
+}
+
+TEST(DataImageShape, ANegativeSizeIsAnError) {
+  for (const auto& [height, width, channels] : {std::tuple{-2, 3, 3}, {2, -3, 3}, {2, 3, -1}}) {
+    EXPECT_THAT([&] { Image(height, width, channels); },
+                ThrowsMessage<engine::Error>(
+                    HasSubstr(fmt::format("negative size {}x{}x{}", height, width, channels))));
+  }
+  EXPECT_EQ(Image(2, 3, 1).pixels.size(), 6u);
+}
+
+// A failed read or write is an error giving the reason, never a short file taken as whole:
+// /proc/self/mem fails its first read (nothing is mapped at address 0), /dev/full every write.
+TEST(DataFiles, ReadAndWriteErrorsAreReported) {
+  EXPECT_THAT([] { read_file("/proc/self/mem"); },
+              ThrowsMessage<engine::Error>(
+                  AllOf(HasSubstr("error reading '/proc/self/mem'"), HasSubstr(std::strerror(EIO)))));
+  const std::string small = "a few bytes, left in stdio's buffer until the file is closed";
+  const std::string large(1 << 20, 'x');  // written through at once
+  for (const std::string* text : {&small, &large}) {
+    EXPECT_THAT([&] { write_file("/dev/full", *text); },
+                ThrowsMessage<engine::Error>(
+                    AllOf(HasSubstr("error writing '/dev/full'"), HasSubstr(std::strerror(ENOSPC)))))
+        << text->size() << " bytes";
+  }
 }
 
 // The reason is the failing call's, not a stale errno (set to ENOENT first).

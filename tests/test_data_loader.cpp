@@ -172,6 +172,9 @@ TEST(DataLoader, StartingMidEpochYieldsTheRemainingBatchesUnchanged) {
     EXPECT_EQ(rest[b].images, whole[b + 5].images);
   }
   EXPECT_THAT([&] { loader.start_epoch(1, 9); }, ThrowsMessage<engine::Error>(HasSubstr("first batch 9")));
+  loader.start_epoch(1, 8);  // a run saved at the end of the epoch resumes with nothing left of it
+  Batch batch;
+  EXPECT_FALSE(loader.next(batch));
 }
 
 // A folder of 5 good PNGs and one corrupt JPEG.
@@ -200,6 +203,18 @@ TEST_F(DataLoaderBadImages, SkippedAndCounted) {
   EXPECT_EQ(samples, 5u);
   EXPECT_EQ(loader.bad_images(), 1u);
   EXPECT_THAT(loader.bad_image_names(), ElementsAre("cls/3_bad.jpg"));
+}
+
+// With one image a batch, the corrupt one's batch holds nothing: it is not yielded.
+TEST_F(DataLoaderBadImages, ABatchOfOnlySkippedImagesIsNotYielded) {
+  const ImageFolder folder(root_.path());
+  LoaderOptions one_a_batch = options(true);
+  one_a_batch.batch_size = 1;
+  DataLoader loader(folder, noisy_transform, one_a_batch);
+  ASSERT_EQ(loader.num_batches(), 6u);
+  const std::vector<Batch> batches = load_epoch(loader, 0);
+  ASSERT_EQ(batches.size(), 5u);
+  for (const Batch& batch : batches) EXPECT_NE(folder.name(batch.indices.at(0)), "cls/3_bad.jpg");
 }
 
 TEST_F(DataLoaderBadImages, WithoutSkippingTheErrorNamesTheFile) {
@@ -255,6 +270,22 @@ TEST(DataLoader, RejectsBadOptions) {
   no_shape.height = 0;
   EXPECT_THROW(DataLoader(dataset, noisy_transform, no_shape), engine::Error);
   EXPECT_THROW(DataLoader(dataset, nullptr, small_options(1)), engine::Error);
+  for (int* dimension : {&no_shape.channels, &no_shape.height, &no_shape.width}) {
+    no_shape = small_options(1);
+    *dimension = 0;
+    EXPECT_THAT([&] { DataLoader(dataset, noisy_transform, no_shape); },
+                ThrowsMessage<engine::Error>(HasSubstr("sample shape")));
+  }
+  LoaderOptions no_batch = small_options(1);
+  no_batch.batch_size = 0;
+  EXPECT_THAT([&] { DataLoader(dataset, noisy_transform, no_batch); },
+              ThrowsMessage<engine::Error>(HasSubstr("batch_size must be positive")));
+  LoaderOptions no_prefetch = small_options(1);
+  no_prefetch.prefetch_batches = 0;  // no worker could ever claim a batch
+  EXPECT_THAT([&] { DataLoader(dataset, noisy_transform, no_prefetch); },
+              ThrowsMessage<engine::Error>(HasSubstr("prefetch_batches must be >= 1, got 0")));
+  EXPECT_NO_THROW(DataLoader(dataset, noisy_transform, small_options(256)));  // no thread until start_epoch
+  EXPECT_THROW(DataLoader(dataset, noisy_transform, small_options(257)), engine::Error);
   EXPECT_THAT([&] { DataLoader(dataset, noisy_transform, small_options(100000)); },
               ::testing::ThrowsMessage<engine::Error>(
                   ::testing::AllOf(::testing::HasSubstr("100000 loader workers"), ::testing::HasSubstr("256"))));
@@ -387,6 +418,27 @@ TEST(DataLoader, ALaterBatchReadyFirstWaitsForItsTurn) {
   for (size_t b = 0; b < 4; ++b) {
     EXPECT_THAT(batches[b].indices, ElementsAre(3 * b, 3 * b + 1, 3 * b + 2)) << "batch " << b;
     expect_rows_hold_their_items(batches[b]);
+  }
+}
+
+// Batches prefetched for an abandoned epoch are dropped: the next epoch yields only its own,
+// exactly those of a fresh loader.
+TEST(DataLoader, BatchesPrefetchedForAnAbandonedEpochAreDropped) {
+  const CountedDataset dataset(50);
+  LoaderOptions options = small_options(1);  // one worker: batches 1..3 are loaded whole, in turn
+  options.prefetch_batches = 3;
+  DataLoader loader(dataset, noisy_transform, options);
+  loader.start_epoch(0);
+  Batch batch;
+  ASSERT_TRUE(loader.next(batch));
+  while (dataset.loaded.load() < 4 * options.batch_size) std::this_thread::yield();  // batches 1..3 ready
+  DataLoader fresh(dataset, noisy_transform, options);
+  const std::vector<Batch> expected = load_epoch(fresh, 1);
+  const std::vector<Batch> got = load_epoch(loader, 1);
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t b = 0; b < got.size(); ++b) {
+    EXPECT_EQ(got[b].indices, expected[b].indices) << "batch " << b;
+    EXPECT_EQ(got[b].images, expected[b].images) << "batch " << b;
   }
 }
 
