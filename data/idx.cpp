@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
-#include <functional>
-#include <numeric>
 #include <string>
 #include <vector>
 
@@ -51,10 +49,16 @@ IdxArray read_idx(const std::string& path, size_t expected_dims) {
                 "'{}' is not an IDX file of unsigned bytes with {} dimensions (bad magic number)", path,
                 expected_dims);
   IdxArray array;
-  for (size_t d = 0; d < expected_dims; ++d) array.dims.push_back(big_endian_u32(&bytes[4 + 4 * d]));
-  const size_t count = std::accumulate(array.dims.begin(), array.dims.end(), size_t{1}, std::multiplies<>());
-  engine::check(bytes.size() - header == count, "IDX file '{}': header promises {} bytes of data, found {}",
-                path, count, bytes.size() - header);
+  size_t count = 1;
+  bool overflow = false;  // a corrupt header's product can wrap to the file's size, even to 0
+  for (size_t d = 0; d < expected_dims; ++d) {
+    array.dims.push_back(big_endian_u32(&bytes[4 + 4 * d]));
+    overflow |= __builtin_mul_overflow(count, array.dims.back(), &count);
+  }
+  engine::check(!overflow && bytes.size() - header == count,
+                "IDX file '{}': header promises {} bytes of data, found {}", path,
+                overflow ? fmt::format("{}", fmt::join(array.dims, " x ")) : std::to_string(count),
+                bytes.size() - header);
   array.values.assign(bytes.begin() + header, bytes.end());
   return array;
 }

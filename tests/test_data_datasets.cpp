@@ -283,6 +283,21 @@ TEST(DataIdx, AHeaderOrSizeOffByAnyByteIsAnError) {
   EXPECT_THAT(images_error(idx_header(3, {0, 1, 1})), HasSubstr("'" + images + "' holds no images"));
 }
 
+// A corrupt header whose dimensions multiply past 2^64 must not wrap around to the file's
+// size (0 here) and pass: the first get() would then allocate 2^60 bytes.
+TEST(DataIdx, DimensionsWhoseProductOverflowsAreAnError) {
+  TempDir dir;
+  const std::string images = dir.path() + "/images", labels = dir.path() + "/labels";
+  const std::vector<uint8_t> image_bytes = idx_header(3, {16, 1u << 30, 1u << 30});
+  std::vector<uint8_t> label_bytes = idx_header(1, {16});
+  for (uint8_t label = 0; label < 16; ++label) label_bytes.push_back(label);
+  write_file(images, image_bytes.data(), image_bytes.size());
+  write_file(labels, label_bytes.data(), label_bytes.size());
+  EXPECT_THAT([&] { IdxDataset(images, labels); },
+              ThrowsMessage<engine::Error>(
+                  HasSubstr("'" + images + "': header promises 16 x 1073741824 x 1073741824 bytes of data, found 0")));
+}
+
 // One corrupt label byte (200 among Fashion-MNIST's 0-9) would make 201 classes.
 TEST(DataIdx, AClassMissingBetweenTheSmallestAndLargestLabelIsAnError) {
   TempDir dir;
