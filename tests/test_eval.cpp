@@ -330,25 +330,32 @@ TEST(Eval, LogsOneLinePerBatchWithTheRunningAccuracy) {
   }
 }
 
+// An RGB image of random pixels, and the mean and std of Preprocess's
+// defaults (ImageNet's), which the transforms under test normalise with.
+data::Image random_image(int width, int height, uint64_t seed) {
+  Rng pixels(seed);
+  data::Image image(width, height, 3);
+  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
+  return image;
+}
+const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
+
 // RandomCrop(reflect) then flip then normalise, drawing from the sample's RNG in that order.
 TEST(Eval, CropFlipTransformComposesCropFlipAndNormalise) {
   Preprocess p;
   p.input_size = 8;
   p.crop_pct = 1.0;
-  Rng pixels(4);
-  data::Image image(8, 8, 3);
-  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
-  const float mean[3] = {0.485f, 0.456f, 0.406f}, stddev[3] = {0.229f, 0.224f, 0.225f};
+  const data::Image image = random_image(8, 8, 4);
   const data::Transform transform = crop_flip_transform(p, 2);
   std::vector<float> got(3 * 8 * 8), expected(3 * 8 * 8), plain(3 * 8 * 8);
-  data::to_normalized_chw(image, mean, stddev, plain.data());
+  data::to_normalized_chw(image, kMean, kStd, plain.data());
   int changed = 0;
   for (uint64_t seed = 0; seed < 8; ++seed) {
     std::mt19937_64 rng(seed), reference_rng(seed);
     transform(image, got.data(), rng);
     data::Image view = data::random_crop_reflect_pad(image, 8, 2, reference_rng);
     if (reference_rng() & 1) view = data::hflip(view);
-    data::to_normalized_chw(view, mean, stddev, expected.data());
+    data::to_normalized_chw(view, kMean, kStd, expected.data());
     EXPECT_EQ(got, expected) << "seed " << seed;
     changed += got != plain;
   }
@@ -362,10 +369,7 @@ TEST(Eval, CropFlipTransformWithoutPaddingOnlyFlips) {
   Preprocess p;
   p.input_size = 8;
   p.crop_pct = 1.0;
-  Rng pixels(6);
-  data::Image image(8, 8, 3);
-  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
-  const float mean[3] = {0.485f, 0.456f, 0.406f}, stddev[3] = {0.229f, 0.224f, 0.225f};
+  const data::Image image = random_image(8, 8, 6);
   const data::Transform transform = crop_flip_transform(p, 0);
   std::vector<float> got(3 * 8 * 8), expected(3 * 8 * 8);
   int flips = 0;
@@ -373,7 +377,7 @@ TEST(Eval, CropFlipTransformWithoutPaddingOnlyFlips) {
     std::mt19937_64 rng(seed), reference_rng(seed);
     transform(image, got.data(), rng);
     const bool flip = reference_rng() & 1;
-    data::to_normalized_chw(flip ? data::hflip(image) : image, mean, stddev, expected.data());
+    data::to_normalized_chw(flip ? data::hflip(image) : image, kMean, kStd, expected.data());
     EXPECT_EQ(got, expected) << "seed " << seed;
     flips += flip;
   }
@@ -470,10 +474,7 @@ TEST(Eval, EvalTransformResizesWithTheModelsInterpolationAndFlipsOnlyWhenAsked) 
   Preprocess p;
   p.input_size = 6;
   p.crop_pct = 0.75;  // resize to 8, crop 6
-  Rng pixels(5);
-  data::Image image(12, 10, 3);
-  for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(pixels.integer(256));
-  const float mean[3] = {0.485f, 0.456f, 0.406f}, stddev[3] = {0.229f, 0.224f, 0.225f};
+  const data::Image image = random_image(12, 10, 5);
   std::vector<float> got(3 * 6 * 6), expected(3 * 6 * 6);
   std::set<std::vector<float>> views;
   for (const char* interpolation : {"bilinear", "bicubic"}) {
@@ -484,12 +485,12 @@ TEST(Eval, EvalTransformResizesWithTheModelsInterpolationAndFlipsOnlyWhenAsked) 
     for (uint64_t seed = 0; seed < 8; ++seed) {
       std::mt19937_64 plain_rng(seed), rng(seed), reference_rng(seed);
       eval_transform(p)(image, got.data(), plain_rng);
-      data::to_normalized_chw(view, mean, stddev, expected.data());
+      data::to_normalized_chw(view, kMean, kStd, expected.data());
       EXPECT_EQ(got, expected) << interpolation << " seed " << seed;
       views.insert(got);
       eval_transform(p, /*random_flip=*/true)(image, got.data(), rng);
       const bool flip = reference_rng() & 1;
-      data::to_normalized_chw(flip ? data::hflip(view) : view, mean, stddev, expected.data());
+      data::to_normalized_chw(flip ? data::hflip(view) : view, kMean, kStd, expected.data());
       EXPECT_EQ(got, expected) << interpolation << " flipped, seed " << seed;
       flips += flip;
     }
