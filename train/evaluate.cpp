@@ -10,6 +10,7 @@
 #include "data/subset.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
+#include "engine/ops/ops.h"
 #include "engine/bench_timing.h"
 #include "engine/ops/matmul/matmul.h"
 #include "engine/ops/index/index.h"
@@ -32,16 +33,6 @@ int64_t rank_of(const float* row, int64_t classes, int64_t label) {
     rank += row[c] > own || (row[c] == own && c < label);
   }
   return rank;
-}
-
-// The predicted class: the first maximum, or the first NaN (as argmax).
-int64_t predicted_class(const float* row, int64_t classes) {
-  int64_t best = 0;
-  for (int64_t c = 0; c < classes; ++c) {
-    if (std::isnan(row[c])) return c;
-    if (row[c] > row[best]) best = c;
-  }
-  return best;
 }
 
 }  // namespace
@@ -301,6 +292,8 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
     Tensor logits = logits_of(images).to(Device::cpu()).to(DType::F32).contiguous();
     const int64_t classes = logits.size(1);
     const float* values = logits.data<float>();
+    // The first maximum of each row, or its first NaN.
+    const Tensor predicted = argmax(logits, 1);
     for (int i = 0; i < batch.n; ++i) {
       const float* row = values + i * classes;
       check(batch.labels[i] >= 0 && batch.labels[i] < classes, "{}: label {} is outside the model's {} classes",
@@ -308,7 +301,7 @@ EvalResult evaluate_classifier(const LogitsFn& logits_of, const data::Dataset& f
       const int64_t rank = rank_of(row, classes, batch.labels[i]);
       top1 += rank == 0;
       top5 += rank < 5;
-      result.predictions.emplace_back(dataset.name(batch.indices[i]), predicted_class(row, classes));
+      result.predictions.emplace_back(dataset.name(batch.indices[i]), predicted.data<int64_t>()[i]);
     }
     result.images += batch.n;
     const double running_top1 = static_cast<double>(top1) / result.images;
