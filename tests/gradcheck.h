@@ -1,6 +1,7 @@
 // Numerical gradient checking for tests: autograd's gradient of
 // L = sum(f(inputs) * W), with W a fixed random tensor, against central
-// differences, all in float64.
+// differences, all in float64; and a fused op against its composition from
+// other ops, value and gradients.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -61,6 +62,29 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double to
   for (size_t i = 0; i < a.size(); ++i) {
     ASSERT_NEAR(a[i], e[i], tolerance * (1.0 + std::abs(e[i]))) << "element " << i;
   }
+}
+
+// Gradients of sum(f(inputs) * weights) with respect to every input (an
+// undefined input, e.g. an optional bias left out, gets an undefined one).
+inline std::vector<Tensor> gradients(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& weights) {
+  for (const Tensor& t : inputs) {
+    if (t.defined()) t.zero_grad();
+  }
+  sum(mul(f(inputs), weights)).backward();
+  std::vector<Tensor> grads;
+  for (const Tensor& t : inputs) grads.push_back(t.defined() ? t.grad() : Tensor());
+  return grads;
+}
+
+// A fused op and its composition from other ops agree: the same value and
+// the same gradient of every input (float64, to 1e-12).
+inline void expect_same_function(const Fn& fused, const Fn& composed, const std::vector<Tensor>& inputs, Rng& rng) {
+  const Tensor expected = composed(inputs);
+  expect_close(fused(inputs), expected, 1e-12);
+  const Tensor weights = Tensor::uniform(expected.shape(), rng, 0.5, 1.5, DType::F64);
+  const std::vector<Tensor> expected_grads = gradients(composed, inputs, weights);
+  const std::vector<Tensor> actual_grads = gradients(fused, inputs, weights);
+  for (size_t i = 0; i < inputs.size(); ++i) expect_close(actual_grads[i], expected_grads[i], 1e-12);
 }
 
 }  // namespace engine::testing

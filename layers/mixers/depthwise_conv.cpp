@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "engine/ops/scan/scan.h"
+#include "engine/ops/conv/depthwise_conv1d.h"
 #include "engine/ops/view/view.h"
 
 namespace engine {

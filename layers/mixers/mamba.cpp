@@ -6,7 +6,7 @@
 #include "engine/ops/elementwise/elementwise.h"
 #include "engine/ops/index/index.h"
 #include "engine/ops/matmul/matmul.h"
-#include "engine/ops/scan/scan.h"
+#include "engine/ops/scan/selective_scan.h"
 #include "engine/ops/softplus_linear/softplus_linear.h"
 #include "engine/ops/view/view.h"
 #include "layers/mixers/checks.h"

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "engine/ops/ops.h"
-#include "engine/ops/scan/scan_kernels.h"
+#include "engine/ops/scan/selective_scan_kernels.h"
 #include "layers/mixers/factory.h"
 #include "layers/module.h"
 #include "tests/cuda/cuda_expect.h"

@@ -29,17 +29,6 @@ Inputs leaves(const Shape& x_shape, int64_t n, int64_t k, bool with_bias, DType 
   return {leaf(x_shape, -1, 1), leaf({n, k}, -1, 1), with_bias ? leaf({n}, -8, 24) : Tensor()};
 }
 
-// The gradients of sum(f(inputs) * weights) with respect to each input.
-Inputs gradients(const std::function<Tensor(const Inputs&)>& f, const Inputs& inputs, const Tensor& weights) {
-  for (const Tensor& t : inputs) {
-    if (t.defined()) t.zero_grad();
-  }
-  sum(mul(f(inputs), weights)).backward();
-  Inputs grads;
-  for (const Tensor& t : inputs) grads.push_back(t.defined() ? t.grad() : Tensor());
-  return grads;
-}
-
 // softplus_linear(view(x), ...) against linear + softplus on the same view:
 // the values and every input's gradient, to `tolerance`.
 void expect_matches_reference(const std::function<Tensor(const Tensor&)>& view, const Inputs& in, double tolerance,

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Copies engine/cuda/cuda_utils.cuh and engine/ops/scan/scan.cu into OUT (same
-relative paths) rewritten for the host emulation (emu_runtime.h):
+"""Copies engine/cuda/cuda_utils.cuh, engine/ops/scan/sequence_cuda.cuh and the
+CUDA kernel files of the sequence ops (linear and gated scans, selective scan,
+depthwise conv) into OUT (same relative paths) rewritten for the host
+emulation (emu_runtime.h):
   kernel<<<grid, block, shared, stream>>>(args)  ->  emu::launch(emu::config(...), [=] { kernel(args); })
   the ex2.approx.ftz.f32 inline PTX             ->  emu::ex2
   extern __shared__ arrays                       ->  emu::dynamic_shared()
@@ -89,15 +91,22 @@ utils = sub(utils, r'return \*reinterpret_cast<const Pack<T, V>\*>\(at\);',
 utils = sub(utils, r'\*reinterpret_cast<Pack<T, V>\*>\(at\) = p;', '::emu::aligned_store(at, p);', 1)
 emit('engine/cuda/cuda_utils.cuh', utils)
 
-scan = open(os.path.join(root, 'engine/ops/scan/scan.cu')).read()
-scan, n = rewrite_launches(scan)
-assert n >= 5, n
-scan = sub(scan, r'asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(r\) : "f"\((.+?)\)\);', r'r = ::emu::ex2(\1);', 1)
-scan = sub(scan, r'extern __shared__ unsigned char (\w+)\[\];', r'unsigned char* \1 = ::emu::dynamic_shared();', 1)
-scan = sub(scan, r'(Tensor scratch\(int64_t elements, const Tensor& like\) \{) (return Tensor::empty\(\{elements\}, like\.dtype\(\), like\.device\(\)\);) \}',
-           r'\1 Tensor t = Tensor::empty({elements}, like.dtype(), like.device()); '
-           r'::emu::poison(t.raw_data(), t.numel() * dtype_size(t.dtype())); return t; }', 1)
-if re.search(r'\basm\s*\((?!\s*""\s*:::\s*"memory")', scan):
-    sys.exit('gen.py: scan.cu has inline assembly that the emulation does not know')
-emit('engine/ops/scan/scan.cu', scan)
-print('gen.py: %d launches rewritten in scan.cu' % n)
+common = open(os.path.join(root, 'engine/ops/scan/sequence_cuda.cuh')).read()
+common = sub(common, r'(inline Tensor scratch\(int64_t elements, const Tensor& like\) \{\n) +(return Tensor::empty\(\{elements\}, like\.dtype\(\), like\.device\(\)\);)',
+             r'\1  Tensor t = Tensor::empty({elements}, like.dtype(), like.device());\n'
+             r'  ::emu::poison(t.raw_data(), t.numel() * dtype_size(t.dtype()));\n  return t;', 1)
+emit('engine/ops/scan/sequence_cuda.cuh', common)
+
+# The kernel files and their launches (each rewritten).
+KERNELS = {'engine/ops/scan/scan.cu': 1, 'engine/ops/scan/selective_scan.cu': 2, 'engine/ops/conv/depthwise_conv1d.cu': 3}
+for rel, launches in KERNELS.items():
+    text = open(os.path.join(root, rel)).read()
+    text, n = rewrite_launches(text)
+    assert n == launches, (rel, n)
+    if rel.endswith('selective_scan.cu'):
+        text = sub(text, r'asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(r\) : "f"\((.+?)\)\);', r'r = ::emu::ex2(\1);', 1)
+        text = sub(text, r'extern __shared__ unsigned char (\w+)\[\];', r'unsigned char* \1 = ::emu::dynamic_shared();', 1)
+    if re.search(r'\basm\s*\((?!\s*""\s*:::\s*"memory")', text):
+        sys.exit('gen.py: %s has inline assembly that the emulation does not know' % rel)
+    emit(rel, text)
+    print('gen.py: %d launches rewritten in %s' % (n, rel))

@@ -1,12 +1,18 @@
-// Runs the CUDA scan-family kernels (engine/ops/scan/scan.cu, rewritten by
-// gen.py and compiled for the host against emu_runtime.h) on CPU tensors and
-// compares them with the CPU reference (scan_cpu.cpp): the selective scan's
-// forward y and every gradient of its backward, over a grid of shapes, both
-// directions, float32 and float64; likewise linear_scan's forward and
-// backward and depthwise_conv1d's forward and backward (dx, dweight, dbias). Also checks that two emulated backward runs agree bit for bit.
+// Runs the CUDA kernels of the sequence ops (engine/ops/scan/scan.cu,
+// selective_scan.cu and engine/ops/conv/depthwise_conv1d.cu, rewritten by
+// gen.py and compiled for the host against emu_runtime.h, which fill the
+// kernel slots' CUDA side as on a GPU build) on CPU tensors and
+// compares them with the CPU references (the *_cpu.cpp beside them): the
+// selective scan's forward y and every gradient of its backward, over a grid
+// of shapes, both directions, float32 and float64; likewise linear_scan's
+// forward and backward and depthwise_conv1d's forward and backward (dx,
+// dweight, dbias). Also checks that two emulated backward runs agree bit for
+// bit.
 // Build and run with run.sh.
 //
 // Usage: scan_bwd_emu [--quick] [--linear | --conv | --selective]   (exit status 1 on any mismatch)
+#include <cuda_runtime.h>  // tools_dev/scan_emu/fake_cuda's
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,8 +20,9 @@
 #include <string>
 #include <vector>
 
-#include EMU_SCAN_CU  // the generated copy of engine/ops/scan/scan.cu
-
+#include "engine/ops/conv/depthwise_conv1d_kernels.h"
+#include "engine/ops/scan/scan_kernels.h"
+#include "engine/ops/scan/selective_scan_kernels.h"
 #include "engine/ops/view/view.h"
 #include "engine/random.h"
 
