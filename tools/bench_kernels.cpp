@@ -319,6 +319,13 @@ void scans(KernelBench& bench) {
     bench.memory("linear_scan bwd" + dir, blc, bytes_of(blc, 5),
                  [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); });
   }
+  // gated_rnn's own op at that size: the gate inside, u and the gate's logits
+  // read in place from its [B, L, 3 C] projection.
+  const Tensor wide_projection = bench.uniform({B, L, 3 * C});
+  const GatedScanInputs wide_gated{narrow(wide_projection, 2, 0, C), narrow(wide_projection, 2, C, C), Tensor()};
+  bench.memory("gated_scan fwd", blc, bytes_of(blc, 3), [&] { gated_scan_kernel.get(device)(wide_gated, h, false); });
+  bench.memory("gated_scan bwd", blc, bytes_of(blc, 6),
+               [&] { gated_scan_backward_kernel.get(device)(wide_gated, h, g, da, db, false); });
   // And at the default job's gated_rnn (width 96 on the CIFAR ViT-Ti's 65
   // tokens, batch 256): too few sequences to stream one thread each, so the
   // kernels cut them into spans of time.
@@ -328,8 +335,8 @@ void scans(KernelBench& bench) {
   bench.memory("linear_scan fwd", cifar, bytes_of(cifar, 3), [&] { linear_scan_kernel.get(device)(ca, cb, ch, false); });
   bench.memory("linear_scan bwd", cifar, bytes_of(cifar, 5),
                [&] { linear_scan_backward_kernel.get(device)(ca, ch, cg, cda, cdb, false); });
-  // The mixer's own op: the gate inside, u and the gate's logits read in
-  // place from its [256, 65, 3 x 96] projection.
+  // And gated_scan, u and the gate's logits in place from a [256, 65, 3 x 96]
+  // projection.
   const Tensor projection = bench.uniform({256, 65, 3 * 96});
   const GatedScanInputs gated{narrow(projection, 2, 0, 96), narrow(projection, 2, 96, 96), Tensor()};
   bench.memory("gated_scan fwd", cifar, bytes_of(cifar, 3), [&] { gated_scan_kernel.get(device)(gated, ch, false); });
