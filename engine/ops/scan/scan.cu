@@ -1,7 +1,8 @@
 // CUDA kernels of the linear recurrences, linear_scan and gated_scan: the
 // contracts are in scan_kernels.h and the reference semantics in scan_cpu.cpp,
-// which these kernels mirror term for term, so the two devices agree to
-// rounding (gated_scan's float sigmoid to ~1e-6, see gate_sigmoid). Tensors
+// which these kernels mirror, so the two devices agree to rounding
+// (gated_scan's float sigmoid to ~1e-6, see gate_sigmoid; its backward
+// carries a_k dL/dh_k rather than dL/dh_k, see GatedBackwardRec). Tensors
 // arrive contiguous, [batch, length, channels]; element (n, t, c) is at
 // (n * length + t) * channels + c (gated_scan's u and gate may be rows of a
 // wider tensor).
@@ -15,7 +16,9 @@
 //                        each, chained through the spans' affine maps in
 //                        shared memory, and take narrower packs.
 //   gated_scan           the same kernel, computing each step's coefficient
-//                        and input from u and the gate's logits as it goes.
+//                        and input from u and the gate's logits as it goes;
+//                        its backward walks half tiles and takes narrower
+//                        packs before spans (narrow_first_layout).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -48,7 +51,8 @@ struct SequenceView {
 // it at a thread's channel group; load(j) fetches everything step j needs and
 // does nothing else (so a tile's loads are issued together, ahead of any
 // arithmetic and its branches); terms(loaded) gives the step's coef and input;
-// emit(j, state, loaded) writes its results.
+// emit(j, before, state, loaded) writes its results from the states before
+// and after the step.
 template <typename T, int V>
 struct StepTerms {
   Pack<T, V> coef, input;
@@ -67,6 +71,7 @@ template <typename T, int V>
 struct LinearForwardRec : ContiguousSequence {
   using value_type = T;
   static constexpr int width = V;
+  static constexpr int tile_steps = kTile;
   using Loaded = StepTerms<T, V>;
   const T* a;
   const T* b;
@@ -76,7 +81,7 @@ struct LinearForwardRec : ContiguousSequence {
     return {load_pack<T, V>(a + at), load_pack<T, V>(b + at)};
   }
   __device__ static StepTerms<T, V> terms(const Loaded& in) { return in; }
-  __device__ void emit(int64_t j, const Pack<T, V>& state, const Loaded&) const {
+  __device__ void emit(int64_t j, const Pack<T, V>&, const Pack<T, V>& state, const Loaded&) const {
     store_pack(h + seq.at_step(j), state);
   }
 };
@@ -89,6 +94,7 @@ template <typename T, int V>
 struct LinearBackwardRec : ContiguousSequence {
   using value_type = T;
   static constexpr int width = V;
+  static constexpr int tile_steps = kTile;
   struct Loaded {
     Pack<T, V> coef, input, h_prev;
   };
@@ -103,7 +109,7 @@ struct LinearBackwardRec : ContiguousSequence {
             load_pack<T, V>(g + seq.at_step(k)), k > 0 ? load_pack<T, V>(h + seq.at_step(k - 1)) : zero_pack<T, V>()};
   }
   __device__ static StepTerms<T, V> terms(const Loaded& in) { return {in.coef, in.input}; }
-  __device__ void emit(int64_t j, const Pack<T, V>& dh, const Loaded& in) const {
+  __device__ void emit(int64_t j, const Pack<T, V>&, const Pack<T, V>& dh, const Loaded& in) const {
     const int64_t at = seq.at_step(seq.length - 1 - j);
     Pack<T, V> grad_a;
 #pragma unroll
@@ -144,6 +150,7 @@ template <typename T, int V>
 struct GatedForwardRec : GatedInputs<T, V> {
   using value_type = T;
   static constexpr int width = V;
+  static constexpr int tile_steps = kTile;
   using Loaded = typename GatedInputs<T, V>::Raw;
   T* h;
   __device__ Loaded load(int64_t j) const { return this->raw_at(j); }
@@ -156,24 +163,29 @@ struct GatedForwardRec : GatedInputs<T, V> {
     }
     return out;
   }
-  __device__ void emit(int64_t j, const Pack<T, V>& state, const Loaded&) const {
+  __device__ void emit(int64_t j, const Pack<T, V>&, const Pack<T, V>& state, const Loaded&) const {
     store_pack(h + this->seq.at_step(j), state);
   }
 };
 
-// gated_scan's backward: step j is scan step k = L-1-j, the state dL/dh_k =
-// g_k + a_{k+1} dL/dh_{k+1} (a_{k+1} = 0 past the last step, as in
-// LinearBackwardRec). Emits du_k = dh_k w_k and
-// dgate_k = dh_k (h_{k-1} - u_k) keep_k s_k (1 - s_k).
+// gated_scan's backward: step j is scan step k = L-1-j. dL/dh_k =
+// g_k + a_{k+1} dL/dh_{k+1} needs the next step's coefficient, so the state
+// carried is e_k = a_k dL/dh_k instead: e_k = a_k e_{k+1} + a_k g_k (e_L = 0)
+// takes only step k's own inputs, and dL/dh_k = g_k + e_{k+1} is g plus the
+// state before the step. (Carrying dL/dh_k itself meant loading step k + 1's
+// u and gate and computing its sigmoid again at every step: 255 registers for
+// packs of 4 floats; H200 at [128, 197, 768]: 0.194 -> 0.186 ms.) Emits
+// du_k = dh_k w_k and dgate_k = dh_k (h_{k-1} - u_k) keep_k s_k (1 - s_k).
 template <typename T, int V>
 struct GatedBackwardRec : GatedInputs<T, V> {
   using value_type = T;
   static constexpr int width = V;
-  using Raw = typename GatedInputs<T, V>::Raw;
+  // Half a tile: its loads are as many registers as linear_scan's whole
+  // tile (the H200 at [256, 65, 96]: 0.0173 -> 0.0167 ms alone).
+  static constexpr int tile_steps = kTile / 2;
   struct Loaded {
-    Raw here, next;  // scan steps k and k + 1 (a zero gate past the last step)
+    typename GatedInputs<T, V>::Raw here;  // scan step k's u, gate and keep
     Pack<T, V> grad, h_prev;
-    bool last;
   };
   const T* h;
   const T* g;
@@ -181,26 +193,28 @@ struct GatedBackwardRec : GatedInputs<T, V> {
   T* dgate;
   __device__ Loaded load(int64_t j) const {
     const int64_t k = this->seq.length - 1 - j;
-    const bool last = k + 1 == this->seq.length;
-    return {this->raw_at(k), last ? Raw{} : this->raw_at(k + 1), load_pack<T, V>(g + this->seq.at_step(k)),
-            k > 0 ? load_pack<T, V>(h + this->seq.at_step(k - 1)) : zero_pack<T, V>(), last};
+    return {this->raw_at(k), load_pack<T, V>(g + this->seq.at_step(k)),
+            k > 0 ? load_pack<T, V>(h + this->seq.at_step(k - 1)) : zero_pack<T, V>()};
   }
   __device__ StepTerms<T, V> terms(const Loaded& in) const {
-    StepTerms<T, V> out{zero_pack<T, V>(), in.grad};
-    if (!in.last) {
+    StepTerms<T, V> out;
 #pragma unroll
-      for (int i = 0; i < V; ++i) out.coef.v[i] = this->gate_of(in.next, i).a;
+    for (int i = 0; i < V; ++i) {
+      out.coef.v[i] = this->gate_of(in.here, i).a;
+      out.input.v[i] = out.coef.v[i] * in.grad.v[i];
     }
     return out;
   }
-  __device__ void emit(int64_t j, const Pack<T, V>& dh, const Loaded& in) const {
+  // next_e: e_{k+1}, the state before the step.
+  __device__ void emit(int64_t j, const Pack<T, V>& next_e, const Pack<T, V>&, const Loaded& in) const {
     const int64_t at = this->seq.at_step(this->seq.length - 1 - j);
     Pack<T, V> grad_u, grad_gate;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       const StepGate<T> step = this->gate_of(in.here, i);
-      grad_u.v[i] = dh.v[i] * step.w;
-      grad_gate.v[i] = dh.v[i] * (in.h_prev.v[i] - in.here.u.v[i]) * in.here.keep * step.s * (T(1) - step.s);
+      const T dh = in.grad.v[i] + next_e.v[i];
+      grad_u.v[i] = dh * step.w;
+      grad_gate.v[i] = dh * (in.h_prev.v[i] - in.here.u.v[i]) * in.here.keep * step.s * (T(1) - step.s);
     }
     store_pack(du + at, grad_u);
     store_pack(dgate + at, grad_gate);
@@ -220,18 +234,20 @@ struct AffineMap {
   Pack<T, V> A, H;
 };
 
-// Walks steps [begin, end) in tiles: the tile's loads first, then
-// step(j, loaded) on each in order, so a thread keeps kTile loads in flight.
+// Walks steps [begin, end) in tiles of Rec::tile_steps: the tile's loads
+// first, then step(j, loaded) on each in order, so a thread keeps a tile's
+// loads in flight.
 template <typename Rec, typename Step>
 __device__ __forceinline__ void walk_steps(const Rec& rec, int64_t begin, int64_t end, const Step& step) {
-  for (int64_t j0 = begin; j0 < end; j0 += kTile) {
-    typename Rec::Loaded tile[kTile];
+  constexpr int kSteps = Rec::tile_steps;
+  for (int64_t j0 = begin; j0 < end; j0 += kSteps) {
+    typename Rec::Loaded tile[kSteps];
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
+    for (int u = 0; u < kSteps; ++u) {
       if (j0 + u < end) tile[u] = rec.load(j0 + u);
     }
 #pragma unroll
-    for (int u = 0; u < kTile; ++u) {
+    for (int u = 0; u < kSteps; ++u) {
       if (j0 + u < end) step(j0 + u, tile[u]);
     }
   }
@@ -283,8 +299,9 @@ __global__ void __launch_bounds__(kLinearScanBlock)
   }
   walk_steps(rec, begin, end, [&](int64_t j, const typename Rec::Loaded& in) {
     const StepTerms<T, V> step = rec.terms(in);
+    const Pack<T, V> before = state;
     recurrence_step(state, step.coef, step.input);
-    rec.emit(j, state, in);
+    rec.emit(j, before, state, in);
   });
 }
 
@@ -292,36 +309,62 @@ __global__ void __launch_bounds__(kLinearScanBlock)
 // flight to stream at the copy's rate; fewer sequences are cut into spans.
 constexpr int64_t kLinearScanMinThreads = 16384;
 
+// How a scan is laid out: packs of `width` channels per thread, each sequence
+// cut into `spans` spans of time.
+struct ScanLayout {
+  int width, spans;
+};
+
 // Spans per sequence: doubled while the threads are too few, up to 32 and
 // while a span keeps at least a tile of steps.
-int linear_scan_spans(int64_t sequences, int64_t length) {
+int scan_spans(int64_t sequences, int64_t length, int64_t min_threads) {
   int spans = 1;
-  while (spans < 32 && sequences * spans < kLinearScanMinThreads && length >= 2 * spans * kTile) spans *= 2;
+  while (spans < 32 && sequences * spans < min_threads && length >= 2 * spans * kTile) spans *= 2;
   return spans;
 }
 
-// The widest pack up to `widest` that still gives kLinearScanMinThreads
-// threads, else 1: a short scan over few sequences (batch 1) then has more
-// threads with less serial work each (H200, the gated_rnn hybrid at batch 1,
-// graph replays: 0.528 -> 0.517 ms).
-int linear_scan_width(int widest, int64_t batch, int64_t length, int64_t channels) {
+// linear_scan's and gated_scan's forward: the widest pack up to `widest`
+// that still gives kLinearScanMinThreads threads, spans counted, else single
+// channels: a short scan over few sequences (batch 1) then has more threads
+// with less serial work each (H200, the gated_rnn hybrid at batch 1, graph
+// replays: 0.528 -> 0.517 ms).
+ScanLayout streaming_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
   for (int width = widest; width > 1; width /= 2) {
     const int64_t sequences = batch * channels / width;
-    if (sequences * linear_scan_spans(sequences, length) >= kLinearScanMinThreads) return width;
+    const int spans = scan_spans(sequences, length, kLinearScanMinThreads);
+    if (sequences * spans >= kLinearScanMinThreads) return {width, spans};
   }
-  return 1;
+  return {1, scan_spans(batch * channels, length, kLinearScanMinThreads)};
 }
 
+// gated_scan's backward does several times linear_scan's arithmetic per
+// element (the sigmoid's two MUFU operations, the gate's gradient) and needs
+// twice the threads to hide it. It takes them from narrower packs before
+// spans, which read their inputs twice, and cuts sequences into spans only
+// when single channels are still too few. H200, [128, 197, 768]: packs of 4
+// in one span (5.8 warps per SM) 0.186 ms, in 2 spans 0.270 ms, packs of 2
+// in one span 0.171 ms, single channels 0.178 ms.
+constexpr int64_t kGatedBackwardMinThreads = 2 * kLinearScanMinThreads;
+
+ScanLayout narrow_first_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
+  for (int width = widest; width >= 1; width /= 2) {
+    if (batch * channels / width >= kGatedBackwardMinThreads) return {width, 1};
+  }
+  return {widest, scan_spans(batch * channels / widest, length, kGatedBackwardMinThreads)};
+}
+
+using ScanLayoutRule = ScanLayout (*)(int widest, int64_t batch, int64_t length, int64_t channels);
+
 // make_rec(std::integral_constant<int, V>) builds the recurrence for packs of
-// V (at most `width`, which the tensors allow).
+// V, laid out by `rule` from the widest pack the tensors allow.
 template <typename T, typename MakeRec>
-void launch_linear_scan(const Tensor& a, int width, bool reverse, const MakeRec& make_rec) {
+void launch_linear_scan(const Tensor& a, int widest, ScanLayoutRule rule, bool reverse, const MakeRec& make_rec) {
   const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
-  with_pack_width<T>(linear_scan_width(width, batch, length, channels), [&](auto V) {
+  const ScanLayout layout = rule(std::is_same_v<T, float> ? widest : 1, batch, length, channels);
+  with_pack_width<T>(layout.width, [&](auto V) {
     const int64_t sequences = batch * channels / V;
-    const int spans = linear_scan_spans(sequences, length);
-    linear_scan_span_kernel<<<blocks_for(sequences, kLinearScanBlock / spans), kLinearScanBlock, 0, current_stream()>>>(
-        make_rec(V), batch, length, channels, reverse, spans);
+    linear_scan_span_kernel<<<blocks_for(sequences, kLinearScanBlock / layout.spans), kLinearScanBlock, 0,
+                              current_stream()>>>(make_rec(V), batch, length, channels, reverse, layout.spans);
     CUDA_CHECK_LAUNCH();
   });
 }
@@ -331,7 +374,7 @@ void linear_scan_cuda(const Tensor& a, const Tensor& b, const Tensor& h, bool re
   dispatch_float(a.dtype(), "linear_scan", [&](auto tag) {
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &b, &h});
-    launch_linear_scan<T>(a, width, reverse, [&](auto V) {
+    launch_linear_scan<T>(a, width, streaming_layout, reverse, [&](auto V) {
       return LinearForwardRec<T, decltype(V)::value>{{}, data_or_null<const T>(a), data_or_null<const T>(b), data_or_null<T>(h)};
     });
   });
@@ -343,7 +386,7 @@ void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g
   dispatch_float(a.dtype(), "linear_scan_backward", [&](auto tag) {
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &h, &g, &da, &db});
-    launch_linear_scan<T>(a, width, reverse, [&](auto V) {
+    launch_linear_scan<T>(a, width, streaming_layout, reverse, [&](auto V) {
       return LinearBackwardRec<T, decltype(V)::value>{
           {}, data_or_null<const T>(a), data_or_null<const T>(h), data_or_null<const T>(g), data_or_null<T>(da),
           data_or_null<T>(db)};
@@ -369,7 +412,7 @@ void gated_scan_cuda(const GatedScanInputs& in, const Tensor& h, bool reverse) {
   DeviceGuard guard(h);
   dispatch_float(h.dtype(), "gated_scan", [&](auto tag) {
     using T = decltype(tag);
-    launch_linear_scan<T>(h, gated_pack_width<T>(in, {&h}), reverse, [&](auto V) {
+    launch_linear_scan<T>(h, gated_pack_width<T>(in, {&h}), streaming_layout, reverse, [&](auto V) {
       return GatedForwardRec<T, decltype(V)::value>{gated_inputs<T, decltype(V)::value>(in), data_or_null<T>(h)};
     });
   });
@@ -380,7 +423,8 @@ void gated_scan_backward_cuda(const GatedScanInputs& in, const Tensor& h, const 
   DeviceGuard guard(h);
   dispatch_float(h.dtype(), "gated_scan_backward", [&](auto tag) {
     using T = decltype(tag);
-    launch_linear_scan<T>(h, gated_pack_width<T>(in, {&h, &g, &du, &dgate}), reverse, [&](auto V) {
+    const int widest = gated_pack_width<T>(in, {&h, &g, &du, &dgate});
+    launch_linear_scan<T>(h, widest, narrow_first_layout, reverse, [&](auto V) {
       return GatedBackwardRec<T, decltype(V)::value>{gated_inputs<T, decltype(V)::value>(in), data_or_null<const T>(h),
                                                      data_or_null<const T>(g), data_or_null<T>(du),
                                                      data_or_null<T>(dgate)};
