@@ -4,9 +4,9 @@
 // kernel slots' CUDA side as on a GPU build) on CPU tensors and
 // compares them with the CPU references (the *_cpu.cpp beside them): the
 // selective scan's forward y and every gradient of its backward, over a grid
-// of shapes, both directions, float32 and float64; likewise linear_scan's
-// forward and backward and depthwise_conv1d's forward and backward (dx,
-// dweight, dbias). Also checks that two emulated backward runs agree bit for
+// of shapes, both directions, float32 and float64; likewise linear_scan's and
+// gated_scan's forward and backward and depthwise_conv1d's forward and
+// backward (dx, dweight, dbias). Also checks that two emulated backward runs agree bit for
 // bit.
 // Build and run with run.sh.
 //
@@ -267,14 +267,17 @@ bool run_gated_case(const Shape& shape, bool reverse, DType dtype, Rng& rng, dou
 
 // linear_scan and gated_scan: the CUDA forward and backward against the CPU
 // reference over shapes that take every number of spans (1 to 32: few
-// sequences are cut into spans of time) and pack widths 1, 2 and 4; outputs
+// sequences are cut into spans of time) and pack widths 1, 2 and 4, and
+// every layout of gated_scan's backward (narrow_first_layout: 32 x 2048 and
+// 64 x 2048 channel rows take pairs and packs of 4 in one span); outputs
 // start as NaN.
 bool run_linear(bool quick, Rng& rng) {
   int cases = 0, failures = 0;
   Worst worst[2][3];  // [dtype][h, da, db]
   const char* names[3] = {"h", "da", "db"};
   const std::vector<Shape> shapes = {{1, 1, 1},    {2, 7, 5},     {1, 64, 4},   {8, 20, 64},  {3, 197, 33}, {2, 1024, 3},
-                                     {1, 300, 96}, {64, 9, 520},  {256, 65, 96}, {1, 65, 96}, {4, 40, 6}};
+                                     {1, 300, 96}, {64, 9, 520},  {256, 65, 96}, {1, 65, 96}, {4, 40, 6},
+                                     {32, 9, 2048}, {64, 9, 2048}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool reverse : {false, true}) {

@@ -1,8 +1,9 @@
 // CUDA kernels of the depthwise convolution along a sequence: the contracts
 // are in depthwise_conv1d_kernels.h and the reference semantics in
-// depthwise_conv1d_cpu.cpp, which these kernels mirror term for term. Tensors
-// arrive contiguous, [batch, length, channels]; element (n, t, c) is at
-// (n * length + t) * channels + c.
+// depthwise_conv1d_cpu.cpp, whose sums these kernels compute (dx gathered per
+// output rather than scattered, dweight and dbias reduced by block and then
+// by batch). Tensors arrive contiguous, [batch, length, channels]; element
+// (n, t, c) is at (n * length + t) * channels + c.
 //
 // The forward: one thread per (V channels, tile of kTile outputs). The
 // backward is one fused pass per block of up to 16 taps: a thread walks a

@@ -47,10 +47,12 @@ struct SequenceView {
 };
 
 // A recurrence state_j = coef(j) * state_{j-1} + input(j), state_{-1} = 0,
-// over steps j = 0..length-1, vectorised over V channels. start(...) places
-// it at a thread's channel group; load(j) fetches everything step j needs and
-// does nothing else (so a tile's loads are issued together, ahead of any
-// arithmetic and its branches); terms(loaded) gives the step's coef and input;
+// over steps j = 0..length-1, vectorised over V channels. A Rec names its
+// value_type, its width V, its tile_steps (the steps whose loads walk_steps
+// issues together) and its Loaded step; start(...) places it at a thread's
+// channel group; load(j) fetches everything step j needs and does nothing
+// else (so a tile's loads are issued together, ahead of any arithmetic and
+// its branches); terms(loaded) gives the step's coef and input;
 // emit(j, before, state, loaded) writes its results from the states before
 // and after the step.
 template <typename T, int V>
@@ -196,6 +198,8 @@ struct GatedBackwardRec : GatedInputs<T, V> {
     return {this->raw_at(k), load_pack<T, V>(g + this->seq.at_step(k)),
             k > 0 ? load_pack<T, V>(h + this->seq.at_step(k - 1)) : zero_pack<T, V>()};
   }
+  // terms and emit both take the step's gate from gate_of, which the compiler
+  // computes once (one ex2 per element and step in the PTX).
   __device__ StepTerms<T, V> terms(const Loaded& in) const {
     StepTerms<T, V> out;
 #pragma unroll
@@ -316,41 +320,48 @@ struct ScanLayout {
 };
 
 // Spans per sequence: doubled while the threads are too few, up to 32 and
-// while a span keeps at least a tile of steps.
+// while a span keeps at least kTile steps (whatever tile the Rec walks).
 int scan_spans(int64_t sequences, int64_t length, int64_t min_threads) {
   int spans = 1;
   while (spans < 32 && sequences * spans < min_threads && length >= 2 * spans * kTile) spans *= 2;
   return spans;
 }
 
-// linear_scan's and gated_scan's forward: the widest pack up to `widest`
-// that still gives kLinearScanMinThreads threads, spans counted, else single
-// channels: a short scan over few sequences (batch 1) then has more threads
-// with less serial work each (H200, the gated_rnn hybrid at batch 1, graph
-// replays: 0.528 -> 0.517 ms).
-ScanLayout streaming_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
+// The widest pack up to `widest` that gives min_threads threads, spans
+// counted, else single channels in as many spans as they need.
+ScanLayout widest_with_spans(int widest, int64_t batch, int64_t length, int64_t channels, int64_t min_threads) {
   for (int width = widest; width > 1; width /= 2) {
     const int64_t sequences = batch * channels / width;
-    const int spans = scan_spans(sequences, length, kLinearScanMinThreads);
-    if (sequences * spans >= kLinearScanMinThreads) return {width, spans};
+    const int spans = scan_spans(sequences, length, min_threads);
+    if (sequences * spans >= min_threads) return {width, spans};
   }
-  return {1, scan_spans(batch * channels, length, kLinearScanMinThreads)};
+  return {1, scan_spans(batch * channels, length, min_threads)};
+}
+
+// linear_scan's and gated_scan's forward: widest_with_spans. A short scan
+// over few sequences (batch 1) then has more threads with less serial work
+// each (H200, the gated_rnn hybrid at batch 1, graph replays: 0.528 -> 0.517
+// ms).
+ScanLayout streaming_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
+  return widest_with_spans(widest, batch, length, channels, kLinearScanMinThreads);
 }
 
 // gated_scan's backward does several times linear_scan's arithmetic per
 // element (the sigmoid's two MUFU operations, the gate's gradient) and needs
-// twice the threads to hide it. It takes them from narrower packs before
-// spans, which read their inputs twice, and cuts sequences into spans only
-// when single channels are still too few. H200, [128, 197, 768]: packs of 4
-// in one span (5.8 warps per SM) 0.186 ms, in 2 spans 0.270 ms, packs of 2
-// in one span 0.171 ms, single channels 0.178 ms.
+// twice the threads to hide it. It takes them from narrower packs in one
+// span first, since spans read their inputs twice, and only when even single
+// channels are too few from spans, as the forward does. H200, [128, 197, 768]
+// (tiles of 4): packs of 4 in one span (5.8 warps per SM) 0.186 ms, in 2 spans
+// 0.209 ms, packs of 2 in one span 0.171 ms, single channels 0.178 ms; at
+// [256, 65, 96], packs of 4 in 8 spans 0.014 ms. Shapes between those two
+// (about 16,000 to 32,000 channel rows, long sequences) take spans unmeasured.
 constexpr int64_t kGatedBackwardMinThreads = 2 * kLinearScanMinThreads;
 
 ScanLayout narrow_first_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
   for (int width = widest; width >= 1; width /= 2) {
     if (batch * channels / width >= kGatedBackwardMinThreads) return {width, 1};
   }
-  return {widest, scan_spans(batch * channels / widest, length, kGatedBackwardMinThreads)};
+  return widest_with_spans(widest, batch, length, channels, kGatedBackwardMinThreads);
 }
 
 using ScanLayoutRule = ScanLayout (*)(int widest, int64_t batch, int64_t length, int64_t channels);
@@ -360,6 +371,7 @@ using ScanLayoutRule = ScanLayout (*)(int widest, int64_t batch, int64_t length,
 template <typename T, typename MakeRec>
 void launch_linear_scan(const Tensor& a, int widest, ScanLayoutRule rule, bool reverse, const MakeRec& make_rec) {
   const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
+  // float64 runs unpacked (with_pack_width), so its layout is chosen for single channels.
   const ScanLayout layout = rule(std::is_same_v<T, float> ? widest : 1, batch, length, channels);
   with_pack_width<T>(layout.width, [&](auto V) {
     const int64_t sequences = batch * channels / V;

@@ -5,7 +5,6 @@
 
 #include "engine/ops/scan/scan_kernels.h"
 #include "engine/ops/scan/sequence_cpu.h"
-#include "engine/ops/strided.h"
 #include "engine/ops/vector_math.h"
 
 namespace engine {

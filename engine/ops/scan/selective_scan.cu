@@ -1,9 +1,10 @@
 // CUDA kernels of the selective scan (Mamba's S6): the contracts are in
 // selective_scan_kernels.h and the reference semantics in
-// selective_scan_cpu.cpp, which these kernels mirror term for term, so the two
-// devices agree to rounding. Tensors arrive contiguous, [batch, length,
-// channels]; element (n, t, c) is at (n * length + t) * channels + c (Bm and
-// Cm may be rows of a wider tensor).
+// selective_scan_cpu.cpp, whose sums these kernels compute (the reductions
+// over channels and batch in another fixed order), so the two devices agree
+// to rounding. Tensors arrive contiguous, [batch, length, channels]; element
+// (n, t, c) is at (n * length + t) * channels + c (Bm and Cm may be rows of a
+// wider tensor).
 //
 // A channel's states go in groups of 16 (one pass per group when S is
 // larger), each group split over two neighbouring lanes of 8 states. The

@@ -1,7 +1,5 @@
 // CPU reference kernels of the selective scan (work split as sequence_cpu.h
 // says): the states are recomputed by the backward, never stored.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>

@@ -5,8 +5,6 @@
 // through per-task partial sums added up afterwards in a fixed order, so
 // results do not depend on the thread count.
 #pragma once
-#include <omp.h>
-
 #include <algorithm>
 
 #include "engine/ops/strided.h"
