@@ -304,6 +304,20 @@ void core_ops(KernelBench& bench) {
   bench.memory("adamw step", params, bytes_of(params, 7), [&] { adamw->step(); });
 }
 
+// gated_scan forward and backward at `shape` [B, L, C], u and the gate's
+// logits read in place from a [B, L, 3 C] projection, as the gated_rnn mixer
+// holds them.
+void gated_scan_rows(KernelBench& bench, const Shape& shape, const Tensor& h, const Tensor& g, const Tensor& du,
+                     const Tensor& dgate) {
+  const Device device = bench.device();
+  const int64_t C = shape[2];
+  const Tensor projection = bench.uniform({shape[0], shape[1], 3 * C});
+  const GatedScanInputs in{narrow(projection, 2, 0, C), narrow(projection, 2, C, C), Tensor()};
+  bench.memory("gated_scan fwd", shape, bytes_of(shape, 3), [&] { gated_scan_kernel.get(device)(in, h, false); });
+  bench.memory("gated_scan bwd", shape, bytes_of(shape, 6),
+               [&] { gated_scan_backward_kernel.get(device)(in, h, g, du, dgate, false); });
+}
+
 // The scan family at the sizes of the sequential mixers that replace attention.
 void scans(KernelBench& bench) {
   // Linear recurrence at a ViT-B-sized gated_rnn: [B, L, C] = [128, 197, 768].
@@ -319,13 +333,7 @@ void scans(KernelBench& bench) {
     bench.memory("linear_scan bwd" + dir, blc, bytes_of(blc, 5),
                  [&] { linear_scan_backward_kernel.get(device)(a, h, g, da, db, reverse); });
   }
-  // gated_rnn's own op at that size: the gate inside, u and the gate's logits
-  // read in place from its [B, L, 3 C] projection.
-  const Tensor wide_projection = bench.uniform({B, L, 3 * C});
-  const GatedScanInputs wide_gated{narrow(wide_projection, 2, 0, C), narrow(wide_projection, 2, C, C), Tensor()};
-  bench.memory("gated_scan fwd", blc, bytes_of(blc, 3), [&] { gated_scan_kernel.get(device)(wide_gated, h, false); });
-  bench.memory("gated_scan bwd", blc, bytes_of(blc, 6),
-               [&] { gated_scan_backward_kernel.get(device)(wide_gated, h, g, da, db, false); });
+  gated_scan_rows(bench, blc, h, g, da, db);  // gated_rnn's own op at that size
   // And at the default job's gated_rnn (width 96 on the CIFAR ViT-Ti's 65
   // tokens, batch 256): too few sequences to stream one thread each, so the
   // kernels cut them into spans of time.
@@ -335,13 +343,7 @@ void scans(KernelBench& bench) {
   bench.memory("linear_scan fwd", cifar, bytes_of(cifar, 3), [&] { linear_scan_kernel.get(device)(ca, cb, ch, false); });
   bench.memory("linear_scan bwd", cifar, bytes_of(cifar, 5),
                [&] { linear_scan_backward_kernel.get(device)(ca, ch, cg, cda, cdb, false); });
-  // And gated_scan, u and the gate's logits in place from a [256, 65, 3 x 96]
-  // projection.
-  const Tensor projection = bench.uniform({256, 65, 3 * 96});
-  const GatedScanInputs gated{narrow(projection, 2, 0, 96), narrow(projection, 2, 96, 96), Tensor()};
-  bench.memory("gated_scan fwd", cifar, bytes_of(cifar, 3), [&] { gated_scan_kernel.get(device)(gated, ch, false); });
-  bench.memory("gated_scan bwd", cifar, bytes_of(cifar, 6),
-               [&] { gated_scan_backward_kernel.get(device)(gated, ch, cg, cda, cdb, false); });
+  gated_scan_rows(bench, cifar, ch, cg, cda, cdb);
 
   // Selective scan at a ViT-S-sized Mamba: x [128, 197, 384], state 16.
   const Shape x_shape = {B, L, CS}, rows = {B, L, S};
