@@ -24,22 +24,33 @@ inline Tensor random_leaf(const Shape& shape, Rng& rng, double low = -1.0, doubl
   return t;
 }
 
+// Gradients of sum(f(inputs) * weights) with respect to every input (an
+// undefined input, e.g. an optional bias left out, gets an undefined one).
+inline std::vector<Tensor> gradients(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& weights) {
+  for (const Tensor& t : inputs) {
+    if (t.defined()) t.zero_grad();
+  }
+  sum(mul(f(inputs), weights)).backward();
+  std::vector<Tensor> grads;
+  for (const Tensor& t : inputs) grads.push_back(t.defined() ? t.grad() : Tensor());
+  return grads;
+}
+
 inline void expect_gradients_match(const Fn& f, const std::vector<Tensor>& inputs, double eps = 1e-6,
                                    double tolerance = 1e-6, uint64_t seed = 7) {
   Rng rng(seed);
   Tensor out = f(inputs);
   Tensor weights = Tensor::uniform(out.shape(), rng, 0.5, 1.5, DType::F64);
   auto loss_of = [&](const std::vector<Tensor>& xs) { return sum(mul(f(xs), weights)); };
-  for (const Tensor& x : inputs) x.zero_grad();
-  loss_of(inputs).backward();
+  const std::vector<Tensor> grads = gradients(f, inputs, weights);
 
   NoGradGuard no_grad;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
     if (!x.requires_grad()) continue;
-    ASSERT_TRUE(x.grad().defined()) << "no gradient reached input " << i;
-    ASSERT_EQ(x.grad().shape(), x.shape());
-    std::vector<double> analytic = x.grad().to_doubles();
+    ASSERT_TRUE(grads[i].defined()) << "no gradient reached input " << i;
+    ASSERT_EQ(grads[i].shape(), x.shape());
+    std::vector<double> analytic = grads[i].to_doubles();
     double* values = x.data<double>();
     for (int64_t j = 0; j < x.numel(); ++j) {
       const double saved = values[j];
@@ -62,18 +73,6 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double to
   for (size_t i = 0; i < a.size(); ++i) {
     ASSERT_NEAR(a[i], e[i], tolerance * (1.0 + std::abs(e[i]))) << "element " << i;
   }
-}
-
-// Gradients of sum(f(inputs) * weights) with respect to every input (an
-// undefined input, e.g. an optional bias left out, gets an undefined one).
-inline std::vector<Tensor> gradients(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& weights) {
-  for (const Tensor& t : inputs) {
-    if (t.defined()) t.zero_grad();
-  }
-  sum(mul(f(inputs), weights)).backward();
-  std::vector<Tensor> grads;
-  for (const Tensor& t : inputs) grads.push_back(t.defined() ? t.grad() : Tensor());
-  return grads;
 }
 
 // A fused op and its composition from other ops agree: the same value and
