@@ -268,9 +268,9 @@ bool run_gated_case(const Shape& shape, bool reverse, DType dtype, Rng& rng, dou
 // linear_scan and gated_scan: the CUDA forward and backward against the CPU
 // reference over shapes that take every number of spans (1 to 32: few
 // sequences are cut into spans of time) and pack widths 1, 2 and 4, and
-// every layout of gated_scan's backward (narrow_first_layout: 32 x 2048 and
-// 64 x 2048 channel rows take pairs and packs of 4 in one span); outputs
-// start as NaN.
+// every layout of gated_scan's kernels (narrow_first_layout: pairs in 8 spans
+// at 256 x 96 channel rows, single channels and pairs in one span at 64 x 520
+// and 32 x 2048, packs of 4 in one span at 64 x 2048); outputs start as NaN.
 bool run_linear(bool quick, Rng& rng) {
   int cases = 0, failures = 0;
   Worst worst[2][3];  // [dtype][h, da, db]

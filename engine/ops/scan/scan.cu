@@ -16,9 +16,10 @@
 //                        each, chained through the spans' affine maps in
 //                        shared memory, and take narrower packs.
 //   gated_scan           the same kernel, computing each step's coefficient
-//                        and input from u and the gate's logits as it goes;
-//                        its backward walks half tiles and takes narrower
-//                        packs before spans (narrow_first_layout).
+//                        and input from u and the gate's logits as it goes,
+//                        with narrower packs before spans
+//                        (narrow_first_layout); its backward, and its
+//                        forward in spans, walk half tiles.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -147,12 +148,13 @@ struct GatedInputs : ContiguousSequence {
   __device__ StepGate<T> gate_of(const Raw& in, int i) const { return step_gate(in.gate.v[i], in.keep, keep != nullptr); }
 };
 
-// gated_scan's forward: step j is scan step j, h = a h_prev + w u.
-template <typename T, int V>
+// gated_scan's forward: step j is scan step j, h = a h_prev + w u, walked in
+// tiles of kSteps (see gated_scan_cuda).
+template <typename T, int V, int kSteps>
 struct GatedForwardRec : GatedInputs<T, V> {
   using value_type = T;
   static constexpr int width = V;
-  static constexpr int tile_steps = kTile;
+  static constexpr int tile_steps = kSteps;
   using Loaded = typename GatedInputs<T, V>::Raw;
   T* h;
   __device__ Loaded load(int64_t j) const { return this->raw_at(j); }
@@ -338,41 +340,64 @@ ScanLayout widest_with_spans(int widest, int64_t batch, int64_t length, int64_t 
   return {1, scan_spans(batch * channels, length, min_threads)};
 }
 
-// linear_scan's and gated_scan's forward: widest_with_spans. A short scan
-// over few sequences (batch 1) then has more threads with less serial work
-// each (H200, the gated_rnn hybrid at batch 1, graph replays: 0.528 -> 0.517
-// ms).
+// linear_scan's forward: widest_with_spans. A short scan over few sequences
+// (batch 1) then has more threads with less serial work each (H200, the
+// gated_rnn hybrid at batch 1, graph replays: 0.528 -> 0.517 ms).
 ScanLayout streaming_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
   return widest_with_spans(widest, batch, length, channels, kLinearScanMinThreads);
 }
 
-// gated_scan's backward does several times linear_scan's arithmetic per
-// element (the sigmoid's two MUFU operations, the gate's gradient) and needs
-// twice the threads to hide it. It takes them from narrower packs in one
-// span first, since spans read their inputs twice, and only when even single
-// channels are too few from spans, as the forward does. H200, [128, 197, 768]
-// (tiles of 4): packs of 4 in one span (5.8 warps per SM) 0.186 ms, in 2 spans
-// 0.209 ms, packs of 2 in one span 0.171 ms, single channels 0.178 ms; at
-// [256, 65, 96], packs of 4 in 8 spans 0.014 ms. Shapes between those two
-// (about 16,000 to 32,000 channel rows, long sequences) take spans unmeasured.
-constexpr int64_t kGatedBackwardMinThreads = 2 * kLinearScanMinThreads;
+// The other kernels do more per element than linear_scan's forward (more
+// loads per step, gated_scan's sigmoid and gate gradient), and where the
+// sequences are so few that they must be cut into spans they need four times
+// its threads, which they take from narrower packs in more spans. H200, the
+// default job's [256, 65, 96], packs of 4 in 4 or 8 spans -> packs of 2 in 8:
+// linear_scan's backward 0.0117 -> 0.0098 ms, gated_scan's forward 0.0103 ->
+// 0.0084 (with its tiles of 4), its backward 0.0136 -> 0.0120.
+constexpr int64_t kFewSequencesMinThreads = 4 * kLinearScanMinThreads;
+
+ScanLayout few_sequences_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
+  return widest_with_spans(widest, batch, length, channels, kFewSequencesMinThreads);
+}
+
+// linear_scan's backward: the forward's layout while that needs no spans.
+ScanLayout linear_backward_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
+  const ScanLayout streaming = streaming_layout(widest, batch, length, channels);
+  return streaming.spans == 1 ? streaming : few_sequences_layout(widest, batch, length, channels);
+}
+
+// gated_scan's kernels need twice linear_scan's threads even over many
+// sequences. They take them from narrower packs in one span first, since
+// spans read their inputs twice, and only when even single channels are too
+// few from spans, as few_sequences_layout. H200, the backward at
+// [128, 197, 768] (tiles of 4): packs of 4 in one span (5.8 warps per SM)
+// 0.186 ms, in 2 spans 0.209 ms, packs of 2 in one span 0.171 ms, single
+// channels 0.178 ms. Shapes with about 16,000 to 32,000 channel rows and long
+// sequences take spans unmeasured.
+constexpr int64_t kGatedMinThreads = 2 * kLinearScanMinThreads;
 
 ScanLayout narrow_first_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
   for (int width = widest; width >= 1; width /= 2) {
-    if (batch * channels / width >= kGatedBackwardMinThreads) return {width, 1};
+    if (batch * channels / width >= kGatedMinThreads) return {width, 1};
   }
-  return widest_with_spans(widest, batch, length, channels, kGatedBackwardMinThreads);
+  return few_sequences_layout(widest, batch, length, channels);
 }
 
 using ScanLayoutRule = ScanLayout (*)(int widest, int64_t batch, int64_t length, int64_t channels);
 
-// make_rec(std::integral_constant<int, V>) builds the recurrence for packs of
-// V, laid out by `rule` from the widest pack the tensors allow.
-template <typename T, typename MakeRec>
-void launch_linear_scan(const Tensor& a, int widest, ScanLayoutRule rule, bool reverse, const MakeRec& make_rec) {
-  const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
+// The layout `rule` gives a scan over [B, L, C] tensors like `a` whose packs
+// may be up to `widest` channels wide.
+template <typename T>
+ScanLayout scan_layout(ScanLayoutRule rule, int widest, const Tensor& a) {
   // float64 runs unpacked (with_pack_width), so its layout is chosen for single channels.
-  const ScanLayout layout = rule(std::is_same_v<T, float> ? widest : 1, batch, length, channels);
+  return rule(std::is_same_v<T, float> ? widest : 1, a.shape()[0], a.shape()[1], a.shape()[2]);
+}
+
+// make_rec(std::integral_constant<int, V>) builds the recurrence for packs of
+// V = layout.width.
+template <typename T, typename MakeRec>
+void launch_linear_scan(const Tensor& a, const ScanLayout& layout, bool reverse, const MakeRec& make_rec) {
+  const int64_t batch = a.shape()[0], length = a.shape()[1], channels = a.shape()[2];
   with_pack_width<T>(layout.width, [&](auto V) {
     const int64_t sequences = batch * channels / V;
     linear_scan_span_kernel<<<blocks_for(sequences, kLinearScanBlock / layout.spans), kLinearScanBlock, 0,
@@ -386,7 +411,7 @@ void linear_scan_cuda(const Tensor& a, const Tensor& b, const Tensor& h, bool re
   dispatch_float(a.dtype(), "linear_scan", [&](auto tag) {
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &b, &h});
-    launch_linear_scan<T>(a, width, streaming_layout, reverse, [&](auto V) {
+    launch_linear_scan<T>(a, scan_layout<T>(streaming_layout, width, a), reverse, [&](auto V) {
       return LinearForwardRec<T, decltype(V)::value>{{}, data_or_null<const T>(a), data_or_null<const T>(b), data_or_null<T>(h)};
     });
   });
@@ -398,7 +423,7 @@ void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g
   dispatch_float(a.dtype(), "linear_scan_backward", [&](auto tag) {
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &h, &g, &da, &db});
-    launch_linear_scan<T>(a, width, streaming_layout, reverse, [&](auto V) {
+    launch_linear_scan<T>(a, scan_layout<T>(linear_backward_layout, width, a), reverse, [&](auto V) {
       return LinearBackwardRec<T, decltype(V)::value>{
           {}, data_or_null<const T>(a), data_or_null<const T>(h), data_or_null<const T>(g), data_or_null<T>(da),
           data_or_null<T>(db)};
@@ -424,9 +449,22 @@ void gated_scan_cuda(const GatedScanInputs& in, const Tensor& h, bool reverse) {
   DeviceGuard guard(h);
   dispatch_float(h.dtype(), "gated_scan", [&](auto tag) {
     using T = decltype(tag);
-    launch_linear_scan<T>(h, gated_pack_width<T>(in, {&h}), streaming_layout, reverse, [&](auto V) {
-      return GatedForwardRec<T, decltype(V)::value>{gated_inputs<T, decltype(V)::value>(in), data_or_null<T>(h)};
-    });
+    const ScanLayout layout = scan_layout<T>(narrow_first_layout, gated_pack_width<T>(in, {&h}), h);
+    const auto launch = [&](auto tile) {
+      launch_linear_scan<T>(h, layout, reverse, [&](auto V) {
+        return GatedForwardRec<T, decltype(V)::value, decltype(tile)::value>{gated_inputs<T, decltype(V)::value>(in),
+                                                                            data_or_null<T>(h)};
+      });
+    };
+    // Short spans walk half tiles, whose registers leave room for the threads
+    // that short spans need; a whole sequence streams better in whole tiles.
+    // H200, packs of 2: [256, 65, 96] in 8 spans 0.0115 -> 0.0084 ms in half
+    // tiles; [128, 197, 768] in one span 0.064 -> 0.073 ms.
+    if (layout.spans > 1) {
+      launch(std::integral_constant<int, kTile / 2>{});
+    } else {
+      launch(std::integral_constant<int, kTile>{});
+    }
   });
 }
 
@@ -436,7 +474,7 @@ void gated_scan_backward_cuda(const GatedScanInputs& in, const Tensor& h, const 
   dispatch_float(h.dtype(), "gated_scan_backward", [&](auto tag) {
     using T = decltype(tag);
     const int widest = gated_pack_width<T>(in, {&h, &g, &du, &dgate});
-    launch_linear_scan<T>(h, widest, narrow_first_layout, reverse, [&](auto V) {
+    launch_linear_scan<T>(h, scan_layout<T>(narrow_first_layout, widest, h), reverse, [&](auto V) {
       return GatedBackwardRec<T, decltype(V)::value>{gated_inputs<T, decltype(V)::value>(in), data_or_null<const T>(h),
                                                      data_or_null<const T>(g), data_or_null<T>(du),
                                                      data_or_null<T>(dgate)};
