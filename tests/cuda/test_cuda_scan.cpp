@@ -114,14 +114,14 @@ TEST(CudaScan, LinearScanMatchesCpu) {
   // Few sequences (B x C / pack width) are cut into spans of time, one thread
   // each, and take narrower packs: L = 1; 512 sequences of 20 steps in 2
   // spans; 24 of 40 steps in 4; 4 of 64 in 8; the default job's gated_rnn at
-  // batch 256 (the forward in packs of 4 channels in 4 spans, the backward in
-  // pairs in 8) and 1 (single channels, 8 spans); 99 sequences of 197 steps
-  // (16 spans); 6 of 1024 steps (32 spans).
+  // batch 256 (pairs of channels in 8 spans) and 1 (single channels, 8
+  // spans); 99 sequences of 197 steps (16 spans); 6 of 1024 steps (32 spans);
+  // 4,096 packs of 4 channels in 16 spans of 8 steps.
   // Then enough sequences for one thread each, with packs of 2 and 1 channels
   // (C = 520 and 1002, 999).
   const std::vector<Shape> shapes = {{1, 1, 1},    {2, 1, 3},     {2, 7, 5},      {1, 64, 4},   {8, 20, 64}, {4, 40, 6},
                                      {256, 65, 96}, {1, 65, 96},  {3, 197, 33},   {2, 1024, 3}, {64, 9, 520},
-                                     {33, 11, 1002}, {40, 13, 999}};
+                                     {33, 11, 1002}, {40, 13, 999}, {128, 128, 128}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool reverse : {false, true}) {
@@ -136,15 +136,17 @@ TEST(CudaScan, LinearScanMatchesCpu) {
 // gated_scan reading u and gate in place from one [B, L, 3 C] projection (the
 // mixer's layout: row stride 3 C) or from contiguous tensors, with and without
 // a halting mask. The shapes take both kernels (narrow_first_layout) through
-// every layout it picks: pairs in 8 spans ([256, 65, 96]; the forward in half
-// tiles, as in every layout with spans), single channels in 4 to 32 spans
-// (C = 6, 96 at batch 1, 33, 3), narrowed to single channels (64 x 520) and to
-// pairs (32 x 2048) in one span, and packs of 4 in one span (64 x 2048).
+// every layout it picks: packs of 4 in 16 spans ([128, 128, 128]; the forward
+// in half tiles, as in every layout with spans), pairs in 8 spans
+// ([256, 65, 96]), single channels in 4 to 32 spans (C = 6, 96 at batch 1,
+// 33, 3), narrowed to single channels (64 x 520) and to pairs (32 x 2048) in
+// one span, and packs of 4 in one span (64 x 2048).
 TEST(CudaScan, GatedScanMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP();
   Rng rng(14);
   const std::vector<Shape> shapes = {{1, 1, 1},    {2, 7, 5},    {4, 40, 6},    {256, 65, 96}, {1, 65, 96},
-                                     {3, 197, 33}, {2, 1024, 3}, {64, 9, 520}, {32, 9, 2048}, {64, 9, 2048}};
+                                     {3, 197, 33}, {2, 1024, 3}, {64, 9, 520}, {32, 9, 2048}, {64, 9, 2048},
+                                     {128, 128, 128}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       const int64_t B = shape[0], L = shape[1], C = shape[2];

@@ -268,16 +268,17 @@ bool run_gated_case(const Shape& shape, bool reverse, DType dtype, Rng& rng, dou
 // linear_scan and gated_scan: the CUDA forward and backward against the CPU
 // reference over shapes that take every number of spans (1 to 32: few
 // sequences are cut into spans of time) and pack widths 1, 2 and 4, and
-// every layout of gated_scan's kernels (narrow_first_layout: pairs in 8 spans
-// at 256 x 96 channel rows, single channels and pairs in one span at 64 x 520
-// and 32 x 2048, packs of 4 in one span at 64 x 2048); outputs start as NaN.
+// every layout of gated_scan's kernels (narrow_first_layout: packs of 4 in 16
+// spans at 128 x 128 channel rows, pairs in 8 spans at 256 x 96, single
+// channels and pairs in one span at 64 x 520 and 32 x 2048, packs of 4 in one
+// span at 64 x 2048); outputs start as NaN.
 bool run_linear(bool quick, Rng& rng) {
   int cases = 0, failures = 0;
   Worst worst[2][3];  // [dtype][h, da, db]
   const char* names[3] = {"h", "da", "db"};
   const std::vector<Shape> shapes = {{1, 1, 1},    {2, 7, 5},     {1, 64, 4},   {8, 20, 64},  {3, 197, 33}, {2, 1024, 3},
                                      {1, 300, 96}, {64, 9, 520},  {256, 65, 96}, {1, 65, 96}, {4, 40, 6},
-                                     {32, 9, 2048}, {64, 9, 2048}};
+                                     {32, 9, 2048}, {64, 9, 2048}, {128, 128, 128}};
   for (DType dtype : {DType::F32, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool reverse : {false, true}) {

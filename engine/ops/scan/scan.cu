@@ -340,40 +340,39 @@ ScanLayout widest_with_spans(int widest, int64_t batch, int64_t length, int64_t 
   return {1, scan_spans(batch * channels, length, min_threads)};
 }
 
-// linear_scan's forward: widest_with_spans. A short scan over few sequences
-// (batch 1) then has more threads with less serial work each (H200, the
-// gated_rnn hybrid at batch 1, graph replays: 0.528 -> 0.517 ms).
-ScanLayout streaming_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
-  return widest_with_spans(widest, batch, length, channels, kLinearScanMinThreads);
-}
-
-// The other kernels do more per element than linear_scan's forward (more
-// loads per step, gated_scan's sigmoid and gate gradient), and where the
-// sequences are so few that they must be cut into spans they need four times
-// its threads, which they take from narrower packs in more spans. H200, the
-// default job's [256, 65, 96], packs of 4 in 4 or 8 spans -> packs of 2 in 8:
-// linear_scan's backward 0.0117 -> 0.0098 ms, gated_scan's forward 0.0103 ->
-// 0.0084 (with its tiles of 4), its backward 0.0136 -> 0.0120.
+// Where sequences must be cut into spans: the widest pack that reaches four
+// times kLinearScanMinThreads with spans (at most 32, each at least two
+// tiles long), else narrower, since each span walks its steps twice. H200,
+// the default job's [256, 65, 96], where 65 steps allow 8 spans: pairs in 8
+// spans instead of packs of 4 in 4 (linear_scan) or 8 (gated_scan's
+// backward): linear_scan's forward 0.0074 -> 0.0072 ms, its backward 0.0119
+// -> 0.0098, gated_scan's forward (in half tiles, packs of 4 in 4 spans)
+// 0.0100 -> 0.0084, its backward 0.0138 -> 0.0124. No other shape with spans
+// is measured.
 constexpr int64_t kFewSequencesMinThreads = 4 * kLinearScanMinThreads;
 
 ScanLayout few_sequences_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
   return widest_with_spans(widest, batch, length, channels, kFewSequencesMinThreads);
 }
 
-// linear_scan's backward: the forward's layout while that needs no spans.
-ScanLayout linear_backward_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
-  const ScanLayout streaming = streaming_layout(widest, batch, length, channels);
+// linear_scan's kernels: the widest packs, one span, while that gives
+// kLinearScanMinThreads threads; else few_sequences_layout. A short scan over
+// few sequences (batch 1) then has more threads with less serial work each
+// (H200, the gated_rnn hybrid at batch 1 when gated_scan took spans first,
+// graph replays: 0.528 -> 0.517 ms).
+ScanLayout linear_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
+  const ScanLayout streaming = widest_with_spans(widest, batch, length, channels, kLinearScanMinThreads);
   return streaming.spans == 1 ? streaming : few_sequences_layout(widest, batch, length, channels);
 }
 
 // gated_scan's kernels need twice linear_scan's threads even over many
 // sequences. They take them from narrower packs in one span first, since
 // spans read their inputs twice, and only when even single channels are too
-// few from spans, as few_sequences_layout. H200, the backward at
-// [128, 197, 768] (tiles of 4): packs of 4 in one span (5.8 warps per SM)
-// 0.186 ms, in 2 spans 0.209 ms, packs of 2 in one span 0.171 ms, single
-// channels 0.178 ms. Shapes with about 16,000 to 32,000 channel rows and long
-// sequences take spans unmeasured.
+// few (below 32,768 channel rows) from few_sequences_layout. H200, at
+// [128, 197, 768]: the backward (tiles of 4) in packs of 4 in one span (5.8
+// warps per SM) 0.186 ms, in 2 spans 0.209 ms, pairs in one span 0.171 ms,
+// single channels 0.178 ms; the forward in packs of 4 0.0660 ms, in pairs
+// 0.0638.
 constexpr int64_t kGatedMinThreads = 2 * kLinearScanMinThreads;
 
 ScanLayout narrow_first_layout(int widest, int64_t batch, int64_t length, int64_t channels) {
@@ -411,7 +410,7 @@ void linear_scan_cuda(const Tensor& a, const Tensor& b, const Tensor& h, bool re
   dispatch_float(a.dtype(), "linear_scan", [&](auto tag) {
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &b, &h});
-    launch_linear_scan<T>(a, scan_layout<T>(streaming_layout, width, a), reverse, [&](auto V) {
+    launch_linear_scan<T>(a, scan_layout<T>(linear_layout, width, a), reverse, [&](auto V) {
       return LinearForwardRec<T, decltype(V)::value>{{}, data_or_null<const T>(a), data_or_null<const T>(b), data_or_null<T>(h)};
     });
   });
@@ -423,7 +422,7 @@ void linear_scan_backward_cuda(const Tensor& a, const Tensor& h, const Tensor& g
   dispatch_float(a.dtype(), "linear_scan_backward", [&](auto tag) {
     using T = decltype(tag);
     const int width = pack_width<T>(a.shape()[2], {&a, &h, &g, &da, &db});
-    launch_linear_scan<T>(a, scan_layout<T>(linear_backward_layout, width, a), reverse, [&](auto V) {
+    launch_linear_scan<T>(a, scan_layout<T>(linear_layout, width, a), reverse, [&](auto V) {
       return LinearBackwardRec<T, decltype(V)::value>{
           {}, data_or_null<const T>(a), data_or_null<const T>(h), data_or_null<const T>(g), data_or_null<T>(da),
           data_or_null<T>(db)};
@@ -456,10 +455,10 @@ void gated_scan_cuda(const GatedScanInputs& in, const Tensor& h, bool reverse) {
                                                                             data_or_null<T>(h)};
       });
     };
-    // Short spans walk half tiles, whose registers leave room for the threads
-    // that short spans need; a whole sequence streams better in whole tiles.
-    // H200, packs of 2: [256, 65, 96] in 8 spans 0.0115 -> 0.0084 ms in half
-    // tiles; [128, 197, 768] in one span 0.064 -> 0.073 ms.
+    // Layouts with spans walk half tiles, whose registers leave room for the
+    // threads that spans need; one span streams better in whole tiles. H200,
+    // pairs: [256, 65, 96] in 8 spans 0.0115 -> 0.0084 ms in half tiles;
+    // [128, 197, 768] in one span 0.064 -> 0.073 ms.
     if (layout.spans > 1) {
       launch(std::integral_constant<int, kTile / 2>{});
     } else {
