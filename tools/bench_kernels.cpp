@@ -102,18 +102,21 @@ double bytes_of(const Shape& shape, int tensors) { return 4.0 * tensors * shape_
 // The label of rows run in the bf16 GEMM mode, which the CPU computes in float32.
 std::string bf16_mode_tag(const KernelBench& bench) { return bench.device().is_cuda() ? " bf16" : " fp32"; }
 
-// The ceilings, measured first: a 1 GiB device-to-device copy (bytes read +
-// written); on a GPU the float32 FMA rate and the rate of hardware
+// A device-to-device copy of src into dst (bytes read + written).
+void copy_row(KernelBench& bench, const std::string& name, const Tensor& src, const Tensor& dst) {
+  bench.memory(name, src.shape(), 2.0 * src.nbytes(), [&] {
+    device_copy(dst.raw_data(), bench.device(), src.raw_data(), bench.device(), src.nbytes());
+  });
+}
+
+// The ceilings, measured first: a 1 GiB device-to-device copy; on a GPU the float32 FMA rate and the rate of hardware
 // exponentials; and a large GEMM with bf16 operands (fp32 on the CPU). The
 // GEMM comes last: it draws the most power, and the probes right after it ran
 // at lower clocks.
 void ceilings(KernelBench& bench) {
   const bool gpu = bench.device().is_cuda();
   const int64_t elements = gpu ? (int64_t{1} << 28) : (int64_t{1} << 25);
-  Tensor src = bench.uniform({elements}), dst = bench.empty({elements});
-  bench.memory("device copy (ceiling)", src.shape(), 2.0 * src.nbytes(), [&] {
-    device_copy(dst.raw_data(), bench.device(), src.raw_data(), bench.device(), src.nbytes());
-  });
+  copy_row(bench, "device copy (ceiling)", bench.uniform({elements}), bench.empty({elements}));
   bench.mark_ceiling();
   if (gpu) {
     const int index = bench.device().index;
@@ -338,6 +341,10 @@ void scans(KernelBench& bench) {
   // tokens, batch 256): too few sequences to stream one thread each, so the
   // kernels cut them into spans of time.
   const Shape cifar = {256, 65, 96};
+  // A copy that moves the forward rows' bytes (three tensors of this shape):
+  // how much of the 1 GiB copy's rate a pass this small can reach at all.
+  const Shape cifar_copy = {256, 65, 144};
+  copy_row(bench, "device copy", bench.uniform(cifar_copy), bench.empty(cifar_copy));
   Tensor ca = bench.uniform(cifar, 0.5, 0.99), cb = bench.uniform(cifar), cg = bench.uniform(cifar);
   Tensor ch = bench.empty(cifar), cda = bench.empty(cifar), cdb = bench.empty(cifar);
   bench.memory("linear_scan fwd", cifar, bytes_of(cifar, 3), [&] { linear_scan_kernel.get(device)(ca, cb, ch, false); });
