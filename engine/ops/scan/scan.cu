@@ -341,8 +341,8 @@ ScanLayout widest_with_spans(int widest, int64_t batch, int64_t length, int64_t 
 }
 
 // Where sequences must be cut into spans: the widest pack that reaches four
-// times kLinearScanMinThreads with spans (at most 32, each at least two
-// tiles long), else narrower, since each span walks its steps twice. H200,
+// times kLinearScanMinThreads with spans (at most 32, each at least kTile
+// steps long), else narrower, since each span walks its steps twice. H200,
 // the default job's [256, 65, 96], where 65 steps allow 8 spans: pairs in 8
 // spans instead of packs of 4 in 4 (linear_scan) or 8 (gated_scan's
 // backward): linear_scan's forward 0.0074 -> 0.0072 ms, its backward 0.0119
