@@ -109,10 +109,10 @@ void copy_row(KernelBench& bench, const std::string& name, const Tensor& src, co
   });
 }
 
-// The ceilings, measured first: a 1 GiB device-to-device copy; on a GPU the float32 FMA rate and the rate of hardware
-// exponentials; and a large GEMM with bf16 operands (fp32 on the CPU). The
-// GEMM comes last: it draws the most power, and the probes right after it ran
-// at lower clocks.
+// The ceilings, measured first: a 1 GiB device-to-device copy; on a GPU the
+// float32 FMA rate and the rate of hardware exponentials; and a large GEMM
+// with bf16 operands (fp32 on the CPU). The GEMM comes last: it draws the
+// most power, and the probes right after it ran at lower clocks.
 void ceilings(KernelBench& bench) {
   const bool gpu = bench.device().is_cuda();
   const int64_t elements = gpu ? (int64_t{1} << 28) : (int64_t{1} << 25);
